@@ -1,0 +1,1 @@
+//! oscloud servers (pending).

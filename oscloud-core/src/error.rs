@@ -1,0 +1,103 @@
+//! The one error type of the kernel.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the kernel.
+///
+/// Variants are grouped by the part of the kernel that returns them. Each one
+/// says what failed in words a user can act on; none of them is ever produced
+/// by a panic.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    // ----- pipes -----
+    /// The other end of the pipe is gone (its reader was dropped or closed),
+    /// so nothing written now can ever be read.
+    #[error("pipe closed: the reading end is gone")]
+    PipeClosed,
+    /// A non-blocking write found the pipe full.
+    #[error("pipe full: {capacity} bytes are already buffered")]
+    PipeFull {
+        /// The pipe's capacity in bytes.
+        capacity: usize,
+    },
+
+    // ----- registry -----
+    /// `register` was called with a name that another server already holds.
+    #[error("name {name:?} is already registered{}", if *.group { " as a group (join the group instead)" } else { "" })]
+    NameTaken {
+        /// The contested name.
+        name: String,
+        /// True when the holder is a group, so joining it would have worked.
+        group: bool,
+    },
+    /// A name that is not a valid server name.
+    #[error("invalid server name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// No server is registered under this name.
+    #[error("no server named {0:?}")]
+    NotFound(String),
+
+    // ----- endpoints (delivery to a server, local or remote) -----
+    /// The server stopped before it could take or answer the message.
+    #[error("server {name:?} stopped: {reason}")]
+    ServerStopped {
+        /// The server's name.
+        name: String,
+        /// Why it stopped, as far as is known.
+        reason: String,
+    },
+    /// The call was not answered in time. The server may still process it.
+    #[error("call to {name:?} timed out after {after:?}")]
+    Timeout {
+        /// The server's name.
+        name: String,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// A message could not be decoded by its receiver.
+    #[error("cannot decode message: {0}")]
+    Decode(String),
+    /// A message could not be encoded by its sender.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+    /// The server took the message but answered with an error.
+    #[error("server {name:?} answered with an error: {message}")]
+    Remote {
+        /// The server's name.
+        name: String,
+        /// The error text the server sent back.
+        message: String,
+    },
+    /// The server has no port of that name to attach a pipe to.
+    #[error("server {name:?} has no pipe port {port:?}")]
+    NoSuchPort {
+        /// The server's name.
+        name: String,
+        /// The requested port.
+        port: String,
+    },
+
+    // ----- addresses -----
+    /// A string that is not a valid oscloud address.
+    #[error("invalid address {input:?}: {reason}")]
+    InvalidAddress {
+        /// The string that failed to parse.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    // ----- transports -----
+    // (added by the transport SDK)
+
+    // ----- wire protocol -----
+    // (added by the wire protocol)
+}
+
+/// Shorthand for results whose error is the kernel's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,387 @@
+//! Pipes: bounded, back-pressured channels of byte frames.
+//!
+//! A pipe carries [`Bytes`] frames from writers to one reader. Frame
+//! boundaries are kept: what one `send` wrote is what one `recv` returns, and
+//! no byte is copied between in-process ends (a frame is a reference-counted
+//! buffer).
+//!
+//! Capacity is counted in bytes. A writer waits while the buffered frames
+//! would exceed it, so a stalled reader bounds memory to the pipe's capacity
+//! (a single frame larger than the whole capacity is let through alone once
+//! the pipe is empty, so it can never dead-lock). An empty frame counts as
+//! one byte.
+//!
+//! When every writer is dropped (or [closed](PipeWriter::close)) the reader
+//! sees end-of-stream after the buffered frames. When the reader is dropped
+//! (or [closed](PipeReader::close)) writers get [`Error::PipeClosed`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::{Semaphore, TryAcquireError, mpsc};
+
+use crate::Error;
+
+/// The capacity, in bytes, of a pipe made with [`PipeConfig::default`].
+pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+
+/// How a pipe is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeConfig {
+    /// How many bytes may be buffered before writers wait. At least 1.
+    pub capacity: usize,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        Self {
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+impl PipeConfig {
+    /// A configuration with this capacity in bytes (raised to 1 if 0).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+        }
+    }
+}
+
+/// Make a one-way pipe: frames written to the [`PipeWriter`] come out of the
+/// [`PipeReader`] in order.
+pub fn pipe(config: PipeConfig) -> (PipeWriter, PipeReader) {
+    let capacity = config.capacity.clamp(1, Semaphore::MAX_PERMITS);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let credit = Arc::new(Semaphore::new(capacity));
+    (
+        PipeWriter {
+            tx,
+            credit: credit.clone(),
+            capacity,
+        },
+        PipeReader {
+            rx,
+            credit,
+            capacity,
+        },
+    )
+}
+
+/// Make a duplex pipe: two ends, each of which writes to the other.
+pub fn duplex(config: PipeConfig) -> (PipeEnd, PipeEnd) {
+    let (a_tx, b_rx) = pipe(config);
+    let (b_tx, a_rx) = pipe(config);
+    (
+        PipeEnd {
+            reader: a_rx,
+            writer: a_tx,
+        },
+        PipeEnd {
+            reader: b_rx,
+            writer: b_tx,
+        },
+    )
+}
+
+/// The number of credit units a frame takes.
+fn cost(len: usize, capacity: usize) -> usize {
+    len.clamp(1, capacity)
+}
+
+/// The writing side of a pipe. Clone it to write from several places; the
+/// reader sees end-of-stream once every clone is gone.
+#[derive(Debug, Clone)]
+pub struct PipeWriter {
+    tx: mpsc::UnboundedSender<(Bytes, usize)>,
+    credit: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl PipeWriter {
+    /// Write one frame, waiting while the pipe is full.
+    ///
+    /// Cancel-safe: if the future is dropped before it completes, the frame
+    /// was not written.
+    pub async fn send(&self, frame: Bytes) -> Result<(), Error> {
+        let n = cost(frame.len(), self.capacity);
+        let permit = self
+            .credit
+            .acquire_many(n as u32)
+            .await
+            .map_err(|_| Error::PipeClosed)?;
+        permit.forget();
+        self.tx.send((frame, n)).map_err(|_| Error::PipeClosed)
+    }
+
+    /// Write one frame if there is room now; hands it back otherwise.
+    pub fn try_send(&self, frame: Bytes) -> Result<(), (Bytes, Error)> {
+        let n = cost(frame.len(), self.capacity);
+        match self.credit.try_acquire_many(n as u32) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => {
+                return Err((
+                    frame,
+                    Error::PipeFull {
+                        capacity: self.capacity,
+                    },
+                ));
+            }
+            Err(TryAcquireError::Closed) => return Err((frame, Error::PipeClosed)),
+        }
+        self.tx
+            .send((frame, n))
+            .map_err(|e| (e.0.0, Error::PipeClosed))
+    }
+
+    /// The pipe's capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// True once the reader is gone: every further write fails.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.credit.is_closed()
+    }
+
+    /// Wait until the reader is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    /// Stop writing from this clone (the same as dropping it).
+    pub fn close(self) {}
+}
+
+/// The reading side of a pipe. Also a [`Stream`] of frames.
+#[derive(Debug)]
+pub struct PipeReader {
+    rx: mpsc::UnboundedReceiver<(Bytes, usize)>,
+    credit: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl PipeReader {
+    /// The next frame, or `None` at end-of-stream (every writer is gone and
+    /// every buffered frame was read).
+    ///
+    /// Cancel-safe: a frame is never lost by dropping this future.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let (frame, n) = self.rx.recv().await?;
+        self.credit.add_permits(n);
+        Some(frame)
+    }
+
+    /// The next frame if one is buffered now.
+    ///
+    /// `Ok(None)` means "nothing yet"; `Err(())` means end-of-stream.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_recv(&mut self) -> Result<Option<Bytes>, ()> {
+        match self.rx.try_recv() {
+            Ok((frame, n)) => {
+                self.credit.add_permits(n);
+                Ok(Some(frame))
+            }
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(()),
+        }
+    }
+
+    /// The pipe's capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How many bytes are buffered now (empty frames count as one).
+    pub fn buffered(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.credit.available_permits())
+            .min(self.capacity)
+    }
+
+    /// Stop reading: writers get [`Error::PipeClosed`] from now on. Frames
+    /// already buffered can still be read with [`recv`](Self::recv).
+    pub fn close(&mut self) {
+        self.credit.close();
+        self.rx.close();
+    }
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        // Wake writers blocked on credit: nobody will ever read again.
+        self.credit.close();
+    }
+}
+
+impl Stream for PipeReader {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some((frame, n))) => {
+                self.credit.add_permits(n);
+                Poll::Ready(Some(frame))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// One end of a duplex pipe: a reader and a writer to the other end.
+#[derive(Debug)]
+pub struct PipeEnd {
+    /// Frames written by the other end.
+    pub reader: PipeReader,
+    /// Frames for the other end.
+    pub writer: PipeWriter,
+}
+
+impl PipeEnd {
+    /// Separate the reading and writing halves.
+    pub fn split(self) -> (PipeReader, PipeWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// Write one frame to the other end (see [`PipeWriter::send`]).
+    pub async fn send(&self, frame: Bytes) -> Result<(), Error> {
+        self.writer.send(frame).await
+    }
+
+    /// Read one frame from the other end (see [`PipeReader::recv`]).
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.reader.recv().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_keep_boundaries_and_order() {
+        let (w, mut r) = pipe(PipeConfig::default());
+        for i in 0..10u8 {
+            w.send(Bytes::from(vec![i; i as usize])).await.unwrap();
+        }
+        drop(w);
+        for i in 0..10u8 {
+            assert_eq!(r.recv().await.unwrap(), Bytes::from(vec![i; i as usize]));
+        }
+        assert_eq!(r.recv().await, None, "EOF after the last frame");
+    }
+
+    #[tokio::test]
+    async fn no_copy_between_ends() {
+        let (w, mut r) = pipe(PipeConfig::default());
+        let frame = Bytes::from(vec![7u8; 1000]);
+        let ptr = frame.as_ptr();
+        w.send(frame).await.unwrap();
+        assert_eq!(r.recv().await.unwrap().as_ptr(), ptr);
+    }
+
+    #[tokio::test]
+    async fn stalled_reader_bounds_memory() {
+        let (w, r) = pipe(PipeConfig::with_capacity(100));
+        for _ in 0..10 {
+            w.try_send(Bytes::from_static(&[0; 10])).unwrap();
+        }
+        assert_eq!(r.buffered(), 100);
+        let (_, err) = w.try_send(Bytes::from_static(&[1])).unwrap_err();
+        assert_eq!(err, Error::PipeFull { capacity: 100 });
+        // A blocking send waits rather than growing the buffer.
+        let blocked = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            w.send(Bytes::from_static(&[1])),
+        )
+        .await;
+        assert!(blocked.is_err(), "send must wait while the pipe is full");
+        assert_eq!(r.buffered(), 100);
+    }
+
+    #[tokio::test]
+    async fn reading_frees_room() {
+        let (w, mut r) = pipe(PipeConfig::with_capacity(10));
+        w.send(Bytes::from_static(&[0; 10])).await.unwrap();
+        let writer = tokio::spawn(async move { w.send(Bytes::from_static(&[1; 5])).await });
+        assert_eq!(r.recv().await.unwrap().len(), 10);
+        writer.await.unwrap().unwrap();
+        assert_eq!(r.recv().await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_passes_alone() {
+        let (w, mut r) = pipe(PipeConfig::with_capacity(4));
+        w.send(Bytes::from_static(&[9; 64])).await.unwrap();
+        assert!(w.try_send(Bytes::from_static(&[1])).is_err());
+        assert_eq!(r.recv().await.unwrap().len(), 64);
+        w.try_send(Bytes::from_static(&[1])).unwrap();
+    }
+
+    #[tokio::test]
+    async fn dropped_reader_fails_writers_even_blocked_ones() {
+        let (w, r) = pipe(PipeConfig::with_capacity(1));
+        w.send(Bytes::from_static(b"x")).await.unwrap();
+        let w2 = w.clone();
+        let blocked = tokio::spawn(async move { w2.send(Bytes::from_static(b"y")).await });
+        tokio::task::yield_now().await;
+        drop(r);
+        assert_eq!(blocked.await.unwrap(), Err(Error::PipeClosed));
+        assert_eq!(w.send(Bytes::new()).await, Err(Error::PipeClosed));
+        assert!(w.is_closed());
+    }
+
+    #[tokio::test]
+    async fn closed_reader_still_drains() {
+        let (w, mut r) = pipe(PipeConfig::default());
+        w.send(Bytes::from_static(b"kept")).await.unwrap();
+        r.close();
+        assert_eq!(
+            w.send(Bytes::from_static(b"lost")).await,
+            Err(Error::PipeClosed)
+        );
+        assert_eq!(r.recv().await.unwrap(), Bytes::from_static(b"kept"));
+        assert_eq!(r.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn eof_waits_for_every_writer_clone() {
+        let (w, mut r) = pipe(PipeConfig::default());
+        let w2 = w.clone();
+        w.close();
+        w2.send(Bytes::from_static(b"late")).await.unwrap();
+        drop(w2);
+        assert_eq!(r.recv().await.unwrap(), Bytes::from_static(b"late"));
+        assert_eq!(r.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn duplex_both_ways() {
+        let (mut a, mut b) = duplex(PipeConfig::default());
+        a.send(Bytes::from_static(b"ping")).await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), Bytes::from_static(b"ping"));
+        b.send(Bytes::from_static(b"pong")).await.unwrap();
+        assert_eq!(a.recv().await.unwrap(), Bytes::from_static(b"pong"));
+        let (_r, w) = b.split();
+        drop(w);
+        assert_eq!(a.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn stream_interface() {
+        use futures::StreamExt;
+        let (w, r) = pipe(PipeConfig::default());
+        tokio::spawn(async move {
+            for i in 0..3u8 {
+                w.send(Bytes::from(vec![i])).await.unwrap();
+            }
+        });
+        let all: Vec<Bytes> = r.collect().await;
+        assert_eq!(all.len(), 3);
+    }
+}

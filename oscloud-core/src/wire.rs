@@ -1,0 +1,3 @@
+//! The wire protocol, sans-IO.
+//!
+//! (Implementation pending: see the nodes issue.)
