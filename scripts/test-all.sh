@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every oscloud test: formatting, lints, Rust unit/integration/doc tests,
+# packaging checks. Later parts (C, Python, hardware lab) hook in below.
+# Usage: scripts/test-all.sh         (from the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+start=$(date +%s)
+
+step "toolchain"
+cargo --version
+rustc --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, integration and doc tests)"
+cargo test --workspace --locked --no-fail-fast
+
+step "rustdoc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "cargo package (publishable crates)"
+publishable=$(cargo metadata --no-deps --format-version 1 --locked |
+  python3 -c 'import json,sys; print(" ".join("-p "+p["name"] for p in json.load(sys.stdin)["packages"] if p.get("publish") is None))')
+# shellcheck disable=SC2086
+cargo package $publishable --locked --allow-dirty --quiet
+
+step "done in $(( $(date +%s) - start )) s"
