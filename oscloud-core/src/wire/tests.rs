@@ -609,3 +609,205 @@ proptest! {
         p.drive();
     }
 }
+
+// ----- two sessions over a damaged link: exactly once, in order -----
+
+/// What one side sends and what the other must see.
+#[derive(Debug, Default)]
+struct Workload {
+    casts: Vec<Bytes>,
+    calls: Vec<Bytes>,
+    frames: Vec<Bytes>,
+}
+
+fn workload(seed: u64, n: usize, max_frame: usize) -> Workload {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut blob = |tag: u8, i: usize, max: usize| {
+        let len = rng.random_range(0..=max);
+        let mut v = vec![tag, i as u8];
+        v.extend((0..len).map(|_| rng.random::<u8>()));
+        Bytes::from(v)
+    };
+    Workload {
+        casts: (0..n).map(|i| blob(1, i, 40)).collect(),
+        calls: (0..n / 2).map(|i| blob(2, i, 40)).collect(),
+        frames: (0..n).map(|i| blob(3, i, max_frame)).collect(),
+    }
+}
+
+/// Per-side progress of the workload.
+#[derive(Debug, Default)]
+struct Side {
+    cast_i: usize,
+    call_i: usize,
+    frame_i: usize,
+    pipe: Option<PipeId>,
+    calls: Vec<(CallId, Bytes)>,
+    got_casts: Vec<Bytes>,
+    got_replies: Vec<(CallId, Bytes)>,
+    got_frames: Vec<Bytes>,
+}
+
+fn feed(s: &mut Session, w: &Workload, side: &mut Side) {
+    while side.cast_i < w.casts.len() && s.cast("t", w.casts[side.cast_i].clone()).is_ok() {
+        side.cast_i += 1;
+    }
+    while side.call_i < w.calls.len() {
+        match s.call("t", w.calls[side.call_i].clone()) {
+            Ok(id) => side.calls.push((id, w.calls[side.call_i].clone())),
+            Err(_) => break,
+        }
+        side.call_i += 1;
+    }
+    if side.pipe.is_none() {
+        side.pipe = s.open_pipe("t", "p").ok();
+    }
+    if let Some(pipe) = side.pipe {
+        while side.frame_i < w.frames.len()
+            && s.pipe_send(pipe, w.frames[side.frame_i].clone()).is_ok()
+        {
+            side.frame_i += 1;
+        }
+    }
+}
+
+fn react(s: &mut Session, events: Vec<Event>, side: &mut Side) {
+    for e in events {
+        match e {
+            Event::Cast { payload, .. } => side.got_casts.push(payload),
+            Event::Call { id, payload, .. } => {
+                // Echo reversed.
+                let mut v = payload.to_vec();
+                v.reverse();
+                s.reply(id, Ok(Bytes::from(v))).unwrap();
+            }
+            Event::Reply { id, result } => side.got_replies.push((id, result.unwrap())),
+            Event::PipeData { id, bytes } => {
+                s.pipe_consumed(id, bytes.len()).unwrap();
+                side.got_frames.push(bytes);
+            }
+            Event::Closed { reason } => panic!("session closed: {reason}"),
+            _ => {}
+        }
+    }
+}
+
+fn exchange(kind: FramingKind, damage: Damage, seed: u64, n: usize) {
+    let mut config = Config::new(kind);
+    config.keepalive = Duration::from_secs(1);
+    config.idle_timeout = Duration::from_secs(120);
+    config.send_window = 16;
+    config.pipe_window = 4096;
+    if let FramingKind::Datagram { mtu: 8 } = kind {
+        config.max_frame = 128;
+    }
+    let mut p = Pair::with_configs(config.clone(), config, damage, seed);
+    let wa = workload(seed, n, 3000);
+    let wb = workload(seed ^ 0xff, n, 3000);
+    let (mut sa, mut sb) = (Side::default(), Side::default());
+    let done = p.run(200_000, |p| {
+        if p.a.is_connected() && p.b.is_connected() {
+            feed(&mut p.a, &wa, &mut sa);
+            feed(&mut p.b, &wb, &mut sb);
+        }
+        let ea = std::mem::take(&mut p.a_events);
+        let eb = std::mem::take(&mut p.b_events);
+        react(&mut p.a, ea, &mut sa);
+        react(&mut p.b, eb, &mut sb);
+        sa.got_casts.len() == n
+            && sb.got_casts.len() == n
+            && sa.got_frames.len() == n
+            && sb.got_frames.len() == n
+            && sa.got_replies.len() == n / 2
+            && sb.got_replies.len() == n / 2
+    });
+    let st = (p.a.stats(), p.b.stats());
+    assert!(
+        done,
+        "{kind:?} {damage:?}: incomplete: a got {} casts {} frames {} replies, b got {} casts {} frames {} replies; stats {st:?}",
+        sa.got_casts.len(),
+        sa.got_frames.len(),
+        sa.got_replies.len(),
+        sb.got_casts.len(),
+        sb.got_frames.len(),
+        sb.got_replies.len()
+    );
+    if damage.loss > 0.05 {
+        assert!(st.0.retransmissions + st.1.retransmissions > 0, "{st:?}");
+    }
+    for s in [st.0, st.1] {
+        assert!(s.bytes_sent > s.payload_bytes_sent);
+        assert!(s.frames_received > 0 && s.frames_sent > 0);
+    }
+    assert_eq!(st.0.payload_bytes_sent, st.1.payload_bytes_received);
+    assert_eq!(st.1.payload_bytes_sent, st.0.payload_bytes_received);
+    for (got, w) in [(&sa, &wb), (&sb, &wa)] {
+        assert_eq!(got.got_casts, w.casts);
+        assert_eq!(got.got_frames, w.frames);
+    }
+    for side in [&sa, &sb] {
+        let expect: Vec<(CallId, Bytes)> = side
+            .calls
+            .iter()
+            .map(|(id, b)| {
+                let mut v = b.to_vec();
+                v.reverse();
+                (*id, Bytes::from(v))
+            })
+            .collect();
+        assert_eq!(side.got_replies, expect);
+    }
+}
+
+#[test]
+fn exchange_reliable_stream_undamaged() {
+    for seed in 0..4 {
+        exchange(FramingKind::ReliableStream, Damage::none(), seed, 30);
+    }
+}
+
+#[test]
+fn exchange_lossy_kinds_undamaged() {
+    for kind in &KINDS[1..] {
+        exchange(*kind, Damage::none(), 9, 20);
+    }
+}
+
+fn damage_strategy(scale: f64) -> impl Strategy<Value = Damage> {
+    (
+        0.0..0.2f64,
+        0.0..0.1f64,
+        0.0..0.2f64,
+        0.0..0.1f64,
+        0.0..0.05f64,
+    )
+        .prop_map(
+            move |(loss, duplicate, reorder, corrupt, truncate)| Damage {
+                loss: loss * scale,
+                duplicate: duplicate * scale,
+                reorder: reorder * scale,
+                corrupt: corrupt * scale,
+                truncate: truncate * scale,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+    #[test]
+    fn exchange_lossy_stream(damage in damage_strategy(1.0), seed in any::<u64>()) {
+        exchange(FramingKind::LossyStream, damage, seed, 12);
+    }
+
+    #[test]
+    fn exchange_can_fd(damage in damage_strategy(0.5), seed in any::<u64>()) {
+        exchange(FramingKind::Datagram { mtu: 64 }, damage, seed, 12);
+    }
+
+    #[test]
+    fn exchange_can_classic(damage in damage_strategy(0.2), seed in any::<u64>()) {
+        exchange(FramingKind::Datagram { mtu: 8 }, damage, seed, 6);
+    }
+}
