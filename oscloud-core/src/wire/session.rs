@@ -17,6 +17,17 @@ use crate::{Error, ExitReason, NodeId};
 /// The smallest `max_frame` a session accepts (its own or the peer's).
 pub const MIN_FRAME: usize = 128;
 
+/// Longest close message sent, in bytes, so a Close fits any frame.
+const MAX_CLOSE_TEXT: usize = 96;
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Session limits and timers.
 ///
 /// Every buffer a session keeps is bounded by these: received packets out
@@ -101,6 +112,19 @@ impl Config {
         }
         if self.initial_rto.is_zero() || self.max_rto < self.initial_rto {
             return bad("initial_rto must be non-zero and at most max_rto");
+        }
+        let day = Duration::from_secs(86_400);
+        if [
+            self.keepalive,
+            self.idle_timeout,
+            self.max_rto,
+            self.ack_delay,
+            self.reassembly_timeout,
+        ]
+        .iter()
+        .any(|d| *d > day)
+        {
+            return bad("timers must be at most one day");
         }
         Ok(())
     }
@@ -392,7 +416,7 @@ impl Session {
         }
         let lossy = config.framing.is_lossy();
         let rto = config.initial_rto;
-        Ok(Self {
+        let session = Self {
             framer,
             max_frame,
             state: State::Handshake,
@@ -427,6 +451,26 @@ impl Session {
             next_remote_pipe: 0,
             config,
             local,
+        };
+        let hello = session.hello().encode()?;
+        if hello.len() > max_frame {
+            return Err(Error::WireConfig(format!(
+                "the Hello ({} bytes, with auth) does not fit max_frame {max_frame}",
+                hello.len()
+            )));
+        }
+        Ok(session)
+    }
+
+    fn hello(&self) -> Packet {
+        Packet::Hello(Hello {
+            node: self.local.node,
+            features: self.local.features,
+            session_id: self.local.session_id,
+            auth: self.local.auth.clone(),
+            max_frame: self.max_frame as u32,
+            recv_window: self.config.recv_window,
+            pipe_window: self.config.pipe_window,
         })
     }
 
@@ -744,7 +788,7 @@ impl Session {
                 Err(Error::WireUnknownPipe(id.0))
             };
         };
-        let delivered = pipe.recv_used - pipe.partial.len() as u64;
+        let delivered = pipe.recv_used.saturating_sub(pipe.partial.len() as u64);
         let grant = (n as u64).min(delivered);
         if grant > 0 {
             pipe.recv_used -= grant;
@@ -842,7 +886,7 @@ impl Session {
         tracing::debug!(code = code.code(), %message, "wire session closing");
         let packet = Packet::Close {
             code,
-            message: message.clone(),
+            message: truncate(&message, MAX_CLOSE_TEXT).to_owned(),
         };
         if let Ok(bytes) = packet.encode() {
             // A Close packet that does not fit is not sent; the peer times out.
@@ -882,15 +926,7 @@ impl Session {
         }
         let packet = if self.send_hello {
             self.send_hello = false;
-            Packet::Hello(Hello {
-                node: self.local.node,
-                features: self.local.features,
-                session_id: self.local.session_id,
-                auth: self.local.auth.clone(),
-                max_frame: self.max_frame as u32,
-                recv_window: self.config.recv_window,
-                pipe_window: self.config.pipe_window,
-            })
+            self.hello()
         } else if self.send_hello_ack {
             self.send_hello_ack = false;
             Packet::HelloAck {

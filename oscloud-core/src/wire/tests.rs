@@ -811,3 +811,65 @@ proptest! {
         exchange(FramingKind::Datagram { mtu: 8 }, damage, seed, 6);
     }
 }
+
+#[test]
+fn long_close_message_still_reaches_a_small_frame_peer() {
+    let mut c = Config::new(FramingKind::Datagram { mtu: 8 });
+    c.max_frame = 128;
+    let mut p = Pair::with_configs(c.clone(), c, Damage::none(), 5);
+    assert!(p.run(100, |p| p.a.is_connected() && p.b.is_connected()));
+    let long = "é".repeat(300);
+    p.a.close(&long);
+    p.drive();
+    let r = closed_reason(&p.b_events).unwrap();
+    assert!(
+        r.remote && r.message.len() <= 96 && r.message.starts_with('é'),
+        "{r}"
+    );
+}
+
+#[test]
+fn oversized_auth_is_a_config_error() {
+    let mut c = Config::new(FramingKind::Datagram { mtu: 8 });
+    c.max_frame = 128;
+    let mut local = LocalInfo::new(NodeId::random());
+    local.auth = Some(Bytes::from(vec![0; 200]));
+    assert!(matches!(
+        Session::new(c, local, Instant::now()),
+        Err(Error::WireConfig(_))
+    ));
+}
+
+/// The examples of docs/PROTOCOL.md §2 and §10.
+#[test]
+fn protocol_doc_examples() {
+    let ping = framed(FramingKind::ReliableStream, &Packet::Ping);
+    assert_eq!(&ping[0][..], b"\x00\x00\x00\x02\x91\x05");
+    let cast = Packet::Data {
+        seq: 1,
+        ack: 0,
+        msg: Msg::Cast {
+            to: "log".into(),
+            payload: Bytes::from_static(b"hi"),
+        },
+    };
+    let b = framed(FramingKind::ReliableStream, &cast);
+    assert_eq!(&b[0][..4], b"\x00\x00\x00\x0e");
+    let ack = framed(FramingKind::ReliableStream, &Packet::Ack { ack: 1 });
+    assert_eq!(&ack[0][..], b"\x00\x00\x00\x03\x92\x04\x01");
+    // A Hello with a large session id is 48 bytes.
+    let mut s = Session::new(
+        Config::new(FramingKind::ReliableStream),
+        LocalInfo {
+            node: NodeId::from_bytes([0xa; 16]),
+            features: 0,
+            session_id: u64::MAX,
+            auth: None,
+        },
+        Instant::now(),
+    )
+    .unwrap();
+    let hello = s.poll_transmit(Instant::now()).unwrap();
+    assert_eq!(&hello[..4], b"\x00\x00\x00\x30");
+    assert_eq!(hello.len(), 4 + 48);
+}
