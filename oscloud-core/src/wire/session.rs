@@ -1050,15 +1050,18 @@ impl Session {
                 }
             }
             Packet::Ack { ack } => {
+                // Not a proof that the peer has our Hello: a peer may
+                // answer a Ping before it does.
                 if self.peer.is_none() {
                     self.stats.dropped += 1;
                     return;
                 }
-                self.hello_confirmed = true;
                 self.handle_ack(ack);
             }
             Packet::Ping => {
-                self.ack_at = Some(self.now);
+                if self.peer.is_some() {
+                    self.ack_at = Some(self.now);
+                }
             }
             Packet::Close { code, message } => {
                 self.finish(CloseReason {
