@@ -42,7 +42,8 @@ pub struct Config {
     /// (lowered to what the framing can carry).
     pub max_frame: usize,
     /// Most unacknowledged packets in flight (also capped by the peer's
-    /// `recv_window`).
+    /// `recv_window`). Lossy links only: on a reliable stream the stream's
+    /// own flow control paces the sender.
     pub send_window: u32,
     /// Most packets buffered ahead of a gap (advertised to the peer).
     pub recv_window: u32,

@@ -873,3 +873,36 @@ fn protocol_doc_examples() {
     assert_eq!(&hello[..4], b"\x00\x00\x00\x30");
     assert_eq!(hello.len(), 4 + 48);
 }
+
+/// Wire efficiency (payload bytes / link bytes sent) for 1 KiB pipe frames
+/// on an undamaged link; printed with `--nocapture`.
+#[test]
+fn wire_efficiency_figures() {
+    for (kind, min) in [
+        (FramingKind::ReliableStream, 0.95),
+        (FramingKind::LossyStream, 0.93),
+        (FramingKind::Datagram { mtu: 64 }, 0.85),
+        (FramingKind::Datagram { mtu: 8 }, 0.65),
+    ] {
+        let mut p = Pair::connected(kind);
+        let id = p.a.open_pipe("s", "p").unwrap();
+        let frame = Bytes::from(vec![0x5a; 1024]);
+        let before = p.a.stats();
+        let mut got = 0;
+        for _ in 0..100 {
+            p.a.pipe_send(id, frame.clone()).unwrap();
+            p.drive();
+            for e in std::mem::take(&mut p.b_events) {
+                if let Event::PipeData { id, bytes } = e {
+                    got += bytes.len();
+                    p.b.pipe_consumed(id, bytes.len()).unwrap();
+                }
+            }
+        }
+        assert_eq!(got, 100 * 1024);
+        let st = p.a.stats();
+        let ratio = got as f64 / (st.bytes_sent - before.bytes_sent) as f64;
+        println!("{kind:?}: payload/wire = {ratio:.3}");
+        assert!(ratio > min, "{kind:?}: {ratio}");
+    }
+}
