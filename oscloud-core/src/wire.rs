@@ -44,6 +44,14 @@
 //! (the Close packet), then drop the session: outstanding calls and open
 //! pipes are void.
 //!
+//! Events queue up inside the session until drained: a driver that stops
+//! calling `poll_event` stops nothing else, so drain them promptly (pipe
+//! data is bounded by credit, the rest is not).
+//!
+//! [`FramingKind`] is the wire's view of a link; a transport's link kind
+//! maps onto it one to one (reliable stream, lossy stream, datagrams with
+//! their MTU).
+//!
 //! ```
 //! use std::time::Instant;
 //! use bytes::Bytes;
