@@ -96,7 +96,52 @@ pub enum Error {
     // (added by the transport SDK)
 
     // ----- wire protocol -----
-    // (added by the wire protocol)
+    /// The wire session is closed; the text says why.
+    #[error("wire session closed: {reason}")]
+    WireClosed {
+        /// Why the session closed.
+        reason: String,
+    },
+    /// The wire session has not finished its handshake yet: wait for
+    /// `wire::Event::Connected`.
+    #[error("wire session not connected yet (wait for the Connected event)")]
+    WireNotConnected,
+    /// The wire session cannot take more now: its send queue is full, or a
+    /// pipe has no credit left. A `Writable`/`PipeWritable` event follows
+    /// when it can.
+    #[error("wire session would block: {what}")]
+    WireWouldBlock {
+        /// What is exhausted.
+        what: &'static str,
+    },
+    /// A frame or message larger than the link or the peer accepts.
+    #[error("wire frame of {len} bytes exceeds the limit of {max} bytes")]
+    WireFrameTooLarge {
+        /// The frame's length in bytes.
+        len: usize,
+        /// The largest length accepted.
+        max: usize,
+    },
+    /// A configured per-session limit was reached.
+    #[error("wire limit reached: at most {limit} {what}")]
+    WireLimit {
+        /// What is limited.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// No pipe with this id was ever opened on the session.
+    #[error("unknown wire pipe {0}")]
+    WireUnknownPipe(u64),
+    /// No call with this id is waiting for a reply.
+    #[error("unknown wire call {0}")]
+    WireUnknownCall(u64),
+    /// The peer broke the wire protocol, or sent bytes that do not decode.
+    #[error("wire protocol error: {0}")]
+    WireProtocol(String),
+    /// A wire session configuration that cannot work.
+    #[error("invalid wire configuration: {0}")]
+    WireConfig(String),
 }
 
 /// Shorthand for results whose error is the kernel's [`Error`].

@@ -1,0 +1,147 @@
+//! Framing: how packets are cut out of (and put onto) a link, chosen by the
+//! link's kind.
+//!
+//! | link | framing | on damage |
+//! |---|---|---|
+//! | reliable byte stream (TCP, Unix) | [`LengthFraming`]: u32 big-endian length prefix | a frame over the limit closes the session |
+//! | lossy byte stream (serial) | [`CobsFraming`]: COBS over `packet ‖ CRC-32`, `0x00` delimited | bad frames are dropped and counted; resync at the next `0x00` |
+//! | datagrams with a small MTU (CAN, BLE) | [`SegmentFraming`]: 2-byte segment header, CRC-32 over the frame | a frame with a lost or bad segment is dropped and counted |
+//!
+//! Each framing is a small pure type: `encode` writes link chunks, `decode`
+//! takes whatever bytes arrived (any split) and yields whole packets.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::Error;
+
+mod cobs;
+mod length;
+mod segment;
+
+pub use cobs::CobsFraming;
+pub use length::LengthFraming;
+pub use segment::{MAX_SEGMENTS, SEGMENT_HEADER, SegmentFraming};
+
+/// The CRC used by the lossy framings: CRC-32/ISO-HDLC (the Ethernet/zlib
+/// CRC-32), appended little-endian.
+pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// What kind of link the session runs over; it picks the framing and
+/// whether the session retransmits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FramingKind {
+    /// A reliable, ordered byte stream (TCP, Unix socket): length-prefixed
+    /// frames, no retransmission.
+    ReliableStream,
+    /// A byte stream that may lose or corrupt bytes (a serial line):
+    /// COBS + CRC-32 frames, retransmission on.
+    LossyStream,
+    /// Datagrams of at most `mtu` bytes that may be lost, duplicated or
+    /// reordered (CAN: 8 or 64, BLE: 20–244): segmentation, retransmission
+    /// on. Each call to `handle_input` must carry exactly one datagram and
+    /// each `poll_transmit` chunk is one datagram.
+    Datagram {
+        /// The largest datagram the link carries, in bytes (at least 4).
+        mtu: usize,
+    },
+}
+
+impl FramingKind {
+    /// Whether the link can lose data, so the session must retransmit.
+    pub fn is_lossy(self) -> bool {
+        !matches!(self, FramingKind::ReliableStream)
+    }
+}
+
+/// Damage counters kept by a framing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FramingCounters {
+    /// Frames dropped because their CRC did not match.
+    pub crc_failures: u64,
+    /// Frames dropped because they were malformed (bad COBS, overlong,
+    /// lost or inconsistent segments, reassembly timeout).
+    pub framing_failures: u64,
+}
+
+/// One of the framings, picked at run time.
+#[derive(Debug)]
+pub(crate) enum Framer {
+    Length(LengthFraming),
+    Cobs(CobsFraming),
+    Segment(SegmentFraming),
+}
+
+impl Framer {
+    pub(crate) fn new(
+        kind: FramingKind,
+        max_frame: usize,
+        reassembly_timeout: Duration,
+    ) -> Result<Self, Error> {
+        Ok(match kind {
+            FramingKind::ReliableStream => Framer::Length(LengthFraming::new(max_frame)),
+            FramingKind::LossyStream => Framer::Cobs(CobsFraming::new(max_frame)),
+            FramingKind::Datagram { mtu } => {
+                Framer::Segment(SegmentFraming::new(mtu, max_frame, reassembly_timeout)?)
+            }
+        })
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        match self {
+            Framer::Length(f) => f.max_frame(),
+            Framer::Cobs(f) => f.max_frame(),
+            Framer::Segment(f) => f.max_frame(),
+        }
+    }
+
+    pub(crate) fn encode(&mut self, frame: &[u8], out: &mut VecDeque<Bytes>) -> Result<(), Error> {
+        match self {
+            Framer::Length(f) => f.encode(frame, out),
+            Framer::Cobs(f) => f.encode(frame, out),
+            Framer::Segment(f) => f.encode(frame, out),
+        }
+    }
+
+    pub(crate) fn decode(
+        &mut self,
+        now: Instant,
+        input: &[u8],
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), Error> {
+        match self {
+            Framer::Length(f) => f.decode(input, out),
+            Framer::Cobs(f) => {
+                f.decode(input, out);
+                Ok(())
+            }
+            Framer::Segment(f) => {
+                f.decode(now, input, out);
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn timeout(&self) -> Option<Instant> {
+        match self {
+            Framer::Segment(f) => f.timeout(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let Framer::Segment(f) = self {
+            f.handle_timeout(now);
+        }
+    }
+
+    pub(crate) fn counters(&self) -> FramingCounters {
+        match self {
+            Framer::Length(_) => FramingCounters::default(),
+            Framer::Cobs(f) => f.counters(),
+            Framer::Segment(f) => f.counters(),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! A deterministic in-memory pair of sessions with simulated time and a
+//! damaging link (test only).
+//!
+//! Time only moves when the harness jumps it to the next deadline, and all
+//! damage comes from a seeded RNG, so every run is reproducible.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Config, Event, FramingKind, LocalInfo, Session};
+use crate::NodeId;
+
+/// Probabilities (0..1) of damage applied to each link chunk.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Damage {
+    pub(crate) loss: f64,
+    pub(crate) duplicate: f64,
+    pub(crate) reorder: f64,
+    pub(crate) corrupt: f64,
+    pub(crate) truncate: f64,
+}
+
+impl Damage {
+    pub(crate) fn none() -> Self {
+        Self::default()
+    }
+}
+
+/// Two sessions, `a` and `b`, joined by a simulated link.
+#[derive(Debug)]
+pub(crate) struct Pair {
+    pub(crate) a: Session,
+    pub(crate) b: Session,
+    pub(crate) now: Instant,
+    pub(crate) damage: Damage,
+    pub(crate) rng: StdRng,
+    /// Events seen by `a` / `b`, in order, not yet taken.
+    pub(crate) a_events: Vec<Event>,
+    pub(crate) b_events: Vec<Event>,
+    /// When false, nothing from `b` reaches `a` (a cut link).
+    pub(crate) b_to_a: bool,
+    pub(crate) a_to_b: bool,
+    stream: bool,
+}
+
+fn damage(rng: &mut StdRng, d: Damage, chunks: Vec<Bytes>) -> Vec<Bytes> {
+    let mut out: Vec<Bytes> = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        if rng.random_bool(d.loss) {
+            continue;
+        }
+        let mut c = c.to_vec();
+        if !c.is_empty() && rng.random_bool(d.corrupt) {
+            let i = rng.random_range(0..c.len());
+            c[i] ^= 1 << rng.random_range(0..8);
+        }
+        if !c.is_empty() && rng.random_bool(d.truncate) {
+            let n = rng.random_range(0..c.len());
+            c.truncate(n);
+        }
+        let c = Bytes::from(c);
+        if rng.random_bool(d.duplicate) {
+            out.push(c.clone());
+        }
+        out.push(c);
+        if out.len() >= 2 && rng.random_bool(d.reorder) {
+            let n = out.len();
+            out.swap(n - 1, n - 2);
+        }
+    }
+    out
+}
+
+impl Pair {
+    /// A pair on `framing` with default config (tuned timers), not driven.
+    pub(crate) fn new(framing: FramingKind, damage: Damage, seed: u64) -> Self {
+        let mut config = Config::new(framing);
+        config.keepalive = std::time::Duration::from_secs(1);
+        config.idle_timeout = std::time::Duration::from_secs(60);
+        Self::with_configs(config.clone(), config, damage, seed)
+    }
+
+    pub(crate) fn with_configs(ca: Config, cb: Config, damage: Damage, seed: u64) -> Self {
+        let now = Instant::now();
+        let stream = !matches!(ca.framing, FramingKind::Datagram { .. });
+        let a =
+            Session::new(ca, LocalInfo::new(NodeId::from_bytes([0xa; 16])), now).expect("config a");
+        let b =
+            Session::new(cb, LocalInfo::new(NodeId::from_bytes([0xb; 16])), now).expect("config b");
+        Self {
+            a,
+            b,
+            now,
+            damage,
+            rng: StdRng::seed_from_u64(seed),
+            a_events: Vec::new(),
+            b_events: Vec::new(),
+            b_to_a: true,
+            a_to_b: true,
+            stream,
+        }
+    }
+
+    /// A pair on an undamaged link, handshake done and events drained.
+    pub(crate) fn connected(framing: FramingKind) -> Self {
+        let mut p = Self::new(framing, Damage::none(), 1);
+        assert!(p.run(1000, |p| p.a.is_connected() && p.b.is_connected()));
+        assert!(matches!(p.a_events.remove(0), Event::Connected(_)));
+        assert!(matches!(p.b_events.remove(0), Event::Connected(_)));
+        p
+    }
+
+    fn deliver(&mut self, from_a: bool, chunks: Vec<Bytes>) {
+        let chunks = damage(&mut self.rng, self.damage, chunks);
+        let now = self.now;
+        let to = if from_a { &mut self.b } else { &mut self.a };
+        if self.stream {
+            // A byte stream: re-split into random partial reads.
+            let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            let mut rest = &all[..];
+            while !rest.is_empty() {
+                let n = self.rng.random_range(1..=rest.len().min(64));
+                let (x, r) = rest.split_at(n);
+                to.handle_input(now, x);
+                rest = r;
+            }
+        } else {
+            for c in chunks {
+                to.handle_input(now, &c);
+            }
+        }
+    }
+
+    /// Move bytes both ways once; true if any moved.
+    pub(crate) fn transfer(&mut self) -> bool {
+        let now = self.now;
+        let from_a: Vec<Bytes> = std::iter::from_fn(|| self.a.poll_transmit(now)).collect();
+        let from_b: Vec<Bytes> = std::iter::from_fn(|| self.b.poll_transmit(now)).collect();
+        let moved = !from_a.is_empty() || !from_b.is_empty();
+        if self.a_to_b {
+            self.deliver(true, from_a);
+        }
+        if self.b_to_a {
+            self.deliver(false, from_b);
+        }
+        self.collect();
+        moved
+    }
+
+    fn collect(&mut self) {
+        self.a_events
+            .extend(std::iter::from_fn(|| self.a.poll_event()));
+        self.b_events
+            .extend(std::iter::from_fn(|| self.b.poll_event()));
+    }
+
+    /// Transfer until the link is quiet (bounded).
+    pub(crate) fn drive(&mut self) {
+        for _ in 0..10_000 {
+            if !self.transfer() {
+                return;
+            }
+        }
+    }
+
+    /// Jump time to the next deadline and run the timers; false if neither
+    /// side has one.
+    pub(crate) fn step_time(&mut self) -> bool {
+        let t = match (self.a.poll_timeout(), self.b.poll_timeout()) {
+            (Some(x), Some(y)) => x.min(y),
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => return false,
+        };
+        self.now = self.now.max(t);
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.collect();
+        true
+    }
+
+    /// Drive, check `done` (which may also act on events and call the
+    /// sessions), advance time; up to `max_steps` times.
+    pub(crate) fn run(
+        &mut self,
+        max_steps: usize,
+        mut done: impl FnMut(&mut Pair) -> bool,
+    ) -> bool {
+        for _ in 0..max_steps {
+            self.drive();
+            if done(self) {
+                return true;
+            }
+            if !self.step_time() {
+                self.drive();
+                return done(self);
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,792 @@
+//! Packets: what one link frame carries, as msgpack arrays.
+//!
+//! Every packet and every message is a msgpack **array whose first element
+//! is a small integer type code**; the remaining elements are positional.
+//! Rust names never appear on the wire. Receivers ignore extra trailing
+//! elements (room for later versions) and reject missing ones. The exact
+//! layouts are in `docs/PROTOCOL.md` and pinned by the golden tests below.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Cursor;
+
+use bytes::Bytes;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Capabilities, Error, ExitReason, NodeId};
+
+/// `"OSCL"` as a big-endian u32: the first field of every Hello.
+pub const MAGIC: u32 = 0x4F53_434C;
+/// The protocol version this code speaks.
+pub const VERSION: u32 = 1;
+
+/// Packet type codes (first array element of a packet).
+pub(crate) mod code {
+    pub(crate) const HELLO: u8 = 1;
+    pub(crate) const HELLO_ACK: u8 = 2;
+    pub(crate) const DATA: u8 = 3;
+    pub(crate) const ACK: u8 = 4;
+    pub(crate) const PING: u8 = 5;
+    pub(crate) const CLOSE: u8 = 6;
+
+    pub(crate) const ANNOUNCE: u8 = 16;
+    pub(crate) const WITHDRAW: u8 = 17;
+    pub(crate) const CAST: u8 = 32;
+    pub(crate) const CALL: u8 = 33;
+    pub(crate) const REPLY_OK: u8 = 34;
+    pub(crate) const REPLY_ERR: u8 = 35;
+    pub(crate) const PIPE_OPEN: u8 = 48;
+    pub(crate) const PIPE_DATA: u8 = 49;
+    pub(crate) const PIPE_CREDIT: u8 = 50;
+    pub(crate) const PIPE_CLOSE: u8 = 51;
+}
+
+/// A registry entry as announced to the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// The entry's id on the announcing node (used by `withdraw`).
+    pub id: u64,
+    /// The server's name.
+    pub name: String,
+    /// What the server advertises.
+    pub capabilities: Capabilities,
+    /// Whether the entry is one member of a group.
+    pub group: bool,
+}
+
+/// Why a remote call failed, as a small code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemoteErrorKind {
+    /// The receiving node has no server of that name (code 1).
+    NotFound,
+    /// The server stopped before it answered (code 2).
+    Stopped,
+    /// The server did not answer in time (code 3).
+    Timeout,
+    /// The server could not decode the request (code 4).
+    Decode,
+    /// The server answered with an application error (code 5).
+    Failed,
+    /// A code this version does not know (kept as is).
+    Other(u8),
+}
+
+impl RemoteErrorKind {
+    /// The code on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            RemoteErrorKind::NotFound => 1,
+            RemoteErrorKind::Stopped => 2,
+            RemoteErrorKind::Timeout => 3,
+            RemoteErrorKind::Decode => 4,
+            RemoteErrorKind::Failed => 5,
+            RemoteErrorKind::Other(c) => c,
+        }
+    }
+
+    /// The kind for a wire code.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            1 => RemoteErrorKind::NotFound,
+            2 => RemoteErrorKind::Stopped,
+            3 => RemoteErrorKind::Timeout,
+            4 => RemoteErrorKind::Decode,
+            5 => RemoteErrorKind::Failed,
+            c => RemoteErrorKind::Other(c),
+        }
+    }
+}
+
+/// The error half of a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteError {
+    /// What kind of failure.
+    pub kind: RemoteErrorKind,
+    /// Human-readable details.
+    pub message: String,
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "remote error {}: {}", self.kind.code(), self.message)
+    }
+}
+
+/// Why a session closed, as a small code (sent in the Close packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// Closed on purpose (0).
+    Normal,
+    /// The peer broke the protocol (1).
+    Protocol,
+    /// Unsupported protocol version (2).
+    Version,
+    /// The Hello did not start with the magic number (3).
+    BadMagic,
+    /// A frame longer than the limit (4).
+    FrameTooLarge,
+    /// A packet that does not decode (5).
+    Decode,
+    /// A pipe id that was never opened (6).
+    UnknownPipe,
+    /// More pipe data than the credit allowed (7).
+    FlowControl,
+    /// A per-session limit was exceeded (8).
+    Limit,
+    /// Nothing heard from the peer for the idle timeout (9).
+    IdleTimeout,
+    /// A code this version does not know.
+    Other(u8),
+}
+
+impl CloseCode {
+    /// The code on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            CloseCode::Normal => 0,
+            CloseCode::Protocol => 1,
+            CloseCode::Version => 2,
+            CloseCode::BadMagic => 3,
+            CloseCode::FrameTooLarge => 4,
+            CloseCode::Decode => 5,
+            CloseCode::UnknownPipe => 6,
+            CloseCode::FlowControl => 7,
+            CloseCode::Limit => 8,
+            CloseCode::IdleTimeout => 9,
+            CloseCode::Other(c) => c,
+        }
+    }
+
+    /// The close code for a wire code.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            0 => CloseCode::Normal,
+            1 => CloseCode::Protocol,
+            2 => CloseCode::Version,
+            3 => CloseCode::BadMagic,
+            4 => CloseCode::FrameTooLarge,
+            5 => CloseCode::Decode,
+            6 => CloseCode::UnknownPipe,
+            7 => CloseCode::FlowControl,
+            8 => CloseCode::Limit,
+            9 => CloseCode::IdleTimeout,
+            c => CloseCode::Other(c),
+        }
+    }
+}
+
+/// The Hello: who a side is and what it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub(crate) node: NodeId,
+    pub(crate) features: u64,
+    pub(crate) session_id: u64,
+    pub(crate) auth: Option<Bytes>,
+    pub(crate) max_frame: u32,
+    pub(crate) recv_window: u32,
+    pub(crate) pipe_window: u32,
+}
+
+/// One link frame's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Packet {
+    Hello(Hello),
+    /// A Hello whose magic or version is not ours (rest not decoded).
+    ForeignHello {
+        magic: u32,
+        version: u32,
+    },
+    HelloAck {
+        session_id: u64,
+    },
+    Data {
+        seq: u64,
+        ack: u64,
+        msg: Msg,
+    },
+    Ack {
+        ack: u64,
+    },
+    Ping,
+    Close {
+        code: CloseCode,
+        message: String,
+    },
+}
+
+/// A reliable, ordered message (carried by a Data packet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Msg {
+    Announce(EntryInfo),
+    Withdraw {
+        id: u64,
+        reason: ExitReason,
+    },
+    Cast {
+        to: String,
+        payload: Bytes,
+    },
+    Call {
+        id: u64,
+        to: String,
+        payload: Bytes,
+    },
+    ReplyOk {
+        id: u64,
+        payload: Bytes,
+    },
+    ReplyErr {
+        id: u64,
+        error: RemoteError,
+    },
+    PipeOpen {
+        pipe: u64,
+        server: String,
+        port: String,
+    },
+    PipeData {
+        pipe: u64,
+        last: bool,
+        data: Bytes,
+    },
+    PipeCredit {
+        pipe: u64,
+        bytes: u64,
+    },
+    PipeClose {
+        pipe: u64,
+        reason: ExitReason,
+    },
+}
+
+/// Largest overhead of a Data packet around its message: array header,
+/// type, two u64 varints.
+pub(crate) const DATA_OVERHEAD: usize = 1 + 1 + 9 + 9;
+/// Largest overhead of a PipeData message around its bytes.
+pub(crate) const PIPE_DATA_OVERHEAD: usize = 1 + 1 + 9 + 1 + 5;
+
+// ----- encoding -----
+
+struct B<'a>(&'a [u8]);
+impl Serialize for B<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+struct Caps<'a>(&'a Capabilities);
+impl Serialize for Caps<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(4)?;
+        t.serialize_element(&self.0.accepts)?;
+        t.serialize_element(&self.0.produces)?;
+        t.serialize_element(&self.0.features)?;
+        t.serialize_element(&self.0.metadata)?;
+        t.end()
+    }
+}
+
+struct Reason<'a>(&'a ExitReason);
+impl Serialize for Reason<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (code, text) = match self.0 {
+            ExitReason::Normal => (0u8, ""),
+            ExitReason::Failed(t) => (1, t.as_str()),
+            ExitReason::LinkDown(t) => (2, t.as_str()),
+        };
+        (code, text).serialize(s)
+    }
+}
+
+impl Serialize for Msg {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Msg::Announce(e) => (
+                code::ANNOUNCE,
+                e.id,
+                &e.name,
+                Caps(&e.capabilities),
+                e.group,
+            )
+                .serialize(s),
+            Msg::Withdraw { id, reason } => (code::WITHDRAW, id, Reason(reason)).serialize(s),
+            Msg::Cast { to, payload } => (code::CAST, to, B(payload)).serialize(s),
+            Msg::Call { id, to, payload } => (code::CALL, id, to, B(payload)).serialize(s),
+            Msg::ReplyOk { id, payload } => (code::REPLY_OK, id, B(payload)).serialize(s),
+            Msg::ReplyErr { id, error } => {
+                (code::REPLY_ERR, id, error.kind.code(), &error.message).serialize(s)
+            }
+            Msg::PipeOpen { pipe, server, port } => {
+                (code::PIPE_OPEN, pipe, server, port).serialize(s)
+            }
+            Msg::PipeData { pipe, last, data } => {
+                (code::PIPE_DATA, pipe, last, B(data)).serialize(s)
+            }
+            Msg::PipeCredit { pipe, bytes } => (code::PIPE_CREDIT, pipe, bytes).serialize(s),
+            Msg::PipeClose { pipe, reason } => {
+                (code::PIPE_CLOSE, pipe, Reason(reason)).serialize(s)
+            }
+        }
+    }
+}
+
+impl Serialize for Packet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Packet::Hello(h) => (
+                code::HELLO,
+                MAGIC,
+                VERSION,
+                B(&h.node.as_bytes()[..]),
+                h.features,
+                h.session_id,
+                h.auth.as_deref().map(B),
+                h.max_frame,
+                h.recv_window,
+                h.pipe_window,
+            )
+                .serialize(s),
+            Packet::ForeignHello { magic, version } => (code::HELLO, magic, version).serialize(s),
+            Packet::HelloAck { session_id } => (code::HELLO_ACK, session_id).serialize(s),
+            Packet::Data { seq, ack, msg } => (code::DATA, seq, ack, msg).serialize(s),
+            Packet::Ack { ack } => (code::ACK, ack).serialize(s),
+            Packet::Ping => [code::PING].serialize(s),
+            Packet::Close { code: c, message } => (code::CLOSE, c.code(), message).serialize(s),
+        }
+    }
+}
+
+/// Encode a value as msgpack.
+pub(crate) fn to_vec<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
+    rmp_serde::to_vec(v).map_err(|e| Error::Encode(e.to_string()))
+}
+
+impl Packet {
+    /// The packet as msgpack bytes.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, Error> {
+        to_vec(self)
+    }
+
+    /// Decode one packet; the whole input must be consumed.
+    pub(crate) fn decode(input: &[u8]) -> Result<Packet, Error> {
+        let mut de = rmp_serde::Deserializer::new(Cursor::new(input));
+        let p = Packet::deserialize(&mut de)
+            .map_err(|e| Error::WireProtocol(format!("undecodable packet: {e}")))?;
+        let used = de.get_ref().position();
+        if used != input.len() as u64 {
+            return Err(Error::WireProtocol(format!(
+                "undecodable packet: {} trailing bytes",
+                input.len() as u64 - used
+            )));
+        }
+        Ok(p)
+    }
+}
+
+// ----- decoding -----
+
+fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+    seq: &mut A,
+    what: &'static str,
+) -> Result<T, A::Error> {
+    seq.next_element()?
+        .ok_or_else(|| de::Error::custom(format_args!("missing field {what}")))
+}
+
+fn drain<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn next_node<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<NodeId, A::Error> {
+    let b: Bytes = next(seq, "node id")?;
+    let arr: [u8; 16] = b[..]
+        .try_into()
+        .map_err(|_| de::Error::custom("node id is not 16 bytes"))?;
+    Ok(NodeId::from_bytes(arr))
+}
+
+struct CapsOwned(Capabilities);
+impl<'de> Deserialize<'de> for CapsOwned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CapsOwned;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("capabilities array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<CapsOwned, A::Error> {
+                let accepts: Vec<String> = next(&mut seq, "accepts")?;
+                let produces: Vec<String> = next(&mut seq, "produces")?;
+                let features: BTreeSet<String> = next(&mut seq, "features")?;
+                let metadata: BTreeMap<String, String> = next(&mut seq, "metadata")?;
+                drain(&mut seq)?;
+                Ok(CapsOwned(Capabilities {
+                    accepts,
+                    produces,
+                    features,
+                    metadata,
+                }))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+struct ReasonOwned(ExitReason);
+impl<'de> Deserialize<'de> for ReasonOwned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ReasonOwned;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("exit reason array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ReasonOwned, A::Error> {
+                let code: u8 = next(&mut seq, "reason code")?;
+                let text: String = next(&mut seq, "reason text")?;
+                drain(&mut seq)?;
+                Ok(ReasonOwned(match code {
+                    0 => ExitReason::Normal,
+                    1 => ExitReason::Failed(text),
+                    // Unknown codes from later versions read as link trouble
+                    // with the text kept.
+                    _ => ExitReason::LinkDown(text),
+                }))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Msg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Msg;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("message array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Msg, A::Error> {
+                let s = &mut seq;
+                let ty: u8 = next(s, "message type")?;
+                let msg = match ty {
+                    code::ANNOUNCE => Msg::Announce(EntryInfo {
+                        id: next(s, "id")?,
+                        name: next(s, "name")?,
+                        capabilities: next::<_, CapsOwned>(s, "capabilities")?.0,
+                        group: next(s, "group")?,
+                    }),
+                    code::WITHDRAW => Msg::Withdraw {
+                        id: next(s, "id")?,
+                        reason: next::<_, ReasonOwned>(s, "reason")?.0,
+                    },
+                    code::CAST => Msg::Cast {
+                        to: next(s, "to")?,
+                        payload: next(s, "payload")?,
+                    },
+                    code::CALL => Msg::Call {
+                        id: next(s, "call id")?,
+                        to: next(s, "to")?,
+                        payload: next(s, "payload")?,
+                    },
+                    code::REPLY_OK => Msg::ReplyOk {
+                        id: next(s, "call id")?,
+                        payload: next(s, "payload")?,
+                    },
+                    code::REPLY_ERR => Msg::ReplyErr {
+                        id: next(s, "call id")?,
+                        error: RemoteError {
+                            kind: RemoteErrorKind::from_code(next(s, "error kind")?),
+                            message: next(s, "error message")?,
+                        },
+                    },
+                    code::PIPE_OPEN => Msg::PipeOpen {
+                        pipe: next(s, "pipe id")?,
+                        server: next(s, "server")?,
+                        port: next(s, "port")?,
+                    },
+                    code::PIPE_DATA => Msg::PipeData {
+                        pipe: next(s, "pipe id")?,
+                        last: next(s, "last")?,
+                        data: next(s, "data")?,
+                    },
+                    code::PIPE_CREDIT => Msg::PipeCredit {
+                        pipe: next(s, "pipe id")?,
+                        bytes: next(s, "credit")?,
+                    },
+                    code::PIPE_CLOSE => Msg::PipeClose {
+                        pipe: next(s, "pipe id")?,
+                        reason: next::<_, ReasonOwned>(s, "reason")?.0,
+                    },
+                    other => {
+                        return Err(de::Error::custom(format_args!(
+                            "unknown message type {other}"
+                        )));
+                    }
+                };
+                drain(s)?;
+                Ok(msg)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Packet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Packet;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("packet array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Packet, A::Error> {
+                let s = &mut seq;
+                let ty: u8 = next(s, "packet type")?;
+                let p = match ty {
+                    code::HELLO => {
+                        let magic: u32 = next(s, "magic")?;
+                        let version: u32 = next(s, "version")?;
+                        if magic != MAGIC || version != VERSION {
+                            drain(s)?;
+                            return Ok(Packet::ForeignHello { magic, version });
+                        }
+                        Packet::Hello(Hello {
+                            node: next_node(s)?,
+                            features: next(s, "features")?,
+                            session_id: next(s, "session id")?,
+                            auth: next(s, "auth")?,
+                            max_frame: next(s, "max frame")?,
+                            recv_window: next(s, "receive window")?,
+                            pipe_window: next(s, "pipe window")?,
+                        })
+                    }
+                    code::HELLO_ACK => Packet::HelloAck {
+                        session_id: next(s, "session id")?,
+                    },
+                    code::DATA => Packet::Data {
+                        seq: next(s, "seq")?,
+                        ack: next(s, "ack")?,
+                        msg: next(s, "message")?,
+                    },
+                    code::ACK => Packet::Ack {
+                        ack: next(s, "ack")?,
+                    },
+                    code::PING => Packet::Ping,
+                    code::CLOSE => Packet::Close {
+                        code: CloseCode::from_code(next(s, "close code")?),
+                        message: next(s, "close message")?,
+                    },
+                    other => {
+                        return Err(de::Error::custom(format_args!(
+                            "unknown packet type {other}"
+                        )));
+                    }
+                };
+                drain(s)?;
+                Ok(p)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn roundtrip(p: Packet) -> Vec<u8> {
+        let bytes = p.encode().unwrap();
+        assert_eq!(Packet::decode(&bytes).unwrap(), p);
+        bytes
+    }
+
+    #[test]
+    fn golden_hello() {
+        let p = Packet::Hello(Hello {
+            node: NodeId::from_bytes([0xab; 16]),
+            features: 0,
+            session_id: 0x0102_0304_0506_0708,
+            auth: None,
+            max_frame: 65536,
+            recv_window: 64,
+            pipe_window: 65536,
+        });
+        let b = roundtrip(p);
+        assert_eq!(
+            hex(&b),
+            concat!(
+                "9a",                                   // array of 10
+                "01",                                   // type 1 = Hello
+                "ce4f53434c",                           // magic u32
+                "01",                                   // version 1
+                "c410abababababababababababababababab", // bin8 len 16: node id
+                "00",                                   // features
+                "cf0102030405060708",                   // session id u64
+                "c0",                                   // auth nil
+                "ce00010000",                           // max frame
+                "40",                                   // receive window
+                "ce00010000",                           // pipe window
+            )
+        );
+    }
+
+    #[test]
+    fn golden_small_packets() {
+        assert_eq!(hex(&roundtrip(Packet::Ping)), "9105");
+        assert_eq!(hex(&roundtrip(Packet::Ack { ack: 300 })), "9204cd012c");
+        assert_eq!(
+            hex(&roundtrip(Packet::HelloAck { session_id: 7 })),
+            "920207"
+        );
+        assert_eq!(
+            hex(&roundtrip(Packet::Close {
+                code: CloseCode::Version,
+                message: "v".into()
+            })),
+            "930602a176"
+        );
+    }
+
+    #[test]
+    fn golden_messages() {
+        let cast = Packet::Data {
+            seq: 1,
+            ack: 0,
+            msg: Msg::Cast {
+                to: "log".into(),
+                payload: Bytes::from_static(b"hi"),
+            },
+        };
+        // [3, 1, 0, [32, "log", bin "hi"]]
+        assert_eq!(hex(&roundtrip(cast)), "940301009320a36c6f67c4026869");
+        let pipe = Packet::Data {
+            seq: 2,
+            ack: 1,
+            msg: Msg::PipeData {
+                pipe: 4,
+                last: true,
+                data: Bytes::from_static(b"\x00"),
+            },
+        };
+        // [3, 2, 1, [49, 4, true, bin 00]]
+        assert_eq!(hex(&roundtrip(pipe)), "94030201943104c3c40100");
+        let err = Packet::Data {
+            seq: 3,
+            ack: 1,
+            msg: Msg::ReplyErr {
+                id: 9,
+                error: RemoteError {
+                    kind: RemoteErrorKind::NotFound,
+                    message: "x".into(),
+                },
+            },
+        };
+        assert_eq!(hex(&roundtrip(err)), "9403030194230901a178");
+        let ann = Packet::Data {
+            seq: 4,
+            ack: 0,
+            msg: Msg::Announce(EntryInfo {
+                id: 5,
+                name: "a".into(),
+                capabilities: Capabilities::new().accepts("r").feature("f").meta("k", "v"),
+                group: true,
+            }),
+        };
+        // [3,4,0,[16,5,"a",[["r"],[],["f"],{"k":"v"}],true]]
+        assert_eq!(
+            hex(&roundtrip(ann)),
+            "940304009510 05a161 94 91a172 90 91a166 81a16ba176 c3".replace(' ', "")
+        );
+        let close = Packet::Data {
+            seq: 5,
+            ack: 0,
+            msg: Msg::PipeClose {
+                pipe: 1,
+                reason: ExitReason::Failed("no".into()),
+            },
+        };
+        assert_eq!(hex(&roundtrip(close)), "940305009333019201a26e6f");
+    }
+
+    #[test]
+    fn all_messages_roundtrip() {
+        let msgs = [
+            Msg::Withdraw {
+                id: 1,
+                reason: ExitReason::LinkDown("x".into()),
+            },
+            Msg::Call {
+                id: u64::MAX,
+                to: "s".into(),
+                payload: Bytes::new(),
+            },
+            Msg::ReplyOk {
+                id: 2,
+                payload: Bytes::from_static(b"ok"),
+            },
+            Msg::PipeOpen {
+                pipe: 0,
+                server: "s".into(),
+                port: "in".into(),
+            },
+            Msg::PipeCredit {
+                pipe: 3,
+                bytes: 70000,
+            },
+        ];
+        for msg in msgs {
+            roundtrip(Packet::Data {
+                seq: 1,
+                ack: 1,
+                msg,
+            });
+        }
+    }
+
+    #[test]
+    fn foreign_hello_and_trailing_fields() {
+        // A version-2 hello with unknown fields: recognised as foreign.
+        let b = to_vec(&(1u8, MAGIC, 2u32, "whatever", 1, 2, 3)).unwrap();
+        assert_eq!(
+            Packet::decode(&b).unwrap(),
+            Packet::ForeignHello {
+                magic: MAGIC,
+                version: 2
+            }
+        );
+        // Extra trailing elements are ignored.
+        let b = to_vec(&(4u8, 9u64, "later")).unwrap();
+        assert_eq!(Packet::decode(&b).unwrap(), Packet::Ack { ack: 9 });
+    }
+
+    #[test]
+    fn bad_packets_are_errors() {
+        for bad in [
+            &b""[..],
+            b"\x90",
+            b"\x91\x63",
+            b"\x92\x04",
+            b"\x92\x04\xa1x",
+            b"\x9105\x00",
+            b"\x91\x05\x00", // trailing byte
+            b"\xdd\xff\xff\xff\xff",
+            b"\xc6\xff\xff\xff\xff",
+        ] {
+            assert!(Packet::decode(bad).is_err(), "{bad:?}");
+        }
+        // An unknown message type inside Data.
+        let b = to_vec(&(3u8, 1u64, 0u64, (99u8,))).unwrap();
+        assert!(Packet::decode(&b).is_err());
+        // A node id of the wrong size.
+        let b = to_vec(&(1u8, MAGIC, VERSION, B(&[1, 2]), 0, 0, (), 1, 1, 1)).unwrap();
+        assert!(Packet::decode(&b).is_err());
+    }
+}

@@ -1,0 +1,1343 @@
+//! The session state machine: handshake, reliable ordered delivery,
+//! liveness, and the multiplexed channels (registry, messages, pipes).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::framing::{Framer, FramingKind};
+use super::packet::{
+    CloseCode, DATA_OVERHEAD, EntryInfo, Hello, Msg, PIPE_DATA_OVERHEAD, Packet, RemoteError,
+    VERSION, to_vec,
+};
+use crate::{Error, ExitReason, NodeId};
+
+/// The smallest `max_frame` a session accepts (its own or the peer's).
+pub const MIN_FRAME: usize = 128;
+
+/// Longest close message sent, in bytes, so a Close fits any frame.
+const MAX_CLOSE_TEXT: usize = 96;
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Session limits and timers.
+///
+/// Every buffer a session keeps is bounded by these: received packets out
+/// of order (`recv_window` × `max_frame`), pipe bytes (`max_pipes` ×
+/// `pipe_window`), calls (`max_pending_calls`) and queued messages
+/// (`max_send_queue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The link's kind: picks framing and retransmission.
+    pub framing: FramingKind,
+    /// Largest packet accepted from the peer and sent to it, in bytes
+    /// (lowered to what the framing can carry).
+    pub max_frame: usize,
+    /// Most unacknowledged packets in flight (also capped by the peer's
+    /// `recv_window`). Lossy links only: on a reliable stream the stream's
+    /// own flow control paces the sender.
+    pub send_window: u32,
+    /// Most packets buffered ahead of a gap (advertised to the peer).
+    pub recv_window: u32,
+    /// Bytes each pipe may have in flight towards this side before the
+    /// reader consumes them (advertised; the largest pipe frame the peer
+    /// may send).
+    pub pipe_window: u32,
+    /// Most open pipes.
+    pub max_pipes: usize,
+    /// Most calls waiting for a reply, each way.
+    pub max_pending_calls: usize,
+    /// Most queued outgoing messages (casts, calls, replies, registry and
+    /// pipe control), not counting pipe data, which credit bounds.
+    pub max_send_queue: usize,
+    /// Send a ping when nothing was sent for this long.
+    pub keepalive: Duration,
+    /// Close the session when nothing was received for this long (also the
+    /// handshake timeout).
+    pub idle_timeout: Duration,
+    /// First retransmission timeout (lossy links only).
+    pub initial_rto: Duration,
+    /// Retransmission timeout cap after backoff.
+    pub max_rto: Duration,
+    /// How long an acknowledgement may wait for a packet to ride on.
+    pub ack_delay: Duration,
+    /// How long a partly received segmented frame is kept (datagrams).
+    pub reassembly_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults suited to `framing`.
+    pub fn new(framing: FramingKind) -> Self {
+        Self {
+            framing,
+            max_frame: 64 * 1024,
+            send_window: 64,
+            recv_window: 64,
+            pipe_window: 64 * 1024,
+            max_pipes: 256,
+            max_pending_calls: 1024,
+            max_send_queue: 1024,
+            keepalive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            initial_rto: Duration::from_millis(250),
+            max_rto: Duration::from_secs(4),
+            ack_delay: Duration::from_millis(10),
+            reassembly_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::WireConfig(m.to_owned()));
+        if self.max_frame < MIN_FRAME || self.max_frame > u32::MAX as usize {
+            return bad("max_frame must be between 128 and 2^32-1 bytes");
+        }
+        if self.send_window == 0 || self.recv_window == 0 {
+            return bad("send_window and recv_window must be at least 1");
+        }
+        if self.pipe_window == 0 {
+            return bad("pipe_window must be at least 1");
+        }
+        if self.max_send_queue == 0 || self.max_pending_calls == 0 {
+            return bad("max_send_queue and max_pending_calls must be at least 1");
+        }
+        if self.keepalive.is_zero() || self.idle_timeout <= self.keepalive {
+            return bad("keepalive must be non-zero and shorter than idle_timeout");
+        }
+        if self.initial_rto.is_zero() || self.max_rto < self.initial_rto {
+            return bad("initial_rto must be non-zero and at most max_rto");
+        }
+        let day = Duration::from_secs(86_400);
+        if [
+            self.keepalive,
+            self.idle_timeout,
+            self.max_rto,
+            self.ack_delay,
+            self.reassembly_timeout,
+        ]
+        .iter()
+        .any(|d| *d > day)
+        {
+            return bad("timers must be at most one day");
+        }
+        Ok(())
+    }
+}
+
+/// Who this side is, sent in the Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalInfo {
+    /// This node's id.
+    pub node: NodeId,
+    /// Feature bits (none are defined in version 1; send 0).
+    pub features: u64,
+    /// A random id for this session (for resumption in later versions).
+    pub session_id: u64,
+    /// Opaque authentication payload (reserved for a Noise handshake).
+    pub auth: Option<Bytes>,
+}
+
+impl LocalInfo {
+    /// Info for `node` with a fresh random session id and no auth.
+    pub fn new(node: NodeId) -> Self {
+        Self {
+            node,
+            features: 0,
+            session_id: rand::random(),
+            auth: None,
+        }
+    }
+}
+
+/// What the peer said about itself in its Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's node id.
+    pub node: NodeId,
+    /// The peer's feature bits.
+    pub features: u64,
+    /// The peer's session id.
+    pub session_id: u64,
+    /// The peer's authentication payload.
+    pub auth: Option<Bytes>,
+    /// Largest packet the peer accepts.
+    pub max_frame: u32,
+    /// Packets the peer buffers ahead of a gap.
+    pub recv_window: u32,
+    /// Initial credit of every pipe towards the peer, in bytes.
+    pub pipe_window: u32,
+}
+
+/// Identifies one outgoing or incoming call on a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+/// Identifies one pipe on a session. Bit 0 tells who opened it: 0 this
+/// side, 1 the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PipeId(pub u64);
+
+impl PipeId {
+    /// Whether this side opened the pipe.
+    pub fn is_local(self) -> bool {
+        self.0 & 1 == 0
+    }
+}
+
+impl fmt::Display for PipeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pipe {}{}",
+            self.0,
+            if self.is_local() { "L" } else { "R" }
+        )
+    }
+}
+
+/// Why a session closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The close code.
+    pub code: CloseCode,
+    /// What happened, in words.
+    pub message: String,
+    /// True when the peer closed (its Close packet arrived).
+    pub remote: bool,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (code {}{})",
+            self.message,
+            self.code.code(),
+            if self.remote { ", closed by peer" } else { "" }
+        )
+    }
+}
+
+/// Something the application (the node driver) must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake finished: the application calls are available.
+    Connected(PeerInfo),
+    /// The peer announced a registry entry.
+    PeerAnnounced(EntryInfo),
+    /// The peer withdrew a registry entry.
+    PeerWithdrew {
+        /// The entry's id on the peer.
+        id: u64,
+        /// Why it left.
+        reason: ExitReason,
+    },
+    /// A one-way message for the server named `to` on this node.
+    Cast {
+        /// Target server name (a group name picks a member here).
+        to: String,
+        /// The message.
+        payload: Bytes,
+    },
+    /// A request for the server named `to`; answer with
+    /// [`Session::reply`].
+    Call {
+        /// Correlation id to reply with.
+        id: CallId,
+        /// Target server name.
+        to: String,
+        /// The request.
+        payload: Bytes,
+    },
+    /// The answer to a call made with [`Session::call`].
+    Reply {
+        /// The call's id.
+        id: CallId,
+        /// The answer.
+        result: Result<Bytes, RemoteError>,
+    },
+    /// The peer opened a pipe to port `port` of server `server` here.
+    PipeOpened {
+        /// The pipe.
+        id: PipeId,
+        /// Target server name.
+        server: String,
+        /// Target port.
+        port: String,
+    },
+    /// One frame arrived on a pipe. Call [`Session::pipe_consumed`] once
+    /// the reader took it, or the peer runs out of credit.
+    PipeData {
+        /// The pipe.
+        id: PipeId,
+        /// The frame, exactly as given to `pipe_send`.
+        bytes: Bytes,
+    },
+    /// A pipe that refused a send has credit again.
+    PipeWritable {
+        /// The pipe.
+        id: PipeId,
+    },
+    /// The peer closed a pipe.
+    PipeClosed {
+        /// The pipe.
+        id: PipeId,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// The send queue that refused a message has room again.
+    Writable,
+    /// The session is over. Nothing more comes; outstanding calls and open
+    /// pipes are void.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets framed and handed out by `poll_transmit` (first sends and
+    /// retransmissions).
+    pub frames_sent: u64,
+    /// Intact packets received.
+    pub frames_received: u64,
+    /// Link bytes handed out by `poll_transmit`.
+    pub bytes_sent: u64,
+    /// Link bytes fed to `handle_input`.
+    pub bytes_received: u64,
+    /// Application payload bytes sent (casts, calls, replies, pipe frames).
+    pub payload_bytes_sent: u64,
+    /// Application payload bytes delivered.
+    pub payload_bytes_received: u64,
+    /// Data packets sent again.
+    pub retransmissions: u64,
+    /// Data packets received again (dropped).
+    pub duplicates: u64,
+    /// Data packets received ahead of a gap (buffered).
+    pub out_of_order: u64,
+    /// Packets dropped before the handshake or beyond the receive window.
+    pub dropped: u64,
+    /// Frames dropped by the framing for a bad CRC.
+    pub crc_failures: u64,
+    /// Frames dropped by the framing as malformed.
+    pub framing_failures: u64,
+    /// Packets that did not decode (each one closes the session).
+    pub decode_failures: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshake,
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Pipe {
+    /// Bytes we may still send.
+    send_credit: u64,
+    /// A send was refused for lack of credit.
+    blocked: bool,
+    /// Bytes received and not yet given back as credit.
+    recv_used: u64,
+    /// Fragments of a frame not yet complete.
+    partial: BytesMut,
+}
+
+/// One side of a wire session, sans-IO. See the [module docs](super) for
+/// how to drive it.
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    local: LocalInfo,
+    framer: Framer,
+    max_frame: usize,
+    state: State,
+    closed: Option<CloseReason>,
+    peer: Option<PeerInfo>,
+    now: Instant,
+    stats: Stats,
+    out: VecDeque<Bytes>,
+    events: VecDeque<Event>,
+
+    // handshake
+    send_hello: bool,
+    send_hello_ack: bool,
+    hello_confirmed: bool,
+
+    // sending
+    /// Messages not yet sent; the flag marks those counted in `queued_app`.
+    queue: VecDeque<(Msg, bool)>,
+    queued_app: usize,
+    queue_blocked: bool,
+    next_seq: u64,
+    in_flight: VecDeque<(u64, Msg)>,
+    retransmit_next: Option<u64>,
+    rto: Duration,
+    rto_at: Option<Instant>,
+    last_sent: Instant,
+    ping_due: bool,
+
+    // receiving
+    recv_next: u64,
+    reorder: BTreeMap<u64, Msg>,
+    ack_at: Option<Instant>,
+    last_recv: Instant,
+
+    // channels
+    next_call: u64,
+    pending_calls: HashSet<u64>,
+    incoming_calls: HashSet<u64>,
+    pipes: HashMap<u64, Pipe>,
+    next_local_pipe: u64,
+    next_remote_pipe: u64,
+}
+
+impl Session {
+    /// A new session that starts its handshake at once (its Hello is the
+    /// first thing `poll_transmit` returns). Both sides call this; there
+    /// are no client/server roles.
+    pub fn new(config: Config, local: LocalInfo, now: Instant) -> Result<Self, Error> {
+        config.validate()?;
+        let framer = Framer::new(config.framing, config.max_frame, config.reassembly_timeout)?;
+        let max_frame = framer.max_frame();
+        if max_frame < MIN_FRAME {
+            return Err(Error::WireConfig(format!(
+                "the framing carries at most {max_frame} bytes, less than {MIN_FRAME}"
+            )));
+        }
+        let lossy = config.framing.is_lossy();
+        let rto = config.initial_rto;
+        let session = Self {
+            framer,
+            max_frame,
+            state: State::Handshake,
+            closed: None,
+            peer: None,
+            now,
+            stats: Stats::default(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            send_hello: true,
+            send_hello_ack: false,
+            hello_confirmed: !lossy,
+            queue: VecDeque::new(),
+            queued_app: 0,
+            queue_blocked: false,
+            next_seq: 1,
+            in_flight: VecDeque::new(),
+            retransmit_next: None,
+            rto,
+            rto_at: lossy.then_some(now + rto),
+            last_sent: now,
+            ping_due: false,
+            recv_next: 1,
+            reorder: BTreeMap::new(),
+            ack_at: None,
+            last_recv: now,
+            next_call: 1,
+            pending_calls: HashSet::new(),
+            incoming_calls: HashSet::new(),
+            pipes: HashMap::new(),
+            next_local_pipe: 0,
+            next_remote_pipe: 0,
+            config,
+            local,
+        };
+        let hello = session.hello().encode()?;
+        if hello.len() > max_frame {
+            return Err(Error::WireConfig(format!(
+                "the Hello ({} bytes, with auth) does not fit max_frame {max_frame}",
+                hello.len()
+            )));
+        }
+        Ok(session)
+    }
+
+    fn hello(&self) -> Packet {
+        Packet::Hello(Hello {
+            node: self.local.node,
+            features: self.local.features,
+            session_id: self.local.session_id,
+            auth: self.local.auth.clone(),
+            max_frame: self.max_frame as u32,
+            recv_window: self.config.recv_window,
+            pipe_window: self.config.pipe_window,
+        })
+    }
+
+    // ----- driver side -----
+
+    /// Feed bytes received from the link (for datagram links: exactly one
+    /// datagram). Never fails: bad input is dropped (lossy links) or closes
+    /// the session (see [`Event::Closed`]).
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        self.advance(now);
+        if self.state == State::Closed {
+            return;
+        }
+        self.stats.bytes_received += data.len() as u64;
+        let mut frames = Vec::new();
+        let res = self.framer.decode(now, data, &mut frames);
+        self.sync_framing_stats();
+        for frame in frames {
+            self.handle_frame(&frame);
+            if self.state == State::Closed {
+                return;
+            }
+        }
+        if let Err(e) = res {
+            let code = match e {
+                Error::WireFrameTooLarge { .. } => CloseCode::FrameTooLarge,
+                _ => CloseCode::Protocol,
+            };
+            self.close_with(code, e.to_string());
+        }
+    }
+
+    /// The next chunk of link bytes to write, already framed (for datagram
+    /// links: one datagram). Call until `None` after every other call.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        self.advance(now);
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                self.stats.bytes_sent += b.len() as u64;
+                self.last_sent = self.now;
+                return Some(b);
+            }
+            if !self.produce() {
+                return None;
+            }
+        }
+    }
+
+    /// The next event for the application, if any. Drain after every call
+    /// that feeds the session.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next;
+    /// `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let mut t = self.last_recv + self.config.idle_timeout;
+        let mut take = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = t.min(x);
+            }
+        };
+        take(self.ack_at);
+        take(self.rto_at);
+        take(self.framer.timeout());
+        if self.state == State::Open && !self.ping_due {
+            take(Some(self.last_sent + self.config.keepalive));
+        }
+        Some(t)
+    }
+
+    /// Run the timers due at `now` (retransmission, delayed ack, keepalive,
+    /// idle timeout, reassembly). Then drain `poll_transmit` and
+    /// `poll_event`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        if self.state == State::Closed {
+            return;
+        }
+        let now = self.now;
+        if now >= self.last_recv + self.config.idle_timeout {
+            let what = if self.state == State::Handshake {
+                "handshake"
+            } else {
+                "idle"
+            };
+            self.close_with(
+                CloseCode::IdleTimeout,
+                format!(
+                    "{what} timeout: nothing heard from the peer for {:?}",
+                    self.config.idle_timeout
+                ),
+            );
+            return;
+        }
+        self.framer.handle_timeout(now);
+        self.sync_framing_stats();
+        if self.rto_at.is_some_and(|t| t <= now) {
+            if !self.hello_confirmed {
+                self.send_hello = true;
+            }
+            if let Some(&(seq, _)) = self.in_flight.front() {
+                self.retransmit_next = Some(seq);
+            }
+            self.rto = (self.rto * 2).min(self.config.max_rto);
+            self.rto_at =
+                (!self.hello_confirmed || !self.in_flight.is_empty()).then_some(now + self.rto);
+        }
+        if self.state == State::Open && now >= self.last_sent + self.config.keepalive {
+            self.ping_due = true;
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The peer, once its Hello arrived.
+    pub fn peer(&self) -> Option<&PeerInfo> {
+        self.peer.as_ref()
+    }
+
+    /// This side's Hello info.
+    pub fn local(&self) -> &LocalInfo {
+        &self.local
+    }
+
+    /// Whether the handshake finished and the session is not closed.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Why the session closed, once it did.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.closed.as_ref()
+    }
+
+    /// The largest packet this side accepts (config, lowered to the
+    /// framing's limit).
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Close the session: a Close packet is queued for the peer and
+    /// [`Event::Closed`] follows. Idempotent.
+    pub fn close(&mut self, message: &str) {
+        self.close_with(CloseCode::Normal, message.to_owned());
+    }
+
+    // ----- application side -----
+
+    /// Tell the peer about a registry entry of this node.
+    pub fn announce(&mut self, entry: EntryInfo) -> Result<(), Error> {
+        self.enqueue(Msg::Announce(entry))
+    }
+
+    /// Tell the peer a previously announced entry is gone.
+    pub fn withdraw(&mut self, id: u64, reason: ExitReason) -> Result<(), Error> {
+        self.enqueue(Msg::Withdraw { id, reason })
+    }
+
+    /// Send a one-way message to the server named `to` on the peer.
+    pub fn cast(&mut self, to: &str, payload: Bytes) -> Result<(), Error> {
+        let n = payload.len() as u64;
+        self.enqueue(Msg::Cast {
+            to: to.to_owned(),
+            payload,
+        })?;
+        self.stats.payload_bytes_sent += n;
+        Ok(())
+    }
+
+    /// Send a request to the server named `to` on the peer; the answer
+    /// comes as [`Event::Reply`] with the returned id.
+    pub fn call(&mut self, to: &str, payload: Bytes) -> Result<CallId, Error> {
+        if self.pending_calls.len() >= self.config.max_pending_calls {
+            self.check_open()?;
+            return Err(Error::WireLimit {
+                what: "pending calls",
+                limit: self.config.max_pending_calls,
+            });
+        }
+        let id = self.next_call;
+        let n = payload.len() as u64;
+        self.enqueue(Msg::Call {
+            id,
+            to: to.to_owned(),
+            payload,
+        })?;
+        self.next_call += 1;
+        self.pending_calls.insert(id);
+        self.stats.payload_bytes_sent += n;
+        Ok(CallId(id))
+    }
+
+    /// Stop waiting for a call's reply (e.g. after a timeout); a late reply
+    /// is then dropped. Returns whether the call was pending.
+    pub fn cancel_call(&mut self, id: CallId) -> bool {
+        self.pending_calls.remove(&id.0)
+    }
+
+    /// Answer a call received as [`Event::Call`].
+    pub fn reply(&mut self, id: CallId, result: Result<Bytes, RemoteError>) -> Result<(), Error> {
+        self.check_open()?;
+        if !self.incoming_calls.contains(&id.0) {
+            return Err(Error::WireUnknownCall(id.0));
+        }
+        let (msg, n) = match result {
+            Ok(payload) => {
+                let n = payload.len() as u64;
+                (Msg::ReplyOk { id: id.0, payload }, n)
+            }
+            Err(error) => (Msg::ReplyErr { id: id.0, error }, 0),
+        };
+        self.enqueue(msg)?;
+        self.incoming_calls.remove(&id.0);
+        self.stats.payload_bytes_sent += n;
+        Ok(())
+    }
+
+    /// Open a pipe to port `port` of server `to_server` on the peer. It may
+    /// be written at once; the peer may refuse it by closing it.
+    pub fn open_pipe(&mut self, to_server: &str, port: &str) -> Result<PipeId, Error> {
+        let credit = u64::from(self.check_open()?.pipe_window);
+        if self.pipes.len() >= self.config.max_pipes {
+            return Err(Error::WireLimit {
+                what: "open pipes",
+                limit: self.config.max_pipes,
+            });
+        }
+        let id = self.next_local_pipe << 1;
+        self.enqueue(Msg::PipeOpen {
+            pipe: id,
+            server: to_server.to_owned(),
+            port: port.to_owned(),
+        })?;
+        self.next_local_pipe += 1;
+        self.pipes.insert(
+            id,
+            Pipe {
+                send_credit: credit,
+                ..Pipe::default()
+            },
+        );
+        Ok(PipeId(id))
+    }
+
+    /// Bytes that may be sent on a pipe now (`None` if it is not open).
+    pub fn pipe_credit(&self, id: PipeId) -> Option<u64> {
+        self.pipes.get(&id.0).map(|p| p.send_credit)
+    }
+
+    /// Send one frame on a pipe. Fails with [`Error::WireWouldBlock`] when
+    /// the peer's credit is short ([`Event::PipeWritable`] follows), with
+    /// [`Error::WireFrameTooLarge`] when the frame exceeds the peer's
+    /// `pipe_window`, and with [`Error::PipeClosed`] once the pipe closed.
+    pub fn pipe_send(&mut self, id: PipeId, data: Bytes) -> Result<(), Error> {
+        let peer = self.check_open()?;
+        let window = peer.pipe_window as usize;
+        let send_max = self.send_max();
+        let known = self.pipe_known(id.0);
+        let Some(pipe) = self.pipes.get_mut(&id.0) else {
+            return Err(if known {
+                Error::PipeClosed
+            } else {
+                Error::WireUnknownPipe(id.0)
+            });
+        };
+        let len = data.len();
+        if len > window {
+            return Err(Error::WireFrameTooLarge { len, max: window });
+        }
+        if len as u64 > pipe.send_credit {
+            pipe.blocked = true;
+            return Err(Error::WireWouldBlock {
+                what: "pipe credit",
+            });
+        }
+        pipe.send_credit -= len as u64;
+        let chunk = send_max - DATA_OVERHEAD - PIPE_DATA_OVERHEAD;
+        let mut rest = data;
+        loop {
+            let piece = rest.split_to(rest.len().min(chunk));
+            let last = rest.is_empty();
+            self.queue.push_back((
+                Msg::PipeData {
+                    pipe: id.0,
+                    last,
+                    data: piece,
+                },
+                false,
+            ));
+            if last {
+                break;
+            }
+        }
+        self.stats.payload_bytes_sent += len as u64;
+        Ok(())
+    }
+
+    /// The local reader took `n` bytes of a pipe's frames: give the peer
+    /// that much credit back. Ignored for a closed pipe.
+    pub fn pipe_consumed(&mut self, id: PipeId, n: usize) -> Result<(), Error> {
+        self.check_open()?;
+        let known = self.pipe_known(id.0);
+        let Some(pipe) = self.pipes.get_mut(&id.0) else {
+            return if known {
+                Ok(())
+            } else {
+                Err(Error::WireUnknownPipe(id.0))
+            };
+        };
+        let delivered = pipe.recv_used.saturating_sub(pipe.partial.len() as u64);
+        let grant = (n as u64).min(delivered);
+        if grant > 0 {
+            pipe.recv_used -= grant;
+            self.queue.push_back((
+                Msg::PipeCredit {
+                    pipe: id.0,
+                    bytes: grant,
+                },
+                false,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Close a pipe; the peer gets [`Event::PipeClosed`] after every frame
+    /// sent before. Closing a closed pipe is a no-op.
+    pub fn close_pipe(&mut self, id: PipeId, reason: ExitReason) -> Result<(), Error> {
+        self.check_open()?;
+        if self.pipes.remove(&id.0).is_none() {
+            return if self.pipe_known(id.0) {
+                Ok(())
+            } else {
+                Err(Error::WireUnknownPipe(id.0))
+            };
+        }
+        self.queue
+            .push_back((Msg::PipeClose { pipe: id.0, reason }, false));
+        Ok(())
+    }
+
+    // ----- internals -----
+
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    fn sync_framing_stats(&mut self) {
+        let c = self.framer.counters();
+        self.stats.crc_failures = c.crc_failures;
+        self.stats.framing_failures = c.framing_failures;
+    }
+
+    fn check_open(&self) -> Result<&PeerInfo, Error> {
+        match (&self.state, &self.peer, &self.closed) {
+            (State::Closed, _, reason) => Err(Error::WireClosed {
+                reason: reason
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+            }),
+            (State::Open, Some(peer), _) => Ok(peer),
+            _ => Err(Error::WireNotConnected),
+        }
+    }
+
+    /// The largest packet we may send: ours and the peer's limit.
+    fn send_max(&self) -> usize {
+        let peer = self
+            .peer
+            .as_ref()
+            .map_or(MIN_FRAME, |p| p.max_frame as usize);
+        self.max_frame.min(peer)
+    }
+
+    fn enqueue(&mut self, msg: Msg) -> Result<(), Error> {
+        self.check_open()?;
+        if self.queued_app >= self.config.max_send_queue {
+            self.queue_blocked = true;
+            return Err(Error::WireWouldBlock {
+                what: "send queue full",
+            });
+        }
+        let len = to_vec(&msg)?.len();
+        let max = self.send_max() - DATA_OVERHEAD;
+        if len > max {
+            return Err(Error::WireFrameTooLarge { len, max });
+        }
+        self.queued_app += 1;
+        self.queue.push_back((msg, true));
+        Ok(())
+    }
+
+    fn pipe_known(&self, id: u64) -> bool {
+        let n = id >> 1;
+        if id & 1 == 0 {
+            n < self.next_local_pipe
+        } else {
+            n < self.next_remote_pipe
+        }
+    }
+
+    fn close_with(&mut self, code: CloseCode, message: String) {
+        if self.state == State::Closed {
+            return;
+        }
+        tracing::debug!(code = code.code(), %message, "wire session closing");
+        let packet = Packet::Close {
+            code,
+            message: truncate(&message, MAX_CLOSE_TEXT).to_owned(),
+        };
+        if let Ok(bytes) = packet.encode() {
+            // A Close packet that does not fit is not sent; the peer times out.
+            if self.framer.encode(&bytes, &mut self.out).is_ok() {
+                self.stats.frames_sent += 1;
+            }
+        }
+        self.finish(CloseReason {
+            code,
+            message,
+            remote: false,
+        });
+    }
+
+    fn finish(&mut self, reason: CloseReason) {
+        self.state = State::Closed;
+        self.queue.clear();
+        self.in_flight.clear();
+        self.reorder.clear();
+        self.pipes.clear();
+        self.pending_calls.clear();
+        self.incoming_calls.clear();
+        self.rto_at = None;
+        self.ack_at = None;
+        self.closed = Some(reason.clone());
+        self.events.push_back(Event::Closed { reason });
+    }
+
+    fn protocol_error(&mut self, code: CloseCode, message: String) {
+        self.close_with(code, message);
+    }
+
+    /// Build one packet into `out`; false when there is nothing to send.
+    fn produce(&mut self) -> bool {
+        if self.state == State::Closed {
+            return false;
+        }
+        let packet = if self.send_hello {
+            self.send_hello = false;
+            self.hello()
+        } else if self.send_hello_ack {
+            self.send_hello_ack = false;
+            Packet::HelloAck {
+                session_id: self.peer.as_ref().map_or(0, |p| p.session_id),
+            }
+        } else if let Some(p) = self.next_data() {
+            p
+        } else if self.ack_at.is_some_and(|t| t <= self.now) {
+            self.ack_at = None;
+            Packet::Ack {
+                ack: self.recv_next - 1,
+            }
+        } else if self.ping_due {
+            self.ping_due = false;
+            Packet::Ping
+        } else {
+            return false;
+        };
+        let res = packet
+            .encode()
+            .and_then(|bytes| self.framer.encode(&bytes, &mut self.out));
+        match res {
+            Ok(()) => {
+                self.stats.frames_sent += 1;
+                true
+            }
+            Err(e) => {
+                // Sizes are checked on entry, so this is a bug; do not panic.
+                self.close_with(CloseCode::Protocol, format!("cannot send a packet: {e}"));
+                true
+            }
+        }
+    }
+
+    fn next_data(&mut self) -> Option<Packet> {
+        if self.state != State::Open {
+            return None;
+        }
+        let ack = self.recv_next - 1;
+        if let Some(seq) = self.retransmit_next {
+            let front = self.in_flight.front().map_or(u64::MAX, |(s, _)| *s);
+            let idx = seq.checked_sub(front).map(|i| i as usize);
+            if let Some((_, msg)) = idx.and_then(|i| self.in_flight.get(i)) {
+                let msg = msg.clone();
+                self.retransmit_next = (seq + 1 < self.next_seq).then_some(seq + 1);
+                self.stats.retransmissions += 1;
+                self.ack_at = None;
+                return Some(Packet::Data { seq, ack, msg });
+            }
+            self.retransmit_next = None;
+        }
+        let window = self
+            .config
+            .send_window
+            .min(self.peer.as_ref().map_or(1, |p| p.recv_window)) as usize;
+        if self.in_flight.len() >= window {
+            return None;
+        }
+        let (msg, counted) = self.queue.pop_front()?;
+        if counted {
+            self.queued_app -= 1;
+            if self.queue_blocked && self.queued_app < self.config.max_send_queue {
+                self.queue_blocked = false;
+                self.events.push_back(Event::Writable);
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.config.framing.is_lossy() {
+            self.in_flight.push_back((seq, msg.clone()));
+            if self.rto_at.is_none() {
+                self.rto_at = Some(self.now + self.rto);
+            }
+        }
+        self.ack_at = None;
+        Some(Packet::Data { seq, ack, msg })
+    }
+
+    fn handle_frame(&mut self, frame: &[u8]) {
+        self.last_recv = self.now;
+        let packet = match Packet::decode(frame) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.decode_failures += 1;
+                self.protocol_error(CloseCode::Decode, e.to_string());
+                return;
+            }
+        };
+        self.stats.frames_received += 1;
+        match packet {
+            Packet::ForeignHello { magic, version } => {
+                if magic != super::MAGIC {
+                    self.protocol_error(
+                        CloseCode::BadMagic,
+                        format!("not an oscloud peer: bad magic {magic:#010x}"),
+                    );
+                } else {
+                    self.protocol_error(
+                        CloseCode::Version,
+                        format!(
+                            "unsupported protocol version {version} (this side speaks {VERSION})"
+                        ),
+                    );
+                }
+            }
+            Packet::Hello(h) => self.handle_hello(h),
+            Packet::HelloAck { session_id } => {
+                if session_id == self.local.session_id {
+                    self.hello_confirmed = true;
+                }
+            }
+            Packet::Data { seq, ack, msg } => {
+                if self.peer.is_none() {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                self.hello_confirmed = true;
+                self.handle_ack(ack);
+                if self.state == State::Open {
+                    self.handle_data(seq, msg);
+                }
+            }
+            Packet::Ack { ack } => {
+                // Not a proof that the peer has our Hello: a peer may
+                // answer a Ping before it does.
+                if self.peer.is_none() {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                self.handle_ack(ack);
+            }
+            Packet::Ping => {
+                if self.peer.is_some() {
+                    self.ack_at = Some(self.now);
+                }
+            }
+            Packet::Close { code, message } => {
+                self.finish(CloseReason {
+                    code,
+                    message,
+                    remote: true,
+                });
+            }
+        }
+        if self.hello_confirmed && self.in_flight.is_empty() && self.state != State::Closed {
+            self.rto_at = None;
+            self.rto = self.config.initial_rto;
+        }
+    }
+
+    fn handle_hello(&mut self, h: Hello) {
+        if let Some(peer) = &self.peer {
+            if peer.session_id == h.session_id && peer.node == h.node {
+                // A retransmitted Hello: our HelloAck was lost.
+                self.send_hello_ack = true;
+            } else {
+                self.protocol_error(
+                    CloseCode::Protocol,
+                    "the peer started a new session over this one".into(),
+                );
+            }
+            return;
+        }
+        if (h.max_frame as usize) < MIN_FRAME || h.recv_window == 0 || h.pipe_window == 0 {
+            self.protocol_error(
+                CloseCode::Protocol,
+                format!(
+                    "peer limits too small: max_frame {} (at least {MIN_FRAME}), recv_window {}, pipe_window {}",
+                    h.max_frame, h.recv_window, h.pipe_window
+                ),
+            );
+            return;
+        }
+        let peer = PeerInfo {
+            node: h.node,
+            features: h.features,
+            session_id: h.session_id,
+            auth: h.auth,
+            max_frame: h.max_frame,
+            recv_window: h.recv_window,
+            pipe_window: h.pipe_window,
+        };
+        tracing::debug!(peer = %peer.node.short(), "wire session connected");
+        self.peer = Some(peer.clone());
+        self.state = State::Open;
+        self.send_hello_ack = true;
+        self.events.push_back(Event::Connected(peer));
+    }
+
+    fn handle_ack(&mut self, ack: u64) {
+        if ack >= self.next_seq {
+            self.protocol_error(
+                CloseCode::Protocol,
+                format!("acknowledgement of packet {ack}, which was never sent"),
+            );
+            return;
+        }
+        let mut progress = false;
+        while self.in_flight.front().is_some_and(|(s, _)| *s <= ack) {
+            self.in_flight.pop_front();
+            progress = true;
+        }
+        if progress {
+            self.rto = self.config.initial_rto;
+            self.rto_at = (!self.in_flight.is_empty()).then_some(self.now + self.rto);
+            if self.retransmit_next.is_some_and(|s| s <= ack) {
+                self.retransmit_next = self.in_flight.front().map(|(s, _)| *s);
+            }
+        }
+    }
+
+    fn handle_data(&mut self, seq: u64, msg: Msg) {
+        if seq < self.recv_next || self.reorder.contains_key(&seq) {
+            self.stats.duplicates += 1;
+            self.ack_at = Some(self.now);
+            return;
+        }
+        if seq > self.recv_next {
+            if seq - self.recv_next >= u64::from(self.config.recv_window) {
+                self.stats.dropped += 1;
+            } else {
+                self.stats.out_of_order += 1;
+                self.reorder.insert(seq, msg);
+            }
+            self.ack_at = Some(self.now);
+            return;
+        }
+        self.deliver(msg);
+        self.recv_next += 1;
+        while self.state == State::Open {
+            let Some(msg) = self.reorder.remove(&self.recv_next) else {
+                break;
+            };
+            self.deliver(msg);
+            self.recv_next += 1;
+        }
+        let due = self.now + self.config.ack_delay;
+        self.ack_at = Some(self.ack_at.map_or(due, |t| t.min(due)));
+    }
+
+    fn deliver(&mut self, msg: Msg) {
+        match msg {
+            Msg::Announce(e) => self.events.push_back(Event::PeerAnnounced(e)),
+            Msg::Withdraw { id, reason } => {
+                self.events.push_back(Event::PeerWithdrew { id, reason })
+            }
+            Msg::Cast { to, payload } => {
+                self.stats.payload_bytes_received += payload.len() as u64;
+                self.events.push_back(Event::Cast { to, payload });
+            }
+            Msg::Call { id, to, payload } => {
+                if self.incoming_calls.len() >= self.config.max_pending_calls {
+                    self.protocol_error(
+                        CloseCode::Limit,
+                        format!(
+                            "more than {} calls waiting for a reply",
+                            self.config.max_pending_calls
+                        ),
+                    );
+                    return;
+                }
+                if !self.incoming_calls.insert(id) {
+                    self.protocol_error(CloseCode::Protocol, format!("call id {id} reused"));
+                    return;
+                }
+                self.stats.payload_bytes_received += payload.len() as u64;
+                self.events.push_back(Event::Call {
+                    id: CallId(id),
+                    to,
+                    payload,
+                });
+            }
+            Msg::ReplyOk { id, payload } => {
+                self.stats.payload_bytes_received += payload.len() as u64;
+                self.handle_reply(id, Ok(payload));
+            }
+            Msg::ReplyErr { id, error } => self.handle_reply(id, Err(error)),
+            Msg::PipeOpen { pipe, server, port } => self.handle_pipe_open(pipe, server, port),
+            Msg::PipeData { pipe, last, data } => self.handle_pipe_data(pipe ^ 1, last, data),
+            Msg::PipeCredit { pipe, bytes } => {
+                let id = pipe ^ 1;
+                let window = self.peer.as_ref().map_or(0, |p| u64::from(p.pipe_window));
+                let (over, writable) = match self.pipe_or_close(id) {
+                    None => return,
+                    Some(p) => {
+                        p.send_credit = p.send_credit.saturating_add(bytes);
+                        (p.send_credit > window, std::mem::take(&mut p.blocked))
+                    }
+                };
+                if over {
+                    self.protocol_error(
+                        CloseCode::FlowControl,
+                        format!("pipe credit above the window on {}", PipeId(id)),
+                    );
+                } else if writable {
+                    self.events
+                        .push_back(Event::PipeWritable { id: PipeId(id) });
+                }
+            }
+            Msg::PipeClose { pipe, reason } => {
+                let id = pipe ^ 1;
+                if self.pipe_or_close(id).is_some() {
+                    self.pipes.remove(&id);
+                    self.events.push_back(Event::PipeClosed {
+                        id: PipeId(id),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    fn handle_reply(&mut self, id: u64, result: Result<Bytes, RemoteError>) {
+        if self.pending_calls.remove(&id) {
+            self.events.push_back(Event::Reply {
+                id: CallId(id),
+                result,
+            });
+        } else if id >= self.next_call {
+            self.protocol_error(
+                CloseCode::Protocol,
+                format!("reply to call {id}, which was never made"),
+            );
+        }
+        // else: a cancelled call; drop the late reply.
+    }
+
+    /// The open pipe `id`; None if it is closed (ignore the message) or
+    /// unknown (the session is closed).
+    fn pipe_or_close(&mut self, id: u64) -> Option<&mut Pipe> {
+        if !self.pipes.contains_key(&id) {
+            if !self.pipe_known(id) {
+                self.protocol_error(
+                    CloseCode::UnknownPipe,
+                    format!("message for {}, which was never opened", PipeId(id)),
+                );
+            }
+            return None;
+        }
+        self.pipes.get_mut(&id)
+    }
+
+    fn handle_pipe_open(&mut self, wire_id: u64, server: String, port: String) {
+        let id = wire_id ^ 1;
+        if id & 1 == 0 || id >> 1 != self.next_remote_pipe {
+            self.protocol_error(
+                CloseCode::Protocol,
+                format!(
+                    "pipe opened with id {wire_id}, expected {}",
+                    self.next_remote_pipe << 1
+                ),
+            );
+            return;
+        }
+        self.next_remote_pipe += 1;
+        if self.pipes.len() >= self.config.max_pipes {
+            // Refuse it; its data is then ignored as that of a closed pipe.
+            let reason = ExitReason::Failed(format!(
+                "too many pipes (at most {})",
+                self.config.max_pipes
+            ));
+            self.queue
+                .push_back((Msg::PipeClose { pipe: id, reason }, false));
+            return;
+        }
+        let credit = self.peer.as_ref().map_or(0, |p| u64::from(p.pipe_window));
+        self.pipes.insert(
+            id,
+            Pipe {
+                send_credit: credit,
+                ..Pipe::default()
+            },
+        );
+        self.events.push_back(Event::PipeOpened {
+            id: PipeId(id),
+            server,
+            port,
+        });
+    }
+
+    fn handle_pipe_data(&mut self, id: u64, last: bool, data: Bytes) {
+        let window = u64::from(self.config.pipe_window);
+        let frame = match self.pipe_or_close(id) {
+            None => return,
+            Some(p) => {
+                p.recv_used += data.len() as u64;
+                if p.recv_used > window {
+                    None
+                } else if !last {
+                    p.partial.extend_from_slice(&data);
+                    return;
+                } else if p.partial.is_empty() {
+                    Some(data)
+                } else {
+                    p.partial.extend_from_slice(&data);
+                    Some(p.partial.split().freeze())
+                }
+            }
+        };
+        let Some(bytes) = frame else {
+            self.protocol_error(
+                CloseCode::FlowControl,
+                format!("more data than the credit allows on {}", PipeId(id)),
+            );
+            return;
+        };
+        self.stats.payload_bytes_received += bytes.len() as u64;
+        self.events.push_back(Event::PipeData {
+            id: PipeId(id),
+            bytes,
+        });
+    }
+}
