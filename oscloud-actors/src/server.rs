@@ -27,8 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::FutureExt;
 use oscloud_core::{
-    Capabilities, Endpoint, EntryId, ExitReason, Kernel, PipeEnd, Registration,
-    Error as CoreError,
+    Capabilities, Endpoint, EntryId, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
 };
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use serde::Serialize;
@@ -100,7 +99,8 @@ impl Down {
 ///         Ok(*total)
 ///     }
 /// }
-/// # async fn demo() -> Result<(), oscloud_actors::Error> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), oscloud_actors::Error> {
 /// let handle = oscloud_actors::start(&oscloud_core::Kernel::new(), "counter", Counter).await?;
 /// # handle.stop().await; Ok(()) }
 /// ```
@@ -309,9 +309,7 @@ pub(crate) fn register(
 }
 
 /// Run a handler future, turning a panic into an error.
-async fn guarded<T>(
-    fut: impl Future<Output = Result<T, ServerError>>,
-) -> Result<T, ServerError> {
+async fn guarded<T>(fut: impl Future<Output = Result<T, ServerError>>) -> Result<T, ServerError> {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r,
         Err(panic) => {
@@ -429,13 +427,8 @@ impl<S: Server> Actor for ServerActor<S> {
                 }
             }
             ServerMsg::Pipe(port, end, reply) => {
-                let r = guarded(server.handle_pipe(
-                    &mut st.ctx,
-                    &mut st.state,
-                    port.clone(),
-                    end,
-                ))
-                .await;
+                let r = guarded(server.handle_pipe(&mut st.ctx, &mut st.state, port.clone(), end))
+                    .await;
                 match r {
                     Ok(PipeOutcome::Accepted) => {
                         let _ = reply.send(Ok(()));

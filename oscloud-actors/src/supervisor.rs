@@ -643,13 +643,13 @@ impl Actor for SupervisorActor {
             }
         };
         for j in restart_set {
-            let skip = st
-                .children
-                .get_mut(j)
-                .is_none_or(|c| c.gone || (j != i && c.spec.restart == Restart::Temporary && {
-                    c.gone = true;
-                    true
-                }));
+            let skip = st.children.get_mut(j).is_none_or(|c| {
+                c.gone
+                    || (j != i && c.spec.restart == Restart::Temporary && {
+                        c.gone = true;
+                        true
+                    })
+            });
             if skip {
                 continue;
             }
