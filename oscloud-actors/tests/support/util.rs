@@ -3,7 +3,9 @@
     dead_code,
     unreachable_pub,
     missing_docs,
-    missing_debug_implementations
+    missing_debug_implementations,
+    clippy::unwrap_used,
+    clippy::panic
 )]
 
 use std::collections::HashMap;
