@@ -13,13 +13,6 @@ use oscloud_actors::{
 use oscloud_core::{Capabilities, Error as CoreError, Kernel};
 use support::*;
 
-fn core(e: Error) -> CoreError {
-    match e {
-        Error::Core(c) => c,
-        other => panic!("expected a kernel error, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cast_call_typed_and_raw() {
     let kernel = Kernel::new();

@@ -219,3 +219,11 @@ pub async fn next_events(watch: &mut Watch, n: usize) -> Vec<String> {
 pub async fn skip(watch: &mut Watch, n: usize) {
     next_events(watch, n).await;
 }
+
+/// The kernel error inside `e`; panics if it is not one.
+pub fn core(e: oscloud_actors::Error) -> oscloud_core::Error {
+    match e {
+        oscloud_actors::Error::Core(c) => c,
+        other => panic!("expected a kernel error, got {other:?}"),
+    }
+}
