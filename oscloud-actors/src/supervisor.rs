@@ -556,7 +556,11 @@ impl Actor for SupervisorActor {
         for i in 0..st.children.len() {
             if let Err(e) = st.start_child(i, &me).await {
                 st.stop_from(0).await;
-                return Err(e.to_string().into());
+                let reason = e.to_string();
+                if let Some(reg) = st.registration.take() {
+                    reg.unregister(ExitReason::Failed(reason.clone()));
+                }
+                return Err(reason.into());
             }
             st.set_running(i, true, false);
         }
@@ -643,14 +647,14 @@ impl Actor for SupervisorActor {
             }
         };
         for j in restart_set {
-            let skip = st.children.get_mut(j).is_none_or(|c| {
-                c.gone
-                    || (j != i && c.spec.restart == Restart::Temporary && {
-                        c.gone = true;
-                        true
-                    })
-            });
-            if skip {
+            let Some(c) = st.children.get_mut(j) else {
+                continue;
+            };
+            // A temporary sibling stopped by the strategy is gone for good.
+            if j != i && c.spec.restart == Restart::Temporary {
+                c.gone = true;
+            }
+            if c.gone {
                 continue;
             }
             if let Err(reason) = st.restart_child(j, &me).await {

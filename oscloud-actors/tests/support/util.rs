@@ -63,6 +63,7 @@ pub struct TestServer {
     pub id: String,
     pub probe: Probe,
     pub gate: Arc<Notify>,
+    pub fail_init: bool,
 }
 
 impl TestServer {
@@ -71,6 +72,7 @@ impl TestServer {
             id: id.to_owned(),
             probe: probe.clone(),
             gate: Arc::new(Notify::new()),
+            fail_init: false,
         }
     }
 }
@@ -125,6 +127,9 @@ impl Server for TestServer {
             .lock()
             .unwrap()
             .push(format!("start:{}", self.id));
+        if self.fail_init {
+            return Err(format!("{} refuses to start", self.id).into());
+        }
         Ok(St::default())
     }
 
