@@ -1,5 +1,6 @@
 //! Servers and references: cast/call, typed/raw, timeouts, errors, pipes,
 //! groups.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 #[path = "support/util.rs"]
 mod support;

@@ -1,5 +1,6 @@
 //! Supervision: strategies, restart policies, intensity and escalation,
 //! start/stop order.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
 
 #[path = "support/util.rs"]
 mod support;
