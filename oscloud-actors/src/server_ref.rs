@@ -6,7 +6,9 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use std::cell::RefCell;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use oscloud_core::{Entry, Error as CoreError, Kernel, PipeEnd};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,14 +91,29 @@ impl ServerRef {
     /// Returns once the message is queued for the server, not handled. An
     /// undecodable message is dropped by the server (and counted).
     pub fn cast(&self, msg: Bytes) -> Result<(), Error> {
-        let cached = self.lock().clone();
-        if let Some(entry) = cached {
-            match entry.endpoint().cast(msg.clone()) {
-                Err(CoreError::ServerStopped { .. }) => {} // restarted? resolve again
-                r => return r.map_err(Error::from),
+        self.cast_with(msg.clone(), || Ok(msg.clone()))
+    }
+
+    /// Cast `msg`; if the cached server has stopped, resolve the name again
+    /// and cast `again()` (so the hot path never clones the message).
+    pub(crate) fn cast_with(
+        &self,
+        msg: Bytes,
+        again: impl FnOnce() -> Result<Bytes, Error>,
+    ) -> Result<(), Error> {
+        {
+            let cached = self.lock();
+            if let Some(entry) = cached.as_ref() {
+                match entry.endpoint().cast(msg) {
+                    Err(CoreError::ServerStopped { .. }) => {} // restarted? resolve again
+                    r => return r.map_err(Error::from),
+                }
+            } else {
+                drop(cached);
+                return Ok(self.resolve()?.endpoint().cast(msg)?);
             }
         }
-        Ok(self.resolve()?.endpoint().cast(msg)?)
+        Ok(self.resolve()?.endpoint().cast(again()?)?)
     }
 
     /// Send a request and wait at most `timeout` for the reply.
@@ -132,7 +149,7 @@ impl ServerRef {
 }
 
 /// A [`ServerRef`] that encodes requests of type `Req` and decodes replies
-/// of type `Rep` (MessagePack, structs as maps).
+/// of type `Rep` (MessagePack, see [`encode`]).
 pub struct TypedRef<Req, Rep> {
     raw: ServerRef,
     _types: PhantomData<fn(Req) -> Rep>,
@@ -157,12 +174,40 @@ impl<Req, Rep> fmt::Debug for TypedRef<Req, Rep> {
     }
 }
 
-/// Encode `value` as MessagePack (structs as maps).
+/// Encode `value` as MessagePack, the way servers and refs do: compact,
+/// structs as arrays of their fields in declaration order. (Decoding
+/// accepts structs encoded as maps too.)
+///
+/// Small messages are carved out of a per-thread buffer, so encoding does
+/// not allocate per message (a buffer block is freed once every message
+/// carved from it is dropped).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
-    let mut buf = Vec::with_capacity(64);
-    rmp_serde::encode::write_named(&mut buf, value)
-        .map_err(|e| CoreError::Encode(e.to_string()))?;
-    Ok(Bytes::from(buf))
+    thread_local! {
+        static BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    const BLOCK: usize = 8 * 1024;
+    let fresh = || {
+        let mut buf = Vec::with_capacity(64);
+        rmp_serde::encode::write(&mut buf, value).map_err(|e| CoreError::Encode(e.to_string()))?;
+        Ok(Bytes::from(buf))
+    };
+    BUF.with(|cell| {
+        // A Serialize impl that itself encodes finds the buffer busy.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return fresh();
+        };
+        if buf.capacity() - buf.len() < 256 {
+            buf.reserve(BLOCK);
+        }
+        let written = rmp_serde::encode::write(&mut (&mut *buf).writer(), value);
+        match written {
+            Ok(()) => Ok(buf.split().freeze()),
+            Err(e) => {
+                buf.clear();
+                Err(CoreError::Encode(e.to_string()).into())
+            }
+        }
+    })
 }
 
 /// Decode MessagePack bytes.
@@ -183,7 +228,7 @@ impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
 
     /// Send a one-way request (see [`ServerRef::cast`]).
     pub fn cast(&self, req: &Req) -> Result<(), Error> {
-        self.raw.cast(encode(req)?)
+        self.raw.cast_with(encode(req)?, || encode(req))
     }
 
     /// Send a request and wait at most `timeout` for the reply (see

@@ -502,7 +502,7 @@ impl SupState {
         let _: SupervisorRequest =
             rmp_serde::from_slice(bytes).map_err(|e| CoreError::Decode(e.to_string()))?;
         let stats = self.shared.stats().clone();
-        rmp_serde::to_vec_named(&stats)
+        rmp_serde::to_vec(&stats)
             .map(Bytes::from)
             .map_err(|e| CoreError::Encode(e.to_string()))
     }
