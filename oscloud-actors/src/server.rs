@@ -416,9 +416,7 @@ impl<S: Server> Actor for ServerActor<S> {
                 };
                 match guarded(server.handle_call(&mut st.ctx, &mut st.state, req)).await {
                     Ok(rep) => {
-                        let out = rmp_serde::to_vec(&rep)
-                            .map(Bytes::from)
-                            .map_err(|e| CoreError::Encode(e.to_string()));
+                        let out = crate::server_ref::encode_core(&rep);
                         let _ = reply.send(out);
                         Ok(())
                     }

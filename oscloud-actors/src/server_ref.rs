@@ -182,6 +182,10 @@ impl<Req, Rep> fmt::Debug for TypedRef<Req, Rep> {
 /// not allocate per message (a buffer block is freed once every message
 /// carved from it is dropped).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
+    Ok(encode_core(value)?)
+}
+
+pub(crate) fn encode_core<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CoreError> {
     thread_local! {
         static BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
     }
@@ -204,7 +208,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
             Ok(()) => Ok(buf.split().freeze()),
             Err(e) => {
                 buf.clear();
-                Err(CoreError::Encode(e.to_string()).into())
+                Err(CoreError::Encode(e.to_string()))
             }
         }
     })
@@ -242,5 +246,71 @@ impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
     /// [`ServerRef::open_pipe`]).
     pub async fn open_pipe(&self, port: &str) -> Result<PipeEnd, Error> {
         self.raw.open_pipe(port).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bad;
+
+    impl Serialize for Bad {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error as _, SerializeSeq};
+            let mut seq = s.serialize_seq(Some(2))?;
+            seq.serialize_element(&1u8)?;
+            Err(S::Error::custom("no way"))
+        }
+    }
+
+    struct Nested;
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            // Encoding from inside an encode must not panic on the buffer.
+            let inner = encode(&"inner").map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&inner)
+        }
+    }
+
+    #[test]
+    fn encode_error_leaves_no_garbage() {
+        let err = encode(&Bad).unwrap_err();
+        assert!(matches!(err, Error::Core(CoreError::Encode(m)) if m.contains("no way")));
+        let ok = encode(&(7u32, "x")).unwrap();
+        assert_eq!(decode::<(u32, String)>(&ok).unwrap(), (7, "x".to_owned()));
+    }
+
+    #[test]
+    fn encode_is_reentrant_and_messages_are_independent() {
+        let a = encode(&Nested).unwrap();
+        let many: Vec<Bytes> = (0..5000u32).map(|i| encode(&i).unwrap()).collect();
+        for (i, b) in many.iter().enumerate() {
+            assert_eq!(decode::<u32>(b).unwrap() as usize, i);
+        }
+        let inner: serde_bytes_like::Buf = decode(&a).unwrap();
+        assert_eq!(decode::<String>(&inner.0).unwrap(), "inner");
+    }
+
+    mod serde_bytes_like {
+        /// Bytes decoded from a MessagePack bin.
+        pub(super) struct Buf(pub(super) Vec<u8>);
+
+        impl<'de> serde::Deserialize<'de> for Buf {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Buf;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_bytes<E>(self, v: &[u8]) -> Result<Buf, E> {
+                        Ok(Buf(v.to_vec()))
+                    }
+                }
+                d.deserialize_bytes(V)
+            }
+        }
     }
 }
