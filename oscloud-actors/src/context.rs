@@ -101,12 +101,12 @@ impl Context {
         let name = name.to_owned();
         if present.is_empty() {
             self.monitors.insert(monitor, None);
-            let _ = myself.cast(ServerMsg::Down(Down {
+            let _ = myself.cast(ServerMsg::Down(Box::new(Down {
                 name,
                 entry: None,
                 reason: ExitReason::Failed("noproc".to_owned()),
                 monitor,
-            }));
+            })));
             return monitor;
         }
         let task = self.spawn(async move {
@@ -114,12 +114,12 @@ impl Context {
                 if let RegistryEvent::Removed { entry, reason } = event
                     && present.contains(&entry.id())
                 {
-                    let _ = myself.cast(ServerMsg::Down(Down {
+                    let _ = myself.cast(ServerMsg::Down(Box::new(Down {
                         name,
                         entry: Some(entry.id()),
                         reason,
                         monitor,
-                    }));
+                    })));
                     return;
                 }
             }

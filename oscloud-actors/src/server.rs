@@ -217,12 +217,16 @@ impl From<String> for ServerOptions {
     }
 }
 
+/// A pipe end offered on a port, and where to say whether it was taken.
+pub(crate) type PipeOffer = (String, PipeEnd, oneshot::Sender<Result<(), CoreError>>);
+
 /// What goes into a server's (or supervisor's) mailbox.
 pub(crate) enum ServerMsg {
     Cast(Bytes),
     Call(Bytes, oneshot::Sender<Result<Bytes, CoreError>>),
-    Pipe(String, PipeEnd, oneshot::Sender<Result<(), CoreError>>),
-    Down(Down),
+    // Rare and large: boxed so the common messages stay small.
+    Pipe(Box<PipeOffer>),
+    Down(Box<Down>),
 }
 
 /// What the endpoint, the handle and the actor share.
@@ -288,7 +292,7 @@ impl Endpoint for LocalEndpoint {
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), CoreError> {
         let (tx, rx) = oneshot::channel();
         self.actor
-            .cast(ServerMsg::Pipe(port.to_owned(), end, tx))
+            .cast(ServerMsg::Pipe(Box::new((port.to_owned(), end, tx))))
             .map_err(|_| self.shared.stopped())?;
         rx.await.map_err(|_| self.shared.stopped())?
     }
@@ -424,7 +428,8 @@ impl<S: Server> Actor for ServerActor<S> {
                     Err(e) => Err(st.fail(e)),
                 }
             }
-            ServerMsg::Pipe(port, end, reply) => {
+            ServerMsg::Pipe(pipe) => {
+                let (port, end, reply) = *pipe;
                 let r = guarded(server.handle_pipe(&mut st.ctx, &mut st.state, port.clone(), end))
                     .await;
                 match r {
@@ -443,6 +448,7 @@ impl<S: Server> Actor for ServerActor<S> {
                 }
             }
             ServerMsg::Down(down) => {
+                let down = *down;
                 if !st.ctx.take_monitor(down.monitor) {
                     return Ok(()); // demonitored meanwhile
                 }

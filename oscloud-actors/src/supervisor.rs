@@ -578,7 +578,8 @@ impl Actor for SupervisorActor {
             ServerMsg::Call(bytes, reply) => {
                 let _ = reply.send(st.handle_call(&bytes));
             }
-            ServerMsg::Pipe(port, _end, reply) => {
+            ServerMsg::Pipe(pipe) => {
+                let (port, _end, reply) = *pipe;
                 let _ = reply.send(Err(CoreError::NoSuchPort {
                     name: st.name.clone(),
                     port,
