@@ -117,7 +117,8 @@ pub trait Server: Send + Sync + 'static {
     /// reach it yet. An error (or panic) means the server does not start.
     async fn init(&self, ctx: &mut Context) -> Result<Self::State, ServerError>;
 
-    /// Handle a one-way message. The default ignores it.
+    /// Handle a one-way message. The default ignores it (so a server that
+    /// only takes calls need not write it).
     async fn handle_cast(
         &self,
         ctx: &mut Context,
@@ -128,17 +129,14 @@ pub trait Server: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Handle a request and produce the reply. The default fails the server
-    /// (a server that takes calls must implement it).
+    /// Handle a request and produce the reply. (A server that only takes
+    /// casts can use `Reply = ()`.)
     async fn handle_call(
         &self,
         ctx: &mut Context,
         state: &mut Self::State,
         req: Self::Request,
-    ) -> Result<Self::Reply, ServerError> {
-        let _ = (state, req);
-        Err(format!("server {:?} does not take calls", ctx.name()).into())
-    }
+    ) -> Result<Self::Reply, ServerError>;
 
     /// Take one end of a pipe offered on `port`. The default refuses every
     /// port with [`PipeOutcome::NoSuchPort`].
