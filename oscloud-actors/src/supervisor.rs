@@ -597,7 +597,11 @@ impl Actor for SupervisorActor {
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
         let (cell, failure) = match evt {
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
+            // A killed child did not exit normally (OTP's `killed`).
+            SupervisionEvent::ActorTerminated(cell, _, reason) => match reason.as_deref() {
+                Some(r @ ("killed" | "actor_task_cancelled")) => (cell, Some(r.to_owned())),
+                _ => (cell, None),
+            },
             SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
             _ => return Ok(()),
         };
@@ -658,8 +662,9 @@ impl Actor for SupervisorActor {
             if c.gone {
                 continue;
             }
+            let child_id = c.spec.id.clone();
             if let Err(reason) = st.restart_child(j, &me).await {
-                let reason = format!("{reason} (restarting child {j})");
+                let reason = format!("{reason} (restarting child {child_id:?})");
                 return Err(st.meltdown(reason).await);
             }
         }
