@@ -21,7 +21,7 @@
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -233,6 +233,10 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) stop_reason: OnceLock<String>,
     pub(crate) decode_errors: AtomicU64,
+    /// Held here rather than in the actor state so that whoever sees the
+    /// actor end (the actor itself, or a supervisor that had to kill it)
+    /// can remove the entry at once.
+    registration: Mutex<Option<Registration>>,
 }
 
 impl Shared {
@@ -241,7 +245,29 @@ impl Shared {
             name,
             stop_reason: OnceLock::new(),
             decode_errors: AtomicU64::new(0),
+            registration: Mutex::new(None),
         })
+    }
+
+    pub(crate) fn set_registration(&self, registration: Registration) {
+        *self.registration.lock().unwrap_or_else(|e| e.into_inner()) = Some(registration);
+    }
+
+    /// Record why the server ended and leave the registry (once).
+    pub(crate) fn ended(&self, reason: ExitReason) {
+        let text = match &reason {
+            ExitReason::Normal => "normal exit".to_owned(),
+            ExitReason::Failed(why) | ExitReason::LinkDown(why) => why.clone(),
+        };
+        let _ = self.stop_reason.set(text);
+        let registration = self
+            .registration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(registration) = registration {
+            registration.unregister(reason);
+        }
     }
 
     pub(crate) fn stopped(&self) -> CoreError {
@@ -336,8 +362,15 @@ pub(crate) struct ServerArgs {
 pub(crate) struct Running<S: Server> {
     ctx: Context,
     state: S::State,
-    registration: Option<Registration>,
     shared: Arc<Shared>,
+}
+
+impl<S: Server> Drop for Running<S> {
+    fn drop(&mut self) {
+        // Only reached with the entry still registered if the actor was
+        // killed (failure and normal stop unregister first).
+        self.shared.ended(ExitReason::Failed("killed".to_owned()));
+    }
 }
 
 impl<S: Server> Running<S> {
@@ -345,11 +378,8 @@ impl<S: Server> Running<S> {
     fn fail(&mut self, err: ServerError) -> ActorProcessingErr {
         let reason = err.to_string();
         tracing::warn!(server = %self.shared.name, %reason, "server failed");
-        let _ = self.shared.stop_reason.set(reason.clone());
         self.ctx.shutdown();
-        if let Some(reg) = self.registration.take() {
-            reg.unregister(ExitReason::Failed(reason));
-        }
+        self.shared.ended(ExitReason::Failed(reason));
         err
     }
 
@@ -383,14 +413,9 @@ impl<S: Server> Actor for ServerActor<S> {
             actor: myself,
             shared: shared.clone(),
         });
-        let registration = register(&kernel, &opts, endpoint)?;
+        shared.set_registration(register(&kernel, &opts, endpoint)?);
         tracing::debug!(server = %opts.name, "server started");
-        Ok(Running {
-            ctx,
-            state,
-            registration: Some(registration),
-            shared,
-        })
+        Ok(Running { ctx, state, shared })
     }
 
     async fn handle(
@@ -461,11 +486,8 @@ impl<S: Server> Actor for ServerActor<S> {
         _myself: ActorRef<ServerMsg>,
         st: &mut Running<S>,
     ) -> Result<(), ActorProcessingErr> {
-        let _ = st.shared.stop_reason.set("normal exit".to_owned());
         st.ctx.shutdown();
-        if let Some(reg) = st.registration.take() {
-            reg.unregister(ExitReason::Normal);
-        }
+        st.shared.ended(ExitReason::Normal);
         tracing::debug!(server = %st.shared.name, "server stopped");
         Ok(())
     }
@@ -528,7 +550,7 @@ pub async fn start<S: Server>(
 pub struct ServerHandle {
     kernel: Kernel,
     pub(crate) actor: ActorRef<ServerMsg>,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for ServerHandle {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use oscloud_core::{Capabilities, Error as CoreError, ExitReason, Kernel, Registration};
+use oscloud_core::{Capabilities, Error as CoreError, ExitReason, Kernel};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 
@@ -47,8 +47,11 @@ pub enum Restart {
     Temporary,
 }
 
+/// A started child: its actor, and what its endpoint shares with it.
+type Started = (ActorCell, Arc<Shared>);
+
 type StartFn =
-    Arc<dyn Fn(Kernel, ActorCell) -> BoxFuture<'static, Result<ActorCell, Error>> + Send + Sync>;
+    Arc<dyn Fn(Kernel, ActorCell) -> BoxFuture<'static, Result<Started, Error>> + Send + Sync>;
 
 /// How to start (and restart) one child of a supervisor.
 #[derive(Clone)]
@@ -87,7 +90,7 @@ impl ChildSpec {
             let factory = factory.clone();
             Box::pin(async move {
                 let handle = spawn_server(&kernel, options, factory(), Some(parent)).await?;
-                Ok(handle.actor.get_cell())
+                Ok((handle.actor.get_cell(), handle.shared))
             })
         });
         Self {
@@ -105,7 +108,7 @@ impl ChildSpec {
             let spec = spec.clone();
             Box::pin(async move {
                 let handle = spawn_supervisor(&kernel, spec, Some(parent)).await?;
-                Ok(handle.actor.get_cell())
+                Ok((handle.actor.get_cell(), handle.shared.endpoint.clone()))
             })
         });
         Self {
@@ -387,6 +390,7 @@ struct SupArgs {
 struct Child {
     spec: ChildSpec,
     cell: Option<ActorCell>,
+    shared: Option<Arc<Shared>>,
     /// Temporary children are gone for good once they exit.
     gone: bool,
 }
@@ -400,7 +404,16 @@ struct SupState {
     children: Vec<Child>,
     restarts: VecDeque<Instant>,
     shared: Arc<SupShared>,
-    registration: Option<Registration>,
+}
+
+impl Drop for SupState {
+    fn drop(&mut self) {
+        // Only reached with the entry still registered if the supervisor
+        // was killed.
+        self.shared
+            .endpoint
+            .ended(ExitReason::Failed("killed".to_owned()));
+    }
 }
 
 impl SupState {
@@ -418,8 +431,9 @@ impl SupState {
         let Some(child) = self.children.get_mut(i) else {
             return Ok(());
         };
-        let cell = (child.spec.start)(self.kernel.clone(), myself.clone()).await?;
+        let (cell, shared) = (child.spec.start)(self.kernel.clone(), myself.clone()).await?;
         child.cell = Some(cell);
+        child.shared = Some(shared);
         Ok(())
     }
 
@@ -436,6 +450,13 @@ impl SupState {
             {
                 tracing::warn!(supervisor = %self.name, child = %child.spec.id, "child did not stop in time; killing it");
                 let _ = cell.kill_and_wait(None).await;
+                // Its state (and so its entry) would otherwise linger.
+                if let Some(shared) = &child.shared {
+                    shared.ended(ExitReason::Failed(format!(
+                        "killed: did not stop within {:?}",
+                        child.spec.shutdown
+                    )));
+                }
             }
         }
         self.set_running(i, false, false);
@@ -473,11 +494,10 @@ impl SupState {
     async fn meltdown(&mut self, reason: String) -> ActorProcessingErr {
         tracing::error!(supervisor = %self.name, %reason, "supervisor gives up");
         self.stop_from(0).await;
-        let _ = self.shared.endpoint.stop_reason.set(reason.clone());
         self.shared.set_outcome(Err(reason.clone()));
-        if let Some(reg) = self.registration.take() {
-            reg.unregister(ExitReason::Failed(reason.clone()));
-        }
+        self.shared
+            .endpoint
+            .ended(ExitReason::Failed(reason.clone()));
         reason.into()
     }
 
@@ -523,16 +543,16 @@ impl Actor for SupervisorActor {
             spec,
             shared,
         } = args;
-        let registration = if spec.registered {
+        if spec.registered {
             let endpoint = Arc::new(LocalEndpoint {
                 actor: myself.clone(),
                 shared: shared.endpoint.clone(),
             });
             let opts = ServerOptions::new(spec.name.clone()).capabilities(spec.capabilities);
-            Some(register(&kernel, &opts, endpoint)?)
-        } else {
-            None
-        };
+            shared
+                .endpoint
+                .set_registration(register(&kernel, &opts, endpoint)?);
+        }
         let mut st = SupState {
             kernel,
             name: spec.name,
@@ -545,21 +565,19 @@ impl Actor for SupervisorActor {
                 .map(|spec| Child {
                     spec,
                     cell: None,
+                    shared: None,
                     gone: false,
                 })
                 .collect(),
             restarts: VecDeque::new(),
             shared,
-            registration,
         };
         let me = myself.get_cell();
         for i in 0..st.children.len() {
             if let Err(e) = st.start_child(i, &me).await {
                 st.stop_from(0).await;
                 let reason = e.to_string();
-                if let Some(reg) = st.registration.take() {
-                    reg.unregister(ExitReason::Failed(reason.clone()));
-                }
+                st.shared.endpoint.ended(ExitReason::Failed(reason.clone()));
                 return Err(reason.into());
             }
             st.set_running(i, true, false);
@@ -677,11 +695,8 @@ impl Actor for SupervisorActor {
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
         st.stop_from(0).await;
-        let _ = st.shared.endpoint.stop_reason.set("normal exit".to_owned());
         st.shared.set_outcome(Ok(()));
-        if let Some(reg) = st.registration.take() {
-            reg.unregister(ExitReason::Normal);
-        }
+        st.shared.endpoint.ended(ExitReason::Normal);
         tracing::debug!(supervisor = %st.name, "supervisor stopped");
         Ok(())
     }

@@ -285,3 +285,64 @@ async fn a_child_that_cannot_start_fails_the_start_and_stops_the_others() {
     );
     assert_eq!(probe.log(), ["start:a", "start:bad"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_restarts_count_toward_intensity() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let starts = Arc::new(AtomicU32::new(0));
+    let (p, s) = (probe.clone(), starts.clone());
+    let tree = Supervisor::start(
+        &kernel,
+        SupervisorSpec::new("sup")
+            .intensity(3, Duration::from_secs(60))
+            .child(ChildSpec::server("w", move || TestServer {
+                // Only the first incarnation starts.
+                fail_init: s.fetch_add(1, Ordering::SeqCst) > 0,
+                ..TestServer::new("w", &p)
+            })),
+    )
+    .await
+    .unwrap();
+    fail(&kernel, "w").await;
+    let err = tree.wait().await.unwrap_err();
+    assert!(matches!(err, Error::SupervisorFailed { .. }), "{err:?}");
+    // The first start, then one restart per allowed restart plus the one
+    // that exceeded the intensity.
+    assert_eq!(starts.load(Ordering::SeqCst), 4);
+    assert!(kernel.registry().entries().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_child_is_killed_after_its_shutdown_timeout() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let tree = Supervisor::start(
+        &kernel,
+        SupervisorSpec::new("sup")
+            .child(child("a", &probe))
+            .child(child("stuck", &probe).shutdown(Duration::from_millis(50))),
+    )
+    .await
+    .unwrap();
+    let mut watch = kernel.registry().watch();
+    skip(&mut watch, 3).await;
+    let r = ServerRef::lookup(&kernel, "stuck")
+        .unwrap()
+        .typed::<Req, Rep>();
+    r.cast(&Req::Slow).unwrap(); // never released
+    // Make sure the Slow message is being handled before stopping.
+    let err = r
+        .call(&Req::Get, Duration::from_millis(20))
+        .await
+        .unwrap_err();
+    assert!(matches!(core(err), oscloud_core::Error::Timeout { .. }));
+    tree.stop().await;
+    assert_eq!(
+        next_events(&mut watch, 3).await,
+        ["-stuck:failed", "-a:normal", "-sup:normal"]
+    );
+    tree.wait().await.unwrap();
+}
