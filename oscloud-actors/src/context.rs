@@ -1,0 +1,155 @@
+//! What a server's handlers get besides their state: the kernel, the
+//! server's name, monitors, lookups and owned tasks.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use oscloud_core::{ExitReason, Kernel, RegistryEvent};
+use ractor::ActorRef;
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::server::{Down, ServerMsg};
+use crate::{Error, ServerRef};
+
+/// Identifies one monitor set up with [`Context::monitor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MonitorRef(u64);
+
+/// A server's view of the world, passed to every handler.
+pub struct Context {
+    kernel: Kernel,
+    name: String,
+    myself: ActorRef<ServerMsg>,
+    tasks: JoinSet<()>,
+    monitors: HashMap<MonitorRef, Option<AbortHandle>>,
+    next_monitor: u64,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.name)
+            .field("tasks", &self.tasks.len())
+            .field("monitors", &self.monitors.len())
+            .finish()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(kernel: Kernel, name: String, myself: ActorRef<ServerMsg>) -> Self {
+        Self {
+            kernel,
+            name,
+            myself,
+            tasks: JoinSet::new(),
+            monitors: HashMap::new(),
+            next_monitor: 0,
+        }
+    }
+
+    /// The kernel the server runs on.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// The server's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A reference to another server by name (fails with
+    /// [`oscloud_core::Error::NotFound`] if nothing is registered under it).
+    pub fn lookup(&self, name: &str) -> Result<ServerRef, Error> {
+        ServerRef::lookup(&self.kernel, name)
+    }
+
+    /// Stop this server normally once the current handler returns (its
+    /// registry entry leaves with [`ExitReason::Normal`]; a supervisor
+    /// restarts it only if it is `Permanent`).
+    pub fn stop(&self) {
+        self.myself.stop(None);
+    }
+
+    /// Run `task` owned by the server: it is aborted when the server stops.
+    pub fn spawn<F>(&mut self, task: F) -> AbortHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        while self.tasks.try_join_next().is_some() {}
+        self.tasks.spawn(task)
+    }
+
+    /// Monitor the server registered as `name`: when its entry leaves the
+    /// registry, [`Server::handle_down`](crate::Server::handle_down)
+    /// receives a [`Down`] with the reason. A monitor fires once.
+    ///
+    /// If nothing is registered under `name` now, the `Down` comes at once
+    /// with `entry: None` (see [`Down::is_noproc`]). For a group, the
+    /// monitor covers the members registered now and fires when the first
+    /// of them leaves.
+    ///
+    /// It works through the registry's watch, so it works the same for
+    /// servers on other nodes.
+    pub fn monitor(&mut self, name: &str) -> MonitorRef {
+        let monitor = MonitorRef(self.next_monitor);
+        self.next_monitor += 1;
+        let registry = self.kernel.registry().clone();
+        // Watch first, then look: a removal after `watch()` is in the stream.
+        let mut watch = registry.watch();
+        let present: HashSet<_> = registry.lookup_all(name).iter().map(|e| e.id()).collect();
+        let myself = self.myself.clone();
+        let name = name.to_owned();
+        if present.is_empty() {
+            self.monitors.insert(monitor, None);
+            let _ = myself.cast(ServerMsg::Down(Box::new(Down {
+                name,
+                entry: None,
+                reason: ExitReason::Failed("noproc".to_owned()),
+                monitor,
+            })));
+            return monitor;
+        }
+        let task = self.spawn(async move {
+            while let Some(event) = watch.next().await {
+                if let RegistryEvent::Removed { entry, reason } = event
+                    && present.contains(&entry.id())
+                {
+                    let _ = myself.cast(ServerMsg::Down(Box::new(Down {
+                        name,
+                        entry: Some(entry.id()),
+                        reason,
+                        monitor,
+                    })));
+                    return;
+                }
+            }
+        });
+        self.monitors.insert(monitor, Some(task));
+        monitor
+    }
+
+    /// Stop a monitor: its `Down` will not be delivered (even if it already
+    /// fired). Returns false if the monitor had already fired or was unknown.
+    pub fn demonitor(&mut self, monitor: MonitorRef) -> bool {
+        match self.monitors.remove(&monitor) {
+            Some(task) => {
+                if let Some(task) = task {
+                    task.abort();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Consume a fired monitor; false if it was demonitored.
+    pub(crate) fn take_monitor(&mut self, monitor: MonitorRef) -> bool {
+        self.monitors.remove(&monitor).is_some()
+    }
+
+    /// Abort every owned task.
+    pub(crate) fn shutdown(&mut self) {
+        self.tasks.abort_all();
+        self.monitors.clear();
+    }
+}

@@ -1,0 +1,596 @@
+//! Servers: the [`Server`] trait, how one is started, and the actor that
+//! runs it.
+//!
+//! A server is a [ractor] actor whose messages arrive as MessagePack bytes
+//! through the kernel's [`Endpoint`]. The framework decodes them, calls the
+//! matching handler, and encodes the reply.
+//!
+//! Failure semantics follow OTP's "let it crash":
+//!
+//! - an undecodable message is the *sender's* fault: a caller gets
+//!   [`oscloud_core::Error::Decode`], a cast is logged and counted
+//!   ([`ServerHandle::decode_errors`]), and the server keeps running;
+//! - a handler returning `Err` or panicking is the *server's* fault: the
+//!   server stops with that reason, its registry entry is removed with
+//!   [`ExitReason::Failed`], pending callers get
+//!   [`oscloud_core::Error::ServerStopped`], and its supervisor (if any)
+//!   decides what happens next.
+//!
+//! Application-level errors belong in the `Reply` type.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::FutureExt;
+use oscloud_core::{
+    Capabilities, Endpoint, EntryId, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
+};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use crate::context::{Context, MonitorRef};
+use crate::{Error, ServerRef};
+
+/// The error a handler returns to make its server fail.
+///
+/// Any error type converts into it with `?`, and so does a string
+/// (`Err("bad state".into())`).
+pub type ServerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What [`Server::handle_pipe`] did with an offered pipe end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeOutcome {
+    /// The server took the pipe end.
+    Accepted,
+    /// The server has no such port; the opener gets
+    /// [`oscloud_core::Error::NoSuchPort`] and the server keeps running.
+    NoSuchPort,
+}
+
+/// A monitored server left the registry (see [`Context::monitor`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Down {
+    /// The monitored name.
+    pub name: String,
+    /// The entry that left, or `None` when nothing was registered under the
+    /// name when the monitor was set up (OTP's `noproc`).
+    pub entry: Option<EntryId>,
+    /// Why it left. For `noproc`, `ExitReason::Failed("noproc")`.
+    pub reason: ExitReason,
+    /// The monitor that fired.
+    pub monitor: MonitorRef,
+}
+
+impl Down {
+    /// True when the name was not registered when the monitor was set up.
+    pub fn is_noproc(&self) -> bool {
+        self.entry.is_none()
+    }
+}
+
+/// A server: behaviour only. Its mutable state is built by
+/// [`init`](Self::init) and handed to every handler.
+///
+/// Implement it with [`async_trait`](crate::async_trait):
+///
+/// ```
+/// use oscloud_actors::{async_trait, Context, Server, ServerError};
+///
+/// struct Counter;
+///
+/// #[async_trait]
+/// impl Server for Counter {
+///     type Request = u64;   // add this much
+///     type Reply = u64;     // the new total
+///     type State = u64;
+///
+///     async fn init(&self, _ctx: &mut Context) -> Result<u64, ServerError> {
+///         Ok(0)
+///     }
+///     async fn handle_call(&self, _ctx: &mut Context, total: &mut u64, n: u64)
+///         -> Result<u64, ServerError> {
+///         *total += n;
+///         Ok(*total)
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), oscloud_actors::Error> {
+/// let handle = oscloud_actors::start(&oscloud_core::Kernel::new(), "counter", Counter).await?;
+/// # handle.stop().await; Ok(()) }
+/// ```
+#[async_trait]
+pub trait Server: Send + Sync + 'static {
+    /// What clients send (casts and calls), decoded from MessagePack.
+    type Request: DeserializeOwned + Send + 'static;
+    /// What calls return, encoded as MessagePack.
+    type Reply: Serialize + Send + 'static;
+    /// The server's mutable state.
+    type State: Send + 'static;
+
+    /// Build the state. Runs before the server is registered, so nobody can
+    /// reach it yet. An error (or panic) means the server does not start.
+    async fn init(&self, ctx: &mut Context) -> Result<Self::State, ServerError>;
+
+    /// Handle a one-way message. The default ignores it (so a server that
+    /// only takes calls need not write it).
+    async fn handle_cast(
+        &self,
+        ctx: &mut Context,
+        state: &mut Self::State,
+        req: Self::Request,
+    ) -> Result<(), ServerError> {
+        let _ = (ctx, state, req);
+        Ok(())
+    }
+
+    /// Handle a request and produce the reply. (A server that only takes
+    /// casts can use `Reply = ()`.)
+    async fn handle_call(
+        &self,
+        ctx: &mut Context,
+        state: &mut Self::State,
+        req: Self::Request,
+    ) -> Result<Self::Reply, ServerError>;
+
+    /// Take one end of a pipe offered on `port`. The default refuses every
+    /// port with [`PipeOutcome::NoSuchPort`].
+    async fn handle_pipe(
+        &self,
+        ctx: &mut Context,
+        state: &mut Self::State,
+        port: String,
+        end: PipeEnd,
+    ) -> Result<PipeOutcome, ServerError> {
+        let _ = (ctx, state, port, end);
+        Ok(PipeOutcome::NoSuchPort)
+    }
+
+    /// A monitored server left the registry. The default ignores it.
+    async fn handle_down(
+        &self,
+        ctx: &mut Context,
+        state: &mut Self::State,
+        down: Down,
+    ) -> Result<(), ServerError> {
+        let _ = (ctx, state, down);
+        Ok(())
+    }
+}
+
+/// How a server registers itself: its name, capabilities and whether it
+/// joins a group.
+///
+/// Converts from a name: `start(&kernel, "parser", Parser)`.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub(crate) name: String,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) group: bool,
+}
+
+impl ServerOptions {
+    /// Register under `name`, with no capabilities, alone.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            capabilities: Capabilities::new(),
+            group: false,
+        }
+    }
+
+    /// Advertise these capabilities.
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Join (or found) the group `name` instead of taking the name alone:
+    /// lookups then spread over the members round-robin.
+    pub fn group(mut self) -> Self {
+        self.group = true;
+        self
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl From<&str> for ServerOptions {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl From<String> for ServerOptions {
+    fn from(name: String) -> Self {
+        Self::new(name)
+    }
+}
+
+/// A pipe end offered on a port, and where to say whether it was taken.
+pub(crate) type PipeOffer = (String, PipeEnd, oneshot::Sender<Result<(), CoreError>>);
+
+/// What goes into a server's (or supervisor's) mailbox.
+pub(crate) enum ServerMsg {
+    Cast(Bytes),
+    Call(Bytes, oneshot::Sender<Result<Bytes, CoreError>>),
+    // Rare and large: boxed so the common messages stay small.
+    Pipe(Box<PipeOffer>),
+    Down(Box<Down>),
+}
+
+/// What the endpoint, the handle and the actor share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) stop_reason: OnceLock<String>,
+    pub(crate) decode_errors: AtomicU64,
+    /// Held here rather than in the actor state so that whoever sees the
+    /// actor end (the actor itself, or a supervisor that had to kill it)
+    /// can remove the entry at once.
+    registration: Mutex<Option<Registration>>,
+}
+
+impl Shared {
+    pub(crate) fn new(name: String) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            stop_reason: OnceLock::new(),
+            decode_errors: AtomicU64::new(0),
+            registration: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn set_registration(&self, registration: Registration) {
+        *self.registration.lock().unwrap_or_else(|e| e.into_inner()) = Some(registration);
+    }
+
+    /// Record why the server ended and leave the registry (once).
+    pub(crate) fn ended(&self, reason: ExitReason) {
+        let text = match &reason {
+            ExitReason::Normal => "normal exit".to_owned(),
+            ExitReason::Failed(why) | ExitReason::LinkDown(why) => why.clone(),
+        };
+        let _ = self.stop_reason.set(text);
+        let registration = self
+            .registration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(registration) = registration {
+            registration.unregister(reason);
+        }
+    }
+
+    pub(crate) fn stopped(&self) -> CoreError {
+        CoreError::ServerStopped {
+            name: self.name.clone(),
+            reason: self
+                .stop_reason
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "stopped".to_owned()),
+        }
+    }
+}
+
+/// The kernel endpoint of a local server: posts into its ractor mailbox.
+pub(crate) struct LocalEndpoint {
+    pub(crate) actor: ActorRef<ServerMsg>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for LocalEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalEndpoint")
+            .field("name", &self.shared.name)
+            .field("actor", &self.actor.get_id())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Endpoint for LocalEndpoint {
+    fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
+        self.actor
+            .cast(ServerMsg::Cast(msg))
+            .map_err(|_| self.shared.stopped())
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.actor
+            .cast(ServerMsg::Call(msg, tx))
+            .map_err(|_| self.shared.stopped())?;
+        rx.await.map_err(|_| self.shared.stopped())?
+    }
+
+    async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), CoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.actor
+            .cast(ServerMsg::Pipe(Box::new((port.to_owned(), end, tx))))
+            .map_err(|_| self.shared.stopped())?;
+        rx.await.map_err(|_| self.shared.stopped())?
+    }
+}
+
+/// Register `endpoint` as described by `opts`.
+pub(crate) fn register(
+    kernel: &Kernel,
+    opts: &ServerOptions,
+    endpoint: Arc<dyn Endpoint>,
+) -> Result<Registration, CoreError> {
+    let registry = kernel.registry();
+    if opts.group {
+        registry.join_group(opts.name.clone(), opts.capabilities.clone(), endpoint)
+    } else {
+        registry.register(opts.name.clone(), opts.capabilities.clone(), endpoint)
+    }
+}
+
+/// Run a handler future, turning a panic into an error.
+async fn guarded<T>(fut: impl Future<Output = Result<T, ServerError>>) -> Result<T, ServerError> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            Err(format!("panicked: {what}").into())
+        }
+    }
+}
+
+pub(crate) struct ServerActor<S>(pub(crate) S);
+
+pub(crate) struct ServerArgs {
+    kernel: Kernel,
+    opts: ServerOptions,
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Running<S: Server> {
+    ctx: Context,
+    state: S::State,
+    shared: Arc<Shared>,
+}
+
+impl<S: Server> Drop for Running<S> {
+    fn drop(&mut self) {
+        // Only reached with the entry still registered if the actor was
+        // killed (failure and normal stop unregister first).
+        self.shared.ended(ExitReason::Failed("killed".to_owned()));
+    }
+}
+
+impl<S: Server> Running<S> {
+    /// The server failed: record why, leave the registry, let ractor stop it.
+    fn fail(&mut self, err: ServerError) -> ActorProcessingErr {
+        let reason = err.to_string();
+        tracing::warn!(server = %self.shared.name, %reason, "server failed");
+        self.ctx.shutdown();
+        self.shared.ended(ExitReason::Failed(reason));
+        err
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CoreError> {
+        rmp_serde::from_slice(bytes).map_err(|e| {
+            self.shared.decode_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(server = %self.shared.name, error = %e, "undecodable message");
+            CoreError::Decode(e.to_string())
+        })
+    }
+}
+
+impl<S: Server> Actor for ServerActor<S> {
+    type Msg = ServerMsg;
+    type State = Running<S>;
+    type Arguments = ServerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ServerMsg>,
+        args: ServerArgs,
+    ) -> Result<Running<S>, ActorProcessingErr> {
+        let ServerArgs {
+            kernel,
+            opts,
+            shared,
+        } = args;
+        let mut ctx = Context::new(kernel.clone(), opts.name.clone(), myself.clone());
+        let state = guarded(self.0.init(&mut ctx)).await?;
+        let endpoint = Arc::new(LocalEndpoint {
+            actor: myself,
+            shared: shared.clone(),
+        });
+        shared.set_registration(register(&kernel, &opts, endpoint)?);
+        tracing::debug!(server = %opts.name, "server started");
+        Ok(Running { ctx, state, shared })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ServerMsg>,
+        msg: ServerMsg,
+        st: &mut Running<S>,
+    ) -> Result<(), ActorProcessingErr> {
+        let server = &self.0;
+        match msg {
+            ServerMsg::Cast(bytes) => {
+                let Ok(req) = st.decode(&bytes) else {
+                    return Ok(());
+                };
+                let r = guarded(server.handle_cast(&mut st.ctx, &mut st.state, req)).await;
+                r.map_err(|e| st.fail(e))
+            }
+            ServerMsg::Call(bytes, reply) => {
+                let req = match st.decode(&bytes) {
+                    Ok(req) => req,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                match guarded(server.handle_call(&mut st.ctx, &mut st.state, req)).await {
+                    Ok(rep) => {
+                        let out = crate::server_ref::encode_core(&rep);
+                        let _ = reply.send(out);
+                        Ok(())
+                    }
+                    // `reply` is dropped after `fail` recorded the reason.
+                    Err(e) => Err(st.fail(e)),
+                }
+            }
+            ServerMsg::Pipe(pipe) => {
+                let (port, end, reply) = *pipe;
+                let r = guarded(server.handle_pipe(&mut st.ctx, &mut st.state, port.clone(), end))
+                    .await;
+                match r {
+                    Ok(PipeOutcome::Accepted) => {
+                        let _ = reply.send(Ok(()));
+                        Ok(())
+                    }
+                    Ok(PipeOutcome::NoSuchPort) => {
+                        let _ = reply.send(Err(CoreError::NoSuchPort {
+                            name: st.shared.name.clone(),
+                            port,
+                        }));
+                        Ok(())
+                    }
+                    Err(e) => Err(st.fail(e)),
+                }
+            }
+            ServerMsg::Down(down) => {
+                let down = *down;
+                if !st.ctx.take_monitor(down.monitor) {
+                    return Ok(()); // demonitored meanwhile
+                }
+                let r = guarded(server.handle_down(&mut st.ctx, &mut st.state, down)).await;
+                r.map_err(|e| st.fail(e))
+            }
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ServerMsg>,
+        st: &mut Running<S>,
+    ) -> Result<(), ActorProcessingErr> {
+        st.ctx.shutdown();
+        st.shared.ended(ExitReason::Normal);
+        tracing::debug!(server = %st.shared.name, "server stopped");
+        Ok(())
+    }
+}
+
+pub(crate) fn spawn_err(name: &str, e: SpawnErr) -> Error {
+    let reason = match e {
+        SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    };
+    Error::StartFailed {
+        name: name.to_owned(),
+        reason,
+    }
+}
+
+/// Start `server`, linked to `parent` if given.
+pub(crate) async fn spawn_server<S: Server>(
+    kernel: &Kernel,
+    opts: ServerOptions,
+    server: S,
+    parent: Option<ActorCell>,
+) -> Result<ServerHandle, Error> {
+    let name = opts.name.clone();
+    let shared = Shared::new(name.clone());
+    let args = ServerArgs {
+        kernel: kernel.clone(),
+        opts,
+        shared: shared.clone(),
+    };
+    let actor = ServerActor(server);
+    let spawned = match parent {
+        Some(parent) => Actor::spawn_linked(None, actor, args, parent).await,
+        None => Actor::spawn(None, actor, args).await,
+    };
+    let (actor, _join) = spawned.map_err(|e| spawn_err(&name, e))?;
+    Ok(ServerHandle {
+        kernel: kernel.clone(),
+        actor,
+        shared,
+    })
+}
+
+/// Start `server` on `kernel`, unsupervised, registered as `options` says.
+///
+/// Returns once [`Server::init`] succeeded and the server is registered;
+/// fails with [`Error::StartFailed`] otherwise (including when the name is
+/// taken). To have it restarted when it fails, start it under a
+/// [`Supervisor`](crate::Supervisor) instead.
+pub async fn start<S: Server>(
+    kernel: &Kernel,
+    options: impl Into<ServerOptions>,
+    server: S,
+) -> Result<ServerHandle, Error> {
+    spawn_server(kernel, options.into(), server, None).await
+}
+
+/// A running server started with [`start`]. Dropping the handle does not
+/// stop the server.
+pub struct ServerHandle {
+    kernel: Kernel,
+    pub(crate) actor: ActorRef<ServerMsg>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("name", &self.shared.name)
+            .field("actor", &self.actor.get_id())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The server's registered name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A reference to the server by name (see [`ServerRef`]).
+    pub fn server_ref(&self) -> ServerRef {
+        ServerRef::new(&self.kernel, &self.shared.name)
+    }
+
+    /// How many undecodable messages the server received and dropped.
+    pub fn decode_errors(&self) -> u64 {
+        self.shared.decode_errors.load(Ordering::Relaxed)
+    }
+
+    /// Why the server stopped, once it has (`"normal exit"` or the failure).
+    pub fn stop_reason(&self) -> Option<String> {
+        self.shared.stop_reason.get().cloned()
+    }
+
+    /// Stop the server after the message it is handling, and wait until it
+    /// has left the registry.
+    pub async fn stop(&self) {
+        let _ = self.actor.stop_and_wait(None, None).await;
+    }
+
+    /// Wait until the server has stopped, for whatever reason.
+    pub async fn wait(&self) {
+        let _ = self.actor.wait(None).await;
+    }
+}

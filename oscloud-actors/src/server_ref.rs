@@ -1,0 +1,316 @@
+//! References to servers by name: raw bytes ([`ServerRef`]) and typed
+//! ([`TypedRef`]).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use std::cell::RefCell;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use oscloud_core::{Entry, Error as CoreError, Kernel, PipeEnd};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// A reference to a server **by name**, local or remote.
+///
+/// It goes through whatever [`Endpoint`](oscloud_core::Endpoint) the registry
+/// holds for the name, so it never assumes where the server lives. Because
+/// it holds the name rather than one incarnation, it survives restarts:
+///
+/// - a call or pipe resolves the name on every operation (for a group, this
+///   is the registry's round-robin);
+/// - a cast to a single server uses the entry it resolved last and resolves
+///   again (once) if that entry's server has stopped.
+///
+/// Cheap to clone; clones share the cached entry.
+#[derive(Clone)]
+pub struct ServerRef {
+    kernel: Kernel,
+    name: Arc<str>,
+    cached: Arc<Mutex<Option<Entry>>>,
+}
+
+impl fmt::Debug for ServerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerRef")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl ServerRef {
+    /// A reference to `name`, without checking that it is registered now.
+    pub fn new(kernel: &Kernel, name: &str) -> Self {
+        Self {
+            kernel: kernel.clone(),
+            name: Arc::from(name),
+            cached: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A reference to `name`; fails with [`CoreError::NotFound`] if nothing
+    /// is registered under it now.
+    pub fn lookup(kernel: &Kernel, name: &str) -> Result<Self, Error> {
+        let r = Self::new(kernel, name);
+        r.resolve()?;
+        Ok(r)
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A typed view of this reference: `Req` is encoded, `Rep` decoded as
+    /// MessagePack.
+    pub fn typed<Req, Rep>(self) -> TypedRef<Req, Rep> {
+        TypedRef {
+            raw: self,
+            _types: PhantomData,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Entry>> {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Look the name up now (round-robin for a group), caching single
+    /// servers for casts.
+    fn resolve(&self) -> Result<Entry, CoreError> {
+        let entry = self.kernel.registry().lookup(&self.name)?;
+        *self.lock() = (!entry.is_group_member()).then(|| entry.clone());
+        Ok(entry)
+    }
+
+    /// Send a one-way message (MessagePack bytes by convention).
+    ///
+    /// Returns once the message is queued for the server, not handled. An
+    /// undecodable message is dropped by the server (and counted).
+    pub fn cast(&self, msg: Bytes) -> Result<(), Error> {
+        self.cast_with(msg.clone(), || Ok(msg.clone()))
+    }
+
+    /// Cast `msg`; if the cached server has stopped, resolve the name again
+    /// and cast `again()` (so the hot path never clones the message).
+    pub(crate) fn cast_with(
+        &self,
+        msg: Bytes,
+        again: impl FnOnce() -> Result<Bytes, Error>,
+    ) -> Result<(), Error> {
+        {
+            let cached = self.lock();
+            if let Some(entry) = cached.as_ref() {
+                match entry.endpoint().cast(msg) {
+                    Err(CoreError::ServerStopped { .. }) => {} // restarted? resolve again
+                    r => return r.map_err(Error::from),
+                }
+            } else {
+                drop(cached);
+                return Ok(self.resolve()?.endpoint().cast(msg)?);
+            }
+        }
+        Ok(self.resolve()?.endpoint().cast(again()?)?)
+    }
+
+    /// Send a request and wait at most `timeout` for the reply.
+    ///
+    /// Errors: [`CoreError::NotFound`], [`CoreError::Timeout`] (the server
+    /// may still handle the request), [`CoreError::ServerStopped`] (it
+    /// stopped or failed before replying, with the reason),
+    /// [`CoreError::Decode`] (it could not decode the request).
+    ///
+    /// Cancel-safe in the sense that dropping the future abandons the call;
+    /// the server may still handle it.
+    pub async fn call(&self, msg: Bytes, timeout: Duration) -> Result<Bytes, Error> {
+        let entry = self.resolve()?;
+        match tokio::time::timeout(timeout, entry.endpoint().call(msg)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(CoreError::Timeout {
+                name: self.name.to_string(),
+                after: timeout,
+            }
+            .into()),
+        }
+    }
+
+    /// Open a duplex pipe to the server's port `port`: the server gets one
+    /// end (in [`Server::handle_pipe`](crate::Server::handle_pipe)), the
+    /// caller the other.
+    pub async fn open_pipe(&self, port: &str) -> Result<PipeEnd, Error> {
+        let entry = self.resolve()?;
+        let (mine, theirs) = self.kernel.duplex();
+        entry.endpoint().open_pipe(port, theirs).await?;
+        Ok(mine)
+    }
+}
+
+/// A [`ServerRef`] that encodes requests of type `Req` and decodes replies
+/// of type `Rep` (MessagePack, see [`encode`]).
+pub struct TypedRef<Req, Rep> {
+    raw: ServerRef,
+    _types: PhantomData<fn(Req) -> Rep>,
+}
+
+impl<Req, Rep> Clone for TypedRef<Req, Rep> {
+    fn clone(&self) -> Self {
+        Self {
+            raw: self.raw.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Rep> fmt::Debug for TypedRef<Req, Rep> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypedRef")
+            .field("name", &self.raw.name)
+            .field("request", &std::any::type_name::<Req>())
+            .field("reply", &std::any::type_name::<Rep>())
+            .finish()
+    }
+}
+
+/// Encode `value` as MessagePack, the way servers and refs do: compact,
+/// structs as arrays of their fields in declaration order. (Decoding
+/// accepts structs encoded as maps too.)
+///
+/// Small messages are carved out of a per-thread buffer, so encoding does
+/// not allocate per message (a buffer block is freed once every message
+/// carved from it is dropped).
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
+    Ok(encode_core(value)?)
+}
+
+pub(crate) fn encode_core<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CoreError> {
+    thread_local! {
+        static BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    const BLOCK: usize = 8 * 1024;
+    let fresh = || {
+        let mut buf = Vec::with_capacity(64);
+        rmp_serde::encode::write(&mut buf, value).map_err(|e| CoreError::Encode(e.to_string()))?;
+        Ok(Bytes::from(buf))
+    };
+    BUF.with(|cell| {
+        // A Serialize impl that itself encodes finds the buffer busy.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return fresh();
+        };
+        if buf.capacity() - buf.len() < 256 {
+            buf.reserve(BLOCK);
+        }
+        let written = rmp_serde::encode::write(&mut (&mut *buf).writer(), value);
+        match written {
+            Ok(()) => Ok(buf.split().freeze()),
+            Err(e) => {
+                buf.clear();
+                Err(CoreError::Encode(e.to_string()))
+            }
+        }
+    })
+}
+
+/// Decode MessagePack bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    Ok(rmp_serde::from_slice(bytes).map_err(|e| CoreError::Decode(e.to_string()))?)
+}
+
+impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        self.raw.name()
+    }
+
+    /// The untyped reference.
+    pub fn raw(&self) -> &ServerRef {
+        &self.raw
+    }
+
+    /// Send a one-way request (see [`ServerRef::cast`]).
+    pub fn cast(&self, req: &Req) -> Result<(), Error> {
+        self.raw.cast_with(encode(req)?, || encode(req))
+    }
+
+    /// Send a request and wait at most `timeout` for the reply (see
+    /// [`ServerRef::call`]).
+    pub async fn call(&self, req: &Req, timeout: Duration) -> Result<Rep, Error> {
+        let reply = self.raw.call(encode(req)?, timeout).await?;
+        decode(&reply)
+    }
+
+    /// Open a duplex pipe to the server's port `port` (see
+    /// [`ServerRef::open_pipe`]).
+    pub async fn open_pipe(&self, port: &str) -> Result<PipeEnd, Error> {
+        self.raw.open_pipe(port).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bad;
+
+    impl Serialize for Bad {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error as _, SerializeSeq};
+            let mut seq = s.serialize_seq(Some(2))?;
+            seq.serialize_element(&1u8)?;
+            Err(S::Error::custom("no way"))
+        }
+    }
+
+    struct Nested;
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            // Encoding from inside an encode must not panic on the buffer.
+            let inner = encode(&"inner").map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&inner)
+        }
+    }
+
+    #[test]
+    fn encode_error_leaves_no_garbage() {
+        let err = encode(&Bad).unwrap_err();
+        assert!(matches!(err, Error::Core(CoreError::Encode(m)) if m.contains("no way")));
+        let ok = encode(&(7u32, "x")).unwrap();
+        assert_eq!(decode::<(u32, String)>(&ok).unwrap(), (7, "x".to_owned()));
+    }
+
+    #[test]
+    fn encode_is_reentrant_and_messages_are_independent() {
+        let a = encode(&Nested).unwrap();
+        let many: Vec<Bytes> = (0..5000u32).map(|i| encode(&i).unwrap()).collect();
+        for (i, b) in many.iter().enumerate() {
+            assert_eq!(decode::<u32>(b).unwrap() as usize, i);
+        }
+        let inner: serde_bytes_like::Buf = decode(&a).unwrap();
+        assert_eq!(decode::<String>(&inner.0).unwrap(), "inner");
+    }
+
+    mod serde_bytes_like {
+        /// Bytes decoded from a MessagePack bin.
+        pub(super) struct Buf(pub(super) Vec<u8>);
+
+        impl<'de> serde::Deserialize<'de> for Buf {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Buf;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_bytes<E>(self, v: &[u8]) -> Result<Buf, E> {
+                        Ok(Buf(v.to_vec()))
+                    }
+                }
+                d.deserialize_bytes(V)
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Servers and references: cast/call, typed/raw, timeouts, errors, pipes,
+//! groups.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers outside #[test] fns
+
+#[path = "support/util.rs"]
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use oscloud_actors::{
+    ChildSpec, Error, ServerOptions, ServerRef, Supervisor, SupervisorSpec, decode, encode, start,
+};
+use oscloud_core::{Capabilities, Error as CoreError, Kernel};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cast_call_typed_and_raw() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let caps = Capabilities::new().accepts("req");
+    let h = start(
+        &kernel,
+        ServerOptions::new("counter").capabilities(caps.clone()),
+        TestServer::new("c", &probe),
+    )
+    .await
+    .unwrap();
+    let entry = kernel.registry().lookup("counter").unwrap();
+    assert_eq!(entry.capabilities(), &caps);
+
+    let typed = ServerRef::lookup(&kernel, "counter")
+        .unwrap()
+        .typed::<Req, Rep>();
+    typed.cast(&Req::Add(2)).unwrap();
+    typed.cast(&Req::Add(3)).unwrap();
+    assert_eq!(typed.call(&Req::Get, T).await.unwrap(), Rep::Count(5));
+
+    // The raw form carries MessagePack bytes.
+    let raw = h.server_ref();
+    raw.cast(encode(&Req::Add(10)).unwrap()).unwrap();
+    let reply = raw.call(encode(&Req::Get).unwrap(), T).await.unwrap();
+    assert_eq!(decode::<Rep>(&reply).unwrap(), Rep::Count(15));
+
+    // Starting a second server under the same name fails.
+    let err = start(&kernel, "counter", TestServer::new("c2", &probe))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StartFailed { .. }), "{err:?}");
+
+    h.stop().await;
+    assert!(kernel.registry().lookup("counter").is_err());
+    let err = core(typed.call(&Req::Get, T).await.unwrap_err());
+    assert_eq!(err, CoreError::NotFound("counter".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_times_out_and_server_stays_usable() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let server = TestServer::new("slow", &probe);
+    let gate = server.gate.clone();
+    let _h = start(&kernel, "slow", server).await.unwrap();
+    let r = ServerRef::lookup(&kernel, "slow")
+        .unwrap()
+        .typed::<Req, Rep>();
+    let err = core(
+        r.call(&Req::Slow, Duration::from_millis(50))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(&err, CoreError::Timeout { name, after } if name == "slow" && *after == Duration::from_millis(50)),
+        "{err:?}"
+    );
+    gate.notify_one();
+    assert_eq!(r.call(&Req::Add(1), T).await.unwrap(), Rep::Count(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found() {
+    let kernel = Kernel::new();
+    let err = core(ServerRef::lookup(&kernel, "nobody").unwrap_err());
+    assert_eq!(err, CoreError::NotFound("nobody".into()));
+    let r = ServerRef::new(&kernel, "nobody");
+    assert_eq!(
+        core(r.cast(Bytes::from_static(b"x")).unwrap_err()),
+        CoreError::NotFound("nobody".into())
+    );
+    assert!(matches!(
+        core(r.call(Bytes::new(), T).await.unwrap_err()),
+        CoreError::NotFound(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_messages_do_not_stop_the_server() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let h = start(&kernel, "s", TestServer::new("s", &probe))
+        .await
+        .unwrap();
+    let raw = h.server_ref();
+    raw.cast(Bytes::from_static(b"\xc1garbage")).unwrap();
+    let err = core(raw.call(Bytes::from_static(b"\xc1"), T).await.unwrap_err());
+    assert!(matches!(err, CoreError::Decode(_)), "{err:?}");
+    // A well-formed message of the wrong type is a decode error too.
+    let err = core(raw.call(encode(&"hello").unwrap(), T).await.unwrap_err());
+    assert!(matches!(err, CoreError::Decode(_)), "{err:?}");
+    let typed = raw.clone().typed::<Req, Rep>();
+    assert_eq!(typed.call(&Req::Add(4), T).await.unwrap(), Rep::Count(4));
+    assert_eq!(h.decode_errors(), 3);
+    // A reply of an unexpected type is the caller's decode error.
+    let wrong = raw.typed::<Req, String>();
+    assert!(matches!(
+        core(wrong.call(&Req::Get, T).await.unwrap_err()),
+        CoreError::Decode(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_error_stops_unsupervised_server() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let h = start(&kernel, "s", TestServer::new("s", &probe))
+        .await
+        .unwrap();
+    let mut watch = kernel.registry().watch();
+    skip(&mut watch, 1).await;
+    let r = h.server_ref().typed::<Req, Rep>();
+    let err = core(r.call(&Req::Fail("boom".into()), T).await.unwrap_err());
+    assert_eq!(
+        err,
+        CoreError::ServerStopped {
+            name: "s".into(),
+            reason: "boom".into()
+        }
+    );
+    h.wait().await;
+    assert_eq!(h.stop_reason().as_deref(), Some("boom"));
+    assert_eq!(next_events(&mut watch, 1).await, ["-s:failed"]);
+    assert!(kernel.registry().lookup("s").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_server_is_restarted_and_refs_follow() {
+    for (req, why) in [(Req::Fail("boom".into()), "boom"), (Req::Panic, "panicked")] {
+        let kernel = Kernel::new();
+        let probe = Probe::default();
+        let p = probe.clone();
+        let tree = Supervisor::start(
+            &kernel,
+            SupervisorSpec::new("sup")
+                .child(ChildSpec::server("w", move || TestServer::new("w", &p))),
+        )
+        .await
+        .unwrap();
+        let mut watch = kernel.registry().watch();
+        skip(&mut watch, 2).await;
+        let r = ServerRef::lookup(&kernel, "w").unwrap().typed::<Req, Rep>();
+        r.cast(&Req::Add(7)).unwrap();
+        assert_eq!(r.call(&Req::Get, T).await.unwrap(), Rep::Count(7));
+
+        let err = core(r.call(&req, T).await.unwrap_err());
+        assert!(
+            matches!(&err, CoreError::ServerStopped { name, reason } if name == "w" && reason.contains(why)),
+            "{err:?}"
+        );
+        assert_eq!(next_events(&mut watch, 2).await, ["-w:failed", "+w"]);
+        eventually("restart counted", || tree.stats().restarts("w") == 1).await;
+        assert_eq!(probe.log(), ["start:w", "start:w"]);
+
+        // The same refs reach the fresh server (state is fresh too), for
+        // casts (cached entry re-resolved) and calls alike.
+        r.cast(&Req::Add(1)).unwrap();
+        assert_eq!(r.call(&Req::Get, T).await.unwrap(), Rep::Count(1));
+        tree.stop().await;
+        tree.wait().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipes() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let _h = start(&kernel, "s", TestServer::new("s", &probe))
+        .await
+        .unwrap();
+    let r = ServerRef::lookup(&kernel, "s").unwrap();
+    let mut end = r.open_pipe("echo").await.unwrap();
+    end.send(Bytes::from_static(b"ping")).await.unwrap();
+    assert_eq!(end.recv().await, Some(Bytes::from_static(b"ping")));
+    let err = core(r.open_pipe("nope").await.unwrap_err());
+    assert_eq!(
+        err,
+        CoreError::NoSuchPort {
+            name: "s".into(),
+            port: "nope".into()
+        }
+    );
+    // The refusal did not hurt the server.
+    let typed = r.typed::<Req, Rep>();
+    assert_eq!(typed.call(&Req::Get, T).await.unwrap(), Rep::Count(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_calls_are_round_robin() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let mut spec = SupervisorSpec::new("pool-sup");
+    for i in 0..3 {
+        let p = probe.clone();
+        let id = format!("w{i}");
+        spec = spec.child(
+            ChildSpec::server(ServerOptions::new("pool").group(), move || {
+                TestServer::new(&id, &p)
+            })
+            .id(format!("w{i}")),
+        );
+    }
+    let tree = Supervisor::start(&kernel, spec).await.unwrap();
+    assert_eq!(kernel.registry().lookup_all("pool").len(), 3);
+    let r = ServerRef::lookup(&kernel, "pool")
+        .unwrap()
+        .typed::<Req, Rep>();
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..9 {
+        let Rep::Who(who) = r.call(&Req::Who, T).await.unwrap() else {
+            panic!("unexpected reply")
+        };
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            ("w0".to_owned(), 3),
+            ("w1".to_owned(), 3),
+            ("w2".to_owned(), 3)
+        ]
+    );
+    // Casts spread too.
+    for _ in 0..6 {
+        r.cast(&Req::Add(1)).unwrap();
+    }
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let Rep::Count(n) = r.call(&Req::Get, T).await.unwrap() else {
+            panic!("unexpected reply")
+        };
+        counts.push(n);
+    }
+    assert_eq!(counts, [2, 2, 2]);
+    tree.stop().await;
+}
