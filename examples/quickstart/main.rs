@@ -16,7 +16,7 @@
 //!   it and the stream goes on.
 //!
 //! Run it with `cargo run --release --example quickstart`. It ends by itself
-//! with a summary; `RUST_LOG=debug` shows the kernel's own logs.
+//! with a summary; `RUST_LOG=info` (or `debug`) adds the libraries' own logs.
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -33,9 +33,9 @@ use oscloud_core::{Capabilities, ExitReason, Kernel, PipeEnd, PipeReader, Regist
 use serde::{Deserialize, Serialize};
 
 /// How many readings the sensor produces.
-const READINGS: u64 = 30;
+const READINGS: u64 = 20;
 /// The reading (1-based) that is poison.
-const POISON_AT: u64 = 17;
+const POISON_AT: u64 = 12;
 /// Readings above this raise an alert.
 const ALERT_ABOVE: f64 = 30.0;
 
@@ -103,6 +103,11 @@ impl Server for Sensor {
         Ok(())
     }
 
+    /// A call is a ping: it answers once earlier messages were handled.
+    async fn handle_call(&self, _: &mut Context, _: &mut (), _: ()) -> Result<(), ServerError> {
+        Ok(())
+    }
+
     async fn handle_pipe(
         &self,
         ctx: &mut Context,
@@ -138,8 +143,8 @@ impl Server for Sensor {
 }
 
 fn spike(seq: u64) -> f64 {
-    if (9..=11).contains(&seq) || seq == 24 {
-        12.0
+    if (6..=7).contains(&seq) || seq == 17 {
+        13.0
     } else {
         0.0
     }
@@ -169,6 +174,16 @@ impl Server for Parser {
         Ok(ParserState::default())
     }
 
+    /// A call is a ping: it answers once earlier messages were handled.
+    async fn handle_call(
+        &self,
+        _: &mut Context,
+        _: &mut ParserState,
+        _: (),
+    ) -> Result<(), ServerError> {
+        Ok(())
+    }
+
     async fn handle_pipe(
         &self,
         ctx: &mut Context,
@@ -182,6 +197,9 @@ impl Server for Parser {
             _ => return Ok(PipeOutcome::NoSuchPort),
         }
         // Once both ports are attached, run the parse loop.
+        if state.input.is_none() || state.output.is_none() {
+            return Ok(PipeOutcome::Accepted);
+        }
         if let (Some(mut input), Some(output)) = (state.input.take(), state.output.take()) {
             let (trace, tally) = (self.trace.clone(), self.tally.clone());
             ctx.spawn(async move {
@@ -192,7 +210,9 @@ impl Server for Parser {
                         continue;
                     };
                     tally.parsed.fetch_add(1, Ordering::Relaxed);
-                    let Ok(bytes) = encode(&reading) else { continue };
+                    let Ok(bytes) = encode(&reading) else {
+                        continue;
+                    };
                     if output.send(bytes).await.is_err() {
                         return;
                     }
@@ -229,6 +249,11 @@ impl Server for Logger {
         Ok(())
     }
 
+    /// A call is a ping: it answers once earlier messages were handled.
+    async fn handle_call(&self, _: &mut Context, _: &mut (), _: ()) -> Result<(), ServerError> {
+        Ok(())
+    }
+
     async fn handle_pipe(
         &self,
         ctx: &mut Context,
@@ -243,7 +268,9 @@ impl Server for Logger {
         let (mut input, _) = end.split();
         ctx.spawn(async move {
             while let Some(frame) = input.recv().await {
-                let Ok(reading) = decode::<Reading>(&frame) else { continue };
+                let Ok(reading) = decode::<Reading>(&frame) else {
+                    continue;
+                };
                 let json = serde_json::json!({ "seq": reading.seq, "celsius": reading.celsius });
                 trace.say("logger", json);
                 tally.logged.fetch_add(1, Ordering::Relaxed);
@@ -283,8 +310,10 @@ impl Server for Rules {
             return Ok(());
         };
         if reading.celsius.is_nan() {
-            self.trace
-                .say("rules", format!("poison reading #{}: crashing", reading.seq));
+            self.trace.say(
+                "rules",
+                format!("poison reading #{}: crashing", reading.seq),
+            );
             return Err(format!("reading #{} is not a number", reading.seq).into());
         }
         self.tally.judged.fetch_add(1, Ordering::Relaxed);
@@ -327,11 +356,21 @@ impl Server for AlertOut {
         Ok(())
     }
 
-    async fn handle_call(&self, _: &mut Context, _: &mut (), _: Ask<Alert>) -> Result<u64, ServerError> {
+    async fn handle_call(
+        &self,
+        _: &mut Context,
+        _: &mut (),
+        _: Ask<Alert>,
+    ) -> Result<u64, ServerError> {
         Ok(self.tally.alerts.load(Ordering::Relaxed))
     }
 
-    async fn handle_cast(&self, _: &mut Context, _: &mut (), ask: Ask<Alert>) -> Result<(), ServerError> {
+    async fn handle_cast(
+        &self,
+        _: &mut Context,
+        _: &mut (),
+        ask: Ask<Alert>,
+    ) -> Result<(), ServerError> {
         let Ask::Item(a) = ask else { return Ok(()) };
         self.trace.say(
             "ALERT",
@@ -378,8 +417,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "error".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let trace = Trace(Instant::now());
@@ -427,9 +467,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
             ))
             .child(ChildSpec::server(
-                oscloud_actors::ServerOptions::new("rules").capabilities(
-                    Capabilities::new().accepts("reading").produces("alert"),
-                ),
+                oscloud_actors::ServerOptions::new("rules")
+                    .capabilities(Capabilities::new().accepts("reading").produces("alert")),
                 move || Rules {
                     trace: t2.clone(),
                     tally: c2.clone(),
@@ -444,9 +483,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
             ))
             .child(ChildSpec::server(
-                oscloud_actors::ServerOptions::new("parser").capabilities(
-                    Capabilities::new().accepts("text").produces("reading"),
-                ),
+                oscloud_actors::ServerOptions::new("parser")
+                    .capabilities(Capabilities::new().accepts("text").produces("reading")),
                 move || Parser {
                     trace: t4.clone(),
                     tally: c4.clone(),
@@ -467,7 +505,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let parser = ServerRef::lookup(&kernel, "parser")?;
     let parser_in = parser.open_pipe("in").await?;
     let parser_out = parser.open_pipe("out").await?;
-    let logger_in = ServerRef::lookup(&kernel, "logger")?.open_pipe("in").await?;
+    let logger_in = ServerRef::lookup(&kernel, "logger")?
+        .open_pipe("in")
+        .await?;
     let (to_rules, rules_feed) = kernel.pipe();
     let fanout = split(
         parser_out.split().0,
@@ -479,9 +519,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rules",
         trace.clone(),
     ));
-    let sensor_out = ServerRef::lookup(&kernel, "sensor")?.open_pipe("out").await?;
+    let sensor_out = ServerRef::lookup(&kernel, "sensor")?
+        .open_pipe("out")
+        .await?;
     let link = connect(sensor_out.split().0, parser_in.split().1);
-    trace.say("kernel", "wired sensor → parser → split(logger, rules) → alert");
+    trace.say(
+        "kernel",
+        "wired sensor → parser → split(logger, rules) → alert",
+    );
 
     // The sensor ends the stream; the end flows through every pipe.
     link.finished().await?;
@@ -491,8 +536,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // engine and then the alert server answer, everything was handled.
     let count = encode(&Ask::<()>::Count)?;
     let second = Duration::from_secs(1);
-    ServerRef::lookup(&kernel, "rules")?.call(count.clone(), second).await?;
-    ServerRef::lookup(&kernel, "alert")?.call(count, second).await?;
+    ServerRef::lookup(&kernel, "rules")?
+        .call(count.clone(), second)
+        .await?;
+    ServerRef::lookup(&kernel, "alert")?
+        .call(count, second)
+        .await?;
 
     let stats = tree.stats();
     tree.stop().await;

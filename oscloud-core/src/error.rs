@@ -22,6 +22,10 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// A plumbing task (connect, split, merge) was aborted or panicked.
+    #[error("pipe task ended abnormally: {0}")]
+    PipeTask(String),
+
     // ----- registry -----
     /// `register` was called with a name that another server already holds.
     #[error("name {name:?} is already registered{}", if *.group { " as a group (join the group instead)" } else { "" })]
