@@ -97,7 +97,52 @@ pub enum Error {
         reason: String,
     },
     // ----- transports -----
-    // (added by the transport SDK)
+    /// No transport serves the address's scheme.
+    #[error("no transport for scheme {scheme:?} (known: {known})")]
+    UnknownScheme {
+        /// The scheme asked for.
+        scheme: String,
+        /// The schemes served, comma-separated.
+        known: String,
+    },
+    /// Nobody accepts links at the address.
+    #[error("connection refused by {address}")]
+    ConnectionRefused {
+        /// The address dialled.
+        address: String,
+    },
+    /// The address cannot be reached (no route, unknown host, timeout).
+    #[error("{address} is unreachable: {reason}")]
+    Unreachable {
+        /// The address dialled.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// Something else listens at the address already.
+    #[error("address {address} is already in use")]
+    AddressInUse {
+        /// The address.
+        address: String,
+    },
+    /// The address names a file system path that cannot be used.
+    #[error("bad path in {address}: {reason}")]
+    BadPath {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another I/O error on a link.
+    #[error("I/O error on {address}: {message}")]
+    Io {
+        /// The address.
+        address: String,
+        /// The error's kind.
+        kind: std::io::ErrorKind,
+        /// The error's text.
+        message: String,
+    },
 
     // ----- wire protocol -----
     /// The wire session is closed; the text says why.
