@@ -96,6 +96,17 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    // ----- nodes -----
+    /// A link could not be brought up (the transport connected, but the
+    /// session did not start).
+    #[error("link to {address} failed: {reason}")]
+    LinkFailed {
+        /// The address dialled.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     // ----- transports -----
     /// No transport serves the address's scheme.
     #[error("no transport for scheme {scheme:?} (known: {known})")]

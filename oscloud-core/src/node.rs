@@ -1,95 +1,499 @@
-//! Node identity: which kernel a server lives on.
+//! Nodes: a kernel joined to other kernels by links.
+//!
+//! A [`Node`] is a [`Kernel`] plus a set of [`Transports`] plus the links
+//! it made or accepted. When two nodes link, their registries federate:
+//! every server registered on one is visible on the other (tagged with the
+//! node it lives on), and a reference obtained from a lookup reaches it the
+//! same way as a local one: casts, calls and pipes go over the link, with
+//! back-pressure end to end.
+//!
+//! When a link drops, the peer's entries leave the registry with
+//! [`ExitReason::LinkDown`](crate::ExitReason::LinkDown) (so monitors get a
+//! down notice with the reason), calls in flight fail with
+//! [`Error::ServerStopped`], pipes over the link close, and a link this node
+//! dialled is dialled again with exponential backoff; once it is back the
+//! registries sync again by themselves.
+//!
+//! Only servers that live on a node are announced by it: a node does not
+//! forward another node's servers (multi-hop routing is a later layer).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use oscloud_core::transport::{MemTransport, Transports};
+//! use oscloud_core::{Kernel, Node};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), oscloud_core::Error> {
+//! let mem = MemTransport::new();
+//! let mut transports = Transports::new();
+//! transports.add(Arc::new(mem.clone()));
+//!
+//! let a = Node::new(Kernel::new(), transports.clone());
+//! let b = Node::new(Kernel::new(), transports);
+//! let at = a.listen(&"mem://a".parse()?).await?;
+//! let peer = b.connect(&at).await?;
+//! assert_eq!(peer, a.kernel().node());
+//! # Ok(())
+//! # }
+//! ```
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-use crate::Error;
-
-/// The identity of one kernel (a *node*) in the cloud.
-///
-/// Every registry entry carries the node it lives on, so a reference to a
-/// server always knows *where* the server is. In one process there is one
-/// local node; linked nodes learn each other's ids during the handshake.
-///
-/// Displayed (and parsed) as 32 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct NodeId([u8; 16]);
-
-impl NodeId {
-    /// A fresh random id, different from every other with overwhelming odds.
-    pub fn random() -> Self {
-        Self(rand::random())
-    }
-
-    /// The id made of these bytes.
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-
-    /// The id's bytes.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-
-    /// The first eight hex digits: enough to tell nodes apart in logs.
-    pub fn short(&self) -> String {
-        self.to_string()[..8].to_owned()
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({})", self.short())
-    }
-}
-
-impl FromStr for NodeId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::InvalidAddress {
-            input: s.to_owned(),
-            reason: format!("not a node id: {reason}"),
-        };
-        if s.len() != 32 {
-            return Err(bad("expected 32 hex digits"));
-        }
-        let mut out = [0u8; 16];
-        for (i, byte) in out.iter_mut().enumerate() {
-            let pair = s.get(2 * i..2 * i + 2).ok_or_else(|| bad("not ASCII"))?;
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad("not hex"))?;
-        }
-        Ok(Self(out))
-    }
-}
-
+mod driver;
+mod id;
+mod remote;
+mod stats;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    #[test]
-    fn display_parse_roundtrip() {
-        let id = NodeId::random();
-        let back: NodeId = id.to_string().parse().unwrap();
-        assert_eq!(id, back);
-        assert_eq!(id.short().len(), 8);
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument, debug, info_span, warn};
+
+pub use id::NodeId;
+
+use crate::address::Address;
+use crate::transport::{Link, LinkIo, LinkKind, Transports};
+use crate::wire::{self, FramingKind, LocalInfo, Session};
+use crate::{Error, Kernel};
+use driver::{Driver, LinkChannels};
+use stats::LinkStats;
+
+/// How a node runs its links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Send a ping on a quiet link this often.
+    pub keepalive: Duration,
+    /// Declare a link dead after this long without hearing from the peer
+    /// (this is the liveness timeout: down notices come within it).
+    pub idle_timeout: Duration,
+    /// First wait before dialling a lost link again.
+    pub reconnect_min: Duration,
+    /// Longest wait between dial attempts (the backoff doubles up to it).
+    pub reconnect_max: Duration,
+    /// Bytes each pipe may have in flight towards this node; also the
+    /// largest pipe frame the peer may send.
+    pub pipe_window: u32,
+    /// Largest wire packet, which bounds the size of one cast, call or
+    /// reply (pipe frames are split to fit).
+    pub max_frame: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            keepalive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(6),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(5),
+            pipe_window: 256 * 1024,
+            max_frame: 1024 * 1024,
+        }
+    }
+}
+
+impl NodeConfig {
+    fn session_config(&self, framing: FramingKind) -> wire::Config {
+        let mut c = wire::Config::new(framing);
+        c.keepalive = self.keepalive;
+        c.idle_timeout = self.idle_timeout;
+        c.pipe_window = self.pipe_window;
+        if matches!(framing, FramingKind::ReliableStream) {
+            c.max_frame = self.max_frame;
+        }
+        c
+    }
+}
+
+/// What a node knows about one of its links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// A number for the link, unique within this node.
+    pub id: u64,
+    /// The local side, as the transport describes it.
+    pub local: String,
+    /// The remote side, as the transport describes it.
+    pub remote: String,
+    /// The address this node dials for it, if this node dialled it.
+    pub dialed: Option<Address>,
+    /// The peer's node id, once the handshake is done.
+    pub peer: Option<NodeId>,
+    /// Whether the session is up now.
+    pub connected: bool,
+    /// How many times the link was dialled again after it went down.
+    pub reconnects: u64,
+    /// The wire counters (frames, bytes, retransmissions, CRC failures...).
+    pub stats: wire::Stats,
+}
+
+struct LinkRecord {
+    local: String,
+    remote: String,
+    dialed: Option<Address>,
+    peer: Option<NodeId>,
+    connected: bool,
+    reconnects: u64,
+    stats: Arc<LinkStats>,
+}
+
+struct Inner {
+    kernel: Kernel,
+    transports: Transports,
+    config: NodeConfig,
+    links: Mutex<HashMap<u64, LinkRecord>>,
+    next_link: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A kernel joined to other kernels by links. Cheap to clone: clones share
+/// one node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.inner.kernel.node())
+            .field("links", &self.lock_links().len())
+            .finish()
+    }
+}
+
+impl Node {
+    /// A node running `kernel`, able to link over `transports`, with the
+    /// default configuration.
+    pub fn new(kernel: Kernel, transports: Transports) -> Self {
+        Self::with_config(kernel, transports, NodeConfig::default())
     }
 
-    #[test]
-    fn parse_rejects_garbage() {
-        assert!("xyz".parse::<NodeId>().is_err());
-        assert!("zz".repeat(16).parse::<NodeId>().is_err());
-        assert!("é".repeat(16).parse::<NodeId>().is_err());
+    /// A node with a configuration of its own.
+    pub fn with_config(kernel: Kernel, transports: Transports, config: NodeConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                kernel,
+                transports,
+                config,
+                links: Mutex::new(HashMap::new()),
+                next_link: AtomicU64::new(1),
+                shutdown: watch::Sender::new(false),
+            }),
+        }
     }
+
+    /// This node's kernel.
+    pub fn kernel(&self) -> &Kernel {
+        &self.inner.kernel
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, HashMap<u64, LinkRecord>> {
+        self.inner.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accept links at `addr` until the node shuts down. Returns the address
+    /// actually bound (for example the port chosen for `tcp://host:0`).
+    pub async fn listen(&self, addr: &Address) -> Result<Address, Error> {
+        let mut listener = self.inner.transports.listen(addr).await?;
+        let bound = listener.local_address();
+        let node = self.clone();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let span = info_span!("listen", node = %self.inner.kernel.node().short(), at = %bound);
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok(link) => {
+                                let node = node.clone();
+                                tokio::spawn(async move { node.run_link(link, None, None).await; });
+                            }
+                            Err(err) => {
+                                warn!("accept failed: {err}");
+                                // Do not spin on a persistent error (such as
+                                // too many open files).
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        },
+                        _ = shutdown.wait_for(|down| *down) => break,
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(bound)
+    }
+
+    /// Dial `addr` and keep the link up: returns the peer's node id once the
+    /// first handshake is done, then dials again with backoff whenever the
+    /// link drops, until the node shuts down.
+    ///
+    /// Errors from the first attempt (refused, unreachable, handshake
+    /// failed) are returned and nothing keeps dialling.
+    pub async fn connect(&self, addr: &Address) -> Result<NodeId, Error> {
+        let link = self.inner.transports.connect(addr).await?;
+        let (connected, handshake) = oneshot::channel();
+        let node = self.clone();
+        let addr2 = addr.clone();
+        tokio::spawn(async move { node.dial_loop(addr2, link, connected).await });
+        match handshake.await {
+            Ok(result) => result,
+            Err(_) => Err(Error::LinkFailed {
+                address: addr.to_string(),
+                reason: "the node shut down".into(),
+            }),
+        }
+    }
+
+    async fn dial_loop(
+        self,
+        addr: Address,
+        first: Link,
+        connected: oneshot::Sender<Result<NodeId, Error>>,
+    ) {
+        let config = &self.inner.config;
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
+        let mut connected = Some(connected);
+        let mut link = Some(first);
+        let mut backoff = config.reconnect_min;
+        let mut reconnects = 0u64;
+        loop {
+            let current = match link.take() {
+                Some(l) => l,
+                None => {
+                    tokio::select! {
+                        r = self.inner.transports.connect(&addr) => match r {
+                            Ok(l) => l,
+                            Err(err) => {
+                                debug!(%addr, "dial failed: {err}; next try in {backoff:?}");
+                                if self.wait(&mut shutdown, backoff).await { return; }
+                                backoff = (backoff * 2).min(config.reconnect_max);
+                                continue;
+                            }
+                        },
+                        _ = shutdown.wait_for(|down| *down) => return,
+                    }
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let ended = self
+                .run_link_as(id, current, Some(addr.clone()), Some(tx), reconnects)
+                .await;
+            if *shutdown.borrow() {
+                return;
+            }
+            match (connected.take(), rx.await) {
+                (Some(first), Ok(peer)) => {
+                    let _ = first.send(Ok(peer));
+                }
+                (Some(first), Err(_)) => {
+                    // The first session never came up: report, stop dialling.
+                    let _ = first.send(Err(Error::LinkFailed {
+                        address: addr.to_string(),
+                        reason: ended.reason,
+                    }));
+                    self.lock_links().remove(&id);
+                    return;
+                }
+                (None, _) => {}
+            }
+            if ended.was_connected {
+                backoff = config.reconnect_min;
+            }
+            reconnects += 1;
+            if self.wait(&mut shutdown, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(config.reconnect_max);
+        }
+    }
+
+    /// Wait `d`; true if the node shut down meanwhile.
+    async fn wait(&self, shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(d) => false,
+            _ = shutdown.wait_for(|down| *down) => true,
+        }
+    }
+
+    async fn run_link(
+        &self,
+        link: Link,
+        dialed: Option<Address>,
+        connected: Option<oneshot::Sender<NodeId>>,
+    ) -> driver::Ended {
+        let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
+        let ended = self.run_link_as(id, link, dialed, connected, 0).await;
+        self.lock_links().remove(&id);
+        ended
+    }
+
+    async fn run_link_as(
+        &self,
+        id: u64,
+        link: Link,
+        dialed: Option<Address>,
+        connected: Option<oneshot::Sender<NodeId>>,
+        reconnects: u64,
+    ) -> driver::Ended {
+        let kernel = self.inner.kernel.clone();
+        let framing = match link.info.kind {
+            LinkKind::ReliableStream => FramingKind::ReliableStream,
+            LinkKind::LossyStream => FramingKind::LossyStream,
+            LinkKind::Datagram { mtu } => FramingKind::Datagram { mtu },
+        };
+        let stats = Arc::new(LinkStats::default());
+        let name = format!("{} ↔ {}", link.info.local, link.info.remote);
+        self.lock_links().insert(
+            id,
+            LinkRecord {
+                local: link.info.local.clone(),
+                remote: link.info.remote.clone(),
+                dialed,
+                peer: None,
+                connected: false,
+                reconnects,
+                stats: stats.clone(),
+            },
+        );
+        let session = match Session::new(
+            self.inner.config.session_config(framing),
+            LocalInfo::new(kernel.node()),
+            std::time::Instant::now(),
+        ) {
+            Ok(s) => s,
+            Err(err) => {
+                return driver::Ended {
+                    reason: format!("bad configuration: {err}"),
+                    was_connected: false,
+                };
+            }
+        };
+        let span = info_span!("link", node = %kernel.node().short(), link = id, remote = %link.info.remote);
+        let io = spawn_io(link.io);
+        // Mark the link connected (and tell a waiting dialler) on handshake.
+        let (hs_tx, hs_rx) = oneshot::channel();
+        let node = self.clone();
+        let marker = tokio::spawn(async move {
+            if let Ok(peer) = hs_rx.await {
+                if let Some(rec) = node.lock_links().get_mut(&id) {
+                    rec.peer = Some(peer);
+                    rec.connected = true;
+                }
+                if let Some(tx) = connected {
+                    let _ = tx.send(peer);
+                }
+            }
+        });
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let driver = Driver::new(kernel, session, name, stats, Some(hs_tx));
+        let ended = tokio::select! {
+            ended = driver.run(io).instrument(span) => ended,
+            _ = shutdown.wait_for(|down| *down) => driver::Ended {
+                reason: "the node shut down".into(),
+                was_connected: true,
+            },
+        };
+        let _ = marker.await;
+        if let Some(rec) = self.lock_links().get_mut(&id) {
+            rec.connected = false;
+        }
+        ended
+    }
+
+    /// Every link of this node now.
+    pub fn links(&self) -> Vec<LinkStatus> {
+        let mut out: Vec<LinkStatus> = self
+            .lock_links()
+            .iter()
+            .map(|(id, r)| LinkStatus {
+                id: *id,
+                local: r.local.clone(),
+                remote: r.remote.clone(),
+                dialed: r.dialed.clone(),
+                peer: r.peer,
+                connected: r.connected,
+                reconnects: r.reconnects,
+                stats: r.stats.get(),
+            })
+            .collect();
+        out.sort_by_key(|l| l.id);
+        out
+    }
+
+    /// Stop listening and dialling and drop every link. The kernel and its
+    /// local servers are untouched.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// Start the tasks that move bytes between the link and the driver.
+fn spawn_io(io: LinkIo) -> LinkChannels {
+    let (in_tx, incoming) = mpsc::channel::<Bytes>(16);
+    let (outgoing, mut out_rx) = mpsc::channel::<Bytes>(64);
+    match io {
+        LinkIo::Stream { mut reader, mut writer } => {
+            tokio::spawn(async move {
+                let mut buf = BytesMut::with_capacity(64 * 1024);
+                loop {
+                    if buf.capacity() < 16 * 1024 {
+                        buf.reserve(64 * 1024);
+                    }
+                    match reader.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            if in_tx.send(buf.split().freeze()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some(chunk) = out_rx.recv().await {
+                    if writer.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    // Write whatever else is queued before flushing.
+                    while let Ok(more) = out_rx.try_recv() {
+                        if writer.write_all(&more).await.is_err() {
+                            return;
+                        }
+                    }
+                    if writer.flush().await.is_err() {
+                        return;
+                    }
+                }
+                let _ = writer.shutdown().await;
+            });
+        }
+        LinkIo::Datagram { mut rx, tx } => {
+            tokio::spawn(async move {
+                while let Ok(datagram) = rx.recv().await {
+                    if in_tx.send(datagram).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some(datagram) = out_rx.recv().await {
+                    if tx.send(datagram).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    LinkChannels { incoming, outgoing }
 }

@@ -1,0 +1,302 @@
+//! Two or more nodes in one process, linked over `mem://`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::*;
+use crate::transport::MemTransport;
+use crate::{Capabilities, Endpoint, ExitReason, PipeEnd, Registration, RegistryEvent};
+
+/// A server for tests: echoes calls, counts casts, echoes pipe frames on
+/// port `echo`, swallows them on port `sink` (counting bytes), and never
+/// answers calls whose payload is `b"hang"`.
+#[derive(Debug, Default)]
+struct Echo {
+    casts: AtomicU64,
+    sunk: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Endpoint for Echo {
+    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+        self.casts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+        match &msg[..] {
+            b"hang" => std::future::pending().await,
+            b"fail" => Err(Error::Decode("cannot decode \"fail\"".into())),
+            _ => Ok(msg),
+        }
+    }
+
+    async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error> {
+        match port {
+            "echo" => {
+                tokio::spawn(async move {
+                    let (mut r, w) = end.split();
+                    while let Some(f) = r.recv().await {
+                        if w.send(f).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                Ok(())
+            }
+            "sink" => {
+                let sunk = self.sunk.clone();
+                tokio::spawn(async move {
+                    let (mut r, _w) = end.split();
+                    while let Some(f) = r.recv().await {
+                        sunk.fetch_add(f.len() as u64, Ordering::SeqCst);
+                    }
+                });
+                Ok(())
+            }
+            _ => Err(Error::NoSuchPort {
+                name: "echo".into(),
+                port: port.into(),
+            }),
+        }
+    }
+}
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        keepalive: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(500),
+        reconnect_min: Duration::from_millis(10),
+        reconnect_max: Duration::from_millis(100),
+        ..NodeConfig::default()
+    }
+}
+
+fn node(mem: &MemTransport) -> Node {
+    let mut t = Transports::new();
+    t.add(Arc::new(mem.clone()));
+    Node::with_config(Kernel::new(), t, config())
+}
+
+fn register(node: &Node, name: &str) -> (Registration, Arc<Echo>) {
+    let echo = Arc::new(Echo::default());
+    let reg = node
+        .kernel()
+        .registry()
+        .register(name, Capabilities::new().accepts("bytes"), echo.clone())
+        .unwrap();
+    (reg, echo)
+}
+
+/// Wait until the registry reports an event that satisfies `pred`.
+async fn until(node: &Node, pred: impl Fn(&RegistryEvent) -> bool) -> RegistryEvent {
+    let mut w = node.kernel().registry().watch();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let ev = w.next().await.unwrap();
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("the registry event did not come within 5 s")
+}
+
+fn added(name: &str) -> impl Fn(&RegistryEvent) -> bool + '_ {
+    move |ev| matches!(ev, RegistryEvent::Added(e) if e.name() == name)
+}
+
+async fn pair() -> (MemTransport, Node, Node, Address) {
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let b = node(&mem);
+    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
+    let peer = b.connect(&at).await.unwrap();
+    assert_eq!(peer, a.kernel().node());
+    (mem, a, b, at)
+}
+
+#[tokio::test]
+async fn registries_federate_both_ways() {
+    let (_mem, a, b, _) = pair().await;
+    let (_ra, _) = register(&a, "on-a");
+    let (_rb, _) = register(&b, "on-b");
+    until(&b, added("on-a")).await;
+    until(&a, added("on-b")).await;
+    let e = b.kernel().registry().lookup("on-a").unwrap();
+    assert_eq!(e.node(), a.kernel().node());
+    assert_eq!(e.capabilities().accepts, ["bytes"]);
+    // Query by node sees exactly the remote one.
+    let remote = b
+        .kernel()
+        .registry()
+        .query(&crate::Filter::any().on_node(a.kernel().node()));
+    assert_eq!(remote.len(), 1);
+}
+
+#[tokio::test]
+async fn remote_cast_and_call() {
+    let (_mem, a, b, _) = pair().await;
+    let (_r, echo) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    for _ in 0..10 {
+        e.endpoint().cast(Bytes::from_static(b"x")).unwrap();
+    }
+    // Calls are ordered behind the casts on the link.
+    let reply = e.endpoint().call(Bytes::from_static(b"hi")).await.unwrap();
+    assert_eq!(reply, Bytes::from_static(b"hi"));
+    assert_eq!(echo.casts.load(Ordering::SeqCst), 10);
+    // A server's error crosses the link with its kind.
+    let err = e.endpoint().call(Bytes::from_static(b"fail")).await.unwrap_err();
+    assert!(matches!(err, Error::Decode(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn withdrawn_entry_leaves_with_its_reason() {
+    let (_mem, a, b, _) = pair().await;
+    let (mut r, _) = register(&a, "w");
+    until(&b, added("w")).await;
+    r.set_exit_reason(ExitReason::Failed("crashed".into()));
+    drop(r);
+    let ev = until(&b, |ev| matches!(ev, RegistryEvent::Removed { .. })).await;
+    assert!(matches!(
+        ev,
+        RegistryEvent::Removed { reason: ExitReason::Failed(m), .. } if m == "crashed"
+    ));
+}
+
+#[tokio::test]
+async fn pipes_cross_nodes_intact_with_eof() {
+    let (_mem, a, b, _) = pair().await;
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    let (mut mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("echo", theirs).await.unwrap();
+    let frames: Vec<Bytes> = (0..200u32)
+        .map(|i| Bytes::from(vec![(i % 251) as u8; (i as usize * 97) % 5000]))
+        .collect();
+    let w = mine.writer.clone();
+    let sent = frames.clone();
+    let writer = tokio::spawn(async move {
+        for f in sent {
+            w.send(f).await.unwrap();
+        }
+    });
+    for f in &frames {
+        assert_eq!(&mine.reader.recv().await.unwrap(), f);
+    }
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn large_transfer_and_eof_to_a_sink() {
+    let (_mem, a, b, _) = pair().await;
+    let (_r, echo) = register(&a, "sink");
+    until(&b, added("sink")).await;
+    let e = b.kernel().registry().lookup("sink").unwrap();
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("sink", theirs).await.unwrap();
+    let (_reader, writer) = mine.split();
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    for _ in 0..64 {
+        writer.send(chunk.clone()).await.unwrap();
+    }
+    drop(writer);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while echo.sunk.load(Ordering::SeqCst) < 64 * 64 * 1024 {
+        assert!(tokio::time::Instant::now() < deadline, "transfer stalled");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn refused_port_closes_the_pipe() {
+    let (_mem, a, b, _) = pair().await;
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    let (mut mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("nope", theirs).await.unwrap();
+    // The refusal comes back as the pipe closing: end of stream.
+    let got = tokio::time::timeout(Duration::from_secs(5), mine.reader.recv()).await;
+    assert_eq!(got.unwrap(), None);
+}
+
+#[tokio::test]
+async fn stale_remote_endpoint_gets_not_found() {
+    let (_mem, a, b, _) = pair().await;
+    let (r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let stale = b.kernel().registry().lookup("echo").unwrap();
+    drop(r);
+    until(&b, |ev| matches!(ev, RegistryEvent::Removed { .. })).await;
+    // The link is still up; the peer answers that it has no such server.
+    let err = stale.endpoint().call(Bytes::new()).await.unwrap_err();
+    assert_eq!(err, Error::NotFound("echo".into()));
+}
+
+#[tokio::test]
+async fn link_loss_removes_entries_and_fails_calls() {
+    let (_mem, a, b, _) = pair().await;
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    let hanging = tokio::spawn(async move { e.endpoint().call(Bytes::from_static(b"hang")).await });
+    // Give the call time to be sent: wait until A's link saw payload.
+    let mut watch = b.kernel().registry().watch();
+    a.shutdown();
+    let reason = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(RegistryEvent::Removed { entry, reason }) = watch.next().await {
+                if entry.name() == "echo" {
+                    return reason;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(reason, ExitReason::LinkDown(_)), "{reason:?}");
+    let err = hanging.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::ServerStopped { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn dialler_reconnects_and_registries_heal() {
+    let (mem, a, b, at) = pair().await;
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    a.shutdown();
+    until(&b, |ev| matches!(ev, RegistryEvent::Removed { .. })).await;
+    // A new node comes up at the same address; B dials it by itself.
+    let a2 = node(&mem);
+    let (_r2, _) = register(&a2, "echo");
+    let mut w = b.kernel().registry().watch();
+    // The old listener may still hold the name for a moment; retry.
+    loop {
+        match a2.listen(&at).await {
+            Ok(_) => break,
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+    let healed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(RegistryEvent::Added(e)) = w.next().await {
+                if e.name() == "echo" {
+                    return e.node();
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(healed, a2.kernel().node());
+    assert!(b.links().iter().any(|l| l.connected && l.reconnects >= 1));
+}
