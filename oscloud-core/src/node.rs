@@ -224,7 +224,7 @@ impl Node {
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                         },
-                        _ = shutdown.wait_for(|down| *down) => break,
+                        () = stopped(&mut shutdown) => break,
                     }
                 }
             }
@@ -271,41 +271,64 @@ impl Node {
             let current = match link.take() {
                 Some(l) => l,
                 None => {
-                    tokio::select! {
-                        r = self.inner.transports.connect(&addr) => match r {
-                            Ok(l) => l,
-                            Err(err) => {
-                                debug!(%addr, "dial failed: {err}; next try in {backoff:?}");
-                                if self.wait(&mut shutdown, backoff).await { return; }
-                                backoff = (backoff * 2).min(config.reconnect_max);
-                                continue;
+                    let dialled = tokio::select! {
+                        r = self.inner.transports.connect(&addr) => r,
+                        () = stopped(&mut shutdown) => return,
+                    };
+                    match dialled {
+                        Ok(l) => l,
+                        Err(err) => {
+                            debug!(%addr, "dial failed: {err}; next try in {backoff:?}");
+                            if self.wait(&mut shutdown, backoff).await {
+                                return;
                             }
-                        },
-                        _ = shutdown.wait_for(|down| *down) => return,
+                            backoff = (backoff * 2).min(config.reconnect_max);
+                            continue;
+                        }
                     }
                 }
             };
-            let (tx, rx) = oneshot::channel();
-            let ended = self
-                .run_link_as(id, current, Some(addr.clone()), Some(tx), reconnects)
-                .await;
+            let (tx, mut rx) = oneshot::channel();
+            let running = self.run_link_as(id, current, Some(addr.clone()), Some(tx), reconnects);
+            tokio::pin!(running);
+            let ended = match connected.take() {
+                // Later attempts: just run the link.
+                None => running.await,
+                // The first attempt: report the handshake as soon as it is
+                // done, or the failure if the link ends before it.
+                Some(first) => {
+                    let mut first = Some(first);
+                    let early = tokio::select! {
+                        ended = &mut running => Some(ended),
+                        peer = &mut rx => {
+                            if let (Ok(peer), Some(first)) = (peer, first.take()) {
+                                let _ = first.send(Ok(peer));
+                            }
+                            None
+                        }
+                    };
+                    match early {
+                        None => running.await,
+                        Some(ended) => match (rx.try_recv(), first.take()) {
+                            (_, None) => ended,
+                            (Ok(peer), Some(first)) => {
+                                let _ = first.send(Ok(peer));
+                                ended
+                            }
+                            (Err(_), Some(first)) => {
+                                let _ = first.send(Err(Error::LinkFailed {
+                                    address: addr.to_string(),
+                                    reason: ended.reason,
+                                }));
+                                self.lock_links().remove(&id);
+                                return;
+                            }
+                        },
+                    }
+                }
+            };
             if *shutdown.borrow() {
                 return;
-            }
-            match (connected.take(), rx.await) {
-                (Some(first), Ok(peer)) => {
-                    let _ = first.send(Ok(peer));
-                }
-                (Some(first), Err(_)) => {
-                    // The first session never came up: report, stop dialling.
-                    let _ = first.send(Err(Error::LinkFailed {
-                        address: addr.to_string(),
-                        reason: ended.reason,
-                    }));
-                    self.lock_links().remove(&id);
-                    return;
-                }
-                (None, _) => {}
             }
             if ended.was_connected {
                 backoff = config.reconnect_min;
@@ -322,7 +345,7 @@ impl Node {
     async fn wait(&self, shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
         tokio::select! {
             () = tokio::time::sleep(d) => false,
-            _ = shutdown.wait_for(|down| *down) => true,
+            () = stopped(shutdown) => true,
         }
     }
 
@@ -399,7 +422,7 @@ impl Node {
         let driver = Driver::new(kernel, session, name, stats, Some(hs_tx));
         let ended = tokio::select! {
             ended = driver.run(io).instrument(span) => ended,
-            _ = shutdown.wait_for(|down| *down) => driver::Ended {
+            () = stopped(&mut shutdown) => driver::Ended {
                 reason: "the node shut down".into(),
                 was_connected: true,
             },
@@ -438,12 +461,20 @@ impl Node {
     }
 }
 
+/// Resolves once the node is shutting down.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
+}
+
 /// Start the tasks that move bytes between the link and the driver.
 fn spawn_io(io: LinkIo) -> LinkChannels {
     let (in_tx, incoming) = mpsc::channel::<Bytes>(16);
     let (outgoing, mut out_rx) = mpsc::channel::<Bytes>(64);
     match io {
-        LinkIo::Stream { mut reader, mut writer } => {
+        LinkIo::Stream {
+            mut reader,
+            mut writer,
+        } => {
             tokio::spawn(async move {
                 let mut buf = BytesMut::with_capacity(64 * 1024);
                 loop {

@@ -50,7 +50,10 @@ struct Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        for task in [self.pump.take(), self.deliver.take()].into_iter().flatten() {
+        for task in [self.pump.take(), self.deliver.take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
@@ -123,7 +126,9 @@ impl Driver {
                 if pending_out.is_none() {
                     pending_out = self.session.poll_transmit(Instant::now());
                 }
-                let Some(chunk) = pending_out.take() else { break };
+                let Some(chunk) = pending_out.take() else {
+                    break;
+                };
                 match io.outgoing.try_send(chunk) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(chunk)) => {
@@ -297,7 +302,7 @@ impl Driver {
                     self.on_command(cmd);
                 }
             }
-            Event::Connected(..) | Event::Closed { .. } => {}
+            Event::Closed { .. } => {}
         }
     }
 
@@ -343,7 +348,9 @@ impl Driver {
     fn send_reply(&mut self, id: CallId, result: Result<Bytes, crate::wire::RemoteError>) {
         match self.session.reply(id, result.clone()) {
             Ok(()) => {}
-            Err(Error::WireWouldBlock { .. }) => self.blocked.push_back(Command::Reply { id, result }),
+            Err(Error::WireWouldBlock { .. }) => {
+                self.blocked.push_back(Command::Reply { id, result })
+            }
             Err(err) => debug!(link = %self.link, "reply not sent: {err}"),
         }
     }
@@ -352,7 +359,9 @@ impl Driver {
         match cmd {
             Command::Cast { to, msg } => match self.session.cast(&to, msg.clone()) {
                 Ok(()) => {}
-                Err(Error::WireWouldBlock { .. }) => self.blocked.push_back(Command::Cast { to, msg }),
+                Err(Error::WireWouldBlock { .. }) => {
+                    self.blocked.push_back(Command::Cast { to, msg })
+                }
                 Err(err) => debug!(link = %self.link, "cast to {to:?} not sent: {err}"),
             },
             Command::Call { to, msg, reply } => {

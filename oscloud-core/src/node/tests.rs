@@ -153,7 +153,11 @@ async fn remote_cast_and_call() {
     assert_eq!(reply, Bytes::from_static(b"hi"));
     assert_eq!(echo.casts.load(Ordering::SeqCst), 10);
     // A server's error crosses the link with its kind.
-    let err = e.endpoint().call(Bytes::from_static(b"fail")).await.unwrap_err();
+    let err = e
+        .endpoint()
+        .call(Bytes::from_static(b"fail"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Decode(_)), "{err:?}");
 }
 
