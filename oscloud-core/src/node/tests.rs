@@ -258,10 +258,10 @@ async fn link_loss_removes_entries_and_fails_calls() {
     a.shutdown();
     let reason = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Some(RegistryEvent::Removed { entry, reason }) = watch.next().await {
-                if entry.name() == "echo" {
-                    return reason;
-                }
+            if let Some(RegistryEvent::Removed { entry, reason }) = watch.next().await
+                && entry.name() == "echo"
+            {
+                return reason;
             }
         }
     })
@@ -292,10 +292,10 @@ async fn dialler_reconnects_and_registries_heal() {
     }
     let healed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let Some(RegistryEvent::Added(e)) = w.next().await {
-                if e.name() == "echo" {
-                    return e.node();
-                }
+            if let Some(RegistryEvent::Added(e)) = w.next().await
+                && e.name() == "echo"
+            {
+                return e.node();
             }
         }
     })
