@@ -1,1 +1,4 @@
-//! Examples live under `examples/`; this library is empty.
+//! The examples live under `examples/`; this library only runs the code
+//! blocks of the workspace README as doc tests, so the README cannot drift
+//! from the API.
+#![doc = include_str!("../README.md")]
