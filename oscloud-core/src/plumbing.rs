@@ -10,7 +10,7 @@
 //! ```
 //! use bytes::Bytes;
 //! use oscloud_core::plumbing::{Branch, split};
-//! use oscloud_core::{Kernel, PipeConfig};
+//! use oscloud_core::Kernel;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), oscloud_core::Error> {
