@@ -27,7 +27,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 step "cargo package (publishable crates)"
 publishable=$(cargo metadata --no-deps --format-version 1 --locked |
   python3 -c 'import json,sys; print(" ".join("-p "+p["name"] for p in json.load(sys.stdin)["packages"] if p.get("publish") is None))')
+# Verification builds each crate against the packaged versions of the
+# others, which cargo treats as immutable registry crates keyed by version:
+# a copy unpacked or built by an earlier run of the same version would be
+# used instead of the current sources. So unpack and build afresh.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/oscloud-* \
+  "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/oscloud-* target/package-check
 # shellcheck disable=SC2086
-cargo package $publishable --locked --allow-dirty --quiet
+CARGO_TARGET_DIR=target/package-check cargo package $publishable --locked --allow-dirty --quiet
 
 step "done in $(( $(date +%s) - start )) s"
