@@ -7,8 +7,11 @@
 //! - [plumbing]: connect, split (fan-out) and merge (fan-in) pipes;
 //! - the [registry]: servers advertise a name and [`Capabilities`], others
 //!   look them up, query them and watch them come and go;
-//! - [addresses](address) and the [transport] SDK that links nodes, and the
-//!   [wire] protocol that carries pipes and messages over any link.
+//! - [addresses](address) and the [transport] SDK that links nodes, the
+//!   [wire] protocol that carries pipes and messages over any link (sans-IO,
+//!   specified in `docs/PROTOCOL.md`), and the [`Node`] that joins kernels:
+//!   registries federate, and a server on another node is reached exactly
+//!   like a local one.
 //!
 //! It knows nothing of what flows through it. Servers (see `oscloud-actors`)
 //! run *on* the kernel and talk *through* it; the kernel never starts, stops
