@@ -13,6 +13,27 @@ fn frame(source: u8, seq: u32, len: usize) -> Bytes {
     Bytes::from(v)
 }
 
+/// Write 10-byte frames until a write does not complete within 50 ms (the
+/// pipe is full and nothing drains it); returns the bytes accepted, failing
+/// if that exceeds `limit`.
+async fn fill_until_blocked(w: &PipeWriter, limit: usize) -> usize {
+    let mut accepted = 0usize;
+    while tokio::time::timeout(
+        Duration::from_millis(50),
+        w.send(Bytes::from_static(&[0; 10])),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+    {
+        accepted += 10;
+        assert!(
+            accepted <= limit,
+            "accepted {accepted} bytes, more than {limit}"
+        );
+    }
+    accepted
+}
+
 fn seq_of(f: &Bytes) -> (u8, u32) {
     (f[0], u32::from_be_bytes([f[1], f[2], f[3], f[4]]))
 }
@@ -54,25 +75,7 @@ async fn connect_back_pressure_bounds_memory() {
     let _c = connect(r, w2);
     // With the downstream reader stalled, at most both capacities plus the
     // one frame in the connection's hands can be accepted.
-    let mut accepted = 0usize;
-    loop {
-        match tokio::time::timeout(
-            Duration::from_millis(50),
-            w.send(Bytes::from_static(&[0; 10])),
-        )
-        .await
-        {
-            Ok(r) => {
-                r.unwrap();
-                accepted += 10;
-            }
-            Err(_) => break,
-        }
-        assert!(
-            accepted <= 210,
-            "accepted {accepted} bytes with a stalled reader"
-        );
-    }
+    let accepted = fill_until_blocked(&w, 210).await;
     assert!(accepted >= 200, "accepted only {accepted}");
     assert!(r2.buffered() <= 100);
 }
@@ -94,25 +97,7 @@ async fn split_block_stalls_source_when_a_branch_stalls() {
     let (fast_w, mut fast_r) = pipe(PipeConfig::with_capacity(1000));
     let (slow_w, slow_r) = pipe(PipeConfig::with_capacity(50));
     let s = split(r, vec![Branch::block(fast_w), Branch::block(slow_w)]);
-    let mut accepted = 0usize;
-    loop {
-        match tokio::time::timeout(
-            Duration::from_millis(50),
-            w.send(Bytes::from_static(&[0; 10])),
-        )
-        .await
-        {
-            Ok(r) => {
-                r.unwrap();
-                accepted += 10;
-            }
-            Err(_) => break,
-        }
-        assert!(
-            accepted <= 120,
-            "the stalled branch did not stall the source"
-        );
-    }
+    let accepted = fill_until_blocked(&w, 120).await;
     assert_eq!(slow_r.buffered(), 50);
     drop(slow_r);
     // With the slow branch gone, the rest flows.

@@ -29,6 +29,21 @@ pub use segment::{MAX_SEGMENTS, SEGMENT_HEADER, SegmentFraming};
 /// CRC-32), appended little-endian.
 pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
+/// `frame` followed by its CRC-32 (little-endian), after checking that it
+/// fits `max_frame`: the common start of the lossy framings.
+pub(crate) fn with_crc(frame: &[u8], max_frame: usize) -> Result<Vec<u8>, Error> {
+    if frame.len() > max_frame {
+        return Err(Error::WireFrameTooLarge {
+            len: frame.len(),
+            max: max_frame,
+        });
+    }
+    let mut raw = Vec::with_capacity(frame.len() + 4);
+    raw.extend_from_slice(frame);
+    raw.extend_from_slice(&CRC32.checksum(frame).to_le_bytes());
+    Ok(raw)
+}
+
 /// What kind of link the session runs over; it picks the framing and
 /// whether the session retransmits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

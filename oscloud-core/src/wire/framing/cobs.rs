@@ -47,15 +47,7 @@ impl CobsFraming {
 
     /// Append the framed `frame` to `out` (one chunk).
     pub fn encode(&mut self, frame: &[u8], out: &mut VecDeque<Bytes>) -> Result<(), Error> {
-        if frame.len() > self.max_frame {
-            return Err(Error::WireFrameTooLarge {
-                len: frame.len(),
-                max: self.max_frame,
-            });
-        }
-        let mut raw = Vec::with_capacity(frame.len() + 4);
-        raw.extend_from_slice(frame);
-        raw.extend_from_slice(&CRC32.checksum(frame).to_le_bytes());
+        let raw = super::with_crc(frame, self.max_frame)?;
         let mut enc = ::cobs::encode_vec(&raw);
         enc.push(0);
         out.push_back(Bytes::from(enc));

@@ -75,15 +75,7 @@ impl SegmentFraming {
 
     /// Append the datagrams carrying `frame` to `out`.
     pub fn encode(&mut self, frame: &[u8], out: &mut VecDeque<Bytes>) -> Result<(), Error> {
-        if frame.len() > self.max_frame {
-            return Err(Error::WireFrameTooLarge {
-                len: frame.len(),
-                max: self.max_frame,
-            });
-        }
-        let mut raw = Vec::with_capacity(frame.len() + 4);
-        raw.extend_from_slice(frame);
-        raw.extend_from_slice(&CRC32.checksum(frame).to_le_bytes());
+        let raw = super::with_crc(frame, self.max_frame)?;
         let chunks: Vec<&[u8]> = raw.chunks(self.mtu - SEGMENT_HEADER).collect();
         let n = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
