@@ -1,1 +1,220 @@
-//! Shared support for the cross-crate tests in this folder.
+//! Shared support for the cross-crate and multi-process tests in this
+//! folder: deterministic test data and a driver for `oscloud-testnode`
+//! processes.
+// Test support: a failed expectation must stop the test, loudly.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+/// A running FNV-1a (64-bit) checksum and byte count.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv {
+    /// Bytes seen.
+    pub bytes: u64,
+    /// The checksum so far.
+    pub hash: u64,
+}
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self {
+            bytes: 0,
+            hash: 0xcbf2_9ce4_8422_2325,
+        }
+    }
+}
+
+impl Fnv {
+    /// Add `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.hash ^= u64::from(b);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.bytes += data.len() as u64;
+    }
+}
+
+/// `n` bytes of a fixed pseudo-random stream, cut into frames of 1 byte to
+/// 16 KiB.
+pub fn pseudo_random_frames(n: usize) -> impl Iterator<Item = Bytes> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut left = n;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let len = ((next() % (16 * 1024)) as usize + 1).min(left);
+        left -= len;
+        Some(Bytes::from(
+            (0..len).map(|_| next() as u8).collect::<Vec<u8>>(),
+        ))
+    })
+}
+
+/// One `oscloud-testnode` process: send it commands, read its lines.
+#[derive(Debug)]
+pub struct TestNode {
+    /// Its name (`--name`).
+    pub name: String,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: mpsc::UnboundedReceiver<String>,
+    /// The addresses it reported it listens on.
+    pub listening: Vec<String>,
+    log: Vec<String>,
+}
+
+/// How long any single expected line may take.
+pub const LINE_DEADLINE: Duration = Duration::from_secs(15);
+
+impl TestNode {
+    /// Start `binary --name name args...` and wait until it is ready.
+    pub async fn start(binary: &Path, name: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(binary)
+            .arg("--name")
+            .arg(name)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start oscloud-testnode");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = lines_of(child.stdout.take().expect("stdout"));
+        let stderr = lines_of(child.stderr.take().expect("stderr"));
+        let mut node = Self {
+            name: name.to_owned(),
+            child,
+            stdin,
+            stdout,
+            stderr,
+            listening: Vec::new(),
+            log: Vec::new(),
+        };
+        loop {
+            let line = node.line().await;
+            if let Some(addr) = line.strip_prefix("listening ") {
+                node.listening.push(addr.to_owned());
+            } else if line == "ready" {
+                return node;
+            }
+        }
+    }
+
+    /// The next stdout line, skipping `linked` notices.
+    pub async fn line(&mut self) -> String {
+        loop {
+            let got = tokio::time::timeout(LINE_DEADLINE, self.stdout.recv()).await;
+            let Ok(got) = got else {
+                panic!("{}: no output within {LINE_DEADLINE:?}", self.name);
+            };
+            let Some(line) = got else {
+                let log = self.stderr_now();
+                panic!("{}: exited; stderr:\n{log}", self.name);
+            };
+            if !line.starts_with("linked ") {
+                return line;
+            }
+        }
+    }
+
+    /// Send `cmd` and return the answer line.
+    pub async fn ask(&mut self, cmd: &str) -> String {
+        self.send(cmd).await;
+        self.line().await
+    }
+
+    /// Send `cmd` without waiting for an answer.
+    pub async fn send(&mut self, cmd: &str) {
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{}: stdin: {e}", self.name));
+    }
+
+    /// The first stdout line starting with `prefix` (others are skipped).
+    pub async fn expect(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.line().await;
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn stderr_now(&mut self) -> String {
+        while let Ok(l) = self.stderr.try_recv() {
+            self.log.push(l);
+        }
+        self.log.join("\n")
+    }
+
+    /// Wait until its stderr has a line containing every one of `words`.
+    pub async fn expect_log(&mut self, words: &[&str]) -> String {
+        let matches = |l: &str| words.iter().all(|w| l.contains(w));
+        if let Some(l) = self.log.iter().find(|l| matches(l)) {
+            return l.clone();
+        }
+        let deadline = tokio::time::Instant::now() + LINE_DEADLINE;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.stderr.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no log line with {words:?}", self.name))
+                .unwrap_or_else(|| panic!("{}: stderr closed", self.name));
+            self.log.push(line.clone());
+            if matches(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Send it a signal by name (`STOP`, `CONT`, ...) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .expect("kill(1)")
+            .success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// Kill it with SIGKILL and wait until it is gone.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+}
+
+fn lines_of(
+    out: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(out).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::remote::{Command, RemoteEndpoint, from_remote, to_remote};
 use super::stats::LinkStats;
-use crate::wire::{CallId, CloseReason, Event, PeerInfo, PipeId, Session};
+use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, Session};
 use crate::{
     Entry, EntrySpec, Error, ExitReason, Kernel, NodeId, PipeEnd, Registration, RegistryEvent,
     Watch,
@@ -141,6 +141,13 @@ impl Driver {
                 }
             }
             if let Some(reason) = self.dispatch_events() {
+                // A broken protocol is worth a warning on this side (the
+                // peer logs its own view); a clean close or a timeout is not.
+                if !reason.remote
+                    && !matches!(reason.code, CloseCode::Normal | CloseCode::IdleTimeout)
+                {
+                    warn!(link = %self.link, "closing the link: {reason}");
+                }
                 // Let the writer send the Close packet.
                 while let Some(chunk) = self.session.poll_transmit(Instant::now()) {
                     if io.outgoing.send(chunk).await.is_err() {

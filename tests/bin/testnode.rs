@@ -1,0 +1,388 @@
+//! A node for the multi-process tests, driven line by line on stdin.
+//!
+//! It runs one oscloud node (TCP and Unix transports) with three servers
+//! under a supervisor, named after the node:
+//!
+//! - `upper-<name>`: a call with a string answers it upper-cased, tagged
+//!   `from <name>`;
+//! - `sink-<name>`: pipe port `in` counts bytes and an FNV-1a checksum; a
+//!   call answers `(bytes, checksum)`;
+//! - `relay-<name>`: pipe port `in` forwards every frame to the server and
+//!   port given by `--relay-to server:port`.
+//!
+//! Arguments: `--name N`, `--listen URI` (repeatable), `--connect URI`
+//! (repeatable; dialled in the background until the peer answers),
+//! `--keepalive-ms`, `--idle-ms`, `--relay-to server:port`.
+//!
+//! Output lines (stdout): `listening <uri>` for every bound address, `ready`,
+//! then one answer per command:
+//!
+//! | command | answer |
+//! |---|---|
+//! | `wait NAME` | `found NAME <node>` once NAME is in the registry |
+//! | `watch NAME` | `watching NAME`, then (later, by itself) `gone NAME <reason>` when it leaves |
+//! | `call SERVER TEXT` | `reply <text>` or `error <message>` |
+//! | `pipe SERVER PORT N` | `piped N <checksum>` once N bytes were written |
+//! | `sinkwait SERVER N` | `sink <bytes> <checksum>` once the sink counted N bytes |
+//! | `quit` | (exits) |
+//!
+//! Every wait has a deadline and answers `timeout <what>` when it expires.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oscloud_actors::{
+    ChildSpec, Context, PipeOutcome, Server, ServerError, ServerRef, Supervisor, SupervisorSpec,
+    async_trait,
+};
+use oscloud_core::address::Address;
+use oscloud_core::transport::Transports;
+use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, RegistryEvent};
+use oscloud_tests::{Fnv, pseudo_random_frames};
+use oscloud_transport_tcp::TcpTransport;
+use oscloud_transport_unix::UnixTransport;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Upper {
+    node: String,
+}
+
+#[async_trait]
+impl Server for Upper {
+    type Request = String;
+    type Reply = String;
+    type State = ();
+
+    async fn init(&self, _ctx: &mut Context) -> Result<(), ServerError> {
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        _ctx: &mut Context,
+        _: &mut (),
+        text: String,
+    ) -> Result<String, ServerError> {
+        Ok(format!("{} from {}", text.to_uppercase(), self.node))
+    }
+}
+
+#[derive(Default)]
+struct SinkState(Arc<std::sync::Mutex<Fnv>>);
+
+struct Sink;
+
+#[async_trait]
+impl Server for Sink {
+    type Request = ();
+    type Reply = (u64, u64);
+    type State = SinkState;
+
+    async fn init(&self, _ctx: &mut Context) -> Result<SinkState, ServerError> {
+        Ok(SinkState::default())
+    }
+
+    async fn handle_call(
+        &self,
+        _ctx: &mut Context,
+        state: &mut SinkState,
+        _: (),
+    ) -> Result<(u64, u64), ServerError> {
+        let f = state.0.lock().map_err(|_| "sink state poisoned")?;
+        Ok((f.bytes, f.hash))
+    }
+
+    async fn handle_pipe(
+        &self,
+        ctx: &mut Context,
+        state: &mut SinkState,
+        port: String,
+        end: PipeEnd,
+    ) -> Result<PipeOutcome, ServerError> {
+        if port != "in" {
+            return Ok(PipeOutcome::NoSuchPort);
+        }
+        let tally = state.0.clone();
+        let (mut reader, _) = end.split();
+        ctx.spawn(async move {
+            while let Some(frame) = reader.recv().await {
+                if let Ok(mut f) = tally.lock() {
+                    f.update(&frame);
+                }
+            }
+        });
+        Ok(PipeOutcome::Accepted)
+    }
+}
+
+struct Relay {
+    to: Option<(String, String)>,
+}
+
+#[async_trait]
+impl Server for Relay {
+    type Request = ();
+    type Reply = ();
+    type State = ();
+
+    async fn init(&self, _ctx: &mut Context) -> Result<(), ServerError> {
+        Ok(())
+    }
+
+    async fn handle_call(&self, _: &mut Context, _: &mut (), _: ()) -> Result<(), ServerError> {
+        Ok(())
+    }
+
+    async fn handle_pipe(
+        &self,
+        ctx: &mut Context,
+        _: &mut (),
+        port: String,
+        end: PipeEnd,
+    ) -> Result<PipeOutcome, ServerError> {
+        let Some((server, to_port)) = self.to.clone().filter(|_| port == "in") else {
+            return Ok(PipeOutcome::NoSuchPort);
+        };
+        let onward = ServerRef::lookup(ctx.kernel(), &server)?
+            .open_pipe(&to_port)
+            .await?;
+        let (reader, _) = end.split();
+        let (_, writer) = onward.split();
+        let link = oscloud_core::plumbing::connect(reader, writer);
+        ctx.spawn(async move {
+            let _ = link.finished().await;
+        });
+        Ok(PipeOutcome::Accepted)
+    }
+}
+
+#[derive(Default)]
+struct Args {
+    name: String,
+    listen: Vec<Address>,
+    connect: Vec<Address>,
+    keepalive: Option<Duration>,
+    idle: Option<Duration>,
+    relay_to: Option<(String, String)>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args::default();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--name" => a.name = value()?,
+            "--listen" => a.listen.push(value()?.parse().map_err(|e| format!("{e}"))?),
+            "--connect" => a
+                .connect
+                .push(value()?.parse().map_err(|e| format!("{e}"))?),
+            "--keepalive-ms" => {
+                a.keepalive = Some(Duration::from_millis(
+                    value()?.parse().map_err(|e| format!("{e}"))?,
+                ))
+            }
+            "--idle-ms" => {
+                a.idle = Some(Duration::from_millis(
+                    value()?.parse().map_err(|e| format!("{e}"))?,
+                ))
+            }
+            "--relay-to" => {
+                let v = value()?;
+                let (s, p) = v.split_once(':').ok_or("--relay-to wants server:port")?;
+                a.relay_to = Some((s.to_owned(), p.to_owned()));
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.name.is_empty() {
+        return Err("--name is required".into());
+    }
+    Ok(a)
+}
+
+async fn wait_for(kernel: &Kernel, name: &str) -> String {
+    let mut watch = kernel.registry().watch();
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(ev) = watch.next().await {
+            if let RegistryEvent::Added(e) = ev
+                && e.name() == name
+            {
+                return Some(e.node().short());
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(node)) => format!("found {name} {node}"),
+        _ => format!("timeout wait {name}"),
+    }
+}
+
+/// Answer `watching`, then report `gone` by itself when the name leaves.
+fn watch_gone(kernel: &Kernel, name: &str) -> String {
+    let mut watch = kernel.registry().watch();
+    if kernel.registry().lookup(name).is_err() {
+        return format!("absent {name}");
+    }
+    let name = name.to_owned();
+    let reply = format!("watching {name}");
+    tokio::spawn(async move {
+        let gone = tokio::time::timeout(DEADLINE, async {
+            while let Some(ev) = watch.next().await {
+                if let RegistryEvent::Removed { entry, reason } = ev
+                    && entry.name() == name
+                {
+                    return Some(reason);
+                }
+            }
+            None
+        })
+        .await;
+        match gone {
+            Ok(Some(reason)) => println!("gone {name} {reason}"),
+            _ => println!("timeout gone {name}"),
+        }
+    });
+    reply
+}
+
+async fn pipe_to(kernel: &Kernel, server: &str, port: &str, n: usize) -> Result<String, String> {
+    let end = ServerRef::lookup(kernel, server)
+        .map_err(|e| e.to_string())?
+        .open_pipe(port)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, writer) = end.split();
+    let mut fnv = Fnv::default();
+    for frame in pseudo_random_frames(n) {
+        fnv.update(&frame);
+        writer.send(frame).await.map_err(|e| e.to_string())?;
+    }
+    Ok(format!("piped {} {}", fnv.bytes, fnv.hash))
+}
+
+async fn sink_wait(kernel: &Kernel, server: &str, n: u64) -> String {
+    let sink = ServerRef::new(kernel, server).typed::<(), (u64, u64)>();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match sink.call(&(), CALL_TIMEOUT).await {
+            Ok((bytes, hash)) if bytes >= n => return format!("sink {bytes} {hash}"),
+            Ok(_) if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+            Ok((bytes, _)) => return format!("timeout sink at {bytes} bytes"),
+            Err(e) => return format!("error {e}"),
+        }
+    }
+}
+
+async fn command(kernel: &Kernel, line: &str) -> Option<String> {
+    let mut words = line.splitn(3, ' ');
+    let verb = words.next().unwrap_or("");
+    let a = words.next().unwrap_or("");
+    let b = words.next().unwrap_or("");
+    Some(match verb {
+        "wait" => wait_for(kernel, a).await,
+        "watch" => watch_gone(kernel, a),
+        "call" => {
+            let r = ServerRef::new(kernel, a).typed::<String, String>();
+            match r.call(&b.to_owned(), CALL_TIMEOUT).await {
+                Ok(text) => format!("reply {text}"),
+                Err(e) => format!("error {e}"),
+            }
+        }
+        "pipe" => {
+            let (port, n) = b.split_once(' ').unwrap_or((b, "0"));
+            match n.parse() {
+                Ok(n) => pipe_to(kernel, a, port, n)
+                    .await
+                    .unwrap_or_else(|e| format!("error {e}")),
+                Err(_) => format!("error bad byte count {n:?}"),
+            }
+        }
+        "sinkwait" => match b.parse() {
+            Ok(n) => sink_wait(kernel, a, n).await,
+            Err(_) => format!("error bad byte count {b:?}"),
+        },
+        "quit" => return None,
+        other => format!("error unknown command {other:?}"),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = parse_args()?;
+    let kernel = Kernel::new();
+    let mut config = NodeConfig::default();
+    if let Some(k) = args.keepalive {
+        config.keepalive = k;
+    }
+    if let Some(i) = args.idle {
+        config.idle_timeout = i;
+    }
+    let transports = Transports::new()
+        .with(Arc::new(TcpTransport))
+        .with(Arc::new(UnixTransport));
+    let node = Node::with_config(kernel.clone(), transports, config);
+
+    let name = args.name.clone();
+    let relay_to = args.relay_to.clone();
+    let _tree = Supervisor::start(
+        &kernel,
+        SupervisorSpec::new(format!("root-{name}"))
+            .child(ChildSpec::server(format!("upper-{name}"), {
+                let name = name.clone();
+                move || Upper { node: name.clone() }
+            }))
+            .child(ChildSpec::server(format!("sink-{name}"), || Sink))
+            .child(ChildSpec::server(format!("relay-{name}"), move || Relay {
+                to: relay_to.clone(),
+            })),
+    )
+    .await?;
+
+    for addr in &args.listen {
+        let bound = node.listen(addr).await?;
+        println!("listening {bound}");
+    }
+    for addr in args.connect {
+        let node = node.clone();
+        tokio::spawn(async move {
+            // The peer may not be up yet: dial until it answers.
+            loop {
+                match node.connect(&addr).await {
+                    Ok(peer) => {
+                        println!("linked {addr} {}", peer.short());
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!("dial {addr}: {e}; again");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        });
+    }
+    println!("ready");
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match command(&kernel, line.trim()).await {
+            Some(answer) => println!("{answer}"),
+            None => break,
+        }
+    }
+    node.shutdown();
+    Ok(())
+}
