@@ -1,6 +1,11 @@
 //! Bad bytes from a peer close that peer's link with a clear logged reason;
 //! the node and its other links keep working.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,7 +3,12 @@
 //! A, B and C are three `oscloud-testnode` processes. B listens on TCP and
 //! on a Unix socket; C listens on TCP and dials B over the Unix socket; A
 //! dials B and C over TCP. Liveness: keepalive 100 ms, idle timeout 600 ms.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
