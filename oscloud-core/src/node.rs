@@ -471,10 +471,7 @@ fn spawn_io(io: LinkIo) -> LinkChannels {
     let (in_tx, incoming) = mpsc::channel::<Bytes>(16);
     let (outgoing, mut out_rx) = mpsc::channel::<Bytes>(64);
     match io {
-        LinkIo::Stream {
-            mut reader,
-            mut writer,
-        } => {
+        LinkIo::Stream { mut reader, writer } => {
             tokio::spawn(async move {
                 let mut buf = BytesMut::with_capacity(64 * 1024);
                 loop {
@@ -491,6 +488,8 @@ fn spawn_io(io: LinkIo) -> LinkChannels {
                     }
                 }
             });
+            // Small packets are gathered and written with one system call.
+            let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
             tokio::spawn(async move {
                 while let Some(chunk) = out_rx.recv().await {
                     if writer.write_all(&chunk).await.is_err() {

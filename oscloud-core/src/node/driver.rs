@@ -184,7 +184,11 @@ impl Driver {
                         }
                     }
                 },
-                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                // While the session refuses messages, new commands wait in
+                // their channel (in order) rather than piling up here.
+                Some(cmd) = self.commands.recv(), if self.blocked.is_empty() => {
+                    self.on_command(cmd)
+                }
                 Some(ev) = next_event(&mut self.watch), if self.watch.is_some() => {
                     self.on_local_change(ev)
                 }
@@ -303,13 +307,26 @@ impl Driver {
                     bridge.deliver.take(); // let it drain, do not abort it
                 }
             }
-            Event::Writable => {
-                let blocked = std::mem::take(&mut self.blocked);
-                for cmd in blocked {
-                    self.on_command(cmd);
-                }
-            }
+            Event::Writable => self.retry_blocked(),
             Event::Closed { .. } => {}
+        }
+    }
+
+    /// The session has room again: replay refused commands in order, and
+    /// stop at the first one refused again (it stays first in line).
+    fn retry_blocked(&mut self) {
+        for _ in 0..self.blocked.len() {
+            let Some(cmd) = self.blocked.pop_front() else {
+                break;
+            };
+            let before = self.blocked.len();
+            self.on_command(cmd);
+            if self.blocked.len() > before {
+                if let Some(again) = self.blocked.pop_back() {
+                    self.blocked.push_front(again);
+                }
+                break;
+            }
         }
     }
 

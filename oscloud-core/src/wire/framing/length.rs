@@ -2,22 +2,21 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio_util::codec::{Encoder, LengthDelimitedCodec};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::Error;
 
 /// Frames on a reliable byte stream: a 4-byte big-endian length, then that
 /// many bytes of packet (tokio-util's `LengthDelimitedCodec` format).
 ///
-/// Encoding uses the codec itself; decoding is done here (same format) so
-/// that an oversized length is reported with its value.
+/// Both directions are written here, byte for byte the codec's format (a
+/// test checks it against the codec): encoding copies the packet once, and
+/// decoding reports an oversized length with its value.
 ///
 /// A length above the maximum is an error: on a reliable stream it can only
 /// come from a broken or hostile peer, and the stream cannot resynchronise.
 #[derive(Debug)]
 pub struct LengthFraming {
-    codec: LengthDelimitedCodec,
     buf: BytesMut,
     max_frame: usize,
 }
@@ -27,11 +26,6 @@ impl LengthFraming {
     pub fn new(max_frame: usize) -> Self {
         let max_frame = max_frame.min(u32::MAX as usize);
         Self {
-            codec: LengthDelimitedCodec::builder()
-                .length_field_length(4)
-                .big_endian()
-                .max_frame_length(max_frame)
-                .new_codec(),
             buf: BytesMut::new(),
             max_frame,
         }
@@ -50,10 +44,10 @@ impl LengthFraming {
                 max: self.max_frame,
             });
         }
+        // The codec's format, written directly: one copy of the packet.
         let mut dst = BytesMut::with_capacity(frame.len() + 4);
-        self.codec
-            .encode(Bytes::copy_from_slice(frame), &mut dst)
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        dst.put_u32(frame.len() as u32);
+        dst.extend_from_slice(frame);
         out.push_back(dst.freeze());
         Ok(())
     }
@@ -98,6 +92,23 @@ mod tests {
         let mut f = LengthFraming::new(100);
         assert_eq!(enc(&mut f, b"abc"), b"\x00\x00\x00\x03abc");
         assert_eq!(enc(&mut f, b""), b"\x00\x00\x00\x00");
+    }
+
+    #[test]
+    fn same_bytes_as_tokio_util_codec() {
+        use tokio_util::codec::{Encoder, LengthDelimitedCodec};
+        let mut codec = LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .big_endian()
+            .new_codec();
+        let mut f = LengthFraming::new(1 << 20);
+        for frame in [&b""[..], b"x", &[7u8; 70_000][..]] {
+            let mut theirs = BytesMut::new();
+            codec
+                .encode(Bytes::copy_from_slice(frame), &mut theirs)
+                .unwrap();
+            assert_eq!(enc(&mut f, frame), theirs.to_vec());
+        }
     }
 
     #[test]

@@ -1,0 +1,327 @@
+//! Two nodes in one process linked by a real TCP or Unix socket, against raw
+//! tokio sockets doing the same work in the same run.
+//!
+//! `cargo bench -p oscloud-examples --bench node`
+//!
+//! - pipe throughput: 64 KiB frames through `ServerRef::open_pipe` to a
+//!   sink server on the other node, vs `write_all`/`read` on a raw socket;
+//! - 64-byte message rate: casts to a counting server (a final call is the
+//!   barrier), vs 64-byte length-prefixed messages on a raw socket;
+//! - call round trip: sequential calls, vs a raw 64-byte ping-pong.
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use oscloud_actors::{Context, PipeOutcome, Server, ServerError, ServerRef, async_trait, encode};
+use oscloud_core::transport::Transports;
+use oscloud_core::{Kernel, Node, PipeEnd, RegistryEvent};
+use oscloud_transport_tcp::TcpTransport;
+use oscloud_transport_unix::UnixTransport;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Notify;
+
+const PIPE_BYTES: usize = 256 << 20;
+const FRAME: usize = 64 * 1024;
+const MESSAGES: u64 = 200_000;
+const CALLS: u64 = 20_000;
+const RUNS: usize = 3;
+
+/// A 62-character string encodes to exactly 64 bytes of MessagePack.
+fn msg64() -> String {
+    "x".repeat(62)
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes: AtomicU64,
+    casts: AtomicU64,
+    done: Notify,
+}
+
+struct Bench(Arc<Counters>);
+
+#[async_trait]
+impl Server for Bench {
+    type Request = String;
+    type Reply = String;
+    type State = ();
+
+    async fn init(&self, _ctx: &mut Context) -> Result<(), ServerError> {
+        Ok(())
+    }
+
+    async fn handle_cast(&self, _: &mut Context, _: &mut (), _: String) -> Result<(), ServerError> {
+        self.0.casts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        _: &mut Context,
+        _: &mut (),
+        m: String,
+    ) -> Result<String, ServerError> {
+        Ok(m)
+    }
+
+    async fn handle_pipe(
+        &self,
+        ctx: &mut Context,
+        _: &mut (),
+        _port: String,
+        end: PipeEnd,
+    ) -> Result<PipeOutcome, ServerError> {
+        let c = self.0.clone();
+        let (mut r, _) = end.split();
+        ctx.spawn(async move {
+            while let Some(f) = r.recv().await {
+                if c.bytes.fetch_add(f.len() as u64, Ordering::Relaxed) + f.len() as u64
+                    >= PIPE_BYTES as u64
+                {
+                    c.done.notify_one();
+                }
+            }
+        });
+        Ok(PipeOutcome::Accepted)
+    }
+}
+
+struct Pair {
+    client: Kernel,
+    counters: Arc<Counters>,
+    _nodes: (Node, Node),
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn pair(unix: bool) -> Pair {
+    let transports = Transports::new()
+        .with(Arc::new(TcpTransport))
+        .with(Arc::new(UnixTransport));
+    let (ka, kb) = (Kernel::new(), Kernel::new());
+    let counters = Arc::new(Counters::default());
+    oscloud_actors::start(&ka, "bench", Bench(counters.clone()))
+        .await
+        .unwrap();
+    let a = Node::new(ka, transports.clone());
+    let b = Node::new(kb.clone(), transports);
+    let (addr, dir) = if unix {
+        let dir = tempfile::tempdir().unwrap();
+        let a = format!("unix://{}/a.sock", dir.path().display());
+        (a, Some(dir))
+    } else {
+        ("tcp://127.0.0.1:0".to_owned(), None)
+    };
+    let at = a.listen(&addr.parse().unwrap()).await.unwrap();
+    let mut watch = kb.registry().watch();
+    b.connect(&at).await.unwrap();
+    while let Some(ev) = watch.next().await {
+        if matches!(&ev, RegistryEvent::Added(e) if e.name() == "bench") {
+            break;
+        }
+    }
+    Pair {
+        client: kb,
+        counters,
+        _nodes: (a, b),
+        _dir: dir,
+    }
+}
+
+async fn node_pipe(p: &Pair) -> Duration {
+    p.counters.bytes.store(0, Ordering::Relaxed);
+    let end = ServerRef::new(&p.client, "bench")
+        .open_pipe("in")
+        .await
+        .unwrap();
+    let frame = Bytes::from(vec![7u8; FRAME]);
+    let start = Instant::now();
+    let done = p.counters.done.notified();
+    let (_, w) = end.split();
+    for _ in 0..PIPE_BYTES / FRAME {
+        w.send(frame.clone()).await.unwrap();
+    }
+    done.await;
+    start.elapsed()
+}
+
+async fn node_casts(p: &Pair) -> Duration {
+    p.counters.casts.store(0, Ordering::Relaxed);
+    let r = ServerRef::new(&p.client, "bench");
+    let m = encode(&msg64()).unwrap();
+    assert_eq!(m.len(), 64);
+    let start = Instant::now();
+    for _ in 0..MESSAGES {
+        r.cast(m.clone()).unwrap();
+    }
+    // The call queues behind every cast on the link and in the mailbox.
+    r.call(m.clone(), Duration::from_secs(60)).await.unwrap();
+    let t = start.elapsed();
+    assert_eq!(p.counters.casts.load(Ordering::Relaxed), MESSAGES);
+    t
+}
+
+async fn node_calls(p: &Pair) -> Duration {
+    let r = ServerRef::new(&p.client, "bench");
+    let m = encode(&msg64()).unwrap();
+    let start = Instant::now();
+    for _ in 0..CALLS {
+        r.call(m.clone(), Duration::from_secs(5)).await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// A connected pair of raw sockets of the kind asked for.
+async fn raw_pair(unix: bool) -> (Box<dyn Duplex>, Box<dyn Duplex>, Option<tempfile::TempDir>) {
+    if unix {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raw.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let c = UnixStream::connect(&path).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (Box::new(c), Box::new(s), Some(dir))
+    } else {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        c.set_nodelay(true).unwrap();
+        s.set_nodelay(true).unwrap();
+        (Box::new(c), Box::new(s), None)
+    }
+}
+
+trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+async fn raw_pipe(unix: bool) -> Duration {
+    let (mut c, mut s, _d) = raw_pair(unix).await;
+    let frame = vec![7u8; FRAME];
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; FRAME];
+        let mut got = 0;
+        while got < PIPE_BYTES {
+            got += s.read(&mut buf).await.unwrap();
+        }
+    });
+    for _ in 0..PIPE_BYTES / FRAME {
+        c.write_all(&frame).await.unwrap();
+    }
+    reader.await.unwrap();
+    start.elapsed()
+}
+
+async fn raw_messages(unix: bool) -> Duration {
+    let (c, s, _d) = raw_pair(unix).await;
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut r = BufReader::new(s);
+        let mut msg = [0u8; 64];
+        for _ in 0..MESSAGES {
+            let len = r.read_u32().await.unwrap() as usize;
+            r.read_exact(&mut msg[..len]).await.unwrap();
+        }
+    });
+    let mut w = BufWriter::new(c);
+    let m = [7u8; 64];
+    for _ in 0..MESSAGES {
+        w.write_u32(64).await.unwrap();
+        w.write_all(&m).await.unwrap();
+    }
+    w.flush().await.unwrap();
+    reader.await.unwrap();
+    start.elapsed()
+}
+
+async fn raw_ping_pong(unix: bool) -> Duration {
+    let (mut c, mut s, _d) = raw_pair(unix).await;
+    let echo = tokio::spawn(async move {
+        let mut m = [0u8; 64];
+        for _ in 0..CALLS {
+            s.read_exact(&mut m).await.unwrap();
+            s.write_all(&m).await.unwrap();
+        }
+    });
+    let mut m = [7u8; 64];
+    let start = Instant::now();
+    for _ in 0..CALLS {
+        c.write_all(&m).await.unwrap();
+        c.read_exact(&mut m).await.unwrap();
+    }
+    let t = start.elapsed();
+    echo.await.unwrap();
+    t
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("two nodes in one process vs raw sockets; median of {RUNS} runs");
+    println!(
+        "{:<6} {:<26} {:>14} {:>14} {:>10}",
+        "link", "measure", "oscloud", "raw socket", "ratio"
+    );
+    for unix in [false, true] {
+        let link = if unix { "unix" } else { "tcp" };
+        let p = rt.block_on(pair(unix));
+        let mut rows = Vec::new();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            a.push(rt.block_on(node_pipe(&p)));
+            b.push(rt.block_on(raw_pipe(unix)));
+        }
+        let mib = |d: Duration| PIPE_BYTES as f64 / 1048576.0 / d.as_secs_f64();
+        let (x, y) = (mib(median(a)), mib(median(b)));
+        rows.push((
+            "pipe, 64 KiB frames".to_owned(),
+            format!("{x:.0} MiB/s"),
+            format!("{y:.0} MiB/s"),
+            format!("{:.2}x", x / y),
+        ));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            a.push(rt.block_on(node_casts(&p)));
+            b.push(rt.block_on(raw_messages(unix)));
+        }
+        let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64() / 1000.0;
+        let (x, y) = (rate(median(a)), rate(median(b)));
+        rows.push((
+            "64-byte messages (casts)".to_owned(),
+            format!("{x:.0} k/s"),
+            format!("{y:.0} k/s"),
+            format!("{:.2}x", x / y),
+        ));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            a.push(rt.block_on(node_calls(&p)));
+            b.push(rt.block_on(raw_ping_pong(unix)));
+        }
+        let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
+        let (x, y) = (rtt(median(a)), rtt(median(b)));
+        rows.push((
+            "call round trip (64 B)".to_owned(),
+            format!("{x:.1} µs"),
+            format!("{y:.1} µs"),
+            format!("{:.2}x", x / y),
+        ));
+        for (m, x, y, r) in rows {
+            println!("{link:<6} {m:<26} {x:>14} {y:>14} {r:>10}");
+        }
+    }
+}
