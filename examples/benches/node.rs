@@ -266,6 +266,24 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Median times of `ours` and `raw`, run alternately `RUNS` times each.
+fn measure<FA, FB>(
+    rt: &tokio::runtime::Runtime,
+    ours: impl Fn() -> FA,
+    raw: impl Fn() -> FB,
+) -> (Duration, Duration)
+where
+    FA: std::future::Future<Output = Duration>,
+    FB: std::future::Future<Output = Duration>,
+{
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        a.push(rt.block_on(ours()));
+        b.push(rt.block_on(raw()));
+    }
+    (median(a), median(b))
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -277,51 +295,49 @@ fn main() {
         "{:<6} {:<26} {:>14} {:>14} {:>10}",
         "link", "measure", "oscloud", "raw socket", "ratio"
     );
+    // OSCLOUD_BENCH=pipe (or casts, calls) runs one measure only, e.g. to
+    // profile it.
+    let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
+    let run = |what: &str| only.is_empty() || only == what;
     for unix in [false, true] {
         let link = if unix { "unix" } else { "tcp" };
         let p = rt.block_on(pair(unix));
         let mut rows = Vec::new();
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
-            a.push(rt.block_on(node_pipe(&p)));
-            b.push(rt.block_on(raw_pipe(unix)));
+        if run("pipe") {
+            let (a, b) = measure(&rt, || node_pipe(&p), || raw_pipe(unix));
+            let mib = |d: Duration| PIPE_BYTES as f64 / 1048576.0 / d.as_secs_f64();
+            let (x, y) = (mib(a), mib(b));
+            rows.push((
+                "pipe, 64 KiB frames",
+                format!("{x:.0} MiB/s"),
+                format!("{y:.0} MiB/s"),
+                x / y,
+            ));
         }
-        let mib = |d: Duration| PIPE_BYTES as f64 / 1048576.0 / d.as_secs_f64();
-        let (x, y) = (mib(median(a)), mib(median(b)));
-        rows.push((
-            "pipe, 64 KiB frames".to_owned(),
-            format!("{x:.0} MiB/s"),
-            format!("{y:.0} MiB/s"),
-            format!("{:.2}x", x / y),
-        ));
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
-            a.push(rt.block_on(node_casts(&p)));
-            b.push(rt.block_on(raw_messages(unix)));
+        if run("casts") {
+            let (a, b) = measure(&rt, || node_casts(&p), || raw_messages(unix));
+            let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64() / 1000.0;
+            let (x, y) = (rate(a), rate(b));
+            rows.push((
+                "64-byte messages (casts)",
+                format!("{x:.0} k/s"),
+                format!("{y:.0} k/s"),
+                x / y,
+            ));
         }
-        let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64() / 1000.0;
-        let (x, y) = (rate(median(a)), rate(median(b)));
-        rows.push((
-            "64-byte messages (casts)".to_owned(),
-            format!("{x:.0} k/s"),
-            format!("{y:.0} k/s"),
-            format!("{:.2}x", x / y),
-        ));
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..RUNS {
-            a.push(rt.block_on(node_calls(&p)));
-            b.push(rt.block_on(raw_ping_pong(unix)));
+        if run("calls") {
+            let (a, b) = measure(&rt, || node_calls(&p), || raw_ping_pong(unix));
+            let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
+            let (x, y) = (rtt(a), rtt(b));
+            rows.push((
+                "call round trip (64 B)",
+                format!("{x:.1} µs"),
+                format!("{y:.1} µs"),
+                x / y,
+            ));
         }
-        let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
-        let (x, y) = (rtt(median(a)), rtt(median(b)));
-        rows.push((
-            "call round trip (64 B)".to_owned(),
-            format!("{x:.1} µs"),
-            format!("{y:.1} µs"),
-            format!("{:.2}x", x / y),
-        ));
         for (m, x, y, r) in rows {
-            println!("{link:<6} {m:<26} {x:>14} {y:>14} {r:>10}");
+            println!("{link:<6} {m:<26} {x:>14} {y:>14} {r:>9.2}x");
         }
     }
 }
