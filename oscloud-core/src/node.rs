@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -60,7 +60,7 @@ use crate::address::Address;
 use crate::transport::{Link, LinkIo, LinkKind, Transports};
 use crate::wire::{self, FramingKind, LocalInfo, Session};
 use crate::{Error, Kernel};
-use driver::{Driver, LinkChannels};
+use driver::{Driver, Incoming, LinkChannels};
 use stats::LinkStats;
 
 /// How a node runs its links.
@@ -466,28 +466,18 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|down| *down).await;
 }
 
-/// Start the tasks that move bytes between the link and the driver.
+/// Start the tasks that move bytes between the link and the driver (the
+/// driver reads a stream link itself).
 fn spawn_io(io: LinkIo) -> LinkChannels {
-    let (in_tx, incoming) = mpsc::channel::<Bytes>(16);
     let (outgoing, mut out_rx) = mpsc::channel::<Bytes>(64);
+    let incoming;
     match io {
-        LinkIo::Stream { mut reader, writer } => {
-            tokio::spawn(async move {
-                let mut buf = BytesMut::with_capacity(64 * 1024);
-                loop {
-                    if buf.capacity() < 16 * 1024 {
-                        buf.reserve(64 * 1024);
-                    }
-                    match reader.read_buf(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            if in_tx.send(buf.split().freeze()).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
+        LinkIo::Stream { reader, writer } => {
+            // The driver reads the stream itself.
+            incoming = Incoming::Stream {
+                reader,
+                buf: BytesMut::with_capacity(64 * 1024),
+            };
             // Small packets are gathered and written with one system call.
             let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
             tokio::spawn(async move {
@@ -509,6 +499,8 @@ fn spawn_io(io: LinkIo) -> LinkChannels {
             });
         }
         LinkIo::Datagram { mut rx, tx } => {
+            let (in_tx, in_rx) = mpsc::channel::<Bytes>(16);
+            incoming = Incoming::Channel(in_rx);
             tokio::spawn(async move {
                 while let Ok(datagram) = rx.recv().await {
                     if in_tx.send(datagram).await.is_err() {

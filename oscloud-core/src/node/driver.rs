@@ -25,11 +25,41 @@ use crate::{
     Watch,
 };
 
+/// Where the driver gets the link's bytes.
+pub(crate) enum Incoming {
+    /// Datagrams, read by a task of their own; closed when the link is gone.
+    Channel(mpsc::Receiver<Bytes>),
+    /// A byte stream, read by the driver itself (no task hop per chunk).
+    Stream {
+        reader: crate::transport::StreamReader,
+        buf: bytes::BytesMut,
+    },
+}
+
+impl Incoming {
+    /// The next chunk, or `None` when the link is gone. Cancel-safe: a
+    /// cancelled call has read nothing.
+    async fn next(&mut self) -> Option<Bytes> {
+        match self {
+            Incoming::Channel(rx) => rx.recv().await,
+            Incoming::Stream { reader, buf } => {
+                use tokio::io::AsyncReadExt;
+                if buf.capacity() < 16 * 1024 {
+                    buf.reserve(64 * 1024);
+                }
+                match reader.read_buf(buf).await {
+                    Ok(0) | Err(_) => None,
+                    Ok(_) => Some(buf.split().freeze()),
+                }
+            }
+        }
+    }
+}
+
 /// How a link hands bytes to the driver and takes bytes from it.
 pub(crate) struct LinkChannels {
-    /// Chunks read from the link (one datagram per chunk on datagram links);
-    /// closed when the link is gone.
-    pub(crate) incoming: mpsc::Receiver<Bytes>,
+    /// Chunks read from the link (one datagram per chunk on datagram links).
+    pub(crate) incoming: Incoming,
     /// Chunks to write to the link; the writer task ends when it is closed.
     pub(crate) outgoing: mpsc::Sender<Bytes>,
 }
@@ -162,7 +192,7 @@ impl Driver {
             let deadline = self.session.poll_timeout();
             let want_write = pending_out.is_some();
             tokio::select! {
-                chunk = io.incoming.recv() => match chunk {
+                chunk = io.incoming.next() => match chunk {
                     Some(chunk) => self.session.handle_input(Instant::now(), &chunk),
                     None => {
                         break Ended {
