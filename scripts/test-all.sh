@@ -19,7 +19,9 @@ step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, integration and doc tests)"
-cargo test --workspace --locked --no-fail-fast
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 
 step "rustdoc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
@@ -37,3 +39,5 @@ rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/oscloud-* \
 CARGO_TARGET_DIR=target/package-check cargo package $publishable --locked --allow-dirty --quiet
 
 step "done in $(( $(date +%s) - start )) s"
+# One closing line with the totals of every cargo test binary above.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
