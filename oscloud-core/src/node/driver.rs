@@ -76,6 +76,8 @@ struct Bridge {
     deliver: Option<AbortHandle>,
     out_done: bool,
     in_done: bool,
+    /// The peer sends no more (it half-closed the pipe).
+    peer_ended: bool,
 }
 
 impl Drop for Bridge {
@@ -329,6 +331,15 @@ impl Driver {
                     self.pipe_send(id, frame, ack);
                 }
             }
+            Event::PipeEnded { id } => {
+                // The peer writes no more: the local reader gets what is
+                // buffered, then end of stream.
+                if let Some(b) = self.pipes.get_mut(&id) {
+                    b.inbound.take();
+                    b.peer_ended = true;
+                }
+                self.maybe_close_pipe(id);
+            }
             Event::PipeClosed { id, reason } => {
                 debug!(link = %self.link, %id, %reason, "pipe closed by peer");
                 // Dropping the bridge ends the inbound task after it drained
@@ -455,8 +466,11 @@ impl Driver {
                 let _ = self.session.pipe_consumed(pipe, n);
             }
             Command::PipeOutDone { pipe } => {
+                // Local writers are done: tell the peer (half-close), keep
+                // reading what it still sends.
                 if let Some(b) = self.pipes.get_mut(&pipe) {
                     b.out_done = true;
+                    let _ = self.session.end_pipe(pipe);
                 }
                 self.maybe_close_pipe(pipe);
             }
@@ -517,13 +531,17 @@ impl Driver {
         }
     }
 
+    /// Close a pipe once neither side has anything more to say: the local
+    /// writers are done, and the local reader is gone or the peer ended.
     fn maybe_close_pipe(&mut self, pipe: PipeId) {
         if self
             .pipes
             .get(&pipe)
-            .is_some_and(|b| b.out_done && b.in_done)
+            .is_some_and(|b| b.out_done && (b.in_done || b.peer_ended))
+            && let Some(mut bridge) = self.pipes.remove(&pipe)
         {
-            self.pipes.remove(&pipe);
+            // Let the delivery task drain to the local reader; do not abort.
+            bridge.deliver.take();
             let _ = self.session.close_pipe(pipe, ExitReason::Normal);
         }
     }
@@ -603,6 +621,7 @@ impl Driver {
                 deliver: Some(deliver.abort_handle()),
                 out_done: false,
                 in_done: false,
+                peer_ended: false,
             },
         );
     }

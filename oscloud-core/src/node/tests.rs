@@ -48,6 +48,18 @@ impl Endpoint for Echo {
                 });
                 Ok(())
             }
+            "collect" => {
+                // Read to the end, then answer with the byte count.
+                tokio::spawn(async move {
+                    let (mut r, w) = end.split();
+                    let mut total = 0u64;
+                    while let Some(f) = r.recv().await {
+                        total += f.len() as u64;
+                    }
+                    let _ = w.send(Bytes::from(total.to_be_bytes().to_vec())).await;
+                });
+                Ok(())
+            }
             "sink" => {
                 let sunk = self.sunk.clone();
                 tokio::spawn(async move {
@@ -218,6 +230,28 @@ async fn large_transfer_and_eof_to_a_sink() {
         assert!(tokio::time::Instant::now() < deadline, "transfer stalled");
         tokio::task::yield_now().await;
     }
+}
+
+#[tokio::test]
+async fn half_close_lets_a_request_stream_get_its_answer() {
+    let (_mem, a, b, _) = pair().await;
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("collect", theirs).await.unwrap();
+    let (mut reader, writer) = mine.split();
+    for _ in 0..10 {
+        writer.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
+    }
+    // Done writing, still reading: the server must see end of stream.
+    drop(writer);
+    let answer = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("no answer: end of stream did not cross the link")
+        .expect("an answer frame");
+    assert_eq!(answer[..], 10_000u64.to_be_bytes());
+    assert_eq!(reader.recv().await, None, "then end of stream");
 }
 
 #[tokio::test]

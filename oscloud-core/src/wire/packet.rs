@@ -41,6 +41,7 @@ pub(crate) mod code {
     pub(crate) const PIPE_DATA: u8 = 49;
     pub(crate) const PIPE_CREDIT: u8 = 50;
     pub(crate) const PIPE_CLOSE: u8 = 51;
+    pub(crate) const PIPE_END: u8 = 52;
 }
 
 /// A registry entry as announced to the peer.
@@ -259,6 +260,10 @@ pub(crate) enum Msg {
         pipe: u64,
         reason: ExitReason,
     },
+    /// The sender writes no more on the pipe (half-close); it still reads.
+    PipeEnd {
+        pipe: u64,
+    },
 }
 
 /// Largest overhead of a Data packet around its message: array header,
@@ -328,6 +333,7 @@ impl Serialize for Msg {
             Msg::PipeClose { pipe, reason } => {
                 (code::PIPE_CLOSE, pipe, Reason(reason)).serialize(s)
             }
+            Msg::PipeEnd { pipe } => (code::PIPE_END, pipe).serialize(s),
         }
     }
 }
@@ -520,6 +526,9 @@ impl<'de> Deserialize<'de> for Msg {
                     code::PIPE_CLOSE => Msg::PipeClose {
                         pipe: next(s, "pipe id")?,
                         reason: next::<_, ReasonOwned>(s, "reason")?.0,
+                    },
+                    code::PIPE_END => Msg::PipeEnd {
+                        pipe: next(s, "pipe id")?,
                     },
                     other => {
                         return Err(de::Error::custom(format_args!(
@@ -714,11 +723,19 @@ mod tests {
             },
         };
         assert_eq!(hex(&roundtrip(close)), "940305009333019201a26e6f");
+        // [3,6,0,[52,4]]: PipeEnd is `92 34 04` inside the Data packet.
+        let end = Packet::Data {
+            seq: 6,
+            ack: 0,
+            msg: Msg::PipeEnd { pipe: 4 },
+        };
+        assert_eq!(hex(&roundtrip(end)), "94030600923404");
     }
 
     #[test]
     fn all_messages_roundtrip() {
         let msgs = [
+            Msg::PipeEnd { pipe: 9 },
             Msg::Withdraw {
                 id: 1,
                 reason: ExitReason::LinkDown("x".into()),

@@ -285,6 +285,12 @@ pub enum Event {
         /// The pipe.
         id: PipeId,
     },
+    /// The peer will send no more on a pipe (half-close: it still reads,
+    /// and the pipe stays open until one side closes it).
+    PipeEnded {
+        /// The pipe.
+        id: PipeId,
+    },
     /// The peer closed a pipe.
     PipeClosed {
         /// The pipe.
@@ -351,6 +357,10 @@ struct Pipe {
     recv_used: u64,
     /// Fragments of a frame not yet complete.
     partial: BytesMut,
+    /// We sent PipeEnd: no more data from this side.
+    send_ended: bool,
+    /// The peer sent PipeEnd: no more data from that side.
+    recv_ended: bool,
 }
 
 /// One side of a wire session, sans-IO. See the [module docs](super) for
@@ -745,6 +755,9 @@ impl Session {
                 Error::WireUnknownPipe(id.0)
             });
         };
+        if pipe.send_ended {
+            return Err(Error::PipeClosed);
+        }
         let len = data.len();
         if len > window {
             return Err(Error::WireFrameTooLarge { len, max: window });
@@ -800,6 +813,27 @@ impl Session {
                 },
                 false,
             ));
+        }
+        Ok(())
+    }
+
+    /// Half-close a pipe: this side sends no more frames on it (further
+    /// [`pipe_send`](Self::pipe_send)s fail with
+    /// [`Error::PipeClosed`](crate::Error::PipeClosed)), but still reads.
+    /// The peer gets [`Event::PipeEnded`] after every frame sent before.
+    /// Ending an ended or closed pipe is a no-op.
+    pub fn end_pipe(&mut self, id: PipeId) -> Result<(), Error> {
+        self.check_open()?;
+        let known = self.pipe_known(id.0);
+        let Some(pipe) = self.pipes.get_mut(&id.0) else {
+            return if known {
+                Ok(())
+            } else {
+                Err(Error::WireUnknownPipe(id.0))
+            };
+        };
+        if !std::mem::replace(&mut pipe.send_ended, true) {
+            self.queue.push_back((Msg::PipeEnd { pipe: id.0 }, false));
         }
         Ok(())
     }
@@ -1227,6 +1261,14 @@ impl Session {
                         .push_back(Event::PipeWritable { id: PipeId(id) });
                 }
             }
+            Msg::PipeEnd { pipe } => {
+                let id = pipe ^ 1;
+                if let Some(p) = self.pipe_or_close(id)
+                    && !std::mem::replace(&mut p.recv_ended, true)
+                {
+                    self.events.push_back(Event::PipeEnded { id: PipeId(id) });
+                }
+            }
             Msg::PipeClose { pipe, reason } => {
                 let id = pipe ^ 1;
                 if self.pipe_or_close(id).is_some() {
@@ -1310,6 +1352,13 @@ impl Session {
 
     fn handle_pipe_data(&mut self, id: u64, last: bool, data: Bytes) {
         let window = u64::from(self.config.pipe_window);
+        if self.pipes.get(&id).is_some_and(|p| p.recv_ended) {
+            self.protocol_error(
+                CloseCode::Protocol,
+                format!("data after the end of {}", PipeId(id)),
+            );
+            return;
+        }
         let frame = match self.pipe_or_close(id) {
             None => return,
             Some(p) => {

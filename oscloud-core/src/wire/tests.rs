@@ -172,6 +172,53 @@ fn oversized_message_is_refused_locally() {
 }
 
 #[test]
+fn half_closed_pipe_still_carries_the_other_way() {
+    for kind in KINDS {
+        let mut p = Pair::connected(kind);
+        let id = p.a.open_pipe("svc", "in").unwrap();
+        p.a.pipe_send(id, Bytes::from_static(b"request")).unwrap();
+        p.a.end_pipe(id).unwrap();
+        p.a.end_pipe(id).unwrap(); // a second end is a no-op
+        assert_eq!(p.a.pipe_send(id, Bytes::new()), Err(Error::PipeClosed));
+        p.drive();
+        let Event::PipeOpened { id: rid, .. } = p.b_events.remove(0) else {
+            panic!("{:?}", p.b_events)
+        };
+        assert_eq!(
+            p.b_events,
+            [
+                Event::PipeData {
+                    id: rid,
+                    bytes: Bytes::from_static(b"request")
+                },
+                Event::PipeEnded { id: rid }
+            ],
+            "{kind:?}"
+        );
+        p.b_events.clear();
+        // The other direction still works after the half-close.
+        p.b.pipe_send(rid, Bytes::from_static(b"answer")).unwrap();
+        p.b.close_pipe(rid, ExitReason::Normal).unwrap();
+        p.drive();
+        assert_eq!(
+            p.a_events,
+            [
+                Event::PipeData {
+                    id,
+                    bytes: Bytes::from_static(b"answer")
+                },
+                Event::PipeClosed {
+                    id,
+                    reason: ExitReason::Normal
+                }
+            ],
+            "{kind:?}"
+        );
+        assert!(p.a.is_connected() && p.b.is_connected(), "{kind:?}");
+    }
+}
+
+#[test]
 fn pipes_carry_frames_with_credit() {
     for kind in KINDS {
         let mut p = Pair::connected(kind);
