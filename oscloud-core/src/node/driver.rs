@@ -653,6 +653,17 @@ impl Driver {
     }
 }
 
+impl Drop for Driver {
+    /// A driver dropped before it finished (the node shut down) still takes
+    /// the peer's servers out of the registry as "link down" and fails the
+    /// calls waiting on it.
+    fn drop(&mut self) {
+        if !self.remote.is_empty() || !self.calls.is_empty() {
+            self.shut_down("this node shut down");
+        }
+    }
+}
+
 async fn next_event(watch: &mut Option<Watch>) -> Option<RegistryEvent> {
     match watch {
         Some(w) => w.next().await,

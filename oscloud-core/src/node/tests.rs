@@ -338,3 +338,24 @@ async fn dialler_reconnects_and_registries_heal() {
     assert_eq!(healed, a2.kernel().node());
     assert!(b.links().iter().any(|l| l.connected && l.reconnects >= 1));
 }
+
+#[tokio::test]
+async fn shutting_down_a_node_reports_its_peers_servers_as_link_down() {
+    let (_mem, a, b, _) = pair().await;
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let mut w = b.kernel().registry().watch();
+    b.shutdown();
+    let reason = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(RegistryEvent::Removed { entry, reason }) = w.next().await
+                && entry.name() == "echo"
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(reason, ExitReason::LinkDown(_)), "{reason:?}");
+}
