@@ -33,7 +33,7 @@ const PIPE_BYTES: usize = 256 << 20;
 const FRAME: usize = 64 * 1024;
 const MESSAGES: u64 = 200_000;
 const CALLS: u64 = 20_000;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// A 62-character string encodes to exactly 64 bytes of MessagePack.
 fn msg64() -> String {
@@ -266,22 +266,69 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Median times of `ours` and `raw`, run alternately `RUNS` times each.
+/// CPU time (user + system) this process has used so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given and nothing else.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// One side of a measure: median wall time and median CPU time.
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Median times of `ours` and `raw`, run alternately `runs()` times each.
 fn measure<FA, FB>(
     rt: &tokio::runtime::Runtime,
     ours: impl Fn() -> FA,
     raw: impl Fn() -> FB,
-) -> (Duration, Duration)
+) -> (Sample, Sample)
 where
     FA: std::future::Future<Output = Duration>,
     FB: std::future::Future<Output = Duration>,
 {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        a.push(rt.block_on(ours()));
-        b.push(rt.block_on(raw()));
+    let (mut a, mut b, mut ca, mut cb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // OSCLOUD_BENCH_SIDE=ours (or raw) runs one side only, to profile it.
+    let side = std::env::var("OSCLOUD_BENCH_SIDE").unwrap_or_default();
+    for _ in 0..runs() {
+        if side != "raw" {
+            let c = cpu_time();
+            a.push(rt.block_on(ours()));
+            ca.push(cpu_time() - c);
+        }
+        if side != "ours" {
+            let c = cpu_time();
+            b.push(rt.block_on(raw()));
+            cb.push(cpu_time() - c);
+        }
     }
-    (median(a), median(b))
+    for v in [&mut a, &mut b, &mut ca, &mut cb] {
+        if v.is_empty() {
+            v.push(Duration::from_nanos(1));
+        }
+    }
+    (
+        Sample {
+            wall: median(a),
+            cpu: median(ca),
+        },
+        Sample {
+            wall: median(b),
+            cpu: median(cb),
+        },
+    )
+}
+
+/// Runs per measure: `OSCLOUD_BENCH_RUNS`, default 5.
+fn runs() -> usize {
+    std::env::var("OSCLOUD_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(RUNS)
 }
 
 fn main() {
@@ -290,7 +337,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("two nodes in one process vs raw sockets; median of {RUNS} runs");
+    println!(
+        "two nodes in one process vs raw sockets; median of {} runs",
+        runs()
+    );
     println!(
         "{:<6} {:<26} {:>14} {:>14} {:>10}",
         "link", "measure", "oscloud", "raw socket", "ratio"
@@ -306,18 +356,29 @@ fn main() {
         if run("pipe") {
             let (a, b) = measure(&rt, || node_pipe(&p), || raw_pipe(unix));
             let mib = |d: Duration| PIPE_BYTES as f64 / 1048576.0 / d.as_secs_f64();
-            let (x, y) = (mib(a), mib(b));
+            let (x, y) = (mib(a.wall), mib(b.wall));
             rows.push((
                 "pipe, 64 KiB frames",
                 format!("{x:.0} MiB/s"),
                 format!("{y:.0} MiB/s"),
                 x / y,
             ));
+            // CPU time per GiB moved: what the pipe costs, whatever else
+            // the machine is doing.
+            let per_gib =
+                |d: Duration| d.as_secs_f64() * 1e3 * (1 << 30) as f64 / PIPE_BYTES as f64;
+            let (x, y) = (per_gib(a.cpu), per_gib(b.cpu));
+            rows.push((
+                "pipe, CPU per GiB",
+                format!("{x:.0} ms"),
+                format!("{y:.0} ms"),
+                x / y,
+            ));
         }
         if run("casts") {
             let (a, b) = measure(&rt, || node_casts(&p), || raw_messages(unix));
             let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64() / 1000.0;
-            let (x, y) = (rate(a), rate(b));
+            let (x, y) = (rate(a.wall), rate(b.wall));
             rows.push((
                 "64-byte messages (casts)",
                 format!("{x:.0} k/s"),
@@ -328,7 +389,7 @@ fn main() {
         if run("calls") {
             let (a, b) = measure(&rt, || node_calls(&p), || raw_ping_pong(unix));
             let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
-            let (x, y) = (rtt(a), rtt(b));
+            let (x, y) = (rtt(a.wall), rtt(b.wall));
             rows.push((
                 "call round trip (64 B)",
                 format!("{x:.1} µs"),

@@ -44,12 +44,12 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
@@ -466,6 +466,49 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|down| *down).await;
 }
 
+/// The writer of a stream link: whatever chunks are queued go out together
+/// in one vectored write (headers and payloads as they are, no copy into a
+/// buffer), until the queue is closed.
+async fn write_stream(
+    mut writer: crate::transport::StreamWriter,
+    mut out_rx: mpsc::Receiver<Bytes>,
+) {
+    /// At most this many chunks per system call (well under IOV_MAX).
+    const BATCH: usize = 64;
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(BATCH);
+    while let Some(chunk) = out_rx.recv().await {
+        batch.push_back(chunk);
+        while batch.len() < BATCH {
+            match out_rx.try_recv() {
+                Ok(more) => batch.push_back(more),
+                Err(_) => break,
+            }
+        }
+        while !batch.is_empty() {
+            let slices: Vec<std::io::IoSlice<'_>> =
+                batch.iter().map(|b| std::io::IoSlice::new(b)).collect();
+            let mut n = match writer.write_vectored(&slices).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            drop(slices);
+            while n > 0 {
+                let Some(front) = batch.front_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    batch.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
 /// Start the tasks that move bytes between the link and the driver (the
 /// driver reads a stream link itself).
 fn spawn_io(io: LinkIo) -> LinkChannels {
@@ -478,25 +521,7 @@ fn spawn_io(io: LinkIo) -> LinkChannels {
                 reader,
                 buf: BytesMut::with_capacity(64 * 1024),
             };
-            // Small packets are gathered and written with one system call.
-            let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, writer);
-            tokio::spawn(async move {
-                while let Some(chunk) = out_rx.recv().await {
-                    if writer.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                    // Write whatever else is queued before flushing.
-                    while let Ok(more) = out_rx.try_recv() {
-                        if writer.write_all(&more).await.is_err() {
-                            return;
-                        }
-                    }
-                    if writer.flush().await.is_err() {
-                        return;
-                    }
-                }
-                let _ = writer.shutdown().await;
-            });
+            tokio::spawn(write_stream(writer, out_rx));
         }
         LinkIo::Datagram { mut rx, tx } => {
             let (in_tx, in_rx) = mpsc::channel::<Bytes>(16);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
@@ -36,22 +36,43 @@ pub(crate) enum Incoming {
     },
 }
 
+/// What [`Incoming::next`] brought.
+enum Input {
+    /// A datagram.
+    Chunk(Bytes),
+    /// Stream bytes, appended to the receive buffer.
+    Buffered,
+    /// The link is gone.
+    Closed,
+}
+
 impl Incoming {
-    /// The next chunk, or `None` when the link is gone. Cancel-safe: a
-    /// cancelled call has read nothing.
-    async fn next(&mut self) -> Option<Bytes> {
+    /// Wait for input. Cancel-safe: a cancelled call has read nothing.
+    async fn next(&mut self) -> Input {
         match self {
-            Incoming::Channel(rx) => rx.recv().await,
+            Incoming::Channel(rx) => rx.recv().await.map_or(Input::Closed, Input::Chunk),
             Incoming::Stream { reader, buf } => {
                 use tokio::io::AsyncReadExt;
-                if buf.capacity() < 16 * 1024 {
+                if buf.capacity() - buf.len() < 16 * 1024 {
                     buf.reserve(64 * 1024);
                 }
                 match reader.read_buf(buf).await {
-                    Ok(0) | Err(_) => None,
-                    Ok(_) => Some(buf.split().freeze()),
+                    Ok(0) | Err(_) => Input::Closed,
+                    Ok(_) => Input::Buffered,
                 }
             }
+        }
+    }
+
+    /// Hand what arrived to the session: whole frames leave the receive
+    /// buffer without a copy, a partial one stays for the next read.
+    fn feed(&mut self, session: &mut Session, input: Input) {
+        match (self, input) {
+            (_, Input::Chunk(chunk)) => session.handle_input(Instant::now(), &chunk),
+            (Incoming::Stream { buf, .. }, Input::Buffered) => {
+                session.handle_input_buf(Instant::now(), buf)
+            }
+            _ => {}
         }
     }
 }
@@ -68,12 +89,16 @@ pub(crate) struct LinkChannels {
 struct Bridge {
     /// Frames from the peer, towards the local reader (the inbound task).
     inbound: Option<mpsc::UnboundedSender<Bytes>>,
-    /// A frame the session refused for lack of credit, with its pump's ack.
-    waiting: Option<(Bytes, oneshot::Sender<()>)>,
+    /// Frames the session refused for lack of credit (and those queued
+    /// behind them), in order, each holding its share of the pump's budget.
+    waiting: VecDeque<(Bytes, OwnedSemaphorePermit)>,
     /// The task pumping local frames to the session.
     pump: Option<AbortHandle>,
     /// The task delivering the peer's frames to the local reader.
     deliver: Option<AbortHandle>,
+    /// The local writers are gone (frames may still wait for credit).
+    writers_done: bool,
+    /// Every local frame was handed to the session and the peer was told.
     out_done: bool,
     in_done: bool,
     /// The peer sends no more (it half-closed the pipe).
@@ -194,14 +219,14 @@ impl Driver {
             let deadline = self.session.poll_timeout();
             let want_write = pending_out.is_some();
             tokio::select! {
-                chunk = io.incoming.next() => match chunk {
-                    Some(chunk) => self.session.handle_input(Instant::now(), &chunk),
-                    None => {
+                input = io.incoming.next() => match input {
+                    Input::Closed => {
                         break Ended {
                             reason: "the link closed".into(),
                             was_connected: self.peer.is_some(),
                         }
                     }
+                    input => io.incoming.feed(&mut self.session, input),
                 },
                 permit = io.outgoing.reserve(), if want_write => match permit {
                     Ok(permit) => {
@@ -326,11 +351,7 @@ impl Driver {
                     debug!(link = %self.link, %id, "data for a pipe whose reader is gone");
                 }
             }
-            Event::PipeWritable { id } => {
-                if let Some((frame, ack)) = self.pipes.get_mut(&id).and_then(|b| b.waiting.take()) {
-                    self.pipe_send(id, frame, ack);
-                }
-            }
+            Event::PipeWritable { id } => self.pipe_flush(id),
             Event::PipeEnded { id } => {
                 // The peer writes no more: the local reader gets what is
                 // buffered, then end of stream.
@@ -461,18 +482,27 @@ impl Driver {
                 }
             },
             Command::Reply { id, result } => self.send_reply(id, result),
-            Command::PipeSend { pipe, frame, sent } => self.pipe_send(pipe, frame, sent),
+            Command::PipeSend {
+                pipe,
+                frame,
+                budget,
+            } => {
+                if let Some(b) = self.pipes.get_mut(&pipe) {
+                    b.waiting.push_back((frame, budget));
+                    self.pipe_flush(pipe);
+                }
+            }
             Command::PipeConsumed { pipe, n } => {
                 let _ = self.session.pipe_consumed(pipe, n);
             }
             Command::PipeOutDone { pipe } => {
                 // Local writers are done: tell the peer (half-close), keep
                 // reading what it still sends.
+                // (once the frames still waiting for credit are sent).
                 if let Some(b) = self.pipes.get_mut(&pipe) {
-                    b.out_done = true;
-                    let _ = self.session.end_pipe(pipe);
+                    b.writers_done = true;
                 }
-                self.maybe_close_pipe(pipe);
+                self.pipe_flush(pipe);
             }
             Command::PipeInDone { pipe } => {
                 if let Some(b) = self.pipes.get_mut(&pipe) {
@@ -510,23 +540,39 @@ impl Driver {
         }
     }
 
-    fn pipe_send(&mut self, pipe: PipeId, frame: Bytes, sent: oneshot::Sender<()>) {
-        match self.session.pipe_send(pipe, frame.clone()) {
-            Ok(()) => {
-                let _ = sent.send(());
-            }
-            Err(Error::WireWouldBlock { .. }) => {
-                if let Some(b) = self.pipes.get_mut(&pipe) {
-                    b.waiting = Some((frame, sent));
+    /// Hand a pipe's waiting frames to the session, in order, until it
+    /// refuses one for lack of credit ([`Event::PipeWritable`] follows).
+    /// Once all are sent and the local writers are done, end the pipe.
+    fn pipe_flush(&mut self, pipe: PipeId) {
+        loop {
+            let Some(bridge) = self.pipes.get_mut(&pipe) else {
+                return;
+            };
+            let Some((frame, budget)) = bridge.waiting.pop_front() else {
+                if bridge.writers_done && !bridge.out_done {
+                    bridge.out_done = true;
+                    let _ = self.session.end_pipe(pipe);
+                    self.maybe_close_pipe(pipe);
                 }
-            }
-            Err(err) => {
-                // Dropping `sent` stops the pump; the pipe is closed.
-                warn!(link = %self.link, %pipe, "pipe frame not sent, closing the pipe: {err}");
-                self.pipes.remove(&pipe);
-                let _ = self
-                    .session
-                    .close_pipe(pipe, ExitReason::Failed(err.to_string()));
+                return;
+            };
+            match self.session.pipe_send(pipe, frame.clone()) {
+                Ok(()) => drop(budget),
+                Err(Error::WireWouldBlock { .. }) => {
+                    if let Some(b) = self.pipes.get_mut(&pipe) {
+                        b.waiting.push_front((frame, budget));
+                    }
+                    return;
+                }
+                Err(err) => {
+                    // Dropping the bridge stops the pump; the pipe is closed.
+                    warn!(link = %self.link, %pipe, "pipe frame not sent, closing the pipe: {err}");
+                    self.pipes.remove(&pipe);
+                    let _ = self
+                        .session
+                        .close_pipe(pipe, ExitReason::Failed(err.to_string()));
+                    return;
+                }
             }
         }
     }
@@ -569,25 +615,37 @@ impl Driver {
     fn bridge(&mut self, id: PipeId, end: PipeEnd) {
         let (mut reader, writer) = end.split();
         let commands = self.commands_tx.clone();
-        // Outbound: local frames → session, one at a time, waiting for the
-        // session to take each (credit is the back-pressure).
+        // Outbound: local frames → session. The pump runs ahead of the
+        // session by at most one window of bytes (the peer's credit is the
+        // back-pressure beyond that), so frames reach the driver in batches.
+        let window = self
+            .peer
+            .as_ref()
+            .map_or(64 * 1024, |p| p.pipe_window as usize)
+            .clamp(1, Semaphore::MAX_PERMITS);
+        let budget = Arc::new(Semaphore::new(window));
         let pump = tokio::spawn({
             let commands = commands.clone();
             async move {
                 while let Some(frame) = reader.recv().await {
-                    let (sent, taken) = oneshot::channel();
+                    // A frame larger than the window takes all of it (the
+                    // session then refuses it with a clear error).
+                    let need = u32::try_from(frame.len().clamp(1, window)).unwrap_or(u32::MAX);
+                    let Ok(budget) = budget.clone().acquire_many_owned(need).await else {
+                        return;
+                    };
                     if commands
                         .send(Command::PipeSend {
                             pipe: id,
                             frame,
-                            sent,
+                            budget,
                         })
                         .is_err()
-                        || taken.await.is_err()
                     {
-                        return; // the pipe or the link is gone
+                        return; // the link is gone
                     }
                 }
+                // Every frame was handed over before this, in order.
                 let _ = commands.send(Command::PipeOutDone { pipe: id });
             }
         });
@@ -616,9 +674,10 @@ impl Driver {
             id,
             Bridge {
                 inbound: Some(inbound),
-                waiting: None,
+                waiting: VecDeque::new(),
                 pump: Some(pump.abort_handle()),
                 deliver: Some(deliver.abort_handle()),
+                writers_done: false,
                 out_done: false,
                 in_done: false,
                 peer_ended: false,

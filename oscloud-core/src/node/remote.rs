@@ -32,12 +32,13 @@ pub(crate) enum Command {
         id: crate::wire::CallId,
         result: Result<Bytes, RemoteError>,
     },
-    /// The local pump of a pipe read a frame for the peer; `sent` is
-    /// answered once the session took it (that is the back-pressure).
+    /// The local pump of a pipe read a frame for the peer. `budget` is
+    /// released once the session took the frame: the pump may run ahead
+    /// of the session by at most its budget (that is the back-pressure).
     PipeSend {
         pipe: crate::wire::PipeId,
         frame: Bytes,
-        sent: oneshot::Sender<()>,
+        budget: tokio::sync::OwnedSemaphorePermit,
     },
     /// The local reader of a pipe took `n` bytes from the peer.
     PipeConsumed { pipe: crate::wire::PipeId, n: usize },

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::Error;
 
@@ -113,11 +113,47 @@ impl Framer {
     }
 
     pub(crate) fn encode(&mut self, frame: &[u8], out: &mut VecDeque<Bytes>) -> Result<(), Error> {
+        self.encode_parts(frame, Bytes::new(), out)
+    }
+
+    /// Frame the packet `head ‖ tail`; only the length framing keeps the
+    /// tail uncopied (the lossy framings transform every byte anyway).
+    pub(crate) fn encode_parts(
+        &mut self,
+        head: &[u8],
+        tail: Bytes,
+        out: &mut VecDeque<Bytes>,
+    ) -> Result<(), Error> {
+        if let Framer::Length(f) = self {
+            return f.encode_parts(head, tail, out);
+        }
+        let joined;
+        let frame = if tail.is_empty() {
+            head
+        } else {
+            joined = [head, &tail[..]].concat();
+            &joined[..]
+        };
         match self {
             Framer::Length(f) => f.encode(frame, out),
             Framer::Cobs(f) => f.encode(frame, out),
             Framer::Segment(f) => f.encode(frame, out),
         }
+    }
+
+    /// Take whole packets out of the caller's receive buffer: without a
+    /// copy for the length framing; the others consume it all.
+    pub(crate) fn decode_buf(
+        &mut self,
+        now: Instant,
+        input: &mut BytesMut,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), Error> {
+        if let Framer::Length(f) = self {
+            return f.decode_buf(input, out);
+        }
+        let chunk = input.split();
+        self.decode(now, &chunk, out)
     }
 
     pub(crate) fn decode(

@@ -8,10 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::Cursor;
 
 use bytes::Bytes;
-use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -305,8 +304,39 @@ impl Serialize for Reason<'_> {
     }
 }
 
+/// A message serialised with its payload left empty: the head of a split
+/// encoding (see [`Packet::encode_split`]).
+struct Head<'a>(&'a Msg);
+
+impl Serialize for Head<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_with(s, true)
+    }
+}
+
 impl Serialize for Msg {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.serialize_with(s, false)
+    }
+}
+
+impl Msg {
+    /// The payload carried last in this message, if it has one.
+    fn payload(&self) -> Option<&Bytes> {
+        match self {
+            Msg::Cast { payload, .. }
+            | Msg::Call { payload, .. }
+            | Msg::ReplyOk { payload, .. } => Some(payload),
+            Msg::PipeData { data, .. } => Some(data),
+            _ => None,
+        }
+    }
+
+    fn serialize_with<S: Serializer>(&self, s: S, empty_payload: bool) -> Result<S::Ok, S::Error> {
+        fn p(b: &Bytes, empty: bool) -> B<'_> {
+            B(if empty { &[] } else { &b[..] })
+        }
+        let e = empty_payload;
         match self {
             Msg::Announce(e) => (
                 code::ANNOUNCE,
@@ -317,9 +347,9 @@ impl Serialize for Msg {
             )
                 .serialize(s),
             Msg::Withdraw { id, reason } => (code::WITHDRAW, id, Reason(reason)).serialize(s),
-            Msg::Cast { to, payload } => (code::CAST, to, B(payload)).serialize(s),
-            Msg::Call { id, to, payload } => (code::CALL, id, to, B(payload)).serialize(s),
-            Msg::ReplyOk { id, payload } => (code::REPLY_OK, id, B(payload)).serialize(s),
+            Msg::Cast { to, payload } => (code::CAST, to, p(payload, e)).serialize(s),
+            Msg::Call { id, to, payload } => (code::CALL, id, to, p(payload, e)).serialize(s),
+            Msg::ReplyOk { id, payload } => (code::REPLY_OK, id, p(payload, e)).serialize(s),
             Msg::ReplyErr { id, error } => {
                 (code::REPLY_ERR, id, error.kind.code(), &error.message).serialize(s)
             }
@@ -327,7 +357,7 @@ impl Serialize for Msg {
                 (code::PIPE_OPEN, pipe, server, port).serialize(s)
             }
             Msg::PipeData { pipe, last, data } => {
-                (code::PIPE_DATA, pipe, last, B(data)).serialize(s)
+                (code::PIPE_DATA, pipe, last, p(data, e)).serialize(s)
             }
             Msg::PipeCredit { pipe, bytes } => (code::PIPE_CREDIT, pipe, bytes).serialize(s),
             Msg::PipeClose { pipe, reason } => {
@@ -375,20 +405,133 @@ impl Packet {
         to_vec(self)
     }
 
-    /// Decode one packet; the whole input must be consumed.
-    pub(crate) fn decode(input: &[u8]) -> Result<Packet, Error> {
-        let mut de = rmp_serde::Deserializer::new(Cursor::new(input));
-        let p = Packet::deserialize(&mut de)
-            .map_err(|e| Error::WireProtocol(format!("undecodable packet: {e}")))?;
-        let used = de.get_ref().position();
-        if used != input.len() as u64 {
-            return Err(Error::WireProtocol(format!(
-                "undecodable packet: {} trailing bytes",
-                input.len() as u64 - used
-            )));
+    /// The packet as msgpack bytes in two parts, `head ‖ tail`, without
+    /// copying a large payload: a Data packet's message payload is the last
+    /// thing encoded, so `tail` is the payload itself (shared, not copied)
+    /// and `head` everything before it, up to and including its bin length.
+    /// Small payloads and other packets come whole in `head`.
+    pub(crate) fn encode_split(&self) -> Result<(Vec<u8>, Bytes), Error> {
+        let Packet::Data { seq, ack, msg } = self else {
+            return Ok((self.encode()?, Bytes::new()));
+        };
+        let Some(payload) = msg.payload().filter(|p| p.len() >= SPLIT_MIN) else {
+            return Ok((self.encode()?, Bytes::new()));
+        };
+        // Encode with an empty payload (`c4 00` at the very end), then put
+        // the real bin length in its place.
+        let mut head = to_vec(&(code::DATA, seq, ack, Head(msg)))?;
+        if !head.ends_with(&[0xc4, 0x00]) {
+            return Err(Error::Encode("unexpected payload encoding".into()));
         }
-        Ok(p)
+        head.truncate(head.len() - 2);
+        let len =
+            u32::try_from(payload.len()).map_err(|_| Error::Encode("payload over 4 GiB".into()))?;
+        rmp::encode::write_bin_len(&mut head, len).map_err(|e| Error::Encode(e.to_string()))?;
+        Ok((head, payload.clone()))
     }
+
+    /// Decode one packet; the whole input must be consumed. Payloads are
+    /// copied out of `input`.
+    #[cfg(test)]
+    pub(crate) fn decode(input: &[u8]) -> Result<Packet, Error> {
+        Self::decode_from(input, None)
+    }
+
+    /// Decode one packet from a received frame; payloads are slices of
+    /// `frame` (no copy).
+    pub(crate) fn decode_frame(frame: &Bytes) -> Result<Packet, Error> {
+        Self::decode_from(frame, Some(frame))
+    }
+
+    fn decode_from(input: &[u8], frame: Option<&Bytes>) -> Result<Packet, Error> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(input);
+        let p = PacketSeed(Src(frame))
+            .deserialize(&mut de)
+            .map_err(|e| Error::WireProtocol(format!("undecodable packet: {e}")))?;
+        // Nothing may follow the packet: reading another value must hit
+        // the end of the input.
+        match IgnoredAny::deserialize(&mut de) {
+            Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Ok(p)
+            }
+            _ => Err(Error::WireProtocol(
+                "undecodable packet: trailing bytes after the packet".into(),
+            )),
+        }
+    }
+}
+
+/// Payloads at least this long are sent without copying them into the
+/// packet's encoding ([`Packet::encode_split`]).
+pub(crate) const SPLIT_MIN: usize = 1024;
+
+/// Where decoded payloads come from: slices of the received frame when
+/// there is one, else copies.
+#[derive(Clone, Copy)]
+struct Src<'a>(Option<&'a Bytes>);
+
+impl Src<'_> {
+    fn bytes(self, v: &[u8]) -> Bytes {
+        match self.0 {
+            Some(frame) => {
+                let (start, end) = (
+                    frame.as_ptr() as usize,
+                    frame.as_ptr() as usize + frame.len(),
+                );
+                let p = v.as_ptr() as usize;
+                if !v.is_empty() && p >= start && p + v.len() <= end {
+                    frame.slice_ref(v)
+                } else {
+                    Bytes::copy_from_slice(v)
+                }
+            }
+            None => Bytes::copy_from_slice(v),
+        }
+    }
+}
+
+/// A payload (msgpack bin), sliced from the frame when possible.
+struct PayloadSeed<'a>(Src<'a>);
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
+    type Value = Bytes;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Bytes, D::Error> {
+        struct V<'a>(Src<'a>);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+                Ok(self.0.bytes(v))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes::copy_from_slice(v))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes::from(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(Bytes::from(v))
+            }
+        }
+        d.deserialize_bytes(V(self.0))
+    }
+}
+
+fn next_seed<'de, A: SeqAccess<'de>, T: DeserializeSeed<'de>>(
+    seq: &mut A,
+    seed: T,
+    what: &'static str,
+) -> Result<T::Value, A::Error> {
+    seq.next_element_seed(seed)?
+        .ok_or_else(|| de::Error::custom(format_args!("missing field {what}")))
 }
 
 // ----- decoding -----
@@ -469,8 +612,18 @@ impl<'de> Deserialize<'de> for ReasonOwned {
 
 impl<'de> Deserialize<'de> for Msg {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
+        MsgSeed(Src(None)).deserialize(d)
+    }
+}
+
+/// A message, its payload sliced from the frame when possible.
+struct MsgSeed<'a>(Src<'a>);
+
+impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
+    type Value = Msg;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Msg, D::Error> {
+        struct V<'a>(Src<'a>);
+        impl<'de> Visitor<'de> for V<'_> {
             type Value = Msg;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("message array")
@@ -491,16 +644,16 @@ impl<'de> Deserialize<'de> for Msg {
                     },
                     code::CAST => Msg::Cast {
                         to: next(s, "to")?,
-                        payload: next(s, "payload")?,
+                        payload: next_seed(s, PayloadSeed(self.0), "payload")?,
                     },
                     code::CALL => Msg::Call {
                         id: next(s, "call id")?,
                         to: next(s, "to")?,
-                        payload: next(s, "payload")?,
+                        payload: next_seed(s, PayloadSeed(self.0), "payload")?,
                     },
                     code::REPLY_OK => Msg::ReplyOk {
                         id: next(s, "call id")?,
-                        payload: next(s, "payload")?,
+                        payload: next_seed(s, PayloadSeed(self.0), "payload")?,
                     },
                     code::REPLY_ERR => Msg::ReplyErr {
                         id: next(s, "call id")?,
@@ -517,7 +670,7 @@ impl<'de> Deserialize<'de> for Msg {
                     code::PIPE_DATA => Msg::PipeData {
                         pipe: next(s, "pipe id")?,
                         last: next(s, "last")?,
-                        data: next(s, "data")?,
+                        data: next_seed(s, PayloadSeed(self.0), "data")?,
                     },
                     code::PIPE_CREDIT => Msg::PipeCredit {
                         pipe: next(s, "pipe id")?,
@@ -540,14 +693,24 @@ impl<'de> Deserialize<'de> for Msg {
                 Ok(msg)
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_seq(V(self.0))
     }
 }
 
 impl<'de> Deserialize<'de> for Packet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
+        PacketSeed(Src(None)).deserialize(d)
+    }
+}
+
+/// A packet, its payload sliced from the frame when possible.
+struct PacketSeed<'a>(Src<'a>);
+
+impl<'de> DeserializeSeed<'de> for PacketSeed<'_> {
+    type Value = Packet;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Packet, D::Error> {
+        struct V<'a>(Src<'a>);
+        impl<'de> Visitor<'de> for V<'_> {
             type Value = Packet;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("packet array")
@@ -579,7 +742,7 @@ impl<'de> Deserialize<'de> for Packet {
                     code::DATA => Packet::Data {
                         seq: next(s, "seq")?,
                         ack: next(s, "ack")?,
-                        msg: next(s, "message")?,
+                        msg: next_seed(s, MsgSeed(self.0), "message")?,
                     },
                     code::ACK => Packet::Ack {
                         ack: next(s, "ack")?,
@@ -599,7 +762,7 @@ impl<'de> Deserialize<'de> for Packet {
                 Ok(p)
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_seq(V(self.0))
     }
 }
 
@@ -766,6 +929,57 @@ mod tests {
                 msg,
             });
         }
+    }
+
+    #[test]
+    fn split_encoding_is_the_same_bytes_and_decoding_shares_the_frame() {
+        let big = Bytes::from((0..70_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let msgs = [
+            Msg::PipeData {
+                pipe: 4,
+                last: true,
+                data: big.clone(),
+            },
+            Msg::Cast {
+                to: "sink".into(),
+                payload: big.slice(..SPLIT_MIN),
+            },
+            Msg::Call {
+                id: 7,
+                to: "s".into(),
+                payload: big.slice(..300),
+            },
+            Msg::ReplyOk {
+                id: 8,
+                payload: big.slice(..65_535),
+            },
+            Msg::PipeCredit { pipe: 1, bytes: 5 },
+        ];
+        for msg in msgs {
+            let p = Packet::Data {
+                seq: 3,
+                ack: 2,
+                msg,
+            };
+            let (head, tail) = p.encode_split().unwrap();
+            let mut joined = head.clone();
+            joined.extend_from_slice(&tail);
+            assert_eq!(joined, p.encode().unwrap());
+            let frame = Bytes::from(joined);
+            let back = Packet::decode_frame(&frame).unwrap();
+            assert_eq!(back, p);
+            if let Packet::Data { msg, .. } = back
+                && let Some(payload) = msg.payload().filter(|b| !b.is_empty())
+            {
+                // The payload points into the frame: no copy was made.
+                let (f, b) = (frame.as_ptr() as usize, payload.as_ptr() as usize);
+                assert!(b >= f && b + payload.len() <= f + frame.len());
+            }
+        }
+        // Not a Data packet: whole.
+        let (head, tail) = Packet::Ack { ack: 1 }.encode_split().unwrap();
+        assert!(tail.is_empty());
+        assert_eq!(head, Packet::Ack { ack: 1 }.encode().unwrap());
     }
 
     #[test]

@@ -498,6 +498,28 @@ impl Session {
         self.stats.bytes_received += data.len() as u64;
         let mut frames = Vec::new();
         let res = self.framer.decode(now, data, &mut frames);
+        self.handle_frames(frames, res);
+    }
+
+    /// Like [`handle_input`](Self::handle_input), for byte streams read
+    /// into a buffer the caller keeps: whole frames are taken out of `buf`
+    /// (on reliable streams without copying them), and what is left is the
+    /// start of a frame, with room reserved for its rest. Read more bytes
+    /// onto the end of `buf` and call again.
+    pub fn handle_input_buf(&mut self, now: Instant, buf: &mut BytesMut) {
+        self.advance(now);
+        if self.state == State::Closed {
+            buf.clear();
+            return;
+        }
+        let before = buf.len();
+        let mut frames = Vec::new();
+        let res = self.framer.decode_buf(now, buf, &mut frames);
+        self.stats.bytes_received += (before - buf.len()) as u64;
+        self.handle_frames(frames, res);
+    }
+
+    fn handle_frames(&mut self, frames: Vec<Bytes>, res: Result<(), Error>) {
         self.sync_framing_stats();
         for frame in frames {
             self.handle_frame(&frame);
@@ -981,8 +1003,8 @@ impl Session {
             return false;
         };
         let res = packet
-            .encode()
-            .and_then(|bytes| self.framer.encode(&bytes, &mut self.out));
+            .encode_split()
+            .and_then(|(head, tail)| self.framer.encode_parts(&head, tail, &mut self.out));
         match res {
             Ok(()) => {
                 self.stats.frames_sent += 1;
@@ -1040,9 +1062,9 @@ impl Session {
         Some(Packet::Data { seq, ack, msg })
     }
 
-    fn handle_frame(&mut self, frame: &[u8]) {
+    fn handle_frame(&mut self, frame: &Bytes) {
         self.last_recv = self.now;
-        let packet = match Packet::decode(frame) {
+        let packet = match Packet::decode_frame(frame) {
             Ok(p) => p,
             Err(e) => {
                 self.stats.decode_failures += 1;

@@ -38,17 +38,64 @@ impl LengthFraming {
 
     /// Append the framed `frame` to `out` (one chunk).
     pub fn encode(&mut self, frame: &[u8], out: &mut VecDeque<Bytes>) -> Result<(), Error> {
-        if frame.len() > self.max_frame {
+        self.encode_parts(frame, Bytes::new(), out)
+    }
+
+    /// Append the framed packet `head ‖ tail` to `out`: the length and
+    /// `head` in one chunk, then `tail` as it is (not copied), so a large
+    /// payload goes to the link straight from its sender's buffer.
+    pub fn encode_parts(
+        &mut self,
+        head: &[u8],
+        tail: Bytes,
+        out: &mut VecDeque<Bytes>,
+    ) -> Result<(), Error> {
+        let len = head.len() + tail.len();
+        if len > self.max_frame {
             return Err(Error::WireFrameTooLarge {
-                len: frame.len(),
+                len,
                 max: self.max_frame,
             });
         }
-        // The codec's format, written directly: one copy of the packet.
-        let mut dst = BytesMut::with_capacity(frame.len() + 4);
-        dst.put_u32(frame.len() as u32);
-        dst.extend_from_slice(frame);
+        // The codec's format, written directly: the head is copied once.
+        let mut dst = BytesMut::with_capacity(head.len() + 4);
+        dst.put_u32(len as u32);
+        dst.extend_from_slice(head);
         out.push_back(dst.freeze());
+        if !tail.is_empty() {
+            out.push_back(tail);
+        }
+        Ok(())
+    }
+
+    /// Take every complete packet out of `input`, the caller's receive
+    /// buffer, without copying: what stays in `input` is the start of a
+    /// packet, and `input` has room reserved for the rest of it. Read more
+    /// bytes onto its end and call again.
+    ///
+    /// Bytes fed earlier through [`decode`](Self::decode) come first.
+    /// Fails (and must not be fed again) on a length over the maximum.
+    pub fn decode_buf(&mut self, input: &mut BytesMut, out: &mut Vec<Bytes>) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            let chunk = input.split();
+            return self.decode(&chunk, out);
+        }
+        while input.len() >= 4 {
+            let len = (&input[..4]).get_u32() as usize;
+            if len > self.max_frame {
+                input.clear();
+                return Err(Error::WireFrameTooLarge {
+                    len,
+                    max: self.max_frame,
+                });
+            }
+            if input.len() < 4 + len {
+                input.reserve(4 + len - input.len());
+                break;
+            }
+            input.advance(4);
+            out.push(input.split_to(len).freeze());
+        }
         Ok(())
     }
 
@@ -109,6 +156,50 @@ mod tests {
                 .unwrap();
             assert_eq!(enc(&mut f, frame), theirs.to_vec());
         }
+    }
+
+    #[test]
+    fn decode_buf_takes_frames_without_copying() {
+        let mut f = LengthFraming::new(1 << 20);
+        let mut wire = enc(&mut f, &[1u8; 5000]);
+        wire.extend(enc(&mut f, b"x"));
+        wire.extend(enc(&mut f, &[2u8; 3000]));
+        // Every split point between two reads.
+        for cut in 0..wire.len() {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut out = Vec::new();
+            f.decode_buf(&mut buf, &mut out).unwrap();
+            buf.extend_from_slice(&wire[cut..]);
+            f.decode_buf(&mut buf, &mut out).unwrap();
+            assert!(buf.is_empty());
+            assert_eq!(out.len(), 3, "cut {cut}");
+            assert_eq!(&out[0][..], &[1u8; 5000][..]);
+            assert_eq!(&out[1][..], b"x");
+            assert_eq!(&out[2][..], &[2u8; 3000][..]);
+        }
+        // A partial frame leaves room for the rest of it.
+        let mut buf = BytesMut::from(&wire[..10]);
+        f.decode_buf(&mut buf, &mut Vec::new()).unwrap();
+        assert!(buf.capacity() >= 5004);
+        // Oversized.
+        let mut small = LengthFraming::new(10);
+        let mut buf = BytesMut::from(&b"\x00\x00\x00\x0bhello world"[..]);
+        assert!(small.decode_buf(&mut buf, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn parts_frame_like_one_packet() {
+        let mut f = LengthFraming::new(100);
+        let mut out = VecDeque::new();
+        f.encode_parts(b"ab", Bytes::from_static(b"cdef"), &mut out)
+            .unwrap();
+        let wire: Vec<u8> = out.into_iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(wire, enc(&mut f, b"abcdef"));
+        let mut out = VecDeque::new();
+        assert!(
+            f.encode_parts(&[0; 60], Bytes::from(vec![0; 41]), &mut out)
+                .is_err()
+        );
     }
 
     #[test]
