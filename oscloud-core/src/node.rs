@@ -37,30 +37,31 @@
 //! # }
 //! ```
 
+mod bridge;
 mod driver;
 mod id;
+mod link_io;
 mod remote;
 mod stats;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
 pub use id::NodeId;
 
 use crate::address::Address;
-use crate::transport::{Link, LinkIo, LinkKind, Transports};
+use crate::transport::{Link, LinkKind, Transports};
 use crate::wire::{self, FramingKind, LocalInfo, Session};
 use crate::{Error, Kernel};
-use driver::{Driver, Incoming, LinkChannels};
+use driver::Driver;
+use link_io::LinkPorts;
 use stats::LinkStats;
 
 /// How a node runs its links.
@@ -90,7 +91,7 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(6),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
-            pipe_window: 256 * 1024,
+            pipe_window: 1024 * 1024,
             max_frame: 1024 * 1024,
         }
     }
@@ -403,7 +404,7 @@ impl Node {
             }
         };
         let span = info_span!("link", node = %kernel.node().short(), link = id, remote = %link.info.remote);
-        let io = spawn_io(link.io);
+        let io = LinkPorts::new(link.io);
         // Mark the link connected (and tell a waiting dialler) on handshake.
         let (hs_tx, hs_rx) = oneshot::channel();
         let node = self.clone();
@@ -464,83 +465,4 @@ impl Node {
 /// Resolves once the node is shutting down.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|down| *down).await;
-}
-
-/// The writer of a stream link: whatever chunks are queued go out together
-/// in one vectored write (headers and payloads as they are, no copy into a
-/// buffer), until the queue is closed.
-async fn write_stream(
-    mut writer: crate::transport::StreamWriter,
-    mut out_rx: mpsc::Receiver<Bytes>,
-) {
-    /// At most this many chunks per system call (well under IOV_MAX).
-    const BATCH: usize = 64;
-    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(BATCH);
-    while let Some(chunk) = out_rx.recv().await {
-        batch.push_back(chunk);
-        while batch.len() < BATCH {
-            match out_rx.try_recv() {
-                Ok(more) => batch.push_back(more),
-                Err(_) => break,
-            }
-        }
-        while !batch.is_empty() {
-            let slices: Vec<std::io::IoSlice<'_>> =
-                batch.iter().map(|b| std::io::IoSlice::new(b)).collect();
-            let mut n = match writer.write_vectored(&slices).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            drop(slices);
-            while n > 0 {
-                let Some(front) = batch.front_mut() else {
-                    break;
-                };
-                if n >= front.len() {
-                    n -= front.len();
-                    batch.pop_front();
-                } else {
-                    front.advance(n);
-                    n = 0;
-                }
-            }
-        }
-    }
-    let _ = writer.shutdown().await;
-}
-
-/// Start the tasks that move bytes between the link and the driver (the
-/// driver reads a stream link itself).
-fn spawn_io(io: LinkIo) -> LinkChannels {
-    let (outgoing, mut out_rx) = mpsc::channel::<Bytes>(64);
-    let incoming;
-    match io {
-        LinkIo::Stream { reader, writer } => {
-            // The driver reads the stream itself.
-            incoming = Incoming::Stream {
-                reader,
-                buf: BytesMut::with_capacity(64 * 1024),
-            };
-            tokio::spawn(write_stream(writer, out_rx));
-        }
-        LinkIo::Datagram { mut rx, tx } => {
-            let (in_tx, in_rx) = mpsc::channel::<Bytes>(16);
-            incoming = Incoming::Channel(in_rx);
-            tokio::spawn(async move {
-                while let Ok(datagram) = rx.recv().await {
-                    if in_tx.send(datagram).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                while let Some(datagram) = out_rx.recv().await {
-                    if tx.send(datagram).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    }
-    LinkChannels { incoming, outgoing }
 }

@@ -2,21 +2,23 @@
 //! to the local kernel.
 //!
 //! The session is sans-IO; this is the thin async part. One task owns the
-//! session and reacts to four things: bytes from the link (read by a reader
-//! task), commands from endpoints and pipe pumps, changes in the local
-//! registry, and the session's timer. Bytes to send go to a writer task
-//! through a bounded queue, so a slow link pushes back on the session
-//! instead of growing memory, and reading never waits for writing.
+//! session and reacts to what happens: bytes from the link, room to write
+//! on the link, commands from endpoints, frames from local pipe readers,
+//! changes in the local registry, and the session's timer. Output waiting
+//! for the link is bounded (see `link_io`), so a slow link pushes back on
+//! the session instead of growing memory, and reading never waits for
+//! writing.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tokio::task::AbortHandle;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::bridge::{Bridge, Delivered, Outbound};
+use super::link_io::{Input, LinkPorts};
 use super::remote::{Command, RemoteEndpoint, from_remote, to_remote};
 use super::stats::LinkStats;
 use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, Session};
@@ -25,96 +27,8 @@ use crate::{
     Watch,
 };
 
-/// Where the driver gets the link's bytes.
-pub(crate) enum Incoming {
-    /// Datagrams, read by a task of their own; closed when the link is gone.
-    Channel(mpsc::Receiver<Bytes>),
-    /// A byte stream, read by the driver itself (no task hop per chunk).
-    Stream {
-        reader: crate::transport::StreamReader,
-        buf: bytes::BytesMut,
-    },
-}
-
-/// What [`Incoming::next`] brought.
-enum Input {
-    /// A datagram.
-    Chunk(Bytes),
-    /// Stream bytes, appended to the receive buffer.
-    Buffered,
-    /// The link is gone.
-    Closed,
-}
-
-impl Incoming {
-    /// Wait for input. Cancel-safe: a cancelled call has read nothing.
-    async fn next(&mut self) -> Input {
-        match self {
-            Incoming::Channel(rx) => rx.recv().await.map_or(Input::Closed, Input::Chunk),
-            Incoming::Stream { reader, buf } => {
-                use tokio::io::AsyncReadExt;
-                if buf.capacity() - buf.len() < 16 * 1024 {
-                    buf.reserve(64 * 1024);
-                }
-                match reader.read_buf(buf).await {
-                    Ok(0) | Err(_) => Input::Closed,
-                    Ok(_) => Input::Buffered,
-                }
-            }
-        }
-    }
-
-    /// Hand what arrived to the session: whole frames leave the receive
-    /// buffer without a copy, a partial one stays for the next read.
-    fn feed(&mut self, session: &mut Session, input: Input) {
-        match (self, input) {
-            (_, Input::Chunk(chunk)) => session.handle_input(Instant::now(), &chunk),
-            (Incoming::Stream { buf, .. }, Input::Buffered) => {
-                session.handle_input_buf(Instant::now(), buf)
-            }
-            _ => {}
-        }
-    }
-}
-
-/// How a link hands bytes to the driver and takes bytes from it.
-pub(crate) struct LinkChannels {
-    /// Chunks read from the link (one datagram per chunk on datagram links).
-    pub(crate) incoming: Incoming,
-    /// Chunks to write to the link; the writer task ends when it is closed.
-    pub(crate) outgoing: mpsc::Sender<Bytes>,
-}
-
-/// One pipe between a local end and the peer.
-struct Bridge {
-    /// Frames from the peer, towards the local reader (the inbound task).
-    inbound: Option<mpsc::UnboundedSender<Bytes>>,
-    /// Frames the session refused for lack of credit (and those queued
-    /// behind them), in order, each holding its share of the pump's budget.
-    waiting: VecDeque<(Bytes, OwnedSemaphorePermit)>,
-    /// The task pumping local frames to the session.
-    pump: Option<AbortHandle>,
-    /// The task delivering the peer's frames to the local reader.
-    deliver: Option<AbortHandle>,
-    /// The local writers are gone (frames may still wait for credit).
-    writers_done: bool,
-    /// Every local frame was handed to the session and the peer was told.
-    out_done: bool,
-    in_done: bool,
-    /// The peer sends no more (it half-closed the pipe).
-    peer_ended: bool,
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        for task in [self.pump.take(), self.deliver.take()]
-            .into_iter()
-            .flatten()
-        {
-            task.abort();
-        }
-    }
-}
+/// At most this many queued commands are handled in a row.
+const COMMAND_BATCH: usize = 64;
 
 /// The state of one link's driver.
 pub(crate) struct Driver {
@@ -131,6 +45,8 @@ pub(crate) struct Driver {
     /// Our calls waiting for the peer's reply.
     calls: HashMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
     pipes: HashMap<PipeId, Bridge>,
+    /// The local readers of pipes with credit, polled here.
+    outbound: Outbound,
     /// Commands the session refused because its send queue was full.
     blocked: VecDeque<Command>,
     /// Round-robin cursor for calls to local groups.
@@ -167,6 +83,7 @@ impl Driver {
             watch: None,
             calls: HashMap::new(),
             pipes: HashMap::new(),
+            outbound: Outbound::default(),
             blocked: VecDeque::new(),
             rr: 0,
             stats,
@@ -175,28 +92,8 @@ impl Driver {
     }
 
     /// Run until the session closes or the link goes away.
-    pub(crate) async fn run(mut self, mut io: LinkChannels) -> Ended {
-        let mut pending_out: Option<Bytes> = None;
+    pub(crate) async fn run(mut self, mut io: LinkPorts) -> Ended {
         let ended = loop {
-            // Hand the session's output to the writer while it has room.
-            loop {
-                if pending_out.is_none() {
-                    pending_out = self.session.poll_transmit(Instant::now());
-                }
-                let Some(chunk) = pending_out.take() else {
-                    break;
-                };
-                match io.outgoing.try_send(chunk) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(chunk)) => {
-                        pending_out = Some(chunk);
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        break;
-                    }
-                }
-            }
             if let Some(reason) = self.dispatch_events() {
                 // A broken protocol is worth a warning on this side (the
                 // peer logs its own view); a clean close or a timeout is not.
@@ -205,19 +102,16 @@ impl Driver {
                 {
                     warn!(link = %self.link, "closing the link: {reason}");
                 }
-                // Let the writer send the Close packet.
-                while let Some(chunk) = self.session.poll_transmit(Instant::now()) {
-                    if io.outgoing.send(chunk).await.is_err() {
-                        break;
-                    }
-                }
                 break Ended {
                     reason: reason.to_string(),
                     was_connected: self.peer.is_some(),
                 };
             }
+            // Take the session's output (including what handling its
+            // events just produced) while the link has room for it.
+            io.outgoing.fill(&mut self.session);
             let deadline = self.session.poll_timeout();
-            let want_write = pending_out.is_some();
+            let want_write = io.outgoing.has_pending();
             tokio::select! {
                 input = io.incoming.next() => match input {
                     Input::Closed => {
@@ -228,23 +122,32 @@ impl Driver {
                     }
                     input => io.incoming.feed(&mut self.session, input),
                 },
-                permit = io.outgoing.reserve(), if want_write => match permit {
-                    Ok(permit) => {
-                        if let Some(chunk) = pending_out.take() {
-                            permit.send(chunk);
-                        }
-                    }
-                    Err(_) => {
+                written = io.outgoing.write_some(), if want_write => {
+                    if written.is_err() {
                         break Ended {
                             reason: "the link's writer failed".into(),
                             was_connected: self.peer.is_some(),
                         }
                     }
-                },
+                }
                 // While the session refuses messages, new commands wait in
                 // their channel (in order) rather than piling up here.
                 Some(cmd) = self.commands.recv(), if self.blocked.is_empty() => {
-                    self.on_command(cmd)
+                    self.on_command(cmd);
+                    // Take what else is queued, so that its packets leave
+                    // together in one write.
+                    for _ in 1..COMMAND_BATCH {
+                        if !self.blocked.is_empty() {
+                            break;
+                        }
+                        let Ok(cmd) = self.commands.try_recv() else {
+                            break;
+                        };
+                        self.on_command(cmd);
+                    }
+                }
+                (pipe, frame) = self.outbound.next(), if !self.outbound.is_empty() => {
+                    self.on_local_frame(pipe, frame)
                 }
                 Some(ev) = next_event(&mut self.watch), if self.watch.is_some() => {
                     self.on_local_change(ev)
@@ -254,6 +157,8 @@ impl Driver {
                 }
             }
         };
+        // Send what is left (the Close packet, if any) and end the stream.
+        io.outgoing.finish(&mut self.session).await;
         self.shut_down(&ended.reason);
         ended
     }
@@ -342,31 +247,32 @@ impl Driver {
             }
             Event::PipeOpened { id, server, port } => self.on_pipe_opened(id, server, port),
             Event::PipeData { id, bytes } => {
-                let sent = self
-                    .pipes
-                    .get(&id)
-                    .and_then(|b| b.inbound.as_ref())
-                    .map(|tx| tx.send(bytes));
-                if !matches!(sent, Some(Ok(()))) {
-                    debug!(link = %self.link, %id, "data for a pipe whose reader is gone");
+                let delivered = self.pipes.get_mut(&id).map(|b| b.deliver(bytes));
+                match delivered {
+                    Some(Delivered::Now(n)) => {
+                        let _ = self.session.pipe_consumed(id, n);
+                    }
+                    Some(Delivered::Queued) => {}
+                    Some(Delivered::Dropped) | None => {
+                        debug!(link = %self.link, %id, "data for a pipe whose reader is gone");
+                    }
                 }
             }
-            Event::PipeWritable { id } => self.pipe_flush(id),
+            Event::PipeWritable { id } => self.pipe_resume(id),
             Event::PipeEnded { id } => {
                 // The peer writes no more: the local reader gets what is
                 // buffered, then end of stream.
                 if let Some(b) = self.pipes.get_mut(&id) {
-                    b.inbound.take();
-                    b.peer_ended = true;
+                    b.peer_ended();
                 }
                 self.maybe_close_pipe(id);
             }
             Event::PipeClosed { id, reason } => {
                 debug!(link = %self.link, %id, %reason, "pipe closed by peer");
-                // Dropping the bridge ends the inbound task after it drained
-                // (the local reader sees end of stream) and stops the pump.
-                if let Some(mut bridge) = self.pipes.remove(&id) {
-                    bridge.deliver.take(); // let it drain, do not abort it
+                // The local reader gets what is queued, then end of stream;
+                // the local writers see the pipe closed.
+                if let Some(mut bridge) = self.remove_pipe(id) {
+                    bridge.drain_on_drop();
                 }
             }
             Event::Writable => self.retry_blocked(),
@@ -482,27 +388,8 @@ impl Driver {
                 }
             },
             Command::Reply { id, result } => self.send_reply(id, result),
-            Command::PipeSend {
-                pipe,
-                frame,
-                budget,
-            } => {
-                if let Some(b) = self.pipes.get_mut(&pipe) {
-                    b.waiting.push_back((frame, budget));
-                    self.pipe_flush(pipe);
-                }
-            }
             Command::PipeConsumed { pipe, n } => {
                 let _ = self.session.pipe_consumed(pipe, n);
-            }
-            Command::PipeOutDone { pipe } => {
-                // Local writers are done: tell the peer (half-close), keep
-                // reading what it still sends.
-                // (once the frames still waiting for credit are sent).
-                if let Some(b) = self.pipes.get_mut(&pipe) {
-                    b.writers_done = true;
-                }
-                self.pipe_flush(pipe);
             }
             Command::PipeInDone { pipe } => {
                 if let Some(b) = self.pipes.get_mut(&pipe) {
@@ -513,7 +400,7 @@ impl Driver {
             Command::PipeAttached { pipe, result } => {
                 if let Err(err) = result {
                     debug!(link = %self.link, %pipe, "pipe refused: {err}");
-                    self.pipes.remove(&pipe);
+                    self.remove_pipe(pipe);
                     let _ = self
                         .session
                         .close_pipe(pipe, ExitReason::Failed(err.to_string()));
@@ -540,41 +427,69 @@ impl Driver {
         }
     }
 
-    /// Hand a pipe's waiting frames to the session, in order, until it
-    /// refuses one for lack of credit ([`Event::PipeWritable`] follows).
-    /// Once all are sent and the local writers are done, end the pipe.
-    fn pipe_flush(&mut self, pipe: PipeId) {
-        loop {
-            let Some(bridge) = self.pipes.get_mut(&pipe) else {
-                return;
-            };
-            let Some((frame, budget)) = bridge.waiting.pop_front() else {
-                if bridge.writers_done && !bridge.out_done {
-                    bridge.out_done = true;
-                    let _ = self.session.end_pipe(pipe);
-                    self.maybe_close_pipe(pipe);
-                }
-                return;
-            };
-            match self.session.pipe_send(pipe, frame.clone()) {
-                Ok(()) => drop(budget),
-                Err(Error::WireWouldBlock { .. }) => {
-                    if let Some(b) = self.pipes.get_mut(&pipe) {
-                        b.waiting.push_front((frame, budget));
-                    }
-                    return;
-                }
-                Err(err) => {
-                    // Dropping the bridge stops the pump; the pipe is closed.
-                    warn!(link = %self.link, %pipe, "pipe frame not sent, closing the pipe: {err}");
-                    self.pipes.remove(&pipe);
-                    let _ = self
-                        .session
-                        .close_pipe(pipe, ExitReason::Failed(err.to_string()));
-                    return;
-                }
+    /// A frame (or the end) from a local pipe reader, for the peer.
+    fn on_local_frame(&mut self, pipe: PipeId, frame: Option<Bytes>) {
+        let Some(frame) = frame else {
+            // Every local writer is gone and every frame was sent: tell
+            // the peer (half-close), keep reading what it still sends.
+            self.outbound.remove(pipe);
+            if let Some(b) = self.pipes.get_mut(&pipe) {
+                b.out_done = true;
+                let _ = self.session.end_pipe(pipe);
+            }
+            self.maybe_close_pipe(pipe);
+            return;
+        };
+        if !self.pipe_send(pipe, frame) {
+            // Short of credit: stop polling this reader until the peer
+            // grants more.
+            let reader = self.outbound.remove(pipe);
+            if let Some(b) = self.pipes.get_mut(&pipe) {
+                b.parked = reader;
             }
         }
+    }
+
+    /// The peer granted credit: send the waiting frame, then poll the
+    /// reader again.
+    fn pipe_resume(&mut self, pipe: PipeId) {
+        let Some(frame) = self.pipes.get_mut(&pipe).and_then(|b| b.waiting.take()) else {
+            return;
+        };
+        if self.pipe_send(pipe, frame)
+            && let Some(reader) = self.pipes.get_mut(&pipe).and_then(|b| b.parked.take())
+        {
+            self.outbound.insert(pipe, reader);
+        }
+    }
+
+    /// Hand one frame to the session; false when it is short of credit
+    /// (the frame then waits in the bridge) or the pipe is gone.
+    fn pipe_send(&mut self, pipe: PipeId, frame: Bytes) -> bool {
+        match self.session.pipe_send(pipe, frame.clone()) {
+            Ok(()) => true,
+            Err(Error::WireWouldBlock { .. }) => {
+                if let Some(b) = self.pipes.get_mut(&pipe) {
+                    b.waiting = Some(frame);
+                }
+                false
+            }
+            Err(err) => {
+                // The local writers see the pipe closed.
+                warn!(link = %self.link, %pipe, "pipe frame not sent, closing the pipe: {err}");
+                self.remove_pipe(pipe);
+                let _ = self
+                    .session
+                    .close_pipe(pipe, ExitReason::Failed(err.to_string()));
+                false
+            }
+        }
+    }
+
+    /// Forget a pipe: its reader is no longer polled, its tasks stop.
+    fn remove_pipe(&mut self, pipe: PipeId) -> Option<Bridge> {
+        self.outbound.remove(pipe);
+        self.pipes.remove(&pipe)
     }
 
     /// Close a pipe once neither side has anything more to say: the local
@@ -584,10 +499,10 @@ impl Driver {
             .pipes
             .get(&pipe)
             .is_some_and(|b| b.out_done && (b.in_done || b.peer_ended))
-            && let Some(mut bridge) = self.pipes.remove(&pipe)
+            && let Some(mut bridge) = self.remove_pipe(pipe)
         {
             // Let the delivery task drain to the local reader; do not abort.
-            bridge.deliver.take();
+            bridge.drain_on_drop();
             let _ = self.session.close_pipe(pipe, ExitReason::Normal);
         }
     }
@@ -613,76 +528,10 @@ impl Driver {
 
     /// Join the local pipe end `end` to the session's pipe `id`.
     fn bridge(&mut self, id: PipeId, end: PipeEnd) {
-        let (mut reader, writer) = end.split();
-        let commands = self.commands_tx.clone();
-        // Outbound: local frames → session. The pump runs ahead of the
-        // session by at most one window of bytes (the peer's credit is the
-        // back-pressure beyond that), so frames reach the driver in batches.
-        let window = self
-            .peer
-            .as_ref()
-            .map_or(64 * 1024, |p| p.pipe_window as usize)
-            .clamp(1, Semaphore::MAX_PERMITS);
-        let budget = Arc::new(Semaphore::new(window));
-        let pump = tokio::spawn({
-            let commands = commands.clone();
-            async move {
-                while let Some(frame) = reader.recv().await {
-                    // A frame larger than the window takes all of it (the
-                    // session then refuses it with a clear error).
-                    let need = u32::try_from(frame.len().clamp(1, window)).unwrap_or(u32::MAX);
-                    let Ok(budget) = budget.clone().acquire_many_owned(need).await else {
-                        return;
-                    };
-                    if commands
-                        .send(Command::PipeSend {
-                            pipe: id,
-                            frame,
-                            budget,
-                        })
-                        .is_err()
-                    {
-                        return; // the link is gone
-                    }
-                }
-                // Every frame was handed over before this, in order.
-                let _ = commands.send(Command::PipeOutDone { pipe: id });
-            }
-        });
-        // Inbound: the peer's frames → the local reader; credit goes back
-        // as the local reader takes them.
-        let (inbound, mut frames) = mpsc::unbounded_channel::<Bytes>();
-        let deliver = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    frame = frames.recv() => match frame {
-                        Some(frame) => {
-                            let n = frame.len();
-                            if writer.send(frame).await.is_err() {
-                                break;
-                            }
-                            let _ = commands.send(Command::PipeConsumed { pipe: id, n });
-                        }
-                        None => return, // the peer closed: dropping `writer` is EOF
-                    },
-                    () = writer.closed() => break,
-                }
-            }
-            let _ = commands.send(Command::PipeInDone { pipe: id });
-        });
-        self.pipes.insert(
-            id,
-            Bridge {
-                inbound: Some(inbound),
-                waiting: VecDeque::new(),
-                pump: Some(pump.abort_handle()),
-                deliver: Some(deliver.abort_handle()),
-                writers_done: false,
-                out_done: false,
-                in_done: false,
-                peer_ended: false,
-            },
-        );
+        let (reader, writer) = end.split();
+        self.outbound.insert(id, reader);
+        self.pipes
+            .insert(id, Bridge::new(id, writer, self.commands_tx.clone()));
     }
 
     /// The link is over: the peer's servers leave the registry, our calls
@@ -707,6 +556,7 @@ impl Driver {
             }
         }
         self.pipes.clear();
+        self.outbound.clear();
         self.commands.close();
         self.stats.update(&self.session.stats());
     }

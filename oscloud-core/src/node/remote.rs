@@ -32,18 +32,8 @@ pub(crate) enum Command {
         id: crate::wire::CallId,
         result: Result<Bytes, RemoteError>,
     },
-    /// The local pump of a pipe read a frame for the peer. `budget` is
-    /// released once the session took the frame: the pump may run ahead
-    /// of the session by at most its budget (that is the back-pressure).
-    PipeSend {
-        pipe: crate::wire::PipeId,
-        frame: Bytes,
-        budget: tokio::sync::OwnedSemaphorePermit,
-    },
     /// The local reader of a pipe took `n` bytes from the peer.
     PipeConsumed { pipe: crate::wire::PipeId, n: usize },
-    /// The local writers of a pipe are gone and every frame was sent.
-    PipeOutDone { pipe: crate::wire::PipeId },
     /// The local reader of a pipe is gone.
     PipeInDone { pipe: crate::wire::PipeId },
     /// A local server accepted or refused a pipe the peer opened.

@@ -1,0 +1,260 @@
+//! How a link driver moves bytes: straight on a byte stream, through small
+//! tasks on a datagram link.
+//!
+//! On a stream link (TCP, Unix, serial) the driver reads and writes the
+//! stream itself, with no task in between: it reads into a receive buffer
+//! whose whole frames the session takes without a copy, and it writes what
+//! the session has queued in one vectored write (headers and payloads as
+//! they are). A datagram link's transport hands out channels; each
+//! direction gets a task that forwards datagrams.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::transport::{LinkIo, StreamReader, StreamWriter};
+use crate::wire::Session;
+
+/// The receive buffer of a stream link grows by this much at a time.
+const RECV_BUFFER: usize = 512 * 1024;
+/// Below this much free room, the receive buffer grows before a read.
+const RECV_MIN_SPARE: usize = 64 * 1024;
+/// At most this many chunks go in one vectored write (well under IOV_MAX)
+/// and wait to be written...
+const WRITE_CHUNKS: usize = 64;
+/// ...and at most this many bytes: beyond, the session keeps its output
+/// (and pushes back on its senders) until the link takes more.
+const WRITE_BYTES: usize = 1024 * 1024;
+/// How long a closing link may take to write its last packets.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+/// A link's two directions, as the driver uses them.
+pub(crate) struct LinkPorts {
+    pub(crate) incoming: Incoming,
+    pub(crate) outgoing: Outgoing,
+}
+
+impl LinkPorts {
+    /// Take over a link's I/O; datagram links get their forwarding tasks.
+    pub(crate) fn new(io: LinkIo) -> Self {
+        match io {
+            LinkIo::Stream { reader, writer } => Self {
+                incoming: Incoming::Stream {
+                    reader,
+                    buf: BytesMut::with_capacity(64 * 1024),
+                },
+                outgoing: Outgoing::Stream {
+                    writer,
+                    batch: VecDeque::new(),
+                    bytes: 0,
+                },
+            },
+            LinkIo::Datagram { mut rx, tx } => {
+                let (in_tx, in_rx) = mpsc::channel::<Bytes>(16);
+                let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(64);
+                tokio::spawn(async move {
+                    while let Ok(datagram) = rx.recv().await {
+                        if in_tx.send(datagram).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some(datagram) = out_rx.recv().await {
+                        if tx.send(datagram).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                Self {
+                    incoming: Incoming::Channel(in_rx),
+                    outgoing: Outgoing::Channel {
+                        tx: out_tx,
+                        pending: None,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Where the driver gets the link's bytes.
+pub(crate) enum Incoming {
+    /// Datagrams, read by a task of their own; closed when the link is gone.
+    Channel(mpsc::Receiver<Bytes>),
+    /// A byte stream, read by the driver itself.
+    Stream { reader: StreamReader, buf: BytesMut },
+}
+
+/// What [`Incoming::next`] brought.
+pub(crate) enum Input {
+    /// A datagram.
+    Chunk(Bytes),
+    /// Stream bytes, appended to the receive buffer.
+    Buffered,
+    /// The link is gone.
+    Closed,
+}
+
+impl Incoming {
+    /// Wait for input. Cancel-safe: a cancelled call has read nothing.
+    pub(crate) async fn next(&mut self) -> Input {
+        match self {
+            Incoming::Channel(rx) => rx.recv().await.map_or(Input::Closed, Input::Chunk),
+            Incoming::Stream { reader, buf } => {
+                // Frames are cut out of this buffer and handed on without
+                // a copy; only a frame straddling the end of the buffer is
+                // copied, into the next one. Large buffers keep that rare.
+                if buf.capacity() - buf.len() < RECV_MIN_SPARE {
+                    buf.reserve(RECV_BUFFER);
+                }
+                match reader.read_buf(buf).await {
+                    Ok(0) | Err(_) => Input::Closed,
+                    Ok(_) => Input::Buffered,
+                }
+            }
+        }
+    }
+
+    /// Hand what arrived to the session: whole frames leave the receive
+    /// buffer without a copy, a partial one stays for the next read.
+    pub(crate) fn feed(&mut self, session: &mut Session, input: Input) {
+        match (self, input) {
+            (_, Input::Chunk(chunk)) => session.handle_input(Instant::now(), &chunk),
+            (Incoming::Stream { buf, .. }, Input::Buffered) => {
+                session.handle_input_buf(Instant::now(), buf)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Where the driver puts the session's output.
+pub(crate) enum Outgoing {
+    /// Datagrams for the link's sending task; `pending` did not fit yet.
+    Channel {
+        tx: mpsc::Sender<Bytes>,
+        pending: Option<Bytes>,
+    },
+    /// A byte stream written by the driver; `batch` is what waits to be
+    /// written (`bytes` long).
+    Stream {
+        writer: StreamWriter,
+        batch: VecDeque<Bytes>,
+        bytes: usize,
+    },
+}
+
+/// The link can no longer be written.
+#[derive(Debug)]
+pub(crate) struct WriteFailed;
+
+impl Outgoing {
+    /// Take the session's output while there is room for it.
+    pub(crate) fn fill(&mut self, session: &mut Session) {
+        match self {
+            Outgoing::Channel { tx, pending } => loop {
+                if pending.is_none() {
+                    *pending = session.poll_transmit(Instant::now());
+                }
+                let Some(chunk) = pending.take() else {
+                    return;
+                };
+                match tx.try_send(chunk) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(chunk)) => {
+                        *pending = Some(chunk);
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            },
+            Outgoing::Stream { batch, bytes, .. } => {
+                while batch.len() < WRITE_CHUNKS && *bytes < WRITE_BYTES {
+                    let Some(chunk) = session.poll_transmit(Instant::now()) else {
+                        return;
+                    };
+                    *bytes += chunk.len();
+                    batch.push_back(chunk);
+                }
+            }
+        }
+    }
+
+    /// Whether output waits for the link.
+    pub(crate) fn has_pending(&self) -> bool {
+        match self {
+            Outgoing::Channel { pending, .. } => pending.is_some(),
+            Outgoing::Stream { batch, .. } => !batch.is_empty(),
+        }
+    }
+
+    /// Move some of the waiting output to the link: one vectored write on
+    /// a stream. Cancel-safe: a cancelled call has written nothing.
+    pub(crate) async fn write_some(&mut self) -> Result<(), WriteFailed> {
+        match self {
+            Outgoing::Channel { tx, pending } => {
+                let permit = tx.reserve().await.map_err(|_| WriteFailed)?;
+                if let Some(chunk) = pending.take() {
+                    permit.send(chunk);
+                }
+                Ok(())
+            }
+            Outgoing::Stream {
+                writer,
+                batch,
+                bytes,
+            } => {
+                let n = std::future::poll_fn(|cx| {
+                    let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+                    Pin::new(&mut *writer).poll_write_vectored(cx, &slices)
+                })
+                .await
+                .map_err(|_| WriteFailed)?;
+                if n == 0 {
+                    return Err(WriteFailed);
+                }
+                *bytes -= n;
+                let mut n = n;
+                while n > 0 {
+                    let Some(front) = batch.front_mut() else {
+                        break;
+                    };
+                    if n >= front.len() {
+                        n -= front.len();
+                        batch.pop_front();
+                    } else {
+                        front.advance(n);
+                        n = 0;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Write everything the session still has (its Close packet), for a
+    /// short while at most, and end the stream.
+    pub(crate) async fn finish(&mut self, session: &mut Session) {
+        let flush = async {
+            loop {
+                self.fill(session);
+                if !self.has_pending() {
+                    break;
+                }
+                if self.write_some().await.is_err() {
+                    return;
+                }
+            }
+            if let Outgoing::Stream { writer, .. } = self {
+                let _ = writer.shutdown().await;
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_FLUSH, flush).await;
+    }
+}
