@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use oscloud_actors::{Context, PipeOutcome, Server, ServerError, ServerRef, async_trait, encode};
 use oscloud_core::transport::Transports;
-use oscloud_core::{Kernel, Node, PipeEnd, RegistryEvent};
+use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, RegistryEvent};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -111,8 +111,16 @@ async fn pair(unix: bool) -> Pair {
     oscloud_actors::start(&ka, "bench", Bench(counters.clone()))
         .await
         .unwrap();
-    let a = Node::new(ka, transports.clone());
-    let b = Node::new(kb.clone(), transports);
+    // OSCLOUD_BENCH_WINDOW=<bytes> sets the per-pipe credit window.
+    let mut config = NodeConfig::default();
+    if let Some(w) = std::env::var("OSCLOUD_BENCH_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+    {
+        config.pipe_window = w;
+    }
+    let a = Node::with_config(ka, transports.clone(), config.clone());
+    let b = Node::with_config(kb.clone(), transports, config);
     let (addr, dir) = if unix {
         let dir = tempfile::tempdir().unwrap();
         let a = format!("unix://{}/a.sock", dir.path().display());

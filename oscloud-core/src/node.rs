@@ -91,7 +91,7 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(6),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
-            pipe_window: 1024 * 1024,
+            pipe_window: 256 * 1024,
             max_frame: 1024 * 1024,
         }
     }
