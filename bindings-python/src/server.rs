@@ -190,8 +190,10 @@ impl Server for PyServer {
         };
         let pipe = PyPipe::new(end);
         let accepted = invoke(&self.0.locals, handler, move |py| {
-            let pipe = Bound::new(py, pipe)?;
-            PyTuple::new(py, [port.into_pyobject(py)?.into_any(), pipe.into_any()])
+            // Handed over as the package's `oscloud.Pipe` wrapper.
+            let native = Bound::new(py, pipe)?;
+            let pipe = py.import("oscloud")?.getattr("Pipe")?.call1((native,))?;
+            PyTuple::new(py, [port.into_pyobject(py)?.into_any(), pipe])
         })
         .await
         .map_err(raised)?;

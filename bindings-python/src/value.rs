@@ -21,6 +21,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple};
 use rmpv::Value;
+use serde::Deserialize;
 
 use crate::Error;
 
@@ -171,14 +172,18 @@ pub(crate) fn encode_value(value: &Value) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
-/// Decode bytes holding exactly one MessagePack value.
-pub(crate) fn decode_value(mut bytes: &[u8]) -> Result<Value, Error> {
-    let value = rmpv::decode::read_value_with_max_depth(&mut bytes, MAX_DEPTH)
-        .map_err(|e| Error::Decode(e.to_string()))?;
-    if !bytes.is_empty() {
+/// Decode bytes holding exactly one MessagePack value, the way a server
+/// decodes its requests (`rmp-serde`).
+pub(crate) fn decode_value(bytes: &[u8]) -> Result<Value, Error> {
+    let mut rest = bytes;
+    let value = {
+        let mut de = rmp_serde::Deserializer::new(&mut rest);
+        Value::deserialize(&mut de).map_err(|e| Error::Decode(e.to_string()))?
+    };
+    if !rest.is_empty() {
         return Err(Error::Decode(format!(
             "{} bytes left over after the value",
-            bytes.len()
+            rest.len()
         )));
     }
     Ok(value)

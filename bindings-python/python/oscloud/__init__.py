@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import inspect
 from types import TracebackType
-from typing import Any, Callable, List, Optional, Sequence, Type, TypeVar
+from typing import Any, AsyncIterator, Callable, List, Optional, Sequence, Type
 
 from . import _native
-from ._native import Entry, Pipe, RegistryEvent, ServerHandle, ServerRef, Watch, decode, encode
+from ._native import Entry, RegistryEvent, decode, encode
 from .errors import (
     DecodeError,
     EncodeError,
@@ -84,7 +84,150 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-T = TypeVar("T")
+
+class ServerRef:
+    """A reference to a server by name, on this node or a linked one.
+
+    It resolves the name on every use, so it survives restarts of the
+    server (and finds a server that appears later).
+    """
+
+    def __init__(self, native: _native.ServerRef) -> None:
+        self._native = native
+
+    @property
+    def name(self) -> str:
+        """The server's name."""
+        return self._native.name
+
+    async def call(self, message: Any, timeout: float = 5.0) -> Any:
+        """Send ``message`` and wait at most ``timeout`` seconds for the reply.
+
+        Raises :class:`NotFound`, :class:`Timeout` (the server may still
+        handle it), :class:`RemoteError` (the server failed handling it),
+        :class:`ServerStopped`, :class:`DecodeError` (the server could not
+        decode it), :class:`EncodeError` (``message`` has no MessagePack
+        form). Cancelling the await abandons the call: the server may still
+        handle it, and the reply is dropped.
+        """
+        return await self._native.call(message, timeout)
+
+    async def cast(self, message: Any) -> None:
+        """Send ``message`` one way; returns once it is queued for the
+        server (not handled). Raises :class:`NotFound`,
+        :class:`ServerStopped`, :class:`EncodeError`."""
+        await self._native.cast(message)
+
+    async def open_pipe(self, port: str) -> "Pipe":
+        """Open a duplex pipe to the server's ``port``: the server gets one
+        end, this returns the other. Raises :class:`NoSuchPort` if the
+        server takes no pipe there."""
+        return Pipe(await self._native.open_pipe(port))
+
+    def __repr__(self) -> str:
+        return f"<oscloud.ServerRef {self.name!r}>"
+
+
+class Pipe:
+    """One end of a duplex, back-pressured pipe of byte frames.
+
+    Read it with ``await pipe.recv()`` (None at the end) or
+    ``async for frame in pipe``; write with ``await pipe.send(frame)``;
+    ``pipe.close()`` ends this side's stream.
+    """
+
+    def __init__(self, native: _native.Pipe) -> None:
+        self._native = native
+
+    async def send(self, frame: bytes) -> None:
+        """Write one frame, waiting while the pipe is full. Raises
+        :class:`PipeClosed` when the other end is gone or this side was
+        closed."""
+        await self._native.send(frame)
+
+    async def recv(self) -> Optional[bytes]:
+        """The next frame; None once the other side closed its stream and
+        everything it sent was read."""
+        return await self._native.recv()
+
+    def close(self) -> None:
+        """End this side's stream: the other end reads None after what was
+        sent. Reading goes on."""
+        self._native.close()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[bytes]:
+        while True:
+            frame = await self._native.recv()
+            if frame is None:
+                return
+            yield frame
+
+    def __repr__(self) -> str:
+        return repr(self._native)
+
+
+class ServerHandle:
+    """A Python server started with :meth:`Node.server` (what the decorator
+    returns)."""
+
+    def __init__(self, native: _native.ServerHandle, target: Any) -> None:
+        self._native = native
+        #: The decorated function or class.
+        self.target = target
+
+    @property
+    def name(self) -> str:
+        """The server's registered name."""
+        return self._native.name
+
+    @property
+    def restarts(self) -> int:
+        """How many times its supervisor restarted it."""
+        return self._native.restarts
+
+    @property
+    def running(self) -> bool:
+        """Whether it runs now (False once stopped, or once its supervisor
+        gave up after too many failures)."""
+        return self._native.running
+
+    async def stop(self) -> None:
+        """Stop the server (it leaves the registry) and its supervisor."""
+        await self._native.stop()
+
+    async def wait(self) -> None:
+        """Wait until its supervisor ends. Raises :class:`Error` if it gave
+        up (more than ``max_restarts`` failures within ``period``)."""
+        await self._native.wait()
+
+    def __repr__(self) -> str:
+        return f"<oscloud.ServerHandle {self.name!r}>"
+
+
+class Watch:
+    """An async iterator over registry changes (:class:`RegistryEvent`):
+    first one ``added`` event per server present when it was made, then
+    every change in order. Events are never dropped."""
+
+    def __init__(self, native: _native.Watch) -> None:
+        self._native = native
+
+    async def next(self, timeout: Optional[float] = None) -> Optional[RegistryEvent]:
+        """The next change; with ``timeout``, None if none came within that
+        many seconds."""
+        return await self._native.next(timeout)
+
+    def __aiter__(self) -> "Watch":
+        return self
+
+    async def __anext__(self) -> RegistryEvent:
+        ev = await self._native.next(None)
+        if ev is None:
+            raise StopAsyncIteration
+        return ev
 
 
 class Node:
@@ -140,12 +283,12 @@ class Node:
         Raises :class:`NotFound` if it is not registered; with ``wait``,
         waits up to that many seconds for it to appear first.
         """
-        return await self._native.lookup(name, wait)
+        return ServerRef(await self._native.lookup(name, wait))
 
     def server_ref(self, name: str) -> ServerRef:
         """A reference to ``name`` that is resolved on every use (it need
         not exist yet)."""
-        return self._native.server_ref(name)
+        return ServerRef(self._native.server_ref(name))
 
     def server(
         self,
@@ -194,7 +337,7 @@ class Node:
             is_class = inspect.isclass(target)
             if not is_class and not callable(target):
                 raise UsageError(f"Node.server needs a function or a class, not {target!r}")
-            return self._native._serve(
+            native = self._native._serve(
                 name,
                 target,
                 is_class,
@@ -205,6 +348,7 @@ class Node:
                 max_restarts,
                 period,
             )
+            return ServerHandle(native, target)
 
         return register
 
@@ -216,7 +360,7 @@ class Node:
     def watch(self) -> Watch:
         """An async iterator over registry changes: first one ``added``
         event per server present now, then every change in order."""
-        return self._native.watch()
+        return Watch(self._native.watch())
 
     def peers(self) -> List[str]:
         """The ids of the nodes linked now."""
