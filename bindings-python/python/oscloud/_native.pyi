@@ -3,7 +3,20 @@
 Use the ``oscloud`` package rather than this module directly.
 """
 
-from typing import Any, AsyncIterator, Awaitable, List, Literal, Optional
+from typing import Any, Awaitable, List, Literal, Optional, final
+
+__all__ = [
+    "Node",
+    "ServerRef",
+    "ServerHandle",
+    "Entry",
+    "RegistryEvent",
+    "Watch",
+    "Pipe",
+    "encode",
+    "decode",
+    "RAISED_PREFIX",
+]
 
 RAISED_PREFIX: str
 
@@ -13,6 +26,7 @@ def encode(value: Any) -> bytes:
 def decode(data: bytes) -> Any:
     """Decode MessagePack bytes, exactly as a server would."""
 
+@final
 class Node:
     @staticmethod
     def start(listen: List[str] = ..., connect: List[str] = ...) -> Awaitable[Node]: ...
@@ -41,6 +55,7 @@ class Node:
     def peers(self) -> List[str]: ...
     def stop(self) -> Awaitable[None]: ...
 
+@final
 class ServerRef:
     """A reference to a server by name, local or on a linked node. It
     resolves the name on every use, so it survives restarts."""
@@ -59,6 +74,7 @@ class ServerRef:
         """Open a duplex pipe to the server's ``port``; raises NoSuchPort
         if it takes none there."""
 
+@final
 class ServerHandle:
     """A Python server started with ``Node.server``."""
 
@@ -77,6 +93,7 @@ class ServerHandle:
         """Wait until the supervisor ends; raises oscloud.Error if it gave
         up (restart intensity exceeded)."""
 
+@final
 class Entry:
     """One registry entry."""
 
@@ -93,6 +110,7 @@ class Entry:
     @property
     def produces(self) -> List[str]: ...
 
+@final
 class RegistryEvent:
     """A registry change."""
 
@@ -107,6 +125,7 @@ class RegistryEvent:
         """Why it was removed (``"normal exit"``, ``"failed: ..."``,
         ``"link down: ..."``); None for ``added``."""
 
+@final
 class Watch:
     """An async iterator over registry changes."""
 
@@ -115,6 +134,7 @@ class Watch:
     def __aiter__(self) -> Watch: ...
     def __anext__(self) -> Awaitable[RegistryEvent]: ...
 
+@final
 class Pipe:
     """One end of a duplex, back-pressured pipe of byte frames. Iterate it
     with ``async for frame in pipe``."""
