@@ -13,8 +13,8 @@ use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::{Capabilities, Entry, Error as CoreError, Kernel, Node, RegistryEvent, Watch};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
-use pyo3::prelude::*;
 use pyo3::exceptions::PyStopAsyncIteration;
+use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
 use pyo3_async_runtimes::tokio::{future_into_py, get_runtime};
 
@@ -39,8 +39,11 @@ fn parse(addr: &str) -> Result<Address, Error> {
 }
 
 fn duration(seconds: f64, what: &str) -> Result<Duration, Error> {
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| Error::Usage(format!("{what} must be a finite number of seconds >= 0, not {seconds}")))
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        Error::Usage(format!(
+            "{what} must be a finite number of seconds >= 0, not {seconds}"
+        ))
+    })
 }
 
 #[derive(Debug)]
@@ -74,9 +77,19 @@ impl PyNode {
     /// address of `connect` (waiting for each handshake).
     #[staticmethod]
     #[pyo3(signature = (listen = Vec::new(), connect = Vec::new()))]
-    fn start(py: Python<'_>, listen: Vec<String>, connect: Vec<String>) -> PyResult<Bound<'_, PyAny>> {
-        let listen = listen.iter().map(|a| parse(a)).collect::<Result<Vec<_>, _>>()?;
-        let connect = connect.iter().map(|a| parse(a)).collect::<Result<Vec<_>, _>>()?;
+    fn start(
+        py: Python<'_>,
+        listen: Vec<String>,
+        connect: Vec<String>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        let listen = listen
+            .iter()
+            .map(|a| parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connect = connect
+            .iter()
+            .map(|a| parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
         let locals = Arc::new(pyo3_async_runtimes::tokio::get_current_locals(py)?);
         future_into_py(py, async move {
             let node = Node::new(Kernel::new(), transports());
@@ -143,7 +156,12 @@ impl PyNode {
     /// A reference to the server `name`; with `wait`, wait up to that many
     /// seconds for it to appear (for example on a node just linked).
     #[pyo3(signature = (name, wait = None))]
-    fn lookup<'py>(&self, py: Python<'py>, name: String, wait: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        wait: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let kernel = self.kernel().clone();
         let wait = wait.map(|w| duration(w, "wait")).transpose()?;
         future_into_py(py, async move {
@@ -320,7 +338,12 @@ impl PyServerRef {
 
     /// Send `message` and wait at most `timeout` seconds for the reply.
     #[pyo3(signature = (message, timeout = 5.0))]
-    fn call<'py>(&self, py: Python<'py>, message: &Bound<'py, PyAny>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        message: &Bound<'py, PyAny>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let bytes = Bytes::from(encode_py(message)?);
         let timeout = duration(timeout, "timeout")?;
         let raw = self.raw.clone();
@@ -331,7 +354,11 @@ impl PyServerRef {
     }
 
     /// Send `message` one way; returns once it is queued for the server.
-    fn cast<'py>(&self, py: Python<'py>, message: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn cast<'py>(
+        &self,
+        py: Python<'py>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let bytes = Bytes::from(encode_py(message)?);
         let sent = self.raw.cast(bytes).map_err(Error::from);
         future_into_py(py, async move {
@@ -473,8 +500,14 @@ impl PyEvent {
 
     fn __repr__(&self) -> String {
         match &self.reason {
-            Some(r) => format!("<oscloud.RegistryEvent {} {:?}: {r}>", self.kind, self.entry.name),
-            None => format!("<oscloud.RegistryEvent {} {:?}>", self.kind, self.entry.name),
+            Some(r) => format!(
+                "<oscloud.RegistryEvent {} {:?}: {r}>",
+                self.kind, self.entry.name
+            ),
+            None => format!(
+                "<oscloud.RegistryEvent {} {:?}>",
+                self.kind, self.entry.name
+            ),
         }
     }
 }

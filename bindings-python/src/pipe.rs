@@ -65,10 +65,7 @@ impl PyPipe {
     /// End this side's stream: the other end reads `None` once it has read
     /// what was sent. Reading goes on.
     fn close(&self) {
-        self.writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     fn __aiter__(slf: Py<Self>) -> Py<Self> {

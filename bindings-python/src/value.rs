@@ -19,7 +19,9 @@
 //! map key becomes a `tuple`, so it can be hashed).
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+};
 use rmpv::Value;
 use serde::Deserialize;
 
@@ -121,9 +123,13 @@ fn from_value_at<'py>(
         Value::Boolean(b) => PyBool::new(py, *b).to_owned().into_any(),
         Value::Integer(i) => {
             if let Some(v) = i.as_i64() {
-                match v.into_pyobject(py) { Ok(i) => i.into_any() }
+                match v.into_pyobject(py) {
+                    Ok(i) => i.into_any(),
+                }
             } else if let Some(v) = i.as_u64() {
-                match v.into_pyobject(py) { Ok(i) => i.into_any() }
+                match v.into_pyobject(py) {
+                    Ok(i) => i.into_any(),
+                }
             } else {
                 return Err(Error::Decode("integer out of range".into()));
             }
