@@ -1,0 +1,385 @@
+"""oscloud for Python: script servers in Python and drop them into a cloud.
+
+A :class:`Node` is an oscloud kernel with links to other nodes (Rust or
+Python, in this process, over TCP or Unix sockets). Servers registered on
+any linked node are reached by name, exactly like local ones::
+
+    import asyncio
+    import oscloud
+
+    async def main() -> None:
+        node = await oscloud.Node.start(listen=["tcp://127.0.0.1:7000"])
+
+        @node.server("upper", accepts=["text"])
+        async def upper(text: str) -> str:
+            return text.upper()
+
+        ref = await node.lookup("upper")
+        print(await ref.call("hello", timeout=1.0))   # HELLO
+        await node.stop()
+
+    asyncio.run(main())
+
+Messages are Python values made of None, bool, int, float, str, bytes,
+list, tuple and dict, carried as MessagePack with the same encoding Rust
+servers use (``oscloud_actors::encode``): a Rust ``String`` is a Python
+``str``, a tuple or struct is a list, a map is a dict.
+
+Everything that waits is a coroutine run by the asyncio event loop; the
+Rust side never blocks the loop and does not hold the GIL while it waits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import TracebackType
+from typing import Any, AsyncIterator, Callable, List, Optional, Sequence, Type
+
+from . import _native
+from ._native import Entry, RegistryEvent, decode, encode
+from .errors import (
+    DecodeError,
+    EncodeError,
+    Error,
+    InvalidAddress,
+    InvalidName,
+    LinkError,
+    NameTaken,
+    NoSuchPort,
+    NotFound,
+    PipeClosed,
+    RemoteError,
+    ServerStopped,
+    StartFailed,
+    Timeout,
+    UsageError,
+)
+
+__all__ = [
+    "Node",
+    "ServerRef",
+    "ServerHandle",
+    "Pipe",
+    "Entry",
+    "RegistryEvent",
+    "Watch",
+    "encode",
+    "decode",
+    "Error",
+    "NotFound",
+    "Timeout",
+    "ServerStopped",
+    "RemoteError",
+    "DecodeError",
+    "EncodeError",
+    "NoSuchPort",
+    "NameTaken",
+    "InvalidName",
+    "InvalidAddress",
+    "LinkError",
+    "PipeClosed",
+    "StartFailed",
+    "UsageError",
+]
+
+__version__ = "0.1.0"
+
+
+class ServerRef:
+    """A reference to a server by name, on this node or a linked one.
+
+    It resolves the name on every use, so it survives restarts of the
+    server (and finds a server that appears later).
+    """
+
+    def __init__(self, native: _native.ServerRef) -> None:
+        self._native = native
+
+    @property
+    def name(self) -> str:
+        """The server's name."""
+        return self._native.name
+
+    async def call(self, message: Any, timeout: float = 5.0) -> Any:
+        """Send ``message`` and wait at most ``timeout`` seconds for the reply.
+
+        Raises :class:`NotFound`, :class:`Timeout` (the server may still
+        handle it), :class:`RemoteError` (the server failed handling it),
+        :class:`ServerStopped`, :class:`DecodeError` (the server could not
+        decode it), :class:`EncodeError` (``message`` has no MessagePack
+        form). Cancelling the await abandons the call: the server may still
+        handle it, and the reply is dropped.
+        """
+        return await self._native.call(message, timeout)
+
+    async def cast(self, message: Any) -> None:
+        """Send ``message`` one way; returns once it is queued for the
+        server (not handled). Raises :class:`NotFound`,
+        :class:`ServerStopped`, :class:`EncodeError`."""
+        await self._native.cast(message)
+
+    async def open_pipe(self, port: str) -> "Pipe":
+        """Open a duplex pipe to the server's ``port``: the server gets one
+        end, this returns the other. Raises :class:`NoSuchPort` if the
+        server takes no pipe there."""
+        return Pipe(await self._native.open_pipe(port))
+
+    def __repr__(self) -> str:
+        return f"<oscloud.ServerRef {self.name!r}>"
+
+
+class Pipe:
+    """One end of a duplex, back-pressured pipe of byte frames.
+
+    Read it with ``await pipe.recv()`` (None at the end) or
+    ``async for frame in pipe``; write with ``await pipe.send(frame)``;
+    ``pipe.close()`` ends this side's stream.
+    """
+
+    def __init__(self, native: _native.Pipe) -> None:
+        self._native = native
+
+    async def send(self, frame: bytes) -> None:
+        """Write one frame, waiting while the pipe is full. Raises
+        :class:`PipeClosed` when the other end is gone or this side was
+        closed."""
+        await self._native.send(frame)
+
+    async def recv(self) -> Optional[bytes]:
+        """The next frame; None once the other side closed its stream and
+        everything it sent was read."""
+        return await self._native.recv()
+
+    def close(self) -> None:
+        """End this side's stream: the other end reads None after what was
+        sent. Reading goes on."""
+        self._native.close()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[bytes]:
+        while True:
+            frame = await self._native.recv()
+            if frame is None:
+                return
+            yield frame
+
+    def __repr__(self) -> str:
+        return repr(self._native)
+
+
+class ServerHandle:
+    """A Python server started with :meth:`Node.server` (what the decorator
+    returns)."""
+
+    def __init__(self, native: _native.ServerHandle, target: Any) -> None:
+        self._native = native
+        #: The decorated function or class.
+        self.target = target
+
+    @property
+    def name(self) -> str:
+        """The server's registered name."""
+        return self._native.name
+
+    @property
+    def restarts(self) -> int:
+        """How many times its supervisor restarted it."""
+        return self._native.restarts
+
+    @property
+    def running(self) -> bool:
+        """Whether it runs now (False once stopped, or once its supervisor
+        gave up after too many failures)."""
+        return self._native.running
+
+    async def stop(self) -> None:
+        """Stop the server (it leaves the registry) and its supervisor."""
+        await self._native.stop()
+
+    async def wait(self) -> None:
+        """Wait until its supervisor ends. Raises :class:`Error` if it gave
+        up (more than ``max_restarts`` failures within ``period``)."""
+        await self._native.wait()
+
+    def __repr__(self) -> str:
+        return f"<oscloud.ServerHandle {self.name!r}>"
+
+
+class Watch:
+    """An async iterator over registry changes (:class:`RegistryEvent`):
+    first one ``added`` event per server present when it was made, then
+    every change in order. Events are never dropped."""
+
+    def __init__(self, native: _native.Watch) -> None:
+        self._native = native
+
+    async def next(self, timeout: Optional[float] = None) -> Optional[RegistryEvent]:
+        """The next change; with ``timeout``, None if none came within that
+        many seconds."""
+        return await self._native.next(timeout)
+
+    def __aiter__(self) -> "Watch":
+        return self
+
+    async def __anext__(self) -> RegistryEvent:
+        ev = await self._native.next(None)
+        if ev is None:
+            raise StopAsyncIteration
+        return ev
+
+
+class Node:
+    """An oscloud node: a kernel (registry and pipes) plus links to other
+    nodes. Create one with ``await Node.start(...)``.
+
+    Use it as an async context manager to stop it at the end::
+
+        async with await oscloud.Node.start() as node:
+            ...
+    """
+
+    def __init__(self, native: _native.Node) -> None:
+        """Wrap a native node; use :meth:`Node.start` instead."""
+        self._native = native
+
+    @classmethod
+    async def start(cls, listen: Sequence[str] = (), connect: Sequence[str] = ()) -> "Node":
+        """Start a node on the running event loop.
+
+        ``listen``: addresses to accept links at (``tcp://host:port``, a port
+        of 0 picks a free one; ``unix:///path``; ``mem://name`` for nodes of
+        this process). ``connect``: addresses to dial; each is linked (the
+        handshake done) before this returns, and dialled again with backoff
+        if the link drops later.
+
+        Python servers of this node run on the event loop running now.
+        """
+        native = await _native.Node.start(list(listen), list(connect))
+        return cls(native)
+
+    @property
+    def id(self) -> str:
+        """This node's id (32 hex digits)."""
+        return self._native.id
+
+    @property
+    def addresses(self) -> List[str]:
+        """The addresses this node listens at, as bound."""
+        return self._native.addresses
+
+    async def listen(self, address: str) -> str:
+        """Listen at one more address; returns the address bound."""
+        return await self._native.listen(address)
+
+    async def connect(self, address: str) -> str:
+        """Link to the node at ``address``; returns its id."""
+        return await self._native.connect(address)
+
+    async def lookup(self, name: str, wait: Optional[float] = None) -> ServerRef:
+        """A reference to the server ``name`` (on this node or a linked one).
+
+        Raises :class:`NotFound` if it is not registered; with ``wait``,
+        waits up to that many seconds for it to appear first.
+        """
+        return ServerRef(await self._native.lookup(name, wait))
+
+    def server_ref(self, name: str) -> ServerRef:
+        """A reference to ``name`` that is resolved on every use (it need
+        not exist yet)."""
+        return ServerRef(self._native.server_ref(name))
+
+    def server(
+        self,
+        name: str,
+        *,
+        accepts: Sequence[str] = (),
+        produces: Sequence[str] = (),
+        group: bool = False,
+        restart: str = "permanent",
+        max_restarts: int = 3,
+        period: float = 5.0,
+    ) -> Callable[[Any], ServerHandle]:
+        """Register a Python server under ``name``: a decorator for an async
+        function or a class.
+
+        A **function** ``async def f(message) -> reply`` handles both calls
+        (its result is the reply) and casts (its result is ignored). It may
+        also be a plain function.
+
+        A **class** is instantiated (with no arguments) each time the server
+        starts, so its attributes are the server's state, fresh after every
+        restart. Its optional methods:
+
+        - ``async def handle_call(self, message) -> reply``
+        - ``async def handle_cast(self, message) -> None``
+        - ``async def handle_pipe(self, port: str, pipe: Pipe) -> bool``:
+          return True to take the pipe (read it in a task of your own),
+          False to refuse the port.
+
+        A handler that raises makes the server fail: the caller gets
+        :class:`RemoteError` with the exception's type and message, and the
+        server's supervisor restarts it (``restart``: ``"permanent"``,
+        ``"transient"`` or ``"temporary"``), giving up after more than
+        ``max_restarts`` restarts within ``period`` seconds. Handlers of
+        one server run one message at a time.
+
+        ``accepts``/``produces`` are advertised in the registry; ``group``
+        joins a group of servers sharing the name (lookups then go
+        round-robin).
+
+        The decorator returns a :class:`ServerHandle`; the server is
+        registered when it returns.
+        """
+
+        def register(target: Any) -> ServerHandle:
+            is_class = inspect.isclass(target)
+            if not is_class and not callable(target):
+                raise UsageError(f"Node.server needs a function or a class, not {target!r}")
+            native = self._native._serve(
+                name,
+                target,
+                is_class,
+                list(accepts),
+                list(produces),
+                group,
+                restart,
+                max_restarts,
+                period,
+            )
+            return ServerHandle(native, target)
+
+        return register
+
+    def servers(self, prefix: Optional[str] = None) -> List[Entry]:
+        """Every server in the registry now (local and on linked nodes),
+        optionally only those whose name starts with ``prefix``."""
+        return self._native.servers(prefix)
+
+    def watch(self) -> Watch:
+        """An async iterator over registry changes: first one ``added``
+        event per server present now, then every change in order."""
+        return Watch(self._native.watch())
+
+    def peers(self) -> List[str]:
+        """The ids of the nodes linked now."""
+        return self._native.peers()
+
+    async def stop(self) -> None:
+        """Stop the servers started on this node and drop every link."""
+        await self._native.stop()
+
+    async def __aenter__(self) -> "Node":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return repr(self._native)

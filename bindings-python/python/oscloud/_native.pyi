@@ -1,0 +1,151 @@
+"""Type stubs for the native module ``oscloud._native`` (Rust, pyo3).
+
+Use the ``oscloud`` package rather than this module directly.
+"""
+
+from typing import Any, Awaitable, List, Literal, Optional, final
+
+__all__ = [
+    "Node",
+    "ServerRef",
+    "ServerHandle",
+    "Entry",
+    "RegistryEvent",
+    "Watch",
+    "Pipe",
+    "encode",
+    "decode",
+    "RAISED_PREFIX",
+]
+
+RAISED_PREFIX: str
+
+def encode(value: Any) -> bytes:
+    """Encode a value as MessagePack, exactly as a call would."""
+
+def decode(data: bytes) -> Any:
+    """Decode MessagePack bytes, exactly as a server would."""
+
+@final
+class Node:
+    @staticmethod
+    def start(listen: List[str] = ..., connect: List[str] = ...) -> Awaitable[Node]: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def addresses(self) -> List[str]: ...
+    def listen(self, address: str) -> Awaitable[str]: ...
+    def connect(self, address: str) -> Awaitable[str]: ...
+    def lookup(self, name: str, wait: Optional[float] = None) -> Awaitable[ServerRef]: ...
+    def server_ref(self, name: str) -> ServerRef: ...
+    def _serve(
+        self,
+        name: str,
+        target: Any,
+        is_class: bool,
+        accepts: List[str],
+        produces: List[str],
+        group: bool,
+        restart: str,
+        max_restarts: int,
+        period: float,
+    ) -> ServerHandle: ...
+    def servers(self, prefix: Optional[str] = None) -> List[Entry]: ...
+    def watch(self) -> Watch: ...
+    def peers(self) -> List[str]: ...
+    def stop(self) -> Awaitable[None]: ...
+
+@final
+class ServerRef:
+    """A reference to a server by name, local or on a linked node. It
+    resolves the name on every use, so it survives restarts."""
+
+    @property
+    def name(self) -> str:
+        """The server's name."""
+    def call(self, message: Any, timeout: float = 5.0) -> Awaitable[Any]:
+        """Send ``message`` and wait at most ``timeout`` seconds for the
+        reply. Raises NotFound, Timeout, ServerStopped, RemoteError (the
+        server failed handling it), DecodeError, EncodeError. Cancelling
+        the await abandons the call (the server may still handle it)."""
+    def cast(self, message: Any) -> Awaitable[None]:
+        """Send ``message`` one way; returns once it is queued."""
+    def open_pipe(self, port: str) -> Awaitable[Pipe]:
+        """Open a duplex pipe to the server's ``port``; raises NoSuchPort
+        if it takes none there."""
+
+@final
+class ServerHandle:
+    """A Python server started with ``Node.server``."""
+
+    @property
+    def name(self) -> str:
+        """The server's registered name."""
+    @property
+    def restarts(self) -> int:
+        """How many times its supervisor restarted it."""
+    @property
+    def running(self) -> bool:
+        """Whether it runs now."""
+    def stop(self) -> Awaitable[None]:
+        """Stop the server and its supervisor."""
+    def wait(self) -> Awaitable[None]:
+        """Wait until the supervisor ends; raises oscloud.Error if it gave
+        up (restart intensity exceeded)."""
+
+@final
+class Entry:
+    """One registry entry."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def node(self) -> str: ...
+    @property
+    def local(self) -> bool: ...
+    @property
+    def group(self) -> bool: ...
+    @property
+    def accepts(self) -> List[str]: ...
+    @property
+    def produces(self) -> List[str]: ...
+
+@final
+class RegistryEvent:
+    """A registry change."""
+
+    @property
+    def kind(self) -> Literal["added", "removed"]: ...
+    @property
+    def entry(self) -> Entry: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def reason(self) -> Optional[str]:
+        """Why it was removed (``"normal exit"``, ``"failed: ..."``,
+        ``"link down: ..."``); None for ``added``."""
+
+@final
+class Watch:
+    """An async iterator over registry changes."""
+
+    def next(self, timeout: Optional[float] = None) -> Awaitable[Optional[RegistryEvent]]:
+        """The next change; with ``timeout``, None if none came in time."""
+    def __aiter__(self) -> Watch: ...
+    def __anext__(self) -> Awaitable[RegistryEvent]: ...
+
+@final
+class Pipe:
+    """One end of a duplex, back-pressured pipe of byte frames. Iterate it
+    with ``async for frame in pipe``."""
+
+    def send(self, frame: bytes) -> Awaitable[None]:
+        """Write one frame, waiting while the pipe is full; raises
+        PipeClosed when the other end is gone or this side was closed."""
+    def recv(self) -> Awaitable[Optional[bytes]]:
+        """The next frame; None at the end of the stream."""
+    def close(self) -> None:
+        """End this side's stream (the other end reads None); reading
+        goes on."""
+    def __aiter__(self) -> Pipe: ...
+    def __anext__(self) -> Awaitable[bytes]: ...

@@ -1,0 +1,83 @@
+//! # oscloud-python: script oscloud servers in Python
+//!
+//! This crate is the native part (`oscloud._native`) of the `oscloud`
+//! Python package, built with [maturin](https://www.maturin.rs) into an
+//! abi3 wheel for CPython 3.9 and newer. The Python package
+//! (`bindings-python/python/oscloud`) wraps it with the decorator API,
+//! the exception classes and the type stubs; see its README for the API.
+//!
+//! ```python
+//! import asyncio, oscloud
+//!
+//! async def main() -> None:
+//!     node = await oscloud.Node.start(listen=["tcp://127.0.0.1:7000"])
+//!
+//!     @node.server("upper", accepts=["text"])
+//!     async def upper(text: str) -> str:
+//!         return text.upper()
+//!
+//!     ref = await node.lookup("upper")
+//!     assert await ref.call("hello", timeout=1.0) == "HELLO"
+//!     await node.stop()
+//!
+//! asyncio.run(main())
+//! ```
+//!
+//! How it works:
+//!
+//! - everything Rust runs on one tokio runtime (`pyo3-async-runtimes`);
+//!   every awaitable the API returns is a Rust future turned into an asyncio
+//!   future, so the event loop is never blocked and the GIL is not held
+//!   while Rust waits;
+//! - a Python server is an [`oscloud_actors::Server`] whose handlers call
+//!   the Python callables; coroutines are scheduled on the event loop the
+//!   node was started from, and each server runs under its own
+//!   [`oscloud_actors::Supervisor`] (one-for-one, restart intensity as
+//!   given), so a server that keeps raising is restarted, then given up;
+//! - messages are MessagePack with the same mapping as `rmp-serde`, so a
+//!   Python server and a Rust server exchange the same bytes (see
+//!   `value.rs`).
+//!
+//! The crate is not published on crates.io (`publish = false`): it is only
+//! useful loaded into Python, and is tested by the pytest suite that
+//! `scripts/test-python.sh` runs.
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod node;
+mod pipe;
+mod server;
+mod value;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+pub use error::Error;
+
+/// Encode a Python value as MessagePack bytes, exactly as a call would.
+#[pyfunction]
+fn encode<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    Ok(PyBytes::new(py, &value::encode_py(value)?))
+}
+
+/// Decode MessagePack bytes into a Python value, exactly as a server would.
+#[pyfunction]
+fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(value::decode_py(py, data)?)
+}
+
+/// The native module `oscloud._native`.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<node::PyNode>()?;
+    m.add_class::<node::PyServerRef>()?;
+    m.add_class::<node::PyServerHandle>()?;
+    m.add_class::<node::PyEntry>()?;
+    m.add_class::<node::PyEvent>()?;
+    m.add_class::<node::PyWatch>()?;
+    m.add_class::<pipe::PyPipe>()?;
+    m.add_function(wrap_pyfunction!(encode, m)?)?;
+    m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add("RAISED_PREFIX", error::RAISED)?;
+    Ok(())
+}

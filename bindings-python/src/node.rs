@@ -1,0 +1,575 @@
+//! Nodes, server references, server handles and registry watches.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use oscloud_actors::{
+    ChildSpec, Restart, ServerOptions, ServerRef, Strategy, Supervisor, SupervisorHandle,
+    SupervisorSpec,
+};
+use oscloud_core::address::Address;
+use oscloud_core::transport::{MemTransport, Transports};
+use oscloud_core::{Capabilities, Entry, Error as CoreError, Kernel, Node, RegistryEvent, Watch};
+use oscloud_transport_tcp::TcpTransport;
+use oscloud_transport_unix::UnixTransport;
+use pyo3::exceptions::PyStopAsyncIteration;
+use pyo3::prelude::*;
+use pyo3_async_runtimes::TaskLocals;
+use pyo3_async_runtimes::tokio::{future_into_py, get_runtime};
+
+use crate::Error;
+use crate::pipe::PyPipe;
+use crate::server::{PyServer, Spec};
+use crate::value::{decode_py, encode_py};
+
+/// The transports of every node made by this module. `mem://` links join
+/// nodes of this one process.
+fn transports() -> Transports {
+    static MEM: OnceLock<MemTransport> = OnceLock::new();
+    let mem = MEM.get_or_init(MemTransport::new).clone();
+    Transports::new()
+        .with(Arc::new(TcpTransport))
+        .with(Arc::new(UnixTransport))
+        .with(Arc::new(mem))
+}
+
+fn parse(addr: &str) -> Result<Address, Error> {
+    Ok(addr.parse::<Address>()?)
+}
+
+fn duration(seconds: f64, what: &str) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        Error::Usage(format!(
+            "{what} must be a finite number of seconds >= 0, not {seconds}"
+        ))
+    })
+}
+
+#[derive(Debug)]
+struct NodeInner {
+    node: Node,
+    locals: Arc<TaskLocals>,
+    addresses: Mutex<Vec<String>>,
+    servers: Mutex<Vec<Arc<SupervisorHandle>>>,
+}
+
+/// A node: a kernel with links to other nodes (`oscloud.Node`).
+#[pyclass(name = "Node", module = "oscloud._native", frozen)]
+#[derive(Debug, Clone)]
+pub(crate) struct PyNode {
+    inner: Arc<NodeInner>,
+}
+
+impl PyNode {
+    fn kernel(&self) -> &Kernel {
+        self.inner.node.kernel()
+    }
+}
+
+async fn listen(node: &Node, addr: Address) -> Result<String, Error> {
+    Ok(node.listen(&addr).await?.to_string())
+}
+
+#[pymethods]
+impl PyNode {
+    /// Start a node, listen at every address of `listen`, dial every
+    /// address of `connect` (waiting for each handshake).
+    #[staticmethod]
+    #[pyo3(signature = (listen = Vec::new(), connect = Vec::new()))]
+    fn start(
+        py: Python<'_>,
+        listen: Vec<String>,
+        connect: Vec<String>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        let listen = listen
+            .iter()
+            .map(|a| parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connect = connect
+            .iter()
+            .map(|a| parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let locals = Arc::new(pyo3_async_runtimes::tokio::get_current_locals(py)?);
+        future_into_py(py, async move {
+            let node = Node::new(Kernel::new(), transports());
+            let mut bound = Vec::new();
+            for addr in listen {
+                bound.push(self::listen(&node, addr).await?);
+            }
+            for addr in connect {
+                node.connect(&addr).await.map_err(Error::from)?;
+            }
+            Ok(PyNode {
+                inner: Arc::new(NodeInner {
+                    node,
+                    locals,
+                    addresses: Mutex::new(bound),
+                    servers: Mutex::new(Vec::new()),
+                }),
+            })
+        })
+    }
+
+    /// This node's id (32 hex digits).
+    #[getter]
+    fn id(&self) -> String {
+        self.kernel().node().to_string()
+    }
+
+    /// The addresses this node listens at (as bound: a port `0` is
+    /// replaced by the one chosen).
+    #[getter]
+    fn addresses(&self) -> Vec<String> {
+        self.inner
+            .addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Listen at one more address; returns the address bound.
+    fn listen<'py>(&self, py: Python<'py>, address: &str) -> PyResult<Bound<'py, PyAny>> {
+        let addr = parse(address)?;
+        let inner = self.inner.clone();
+        future_into_py(py, async move {
+            let bound = listen(&inner.node, addr).await?;
+            inner
+                .addresses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(bound.clone());
+            Ok(bound)
+        })
+    }
+
+    /// Dial `address` and keep the link up; returns the peer's node id.
+    fn connect<'py>(&self, py: Python<'py>, address: &str) -> PyResult<Bound<'py, PyAny>> {
+        let addr = parse(address)?;
+        let node = self.inner.node.clone();
+        future_into_py(py, async move {
+            let peer = node.connect(&addr).await.map_err(Error::from)?;
+            Ok(peer.to_string())
+        })
+    }
+
+    /// A reference to the server `name`; with `wait`, wait up to that many
+    /// seconds for it to appear (for example on a node just linked).
+    #[pyo3(signature = (name, wait = None))]
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        wait: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kernel = self.kernel().clone();
+        let wait = wait.map(|w| duration(w, "wait")).transpose()?;
+        future_into_py(py, async move {
+            let registry = kernel.registry();
+            if let Some(wait) = wait {
+                let mut watch = registry.watch();
+                let found = tokio::time::timeout(wait, async {
+                    while let Some(ev) = watch.next().await {
+                        if matches!(&ev, RegistryEvent::Added(e) if e.name() == name) {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                if found.is_err() {
+                    return Err(Error::Core(CoreError::NotFound(name)).into());
+                }
+            }
+            let raw = ServerRef::lookup(&kernel, &name).map_err(Error::from)?;
+            Ok(PyServerRef { raw })
+        })
+    }
+
+    /// A reference to `name` without checking that it exists now (it is
+    /// resolved on every use).
+    fn server_ref(&self, name: &str) -> PyServerRef {
+        PyServerRef {
+            raw: ServerRef::new(self.kernel(), name),
+        }
+    }
+
+    /// Start a Python server under its own supervisor. Used by
+    /// `Node.server`; returns once it is registered.
+    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period))]
+    #[allow(clippy::too_many_arguments)]
+    fn _serve(
+        &self,
+        py: Python<'_>,
+        name: String,
+        target: Py<PyAny>,
+        is_class: bool,
+        accepts: Vec<String>,
+        produces: Vec<String>,
+        group: bool,
+        restart: &str,
+        max_restarts: u32,
+        period: f64,
+    ) -> PyResult<PyServerHandle> {
+        let restart = match restart {
+            "permanent" => Restart::Permanent,
+            "transient" => Restart::Transient,
+            "temporary" => Restart::Temporary,
+            other => {
+                return Err(Error::Usage(format!(
+                    "restart must be \"permanent\", \"transient\" or \"temporary\", not {other:?}"
+                ))
+                .into());
+            }
+        };
+        let period = duration(period, "period")?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::Usage(
+                "Node.server cannot be used from inside a server's __init__".into(),
+            )
+            .into());
+        }
+        let mut caps = Capabilities::new();
+        for a in accepts {
+            caps = caps.accepts(a);
+        }
+        for p in produces {
+            caps = caps.produces(p);
+        }
+        let mut opts = ServerOptions::new(name.clone()).capabilities(caps);
+        if group {
+            opts = opts.group();
+        }
+        let server = PyServer(Arc::new(Spec {
+            name: name.clone(),
+            target,
+            is_class,
+            locals: self.inner.locals.clone(),
+        }));
+        let spec = SupervisorSpec::new(format!("python-supervisor:{name}"))
+            .unregistered()
+            .strategy(Strategy::OneForOne)
+            .intensity(max_restarts, period)
+            .child(ChildSpec::server(opts, move || server.clone()).restart(restart));
+        let kernel = self.kernel().clone();
+        // Starting takes microseconds (plus a class's __init__, which runs
+        // on a runtime thread): wait for it without the GIL.
+        let started = py.detach(|| get_runtime().block_on(Supervisor::start(&kernel, spec)));
+        let handle = Arc::new(started.map_err(Error::from)?);
+        self.inner
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle.clone());
+        Ok(PyServerHandle { name, handle })
+    }
+
+    /// Every server in the registry now (local and on linked nodes),
+    /// optionally only names starting with `prefix`.
+    #[pyo3(signature = (prefix = None))]
+    fn servers(&self, prefix: Option<&str>) -> Vec<PyEntry> {
+        let local = self.kernel().node();
+        self.kernel()
+            .registry()
+            .entries()
+            .into_iter()
+            .filter(|e| prefix.is_none_or(|p| e.name().starts_with(p)))
+            .map(|e| PyEntry::new(&e, local))
+            .collect()
+    }
+
+    /// A stream of registry changes: first one `added` event per server
+    /// present now, then every change in order.
+    fn watch(&self) -> PyWatch {
+        PyWatch {
+            watch: Arc::new(tokio::sync::Mutex::new(self.kernel().registry().watch())),
+            local: self.kernel().node(),
+        }
+    }
+
+    /// The ids of the nodes linked now.
+    fn peers(&self) -> Vec<String> {
+        self.inner
+            .node
+            .links()
+            .into_iter()
+            .filter(|l| l.connected)
+            .filter_map(|l| l.peer.map(|p| p.to_string()))
+            .collect()
+    }
+
+    /// Stop every server started here (each under its supervisor) and drop
+    /// every link.
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        future_into_py(py, async move {
+            let servers: Vec<_> = inner
+                .servers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+                .collect();
+            for s in servers.iter().rev() {
+                s.stop().await;
+            }
+            inner.node.shutdown();
+            Ok(())
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<oscloud.Node {}>", self.kernel().node().short())
+    }
+}
+
+/// A reference to a server by name, local or remote (`oscloud.ServerRef`).
+#[pyclass(name = "ServerRef", module = "oscloud._native", frozen)]
+#[derive(Debug)]
+pub(crate) struct PyServerRef {
+    raw: ServerRef,
+}
+
+#[pymethods]
+impl PyServerRef {
+    /// The server's name.
+    #[getter]
+    fn name(&self) -> &str {
+        self.raw.name()
+    }
+
+    /// Send `message` and wait at most `timeout` seconds for the reply.
+    #[pyo3(signature = (message, timeout = 5.0))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        message: &Bound<'py, PyAny>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let bytes = Bytes::from(encode_py(message)?);
+        let timeout = duration(timeout, "timeout")?;
+        let raw = self.raw.clone();
+        future_into_py(py, async move {
+            let reply = raw.call(bytes, timeout).await.map_err(Error::from)?;
+            Python::attach(|py| Ok(decode_py(py, &reply)?.unbind()))
+        })
+    }
+
+    /// Send `message` one way; returns once it is queued for the server.
+    fn cast<'py>(
+        &self,
+        py: Python<'py>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let bytes = Bytes::from(encode_py(message)?);
+        let sent = self.raw.cast(bytes).map_err(Error::from);
+        future_into_py(py, async move {
+            sent?;
+            Ok(())
+        })
+    }
+
+    /// Open a duplex pipe to the server's port `port`.
+    fn open_pipe<'py>(&self, py: Python<'py>, port: String) -> PyResult<Bound<'py, PyAny>> {
+        let raw = self.raw.clone();
+        future_into_py(py, async move {
+            let end = raw.open_pipe(&port).await.map_err(Error::from)?;
+            Ok(PyPipe::new(end))
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<oscloud.ServerRef {:?}>", self.raw.name())
+    }
+}
+
+/// A Python server started by `Node.server` (`oscloud.ServerHandle`).
+#[pyclass(name = "ServerHandle", module = "oscloud._native", frozen)]
+#[derive(Debug)]
+pub(crate) struct PyServerHandle {
+    name: String,
+    handle: Arc<SupervisorHandle>,
+}
+
+#[pymethods]
+impl PyServerHandle {
+    /// The server's registered name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many times its supervisor restarted it.
+    #[getter]
+    fn restarts(&self) -> u64 {
+        self.handle.stats().total_restarts()
+    }
+
+    /// Whether it runs now (false once its supervisor gave up or it was
+    /// stopped).
+    #[getter]
+    fn running(&self) -> bool {
+        self.handle.stats().children.iter().any(|c| c.running)
+    }
+
+    /// Stop it (and its supervisor).
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.handle.clone();
+        future_into_py(py, async move {
+            handle.stop().await;
+            Ok(())
+        })
+    }
+
+    /// Wait until its supervisor ends; raises `oscloud.Error` if it gave
+    /// up (restart intensity exceeded).
+    fn wait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.handle.clone();
+        future_into_py(py, async move {
+            handle.wait().await.map_err(Error::from)?;
+            Ok(())
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<oscloud.ServerHandle {:?}>", self.name)
+    }
+}
+
+/// One registry entry (`oscloud.Entry`).
+#[pyclass(name = "Entry", module = "oscloud._native", frozen, get_all)]
+#[derive(Debug, Clone)]
+pub(crate) struct PyEntry {
+    /// The server's name.
+    name: String,
+    /// The id of the node it lives on.
+    node: String,
+    /// Whether it lives on this node.
+    local: bool,
+    /// Whether it is one member of a group.
+    group: bool,
+    /// The message kinds it accepts.
+    accepts: Vec<String>,
+    /// The message kinds it produces.
+    produces: Vec<String>,
+}
+
+impl PyEntry {
+    fn new(e: &Entry, local: oscloud_core::NodeId) -> Self {
+        Self {
+            name: e.name().to_owned(),
+            node: e.node().to_string(),
+            local: e.node() == local,
+            group: e.is_group_member(),
+            accepts: e.capabilities().accepts.clone(),
+            produces: e.capabilities().produces.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyEntry {
+    fn __repr__(&self) -> String {
+        format!(
+            "<oscloud.Entry {:?} on {}{}>",
+            self.name,
+            &self.node[..8.min(self.node.len())],
+            if self.local { " (this node)" } else { "" }
+        )
+    }
+}
+
+/// A registry change (`oscloud.RegistryEvent`).
+#[pyclass(name = "RegistryEvent", module = "oscloud._native", frozen, get_all)]
+#[derive(Debug)]
+pub(crate) struct PyEvent {
+    /// `"added"` or `"removed"`.
+    kind: &'static str,
+    /// The entry concerned.
+    entry: PyEntry,
+    /// Why it was removed (`"normal exit"`, `"failed: ..."`,
+    /// `"link down: ..."`); `None` for `added`.
+    reason: Option<String>,
+}
+
+#[pymethods]
+impl PyEvent {
+    /// The server's name (`event.entry.name`).
+    #[getter]
+    fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.reason {
+            Some(r) => format!(
+                "<oscloud.RegistryEvent {} {:?}: {r}>",
+                self.kind, self.entry.name
+            ),
+            None => format!(
+                "<oscloud.RegistryEvent {} {:?}>",
+                self.kind, self.entry.name
+            ),
+        }
+    }
+}
+
+/// An async iterator over registry changes (`oscloud.Watch`).
+#[pyclass(name = "Watch", module = "oscloud._native", frozen)]
+#[derive(Debug)]
+pub(crate) struct PyWatch {
+    watch: Arc<tokio::sync::Mutex<Watch>>,
+    local: oscloud_core::NodeId,
+}
+
+impl PyWatch {
+    async fn next_event(
+        watch: Arc<tokio::sync::Mutex<Watch>>,
+        local: oscloud_core::NodeId,
+    ) -> Option<PyEvent> {
+        let ev = watch.lock().await.next().await?;
+        Some(match ev {
+            RegistryEvent::Added(e) => PyEvent {
+                kind: "added",
+                entry: PyEntry::new(&e, local),
+                reason: None,
+            },
+            RegistryEvent::Removed { entry, reason } => PyEvent {
+                kind: "removed",
+                entry: PyEntry::new(&entry, local),
+                reason: Some(reason.to_string()),
+            },
+        })
+    }
+}
+
+#[pymethods]
+impl PyWatch {
+    /// The next change; with `timeout`, `None` if none came in time.
+    #[pyo3(signature = (timeout = None))]
+    fn next<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let (watch, local) = (self.watch.clone(), self.local);
+        let timeout = timeout.map(|t| duration(t, "timeout")).transpose()?;
+        future_into_py(py, async move {
+            Ok(match timeout {
+                Some(t) => tokio::time::timeout(t, Self::next_event(watch, local))
+                    .await
+                    .ok()
+                    .flatten(),
+                None => Self::next_event(watch, local).await,
+            })
+        })
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (watch, local) = (self.watch.clone(), self.local);
+        future_into_py(py, async move {
+            match Self::next_event(watch, local).await {
+                Some(ev) => Ok(ev),
+                None => Err(PyStopAsyncIteration::new_err(())),
+            }
+        })
+    }
+}

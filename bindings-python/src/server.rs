@@ -1,0 +1,207 @@
+//! Python servers: an `oscloud_actors::Server` whose handlers are Python
+//! callables, run on the node's asyncio event loop.
+//!
+//! The actor (on the tokio runtime) decodes each message, then, holding
+//! the GIL only for that, converts it to a Python value and calls the
+//! handler. If the handler returns an awaitable, it is scheduled on the
+//! event loop and the actor waits for it *without* the GIL. A handler that
+//! raises makes the server fail with the reason `raised Type: message`
+//! (callers get it as their error), and its supervisor restarts it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use oscloud_actors::{Context, PipeOutcome, Server, ServerError, async_trait};
+use oscloud_core::PipeEnd;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3_async_runtimes::TaskLocals;
+use rmpv::Value;
+
+use crate::error::RAISED;
+use crate::pipe::PyPipe;
+use crate::value::{from_value, to_value};
+
+/// What a Python server is made of.
+#[derive(Debug)]
+pub(crate) struct Spec {
+    /// Its registered name.
+    pub(crate) name: String,
+    /// A class (instantiated on every start) or a function (the handler of
+    /// both calls and casts).
+    pub(crate) target: Py<PyAny>,
+    /// Whether `target` is a class.
+    pub(crate) is_class: bool,
+    /// The event loop the handlers run on.
+    pub(crate) locals: Arc<TaskLocals>,
+}
+
+/// The server; cloned by the supervisor's factory for every (re)start.
+#[derive(Debug, Clone)]
+pub(crate) struct PyServer(pub(crate) Arc<Spec>);
+
+/// The handlers of one incarnation (for a class: bound methods of a fresh
+/// instance).
+#[derive(Debug)]
+pub(crate) struct Handlers {
+    call: Option<Py<PyAny>>,
+    cast: Option<Py<PyAny>>,
+    pipe: Option<Py<PyAny>>,
+}
+
+/// The failure reason for a Python exception: `raised Type: message`.
+fn raised(err: PyErr) -> ServerError {
+    Python::attach(|py| {
+        let ty = err.get_type(py);
+        let module = ty
+            .module()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|_| "builtins".to_owned());
+        let name = ty
+            .qualname()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "Exception".to_owned());
+        let ty = if module == "builtins" {
+            name
+        } else {
+            format!("{module}.{name}")
+        };
+        let msg = err
+            .value(py)
+            .str()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        tracing::debug!(exception = %ty, message = %msg, "handler raised");
+        if msg.is_empty() {
+            format!("{RAISED}{ty}").into()
+        } else {
+            format!("{RAISED}{ty}: {msg}").into()
+        }
+    })
+}
+
+type PyFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send>>;
+
+/// Call `handler` with the arguments `args` builds, and wait for its
+/// result (awaiting it on the event loop if it is awaitable).
+async fn invoke<F>(locals: &TaskLocals, handler: &Py<PyAny>, args: F) -> PyResult<Py<PyAny>>
+where
+    F: for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
+{
+    let pending: Result<PyFuture, Py<PyAny>> = Python::attach(|py| {
+        let result = handler.bind(py).call1(args(py)?)?;
+        if result.hasattr("__await__")? {
+            let fut = pyo3_async_runtimes::into_future_with_locals(locals, result)?;
+            Ok::<_, PyErr>(Ok(Box::pin(fut) as PyFuture))
+        } else {
+            Ok(Err(result.unbind()))
+        }
+    })?;
+    match pending {
+        Ok(fut) => fut.await,
+        Err(ready) => Ok(ready),
+    }
+}
+
+fn message_args<'py>(py: Python<'py>, msg: &Value) -> PyResult<Bound<'py, PyTuple>> {
+    let obj = from_value(py, msg)?;
+    PyTuple::new(py, [obj])
+}
+
+#[async_trait]
+impl Server for PyServer {
+    type Request = Value;
+    type Reply = Value;
+    type State = Handlers;
+
+    async fn init(&self, _ctx: &mut Context) -> Result<Handlers, ServerError> {
+        Python::attach(|py| {
+            let target = self.0.target.bind(py);
+            if !self.0.is_class {
+                return Ok(Handlers {
+                    call: Some(target.clone().unbind()),
+                    cast: Some(target.clone().unbind()),
+                    pipe: None,
+                });
+            }
+            let instance = target.call0()?;
+            let method = |name: &str| -> PyResult<Option<Py<PyAny>>> {
+                if instance.hasattr(name)? {
+                    Ok(Some(instance.getattr(name)?.unbind()))
+                } else {
+                    Ok(None)
+                }
+            };
+            Ok(Handlers {
+                call: method("handle_call")?,
+                cast: method("handle_cast")?,
+                pipe: method("handle_pipe")?,
+            })
+        })
+        .map_err(raised)
+    }
+
+    async fn handle_cast(
+        &self,
+        _ctx: &mut Context,
+        handlers: &mut Handlers,
+        msg: Value,
+    ) -> Result<(), ServerError> {
+        let Some(handler) = &handlers.cast else {
+            tracing::debug!(server = %self.0.name, "cast dropped: no handle_cast");
+            return Ok(());
+        };
+        invoke(&self.0.locals, handler, |py| message_args(py, &msg))
+            .await
+            .map_err(raised)?;
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        _ctx: &mut Context,
+        handlers: &mut Handlers,
+        msg: Value,
+    ) -> Result<Value, ServerError> {
+        let Some(handler) = &handlers.call else {
+            return Err(format!(
+                "{RAISED}NotImplementedError: server {:?} has no handle_call",
+                self.0.name
+            )
+            .into());
+        };
+        let reply = invoke(&self.0.locals, handler, |py| message_args(py, &msg))
+            .await
+            .map_err(raised)?;
+        Python::attach(|py| to_value(reply.bind(py)))
+            .map_err(|e| format!("{RAISED}oscloud.errors.EncodeError: {e}").into())
+    }
+
+    async fn handle_pipe(
+        &self,
+        _ctx: &mut Context,
+        handlers: &mut Handlers,
+        port: String,
+        end: PipeEnd,
+    ) -> Result<PipeOutcome, ServerError> {
+        let Some(handler) = &handlers.pipe else {
+            return Ok(PipeOutcome::NoSuchPort);
+        };
+        let pipe = PyPipe::new(end);
+        let accepted = invoke(&self.0.locals, handler, move |py| {
+            // Handed over as the package's `oscloud.Pipe` wrapper.
+            let native = Bound::new(py, pipe)?;
+            let pipe = py.import("oscloud")?.getattr("Pipe")?.call1((native,))?;
+            PyTuple::new(py, [port.into_pyobject(py)?.into_any(), pipe])
+        })
+        .await
+        .map_err(raised)?;
+        let accepted = Python::attach(|py| accepted.bind(py).is_truthy()).map_err(raised)?;
+        Ok(if accepted {
+            PipeOutcome::Accepted
+        } else {
+            PipeOutcome::NoSuchPort
+        })
+    }
+}
