@@ -106,6 +106,20 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Messages for a linked node are piling up faster than its link
+    /// carries them: this one was not sent. Retry later, or slow down.
+    #[error(
+        "the link to node {node} is busy: {queued} bytes of messages wait to be sent \
+         (limit {limit}); this message was not sent"
+    )]
+    LinkBusy {
+        /// The peer node (short id).
+        node: String,
+        /// Bytes of casts and calls waiting for the link.
+        queued: usize,
+        /// `NodeConfig::max_queued`.
+        limit: usize,
+    },
 
     // ----- transports -----
     /// No transport serves the address's scheme.

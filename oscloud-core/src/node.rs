@@ -82,6 +82,9 @@ pub struct NodeConfig {
     /// Largest wire packet, which bounds the size of one cast, call or
     /// reply (pipe frames are split to fit).
     pub max_frame: usize,
+    /// Bytes of casts and calls that may wait for one link; beyond, they
+    /// fail at once with [`Error::LinkBusy`] instead of growing memory.
+    pub max_queued: usize,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +96,7 @@ impl Default for NodeConfig {
             reconnect_max: Duration::from_secs(5),
             pipe_window: 256 * 1024,
             max_frame: 1024 * 1024,
+            max_queued: 16 * 1024 * 1024,
         }
     }
 }
@@ -420,7 +424,14 @@ impl Node {
             }
         });
         let mut shutdown = self.inner.shutdown.subscribe();
-        let driver = Driver::new(kernel, session, name, stats, Some(hs_tx));
+        let driver = Driver::new(
+            kernel,
+            session,
+            name,
+            stats,
+            Some(hs_tx),
+            self.inner.config.max_queued,
+        );
         let ended = tokio::select! {
             ended = driver.run(io).instrument(span) => ended,
             () = stopped(&mut shutdown) => driver::Ended {

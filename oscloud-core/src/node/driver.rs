@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
 use super::link_io::{Input, LinkPorts};
-use super::remote::{Command, RemoteEndpoint, from_remote, to_remote};
+use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::stats::LinkStats;
 use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, Session};
 use crate::{
@@ -36,6 +36,8 @@ pub(crate) struct Driver {
     session: Session,
     link: String,
     commands_tx: mpsc::UnboundedSender<Command>,
+    /// The budget of casts and calls queued for this link.
+    queue: Arc<SendQueue>,
     commands: mpsc::UnboundedReceiver<Command>,
     peer: Option<PeerInfo>,
     /// The peer's servers, registered here.
@@ -70,6 +72,7 @@ impl Driver {
         link: String,
         stats: Arc<LinkStats>,
         connected: Option<oneshot::Sender<NodeId>>,
+        max_queued: usize,
     ) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         Self {
@@ -77,6 +80,7 @@ impl Driver {
             session,
             link,
             commands_tx,
+            queue: Arc::new(SendQueue::new(max_queued)),
             commands,
             peer: None,
             remote: HashMap::new(),
@@ -133,7 +137,7 @@ impl Driver {
                 // While the session refuses messages, new commands wait in
                 // their channel (in order) rather than piling up here.
                 Some(cmd) = self.commands.recv(), if self.blocked.is_empty() => {
-                    self.on_command(cmd);
+                    self.take_command(cmd);
                     // Take what else is queued, so that its packets leave
                     // together in one write.
                     for _ in 1..COMMAND_BATCH {
@@ -143,7 +147,7 @@ impl Driver {
                         let Ok(cmd) = self.commands.try_recv() else {
                             break;
                         };
-                        self.on_command(cmd);
+                        self.take_command(cmd);
                     }
                 }
                 (pipe, frame) = self.outbound.next(), if !self.outbound.is_empty() => {
@@ -201,6 +205,7 @@ impl Driver {
                         name: info.name.clone(),
                         node: self.peer_node(),
                         commands: self.commands_tx.clone(),
+                        queue: self.queue.clone(),
                     }),
                 };
                 match self.kernel.registry().insert(spec) {
@@ -345,6 +350,15 @@ impl Driver {
             }
             Err(err) => debug!(link = %self.link, "reply not sent: {err}"),
         }
+    }
+
+    /// A command out of the channel: it no longer counts against the
+    /// link's send queue (the session's own queue bounds it from here).
+    fn take_command(&mut self, cmd: Command) {
+        if let Command::Cast { msg, .. } | Command::Call { msg, .. } = &cmd {
+            self.queue.release(msg.len());
+        }
+        self.on_command(cmd);
     }
 
     fn on_command(&mut self, cmd: Command) {
