@@ -355,6 +355,9 @@ struct Pipe {
     blocked: bool,
     /// Bytes received and not yet given back as credit.
     recv_used: u64,
+    /// Credit given back by the application, not yet queued for the peer:
+    /// grants made between two transmissions go in one PipeCredit.
+    grant: u64,
     /// Fragments of a frame not yet complete.
     partial: BytesMut,
     /// We sent PipeEnd: no more data from this side.
@@ -408,6 +411,8 @@ pub struct Session {
     pending_calls: HashSet<u64>,
     incoming_calls: HashSet<u64>,
     pipes: HashMap<u64, Pipe>,
+    /// Pipes with credit to give back (see [`Pipe::grant`]).
+    grants_due: Vec<u64>,
     next_local_pipe: u64,
     next_remote_pipe: u64,
 }
@@ -458,6 +463,7 @@ impl Session {
             pending_calls: HashSet::new(),
             incoming_calls: HashSet::new(),
             pipes: HashMap::new(),
+            grants_due: Vec::new(),
             next_local_pipe: 0,
             next_remote_pipe: 0,
             config,
@@ -540,6 +546,7 @@ impl Session {
     /// links: one datagram). Call until `None` after every other call.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         self.advance(now);
+        self.queue_grants();
         loop {
             if let Some(b) = self.out.pop_front() {
                 self.stats.bytes_sent += b.len() as u64;
@@ -828,13 +835,10 @@ impl Session {
         let grant = (n as u64).min(delivered);
         if grant > 0 {
             pipe.recv_used -= grant;
-            self.queue.push_back((
-                Msg::PipeCredit {
-                    pipe: id.0,
-                    bytes: grant,
-                },
-                false,
-            ));
+            if pipe.grant == 0 {
+                self.grants_due.push(id.0);
+            }
+            pipe.grant += grant;
         }
         Ok(())
     }
@@ -1014,6 +1018,20 @@ impl Session {
                 // Sizes are checked on entry, so this is a bug; do not panic.
                 self.close_with(CloseCode::Protocol, format!("cannot send a packet: {e}"));
                 true
+            }
+        }
+    }
+
+    /// Queue one PipeCredit per pipe for the credit given back since the
+    /// last transmission.
+    fn queue_grants(&mut self) {
+        for id in std::mem::take(&mut self.grants_due) {
+            if let Some(pipe) = self.pipes.get_mut(&id)
+                && pipe.grant > 0
+            {
+                let bytes = std::mem::take(&mut pipe.grant);
+                self.queue
+                    .push_back((Msg::PipeCredit { pipe: id, bytes }, false));
             }
         }
     }
