@@ -131,6 +131,7 @@ static void test_errors(void) {
   oscloud_bytes_drop(NULL);
 
   /* A panic inside the library becomes an error code; it stays usable. */
+  fprintf(stderr, "test_unit: provoking a panic (its message below is expected)\n");
   CHECK_RC(oscloud_debug_panic(), OSCLOUD_ERR_PANIC);
   CHECK(strstr(oscloud_last_error(), "oscloud_debug_panic") != NULL);
   CHECK_RC(oscloud_lookup(node, "nobody", NULL), OSCLOUD_ERR_NOT_FOUND);
