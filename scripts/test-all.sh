@@ -38,6 +38,8 @@ rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/oscloud-* \
 # shellcheck disable=SC2086
 CARGO_TARGET_DIR=target/package-check cargo package $publishable --locked --allow-dirty --quiet
 
+scripts/test-c.sh
+
 step "done in $(( $(date +%s) - start )) s"
 # One closing line with the totals of every cargo test binary above.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

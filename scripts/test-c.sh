@@ -13,6 +13,7 @@
 # Usage: scripts/test-c.sh   (from anywhere; called by scripts/test-all.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+printf '\n==> C bindings (scripts/test-c.sh)\n'
 
 has() { command -v "$1" >/dev/null 2>&1; }
 apt_updated=
