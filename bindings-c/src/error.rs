@@ -86,7 +86,8 @@ impl Error {
                 | CoreError::AddressInUse { .. }
                 | CoreError::BadPath { .. }
                 | CoreError::Io { .. }
-                | CoreError::LinkFailed { .. } => OSCLOUD_ERR_LINK,
+                | CoreError::LinkFailed { .. }
+                | CoreError::LinkBusy { .. } => OSCLOUD_ERR_LINK,
                 CoreError::NotFound(_) => OSCLOUD_ERR_NOT_FOUND,
                 CoreError::Timeout { .. } => OSCLOUD_ERR_TIMEOUT,
                 CoreError::ServerStopped { .. } => OSCLOUD_ERR_SERVER_STOPPED,
