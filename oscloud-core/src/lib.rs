@@ -47,6 +47,7 @@
 pub mod address;
 pub mod endpoint;
 pub mod error;
+pub mod identity;
 pub mod kernel;
 pub mod node;
 pub mod pipe;
