@@ -44,6 +44,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod access;
 pub mod address;
 pub mod endpoint;
 pub mod error;
