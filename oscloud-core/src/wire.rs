@@ -101,7 +101,10 @@ mod tests;
 
 pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, SegmentFraming};
 pub use packet::{CloseCode, EntryInfo, MAGIC, RemoteError, RemoteErrorKind, VERSION};
-pub use secure::{FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig};
+pub use secure::{
+    FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig, Suite,
+    has_aes_hardware,
+};
 pub use session::{
     CallId, CloseReason, Config, Event, LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
 };

@@ -13,8 +13,8 @@ use super::packet::{
     VERSION, to_vec,
 };
 use super::secure::{
-    FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK, SECURE_OVERHEAD, Secure,
-    SecureConfig,
+    FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK,
+    SECURE_OVERHEAD, Secure, SecureConfig, Suite,
 };
 use crate::identity::PublicKey;
 use crate::{Error, ExitReason, NodeId};
@@ -703,6 +703,11 @@ impl Session {
         self.secure.as_ref().and_then(Secure::tx_epoch)
     }
 
+    /// The cipher suite of a secure session, once its handshake started.
+    pub fn cipher_suite(&self) -> Option<Suite> {
+        self.secure.as_ref().and_then(Secure::suite)
+    }
+
     /// The link kind this session runs over.
     pub fn framing_kind(&self) -> FramingKind {
         self.config.framing
@@ -1341,7 +1346,7 @@ impl Session {
             }
             return true;
         };
-        let want = sec.features();
+        let want = sec.features() & (FEATURE_NOISE | FEATURE_PSK);
         let have = h.features & (FEATURE_NOISE | FEATURE_PSK);
         if have != want {
             let why = if have & FEATURE_NOISE == 0 {
@@ -1367,6 +1372,11 @@ impl Session {
             }
         };
         let initiator = self.local.session_id < h.session_id;
+        let suite = if self.local.features & h.features & FEATURE_AESGCM != 0 {
+            Suite::AesGcm
+        } else {
+            Suite::ChaChaPoly
+        };
         let hellos = if initiator {
             [&ours[..], raw]
         } else {
@@ -1375,7 +1385,7 @@ impl Session {
         let Some(sec) = self.secure.as_mut() else {
             return false;
         };
-        match sec.start(initiator, hellos) {
+        match sec.start(initiator, suite, hellos) {
             Ok(first) => {
                 self.hs_out.extend(first);
                 true
