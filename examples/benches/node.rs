@@ -449,7 +449,10 @@ fn main() {
 /// Encrypted (Noise, ChaCha20-Poly1305) against plaintext links, both over
 /// TCP, in the same run: pipe throughput, casts, call round trip.
 fn secure_vs_plain(rt: &tokio::runtime::Runtime) {
-    println!("encrypted vs plaintext links over TCP; median of {} runs", runs());
+    println!(
+        "encrypted vs plaintext links over TCP; median of {} runs",
+        runs()
+    );
     println!(
         "{:<6} {:<26} {:>14} {:>14} {:>10}",
         "link", "measure", "encrypted", "plaintext", "ratio"

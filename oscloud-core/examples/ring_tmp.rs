@@ -8,9 +8,17 @@ fn run(alg: &'static Algorithm, name: &str) {
     for i in 0..n {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&(i as u64).to_le_bytes());
-        let _ = k.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf).unwrap();
+        let _ = k
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
+            .unwrap();
     }
     let d = t.elapsed();
-    println!("{name} {:.0} MiB/s", (n as f64 * 65536.0) / 1048576.0 / d.as_secs_f64());
+    println!(
+        "{name} {:.0} MiB/s",
+        (n as f64 * 65536.0) / 1048576.0 / d.as_secs_f64()
+    );
 }
-fn main() { run(&CHACHA20_POLY1305, "ring chacha"); run(&AES_256_GCM, "ring aes-gcm"); }
+fn main() {
+    run(&CHACHA20_POLY1305, "ring chacha");
+    run(&AES_256_GCM, "ring aes-gcm");
+}

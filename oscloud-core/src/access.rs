@@ -406,7 +406,7 @@ mod tests {
         let path = dir.path().join("acl");
         std::fs::write(&path, "x all *\ndefault deny\n").unwrap();
         let p = AccessPolicy::load(&path).unwrap();
-        let mut rx = p.subscribe();
+        let rx = p.subscribe();
         let c = caller();
         assert!(p.allows("x", Action::Call, &c));
         std::fs::write(&path, "x all none\n").unwrap();

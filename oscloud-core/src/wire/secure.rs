@@ -227,9 +227,10 @@ impl fmt::Display for OpenError {
 fn rekey(suite: Suite, key: &[u8; 32]) -> [u8; 32] {
     let mut next = [0u8; 32];
     // Sealing 32 bytes cannot fail.
-    let _ = suite
-        .key(key)
-        .seal_in_place_separate_tag(suite.nonce(u64::MAX), Aad::empty(), &mut next);
+    let _ =
+        suite
+            .key(key)
+            .seal_in_place_separate_tag(suite.nonce(u64::MAX), Aad::empty(), &mut next);
     next
 }
 

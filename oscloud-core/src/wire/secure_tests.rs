@@ -122,7 +122,13 @@ fn the_cipher_is_aes_gcm_only_when_both_offer_it() {
         let (mut sa, mut sb) = mutual();
         sa.offer_aes_gcm = oa;
         sb.offer_aes_gcm = ob;
-        let mut p = pair(FramingKind::LossyStream, Some(sa), Some(sb), Damage::none(), 1);
+        let mut p = pair(
+            FramingKind::LossyStream,
+            Some(sa),
+            Some(sb),
+            Damage::none(),
+            1,
+        );
         assert!(p.run(100, |p| p.a.is_connected() && p.b.is_connected()));
         let want = if oa && ob && has_aes_hardware() {
             Suite::AesGcm

@@ -13,8 +13,8 @@ use super::packet::{
     VERSION, to_vec,
 };
 use super::secure::{
-    FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK,
-    SECURE_OVERHEAD, Secure, SecureConfig, Suite,
+    FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK, SECURE_OVERHEAD,
+    Secure, SecureConfig, Suite,
 };
 use crate::identity::PublicKey;
 use crate::{Error, ExitReason, NodeId};
