@@ -210,7 +210,7 @@ pub enum Error {
     BadKeyFile {
         /// What the file is ("node key", "allow-list", "access policy").
         what: &'static str,
-        /// The file (or "<text>").
+        /// The file (or `<text>` for text given directly).
         path: String,
         /// What is wrong with it.
         reason: String,
