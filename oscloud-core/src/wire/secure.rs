@@ -600,7 +600,13 @@ impl Secure {
     }
 
     /// Decrypt one frame (starting with [`SECURE_MARK`]) into the packet.
+    #[cfg(test)]
     pub(crate) fn open(&mut self, frame: &[u8]) -> Result<Bytes, OpenError> {
+        self.open_owned(BytesMut::from(frame))
+    }
+
+    /// Decrypt one frame (starting with [`SECURE_MARK`]) in place.
+    pub(crate) fn open_owned(&mut self, mut frame: BytesMut) -> Result<Bytes, OpenError> {
         if frame.len() < HEADER + TAG_LEN || frame[0] != SECURE_MARK {
             return Err(OpenError::Malformed);
         }
@@ -608,10 +614,12 @@ impl Secure {
         let Some(cur) = self.rx.as_mut() else {
             return Err(OpenError::NoKeys);
         };
-        let header = &frame[..HEADER];
+        let mut header = [0u8; HEADER];
+        header.copy_from_slice(&frame[..HEADER]);
+        let header = &header[..];
         let epoch = frame[1];
         let nonce = u64::from(u32::from_be_bytes([frame[2], frame[3], frame[4], frame[5]]));
-        let mut out = BytesMut::from(&frame[HEADER..]);
+        let mut out = frame.split_off(HEADER);
         if epoch == cur.epoch as u8 {
             if !cur.window.fresh(nonce, strict) {
                 return Err(OpenError::Replay);

@@ -566,6 +566,26 @@ impl Session {
             return;
         }
         let before = buf.len();
+        if self.secure.is_some()
+            && let Framer::Length(f) = &mut self.framer
+        {
+            // Sealed frames are decrypted where they were read.
+            let mut frames = Vec::new();
+            let res = f.decode_buf_mut(buf, &mut frames);
+            self.stats.bytes_received += (before - buf.len()) as u64;
+            for frame in frames {
+                if frame.first() == Some(&SECURE_MARK) {
+                    self.handle_sealed(frame);
+                } else {
+                    self.handle_frame(&frame.freeze());
+                }
+                if self.state == State::Closed {
+                    return;
+                }
+            }
+            self.handle_frames(Vec::new(), res);
+            return;
+        }
         let mut frames = Vec::new();
         let res = self.framer.decode_buf(now, buf, &mut frames);
         self.stats.bytes_received += (before - buf.len()) as u64;
@@ -1105,6 +1125,11 @@ impl Session {
         let res = match packet.encode_split() {
             Ok((head, tail)) => match self.secure.as_mut() {
                 Some(sec) if !clear => match sec.seal(self.now, &head, &tail) {
+                    // Large sealed frames go out as they are (the length
+                    // framing then copies only its prefix).
+                    Some(frame) if frame.len() >= 1024 => {
+                        self.framer.encode_parts(&[], frame, &mut self.out)
+                    }
                     Some(frame) => self.framer.encode(&frame, &mut self.out),
                     None => Err(Error::Encode("no key to seal the packet".into())),
                 },
@@ -1169,23 +1194,26 @@ impl Session {
         Some(Packet::Data { seq, ack, msg })
     }
 
-    fn handle_frame(&mut self, frame: &Bytes) {
-        let opened;
-        let mut sealed = false;
-        let frame = match self.secure.as_mut() {
-            Some(sec) if frame.first() == Some(&SECURE_MARK) => match sec.open(frame) {
-                Ok(packet) => {
-                    sealed = true;
-                    opened = packet;
-                    &opened
-                }
-                Err(e) => {
-                    self.open_failed(e);
-                    return;
-                }
-            },
-            _ => frame,
+    /// A frame starting with the secure mark, owned: decrypted in place.
+    fn handle_sealed(&mut self, frame: BytesMut) {
+        let Some(sec) = self.secure.as_mut() else {
+            return self.handle_frame(&frame.freeze());
         };
+        match sec.open_owned(frame) {
+            Ok(packet) => self.handle_packet(&packet, true),
+            Err(e) => self.open_failed(e),
+        }
+    }
+
+    fn handle_frame(&mut self, frame: &Bytes) {
+        if self.secure.is_some() && frame.first() == Some(&SECURE_MARK) {
+            return self.handle_sealed(BytesMut::from(&frame[..]));
+        }
+        self.handle_packet(frame, false);
+    }
+
+    /// A packet as received, or as opened from a sealed frame.
+    fn handle_packet(&mut self, frame: &Bytes, sealed: bool) {
         self.last_recv = self.now;
         let packet = match Packet::decode_frame(frame) {
             Ok(p) => p,
