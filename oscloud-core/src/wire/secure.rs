@@ -555,6 +555,9 @@ impl Secure {
         let (Some(mut hs), Some(peer)) = (self.hs.take(), self.peer_key) else {
             return HsOutcome::Refused("the peer sent no static key".into());
         };
+        // The raw keys (snow's `risky-raw-split`): frames carry their own
+        // nonce and key epoch, and a receiver keeps the previous epoch's
+        // key for late frames, which snow's transport states cannot do.
         let (i2r, r2i) = hs.dangerously_get_raw_split();
         let (tx, rx) = if self.initiator {
             (i2r, r2i)
@@ -597,12 +600,6 @@ impl Secure {
         tx.nonce += 1;
         tx.bytes += len as u64;
         Some(buf.freeze())
-    }
-
-    /// Decrypt one frame (starting with [`SECURE_MARK`]) into the packet.
-    #[cfg(test)]
-    pub(crate) fn open(&mut self, frame: &[u8]) -> Result<Bytes, OpenError> {
-        self.open_owned(BytesMut::from(frame))
     }
 
     /// Decrypt one frame (starting with [`SECURE_MARK`]) in place.
