@@ -43,6 +43,8 @@ step "Python bindings"
 scripts/test-python.sh 2>&1 | tee -a "$others"
 step "C bindings"
 scripts/test-c.sh 2>&1 | tee -a "$others"
+step "Encrypted links and access control"
+scripts/test-security.sh
 
 step "done in $(( $(date +%s) - start )) s"
 # The totals of every suite above, then one closing line with the sum.

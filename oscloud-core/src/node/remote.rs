@@ -159,6 +159,10 @@ pub(crate) fn from_remote(server: &str, err: RemoteError) -> Error {
             reason: err.message,
         },
         RemoteErrorKind::Decode => Error::Decode(err.message),
+        RemoteErrorKind::Denied => Error::PermissionDenied {
+            name: server.to_owned(),
+            action: err.message,
+        },
         RemoteErrorKind::Timeout | RemoteErrorKind::Failed | RemoteErrorKind::Other(_) => {
             Error::Remote {
                 name: server.to_owned(),
@@ -175,11 +179,13 @@ pub(crate) fn to_remote(err: &Error) -> RemoteError {
         Error::ServerStopped { .. } => RemoteErrorKind::Stopped,
         Error::Decode(_) => RemoteErrorKind::Decode,
         Error::Timeout { .. } => RemoteErrorKind::Timeout,
+        Error::PermissionDenied { .. } => RemoteErrorKind::Denied,
         _ => RemoteErrorKind::Failed,
     };
     let message = match err {
         Error::ServerStopped { reason, .. } => reason.clone(),
         Error::Decode(m) => m.clone(),
+        Error::PermissionDenied { action, .. } => action.clone(),
         Error::Remote { message, .. } => message.clone(),
         other => other.to_string(),
     };
