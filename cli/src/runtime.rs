@@ -81,7 +81,7 @@ impl Plan {
     /// replacement. Dials of addresses no node of the file listens on are
     /// kept as written.
     pub fn local(topo: &Topology, local: &Local) -> Result<Self, Error> {
-        let mut replaced: HashMap<String, Address> = HashMap::new();
+        let mut replaced: Vec<(Address, Address)> = Vec::new();
         let mut nodes = HashMap::new();
         for n in &topo.nodes {
             let mut listen = Vec::new();
@@ -93,7 +93,7 @@ impl Plan {
                     }
                 };
                 let new: Address = text.parse().map_err(|e| Error::Address(format!("{text}: {e}")))?;
-                replaced.insert(a.to_string(), new.clone());
+                replaced.push((a.clone(), new.clone()));
                 listen.push(new);
             }
             nodes.insert(n.name.clone(), (listen, Vec::new()));
@@ -102,7 +102,12 @@ impl Plan {
             let dials = n
                 .connect
                 .iter()
-                .map(|a| replaced.get(&a.to_string()).cloned().unwrap_or_else(|| a.clone()))
+                .map(|a| {
+                    replaced
+                        .iter()
+                        .find(|(l, _)| crate::topology::reaches(a, l))
+                        .map_or_else(|| a.clone(), |(_, new)| new.clone())
+                })
                 .collect();
             if let Some(entry) = nodes.get_mut(&n.name) {
                 entry.1 = dials;

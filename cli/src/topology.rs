@@ -21,6 +21,20 @@ use crate::kinds::{self, Kind};
 /// Address schemes the `oscloud` command can link over.
 pub const SCHEMES: &[&str] = &["tcp", "unix", "mem"];
 
+/// Whether dialling `connect` reaches a node listening on `listen`: the
+/// same address, or (TCP) the same port when the listener binds every
+/// interface (`0.0.0.0`, `[::]`).
+pub fn reaches(connect: &Address, listen: &Address) -> bool {
+    if connect == listen || connect.to_string() == listen.to_string() {
+        return true;
+    }
+    connect.scheme() == "tcp"
+        && listen.scheme() == "tcp"
+        && matches!(listen.host(), "0.0.0.0" | "::" | "[::]")
+        && connect.port().is_some()
+        && connect.port() == listen.port()
+}
+
 /// Names that topology servers cannot take: the runtime's own servers.
 pub const RESERVED_PREFIX: &str = "oscloud.";
 
@@ -634,7 +648,12 @@ impl Topology {
         let (Some(a), Some(b)) = (find(a), find(b)) else {
             return false;
         };
-        a.connect.iter().any(|c| b.listen.contains(c)) || b.connect.iter().any(|c| a.listen.contains(c))
+        let dials = |x: &NodeDef, y: &NodeDef| {
+            x.connect
+                .iter()
+                .any(|c| y.listen.iter().any(|l| reaches(c, l)))
+        };
+        dials(a, b) || dials(b, a)
     }
 
     /// The node called `name`.
