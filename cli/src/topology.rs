@@ -365,7 +365,12 @@ impl Topology {
             Ok(r) => r,
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
-                let message = e.message().trim().to_owned();
+                let mut message = e.message().trim().to_owned();
+                if message == "duplicate key"
+                    && let Some(key) = text.get(span.clone())
+                {
+                    message = format!("duplicate key {key} (each name is defined once)");
+                }
                 check.err(span, message);
                 return Err(check.into_problems(file));
             }
@@ -443,6 +448,9 @@ impl Topology {
         raw_servers.sort_by_key(|(k, _)| k.span().start);
         let mut servers = Vec::new();
         let mut group_names = HashSet::new();
+        // Every declared name, even of a server with problems (so that its
+        // pipes are not reported as dangling too).
+        let declared: HashSet<String> = raw_servers.iter().map(|(k, _)| k.get_ref().clone()).collect();
         for (name, server) in raw_servers {
             check_name(check, &name, "server");
             if name.get_ref().starts_with(RESERVED_PREFIX) {
@@ -496,7 +504,7 @@ impl Topology {
                 }
             }
             for spec in kind.args.iter().filter(|a| a.required) {
-                if !args.contains_key(spec.name) && !check_missing_reported(check, &name) {
+                if !args.contains_key(spec.name) {
                     check.err(
                         name.span(),
                         format!("server {:?} (kind {:?}) needs argument {:?}: {}", name.get_ref(), kind.name, spec.name, spec.help),
@@ -551,6 +559,9 @@ impl Topology {
             for (list, span, outgoing) in [(&from, p.from.span(), true), (&to, p.to.span(), false)] {
                 for end in list {
                     let Some(server) = servers.iter().find(|s| s.name == end.server) else {
+                        if declared.contains(&end.server) {
+                            continue; // its own problem is reported
+                        }
                         check.err(
                             span.clone(),
                             format!("pipe end {end}: no server named {:?} (dangling pipe end)", end.server),
@@ -675,10 +686,6 @@ impl Topology {
             .iter()
             .any(|p| p.from.iter().chain(&p.to).any(|e| e.server == server))
     }
-}
-
-fn check_missing_reported(_check: &Check<'_>, _name: &Spanned<String>) -> bool {
-    false
 }
 
 impl Check<'_> {

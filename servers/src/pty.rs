@@ -2,6 +2,8 @@
 //! as it does in a terminal (line editing, prompts, colours, `isatty`).
 //!
 //! - **Port `in`.** Bytes typed into the terminal (the keyboard side).
+//!   When the pipe ends, Ctrl-D is typed (end of input for a shell or
+//!   `cat` reading the terminal at the start of a line).
 //! - **Port `out`.** What the program writes to the terminal (one opener;
 //!   output waits until it is opened). It ends when the program exits.
 //! - The program starts with the server, in a session of its own with the
@@ -33,6 +35,9 @@ use tracing::debug;
 use crate::Error;
 use crate::file::OUT_PORT;
 use crate::sink::IN_PORT;
+
+/// The byte typed when port `in` ends: Ctrl-D (the terminal's VEOF).
+pub const EOF_KEY: u8 = 0x04;
 
 /// A program under a pseudo-terminal (see the [module docs](self)).
 #[derive(Debug, Clone)]
@@ -262,9 +267,11 @@ impl Server for PtyServer {
                     let (mut reader, _writer) = end.split();
                     while let Some(frame) = reader.recv().await {
                         if write_all(&master, &frame).await.is_err() {
-                            break;
+                            return;
                         }
                     }
+                    // End of input is typed as Ctrl-D, as at a keyboard.
+                    let _ = write_all(&master, &[EOF_KEY]).await;
                 });
                 Ok(PipeOutcome::Accepted)
             }
