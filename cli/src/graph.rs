@@ -16,7 +16,10 @@ pub fn dot(topo: &Topology) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "digraph oscloud {{");
     let _ = writeln!(o, "  rankdir=LR;");
-    let _ = writeln!(o, "  node [shape=box, style=rounded, fontname=\"Helvetica\"];");
+    let _ = writeln!(
+        o,
+        "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
+    );
     let _ = writeln!(o, "  edge [fontname=\"Helvetica\", fontsize=10];");
     for (i, n) in topo.nodes.iter().enumerate() {
         let mut label = format!("node {}", n.name);
@@ -50,11 +53,7 @@ pub fn dot(topo: &Topology) -> String {
             );
         } else {
             let j = format!("pipe_{i}");
-            let _ = writeln!(
-                o,
-                "  {j} [shape=point, width=0.08, xlabel={}];",
-                q(&p.name)
-            );
+            let _ = writeln!(o, "  {j} [shape=point, width=0.08, xlabel={}];", q(&p.name));
             for f in &p.from {
                 let _ = writeln!(o, "  {} -> {j} [label={}];", q(&f.server), q(&f.port));
             }

@@ -138,7 +138,11 @@ pub async fn ls(addr: &str) -> Result<String, Error> {
         if e.is_group_member() {
             caps.push("group".into());
         }
-        let caps = if caps.is_empty() { "-".into() } else { caps.join(" ") };
+        let caps = if caps.is_empty() {
+            "-".into()
+        } else {
+            caps.join(" ")
+        };
         let _ = writeln!(
             out,
             "{:<28} {:<10} {:<9} {:>8}  {caps}",
@@ -190,9 +194,11 @@ pub async fn call(addr: &str, name: &str, json: &str, timeout: Duration) -> Resu
 pub async fn tap(addr: &str, pipe: &str, limit: Option<u64>, json: bool) -> Result<u64, Error> {
     let first = Session::open(addr).await?;
     let status = first.status().await?;
-    let Some(p) = status.pipes.iter().find(|p| {
-        p.name == pipe || p.from.iter().chain(&p.to).any(|e| e == pipe)
-    }) else {
+    let Some(p) = status
+        .pipes
+        .iter()
+        .find(|p| p.name == pipe || p.from.iter().chain(&p.to).any(|e| e == pipe))
+    else {
         let names: Vec<String> = status.pipes.iter().flat_map(|p| p.from.clone()).collect();
         return Err(Error::Usage(format!(
             "no pipe {pipe:?} in this topology (pipes: {})",
@@ -219,7 +225,9 @@ pub async fn tap(addr: &str, pipe: &str, limit: Option<u64>, json: bool) -> Resu
         Session::open(&addr).await?
     };
     let control = session.control().await?;
-    let end = ServerRef::new(&session.kernel, &control).open_pipe(pipe).await?;
+    let end = ServerRef::new(&session.kernel, &control)
+        .open_pipe(pipe)
+        .await?;
     let (mut reader, _writer) = end.split();
     let mut n = 0u64;
     let stdout = std::io::stdout();
@@ -276,7 +284,11 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
             o,
             "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5}",
             l.remote,
-            if l.connected { l.peer.as_str() } else { "(down)" },
+            if l.connected {
+                l.peer.as_str()
+            } else {
+                "(down)"
+            },
             l.frames_sent,
             l.frames_received,
             l.bytes_sent,
@@ -287,7 +299,11 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "SERVERS");
-    let _ = writeln!(o, "  {:<24} {:<10} {:<9} {:>8}", "NAME", "KIND", "STATUS", "RESTARTS");
+    let _ = writeln!(
+        o,
+        "  {:<24} {:<10} {:<9} {:>8}",
+        "NAME", "KIND", "STATUS", "RESTARTS"
+    );
     for s in &st.servers {
         let _ = writeln!(
             o,

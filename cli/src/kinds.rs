@@ -106,7 +106,11 @@ pub struct Kind {
 
 impl Kind {
     /// Build the supervisor child for `server`.
-    pub fn child_spec(&self, server: &ServerDef, cx: &BuildContext<'_>) -> Result<ChildSpec, String> {
+    pub fn child_spec(
+        &self,
+        server: &ServerDef,
+        cx: &BuildContext<'_>,
+    ) -> Result<ChildSpec, String> {
         (self.build)(server, cx)
     }
 }
@@ -123,14 +127,24 @@ pub const KINDS: &[Kind] = &[
         args: &[
             arg("program", Str, true, "the program (looked up in PATH)"),
             arg("args", StrList, false, "its arguments"),
-            arg("lines", Bool, false, "one frame per line on in/out (default true)"),
+            arg(
+                "lines",
+                Bool,
+                false,
+                "one frame per line on in/out (default true)",
+            ),
             arg(
                 "calls",
                 Bool,
                 false,
                 "keep a child for calls (default: only when in no pipe)",
             ),
-            arg("reply_timeout_ms", Int, false, "longest wait for a reply line (5000)"),
+            arg(
+                "reply_timeout_ms",
+                Int,
+                false,
+                "longest wait for a reply line (5000)",
+            ),
         ],
         finishes: false,
         build: build_process,
@@ -155,7 +169,12 @@ pub const KINDS: &[Kind] = &[
         inputs: &[],
         outputs: &["out"],
         args: &[
-            arg("path", Str, true, "the file (relative to the topology file)"),
+            arg(
+                "path",
+                Str,
+                true,
+                "the file (relative to the topology file)",
+            ),
             arg("mode", Str, false, "\"lines\" (default) or \"chunks\""),
             arg("interval_ms", Int, false, "wait before each frame"),
             arg("repeat", Bool, false, "start again at the end, forever"),
@@ -178,7 +197,12 @@ pub const KINDS: &[Kind] = &[
         inputs: &["in"],
         outputs: &[],
         args: &[
-            arg("path", Str, false, "the log file, or \"-\" for standard output (default)"),
+            arg(
+                "path",
+                Str,
+                false,
+                "the log file, or \"-\" for standard output (default)",
+            ),
             arg("append", Bool, false, "append instead of truncating"),
             arg("timestamps", Bool, false, "add \"ts\" (ms since the epoch)"),
         ],
@@ -191,9 +215,19 @@ pub const KINDS: &[Kind] = &[
         inputs: &["in"],
         outputs: &[],
         args: &[
-            arg("path", Str, false, "a file, or \"-\" for standard output (default)"),
+            arg(
+                "path",
+                Str,
+                false,
+                "a file, or \"-\" for standard output (default)",
+            ),
             arg("append", Bool, false, "append instead of truncating"),
-            arg("newline", Bool, false, "a newline after each frame (default true)"),
+            arg(
+                "newline",
+                Bool,
+                false,
+                "a newline after each frame (default true)",
+            ),
         ],
         finishes: true,
         build: build_stdout,
@@ -204,9 +238,19 @@ pub const KINDS: &[Kind] = &[
         inputs: &["in"],
         outputs: &["out"],
         args: &[
-            arg("path", Str, true, "the copy's file, or \"-\" for standard output"),
+            arg(
+                "path",
+                Str,
+                true,
+                "the copy's file, or \"-\" for standard output",
+            ),
             arg("append", Bool, false, "append instead of truncating"),
-            arg("newline", Bool, false, "a newline after each copied frame (default true)"),
+            arg(
+                "newline",
+                Bool,
+                false,
+                "a newline after each copied frame (default true)",
+            ),
         ],
         finishes: true,
         build: build_tee,
@@ -287,14 +331,13 @@ fn build_stdin(s: &ServerDef, _cx: &BuildContext<'_>) -> Result<ChildSpec, Strin
 }
 
 fn build_jsonl(s: &ServerDef, cx: &BuildContext<'_>) -> Result<ChildSpec, String> {
-    let sink = JsonlSink::new(target(&s.args, cx))
-        .timestamps(s.args.bool("timestamps").unwrap_or(false));
+    let sink =
+        JsonlSink::new(target(&s.args, cx)).timestamps(s.args.bool("timestamps").unwrap_or(false));
     Ok(finish(s, sink.child_spec(options(s))))
 }
 
 fn build_stdout(s: &ServerDef, cx: &BuildContext<'_>) -> Result<ChildSpec, String> {
-    let sink =
-        StdoutSink::new(target(&s.args, cx)).newline(s.args.bool("newline").unwrap_or(true));
+    let sink = StdoutSink::new(target(&s.args, cx)).newline(s.args.bool("newline").unwrap_or(true));
     Ok(finish(s, sink.child_spec(options(s))))
 }
 

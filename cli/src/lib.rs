@@ -46,7 +46,11 @@
 //!
 //! let bad = text.replace("\"jsonl\"", "\"jsonx\"");
 //! let err = Topology::parse(&bad, Path::new("topo.toml")).unwrap_err();
-//! assert!(err.to_string().starts_with("topo.toml:10:8: unknown server kind \"jsonx\""));
+//! assert_eq!(
+//!     err.to_string(),
+//!     "topo.toml:9:8: unknown server kind \"jsonx\" \
+//!      (known kinds: process, pty, file, stdin, jsonl, stdout, tee)"
+//! );
 //! ```
 #![doc(test(attr(deny(warnings))))]
 

@@ -128,8 +128,7 @@ enum Cmd {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -210,7 +209,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     if topo.node(n).is_none() {
                         return Err(Error::Usage(format!(
                             "the topology has no node {n:?} (nodes: {})",
-                            topo.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                            topo.nodes
+                                .iter()
+                                .map(|n| n.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )));
                     }
                     vec![n.clone()]
@@ -231,7 +234,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             // others are done: it runs until stopped.
             let standalone = node.is_some() && done_file.is_none() && topo.nodes.len() > 1;
             let done = done_file.clone().or_else(|| {
-                standalone.then(|| std::env::temp_dir().join(format!("oscloud-{}.done", std::process::id())))
+                standalone.then(|| {
+                    std::env::temp_dir().join(format!("oscloud-{}.done", std::process::id()))
+                })
             });
             let outcome = runtime::run_nodes(runs, done.as_deref(), stop).await?;
             if standalone && let Some(d) = done {
@@ -295,7 +300,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                         .stdin(Stdio::piped())
                         .spawn()
                         .map_err(|e| {
-                            Error::Usage(format!("cannot run Graphviz's `dot` (is it installed?): {e}"))
+                            Error::Usage(format!(
+                                "cannot run Graphviz's `dot` (is it installed?): {e}"
+                            ))
                         })?;
                     if let Some(mut stdin) = child.stdin.take() {
                         stdin.write_all(dot.as_bytes())?;

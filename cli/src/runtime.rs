@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oscloud_actors::{
-    ChildSpec, Context, PipeOutcome, Server, ServerError, ServerHandle, ServerRef,
-    Supervisor, SupervisorHandle, SupervisorSpec, async_trait,
+    ChildSpec, Context, PipeOutcome, Server, ServerError, ServerHandle, ServerRef, Supervisor,
+    SupervisorHandle, SupervisorSpec, async_trait,
 };
 use oscloud_core::address::Address;
 use oscloud_core::plumbing::{Branch, Split, merge, split};
@@ -89,10 +89,15 @@ impl Plan {
                 let text = match local {
                     Local::Mem(run) => format!("mem://{run}-{}-{i}", n.name),
                     Local::Unix(dir) => {
-                        format!("unix://{}", dir.join(format!("{}-{i}.sock", n.name)).display())
+                        format!(
+                            "unix://{}",
+                            dir.join(format!("{}-{i}.sock", n.name)).display()
+                        )
                     }
                 };
-                let new: Address = text.parse().map_err(|e| Error::Address(format!("{text}: {e}")))?;
+                let new: Address = text
+                    .parse()
+                    .map_err(|e| Error::Address(format!("{text}: {e}")))?;
                 replaced.push((a.clone(), new.clone()));
                 listen.push(new);
             }
@@ -274,7 +279,10 @@ impl Shared {
     async fn status(&self, kernel: &Kernel) -> NodeStatus {
         let stats = ServerRef::new(kernel, &supervisor_name(&self.name))
             .typed::<oscloud_actors::SupervisorRequest, oscloud_actors::SupervisorStats>()
-            .call(&oscloud_actors::SupervisorRequest::Stats, Duration::from_secs(2))
+            .call(
+                &oscloud_actors::SupervisorRequest::Stats,
+                Duration::from_secs(2),
+            )
             .await
             .unwrap_or_default();
         let servers = self
@@ -383,7 +391,12 @@ impl Server for Control {
     ) -> Result<PipeOutcome, ServerError> {
         let wired = self.0.wired();
         let found = wired.iter().find(|w| {
-            w.def.name == port || w.def.from.iter().chain(&w.def.to).any(|e| e.to_string() == port)
+            w.def.name == port
+                || w.def
+                    .from
+                    .iter()
+                    .chain(&w.def.to)
+                    .any(|e| e.to_string() == port)
         });
         match found {
             Some(w) => {
@@ -428,7 +441,9 @@ pub struct RunningNode {
 
 impl std::fmt::Debug for RunningNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningNode").field("name", &self.name).finish()
+        f.debug_struct("RunningNode")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -460,7 +475,10 @@ impl NodeRun {
                 .child_spec(s, &cx)
                 .map_err(|e| Error::Start(format!("server {:?}: {e}", s.name)))?;
             spec = spec.child(child);
-            let fed = topo.pipes.iter().any(|p| p.to.iter().any(|e| e.server == s.name));
+            let fed = topo
+                .pipes
+                .iter()
+                .any(|p| p.to.iter().any(|e| e.server == s.name));
             if s.kind.finishes && fed {
                 sinks.push(s.name.clone());
             }
@@ -495,9 +513,12 @@ impl NodeRun {
             plan_nodes,
             wired: Mutex::new(Vec::new()),
         });
-        let control =
-            oscloud_actors::start(&kernel, control_name(&self.name).as_str(), Control(shared.clone()))
-                .await?;
+        let control = oscloud_actors::start(
+            &kernel,
+            control_name(&self.name).as_str(),
+            Control(shared.clone()),
+        )
+        .await?;
 
         // Links.
         if let Some(x) = self.expose.get(&self.name) {
@@ -514,7 +535,11 @@ impl NodeRun {
 
         // Pipes wired here.
         let mut pipes = Vec::new();
-        for p in topo.pipes.iter().filter(|p| topo.wiring_node(p) == self.name) {
+        for p in topo
+            .pipes
+            .iter()
+            .filter(|p| topo.wiring_node(p) == self.name)
+        {
             let kernel = kernel.clone();
             let p = p.clone();
             let shared = shared.clone();
@@ -579,7 +604,9 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         branches.push(Branch::block(writer));
     }
     let source = if sources.len() == 1 {
-        sources.pop().ok_or_else(|| Error::Start("no source".into()))?
+        sources
+            .pop()
+            .ok_or_else(|| Error::Start("no source".into()))?
     } else {
         let (w, r) = kernel.pipe();
         let _merge = merge(sources, w);

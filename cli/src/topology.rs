@@ -391,7 +391,11 @@ impl Topology {
         for (name, node) in &raw_nodes {
             check_name(check, name, "node");
             let n = node.get_ref();
-            let strategy = match n.strategy.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            let strategy = match n
+                .strategy
+                .as_ref()
+                .map(|s| (s.get_ref().as_str(), s.span()))
+            {
                 None | Some(("one_for_one", _)) => Strategy::OneForOne,
                 Some(("one_for_all", _)) => Strategy::OneForAll,
                 Some(("rest_for_one", _)) => Strategy::RestForOne,
@@ -426,7 +430,10 @@ impl Topology {
                 {
                     check.err(
                         a.span(),
-                        format!("address {:?} is already a listen address of node {other:?}", a.get_ref()),
+                        format!(
+                            "address {:?} is already a listen address of node {other:?}",
+                            a.get_ref()
+                        ),
                     );
                 }
             }
@@ -436,7 +443,11 @@ impl Topology {
                 if listeners.get(a.get_ref()) == Some(name.get_ref()) {
                     check.err(
                         a.span(),
-                        format!("node {:?} connects to its own listen address {:?}", name.get_ref(), a.get_ref()),
+                        format!(
+                            "node {:?} connects to its own listen address {:?}",
+                            name.get_ref(),
+                            a.get_ref()
+                        ),
                     );
                 }
             }
@@ -450,11 +461,17 @@ impl Topology {
         let mut group_names = HashSet::new();
         // Every declared name, even of a server with problems (so that its
         // pipes are not reported as dangling too).
-        let declared: HashSet<String> = raw_servers.iter().map(|(k, _)| k.get_ref().clone()).collect();
+        let declared: HashSet<String> = raw_servers
+            .iter()
+            .map(|(k, _)| k.get_ref().clone())
+            .collect();
         for (name, server) in raw_servers {
             check_name(check, &name, "server");
             if name.get_ref().starts_with(RESERVED_PREFIX) {
-                check.err(name.span(), format!("server names starting with {RESERVED_PREFIX:?} are reserved"));
+                check.err(
+                    name.span(),
+                    format!("server names starting with {RESERVED_PREFIX:?} are reserved"),
+                );
             }
             let s = server.into_inner();
             let node = match &s.node {
@@ -462,7 +479,12 @@ impl Topology {
                 Some(n) => {
                     check.err(
                         n.span(),
-                        format!("server {:?} is placed on unknown node {:?} (nodes: {})", name.get_ref(), n.get_ref(), node_names.join(", ")),
+                        format!(
+                            "server {:?} is placed on unknown node {:?} (nodes: {})",
+                            name.get_ref(),
+                            n.get_ref(),
+                            node_names.join(", ")
+                        ),
                     );
                     continue;
                 }
@@ -470,7 +492,10 @@ impl Topology {
                 None => {
                     check.err(
                         name.span(),
-                        format!("server {:?} needs `node = \"...\"`: the topology has several nodes", name.get_ref()),
+                        format!(
+                            "server {:?} needs `node = \"...\"`: the topology has several nodes",
+                            name.get_ref()
+                        ),
                     );
                     continue;
                 }
@@ -478,7 +503,11 @@ impl Topology {
             let Some(kind) = kinds::kind(s.kind.get_ref()) else {
                 check.err(
                     s.kind.span(),
-                    format!("unknown server kind {:?} (known kinds: {})", s.kind.get_ref(), kinds::kind_names()),
+                    format!(
+                        "unknown server kind {:?} (known kinds: {})",
+                        s.kind.get_ref(),
+                        kinds::kind_names()
+                    ),
                 );
                 continue;
             };
@@ -491,12 +520,20 @@ impl Topology {
                             "kind {:?} takes no argument {:?} (it takes: {})",
                             kind.name,
                             key.get_ref(),
-                            kind.args.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+                            kind.args
+                                .iter()
+                                .map(|a| a.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ),
                     Some(spec) if !spec.ty.accepts(value.get_ref()) => check.err(
                         value.span(),
-                        format!("argument {:?} must be {}", key.get_ref(), spec.ty.describe()),
+                        format!(
+                            "argument {:?} must be {}",
+                            key.get_ref(),
+                            spec.ty.describe()
+                        ),
                     ),
                     Some(_) => {
                         args.insert(key.into_inner(), value.into_inner());
@@ -507,7 +544,13 @@ impl Topology {
                 if !args.contains_key(spec.name) {
                     check.err(
                         name.span(),
-                        format!("server {:?} (kind {:?}) needs argument {:?}: {}", name.get_ref(), kind.name, spec.name, spec.help),
+                        format!(
+                            "server {:?} (kind {:?}) needs argument {:?}: {}",
+                            name.get_ref(),
+                            kind.name,
+                            spec.name,
+                            spec.help
+                        ),
                     );
                 }
             }
@@ -515,7 +558,13 @@ impl Topology {
             if let Some(mode) = args.str("mode")
                 && mode.parse::<oscloud_servers::file::Framing>().is_err()
             {
-                check.err(name.span(), format!("server {:?}: mode must be \"lines\" or \"chunks\", not {mode:?}", name.get_ref()));
+                check.err(
+                    name.span(),
+                    format!(
+                        "server {:?}: mode must be \"lines\" or \"chunks\", not {mode:?}",
+                        name.get_ref()
+                    ),
+                );
             }
             let restart = match s.restart.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
                 None | Some(("transient", _)) => Restart::Transient,
@@ -556,7 +605,8 @@ impl Topology {
             let p = p.into_inner();
             let from = ends(check, &p.from, "from");
             let to = ends(check, &p.to, "to");
-            for (list, span, outgoing) in [(&from, p.from.span(), true), (&to, p.to.span(), false)] {
+            for (list, span, outgoing) in [(&from, p.from.span(), true), (&to, p.to.span(), false)]
+            {
                 for end in list {
                     let Some(server) = servers.iter().find(|s| s.name == end.server) else {
                         if declared.contains(&end.server) {
@@ -564,27 +614,51 @@ impl Topology {
                         }
                         check.err(
                             span.clone(),
-                            format!("pipe end {end}: no server named {:?} (dangling pipe end)", end.server),
+                            format!(
+                                "pipe end {end}: no server named {:?} (dangling pipe end)",
+                                end.server
+                            ),
                         );
                         continue;
                     };
                     if server.group.is_some() {
                         check.err(span.clone(), format!("pipe end {end}: server {:?} is in a group; pipes need a server of its own", end.server));
                     }
-                    let ports = if outgoing { server.kind.outputs } else { server.kind.inputs };
+                    let ports = if outgoing {
+                        server.kind.outputs
+                    } else {
+                        server.kind.inputs
+                    };
                     if !ports.contains(&end.port.as_str()) {
                         let dir = if outgoing { "output" } else { "input" };
-                        let list = if ports.is_empty() { "none".to_owned() } else { ports.join(", ") };
+                        let list = if ports.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            ports.join(", ")
+                        };
                         check.err(
                             span.clone(),
                             format!("pipe end {end}: kind {:?} has no {dir} port {:?} ({dir} ports: {list})", server.kind.name, end.port),
                         );
                         continue;
                     }
-                    let used = if outgoing { &mut used_from } else { &mut used_to };
+                    let used = if outgoing {
+                        &mut used_from
+                    } else {
+                        &mut used_to
+                    };
                     if let Some(other) = used.insert(end.clone(), line) {
-                        let hint = if outgoing { "list several `to` in one pipe to split" } else { "list several `from` in one pipe to merge" };
-                        check.err(span.clone(), format!("port {end} is already used by the pipe on line {other} ({hint})"));
+                        let hint = if outgoing {
+                            "list several `to` in one pipe to split"
+                        } else {
+                            "list several `from` in one pipe to merge"
+                        };
+                        check.err(
+                            span.clone(),
+                            format!(
+                                "port {end} is already used by the pipe on line {other} ({hint})"
+                            ),
+                        );
                     }
                 }
             }
@@ -594,9 +668,17 @@ impl Topology {
             };
             if let Some(other) = pipe_names.insert(name.clone(), line) {
                 let span = p.name.as_ref().map_or(p.from.span(), Spanned::span);
-                check.err(span, format!("duplicate pipe name {name:?} (also on line {other})"));
+                check.err(
+                    span,
+                    format!("duplicate pipe name {name:?} (also on line {other})"),
+                );
             }
-            pipes.push(PipeDef { name, from, to, line });
+            pipes.push(PipeDef {
+                name,
+                from,
+                to,
+                line,
+            });
         }
 
         let topo = Topology {
@@ -647,9 +729,7 @@ impl Topology {
 
     /// The node that wires `pipe`: its first destination's.
     pub fn wiring_node(&self, pipe: &PipeDef) -> &str {
-        pipe.to
-            .first()
-            .map_or("", |e| self.node_of(&e.server))
+        pipe.to.first().map_or("", |e| self.node_of(&e.server))
     }
 
     /// Whether nodes `a` and `b` are linked directly (one dials an

@@ -1,5 +1,6 @@
 //! `oscloud check`: every example validates; bad files get the exact
 //! error with line and column, and nothing starts.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -10,7 +11,12 @@ use support::{examples, oscloud};
 fn check(dir: &Path, name: &str, text: &str) -> (i32, String, String) {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    let out = oscloud().arg("check").arg(name).current_dir(dir).output().unwrap();
+    let out = oscloud()
+        .arg("check")
+        .arg(name)
+        .current_dir(dir)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
@@ -91,7 +97,10 @@ fn duplicate_server_name() {
     let text = "[nodes.a]\n\n[servers.x]\nkind = \"jsonl\"\n\n[servers.x]\nkind = \"jsonl\"\n";
     let (code, _, stderr) = check(dir.path(), "dup.toml", text);
     assert_eq!(code, 2);
-    assert_eq!(stderr.trim(), "dup.toml:6:10: duplicate key x (each name is defined once)");
+    assert_eq!(
+        stderr.trim(),
+        "dup.toml:6:10: duplicate key x (each name is defined once)"
+    );
 }
 
 #[test]
@@ -150,19 +159,34 @@ kind = "jsonl"
 #[test]
 fn syntax_error_and_unknown_field() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, stderr) = check(dir.path(), "syntax.toml", "[nodes.a]\nlisten = [\"tcp://x:1\"\n");
+    let (code, _, stderr) = check(
+        dir.path(),
+        "syntax.toml",
+        "[nodes.a]\nlisten = [\"tcp://x:1\"\n",
+    );
     assert_eq!(code, 2);
     assert!(stderr.starts_with("syntax.toml:2:"), "{stderr}");
-    let (code, _, stderr) = check(dir.path(), "field.toml", "[nodes.a]\nlisten = []\nspeed = 3\n");
+    let (code, _, stderr) = check(
+        dir.path(),
+        "field.toml",
+        "[nodes.a]\nlisten = []\nspeed = 3\n",
+    );
     assert_eq!(code, 2);
-    assert!(stderr.starts_with("field.toml:3:1: unknown field `speed`"), "{stderr}");
+    assert!(
+        stderr.starts_with("field.toml:3:1: unknown field `speed`"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn nothing_starts_when_the_file_is_bad() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.toml"), BAD).unwrap();
-    let out = oscloud().args(["run", "bad.toml"]).current_dir(dir.path()).output().unwrap();
+    let out = oscloud()
+        .args(["run", "bad.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("bad.toml:2:11: bad address"));
     assert!(!dir.path().join("x.jsonl").exists());
@@ -173,7 +197,10 @@ fn help_reads_well() {
     let out = oscloud().arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     for cmd in ["check", "run", "ls", "call", "tap", "top", "graph", "kinds"] {
-        assert!(text.contains(&format!("  {cmd} ")), "{cmd} missing in:\n{text}");
+        assert!(
+            text.contains(&format!("  {cmd} ")),
+            "{cmd} missing in:\n{text}"
+        );
     }
     let out = oscloud().arg("kinds").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();

@@ -1,5 +1,6 @@
 //! `ls`, `call`, `tap` and `top` against a running multi-process
 //! topology; `top` under a pseudo-terminal, its screen read back.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -92,14 +93,21 @@ fn ls_call_tap_top_against_a_multi_process_topology() {
     let rows: Vec<Vec<&str>> = ls.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows[0][..4], ["NAME", "NODE", "STATUS", "RESTARTS"]);
     for name in ["rules", "log", "oscloud.node.hub", "oscloud.supervisor.hub"] {
-        let row = rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("{name}: {ls}"));
+        let row = rows
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("{name}: {ls}"));
         assert_eq!(row[1..4], ["hub", "running", "0"], "{ls}");
     }
-    assert!(rows.iter().any(|r| r[0] == "oscloud.supervisor.hub" && r[4] == "supervisor"));
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "oscloud.supervisor.hub" && r[4] == "supervisor")
+    );
 
     // call: JSON in, MessagePack across, JSON out. The logger answers
     // with its counters [frames, bytes, inputs].
-    let reply: serde_json::Value = serde_json::from_str(&cli(&["call", hub, "log", "\"stats\""])).unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_str(&cli(&["call", hub, "log", "\"stats\""])).unwrap();
     assert!(reply[0].as_u64().unwrap() > 0, "{reply}");
     assert_eq!(reply[2], 1);
     // A server on another node, reached through the node that dialled it.
@@ -112,7 +120,10 @@ fn ls_call_tap_top_against_a_multi_process_topology() {
     let tapped = cli(&["tap", cloud.addr("edge"), "rules.out", "-n", "3"]);
     let lines: Vec<&str> = tapped.lines().collect();
     assert_eq!(lines.len(), 3, "{tapped}");
-    assert!(lines.iter().all(|l| l.starts_with("ALERT sensor=")), "{tapped}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("ALERT sensor=")),
+        "{tapped}"
+    );
     let tapped = cli(&["tap", hub, "readings", "-n", "5"]);
     assert_eq!(tapped.lines().count(), 5);
     assert!(tapped.lines().all(|l| l.starts_with("sensor=")), "{tapped}");
@@ -121,7 +132,10 @@ fn ls_call_tap_top_against_a_multi_process_topology() {
     let top = cli(&["top", hub, "--once"]);
     assert!(top.contains("oscloud top — node hub"), "{top}");
     assert!(top.contains("LINKS") && top.contains("SERVERS") && top.contains("PIPES"));
-    assert!(top.lines().any(|l| l.trim_start().starts_with("readings")), "{top}");
+    assert!(
+        top.lines().any(|l| l.trim_start().starts_with("readings")),
+        "{top}"
+    );
 }
 
 #[test]
@@ -158,7 +172,9 @@ fn top_under_a_pseudo_terminal() {
         // that shows a rate for the pipe.
         let frames: Vec<&str> = text.split("\x1b[H\x1b[2J").collect();
         if frames.len() >= 3
-            && let Some(last) = frames[frames.len() - 2].lines().find(|l| l.trim_start().starts_with("readings"))
+            && let Some(last) = frames[frames.len() - 2]
+                .lines()
+                .find(|l| l.trim_start().starts_with("readings"))
             && last.contains("/s")
         {
             assert!(frames[frames.len() - 2].contains("oscloud top — node hub"));

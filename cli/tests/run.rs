@@ -1,6 +1,7 @@
 //! `oscloud run` with the example topologies: in one process, as one OS
 //! process per node (checked through /proc), and one node per process over
 //! TCP; the same output every time; signals stop everything.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -16,9 +17,14 @@ const LIMIT: Duration = Duration::from_secs(30);
 fn one_process_runs_to_completion() {
     let dir = workdir();
     let mut cmd = oscloud();
-    cmd.args(["run", "sensor-alert.toml"]).current_dir(dir.path());
+    cmd.args(["run", "sensor-alert.toml"])
+        .current_dir(dir.path());
     let out = run_to_end(cmd, LIMIT);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(data_sorted(&dir.path().join("readings.jsonl")).len(), 80);
     assert_eq!(
         data_sorted(&dir.path().join("alerts.jsonl")),
@@ -30,7 +36,8 @@ fn one_process_runs_to_completion() {
 fn processes_give_the_same_output_as_one_process() {
     let one = workdir();
     let mut cmd = oscloud();
-    cmd.args(["run", "sensor-alert.toml"]).current_dir(one.path());
+    cmd.args(["run", "sensor-alert.toml"])
+        .current_dir(one.path());
     assert!(run_to_end(cmd, LIMIT).status.success());
 
     let many = workdir();
@@ -74,7 +81,7 @@ fn processes_are_real_os_processes_and_sigint_stops_them_all() {
     let dir = workdir();
     looping(dir.path());
     let err = dir.path().join("stderr.txt");
-    let mut parent = oscloud()
+    let parent = oscloud()
         .args(["run", "loop.toml", "--processes"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
@@ -97,7 +104,10 @@ fn processes_are_real_os_processes_and_sigint_stops_them_all() {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        assert!(args.windows(2).any(|w| w[0] == "--node" && w[1] == *name), "{args:?}");
+        assert!(
+            args.windows(2).any(|w| w[0] == "--node" && w[1] == *name),
+            "{args:?}"
+        );
     }
     // Data flows across the three processes.
     wait_until(LIMIT, "alerts arrive", || {
@@ -137,7 +147,11 @@ fn one_node_per_process_over_tcp() {
     }
     for c in children {
         let out = wait_output(c, LIMIT);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -158,10 +172,17 @@ fn local_dev_keyboard_pty_terminal_and_log() {
         stdin.write_all(b"echo hello $((6*7))\ntty\n").unwrap();
     } // end of input: Ctrl-D to the shell, which exits: the run ends
     let out = wait_output(child, LIMIT);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let screen = String::from_utf8_lossy(&out.stdout);
     assert!(screen.contains("hello 42"), "{screen}");
-    assert!(screen.contains("/dev/pts/"), "the shell runs under a PTY: {screen}");
+    assert!(
+        screen.contains("/dev/pts/"),
+        "the shell runs under a PTY: {screen}"
+    );
     let log = std::fs::read_to_string(dir.path().join("session.jsonl")).unwrap();
     let all: String = log
         .lines()
@@ -198,7 +219,11 @@ fn graph_dot_and_svg() {
             .arg(&svg)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     }
 }

@@ -41,7 +41,9 @@ impl std::str::FromStr for Framing {
         match s {
             "lines" => Ok(Self::Lines),
             "chunks" => Ok(Self::Chunks),
-            other => Err(format!("unknown mode {other:?} (expected \"lines\" or \"chunks\")")),
+            other => Err(format!(
+                "unknown mode {other:?} (expected \"lines\" or \"chunks\")"
+            )),
         }
     }
 }

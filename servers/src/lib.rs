@@ -8,7 +8,7 @@
 //!   byte streams to a child's stdin/stdout (ports `stdio`, `in`, `out`),
 //!   and its supervisor restarts it when the process dies.
 //! - [`pty`]: a program under a pseudo-terminal (ports `in`, `out`).
-//! - [`file`] and [`stdin`]: sources (port `out`): a file (once, paced,
+//! - [`file`](mod@file) and [`stdin`]: sources (port `out`): a file (once, paced,
 //!   or in a loop) or this process's standard input, line by line or in
 //!   chunks.
 //! - [`jsonl`]: a JSON-lines logger (port `in`) to a file or stdout.

@@ -144,7 +144,11 @@ async fn pump_out(master: Arc<AsyncFd<OwnedFd>>, out: oneshot::Receiver<PipeWrit
         match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(Into::into)) {
             Ok(Ok(0)) | Ok(Err(_)) => break, // EIO once the program is gone
             Ok(Ok(n)) => {
-                if writer.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                if writer
+                    .send(Bytes::copy_from_slice(&buf[..n]))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

@@ -1,22 +1,22 @@
 //! Helpers for the tests that run the real `oscloud` binary.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
-pub fn oscloud() -> Command {
+pub(crate) fn oscloud() -> Command {
     Command::new(env!("CARGO_BIN_EXE_oscloud"))
 }
 
 /// The repository's example topologies.
-pub fn examples() -> PathBuf {
+pub(crate) fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/topologies")
 }
 
 /// A temporary directory holding a copy of the example topologies.
-pub fn workdir() -> tempfile::TempDir {
+pub(crate) fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(examples()).unwrap() {
         let e = e.unwrap();
@@ -28,7 +28,7 @@ pub fn workdir() -> tempfile::TempDir {
 }
 
 /// Run to the end, at most `limit`.
-pub fn run_to_end(mut cmd: Command, limit: Duration) -> Output {
+pub(crate) fn run_to_end(mut cmd: Command, limit: Duration) -> Output {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -38,7 +38,7 @@ pub fn run_to_end(mut cmd: Command, limit: Duration) -> Output {
 }
 
 /// Wait for `child` at most `limit` (killing it then and failing).
-pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+pub(crate) fn wait_output(mut child: Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -57,7 +57,7 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
 }
 
 /// Poll `cond` every 20 ms until it holds, at most `limit`.
-pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
@@ -66,7 +66,7 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// The `data` values of a JSON-lines log, sorted.
-pub fn data_sorted(path: &Path) -> Vec<String> {
+pub(crate) fn data_sorted(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut v: Vec<String> = text
         .lines()
@@ -80,7 +80,7 @@ pub fn data_sorted(path: &Path) -> Vec<String> {
 }
 
 /// The readings above 30 °C in the example's recorded files, as alerts.
-pub fn expected_alerts(dir: &Path) -> Vec<String> {
+pub(crate) fn expected_alerts(dir: &Path) -> Vec<String> {
     let mut v = Vec::new();
     for f in ["readings-a.txt", "readings-b.txt"] {
         for line in std::fs::read_to_string(dir.join(f)).unwrap().lines() {
@@ -95,19 +95,19 @@ pub fn expected_alerts(dir: &Path) -> Vec<String> {
 }
 
 /// The parent pid of `pid`, from /proc.
-pub fn ppid(pid: u32) -> Option<u32> {
+pub(crate) fn ppid(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Send `sig` to `pid`.
-pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+pub(crate) fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
 
 /// Whether `pid` is still a live (not zombie) process.
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .rfind(')')
