@@ -43,6 +43,7 @@ step "Python bindings"
 scripts/test-python.sh 2>&1 | tee -a "$others"
 step "C bindings"
 scripts/test-c.sh 2>&1 | tee -a "$others"
+step "oscloud command" && scripts/test-cli.sh
 
 step "done in $(( $(date +%s) - start )) s"
 # The totals of every suite above, then one closing line with the sum.
