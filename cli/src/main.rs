@@ -406,12 +406,17 @@ async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> 
         if children.iter().all(|(_, _, d)| d.exists()) {
             break;
         }
+        let mut ended = false;
         for (name, c, _) in &mut children {
-            if let Ok(Some(status)) = c.try_wait() {
-                failed = Some(format!("node {name} exited early ({status})"));
+            match c.try_wait() {
+                // A node stops with success only when signalled (Ctrl-C in
+                // a terminal reaches the whole process group): stopping.
+                Ok(Some(status)) if status.success() => ended = true,
+                Ok(Some(status)) => failed = Some(format!("node {name} failed ({status})")),
+                _ => {}
             }
         }
-        if failed.is_some() {
+        if failed.is_some() || ended {
             break;
         }
         tokio::select! {

@@ -227,3 +227,40 @@ fn graph_dot_and_svg() {
         assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     }
 }
+
+#[test]
+fn ctrl_c_in_a_terminal_reaches_every_process_and_the_run_still_ends_cleanly() {
+    use std::os::unix::process::CommandExt;
+    let dir = workdir();
+    looping(dir.path());
+    let err = dir.path().join("stderr.txt");
+    // Its own process group, as a shell job: Ctrl-C signals the whole group.
+    let parent = oscloud()
+        .args(["run", "loop.toml", "--processes"])
+        .current_dir(dir.path())
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut nodes = Vec::new();
+    wait_until(LIMIT, "three nodes announced", || {
+        nodes = nodes_from(&std::fs::read_to_string(&err).unwrap());
+        nodes.len() == 3
+    });
+    wait_until(LIMIT, "alerts arrive", || {
+        !data_sorted(&dir.path().join("alerts.jsonl")).is_empty()
+    });
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(parent.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_output(parent, LIMIT).status;
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    for (name, pid, _) in &nodes {
+        assert!(!alive(*pid), "node {name} (pid {pid}) still runs");
+    }
+}
