@@ -232,16 +232,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .collect();
             // A single node of a multi-node topology cannot know when the
             // others are done: it runs until stopped.
-            let standalone = node.is_some() && done_file.is_none() && topo.nodes.len() > 1;
-            let done = done_file.clone().or_else(|| {
-                standalone.then(|| {
-                    std::env::temp_dir().join(format!("oscloud-{}.done", std::process::id()))
-                })
-            });
-            let outcome = runtime::run_nodes(runs, done.as_deref(), stop).await?;
-            if standalone && let Some(d) = done {
-                let _ = std::fs::remove_file(d);
-            }
+            let standalone = node.is_some() && topo.nodes.len() > 1;
+            let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), stop).await?;
             match outcome {
                 Outcome::Finished => tracing::info!("topology finished"),
                 Outcome::Stopped => tracing::info!("stopped"),

@@ -727,10 +727,11 @@ pub async fn stop_signal() -> Result<&'static str, Error> {
 
 /// Run `nodes` in this process until every one that can finish is done
 /// (and at least one can), a server tree fails, or a stop signal; then stop
-/// them all. `on_done` is called once when they are done (the process keeps
-/// running if `keep_running` until a signal).
+/// them all. With `keep_running` they run until the stop signal even when
+/// done, and `done_file` (if any) is written once they are done.
 pub async fn run_nodes(
     runs: Vec<NodeRun>,
+    keep_running: bool,
     done_file: Option<&Path>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Outcome, Error> {
@@ -747,7 +748,6 @@ pub async fn run_nodes(
             }
         }
     }
-    let keep_running = done_file.is_some();
     let any_can_finish = nodes.iter().any(RunningNode::can_finish);
     let mut reported = false;
     let outcome = loop {

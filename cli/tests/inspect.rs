@@ -189,3 +189,34 @@ fn top_under_a_pseudo_terminal() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn one_process_run_exposed_for_inspection() {
+    let dir = workdir();
+    let text = std::fs::read_to_string(dir.path().join("sensor-alert.toml"))
+        .unwrap()
+        .replace("interval_ms = 2 }", "interval_ms = 5, repeat = true }");
+    std::fs::write(dir.path().join("loop.toml"), text).unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let run = oscloud()
+        .args(["run", "loop.toml", "--expose"])
+        .arg(sockets.path())
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ops = sockets.path().join("ops.sock");
+    wait_until(LIMIT, "the ops socket", || ops.exists());
+    let addr = format!("unix://{}", ops.display());
+    let ls = cli(&["ls", &addr]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("alerts ") && l.contains(" running ")),
+        "{ls}"
+    );
+    let tapped = cli(&["tap", &addr, "readings", "-n", "2"]);
+    assert_eq!(tapped.lines().count(), 2, "{tapped}");
+    signal(run.id(), Signal::SIGTERM);
+    assert!(wait_output(run, LIMIT).status.success());
+}
