@@ -45,15 +45,17 @@ step "C bindings"
 scripts/test-c.sh 2>&1 | tee -a "$others"
 step "Encrypted links and access control"
 scripts/test-security.sh
+step "oscloud command"
+scripts/test-cli.sh 2>&1 | tee -a "$others"
 
 step "done in $(( $(date +%s) - start )) s"
 # The totals of every suite above, then one closing line with the sum.
 cargo_pf=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }' "$results")
 py_pf=$(grep -E '^[0-9]+ passed|^[0-9]+ failed|[0-9]+ passed in ' "$others" | tail -1 |
   awk '{ for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p = $i; if ($(i+1) ~ /^failed/) f = $i } } END { printf "%d %d", p, f }')
-c_pf=$(awk '/^C tests: [0-9]+ passed/ { p = $3 } END { printf "%d 0", p }' "$others")
+c_pf=$(awk '/^(C tests|CLI checks): [0-9]+ passed/ { p += $3 } END { printf "%d 0", p }' "$others")
 read -r cp cf <<<"$cargo_pf"
 read -r pp pf <<<"$py_pf"
 read -r xp xf <<<"$c_pf"
-echo "cargo tests: $cp passed, $cf failed; pytest: $pp passed, $pf failed; C checks: $xp passed"
+echo "cargo tests: $cp passed, $cf failed; pytest: $pp passed, $pf failed; C and CLI checks: $xp passed"
 echo "tests: $((cp + pp + xp)) passed, $((cf + pf + xf)) failed"

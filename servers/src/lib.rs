@@ -5,8 +5,19 @@
 //!
 //! - [`process`]: run any stdio program as a server ("wrap it and speak
 //!   bytes"): calls are request/reply lines on its stdin/stdout, pipes are
-//!   raw byte streams to a fresh child's stdin/stdout, and its supervisor
-//!   restarts it when the process dies.
+//!   byte streams to a child's stdin/stdout (ports `stdio`, `in`, `out`),
+//!   and its supervisor restarts it when the process dies.
+//! - [`pty`]: a program under a pseudo-terminal (ports `in`, `out`).
+//! - [`file`](mod@file) and [`stdin`]: sources (port `out`): a file (once, paced,
+//!   or in a loop) or this process's standard input, line by line or in
+//!   chunks.
+//! - [`jsonl`]: a JSON-lines logger (port `in`) to a file or stdout.
+//! - [`stdout`]: a terminal sink (port `in`): raw bytes to stdout or a file.
+//! - [`tee`]: a stream passes `in` → `out`, a copy goes to a file.
+//!
+//! Conventions: a source writes to port `out`, a sink reads port `in`;
+//! sinks stop normally once every input has ended, so a finite topology
+//! ends by itself.
 //!
 //! ```toml
 //! [dependencies]
@@ -44,7 +55,14 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod file;
+pub mod jsonl;
 pub mod process;
+pub mod pty;
+pub mod sink;
+pub mod stdin;
+pub mod stdout;
+pub mod tee;
 
 /// What can go wrong in a ready-made server. A server that returns one
 /// from a handler fails, and its supervisor decides what happens next.
@@ -61,6 +79,9 @@ pub enum Error {
     /// The child process exited.
     #[error("the child process exited ({0})")]
     Exited(String),
+    /// The server runs no child for calls ([`process::ProcessSpec::calls`]).
+    #[error("this process server takes no calls (it is a stream filter)")]
+    NoCalls,
     /// The child process gave no reply line in time.
     #[error("the child process gave no reply line within {0:?}")]
     NoReply(std::time::Duration),

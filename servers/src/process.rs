@@ -33,7 +33,8 @@ use bytes::Bytes;
 use oscloud_actors::{
     ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions, ServerRef, async_trait,
 };
-use oscloud_core::PipeEnd;
+use oscloud_core::plumbing::connect;
+use oscloud_core::{PipeEnd, PipeReader, PipeWriter};
 use serde::de::{self, Deserializer, Visitor};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -41,6 +42,8 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::Error;
+use crate::file::OUT_PORT;
+use crate::sink::IN_PORT;
 
 /// The pipe port that connects a pipe to a fresh child's stdin and stdout.
 pub const STDIO_PORT: &str = "stdio";
@@ -52,6 +55,8 @@ pub struct ProcessSpec {
     program: OsString,
     args: Vec<OsString>,
     reply_timeout: Duration,
+    calls: bool,
+    lines: bool,
     stats: Arc<ProcessStats>,
 }
 
@@ -82,6 +87,8 @@ impl ProcessSpec {
             program: program.into(),
             args: Vec::new(),
             reply_timeout: Duration::from_secs(5),
+            calls: true,
+            lines: false,
             stats: Arc::default(),
         }
     }
@@ -106,6 +113,25 @@ impl ProcessSpec {
     /// reply line takes longer than `timeout`.
     pub fn reply_timeout(mut self, timeout: Duration) -> Self {
         self.reply_timeout = timeout;
+        self
+    }
+
+    /// Whether the server keeps a long-running child for calls (the
+    /// default). Without it, calls fail with [`Error::NoCalls`] and the
+    /// server is only a stream filter (ports `stdio`, `in`, `out`): a
+    /// program that ends by itself (`seq 1 10`) is then not restarted
+    /// in a loop.
+    pub fn calls(mut self, on: bool) -> Self {
+        self.calls = on;
+        self
+    }
+
+    /// Line framing for the streams (ports `stdio`, `in`, `out`): each
+    /// frame written gets a newline if it has none, and the child's
+    /// output comes back one line per frame (without the newline) instead
+    /// of in chunks as they are read. Off by default.
+    pub fn lines(mut self, on: bool) -> Self {
+        self.lines = on;
         self
     }
 
@@ -199,13 +225,28 @@ pub struct ProcessServer {
 /// The running state: the call child's pipes and its exit notice.
 #[derive(Debug)]
 pub struct ProcessState {
+    call: Option<CallChild>,
+    stream_in: Option<PipeWriter>,
+    stream_out: Option<PipeReader>,
+    stream_started: bool,
+}
+
+impl ProcessState {
+    fn call_child(&mut self) -> Result<&mut CallChild, ServerError> {
+        self.call.as_mut().ok_or_else(|| Error::NoCalls.into())
+    }
+}
+
+/// The long-running child that answers calls.
+#[derive(Debug)]
+struct CallChild {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     exited: watch::Receiver<Option<String>>,
     line: Vec<u8>,
 }
 
-impl ProcessState {
+impl CallChild {
     fn check(&self) -> Result<(), ServerError> {
         match self.exited.borrow().as_ref() {
             Some(status) => Err(Error::Exited(status.clone()).into()),
@@ -246,6 +287,108 @@ impl Server for ProcessServer {
     type State = ProcessState;
 
     async fn init(&self, ctx: &mut Context) -> Result<ProcessState, ServerError> {
+        let call = if self.spec.calls {
+            Some(self.start_call_child(ctx)?)
+        } else {
+            None
+        };
+        Ok(ProcessState {
+            call,
+            stream_in: None,
+            stream_out: None,
+            stream_started: false,
+        })
+    }
+
+    async fn handle_cast(
+        &self,
+        _ctx: &mut Context,
+        state: &mut ProcessState,
+        req: ProcessRequest,
+    ) -> Result<(), ServerError> {
+        match req {
+            ProcessRequest::Check => match &state.call {
+                Some(c) => c.check(),
+                None => Ok(()),
+            },
+            ProcessRequest::Line(line) => state
+                .call_child()?
+                .exchange(&line, self.spec.reply_timeout)
+                .await
+                .map(drop),
+        }
+    }
+
+    async fn handle_call(
+        &self,
+        _ctx: &mut Context,
+        state: &mut ProcessState,
+        req: ProcessRequest,
+    ) -> Result<String, ServerError> {
+        match req {
+            ProcessRequest::Check => match &state.call {
+                Some(c) => c.check().map(|()| String::new()),
+                None => Ok(String::new()),
+            },
+            ProcessRequest::Line(line) => {
+                state
+                    .call_child()?
+                    .exchange(&line, self.spec.reply_timeout)
+                    .await
+            }
+        }
+    }
+
+    async fn handle_pipe(
+        &self,
+        ctx: &mut Context,
+        state: &mut ProcessState,
+        port: String,
+        end: PipeEnd,
+    ) -> Result<PipeOutcome, ServerError> {
+        match port.as_str() {
+            STDIO_PORT => {
+                // A failure to start this child is the opener's problem,
+                // not the server's: its pipe just ends.
+                let Ok(child) = self.spec.spawn() else {
+                    return Ok(PipeOutcome::Accepted);
+                };
+                let (reader, writer) = end.split();
+                ctx.spawn(run_stream(child, reader, writer, self.spec.lines));
+                Ok(PipeOutcome::Accepted)
+            }
+            IN_PORT | OUT_PORT => {
+                if !state.stream_started {
+                    state.stream_started = true;
+                    if let Ok(child) = self.spec.spawn() {
+                        let (in_w, in_r) = ctx.kernel().pipe();
+                        let (out_w, out_r) = ctx.kernel().pipe();
+                        ctx.spawn(run_stream(child, in_r, out_w, self.spec.lines));
+                        state.stream_in = Some(in_w);
+                        state.stream_out = Some(out_r);
+                    }
+                }
+                let (reader, writer) = end.split();
+                if port == IN_PORT {
+                    match state.stream_in.take() {
+                        Some(w) => drop(connect(reader, w)),
+                        None => debug!("process server: port in is already open"),
+                    }
+                } else {
+                    match state.stream_out.take() {
+                        Some(r) => drop(connect(r, writer)),
+                        None => debug!("process server: port out is already open"),
+                    }
+                }
+                Ok(PipeOutcome::Accepted)
+            }
+            _ => Ok(PipeOutcome::NoSuchPort),
+        }
+    }
+}
+
+impl ProcessServer {
+    fn start_call_child(&self, ctx: &mut Context) -> Result<CallChild, ServerError> {
         let (mut child, stdin, stdout) = self.spec.spawn()?;
         self.spec.stats.starts.fetch_add(1, Ordering::SeqCst);
         self.spec
@@ -267,92 +410,75 @@ impl Server for ProcessServer {
                 let _ = me.cast(check);
             }
         });
-        Ok(ProcessState {
+        Ok(CallChild {
             stdin,
             stdout: BufReader::new(stdout),
             exited,
             line: Vec::new(),
         })
     }
+}
 
-    async fn handle_cast(
-        &self,
-        _ctx: &mut Context,
-        state: &mut ProcessState,
-        req: ProcessRequest,
-    ) -> Result<(), ServerError> {
-        match req {
-            ProcessRequest::Check => state.check(),
-            ProcessRequest::Line(line) => state
-                .exchange(&line, self.spec.reply_timeout)
-                .await
-                .map(drop),
+/// Feed `reader` to a child's stdin and its stdout to `writer`, until it
+/// closes stdout.
+async fn run_stream(
+    (mut child, mut stdin, mut stdout): (Child, ChildStdin, ChildStdout),
+    mut reader: PipeReader,
+    writer: PipeWriter,
+    lines: bool,
+) {
+    let feed = async {
+        while let Some(frame) = reader.recv().await {
+            if stdin.write_all(&frame).await.is_err() {
+                break;
+            }
+            if lines && !frame.ends_with(b"\n") && stdin.write_all(b"\n").await.is_err() {
+                break;
+            }
         }
-    }
-
-    async fn handle_call(
-        &self,
-        _ctx: &mut Context,
-        state: &mut ProcessState,
-        req: ProcessRequest,
-    ) -> Result<String, ServerError> {
-        match req {
-            ProcessRequest::Check => state.check().map(|()| String::new()),
-            ProcessRequest::Line(line) => state.exchange(&line, self.spec.reply_timeout).await,
-        }
-    }
-
-    async fn handle_pipe(
-        &self,
-        ctx: &mut Context,
-        _state: &mut ProcessState,
-        port: String,
-        end: PipeEnd,
-    ) -> Result<PipeOutcome, ServerError> {
-        if port != STDIO_PORT {
-            return Ok(PipeOutcome::NoSuchPort);
-        }
-        // A failure to start this child is the opener's problem, not the
-        // server's: its pipe just ends.
-        let Ok((mut child, mut stdin, mut stdout)) = self.spec.spawn() else {
-            return Ok(PipeOutcome::Accepted);
-        };
-        let (mut reader, writer) = end.split();
-        ctx.spawn(async move {
-            let feed = async {
-                while let Some(frame) = reader.recv().await {
-                    if stdin.write_all(&frame).await.is_err() {
-                        break;
-                    }
-                }
-                drop(stdin); // EOF for the child
-            };
-            let drain = async {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match stdout.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if writer
-                                .send(Bytes::copy_from_slice(&buf[..n]))
-                                .await
-                                .is_err()
-                            {
-                                break;
-                            }
+        drop(stdin); // EOF for the child
+    };
+    let drain = async {
+        if lines {
+            let mut stdout = BufReader::new(&mut stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match stdout.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        crate::file::strip_line_end(&mut line);
+                        if writer.send(Bytes::copy_from_slice(&line)).await.is_err() {
+                            break;
                         }
                     }
                 }
-                drop(writer); // end of stream for the opener
-            };
-            tokio::pin!(feed, drain);
-            // When the child closes stdout it is done: stop feeding it.
-            tokio::select! {
-                () = &mut drain => {}
-                () = &mut feed => drain.await,
             }
-            let _ = child.wait().await;
-        });
-        Ok(PipeOutcome::Accepted)
+            drop(writer);
+            return;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if writer
+                        .send(Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(writer); // end of stream for the opener
+    };
+    tokio::pin!(feed, drain);
+    // When the child closes stdout it is done: stop feeding it.
+    tokio::select! {
+        () = &mut drain => {}
+        () = &mut feed => drain.await,
     }
+    let _ = child.wait().await;
 }

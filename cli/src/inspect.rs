@@ -1,0 +1,368 @@
+//! Looking inside a running node: the command dials it as a node of its
+//! own (over any transport), then reads its registry, calls its servers,
+//! taps its pipes and polls its control server.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use oscloud_actors::ServerRef;
+use oscloud_core::address::Address;
+use oscloud_core::transport::MemTransport;
+use oscloud_core::{Entry, Kernel, Node, NodeId};
+
+use crate::Error;
+use crate::runtime::{NodeStatus, transports};
+
+/// How long to wait for a node to answer.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A link to a running node.
+#[derive(Debug)]
+pub struct Session {
+    /// Our kernel.
+    pub kernel: Kernel,
+    node: Node,
+    /// The peer's node id.
+    pub peer: NodeId,
+}
+
+impl Session {
+    /// Dial `addr`.
+    pub async fn open(addr: &str) -> Result<Self, Error> {
+        let addr: Address = addr
+            .parse()
+            .map_err(|e| Error::Address(format!("{addr:?}: {e}")))?;
+        let kernel = Kernel::new();
+        let node = Node::new(kernel.clone(), transports(&MemTransport::new()));
+        let peer = node.connect(&addr).await?;
+        Ok(Self { kernel, node, peer })
+    }
+
+    /// The peer's registry entries, once its control server has arrived.
+    pub async fn entries(&self) -> Result<Vec<Entry>, Error> {
+        let control = self.control().await?;
+        let _ = control;
+        let mut e: Vec<Entry> = self
+            .kernel
+            .registry()
+            .entries()
+            .into_iter()
+            .filter(|e| e.node() == self.peer)
+            .collect();
+        e.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(e)
+    }
+
+    /// The name of the peer's control server (waits for it to arrive).
+    pub async fn control(&self) -> Result<String, Error> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let found = self
+                .kernel
+                .registry()
+                .entries()
+                .into_iter()
+                .find(|e| e.node() == self.peer && e.name().starts_with("oscloud.node."));
+            if let Some(e) = found {
+                return Ok(e.name().to_owned());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Usage(
+                    "the node answered but runs no oscloud control server (is it an `oscloud run`?)"
+                        .into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The peer's status.
+    pub async fn status(&self) -> Result<NodeStatus, Error> {
+        let name = self.control().await?;
+        Ok(ServerRef::new(&self.kernel, &name)
+            .typed::<&str, NodeStatus>()
+            .call(&"status", TIMEOUT)
+            .await?)
+    }
+
+    /// Wait until `name` is registered (on any node we see).
+    pub async fn wait_for(&self, name: &str) -> Result<(), Error> {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.kernel.registry().lookup(name).is_err() {
+            if Instant::now() >= deadline {
+                return Err(oscloud_core::Error::NotFound(name.to_owned()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Drop the link.
+    pub fn close(self) {
+        self.node.shutdown();
+    }
+}
+
+/// `oscloud ls`: the node's servers as a table.
+pub async fn ls(addr: &str) -> Result<String, Error> {
+    let s = Session::open(addr).await?;
+    let entries = s.entries().await?;
+    let status = s.status().await?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:<10} {:<9} {:>8}  CAPABILITIES",
+        "NAME", "NODE", "STATUS", "RESTARTS"
+    );
+    for e in &entries {
+        let st = status.servers.iter().find(|x| x.name == e.name());
+        let (state, restarts) = match st {
+            Some(x) => (if x.running { "running" } else { "stopped" }, x.restarts),
+            None => ("running", 0),
+        };
+        let c = e.capabilities();
+        let mut caps = Vec::new();
+        if !c.accepts.is_empty() {
+            caps.push(format!("accepts={}", c.accepts.join(",")));
+        }
+        if !c.produces.is_empty() {
+            caps.push(format!("produces={}", c.produces.join(",")));
+        }
+        for f in &c.features {
+            caps.push(f.clone());
+        }
+        for (k, v) in &c.metadata {
+            caps.push(format!("{k}={v}"));
+        }
+        if e.is_group_member() {
+            caps.push("group".into());
+        }
+        let caps = if caps.is_empty() {
+            "-".into()
+        } else {
+            caps.join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:<10} {:<9} {:>8}  {caps}",
+            e.name(),
+            status.node,
+            state,
+            restarts
+        );
+    }
+    // Servers of the topology that are on this node but not registered
+    // now (stopped sinks, failed servers).
+    for x in status
+        .servers
+        .iter()
+        .filter(|x| !entries.iter().any(|e| e.name() == x.name))
+    {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<10} {:<9} {:>8}  -",
+            x.name,
+            status.node,
+            if x.running { "running" } else { "stopped" },
+            x.restarts
+        );
+    }
+    s.close();
+    Ok(out)
+}
+
+/// `oscloud call`: JSON request in, JSON reply out.
+pub async fn call(addr: &str, name: &str, json: &str, timeout: Duration) -> Result<String, Error> {
+    let request: serde_json::Value = serde_json::from_str(json)?;
+    let bytes = rmp_serde::to_vec(&request)
+        .map_err(|e| Error::Usage(format!("cannot encode the request: {e}")))?;
+    let s = Session::open(addr).await?;
+    s.wait_for(name).await?;
+    let reply = ServerRef::new(&s.kernel, name)
+        .call(bytes.into(), timeout)
+        .await?;
+    let value: serde_json::Value = rmp_serde::from_slice(&reply)
+        .map_err(|e| Error::Usage(format!("the reply is not MessagePack: {e}")))?;
+    s.close();
+    Ok(serde_json::to_string(&value)?)
+}
+
+/// `oscloud tap`: print the frames of a pipe as they pass, one per line
+/// (text as is, other frames as JSON), until the pipe ends, `limit`
+/// frames were printed, or the process is stopped.
+pub async fn tap(addr: &str, pipe: &str, limit: Option<u64>, json: bool) -> Result<u64, Error> {
+    let first = Session::open(addr).await?;
+    let status = first.status().await?;
+    let Some(p) = status
+        .pipes
+        .iter()
+        .find(|p| p.name == pipe || p.from.iter().chain(&p.to).any(|e| e == pipe))
+    else {
+        let names: Vec<String> = status.pipes.iter().flat_map(|p| p.from.clone()).collect();
+        return Err(Error::Usage(format!(
+            "no pipe {pipe:?} in this topology (pipes: {})",
+            names.join(", ")
+        )));
+    };
+    // The pipe is wired on one node: tap it there.
+    let session = if p.wired_on == status.node {
+        first
+    } else {
+        let Some(addr) = status
+            .nodes
+            .iter()
+            .find(|n| n.name == p.wired_on)
+            .and_then(|n| n.listen.first())
+        else {
+            return Err(Error::Usage(format!(
+                "pipe {pipe:?} is wired on node {:?}, which listens nowhere",
+                p.wired_on
+            )));
+        };
+        let addr = addr.clone();
+        first.close();
+        Session::open(&addr).await?
+    };
+    let control = session.control().await?;
+    let end = ServerRef::new(&session.kernel, &control)
+        .open_pipe(pipe)
+        .await?;
+    let (mut reader, _writer) = end.split();
+    let mut n = 0u64;
+    let stdout = std::io::stdout();
+    while let Some(frame) = reader.recv().await {
+        let line = if json {
+            oscloud_servers::jsonl::frame_to_json(&frame).to_string()
+        } else {
+            match oscloud_servers::jsonl::frame_to_json(&frame) {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            }
+        };
+        let mut out = stdout.lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        n += 1;
+        if limit.is_some_and(|l| n >= l) {
+            break;
+        }
+    }
+    session.close();
+    Ok(n)
+}
+
+fn rate(now: u64, before: Option<u64>, dt: f64) -> String {
+    match before {
+        Some(b) if dt > 0.0 => format!("{:.0}/s", (now.saturating_sub(b)) as f64 / dt),
+        _ => "-".into(),
+    }
+}
+
+/// One screen of `oscloud top`; `prev` is the status a moment ago.
+pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
+    let dt = prev.map_or(0.0, |p| st.uptime_s - p.uptime_s);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "oscloud top — node {} ({}), pid {}, up {:.0} s",
+        st.node,
+        &st.node_id.chars().take(8).collect::<String>(),
+        st.pid,
+        st.uptime_s
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "LINKS");
+    let _ = writeln!(
+        o,
+        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5}",
+        "REMOTE", "PEER", "FRAMES OUT", "FRAMES IN", "BYTES OUT", "BYTES IN", "RATE IN", "DOWN"
+    );
+    for l in &st.links {
+        let before = prev.and_then(|p| p.links.iter().find(|x| x.remote == l.remote));
+        let _ = writeln!(
+            o,
+            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5}",
+            l.remote,
+            if l.connected {
+                l.peer.as_str()
+            } else {
+                "(down)"
+            },
+            l.frames_sent,
+            l.frames_received,
+            l.bytes_sent,
+            l.bytes_received,
+            rate(l.bytes_received, before.map(|b| b.bytes_received), dt).replace("/s", "B/s"),
+            l.reconnects
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "SERVERS");
+    let _ = writeln!(
+        o,
+        "  {:<24} {:<10} {:<9} {:>8}",
+        "NAME", "KIND", "STATUS", "RESTARTS"
+    );
+    for s in &st.servers {
+        let _ = writeln!(
+            o,
+            "  {:<24} {:<10} {:<9} {:>8}",
+            s.name,
+            s.kind,
+            if s.running { "running" } else { "stopped" },
+            s.restarts
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "PIPES (wired on this node)");
+    let _ = writeln!(
+        o,
+        "  {:<24} {:>10} {:>12} {:>9} {:>10} {:<6}",
+        "PIPE", "FRAMES", "BYTES", "RATE", "TAP DROPS", "STATE"
+    );
+    for p in st.pipes.iter().filter(|p| p.wired_on == st.node) {
+        let before = prev.and_then(|x| x.pipes.iter().find(|y| y.name == p.name));
+        let _ = writeln!(
+            o,
+            "  {:<24} {:>10} {:>12} {:>9} {:>10} {:<6}",
+            p.name,
+            p.frames,
+            p.bytes,
+            rate(p.frames, before.map(|b| b.frames), dt),
+            p.tap_dropped,
+            if p.finished { "ended" } else { "open" }
+        );
+    }
+    o
+}
+
+/// `oscloud top`: redraw the node's status every `interval` (ANSI clear
+/// screen) until stopped, or print it `once`.
+pub async fn top(addr: &str, interval: Duration, once: bool) -> Result<(), Error> {
+    let s = Session::open(addr).await?;
+    let mut prev: Option<NodeStatus> = None;
+    let stdout = std::io::stdout();
+    loop {
+        let st = s.status().await?;
+        let screen = render(&st, prev.as_ref());
+        {
+            let mut out = stdout.lock();
+            if !once {
+                write!(out, "\x1b[H\x1b[2J")?;
+            }
+            write!(out, "{screen}")?;
+            if !once {
+                writeln!(out, "\n(Ctrl-C quits)")?;
+            }
+            out.flush()?;
+        }
+        if once {
+            break;
+        }
+        prev = Some(st);
+        tokio::time::sleep(interval).await;
+    }
+    s.close();
+    Ok(())
+}

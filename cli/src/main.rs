@@ -1,0 +1,454 @@
+//! The `oscloud` command (see the crate docs of `oscloud_cli`).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use oscloud_cli::runtime::{self, Local, NodeRun, Outcome, Plan};
+use oscloud_cli::topology::Topology;
+use oscloud_cli::{Error, graph, inspect, kinds};
+use oscloud_core::address::Address;
+use oscloud_core::transport::MemTransport;
+use tokio::sync::watch;
+
+/// Run a cloud described in a topology file, and look inside it while it
+/// runs.
+///
+/// A topology file (TOML) lists nodes and how they link, the servers each
+/// node runs (kind, arguments, supervision) and the pipes between server
+/// ports. Placement is configuration: the same file runs in one process,
+/// as one process per node, or one node per machine.
+#[derive(Debug, Parser)]
+#[command(name = "oscloud", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Check a topology file and say what is wrong, with line numbers.
+    Check {
+        /// The topology file.
+        file: PathBuf,
+    },
+    /// Run a topology until it finishes by itself or Ctrl-C.
+    ///
+    /// Without options every node runs in this process (nodes linked
+    /// in memory). With --processes each node runs as its own OS process
+    /// (this program again, with --node), linked by Unix sockets in a
+    /// temporary directory. With --node NAME only that node runs, over the
+    /// addresses written in the file (e.g. TCP, one node per machine).
+    ///
+    /// The run ends when every pipe has ended and every sink fed by a pipe
+    /// has stopped; a topology without pipes runs until stopped.
+    Run {
+        /// The topology file.
+        file: PathBuf,
+        /// One OS process per node, linked by Unix sockets.
+        #[arg(long, conflicts_with = "node")]
+        processes: bool,
+        /// Run only this node, with the file's addresses.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// Also listen on DIR/NODE.sock for every node, for `oscloud ls`,
+        /// `call`, `tap` and `top` (always on with --processes).
+        #[arg(long, value_name = "DIR")]
+        expose: Option<PathBuf>,
+        /// Internal (--processes): replace addresses by sockets in DIR.
+        #[arg(long, hide = true, value_name = "DIR")]
+        socket_dir: Option<PathBuf>,
+        /// Internal (--processes): write this file when the node is done,
+        /// then keep serving until stopped.
+        #[arg(long, hide = true, value_name = "FILE")]
+        done_file: Option<PathBuf>,
+    },
+    /// List the servers of a running node: name, node, status, restarts,
+    /// capabilities.
+    Ls {
+        /// The node's address (unix:///..., tcp://host:port).
+        addr: String,
+    },
+    /// Call a server: the request is JSON (sent as MessagePack), the
+    /// reply is printed as JSON.
+    Call {
+        /// The node's address.
+        addr: String,
+        /// The server's name.
+        name: String,
+        /// The request, as JSON (e.g. '"hello"' or '{"n": 1}').
+        request: String,
+        /// How long to wait for the reply, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+    },
+    /// Watch a pipe live: print its frames as they pass (text as is,
+    /// anything else as JSON). The pipe never waits for the watcher.
+    Tap {
+        /// The address of any node of the topology.
+        addr: String,
+        /// The pipe: SERVER.PORT of one of its ends, or its name.
+        pipe: String,
+        /// Stop after this many frames.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+        /// Print every frame as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live view of a running node: links and their counters, servers
+    /// and restarts, pipes and their rates.
+    Top {
+        /// The node's address.
+        addr: String,
+        /// Refresh period in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Print one screen and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Draw a topology: Graphviz DOT on stdout, or SVG with --svg (needs
+    /// Graphviz's `dot`).
+    Graph {
+        /// The topology file.
+        file: PathBuf,
+        /// Write SVG to this file instead of DOT to stdout.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+    /// List the server kinds a topology can use, with ports and arguments.
+    Kinds,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("oscloud: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(Error::Topology(p)) => {
+            eprintln!("{p}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("oscloud: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    // A blocking read of stdin (the stdin source) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Cmd::Check { file } => {
+            let t = Topology::load(&file)?;
+            println!(
+                "{}: ok ({} nodes, {} servers, {} pipes)",
+                file.display(),
+                t.nodes.len(),
+                t.servers.len(),
+                t.pipes.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            file,
+            processes,
+            node,
+            expose,
+            socket_dir,
+            done_file,
+        } => {
+            let topo = Arc::new(Topology::load(&file)?);
+            if processes {
+                return run_processes(&file, &topo).await;
+            }
+            let (stop_tx, stop) = watch::channel(false);
+            tokio::spawn(async move {
+                if let Ok(sig) = runtime::stop_signal().await {
+                    tracing::info!("{sig}: stopping");
+                    let _ = stop_tx.send(true);
+                }
+            });
+            if done_file.is_some() {
+                // Under --processes: go when the parent goes.
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+            }
+            let mem = MemTransport::new();
+            let plan = match &socket_dir {
+                Some(dir) => Plan::local(&topo, &Local::Unix(dir.clone()))?,
+                None if node.is_some() => Plan::as_written(&topo),
+                None => Plan::local(&topo, &Local::Mem(format!("run{}", std::process::id())))?,
+            };
+            let expose_dir = expose.or(socket_dir);
+            let expose = exposed(&topo, expose_dir.as_deref())?;
+            let names: Vec<String> = match &node {
+                Some(n) => {
+                    if topo.node(n).is_none() {
+                        return Err(Error::Usage(format!(
+                            "the topology has no node {n:?} (nodes: {})",
+                            topo.nodes
+                                .iter()
+                                .map(|n| n.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                    vec![n.clone()]
+                }
+                None => topo.nodes.iter().map(|n| n.name.clone()).collect(),
+            };
+            let runs = names
+                .into_iter()
+                .map(|name| NodeRun {
+                    topo: topo.clone(),
+                    name,
+                    plan: plan.clone(),
+                    expose: expose.clone(),
+                    mem: mem.clone(),
+                })
+                .collect();
+            // A single node of a multi-node topology cannot know when the
+            // others are done: it runs until stopped.
+            let standalone = node.is_some() && topo.nodes.len() > 1;
+            let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), stop).await?;
+            match outcome {
+                Outcome::Finished => tracing::info!("topology finished"),
+                Outcome::Stopped => tracing::info!("stopped"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ls { addr } => {
+            print!("{}", inspect::ls(&addr).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Call {
+            addr,
+            name,
+            request,
+            timeout_ms,
+        } => {
+            let reply =
+                inspect::call(&addr, &name, &request, Duration::from_millis(timeout_ms)).await?;
+            println!("{reply}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Tap {
+            addr,
+            pipe,
+            count,
+            json,
+        } => {
+            tokio::select! {
+                r = inspect::tap(&addr, &pipe, count, json) => { r?; }
+                _ = runtime::stop_signal() => {}
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Top {
+            addr,
+            interval_ms,
+            once,
+        } => {
+            tokio::select! {
+                r = inspect::top(&addr, Duration::from_millis(interval_ms), once) => r?,
+                _ = runtime::stop_signal() => {}
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Graph { file, svg } => {
+            let topo = Topology::load(&file)?;
+            let dot = graph::dot(&topo);
+            match svg {
+                None => print!("{dot}"),
+                Some(out) => {
+                    use std::io::Write as _;
+                    let mut child = Command::new("dot")
+                        .arg("-Tsvg")
+                        .arg("-o")
+                        .arg(&out)
+                        .stdin(Stdio::piped())
+                        .spawn()
+                        .map_err(|e| {
+                            Error::Usage(format!(
+                                "cannot run Graphviz's `dot` (is it installed?): {e}"
+                            ))
+                        })?;
+                    if let Some(mut stdin) = child.stdin.take() {
+                        stdin.write_all(dot.as_bytes())?;
+                    }
+                    let status = child.wait()?;
+                    if !status.success() {
+                        return Err(Error::Usage(format!("dot failed: {status}")));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Kinds => {
+            for k in kinds::KINDS {
+                println!("{}: {}", k.name, k.summary);
+                if !k.inputs.is_empty() {
+                    println!("  input ports:  {}", k.inputs.join(", "));
+                }
+                if !k.outputs.is_empty() {
+                    println!("  output ports: {}", k.outputs.join(", "));
+                }
+                for a in k.args {
+                    println!(
+                        "  {:<18} {}{}",
+                        a.name,
+                        a.help,
+                        if a.required { " (required)" } else { "" }
+                    );
+                }
+                println!();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The extra listen address of every node when exposing in `dir`.
+fn exposed(topo: &Topology, dir: Option<&Path>) -> Result<HashMap<String, Address>, Error> {
+    let mut out = HashMap::new();
+    if let Some(dir) = dir {
+        for n in &topo.nodes {
+            let text = format!("unix://{}", dir.join(format!("{}.sock", n.name)).display());
+            let a: Address = text
+                .parse()
+                .map_err(|e| Error::Address(format!("{text}: {e}")))?;
+            out.insert(n.name.clone(), a);
+        }
+    }
+    Ok(out)
+}
+
+/// `run --processes`: this program once per node, linked by Unix sockets
+/// in a temporary directory; done when every node is done; Ctrl-C (or
+/// SIGTERM) stops them all.
+async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> {
+    let dir = tempfile::Builder::new().prefix("oscloud-").tempdir()?;
+    let exe = std::env::current_exe()?;
+    let stdin_node = topo
+        .servers
+        .iter()
+        .find(|s| s.kind.name == "stdin")
+        .map(|s| s.node.clone());
+    let mut children: Vec<(String, Child, PathBuf)> = Vec::new();
+    for n in &topo.nodes {
+        let done = dir.path().join(format!("{}.done", n.name));
+        let stdin = if stdin_node.as_deref() == Some(n.name.as_str()) {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let child = Command::new(&exe)
+            .arg("run")
+            .arg(file)
+            .arg("--node")
+            .arg(&n.name)
+            .arg("--socket-dir")
+            .arg(dir.path())
+            .arg("--done-file")
+            .arg(&done)
+            .stdin(stdin)
+            .spawn();
+        match child {
+            Ok(c) => {
+                eprintln!(
+                    "oscloud: node {} runs as pid {}, inspect at unix://{}",
+                    n.name,
+                    c.id(),
+                    dir.path().join(format!("{}.sock", n.name)).display()
+                );
+                children.push((n.name.clone(), c, done));
+            }
+            Err(e) => {
+                stop_children(&mut children);
+                return Err(Error::Start(format!("cannot start node {}: {e}", n.name)));
+            }
+        }
+    }
+    let mut signal = Box::pin(runtime::stop_signal());
+    let mut failed = None;
+    loop {
+        if children.iter().all(|(_, _, d)| d.exists()) {
+            break;
+        }
+        let mut ended = false;
+        for (name, c, _) in &mut children {
+            match c.try_wait() {
+                // A node stops with success only when signalled (Ctrl-C in
+                // a terminal reaches the whole process group): stopping.
+                Ok(Some(status)) if status.success() => ended = true,
+                Ok(Some(status)) => failed = Some(format!("node {name} failed ({status})")),
+                _ => {}
+            }
+        }
+        if failed.is_some() || ended {
+            break;
+        }
+        tokio::select! {
+            _ = &mut signal => break,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    stop_children(&mut children);
+    match failed {
+        Some(f) => Err(Error::Start(f)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// SIGTERM every child still running, wait up to 10 s, then SIGKILL.
+fn stop_children(children: &mut [(String, Child, PathBuf)]) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for (_, c, _) in children.iter_mut() {
+        if let Ok(None) = c.try_wait()
+            && let Ok(pid) = i32::try_from(c.id())
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (name, c, _) in children.iter_mut() {
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => {
+                    eprintln!("oscloud: node {name} did not stop within 10 s: killing it");
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,802 @@
+//! Running a topology: one node on this kernel, wired as the file says.
+//!
+//! Every node runs the same way whatever the placement: a kernel and a
+//! [`Node`], a supervisor with the node's servers (in file order), the
+//! control server `oscloud.node.NAME` (status calls, taps), its links, and
+//! the pipes it wires (each pipe is wired by the node of its first
+//! destination: it opens every end with
+//! [`ServerRef::open_pipe`], merges several sources, and splits into the
+//! destinations plus a drop-oldest branch for taps).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use oscloud_actors::{
+    ChildSpec, Context, PipeOutcome, Server, ServerError, ServerHandle, ServerRef, Supervisor,
+    SupervisorHandle, SupervisorSpec, async_trait,
+};
+use oscloud_core::address::Address;
+use oscloud_core::plumbing::{Branch, Split, merge, split};
+use oscloud_core::transport::{MemTransport, Transports};
+use oscloud_core::{Kernel, Node, PipeEnd, PipeWriter};
+use oscloud_transport_tcp::TcpTransport;
+use oscloud_transport_unix::UnixTransport;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::kinds::BuildContext;
+use crate::topology::{End, PipeDef, Topology};
+
+/// How long a node waits for peers and for the servers of its pipes.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Frames a tap branch keeps for a slow watcher before dropping the oldest.
+pub const TAP_QUEUE: usize = 256;
+
+/// The control server's name for node `node`.
+pub fn control_name(node: &str) -> String {
+    format!("oscloud.node.{node}")
+}
+
+/// The supervisor's name for node `node`.
+pub fn supervisor_name(node: &str) -> String {
+    format!("oscloud.supervisor.{node}")
+}
+
+/// Where the nodes of a topology really listen and dial.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Per node: addresses it listens on, addresses it dials.
+    pub nodes: HashMap<String, (Vec<Address>, Vec<Address>)>,
+}
+
+/// How addresses are replaced for a local run.
+#[derive(Debug, Clone)]
+pub enum Local {
+    /// `mem://` addresses (every node in this process).
+    Mem(String),
+    /// Unix sockets in this directory (one process per node).
+    Unix(PathBuf),
+}
+
+impl Plan {
+    /// The addresses as written in the file (one node per machine).
+    pub fn as_written(topo: &Topology) -> Self {
+        let nodes = topo
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), (n.listen.clone(), n.connect.clone())))
+            .collect();
+        Self { nodes }
+    }
+
+    /// The same links, on local addresses: each listen address becomes a
+    /// `mem://` name or a Unix socket, and a dial of it dials the
+    /// replacement. Dials of addresses no node of the file listens on are
+    /// kept as written.
+    pub fn local(topo: &Topology, local: &Local) -> Result<Self, Error> {
+        let mut replaced: Vec<(Address, Address)> = Vec::new();
+        let mut nodes = HashMap::new();
+        for n in &topo.nodes {
+            let mut listen = Vec::new();
+            for (i, a) in n.listen.iter().enumerate() {
+                let text = match local {
+                    Local::Mem(run) => format!("mem://{run}-{}-{i}", n.name),
+                    Local::Unix(dir) => {
+                        format!(
+                            "unix://{}",
+                            dir.join(format!("{}-{i}.sock", n.name)).display()
+                        )
+                    }
+                };
+                let new: Address = text
+                    .parse()
+                    .map_err(|e| Error::Address(format!("{text}: {e}")))?;
+                replaced.push((a.clone(), new.clone()));
+                listen.push(new);
+            }
+            nodes.insert(n.name.clone(), (listen, Vec::new()));
+        }
+        for n in &topo.nodes {
+            let dials = n
+                .connect
+                .iter()
+                .map(|a| {
+                    replaced
+                        .iter()
+                        .find(|(l, _)| crate::topology::reaches(a, l))
+                        .map_or_else(|| a.clone(), |(_, new)| new.clone())
+                })
+                .collect();
+            if let Some(entry) = nodes.get_mut(&n.name) {
+                entry.1 = dials;
+            }
+        }
+        Ok(Self { nodes })
+    }
+}
+
+/// The transports of this build; `mem` shared by every node of a process.
+pub fn transports(mem: &MemTransport) -> Transports {
+    Transports::new()
+        .with(Arc::new(mem.clone()))
+        .with(Arc::new(TcpTransport))
+        .with(Arc::new(UnixTransport))
+}
+
+// ------------------------------------------------------------------ status
+
+/// What the control server answers to a status call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's name in the topology.
+    pub node: String,
+    /// Its node id.
+    pub node_id: String,
+    /// The operating-system process it runs in.
+    pub pid: u32,
+    /// Seconds since it started.
+    pub uptime_s: f64,
+    /// Its servers.
+    pub servers: Vec<ServerStatus>,
+    /// Its links.
+    pub links: Vec<LinkInfo>,
+    /// Every pipe of the topology; counters for those wired here.
+    pub pipes: Vec<PipeStatus>,
+    /// Every node of the topology and where it can be reached.
+    pub nodes: Vec<NodeAddress>,
+}
+
+/// One server of a node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Whether it runs now.
+    pub running: bool,
+    /// How many times it was restarted.
+    pub restarts: u64,
+}
+
+/// One link of a node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// Local side.
+    pub local: String,
+    /// Remote side.
+    pub remote: String,
+    /// The peer's node id (short), if known.
+    pub peer: String,
+    /// Whether it is up.
+    pub connected: bool,
+    /// Times it was dialled again.
+    pub reconnects: u64,
+    /// Wire frames sent.
+    pub frames_sent: u64,
+    /// Wire frames received.
+    pub frames_received: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Frames dropped by the wire layer.
+    pub dropped: u64,
+}
+
+/// One pipe of the topology.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PipeStatus {
+    /// Its name.
+    pub name: String,
+    /// Its sources.
+    pub from: Vec<String>,
+    /// Its destinations.
+    pub to: Vec<String>,
+    /// The node that wires it.
+    pub wired_on: String,
+    /// Frames through it (0 when wired elsewhere).
+    pub frames: u64,
+    /// Bytes through it.
+    pub bytes: u64,
+    /// Frames the tap branch dropped for slow watchers.
+    pub tap_dropped: u64,
+    /// Whether it ended.
+    pub finished: bool,
+}
+
+/// Where a node can be reached.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// The node's name.
+    pub name: String,
+    /// Addresses it listens on (as run).
+    pub listen: Vec<String>,
+}
+
+// ------------------------------------------------------------------ taps
+
+/// The receiving side of a pipe's tap branch: hands copies of the frames
+/// to whoever watches, never waiting for them.
+#[derive(Debug, Default)]
+struct TapHub {
+    watchers: Mutex<Vec<PipeWriter>>,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    finished: AtomicBool,
+}
+
+impl TapHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PipeWriter>> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, frame: &Bytes) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        let mut w = self.lock();
+        if !w.is_empty() {
+            // A watcher that is full loses this frame; one that is gone
+            // is forgotten.
+            w.retain(|tx| match tx.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err((_, oscloud_core::Error::PipeFull { .. })) => true,
+                Err(_) => false,
+            });
+        }
+    }
+}
+
+struct WiredPipe {
+    def: PipeDef,
+    hub: Arc<TapHub>,
+    split: Mutex<Option<Split>>,
+    tap_index: usize,
+}
+
+/// What a node shares with its control server.
+struct Shared {
+    topo: Arc<Topology>,
+    name: String,
+    node: Node,
+    started: Instant,
+    plan_nodes: Vec<NodeAddress>,
+    wired: Mutex<Vec<Arc<WiredPipe>>>,
+}
+
+impl Shared {
+    fn wired(&self) -> Vec<Arc<WiredPipe>> {
+        self.wired.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn status(&self, kernel: &Kernel) -> NodeStatus {
+        let stats = ServerRef::new(kernel, &supervisor_name(&self.name))
+            .typed::<oscloud_actors::SupervisorRequest, oscloud_actors::SupervisorStats>()
+            .call(
+                &oscloud_actors::SupervisorRequest::Stats,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap_or_default();
+        let servers = self
+            .topo
+            .servers
+            .iter()
+            .filter(|s| s.node == self.name)
+            .map(|s| {
+                let c = stats.children.iter().find(|c| c.id == s.name);
+                ServerStatus {
+                    name: s.name.clone(),
+                    kind: s.kind.name.to_owned(),
+                    running: c.is_some_and(|c| c.running),
+                    restarts: c.map_or(0, |c| c.restarts),
+                }
+            })
+            .collect();
+        let links = self
+            .node
+            .links()
+            .into_iter()
+            .map(|l| LinkInfo {
+                local: l.local,
+                remote: l.remote,
+                peer: l.peer.map(|p| p.short()).unwrap_or_default(),
+                connected: l.connected,
+                reconnects: l.reconnects,
+                frames_sent: l.stats.frames_sent,
+                frames_received: l.stats.frames_received,
+                bytes_sent: l.stats.bytes_sent,
+                bytes_received: l.stats.bytes_received,
+                dropped: l.stats.dropped,
+            })
+            .collect();
+        let wired = self.wired();
+        let pipes = self
+            .topo
+            .pipes
+            .iter()
+            .map(|p| {
+                let mut st = PipeStatus {
+                    name: p.name.clone(),
+                    from: p.from.iter().map(End::to_string).collect(),
+                    to: p.to.iter().map(End::to_string).collect(),
+                    wired_on: self.topo.wiring_node(p).to_owned(),
+                    ..PipeStatus::default()
+                };
+                if let Some(w) = wired.iter().find(|w| w.def.name == p.name) {
+                    st.frames = w.hub.frames.load(Ordering::Relaxed);
+                    st.bytes = w.hub.bytes.load(Ordering::Relaxed);
+                    st.finished = w.hub.finished.load(Ordering::Relaxed);
+                    if let Some(s) = w.split.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        st.tap_dropped = s.dropped(w.tap_index);
+                        st.frames = st.frames.max(s.delivered(0));
+                    }
+                }
+                st
+            })
+            .collect();
+        NodeStatus {
+            node: self.name.clone(),
+            node_id: kernel.node().to_string(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            servers,
+            links,
+            pipes,
+            nodes: self.plan_nodes.clone(),
+        }
+    }
+}
+
+/// The control server of a node: `status` calls and taps.
+///
+/// - A call with any request (`"status"`) gets the [`NodeStatus`].
+/// - A pipe opened on port `SERVER.PORT` (an end of a pipe wired on this
+///   node) or on a pipe's name gets a copy of the pipe's frames from now
+///   on; a slow watcher loses frames, it never slows the pipe.
+struct Control(Arc<Shared>);
+
+#[async_trait]
+impl Server for Control {
+    type Request = serde::de::IgnoredAny;
+    type Reply = NodeStatus;
+    type State = ();
+
+    async fn init(&self, _ctx: &mut Context) -> Result<(), ServerError> {
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        ctx: &mut Context,
+        _state: &mut (),
+        _req: serde::de::IgnoredAny,
+    ) -> Result<NodeStatus, ServerError> {
+        Ok(self.0.status(ctx.kernel()).await)
+    }
+
+    async fn handle_pipe(
+        &self,
+        _ctx: &mut Context,
+        _state: &mut (),
+        port: String,
+        end: PipeEnd,
+    ) -> Result<PipeOutcome, ServerError> {
+        let wired = self.0.wired();
+        let found = wired.iter().find(|w| {
+            w.def.name == port
+                || w.def
+                    .from
+                    .iter()
+                    .chain(&w.def.to)
+                    .any(|e| e.to_string() == port)
+        });
+        match found {
+            Some(w) => {
+                let (_reader, writer) = end.split();
+                if !w.hub.finished.load(Ordering::SeqCst) {
+                    w.hub.lock().push(writer);
+                }
+                Ok(PipeOutcome::Accepted)
+            }
+            None => Ok(PipeOutcome::NoSuchPort),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ running
+
+/// One node of a topology, ready to run.
+#[derive(Debug, Clone)]
+pub struct NodeRun {
+    /// The topology.
+    pub topo: Arc<Topology>,
+    /// Which node.
+    pub name: String,
+    /// Effective addresses of every node.
+    pub plan: Plan,
+    /// Extra listen addresses (for inspection) per node.
+    pub expose: HashMap<String, Address>,
+    /// The in-process transport shared by the nodes of this process.
+    pub mem: MemTransport,
+}
+
+/// A node that is up.
+pub struct RunningNode {
+    /// The node's name.
+    pub name: String,
+    node: Node,
+    tree: SupervisorHandle,
+    control: ServerHandle,
+    pipes: Vec<tokio::task::JoinHandle<Result<(), Error>>>,
+    sinks: Vec<String>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl NodeRun {
+    /// Start the node: servers, control server, links, pipes.
+    pub async fn start(self) -> Result<RunningNode, Error> {
+        let topo = self.topo.clone();
+        let def = topo
+            .node(&self.name)
+            .ok_or_else(|| Error::Usage(format!("the topology has no node {:?}", self.name)))?
+            .clone();
+        let (listen, dial) = self.plan.nodes.get(&self.name).cloned().unwrap_or_default();
+        let kernel = Kernel::new();
+        let node = Node::new(kernel.clone(), transports(&self.mem));
+
+        // Servers, under the node's supervisor, in file order.
+        let base = topo.base_dir();
+        let mut spec = SupervisorSpec::new(supervisor_name(&self.name))
+            .strategy(def.strategy)
+            .intensity(def.max_restarts, def.period);
+        let mut sinks = Vec::new();
+        for s in topo.servers.iter().filter(|s| s.node == self.name) {
+            let cx = BuildContext {
+                base: &base,
+                in_pipes: topo.in_pipes(&s.name),
+            };
+            let child: ChildSpec = s
+                .kind
+                .child_spec(s, &cx)
+                .map_err(|e| Error::Start(format!("server {:?}: {e}", s.name)))?;
+            spec = spec.child(child);
+            let fed = topo
+                .pipes
+                .iter()
+                .any(|p| p.to.iter().any(|e| e.server == s.name));
+            if s.kind.finishes && fed {
+                sinks.push(s.name.clone());
+            }
+        }
+        let tree = Supervisor::start(&kernel, spec).await?;
+
+        let mut plan_nodes: Vec<NodeAddress> = topo
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut listen: Vec<String> = self
+                    .plan
+                    .nodes
+                    .get(&n.name)
+                    .map(|(l, _)| l.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                if let Some(x) = self.expose.get(&n.name) {
+                    listen.insert(0, x.to_string());
+                }
+                NodeAddress {
+                    name: n.name.clone(),
+                    listen,
+                }
+            })
+            .collect();
+        plan_nodes.retain(|n| !n.name.is_empty());
+        let shared = Arc::new(Shared {
+            topo: topo.clone(),
+            name: self.name.clone(),
+            node: node.clone(),
+            started: Instant::now(),
+            plan_nodes,
+            wired: Mutex::new(Vec::new()),
+        });
+        let control = oscloud_actors::start(
+            &kernel,
+            control_name(&self.name).as_str(),
+            Control(shared.clone()),
+        )
+        .await?;
+
+        // Links.
+        if let Some(x) = self.expose.get(&self.name) {
+            node.listen(x).await?;
+        }
+        for a in &listen {
+            let at = node.listen(a).await?;
+            info!(node = %self.name, "listening on {at}");
+        }
+        for a in &dial {
+            dial_until_up(&node, a).await?;
+            info!(node = %self.name, "linked over {a}");
+        }
+
+        // Pipes wired here.
+        let mut pipes = Vec::new();
+        for p in topo
+            .pipes
+            .iter()
+            .filter(|p| topo.wiring_node(p) == self.name)
+        {
+            let kernel = kernel.clone();
+            let p = p.clone();
+            let shared = shared.clone();
+            pipes.push(tokio::spawn(async move { wire(&kernel, p, &shared).await }));
+        }
+        Ok(RunningNode {
+            name: self.name,
+            node,
+            tree,
+            control,
+            pipes,
+            sinks,
+        })
+    }
+}
+
+/// Dial `addr`, trying again while the peer is not up yet.
+async fn dial_until_up(node: &Node, addr: &Address) -> Result<(), Error> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match node.connect(addr).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                debug!("dial {addr}: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Wait until `server` is in this kernel's registry (local or linked).
+async fn wait_for(kernel: &Kernel, server: &str) -> Result<(), Error> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while kernel.registry().lookup(server).is_err() {
+        if Instant::now() >= deadline {
+            return Err(Error::Start(format!(
+                "server {server:?} did not appear within {START_TIMEOUT:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Open every end of `p` and join them: merge the sources, split into the
+/// destinations and the tap branch. Returns when the pipe has ended.
+async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error> {
+    for e in p.from.iter().chain(&p.to) {
+        wait_for(kernel, &e.server).await?;
+    }
+    let mut sources = Vec::new();
+    for e in &p.from {
+        let end = ServerRef::new(kernel, &e.server).open_pipe(&e.port).await?;
+        let (reader, _writer) = end.split();
+        sources.push(reader);
+    }
+    let mut branches = Vec::new();
+    for e in &p.to {
+        let end = ServerRef::new(kernel, &e.server).open_pipe(&e.port).await?;
+        let (_reader, writer) = end.split();
+        branches.push(Branch::block(writer));
+    }
+    let source = if sources.len() == 1 {
+        sources
+            .pop()
+            .ok_or_else(|| Error::Start("no source".into()))?
+    } else {
+        let (w, r) = kernel.pipe();
+        let _merge = merge(sources, w);
+        r
+    };
+    let (tap_w, mut tap_r) = kernel.pipe();
+    let tap_index = branches.len();
+    branches.push(Branch::drop_oldest(tap_w, TAP_QUEUE));
+    let hub = Arc::new(TapHub::default());
+    let wired = Arc::new(WiredPipe {
+        def: p.clone(),
+        hub: hub.clone(),
+        split: Mutex::new(Some(split(source, branches))),
+        tap_index,
+    });
+    shared
+        .wired
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(wired.clone());
+    debug!(pipe = %p.name, "wired");
+    // The tap branch ends once the split has handed every frame to every
+    // blocking branch: that is the end of the pipe.
+    while let Some(frame) = tap_r.recv().await {
+        hub.publish(&frame);
+    }
+    hub.finished.store(true, Ordering::SeqCst);
+    hub.lock().clear();
+    let s = wired.split.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(s) = s {
+        // Keep the final counters readable.
+        let frames = s.delivered(0);
+        hub.frames.fetch_max(frames, Ordering::Relaxed);
+        if let Err(e) = s.finished().await {
+            warn!(pipe = %p.name, "pipe ended abnormally: {e}");
+        }
+    }
+    info!(pipe = %p.name, frames = hub.frames.load(Ordering::Relaxed), "pipe ended");
+    Ok(())
+}
+
+impl RunningNode {
+    /// Whether the node's part of the topology is done: every pipe it
+    /// wires has ended and every sink it runs that is fed by a pipe has
+    /// stopped. A node with neither is never done by itself.
+    pub fn is_done(&self) -> bool {
+        if self.pipes.is_empty() && self.sinks.is_empty() {
+            return false;
+        }
+        let stats = self.tree.stats();
+        self.pipes.iter().all(|p| p.is_finished())
+            && self.sinks.iter().all(|s| {
+                stats
+                    .children
+                    .iter()
+                    .find(|c| &c.id == s)
+                    .is_none_or(|c| !c.running)
+            })
+    }
+
+    /// Whether the node is done or has nothing that could finish.
+    pub fn can_finish(&self) -> bool {
+        !(self.pipes.is_empty() && self.sinks.is_empty())
+    }
+
+    /// A pipe that failed to be wired, if any (the error).
+    pub async fn failed_pipe(&mut self) -> Option<Error> {
+        let mut i = 0;
+        while i < self.pipes.len() {
+            if self.pipes[i].is_finished() {
+                let h = self.pipes.remove(i);
+                match h.await {
+                    Ok(Ok(())) => {
+                        // Keep a finished marker.
+                        self.pipes.insert(i, tokio::spawn(async { Ok(()) }));
+                        i += 1;
+                    }
+                    Ok(Err(e)) => return Some(e),
+                    Err(e) => return Some(Error::Start(format!("pipe task: {e}"))),
+                }
+            } else {
+                i += 1;
+            }
+        }
+        None
+    }
+
+    /// The supervisor's failure, if it has failed (restart intensity
+    /// exceeded).
+    pub async fn supervisor_failed(&self) -> Option<Error> {
+        match tokio::time::timeout(Duration::from_millis(1), self.tree.wait()).await {
+            Ok(Err(e)) => Some(e.into()),
+            _ => None,
+        }
+    }
+
+    /// Stop the servers (reverse order) and the links.
+    pub async fn stop(self) {
+        for p in &self.pipes {
+            p.abort();
+        }
+        self.tree.stop().await;
+        self.control.stop().await;
+        self.node.shutdown();
+    }
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+pub async fn stop_signal() -> Result<&'static str, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    })
+}
+
+/// Run `nodes` in this process until every one that can finish is done
+/// (and at least one can), a server tree fails, or a stop signal; then stop
+/// them all. With `keep_running` they run until the stop signal even when
+/// done, and `done_file` (if any) is written once they are done.
+pub async fn run_nodes(
+    runs: Vec<NodeRun>,
+    keep_running: bool,
+    done_file: Option<&Path>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Outcome, Error> {
+    let mut nodes = Vec::new();
+    for r in runs {
+        let name = r.name.clone();
+        match r.start().await {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                for n in nodes {
+                    n.stop().await;
+                }
+                return Err(Error::Start(format!("node {name:?}: {e}")));
+            }
+        }
+    }
+    let any_can_finish = nodes.iter().any(RunningNode::can_finish);
+    let mut reported = false;
+    let outcome = loop {
+        let mut failure = None;
+        for n in &mut nodes {
+            if let Some(e) = n.failed_pipe().await {
+                failure = Some(Error::Start(format!("node {:?}: {e}", n.name)));
+                break;
+            }
+            if let Some(e) = n.supervisor_failed().await {
+                failure = Some(Error::Start(format!("node {:?}: {e}", n.name)));
+                break;
+            }
+        }
+        if let Some(e) = failure {
+            for n in nodes.into_iter().rev() {
+                n.stop().await;
+            }
+            return Err(e);
+        }
+        let done = nodes
+            .iter()
+            .filter(|n| n.can_finish())
+            .all(RunningNode::is_done);
+        if (done || !any_can_finish && keep_running) && !reported {
+            reported = true;
+            if let Some(f) = done_file {
+                std::fs::write(f, b"done\n")?;
+            }
+            if !keep_running && any_can_finish {
+                break Outcome::Finished;
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => break Outcome::Stopped,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    };
+    for n in nodes.into_iter().rev() {
+        n.stop().await;
+    }
+    Ok(outcome)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every pipe and sink finished.
+    Finished,
+    /// A stop signal came.
+    Stopped,
+}

@@ -1,0 +1,779 @@
+//! Topology files: parsing and validation.
+//!
+//! A topology file (TOML) says which nodes there are and how they link,
+//! which servers run on which node, and the pipes between server ports.
+//! [`Topology::parse`] checks everything before anything starts and
+//! reports every problem with its line and column.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oscloud_actors::{Restart, Strategy};
+use oscloud_core::address::Address;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::kinds::{self, Kind};
+
+/// Address schemes the `oscloud` command can link over.
+pub const SCHEMES: &[&str] = &["tcp", "unix", "mem"];
+
+/// Whether dialling `connect` reaches a node listening on `listen`: the
+/// same address, or (TCP) the same port when the listener binds every
+/// interface (`0.0.0.0`, `[::]`).
+pub fn reaches(connect: &Address, listen: &Address) -> bool {
+    if connect == listen || connect.to_string() == listen.to_string() {
+        return true;
+    }
+    connect.scheme() == "tcp"
+        && listen.scheme() == "tcp"
+        && matches!(listen.host(), "0.0.0.0" | "::" | "[::]")
+        && connect.port().is_some()
+        && connect.port() == listen.port()
+}
+
+/// Names that topology servers cannot take: the runtime's own servers.
+pub const RESERVED_PREFIX: &str = "oscloud.";
+
+/// One problem in a topology file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a topology file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems {
+    /// The file, as given.
+    pub file: String,
+    /// The problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+// ------------------------------------------------------------------ raw
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    #[serde(default)]
+    nodes: BTreeMap<Spanned<String>, Spanned<RawNode>>,
+    #[serde(default)]
+    servers: BTreeMap<Spanned<String>, Spanned<RawServer>>,
+    #[serde(default)]
+    pipes: Vec<Spanned<RawPipe>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    connect: Vec<Spanned<String>>,
+    strategy: Option<Spanned<String>>,
+    max_restarts: Option<u32>,
+    period_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    kind: Spanned<String>,
+    node: Option<Spanned<String>>,
+    #[serde(default)]
+    args: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    restart: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipe {
+    name: Option<Spanned<String>>,
+    from: Spanned<toml::Value>,
+    to: Spanned<toml::Value>,
+}
+
+// ------------------------------------------------------------------ model
+
+/// A node: a kernel with its links.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeDef {
+    /// Its name in the file.
+    pub name: String,
+    /// Addresses it listens on.
+    pub listen: Vec<Address>,
+    /// Addresses it dials.
+    pub connect: Vec<Address>,
+    /// Its supervisor's strategy.
+    pub strategy: Strategy,
+    /// Its supervisor's restart intensity: at most this many restarts...
+    pub max_restarts: u32,
+    /// ...within this period.
+    pub period: Duration,
+}
+
+/// A server's arguments, already checked against its kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Args(pub BTreeMap<String, toml::Value>);
+
+impl Args {
+    /// A string argument.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(toml::Value::as_str)
+    }
+    /// A boolean argument.
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.0.get(key).and_then(toml::Value::as_bool)
+    }
+    /// An integer argument.
+    pub fn int(&self, key: &str) -> Option<u64> {
+        self.0
+            .get(key)
+            .and_then(toml::Value::as_integer)
+            .and_then(|i| u64::try_from(i).ok())
+    }
+    /// A list of strings (empty when absent).
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.0
+            .get(key)
+            .and_then(toml::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A server: its kind, arguments, node and supervision.
+#[derive(Debug, Clone)]
+pub struct ServerDef {
+    /// Its name (the registry name unless it is in a group).
+    pub name: String,
+    /// The node it runs on.
+    pub node: String,
+    /// Its kind.
+    pub kind: &'static Kind,
+    /// Its arguments.
+    pub args: Args,
+    /// When its supervisor restarts it (default transient).
+    pub restart: Restart,
+    /// The group it joins (registered under the group's name) if any.
+    pub group: Option<String>,
+}
+
+/// One end of a pipe: a server's port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct End {
+    /// The server.
+    pub server: String,
+    /// The port.
+    pub port: String,
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.server, self.port)
+    }
+}
+
+/// A pipe: one or more sources (merged) into one or more destinations
+/// (split).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeDef {
+    /// Its name: given, or the first source's `server.port`.
+    pub name: String,
+    /// Sources; several are merged.
+    pub from: Vec<End>,
+    /// Destinations; several get every frame (split).
+    pub to: Vec<End>,
+    /// The line it starts on.
+    pub line: usize,
+}
+
+/// A checked topology.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Nodes, in file order.
+    pub nodes: Vec<NodeDef>,
+    /// Servers, in file order (the order they start in on their node).
+    pub servers: Vec<ServerDef>,
+    /// Pipes, in file order.
+    pub pipes: Vec<PipeDef>,
+}
+
+/// Turns byte offsets into lines and columns.
+struct Lines<'a> {
+    text: &'a str,
+}
+
+impl Lines<'_> {
+    fn at(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
+        (line, col)
+    }
+}
+
+struct Check<'a> {
+    lines: Lines<'a>,
+    problems: Vec<(usize, Problem)>,
+}
+
+impl Check<'_> {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = self.lines.at(span.start);
+        self.problems.push((
+            span.start,
+            Problem {
+                line,
+                column,
+                message: message.into(),
+            },
+        ));
+    }
+}
+
+fn parse_end(s: &str) -> Option<End> {
+    let (server, port) = s.rsplit_once('.')?;
+    (!server.is_empty() && !port.is_empty()).then(|| End {
+        server: server.to_owned(),
+        port: port.to_owned(),
+    })
+}
+
+fn ends(check: &mut Check<'_>, v: &Spanned<toml::Value>, what: &str) -> Vec<End> {
+    let span = v.span();
+    let items: Vec<&toml::Value> = match v.get_ref() {
+        toml::Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    if items.is_empty() {
+        check.err(span, format!("`{what}` names no port"));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for item in items {
+        match item.as_str().map(|s| (s, parse_end(s))) {
+            Some((_, Some(end))) => out.push(end),
+            Some((s, None)) => check.err(
+                span.clone(),
+                format!("{s:?} is not SERVER.PORT (e.g. \"sensor.out\")"),
+            ),
+            None => check.err(
+                span.clone(),
+                format!("`{what}` must be \"SERVER.PORT\" or an array of them"),
+            ),
+        }
+    }
+    out
+}
+
+fn check_name(check: &mut Check<'_>, name: &Spanned<String>, what: &str) -> bool {
+    let n = name.get_ref();
+    let bad = if n.is_empty() {
+        Some("cannot be empty")
+    } else if n.len() > 255 {
+        Some("is longer than 255 bytes")
+    } else if n.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("cannot contain white space")
+    } else if n.contains('.') {
+        Some("cannot contain '.' (pipe ends are written SERVER.PORT)")
+    } else {
+        None
+    };
+    if let Some(why) = bad {
+        check.err(name.span(), format!("{what} name {n:?} {why}"));
+        return false;
+    }
+    true
+}
+
+fn address(check: &mut Check<'_>, s: &Spanned<String>) -> Option<Address> {
+    match s.get_ref().parse::<Address>() {
+        Ok(a) if SCHEMES.contains(&a.scheme()) => Some(a),
+        Ok(a) => {
+            check.err(
+                s.span(),
+                format!(
+                    "bad address {:?}: no transport for scheme {:?} (this build has {})",
+                    s.get_ref(),
+                    a.scheme(),
+                    SCHEMES.join(", ")
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            check.err(s.span(), format!("bad address {:?}: {e}", s.get_ref()));
+            None
+        }
+    }
+}
+
+impl Topology {
+    /// Read and check the topology file at `path`.
+    pub fn load(path: &Path) -> Result<Self, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| Problems {
+            file: path.display().to_string(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Check the topology `text` (read from `path`, which is used in
+    /// messages and to resolve relative paths in arguments).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, Problems> {
+        let mut check = Check {
+            lines: Lines { text },
+            problems: Vec::new(),
+        };
+        let file = path.display().to_string();
+        let raw: RawTopology = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let mut message = e.message().trim().to_owned();
+                if message == "duplicate key"
+                    && let Some(key) = text.get(span.clone())
+                {
+                    message = format!("duplicate key {key} (each name is defined once)");
+                }
+                check.err(span, message);
+                return Err(check.into_problems(file));
+            }
+        };
+        let topo = Self::build(&mut check, raw, path);
+        if check.problems.is_empty() {
+            Ok(topo)
+        } else {
+            Err(check.into_problems(file))
+        }
+    }
+
+    fn build(check: &mut Check<'_>, raw: RawTopology, path: &Path) -> Topology {
+        // Nodes, in file order.
+        let mut raw_nodes: Vec<_> = raw.nodes.into_iter().collect();
+        raw_nodes.sort_by_key(|(k, _)| k.span().start);
+        let mut nodes = Vec::new();
+        for (name, node) in &raw_nodes {
+            check_name(check, name, "node");
+            let n = node.get_ref();
+            let strategy = match n
+                .strategy
+                .as_ref()
+                .map(|s| (s.get_ref().as_str(), s.span()))
+            {
+                None | Some(("one_for_one", _)) => Strategy::OneForOne,
+                Some(("one_for_all", _)) => Strategy::OneForAll,
+                Some(("rest_for_one", _)) => Strategy::RestForOne,
+                Some((other, span)) => {
+                    check.err(
+                        span,
+                        format!(
+                            "unknown strategy {other:?} (expected one_for_one, one_for_all or rest_for_one)"
+                        ),
+                    );
+                    Strategy::OneForOne
+                }
+            };
+            nodes.push(NodeDef {
+                name: name.get_ref().clone(),
+                listen: n.listen.iter().filter_map(|a| address(check, a)).collect(),
+                connect: n.connect.iter().filter_map(|a| address(check, a)).collect(),
+                strategy,
+                max_restarts: n.max_restarts.unwrap_or(3),
+                period: Duration::from_millis(n.period_ms.unwrap_or(5000)),
+            });
+        }
+        if nodes.is_empty() {
+            check.err(0..0, "the topology has no nodes: add a [nodes.NAME] table");
+        }
+        // A listen address belongs to one node.
+        let mut listeners: HashMap<String, String> = HashMap::new();
+        for (name, node) in &raw_nodes {
+            for a in &node.get_ref().listen {
+                if let Some(other) = listeners.insert(a.get_ref().clone(), name.get_ref().clone())
+                    && &other != name.get_ref()
+                {
+                    check.err(
+                        a.span(),
+                        format!(
+                            "address {:?} is already a listen address of node {other:?}",
+                            a.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        for (name, node) in &raw_nodes {
+            for a in &node.get_ref().connect {
+                if listeners.get(a.get_ref()) == Some(name.get_ref()) {
+                    check.err(
+                        a.span(),
+                        format!(
+                            "node {:?} connects to its own listen address {:?}",
+                            name.get_ref(),
+                            a.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        let node_names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+
+        // Servers, in file order.
+        let mut raw_servers: Vec<_> = raw.servers.into_iter().collect();
+        raw_servers.sort_by_key(|(k, _)| k.span().start);
+        let mut servers = Vec::new();
+        let mut group_names = HashSet::new();
+        // Every declared name, even of a server with problems (so that its
+        // pipes are not reported as dangling too).
+        let declared: HashSet<String> = raw_servers
+            .iter()
+            .map(|(k, _)| k.get_ref().clone())
+            .collect();
+        for (name, server) in raw_servers {
+            check_name(check, &name, "server");
+            if name.get_ref().starts_with(RESERVED_PREFIX) {
+                check.err(
+                    name.span(),
+                    format!("server names starting with {RESERVED_PREFIX:?} are reserved"),
+                );
+            }
+            let s = server.into_inner();
+            let node = match &s.node {
+                Some(n) if node_names.contains(n.get_ref()) => n.get_ref().clone(),
+                Some(n) => {
+                    check.err(
+                        n.span(),
+                        format!(
+                            "server {:?} is placed on unknown node {:?} (nodes: {})",
+                            name.get_ref(),
+                            n.get_ref(),
+                            node_names.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                None if node_names.len() == 1 => node_names[0].clone(),
+                None => {
+                    check.err(
+                        name.span(),
+                        format!(
+                            "server {:?} needs `node = \"...\"`: the topology has several nodes",
+                            name.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let Some(kind) = kinds::kind(s.kind.get_ref()) else {
+                check.err(
+                    s.kind.span(),
+                    format!(
+                        "unknown server kind {:?} (known kinds: {})",
+                        s.kind.get_ref(),
+                        kinds::kind_names()
+                    ),
+                );
+                continue;
+            };
+            let mut args = BTreeMap::new();
+            for (key, value) in s.args {
+                match kind.args.iter().find(|a| a.name == key.get_ref()) {
+                    None => check.err(
+                        key.span(),
+                        format!(
+                            "kind {:?} takes no argument {:?} (it takes: {})",
+                            kind.name,
+                            key.get_ref(),
+                            kind.args
+                                .iter()
+                                .map(|a| a.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                    Some(spec) if !spec.ty.accepts(value.get_ref()) => check.err(
+                        value.span(),
+                        format!(
+                            "argument {:?} must be {}",
+                            key.get_ref(),
+                            spec.ty.describe()
+                        ),
+                    ),
+                    Some(_) => {
+                        args.insert(key.into_inner(), value.into_inner());
+                    }
+                }
+            }
+            for spec in kind.args.iter().filter(|a| a.required) {
+                if !args.contains_key(spec.name) {
+                    check.err(
+                        name.span(),
+                        format!(
+                            "server {:?} (kind {:?}) needs argument {:?}: {}",
+                            name.get_ref(),
+                            kind.name,
+                            spec.name,
+                            spec.help
+                        ),
+                    );
+                }
+            }
+            let args = Args(args);
+            if let Some(mode) = args.str("mode")
+                && mode.parse::<oscloud_servers::file::Framing>().is_err()
+            {
+                check.err(
+                    name.span(),
+                    format!(
+                        "server {:?}: mode must be \"lines\" or \"chunks\", not {mode:?}",
+                        name.get_ref()
+                    ),
+                );
+            }
+            let restart = match s.restart.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
+                None | Some(("transient", _)) => Restart::Transient,
+                Some(("permanent", _)) => Restart::Permanent,
+                Some(("temporary", _)) => Restart::Temporary,
+                Some((other, span)) => {
+                    check.err(span, format!("unknown restart policy {other:?} (expected permanent, transient or temporary)"));
+                    Restart::Transient
+                }
+            };
+            let group = s.group.map(|g| {
+                check_name(check, &g, "group");
+                group_names.insert(g.get_ref().clone());
+                g.into_inner()
+            });
+            servers.push(ServerDef {
+                name: name.into_inner(),
+                node,
+                kind,
+                args,
+                restart,
+                group,
+            });
+        }
+        for s in &servers {
+            if group_names.contains(&s.name) {
+                check.err(0..0, format!("server {:?} has the name of a group", s.name));
+            }
+        }
+
+        // Pipes.
+        let mut pipes = Vec::new();
+        let mut used_from: HashMap<End, usize> = HashMap::new();
+        let mut used_to: HashMap<End, usize> = HashMap::new();
+        let mut pipe_names: HashMap<String, usize> = HashMap::new();
+        for p in raw.pipes {
+            let line = check.lines.at(p.span().start).0;
+            let p = p.into_inner();
+            let from = ends(check, &p.from, "from");
+            let to = ends(check, &p.to, "to");
+            for (list, span, outgoing) in [(&from, p.from.span(), true), (&to, p.to.span(), false)]
+            {
+                for end in list {
+                    let Some(server) = servers.iter().find(|s| s.name == end.server) else {
+                        if declared.contains(&end.server) {
+                            continue; // its own problem is reported
+                        }
+                        check.err(
+                            span.clone(),
+                            format!(
+                                "pipe end {end}: no server named {:?} (dangling pipe end)",
+                                end.server
+                            ),
+                        );
+                        continue;
+                    };
+                    if server.group.is_some() {
+                        check.err(span.clone(), format!("pipe end {end}: server {:?} is in a group; pipes need a server of its own", end.server));
+                    }
+                    let ports = if outgoing {
+                        server.kind.outputs
+                    } else {
+                        server.kind.inputs
+                    };
+                    if !ports.contains(&end.port.as_str()) {
+                        let dir = if outgoing { "output" } else { "input" };
+                        let list = if ports.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            ports.join(", ")
+                        };
+                        check.err(
+                            span.clone(),
+                            format!("pipe end {end}: kind {:?} has no {dir} port {:?} ({dir} ports: {list})", server.kind.name, end.port),
+                        );
+                        continue;
+                    }
+                    let used = if outgoing {
+                        &mut used_from
+                    } else {
+                        &mut used_to
+                    };
+                    if let Some(other) = used.insert(end.clone(), line) {
+                        let hint = if outgoing {
+                            "list several `to` in one pipe to split"
+                        } else {
+                            "list several `from` in one pipe to merge"
+                        };
+                        check.err(
+                            span.clone(),
+                            format!(
+                                "port {end} is already used by the pipe on line {other} ({hint})"
+                            ),
+                        );
+                    }
+                }
+            }
+            let name = match &p.name {
+                Some(n) => n.get_ref().clone(),
+                None => from.first().map(End::to_string).unwrap_or_default(),
+            };
+            if let Some(other) = pipe_names.insert(name.clone(), line) {
+                let span = p.name.as_ref().map_or(p.from.span(), Spanned::span);
+                check.err(
+                    span,
+                    format!("duplicate pipe name {name:?} (also on line {other})"),
+                );
+            }
+            pipes.push(PipeDef {
+                name,
+                from,
+                to,
+                line,
+            });
+        }
+
+        let topo = Topology {
+            path: path.to_owned(),
+            nodes,
+            servers,
+            pipes,
+        };
+        // A pipe is wired on the node of its first destination: every
+        // other end must be on that node or on a node linked to it.
+        if check.problems.is_empty() {
+            for p in &topo.pipes {
+                let at = topo.wiring_node(p);
+                for end in p.from.iter().chain(&p.to) {
+                    let node = topo.node_of(&end.server);
+                    if node != at && !topo.linked(node, at) {
+                        let (line, column) = (p.line, 1);
+                        check.problems.push((
+                            usize::MAX,
+                            Problem {
+                                line,
+                                column,
+                                message: format!(
+                                    "pipe {:?}: {end} is on node {node:?} and the pipe is wired on node {at:?}, but the two nodes are not linked (add a listen/connect pair)",
+                                    p.name
+                                ),
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        topo
+    }
+
+    /// The node a server runs on ("" if unknown).
+    pub fn node_of(&self, server: &str) -> &str {
+        self.servers
+            .iter()
+            .find(|s| s.name == server)
+            .map_or("", |s| s.node.as_str())
+    }
+
+    /// The server called `name`.
+    pub fn server(&self, name: &str) -> Option<&ServerDef> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// The node that wires `pipe`: its first destination's.
+    pub fn wiring_node(&self, pipe: &PipeDef) -> &str {
+        pipe.to.first().map_or("", |e| self.node_of(&e.server))
+    }
+
+    /// Whether nodes `a` and `b` are linked directly (one dials an
+    /// address the other listens on).
+    pub fn linked(&self, a: &str, b: &str) -> bool {
+        let find = |n: &str| self.nodes.iter().find(|x| x.name == n);
+        let (Some(a), Some(b)) = (find(a), find(b)) else {
+            return false;
+        };
+        let dials = |x: &NodeDef, y: &NodeDef| {
+            x.connect
+                .iter()
+                .any(|c| y.listen.iter().any(|l| reaches(c, l)))
+        };
+        dials(a, b) || dials(b, a)
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeDef> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The directory relative paths in arguments are taken from.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// Whether `server` is an end of some pipe.
+    pub fn in_pipes(&self, server: &str) -> bool {
+        self.pipes
+            .iter()
+            .any(|p| p.from.iter().chain(&p.to).any(|e| e.server == server))
+    }
+}
+
+impl Check<'_> {
+    fn into_problems(mut self, file: String) -> Problems {
+        self.problems.sort_by_key(|(at, p)| (p.line, *at));
+        Problems {
+            file,
+            problems: self.problems.into_iter().map(|(_, p)| p).collect(),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `oscloud check`: every example validates; bad files get the exact
+//! error with line and column, and nothing starts.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+
+use support::{examples, oscloud};
+
+fn check(dir: &Path, name: &str, text: &str) -> (i32, String, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = oscloud()
+        .arg("check")
+        .arg(name)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn every_example_topology_validates() {
+    let mut n = 0;
+    for e in std::fs::read_dir(examples()).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            let out = oscloud().arg("check").arg(&path).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "found {n} example topologies");
+}
+
+const BAD: &str = r#"[nodes.a]
+listen = ["tcp://127.0.0.1:notaport"]
+connect = ["serial:///dev/ttyUSB0"]
+
+[servers.sensor]
+kind = "fiel"
+args = { path = "x" }
+
+[servers.log]
+kind = "jsonl"
+args = { paht = "x.jsonl" }
+
+[servers.p]
+kind = "process"
+
+[[pipes]]
+from = "sensor.out"
+to = ["lgo.in"]
+
+[[pipes]]
+from = "log.out"
+to = "p.in"
+
+[[pipes]]
+from = "p.out"
+to = "p.in"
+"#;
+
+#[test]
+fn bad_file_lists_every_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = check(dir.path(), "bad.toml", BAD);
+    assert_eq!(code, 2);
+    assert_eq!(stdout, "");
+    let expected = [
+        r#"bad.toml:2:11: bad address "tcp://127.0.0.1:notaport": invalid address "tcp://127.0.0.1:notaport": bad port "notaport": expected 0 to 65535"#,
+        r#"bad.toml:3:12: bad address "serial:///dev/ttyUSB0": no transport for scheme "serial" (this build has tcp, unix, mem)"#,
+        r#"bad.toml:6:8: unknown server kind "fiel" (known kinds: process, pty, file, stdin, jsonl, stdout, tee)"#,
+        r#"bad.toml:11:10: kind "jsonl" takes no argument "paht" (it takes: path, append, timestamps)"#,
+        r#"bad.toml:13:10: server "p" (kind "process") needs argument "program": the program (looked up in PATH)"#,
+        r#"bad.toml:18:6: pipe end lgo.in: no server named "lgo" (dangling pipe end)"#,
+        r#"bad.toml:21:8: pipe end log.out: kind "jsonl" has no output port "out" (output ports: none)"#,
+        r#"bad.toml:26:6: port p.in is already used by the pipe on line 20 (list several `from` in one pipe to merge)"#,
+    ];
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn duplicate_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[nodes.a]\n\n[servers.x]\nkind = \"jsonl\"\n\n[servers.x]\nkind = \"jsonl\"\n";
+    let (code, _, stderr) = check(dir.path(), "dup.toml", text);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim(),
+        "dup.toml:6:10: duplicate key x (each name is defined once)"
+    );
+}
+
+#[test]
+fn pipe_between_unlinked_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"[nodes.a]
+listen = ["tcp://127.0.0.1:1"]
+[nodes.b]
+[servers.s]
+node = "a"
+kind = "file"
+args = { path = "r.txt" }
+[servers.l]
+node = "b"
+kind = "jsonl"
+[[pipes]]
+from = "s.out"
+to = "l.in"
+"#;
+    let (code, _, stderr) = check(dir.path(), "unlinked.toml", text);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim(),
+        r#"unlinked.toml:11:1: pipe "s.out": s.out is on node "a" and the pipe is wired on node "b", but the two nodes are not linked (add a listen/connect pair)"#
+    );
+}
+
+#[test]
+fn misc_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"[nodes.a]
+[nodes.b]
+[servers.s]
+kind = "file"
+args = { path = 3 }
+[servers.t]
+node = "c"
+kind = "jsonl"
+restart = "sometimes"
+[servers."u.v"]
+node = "a"
+kind = "jsonl"
+"#;
+    let (code, _, stderr) = check(dir.path(), "misc.toml", text);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            r#"misc.toml:3:10: server "s" needs `node = "..."`: the topology has several nodes"#,
+            r#"misc.toml:7:8: server "t" is placed on unknown node "c" (nodes: a, b)"#,
+            r#"misc.toml:10:10: server name "u.v" cannot contain '.' (pipe ends are written SERVER.PORT)"#,
+        ]
+    );
+}
+
+#[test]
+fn syntax_error_and_unknown_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = check(
+        dir.path(),
+        "syntax.toml",
+        "[nodes.a]\nlisten = [\"tcp://x:1\"\n",
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.starts_with("syntax.toml:2:"), "{stderr}");
+    let (code, _, stderr) = check(
+        dir.path(),
+        "field.toml",
+        "[nodes.a]\nlisten = []\nspeed = 3\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with("field.toml:3:1: unknown field `speed`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn nothing_starts_when_the_file_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), BAD).unwrap();
+    let out = oscloud()
+        .args(["run", "bad.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("bad.toml:2:11: bad address"));
+    assert!(!dir.path().join("x.jsonl").exists());
+}
+
+#[test]
+fn help_reads_well() {
+    let out = oscloud().arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["check", "run", "ls", "call", "tap", "top", "graph", "kinds"] {
+        assert!(
+            text.contains(&format!("  {cmd} ")),
+            "{cmd} missing in:\n{text}"
+        );
+    }
+    let out = oscloud().arg("kinds").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for kind in ["process", "pty", "file", "stdin", "jsonl", "stdout", "tee"] {
+        assert!(text.contains(&format!("{kind}: ")), "{kind}");
+    }
+}

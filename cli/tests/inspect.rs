@@ -1,0 +1,222 @@
+//! `ls`, `call`, `tap` and `top` against a running multi-process
+//! topology; `top` under a pseudo-terminal, its screen read back.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Cloud {
+    _dir: tempfile::TempDir,
+    parent: Option<Child>,
+    nodes: Vec<(String, String)>,
+}
+
+impl Cloud {
+    fn start() -> Self {
+        let dir = workdir();
+        let text = std::fs::read_to_string(dir.path().join("sensor-alert.toml"))
+            .unwrap()
+            .replace("interval_ms = 2 }", "interval_ms = 5, repeat = true }");
+        std::fs::write(dir.path().join("loop.toml"), text).unwrap();
+        let err = dir.path().join("stderr.txt");
+        let parent = oscloud()
+            .args(["run", "loop.toml", "--processes"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let mut nodes = Vec::new();
+        wait_until(LIMIT, "nodes announced", || {
+            nodes = std::fs::read_to_string(&err)
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix("oscloud: node ")?;
+                    let (name, rest) = rest.split_once(' ')?;
+                    let (_, addr) = rest.split_once(", inspect at ")?;
+                    Some((name.to_owned(), addr.to_owned()))
+                })
+                .collect();
+            nodes.len() == 3
+        });
+        wait_until(LIMIT, "alerts flow", || {
+            data_sorted(&dir.path().join("alerts.jsonl")).len() >= 3
+        });
+        Self {
+            _dir: dir,
+            parent: Some(parent),
+            nodes,
+        }
+    }
+
+    fn addr(&self, node: &str) -> &str {
+        &self.nodes.iter().find(|n| n.0 == node).unwrap().1
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        if let Some(p) = self.parent.take() {
+            signal(p.id(), Signal::SIGTERM);
+            let _ = wait_output(p, LIMIT);
+        }
+    }
+}
+
+fn cli(args: &[&str]) -> String {
+    let out = oscloud().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn ls_call_tap_top_against_a_multi_process_topology() {
+    let cloud = Cloud::start();
+    let hub = cloud.addr("hub");
+
+    // ls: the hub's registry.
+    let ls = cli(&["ls", hub]);
+    let rows: Vec<Vec<&str>> = ls.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0][..4], ["NAME", "NODE", "STATUS", "RESTARTS"]);
+    for name in ["rules", "log", "oscloud.node.hub", "oscloud.supervisor.hub"] {
+        let row = rows
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("{name}: {ls}"));
+        assert_eq!(row[1..4], ["hub", "running", "0"], "{ls}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "oscloud.supervisor.hub" && r[4] == "supervisor")
+    );
+
+    // call: JSON in, MessagePack across, JSON out. The logger answers
+    // with its counters [frames, bytes, inputs].
+    let reply: serde_json::Value =
+        serde_json::from_str(&cli(&["call", hub, "log", "\"stats\""])).unwrap();
+    assert!(reply[0].as_u64().unwrap() > 0, "{reply}");
+    assert_eq!(reply[2], 1);
+    // A server on another node, reached through the node that dialled it.
+    let status: serde_json::Value =
+        serde_json::from_str(&cli(&["call", hub, "oscloud.node.hub", "\"status\""])).unwrap();
+    assert_eq!(status[0], "hub");
+
+    // tap: watch a pipe live, from any node (the edge does not wire
+    // rules.out: the command finds the node that does).
+    let tapped = cli(&["tap", cloud.addr("edge"), "rules.out", "-n", "3"]);
+    let lines: Vec<&str> = tapped.lines().collect();
+    assert_eq!(lines.len(), 3, "{tapped}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("ALERT sensor=")),
+        "{tapped}"
+    );
+    let tapped = cli(&["tap", hub, "readings", "-n", "5"]);
+    assert_eq!(tapped.lines().count(), 5);
+    assert!(tapped.lines().all(|l| l.starts_with("sensor=")), "{tapped}");
+
+    // top --once: plain text.
+    let top = cli(&["top", hub, "--once"]);
+    assert!(top.contains("oscloud top — node hub"), "{top}");
+    assert!(top.contains("LINKS") && top.contains("SERVERS") && top.contains("PIPES"));
+    assert!(
+        top.lines().any(|l| l.trim_start().starts_with("readings")),
+        "{top}"
+    );
+}
+
+#[test]
+fn top_under_a_pseudo_terminal() {
+    let cloud = Cloud::start();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = || Stdio::from(pty.slave.as_fd().try_clone_to_owned().unwrap());
+    let mut top = oscloud()
+        .args(["top", cloud.addr("hub"), "--interval-ms", "100"])
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave())
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    // Read the screen until two frames were drawn with live counters.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    let mut screen = Vec::new();
+    loop {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+            screen.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&screen);
+        // Each redraw starts with "clear screen"; wait for a second one
+        // that shows a rate for the pipe.
+        let frames: Vec<&str> = text.split("\x1b[H\x1b[2J").collect();
+        if frames.len() >= 3
+            && let Some(last) = frames[frames.len() - 2]
+                .lines()
+                .find(|l| l.trim_start().starts_with("readings"))
+            && last.contains("/s")
+        {
+            assert!(frames[frames.len() - 2].contains("oscloud top — node hub"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "screen: {text}");
+    }
+    signal(top.id(), Signal::SIGINT);
+    let deadline = Instant::now() + LIMIT;
+    while top.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "top did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn one_process_run_exposed_for_inspection() {
+    let dir = workdir();
+    let text = std::fs::read_to_string(dir.path().join("sensor-alert.toml"))
+        .unwrap()
+        .replace("interval_ms = 2 }", "interval_ms = 5, repeat = true }");
+    std::fs::write(dir.path().join("loop.toml"), text).unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let run = oscloud()
+        .args(["run", "loop.toml", "--expose"])
+        .arg(sockets.path())
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ops = sockets.path().join("ops.sock");
+    wait_until(LIMIT, "the ops socket", || ops.exists());
+    let addr = format!("unix://{}", ops.display());
+    let ls = cli(&["ls", &addr]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("alerts ") && l.contains(" running ")),
+        "{ls}"
+    );
+    let tapped = cli(&["tap", &addr, "readings", "-n", "2"]);
+    assert_eq!(tapped.lines().count(), 2, "{tapped}");
+    signal(run.id(), Signal::SIGTERM);
+    assert!(wait_output(run, LIMIT).status.success());
+}

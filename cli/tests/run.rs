@@ -1,0 +1,266 @@
+//! `oscloud run` with the example topologies: in one process, as one OS
+//! process per node (checked through /proc), and one node per process over
+//! TCP; the same output every time; signals stop everything.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn one_process_runs_to_completion() {
+    let dir = workdir();
+    let mut cmd = oscloud();
+    cmd.args(["run", "sensor-alert.toml"])
+        .current_dir(dir.path());
+    let out = run_to_end(cmd, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(data_sorted(&dir.path().join("readings.jsonl")).len(), 80);
+    assert_eq!(
+        data_sorted(&dir.path().join("alerts.jsonl")),
+        expected_alerts(dir.path())
+    );
+}
+
+#[test]
+fn processes_give_the_same_output_as_one_process() {
+    let one = workdir();
+    let mut cmd = oscloud();
+    cmd.args(["run", "sensor-alert.toml"])
+        .current_dir(one.path());
+    assert!(run_to_end(cmd, LIMIT).status.success());
+
+    let many = workdir();
+    let mut cmd = oscloud();
+    cmd.args(["run", "sensor-alert.toml", "--processes"])
+        .current_dir(many.path());
+    let out = run_to_end(cmd, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(" runs as pid ").count(), 3, "{stderr}");
+    for f in ["readings.jsonl", "alerts.jsonl"] {
+        let a = data_sorted(&one.path().join(f));
+        assert!(!a.is_empty());
+        assert_eq!(a, data_sorted(&many.path().join(f)), "{f}");
+    }
+}
+
+/// The looping variant of the example: runs until stopped.
+fn looping(dir: &std::path::Path) {
+    let text = std::fs::read_to_string(dir.join("sensor-alert.toml"))
+        .unwrap()
+        .replace("interval_ms = 2 }", "interval_ms = 5, repeat = true }");
+    std::fs::write(dir.join("loop.toml"), text).unwrap();
+}
+
+/// Lines "node NAME runs as pid PID, inspect at ADDR" from the parent.
+fn nodes_from(stderr: &str) -> Vec<(String, u32, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("oscloud: node ")?;
+            let (name, rest) = rest.split_once(" runs as pid ")?;
+            let (pid, addr) = rest.split_once(", inspect at ")?;
+            Some((name.to_owned(), pid.parse().ok()?, addr.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn processes_are_real_os_processes_and_sigint_stops_them_all() {
+    let dir = workdir();
+    looping(dir.path());
+    let err = dir.path().join("stderr.txt");
+    let parent = oscloud()
+        .args(["run", "loop.toml", "--processes"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut nodes = Vec::new();
+    wait_until(LIMIT, "three nodes announced", || {
+        nodes = nodes_from(&std::fs::read_to_string(&err).unwrap());
+        nodes.len() == 3
+    });
+    // One OS process per node, children of the parent, each running its node.
+    let mut pids: Vec<u32> = nodes.iter().map(|n| n.1).collect();
+    pids.dedup();
+    assert_eq!(pids.len(), 3);
+    for (name, pid, _) in &nodes {
+        assert_eq!(ppid(*pid), Some(parent.id()), "node {name}");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(
+            args.windows(2).any(|w| w[0] == "--node" && w[1] == *name),
+            "{args:?}"
+        );
+    }
+    // Data flows across the three processes.
+    wait_until(LIMIT, "alerts arrive", || {
+        data_sorted(&dir.path().join("alerts.jsonl")).len() >= 5
+    });
+    signal(parent.id(), Signal::SIGINT);
+    let status = wait_output(parent, LIMIT).status;
+    assert!(status.success(), "{status}");
+    for (name, pid, _) in &nodes {
+        assert!(!alive(*pid), "node {name} (pid {pid}) still runs");
+    }
+}
+
+#[test]
+fn one_node_per_process_over_tcp() {
+    let dir = workdir();
+    let mut children = Vec::new();
+    for node in ["ops", "hub", "edge"] {
+        children.push(
+            oscloud()
+                .args(["run", "sensor-alert.toml", "--node", node])
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let expected = expected_alerts(dir.path());
+    wait_until(LIMIT, "every alert over TCP", || {
+        data_sorted(&dir.path().join("alerts.jsonl")) == expected
+    });
+    assert_eq!(data_sorted(&dir.path().join("readings.jsonl")).len(), 80);
+    // A node of a multi-machine topology runs until stopped: SIGTERM.
+    for c in &children {
+        signal(c.id(), Signal::SIGTERM);
+    }
+    for c in children {
+        let out = wait_output(c, LIMIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn local_dev_keyboard_pty_terminal_and_log() {
+    let dir = workdir();
+    let mut child = oscloud()
+        .args(["run", "local-dev.toml"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"echo hello $((6*7))\ntty\n").unwrap();
+    } // end of input: Ctrl-D to the shell, which exits: the run ends
+    let out = wait_output(child, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("hello 42"), "{screen}");
+    assert!(
+        screen.contains("/dev/pts/"),
+        "the shell runs under a PTY: {screen}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("session.jsonl")).unwrap();
+    let all: String = log
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v["ts"].as_u64().is_some());
+            v["data"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(all.contains("hello 42"), "{all}");
+}
+
+#[test]
+fn graph_dot_and_svg() {
+    let out = oscloud()
+        .args(["graph"])
+        .arg(examples().join("sensor-alert.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(dot.starts_with("digraph oscloud {"));
+    assert!(dot.contains("subgraph cluster_0"));
+    assert!(dot.contains("\"sensor-a\" -> pipe_0"), "{dot}");
+    assert!(dot.contains("pipe_0 -> \"log\""), "{dot}");
+    assert!(dot.contains("\"rules\" -> \"alerts\""), "{dot}");
+    if std::process::Command::new("dot").arg("-V").output().is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let svg = dir.path().join("g.svg");
+        let out = oscloud()
+            .args(["graph"])
+            .arg(examples().join("sensor-alert.toml"))
+            .arg("--svg")
+            .arg(&svg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    }
+}
+
+#[test]
+fn ctrl_c_in_a_terminal_reaches_every_process_and_the_run_still_ends_cleanly() {
+    use std::os::unix::process::CommandExt;
+    let dir = workdir();
+    looping(dir.path());
+    let err = dir.path().join("stderr.txt");
+    // Its own process group, as a shell job: Ctrl-C signals the whole group.
+    let parent = oscloud()
+        .args(["run", "loop.toml", "--processes"])
+        .current_dir(dir.path())
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut nodes = Vec::new();
+    wait_until(LIMIT, "three nodes announced", || {
+        nodes = nodes_from(&std::fs::read_to_string(&err).unwrap());
+        nodes.len() == 3
+    });
+    wait_until(LIMIT, "alerts arrive", || {
+        !data_sorted(&dir.path().join("alerts.jsonl")).is_empty()
+    });
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(parent.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let status = wait_output(parent, LIMIT).status;
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    for (name, pid, _) in &nodes {
+        assert!(!alive(*pid), "node {name} (pid {pid}) still runs");
+    }
+}

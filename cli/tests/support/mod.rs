@@ -1,0 +1,117 @@
+//! Helpers for the tests that run the real `oscloud` binary.
+#![allow(dead_code, clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub(crate) fn oscloud() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_oscloud"))
+}
+
+/// The repository's example topologies.
+pub(crate) fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/topologies")
+}
+
+/// A temporary directory holding a copy of the example topologies.
+pub(crate) fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(examples()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// Run to the end, at most `limit`.
+pub(crate) fn run_to_end(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, limit)
+}
+
+/// Wait for `child` at most `limit` (killing it then and failing).
+pub(crate) fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "did not end within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds, at most `limit`.
+pub(crate) fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `data` values of a JSON-lines log, sorted.
+pub(crate) fn data_sorted(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut v: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let j: serde_json::Value = serde_json::from_str(l).unwrap();
+            j["data"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The readings above 30 °C in the example's recorded files, as alerts.
+pub(crate) fn expected_alerts(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for f in ["readings-a.txt", "readings-b.txt"] {
+        for line in std::fs::read_to_string(dir.join(f)).unwrap().lines() {
+            let c: f64 = line.rsplit('=').next().unwrap().parse().unwrap();
+            if c > 30.0 {
+                v.push(format!("ALERT {line}"));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The parent pid of `pid`, from /proc.
+pub(crate) fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Send `sig` to `pid`.
+pub(crate) fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+/// Whether `pid` is still a live (not zombie) process.
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rfind(')')
+            .is_some_and(|i| stat[i + 2..].starts_with('Z')),
+        Err(_) => false,
+    }
+}

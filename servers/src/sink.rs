@@ -1,0 +1,160 @@
+//! What the sinks share: where they write, how they count, and stopping
+//! once every input has ended.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use oscloud_actors::{Context, ServerRef};
+use serde::Serialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+/// The port a sink reads from.
+pub const IN_PORT: &str = "in";
+
+/// Where a sink writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// This process's standard output.
+    Stdout,
+    /// A file, created (or truncated, or appended to).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Append instead of truncating.
+        append: bool,
+    },
+}
+
+impl Target {
+    /// `"-"` is standard output, anything else a file (truncated).
+    pub fn parse(s: &str) -> Self {
+        if s == "-" {
+            Self::Stdout
+        } else {
+            Self::File {
+                path: PathBuf::from(s),
+                append: false,
+            }
+        }
+    }
+
+    pub(crate) async fn open(&self) -> std::io::Result<Box<dyn AsyncWrite + Send + Unpin>> {
+        Ok(match self {
+            Target::Stdout => Box::new(tokio::io::stdout()),
+            Target::File { path, append } => {
+                let mut o = tokio::fs::OpenOptions::new();
+                o.create(true).write(true);
+                if *append {
+                    o.append(true);
+                } else {
+                    o.truncate(true);
+                }
+                Box::new(o.open(path).await?)
+            }
+        })
+    }
+}
+
+/// A sink's counters, the reply to any call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SinkStats {
+    /// Frames written.
+    pub frames: u64,
+    /// Bytes written (after formatting).
+    pub bytes: u64,
+    /// Inputs open now.
+    pub inputs: usize,
+}
+
+/// The running state of a sink.
+pub struct SinkState {
+    pub(crate) out: Arc<Mutex<Box<dyn AsyncWrite + Send + Unpin>>>,
+    pub(crate) frames: Arc<AtomicU64>,
+    pub(crate) bytes: Arc<AtomicU64>,
+    pub(crate) open: Arc<AtomicUsize>,
+    pub(crate) opened: u64,
+}
+
+impl std::fmt::Debug for SinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkState")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl SinkState {
+    pub(crate) async fn open(target: &Target) -> std::io::Result<Self> {
+        Ok(Self {
+            out: Arc::new(Mutex::new(target.open().await?)),
+            frames: Arc::default(),
+            bytes: Arc::default(),
+            open: Arc::default(),
+            opened: 0,
+        })
+    }
+
+    pub(crate) fn stats(&self) -> SinkStats {
+        SinkStats {
+            frames: self.frames.load(Ordering::SeqCst),
+            bytes: self.bytes.load(Ordering::SeqCst),
+            inputs: self.open.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Start one input: `task` gets the shared output and counters; when it
+    /// ends the output is flushed and the server told to check whether it
+    /// is done.
+    pub(crate) fn input<F, Fut>(&mut self, ctx: &mut Context, task: F)
+    where
+        F: FnOnce(Writer) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.opened += 1;
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let writer = Writer {
+            out: self.out.clone(),
+            frames: self.frames.clone(),
+            bytes: self.bytes.clone(),
+        };
+        let open = self.open.clone();
+        let out = self.out.clone();
+        let me = ServerRef::new(ctx.kernel(), ctx.name());
+        ctx.spawn(async move {
+            task(writer).await;
+            let _ = out.lock().await.flush().await;
+            open.fetch_sub(1, Ordering::SeqCst);
+            if let Ok(check) = oscloud_actors::encode(CHECK) {
+                let _ = me.cast(check);
+            }
+        });
+    }
+
+    /// Whether every input opened so far has ended (and there was one).
+    pub(crate) fn done(&self) -> bool {
+        self.opened > 0 && self.open.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// The cast a sink sends itself when an input ends.
+pub(crate) const CHECK: &str = "\u{0}check";
+
+/// A handle for one input task: writes go to the shared output.
+pub(crate) struct Writer {
+    out: Arc<Mutex<Box<dyn AsyncWrite + Send + Unpin>>>,
+    frames: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(crate) async fn write(&self, data: &[u8]) -> std::io::Result<()> {
+        let mut out = self.out.lock().await;
+        out.write_all(data).await?;
+        out.flush().await?;
+        self.frames.fetch_add(1, Ordering::SeqCst);
+        self.bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
+        Ok(())
+    }
+}
