@@ -100,7 +100,7 @@ for uri in "unix://$tmp/c-server.sock" "tcp://127.0.0.1:0"; do
   [ "$reply" = "reply: HELLO" ] || fail "Rust got '$reply' from the C server"
   ok "Rust node calls a C server over ${uri%%:*}"
   timeout 120 "${vg[@]}" "$out/c_client" "$at" cupper --c-server >"$tmp/client.log" 2>&1 ||
-    { cat "$tmp/client.log" "$log" >&2; fail "C client against the C server at $at"; }
+    { rc=$?; cat "$tmp/client.log" "$log" >&2; fail "C client against the C server at $at (exit $rc)"; }
   wait "$server" || { cat "$log" >&2; fail "C server at $at (valgrind or checks)"; }
   ok "C client calls a C server over ${uri%%:*} (calls, casts, pipes both ways, timeout, errors; both under valgrind)"
 done
@@ -114,7 +114,7 @@ for uri in "unix://$tmp/rust-server.sock" "tcp://127.0.0.1:0"; do
   pids+=("$server")
   at=$(wait_line "$log" '^listening on ' | sed 's/^listening on //')
   timeout 120 "${vg[@]}" "$out/c_client" "$at" upper >"$tmp/client.log" 2>&1 ||
-    { cat "$tmp/client.log" "$log" >&2; fail "C client against the Rust server at $at"; }
+    { rc=$?; cat "$tmp/client.log" "$log" >&2; fail "C client against the Rust server at $at (exit $rc)"; }
   kill -INT "$server"
   wait "$server" || true
   ok "C client calls a Rust server over ${uri%%:*} (under valgrind)"

@@ -104,6 +104,10 @@ pub unsafe extern "C" fn oscloud_node_new(
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("oscloud-rt")
+            // A C program dies of SIGPIPE by default: a write to a socket
+            // whose peer is gone must fail with EPIPE instead, so the
+            // library's own threads block the signal.
+            .on_thread_start(block_sigpipe)
             .enable_all()
             .build()
             .map_err(|e| Error::Runtime(e.to_string()))?;
@@ -298,4 +302,19 @@ pub unsafe extern "C" fn oscloud_node_wait_for(
             })
         })
     })
+}
+
+/// Block SIGPIPE in the calling thread (a runtime thread): a write to a
+/// closed socket then returns `EPIPE` to the link, which goes down, instead
+/// of the signal killing the host program. The host's own threads and its
+/// signal handling are untouched.
+fn block_sigpipe() {
+    // SAFETY: the set is initialised by sigemptyset before use, and
+    // pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
