@@ -82,6 +82,19 @@ pub struct NodeConfig {
     /// Largest wire packet, which bounds the size of one cast, call or
     /// reply (pipe frames are split to fit).
     pub max_frame: usize,
+    /// Largest wire packet on lossy links (serial lines), where a damaged
+    /// frame is lost whole: small frames lose less to noise. Casts, calls
+    /// and replies must fit in it; pipe frames are split to fit.
+    pub lossy_max_frame: usize,
+    /// Most unacknowledged packets in flight on a lossy link (the peer's
+    /// receive window caps it too). With `lossy_max_frame`, it should keep
+    /// a window's worth of line time below `lossy_initial_rto`, or the
+    /// sender retransmits packets that are merely still on their way
+    /// (e.g. 115 200 baud ≈ 11.5 KB/s: 4 × 1 KiB ≈ 360 ms).
+    pub lossy_send_window: u32,
+    /// First retransmission timeout on a lossy link (it doubles up to 4 s
+    /// while nothing is acknowledged).
+    pub lossy_initial_rto: Duration,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +106,9 @@ impl Default for NodeConfig {
             reconnect_max: Duration::from_secs(5),
             pipe_window: 256 * 1024,
             max_frame: 1024 * 1024,
+            lossy_max_frame: 1024,
+            lossy_send_window: 32,
+            lossy_initial_rto: Duration::from_millis(250),
         }
     }
 }
@@ -103,8 +119,15 @@ impl NodeConfig {
         c.keepalive = self.keepalive;
         c.idle_timeout = self.idle_timeout;
         c.pipe_window = self.pipe_window;
-        if matches!(framing, FramingKind::ReliableStream) {
-            c.max_frame = self.max_frame;
+        match framing {
+            FramingKind::ReliableStream => c.max_frame = self.max_frame,
+            FramingKind::LossyStream => {
+                c.max_frame = self.lossy_max_frame;
+                c.send_window = self.lossy_send_window;
+                c.initial_rto = self.lossy_initial_rto;
+                c.max_rto = c.max_rto.max(self.lossy_initial_rto);
+            }
+            FramingKind::Datagram { .. } => {}
         }
         c
     }
