@@ -39,6 +39,7 @@ rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/oscloud-* \
 CARGO_TARGET_DIR=target/package-check cargo package $publishable --locked --allow-dirty --quiet
 
 scripts/test-python.sh
+scripts/test-serial.sh
 
 step "done in $(( $(date +%s) - start )) s"
 # One closing line with the totals of every cargo test binary above.
