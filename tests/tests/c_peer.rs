@@ -271,9 +271,8 @@ async fn c_peer_over_a_noisy_line() {
         .register("rust-echo", Capabilities::new(), Arc::new(RustEcho))
         .unwrap();
     let at = format!("serial://{}", b.display());
-    // The handshake itself may be hit by noise: the first attempt can fail
-    // (the link closes on a damaged-but-undetected... no: on a timeout), so
-    // retry until it holds.
+    // Noise can hit the handshake too; should the first attempt fail
+    // (`connect` then reports the error and stops), dial again.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match tokio::time::timeout(Duration::from_secs(10), rust.connect(&at.parse().unwrap()))

@@ -153,6 +153,8 @@ fn config() -> NodeConfig {
         idle_timeout: Duration::from_millis(1500),
         reconnect_min: Duration::from_millis(20),
         reconnect_max: Duration::from_millis(200),
+        // A pty answers within a millisecond.
+        lossy_initial_rto: Duration::from_millis(100),
         ..NodeConfig::default()
     }
 }
@@ -170,6 +172,7 @@ fn node_with(config: NodeConfig) -> Node {
 fn noisy_config() -> NodeConfig {
     NodeConfig {
         lossy_max_frame: 256,
+        lossy_send_window: 32,
         lossy_initial_rto: Duration::from_millis(30),
         ..config()
     }
@@ -348,10 +351,11 @@ async fn unplug_and_replug_heals_the_link() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let echo = loop {
         let l = link(&b);
-        if l.reconnects > 0 && l.connected {
-            if let Ok(e) = b.kernel().registry().lookup("echo") {
-                break e;
-            }
+        if let (true, Ok(e)) = (
+            l.reconnects > 0 && l.connected,
+            b.kernel().registry().lookup("echo"),
+        ) {
+            break e;
         }
         assert!(
             Instant::now() < deadline,

@@ -83,7 +83,8 @@ use oscloud_core::address::Address;
 use oscloud_core::transport::{Link, LinkKind, Listener, Transport, io_error};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
-use tokio_serial::{SerialPortBuilderExt, SerialStream};
+use tokio_serial::SerialPortBuilderExt;
+pub use tokio_serial::SerialStream;
 use tracing::debug;
 
 /// The URI scheme of this transport.
@@ -286,10 +287,23 @@ fn open(addr: &Address, settings: &SerialSettings) -> Result<SerialStream, Error
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SerialTransport;
 
+impl SerialTransport {
+    /// A link over a port opened elsewhere, e.g. one end of
+    /// [`SerialStream::pair`] (a pseudo-terminal pair, for tests and
+    /// benchmarks). `local` and `remote` describe it in logs.
+    pub fn link_from(
+        stream: SerialStream,
+        local: impl Into<String>,
+        remote: impl Into<String>,
+    ) -> Link {
+        link(stream, None, local.into(), remote.into(), None)
+    }
+}
+
 /// One opened port as a link. `alive` is dropped with the last half.
 fn link(
     stream: SerialStream,
-    settings: &SerialSettings,
+    path: Option<&Path>,
     local: String,
     remote: String,
     alive: Option<oneshot::Sender<()>>,
@@ -300,7 +314,7 @@ fn link(
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reader = PortReader {
         inner: r,
-        path: settings.path.clone(),
+        path: path.map(Path::to_owned),
         check,
         _alive: alive.clone(),
     };
@@ -323,7 +337,7 @@ impl Transport for SerialTransport {
         debug!(%addr, "serial port opened");
         Ok(link(
             stream,
-            &settings,
+            Some(&settings.path),
             addr.to_string(),
             "serial peer".into(),
             None,
@@ -382,7 +396,7 @@ impl Listener for SerialLinks {
         self.current = Some(rx);
         Ok(link(
             stream,
-            &self.settings,
+            Some(&self.settings.path),
             self.address.to_string(),
             "serial peer".into(),
             Some(tx),
@@ -397,7 +411,7 @@ impl Listener for SerialLinks {
 /// The read half of a port; fails once the device file is gone.
 struct PortReader {
     inner: ReadHalf<SerialStream>,
-    path: PathBuf,
+    path: Option<PathBuf>,
     check: tokio::time::Interval,
     _alive: Arc<Option<oneshot::Sender<()>>>,
 }
@@ -409,8 +423,11 @@ impl AsyncRead for PortReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        while this.check.poll_tick(cx).is_ready() {
-            if !this.path.exists() {
+        while let Some(path) = &this.path {
+            if this.check.poll_tick(cx).is_pending() {
+                break;
+            }
+            if !path.exists() {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::NotFound,
                     "the serial device is gone",
