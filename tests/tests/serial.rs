@@ -367,3 +367,49 @@ async fn unplug_and_replug_heals_the_link() {
     calls(&echo, 10).await;
     show("b", &link(&b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_rides_out_an_unplug_with_reopen_ms() {
+    let mut relay = Relay::start(0, 5).await;
+    // Both ends reopen a lost device for up to 5 s before the link goes
+    // down; the session (idle timeout 4 s) never notices more than a burst
+    // of loss, and retransmits it.
+    relay.a.push_str("&reopen_ms=5000");
+    relay.b.push_str("?reopen_ms=5000");
+    let cfg = NodeConfig {
+        idle_timeout: Duration::from_secs(4),
+        ..config()
+    };
+    let (a, b, _reg, echo) = linked(&relay, cfg).await;
+    let n = 4 * 1024 * 1024;
+    let (b2, echo2) = (b.clone(), echo.clone());
+    let transfer = tokio::spawn(async move { transfer(&b2, &echo2, n).await });
+    // Unplug B's device once a quarter of the bytes went out, then A's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while link(&b).stats.payload_bytes_sent < n as u64 / 4 {
+        assert!(Instant::now() < deadline, "the transfer did not start");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(relay.command("unplug b 500").await, "replugged");
+    while link(&b).stats.payload_bytes_sent < n as u64 * 3 / 4 {
+        assert!(Instant::now() < deadline, "the transfer did not resume");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(relay.command("unplug a 300").await, "replugged");
+    let took = tokio::time::timeout(Duration::from_secs(60), transfer)
+        .await
+        .expect("transfer done in time")
+        .unwrap();
+    println!("4 MiB across two unplugs (500 ms, 300 ms): {took:?}, intact and in order");
+    let (la, lb) = (link(&a), link(&b));
+    show("a", &la);
+    show("b", &lb);
+    assert_eq!(
+        (la.reconnects, lb.reconnects),
+        (0, 0),
+        "one session throughout"
+    );
+    assert!(la.connected && lb.connected);
+    assert!(lb.stats.retransmissions > 0);
+    calls(&echo, 10).await;
+}

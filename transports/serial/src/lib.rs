@@ -10,6 +10,7 @@
 //! | `parity` | `none`, `odd`, `even` | `none` |
 //! | `stop_bits` | `1`, `2` | `1` |
 //! | `flow` | `none`, `software`, `hardware` | `none` |
+//! | `reopen_ms` | 0 to 3 600 000 | `0` |
 //!
 //! A bad value or an unknown key is an
 //! [`InvalidAddress`](oscloud_core::Error::InvalidAddress) error that names
@@ -41,6 +42,20 @@
 //! file disappears (checked once a second), and otherwise by the session's
 //! idle timeout.
 //!
+//! ## Riding out an unplug: `reopen_ms`
+//!
+//! With `reopen_ms=N` (N > 0), a link whose device is lost does not go down
+//! at once: it keeps trying to reopen the device (50 ms doubling to 1 s) for
+//! up to N ms. Bytes written meanwhile are lost, as on a line with nobody at
+//! the other end, and reads wait. If the device comes back in time, the link
+//! goes on over it and the wire session never ends: its retransmission
+//! re-sends what was lost, so calls and pipe transfers in progress complete
+//! without loss or duplication (tested: a 4 MiB pipe across two unplugs of
+//! 300 and 500 ms). Keep N below the node's `idle_timeout`, which ends the
+//! session anyway when nothing is heard for that long. If the device that
+//! comes back is another one (a board that reset, another board), its new
+//! session's Hello closes the old session and the link restarts as usual.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use oscloud_core::transport::Transports;
@@ -70,28 +85,36 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use oscloud_core::Error;
 use oscloud_core::address::Address;
 use oscloud_core::transport::{Link, LinkKind, Listener, Transport, io_error};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio_serial::SerialPortBuilderExt;
 pub use tokio_serial::SerialStream;
-use tracing::debug;
+use tracing::{debug, info};
 
 /// The URI scheme of this transport.
 pub const SCHEME: &str = "serial";
 
 /// The parameters an address may carry.
-pub const PARAMS: &[&str] = &["baud", "data_bits", "parity", "stop_bits", "flow"];
+pub const PARAMS: &[&str] = &[
+    "baud",
+    "data_bits",
+    "parity",
+    "stop_bits",
+    "flow",
+    "reopen_ms",
+];
 
 /// How often a link checks that its device file still exists.
 const PRESENCE_CHECK: Duration = Duration::from_secs(1);
@@ -137,6 +160,9 @@ pub struct SerialSettings {
     pub stop_bits: u8,
     /// Flow control.
     pub flow: Flow,
+    /// How long a link rides out a lost device (unplugged, I/O error) by
+    /// reopening it, before it goes down; zero: it goes down at once.
+    pub reopen: Duration,
 }
 
 fn invalid(addr: &Address, reason: impl Into<String>) -> Error {
@@ -226,6 +252,13 @@ impl SerialSettings {
                 ("hardware", Flow::Hardware),
             ],
         )?;
+        let reopen_ms = addr.param_parse::<u64>("reopen_ms")?.unwrap_or(0);
+        if reopen_ms > 3_600_000 {
+            return Err(invalid(
+                addr,
+                format!("parameter reopen_ms={reopen_ms} is not valid: expected 0 to 3600000"),
+            ));
+        }
         Ok(Self {
             path: path.to_owned(),
             baud,
@@ -233,6 +266,7 @@ impl SerialSettings {
             parity,
             stop_bits,
             flow,
+            reopen: Duration::from_millis(reopen_ms),
         })
     }
 
@@ -296,30 +330,38 @@ impl SerialTransport {
         local: impl Into<String>,
         remote: impl Into<String>,
     ) -> Link {
-        link(stream, None, local.into(), remote.into(), None)
+        link(stream, None, local.into(), remote.into(), None, None)
     }
 }
 
-/// One opened port as a link. `alive` is dropped with the last half.
+/// One opened port as a link. `alive` is dropped with the last half. With
+/// `reopen` (address and settings), a lost device is reopened for up to
+/// `settings.reopen` before the link fails.
 fn link(
     stream: SerialStream,
     path: Option<&Path>,
     local: String,
     remote: String,
     alive: Option<oneshot::Sender<()>>,
+    reopen: Option<(Address, SerialSettings)>,
 ) -> Link {
-    let (r, w) = tokio::io::split(stream);
-    let alive = Arc::new(alive);
     let mut check = tokio::time::interval(PRESENCE_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let reader = PortReader {
-        inner: r,
+    let port = Arc::new(Mutex::new(Port {
+        stream: Some(stream),
         path: path.map(Path::to_owned),
         check,
+        reopen: reopen.filter(|(_, s)| !s.reopen.is_zero()),
+        outage: None,
+        failed: false,
+    }));
+    let alive = Arc::new(alive);
+    let reader = PortReader {
+        port: port.clone(),
         _alive: alive.clone(),
     };
     let writer = PortWriter {
-        inner: w,
+        port,
         _alive: alive,
     };
     Link::stream(LinkKind::LossyStream, local, remote, reader, writer)
@@ -337,10 +379,11 @@ impl Transport for SerialTransport {
         debug!(%addr, "serial port opened");
         Ok(link(
             stream,
-            Some(&settings.path),
+            Some(&settings.path.clone()),
             addr.to_string(),
             "serial peer".into(),
             None,
+            Some((addr.clone(), settings)),
         ))
     }
 
@@ -400,6 +443,7 @@ impl Listener for SerialLinks {
             self.address.to_string(),
             "serial peer".into(),
             Some(tx),
+            Some((self.address.clone(), self.settings.clone())),
         ))
     }
 
@@ -408,57 +452,191 @@ impl Listener for SerialLinks {
     }
 }
 
-/// The read half of a port; fails once the device file is gone.
-struct PortReader {
-    inner: ReadHalf<SerialStream>,
+/// A device lost while the link rides it out.
+struct Outage {
+    since: Instant,
+    wait: Duration,
+    next_try: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The port behind both halves of a link.
+struct Port {
+    /// `None` while the device is lost.
+    stream: Option<SerialStream>,
+    /// The device file, checked for presence.
     path: Option<PathBuf>,
     check: tokio::time::Interval,
+    /// Where and how to reopen a lost device, if the link rides outages.
+    reopen: Option<(Address, SerialSettings)>,
+    outage: Option<Outage>,
+    /// The device was lost for good: the link is down.
+    failed: bool,
+}
+
+fn gone(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, what.to_owned())
+}
+
+impl Port {
+    /// The device was lost with `err`: ride it out if configured to (true),
+    /// else the link fails.
+    fn lost(&mut self, err: &io::Error) -> bool {
+        self.stream = None;
+        if self.reopen.is_none() {
+            self.failed = true;
+            return false;
+        }
+        if self.outage.is_none() {
+            info!(path = ?self.path, "serial device lost ({err}); reopening");
+            self.outage = Some(Outage {
+                since: Instant::now(),
+                wait: REOPEN_MIN,
+                next_try: Box::pin(tokio::time::sleep(REOPEN_MIN)),
+            });
+        }
+        true
+    }
+
+    /// Try to reopen a lost device when its next attempt is due: Ready(Ok)
+    /// once it is back, Ready(Err) once the grace time is over.
+    fn poll_reopen(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (Some(outage), Some((addr, settings))) = (self.outage.as_mut(), self.reopen.as_ref())
+        else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            if outage.next_try.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            match open(addr, settings) {
+                Ok(stream) => {
+                    info!(%addr, "serial device back after {:?}", outage.since.elapsed());
+                    self.stream = Some(stream);
+                    self.outage = None;
+                    self.check.reset();
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err) if outage.since.elapsed() >= settings.reopen => {
+                    info!(%addr, "serial device still gone after {:?}: {err}", settings.reopen);
+                    self.failed = true;
+                    return Poll::Ready(Err(gone("the serial device is gone")));
+                }
+                Err(err) => {
+                    debug!(%addr, "reopen failed: {err}");
+                    outage.wait = (outage.wait * 2).min(REOPEN_MAX);
+                    let deadline = tokio::time::Instant::now() + outage.wait;
+                    outage.next_try.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
+fn lock(port: &Mutex<Port>) -> std::sync::MutexGuard<'_, Port> {
+    port.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The read half of a link. Fails once the device is lost (for good, if
+/// the link rides outages).
+struct PortReader {
+    port: Arc<Mutex<Port>>,
     _alive: Arc<Option<oneshot::Sender<()>>>,
 }
 
 impl AsyncRead for PortReader {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        while let Some(path) = &this.path {
-            if this.check.poll_tick(cx).is_pending() {
-                break;
+        let mut guard = lock(&self.port);
+        let port = &mut *guard;
+        loop {
+            if port.failed {
+                return Poll::Ready(Err(gone("the serial device is gone")));
             }
-            if !path.exists() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "the serial device is gone",
-                )));
+            if port.outage.is_some() {
+                match port.poll_reopen(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    other => return other,
+                }
             }
+            if let Some(path) = &port.path
+                && port.check.poll_tick(cx).is_ready()
+                && !path.exists()
+            {
+                let err = gone("the serial device file disappeared");
+                if port.lost(&err) {
+                    continue;
+                }
+                return Poll::Ready(Err(err));
+            }
+            let Some(stream) = port.stream.as_mut() else {
+                return Poll::Ready(Err(gone("the serial port is closed")));
+            };
+            let before = buf.filled().len();
+            let err = match Pin::new(stream).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                    gone("the serial line hung up")
+                }
+                Poll::Ready(Err(e)) => e,
+                other => return other,
+            };
+            if port.lost(&err) {
+                continue;
+            }
+            return Poll::Ready(Err(err));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
-/// The write half of a port.
+/// The write half of a link. While a lost device is being reopened, bytes
+/// written are lost, as on a line with nobody at the end; the session
+/// re-sends them.
 struct PortWriter {
-    inner: WriteHalf<SerialStream>,
+    port: Arc<Mutex<Port>>,
     _alive: Arc<Option<oneshot::Sender<()>>>,
 }
 
 impl AsyncWrite for PortWriter {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let mut port = lock(&self.port);
+        if port.failed {
+            return Poll::Ready(Err(gone("the serial device is gone")));
+        }
+        let Some(stream) = port.stream.as_mut() else {
+            return Poll::Ready(Ok(buf.len()));
+        };
+        match Pin::new(stream).poll_write(cx, buf) {
+            Poll::Ready(Err(err)) => {
+                if port.lost(&err) {
+                    Poll::Ready(Ok(buf.len()))
+                } else {
+                    Poll::Ready(Err(err))
+                }
+            }
+            other => other,
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut port = lock(&self.port);
+        match port.stream.as_mut() {
+            Some(stream) => Pin::new(stream).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut port = lock(&self.port);
+        match port.stream.as_mut() {
+            Some(stream) => Pin::new(stream).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -482,6 +660,7 @@ mod tests {
                 parity: Parity::None,
                 stop_bits: 1,
                 flow: Flow::None,
+                reopen: Duration::ZERO,
             }
         );
         let s = settings(
@@ -504,6 +683,8 @@ mod tests {
             ("serial:///dev/x?parity=mark", "parity"),
             ("serial:///dev/x?stop_bits=1.5", "stop_bits"),
             ("serial:///dev/x?flow=rts", "flow"),
+            ("serial:///dev/x?reopen_ms=-1", "reopen_ms"),
+            ("serial:///dev/x?reopen_ms=99999999", "reopen_ms"),
             ("serial:///dev/x?bauds=9600", "bauds"),
         ] {
             let err = settings(uri).unwrap_err();
