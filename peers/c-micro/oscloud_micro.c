@@ -670,10 +670,17 @@ static void handle_hello(om_node *n, rbuf *r, uint32_t count) {
     if (n->state == 1) {
         if (session == n->peer_session && memcmp(id, n->peer_id, 16) == 0) {
             send_small(n, P_HELLO_ACK, session); /* our HelloAck was lost */
-        } else {
-            restart(n, C_PROTOCOL, "new session over an open one");
+            return;
         }
-        return;
+        /* A new session while open. PROTOCOL.md 6 says: close (code 1). On
+         * a point-to-point line this only happens when the peer restarted
+         * (its software, or it reopened the port), and a Close would end
+         * its new session too; so a device takes it as the end of the old
+         * session and joins the new one at once. */
+        if (n->on_link) n->on_link(n->ctx, 0);
+        start_session(n); /* sends our new Hello */
+    } else if (!n->hello_confirmed) {
+        send_hello(n); /* the peer may have just started */
     }
     memcpy(n->peer_id, id, 16);
     n->peer_session = session;
@@ -682,7 +689,6 @@ static void handle_hello(om_node *n, rbuf *r, uint32_t count) {
     n->state = 1;
     n->stats.sessions++;
     send_small(n, P_HELLO_ACK, session);
-    if (!n->hello_confirmed) send_hello(n); /* the peer may have just started */
     announce_all(n);
     if (n->on_link) n->on_link(n->ctx, 1);
 }

@@ -237,6 +237,31 @@ async fn c_peer_on_a_pty_serves_and_calls_back() {
     assert!(l.stats.crc_failures + l.stats.framing_failures > 0);
     c.send("stats").await;
     println!("C side: {}", c.expect("stats ").await);
+
+    // The host program restarts while the device runs on: a new node opens
+    // the port and links at once (the device joins the new session).
+    rust.shutdown();
+    let t = Instant::now();
+    let second = node();
+    let _reg2 = second
+        .kernel()
+        .registry()
+        .register("rust-echo", Capabilities::new(), Arc::new(RustEcho))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The old link may still hold the port (exclusive) for a moment.
+        match second.connect(&at.parse().unwrap()).await {
+            Ok(_) => break,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "no link after a restart: {err}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    c.expect("linked").await;
+    println!("a restarted host linked again in {:?}", t.elapsed());
+    converse(&second, &mut c, 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,13 +269,14 @@ async fn c_peer_over_a_noisy_line() {
     let dir = tempfile::tempdir().unwrap();
     let bin = host_binary(dir.path());
     // The relay joins the C peer's device and the Rust node's device and
-    // damages one byte in 300 on average, both ways.
+    // damages one byte in 300 on average, both ways
+    // (`OSCLOUD_C_NOISE_EVERY` changes the rate).
     let a = dir.path().join("tty-c");
     let b = dir.path().join("tty-rust");
     let mut relay = Command::new(RELAY)
         .arg(&a)
         .arg(&b)
-        .arg("300")
+        .arg(std::env::var("OSCLOUD_C_NOISE_EVERY").unwrap_or_else(|_| "300".into()))
         .arg("11")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
