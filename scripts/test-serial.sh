@@ -23,7 +23,7 @@ san=(-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 echo "== C peer: strict C99 build"
 gcc "${strict[@]}" -O2 -c "$src/oscloud_micro.c" -o "$out/oscloud_micro.o"
 gcc "${strict[@]}" -O2 "$src/test/om_test.c" "$src/oscloud_micro.c" -o "$out/om_test"
-gcc "${strict[@]}" -O2 "$src/host/om_host.c" "$src/oscloud_micro.c" -o "$out/om_host"
+gcc "${strict[@]}" -O2 -DOM_MAX_PACKET=1024 "$src/host/om_host.c" "$src/oscloud_micro.c" -o "$out/om_host"
 # The library alone, as a microcontroller would build it: no stdio, small buffers.
 gcc "${strict[@]}" -Os -DOM_MAX_PACKET=128 -DOM_TX_SLOTS=2 -DOM_MAX_SERVERS=2 \
   -c "$src/oscloud_micro.c" -o "$out/oscloud_micro_small.o"
@@ -34,7 +34,7 @@ echo "== C peer: self-test"
 
 echo "== C peer: self-test with AddressSanitizer + UBSan"
 gcc "${strict[@]}" "${san[@]}" "$src/test/om_test.c" "$src/oscloud_micro.c" -o "$out/om_test_san"
-gcc "${strict[@]}" "${san[@]}" "$src/host/om_host.c" "$src/oscloud_micro.c" -o "$out/om_host_san"
+gcc "${strict[@]}" "${san[@]}" -DOM_MAX_PACKET=1024 "$src/host/om_host.c" "$src/oscloud_micro.c" -o "$out/om_host_san"
 "$out/om_test_san" 200000
 
 echo "== Rust node <-> C peer over a pty, sanitizer build of the C peer"

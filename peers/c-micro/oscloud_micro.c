@@ -501,7 +501,11 @@ static int handle_message(om_node *n, rbuf *r, int dry_run) {
         if (r->err) return -1;
         if (!dry_run) {
             const om_server *s = find_server(n, to, to_len);
-            if (s && s->cast) s->cast(s->ctx, payload, len);
+            if (s && s->cast) {
+                n->in_handler = 1;
+                s->cast(s->ctx, payload, len);
+                n->in_handler = 0;
+            }
         }
         return 0;
     case M_CALL: {
@@ -533,7 +537,9 @@ static int handle_message(om_node *n, rbuf *r, int dry_run) {
         } else {
             /* Room for [34, id, bin16 header]: 1 + 1 + 9 + 3. */
             size_t room = max_message(n) > 14 ? max_message(n) - 14 : 0;
+            n->in_handler = 1;
             kind = s->call(s->ctx, payload, len, n->scratch, room, &reply_len);
+            n->in_handler = 0;
             if (kind == 0 && reply_len <= room) {
                 w_array(&w, 3);
                 w_uint(&w, M_REPLY_OK);
@@ -890,6 +896,7 @@ static om_result send_message(om_node *n, uint8_t type, uint64_t id, const char 
     om_slot *s;
     wbuf w;
     if (n->state != 1) return OM_NOT_CONNECTED;
+    if (n->in_handler) return OM_BUSY; /* handlers must not send: see the header */
     s = free_slot(n);
     if (!s) return OM_BUSY;
     w.p = s->msg;

@@ -18,7 +18,8 @@
  * `om_node` (all buffers inside, sized by the macros below), bytes go in with
  * om_input(), out through the `write` callback, and the caller passes the
  * time in milliseconds (any wrapping 32-bit counter, e.g. Arduino millis()).
- * Handlers run synchronously inside om_input().
+ * Handlers run synchronously inside om_input(); om_cast() and om_call()
+ * return OM_BUSY while a handler runs (send after om_input() returns).
  *
  * After a session ends (Close received, idle timeout, a peer restarting with
  * a new session) the node starts a new session by itself: a device is
@@ -147,6 +148,7 @@ typedef struct {
     uint64_t next_expect; /* the peer's next Data seq we expect */
     uint64_t next_call;   /* our next call id */
     uint8_t ack_due;
+    uint8_t in_handler;
     om_slot slots[OM_TX_SLOTS];
     uint8_t n_slots;   /* queued messages */
     uint8_t n_sent;    /* of which sent (unacknowledged) */

@@ -4,7 +4,8 @@
 //! and line noise and garbage do not break it.
 //!
 //! The host program is compiled here with `cc -std=c99 -Wall -Wextra
-//! -Werror`; `OSCLOUD_C_HOST=/path/to/om_host` uses a prebuilt one instead
+//! -Werror -DOM_MAX_PACKET=1024`; `OSCLOUD_C_HOST=/path/to/om_host` uses a
+//! prebuilt one instead, built with the same `OM_MAX_PACKET`
 //! (`scripts/test-serial.sh` passes a build with AddressSanitizer and
 //! UBSan).
 #![allow(
@@ -30,6 +31,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 const RELAY: &str = env!("CARGO_BIN_EXE_oscloud-serial-relay");
+/// The C peer's packet size in these tests (`OM_MAX_PACKET`); a prebuilt
+/// host must use the same.
+const C_MAX_PACKET: usize = 1024;
 
 /// The host binary: prebuilt, or compiled now into `dir`.
 fn host_binary(dir: &Path) -> PathBuf {
@@ -40,7 +44,10 @@ fn host_binary(dir: &Path) -> PathBuf {
     let out = dir.join("om_host");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = std::process::Command::new(cc)
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o"])
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"])
+        // Packets above 254 bytes take several COBS blocks: cover them.
+        .arg(format!("-DOM_MAX_PACKET={C_MAX_PACKET}"))
+        .arg("-o")
         .arg(&out)
         .arg(src.join("host/om_host.c"))
         .arg(src.join("oscloud_micro.c"))
@@ -100,6 +107,9 @@ impl CPeer {
                     .await
                     .unwrap()
                     .expect("the C peer exited");
+                if std::env::var_os("OSCLOUD_TEST_VERBOSE").is_some() {
+                    println!("  C peer> {line}");
+                }
                 if line.starts_with(prefix) {
                     return line;
                 }
@@ -182,7 +192,7 @@ fn link(node: &Node) -> LinkStatus {
 }
 
 /// Calls both ways, errors, casts: the full conversation with the C peer.
-async fn converse(node: &Node, c: &mut CPeer, rounds: usize) {
+async fn converse(node: &Node, c: &mut CPeer, rounds: usize, sizes: &[usize]) {
     let upper = lookup(node, "upper").await;
     let count = lookup(node, "count").await;
     assert_eq!(upper.node(), count.node());
@@ -205,7 +215,27 @@ async fn converse(node: &Node, c: &mut CPeer, rounds: usize) {
     // A call to a name the Rust node does not have: NotFound (kind 1).
     let line = c.call("nobody", "x").await;
     assert!(line.contains(" 1 "), "{line}");
+    // Payloads around and beyond one COBS block (254 bytes), both ways.
+    for &len in sizes {
+        let text = "q".repeat(len);
+        let reply = call(&upper, &text).await.unwrap();
+        assert_eq!(reply, Bytes::from("Q".repeat(len)), "{len} bytes to C");
+        if len > 0 {
+            let line = c.call("rust-echo", &text).await;
+            assert!(
+                line.ends_with(&format!(" 0 rust:{text}")),
+                "{len} bytes from C"
+            );
+        }
+    }
+    assert!(sizes.iter().all(|&l| l + 40 < C_MAX_PACKET));
 }
+
+/// Payload sizes around and beyond one COBS block (254 bytes): the packet
+/// is the payload plus 10 to 20 bytes, plus a 4-byte CRC.
+const SIZES: &[usize] = &[
+    0, 1, 200, 229, 230, 231, 232, 233, 234, 235, 240, 250, 254, 500, 900,
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_peer_on_a_pty_serves_and_calls_back() {
@@ -224,7 +254,7 @@ async fn c_peer_on_a_pty_serves_and_calls_back() {
         .expect("handshake with the C peer in time")
         .unwrap();
     c.expect("linked").await;
-    converse(&rust, &mut c, 50).await;
+    converse(&rust, &mut c, 50, SIZES).await;
 
     // Garbage from the C side's line: the Rust node drops it, the link
     // stays up and works.
@@ -261,7 +291,7 @@ async fn c_peer_on_a_pty_serves_and_calls_back() {
     }
     c.expect("linked").await;
     println!("a restarted host linked again in {:?}", t.elapsed());
-    converse(&second, &mut c, 5).await;
+    converse(&second, &mut c, 5, &[0, 300]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +340,8 @@ async fn c_peer_over_a_noisy_line() {
             }
         }
     }
-    converse(&rust, &mut c, 30).await;
+    // Small payloads only: at this noise level most long frames are hit.
+    converse(&rust, &mut c, 30, &[0, 1, 100]).await;
     relay_in.write_all(b"stats\n").await.unwrap();
     let damage = relay_out.next_line().await.unwrap().unwrap();
     println!("relay: {damage}");

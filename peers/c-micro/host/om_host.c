@@ -129,7 +129,7 @@ static void command(char *line) {
 int main(int argc, char **argv) {
     static const uint8_t id[16] = {0xc0, 0xde, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
     struct termios t;
-    char line[512];
+    char line[4096];
     size_t line_len = 0;
     if (argc > 1) {
         /* A given device (e.g. one end of a relay). */

@@ -561,10 +561,15 @@ impl AsyncRead for PortReader {
                     other => return other,
                 }
             }
-            if let Some(path) = &port.path
-                && port.check.poll_tick(cx).is_ready()
-                && !path.exists()
-            {
+            // Poll the check until it is pending, so its timer wakes us for
+            // the next one even when no byte arrives.
+            let mut missing = false;
+            if let Some(path) = &port.path {
+                while !missing && port.check.poll_tick(cx).is_ready() {
+                    missing = !path.exists();
+                }
+            }
+            if missing {
                 let err = gone("the serial device file disappeared");
                 if port.lost(&err) {
                     continue;
