@@ -413,3 +413,30 @@ async fn a_transfer_rides_out_an_unplug_with_reopen_ms() {
     assert!(lb.stats.retransmissions > 0);
     calls(&echo, 10).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absence_longer_than_reopen_ms_takes_the_link_down() {
+    let mut relay = Relay::start(0, 9).await;
+    relay.b.push_str("?reopen_ms=200");
+    let (_a, b, _reg, echo) = linked(&relay, config()).await;
+    calls(&echo, 5).await;
+    // Gone for 800 ms > 200 ms: B's link goes down, B dials again and the
+    // link comes back as a new session.
+    assert_eq!(relay.command("unplug b 800").await, "replugged");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let echo = loop {
+        let l = link(&b);
+        if let (true, Ok(e)) = (
+            l.reconnects > 0 && l.connected,
+            b.kernel().registry().lookup("echo"),
+        ) {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the link did not come back: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    calls(&echo, 5).await;
+}
