@@ -20,7 +20,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, integration and doc tests)"
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+others=$(mktemp)
+trap 'rm -f "$results" "$others"' EXIT
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 
 step "rustdoc (warnings are errors)"
@@ -38,9 +39,22 @@ rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/oscloud-* \
 # shellcheck disable=SC2086
 CARGO_TARGET_DIR=target/package-check cargo package $publishable --locked --allow-dirty --quiet
 
-scripts/test-python.sh
+step "Python bindings"
+scripts/test-python.sh 2>&1 | tee -a "$others"
+step "C bindings"
+scripts/test-c.sh 2>&1 | tee -a "$others"
+step "Encrypted links and access control"
+scripts/test-security.sh
 scripts/test-serial.sh
 
 step "done in $(( $(date +%s) - start )) s"
-# One closing line with the totals of every cargo test binary above.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+# The totals of every suite above, then one closing line with the sum.
+cargo_pf=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }' "$results")
+py_pf=$(grep -E '^[0-9]+ passed|^[0-9]+ failed|[0-9]+ passed in ' "$others" | tail -1 |
+  awk '{ for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p = $i; if ($(i+1) ~ /^failed/) f = $i } } END { printf "%d %d", p, f }')
+c_pf=$(awk '/^C tests: [0-9]+ passed/ { p = $3 } END { printf "%d 0", p }' "$others")
+read -r cp cf <<<"$cargo_pf"
+read -r pp pf <<<"$py_pf"
+read -r xp xf <<<"$c_pf"
+echo "cargo tests: $cp passed, $cf failed; pytest: $pp passed, $pf failed; C checks: $xp passed"
+echo "tests: $((cp + pp + xp)) passed, $((cf + pf + xf)) failed"

@@ -10,6 +10,17 @@ import pytest
 import oscloud
 
 
+async def call_when_back(ref: oscloud.ServerRef, msg: Any) -> Any:
+    """Call a server that is being restarted: its name is unregistered
+    (NotFound) until the new instance is up; wait 5 s at most."""
+    for _ in range(500):
+        try:
+            return await ref.call(msg, timeout=5)
+        except oscloud.NotFound:
+            await asyncio.sleep(0.01)
+    raise AssertionError("the server did not come back within 5 s")
+
+
 async def test_function_server_handles_calls_and_casts(node: oscloud.Node) -> None:
     seen: List[Any] = []
 
@@ -79,7 +90,7 @@ async def test_exception_becomes_remote_error_and_server_restarts(node: oscloud.
     assert err.remote_message == "cannot handle boom"
     assert isinstance(err, oscloud.ServerStopped)
     # Restarted by its supervisor, with fresh state.
-    assert await ref.call("ok", timeout=5) == 1
+    assert await call_when_back(ref, "ok") == 1
     # The decorator returned the server's handle.
     assert isinstance(Fragile, oscloud.ServerHandle)
     assert Fragile.restarts == 1 and Fragile.running
@@ -111,9 +122,11 @@ async def test_server_that_keeps_raising_is_given_up(node: oscloud.Node) -> None
         with pytest.raises(oscloud.RemoteError):
             await ref.call(1)
         failures += 1
-        # Wait for the restart (or for the supervisor to give up).
-        for _ in range(200):
-            if node.servers("doomed") or not doomed.running:
+        # Wait (5 s at most) for the restart to be registered, or for the
+        # supervisor to give up. The crashed instance's entry may linger a
+        # moment, so the restart count is what says the new one is up.
+        for _ in range(500):
+            if not doomed.running or (doomed.restarts >= failures and node.servers("doomed")):
                 break
             await asyncio.sleep(0.01)
     with pytest.raises(oscloud.Error):

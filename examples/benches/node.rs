@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oscloud_actors::{Context, PipeOutcome, Server, ServerError, ServerRef, async_trait, encode};
+use oscloud_core::identity::{AllowList, NodeKey};
 use oscloud_core::transport::Transports;
+use oscloud_core::wire::SecureConfig;
 use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, RegistryEvent};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
@@ -103,10 +105,24 @@ struct Pair {
 }
 
 async fn pair(unix: bool) -> Pair {
+    pair_with(unix, false).await
+}
+
+/// A pair of nodes; with `secure`, every link runs the Noise handshake and
+/// seals every frame (ChaCha20-Poly1305).
+async fn pair_with(unix: bool, secure: bool) -> Pair {
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
         .with(Arc::new(UnixTransport));
-    let (ka, kb) = (Kernel::new(), Kernel::new());
+    let (key_a, key_b) = (NodeKey::generate(), NodeKey::generate());
+    let (ka, kb) = if secure {
+        (
+            Kernel::with_node(key_a.node_id()),
+            Kernel::with_node(key_b.node_id()),
+        )
+    } else {
+        (Kernel::new(), Kernel::new())
+    };
     let counters = Arc::new(Counters::default());
     oscloud_actors::start(&ka, "bench", Bench(counters.clone()))
         .await
@@ -119,8 +135,21 @@ async fn pair(unix: bool) -> Pair {
     {
         config.pipe_window = w;
     }
-    let a = Node::with_config(ka, transports.clone(), config.clone());
-    let b = Node::with_config(kb.clone(), transports, config);
+    let (a, b) = if secure {
+        let sc = |me: &NodeKey, peer: &NodeKey| {
+            SecureConfig::new(me.clone(), AllowList::from_keys([peer.public()]))
+        };
+        (
+            Node::with_security(ka, transports.clone(), config.clone(), sc(&key_a, &key_b))
+                .unwrap(),
+            Node::with_security(kb.clone(), transports, config, sc(&key_b, &key_a)).unwrap(),
+        )
+    } else {
+        (
+            Node::with_config(ka, transports.clone(), config.clone()),
+            Node::with_config(kb.clone(), transports, config),
+        )
+    };
     let (addr, dir) = if unix {
         let dir = tempfile::tempdir().unwrap();
         let a = format!("unix://{}/a.sock", dir.path().display());
@@ -357,6 +386,12 @@ fn main() {
     // profile it.
     let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
     let run = |what: &str| only.is_empty() || only == what;
+    if run("secure") {
+        secure_vs_plain(&rt);
+        if only == "secure" {
+            return;
+        }
+    }
     for unix in [false, true] {
         let link = if unix { "unix" } else { "tcp" };
         let p = rt.block_on(pair(unix));
@@ -408,5 +443,59 @@ fn main() {
         for (m, x, y, r) in rows {
             println!("{link:<6} {m:<26} {x:>14} {y:>14} {r:>9.2}x");
         }
+    }
+}
+
+/// Encrypted (Noise, ChaCha20-Poly1305) against plaintext links, both over
+/// TCP, in the same run: pipe throughput, casts, call round trip.
+fn secure_vs_plain(rt: &tokio::runtime::Runtime) {
+    println!(
+        "encrypted vs plaintext links over TCP; median of {} runs",
+        runs()
+    );
+    println!(
+        "{:<6} {:<26} {:>14} {:>14} {:>10}",
+        "link", "measure", "encrypted", "plaintext", "ratio"
+    );
+    let sec = rt.block_on(pair_with(false, true));
+    let plain = rt.block_on(pair_with(false, false));
+    let mut rows = Vec::new();
+    let (a, b) = measure(rt, || node_pipe(&sec), || node_pipe(&plain));
+    let mib = |d: Duration| PIPE_BYTES as f64 / 1048576.0 / d.as_secs_f64();
+    let (x, y) = (mib(a.wall), mib(b.wall));
+    rows.push((
+        "pipe, 64 KiB frames",
+        format!("{x:.0} MiB/s"),
+        format!("{y:.0} MiB/s"),
+        x / y,
+    ));
+    let per_gib = |d: Duration| d.as_secs_f64() * 1e3 * (1 << 30) as f64 / PIPE_BYTES as f64;
+    let (x, y) = (per_gib(a.cpu), per_gib(b.cpu));
+    rows.push((
+        "pipe, CPU per GiB",
+        format!("{x:.0} ms"),
+        format!("{y:.0} ms"),
+        x / y,
+    ));
+    let (a, b) = measure(rt, || node_casts(&sec), || node_casts(&plain));
+    let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64() / 1000.0;
+    let (x, y) = (rate(a.wall), rate(b.wall));
+    rows.push((
+        "64-byte messages (casts)",
+        format!("{x:.0} k/s"),
+        format!("{y:.0} k/s"),
+        x / y,
+    ));
+    let (a, b) = measure(rt, || node_calls(&sec), || node_calls(&plain));
+    let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
+    let (x, y) = (rtt(a.wall), rtt(b.wall));
+    rows.push((
+        "call round trip (64 B)",
+        format!("{x:.1} µs"),
+        format!("{y:.1} µs"),
+        x / y,
+    ));
+    for (m, x, y, r) in rows {
+        println!("{:<6} {m:<26} {x:>14} {y:>14} {r:>9.2}x", "tcp");
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use oscloud_core::access::Caller;
 use oscloud_core::{ExitReason, Kernel, RegistryEvent};
 use ractor::ActorRef;
 use tokio::task::{AbortHandle, JoinSet};
@@ -23,6 +24,7 @@ pub struct Context {
     tasks: JoinSet<()>,
     monitors: HashMap<MonitorRef, Option<AbortHandle>>,
     next_monitor: u64,
+    caller: Option<Caller>,
 }
 
 impl fmt::Debug for Context {
@@ -44,12 +46,25 @@ impl Context {
             tasks: JoinSet::new(),
             monitors: HashMap::new(),
             next_monitor: 0,
+            caller: None,
         }
     }
 
     /// The kernel the server runs on.
     pub fn kernel(&self) -> &Kernel {
         &self.kernel
+    }
+
+    /// The node the message being handled came from, when it came over a
+    /// link: its node id and, on encrypted links, its verified public key
+    /// (`None` for local callers, and in `init`/`handle_down`). Use it for
+    /// per-caller decisions beyond the node's access policy.
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.as_ref()
+    }
+
+    pub(crate) fn set_caller(&mut self, caller: Option<Caller>) {
+        self.caller = caller;
     }
 
     /// The server's registered name.

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::FutureExt;
+use oscloud_core::access::{Caller, current_caller};
 use oscloud_core::{
     Capabilities, Endpoint, EntryId, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
 };
@@ -216,12 +217,22 @@ impl From<String> for ServerOptions {
 }
 
 /// A pipe end offered on a port, and where to say whether it was taken.
-pub(crate) type PipeOffer = (String, PipeEnd, oneshot::Sender<Result<(), CoreError>>);
+pub(crate) type PipeOffer = (
+    String,
+    PipeEnd,
+    oneshot::Sender<Result<(), CoreError>>,
+    Option<Caller>,
+);
 
 /// What goes into a server's (or supervisor's) mailbox.
 pub(crate) enum ServerMsg {
-    Cast(Bytes),
-    Call(Bytes, oneshot::Sender<Result<Bytes, CoreError>>),
+    /// The caller is the remote node it came from (`None`: local).
+    Cast(Bytes, Option<Caller>),
+    Call(
+        Bytes,
+        Option<Caller>,
+        oneshot::Sender<Result<Bytes, CoreError>>,
+    ),
     // Rare and large: boxed so the common messages stay small.
     Pipe(Box<PipeOffer>),
     Down(Box<Down>),
@@ -301,14 +312,14 @@ impl fmt::Debug for LocalEndpoint {
 impl Endpoint for LocalEndpoint {
     fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
         self.actor
-            .cast(ServerMsg::Cast(msg))
+            .cast(ServerMsg::Cast(msg, current_caller()))
             .map_err(|_| self.shared.stopped())
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
         let (tx, rx) = oneshot::channel();
         self.actor
-            .cast(ServerMsg::Call(msg, tx))
+            .cast(ServerMsg::Call(msg, current_caller(), tx))
             .map_err(|_| self.shared.stopped())?;
         rx.await.map_err(|_| self.shared.stopped())?
     }
@@ -316,7 +327,12 @@ impl Endpoint for LocalEndpoint {
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), CoreError> {
         let (tx, rx) = oneshot::channel();
         self.actor
-            .cast(ServerMsg::Pipe(Box::new((port.to_owned(), end, tx))))
+            .cast(ServerMsg::Pipe(Box::new((
+                port.to_owned(),
+                end,
+                tx,
+                current_caller(),
+            ))))
             .map_err(|_| self.shared.stopped())?;
         rx.await.map_err(|_| self.shared.stopped())?
     }
@@ -426,14 +442,15 @@ impl<S: Server> Actor for ServerActor<S> {
     ) -> Result<(), ActorProcessingErr> {
         let server = &self.0;
         match msg {
-            ServerMsg::Cast(bytes) => {
+            ServerMsg::Cast(bytes, caller) => {
                 let Ok(req) = st.decode(&bytes) else {
                     return Ok(());
                 };
+                st.ctx.set_caller(caller);
                 let r = guarded(server.handle_cast(&mut st.ctx, &mut st.state, req)).await;
                 r.map_err(|e| st.fail(e))
             }
-            ServerMsg::Call(bytes, reply) => {
+            ServerMsg::Call(bytes, caller, reply) => {
                 let req = match st.decode(&bytes) {
                     Ok(req) => req,
                     Err(e) => {
@@ -441,6 +458,7 @@ impl<S: Server> Actor for ServerActor<S> {
                         return Ok(());
                     }
                 };
+                st.ctx.set_caller(caller);
                 match guarded(server.handle_call(&mut st.ctx, &mut st.state, req)).await {
                     Ok(rep) => {
                         let out = crate::server_ref::encode_core(&rep);
@@ -452,7 +470,8 @@ impl<S: Server> Actor for ServerActor<S> {
                 }
             }
             ServerMsg::Pipe(pipe) => {
-                let (port, end, reply) = *pipe;
+                let (port, end, reply, caller) = *pipe;
+                st.ctx.set_caller(caller);
                 let r = guarded(server.handle_pipe(&mut st.ctx, &mut st.state, port.clone(), end))
                     .await;
                 match r {
@@ -472,6 +491,7 @@ impl<S: Server> Actor for ServerActor<S> {
             }
             ServerMsg::Down(down) => {
                 let down = *down;
+                st.ctx.set_caller(None);
                 if !st.ctx.take_monitor(down.monitor) {
                     return Ok(()); // demonitored meanwhile
                 }

@@ -593,17 +593,17 @@ impl Actor for SupervisorActor {
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ServerMsg::Call(bytes, reply) => {
+            ServerMsg::Call(bytes, _, reply) => {
                 let _ = reply.send(st.handle_call(&bytes));
             }
             ServerMsg::Pipe(pipe) => {
-                let (port, _end, reply) = *pipe;
+                let (port, _end, reply, _) = *pipe;
                 let _ = reply.send(Err(CoreError::NoSuchPort {
                     name: st.name.clone(),
                     port,
                 }));
             }
-            ServerMsg::Cast(_) | ServerMsg::Down(_) => {}
+            ServerMsg::Cast(..) | ServerMsg::Down(_) => {}
         }
         Ok(())
     }

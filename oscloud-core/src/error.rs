@@ -106,6 +106,20 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Messages for a linked node are piling up faster than its link
+    /// carries them: this one was not sent. Retry later, or slow down.
+    #[error(
+        "the link to node {node} is busy: {queued} bytes of messages wait to be sent \
+         (limit {limit}); this message was not sent"
+    )]
+    LinkBusy {
+        /// The peer node (short id).
+        node: String,
+        /// Bytes of casts and calls waiting for the link.
+        queued: usize,
+        /// `NodeConfig::max_queued`.
+        limit: usize,
+    },
 
     // ----- transports -----
     /// No transport serves the address's scheme.
@@ -202,6 +216,28 @@ pub enum Error {
     /// A wire session configuration that cannot work.
     #[error("invalid wire configuration: {0}")]
     WireConfig(String),
+
+    // ----- identity and access control -----
+    /// A key, allow-list or access-policy file (or text) that cannot be
+    /// used: unreadable, malformed, or readable by others.
+    #[error("{what} {path}: {reason}")]
+    BadKeyFile {
+        /// What the file is ("node key", "allow-list", "access policy").
+        what: &'static str,
+        /// The file (or `<text>` for text given directly).
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The access policy of the node that owns the server does not let
+    /// the caller do this.
+    #[error("permission denied: {action} on server {name:?}")]
+    PermissionDenied {
+        /// The server's name.
+        name: String,
+        /// What was refused ("call", "cast", "open a pipe to", "look up").
+        action: String,
+    },
 }
 
 /// Shorthand for results whose error is the kernel's [`Error`].

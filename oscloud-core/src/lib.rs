@@ -11,7 +11,10 @@
 //!   [wire] protocol that carries pipes and messages over any link (sans-IO,
 //!   specified in `docs/PROTOCOL.md`), and the [`Node`] that joins kernels:
 //!   registries federate, and a server on another node is reached exactly
-//!   like a local one.
+//!   like a local one;
+//! - [identity] (node keys, allow-lists) and [access] (per-server access
+//!   policy, the calling node's identity): links between nodes with keys
+//!   are authenticated and encrypted (Noise, `docs/PROTOCOL.md` §11).
 //!
 //! It knows nothing of what flows through it. Servers (see `oscloud-actors`)
 //! run *on* the kernel and talk *through* it; the kernel never starts, stops
@@ -44,9 +47,11 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod access;
 pub mod address;
 pub mod endpoint;
 pub mod error;
+pub mod identity;
 pub mod kernel;
 pub mod node;
 pub mod pipe;

@@ -56,9 +56,10 @@ use tracing::{Instrument, debug, info_span, warn};
 
 pub use id::NodeId;
 
+use crate::access::AccessPolicy;
 use crate::address::Address;
 use crate::transport::{Link, LinkKind, Transports};
-use crate::wire::{self, FramingKind, LocalInfo, Session};
+use crate::wire::{self, FramingKind, LocalInfo, SecureConfig, Session};
 use crate::{Error, Kernel};
 use driver::Driver;
 use link_io::LinkPorts;
@@ -99,6 +100,9 @@ pub struct NodeConfig {
     /// 1 s, for slow lines; a fast line (a pty, a few Mbaud) can use tens
     /// of milliseconds.
     pub lossy_initial_rto: Duration,
+    /// Bytes of casts and calls that may wait for one link; beyond, they
+    /// fail at once with [`Error::LinkBusy`] instead of growing memory.
+    pub max_queued: usize,
 }
 
 impl Default for NodeConfig {
@@ -113,6 +117,7 @@ impl Default for NodeConfig {
             lossy_max_frame: 2048,
             lossy_send_window: 8,
             lossy_initial_rto: Duration::from_secs(1),
+            max_queued: 16 * 1024 * 1024,
         }
     }
 }
@@ -172,6 +177,10 @@ struct Inner {
     kernel: Kernel,
     transports: Transports,
     config: NodeConfig,
+    /// Noise handshake and encryption on every link, when set.
+    security: Option<SecureConfig>,
+    /// What each peer may do with the local servers.
+    policy: AccessPolicy,
     links: Mutex<HashMap<u64, LinkRecord>>,
     next_link: AtomicU64,
     shutdown: watch::Sender<bool>,
@@ -202,11 +211,70 @@ impl Node {
 
     /// A node with a configuration of its own.
     pub fn with_config(kernel: Kernel, transports: Transports, config: NodeConfig) -> Self {
+        Self::build(kernel, transports, config, None)
+    }
+
+    /// A node whose every link is authenticated and encrypted: a Noise
+    /// handshake with `security.key` at the start of each session, peers
+    /// admitted by `security.allow`, every frame sealed
+    /// (`docs/PROTOCOL.md` §11). Its peers must be secure nodes too.
+    ///
+    /// The kernel's node id must be the one derived from the key: make the
+    /// kernel with `Kernel::with_node(key.node_id())`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use oscloud_core::identity::{AllowList, NodeKey};
+    /// use oscloud_core::transport::{MemTransport, Transports};
+    /// use oscloud_core::wire::SecureConfig;
+    /// use oscloud_core::{Kernel, Node, NodeConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), oscloud_core::Error> {
+    /// let mut transports = Transports::new();
+    /// transports.add(Arc::new(MemTransport::new()));
+    /// let (ka, kb) = (NodeKey::generate(), NodeKey::generate());
+    /// let secure = |me: &NodeKey, peer: &NodeKey| {
+    ///     SecureConfig::new(me.clone(), AllowList::from_keys([peer.public()]))
+    /// };
+    /// let a = Node::with_security(Kernel::with_node(ka.node_id()), transports.clone(),
+    ///     NodeConfig::default(), secure(&ka, &kb))?;
+    /// let b = Node::with_security(Kernel::with_node(kb.node_id()), transports,
+    ///     NodeConfig::default(), secure(&kb, &ka))?;
+    /// let at = a.listen(&"mem://secure-doc".parse()?).await?;
+    /// assert_eq!(b.connect(&at).await?, ka.node_id());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_security(
+        kernel: Kernel,
+        transports: Transports,
+        config: NodeConfig,
+        security: SecureConfig,
+    ) -> Result<Self, Error> {
+        if kernel.node() != security.key.node_id() {
+            return Err(Error::WireConfig(format!(
+                "the kernel's node id {} is not derived from the node key (use Kernel::with_node({}))",
+                kernel.node(),
+                security.key.node_id()
+            )));
+        }
+        Ok(Self::build(kernel, transports, config, Some(security)))
+    }
+
+    fn build(
+        kernel: Kernel,
+        transports: Transports,
+        config: NodeConfig,
+        security: Option<SecureConfig>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 kernel,
                 transports,
                 config,
+                security,
+                policy: AccessPolicy::allow_all(),
                 links: Mutex::new(HashMap::new()),
                 next_link: AtomicU64::new(1),
                 shutdown: watch::Sender::new(false),
@@ -222,6 +290,24 @@ impl Node {
     /// This node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
+    }
+
+    /// This node's access policy (allow everything unless set): a shared
+    /// handle, so `node.access_policy().set_text(..)` or `.reload()`
+    /// changes it for every link at once (hidden servers are withdrawn
+    /// from, and newly visible ones announced to, each peer).
+    pub fn access_policy(&self) -> &AccessPolicy {
+        &self.inner.policy
+    }
+
+    /// Use the rules (and file) of `policy` from now on, on every link.
+    pub fn set_access_policy(&self, policy: &AccessPolicy) {
+        self.inner.policy.set_from(policy);
+    }
+
+    /// The security settings, if links are encrypted.
+    pub fn security(&self) -> Option<&SecureConfig> {
+        self.inner.security.as_ref()
     }
 
     fn lock_links(&self) -> std::sync::MutexGuard<'_, HashMap<u64, LinkRecord>> {
@@ -328,11 +414,16 @@ impl Node {
                     let mut first = Some(first);
                     let early = tokio::select! {
                         ended = &mut running => Some(ended),
-                        peer = &mut rx => {
-                            if let (Ok(peer), Some(first)) = (peer, first.take()) {
-                                let _ = first.send(Ok(peer));
+                        peer = &mut rx => match peer {
+                            Ok(peer) => {
+                                if let Some(first) = first.take() {
+                                    let _ = first.send(Ok(peer));
+                                }
+                                None
                             }
-                            None
+                            // The link ended before its handshake (refused,
+                            // for example): report why below.
+                            Err(_) => Some((&mut running).await),
                         }
                     };
                     match early {
@@ -417,11 +508,14 @@ impl Node {
                 stats: stats.clone(),
             },
         );
-        let session = match Session::new(
-            self.inner.config.session_config(framing),
-            LocalInfo::new(kernel.node()),
-            std::time::Instant::now(),
-        ) {
+        let session_config = self.inner.config.session_config(framing);
+        let local = LocalInfo::new(kernel.node());
+        let now = std::time::Instant::now();
+        let session = match &self.inner.security {
+            Some(sec) => Session::new_secure(session_config, local, sec.clone(), now),
+            None => Session::new(session_config, local, now),
+        };
+        let session = match session {
             Ok(s) => s,
             Err(err) => {
                 return driver::Ended {
@@ -447,7 +541,15 @@ impl Node {
             }
         });
         let mut shutdown = self.inner.shutdown.subscribe();
-        let driver = Driver::new(kernel, session, name, stats, Some(hs_tx));
+        let driver = Driver::new(
+            kernel,
+            session,
+            name,
+            stats,
+            Some(hs_tx),
+            self.inner.config.max_queued,
+            self.inner.policy.clone(),
+        );
         let ended = tokio::select! {
             ended = driver.run(io).instrument(span) => ended,
             () = stopped(&mut shutdown) => driver::Ended {

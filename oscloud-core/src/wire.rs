@@ -89,15 +89,22 @@
 
 pub mod framing;
 mod packet;
+pub mod secure;
 mod session;
 
 #[cfg(test)]
 pub(crate) mod harness;
 #[cfg(test)]
+mod secure_tests;
+#[cfg(test)]
 mod tests;
 
 pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, SegmentFraming};
 pub use packet::{CloseCode, EntryInfo, MAGIC, RemoteError, RemoteErrorKind, VERSION};
+pub use secure::{
+    FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig, Suite,
+    has_aes_hardware,
+};
 pub use session::{
     CallId, CloseReason, Config, Event, LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
 };

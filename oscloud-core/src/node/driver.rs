@@ -9,18 +9,19 @@
 //! the session instead of growing memory, and reading never waits for
 //! writing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
 use super::link_io::{Input, LinkPorts};
-use super::remote::{Command, RemoteEndpoint, from_remote, to_remote};
+use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::stats::LinkStats;
+use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, Session};
 use crate::{
     Entry, EntrySpec, Error, ExitReason, Kernel, NodeId, PipeEnd, Registration, RegistryEvent,
@@ -36,6 +37,8 @@ pub(crate) struct Driver {
     session: Session,
     link: String,
     commands_tx: mpsc::UnboundedSender<Command>,
+    /// The budget of casts and calls queued for this link.
+    queue: Arc<SendQueue>,
     commands: mpsc::UnboundedReceiver<Command>,
     peer: Option<PeerInfo>,
     /// The peer's servers, registered here.
@@ -53,6 +56,11 @@ pub(crate) struct Driver {
     rr: usize,
     stats: Arc<LinkStats>,
     connected: Option<oneshot::Sender<NodeId>>,
+    /// What the peer may do with local servers.
+    policy: AccessPolicy,
+    policy_changed: watch::Receiver<u64>,
+    /// Local entries announced to the peer (those it may look up).
+    announced: HashSet<u64>,
 }
 
 /// How a link ended.
@@ -70,13 +78,21 @@ impl Driver {
         link: String,
         stats: Arc<LinkStats>,
         connected: Option<oneshot::Sender<NodeId>>,
+        max_queued: usize,
+        policy: AccessPolicy,
     ) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
+        let mut policy_changed = policy.subscribe();
+        policy_changed.mark_unchanged();
         Self {
+            policy,
+            policy_changed,
+            announced: HashSet::new(),
             kernel,
             session,
             link,
             commands_tx,
+            queue: Arc::new(SendQueue::new(max_queued)),
             commands,
             peer: None,
             remote: HashMap::new(),
@@ -97,7 +113,14 @@ impl Driver {
             if let Some(reason) = self.dispatch_events() {
                 // A broken protocol is worth a warning on this side (the
                 // peer logs its own view); a clean close or a timeout is not.
-                if !reason.remote
+                // A refused admission is logged on both sides.
+                if reason.code == CloseCode::Unauthorized {
+                    if reason.remote {
+                        warn!(link = %self.link, "link refused by the peer: {}", reason.message);
+                    } else {
+                        warn!(link = %self.link, "link refused: {}", reason.message);
+                    }
+                } else if !reason.remote
                     && !matches!(reason.code, CloseCode::Normal | CloseCode::IdleTimeout)
                 {
                     warn!(link = %self.link, "closing the link: {reason}");
@@ -133,7 +156,7 @@ impl Driver {
                 // While the session refuses messages, new commands wait in
                 // their channel (in order) rather than piling up here.
                 Some(cmd) = self.commands.recv(), if self.blocked.is_empty() => {
-                    self.on_command(cmd);
+                    self.take_command(cmd);
                     // Take what else is queued, so that its packets leave
                     // together in one write.
                     for _ in 1..COMMAND_BATCH {
@@ -143,7 +166,7 @@ impl Driver {
                         let Ok(cmd) = self.commands.try_recv() else {
                             break;
                         };
-                        self.on_command(cmd);
+                        self.take_command(cmd);
                     }
                 }
                 (pipe, frame) = self.outbound.next(), if !self.outbound.is_empty() => {
@@ -151,6 +174,9 @@ impl Driver {
                 }
                 Some(ev) = next_event(&mut self.watch), if self.watch.is_some() => {
                     self.on_local_change(ev)
+                }
+                Ok(()) = self.policy_changed.changed(), if self.watch.is_some() => {
+                    self.resync_announcements()
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.session.handle_timeout(Instant::now())
@@ -180,10 +206,41 @@ impl Driver {
         self.peer.as_ref().map_or(self.kernel.node(), |p| p.node)
     }
 
+    /// The peer, as seen by local servers.
+    fn caller(&self) -> Caller {
+        Caller {
+            node: self.peer_node(),
+            key: self.peer.as_ref().and_then(|p| p.key),
+        }
+    }
+
+    /// Whether the peer may do `action` with the local server `name`;
+    /// logs a refusal.
+    fn permits(&self, name: &str, action: Action) -> bool {
+        let caller = self.caller();
+        let ok = self.policy.allows(name, action, &caller);
+        if !ok && action != Action::Lookup {
+            info!(link = %self.link, server = %name, "access denied: {caller} may not {} it", action.describe());
+        }
+        ok
+    }
+
+    fn denied(name: &str, action: Action) -> Error {
+        Error::PermissionDenied {
+            name: name.to_owned(),
+            action: action.describe().to_owned(),
+        }
+    }
+
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Connected(peer) => {
-                info!(link = %self.link, peer = %peer.node.short(), "linked");
+                match &peer.key {
+                    Some(key) => {
+                        info!(link = %self.link, peer = %peer.node.short(), key = %key, "linked (encrypted)")
+                    }
+                    None => info!(link = %self.link, peer = %peer.node.short(), "linked"),
+                }
                 if let Some(tx) = self.connected.take() {
                     let _ = tx.send(peer.node);
                 }
@@ -201,6 +258,7 @@ impl Driver {
                         name: info.name.clone(),
                         node: self.peer_node(),
                         commands: self.commands_tx.clone(),
+                        queue: self.queue.clone(),
                     }),
                 };
                 match self.kernel.registry().insert(spec) {
@@ -219,19 +277,25 @@ impl Driver {
                     reg.unregister(reason);
                 }
             }
+            Event::Cast { to, .. } if !self.permits(&to, Action::Call) => {}
             Event::Cast { to, payload } => match self.local_entry(&to) {
                 Ok(entry) => {
-                    if let Err(err) = entry.endpoint().cast(payload) {
+                    let caller = self.caller();
+                    if let Err(err) = with_caller_sync(caller, || entry.endpoint().cast(payload)) {
                         debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
                     }
                 }
                 Err(err) => debug!(link = %self.link, "cast from peer dropped: {err}"),
             },
+            Event::Call { id, to, .. } if !self.permits(&to, Action::Call) => {
+                self.send_reply(id, Err(to_remote(&Self::denied(&to, Action::Call))))
+            }
             Event::Call { id, to, payload } => match self.local_entry(&to) {
                 Ok(entry) => {
                     let commands = self.commands_tx.clone();
+                    let caller = self.caller();
                     tokio::spawn(async move {
-                        let result = entry.endpoint().call(payload).await;
+                        let result = with_caller(caller, entry.endpoint().call(payload)).await;
                         let _ = commands.send(Command::Reply {
                             id,
                             result: result.map_err(|e| to_remote(&e)),
@@ -318,22 +382,59 @@ impl Driver {
 
     fn on_local_change(&mut self, ev: RegistryEvent) {
         let local = self.kernel.node();
-        let result = match &ev {
-            RegistryEvent::Added(e) if e.node() == local => {
-                self.session.announce(crate::wire::EntryInfo {
-                    id: e.id().0,
-                    name: e.name().to_owned(),
-                    capabilities: e.capabilities().clone(),
-                    group: e.is_group_member(),
-                })
-            }
+        match &ev {
+            RegistryEvent::Added(e) if e.node() == local => self.announce(e),
             RegistryEvent::Removed { entry, reason } if entry.node() == local => {
-                self.session.withdraw(entry.id().0, reason.clone())
+                self.withdraw(entry.id().0, reason.clone())
             }
-            _ => Ok(()),
-        };
-        if let Err(err) = result {
+            _ => {}
+        }
+    }
+
+    /// Announce a local entry, if the peer may look it up.
+    fn announce(&mut self, e: &Entry) {
+        let id = e.id().0;
+        if self.announced.contains(&id) || !self.permits(e.name(), Action::Lookup) {
+            return;
+        }
+        let result = self.session.announce(crate::wire::EntryInfo {
+            id,
+            name: e.name().to_owned(),
+            capabilities: e.capabilities().clone(),
+            group: e.is_group_member(),
+        });
+        match result {
+            Ok(()) => {
+                self.announced.insert(id);
+            }
+            Err(err) => warn!(link = %self.link, "registry sync failed: {err}"),
+        }
+    }
+
+    fn withdraw(&mut self, id: u64, reason: ExitReason) {
+        if self.announced.remove(&id)
+            && let Err(err) = self.session.withdraw(id, reason)
+        {
             warn!(link = %self.link, "registry sync failed: {err}");
+        }
+    }
+
+    /// The access policy changed: announce what the peer may now see and
+    /// withdraw what it may no longer see.
+    fn resync_announcements(&mut self) {
+        let local = self.kernel.node();
+        for e in self.kernel.registry().entries() {
+            if e.node() != local {
+                continue;
+            }
+            if self.permits(e.name(), Action::Lookup) {
+                self.announce(&e);
+            } else if self.announced.contains(&e.id().0) {
+                self.withdraw(
+                    e.id().0,
+                    ExitReason::Failed("hidden by the access policy".into()),
+                );
+            }
         }
     }
 
@@ -345,6 +446,15 @@ impl Driver {
             }
             Err(err) => debug!(link = %self.link, "reply not sent: {err}"),
         }
+    }
+
+    /// A command out of the channel: it no longer counts against the
+    /// link's send queue (the session's own queue bounds it from here).
+    fn take_command(&mut self, cmd: Command) {
+        if let Command::Cast { msg, .. } | Command::Call { msg, .. } = &cmd {
+            self.queue.release(msg.len());
+        }
+        self.on_command(cmd);
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -508,6 +618,13 @@ impl Driver {
     }
 
     fn on_pipe_opened(&mut self, id: PipeId, server: String, port: String) {
+        if !self.permits(&server, Action::Pipe) {
+            let err = Self::denied(&server, Action::Pipe);
+            let _ = self
+                .session
+                .close_pipe(id, ExitReason::Failed(err.to_string()));
+            return;
+        }
         let entry = match self.local_entry(&server) {
             Ok(entry) => entry,
             Err(err) => {
@@ -520,8 +637,9 @@ impl Driver {
         let (mine, theirs) = self.kernel.duplex();
         self.bridge(id, mine);
         let commands = self.commands_tx.clone();
+        let caller = self.caller();
         tokio::spawn(async move {
-            let result = entry.endpoint().open_pipe(&port, theirs).await;
+            let result = with_caller(caller, entry.endpoint().open_pipe(&port, theirs)).await;
             let _ = commands.send(Command::PipeAttached { pipe: id, result });
         });
     }

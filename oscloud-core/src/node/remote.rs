@@ -1,5 +1,8 @@
 //! Endpoints of servers that live on a linked node.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +46,44 @@ pub(crate) enum Command {
     },
 }
 
+/// The bytes of casts and calls waiting for one link's driver, shared by
+/// the endpoints of that link: the bound on what a fast sender can pile up
+/// in front of a slow link.
+#[derive(Debug)]
+pub(crate) struct SendQueue {
+    bytes: AtomicUsize,
+    limit: usize,
+}
+
+impl SendQueue {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            bytes: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Count `n` more bytes in, unless that goes over the limit (a single
+    /// message larger than the limit goes when the queue is empty).
+    fn admit(&self, n: usize, node: NodeId) -> Result<(), Error> {
+        let before = self.bytes.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.limit {
+            self.bytes.fetch_sub(n, Ordering::AcqRel);
+            return Err(Error::LinkBusy {
+                node: node.short(),
+                queued: before,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The driver took `n` bytes out.
+    pub(crate) fn release(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// The endpoint of a server on another node: every operation becomes a
 /// [`Command`] for the driver of the link to that node.
 #[derive(Debug)]
@@ -50,6 +91,7 @@ pub(crate) struct RemoteEndpoint {
     pub(crate) name: String,
     pub(crate) node: NodeId,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) queue: Arc<SendQueue>,
 }
 
 impl RemoteEndpoint {
@@ -59,28 +101,37 @@ impl RemoteEndpoint {
             reason: format!("the link to node {} is down", self.node.short()),
         }
     }
+
+    /// Queue a cast or call for the driver, within the link's budget.
+    fn queue(&self, cmd: Command, len: usize) -> Result<(), Error> {
+        self.queue.admit(len, self.node)?;
+        self.commands.send(cmd).map_err(|_| {
+            self.queue.release(len);
+            self.gone()
+        })
+    }
 }
 
 #[async_trait]
 impl Endpoint for RemoteEndpoint {
     fn cast(&self, msg: Bytes) -> Result<(), Error> {
-        self.commands
-            .send(Command::Cast {
-                to: self.name.clone(),
-                msg,
-            })
-            .map_err(|_| self.gone())
+        let len = msg.len();
+        let cmd = Command::Cast {
+            to: self.name.clone(),
+            msg,
+        };
+        self.queue(cmd, len)
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Call {
-                to: self.name.clone(),
-                msg,
-                reply,
-            })
-            .map_err(|_| self.gone())?;
+        let len = msg.len();
+        let cmd = Command::Call {
+            to: self.name.clone(),
+            msg,
+            reply,
+        };
+        self.queue(cmd, len)?;
         answer.await.map_err(|_| self.gone())?
     }
 
@@ -108,6 +159,10 @@ pub(crate) fn from_remote(server: &str, err: RemoteError) -> Error {
             reason: err.message,
         },
         RemoteErrorKind::Decode => Error::Decode(err.message),
+        RemoteErrorKind::Denied => Error::PermissionDenied {
+            name: server.to_owned(),
+            action: err.message,
+        },
         RemoteErrorKind::Timeout | RemoteErrorKind::Failed | RemoteErrorKind::Other(_) => {
             Error::Remote {
                 name: server.to_owned(),
@@ -124,11 +179,13 @@ pub(crate) fn to_remote(err: &Error) -> RemoteError {
         Error::ServerStopped { .. } => RemoteErrorKind::Stopped,
         Error::Decode(_) => RemoteErrorKind::Decode,
         Error::Timeout { .. } => RemoteErrorKind::Timeout,
+        Error::PermissionDenied { .. } => RemoteErrorKind::Denied,
         _ => RemoteErrorKind::Failed,
     };
     let message = match err {
         Error::ServerStopped { reason, .. } => reason.clone(),
         Error::Decode(m) => m.clone(),
+        Error::PermissionDenied { action, .. } => action.clone(),
         Error::Remote { message, .. } => message.clone(),
         other => other.to_string(),
     };

@@ -174,6 +174,56 @@ async fn remote_cast_and_call() {
 }
 
 #[tokio::test]
+async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
+    // The test's single thread does not let the driver run while it casts,
+    // so casts pile up in front of the link until the budget is spent.
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let mut t = Transports::new();
+    t.add(Arc::new(mem.clone()));
+    let b = Node::with_config(
+        Kernel::new(),
+        t,
+        NodeConfig {
+            max_queued: 64 * 1024,
+            ..config()
+        },
+    );
+    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
+    b.connect(&at).await.unwrap();
+    let (_r, echo) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    let msg = Bytes::from(vec![1u8; 1024]);
+    let mut sent = 0u64;
+    let busy = loop {
+        match e.endpoint().cast(msg.clone()) {
+            Ok(()) => sent += 1,
+            Err(err) => break err,
+        }
+        assert!(sent <= 64, "the budget did not hold");
+    };
+    assert_eq!(sent, 64);
+    assert!(
+        matches!(busy, Error::LinkBusy { limit: 65536, .. }),
+        "{busy:?}"
+    );
+    assert!(busy.to_string().contains("busy"), "{busy}");
+    // A call is refused too while the queue is full; once the driver ran,
+    // the budget is back and every accepted cast arrived (the call is
+    // ordered behind them).
+    let reply = loop {
+        match e.endpoint().call(Bytes::from_static(b"hi")).await {
+            Err(Error::LinkBusy { .. }) => tokio::task::yield_now().await,
+            other => break other,
+        }
+    };
+    assert_eq!(reply.unwrap(), Bytes::from_static(b"hi"));
+    assert_eq!(echo.casts.load(Ordering::SeqCst), sent);
+    e.endpoint().cast(msg).unwrap();
+}
+
+#[tokio::test]
 async fn withdrawn_entry_leaves_with_its_reason() {
     let (_mem, a, b, _) = pair().await;
     let (mut r, _) = register(&a, "w");

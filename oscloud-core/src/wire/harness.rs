@@ -85,11 +85,22 @@ impl Pair {
 
     pub(crate) fn with_configs(ca: Config, cb: Config, damage: Damage, seed: u64) -> Self {
         let now = Instant::now();
-        let stream = !matches!(ca.framing, FramingKind::Datagram { .. });
         let a =
             Session::new(ca, LocalInfo::new(NodeId::from_bytes([0xa; 16])), now).expect("config a");
         let b =
             Session::new(cb, LocalInfo::new(NodeId::from_bytes([0xb; 16])), now).expect("config b");
+        Self::from_sessions(a, b, now, damage, seed)
+    }
+
+    /// A pair of sessions made by the caller (started at `now`).
+    pub(crate) fn from_sessions(
+        a: Session,
+        b: Session,
+        now: Instant,
+        damage: Damage,
+        seed: u64,
+    ) -> Self {
+        let stream = !matches!(a.framing_kind(), FramingKind::Datagram { .. });
         Self {
             a,
             b,

@@ -29,6 +29,7 @@ pub(crate) mod code {
     pub(crate) const ACK: u8 = 4;
     pub(crate) const PING: u8 = 5;
     pub(crate) const CLOSE: u8 = 6;
+    pub(crate) const HANDSHAKE: u8 = 7;
 
     pub(crate) const ANNOUNCE: u8 = 16;
     pub(crate) const WITHDRAW: u8 = 17;
@@ -69,6 +70,8 @@ pub enum RemoteErrorKind {
     Decode,
     /// The server answered with an application error (code 5).
     Failed,
+    /// The receiving node's access policy refuses the caller (code 6).
+    Denied,
     /// A code this version does not know (kept as is).
     Other(u8),
 }
@@ -82,6 +85,7 @@ impl RemoteErrorKind {
             RemoteErrorKind::Timeout => 3,
             RemoteErrorKind::Decode => 4,
             RemoteErrorKind::Failed => 5,
+            RemoteErrorKind::Denied => 6,
             RemoteErrorKind::Other(c) => c,
         }
     }
@@ -94,6 +98,7 @@ impl RemoteErrorKind {
             3 => RemoteErrorKind::Timeout,
             4 => RemoteErrorKind::Decode,
             5 => RemoteErrorKind::Failed,
+            6 => RemoteErrorKind::Denied,
             c => RemoteErrorKind::Other(c),
         }
     }
@@ -137,6 +142,10 @@ pub enum CloseCode {
     Limit,
     /// Nothing heard from the peer for the idle timeout (9).
     IdleTimeout,
+    /// The secure handshake failed or the peer is not admitted (10).
+    Unauthorized,
+    /// An encrypted frame failed authentication or was replayed (11).
+    Crypto,
     /// A code this version does not know.
     Other(u8),
 }
@@ -155,6 +164,8 @@ impl CloseCode {
             CloseCode::FlowControl => 7,
             CloseCode::Limit => 8,
             CloseCode::IdleTimeout => 9,
+            CloseCode::Unauthorized => 10,
+            CloseCode::Crypto => 11,
             CloseCode::Other(c) => c,
         }
     }
@@ -172,6 +183,8 @@ impl CloseCode {
             7 => CloseCode::FlowControl,
             8 => CloseCode::Limit,
             9 => CloseCode::IdleTimeout,
+            10 => CloseCode::Unauthorized,
+            11 => CloseCode::Crypto,
             c => CloseCode::Other(c),
         }
     }
@@ -213,6 +226,10 @@ pub(crate) enum Packet {
     Close {
         code: CloseCode,
         message: String,
+    },
+    /// One Noise handshake message (secure sessions, sent in clear).
+    Handshake {
+        msg: Bytes,
     },
 }
 
@@ -390,6 +407,7 @@ impl Serialize for Packet {
             Packet::Ack { ack } => (code::ACK, ack).serialize(s),
             Packet::Ping => [code::PING].serialize(s),
             Packet::Close { code: c, message } => (code::CLOSE, c.code(), message).serialize(s),
+            Packet::Handshake { msg } => (code::HANDSHAKE, B(msg)).serialize(s),
         }
     }
 }
@@ -751,6 +769,9 @@ impl<'de> DeserializeSeed<'de> for PacketSeed<'_> {
                     code::CLOSE => Packet::Close {
                         code: CloseCode::from_code(next(s, "close code")?),
                         message: next(s, "close message")?,
+                    },
+                    code::HANDSHAKE => Packet::Handshake {
+                        msg: next_seed(s, PayloadSeed(self.0), "handshake message")?,
                     },
                     other => {
                         return Err(de::Error::custom(format_args!(

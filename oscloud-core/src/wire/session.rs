@@ -12,6 +12,11 @@ use super::packet::{
     CloseCode, DATA_OVERHEAD, EntryInfo, Hello, Msg, PIPE_DATA_OVERHEAD, Packet, RemoteError,
     VERSION, to_vec,
 };
+use super::secure::{
+    FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK, SECURE_OVERHEAD,
+    Secure, SecureConfig, Suite,
+};
+use crate::identity::PublicKey;
 use crate::{Error, ExitReason, NodeId};
 
 /// The smallest `max_frame` a session accepts (its own or the peer's).
@@ -167,6 +172,9 @@ pub struct PeerInfo {
     pub session_id: u64,
     /// The peer's authentication payload.
     pub auth: Option<Bytes>,
+    /// The peer's static public key, verified by the Noise handshake
+    /// (secure sessions only; `None` on plaintext sessions).
+    pub key: Option<PublicKey>,
     /// Largest packet the peer accepts.
     pub max_frame: u32,
     /// Packets the peer buffers ahead of a gap.
@@ -338,6 +346,11 @@ pub struct Stats {
     pub framing_failures: u64,
     /// Packets that did not decode (each one closes the session).
     pub decode_failures: u64,
+    /// Encrypted frames that failed authentication (tampered, forged or
+    /// damaged): dropped on lossy links, fatal on reliable streams.
+    pub auth_failures: u64,
+    /// Encrypted frames rejected as replays (nonce seen or too old).
+    pub replays: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +368,9 @@ struct Pipe {
     blocked: bool,
     /// Bytes received and not yet given back as credit.
     recv_used: u64,
+    /// Credit given back by the application, not yet queued for the peer:
+    /// grants made between two transmissions go in one PipeCredit.
+    grant: u64,
     /// Fragments of a frame not yet complete.
     partial: BytesMut,
     /// We sent PipeEnd: no more data from this side.
@@ -378,6 +394,11 @@ pub struct Session {
     stats: Stats,
     out: VecDeque<Bytes>,
     events: VecDeque<Event>,
+
+    // secure layer (None: plaintext session)
+    secure: Option<Secure>,
+    /// Noise handshake messages waiting to be sent.
+    hs_out: VecDeque<Bytes>,
 
     // handshake
     send_hello: bool,
@@ -408,6 +429,8 @@ pub struct Session {
     pending_calls: HashSet<u64>,
     incoming_calls: HashSet<u64>,
     pipes: HashMap<u64, Pipe>,
+    /// Pipes with credit to give back (see [`Pipe::grant`]).
+    grants_due: Vec<u64>,
     next_local_pipe: u64,
     next_remote_pipe: u64,
 }
@@ -417,6 +440,39 @@ impl Session {
     /// first thing `poll_transmit` returns). Both sides call this; there
     /// are no client/server roles.
     pub fn new(config: Config, local: LocalInfo, now: Instant) -> Result<Self, Error> {
+        Self::build(config, local, None, now)
+    }
+
+    /// A session that authenticates the peer with a Noise handshake after
+    /// the Hellos and encrypts every frame after it (`docs/PROTOCOL.md`
+    /// §11). `local.node` must be the node id derived from `secure.key`;
+    /// the feature bits are set here. [`Event::Connected`] comes only once
+    /// the handshake succeeded and the peer is admitted; its
+    /// [`PeerInfo::key`] is the peer's verified public key.
+    pub fn new_secure(
+        config: Config,
+        mut local: LocalInfo,
+        secure: SecureConfig,
+        now: Instant,
+    ) -> Result<Self, Error> {
+        if local.node != secure.key.node_id() {
+            return Err(Error::WireConfig(format!(
+                "node id {} is not derived from the node key (expected {})",
+                local.node,
+                secure.key.node_id()
+            )));
+        }
+        local.features |= secure.features();
+        let strict = !config.framing.is_lossy();
+        Self::build(config, local, Some(Secure::new(secure, strict)), now)
+    }
+
+    fn build(
+        config: Config,
+        local: LocalInfo,
+        secure: Option<Secure>,
+        now: Instant,
+    ) -> Result<Self, Error> {
         config.validate()?;
         let framer = Framer::new(config.framing, config.max_frame, config.reassembly_timeout)?;
         let max_frame = framer.max_frame();
@@ -437,6 +493,8 @@ impl Session {
             stats: Stats::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            secure,
+            hs_out: VecDeque::new(),
             send_hello: true,
             send_hello_ack: false,
             hello_confirmed: !lossy,
@@ -458,6 +516,7 @@ impl Session {
             pending_calls: HashSet::new(),
             incoming_calls: HashSet::new(),
             pipes: HashMap::new(),
+            grants_due: Vec::new(),
             next_local_pipe: 0,
             next_remote_pipe: 0,
             config,
@@ -513,6 +572,26 @@ impl Session {
             return;
         }
         let before = buf.len();
+        if self.secure.is_some()
+            && let Framer::Length(f) = &mut self.framer
+        {
+            // Sealed frames are decrypted where they were read.
+            let mut frames = Vec::new();
+            let res = f.decode_buf_mut(buf, &mut frames);
+            self.stats.bytes_received += (before - buf.len()) as u64;
+            for frame in frames {
+                if frame.first() == Some(&SECURE_MARK) {
+                    self.handle_sealed(frame);
+                } else {
+                    self.handle_frame(&frame.freeze());
+                }
+                if self.state == State::Closed {
+                    return;
+                }
+            }
+            self.handle_frames(Vec::new(), res);
+            return;
+        }
         let mut frames = Vec::new();
         let res = self.framer.decode_buf(now, buf, &mut frames);
         self.stats.bytes_received += (before - buf.len()) as u64;
@@ -540,6 +619,7 @@ impl Session {
     /// links: one datagram). Call until `None` after every other call.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         self.advance(now);
+        self.queue_grants();
         loop {
             if let Some(b) = self.out.pop_front() {
                 self.stats.bytes_sent += b.len() as u64;
@@ -609,12 +689,19 @@ impl Session {
             if !self.hello_confirmed {
                 self.send_hello = true;
             }
+            let awaiting = self.secure_awaiting();
+            if awaiting
+                && self.hs_out.is_empty()
+                && let Some(m) = self.secure.as_ref().and_then(Secure::last_sent)
+            {
+                self.hs_out.push_back(m);
+            }
             if let Some(&(seq, _)) = self.in_flight.front() {
                 self.retransmit_next = Some(seq);
             }
             self.rto = (self.rto * 2).min(self.config.max_rto);
-            self.rto_at =
-                (!self.hello_confirmed || !self.in_flight.is_empty()).then_some(now + self.rto);
+            self.rto_at = (!self.hello_confirmed || !self.in_flight.is_empty() || awaiting)
+                .then_some(now + self.rto);
         }
         if self.state == State::Open && now >= self.last_sent + self.config.keepalive {
             self.ping_due = true;
@@ -634,6 +721,23 @@ impl Session {
     /// This side's Hello info.
     pub fn local(&self) -> &LocalInfo {
         &self.local
+    }
+
+    /// The epoch of the key sealing outgoing frames (0 after the
+    /// handshake, +1 per rekey); `None` on plaintext sessions or before
+    /// the handshake finished.
+    pub fn key_epoch(&self) -> Option<u64> {
+        self.secure.as_ref().and_then(Secure::tx_epoch)
+    }
+
+    /// The cipher suite of a secure session, once its handshake started.
+    pub fn cipher_suite(&self) -> Option<Suite> {
+        self.secure.as_ref().and_then(Secure::suite)
+    }
+
+    /// The link kind this session runs over.
+    pub fn framing_kind(&self) -> FramingKind {
+        self.config.framing
     }
 
     /// Whether the handshake finished and the session is not closed.
@@ -828,13 +932,10 @@ impl Session {
         let grant = (n as u64).min(delivered);
         if grant > 0 {
             pipe.recv_used -= grant;
-            self.queue.push_back((
-                Msg::PipeCredit {
-                    pipe: id.0,
-                    bytes: grant,
-                },
-                false,
-            ));
+            if pipe.grant == 0 {
+                self.grants_due.push(id.0);
+            }
+            pipe.grant += grant;
         }
         Ok(())
     }
@@ -900,13 +1001,19 @@ impl Session {
         }
     }
 
-    /// The largest packet we may send: ours and the peer's limit.
+    /// The largest packet we may send: ours and the peer's limit (less
+    /// the encryption overhead on secure sessions).
     fn send_max(&self) -> usize {
         let peer = self
             .peer
             .as_ref()
             .map_or(MIN_FRAME, |p| p.max_frame as usize);
-        self.max_frame.min(peer)
+        let overhead = if self.secure.is_some() {
+            SECURE_OVERHEAD
+        } else {
+            0
+        };
+        self.max_frame.min(peer) - overhead
     }
 
     fn enqueue(&mut self, msg: Msg) -> Result<(), Error> {
@@ -946,8 +1053,16 @@ impl Session {
             message: truncate(&message, MAX_CLOSE_TEXT).to_owned(),
         };
         if let Ok(bytes) = packet.encode() {
+            // Sealed once keys are in place (the peer then only takes
+            // sealed packets); in clear during the handshake.
+            let bytes = match self.secure.as_mut() {
+                Some(sec) if sec.has_keys() => sec.seal(self.now, &bytes, &[]),
+                _ => Some(Bytes::from(bytes)),
+            };
             // A Close packet that does not fit is not sent; the peer times out.
-            if self.framer.encode(&bytes, &mut self.out).is_ok() {
+            if let Some(bytes) = bytes
+                && self.framer.encode(&bytes, &mut self.out).is_ok()
+            {
                 self.stats.frames_sent += 1;
             }
         }
@@ -989,6 +1104,11 @@ impl Session {
             Packet::HelloAck {
                 session_id: self.peer.as_ref().map_or(0, |p| p.session_id),
             }
+        } else if let Some(msg) = self.hs_out.pop_front() {
+            Packet::Handshake { msg }
+        } else if self.secure.as_ref().is_some_and(|s| !s.has_keys()) {
+            // Nothing but the handshake goes out before the keys.
+            return false;
         } else if let Some(p) = self.next_data() {
             p
         } else if self.ack_at.is_some_and(|t| t <= self.now) {
@@ -1002,9 +1122,25 @@ impl Session {
         } else {
             return false;
         };
-        let res = packet
-            .encode_split()
-            .and_then(|(head, tail)| self.framer.encode_parts(&head, tail, &mut self.out));
+        let clear = matches!(
+            packet,
+            Packet::Hello(_) | Packet::HelloAck { .. } | Packet::Handshake { .. }
+        );
+        let res = match packet.encode_split() {
+            Ok((head, tail)) => match self.secure.as_mut() {
+                Some(sec) if !clear => match sec.seal(self.now, &head, &tail) {
+                    // Large sealed frames go out as they are (the length
+                    // framing then copies only its prefix).
+                    Some(frame) if frame.len() >= 1024 => {
+                        self.framer.encode_parts(&[], frame, &mut self.out)
+                    }
+                    Some(frame) => self.framer.encode(&frame, &mut self.out),
+                    None => Err(Error::Encode("no key to seal the packet".into())),
+                },
+                _ => self.framer.encode_parts(&head, tail, &mut self.out),
+            },
+            Err(e) => Err(e),
+        };
         match res {
             Ok(()) => {
                 self.stats.frames_sent += 1;
@@ -1014,6 +1150,20 @@ impl Session {
                 // Sizes are checked on entry, so this is a bug; do not panic.
                 self.close_with(CloseCode::Protocol, format!("cannot send a packet: {e}"));
                 true
+            }
+        }
+    }
+
+    /// Queue one PipeCredit per pipe for the credit given back since the
+    /// last transmission.
+    fn queue_grants(&mut self) {
+        for id in std::mem::take(&mut self.grants_due) {
+            if let Some(pipe) = self.pipes.get_mut(&id)
+                && pipe.grant > 0
+            {
+                let bytes = std::mem::take(&mut pipe.grant);
+                self.queue
+                    .push_back((Msg::PipeCredit { pipe: id, bytes }, false));
             }
         }
     }
@@ -1062,7 +1212,26 @@ impl Session {
         Some(Packet::Data { seq, ack, msg })
     }
 
+    /// A frame starting with the secure mark, owned: decrypted in place.
+    fn handle_sealed(&mut self, frame: BytesMut) {
+        let Some(sec) = self.secure.as_mut() else {
+            return self.handle_frame(&frame.freeze());
+        };
+        match sec.open_owned(frame) {
+            Ok(packet) => self.handle_packet(&packet, true),
+            Err(e) => self.open_failed(e),
+        }
+    }
+
     fn handle_frame(&mut self, frame: &Bytes) {
+        if self.secure.is_some() && frame.first() == Some(&SECURE_MARK) {
+            return self.handle_sealed(BytesMut::from(&frame[..]));
+        }
+        self.handle_packet(frame, false);
+    }
+
+    /// A packet as received, or as opened from a sealed frame.
+    fn handle_packet(&mut self, frame: &Bytes, sealed: bool) {
         self.last_recv = self.now;
         let packet = match Packet::decode_frame(frame) {
             Ok(p) => p,
@@ -1073,6 +1242,13 @@ impl Session {
             }
         };
         self.stats.frames_received += 1;
+        if self.secure.is_some() && !self.secure_accepts(&packet, sealed) {
+            return;
+        }
+        if sealed {
+            // The initiator's proof that the responder has the keys.
+            self.secure_connected();
+        }
         match packet {
             Packet::ForeignHello { magic, version } => {
                 if magic != super::MAGIC {
@@ -1089,7 +1265,8 @@ impl Session {
                     );
                 }
             }
-            Packet::Hello(h) => self.handle_hello(h),
+            Packet::Hello(h) => self.handle_hello(h, frame),
+            Packet::Handshake { msg } => self.handle_handshake(msg),
             Packet::HelloAck { session_id } => {
                 if session_id == self.local.session_id {
                     self.hello_confirmed = true;
@@ -1128,13 +1305,209 @@ impl Session {
                 });
             }
         }
-        if self.hello_confirmed && self.in_flight.is_empty() && self.state != State::Closed {
+        let awaiting = self.secure_awaiting();
+        if self.hello_confirmed
+            && self.in_flight.is_empty()
+            && !awaiting
+            && self.state != State::Closed
+        {
             self.rto_at = None;
             self.rto = self.config.initial_rto;
+        } else if awaiting && self.rto_at.is_none() {
+            self.rto_at = Some(self.now + self.rto);
         }
     }
 
-    fn handle_hello(&mut self, h: Hello) {
+    /// Whether a handshake message of ours may need sending again (lossy
+    /// links only).
+    fn secure_awaiting(&self) -> bool {
+        self.config.framing.is_lossy() && self.secure.as_ref().is_some_and(Secure::awaiting)
+    }
+
+    /// An encrypted frame did not open: dropped on lossy links (the
+    /// session retransmits what mattered), fatal on reliable streams.
+    fn open_failed(&mut self, e: OpenError) {
+        match e {
+            OpenError::Replay => self.stats.replays += 1,
+            OpenError::Auth | OpenError::Malformed => self.stats.auth_failures += 1,
+            OpenError::NoKeys => self.stats.dropped += 1,
+        }
+        if self.config.framing.is_lossy() {
+            tracing::debug!("dropped a frame: {e}");
+        } else {
+            tracing::warn!("{e}: closing the link");
+            self.close_with(CloseCode::Crypto, e.to_string());
+        }
+    }
+
+    /// On a secure session, whether a decoded packet may be acted on:
+    /// only the handshake travels in clear (and a Close before the peer
+    /// proved it has the keys); everything else must be sealed.
+    fn secure_accepts(&mut self, packet: &Packet, sealed: bool) -> bool {
+        let handshake = matches!(
+            packet,
+            Packet::Hello(_)
+                | Packet::ForeignHello { .. }
+                | Packet::HelloAck { .. }
+                | Packet::Handshake { .. }
+        );
+        if sealed && handshake {
+            self.protocol_error(
+                CloseCode::Protocol,
+                "handshake packet inside an encrypted frame".into(),
+            );
+            return false;
+        }
+        if sealed || handshake {
+            return true;
+        }
+        let confirmed = self.secure.as_ref().is_some_and(Secure::confirmed);
+        if matches!(packet, Packet::Close { .. }) && !confirmed {
+            return true;
+        }
+        // A packet in clear where only sealed ones are allowed: injected,
+        // or a peer that does not encrypt.
+        self.stats.dropped += 1;
+        if self.config.framing.is_lossy() {
+            tracing::debug!("dropped a packet sent in clear on an encrypted session");
+        } else {
+            self.protocol_error(
+                CloseCode::Crypto,
+                "packet in clear on an encrypted session".into(),
+            );
+        }
+        false
+    }
+
+    /// Start the Noise handshake once the peer's Hello is in; false if the
+    /// session closed instead.
+    fn secure_start(&mut self, h: &Hello, raw: &[u8]) -> bool {
+        let Some(sec) = self.secure.as_mut() else {
+            if h.features & FEATURE_NOISE != 0 {
+                self.protocol_error(
+                    CloseCode::Unauthorized,
+                    "the peer requires encrypted links and this node has no key".into(),
+                );
+                return false;
+            }
+            return true;
+        };
+        let want = sec.features() & (FEATURE_NOISE | FEATURE_PSK);
+        let have = h.features & (FEATURE_NOISE | FEATURE_PSK);
+        if have != want {
+            let why = if have & FEATURE_NOISE == 0 {
+                "the peer does not encrypt (it has no node key); this node requires it"
+            } else {
+                "a pre-shared key is configured on one side only"
+            };
+            self.protocol_error(CloseCode::Unauthorized, why.into());
+            return false;
+        }
+        if h.session_id == self.local.session_id {
+            self.protocol_error(
+                CloseCode::Protocol,
+                "both sides picked the same session id".into(),
+            );
+            return false;
+        }
+        let ours = match self.hello().encode() {
+            Ok(b) => b,
+            Err(e) => {
+                self.protocol_error(CloseCode::Protocol, e.to_string());
+                return false;
+            }
+        };
+        let initiator = self.local.session_id < h.session_id;
+        let suite = if self.local.features & h.features & FEATURE_AESGCM != 0 {
+            Suite::AesGcm
+        } else {
+            Suite::ChaChaPoly
+        };
+        let hellos = if initiator {
+            [&ours[..], raw]
+        } else {
+            [raw, &ours[..]]
+        };
+        let Some(sec) = self.secure.as_mut() else {
+            return false;
+        };
+        match sec.start(initiator, suite, hellos) {
+            Ok(first) => {
+                self.hs_out.extend(first);
+                true
+            }
+            Err(e) => {
+                self.protocol_error(CloseCode::Protocol, e);
+                false
+            }
+        }
+    }
+
+    fn handle_handshake(&mut self, msg: Bytes) {
+        let now = self.now;
+        let Some(sec) = self.secure.as_mut() else {
+            self.protocol_error(
+                CloseCode::Protocol,
+                "handshake message on a plaintext session".into(),
+            );
+            return;
+        };
+        let Some(claimed) = self.peer.as_ref().map(|p| p.node).filter(|_| sec.started()) else {
+            // Before the peer's Hello (reordered on a lossy link): it is
+            // sent again.
+            self.stats.dropped += 1;
+            return;
+        };
+        match sec.on_handshake(&msg, now, claimed) {
+            HsOutcome::Nothing => {}
+            HsOutcome::Send(m) => self.hs_out.push_back(m),
+            HsOutcome::Duplicate => {
+                if let Some(m) = sec.last_sent() {
+                    self.hs_out.push_back(m);
+                } else if sec.has_keys() && !sec.is_initiator() {
+                    // Our confirmation was lost: send another.
+                    self.ping_due = true;
+                }
+            }
+            HsOutcome::Established { peer, send } => {
+                let initiator = sec.is_initiator();
+                self.hs_out.extend(send);
+                if let Some(p) = self.peer.as_mut() {
+                    p.key = Some(peer);
+                }
+                tracing::debug!(peer = %peer.short(), initiator, "noise handshake done");
+                if !initiator {
+                    // The responder confirms with its first sealed packet.
+                    self.ping_due = true;
+                }
+                self.secure_connected();
+            }
+            HsOutcome::Refused(reason) => {
+                tracing::warn!("link refused: {reason}");
+                self.protocol_error(CloseCode::Unauthorized, reason);
+            }
+        }
+    }
+
+    /// Open the session once the secure handshake is done (and, for the
+    /// initiator, confirmed by the peer).
+    fn secure_connected(&mut self) {
+        if self.state != State::Handshake {
+            return;
+        }
+        let ready = self
+            .secure
+            .as_ref()
+            .is_some_and(|s| s.has_keys() && s.confirmed());
+        let Some(peer) = self.peer.clone().filter(|_| ready) else {
+            return;
+        };
+        tracing::debug!(peer = %peer.node.short(), "wire session connected (encrypted)");
+        self.state = State::Open;
+        self.events.push_back(Event::Connected(peer));
+    }
+
+    fn handle_hello(&mut self, h: Hello, raw: &[u8]) {
         if let Some(peer) = &self.peer {
             if peer.session_id == h.session_id && peer.node == h.node {
                 // A retransmitted Hello: our HelloAck was lost.
@@ -1157,15 +1530,25 @@ impl Session {
             );
             return;
         }
+        if !self.secure_start(&h, raw) {
+            return;
+        }
         let peer = PeerInfo {
             node: h.node,
             features: h.features,
             session_id: h.session_id,
             auth: h.auth,
+            key: None,
             max_frame: h.max_frame,
             recv_window: h.recv_window,
             pipe_window: h.pipe_window,
         };
+        if self.secure.is_some() {
+            // Connected comes after the Noise handshake.
+            self.peer = Some(peer);
+            self.send_hello_ack = true;
+            return;
+        }
         tracing::debug!(peer = %peer.node.short(), "wire session connected");
         self.peer = Some(peer.clone());
         self.state = State::Open;

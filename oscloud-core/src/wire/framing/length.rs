@@ -99,6 +99,39 @@ impl LengthFraming {
         Ok(())
     }
 
+    /// Like [`decode_buf`](Self::decode_buf), but the frames stay mutable
+    /// (for decryption in place); still without copying them.
+    pub(crate) fn decode_buf_mut(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut Vec<BytesMut>,
+    ) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            let chunk = input.split();
+            let mut frames = Vec::new();
+            let res = self.decode(&chunk, &mut frames);
+            out.extend(frames.iter().map(|f| BytesMut::from(&f[..])));
+            return res;
+        }
+        while input.len() >= 4 {
+            let len = (&input[..4]).get_u32() as usize;
+            if len > self.max_frame {
+                input.clear();
+                return Err(Error::WireFrameTooLarge {
+                    len,
+                    max: self.max_frame,
+                });
+            }
+            if input.len() < 4 + len {
+                input.reserve(4 + len - input.len());
+                break;
+            }
+            input.advance(4);
+            out.push(input.split_to(len));
+        }
+        Ok(())
+    }
+
     /// Feed received bytes; push every complete packet to `out`.
     ///
     /// Fails (and must not be fed again) on a length over the maximum.
@@ -185,6 +218,27 @@ mod tests {
         let mut small = LengthFraming::new(10);
         let mut buf = BytesMut::from(&b"\x00\x00\x00\x0bhello world"[..]);
         assert!(small.decode_buf(&mut buf, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn decode_buf_mut_matches_decode_buf() {
+        let mut f = LengthFraming::new(1 << 20);
+        let mut wire = enc(&mut f, &[1u8; 5000]);
+        wire.extend(enc(&mut f, b"x"));
+        for cut in 0..wire.len() {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut out = Vec::new();
+            f.decode_buf_mut(&mut buf, &mut out).unwrap();
+            buf.extend_from_slice(&wire[cut..]);
+            f.decode_buf_mut(&mut buf, &mut out).unwrap();
+            assert!(buf.is_empty());
+            assert_eq!(out.len(), 2, "cut {cut}");
+            assert_eq!(&out[0][..], &[1u8; 5000][..]);
+            assert_eq!(&out[1][..], b"x");
+        }
+        let mut small = LengthFraming::new(10);
+        let mut buf = BytesMut::from(&b"\x00\x00\x00\x0bhello world"[..]);
+        assert!(small.decode_buf_mut(&mut buf, &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -1,0 +1,280 @@
+/* liboscloud in one process: two nodes linked over mem://, a C server,
+ * calls, casts, replies from another thread, pipes both ways, the registry
+ * watch, and every error path (bad URI, unknown server, timeout, double
+ * drop, NULL arguments, a provoked panic). Ends by itself within seconds. */
+#define _POSIX_C_SOURCE 200809L
+#include <time.h>
+
+#include "common_server.h"
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Polls `cond` every 5 ms for at most `ms` ms. */
+#define WAIT_UNTIL(cond, ms)                                   \
+  do {                                                         \
+    for (long waited_ = 0; !(cond) && waited_ < (ms); waited_ += 5) \
+      sleep_ms(5);                                             \
+  } while (0)
+
+/* ---- a server that answers later, from another thread ---- */
+
+static void *answer_later(void *arg) {
+  oscloud_reply_t *reply = arg;
+  sleep_ms(20);
+  oscloud_bytes_t out = oscloud_bytes_default();
+  oscloud_msgpack_encode_str("later", &out);
+  oscloud_reply_send(&reply, out.data, out.len);
+  oscloud_bytes_drop(&out);
+  return NULL;
+}
+
+static void later_call(void *ctx, const uint8_t *data, size_t len,
+                       oscloud_reply_t *reply) {
+  (void)ctx;
+  (void)data;
+  (void)len;
+  pthread_t t;
+  if (pthread_create(&t, NULL, answer_later, reply) == 0) {
+    pthread_detach(t);
+  } else {
+    oscloud_reply_drop(&reply);
+  }
+}
+
+/* ---- a server that forgets to answer (drops the reply) ---- */
+
+static void drop_call(void *ctx, const uint8_t *data, size_t len,
+                      oscloud_reply_t *reply) {
+  (void)ctx;
+  (void)data;
+  (void)len;
+  oscloud_reply_drop(&reply);
+  oscloud_reply_drop(&reply); /* twice: no-op */
+  CHECK(reply == NULL);
+  CHECK_RC(oscloud_reply_send(&reply, NULL, 0), OSCLOUD_ERR_NULL);
+}
+
+/* ---- the watch ---- */
+
+typedef struct {
+  atomic_int added_upper;
+  atomic_int removed_upper;
+  atomic_int remote_added;
+} watch_state;
+
+static void on_event(void *ctx, const oscloud_registry_event_t *ev) {
+  watch_state *ws = ctx;
+  if (strcmp(ev->name, "upper") == 0) {
+    if (ev->kind == OSCLOUD_EVENT_ADDED) atomic_fetch_add(&ws->added_upper, 1);
+    if (ev->kind == OSCLOUD_EVENT_REMOVED)
+      atomic_fetch_add(&ws->removed_upper, 1);
+  }
+  if (strcmp(ev->name, "remote-upper") == 0 && !ev->is_local &&
+      ev->kind == OSCLOUD_EVENT_ADDED)
+    atomic_fetch_add(&ws->remote_added, 1);
+}
+
+static void test_errors(void) {
+  oscloud_node_t *node = NULL;
+  CHECK_RC(oscloud_node_new(NULL, NULL), OSCLOUD_ERR_NULL);
+  CHECK(strstr(oscloud_last_error(), "out") != NULL);
+  oscloud_node_options_t opts = oscloud_node_options_default();
+  opts.enable_tcp = false;
+  CHECK_RC(oscloud_node_new(&opts, &node), OSCLOUD_OK);
+
+  /* Bad URIs: not a URI, and a scheme with no transport. */
+  CHECK_RC(oscloud_node_listen(node, "not a uri", NULL, 0),
+           OSCLOUD_ERR_BAD_ADDRESS);
+  CHECK(strlen(oscloud_last_error()) > 0);
+  CHECK_RC(oscloud_node_connect(node, "tcp://127.0.0.1:1", 0),
+           OSCLOUD_ERR_BAD_ADDRESS); /* tcp disabled in the options */
+  CHECK_RC(oscloud_node_connect(node, "unix:///nonexistent/dir/x.sock", 0),
+           OSCLOUD_ERR_LINK);
+  CHECK_RC(oscloud_node_listen(node, NULL, NULL, 0), OSCLOUD_ERR_NULL);
+  char small[4];
+  CHECK_RC(oscloud_node_id(node, small, sizeof small), OSCLOUD_ERR_INVALID);
+  char id[33];
+  CHECK_RC(oscloud_node_id(node, id, sizeof id), OSCLOUD_OK);
+  CHECK(strlen(id) == 32);
+
+  /* Unknown server. */
+  CHECK_RC(oscloud_call(node, "nobody", NULL, 0, 100, NULL),
+           OSCLOUD_ERR_NOT_FOUND);
+  CHECK(strstr(oscloud_last_error(), "nobody") != NULL);
+  CHECK_RC(oscloud_cast(node, "nobody", NULL, 0), OSCLOUD_ERR_NOT_FOUND);
+  CHECK_RC(oscloud_lookup(node, "nobody", NULL), OSCLOUD_ERR_NOT_FOUND);
+  CHECK_RC(oscloud_node_wait_for(node, "nobody", 50), OSCLOUD_ERR_TIMEOUT);
+  oscloud_pipe_t *pipe = NULL;
+  CHECK_RC(oscloud_pipe_open(node, "nobody", "p", 100, &pipe),
+           OSCLOUD_ERR_NOT_FOUND);
+  CHECK(pipe == NULL);
+  /* NULL data with a length. */
+  CHECK_RC(oscloud_call(node, "nobody", NULL, 3, 100, NULL), OSCLOUD_ERR_NULL);
+  /* Not UTF-8. */
+  CHECK_RC(oscloud_lookup(node, "\xff", NULL), OSCLOUD_ERR_INVALID);
+
+  /* MessagePack helpers. */
+  const char *text = NULL;
+  size_t n = 0;
+  const uint8_t not_str[] = {0x01};
+  CHECK_RC(oscloud_msgpack_decode_str(not_str, 1, &text, &n),
+           OSCLOUD_ERR_DECODE);
+  oscloud_bytes_t b = oscloud_bytes_default();
+  CHECK_RC(oscloud_msgpack_encode_str("hé", &b), OSCLOUD_OK);
+  CHECK_RC(oscloud_msgpack_decode_str(b.data, b.len, &text, &n), OSCLOUD_OK);
+  CHECK(n == 3 && memcmp(text, "hé", 3) == 0);
+  oscloud_bytes_drop(&b);
+  oscloud_bytes_drop(&b);
+  oscloud_bytes_drop(NULL);
+
+  /* A panic inside the library becomes an error code; it stays usable. */
+  fprintf(stderr, "test_unit: provoking a panic (its message below is expected)\n");
+  CHECK_RC(oscloud_debug_panic(), OSCLOUD_ERR_PANIC);
+  CHECK(strstr(oscloud_last_error(), "oscloud_debug_panic") != NULL);
+  CHECK_RC(oscloud_lookup(node, "nobody", NULL), OSCLOUD_ERR_NOT_FOUND);
+
+  /* Double drop and NULL drops are harmless. */
+  oscloud_node_drop(&node);
+  CHECK(node == NULL);
+  oscloud_node_drop(&node);
+  oscloud_node_drop(NULL);
+  oscloud_server_drop(NULL);
+  oscloud_pipe_drop(NULL);
+  oscloud_watch_drop(NULL);
+  oscloud_reply_drop(NULL);
+}
+
+static void test_server_and_links(void) {
+  oscloud_node_t *a = NULL, *b = NULL;
+  CHECK_RC(oscloud_node_new(NULL, &a), OSCLOUD_OK);
+  CHECK_RC(oscloud_node_new(NULL, &b), OSCLOUD_OK);
+
+  watch_state ws = {0};
+  oscloud_watch_t *watch = NULL;
+  CHECK_RC(oscloud_watch_new(a, NULL, NULL, &watch), OSCLOUD_ERR_NULL);
+  CHECK_RC(oscloud_watch_new(a, on_event, &ws, &watch), OSCLOUD_OK);
+
+  upper_state st = {0};
+  oscloud_server_callbacks_t cb = upper_callbacks(&st);
+  oscloud_server_t *server = NULL;
+  CHECK_RC(oscloud_server_register(a, "upper", &cb, &server), OSCLOUD_OK);
+  oscloud_server_t *dup = NULL;
+  CHECK_RC(oscloud_server_register(a, "upper", &cb, &dup), OSCLOUD_ERR_NAME);
+  CHECK(dup == NULL);
+
+  /* Local call, cast, error reply, timeout. */
+  bool local = false;
+  CHECK_RC(oscloud_lookup(a, "upper", &local), OSCLOUD_OK);
+  CHECK(local);
+  char buf[256];
+  CHECK_RC(call_str(a, "upper", "hello", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(strcmp(buf, "HELLO") == 0);
+  CHECK_RC(cast_str(a, "upper", "ping"), OSCLOUD_OK);
+  CHECK_RC(cast_str(a, "upper", "ping"), OSCLOUD_OK);
+  /* Casts and calls share the server's queue: after this call both casts
+   * were handled. */
+  CHECK_RC(call_str(a, "upper", "x", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(atomic_load(&st.casts) == 2);
+  CHECK_RC(call_str(a, "upper", "fail", 2000, NULL, 0), OSCLOUD_ERR_REMOTE);
+  CHECK(strstr(oscloud_last_error(), "asked to fail") != NULL);
+  CHECK_RC(call_str(a, "upper", "silence", 100, NULL, 0), OSCLOUD_ERR_TIMEOUT);
+  const uint8_t garbage[] = {0xc1};
+  CHECK_RC(oscloud_call(a, "upper", garbage, 1, 2000, NULL),
+           OSCLOUD_ERR_REMOTE);
+
+  /* Replies from another thread; a dropped reply. */
+  oscloud_server_callbacks_t lcb = oscloud_server_callbacks_default();
+  lcb.on_call = later_call;
+  oscloud_server_t *later = NULL;
+  CHECK_RC(oscloud_server_register(a, "later", &lcb, &later), OSCLOUD_OK);
+  CHECK_RC(call_str(a, "later", "?", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(strcmp(buf, "later") == 0);
+  oscloud_server_callbacks_t dcb = oscloud_server_callbacks_default();
+  dcb.on_call = drop_call;
+  oscloud_server_t *dropper = NULL;
+  CHECK_RC(oscloud_server_register(a, "dropper", &dcb, &dropper), OSCLOUD_OK);
+  CHECK_RC(call_str(a, "dropper", "?", 2000, NULL, 0), OSCLOUD_ERR_REMOTE);
+  CHECK(strstr(oscloud_last_error(), "without replying") != NULL);
+  /* A server without on_call or on_pipe. */
+  oscloud_server_callbacks_t none = oscloud_server_callbacks_default();
+  oscloud_server_t *mute = NULL;
+  CHECK_RC(oscloud_server_register(a, "mute", &none, &mute), OSCLOUD_OK);
+  CHECK_RC(call_str(a, "mute", "?", 2000, NULL, 0), OSCLOUD_ERR_REMOTE);
+  CHECK_RC(cast_str(a, "mute", "?"), OSCLOUD_OK);
+  oscloud_pipe_t *p = NULL;
+  CHECK_RC(oscloud_pipe_open(a, "mute", "x", 2000, &p), OSCLOUD_ERR_NO_SUCH_PORT);
+
+  /* Pipes both ways, locally; an unknown port. */
+  check_upper_pipe(a, "upper");
+  CHECK_RC(oscloud_pipe_open(a, "upper", "nope", 2000, &p),
+           OSCLOUD_ERR_NO_SUCH_PORT);
+
+  /* Link b to a over mem://: b reaches a's C server like a local one. */
+  char at[128];
+  CHECK_RC(oscloud_node_listen(a, "mem://unit-a", at, sizeof at), OSCLOUD_OK);
+  CHECK(strcmp(at, "mem://unit-a") == 0);
+  CHECK_RC(oscloud_node_connect(b, at, 2000), OSCLOUD_OK);
+  CHECK_RC(oscloud_node_wait_for(b, "upper", 5000), OSCLOUD_OK);
+  local = true;
+  CHECK_RC(oscloud_lookup(b, "upper", &local), OSCLOUD_OK);
+  CHECK(!local);
+  CHECK_RC(call_str(b, "upper", "remote", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(strcmp(buf, "REMOTE") == 0);
+  CHECK_RC(call_str(b, "upper", "fail", 2000, NULL, 0), OSCLOUD_ERR_REMOTE);
+  CHECK_RC(call_str(b, "upper", "silence", 100, NULL, 0), OSCLOUD_ERR_TIMEOUT);
+  check_upper_pipe(b, "upper");
+  /* Over a link, opening is optimistic (see docs/PROTOCOL.md): a refused
+   * port shows as a pipe that ends at once. */
+  CHECK_RC(oscloud_pipe_open(b, "upper", "nope", 2000, &p), OSCLOUD_OK);
+  oscloud_bytes_t none_frame = oscloud_bytes_default();
+  CHECK_RC(oscloud_pipe_read(p, &none_frame, 5000), OSCLOUD_END);
+  oscloud_pipe_drop(&p);
+
+  /* A server on b, seen by a's watch as remote. */
+  upper_state st2 = {0};
+  oscloud_server_callbacks_t cb2 = upper_callbacks(&st2);
+  oscloud_server_t *remote = NULL;
+  CHECK_RC(oscloud_server_register(b, "remote-upper", &cb2, &remote),
+           OSCLOUD_OK);
+  CHECK_RC(oscloud_node_wait_for(a, "remote-upper", 5000), OSCLOUD_OK);
+  CHECK_RC(call_str(a, "remote-upper", "back", 2000, buf, sizeof buf),
+           OSCLOUD_OK);
+  CHECK(strcmp(buf, "BACK") == 0);
+  WAIT_UNTIL(atomic_load(&ws.remote_added) == 1, 5000);
+  CHECK(atomic_load(&ws.remote_added) == 1);
+
+  /* Dropping the server unregisters it; the watch sees it go. */
+  WAIT_UNTIL(atomic_load(&st.pipe_threads) == 0, 5000);
+  oscloud_server_drop(&server);
+  CHECK(server == NULL);
+  CHECK(atomic_load(&st.dropped) == 1);
+  oscloud_server_drop(&server); /* twice: no-op */
+  CHECK_RC(call_str(a, "upper", "gone", 500, NULL, 0), OSCLOUD_ERR_NOT_FOUND);
+  WAIT_UNTIL(atomic_load(&ws.removed_upper) == 1, 5000);
+  CHECK(atomic_load(&ws.added_upper) == 1);
+  CHECK(atomic_load(&ws.removed_upper) == 1);
+
+  WAIT_UNTIL(atomic_load(&st2.pipe_threads) == 0, 5000);
+  oscloud_watch_drop(&watch);
+  oscloud_watch_drop(&watch);
+  oscloud_server_drop(&remote);
+  oscloud_server_drop(&later);
+  oscloud_server_drop(&dropper);
+  oscloud_server_drop(&mute);
+  oscloud_node_drop(&b);
+  oscloud_node_drop(&a);
+}
+
+int main(void) {
+  test_errors();
+  test_server_and_links();
+  if (check_failures) {
+    fprintf(stderr, "test_unit: %d check(s) failed\n", check_failures);
+    return 1;
+  }
+  printf("test_unit: all checks passed\n");
+  return 0;
+}

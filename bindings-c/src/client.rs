@@ -1,0 +1,109 @@
+//! Reaching servers by name: lookup, cast, call. The same for a server on
+//! this node and on a linked node.
+
+use std::ffi::{c_char, c_int};
+use std::time::Duration;
+
+use bytes::Bytes;
+use oscloud_core::Error as CoreError;
+
+use crate::bytes::{OscloudBytes, put_bytes};
+use crate::error::{OSCLOUD_OK, bytes_arg, guard, str_arg};
+use crate::node::{OscloudNode, node_arg};
+
+/// Look `name` up in the node's registry: `OSCLOUD_OK` if a server is
+/// registered under it (here or on a linked node), `OSCLOUD_ERR_NOT_FOUND`
+/// otherwise. If `is_local` is not NULL it is set to whether the server
+/// lives on this node.
+///
+/// # Safety
+/// `node` is a live node; `name` a NUL-terminated string; `is_local` NULL
+/// or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_lookup(
+    node: *const OscloudNode,
+    name: *const c_char,
+    is_local: *mut bool,
+) -> c_int {
+    guard(|| {
+        // SAFETY: per the contract.
+        let node = unsafe { node_arg(node) }?;
+        // SAFETY: per the contract.
+        let name = unsafe { str_arg(name, "name") }?;
+        let entry = node.kernel.registry().lookup(name)?;
+        if !is_local.is_null() {
+            // SAFETY: non-NULL and writable per the contract.
+            unsafe { *is_local = entry.node() == node.kernel.node() };
+        }
+        Ok(OSCLOUD_OK)
+    })
+}
+
+/// Send the one-way message `data[0..len]` to the server `name`. Returns
+/// once it is queued for the server (not handled).
+///
+/// # Safety
+/// `node` is a live node; `name` a NUL-terminated string; `data` valid for
+/// `len` bytes (NULL if `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_cast(
+    node: *const OscloudNode,
+    name: *const c_char,
+    data: *const u8,
+    len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: per the contract.
+        let node = unsafe { node_arg(node) }?;
+        // SAFETY: per the contract.
+        let name = unsafe { str_arg(name, "name") }?;
+        // SAFETY: per the contract.
+        let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
+        let entry = node.kernel.registry().lookup(name)?;
+        let _enter = node.rt.enter();
+        entry.endpoint().cast(msg)?;
+        Ok(OSCLOUD_OK)
+    })
+}
+
+/// Send the request `data[0..len]` to the server `name` and wait at most
+/// `timeout_ms` for the reply, which is stored in `*reply` (may be NULL to
+/// discard it; otherwise drop it with `oscloud_bytes_drop`).
+///
+/// Errors: `OSCLOUD_ERR_NOT_FOUND`, `OSCLOUD_ERR_TIMEOUT` (the server may
+/// still handle the request), `OSCLOUD_ERR_SERVER_STOPPED`,
+/// `OSCLOUD_ERR_REMOTE` (the server answered with an error).
+///
+/// # Safety
+/// `node` is a live node; `name` a NUL-terminated string; `data` valid for
+/// `len` bytes (NULL if `len` is 0); `reply` NULL or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_call(
+    node: *const OscloudNode,
+    name: *const c_char,
+    data: *const u8,
+    len: usize,
+    timeout_ms: u64,
+    reply: *mut OscloudBytes,
+) -> c_int {
+    guard(|| {
+        // SAFETY: per the contract.
+        let node = unsafe { node_arg(node) }?;
+        // SAFETY: per the contract.
+        let name = unsafe { str_arg(name, "name") }?;
+        // SAFETY: per the contract.
+        let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
+        let entry = node.kernel.registry().lookup(name)?;
+        let after = Duration::from_millis(timeout_ms);
+        let answer = node
+            .rt
+            .block_on(async { tokio::time::timeout(after, entry.endpoint().call(msg)).await })
+            .map_err(|_| CoreError::Timeout {
+                name: name.to_owned(),
+                after,
+            })??;
+        // SAFETY: per the contract.
+        unsafe { put_bytes(reply, &answer) };
+        Ok(OSCLOUD_OK)
+    })
+}
