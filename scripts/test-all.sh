@@ -47,6 +47,8 @@ step "Encrypted links and access control"
 scripts/test-security.sh
 step "oscloud command"
 scripts/test-cli.sh 2>&1 | tee -a "$others"
+step "Serial transport and the C microcontroller peer"
+scripts/test-serial.sh
 
 step "done in $(( $(date +%s) - start )) s"
 # The totals of every suite above, then one closing line with the sum.

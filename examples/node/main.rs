@@ -1,6 +1,6 @@
-//! One server, three placements: the same code in one process, across
-//! processes over a Unix socket, across machines over TCP. Only the address
-//! changes.
+//! One server, four placements: the same code in one process, across
+//! processes over a Unix socket, across machines over TCP or a serial line.
+//! Only the address changes.
 //!
 //! ```sh
 //! # one process: server and caller on one kernel
@@ -13,6 +13,10 @@
 //! # two machines (or processes) over TCP
 //! cargo run --example node -- --listen tcp://0.0.0.0:7000 --serve upper
 //! cargo run --example node -- --connect tcp://127.0.0.1:7000 --call upper "hello"
+//!
+//! # two machines over a serial cable (either end may listen or connect)
+//! cargo run --example node -- --listen "serial:///dev/ttyUSB0?baud=115200" --serve upper
+//! cargo run --example node -- --connect "serial:///dev/ttyUSB0?baud=115200" --call upper "hello"
 //! ```
 //!
 //! A node that serves and makes no call runs until Ctrl-C.
@@ -25,6 +29,7 @@ use oscloud_actors::{Context, Server, ServerError, ServerRef, async_trait};
 use oscloud_core::address::Address;
 use oscloud_core::transport::Transports;
 use oscloud_core::{Kernel, Node, RegistryEvent};
+use oscloud_transport_serial::SerialTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 
@@ -150,7 +155,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let kernel = Kernel::new();
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
-        .with(Arc::new(UnixTransport));
+        .with(Arc::new(UnixTransport))
+        .with(Arc::new(SerialTransport));
     let node = Node::new(kernel.clone(), transports);
     println!("node {} up", kernel.node().short());
 

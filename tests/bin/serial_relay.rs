@@ -1,0 +1,237 @@
+//! A serial cable simulator for tests: two pseudo-terminal pairs whose
+//! master sides it joins, so a program opening one slave talks to a program
+//! opening the other, as over a null-modem cable. It can damage the line:
+//! at a seeded random rate it flips a bit, drops a byte or inserts garbage.
+//!
+//! Usage: `oscloud-serial-relay LINK_A LINK_B [ERROR_EVERY [SEED]]`
+//! creates the symlinks `LINK_A` and `LINK_B` to the two slave devices
+//! (raw mode), prints `ready`, then obeys lines on stdin:
+//!
+//! - `stats`: print `stats flips=F drops=D inserts=I ab=N ba=M` (bytes
+//!   forwarded each way);
+//! - `noise N`: one damage per N bytes on average from now on (0: none);
+//! - `unplug a|b MS`: remove that side's device (its slave sees a hang-up
+//!   and the symlink disappears), wait MS milliseconds, then plug a new
+//!   one in at the same symlink; prints `replugged`;
+//! - end of input: remove the symlinks and exit.
+//!
+//! Damage applies to bytes in both directions. Bytes for a side whose
+//! device nobody holds open are lost, as on a real line.
+
+use std::io::{BufRead, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::pty::{PtyMaster, grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// One end of the cable: a pty whose slave is reachable at `link`.
+struct Side {
+    link: PathBuf,
+    master: Mutex<Option<Arc<PtyMaster>>>,
+}
+
+impl Side {
+    fn plug(&self) -> Res<()> {
+        let m = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)?;
+        grantpt(&m)?;
+        unlockpt(&m)?;
+        let name = ptsname_r(&m)?;
+        let mut t = tcgetattr(&m)?;
+        cfmakeraw(&mut t);
+        tcsetattr(&m, SetArg::TCSANOW, &t)?;
+        let tmp = self.link.with_extension("relay-tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&name, &tmp)?;
+        std::fs::rename(&tmp, &self.link)?;
+        *self.master.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(m));
+        Ok(())
+    }
+
+    fn unplug(&self) {
+        let _ = std::fs::remove_file(&self.link);
+        *self.master.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn current(&self) -> Option<Arc<PtyMaster>> {
+        self.master
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    flips: AtomicU64,
+    drops: AtomicU64,
+    inserts: AtomicU64,
+    forwarded: [AtomicU64; 2],
+}
+
+struct Relay {
+    sides: [Side; 2],
+    every: AtomicU64,
+    counters: Counters,
+    quit: AtomicBool,
+}
+
+fn wait_for(fd: &PtyMaster, flags: PollFlags) -> PollFlags {
+    let mut fds = [PollFd::new(fd.as_fd(), flags)];
+    match poll(&mut fds, PollTimeout::from(20u8)) {
+        Ok(n) if n > 0 => fds[0].revents().unwrap_or(PollFlags::empty()),
+        _ => PollFlags::empty(),
+    }
+}
+
+/// Move bytes from side `from` to the other side until told to quit.
+fn forward(relay: Arc<Relay>, from: usize, seed: u64) {
+    let to = 1 - from;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::with_capacity(8192);
+    while !relay.quit.load(Ordering::Relaxed) {
+        let Some(src) = relay.sides[from].current() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let ready = wait_for(&src, PollFlags::POLLIN);
+        if !ready.contains(PollFlags::POLLIN) {
+            if ready.contains(PollFlags::POLLHUP) {
+                // Nobody holds the slave open yet.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            continue;
+        }
+        let n = match (&*src).read(&mut buf) {
+            Ok(n) => n,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        drop(src);
+        out.clear();
+        let every = relay.every.load(Ordering::Relaxed);
+        for &b in &buf[..n] {
+            if every > 0 && rng.random_range(0..every) == 0 {
+                match rng.random_range(0..3u8) {
+                    0 => {
+                        relay.counters.flips.fetch_add(1, Ordering::Relaxed);
+                        out.push(b ^ (1 << rng.random_range(0..8u8)));
+                    }
+                    1 => {
+                        relay.counters.drops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        relay.counters.inserts.fetch_add(1, Ordering::Relaxed);
+                        for _ in 0..rng.random_range(1..=3u8) {
+                            out.push(rng.random());
+                        }
+                        out.push(b);
+                    }
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        relay.counters.forwarded[from].fetch_add(n as u64, Ordering::Relaxed);
+        let mut rest = &out[..];
+        while !rest.is_empty() && !relay.quit.load(Ordering::Relaxed) {
+            let Some(dst) = relay.sides[to].current() else {
+                break; // unplugged: lost
+            };
+            match (&*dst).write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let ready = wait_for(&dst, PollFlags::POLLOUT);
+                    if ready.contains(PollFlags::POLLHUP) && !ready.contains(PollFlags::POLLOUT) {
+                        break; // nobody reads that side: lost
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => break,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 2 {
+        return Err("usage: oscloud-serial-relay LINK_A LINK_B [ERROR_EVERY [SEED]]".into());
+    }
+    let every: u64 = args.get(2).map_or(Ok(0), |s| s.parse())?;
+    let seed: u64 = args.get(3).map_or(Ok(1), |s| s.parse())?;
+    let side = |p: &str| Side {
+        link: Path::new(p).to_owned(),
+        master: Mutex::new(None),
+    };
+    let relay = Arc::new(Relay {
+        sides: [side(&args[0]), side(&args[1])],
+        every: AtomicU64::new(every),
+        counters: Counters::default(),
+        quit: AtomicBool::new(false),
+    });
+    relay.sides[0].plug()?;
+    relay.sides[1].plug()?;
+    let threads: Vec<_> = (0..2)
+        .map(|from| {
+            let r = relay.clone();
+            std::thread::spawn(move || {
+                forward(r, from, seed.wrapping_mul(2).wrapping_add(from as u64))
+            })
+        })
+        .collect();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready")?;
+    stdout.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["stats"] => {
+                let c = &relay.counters;
+                writeln!(
+                    stdout,
+                    "stats flips={} drops={} inserts={} ab={} ba={}",
+                    c.flips.load(Ordering::Relaxed),
+                    c.drops.load(Ordering::Relaxed),
+                    c.inserts.load(Ordering::Relaxed),
+                    c.forwarded[0].load(Ordering::Relaxed),
+                    c.forwarded[1].load(Ordering::Relaxed),
+                )?;
+            }
+            ["noise", n] => {
+                relay.every.store(n.parse()?, Ordering::Relaxed);
+                writeln!(stdout, "ok")?;
+            }
+            ["unplug", which, ms] => {
+                let s = &relay.sides[usize::from(*which == "b")];
+                s.unplug();
+                std::thread::sleep(Duration::from_millis(ms.parse()?));
+                s.plug()?;
+                writeln!(stdout, "replugged")?;
+            }
+            _ => writeln!(stdout, "error: unknown command {line:?}")?,
+        }
+        stdout.flush()?;
+    }
+    relay.quit.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    relay.sides[0].unplug();
+    relay.sides[1].unplug();
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! Two Rust nodes linked over a serial line: real pseudo-terminals joined
+//! by the `oscloud-serial-relay` process (a null-modem cable that can be
+//! noisy and can be unplugged). Node A listens on one end, node B dials the
+//! other, both with `oscloud-transport-serial`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use oscloud_core::transport::Transports;
+use oscloud_core::{
+    Capabilities, Endpoint, Entry, Error, Kernel, LinkStatus, Node, NodeConfig, PipeEnd,
+    Registration,
+};
+use oscloud_tests::{Fnv, pseudo_random_frames};
+use oscloud_transport_serial::SerialTransport;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_oscloud-serial-relay");
+
+/// The relay process and its two device symlinks.
+struct Relay {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    a: String,
+    b: String,
+    _dir: tempfile::TempDir,
+}
+
+/// What the relay did to the line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Damage {
+    flips: u64,
+    drops: u64,
+    inserts: u64,
+    bytes: u64,
+}
+
+impl Relay {
+    async fn start(error_every: u64, seed: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("tty-a");
+        let b = dir.path().join("tty-b");
+        let mut child = Command::new(RELAY)
+            .arg(&a)
+            .arg(&b)
+            .arg(error_every.to_string())
+            .arg(seed.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the relay");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut relay = Self {
+            _child: child,
+            stdin,
+            stdout: {
+                let first = tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
+                    .await
+                    .expect("relay ready in time")
+                    .unwrap();
+                assert_eq!(first.as_deref(), Some("ready"));
+                stdout
+            },
+            a: format!("serial://{}", a.display()),
+            b: format!("serial://{}", b.display()),
+            _dir: dir,
+        };
+        relay.a.push_str("?baud=115200");
+        relay
+    }
+
+    async fn command(&mut self, cmd: &str) -> String {
+        self.stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.stdout.next_line())
+            .await
+            .expect("relay answer in time")
+            .unwrap()
+            .expect("relay line")
+    }
+
+    async fn damage(&mut self) -> Damage {
+        let line = self.command("stats").await;
+        let mut d = Damage::default();
+        for word in line.split_whitespace().skip(1) {
+            let (k, v) = word.split_once('=').unwrap();
+            let v: u64 = v.parse().unwrap();
+            match k {
+                "flips" => d.flips = v,
+                "drops" => d.drops = v,
+                "inserts" => d.inserts = v,
+                _ => d.bytes += v,
+            }
+        }
+        d
+    }
+}
+
+/// Echoes calls; port `collect` reads a pipe to its end and answers with
+/// the byte count and FNV-1a checksum (16 bytes, big-endian).
+#[derive(Debug)]
+struct Echo;
+
+#[async_trait]
+impl Endpoint for Echo {
+    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+        Ok(msg)
+    }
+
+    async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error> {
+        if port != "collect" {
+            return Err(Error::NoSuchPort {
+                name: "echo".into(),
+                port: port.into(),
+            });
+        }
+        tokio::spawn(async move {
+            let (mut r, w) = end.split();
+            let mut fnv = Fnv::default();
+            while let Some(f) = r.recv().await {
+                fnv.update(&f);
+            }
+            let mut answer = fnv.bytes.to_be_bytes().to_vec();
+            answer.extend(fnv.hash.to_be_bytes());
+            let _ = w.send(Bytes::from(answer)).await;
+        });
+        Ok(())
+    }
+}
+
+fn config() -> NodeConfig {
+    NodeConfig {
+        keepalive: Duration::from_millis(200),
+        idle_timeout: Duration::from_millis(1500),
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        // A pty answers within a millisecond.
+        lossy_initial_rto: Duration::from_millis(100),
+        ..NodeConfig::default()
+    }
+}
+
+fn node_with(config: NodeConfig) -> Node {
+    Node::with_config(
+        Kernel::new(),
+        Transports::new().with(Arc::new(SerialTransport)),
+        config,
+    )
+}
+
+/// A line with one error per 1,000 bytes loses most 1 KiB frames: short
+/// frames, and a short first RTO since a pty answers within a millisecond.
+fn noisy_config() -> NodeConfig {
+    NodeConfig {
+        lossy_max_frame: 256,
+        lossy_send_window: 32,
+        lossy_initial_rto: Duration::from_millis(30),
+        ..config()
+    }
+}
+
+/// Node A listening on one end with an `echo` server, node B dialled in
+/// from the other end and seeing `echo`.
+async fn linked(relay: &Relay, config: NodeConfig) -> (Node, Node, Registration, Entry) {
+    let a = node_with(config.clone());
+    let b = node_with(config);
+    let reg = a
+        .kernel()
+        .registry()
+        .register("echo", Capabilities::new(), Arc::new(Echo))
+        .unwrap();
+    a.listen(&relay.a.parse().unwrap()).await.unwrap();
+    let peer = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.connect(&relay.b.parse().unwrap()),
+    )
+    .await
+    .expect("handshake in time")
+    .unwrap();
+    assert_eq!(peer, a.kernel().node());
+    let echo = lookup(&b, "echo").await;
+    (a, b, reg, echo)
+}
+
+async fn lookup(node: &Node, name: &str) -> Entry {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(e) = node.kernel().registry().lookup(name) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "{name} not announced in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn calls(echo: &Entry, n: usize) -> Duration {
+    let t = Instant::now();
+    for i in 0..n {
+        let msg = Bytes::from(format!("call {i}"));
+        let reply =
+            tokio::time::timeout(Duration::from_secs(20), echo.endpoint().call(msg.clone()))
+                .await
+                .expect("call answered in time")
+                .unwrap();
+        assert_eq!(reply, msg);
+    }
+    t.elapsed()
+}
+
+/// Send `n` bytes through a pipe to `collect`; check count and checksum.
+async fn transfer(node: &Node, echo: &Entry, n: usize) -> Duration {
+    let t = Instant::now();
+    let (mine, theirs) = node.kernel().duplex();
+    echo.endpoint().open_pipe("collect", theirs).await.unwrap();
+    let (mut reader, writer) = mine.split();
+    let mut sent = Fnv::default();
+    for f in pseudo_random_frames(n) {
+        sent.update(&f);
+        writer.send(f).await.unwrap();
+    }
+    drop(writer);
+    let answer = tokio::time::timeout(Duration::from_secs(120), reader.recv())
+        .await
+        .expect("transfer finished in time")
+        .expect("an answer");
+    assert_eq!(answer[..8], sent.bytes.to_be_bytes(), "byte count");
+    assert_eq!(answer[8..], sent.hash.to_be_bytes(), "checksum");
+    t.elapsed()
+}
+
+fn link(node: &Node) -> LinkStatus {
+    let links = node.links();
+    assert_eq!(links.len(), 1, "{links:?}");
+    links.into_iter().next().unwrap()
+}
+
+fn show(name: &str, l: &LinkStatus) {
+    let s = &l.stats;
+    println!(
+        "  {name}: frames sent {} recv {}, bytes sent {} (payload {}) recv {} (payload {}), \
+         retransmissions {}, duplicates {}, out of order {}, crc failures {}, framing failures {}",
+        s.frames_sent,
+        s.frames_received,
+        s.bytes_sent,
+        s.payload_bytes_sent,
+        s.bytes_received,
+        s.payload_bytes_received,
+        s.retransmissions,
+        s.duplicates,
+        s.out_of_order,
+        s.crc_failures,
+        s.framing_failures
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_a_10_mib_pipe_over_a_clean_line() {
+    let relay = Relay::start(0, 1).await;
+    let (a, b, _reg, echo) = linked(&relay, config()).await;
+    let took = calls(&echo, 200).await;
+    println!("200 calls over a pty pair: {took:?}");
+    let n = 10 * 1024 * 1024;
+    let took = transfer(&b, &echo, n).await;
+    println!(
+        "10 MiB pipe over a pty pair: {took:?} ({:.1} MiB/s)",
+        n as f64 / 1048576.0 / took.as_secs_f64()
+    );
+    let (la, lb) = (link(&a), link(&b));
+    show("a", &la);
+    show("b", &lb);
+    assert!(la.connected && lb.connected);
+    assert_eq!(la.stats.crc_failures + lb.stats.crc_failures, 0);
+    assert!(lb.stats.payload_bytes_sent >= n as u64);
+    assert!(lb.stats.bytes_sent > lb.stats.payload_bytes_sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_noisy_line_loses_nothing() {
+    const EVERY: u64 = 1000;
+    let mut relay = Relay::start(0, 7).await;
+    let (a, b, _reg, echo) = linked(&relay, noisy_config()).await;
+    // Noise from now on: the handshake above was clean.
+    assert_eq!(relay.command(&format!("noise {EVERY}")).await, "ok");
+    let took = calls(&echo, 200).await;
+    println!("200 calls over a line with one error per {EVERY} bytes: {took:?}");
+    let n = 256 * 1024;
+    let took = transfer(&b, &echo, n).await;
+    println!(
+        "256 KiB pipe over the noisy line: {took:?} ({:.2} MiB/s)",
+        n as f64 / 1048576.0 / took.as_secs_f64()
+    );
+    let d = relay.damage().await;
+    let (la, lb) = (link(&a), link(&b));
+    show("a", &la);
+    show("b", &lb);
+    let events = d.flips + d.drops + d.inserts;
+    let crc = la.stats.crc_failures + lb.stats.crc_failures;
+    let framing = la.stats.framing_failures + lb.stats.framing_failures;
+    println!(
+        "relay: {} bytes, {} damage events ({} flips, {} drops, {} inserts); \
+         nodes: {crc} CRC failures + {framing} framing failures = {}",
+        d.bytes,
+        events,
+        d.flips,
+        d.drops,
+        d.inserts,
+        crc + framing
+    );
+    assert!(events > 100, "the line should have been noisy: {d:?}");
+    assert!(la.connected && lb.connected, "the session survived");
+    assert!(lb.stats.retransmissions > 0);
+    // Every damage event spoils the frame it hits (a CRC-32 lets nothing
+    // through); several events can hit one frame, a dropped delimiter joins
+    // two frames into one failure, and a new zero byte can split one
+    // frame into two failures.
+    let failures = crc + framing;
+    assert!(
+        failures <= events + events / 20 && failures * 10 >= events * 7,
+        "dropped frames {failures} vs damage events {events}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unplug_and_replug_heals_the_link() {
+    let mut relay = Relay::start(0, 3).await;
+    let (_a, b, _reg, echo) = linked(&relay, config()).await;
+    calls(&echo, 10).await;
+    // B's device disappears for 300 ms, then a new one appears at the same
+    // path: B's link goes down and B dials again with backoff.
+    let t = Instant::now();
+    assert_eq!(relay.command("unplug b 300").await, "replugged");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let echo = loop {
+        let l = link(&b);
+        if let (true, Ok(e)) = (
+            l.reconnects > 0 && l.connected,
+            b.kernel().registry().lookup("echo"),
+        ) {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the link did not come back: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    println!("link back {:?} after the unplug", t.elapsed());
+    calls(&echo, 10).await;
+    show("b", &link(&b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_rides_out_an_unplug_with_reopen_ms() {
+    let mut relay = Relay::start(0, 5).await;
+    // Both ends reopen a lost device for up to 5 s before the link goes
+    // down; the session (idle timeout 4 s) never notices more than a burst
+    // of loss, and retransmits it.
+    relay.a.push_str("&reopen_ms=5000");
+    relay.b.push_str("?reopen_ms=5000");
+    let cfg = NodeConfig {
+        idle_timeout: Duration::from_secs(4),
+        ..config()
+    };
+    let (a, b, _reg, echo) = linked(&relay, cfg).await;
+    let n = 4 * 1024 * 1024;
+    let (b2, echo2) = (b.clone(), echo.clone());
+    let transfer = tokio::spawn(async move { transfer(&b2, &echo2, n).await });
+    // Unplug B's device once a quarter of the bytes went out, then A's.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while link(&b).stats.payload_bytes_sent < n as u64 / 4 {
+        assert!(Instant::now() < deadline, "the transfer did not start");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(relay.command("unplug b 500").await, "replugged");
+    while link(&b).stats.payload_bytes_sent < n as u64 * 3 / 4 {
+        assert!(Instant::now() < deadline, "the transfer did not resume");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(relay.command("unplug a 300").await, "replugged");
+    let took = tokio::time::timeout(Duration::from_secs(60), transfer)
+        .await
+        .expect("transfer done in time")
+        .unwrap();
+    println!("4 MiB across two unplugs (500 ms, 300 ms): {took:?}, intact and in order");
+    let (la, lb) = (link(&a), link(&b));
+    show("a", &la);
+    show("b", &lb);
+    assert_eq!(
+        (la.reconnects, lb.reconnects),
+        (0, 0),
+        "one session throughout"
+    );
+    assert!(la.connected && lb.connected);
+    assert!(lb.stats.retransmissions > 0);
+    calls(&echo, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absence_longer_than_reopen_ms_takes_the_link_down() {
+    let mut relay = Relay::start(0, 9).await;
+    relay.b.push_str("?reopen_ms=200");
+    let (_a, b, _reg, echo) = linked(&relay, config()).await;
+    calls(&echo, 5).await;
+    // Gone for 800 ms > 200 ms: B's link goes down, B dials again and the
+    // link comes back as a new session.
+    assert_eq!(relay.command("unplug b 800").await, "replugged");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let echo = loop {
+        let l = link(&b);
+        if let (true, Ok(e)) = (
+            l.reconnects > 0 && l.connected,
+            b.kernel().registry().lookup("echo"),
+        ) {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the link did not come back: {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    calls(&echo, 5).await;
+}
