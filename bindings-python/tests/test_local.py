@@ -120,7 +120,7 @@ async def test_server_that_keeps_raising_is_given_up(node: oscloud.Node) -> None
     failures = 0
     for _ in range(3):
         with pytest.raises(oscloud.RemoteError):
-            await ref.call(1)
+            await call_when_back(ref, 1)
         failures += 1
         # Wait (5 s at most) for the restart to be registered, or for the
         # supervisor to give up. The crashed instance's entry may linger a
