@@ -80,23 +80,7 @@ impl LengthFraming {
             let chunk = input.split();
             return self.decode(&chunk, out);
         }
-        while input.len() >= 4 {
-            let len = (&input[..4]).get_u32() as usize;
-            if len > self.max_frame {
-                input.clear();
-                return Err(Error::WireFrameTooLarge {
-                    len,
-                    max: self.max_frame,
-                });
-            }
-            if input.len() < 4 + len {
-                input.reserve(4 + len - input.len());
-                break;
-            }
-            input.advance(4);
-            out.push(input.split_to(len).freeze());
-        }
-        Ok(())
+        split_frames(self.max_frame, input, |f| out.push(f.freeze()))
     }
 
     /// Like [`decode_buf`](Self::decode_buf), but the frames stay mutable
@@ -113,23 +97,7 @@ impl LengthFraming {
             out.extend(frames.iter().map(|f| BytesMut::from(&f[..])));
             return res;
         }
-        while input.len() >= 4 {
-            let len = (&input[..4]).get_u32() as usize;
-            if len > self.max_frame {
-                input.clear();
-                return Err(Error::WireFrameTooLarge {
-                    len,
-                    max: self.max_frame,
-                });
-            }
-            if input.len() < 4 + len {
-                input.reserve(4 + len - input.len());
-                break;
-            }
-            input.advance(4);
-            out.push(input.split_to(len));
-        }
-        Ok(())
+        split_frames(self.max_frame, input, |f| out.push(f))
     }
 
     /// Feed received bytes; push every complete packet to `out`.
@@ -137,24 +105,35 @@ impl LengthFraming {
     /// Fails (and must not be fed again) on a length over the maximum.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<Bytes>) -> Result<(), Error> {
         self.buf.extend_from_slice(input);
-        while self.buf.len() >= 4 {
-            let len = (&self.buf[..4]).get_u32() as usize;
-            if len > self.max_frame {
-                self.buf = BytesMut::new();
-                return Err(Error::WireFrameTooLarge {
-                    len,
-                    max: self.max_frame,
-                });
-            }
-            if self.buf.len() < 4 + len {
-                self.buf.reserve(4 + len - self.buf.len());
-                break;
-            }
-            self.buf.advance(4);
-            out.push(self.buf.split_to(len).freeze());
-        }
-        Ok(())
+        split_frames(self.max_frame, &mut self.buf, |f| out.push(f.freeze()))
     }
+}
+
+/// Cut every complete length-prefixed frame out of `buf` (no copy) and hand
+/// it to `push`; what stays is the start of a frame, with room reserved for
+/// its rest. A length over `max_frame` empties `buf` and fails.
+fn split_frames(
+    max_frame: usize,
+    buf: &mut BytesMut,
+    mut push: impl FnMut(BytesMut),
+) -> Result<(), Error> {
+    while buf.len() >= 4 {
+        let len = (&buf[..4]).get_u32() as usize;
+        if len > max_frame {
+            buf.clear();
+            return Err(Error::WireFrameTooLarge {
+                len,
+                max: max_frame,
+            });
+        }
+        if buf.len() < 4 + len {
+            buf.reserve(4 + len - buf.len());
+            break;
+        }
+        buf.advance(4);
+        push(buf.split_to(len));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
