@@ -30,6 +30,11 @@ pub trait Endpoint: Send + Sync + fmt::Debug + 'static {
     /// The endpoint itself does not time out; callers wrap this in their own
     /// timeout. Dropping the future abandons the call (a late reply is
     /// discarded).
+    ///
+    /// A call from a peer node is polled by that link's driver, together
+    /// with everything else on the link: the future must not block the
+    /// thread (hand the work to a task, a thread or an actor and await its
+    /// answer, as `oscloud-actors` and the C bindings do).
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error>;
 
     /// Hand one end of a pipe to the server's port `port`.

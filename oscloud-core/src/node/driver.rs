@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
@@ -22,7 +25,7 @@ use super::link_io::{Input, LinkPorts};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::stats::LinkStats;
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
-use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, Session};
+use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, RemoteError, Session};
 use crate::{
     Entry, EntrySpec, Error, ExitReason, Kernel, NodeId, PipeEnd, Registration, RegistryEvent,
     Watch,
@@ -47,6 +50,10 @@ pub(crate) struct Driver {
     watch: Option<Watch>,
     /// Our calls waiting for the peer's reply.
     calls: HashMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
+    /// The peer's calls to local servers, waiting for their replies. They
+    /// are polled here rather than in tasks of their own: a reply then
+    /// wakes this task once, instead of a task that then wakes this one.
+    serving: FuturesUnordered<BoxFuture<'static, (CallId, Result<Bytes, RemoteError>)>>,
     pipes: HashMap<PipeId, Bridge>,
     /// The local readers of pipes with credit, polled here.
     outbound: Outbound,
@@ -98,6 +105,7 @@ impl Driver {
             remote: HashMap::new(),
             watch: None,
             calls: HashMap::new(),
+            serving: FuturesUnordered::new(),
             pipes: HashMap::new(),
             outbound: Outbound::default(),
             blocked: VecDeque::new(),
@@ -168,6 +176,9 @@ impl Driver {
                         };
                         self.take_command(cmd);
                     }
+                }
+                Some((id, result)) = self.serving.next(), if !self.serving.is_empty() => {
+                    self.send_reply(id, result)
                 }
                 (pipe, frame) = self.outbound.next(), if !self.outbound.is_empty() => {
                     self.on_local_frame(pipe, frame)
@@ -292,15 +303,11 @@ impl Driver {
             }
             Event::Call { id, to, payload } => match self.local_entry(&to) {
                 Ok(entry) => {
-                    let commands = self.commands_tx.clone();
                     let caller = self.caller();
-                    tokio::spawn(async move {
+                    self.serving.push(Box::pin(async move {
                         let result = with_caller(caller, entry.endpoint().call(payload)).await;
-                        let _ = commands.send(Command::Reply {
-                            id,
-                            result: result.map_err(|e| to_remote(&e)),
-                        });
-                    });
+                        (id, result.map_err(|e| to_remote(&e)))
+                    }));
                 }
                 Err(err) => self.send_reply(id, Err(to_remote(&err))),
             },
