@@ -303,19 +303,31 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// CPU time (user + system) this process has used so far.
-fn cpu_time() -> Duration {
+/// CPU time (user + system) this process has used so far, and its context
+/// switches (voluntary and not: each is a thread going to sleep or being
+/// preempted, which is what task wake-ups across threads cost).
+fn cpu_time() -> (Duration, u64) {
     // SAFETY: getrusage fills the struct it is given and nothing else.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
+    (
+        tv(u.ru_utime) + tv(u.ru_stime),
+        (u.ru_nvcsw + u.ru_nivcsw) as u64,
+    )
 }
 
-/// One side of a measure: median wall time and median CPU time.
+/// One side of a measure: median wall time, CPU time and context switches.
 struct Sample {
     wall: Duration,
     cpu: Duration,
+    switches: u64,
+}
+
+/// What one run cost: CPU time and context switches since `before`.
+fn used(before: (Duration, u64)) -> (Duration, u64) {
+    let now = cpu_time();
+    (now.0 - before.0, now.1 - before.1)
 }
 
 /// Median times of `ours` and `raw`, run alternately `runs()` times each.
@@ -329,18 +341,23 @@ where
     FB: std::future::Future<Output = Duration>,
 {
     let (mut a, mut b, mut ca, mut cb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
     // OSCLOUD_BENCH_SIDE=ours (or raw) runs one side only, to profile it.
     let side = std::env::var("OSCLOUD_BENCH_SIDE").unwrap_or_default();
     for _ in 0..runs() {
         if side != "raw" {
             let c = cpu_time();
             a.push(rt.block_on(ours()));
-            ca.push(cpu_time() - c);
+            let (cpu, switches) = used(c);
+            ca.push(cpu);
+            sa.push(switches);
         }
         if side != "ours" {
             let c = cpu_time();
             b.push(rt.block_on(raw()));
-            cb.push(cpu_time() - c);
+            let (cpu, switches) = used(c);
+            cb.push(cpu);
+            sb.push(switches);
         }
     }
     for v in [&mut a, &mut b, &mut ca, &mut cb] {
@@ -348,14 +365,20 @@ where
             v.push(Duration::from_nanos(1));
         }
     }
+    let median_n = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
     (
         Sample {
             wall: median(a),
             cpu: median(ca),
+            switches: median_n(sa),
         },
         Sample {
             wall: median(b),
             cpu: median(cb),
+            switches: median_n(sb),
         },
     )
 }
@@ -438,6 +461,23 @@ fn main() {
                 format!("{x:.1} µs"),
                 format!("{y:.1} µs"),
                 x / y,
+            ));
+            // CPU and context switches per call: what a call costs, much
+            // less dependent on the machine's load than its wall time.
+            let (x, y) = (rtt(a.cpu), rtt(b.cpu));
+            rows.push((
+                "call, CPU per call",
+                format!("{x:.1} µs"),
+                format!("{y:.1} µs"),
+                x / y,
+            ));
+            let per_call = |n: u64| n as f64 / CALLS as f64;
+            let (x, y) = (per_call(a.switches), per_call(b.switches));
+            rows.push((
+                "call, switches per call",
+                format!("{x:.2}"),
+                format!("{y:.2}"),
+                x / y.max(1e-9),
             ));
         }
         for (m, x, y, r) in rows {

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -117,6 +117,15 @@ impl Driver {
 
     /// Run until the session closes or the link goes away.
     pub(crate) async fn run(mut self, mut io: LinkPorts) -> Ended {
+        // One timer for the whole link, armed no later than the session's
+        // next deadline. Deadlines mostly move later (every packet pushes
+        // the keepalive and idle timeouts back), so the timer is only reset
+        // when one moves earlier; when it fires early the session finds
+        // nothing due and it is armed again. A fresh timer per turn would
+        // take the runtime's timer lock twice for every packet.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         let ended = loop {
             if let Some(reason) = self.dispatch_events() {
                 // A broken protocol is worth a warning on this side (the
@@ -141,7 +150,16 @@ impl Driver {
             // Take the session's output (including what handling its
             // events just produced) while the link has room for it.
             io.outgoing.fill(&mut self.session);
-            let deadline = self.session.poll_timeout();
+            match self.session.poll_timeout() {
+                Some(deadline) if armed.is_none_or(|at| deadline < at) => {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(deadline));
+                    armed = Some(deadline);
+                }
+                Some(_) => {}
+                None => armed = None,
+            }
             let want_write = io.outgoing.has_pending();
             tokio::select! {
                 input = io.incoming.next() => match input {
@@ -189,7 +207,8 @@ impl Driver {
                 Ok(()) = self.policy_changed.changed(), if self.watch.is_some() => {
                     self.resync_announcements()
                 }
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     self.session.handle_timeout(Instant::now())
                 }
             }
@@ -701,13 +720,6 @@ impl Drop for Driver {
 async fn next_event(watch: &mut Option<Watch>) -> Option<RegistryEvent> {
     match watch {
         Some(w) => w.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
     }
 }
