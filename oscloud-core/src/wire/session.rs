@@ -762,6 +762,13 @@ impl Session {
         self.close_with(CloseCode::Normal, message.to_owned());
     }
 
+    /// Close the session because the peer is no longer admitted (its key
+    /// left the allow-list): like [`close`](Self::close), with
+    /// [`CloseCode::Unauthorized`] so both sides report a refused link.
+    pub fn revoke(&mut self, message: &str) {
+        self.close_with(CloseCode::Unauthorized, message.to_owned());
+    }
+
     // ----- application side -----
 
     /// Tell the peer about a registry entry of this node.
