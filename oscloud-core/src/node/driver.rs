@@ -84,6 +84,7 @@ pub(crate) struct Ended {
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         kernel: Kernel,
         session: Session,
