@@ -46,10 +46,14 @@ const TAG_LEN: usize = 16;
 /// Nonces remembered behind the highest one seen (lossy links).
 const REPLAY_WINDOW: u64 = 1024;
 const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
-/// Sealed frames at least this long have their buffers reused.
+/// Sealed frames from this long up to [`RECYCLE_MAX`] have their buffers
+/// reused.
 const RECYCLE_MIN: usize = 16 * 1024;
+/// Larger frames are rare: their buffers are not kept (so an idle link
+/// holds at most `RECYCLE_KEEP × RECYCLE_MAX` = 1 MiB of them).
+const RECYCLE_MAX: usize = 256 * 1024;
 /// Sent frames whose buffers are watched for reuse.
-const RECYCLE_KEEP: usize = 8;
+const RECYCLE_KEEP: usize = 4;
 
 /// The cipher of a secure session, agreed through the Hello feature bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -648,7 +652,7 @@ impl Secure {
     /// Keep a handle on a large frame just sent, to reuse its buffer once
     /// the link has written it and let go of it.
     pub(crate) fn recycle(&mut self, frame: &Bytes) {
-        if frame.len() < RECYCLE_MIN {
+        if !(RECYCLE_MIN..=RECYCLE_MAX).contains(&frame.len()) {
             return;
         }
         if self.recycled.len() >= RECYCLE_KEEP {
