@@ -46,6 +46,7 @@
 mod error;
 mod node;
 mod pipe;
+mod rust_server;
 mod server;
 mod value;
 
@@ -75,7 +76,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<node::PyEntry>()?;
     m.add_class::<node::PyEvent>()?;
     m.add_class::<node::PyWatch>()?;
+    m.add_class::<node::PyLink>()?;
+    m.add_class::<server::PyCaller>()?;
     m.add_class::<pipe::PyPipe>()?;
+    m.add_function(wrap_pyfunction!(node::keygen, m)?)?;
+    m.add_function(wrap_pyfunction!(rust_server::_rust_echo, m)?)?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add("RAISED_PREFIX", error::RAISED)?;

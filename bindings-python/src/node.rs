@@ -1,5 +1,6 @@
 //! Nodes, server references, server handles and registry watches.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -9,8 +10,13 @@ use oscloud_actors::{
     SupervisorSpec,
 };
 use oscloud_core::address::Address;
+use oscloud_core::identity::{AllowList, NodeKey, PublicKey};
 use oscloud_core::transport::{MemTransport, Transports};
-use oscloud_core::{Capabilities, Entry, Error as CoreError, Kernel, Node, RegistryEvent, Watch};
+use oscloud_core::wire::SecureConfig;
+use oscloud_core::{
+    Capabilities, Entry, Error as CoreError, Kernel, LinkStatus, Node, NodeConfig, RegistryEvent,
+    Watch,
+};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use pyo3::exceptions::PyStopAsyncIteration;
@@ -62,9 +68,84 @@ pub(crate) struct PyNode {
 }
 
 impl PyNode {
-    fn kernel(&self) -> &Kernel {
+    pub(crate) fn kernel(&self) -> &Kernel {
         self.inner.node.kernel()
     }
+
+    /// Keep a supervisor started on this node, to stop it with the node.
+    pub(crate) fn keep(&self, handle: Arc<SupervisorHandle>) {
+        self.inner
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+
+    fn allow_list(&self) -> Result<&AllowList, Error> {
+        self.inner
+            .node
+            .security()
+            .map(|s| &s.allow)
+            .ok_or_else(|| Error::Usage("this node has no key: start it with key=...".into()))
+    }
+}
+
+fn public_key(text: &str) -> Result<PublicKey, Error> {
+    Ok(text.parse::<PublicKey>()?)
+}
+
+/// The security settings `Node.start` was given, checked.
+struct Security {
+    key: Option<String>,
+    allow: Vec<String>,
+    allow_file: Option<String>,
+    psk: Option<Vec<u8>>,
+    open: bool,
+}
+
+impl Security {
+    fn build(self) -> Result<Option<SecureConfig>, Error> {
+        let Some(path) = self.key else {
+            if !self.allow.is_empty()
+                || self.allow_file.is_some()
+                || self.psk.is_some()
+                || self.open
+            {
+                return Err(Error::Usage(
+                    "allow, allow_file, psk and open need a node key (key=...)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let key = NodeKey::load_or_generate(&path)?;
+        let list = match &self.allow_file {
+            Some(file) => AllowList::load(file)?,
+            None => AllowList::new(),
+        };
+        for k in &self.allow {
+            list.insert(public_key(k)?);
+        }
+        if self.open {
+            list.set_open(true);
+        }
+        let mut config = SecureConfig::new(key, list);
+        if let Some(psk) = self.psk {
+            let psk: [u8; 32] = psk.try_into().map_err(|p: Vec<u8>| {
+                Error::Usage(format!("psk must be 32 bytes, not {}", p.len()))
+            })?;
+            config = config.with_psk(psk);
+        }
+        Ok(Some(config))
+    }
+}
+
+/// Make the key file at `path` if it does not exist (mode 0600), and
+/// return its public key (64 hex digits): what peers put in their
+/// allow-lists.
+#[pyfunction]
+pub(crate) fn keygen(path: &str) -> PyResult<String> {
+    let key = NodeKey::load_or_generate(path).map_err(Error::from)?;
+    Ok(key.public().to_string())
 }
 
 async fn listen(node: &Node, addr: Address) -> Result<String, Error> {
@@ -75,13 +156,33 @@ async fn listen(node: &Node, addr: Address) -> Result<String, Error> {
 impl PyNode {
     /// Start a node, listen at every address of `listen`, dial every
     /// address of `connect` (waiting for each handshake).
+    ///
+    /// With `key` (a key file, made if missing), every link is encrypted
+    /// and authenticated, and only peers whose public key is in `allow`
+    /// (or the allow-list file `allow_file`) are admitted; `psk` (32
+    /// bytes) is also required of peers if given; `open` admits every
+    /// peer (development only).
     #[staticmethod]
-    #[pyo3(signature = (listen = Vec::new(), connect = Vec::new()))]
+    #[pyo3(signature = (listen = Vec::new(), connect = Vec::new(), key = None, allow = Vec::new(), allow_file = None, psk = None, open = false))]
+    #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
         listen: Vec<String>,
         connect: Vec<String>,
+        key: Option<String>,
+        allow: Vec<String>,
+        allow_file: Option<String>,
+        psk: Option<Vec<u8>>,
+        open: bool,
     ) -> PyResult<Bound<'_, PyAny>> {
+        let security = Security {
+            key,
+            allow,
+            allow_file,
+            psk,
+            open,
+        }
+        .build()?;
         let listen = listen
             .iter()
             .map(|a| parse(a))
@@ -92,7 +193,16 @@ impl PyNode {
             .collect::<Result<Vec<_>, _>>()?;
         let locals = Arc::new(pyo3_async_runtimes::tokio::get_current_locals(py)?);
         future_into_py(py, async move {
-            let node = Node::new(Kernel::new(), transports());
+            let node = match security {
+                Some(sec) => Node::with_security(
+                    Kernel::with_node(sec.key.node_id()),
+                    transports(),
+                    NodeConfig::default(),
+                    sec,
+                )
+                .map_err(Error::from)?,
+                None => Node::new(Kernel::new(), transports()),
+            };
             let mut bound = Vec::new();
             for addr in listen {
                 bound.push(self::listen(&node, addr).await?);
@@ -115,6 +225,56 @@ impl PyNode {
     #[getter]
     fn id(&self) -> String {
         self.kernel().node().to_string()
+    }
+
+    /// This node's public key (64 hex digits), if it was started with a
+    /// key.
+    #[getter]
+    fn public_key(&self) -> Option<String> {
+        self.inner
+            .node
+            .security()
+            .map(|s| s.key.public().to_string())
+    }
+
+    /// Admit the peer with this public key from now on.
+    fn allow(&self, key: &str) -> PyResult<()> {
+        self.allow_list()?.insert(public_key(key)?);
+        Ok(())
+    }
+
+    /// Stop admitting the peer with this public key: new handshakes are
+    /// refused and its live links are dropped.
+    fn revoke(&self, key: &str) -> PyResult<()> {
+        self.allow_list()?.remove(&public_key(key)?);
+        Ok(())
+    }
+
+    /// Read the allow-list file again (peers no longer on it lose their
+    /// links).
+    fn reload_allow_list(&self) -> PyResult<()> {
+        self.allow_list()?.reload().map_err(Error::from)?;
+        Ok(())
+    }
+
+    /// The public keys admitted now.
+    fn allowed_keys(&self) -> PyResult<Vec<String>> {
+        Ok(self
+            .allow_list()?
+            .keys()
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    /// Every link of this node now, with its counters.
+    fn links(&self) -> Vec<PyLink> {
+        self.inner
+            .node
+            .links()
+            .into_iter()
+            .map(PyLink::from)
+            .collect()
     }
 
     /// The addresses this node listens at (as bound: a port `0` is
@@ -195,7 +355,7 @@ impl PyNode {
 
     /// Start a Python server under its own supervisor. Used by
     /// `Node.server`; returns once it is registered.
-    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period))]
+    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period, with_caller = false))]
     #[allow(clippy::too_many_arguments)]
     fn _serve(
         &self,
@@ -209,6 +369,7 @@ impl PyNode {
         restart: &str,
         max_restarts: u32,
         period: f64,
+        with_caller: bool,
     ) -> PyResult<PyServerHandle> {
         let restart = match restart {
             "permanent" => Restart::Permanent,
@@ -243,6 +404,7 @@ impl PyNode {
             name: name.clone(),
             target,
             is_class,
+            with_caller,
             locals: self.inner.locals.clone(),
         }));
         let spec = SupervisorSpec::new(format!("python-supervisor:{name}"))
@@ -431,6 +593,81 @@ impl PyServerHandle {
 
     fn __repr__(&self) -> String {
         format!("<oscloud.ServerHandle {:?}>", self.name)
+    }
+}
+
+/// One link of a node and its counters (`oscloud.Link`).
+#[pyclass(name = "Link", module = "oscloud._native", frozen, get_all)]
+#[derive(Debug, Clone)]
+pub(crate) struct PyLink {
+    /// A number for the link, unique within the node.
+    id: u64,
+    /// The local side, as the transport describes it.
+    local: String,
+    /// The remote side, as the transport describes it.
+    remote: String,
+    /// The address the node dials for it, if it dialled it.
+    dialed: Option<String>,
+    /// The peer's node id, once the handshake is done.
+    peer: Option<String>,
+    /// Whether the session is up now.
+    connected: bool,
+    /// How many times the link was dialled again after it went down.
+    reconnects: u64,
+    /// The wire counters: `frames_sent`, `frames_received`, `bytes_sent`,
+    /// `bytes_received`, `payload_bytes_sent`, `payload_bytes_received`,
+    /// `retransmissions`, `duplicates`, `out_of_order`, `dropped`,
+    /// `crc_failures`, `framing_failures`, `decode_failures`,
+    /// `auth_failures`, `replays`.
+    stats: BTreeMap<String, u64>,
+}
+
+impl From<LinkStatus> for PyLink {
+    fn from(l: LinkStatus) -> Self {
+        let s = l.stats;
+        let stats = [
+            ("frames_sent", s.frames_sent),
+            ("frames_received", s.frames_received),
+            ("bytes_sent", s.bytes_sent),
+            ("bytes_received", s.bytes_received),
+            ("payload_bytes_sent", s.payload_bytes_sent),
+            ("payload_bytes_received", s.payload_bytes_received),
+            ("retransmissions", s.retransmissions),
+            ("duplicates", s.duplicates),
+            ("out_of_order", s.out_of_order),
+            ("dropped", s.dropped),
+            ("crc_failures", s.crc_failures),
+            ("framing_failures", s.framing_failures),
+            ("decode_failures", s.decode_failures),
+            ("auth_failures", s.auth_failures),
+            ("replays", s.replays),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Self {
+            id: l.id,
+            local: l.local,
+            remote: l.remote,
+            dialed: l.dialed.map(|a| a.to_string()),
+            peer: l.peer.map(|p| p.to_string()),
+            connected: l.connected,
+            reconnects: l.reconnects,
+            stats,
+        }
+    }
+}
+
+#[pymethods]
+impl PyLink {
+    fn __repr__(&self) -> String {
+        format!(
+            "<oscloud.Link {} {} → {}{}>",
+            self.id,
+            self.local,
+            self.remote,
+            if self.connected { " (up)" } else { "" }
+        )
     }
 }
 

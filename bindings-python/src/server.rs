@@ -33,6 +33,9 @@ pub(crate) struct Spec {
     pub(crate) target: Py<PyAny>,
     /// Whether `target` is a class.
     pub(crate) is_class: bool,
+    /// Whether handlers of calls and casts get the caller as a second
+    /// argument.
+    pub(crate) with_caller: bool,
     /// The event loop the handlers run on.
     pub(crate) locals: Arc<TaskLocals>,
 }
@@ -104,9 +107,55 @@ where
     }
 }
 
-fn message_args<'py>(py: Python<'py>, msg: &Value) -> PyResult<Bound<'py, PyTuple>> {
+/// Who sent the message being handled (`oscloud.Caller`): given to
+/// handlers of servers registered with `with_caller=True`; `None` for a
+/// caller on the same node.
+#[pyclass(name = "Caller", module = "oscloud._native", frozen, get_all)]
+#[derive(Debug, Clone)]
+pub(crate) struct PyCaller {
+    /// The calling node's id (32 hex digits; verified on encrypted links).
+    node: String,
+    /// The calling node's public key (64 hex digits), verified by the
+    /// handshake; `None` on plaintext links.
+    key: Option<String>,
+}
+
+#[pymethods]
+impl PyCaller {
+    fn __repr__(&self) -> String {
+        format!("<oscloud.Caller {}>", &self.node[..8.min(self.node.len())])
+    }
+}
+
+/// The handler's arguments: the message, and the caller if asked for.
+fn message_args<'py>(
+    py: Python<'py>,
+    msg: &Value,
+    caller: Option<Option<PyCaller>>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let obj = from_value(py, msg)?;
-    PyTuple::new(py, [obj])
+    match caller {
+        None => PyTuple::new(py, [obj]),
+        Some(c) => {
+            let c = match c {
+                Some(c) => Bound::new(py, c)?.into_any(),
+                None => py.None().into_bound(py),
+            };
+            PyTuple::new(py, [obj, c])
+        }
+    }
+}
+
+impl PyServer {
+    /// The caller to hand over, if the server asked for it.
+    fn caller(&self, ctx: &Context) -> Option<Option<PyCaller>> {
+        self.0.with_caller.then(|| {
+            ctx.caller().map(|c| PyCaller {
+                node: c.node.to_string(),
+                key: c.key.map(|k| k.to_string()),
+            })
+        })
+    }
 }
 
 #[async_trait]
@@ -144,7 +193,7 @@ impl Server for PyServer {
 
     async fn handle_cast(
         &self,
-        _ctx: &mut Context,
+        ctx: &mut Context,
         handlers: &mut Handlers,
         msg: Value,
     ) -> Result<(), ServerError> {
@@ -152,7 +201,8 @@ impl Server for PyServer {
             tracing::debug!(server = %self.0.name, "cast dropped: no handle_cast");
             return Ok(());
         };
-        invoke(&self.0.locals, handler, |py| message_args(py, &msg))
+        let caller = self.caller(ctx);
+        invoke(&self.0.locals, handler, |py| message_args(py, &msg, caller))
             .await
             .map_err(raised)?;
         Ok(())
@@ -160,7 +210,7 @@ impl Server for PyServer {
 
     async fn handle_call(
         &self,
-        _ctx: &mut Context,
+        ctx: &mut Context,
         handlers: &mut Handlers,
         msg: Value,
     ) -> Result<Value, ServerError> {
@@ -171,7 +221,8 @@ impl Server for PyServer {
             )
             .into());
         };
-        let reply = invoke(&self.0.locals, handler, |py| message_args(py, &msg))
+        let caller = self.caller(ctx);
+        let reply = invoke(&self.0.locals, handler, |py| message_args(py, &msg, caller))
             .await
             .map_err(raised)?;
         Python::attach(|py| to_value(reply.bind(py)))

@@ -32,6 +32,7 @@ class RustNode:
         self.proc = proc
         self.listening: List[str] = []
         self.pending: List[str] = []
+        self.key: Optional[str] = None
 
     async def line(self, timeout: float = DEADLINE) -> str:
         assert self.proc.stdout is not None
@@ -75,8 +76,12 @@ class RustNode:
                 await self.proc.wait()
 
 
-async def start_rust_node(name: str, listen: List[str] = [], connect: List[str] = []) -> RustNode:
-    args = ["--name", name]
+async def start_rust_node(
+    name: str, listen: List[str] = [], connect: List[str] = [], extra: List[str] = []
+) -> RustNode:
+    """Start an oscloud-testnode; ``extra``: more arguments (``--key FILE``,
+    ``--allow KEY``: a secure node, whose public key is then in ``.key``)."""
+    args = ["--name", name, *extra]
     for a in listen:
         args += ["--listen", a]
     for a in connect:
@@ -93,6 +98,8 @@ async def start_rust_node(name: str, listen: List[str] = [], connect: List[str] 
         line = await node.line()
         if line.startswith("listening "):
             node.listening.append(line.split(" ", 1)[1])
+        elif line.startswith("key "):
+            node.key = line.split(" ", 1)[1]
         elif line == "ready":
             return node
         else:

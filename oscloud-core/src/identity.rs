@@ -45,6 +45,7 @@ use std::sync::{Arc, RwLock};
 
 use blake2::{Blake2s256, Digest};
 use curve25519_dalek::MontgomeryPoint;
+use tokio::sync::watch;
 
 use crate::{Error, NodeId};
 
@@ -299,13 +300,26 @@ struct AllowInner {
 
 /// Which peers may link to this node, by public key. Cheap to clone: clones
 /// share one list, so a node's list can be changed or
-/// [reloaded](Self::reload) while it runs (new handshakes see the change).
+/// [reloaded](Self::reload) while it runs. New handshakes see the change,
+/// and a [`Node`](crate::Node) drops its live links to every peer whose key
+/// the change removed (logged on both sides as a refused link).
 ///
 /// [`AllowList::open`] admits every peer that completes the handshake: for
 /// development only (it still encrypts and authenticates the link).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AllowList {
     inner: Arc<RwLock<AllowInner>>,
+    /// Bumped on every change, so links can check their peer again.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Default for AllowList {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            changed: Arc::new(watch::Sender::new(0)),
+        }
+    }
 }
 
 impl AllowList {
@@ -350,10 +364,13 @@ impl AllowList {
             reason: e.to_string(),
         })?;
         let (open, keys) = Self::parse(&text, &name)?;
-        let mut inner = self.write();
-        inner.open = open;
-        inner.keys = keys;
-        tracing::info!(path = %name, keys = inner.keys.len(), open, "allow-list loaded");
+        {
+            let mut inner = self.write();
+            inner.open = open;
+            inner.keys = keys;
+            tracing::info!(path = %name, keys = inner.keys.len(), open, "allow-list loaded");
+        }
+        self.bump();
         Ok(())
     }
 
@@ -384,16 +401,43 @@ impl AllowList {
     /// Admit `key` from now on.
     pub fn insert(&self, key: PublicKey) {
         self.write().keys.insert(key);
+        self.bump();
     }
 
-    /// Stop admitting `key` (links already up stay up).
+    /// Stop admitting `key`: new handshakes are refused, and nodes using
+    /// this list drop their live links to that peer.
     pub fn remove(&self, key: &PublicKey) {
         self.write().keys.remove(key);
+        self.bump();
+    }
+
+    /// Admit exactly these keys from now on (peers no longer admitted lose
+    /// their live links, as with [`remove`](Self::remove)).
+    pub fn set_keys(&self, keys: impl IntoIterator<Item = PublicKey>) {
+        self.write().keys = keys.into_iter().collect();
+        self.bump();
     }
 
     /// Switch the development "open" mode on or off.
     pub fn set_open(&self, open: bool) {
         self.write().open = open;
+        self.bump();
+    }
+
+    /// The admitted keys now (without the "open" mode), sorted.
+    pub fn keys(&self) -> Vec<PublicKey> {
+        let mut keys: Vec<PublicKey> = self.read().keys.iter().copied().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Changes to the list: the value is bumped on every change.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Whether every peer is admitted.

@@ -549,6 +549,7 @@ impl Node {
             Some(hs_tx),
             self.inner.config.max_queued,
             self.inner.policy.clone(),
+            self.inner.security.as_ref().map(|s| s.allow.clone()),
         );
         let ended = tokio::select! {
             ended = driver.run(io).instrument(span) => ended,

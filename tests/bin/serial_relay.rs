@@ -13,6 +13,15 @@
 //! - `unplug a|b MS`: remove that side's device (its slave sees a hang-up
 //!   and the symlink disappears), wait MS milliseconds, then plug a new
 //!   one in at the same symlink; prints `replugged`;
+//! - `tamper a|b MIN`: a man in the middle: in the next encrypted frame
+//!   (`0xC1` first, see `docs/PROTOCOL.md` §11) of at least MIN bytes
+//!   coming from that side, flip one bit of the ciphertext and fix the
+//!   frame's CRC-32, so only the AEAD tag can tell; prints `ok`, and
+//!   `stats` counts it as `tampered=N`;
+//! - `record a|b`: from the next frame boundary on, keep a copy of every
+//!   byte coming from that side (a capture); prints `ok`;
+//! - `replay a|b`: send that side's capture again, at a frame boundary,
+//!   towards the other side; prints `replayed N` (bytes).
 //! - end of input: remove the symlinks and exit.
 //!
 //! Damage applies to bytes in both directions. Bytes for a side whose
@@ -73,17 +82,95 @@ impl Side {
 
 #[derive(Default)]
 struct Counters {
+    tampered: AtomicU64,
     flips: AtomicU64,
     drops: AtomicU64,
     inserts: AtomicU64,
     forwarded: [AtomicU64; 2],
 }
 
+/// What the man in the middle does to one direction.
+#[derive(Default)]
+struct Mitm {
+    /// Tamper with the next encrypted frame of at least this many bytes.
+    tamper: Option<usize>,
+    /// The capture, while recording.
+    record: Option<Vec<u8>>,
+    /// Waiting for a frame boundary before recording.
+    record_armed: bool,
+    /// Bytes to send again at the next frame boundary.
+    inject: Vec<u8>,
+}
+
 struct Relay {
+    mitm: [Mutex<Mitm>; 2],
     sides: [Side; 2],
     every: AtomicU64,
     counters: Counters,
     quit: AtomicBool,
+}
+
+/// Flip one ciphertext bit of `frame` (COBS-encoded, without its `0x00`
+/// delimiter) if it is an intact encrypted frame of at least `min` bytes;
+/// returns the re-encoded frame.
+fn tamper(frame: &[u8], min: usize) -> Option<Vec<u8>> {
+    const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let raw = cobs::decode_vec(frame).ok()?;
+    let body_len = raw.len().checked_sub(4)?;
+    let (body, crc) = raw.split_at(body_len);
+    if body_len < min.max(6 + 16 + 1)
+        || body[0] != 0xC1
+        || CRC32.checksum(body).to_le_bytes() != crc
+    {
+        return None;
+    }
+    let mut body = body.to_vec();
+    // The first byte after the 6-byte header: ciphertext.
+    body[6] ^= 0x10;
+    body.extend_from_slice(&CRC32.checksum(&body).to_le_bytes());
+    Some(cobs::encode_vec(&body))
+}
+
+/// Apply the man in the middle to bytes going out (`out`), frame by frame:
+/// `pending` holds a partial frame while a tamper waits.
+/// `at_boundary`: whether the bytes before `out` ended a frame.
+fn mitm(m: &mut Mitm, pending: &mut Vec<u8>, out: Vec<u8>, at_boundary: bool) -> Vec<u8> {
+    let mut done = Vec::with_capacity(out.len());
+    for b in out {
+        if m.tamper.is_none() && pending.is_empty() {
+            done.push(b);
+        } else {
+            pending.push(b);
+            if b == 0 {
+                let body = &pending[..pending.len() - 1];
+                match m.tamper.and_then(|min| tamper(body, min)) {
+                    Some(bad) => {
+                        done.extend_from_slice(&bad);
+                        done.push(0);
+                        m.tamper = None;
+                    }
+                    None => done.extend_from_slice(pending),
+                }
+                pending.clear();
+            }
+        }
+    }
+    // Recording starts at a frame boundary.
+    if m.record_armed && at_boundary {
+        m.record_armed = false;
+        m.record = Some(Vec::new());
+    }
+    for (i, &b) in done.iter().enumerate() {
+        if let Some(rec) = m.record.as_mut() {
+            rec.extend_from_slice(&done[i..]);
+            break;
+        }
+        if m.record_armed && b == 0 {
+            m.record_armed = false;
+            m.record = Some(Vec::new());
+        }
+    }
+    done
 }
 
 fn wait_for(fd: &PtyMaster, flags: PollFlags) -> PollFlags {
@@ -100,7 +187,21 @@ fn forward(relay: Arc<Relay>, from: usize, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut buf = [0u8; 4096];
     let mut out = Vec::with_capacity(8192);
+    let mut pending = Vec::new();
+    // Whether the last byte sent on was a frame delimiter.
+    let mut at_boundary = true;
     while !relay.quit.load(Ordering::Relaxed) {
+        let inject = {
+            let mut m = relay.mitm[from].lock().unwrap_or_else(|e| e.into_inner());
+            if at_boundary {
+                std::mem::take(&mut m.inject)
+            } else {
+                Vec::new()
+            }
+        };
+        if !inject.is_empty() {
+            write_all(&relay, to, &inject);
+        }
         let Some(src) = relay.sides[from].current() else {
             std::thread::sleep(Duration::from_millis(10));
             continue;
@@ -146,22 +247,39 @@ fn forward(relay: Arc<Relay>, from: usize, seed: u64) {
             }
         }
         relay.counters.forwarded[from].fetch_add(n as u64, Ordering::Relaxed);
-        let mut rest = &out[..];
-        while !rest.is_empty() && !relay.quit.load(Ordering::Relaxed) {
-            let Some(dst) = relay.sides[to].current() else {
-                break; // unplugged: lost
-            };
-            match (&*dst).write(rest) {
-                Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let ready = wait_for(&dst, PollFlags::POLLOUT);
-                    if ready.contains(PollFlags::POLLHUP) && !ready.contains(PollFlags::POLLOUT) {
-                        break; // nobody reads that side: lost
-                    }
-                }
-                Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => break,
-                Err(_) => break,
+        let out = {
+            let mut m = relay.mitm[from].lock().unwrap_or_else(|e| e.into_inner());
+            let had = m.tamper.is_some();
+            let done = mitm(&mut m, &mut pending, std::mem::take(&mut out), at_boundary);
+            if had && m.tamper.is_none() {
+                relay.counters.tampered.fetch_add(1, Ordering::Relaxed);
             }
+            done
+        };
+        if let Some(&last) = out.last() {
+            at_boundary = last == 0;
+        }
+        write_all(&relay, to, &out);
+    }
+}
+
+/// Write `out` to side `to`, as far as someone reads it.
+fn write_all(relay: &Relay, to: usize, out: &[u8]) {
+    let mut rest = out;
+    while !rest.is_empty() && !relay.quit.load(Ordering::Relaxed) {
+        let Some(dst) = relay.sides[to].current() else {
+            break; // unplugged: lost
+        };
+        match (&*dst).write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let ready = wait_for(&dst, PollFlags::POLLOUT);
+                if ready.contains(PollFlags::POLLHUP) && !ready.contains(PollFlags::POLLOUT) {
+                    break; // nobody reads that side: lost
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => break,
+            Err(_) => break,
         }
     }
 }
@@ -178,6 +296,7 @@ fn main() -> Res<()> {
         master: Mutex::new(None),
     };
     let relay = Arc::new(Relay {
+        mitm: [Mutex::default(), Mutex::default()],
         sides: [side(&args[0]), side(&args[1])],
         every: AtomicU64::new(every),
         counters: Counters::default(),
@@ -204,10 +323,11 @@ fn main() -> Res<()> {
                 let c = &relay.counters;
                 writeln!(
                     stdout,
-                    "stats flips={} drops={} inserts={} ab={} ba={}",
+                    "stats flips={} drops={} inserts={} tampered={} ab={} ba={}",
                     c.flips.load(Ordering::Relaxed),
                     c.drops.load(Ordering::Relaxed),
                     c.inserts.load(Ordering::Relaxed),
+                    c.tampered.load(Ordering::Relaxed),
                     c.forwarded[0].load(Ordering::Relaxed),
                     c.forwarded[1].load(Ordering::Relaxed),
                 )?;
@@ -222,6 +342,31 @@ fn main() -> Res<()> {
                 std::thread::sleep(Duration::from_millis(ms.parse()?));
                 s.plug()?;
                 writeln!(stdout, "replugged")?;
+            }
+            ["tamper", which, min] => {
+                relay.mitm[usize::from(*which == "b")]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tamper = Some(min.parse()?);
+                writeln!(stdout, "ok")?;
+            }
+            ["record", which] => {
+                let mut m = relay.mitm[usize::from(*which == "b")]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                m.record = None;
+                m.record_armed = true;
+                writeln!(stdout, "ok")?;
+            }
+            ["replay", which] => {
+                let mut m = relay.mitm[usize::from(*which == "b")]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let capture = m.record.take().unwrap_or_default();
+                m.record_armed = false;
+                // A leading delimiter: the receiver starts a fresh frame.
+                m.inject = std::iter::once(0).chain(capture.iter().copied()).collect();
+                writeln!(stdout, "replayed {}", capture.len())?;
             }
             _ => writeln!(stdout, "error: unknown command {line:?}")?,
         }

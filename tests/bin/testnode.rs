@@ -12,7 +12,10 @@
 //!
 //! Arguments: `--name N`, `--listen URI` (repeatable), `--connect URI`
 //! (repeatable; dialled in the background until the peer answers),
-//! `--keepalive-ms`, `--idle-ms`, `--relay-to server:port`.
+//! `--keepalive-ms`, `--idle-ms`, `--relay-to server:port`, `--key FILE`
+//! (a secure node: every link encrypted, its node key read from FILE, or
+//! made there if missing; prints `key <public key>` first) and `--allow
+//! KEY` (repeatable: a peer public key the secure node admits).
 //!
 //! Output lines (stdout): `listening <uri>` for every bound address, `ready`,
 //! then one answer per command:
@@ -168,6 +171,8 @@ struct Args {
     keepalive: Option<Duration>,
     idle: Option<Duration>,
     relay_to: Option<(String, String)>,
+    key: Option<std::path::PathBuf>,
+    allow: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -177,6 +182,8 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--name" => a.name = value()?,
+            "--key" => a.key = Some(value()?.into()),
+            "--allow" => a.allow.push(value()?),
             "--listen" => a.listen.push(value()?.parse().map_err(|e| format!("{e}"))?),
             "--connect" => a
                 .connect
@@ -323,7 +330,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let args = parse_args()?;
-    let kernel = Kernel::new();
+    let key = match &args.key {
+        Some(path) => Some(oscloud_core::identity::NodeKey::load_or_generate(path)?),
+        None => None,
+    };
+    let kernel = match &key {
+        Some(k) => Kernel::with_node(k.node_id()),
+        None => Kernel::new(),
+    };
     let mut config = NodeConfig::default();
     if let Some(k) = args.keepalive {
         config.keepalive = k;
@@ -334,7 +348,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
         .with(Arc::new(UnixTransport));
-    let node = Node::with_config(kernel.clone(), transports, config);
+    let node = match key {
+        Some(key) => {
+            println!("key {}", key.public());
+            let allow = args
+                .allow
+                .iter()
+                .map(|k| k.parse())
+                .collect::<Result<Vec<oscloud_core::identity::PublicKey>, _>>()?;
+            let security = oscloud_core::wire::SecureConfig::new(
+                key,
+                oscloud_core::identity::AllowList::from_keys(allow),
+            );
+            Node::with_security(kernel.clone(), transports, config, security)?
+        }
+        None => Node::with_config(kernel.clone(), transports, config),
+    };
 
     let name = args.name.clone();
     let relay_to = args.relay_to.clone();

@@ -519,3 +519,81 @@ async fn local_callers_have_no_caller_identity_and_are_not_checked() {
     let x = lookup(&a, "x").await;
     assert_eq!(call(&x, b"local").await.unwrap(), (None, None));
 }
+
+// ----- revoking a peer that is linked -----
+
+#[tokio::test(flavor = "current_thread")]
+async fn removing_a_key_from_the_allow_list_drops_the_live_link() {
+    let (logs, _guard) = Logs::install();
+    let mem = MemTransport::new();
+    let (ka, kb, kc) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    // a admits b and c; its list is a file, reloaded later.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allow");
+    std::fs::write(&path, format!("{} b\n{} c\n", kb.public(), kc.public())).unwrap();
+    let list = AllowList::load(&path).unwrap();
+    let a = secure_node(&ka, list.clone(), None, &mem);
+    let b = secure_node(&kb, AllowList::from_keys([ka.public()]), None, &mem);
+    let c = secure_node(&kc, AllowList::from_keys([ka.public()]), None, &mem);
+    recorder(&a, "who").await;
+    let at = a
+        .listen(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    b.connect(&at).await.unwrap();
+    c.connect(&at).await.unwrap();
+    call(&lookup(&b, "who").await, b"b1").await.unwrap();
+    call(&lookup(&c, "who").await, b"c1").await.unwrap();
+    let connected_to = |n: &Node, peer: oscloud_core::NodeId| {
+        n.links()
+            .iter()
+            .any(|l| l.connected && l.peer == Some(peer))
+    };
+
+    // Through the API: b's key goes, b's live link drops; c's stays.
+    list.remove(&kb.public());
+    until("b's link dropped", 5, || {
+        !connected_to(&a, kb.node_id()) && !connected_to(&b, ka.node_id())
+    })
+    .await;
+    until("b sees who withdrawn", 5, || {
+        ServerRef::lookup(b.kernel(), "who").is_err()
+    })
+    .await;
+    until("both log lines", 5, || {
+        let t = logs.text();
+        t.contains(&format!(
+            "link refused: key {}… (node {}) was removed from the allow-list",
+            kb.public().short(),
+            kb.node_id().short()
+        )) && t.contains("link refused by the peer: key")
+    })
+    .await;
+    assert!(connected_to(&a, kc.node_id()) && connected_to(&c, ka.node_id()));
+    call(&lookup(&c, "who").await, b"c2").await.unwrap();
+    // b keeps dialling and is refused: it never gets back in.
+    let refused_before = logs.text().matches("link refused by the peer").count();
+    until("b refused again on redial", 5, || {
+        logs.text().matches("link refused by the peer").count() > refused_before
+    })
+    .await;
+    assert!(!connected_to(&b, ka.node_id()));
+
+    // Through the file: c goes, b comes back.
+    std::fs::write(&path, format!("{} b\n", kb.public())).unwrap();
+    list.reload().unwrap();
+    until("c's link dropped", 5, || !connected_to(&a, kc.node_id())).await;
+    until("b linked again by its own redialling", 10, || {
+        connected_to(&b, ka.node_id())
+    })
+    .await;
+    call(&lookup(&b, "who").await, b"b2").await.unwrap();
+    assert!(!connected_to(&c, ka.node_id()));
+    a.shutdown();
+    b.shutdown();
+    c.shutdown();
+}

@@ -1,7 +1,9 @@
 //! Two Rust nodes linked over a serial line: real pseudo-terminals joined
 //! by the `oscloud-serial-relay` process (a null-modem cable that can be
-//! noisy and can be unplugged). Node A listens on one end, node B dials the
-//! other, both with `oscloud-transport-serial`.
+//! noisy, can be unplugged, and can play man in the middle). Node A listens
+//! on one end, node B dials the other, both with
+//! `oscloud-transport-serial`. The last tests run secure nodes (Noise
+//! handshake, every frame sealed) over the same line.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -43,6 +45,7 @@ struct Damage {
     flips: u64,
     drops: u64,
     inserts: u64,
+    tampered: u64,
     bytes: u64,
 }
 
@@ -104,6 +107,7 @@ impl Relay {
                 "flips" => d.flips = v,
                 "drops" => d.drops = v,
                 "inserts" => d.inserts = v,
+                "tampered" => d.tampered = v,
                 _ => d.bytes += v,
             }
         }
@@ -439,4 +443,281 @@ async fn an_absence_longer_than_reopen_ms_takes_the_link_down() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     calls(&echo, 5).await;
+}
+
+// ----- secure sessions over the serial line -----
+
+mod secure {
+    use super::*;
+    use oscloud_core::identity::{AllowList, NodeKey};
+    use oscloud_core::wire::SecureConfig;
+    use std::sync::Mutex;
+
+    /// Log capture for the whole test process (a global subscriber: a
+    /// per-thread one misses events while other tests run).
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn get() -> &'static Logs {
+            static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+            LOGS.get_or_init(|| {
+                let logs = Logs::default();
+                let w = logs.clone();
+                let sub = tracing_subscriber::fmt()
+                    .with_env_filter("warn")
+                    .with_ansi(false)
+                    .with_writer(move || w.clone())
+                    .finish();
+                tracing::subscriber::set_global_default(sub).unwrap();
+                logs
+            })
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    /// Records every call payload that reaches it, and echoes it.
+    #[derive(Debug, Default)]
+    struct Ledger(Mutex<Vec<Bytes>>);
+
+    #[async_trait]
+    impl Endpoint for Ledger {
+        fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+            Ok(())
+        }
+
+        async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+            self.0.lock().unwrap().push(msg.clone());
+            Ok(msg)
+        }
+
+        async fn open_pipe(&self, port: &str, _end: PipeEnd) -> Result<(), Error> {
+            Err(Error::NoSuchPort {
+                name: "ledger".into(),
+                port: port.into(),
+            })
+        }
+    }
+
+    fn node(key: &NodeKey, allow: AllowList, psk: Option<[u8; 32]>) -> Node {
+        let mut sc = SecureConfig::new(key.clone(), allow);
+        sc.psk = psk;
+        Node::with_security(
+            Kernel::with_node(key.node_id()),
+            Transports::new().with(Arc::new(SerialTransport)),
+            config(),
+            sc,
+        )
+        .unwrap()
+    }
+
+    /// A (listening on the relay's side a, with a `ledger`) and B (dialling
+    /// side b); B's connect result.
+    async fn pair(
+        relay: &Relay,
+        a_allows: &[&NodeKey],
+        psks: (Option<[u8; 32]>, Option<[u8; 32]>),
+    ) -> (
+        Node,
+        Node,
+        Arc<Ledger>,
+        Result<oscloud_core::NodeId, Error>,
+        NodeKey,
+        NodeKey,
+    ) {
+        let (ka, kb) = (NodeKey::generate(), NodeKey::generate());
+        let mut allowed: Vec<_> = a_allows.iter().map(|k| k.public()).collect();
+        if a_allows.is_empty() {
+            allowed.push(kb.public());
+        }
+        let a = node(&ka, AllowList::from_keys(allowed), psks.0);
+        let b = node(&kb, AllowList::from_keys([ka.public()]), psks.1);
+        let ledger = Arc::new(Ledger::default());
+        let reg = a
+            .kernel()
+            .registry()
+            .register("ledger", Capabilities::new(), ledger.clone())
+            .unwrap();
+        std::mem::forget(reg);
+        let echo = a
+            .kernel()
+            .registry()
+            .register("echo", Capabilities::new(), Arc::new(Echo))
+            .unwrap();
+        std::mem::forget(echo);
+        a.listen(&relay.a.parse().unwrap()).await.unwrap();
+        let linked = tokio::time::timeout(
+            Duration::from_secs(10),
+            b.connect(&relay.b.parse().unwrap()),
+        )
+        .await
+        .expect("handshake or refusal in time");
+        (a, b, ledger, linked, ka, kb)
+    }
+
+    async fn pay(entry: &Entry, what: &str) -> Bytes {
+        // At least 100 bytes, so the relay's tamper rule picks data frames
+        // and not acks or pings.
+        let msg = Bytes::from(format!("{what:-<120}"));
+        let reply =
+            tokio::time::timeout(Duration::from_secs(20), entry.endpoint().call(msg.clone()))
+                .await
+                .expect("call answered in time")
+                .unwrap();
+        assert_eq!(reply, msg, "the reply is intact");
+        msg
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn known_keys_link_and_carry_calls_and_a_pipe() {
+        let relay = Relay::start(0, 11).await;
+        let (a, b, ledger, linked, ka, _) = pair(&relay, &[], (None, None)).await;
+        assert_eq!(linked.unwrap(), ka.node_id());
+        let entry = lookup(&b, "ledger").await;
+        for i in 0..20 {
+            pay(&entry, &format!("pay {i}")).await;
+        }
+        assert_eq!(ledger.0.lock().unwrap().len(), 20);
+        let echo = lookup(&b, "echo").await;
+        let n = 1024 * 1024;
+        let took = transfer(&b, &echo, n).await;
+        println!(
+            "1 MiB pipe over an encrypted pty link: {took:?} ({:.1} MiB/s)",
+            n as f64 / 1048576.0 / took.as_secs_f64()
+        );
+        let (la, lb) = (link(&a), link(&b));
+        show("a", &la);
+        show("b", &lb);
+        assert!(la.connected && lb.connected);
+        assert_eq!(la.stats.auth_failures + lb.stats.auth_failures, 0);
+        assert!(lb.stats.payload_bytes_sent > 20 * 120);
+        a.shutdown();
+        b.shutdown();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unknown_key_is_refused_with_a_log_line_on_both_sides() {
+        let logs = Logs::get();
+        let relay = Relay::start(0, 12).await;
+        let stranger = NodeKey::generate();
+        let (a, b, _ledger, linked, _, kb) = pair(&relay, &[&stranger], (None, None)).await;
+        let err = linked.unwrap_err();
+        assert!(err.to_string().contains("allow-list"), "{err}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let t = logs.text();
+            let short = kb.public().short();
+            if t.contains(&format!("link refused: key {short}"))
+                && t.contains(&format!("link refused by the peer: key {short}"))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "both log lines: {t}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(b.kernel().registry().lookup("ledger").is_err());
+        a.shutdown();
+        b.shutdown();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_wrong_psk_is_refused() {
+        let relay = Relay::start(0, 13).await;
+        let (a, b, _ledger, linked, _, _) = pair(&relay, &[], (Some([1; 32]), Some([2; 32]))).await;
+        let err = linked.unwrap_err();
+        assert!(err.to_string().contains("pre-shared key"), "{err}");
+        a.shutdown();
+        b.shutdown();
+        // The same keys with the same PSK link.
+        let relay = Relay::start(0, 14).await;
+        let (a, b, _ledger, linked, ka, _) =
+            pair(&relay, &[], (Some([1; 32]), Some([1; 32]))).await;
+        assert_eq!(linked.unwrap(), ka.node_id());
+        a.shutdown();
+        b.shutdown();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_flipped_ciphertext_bit_is_rejected_and_the_frame_retransmitted() {
+        let mut relay = Relay::start(0, 15).await;
+        let (a, b, ledger, linked, _, _) = pair(&relay, &[], (None, None)).await;
+        linked.unwrap();
+        let entry = lookup(&b, "ledger").await;
+        pay(&entry, "pay 1").await;
+        // The next data frame B → A gets one ciphertext bit flipped and its
+        // CRC fixed: only the AEAD tag can tell.
+        assert_eq!(relay.command("tamper b 100").await, "ok");
+        let sent = pay(&entry, "pay 2").await;
+        pay(&entry, "pay 3").await;
+        assert_eq!(relay.damage().await.tampered, 1, "the relay tampered");
+        let (la, lb) = (link(&a), link(&b));
+        show("a", &la);
+        show("b", &lb);
+        assert_eq!(la.stats.auth_failures, 1, "A rejected the tampered frame");
+        assert_eq!(
+            la.stats.crc_failures, 0,
+            "the CRC was fixed: the AEAD caught it"
+        );
+        assert!(lb.stats.retransmissions >= 1, "B sent it again");
+        assert!(la.connected && lb.connected, "a lossy link rides it out");
+        // Delivered exactly once, intact.
+        let seen = ledger.0.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[1], sent);
+        a.shutdown();
+        b.shutdown();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_replayed_capture_is_refused() {
+        let mut relay = Relay::start(0, 16).await;
+        let (a, b, ledger, linked, _, _) = pair(&relay, &[], (None, None)).await;
+        linked.unwrap();
+        let entry = lookup(&b, "ledger").await;
+        pay(&entry, "warm up").await;
+        assert_eq!(relay.command("record b").await, "ok");
+        for i in 0..5 {
+            pay(&entry, &format!("pay {i}")).await;
+        }
+        let replayed = relay.command("replay b").await;
+        let n: usize = replayed.trim_start_matches("replayed ").parse().unwrap();
+        assert!(n > 5 * 120, "a capture of the five calls: {replayed}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link(&a).stats.replays < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "A refused fewer than the 5 replayed calls: {:?}",
+                link(&a).stats
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Still one call each, and the link works on.
+        pay(&entry, "after").await;
+        let la = link(&a);
+        show("a", &la);
+        println!("  a: {} replayed frames refused", la.stats.replays);
+        assert!(
+            la.stats.replays >= 5,
+            "every replayed data frame refused: {:?}",
+            la.stats
+        );
+        assert_eq!(la.stats.auth_failures, 0);
+        assert_eq!(ledger.0.lock().unwrap().len(), 7);
+        assert!(la.connected);
+        a.shutdown();
+        b.shutdown();
+    }
 }

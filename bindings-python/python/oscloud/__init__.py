@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any, AsyncIterator, Callable, List, Optional, Sequence, Type
 
 from . import _native
-from ._native import Entry, RegistryEvent, decode, encode
+from ._native import Caller, Entry, Link, RegistryEvent, decode, encode, keygen
 from .errors import (
     DecodeError,
     EncodeError,
@@ -63,6 +63,9 @@ __all__ = [
     "Entry",
     "RegistryEvent",
     "Watch",
+    "Link",
+    "Caller",
+    "keygen",
     "encode",
     "decode",
     "Error",
@@ -245,7 +248,17 @@ class Node:
         self._native = native
 
     @classmethod
-    async def start(cls, listen: Sequence[str] = (), connect: Sequence[str] = ()) -> "Node":
+    async def start(
+        cls,
+        listen: Sequence[str] = (),
+        connect: Sequence[str] = (),
+        *,
+        key: Optional[str] = None,
+        allow: Sequence[str] = (),
+        allow_file: Optional[str] = None,
+        psk: Optional[bytes] = None,
+        open: bool = False,
+    ) -> "Node":
         """Start a node on the running event loop.
 
         ``listen``: addresses to accept links at (``tcp://host:port``, a port
@@ -254,15 +267,62 @@ class Node:
         handshake done) before this returns, and dialled again with backoff
         if the link drops later.
 
+        Security: with ``key`` (the path of a node key file, made with mode
+        0600 if missing; see :func:`keygen`), the node's id derives from the
+        key and every link runs a Noise handshake and is encrypted. Only
+        peers whose public key is in ``allow`` or in the allow-list file
+        ``allow_file`` (one key per line, ``#`` comments) are admitted; an
+        unknown peer is refused (:class:`LinkError` when dialling), with a
+        log line on both sides. ``psk`` (32 bytes) must then match on both
+        sides too. ``open=True`` admits every peer (development only). Peers
+        of a secure node must be secure nodes.
+
         Python servers of this node run on the event loop running now.
         """
-        native = await _native.Node.start(list(listen), list(connect))
+        native = await _native.Node.start(
+            list(listen),
+            list(connect),
+            key,
+            list(allow),
+            allow_file,
+            psk,
+            open,
+        )
         return cls(native)
 
     @property
     def id(self) -> str:
         """This node's id (32 hex digits)."""
         return self._native.id
+
+    @property
+    def public_key(self) -> Optional[str]:
+        """This node's public key (64 hex digits), if started with a key."""
+        return self._native.public_key
+
+    def allow(self, key: str) -> None:
+        """Admit the peer with this public key from now on (secure nodes)."""
+        self._native.allow(key)
+
+    def revoke(self, key: str) -> None:
+        """Stop admitting the peer with this public key: new handshakes are
+        refused and its live links are dropped (secure nodes)."""
+        self._native.revoke(key)
+
+    def reload_allow_list(self) -> None:
+        """Read the ``allow_file`` again; peers no longer on it lose their
+        links."""
+        self._native.reload_allow_list()
+
+    def allowed_keys(self) -> List[str]:
+        """The public keys admitted now (secure nodes)."""
+        return self._native.allowed_keys()
+
+    def links(self) -> List[Link]:
+        """Every link of this node now: addresses, peer, whether it is up,
+        reconnects, and the wire counters in ``stats`` (frames, bytes,
+        retransmissions, ``auth_failures``, ``replays``, ...)."""
+        return self._native.links()
 
     @property
     def addresses(self) -> List[str]:
@@ -300,6 +360,7 @@ class Node:
         restart: str = "permanent",
         max_restarts: int = 3,
         period: float = 5.0,
+        with_caller: bool = False,
     ) -> Callable[[Any], ServerHandle]:
         """Register a Python server under ``name``: a decorator for an async
         function or a class.
@@ -325,6 +386,11 @@ class Node:
         ``max_restarts`` restarts within ``period`` seconds. Handlers of
         one server run one message at a time.
 
+        With ``with_caller=True``, call and cast handlers get a second
+        argument: the :class:`Caller` (``caller.node``, and ``caller.key``
+        on encrypted links, verified by the handshake), or None when the
+        message came from this node.
+
         ``accepts``/``produces`` are advertised in the registry; ``group``
         joins a group of servers sharing the name (lookups then go
         round-robin).
@@ -347,6 +413,7 @@ class Node:
                 restart,
                 max_restarts,
                 period,
+                with_caller,
             )
             return ServerHandle(native, target)
 

@@ -3,7 +3,7 @@
 Use the ``oscloud`` package rather than this module directly.
 """
 
-from typing import Any, Awaitable, List, Literal, Optional, final
+from typing import Any, Awaitable, Dict, List, Literal, Optional, final
 
 __all__ = [
     "Node",
@@ -13,6 +13,10 @@ __all__ = [
     "RegistryEvent",
     "Watch",
     "Pipe",
+    "Link",
+    "Caller",
+    "keygen",
+    "_rust_echo",
     "encode",
     "decode",
     "RAISED_PREFIX",
@@ -26,12 +30,37 @@ def encode(value: Any) -> bytes:
 def decode(data: bytes) -> Any:
     """Decode MessagePack bytes, exactly as a server would."""
 
+def keygen(path: str) -> str:
+    """Make the node key file at ``path`` if it does not exist (mode 0600)
+    and return its public key (64 hex digits)."""
+
+def _rust_echo(node: Node, name: str) -> None:
+    """Register a Rust test server ``name`` on ``node``'s kernel (requests
+    are lists of strings: ``["upper", text]``, ``["call", server, text]``,
+    ``["whoami"]``, ``["fail", text]``; replies are strings). For tests and
+    examples."""
+
 @final
 class Node:
     @staticmethod
-    def start(listen: List[str] = ..., connect: List[str] = ...) -> Awaitable[Node]: ...
+    def start(
+        listen: List[str] = ...,
+        connect: List[str] = ...,
+        key: Optional[str] = None,
+        allow: List[str] = ...,
+        allow_file: Optional[str] = None,
+        psk: Optional[bytes] = None,
+        open: bool = False,
+    ) -> Awaitable[Node]: ...
     @property
     def id(self) -> str: ...
+    @property
+    def public_key(self) -> Optional[str]: ...
+    def allow(self, key: str) -> None: ...
+    def revoke(self, key: str) -> None: ...
+    def reload_allow_list(self) -> None: ...
+    def allowed_keys(self) -> List[str]: ...
+    def links(self) -> List[Link]: ...
     @property
     def addresses(self) -> List[str]: ...
     def listen(self, address: str) -> Awaitable[str]: ...
@@ -49,6 +78,7 @@ class Node:
         restart: str,
         max_restarts: int,
         period: float,
+        with_caller: bool = False,
     ) -> ServerHandle: ...
     def servers(self, prefix: Optional[str] = None) -> List[Entry]: ...
     def watch(self) -> Watch: ...
@@ -149,3 +179,34 @@ class Pipe:
         goes on."""
     def __aiter__(self) -> Pipe: ...
     def __anext__(self) -> Awaitable[bytes]: ...
+
+@final
+class Link:
+    """One link of a node and its counters."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def local(self) -> str: ...
+    @property
+    def remote(self) -> str: ...
+    @property
+    def dialed(self) -> Optional[str]: ...
+    @property
+    def peer(self) -> Optional[str]: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def reconnects(self) -> int: ...
+    @property
+    def stats(self) -> Dict[str, int]: ...
+
+@final
+class Caller:
+    """The node a message came from (for servers registered with
+    ``with_caller=True``)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def key(self) -> Optional[str]: ...

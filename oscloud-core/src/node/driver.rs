@@ -25,6 +25,7 @@ use super::link_io::{Input, LinkPorts};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::stats::LinkStats;
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
+use crate::identity::AllowList;
 use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, RemoteError, Session};
 use crate::{
     Entry, EntrySpec, Error, ExitReason, Kernel, NodeId, PipeEnd, Registration, RegistryEvent,
@@ -68,6 +69,17 @@ pub(crate) struct Driver {
     policy_changed: watch::Receiver<u64>,
     /// Local entries announced to the peer (those it may look up).
     announced: HashSet<u64>,
+    /// The allow-list of a secure node, and its changes: a peer whose key
+    /// leaves it loses the link.
+    allow: Option<(AllowList, watch::Receiver<u64>)>,
+}
+
+/// Resolves when the allow-list (if any) changed; `None` if it is gone.
+async fn allow_changed(allow: &mut Option<(AllowList, watch::Receiver<u64>)>) -> Option<()> {
+    match allow {
+        Some((_, rx)) => rx.changed().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// How a link ended.
@@ -79,6 +91,7 @@ pub(crate) struct Ended {
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         kernel: Kernel,
         session: Session,
@@ -87,11 +100,20 @@ impl Driver {
         connected: Option<oneshot::Sender<NodeId>>,
         max_queued: usize,
         policy: AccessPolicy,
+        allow: Option<AllowList>,
     ) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let mut policy_changed = policy.subscribe();
         policy_changed.mark_unchanged();
+        // Subscribed before the handshake checks the list, so no change
+        // falls between the check and the watch.
+        let allow = allow.map(|list| {
+            let mut rx = list.subscribe();
+            rx.mark_unchanged();
+            (list, rx)
+        });
         Self {
+            allow,
             policy,
             policy_changed,
             announced: HashSet::new(),
@@ -207,6 +229,7 @@ impl Driver {
                 Ok(()) = self.policy_changed.changed(), if self.watch.is_some() => {
                     self.resync_announcements()
                 }
+                Some(()) = allow_changed(&mut self.allow) => self.check_admission(),
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
                     self.session.handle_timeout(Instant::now())
@@ -230,6 +253,22 @@ impl Driver {
         }
         self.stats.update(&self.session.stats());
         None
+    }
+
+    /// The allow-list changed: drop the link if the peer's key is no
+    /// longer on it (the peer is told why, and both sides log it).
+    fn check_admission(&mut self) {
+        let (Some((list, _)), Some(key)) = (&self.allow, self.peer.as_ref().and_then(|p| p.key))
+        else {
+            return;
+        };
+        if !list.allows(&key) {
+            self.session.revoke(&format!(
+                "key {}… (node {}) was removed from the allow-list",
+                key.short(),
+                key.node_id().short()
+            ));
+        }
     }
 
     fn peer_node(&self) -> NodeId {

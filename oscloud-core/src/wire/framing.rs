@@ -116,6 +116,40 @@ impl Framer {
         self.encode_parts(frame, Bytes::new(), out)
     }
 
+    /// The bytes a frame is preceded by when it can be framed in place
+    /// (see [`frame_in_place`](Self::frame_in_place)): the length
+    /// framing's prefix; `None` for the framings that transform the frame.
+    pub(crate) fn in_place_prefix(&self) -> Option<usize> {
+        match self {
+            Framer::Length(_) => Some(4),
+            _ => None,
+        }
+    }
+
+    /// Frame a packet written after [`in_place_prefix`](Self::in_place_prefix)
+    /// reserved bytes of `buf`: the prefix is filled in and the whole
+    /// buffer becomes one chunk. Returns the chunk.
+    pub(crate) fn frame_in_place(
+        &mut self,
+        mut buf: BytesMut,
+        out: &mut VecDeque<Bytes>,
+    ) -> Result<Bytes, Error> {
+        let Framer::Length(f) = self else {
+            return Err(Error::Encode("this framing cannot frame in place".into()));
+        };
+        let len = buf.len().saturating_sub(4);
+        if len > f.max_frame() || buf.len() < 4 {
+            return Err(Error::WireFrameTooLarge {
+                len,
+                max: f.max_frame(),
+            });
+        }
+        buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        let chunk = buf.freeze();
+        out.push_back(chunk.clone());
+        Ok(chunk)
+    }
+
     /// Frame the packet `head ‖ tail`; only the length framing keeps the
     /// tail uncopied (the lossy framings transform every byte anyway).
     pub(crate) fn encode_parts(

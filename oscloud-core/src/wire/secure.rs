@@ -46,6 +46,14 @@ const TAG_LEN: usize = 16;
 /// Nonces remembered behind the highest one seen (lossy links).
 const REPLAY_WINDOW: u64 = 1024;
 const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
+/// Sealed frames from this long up to [`RECYCLE_MAX`] have their buffers
+/// reused.
+const RECYCLE_MIN: usize = 16 * 1024;
+/// Larger frames are rare: their buffers are not kept (so an idle link
+/// holds at most `RECYCLE_KEEP × RECYCLE_MAX` = 1 MiB of them).
+const RECYCLE_MAX: usize = 256 * 1024;
+/// Sent frames whose buffers are watched for reuse.
+const RECYCLE_KEEP: usize = 4;
 
 /// The cipher of a secure session, agreed through the Hello feature bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,6 +385,8 @@ pub(crate) struct Secure {
     /// The peer has shown it holds the keys (an encrypted frame opened).
     confirmed: bool,
     suite: Suite,
+    /// Large frames sent, whose buffers are reused once the link let go.
+    recycled: Vec<Bytes>,
 }
 
 impl fmt::Debug for Secure {
@@ -406,6 +416,7 @@ impl Secure {
             prev_rx: None,
             confirmed: false,
             suite: Suite::ChaChaPoly,
+            recycled: Vec::new(),
         }
     }
 
@@ -576,8 +587,26 @@ impl Secure {
 
     /// Encrypt the packet `head ‖ tail` into one frame.
     pub(crate) fn seal(&mut self, now: Instant, head: &[u8], tail: &[u8]) -> Option<Bytes> {
-        let tx = self.tx.as_mut()?;
+        self.seal_after(now, 0, head, tail).map(BytesMut::freeze)
+    }
+
+    /// Encrypt the packet `head ‖ tail` into one frame that starts after
+    /// `prefix` zero bytes (room for the framing's length prefix, so the
+    /// frame goes to the link as one chunk). The buffer is a recycled one
+    /// when an earlier frame's buffer came back (see
+    /// [`recycle`](Self::recycle)), so large frames cost no allocation.
+    pub(crate) fn seal_after(
+        &mut self,
+        now: Instant,
+        prefix: usize,
+        head: &[u8],
+        tail: &[u8],
+    ) -> Option<BytesMut> {
+        self.tx.as_ref()?;
         let len = head.len() + tail.len();
+        let need = prefix + HEADER + len + TAG_LEN;
+        let mut buf = self.spare(need);
+        let tx = self.tx.as_mut()?;
         if tx.nonce >= u64::from(u32::MAX)
             || tx.bytes >= self.cfg.rekey_after_bytes
             || now.saturating_duration_since(tx.since) >= self.cfg.rekey_after
@@ -585,13 +614,13 @@ impl Secure {
             tx.roll(now);
             tracing::debug!(epoch = tx.epoch, "wire session rolled its sending key");
         }
-        let mut buf = BytesMut::with_capacity(HEADER + len + TAG_LEN);
+        buf.put_bytes(0, prefix);
         buf.put_u8(SECURE_MARK);
         buf.put_u8(tx.epoch as u8);
         buf.put_u32(tx.nonce as u32);
         buf.extend_from_slice(head);
         buf.extend_from_slice(tail);
-        let (header, body) = buf.split_at_mut(HEADER);
+        let (header, body) = buf[prefix..].split_at_mut(HEADER);
         let tag = tx
             .cipher
             .seal_in_place_separate_tag(tx.suite.nonce(tx.nonce), Aad::from(&*header), body)
@@ -599,7 +628,38 @@ impl Secure {
         buf.extend_from_slice(tag.as_ref());
         tx.nonce += 1;
         tx.bytes += len as u64;
-        Some(buf.freeze())
+        Some(buf)
+    }
+
+    /// A buffer of at least `need` bytes: a recycled one whose frame the
+    /// link has written and dropped, or a new one.
+    fn spare(&mut self, need: usize) -> BytesMut {
+        if need >= RECYCLE_MIN
+            && let Some(i) = self
+                .recycled
+                .iter()
+                .position(|b| b.is_unique() && b.len() >= need)
+            && let Ok(mut buf) = self.recycled.swap_remove(i).try_into_mut()
+        {
+            buf.clear();
+            if buf.capacity() >= need {
+                return buf;
+            }
+        }
+        BytesMut::with_capacity(need)
+    }
+
+    /// Keep a handle on a large frame just sent, to reuse its buffer once
+    /// the link has written it and let go of it.
+    pub(crate) fn recycle(&mut self, frame: &Bytes) {
+        if !(RECYCLE_MIN..=RECYCLE_MAX).contains(&frame.len()) {
+            return;
+        }
+        if self.recycled.len() >= RECYCLE_KEEP {
+            // The oldest is still held by the link (or lost): let it go.
+            self.recycled.remove(0);
+        }
+        self.recycled.push(frame.clone());
     }
 
     /// Decrypt one frame (starting with [`SECURE_MARK`]) in place.
@@ -689,6 +749,32 @@ mod tests {
         assert!(!w.fresh(4, false), "too old");
         assert!(w.fresh(4999, false));
         assert!(!w.fresh(5000 - REPLAY_WINDOW - 1, false));
+    }
+
+    #[test]
+    fn large_frame_buffers_are_reused_once_the_link_let_go() {
+        let now = Instant::now();
+        let key = NodeKey::generate();
+        let mut s = Secure::new(SecureConfig::new(key, AllowList::new()), true);
+        s.tx = Some(TxKey::new(Suite::AesGcm, [1; 32], now));
+        let payload = vec![9u8; 64 * 1024];
+        let first = s.seal_after(now, 4, b"head", &payload).unwrap().freeze();
+        assert_eq!(first.len(), 4 + SECURE_OVERHEAD + 4 + payload.len());
+        assert_eq!(&first[..4], &[0; 4], "room for the prefix");
+        s.recycle(&first);
+        let at = first.as_ptr();
+        // Still held by the link: a new buffer.
+        let second = s.seal_after(now, 4, b"head", &payload).unwrap().freeze();
+        assert_ne!(second.as_ptr(), at);
+        assert_ne!(second[10..20], first[10..20], "another nonce");
+        drop(first);
+        // Let go: its buffer is reused.
+        let third = s.seal_after(now, 4, b"head", &payload).unwrap();
+        assert_eq!(third.as_ptr(), at);
+        // Small frames are not tracked.
+        let small = s.seal_after(now, 4, b"x", b"").unwrap().freeze();
+        s.recycle(&small);
+        assert!(s.recycled.is_empty());
     }
 
     #[test]

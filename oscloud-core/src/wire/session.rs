@@ -762,6 +762,13 @@ impl Session {
         self.close_with(CloseCode::Normal, message.to_owned());
     }
 
+    /// Close the session because the peer is no longer admitted (its key
+    /// left the allow-list): like [`close`](Self::close), with
+    /// [`CloseCode::Unauthorized`] so both sides report a refused link.
+    pub fn revoke(&mut self, message: &str) {
+        self.close_with(CloseCode::Unauthorized, message.to_owned());
+    }
+
     // ----- application side -----
 
     /// Tell the peer about a registry entry of this node.
@@ -1128,12 +1135,20 @@ impl Session {
         );
         let res = match packet.encode_split() {
             Ok((head, tail)) => match self.secure.as_mut() {
-                Some(sec) if !clear => match sec.seal(self.now, &head, &tail) {
-                    // Large sealed frames go out as they are (the length
-                    // framing then copies only its prefix).
-                    Some(frame) if frame.len() >= 1024 => {
-                        self.framer.encode_parts(&[], frame, &mut self.out)
+                // On a length-prefixed stream the frame is sealed after
+                // room for the prefix and goes out as one chunk, in a
+                // buffer reused from an earlier frame when one came back.
+                Some(sec) if !clear && self.framer.in_place_prefix().is_some() => {
+                    let prefix = self.framer.in_place_prefix().unwrap_or(0);
+                    match sec.seal_after(self.now, prefix, &head, &tail) {
+                        Some(buf) => self
+                            .framer
+                            .frame_in_place(buf, &mut self.out)
+                            .map(|chunk| sec.recycle(&chunk)),
+                        None => Err(Error::Encode("no key to seal the packet".into())),
                     }
+                }
+                Some(sec) if !clear => match sec.seal(self.now, &head, &tail) {
                     Some(frame) => self.framer.encode(&frame, &mut self.out),
                     None => Err(Error::Encode("no key to seal the packet".into())),
                 },
