@@ -16,13 +16,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oscloud_actors::{
-    ChildSpec, Context, PipeOutcome, Server, ServerError, ServerHandle, ServerRef, Supervisor,
-    SupervisorHandle, SupervisorSpec, async_trait,
+    ChildSpec, Context, PipeOutcome, Restart, Server, ServerError, ServerHandle, ServerRef,
+    Supervisor, SupervisorHandle, SupervisorSpec, async_trait,
 };
 use oscloud_core::address::Address;
 use oscloud_core::plumbing::{Branch, Split, merge, split};
 use oscloud_core::transport::{MemTransport, Transports};
-use oscloud_core::{Kernel, Node, PipeEnd, PipeWriter};
+use oscloud_core::{
+    Entry, EntryId, ExitReason, Kernel, Node, PipeEnd, PipeReader, PipeWriter, RegistryEvent, Watch,
+};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use serde::{Deserialize, Serialize};
@@ -151,6 +153,31 @@ pub struct NodeStatus {
     pub pipes: Vec<PipeStatus>,
     /// Every node of the topology and where it can be reached.
     pub nodes: Vec<NodeAddress>,
+    /// The pipe ends wired on this node, with their counters.
+    #[serde(default)]
+    pub ends: Vec<EndStatus>,
+}
+
+/// One pipe end wired on a node: a server's port, as the pipe sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EndStatus {
+    /// The server.
+    pub server: String,
+    /// Its port.
+    pub port: String,
+    /// The pipe.
+    pub pipe: String,
+    /// Whether frames go into the server there (a destination).
+    pub input: bool,
+    /// Frames through the end (into the server for a destination, out of
+    /// it for a source).
+    pub frames: u64,
+    /// Bytes through the end.
+    pub bytes: u64,
+    /// Times the end was opened again on a restarted server.
+    pub rewires: u64,
+    /// Frames the pipe's tap dropped for slow watchers (sources only).
+    pub dropped: u64,
 }
 
 /// One server of a node.
@@ -259,6 +286,8 @@ struct WiredPipe {
     hub: Arc<TapHub>,
     split: Mutex<Option<Split>>,
     tap_index: usize,
+    /// Each end, whether it is a destination, and its counters.
+    ends: Vec<(End, bool, Arc<EndCounters>)>,
 }
 
 /// What a node shares with its control server.
@@ -342,7 +371,29 @@ impl Shared {
                 st
             })
             .collect();
+        let mut ends = Vec::new();
+        for w in &wired {
+            let tap_dropped = w
+                .split
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map_or(0, |s| s.dropped(w.tap_index));
+            for (end, input, c) in &w.ends {
+                ends.push(EndStatus {
+                    server: end.server.clone(),
+                    port: end.port.clone(),
+                    pipe: w.def.name.clone(),
+                    input: *input,
+                    frames: c.frames.load(Ordering::Relaxed),
+                    bytes: c.bytes.load(Ordering::Relaxed),
+                    rewires: c.rewires.load(Ordering::Relaxed),
+                    dropped: if *input { 0 } else { tap_dropped },
+                });
+            }
+        }
         NodeStatus {
+            ends,
             node: self.name.clone(),
             node_id: kernel.node().to_string(),
             pid: std::process::id(),
@@ -571,37 +622,231 @@ async fn dial_until_up(node: &Node, addr: &Address) -> Result<(), Error> {
     }
 }
 
-/// Wait until `server` is in this kernel's registry (local or linked).
-async fn wait_for(kernel: &Kernel, server: &str) -> Result<(), Error> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while kernel.registry().lookup(server).is_err() {
-        if Instant::now() >= deadline {
+/// How long a pipe end that ended waits to learn that its server failed
+/// (and will be restarted) before taking the end as the end of the stream:
+/// the server's registry entry leaves at once for a local server, over the
+/// link for a remote one.
+pub const LOCAL_RESTART_GRACE: Duration = Duration::from_millis(100);
+
+/// The same for a server on another node.
+pub const REMOTE_RESTART_GRACE: Duration = Duration::from_millis(500);
+
+/// Wait until `server` is in this kernel's registry (local or linked)
+/// under an entry other than `dead`; give up at `deadline` (never if
+/// `None`).
+async fn wait_for_entry(
+    kernel: &Kernel,
+    server: &str,
+    dead: Option<EntryId>,
+    deadline: Option<Instant>,
+) -> Result<Entry, Error> {
+    loop {
+        match kernel.registry().lookup(server) {
+            Ok(e) if Some(e.id()) != dead => return Ok(e),
+            _ => {}
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let what = if dead.is_some() {
+                "did not come back"
+            } else {
+                "did not appear"
+            };
             return Err(Error::Start(format!(
-                "server {server:?} did not appear within {START_TIMEOUT:?}"
+                "server {server:?} {what} within {START_TIMEOUT:?}"
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
+}
+
+/// Counters of one pipe end wired on this node.
+#[derive(Debug, Default)]
+struct EndCounters {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    rewires: AtomicU64,
+}
+
+impl EndCounters {
+    fn count(&self, frame: &Bytes) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// One end of a pipe kept wired to whichever instance of its server runs.
+struct Rewire {
+    kernel: Kernel,
+    end: End,
+    restart: Restart,
+    counters: Arc<EndCounters>,
+    /// The instance that died, once one did.
+    dead: Option<EntryId>,
+    /// How a server that went away left: `None` until it is known.
+    watch: Option<Watch>,
+}
+
+impl Rewire {
+    fn new(kernel: &Kernel, end: &End, restart: Restart, counters: Arc<EndCounters>) -> Self {
+        Self {
+            kernel: kernel.clone(),
+            end: end.clone(),
+            restart,
+            counters,
+            dead: None,
+            watch: None,
+        }
+    }
+
+    /// Open the end on the current instance of its server (waiting for a
+    /// new one after a crash).
+    async fn open(&mut self) -> Result<(Entry, PipeEnd), Error> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            // Watch first: a removal after this point is in the stream.
+            self.watch = Some(self.kernel.registry().watch());
+            let entry =
+                wait_for_entry(&self.kernel, &self.end.server, self.dead, Some(deadline)).await?;
+            match ServerRef::new(&self.kernel, &self.end.server)
+                .open_pipe(&self.end.port)
+                .await
+            {
+                Ok(end) => return Ok((entry, end)),
+                // It died between the look-up and the open: the next one.
+                Err(_)
+                    if self
+                        .kernel
+                        .registry()
+                        .lookup(&self.end.server)
+                        .map_or(true, |e| e.id() != entry.id())
+                        && Instant::now() < deadline =>
+                {
+                    self.dead = Some(entry.id());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The end stopped (its stream ended or its reader went away): whether
+    /// that is because its server failed and will be restarted, in which
+    /// case the end is to be opened again on the new instance.
+    async fn restarted(&mut self, entry: &Entry) -> bool {
+        if self.restart == Restart::Temporary {
+            return false;
+        }
+        let grace = if entry.node() == self.kernel.node() {
+            LOCAL_RESTART_GRACE
+        } else {
+            REMOTE_RESTART_GRACE
+        };
+        let Some(watch) = self.watch.as_mut() else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match tokio::time::timeout_at(deadline, watch.next()).await {
+                Ok(Some(RegistryEvent::Removed { entry: e, reason })) if e.id() == entry.id() => {
+                    let again = match reason {
+                        ExitReason::Normal => self.restart == Restart::Permanent,
+                        ExitReason::Failed(_) | ExitReason::LinkDown(_) => true,
+                    };
+                    if again {
+                        info!(end = %self.end, %reason, "server went away: wiring the pipe end to its next instance");
+                        self.dead = Some(entry.id());
+                        self.counters.rewires.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return again;
+                }
+                Ok(Some(_)) => {}
+                // Still registered after the grace: the stream just ended.
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// A source end: its frames into `to`, through restarts, until its
+    /// stream really ends (or nobody reads `to`).
+    async fn feed(mut self, to: PipeWriter) -> Result<(), Error> {
+        loop {
+            let (entry, end) = self.open().await?;
+            let (mut reader, _writer) = end.split();
+            while let Some(frame) = reader.recv().await {
+                self.counters.count(&frame);
+                if to.send(frame).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !self.restarted(&entry).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A destination end: the frames of `from` into it, through restarts
+    /// (the frame the dead instance refused goes to the next one), until
+    /// `from` ends or the server is gone for good.
+    async fn deliver(mut self, mut from: PipeReader) -> Result<(), Error> {
+        let mut pending: Option<Bytes> = None;
+        loop {
+            let (entry, end) = self.open().await?;
+            let (_reader, writer) = end.split();
+            loop {
+                let frame = match pending.take() {
+                    Some(f) => f,
+                    // A server that goes away while no frame is due is
+                    // noticed at once.
+                    None => tokio::select! {
+                        f = from.recv() => match f {
+                            Some(f) => f,
+                            None => return Ok(()),
+                        },
+                        () = writer.closed() => break,
+                    },
+                };
+                if writer.send(frame.clone()).await.is_err() {
+                    pending = Some(frame);
+                    break;
+                }
+                self.counters.count(&frame);
+            }
+            drop(writer);
+            if !self.restarted(&entry).await {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Open every end of `p` and join them: merge the sources, split into the
-/// destinations and the tap branch. Returns when the pipe has ended.
+/// destinations and the tap branch. Every end is kept wired to the
+/// current instance of its server: when a server fails and its supervisor
+/// restarts it, its ends are opened again on the new instance. Returns
+/// when the pipe has ended.
 async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error> {
-    for e in p.from.iter().chain(&p.to) {
-        wait_for(kernel, &e.server).await?;
-    }
+    let restart_of = |e: &End| {
+        shared
+            .topo
+            .server(&e.server)
+            .map_or(Restart::Transient, |s| s.restart)
+    };
+    let mut tasks: tokio::task::JoinSet<Result<(), Error>> = tokio::task::JoinSet::new();
+    let mut ends = Vec::new();
     let mut sources = Vec::new();
     for e in &p.from {
-        let end = ServerRef::new(kernel, &e.server).open_pipe(&e.port).await?;
-        let (reader, _writer) = end.split();
-        sources.push(reader);
+        let counters = Arc::<EndCounters>::default();
+        ends.push((e.clone(), false, counters.clone()));
+        let (w, r) = kernel.pipe();
+        sources.push(r);
+        tasks.spawn(Rewire::new(kernel, e, restart_of(e), counters).feed(w));
     }
     let mut branches = Vec::new();
     for e in &p.to {
-        let end = ServerRef::new(kernel, &e.server).open_pipe(&e.port).await?;
-        let (_reader, writer) = end.split();
-        branches.push(Branch::block(writer));
+        let counters = Arc::<EndCounters>::default();
+        ends.push((e.clone(), true, counters.clone()));
+        let (w, r) = kernel.pipe();
+        branches.push(Branch::block(w));
+        tasks.spawn(Rewire::new(kernel, e, restart_of(e), counters).deliver(r));
     }
     let source = if sources.len() == 1 {
         sources
@@ -621,6 +866,7 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         hub: hub.clone(),
         split: Mutex::new(Some(split(source, branches))),
         tap_index,
+        ends,
     });
     shared
         .wired
@@ -629,9 +875,25 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         .push(wired.clone());
     debug!(pipe = %p.name, "wired");
     // The tap branch ends once the split has handed every frame to every
-    // blocking branch: that is the end of the pipe.
-    while let Some(frame) = tap_r.recv().await {
-        hub.publish(&frame);
+    // blocking branch: that is the end of the pipe's sources.
+    let mut failed = None;
+    loop {
+        tokio::select! {
+            frame = tap_r.recv() => match frame {
+                Some(frame) => hub.publish(&frame),
+                None => break,
+            },
+            Some(done) = tasks.join_next(), if failed.is_none() => {
+                if let Ok(Err(e)) = done {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(e) = failed {
+        tasks.abort_all();
+        return Err(e);
     }
     hub.finished.store(true, Ordering::SeqCst);
     hub.lock().clear();
@@ -642,6 +904,12 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         hub.frames.fetch_max(frames, Ordering::Relaxed);
         if let Err(e) = s.finished().await {
             warn!(pipe = %p.name, "pipe ended abnormally: {e}");
+        }
+    }
+    // The destinations get what was queued for them.
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            return Err(e);
         }
     }
     info!(pipe = %p.name, frames = hub.frames.load(Ordering::Relaxed), "pipe ended");

@@ -45,7 +45,6 @@ use bytes::Bytes;
 use oscloud_actors::{
     ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions, ServerRef, async_trait,
 };
-use oscloud_core::plumbing::connect;
 use oscloud_core::{PipeEnd, PipeReader, PipeWriter};
 use serde::de::{self, Deserializer, Visitor};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -177,6 +176,10 @@ impl ProcessSpec {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // Its own process group: Ctrl-C in a terminal reaches the
+            // node, which stops its servers, rather than killing the
+            // children under them (which would look like a crash).
+            .process_group(0)
             .kill_on_drop(true);
         cmd
     }
@@ -427,14 +430,16 @@ impl Server for ProcessServer {
                     state.stream_out = Some(out_r);
                 }
                 let (reader, writer) = end.split();
+                // Owned by the server: when it stops, the opener's ends
+                // are let go of at once.
                 if port == IN_PORT {
                     match state.stream_in.take() {
-                        Some(w) => drop(connect(reader, w)),
+                        Some(w) => drop(ctx.spawn(forward(reader, w))),
                         None => debug!("process server: port in is already open"),
                     }
                 } else {
                     match state.stream_out.take() {
-                        Some(r) => drop(connect(r, writer)),
+                        Some(r) => drop(ctx.spawn(forward(r, writer))),
                         None => debug!("process server: port out is already open"),
                     }
                 }
@@ -474,6 +479,15 @@ impl ProcessServer {
             exited,
             line: Vec::new(),
         })
+    }
+}
+
+/// Move frames from `from` to `to` until either side ends.
+async fn forward(mut from: PipeReader, to: PipeWriter) {
+    while let Some(frame) = from.recv().await {
+        if to.send(frame).await.is_err() {
+            break;
+        }
     }
 }
 
