@@ -110,9 +110,23 @@ impl Plan {
                 .connect
                 .iter()
                 .map(|a| {
+                    // A serial cable: the peer's serial listen address.
+                    let cable_end = n
+                        .serial_peers
+                        .iter()
+                        .find(|(x, _)| x == a)
+                        .and_then(|(_, peer)| topo.node(peer))
+                        .and_then(|peer| {
+                            peer.listen
+                                .iter()
+                                .find(|l| l.scheme() == oscloud_transport_serial::SCHEME)
+                        });
                     replaced
                         .iter()
-                        .find(|(l, _)| crate::topology::reaches(a, l))
+                        .find(|(l, _)| match cable_end {
+                            Some(end) => l == end,
+                            None => crate::topology::reaches(a, l),
+                        })
                         .map_or_else(|| a.clone(), |(_, new)| new.clone())
                 })
                 .collect();
@@ -130,6 +144,7 @@ pub fn transports(mem: &MemTransport) -> Transports {
         .with(Arc::new(mem.clone()))
         .with(Arc::new(TcpTransport))
         .with(Arc::new(UnixTransport))
+        .with(Arc::new(oscloud_transport_serial::SerialTransport))
 }
 
 // ------------------------------------------------------------------ status
