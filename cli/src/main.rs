@@ -18,7 +18,7 @@ use tokio::sync::watch;
 /// Run a cloud described in a topology file, and look inside it while it
 /// runs.
 ///
-/// A topology file (TOML) lists nodes and how they link, the servers each
+/// A topology file (TOML, or YAML: .yaml/.yml) lists nodes and how they link, the servers each
 /// node runs (kind, arguments, supervision) and the pipes between server
 /// ports. Placement is configuration: the same file runs in one process,
 /// as one process per node, or one node per machine.
@@ -100,8 +100,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// A live view of a running node: links and their counters, servers
-    /// and restarts, pipes and their rates.
+    /// A live view of a running node: links and their counters; servers
+    /// with restarts, message and byte rates in and out, rewired pipe ends
+    /// and drops; pipes and their rates.
     Top {
         /// The node's address.
         addr: String,

@@ -1,6 +1,6 @@
 //! Topology files: parsing and validation.
 //!
-//! A topology file (TOML) says which nodes there are and how they link,
+//! A topology file (TOML, or YAML with the same schema) says which nodes there are and how they link,
 //! which servers run on which node, and the pipes between server ports.
 //! [`Topology::parse`] checks everything before anything starts and
 //! reports every problem with its line and column.
@@ -258,13 +258,18 @@ pub struct Topology {
     pub pipes: Vec<PipeDef>,
 }
 
-/// Turns byte offsets into lines and columns.
+/// Turns byte offsets into lines and columns (of the YAML file the text
+/// was made from, if it was).
 struct Lines<'a> {
     text: &'a str,
+    yaml: Option<&'a crate::yaml::Translated>,
 }
 
 impl Lines<'_> {
     fn at(&self, offset: usize) -> (usize, usize) {
+        if let Some(y) = self.yaml {
+            return y.position(offset);
+        }
         let offset = offset.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
@@ -398,9 +403,34 @@ impl Topology {
 
     /// Check the topology `text` (read from `path`, which is used in
     /// messages and to resolve relative paths in arguments).
+    ///
+    /// A path ending in `.yaml` or `.yml` is read as YAML (the same schema;
+    /// see [`crate::yaml`]); anything else as TOML.
     pub fn parse(text: &str, path: &Path) -> Result<Self, Problems> {
+        let file = path.display().to_string();
+        let is_yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+        if !is_yaml {
+            return Self::parse_toml(text, path, None);
+        }
+        match crate::yaml::to_toml(text) {
+            Ok(t) => Self::parse_toml(&t.toml, path, Some(&t)),
+            Err(p) => Err(Problems {
+                file,
+                problems: vec![p],
+            }),
+        }
+    }
+
+    fn parse_toml(
+        text: &str,
+        path: &Path,
+        yaml: Option<&crate::yaml::Translated>,
+    ) -> Result<Self, Problems> {
         let mut check = Check {
-            lines: Lines { text },
+            lines: Lines { text, yaml },
             problems: Vec::new(),
         };
         let file = path.display().to_string();
