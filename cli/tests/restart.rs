@@ -45,19 +45,66 @@ fn out_lines(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// The same on two nodes: `relay` on its own node, so one pipe end of it
+/// is wired on the other node, across a link.
+const TOPO_TWO_NODES: &str = r#"
+[nodes.main]
+listen = ["tcp://127.0.0.1:47431"]
+
+[nodes.side]
+connect = ["tcp://127.0.0.1:47431"]
+
+[servers.input]
+node = "main"
+kind = "stdin"
+
+[servers.relay]
+node = "side"
+kind = "process"
+args = { program = "cat" }
+
+[servers.sink]
+node = "main"
+kind = "stdout"
+args = { path = "out.txt" }
+
+[[pipes]]
+from = "input.out"
+to = "relay.in"
+
+[[pipes]]
+from = "relay.out"
+to = "sink.in"
+"#;
+
 #[test]
 fn pipes_are_wired_again_after_a_process_server_restart() {
+    restart_mid_stream(TOPO, false);
+}
+
+#[test]
+fn pipes_across_processes_are_wired_again_after_a_restart() {
+    restart_mid_stream(TOPO_TWO_NODES, true);
+}
+
+fn restart_mid_stream(topo: &str, processes: bool) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("relay.toml"), TOPO).unwrap();
+    std::fs::write(dir.path().join("relay.toml"), topo).unwrap();
     let expose = dir.path().join("sockets");
     std::fs::create_dir(&expose).unwrap();
-    let mut child = oscloud()
-        .args(["run", "relay.toml", "--expose"])
-        .arg(&expose)
+    let mut cmd = oscloud();
+    cmd.args(["run", "relay.toml"]);
+    if processes {
+        cmd.arg("--processes");
+    } else {
+        cmd.arg("--expose").arg(&expose);
+    }
+    let err = dir.path().join("stderr.txt");
+    let mut child = cmd
         .current_dir(dir.path())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -66,15 +113,16 @@ fn pipes_are_wired_again_after_a_process_server_restart() {
     wait_until(LIMIT, "lines through cat", || {
         out_lines(dir.path()).len() == 2
     });
-    let cats = children_named(child.id(), "cat");
+    let cats = descendants_named(child.id(), "cat");
     assert_eq!(cats.len(), 1, "{cats:?}");
     let first = cats[0];
 
     // SIGKILL the child mid-stream: the server fails, is restarted with a
     // new `cat`, and both pipes are wired to it again.
+    let killed = std::time::Instant::now();
     signal(first, Signal::SIGKILL);
     wait_until(LIMIT, "a new cat", || {
-        let now = children_named(child.id(), "cat");
+        let now = descendants_named(child.id(), "cat");
         now.len() == 1 && now[0] != first
     });
     stdin.write_all(b"after 1\nafter 2\n").unwrap();
@@ -86,9 +134,22 @@ fn pipes_are_wired_again_after_a_process_server_restart() {
         out_lines(dir.path()),
         ["before 1", "before 2", "after 1", "after 2"]
     );
+    eprintln!(
+        "SIGKILL to lines through the new instance: {:?}",
+        killed.elapsed()
+    );
 
     // The restart and the rewiring are visible from outside.
-    let sock = format!("unix://{}", expose.join("main.sock").display());
+    let sock = if processes {
+        let text = std::fs::read_to_string(&err).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("oscloud: node side runs as pid"))
+            .unwrap();
+        line.rsplit_once("inspect at ").unwrap().1.to_owned()
+    } else {
+        format!("unix://{}", expose.join("main.sock").display())
+    };
     let ls = oscloud().args(["ls", &sock]).output().unwrap();
     let ls = String::from_utf8_lossy(&ls.stdout).into_owned();
     let relay = ls.lines().find(|l| l.starts_with("relay ")).unwrap();
@@ -107,7 +168,7 @@ fn pipes_are_wired_again_after_a_process_server_restart() {
     // End of input: the stream ends normally, and so does the run.
     drop(stdin);
     let out = wait_output(child, LIMIT);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = std::fs::read_to_string(&err).unwrap();
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("SIGKILL"), "the reason is logged: {stderr}");
 }
