@@ -203,7 +203,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 None if node.is_some() => Plan::as_written(&topo),
                 None => Plan::local(&topo, &Local::Mem(format!("run{}", std::process::id())))?,
             };
-            let expose_dir = expose.or(socket_dir);
+            // Unix addresses need absolute paths.
+            let expose_dir = match expose.or(socket_dir) {
+                Some(d) => Some(std::path::absolute(&d)?),
+                None => None,
+            };
             let expose = exposed(&topo, expose_dir.as_deref())?;
             let names: Vec<String> = match &node {
                 Some(n) => {

@@ -23,7 +23,7 @@ use oscloud_core::address::Address;
 use oscloud_core::plumbing::{Branch, Split, merge, split};
 use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::{
-    Entry, EntryId, ExitReason, Kernel, Node, PipeEnd, PipeReader, PipeWriter, RegistryEvent, Watch,
+    Entry, EntryId, ExitReason, Kernel, Node, PipeEnd, PipeReader, PipeWriter, RegistryEvent,
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
@@ -171,7 +171,18 @@ pub struct NodeStatus {
     /// The pipe ends wired on this node, with their counters.
     #[serde(default)]
     pub ends: Vec<EndStatus>,
+    /// The servers registered on this node now: name and entry id (ids
+    /// are this node's: a new instance gets a new one).
+    #[serde(default)]
+    pub registered: Vec<(String, u64)>,
+    /// How the latest servers that left this node's registry left: name,
+    /// entry id, whether it failed (or its link went down).
+    #[serde(default)]
+    pub exits: Vec<(String, u64, bool)>,
 }
+
+/// How many exits a node remembers for [`NodeStatus::exits`].
+const EXITS_KEPT: usize = 256;
 
 /// One pipe end wired on a node: a server's port, as the pipe sees it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -313,6 +324,7 @@ struct Shared {
     started: Instant,
     plan_nodes: Vec<NodeAddress>,
     wired: Mutex<Vec<Arc<WiredPipe>>>,
+    exits: Arc<Mutex<std::collections::VecDeque<(String, u64, bool)>>>,
 }
 
 impl Shared {
@@ -407,8 +419,25 @@ impl Shared {
                 });
             }
         }
+        let me = kernel.node();
+        let registered = kernel
+            .registry()
+            .entries()
+            .into_iter()
+            .filter(|e| e.node() == me)
+            .map(|e| (e.name().to_owned(), e.id().0))
+            .collect();
+        let exits = self
+            .exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         NodeStatus {
             ends,
+            registered,
+            exits,
             node: self.name.clone(),
             node_id: kernel.node().to_string(),
             pid: std::process::id(),
@@ -503,6 +532,7 @@ pub struct RunningNode {
     control: ServerHandle,
     pipes: Vec<tokio::task::JoinHandle<Result<(), Error>>>,
     sinks: Vec<String>,
+    exit_watch: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -578,6 +608,29 @@ impl NodeRun {
             started: Instant::now(),
             plan_nodes,
             wired: Mutex::new(Vec::new()),
+            exits: Arc::default(),
+        });
+        // Remember how this node's servers leave, for the nodes that wire
+        // their pipes (see `Rewire::restarted`).
+        let mut watch = kernel.registry().watch();
+        let exits = shared.exits.clone();
+        let me = kernel.node();
+        let exit_watch = tokio::spawn(async move {
+            while let Some(event) = watch.next().await {
+                if let RegistryEvent::Removed { entry, reason } = event
+                    && entry.node() == me
+                {
+                    let mut q = exits.lock().unwrap_or_else(|e| e.into_inner());
+                    if q.len() >= EXITS_KEPT {
+                        q.pop_front();
+                    }
+                    q.push_back((
+                        entry.name().to_owned(),
+                        entry.id().0,
+                        !matches!(reason, ExitReason::Normal),
+                    ));
+                }
+            }
         });
         let control = oscloud_actors::start(
             &kernel,
@@ -618,6 +671,7 @@ impl NodeRun {
             control,
             pipes,
             sinks,
+            exit_watch,
         })
     }
 }
@@ -637,14 +691,9 @@ async fn dial_until_up(node: &Node, addr: &Address) -> Result<(), Error> {
     }
 }
 
-/// How long a pipe end that ended waits to learn that its server failed
-/// (and will be restarted) before taking the end as the end of the stream:
-/// the server's registry entry leaves at once for a local server, over the
-/// link for a remote one.
-pub const LOCAL_RESTART_GRACE: Duration = Duration::from_millis(100);
-
-/// The same for a server on another node.
-pub const REMOTE_RESTART_GRACE: Duration = Duration::from_millis(500);
+/// How long a pipe end that stopped waits for its server's node to say
+/// how the server left.
+pub const EXIT_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Wait until `server` is in this kernel's registry (local or linked)
 /// under an entry other than `dead`; give up at `deadline` (never if
@@ -695,22 +744,39 @@ struct Rewire {
     end: End,
     restart: Restart,
     counters: Arc<EndCounters>,
-    /// The instance that died, once one did.
+    /// The control server of the server's node.
+    control: String,
+    /// The instance that died (its entry in this registry), once one did.
     dead: Option<EntryId>,
-    /// How a server that went away left: `None` until it is known.
-    watch: Option<Watch>,
+    /// The instance the end is open on: its entry id on its own node.
+    instance: Option<u64>,
 }
 
 impl Rewire {
-    fn new(kernel: &Kernel, end: &End, restart: Restart, counters: Arc<EndCounters>) -> Self {
+    fn new(
+        kernel: &Kernel,
+        end: &End,
+        server: Option<&crate::topology::ServerDef>,
+        counters: Arc<EndCounters>,
+    ) -> Self {
         Self {
             kernel: kernel.clone(),
             end: end.clone(),
-            restart,
+            restart: server.map_or(Restart::Transient, |s| s.restart),
             counters,
+            control: control_name(server.map_or("", |s| s.node.as_str())),
             dead: None,
-            watch: None,
+            instance: None,
         }
+    }
+
+    /// The status of the server's node (whose registry is the authority on
+    /// its servers).
+    async fn node_status(&self) -> Result<NodeStatus, Error> {
+        Ok(ServerRef::new(&self.kernel, &self.control)
+            .typed::<&str, NodeStatus>()
+            .call(&"status", EXIT_QUERY_TIMEOUT)
+            .await?)
     }
 
     /// Open the end on the current instance of its server (waiting for a
@@ -718,15 +784,22 @@ impl Rewire {
     async fn open(&mut self) -> Result<(Entry, PipeEnd), Error> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            // Watch first: a removal after this point is in the stream.
-            self.watch = Some(self.kernel.registry().watch());
             let entry =
                 wait_for_entry(&self.kernel, &self.end.server, self.dead, Some(deadline)).await?;
             match ServerRef::new(&self.kernel, &self.end.server)
                 .open_pipe(&self.end.port)
                 .await
             {
-                Ok(end) => return Ok((entry, end)),
+                Ok(end) => {
+                    wait_for_entry(&self.kernel, &self.control, None, Some(deadline)).await?;
+                    self.instance = self.node_status().await.ok().and_then(|st| {
+                        st.registered
+                            .iter()
+                            .find(|(n, _)| *n == self.end.server)
+                            .map(|(_, id)| *id)
+                    });
+                    return Ok((entry, end));
+                }
                 // It died between the look-up and the open: the next one.
                 Err(_)
                     if self
@@ -744,40 +817,57 @@ impl Rewire {
     }
 
     /// The end stopped (its stream ended or its reader went away): whether
-    /// that is because its server failed and will be restarted, in which
+    /// that is because its server went away and will be restarted, in which
     /// case the end is to be opened again on the new instance.
+    ///
+    /// The server's node is asked: a server that leaves its registry does
+    /// so before its pipes end, so by the time this node has seen the end
+    /// stop and asks, the answer is settled. Still registered as the same
+    /// instance: the stream just ended. Gone: restarted if it failed (or,
+    /// `permanent`, in any case). No answer (its node is gone): waited for.
     async fn restarted(&mut self, entry: &Entry) -> bool {
         if self.restart == Restart::Temporary {
             return false;
         }
-        let grace = if entry.node() == self.kernel.node() {
-            LOCAL_RESTART_GRACE
-        } else {
-            REMOTE_RESTART_GRACE
-        };
-        let Some(watch) = self.watch.as_mut() else {
+        let Some(instance) = self.instance else {
             return false;
         };
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            match tokio::time::timeout_at(deadline, watch.next()).await {
-                Ok(Some(RegistryEvent::Removed { entry: e, reason })) if e.id() == entry.id() => {
-                    let again = match reason {
-                        ExitReason::Normal => self.restart == Restart::Permanent,
-                        ExitReason::Failed(_) | ExitReason::LinkDown(_) => true,
-                    };
-                    if again {
-                        info!(end = %self.end, %reason, "server went away: wiring the pipe end to its next instance");
-                        self.dead = Some(entry.id());
-                        self.counters.rewires.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return again;
+        let deadline = Instant::now() + EXIT_QUERY_TIMEOUT;
+        let again = loop {
+            let st = match self.node_status().await {
+                Ok(st) => st,
+                Err(e) => {
+                    debug!(end = %self.end, "no status from the server's node: {e}");
+                    break true;
                 }
-                Ok(Some(_)) => {}
-                // Still registered after the grace: the stream just ended.
-                Ok(None) | Err(_) => return false,
+            };
+            let name = &self.end.server;
+            if st
+                .registered
+                .iter()
+                .any(|(n, id)| n == name && *id == instance)
+            {
+                return false;
             }
+            if let Some((_, _, failed)) = st
+                .exits
+                .iter()
+                .find(|(n, id, _)| n == name && *id == instance)
+            {
+                break *failed || self.restart == Restart::Permanent;
+            }
+            // Gone, and its node has not written down how yet.
+            if Instant::now() >= deadline {
+                break true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if again {
+            info!(end = %self.end, "server went away: wiring the pipe end to its next instance");
+            self.dead = Some(entry.id());
+            self.counters.rewires.fetch_add(1, Ordering::Relaxed);
         }
+        again
     }
 
     /// A source end: its frames into `to`, through restarts, until its
@@ -839,12 +929,6 @@ impl Rewire {
 /// restarts it, its ends are opened again on the new instance. Returns
 /// when the pipe has ended.
 async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error> {
-    let restart_of = |e: &End| {
-        shared
-            .topo
-            .server(&e.server)
-            .map_or(Restart::Transient, |s| s.restart)
-    };
     let mut tasks: tokio::task::JoinSet<Result<(), Error>> = tokio::task::JoinSet::new();
     let mut ends = Vec::new();
     let mut sources = Vec::new();
@@ -853,7 +937,7 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         ends.push((e.clone(), false, counters.clone()));
         let (w, r) = kernel.pipe();
         sources.push(r);
-        tasks.spawn(Rewire::new(kernel, e, restart_of(e), counters).feed(w));
+        tasks.spawn(Rewire::new(kernel, e, shared.topo.server(&e.server), counters).feed(w));
     }
     let mut branches = Vec::new();
     for e in &p.to {
@@ -861,7 +945,7 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         ends.push((e.clone(), true, counters.clone()));
         let (w, r) = kernel.pipe();
         branches.push(Branch::block(w));
-        tasks.spawn(Rewire::new(kernel, e, restart_of(e), counters).deliver(r));
+        tasks.spawn(Rewire::new(kernel, e, shared.topo.server(&e.server), counters).deliver(r));
     }
     let source = if sources.len() == 1 {
         sources
@@ -991,6 +1075,7 @@ impl RunningNode {
         for p in &self.pipes {
             p.abort();
         }
+        self.exit_watch.abort();
         self.tree.stop().await;
         self.control.stop().await;
         self.node.shutdown();
