@@ -1,7 +1,12 @@
 //! A supervised `process` server whose child is killed mid-stream is
 //! restarted, and the pipes from and to its ports are wired to the new
 //! instance: lines sent after the restart come out at the other end.
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
 
 mod support;
 
