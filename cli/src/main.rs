@@ -45,7 +45,9 @@ enum Cmd {
     /// addresses written in the file (e.g. TCP, one node per machine).
     ///
     /// The run ends when every pipe has ended and every sink fed by a pipe
-    /// has stopped; a topology without pipes runs until stopped.
+    /// has stopped; a topology without pipes runs until stopped. When a
+    /// supervisor restarts a server, its pipes are wired to the new
+    /// instance.
     Run {
         /// The topology file.
         file: PathBuf,
@@ -100,9 +102,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// A live view of a running node: links and their counters; servers
-    /// with restarts, message and byte rates in and out, rewired pipe ends
-    /// and drops; pipes and their rates.
+    /// A live view of a running node: links, servers, rates, restarts, drops.
+    ///
+    /// Links with frame and byte counters; per server: restarts, messages
+    /// (pipe frames) in and out with their rates in frames and bytes per
+    /// second, pipe ends wired again after restarts, tap drops; pipes with
+    /// their rates. Counters kept on other nodes of the topology are added
+    /// when those nodes can be reached.
     Top {
         /// The node's address.
         addr: String,
