@@ -875,7 +875,8 @@ impl Rewire {
     async fn feed(mut self, to: PipeWriter) -> Result<(), Error> {
         loop {
             let (entry, end) = self.open().await?;
-            let (mut reader, _writer) = end.split();
+            let (mut reader, writer) = end.split();
+            drop(writer); // nothing goes back into a source
             while let Some(frame) = reader.recv().await {
                 self.counters.count(&frame);
                 if to.send(frame).await.is_err() {
@@ -895,7 +896,8 @@ impl Rewire {
         let mut pending: Option<Bytes> = None;
         loop {
             let (entry, end) = self.open().await?;
-            let (_reader, writer) = end.split();
+            let (reader, writer) = end.split();
+            drop(reader); // nothing comes back from a destination
             loop {
                 let frame = match pending.take() {
                     Some(f) => f,
