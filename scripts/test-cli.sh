@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The `oscloud` command end to end, outside the cargo test harness:
-# every example topology checks; the sensor example runs in one process
-# and as one process per node with the same output; the graph renders to
-# SVG with Graphviz (installed here if missing).
+# every example topology (TOML and YAML) checks; the sensor example runs in
+# one process and as one process per node with the same output, and its
+# YAML twin gives the same output too; the graph renders to SVG with
+# Graphviz (installed here if missing).
 # Usage: scripts/test-cli.sh   (from anywhere; run by scripts/test-all.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ trap 'rm -rf "$work"' EXIT
 passed=0
 ok() { passed=$((passed + 1)); echo "ok: $*"; }
 
-for f in examples/topologies/*.toml; do
+for f in examples/topologies/*.toml examples/topologies/*.yaml; do
   "$bin" check "$f" >/dev/null
   ok "check $f"
 done
@@ -38,9 +39,14 @@ for mode in one processes; do
   ms=$(( ($(date +%s%N) - start) / 1000000 ))
   ok "run sensor-alert.toml ($mode): $(wc -l <"$work/$mode/readings.jsonl") readings, $(wc -l <"$work/$mode/alerts.jsonl") alerts in $ms ms"
 done
+mkdir -p "$work/yaml"
+cp examples/topologies/* "$work/yaml/"
+(cd "$work/yaml" && timeout 60 "$bin" run sensor-alert.yaml 2>"$work/yaml.err")
 for f in readings.jsonl alerts.jsonl; do
   diff <(sorted_data "$work/one/$f") <(sorted_data "$work/processes/$f")
   ok "same $f in one process and in one process per node"
+  diff <(sorted_data "$work/one/$f") <(sorted_data "$work/yaml/$f")
+  ok "same $f from the YAML twin"
 done
 
 if command -v dot >/dev/null 2>&1; then

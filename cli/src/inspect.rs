@@ -12,7 +12,7 @@ use oscloud_core::transport::MemTransport;
 use oscloud_core::{Entry, Kernel, Node, NodeId};
 
 use crate::Error;
-use crate::runtime::{NodeStatus, transports};
+use crate::runtime::{EndStatus, NodeStatus, transports};
 
 /// How long to wait for a node to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -252,6 +252,33 @@ pub async fn tap(addr: &str, pipe: &str, limit: Option<u64>, json: bool) -> Resu
     Ok(n)
 }
 
+/// What the pipe ends of one server add up to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    frames_in: u64,
+    frames_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    rewires: u64,
+    dropped: u64,
+}
+
+fn server_totals(ends: &[EndStatus], server: &str) -> Totals {
+    let mut t = Totals::default();
+    for e in ends.iter().filter(|e| e.server == server) {
+        if e.input {
+            t.frames_in += e.frames;
+            t.bytes_in += e.bytes;
+        } else {
+            t.frames_out += e.frames;
+            t.bytes_out += e.bytes;
+        }
+        t.rewires += e.rewires;
+        t.dropped += e.dropped;
+    }
+    t
+}
+
 fn rate(now: u64, before: Option<u64>, dt: f64) -> String {
     match before {
         Some(b) if dt > 0.0 => format!("{:.0}/s", (now.saturating_sub(b)) as f64 / dt),
@@ -298,20 +325,41 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
         );
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "SERVERS");
+    let _ = writeln!(o, "SERVERS (messages: pipe frames through their ports)");
     let _ = writeln!(
         o,
-        "  {:<24} {:<10} {:<9} {:>8}",
-        "NAME", "KIND", "STATUS", "RESTARTS"
+        "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5}",
+        "NAME",
+        "KIND",
+        "STATUS",
+        "RESTARTS",
+        "MSGS IN",
+        "MSGS OUT",
+        "IN/s",
+        "OUT/s",
+        "IN B/s",
+        "OUT B/s",
+        "REWIRED",
+        "DROPS"
     );
     for s in &st.servers {
+        let now = server_totals(&st.ends, &s.name);
+        let before = prev.map(|p| server_totals(&p.ends, &s.name));
         let _ = writeln!(
             o,
-            "  {:<24} {:<10} {:<9} {:>8}",
+            "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5}",
             s.name,
             s.kind,
             if s.running { "running" } else { "stopped" },
-            s.restarts
+            s.restarts,
+            now.frames_in,
+            now.frames_out,
+            rate(now.frames_in, before.map(|b| b.frames_in), dt),
+            rate(now.frames_out, before.map(|b| b.frames_out), dt),
+            rate(now.bytes_in, before.map(|b| b.bytes_in), dt),
+            rate(now.bytes_out, before.map(|b| b.bytes_out), dt),
+            now.rewires,
+            now.dropped
         );
     }
     let _ = writeln!(o);
@@ -337,14 +385,52 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     o
 }
 
+/// The status of `s`, with the pipe ends wired on every other node of
+/// the topology that can be reached (so a server's counters are complete
+/// whichever node wires its pipes). `others` keeps the sessions.
+async fn status_everywhere(
+    s: &Session,
+    others: &mut std::collections::HashMap<String, Option<Session>>,
+) -> Result<NodeStatus, Error> {
+    let mut st = s.status().await?;
+    for n in st.nodes.clone() {
+        if n.name == st.node {
+            continue;
+        }
+        if !others.contains_key(&n.name) {
+            let mut found = None;
+            // mem:// addresses live inside the running process.
+            for a in n.listen.iter().filter(|a| !a.starts_with("mem://")) {
+                if let Ok(Ok(x)) = tokio::time::timeout(TIMEOUT, Session::open(a)).await {
+                    found = Some(x);
+                    break;
+                }
+            }
+            others.insert(n.name.clone(), found);
+        }
+        if let Some(Some(other)) = others.get(&n.name) {
+            match tokio::time::timeout(TIMEOUT, other.status()).await {
+                Ok(Ok(o)) => st.ends.extend(o.ends),
+                _ => {
+                    if let Some(Some(x)) = others.remove(&n.name) {
+                        x.close();
+                    }
+                }
+            }
+        }
+    }
+    Ok(st)
+}
+
 /// `oscloud top`: redraw the node's status every `interval` (ANSI clear
 /// screen) until stopped, or print it `once`.
 pub async fn top(addr: &str, interval: Duration, once: bool) -> Result<(), Error> {
     let s = Session::open(addr).await?;
+    let mut others = std::collections::HashMap::new();
     let mut prev: Option<NodeStatus> = None;
     let stdout = std::io::stdout();
     loop {
-        let st = s.status().await?;
+        let st = status_everywhere(&s, &mut others).await?;
         let screen = render(&st, prev.as_ref());
         {
             let mut out = stdout.lock();
@@ -362,6 +448,9 @@ pub async fn top(addr: &str, interval: Duration, once: bool) -> Result<(), Error
         }
         prev = Some(st);
         tokio::time::sleep(interval).await;
+    }
+    for x in others.into_values().flatten() {
+        x.close();
     }
     s.close();
     Ok(())

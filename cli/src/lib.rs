@@ -1,7 +1,7 @@
 //! # oscloud-cli: the `oscloud` command
 //!
-//! Describe a cloud in a TOML file, run it, and look inside it while it
-//! runs, without writing a Rust `main`:
+//! Describe a cloud in a TOML (or YAML) file, run it, and look inside it
+//! while it runs, without writing a Rust `main`:
 //!
 //! ```text
 //! oscloud check topo.toml              # validate (line-numbered errors)
@@ -11,7 +11,7 @@
 //! oscloud ls ADDR                      # the registry of a running node
 //! oscloud call ADDR NAME '"json"'      # call a server, JSON in and out
 //! oscloud tap ADDR sensor.out          # watch a pipe live
-//! oscloud top ADDR                     # live view: links, servers, pipes
+//! oscloud top ADDR                     # live view: links, servers, rates, pipes
 //! oscloud graph topo.toml              # Graphviz DOT (--svg with `dot`)
 //! oscloud kinds                        # the server kinds and their ports
 //! ```
@@ -21,7 +21,8 @@
 //!
 //! The library part is what the command is made of: [`topology`] parses
 //! and checks files, [`kinds`] is the table of server kinds, [`runtime`]
-//! runs nodes, [`inspect`] talks to running ones, [`graph`] draws.
+//! runs nodes (and keeps pipes wired through server restarts), [`inspect`]
+//! talks to running ones, [`graph`] draws, [`yaml`] reads YAML files.
 //!
 //! ```
 //! use std::path::Path;
@@ -59,6 +60,7 @@ pub mod inspect;
 pub mod kinds;
 pub mod runtime;
 pub mod topology;
+pub mod yaml;
 
 /// Everything the `oscloud` command can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 /// Run a cloud described in a topology file, and look inside it while it
 /// runs.
 ///
-/// A topology file (TOML) lists nodes and how they link, the servers each
+/// A topology file (TOML, or YAML: .yaml/.yml) lists nodes and how they link, the servers each
 /// node runs (kind, arguments, supervision) and the pipes between server
 /// ports. Placement is configuration: the same file runs in one process,
 /// as one process per node, or one node per machine.
@@ -45,7 +45,9 @@ enum Cmd {
     /// addresses written in the file (e.g. TCP, one node per machine).
     ///
     /// The run ends when every pipe has ended and every sink fed by a pipe
-    /// has stopped; a topology without pipes runs until stopped.
+    /// has stopped; a topology without pipes runs until stopped. When a
+    /// supervisor restarts a server, its pipes are wired to the new
+    /// instance.
     Run {
         /// The topology file.
         file: PathBuf,
@@ -100,8 +102,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// A live view of a running node: links and their counters, servers
-    /// and restarts, pipes and their rates.
+    /// A live view of a running node: links, servers, rates, restarts, drops.
+    ///
+    /// Links with frame and byte counters; per server: restarts, messages
+    /// (pipe frames) in and out with their rates in frames and bytes per
+    /// second, pipe ends wired again after restarts, tap drops; pipes with
+    /// their rates. Counters kept on other nodes of the topology are added
+    /// when those nodes can be reached.
     Top {
         /// The node's address.
         addr: String,
@@ -202,7 +209,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 None if node.is_some() => Plan::as_written(&topo),
                 None => Plan::local(&topo, &Local::Mem(format!("run{}", std::process::id())))?,
             };
-            let expose_dir = expose.or(socket_dir);
+            // Unix addresses need absolute paths.
+            let expose_dir = match expose.or(socket_dir) {
+                Some(d) => Some(std::path::absolute(&d)?),
+                None => None,
+            };
             let expose = exposed(&topo, expose_dir.as_deref())?;
             let names: Vec<String> = match &node {
                 Some(n) => {

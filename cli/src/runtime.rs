@@ -16,13 +16,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oscloud_actors::{
-    ChildSpec, Context, PipeOutcome, Server, ServerError, ServerHandle, ServerRef, Supervisor,
-    SupervisorHandle, SupervisorSpec, async_trait,
+    ChildSpec, Context, PipeOutcome, Restart, Server, ServerError, ServerHandle, ServerRef,
+    Supervisor, SupervisorHandle, SupervisorSpec, async_trait,
 };
 use oscloud_core::address::Address;
 use oscloud_core::plumbing::{Branch, Split, merge, split};
 use oscloud_core::transport::{MemTransport, Transports};
-use oscloud_core::{Kernel, Node, PipeEnd, PipeWriter};
+use oscloud_core::{
+    Entry, EntryId, ExitReason, Kernel, Node, PipeEnd, PipeReader, PipeWriter, RegistryEvent,
+};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use serde::{Deserialize, Serialize};
@@ -108,9 +110,23 @@ impl Plan {
                 .connect
                 .iter()
                 .map(|a| {
+                    // A serial cable: the peer's serial listen address.
+                    let cable_end = n
+                        .serial_peers
+                        .iter()
+                        .find(|(x, _)| x == a)
+                        .and_then(|(_, peer)| topo.node(peer))
+                        .and_then(|peer| {
+                            peer.listen
+                                .iter()
+                                .find(|l| l.scheme() == oscloud_transport_serial::SCHEME)
+                        });
                     replaced
                         .iter()
-                        .find(|(l, _)| crate::topology::reaches(a, l))
+                        .find(|(l, _)| match cable_end {
+                            Some(end) => l == end,
+                            None => crate::topology::reaches(a, l),
+                        })
                         .map_or_else(|| a.clone(), |(_, new)| new.clone())
                 })
                 .collect();
@@ -128,6 +144,7 @@ pub fn transports(mem: &MemTransport) -> Transports {
         .with(Arc::new(mem.clone()))
         .with(Arc::new(TcpTransport))
         .with(Arc::new(UnixTransport))
+        .with(Arc::new(oscloud_transport_serial::SerialTransport))
 }
 
 // ------------------------------------------------------------------ status
@@ -151,6 +168,42 @@ pub struct NodeStatus {
     pub pipes: Vec<PipeStatus>,
     /// Every node of the topology and where it can be reached.
     pub nodes: Vec<NodeAddress>,
+    /// The pipe ends wired on this node, with their counters.
+    #[serde(default)]
+    pub ends: Vec<EndStatus>,
+    /// The servers registered on this node now: name and entry id (ids
+    /// are this node's: a new instance gets a new one).
+    #[serde(default)]
+    pub registered: Vec<(String, u64)>,
+    /// How the latest servers that left this node's registry left: name,
+    /// entry id, whether it failed (or its link went down).
+    #[serde(default)]
+    pub exits: Vec<(String, u64, bool)>,
+}
+
+/// How many exits a node remembers for [`NodeStatus::exits`].
+const EXITS_KEPT: usize = 256;
+
+/// One pipe end wired on a node: a server's port, as the pipe sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EndStatus {
+    /// The server.
+    pub server: String,
+    /// Its port.
+    pub port: String,
+    /// The pipe.
+    pub pipe: String,
+    /// Whether frames go into the server there (a destination).
+    pub input: bool,
+    /// Frames through the end (into the server for a destination, out of
+    /// it for a source).
+    pub frames: u64,
+    /// Bytes through the end.
+    pub bytes: u64,
+    /// Times the end was opened again on a restarted server.
+    pub rewires: u64,
+    /// Frames the pipe's tap dropped for slow watchers (sources only).
+    pub dropped: u64,
 }
 
 /// One server of a node.
@@ -259,6 +312,8 @@ struct WiredPipe {
     hub: Arc<TapHub>,
     split: Mutex<Option<Split>>,
     tap_index: usize,
+    /// Each end, whether it is a destination, and its counters.
+    ends: Vec<(End, bool, Arc<EndCounters>)>,
 }
 
 /// What a node shares with its control server.
@@ -269,6 +324,7 @@ struct Shared {
     started: Instant,
     plan_nodes: Vec<NodeAddress>,
     wired: Mutex<Vec<Arc<WiredPipe>>>,
+    exits: Arc<Mutex<std::collections::VecDeque<(String, u64, bool)>>>,
 }
 
 impl Shared {
@@ -342,7 +398,46 @@ impl Shared {
                 st
             })
             .collect();
+        let mut ends = Vec::new();
+        for w in &wired {
+            let tap_dropped = w
+                .split
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map_or(0, |s| s.dropped(w.tap_index));
+            for (end, input, c) in &w.ends {
+                ends.push(EndStatus {
+                    server: end.server.clone(),
+                    port: end.port.clone(),
+                    pipe: w.def.name.clone(),
+                    input: *input,
+                    frames: c.frames.load(Ordering::Relaxed),
+                    bytes: c.bytes.load(Ordering::Relaxed),
+                    rewires: c.rewires.load(Ordering::Relaxed),
+                    dropped: if *input { 0 } else { tap_dropped },
+                });
+            }
+        }
+        let me = kernel.node();
+        let registered = kernel
+            .registry()
+            .entries()
+            .into_iter()
+            .filter(|e| e.node() == me)
+            .map(|e| (e.name().to_owned(), e.id().0))
+            .collect();
+        let exits = self
+            .exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         NodeStatus {
+            ends,
+            registered,
+            exits,
             node: self.name.clone(),
             node_id: kernel.node().to_string(),
             pid: std::process::id(),
@@ -437,6 +532,7 @@ pub struct RunningNode {
     control: ServerHandle,
     pipes: Vec<tokio::task::JoinHandle<Result<(), Error>>>,
     sinks: Vec<String>,
+    exit_watch: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -512,6 +608,29 @@ impl NodeRun {
             started: Instant::now(),
             plan_nodes,
             wired: Mutex::new(Vec::new()),
+            exits: Arc::default(),
+        });
+        // Remember how this node's servers leave, for the nodes that wire
+        // their pipes (see `Rewire::restarted`).
+        let mut watch = kernel.registry().watch();
+        let exits = shared.exits.clone();
+        let me = kernel.node();
+        let exit_watch = tokio::spawn(async move {
+            while let Some(event) = watch.next().await {
+                if let RegistryEvent::Removed { entry, reason } = event
+                    && entry.node() == me
+                {
+                    let mut q = exits.lock().unwrap_or_else(|e| e.into_inner());
+                    if q.len() >= EXITS_KEPT {
+                        q.pop_front();
+                    }
+                    q.push_back((
+                        entry.name().to_owned(),
+                        entry.id().0,
+                        !matches!(reason, ExitReason::Normal),
+                    ));
+                }
+            }
         });
         let control = oscloud_actors::start(
             &kernel,
@@ -552,6 +671,7 @@ impl NodeRun {
             control,
             pipes,
             sinks,
+            exit_watch,
         })
     }
 }
@@ -571,37 +691,263 @@ async fn dial_until_up(node: &Node, addr: &Address) -> Result<(), Error> {
     }
 }
 
-/// Wait until `server` is in this kernel's registry (local or linked).
-async fn wait_for(kernel: &Kernel, server: &str) -> Result<(), Error> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while kernel.registry().lookup(server).is_err() {
-        if Instant::now() >= deadline {
+/// How long a pipe end that stopped waits for its server's node to say
+/// how the server left.
+pub const EXIT_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Wait until `server` is in this kernel's registry (local or linked)
+/// under an entry other than `dead`; give up at `deadline` (never if
+/// `None`).
+async fn wait_for_entry(
+    kernel: &Kernel,
+    server: &str,
+    dead: Option<EntryId>,
+    deadline: Option<Instant>,
+) -> Result<Entry, Error> {
+    loop {
+        match kernel.registry().lookup(server) {
+            Ok(e) if Some(e.id()) != dead => return Ok(e),
+            _ => {}
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let what = if dead.is_some() {
+                "did not come back"
+            } else {
+                "did not appear"
+            };
             return Err(Error::Start(format!(
-                "server {server:?} did not appear within {START_TIMEOUT:?}"
+                "server {server:?} {what} within {START_TIMEOUT:?}"
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
+}
+
+/// Counters of one pipe end wired on this node.
+#[derive(Debug, Default)]
+struct EndCounters {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    rewires: AtomicU64,
+}
+
+impl EndCounters {
+    fn count(&self, frame: &Bytes) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// One end of a pipe kept wired to whichever instance of its server runs.
+struct Rewire {
+    kernel: Kernel,
+    end: End,
+    restart: Restart,
+    counters: Arc<EndCounters>,
+    /// The control server of the server's node.
+    control: String,
+    /// The instance that died (its entry in this registry), once one did.
+    dead: Option<EntryId>,
+    /// The instance the end is open on: its entry id on its own node.
+    instance: Option<u64>,
+}
+
+impl Rewire {
+    fn new(
+        kernel: &Kernel,
+        end: &End,
+        server: Option<&crate::topology::ServerDef>,
+        counters: Arc<EndCounters>,
+    ) -> Self {
+        Self {
+            kernel: kernel.clone(),
+            end: end.clone(),
+            restart: server.map_or(Restart::Transient, |s| s.restart),
+            counters,
+            control: control_name(server.map_or("", |s| s.node.as_str())),
+            dead: None,
+            instance: None,
+        }
+    }
+
+    /// The status of the server's node (whose registry is the authority on
+    /// its servers).
+    async fn node_status(&self) -> Result<NodeStatus, Error> {
+        Ok(ServerRef::new(&self.kernel, &self.control)
+            .typed::<&str, NodeStatus>()
+            .call(&"status", EXIT_QUERY_TIMEOUT)
+            .await?)
+    }
+
+    /// Open the end on the current instance of its server (waiting for a
+    /// new one after a crash).
+    async fn open(&mut self) -> Result<(Entry, PipeEnd), Error> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let entry =
+                wait_for_entry(&self.kernel, &self.end.server, self.dead, Some(deadline)).await?;
+            match ServerRef::new(&self.kernel, &self.end.server)
+                .open_pipe(&self.end.port)
+                .await
+            {
+                Ok(end) => {
+                    wait_for_entry(&self.kernel, &self.control, None, Some(deadline)).await?;
+                    self.instance = self.node_status().await.ok().and_then(|st| {
+                        st.registered
+                            .iter()
+                            .find(|(n, _)| *n == self.end.server)
+                            .map(|(_, id)| *id)
+                    });
+                    return Ok((entry, end));
+                }
+                // It died between the look-up and the open: the next one.
+                Err(_)
+                    if self
+                        .kernel
+                        .registry()
+                        .lookup(&self.end.server)
+                        .map_or(true, |e| e.id() != entry.id())
+                        && Instant::now() < deadline =>
+                {
+                    self.dead = Some(entry.id());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The end stopped (its stream ended or its reader went away): whether
+    /// that is because its server went away and will be restarted, in which
+    /// case the end is to be opened again on the new instance.
+    ///
+    /// The server's node is asked: a server that leaves its registry does
+    /// so before its pipes end, so by the time this node has seen the end
+    /// stop and asks, the answer is settled. Still registered as the same
+    /// instance: the stream just ended. Gone: restarted if it failed (or,
+    /// `permanent`, in any case). No answer (its node is gone): waited for.
+    async fn restarted(&mut self, entry: &Entry) -> bool {
+        if self.restart == Restart::Temporary {
+            return false;
+        }
+        let Some(instance) = self.instance else {
+            return false;
+        };
+        let deadline = Instant::now() + EXIT_QUERY_TIMEOUT;
+        let again = loop {
+            let st = match self.node_status().await {
+                Ok(st) => st,
+                Err(e) => {
+                    debug!(end = %self.end, "no status from the server's node: {e}");
+                    break true;
+                }
+            };
+            let name = &self.end.server;
+            if st
+                .registered
+                .iter()
+                .any(|(n, id)| n == name && *id == instance)
+            {
+                return false;
+            }
+            if let Some((_, _, failed)) = st
+                .exits
+                .iter()
+                .find(|(n, id, _)| n == name && *id == instance)
+            {
+                break *failed || self.restart == Restart::Permanent;
+            }
+            // Gone, and its node has not written down how yet.
+            if Instant::now() >= deadline {
+                break true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        if again {
+            info!(end = %self.end, "server went away: wiring the pipe end to its next instance");
+            self.dead = Some(entry.id());
+            self.counters.rewires.fetch_add(1, Ordering::Relaxed);
+        }
+        again
+    }
+
+    /// A source end: its frames into `to`, through restarts, until its
+    /// stream really ends (or nobody reads `to`).
+    async fn feed(mut self, to: PipeWriter) -> Result<(), Error> {
+        loop {
+            let (entry, end) = self.open().await?;
+            let (mut reader, writer) = end.split();
+            drop(writer); // nothing goes back into a source
+            while let Some(frame) = reader.recv().await {
+                self.counters.count(&frame);
+                if to.send(frame).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !self.restarted(&entry).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A destination end: the frames of `from` into it, through restarts
+    /// (the frame the dead instance refused goes to the next one), until
+    /// `from` ends or the server is gone for good.
+    async fn deliver(mut self, mut from: PipeReader) -> Result<(), Error> {
+        let mut pending: Option<Bytes> = None;
+        loop {
+            let (entry, end) = self.open().await?;
+            let (reader, writer) = end.split();
+            drop(reader); // nothing comes back from a destination
+            loop {
+                let frame = match pending.take() {
+                    Some(f) => f,
+                    // A server that goes away while no frame is due is
+                    // noticed at once.
+                    None => tokio::select! {
+                        f = from.recv() => match f {
+                            Some(f) => f,
+                            None => return Ok(()),
+                        },
+                        () = writer.closed() => break,
+                    },
+                };
+                if writer.send(frame.clone()).await.is_err() {
+                    pending = Some(frame);
+                    break;
+                }
+                self.counters.count(&frame);
+            }
+            drop(writer);
+            if !self.restarted(&entry).await {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Open every end of `p` and join them: merge the sources, split into the
-/// destinations and the tap branch. Returns when the pipe has ended.
+/// destinations and the tap branch. Every end is kept wired to the
+/// current instance of its server: when a server fails and its supervisor
+/// restarts it, its ends are opened again on the new instance. Returns
+/// when the pipe has ended.
 async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error> {
-    for e in p.from.iter().chain(&p.to) {
-        wait_for(kernel, &e.server).await?;
-    }
+    let mut tasks: tokio::task::JoinSet<Result<(), Error>> = tokio::task::JoinSet::new();
+    let mut ends = Vec::new();
     let mut sources = Vec::new();
     for e in &p.from {
-        let end = ServerRef::new(kernel, &e.server).open_pipe(&e.port).await?;
-        let (reader, _writer) = end.split();
-        sources.push(reader);
+        let counters = Arc::<EndCounters>::default();
+        ends.push((e.clone(), false, counters.clone()));
+        let (w, r) = kernel.pipe();
+        sources.push(r);
+        tasks.spawn(Rewire::new(kernel, e, shared.topo.server(&e.server), counters).feed(w));
     }
     let mut branches = Vec::new();
     for e in &p.to {
-        let end = ServerRef::new(kernel, &e.server).open_pipe(&e.port).await?;
-        let (_reader, writer) = end.split();
-        branches.push(Branch::block(writer));
+        let counters = Arc::<EndCounters>::default();
+        ends.push((e.clone(), true, counters.clone()));
+        let (w, r) = kernel.pipe();
+        branches.push(Branch::block(w));
+        tasks.spawn(Rewire::new(kernel, e, shared.topo.server(&e.server), counters).deliver(r));
     }
     let source = if sources.len() == 1 {
         sources
@@ -621,6 +967,7 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         hub: hub.clone(),
         split: Mutex::new(Some(split(source, branches))),
         tap_index,
+        ends,
     });
     shared
         .wired
@@ -629,9 +976,25 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         .push(wired.clone());
     debug!(pipe = %p.name, "wired");
     // The tap branch ends once the split has handed every frame to every
-    // blocking branch: that is the end of the pipe.
-    while let Some(frame) = tap_r.recv().await {
-        hub.publish(&frame);
+    // blocking branch: that is the end of the pipe's sources.
+    let mut failed = None;
+    loop {
+        tokio::select! {
+            frame = tap_r.recv() => match frame {
+                Some(frame) => hub.publish(&frame),
+                None => break,
+            },
+            Some(done) = tasks.join_next(), if failed.is_none() => {
+                if let Ok(Err(e)) = done {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(e) = failed {
+        tasks.abort_all();
+        return Err(e);
     }
     hub.finished.store(true, Ordering::SeqCst);
     hub.lock().clear();
@@ -642,6 +1005,12 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
         hub.frames.fetch_max(frames, Ordering::Relaxed);
         if let Err(e) = s.finished().await {
             warn!(pipe = %p.name, "pipe ended abnormally: {e}");
+        }
+    }
+    // The destinations get what was queued for them.
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            return Err(e);
         }
     }
     info!(pipe = %p.name, frames = hub.frames.load(Ordering::Relaxed), "pipe ended");
@@ -708,6 +1077,7 @@ impl RunningNode {
         for p in &self.pipes {
             p.abort();
         }
+        self.exit_watch.abort();
         self.tree.stop().await;
         self.control.stop().await;
         self.node.shutdown();

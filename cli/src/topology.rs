@@ -1,6 +1,6 @@
 //! Topology files: parsing and validation.
 //!
-//! A topology file (TOML) says which nodes there are and how they link,
+//! A topology file (TOML, or YAML with the same schema) says which nodes there are and how they link,
 //! which servers run on which node, and the pipes between server ports.
 //! [`Topology::parse`] checks everything before anything starts and
 //! reports every problem with its line and column.
@@ -19,7 +19,34 @@ use toml::Spanned;
 use crate::kinds::{self, Kind};
 
 /// Address schemes the `oscloud` command can link over.
-pub const SCHEMES: &[&str] = &["tcp", "unix", "mem"];
+pub const SCHEMES: &[&str] = &["tcp", "unix", "serial", "mem"];
+
+/// The parameter of a `serial://` address that names the node at the
+/// other end of the cable (`serial:///dev/ttyUSB0?baud=115200&peer=edge`).
+/// It is the command's, not the transport's: it is taken off the address
+/// before the port is opened.
+pub const SERIAL_PEER: &str = "peer";
+
+/// `a` without its `key` parameter.
+fn without_param(a: &Address, key: &str) -> Address {
+    if a.param(key).is_none() {
+        return a.clone();
+    }
+    let text = a.to_string();
+    let Some((base, query)) = text.split_once('?') else {
+        return a.clone();
+    };
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| kv.split('=').next() != Some(key))
+        .collect();
+    let text = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    text.parse().unwrap_or_else(|_| a.clone())
+}
 
 /// Whether dialling `connect` reaches a node listening on `listen`: the
 /// same address, or (TCP) the same port when the listener binds every
@@ -127,6 +154,9 @@ pub struct NodeDef {
     pub listen: Vec<Address>,
     /// Addresses it dials.
     pub connect: Vec<Address>,
+    /// Serial addresses (of `listen` or `connect`, without `peer`) that
+    /// name the node at the other end of their cable.
+    pub serial_peers: Vec<(Address, String)>,
     /// Its supervisor's strategy.
     pub strategy: Strategy,
     /// Its supervisor's restart intensity: at most this many restarts...
@@ -228,13 +258,18 @@ pub struct Topology {
     pub pipes: Vec<PipeDef>,
 }
 
-/// Turns byte offsets into lines and columns.
+/// Turns byte offsets into lines and columns (of the YAML file the text
+/// was made from, if it was).
 struct Lines<'a> {
     text: &'a str,
+    yaml: Option<&'a crate::yaml::Translated>,
 }
 
 impl Lines<'_> {
     fn at(&self, offset: usize) -> (usize, usize) {
+        if let Some(y) = self.yaml {
+            return y.position(offset);
+        }
         let offset = offset.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
@@ -317,9 +352,22 @@ fn check_name(check: &mut Check<'_>, name: &Spanned<String>, what: &str) -> bool
     true
 }
 
-fn address(check: &mut Check<'_>, s: &Spanned<String>) -> Option<Address> {
+/// A checked address; for `serial://`, also the `peer` it names (taken
+/// off the address).
+fn address(check: &mut Check<'_>, s: &Spanned<String>) -> Option<(Address, Option<String>)> {
     match s.get_ref().parse::<Address>() {
-        Ok(a) if SCHEMES.contains(&a.scheme()) => Some(a),
+        Ok(a) if a.scheme() == oscloud_transport_serial::SCHEME => {
+            let peer = a.param(SERIAL_PEER).map(str::to_owned);
+            let a = without_param(&a, SERIAL_PEER);
+            match oscloud_transport_serial::SerialSettings::from_address(&a) {
+                Ok(_) => Some((a, peer)),
+                Err(e) => {
+                    check.err(s.span(), format!("bad address {:?}: {e}", s.get_ref()));
+                    None
+                }
+            }
+        }
+        Ok(a) if SCHEMES.contains(&a.scheme()) => Some((a, None)),
         Ok(a) => {
             check.err(
                 s.span(),
@@ -355,9 +403,34 @@ impl Topology {
 
     /// Check the topology `text` (read from `path`, which is used in
     /// messages and to resolve relative paths in arguments).
+    ///
+    /// A path ending in `.yaml` or `.yml` is read as YAML (the same schema;
+    /// see [`crate::yaml`]); anything else as TOML.
     pub fn parse(text: &str, path: &Path) -> Result<Self, Problems> {
+        let file = path.display().to_string();
+        let is_yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+        if !is_yaml {
+            return Self::parse_toml(text, path, None);
+        }
+        match crate::yaml::to_toml(text) {
+            Ok(t) => Self::parse_toml(&t.toml, path, Some(&t)),
+            Err(p) => Err(Problems {
+                file,
+                problems: vec![p],
+            }),
+        }
+    }
+
+    fn parse_toml(
+        text: &str,
+        path: &Path,
+        yaml: Option<&crate::yaml::Translated>,
+    ) -> Result<Self, Problems> {
         let mut check = Check {
-            lines: Lines { text },
+            lines: Lines { text, yaml },
             problems: Vec::new(),
         };
         let file = path.display().to_string();
@@ -409,10 +482,26 @@ impl Topology {
                     Strategy::OneForOne
                 }
             };
+            let mut serial_peers = Vec::new();
+            let mut addresses = |list: &[Spanned<String>]| {
+                let mut out = Vec::new();
+                for a in list {
+                    if let Some((a, peer)) = address(check, a) {
+                        if let Some(peer) = peer {
+                            serial_peers.push((a.clone(), peer));
+                        }
+                        out.push(a);
+                    }
+                }
+                out
+            };
+            let listen = addresses(&n.listen);
+            let connect = addresses(&n.connect);
             nodes.push(NodeDef {
                 name: name.get_ref().clone(),
-                listen: n.listen.iter().filter_map(|a| address(check, a)).collect(),
-                connect: n.connect.iter().filter_map(|a| address(check, a)).collect(),
+                listen,
+                connect,
+                serial_peers,
                 strategy,
                 max_restarts: n.max_restarts.unwrap_or(3),
                 period: Duration::from_millis(n.period_ms.unwrap_or(5000)),
@@ -453,6 +542,51 @@ impl Topology {
             }
         }
         let node_names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        // A serial cable's `peer` is another node; a dialled cable ends at
+        // a node that listens on a serial port (one-process runs replace
+        // that by an in-memory link).
+        for (name, node) in &raw_nodes {
+            let n = node.get_ref();
+            for (a, dial) in n
+                .listen
+                .iter()
+                .map(|a| (a, false))
+                .chain(n.connect.iter().map(|a| (a, true)))
+            {
+                let Some(peer) = a
+                    .get_ref()
+                    .parse::<Address>()
+                    .ok()
+                    .filter(|x| x.scheme() == oscloud_transport_serial::SCHEME)
+                    .and_then(|x| x.param(SERIAL_PEER).map(str::to_owned))
+                else {
+                    continue;
+                };
+                let other = nodes.iter().find(|x| x.name == peer);
+                if peer == *name.get_ref() || other.is_none() {
+                    check.err(
+                        a.span(),
+                        format!(
+                            "{SERIAL_PEER}={peer:?} must name another node (nodes: {})",
+                            node_names.join(", ")
+                        ),
+                    );
+                } else if dial
+                    && !other.is_some_and(|o| {
+                        o.listen
+                            .iter()
+                            .any(|l| l.scheme() == oscloud_transport_serial::SCHEME)
+                    })
+                {
+                    check.err(
+                        a.span(),
+                        format!(
+                            "node {peer:?} has no serial listen address for this cable to end at"
+                        ),
+                    );
+                }
+            }
+        }
 
         // Servers, in file order.
         let mut raw_servers: Vec<_> = raw.servers.into_iter().collect();
@@ -690,6 +824,12 @@ impl Topology {
         // A pipe is wired on the node of its first destination: every
         // other end must be on that node or on a node linked to it.
         if check.problems.is_empty() {
+            let serial = topo.nodes.iter().any(|n| {
+                n.listen
+                    .iter()
+                    .chain(&n.connect)
+                    .any(|a| a.scheme() == oscloud_transport_serial::SCHEME)
+            });
             for p in &topo.pipes {
                 let at = topo.wiring_node(p);
                 for end in p.from.iter().chain(&p.to) {
@@ -702,8 +842,9 @@ impl Topology {
                                 line,
                                 column,
                                 message: format!(
-                                    "pipe {:?}: {end} is on node {node:?} and the pipe is wired on node {at:?}, but the two nodes are not linked (add a listen/connect pair)",
-                                    p.name
+                                    "pipe {:?}: {end} is on node {node:?} and the pipe is wired on node {at:?}, but the two nodes are not linked (add a listen/connect pair{})",
+                                    p.name,
+                                    if serial { "; a serial address names the node at the other end of its cable with ?peer=NODE" } else { "" }
                                 ),
                             },
                         ));
@@ -744,7 +885,8 @@ impl Topology {
                 .iter()
                 .any(|c| y.listen.iter().any(|l| reaches(c, l)))
         };
-        dials(a, b) || dials(b, a)
+        let cabled = |x: &NodeDef, y: &NodeDef| x.serial_peers.iter().any(|(_, p)| *p == y.name);
+        dials(a, b) || dials(b, a) || cabled(a, b) || cabled(b, a)
     }
 
     /// The node called `name`.

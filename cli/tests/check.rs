@@ -29,7 +29,10 @@ fn every_example_topology_validates() {
     let mut n = 0;
     for e in std::fs::read_dir(examples()).unwrap() {
         let path = e.unwrap().path();
-        if path.extension().is_some_and(|x| x == "toml") {
+        if path
+            .extension()
+            .is_some_and(|x| x == "toml" || x == "yaml" || x == "yml")
+        {
             let out = oscloud().arg("check").arg(&path).output().unwrap();
             assert!(
                 out.status.success(),
@@ -41,12 +44,12 @@ fn every_example_topology_validates() {
             n += 1;
         }
     }
-    assert!(n >= 3, "found {n} example topologies");
+    assert!(n >= 5, "found {n} example topologies");
 }
 
 const BAD: &str = r#"[nodes.a]
 listen = ["tcp://127.0.0.1:notaport"]
-connect = ["serial:///dev/ttyUSB0"]
+connect = ["serial:///dev/ttyUSB0?baud=fast", "can://vcan0"]
 
 [servers.sensor]
 kind = "fiel"
@@ -80,7 +83,8 @@ fn bad_file_lists_every_problem_with_its_line() {
     assert_eq!(stdout, "");
     let expected = [
         r#"bad.toml:2:11: bad address "tcp://127.0.0.1:notaport": invalid address "tcp://127.0.0.1:notaport": bad port "notaport": expected 0 to 65535"#,
-        r#"bad.toml:3:12: bad address "serial:///dev/ttyUSB0": no transport for scheme "serial" (this build has tcp, unix, mem)"#,
+        r#"bad.toml:3:12: bad address "serial:///dev/ttyUSB0?baud=fast": invalid address "serial:///dev/ttyUSB0?baud=fast": parameter baud="fast" is not valid: invalid digit found in string"#,
+        r#"bad.toml:3:47: bad address "can://vcan0": no transport for scheme "can" (this build has tcp, unix, serial, mem)"#,
         r#"bad.toml:6:8: unknown server kind "fiel" (known kinds: process, pty, file, stdin, jsonl, stdout, tee)"#,
         r#"bad.toml:11:10: kind "jsonl" takes no argument "paht" (it takes: path, append, timestamps)"#,
         r#"bad.toml:13:10: server "p" (kind "process") needs argument "program": the program (looked up in PATH)"#,
@@ -207,4 +211,59 @@ fn help_reads_well() {
     for kind in ["process", "pty", "file", "stdin", "jsonl", "stdout", "tee"] {
         assert!(text.contains(&format!("{kind}: ")), "{kind}");
     }
+}
+
+const BAD_YAML: &str = r#"nodes:
+  a:
+    listen: ["tcp://127.0.0.1:notaport"]
+    connect: ["serial:///dev/ttyUSB0?baud=115200&peer=a"]
+servers:
+  sensor:
+    kind: fiel
+    args: { path: x }
+  log:
+    kind: jsonl
+    args:
+      paht: x.jsonl
+pipes:
+  - from: sensor.out
+    to: [lgo.in]
+"#;
+
+#[test]
+fn yaml_gets_the_same_checks_with_yaml_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = check(dir.path(), "bad.yaml", BAD_YAML);
+    assert_eq!(code, 2);
+    assert_eq!(stdout, "");
+    let expected = [
+        r#"bad.yaml:3:14: bad address "tcp://127.0.0.1:notaport": invalid address "tcp://127.0.0.1:notaport": bad port "notaport": expected 0 to 65535"#,
+        r#"bad.yaml:4:15: peer="a" must name another node (nodes: a)"#,
+        r#"bad.yaml:7:11: unknown server kind "fiel" (known kinds: process, pty, file, stdin, jsonl, stdout, tee)"#,
+        r#"bad.yaml:12:7: kind "jsonl" takes no argument "paht" (it takes: path, append, timestamps)"#,
+        r#"bad.yaml:15:9: pipe end lgo.in: no server named "lgo" (dangling pipe end)"#,
+    ];
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected);
+
+    // Duplicate names, YAML syntax, types: each with its line.
+    let text = "nodes:\n  a: {}\nservers:\n  x:\n    kind: jsonl\n  x:\n    kind: jsonl\n";
+    let (code, _, stderr) = check(dir.path(), "dup.yml", text);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim(),
+        r#"dup.yml:6:3: duplicate key "x" (each name is defined once)"#
+    );
+    let (code, _, stderr) = check(dir.path(), "syntax.yaml", "nodes:\n  a:\n    listen: [x\n");
+    assert_eq!(code, 2);
+    assert!(stderr.starts_with("syntax.yaml:4:1: "), "{stderr}");
+    let (code, _, stderr) = check(
+        dir.path(),
+        "type.yaml",
+        "nodes:\n  a:\n    max_restarts: lots\n",
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim(),
+        r#"type.yaml:3:19: invalid type: string "lots", expected u32"#
+    );
 }

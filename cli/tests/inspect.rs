@@ -171,13 +171,33 @@ fn top_under_a_pseudo_terminal() {
         // Each redraw starts with "clear screen"; wait for a second one
         // that shows a rate for the pipe.
         let frames: Vec<&str> = text.split("\x1b[H\x1b[2J").collect();
-        if frames.len() >= 3
+        // The per-server row of `rules`: NAME KIND STATUS RESTARTS MSGS-IN
+        // MSGS-OUT IN/s OUT/s IN-B/s OUT-B/s REWIRED DROPS. Its input pipe
+        // is wired on hub, its output pipe on ops: both count.
+        let rules = |frame: &str| -> Option<Vec<String>> {
+            let row = frame
+                .lines()
+                .find(|l| l.trim_start().starts_with("rules "))?;
+            let cols: Vec<String> = row.split_whitespace().map(str::to_owned).collect();
+            (cols.len() == 12).then_some(cols)
+        };
+        if frames.len() >= 4
             && let Some(last) = frames[frames.len() - 2]
                 .lines()
                 .find(|l| l.trim_start().starts_with("readings"))
             && last.contains("/s")
+            && let Some(now) = rules(frames[frames.len() - 2])
+            && let Some(before) = rules(frames[frames.len() - 3])
+            && now[6] != "-"
+            && now[6] != "0/s"
+            && now[8].ends_with("/s")
+            && now[8] != "0/s"
+            && now[4].parse::<u64>().unwrap() > before[4].parse::<u64>().unwrap()
+            && now[5].parse::<u64>().unwrap() > 0
         {
             assert!(frames[frames.len() - 2].contains("oscloud top — node hub"));
+            assert_eq!(now[1], "process");
+            assert_eq!(now[3], "0", "no restarts");
             break;
         }
         assert!(Instant::now() < deadline, "screen: {text}");

@@ -33,6 +33,25 @@ fn one_process_runs_to_completion() {
 }
 
 #[test]
+fn the_yaml_twin_gives_the_same_output_as_the_toml_file() {
+    let dir = workdir();
+    let mut cmd = oscloud();
+    cmd.args(["run", "sensor-alert.yaml"])
+        .current_dir(dir.path());
+    let out = run_to_end(cmd, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(data_sorted(&dir.path().join("readings.jsonl")).len(), 80);
+    assert_eq!(
+        data_sorted(&dir.path().join("alerts.jsonl")),
+        expected_alerts(dir.path())
+    );
+}
+
+#[test]
 fn processes_give_the_same_output_as_one_process() {
     let one = workdir();
     let mut cmd = oscloud();
@@ -251,6 +270,10 @@ fn ctrl_c_in_a_terminal_reaches_every_process_and_the_run_still_ends_cleanly() {
     wait_until(LIMIT, "alerts arrive", || {
         !data_sorted(&dir.path().join("alerts.jsonl")).is_empty()
     });
+    // The rules engine runs as an `awk` under the hub node.
+    let hub = nodes.iter().find(|n| n.0 == "hub").unwrap().1;
+    let awks = children_named(hub, "awk");
+    assert_eq!(awks.len(), 1, "{awks:?}");
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(parent.id() as i32),
         Signal::SIGINT,
@@ -263,4 +286,63 @@ fn ctrl_c_in_a_terminal_reaches_every_process_and_the_run_still_ends_cleanly() {
     for (name, pid, _) in &nodes {
         assert!(!alive(*pid), "node {name} (pid {pid}) still runs");
     }
+    // The node stopped its servers' programs too.
+    wait_until(LIMIT, "awk stopped", || !alive(awks[0]));
+}
+
+#[test]
+fn sigint_stops_a_one_process_run_and_its_programs() {
+    let dir = workdir();
+    looping(dir.path());
+    let run = oscloud()
+        .args(["run", "loop.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(LIMIT, "alerts arrive", || {
+        !data_sorted(&dir.path().join("alerts.jsonl")).is_empty()
+    });
+    let awks = children_named(run.id(), "awk");
+    assert_eq!(awks.len(), 1, "{awks:?}");
+    signal(run.id(), Signal::SIGINT);
+    let out = wait_output(run, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("failed"), "{stderr}");
+    wait_until(LIMIT, "awk stopped", || !alive(awks[0]));
+}
+
+#[test]
+fn every_example_runs_to_completion_in_one_process() {
+    let dir = workdir();
+    let mut n = 0;
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let path = e.unwrap().path();
+        let Some(ext) = path.extension().and_then(|x| x.to_str()) else {
+            continue;
+        };
+        if !["toml", "yaml", "yml"].contains(&ext) {
+            continue;
+        }
+        for f in ["readings.jsonl", "alerts.jsonl", "session.jsonl"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let mut cmd = oscloud();
+        // local-dev reads the keyboard: end of input ends the shell.
+        cmd.arg("run")
+            .arg(&path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null());
+        let out = run_to_end(cmd, LIMIT);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        n += 1;
+    }
+    assert!(n >= 5, "{n} examples");
 }

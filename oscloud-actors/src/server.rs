@@ -394,8 +394,11 @@ impl<S: Server> Running<S> {
     fn fail(&mut self, err: ServerError) -> ActorProcessingErr {
         let reason = err.to_string();
         tracing::warn!(server = %self.shared.name, %reason, "server failed");
-        self.ctx.shutdown();
+        // Leave the registry first, then let go of the owned tasks: whoever
+        // sees one of the server's pipes end can then already tell that it
+        // failed.
         self.shared.ended(ExitReason::Failed(reason));
+        self.ctx.shutdown();
         err
     }
 

@@ -82,6 +82,11 @@ pub enum Error {
     /// The server runs no child for calls ([`process::ProcessSpec::calls`]).
     #[error("this process server takes no calls (it is a stream filter)")]
     NoCalls,
+    /// The stream child (ports `in`/`out`) failed: killed by a signal,
+    /// exited with a failure while its input was open, or its stdin or
+    /// stdout failed.
+    #[error("the stream child process failed: {0}")]
+    Stream(String),
     /// The child process gave no reply line in time.
     #[error("the child process gave no reply line within {0:?}")]
     NoReply(std::time::Duration),

@@ -12,11 +12,23 @@
 //!   child of its own: frames from the pipe go to its stdin (closed when
 //!   the opener closes its writing half), its stdout comes back as frames,
 //!   and the pipe ends when the child closes stdout.
+//! - **Streams on ports `in` and `out`.** The first of the two to be
+//!   opened starts the server's stream child; its stdin is port `in`, its
+//!   stdout port `out`. The stream ends normally when the child exits with
+//!   success, exits with any code after its input ended (`grep` finding
+//!   nothing exits 1), or whoever reads `out` goes away.
 //! - **Supervision.** When the call child dies (or gives no reply line
 //!   within [`ProcessSpec::reply_timeout`]) the server fails, and under a
 //!   [`Supervisor`](oscloud_actors::Supervisor) it is restarted with a new
 //!   child. A child that dies while idle is noticed at once (the server
-//!   watches it), not at the next call.
+//!   watches it), not at the next call. The stream child fails the server
+//!   the same way ([`Error::Stream`], with the reason) when it cannot be
+//!   started, is killed by a signal, exits with a failure while its input
+//!   is still open, or reading its stdout / writing its stdin fails (other
+//!   than the child having closed stdin); the `out` pipe then ends when
+//!   the server stops, after its registry entry has left with the
+//!   failure. A child on port `stdio` belongs to its opener: its failure
+//!   only ends that pipe.
 //!
 //! Programs whose stdout is block-buffered when it is a pipe (most C
 //! programs using stdio) need line buffering to answer line by line: run
@@ -25,15 +37,14 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use oscloud_actors::{
     ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions, ServerRef, async_trait,
 };
-use oscloud_core::plumbing::connect;
 use oscloud_core::{PipeEnd, PipeReader, PipeWriter};
 use serde::de::{self, Deserializer, Visitor};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -65,6 +76,7 @@ pub struct ProcessSpec {
 pub struct ProcessStats {
     starts: AtomicU64,
     pid: AtomicU32,
+    stream_pid: AtomicU32,
 }
 
 impl ProcessStats {
@@ -76,6 +88,12 @@ impl ProcessStats {
     /// The process id of the current call child (0 before the first start).
     pub fn pid(&self) -> u32 {
         self.pid.load(Ordering::SeqCst)
+    }
+
+    /// The process id of the latest stream child (ports `in`/`out`; 0
+    /// before the first).
+    pub fn stream_pid(&self) -> u32 {
+        self.stream_pid.load(Ordering::SeqCst)
     }
 }
 
@@ -158,6 +176,10 @@ impl ProcessSpec {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // Its own process group: Ctrl-C in a terminal reaches the
+            // node, which stops its servers, rather than killing the
+            // children under them (which would look like a crash).
+            .process_group(0)
             .kill_on_drop(true);
         cmd
     }
@@ -229,11 +251,28 @@ pub struct ProcessState {
     stream_in: Option<PipeWriter>,
     stream_out: Option<PipeReader>,
     stream_started: bool,
+    stream_failed: Arc<Mutex<Option<String>>>,
 }
 
 impl ProcessState {
     fn call_child(&mut self) -> Result<&mut CallChild, ServerError> {
         self.call.as_mut().ok_or_else(|| Error::NoCalls.into())
+    }
+
+    /// Fail if the call child exited or the stream child failed.
+    fn check(&self) -> Result<(), ServerError> {
+        if let Some(why) = self
+            .stream_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(Error::Stream(why).into());
+        }
+        match &self.call {
+            Some(c) => c.check(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -297,6 +336,7 @@ impl Server for ProcessServer {
             stream_in: None,
             stream_out: None,
             stream_started: false,
+            stream_failed: Arc::default(),
         })
     }
 
@@ -307,10 +347,7 @@ impl Server for ProcessServer {
         req: ProcessRequest,
     ) -> Result<(), ServerError> {
         match req {
-            ProcessRequest::Check => match &state.call {
-                Some(c) => c.check(),
-                None => Ok(()),
-            },
+            ProcessRequest::Check => state.check(),
             ProcessRequest::Line(line) => state
                 .call_child()?
                 .exchange(&line, self.spec.reply_timeout)
@@ -326,10 +363,7 @@ impl Server for ProcessServer {
         req: ProcessRequest,
     ) -> Result<String, ServerError> {
         match req {
-            ProcessRequest::Check => match &state.call {
-                Some(c) => c.check().map(|()| String::new()),
-                None => Ok(String::new()),
-            },
+            ProcessRequest::Check => state.check().map(|()| String::new()),
             ProcessRequest::Line(line) => {
                 state
                     .call_child()?
@@ -354,29 +388,58 @@ impl Server for ProcessServer {
                     return Ok(PipeOutcome::Accepted);
                 };
                 let (reader, writer) = end.split();
-                ctx.spawn(run_stream(child, reader, writer, self.spec.lines));
+                let lines = self.spec.lines;
+                ctx.spawn(async move {
+                    let (end, _writer) = run_stream(child, reader, writer, lines).await;
+                    if let StreamEnd::Failed(why) = end {
+                        debug!(%why, "process server: stdio stream child failed");
+                    }
+                });
                 Ok(PipeOutcome::Accepted)
             }
             IN_PORT | OUT_PORT => {
                 if !state.stream_started {
                     state.stream_started = true;
-                    if let Ok(child) = self.spec.spawn() {
-                        let (in_w, in_r) = ctx.kernel().pipe();
-                        let (out_w, out_r) = ctx.kernel().pipe();
-                        ctx.spawn(run_stream(child, in_r, out_w, self.spec.lines));
-                        state.stream_in = Some(in_w);
-                        state.stream_out = Some(out_r);
-                    }
+                    // The server's own stream child: failing to start it,
+                    // or its failing later, fails the server.
+                    let child = self.spec.spawn()?;
+                    self.spec
+                        .stats
+                        .stream_pid
+                        .store(child.0.id().unwrap_or(0), Ordering::SeqCst);
+                    let (in_w, in_r) = ctx.kernel().pipe();
+                    let (out_w, out_r) = ctx.kernel().pipe();
+                    let failed = state.stream_failed.clone();
+                    let me = ServerRef::new(ctx.kernel(), ctx.name());
+                    let lines = self.spec.lines;
+                    ctx.spawn(async move {
+                        let (end, writer) = run_stream(child, in_r, out_w, lines).await;
+                        if let StreamEnd::Failed(why) = end {
+                            *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                            if let Ok(check) = oscloud_actors::encode(&()) {
+                                let _ = me.cast(check);
+                            }
+                            // Its output pipe ends when the server stops
+                            // (after its registry entry left with the
+                            // failure), not before.
+                            let _keep = writer;
+                            std::future::pending::<()>().await;
+                        }
+                    });
+                    state.stream_in = Some(in_w);
+                    state.stream_out = Some(out_r);
                 }
                 let (reader, writer) = end.split();
+                // Owned by the server: when it stops, the opener's ends
+                // are let go of at once.
                 if port == IN_PORT {
                     match state.stream_in.take() {
-                        Some(w) => drop(connect(reader, w)),
+                        Some(w) => drop(ctx.spawn(forward(reader, w))),
                         None => debug!("process server: port in is already open"),
                     }
                 } else {
                     match state.stream_out.take() {
-                        Some(r) => drop(connect(r, writer)),
+                        Some(r) => drop(ctx.spawn(forward(r, writer))),
                         None => debug!("process server: port out is already open"),
                     }
                 }
@@ -419,24 +482,68 @@ impl ProcessServer {
     }
 }
 
+/// Move frames from `from` to `to` until either side ends.
+async fn forward(mut from: PipeReader, to: PipeWriter) {
+    while let Some(frame) = from.recv().await {
+        if to.send(frame).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// How a stream child ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StreamEnd {
+    /// It closed its stdout after its input ended, or exited with success,
+    /// or whoever read its output went away: the stream is over.
+    Done,
+    /// It was killed by a signal, exited with a failure while its input
+    /// was still open, or its stdin/stdout failed: the server must fail.
+    Failed(String),
+}
+
+/// Why feeding a child's stdin stopped.
+enum Feed {
+    /// The pipe ended: the child got EOF.
+    InputEnded,
+    /// Writing failed.
+    WriteError(std::io::Error),
+}
+
+/// Why reading a child's stdout stopped.
+enum Drain {
+    /// It closed its stdout.
+    Eof,
+    /// Reading failed.
+    ReadError(std::io::Error),
+    /// Nobody reads the output any more.
+    DownstreamGone,
+}
+
 /// Feed `reader` to a child's stdin and its stdout to `writer`, until it
-/// closes stdout.
+/// closes stdout; then say how it ended. The writer is handed back (not
+/// dropped) so that a failed stream's pipe ends only when the server does.
 async fn run_stream(
-    (mut child, mut stdin, mut stdout): (Child, ChildStdin, ChildStdout),
+    (mut child, stdin, mut stdout): (Child, ChildStdin, ChildStdout),
     mut reader: PipeReader,
     writer: PipeWriter,
     lines: bool,
-) {
-    let feed = async {
+) -> (StreamEnd, PipeWriter) {
+    let feed = async move {
+        let mut stdin = stdin;
         while let Some(frame) = reader.recv().await {
-            if stdin.write_all(&frame).await.is_err() {
-                break;
+            if let Err(e) = stdin.write_all(&frame).await {
+                return Feed::WriteError(e);
             }
-            if lines && !frame.ends_with(b"\n") && stdin.write_all(b"\n").await.is_err() {
-                break;
+            if lines
+                && !frame.ends_with(b"\n")
+                && let Err(e) = stdin.write_all(b"\n").await
+            {
+                return Feed::WriteError(e);
             }
         }
         drop(stdin); // EOF for the child
+        Feed::InputEnded
     };
     let drain = async {
         if lines {
@@ -445,40 +552,85 @@ async fn run_stream(
             loop {
                 line.clear();
                 match stdout.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => return Drain::Eof,
+                    Err(e) => return Drain::ReadError(e),
                     Ok(_) => {
                         crate::file::strip_line_end(&mut line);
                         if writer.send(Bytes::copy_from_slice(&line)).await.is_err() {
-                            break;
+                            return Drain::DownstreamGone;
                         }
                     }
                 }
             }
-            drop(writer);
-            return;
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match stdout.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) => return Drain::Eof,
+                Err(e) => return Drain::ReadError(e),
                 Ok(n) => {
                     if writer
                         .send(Bytes::copy_from_slice(&buf[..n]))
                         .await
                         .is_err()
                     {
-                        break;
+                        return Drain::DownstreamGone;
                     }
                 }
             }
         }
-        drop(writer); // end of stream for the opener
     };
-    tokio::pin!(feed, drain);
+    let mut feed = Box::pin(feed);
+    let mut drain = Box::pin(drain);
     // When the child closes stdout it is done: stop feeding it.
-    tokio::select! {
-        () = &mut drain => {}
-        () = &mut feed => drain.await,
+    let (drained, fed) = tokio::select! {
+        d = &mut drain => (d, None),
+        f = &mut feed => (drain.as_mut().await, Some(f)),
+    };
+    drop(feed); // its stdin, if still open
+    drop(drain);
+    if matches!(drained, Drain::DownstreamGone) {
+        let _ = child.start_kill();
     }
-    let _ = child.wait().await;
+    let status = child.wait().await;
+    let end = stream_end(&drained, fed.as_ref(), status);
+    (end, writer)
+}
+
+/// Judge how a stream child ended (see [`StreamEnd`]).
+fn stream_end(
+    drained: &Drain,
+    fed: Option<&Feed>,
+    status: std::io::Result<std::process::ExitStatus>,
+) -> StreamEnd {
+    use std::os::unix::process::ExitStatusExt as _;
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => return StreamEnd::Failed(format!("cannot wait for the child process: {e}")),
+    };
+    match drained {
+        Drain::DownstreamGone => return StreamEnd::Done,
+        Drain::ReadError(e) => return StreamEnd::Failed(format!("reading its stdout: {e}")),
+        Drain::Eof => {}
+    }
+    if let Some(Feed::WriteError(e)) = fed
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return StreamEnd::Failed(format!("writing to its stdin: {e}"));
+    }
+    if status.success() {
+        return StreamEnd::Done;
+    }
+    if status.signal().is_some() {
+        return StreamEnd::Failed(format!("the child process was killed ({status})"));
+    }
+    if matches!(fed, Some(Feed::InputEnded)) {
+        // Exit codes after the input ended are answers (`grep` found
+        // nothing), not failures.
+        debug!(%status, "stream child exited after its input ended");
+        return StreamEnd::Done;
+    }
+    StreamEnd::Failed(format!(
+        "the child process exited while its input was open ({status})"
+    ))
 }

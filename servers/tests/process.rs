@@ -1,5 +1,6 @@
 //! The process server with real programs: `tr` and `cat` answer calls and
 //! pipes; killing the child makes the supervisor start a new one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
@@ -140,4 +141,146 @@ async fn a_missing_program_does_not_start() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("nonexistent"), "{err}");
+}
+
+/// Opens `in` and `out` of the stream server `name`.
+async fn stream_ends(
+    kernel: &Kernel,
+    name: &str,
+) -> (oscloud_core::PipeWriter, oscloud_core::PipeReader) {
+    let s = ServerRef::new(kernel, name);
+    let (out, _) = s.open_pipe("out").await.unwrap().split();
+    let (_, input) = s.open_pipe("in").await.unwrap().split();
+    (input, out)
+}
+
+/// The next `Removed` event for `name` in `watch`, with its reason.
+async fn removed(watch: &mut oscloud_core::Watch, name: &str) -> oscloud_core::ExitReason {
+    loop {
+        let event = tokio::time::timeout(T, watch.next())
+            .await
+            .expect("a registry event in time")
+            .expect("the registry is alive");
+        if let oscloud_core::RegistryEvent::Removed { entry, reason } = event
+            && entry.name() == name
+        {
+            return reason;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_stream_child_fails_the_server_with_the_reason() {
+    let kernel = Kernel::new();
+    let spec = ProcessSpec::new("cat").calls(false).lines(true);
+    let stats = spec.stats();
+    let tree = Supervisor::start(
+        &kernel,
+        SupervisorSpec::new("root")
+            .intensity(5, Duration::from_secs(10))
+            .child(spec.child_spec("cat")),
+    )
+    .await
+    .unwrap();
+    let mut watch = kernel.registry().watch();
+    let (input, mut out) = stream_ends(&kernel, "cat").await;
+    input.send(Bytes::from_static(b"one")).await.unwrap();
+    let got = tokio::time::timeout(T, out.recv()).await.unwrap().unwrap();
+    assert_eq!(&got[..], b"one");
+    let first = stats.stream_pid();
+    assert_ne!(first, 0);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The server fails with the reason, and its out pipe ends after that.
+    let reason = removed(&mut watch, "cat").await;
+    assert!(
+        matches!(&reason, oscloud_core::ExitReason::Failed(why)
+            if why.contains("stream child") && why.contains("SIGKILL")),
+        "{reason:?}"
+    );
+    assert!(tokio::time::timeout(T, out.recv()).await.unwrap().is_none());
+    // Restarted: a new instance with a new child.
+    wait_until(|| tree.stats().restarts("cat") == 1).await;
+    wait_until(|| kernel.registry().lookup("cat").is_ok()).await;
+    let (input, mut out) = stream_ends(&kernel, "cat").await;
+    input.send(Bytes::from_static(b"two")).await.unwrap();
+    let got = tokio::time::timeout(T, out.recv()).await.unwrap().unwrap();
+    assert_eq!(&got[..], b"two");
+    assert_ne!(stats.stream_pid(), first);
+    tree.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_child_failing_with_its_input_open_fails_the_server() {
+    let kernel = Kernel::new();
+    // Reads one line, then exits 3 with its stdin still open.
+    let spec = ProcessSpec::new("sh")
+        .args(["-c", "read x; echo got $x; exit 3"])
+        .calls(false)
+        .lines(true);
+    let tree = Supervisor::start(
+        &kernel,
+        SupervisorSpec::new("root")
+            .intensity(5, Duration::from_secs(10))
+            .child(spec.child_spec("once")),
+    )
+    .await
+    .unwrap();
+    let mut watch = kernel.registry().watch();
+    let (input, mut out) = stream_ends(&kernel, "once").await;
+    input.send(Bytes::from_static(b"a")).await.unwrap();
+    let got = tokio::time::timeout(T, out.recv()).await.unwrap().unwrap();
+    assert_eq!(&got[..], b"got a");
+    let reason = removed(&mut watch, "once").await;
+    assert!(
+        matches!(&reason, oscloud_core::ExitReason::Failed(why)
+            if why.contains("exited while its input was open") && why.contains("3")),
+        "{reason:?}"
+    );
+    wait_until(|| tree.stats().restarts("once") == 1).await;
+    tree.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_code_after_the_input_ended_is_a_normal_end() {
+    let kernel = Kernel::new();
+    // `grep` that finds nothing exits 1 once its input ended.
+    let spec = ProcessSpec::new("grep")
+        .arg("nothing-matches-this")
+        .calls(false)
+        .lines(true);
+    let tree = Supervisor::start(
+        &kernel,
+        SupervisorSpec::new("root").child(spec.child_spec("grep")),
+    )
+    .await
+    .unwrap();
+    let (input, mut out) = stream_ends(&kernel, "grep").await;
+    input.send(Bytes::from_static(b"hello")).await.unwrap();
+    drop(input);
+    assert!(tokio::time::timeout(T, out.recv()).await.unwrap().is_none());
+    // Still the first instance, still registered.
+    assert_eq!(tree.stats().restarts("grep"), 0);
+    assert!(kernel.registry().lookup("grep").is_ok());
+    tree.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_child_that_cannot_start_fails_the_server() {
+    let kernel = Kernel::new();
+    let spec = ProcessSpec::new("/nonexistent/program").calls(false);
+    let handle = oscloud_actors::start(&kernel, "ghost", spec.server())
+        .await
+        .unwrap();
+    let err = ServerRef::new(&kernel, "ghost")
+        .open_pipe("in")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped"), "{err}");
+    handle.wait().await;
+    let reason = handle.stop_reason().unwrap_or_default();
+    assert!(reason.contains("nonexistent"), "{reason}");
 }

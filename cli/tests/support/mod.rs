@@ -115,3 +115,56 @@ pub(crate) fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The children of `parent` running `comm` (from /proc).
+pub(crate) fn children_named(parent: u32, comm: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let name = stat
+            .find('(')
+            .zip(stat.rfind(')'))
+            .map(|(a, b)| &stat[a + 1..b]);
+        if name == Some(comm) && ppid(pid) == Some(parent) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The descendants of `root` running `comm` (from /proc).
+pub(crate) fn descendants_named(root: u32, comm: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let name = stat
+            .find('(')
+            .zip(stat.rfind(')'))
+            .map(|(a, b)| &stat[a + 1..b]);
+        if name != Some(comm) || !alive(pid) {
+            continue;
+        }
+        let mut p = pid;
+        while let Some(up) = ppid(p) {
+            if up == root {
+                out.push(pid);
+                break;
+            }
+            if up <= 1 {
+                break;
+            }
+            p = up;
+        }
+    }
+    out
+}

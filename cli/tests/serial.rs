@@ -1,0 +1,135 @@
+//! The seed topology "serial sensor → rules engine → alert"
+//! (`examples/topologies/sensor-alert-serial.toml`) over a real serial
+//! link: edge and hub run as two `oscloud run --node` processes whose
+//! serial ports are two pseudo-terminals joined back to back (a null-modem
+//! cable); ops is a third process on TCP.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::pty::{PtyMaster, grantpt, posix_openpt, ptsname_r, unlockpt};
+use nix::sys::signal::Signal;
+use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// One end of the cable: a raw pty whose slave is reachable at `link`.
+/// A slave descriptor stays open so the master never sees a hang-up while
+/// the node opens and closes the port.
+struct End {
+    master: Arc<PtyMaster>,
+    _slave: std::fs::File,
+    link: PathBuf,
+}
+
+fn end(link: &Path) -> End {
+    let m = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).unwrap();
+    grantpt(&m).unwrap();
+    unlockpt(&m).unwrap();
+    let name = ptsname_r(&m).unwrap();
+    let mut t = tcgetattr(m.as_fd()).unwrap();
+    cfmakeraw(&mut t);
+    tcsetattr(m.as_fd(), SetArg::TCSANOW, &t).unwrap();
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&name)
+        .unwrap();
+    std::os::unix::fs::symlink(&name, link).unwrap();
+    End {
+        master: Arc::new(m),
+        _slave: slave,
+        link: link.to_owned(),
+    }
+}
+
+/// Copy everything one master reads to the other (one direction of the
+/// cable), until the test process ends.
+fn forward(from: Arc<PtyMaster>, to: Arc<PtyMaster>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match (&*from).read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if (&*to).write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn sensor_rules_alert_over_a_serial_link_between_two_processes() {
+    let dir = workdir();
+    let a = end(&dir.path().join("tty-edge"));
+    let b = end(&dir.path().join("tty-hub"));
+    forward(a.master.clone(), b.master.clone());
+    forward(b.master.clone(), a.master.clone());
+    let text = std::fs::read_to_string(dir.path().join("sensor-alert-serial.toml"))
+        .unwrap()
+        .replace("/dev/ttyUSB0", &a.link.display().to_string())
+        .replace("/dev/ttyACM0", &b.link.display().to_string());
+    assert!(text.contains("tty-edge?baud=115200") && text.contains("tty-hub?baud"));
+    std::fs::write(dir.path().join("serial.toml"), text).unwrap();
+
+    let mut children = Vec::new();
+    for node in ["edge", "hub", "ops"] {
+        children.push(
+            oscloud()
+                .args(["run", "serial.toml", "--node", node])
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let expected = expected_alerts(dir.path());
+    wait_until(LIMIT, "every alert, across the serial link", || {
+        data_sorted(&dir.path().join("alerts.jsonl")) == expected
+    });
+    wait_until(LIMIT, "every reading logged on hub", || {
+        data_sorted(&dir.path().join("readings.jsonl")).len() == 80
+    });
+    for c in &children {
+        signal(c.id(), Signal::SIGTERM);
+    }
+    for c in children {
+        let out = wait_output(c, LIMIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_serial_example_runs_in_one_process_with_the_cable_in_memory() {
+    let dir = workdir();
+    let mut cmd = oscloud();
+    cmd.args(["run", "sensor-alert-serial.toml"])
+        .current_dir(dir.path());
+    let out = run_to_end(cmd, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        data_sorted(&dir.path().join("alerts.jsonl")),
+        expected_alerts(dir.path())
+    );
+}
