@@ -33,11 +33,24 @@ publishable=$(cargo metadata --no-deps --format-version 1 --locked |
 # Verification builds each crate against the packaged versions of the
 # others, which cargo treats as immutable registry crates keyed by version:
 # a copy unpacked or built by an earlier run of the same version would be
-# used instead of the current sources. So unpack and build afresh.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/oscloud-* \
-  "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/oscloud-* target/package-check
+# used instead of the current sources. So unpack and build afresh, in a
+# cargo home of this run's own (the registry's index and downloads are
+# hard-linked from the shared one): deleting unpacked oscloud-* sources in a
+# shared cargo home broke any other run building at the same time.
+shared_home="${CARGO_HOME:-$HOME/.cargo}"
+package_home="$PWD/target/package-check/cargo-home"
+rm -rf target/package-check
+mkdir -p "$package_home/registry"
+for d in index cache; do
+  if [ -d "$shared_home/registry/$d" ]; then
+    cp -al "$shared_home/registry/$d" "$package_home/registry/" 2>/dev/null ||
+      cp -a "$shared_home/registry/$d" "$package_home/registry/"
+  fi
+done
+rm -rf "$package_home"/registry/cache/*/oscloud-*
 # shellcheck disable=SC2086
-CARGO_TARGET_DIR=target/package-check cargo package $publishable --locked --allow-dirty --quiet
+CARGO_HOME="$package_home" CARGO_TARGET_DIR=target/package-check \
+  cargo package $publishable --locked --allow-dirty --quiet
 
 step "Python bindings"
 scripts/test-python.sh 2>&1 | tee -a "$others"

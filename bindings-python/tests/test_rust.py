@@ -151,4 +151,9 @@ async def test_watch_sees_rust_node_go(pair: Tuple[oscloud.Node, RustNode]) -> N
     assert not added.entry.local
     await rs.quit()
     removed = await asyncio.wait_for(about("removed"), 10)
-    assert removed.reason is not None and removed.reason.startswith("link down")
+    # The node quitting either withdraws its servers first (they were
+    # stopped: "failed: killed") or its link goes down first; both say why.
+    assert removed.reason is not None
+    assert removed.reason.startswith("link down") or removed.reason == "failed: killed", (
+        removed.reason
+    )
