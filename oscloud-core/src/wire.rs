@@ -97,6 +97,8 @@ pub(crate) mod harness;
 #[cfg(test)]
 mod secure_tests;
 #[cfg(test)]
+mod resume_tests;
+#[cfg(test)]
 mod tests;
 
 pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, SegmentFraming};
@@ -106,5 +108,6 @@ pub use secure::{
     has_aes_hardware,
 };
 pub use session::{
-    CallId, CloseReason, Config, Event, LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
+    CallId, CloseReason, Config, Event, FEATURE_RESUME, LocalInfo, MIN_FRAME, PeerInfo, PipeId,
+    Session, Stats,
 };

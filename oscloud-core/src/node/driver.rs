@@ -340,7 +340,10 @@ impl Driver {
                 }
             }
             Event::Writable => self.retry_blocked(),
-            Event::Closed { .. } => {}
+            Event::Closed { .. }
+            | Event::ResumeRequested { .. }
+            | Event::Detached { .. }
+            | Event::Resumed => {}
         }
     }
 
