@@ -872,6 +872,11 @@ impl Session {
             )
     }
 
+    /// Whether the session has no link now (detached, not yet resuming).
+    pub fn awaiting_link(&self) -> bool {
+        self.state == State::Detached
+    }
+
     /// Whether the session waits for a new link (detached, or resuming on
     /// one).
     pub fn is_detached(&self) -> bool {
