@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::schedule::{FaultCounts, Faults, Rng, StreamFaults, derive};
 use crate::Error;
+use crate::schedule::{FaultCounts, Faults, Rng, StreamFaults, derive};
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
@@ -341,9 +341,7 @@ async fn pump(shared: Arc<Shared>, mut r: BoxRead, w: BoxWrite, seed: u64, conn:
         let jitter = if faults.jitter.is_zero() {
             Duration::ZERO
         } else {
-            faults
-                .jitter
-                .mul_f64(jitter_rng.unit())
+            faults.jitter.mul_f64(jitter_rng.unit())
         };
         let mut due = (now + faults.latency + jitter).max(last_due);
         if let Some(bw) = faults.bandwidth {
@@ -377,11 +375,7 @@ async fn pump(shared: Arc<Shared>, mut r: BoxRead, w: BoxWrite, seed: u64, conn:
     let _ = writer.await;
 }
 
-async fn deliver(
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<(Instant, Vec<u8>)>,
-    mut w: BoxWrite,
-) {
+async fn deliver(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Instant, Vec<u8>)>, mut w: BoxWrite) {
     let mut hole = shared.blackhole.subscribe();
     while let Some((due, bytes)) = rx.recv().await {
         tokio::time::sleep_until(due).await;

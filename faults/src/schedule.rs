@@ -210,7 +210,12 @@ impl StreamFaults {
     /// The engine for `faults`, started from `seed` (see
     /// [`Relay`](crate::Relay) for how a relay derives one per direction).
     pub fn new(faults: &Faults, seed: u64) -> Self {
-        let probs = [faults.loss, faults.duplicate, faults.reorder, faults.corrupt];
+        let probs = [
+            faults.loss,
+            faults.duplicate,
+            faults.reorder,
+            faults.corrupt,
+        ];
         let mut rngs: [Rng; KINDS] = std::array::from_fn(|k| {
             let mut r = Rng::new(seed ^ (k as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93));
             r.next_u64();
@@ -334,7 +339,12 @@ impl DatagramFaults {
     /// The engine for `faults`, started from `seed`.
     pub fn new(faults: &Faults, seed: u64) -> Self {
         Self {
-            probs: [faults.loss, faults.duplicate, faults.reorder, faults.corrupt],
+            probs: [
+                faults.loss,
+                faults.duplicate,
+                faults.reorder,
+                faults.corrupt,
+            ],
             rng: Rng::new(seed),
             held: None,
             counts: FaultCounts::default(),

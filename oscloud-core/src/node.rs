@@ -466,7 +466,10 @@ impl Node {
         loop {
             let current = match link.take() {
                 Some(l) => l,
-                None => match self.dial_any(&addrs, &mut at, &mut shutdown, &mut backoff).await {
+                None => match self
+                    .dial_any(&addrs, &mut at, &mut shutdown, &mut backoff)
+                    .await
+                {
                     Some(l) => l,
                     None => return,
                 },

@@ -95,9 +95,9 @@ mod session;
 #[cfg(test)]
 pub(crate) mod harness;
 #[cfg(test)]
-mod secure_tests;
-#[cfg(test)]
 mod resume_tests;
+#[cfg(test)]
+mod secure_tests;
 #[cfg(test)]
 mod tests;
 

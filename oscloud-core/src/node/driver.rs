@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
 use super::link_io::{Incoming, Input, LinkPorts, Outgoing, WriteFailed};
-use super::resume::{Handover, Resumption};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
+use super::resume::{Handover, Resumption};
 use super::stats::LinkStats;
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, Session};
@@ -92,6 +92,7 @@ pub(crate) struct Ended {
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         kernel: Kernel,
         session: Session,

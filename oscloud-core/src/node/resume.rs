@@ -64,7 +64,10 @@ impl Resumption {
     pub(crate) fn new(
         table: Table,
         grace: Duration,
-        handover: Option<(mpsc::UnboundedSender<Handover>, mpsc::UnboundedReceiver<Handover>)>,
+        handover: Option<(
+            mpsc::UnboundedSender<Handover>,
+            mpsc::UnboundedReceiver<Handover>,
+        )>,
         redial: Option<mpsc::UnboundedSender<()>>,
         on_state: Option<OnState>,
     ) -> Self {

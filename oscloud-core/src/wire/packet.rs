@@ -871,11 +871,18 @@ mod tests {
             max_frame: 65536,
             recv_window: 64,
             pipe_window: 65536,
-            resume: Some(Resume { session: 9, ack: 300 }),
+            resume: Some(Resume {
+                session: 9,
+                ack: 300,
+            }),
         });
         let b = roundtrip(p);
         assert!(hex(&b).starts_with("9b01"), "array of 11: {}", hex(&b));
-        assert!(hex(&b).ends_with("9209cd012c"), "[9, 300] last: {}", hex(&b));
+        assert!(
+            hex(&b).ends_with("9209cd012c"),
+            "[9, 300] last: {}",
+            hex(&b)
+        );
     }
 
     #[test]

@@ -55,7 +55,8 @@ fn pump(p: &mut Pair, book: &mut Book) {
     for ev in std::mem::take(&mut p.b_events) {
         match ev {
             Event::Cast { payload, .. } => {
-                book.casts_got.push(u64::from_be_bytes(payload[..8].try_into().unwrap()));
+                book.casts_got
+                    .push(u64::from_be_bytes(payload[..8].try_into().unwrap()));
             }
             Event::Call { id, payload, .. } => {
                 p.b.reply(id, Ok(payload)).unwrap();
@@ -87,7 +88,10 @@ fn pump(p: &mut Pair, book: &mut Book) {
 fn work(p: &mut Pair, book: &mut Book, n: u64) {
     for _ in 0..n {
         let c = book.casts_sent;
-        if p.a.cast("log", Bytes::copy_from_slice(&c.to_be_bytes())).is_ok() {
+        if p.a
+            .cast("log", Bytes::copy_from_slice(&c.to_be_bytes()))
+            .is_ok()
+        {
             book.casts_sent += 1;
         }
         let k = book.calls_made;
@@ -160,7 +164,11 @@ fn check(book: &Book) {
     );
     let mut r = book.replies.clone();
     r.sort_unstable();
-    assert_eq!(r, (0..book.calls_made).collect::<Vec<_>>(), "every call answered once");
+    assert_eq!(
+        r,
+        (0..book.calls_made).collect::<Vec<_>>(),
+        "every call answered once"
+    );
     assert!(book.calls.is_empty());
     assert_eq!(book.pipe_got, book.pipe_expected, "pipe bytes exact");
 }
@@ -199,7 +207,11 @@ fn resume_after_one_cut_loses_and_duplicates_nothing() {
     let (book, stats) = run_flaps(
         FramingKind::ReliableStream,
         1,
-        &[(5, 100, 40, true), (3, 0, 0, false), (7, 1_000_000, 1_000_000, true)],
+        &[
+            (5, 100, 40, true),
+            (3, 0, 0, false),
+            (7, 1_000_000, 1_000_000, true),
+        ],
     );
     assert!(book.casts_sent > 0 && book.pipe_sent > 0);
     assert!(stats.retransmissions > 0, "{stats:?}");
@@ -214,8 +226,18 @@ fn a_session_without_the_feature_closes_with_its_link() {
     assert!(matches!(p.a.poll_event(), Some(Event::Closed { .. })));
     // A resume Hello to a node that does not resume: Close code 12.
     let now = p.now;
-    let mut a = Session::new(config(FramingKind::ReliableStream), LocalInfo::new(NodeId::random()), now).unwrap();
-    let mut b = Session::new(Config::new(FramingKind::ReliableStream), LocalInfo::new(b_id()), now).unwrap();
+    let mut a = Session::new(
+        config(FramingKind::ReliableStream),
+        LocalInfo::new(NodeId::random()),
+        now,
+    )
+    .unwrap();
+    let mut b = Session::new(
+        Config::new(FramingKind::ReliableStream),
+        LocalInfo::new(b_id()),
+        now,
+    )
+    .unwrap();
     let mut q = Pair::from_sessions(a, b, now, Damage::none(), 2);
     assert!(q.run(100, |q| q.a.is_connected() && q.b.is_connected()));
     assert!(!q.a.is_resumable(), "the peer lacks the feature");
@@ -255,7 +277,12 @@ fn past_the_grace_the_session_closes_with_a_reason() {
 #[test]
 fn refused_resumption_is_close_code_12() {
     let now = Instant::now();
-    let mut fresh = Session::new(config(FramingKind::ReliableStream), LocalInfo::new(b_id()), now).unwrap();
+    let mut fresh = Session::new(
+        config(FramingKind::ReliableStream),
+        LocalInfo::new(b_id()),
+        now,
+    )
+    .unwrap();
     let mut p = Pair::with_configs(
         config(FramingKind::ReliableStream),
         config(FramingKind::ReliableStream),
@@ -267,7 +294,10 @@ fn refused_resumption_is_close_code_12() {
     assert!(p.a.link_lost(t, "cut"));
     p.a.resume(t, None).unwrap();
     fresh.handle_input(t, &drain(&mut p.a, t));
-    assert!(matches!(fresh.poll_event(), Some(Event::ResumeRequested { .. })));
+    assert!(matches!(
+        fresh.poll_event(),
+        Some(Event::ResumeRequested { .. })
+    ));
     fresh.refuse_resume("no such session");
     let out = drain(&mut fresh, t);
     p.a.handle_input(t, &out);
@@ -298,7 +328,13 @@ fn secure_sessions_resume_only_with_a_new_handshake_by_the_same_key() {
     let sa = SecureConfig::new(ka.clone(), AllowList::from_keys([kb.public()]));
     let sb = SecureConfig::new(kb, AllowList::from_keys([ka.public(), kc.public()]));
     let now = Instant::now();
-    let mut p = Pair::from_sessions(secure_session(&sa, now), secure_session(&sb, now), now, Damage::none(), 5);
+    let mut p = Pair::from_sessions(
+        secure_session(&sa, now),
+        secure_session(&sb, now),
+        now,
+        Damage::none(),
+        5,
+    );
     assert!(p.run(1000, |p| p.a.is_connected() && p.b.is_connected()));
     assert!(p.a.is_resumable());
     p.a.cast("log", Bytes::from_static(b"before")).unwrap();
@@ -342,9 +378,11 @@ fn secure_sessions_resume_only_with_a_new_handshake_by_the_same_key() {
     let later = t + Duration::from_secs(61);
     p.b.handle_timeout(later);
     let events: Vec<Event> = std::iter::from_fn(|| p.b.poll_event()).collect();
-    assert!(!events.iter().any(|e| matches!(e, Event::Resumed)), "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Resumed)),
+        "{events:?}"
+    );
     assert!(p.b.is_detached(), "B waits again: {events:?}");
-    drop(kc);
     // The real A, on yet another link.
     p.now = later;
     assert!(p.a.link_lost(later, "cut"));

@@ -530,7 +530,12 @@ impl Session {
         }
         local.features |= secure.features();
         let strict = !config.framing.is_lossy();
-        let mut session = Self::build(config, local, Some(Secure::new(secure.clone(), strict)), now)?;
+        let mut session = Self::build(
+            config,
+            local,
+            Some(Secure::new(secure.clone(), strict)),
+            now,
+        )?;
         session.secure_cfg = Some(secure);
         Ok(session)
     }
@@ -754,7 +759,9 @@ impl Session {
             let grace = self.config.resume_grace.unwrap_or_default();
             self.close_with(
                 CloseCode::IdleTimeout,
-                format!("the link was lost and the session not resumed within its grace of {grace:?}"),
+                format!(
+                    "the link was lost and the session not resumed within its grace of {grace:?}"
+                ),
             );
             return;
         }
@@ -865,11 +872,7 @@ impl Session {
     /// Whether this session resumes after a lost link (both sides can, and
     /// it is connected, detached or resuming).
     pub fn is_resumable(&self) -> bool {
-        self.resumable
-            && matches!(
-                self.state,
-                State::Open | State::Detached | State::Resuming
-            )
+        self.resumable && matches!(self.state, State::Open | State::Detached | State::Resuming)
     }
 
     /// Whether the session has no link now (detached, not yet resuming).
@@ -959,7 +962,11 @@ impl Session {
         self.send_hello = true;
         self.hello_confirmed = !self.config.framing.is_lossy();
         self.rto = self.config.initial_rto;
-        self.rto_at = self.config.framing.is_lossy().then_some(self.now + self.rto);
+        self.rto_at = self
+            .config
+            .framing
+            .is_lossy()
+            .then_some(self.now + self.rto);
         self.last_recv = self.now;
         self.last_sent = self.now;
         if let Some(cfg) = &self.secure_cfg {
@@ -1828,8 +1835,7 @@ impl Session {
         if !self.secure_start(&h, raw) {
             return;
         }
-        self.resumable =
-            self.config.resume_grace.is_some() && h.features & FEATURE_RESUME != 0;
+        self.resumable = self.config.resume_grace.is_some() && h.features & FEATURE_RESUME != 0;
         let peer = PeerInfo {
             node: h.node,
             features: h.features,
