@@ -88,6 +88,8 @@
 //! ```
 
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod packet;
 pub mod secure;
 mod session;
