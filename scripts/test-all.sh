@@ -50,6 +50,9 @@ scripts/test-cli.sh 2>&1 | tee -a "$others"
 step "Serial transport and the C microcontroller peer"
 scripts/test-serial.sh
 
+step "Fuzzing the wire decoders (short run)"
+scripts/test-fuzz.sh
+
 step "done in $(( $(date +%s) - start )) s"
 # The totals of every suite above, then one closing line with the sum.
 cargo_pf=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }' "$results")
