@@ -477,12 +477,26 @@ impl Node {
             let addr = addrs[at % addrs.len()].clone();
             let (handover_tx, handover_rx) = mpsc::unbounded_channel();
             let (redial_tx, redial_rx) = mpsc::unbounded_channel();
+            // Counts resumptions, so that dialling again backs off while
+            // new links do not lead to one (a relay or peer that accepts
+            // and drops at once).
+            let resumed = Arc::new(AtomicU64::new(0));
+            let on_state = {
+                let (resumed, record) = (resumed.clone(), self.on_state(id));
+                let f: resume::OnState = Arc::new(move |up| {
+                    if up {
+                        resumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    record(up);
+                });
+                f
+            };
             let resumption = Resumption::new(
                 self.inner.sessions.clone(),
                 config.resume_grace,
                 Some((handover_tx.clone(), handover_rx)),
                 Some(redial_tx),
-                Some(self.on_state(id)),
+                Some(on_state),
             );
             let (tx, mut rx) = oneshot::channel();
             let running = self.run_link_as(
@@ -493,7 +507,8 @@ impl Node {
                 reconnects,
                 resumption,
             );
-            let running = self.keep_linked(running, redial_rx, handover_tx, &addrs, &mut at);
+            let running =
+                self.keep_linked(running, redial_rx, handover_tx, &addrs, &mut at, &resumed);
             tokio::pin!(running);
             let ended = match connected.take() {
                 // Later attempts: just run the link.
@@ -560,16 +575,34 @@ impl Node {
         handover: mpsc::UnboundedSender<Handover>,
         addrs: &[Address],
         at: &mut usize,
+        resumed: &AtomicU64,
     ) -> driver::Ended {
         tokio::pin!(running);
         let mut shutdown = self.inner.shutdown.subscribe();
+        let config = &self.inner.config;
+        // Resumptions seen when the last new link was handed over.
+        let mut handed: Option<u64> = None;
+        let mut pause = config.reconnect_min;
         loop {
             tokio::select! {
                 ended = &mut running => return ended,
                 Some(()) = redial.recv() => {
+                    // The last new link did not resume: back off.
+                    if handed == Some(resumed.load(Ordering::Relaxed)) {
+                        let waited = tokio::select! {
+                            ended = &mut running => return ended,
+                            stop = self.wait(&mut shutdown, pause) => stop,
+                        };
+                        if waited {
+                            return running.await;
+                        }
+                        pause = (pause * 2).min(config.reconnect_max);
+                    } else {
+                        pause = config.reconnect_min;
+                    }
                     // Fail over: the next address first.
                     *at = (*at + 1) % addrs.len();
-                    let mut backoff = self.inner.config.reconnect_min;
+                    let mut backoff = config.reconnect_min;
                     let link = tokio::select! {
                         ended = &mut running => return ended,
                         l = self.dial_any(addrs, at, &mut shutdown, &mut backoff) => l,
@@ -579,6 +612,7 @@ impl Node {
                     };
                     let name = format!("{} ↔ {}", link.info.local, link.info.remote);
                     debug!(link = %name, "dialled again to resume");
+                    handed = Some(resumed.load(Ordering::Relaxed));
                     let _ = handover.send(Handover {
                         io: LinkPorts::new(link.io),
                         hello: None,
