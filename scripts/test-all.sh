@@ -65,6 +65,9 @@ scripts/test-serial.sh
 step "Hardware lab: CAN over a real kernel's vcan/vxcan (qemu)"
 scripts/test-hwlab.sh 2>&1 | tee -a "$results"
 
+step "Fuzzing the wire decoders (short run)"
+scripts/test-fuzz.sh
+
 step "done in $(( $(date +%s) - start )) s"
 # The totals of every suite above, then one closing line with the sum.
 cargo_pf=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }' "$results")

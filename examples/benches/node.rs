@@ -135,6 +135,14 @@ async fn pair_with(unix: bool, secure: bool) -> Pair {
     {
         config.pipe_window = w;
     }
+    // OSCLOUD_BENCH_RESUME=<seconds> turns on session resumption (the
+    // sender then keeps unacknowledged packets on TCP/Unix links too).
+    if let Some(g) = std::env::var("OSCLOUD_BENCH_RESUME")
+        .ok()
+        .and_then(|g| g.parse().ok())
+    {
+        config.resume_grace = std::time::Duration::from_secs(g);
+    }
     let (a, b) = if secure {
         let sc = |me: &NodeKey, peer: &NodeKey| {
             SecureConfig::new(me.clone(), AllowList::from_keys([peer.public()]))

@@ -106,6 +106,23 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The link to a node was lost and did not come back within the
+    /// resume grace period (`NodeConfig::resume_grace`): the call was
+    /// void (it may or may not have run on the peer).
+    #[error(
+        "the link to node {node} was lost and not resumed within the grace period of {grace:?} \
+         (call to {name:?} failed: {reason})"
+    )]
+    LinkNotResumed {
+        /// The server called.
+        name: String,
+        /// The peer node (short id).
+        node: String,
+        /// `NodeConfig::resume_grace`.
+        grace: Duration,
+        /// How the session ended.
+        reason: String,
+    },
     /// Messages for a linked node are piling up faster than its link
     /// carries them: this one was not sent. Retry later, or slow down.
     #[error(

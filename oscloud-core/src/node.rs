@@ -42,6 +42,7 @@ mod driver;
 mod id;
 mod link_io;
 mod remote;
+mod resume;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -51,7 +52,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
 pub use id::NodeId;
@@ -63,6 +64,7 @@ use crate::wire::{self, FramingKind, LocalInfo, SecureConfig, Session};
 use crate::{Error, Kernel};
 use driver::Driver;
 use link_io::LinkPorts;
+use resume::{Handover, Resumption};
 use stats::LinkStats;
 
 /// How a node runs its links.
@@ -105,6 +107,18 @@ pub struct NodeConfig {
     /// Bytes of casts and calls that may wait for one link; beyond, they
     /// fail at once with [`Error::LinkBusy`] instead of growing memory.
     pub max_queued: usize,
+    /// How long a session outlives its link (`docs/PROTOCOL.md` §12).
+    /// Zero (the default) ends the session with its link: the peer's
+    /// servers leave the registry and calls in flight fail at once. Above
+    /// zero, when both nodes set it, a lost link keeps the session: the
+    /// peer's servers stay registered, calls and pipes wait, a dialled
+    /// link is dialled again (through the next of its addresses, see
+    /// [`Node::connect_redundant`]) and the session resumes from the last
+    /// acknowledged packet, losing and duplicating nothing. Past the
+    /// grace, calls fail with [`Error::LinkNotResumed`], pipes close and
+    /// the peer's servers leave with a link-down reason. Down notices
+    /// then come within `idle_timeout + resume_grace`.
+    pub resume_grace: Duration,
 }
 
 impl Default for NodeConfig {
@@ -120,6 +134,7 @@ impl Default for NodeConfig {
             lossy_send_window: 8,
             lossy_initial_rto: Duration::from_secs(1),
             max_queued: 16 * 1024 * 1024,
+            resume_grace: Duration::ZERO,
         }
     }
 }
@@ -130,6 +145,7 @@ impl NodeConfig {
         c.keepalive = self.keepalive;
         c.idle_timeout = self.idle_timeout;
         c.pipe_window = self.pipe_window;
+        c.resume_grace = (!self.resume_grace.is_zero()).then_some(self.resume_grace);
         match framing {
             FramingKind::ReliableStream => c.max_frame = self.max_frame,
             // Datagram links (CAN, BLE) lose whole frames too, and have no
@@ -186,6 +202,8 @@ struct Inner {
     /// What each peer may do with the local servers.
     policy: AccessPolicy,
     links: Mutex<HashMap<u64, LinkRecord>>,
+    /// Sessions that may resume on a new link.
+    sessions: resume::Table,
     next_link: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
@@ -280,6 +298,7 @@ impl Node {
                 security,
                 policy: AccessPolicy::allow_all(),
                 links: Mutex::new(HashMap::new()),
+                sessions: Default::default(),
                 next_link: AtomicU64::new(1),
                 shutdown: watch::Sender::new(false),
             }),
@@ -358,23 +377,86 @@ impl Node {
     /// Errors from the first attempt (refused, unreachable, handshake
     /// failed) are returned and nothing keeps dialling.
     pub async fn connect(&self, addr: &Address) -> Result<NodeId, Error> {
-        let link = self.inner.transports.connect(addr).await?;
-        let (connected, handshake) = oneshot::channel();
-        let node = self.clone();
-        let addr2 = addr.clone();
-        tokio::spawn(async move { node.dial_loop(addr2, link, connected).await });
-        match handshake.await {
-            Ok(result) => result,
-            Err(_) => Err(Error::LinkFailed {
-                address: addr.to_string(),
-                reason: "the node shut down".into(),
-            }),
+        self.connect_redundant(std::slice::from_ref(addr)).await
+    }
+
+    /// Dial one peer known by several addresses (say TCP and a Unix socket,
+    /// or a serial line and TCP) and keep one session with it: the first
+    /// address that answers carries the session; when its link is lost,
+    /// the next addresses are dialled in turn (wrapping around), and with
+    /// [`NodeConfig::resume_grace`] set the session resumes on whichever
+    /// answers, without losing or duplicating anything in flight. This is
+    /// failover: one link at a time.
+    ///
+    /// Errors when no address gives a first handshake (the last error is
+    /// returned); nothing keeps dialling then.
+    pub async fn connect_redundant(&self, addrs: &[Address]) -> Result<NodeId, Error> {
+        let mut last = Error::LinkFailed {
+            address: String::new(),
+            reason: "no address to dial".into(),
+        };
+        for (i, addr) in addrs.iter().enumerate() {
+            let link = match self.inner.transports.connect(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let (connected, handshake) = oneshot::channel();
+            let node = self.clone();
+            let all = addrs.to_vec();
+            tokio::spawn(async move { node.dial_loop(all, i, link, connected).await });
+            match handshake.await {
+                Ok(Ok(peer)) => return Ok(peer),
+                Ok(Err(e)) => last = e,
+                Err(_) => {
+                    return Err(Error::LinkFailed {
+                        address: addr.to_string(),
+                        reason: "the node shut down".into(),
+                    });
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Dial the addresses in turn from `*at` until one answers (`*at` is
+    /// then its index); backoff after every full round. None when the node
+    /// shuts down.
+    async fn dial_any(
+        &self,
+        addrs: &[Address],
+        at: &mut usize,
+        shutdown: &mut watch::Receiver<bool>,
+        backoff: &mut Duration,
+    ) -> Option<Link> {
+        let config = &self.inner.config;
+        loop {
+            for _ in 0..addrs.len() {
+                let addr = &addrs[*at % addrs.len()];
+                let dialled = tokio::select! {
+                    r = self.inner.transports.connect(addr) => r,
+                    () = stopped(shutdown) => return None,
+                };
+                match dialled {
+                    Ok(l) => return Some(l),
+                    Err(err) => debug!(%addr, "dial failed: {err}"),
+                }
+                *at = (*at + 1) % addrs.len();
+            }
+            debug!("no address answered; next round in {backoff:?}");
+            if self.wait(shutdown, *backoff).await {
+                return None;
+            }
+            *backoff = (*backoff * 2).min(config.reconnect_max);
         }
     }
 
     async fn dial_loop(
         self,
-        addr: Address,
+        addrs: Vec<Address>,
+        mut at: usize,
         first: Link,
         connected: oneshot::Sender<Result<NodeId, Error>>,
     ) {
@@ -388,26 +470,49 @@ impl Node {
         loop {
             let current = match link.take() {
                 Some(l) => l,
-                None => {
-                    let dialled = tokio::select! {
-                        r = self.inner.transports.connect(&addr) => r,
-                        () = stopped(&mut shutdown) => return,
-                    };
-                    match dialled {
-                        Ok(l) => l,
-                        Err(err) => {
-                            debug!(%addr, "dial failed: {err}; next try in {backoff:?}");
-                            if self.wait(&mut shutdown, backoff).await {
-                                return;
-                            }
-                            backoff = (backoff * 2).min(config.reconnect_max);
-                            continue;
-                        }
-                    }
-                }
+                None => match self
+                    .dial_any(&addrs, &mut at, &mut shutdown, &mut backoff)
+                    .await
+                {
+                    Some(l) => l,
+                    None => return,
+                },
             };
+            let addr = addrs[at % addrs.len()].clone();
+            let (handover_tx, handover_rx) = mpsc::unbounded_channel();
+            let (redial_tx, redial_rx) = mpsc::unbounded_channel();
+            // Counts resumptions, so that dialling again backs off while
+            // new links do not lead to one (a relay or peer that accepts
+            // and drops at once).
+            let resumed = Arc::new(AtomicU64::new(0));
+            let on_state = {
+                let (resumed, record) = (resumed.clone(), self.on_state(id));
+                let f: resume::OnState = Arc::new(move |up| {
+                    if up {
+                        resumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    record(up);
+                });
+                f
+            };
+            let resumption = Resumption::new(
+                self.inner.sessions.clone(),
+                config.resume_grace,
+                Some((handover_tx.clone(), handover_rx)),
+                Some(redial_tx),
+                Some(on_state),
+            );
             let (tx, mut rx) = oneshot::channel();
-            let running = self.run_link_as(id, current, Some(addr.clone()), Some(tx), reconnects);
+            let running = self.run_link_as(
+                id,
+                current,
+                Some(addr.clone()),
+                Some(tx),
+                reconnects,
+                resumption,
+            );
+            let running =
+                self.keep_linked(running, redial_rx, handover_tx, &addrs, &mut at, &resumed);
             tokio::pin!(running);
             let ended = match connected.take() {
                 // Later attempts: just run the link.
@@ -464,6 +569,83 @@ impl Node {
         }
     }
 
+    /// Run a dialled link's driver; whenever it reports its link lost (its
+    /// session waits to resume), dial again — the next address first — and
+    /// hand it the new link. Ends with the driver.
+    async fn keep_linked(
+        &self,
+        running: impl std::future::Future<Output = driver::Ended>,
+        mut redial: mpsc::UnboundedReceiver<()>,
+        handover: mpsc::UnboundedSender<Handover>,
+        addrs: &[Address],
+        at: &mut usize,
+        resumed: &AtomicU64,
+    ) -> driver::Ended {
+        tokio::pin!(running);
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let config = &self.inner.config;
+        // Resumptions seen when the last new link was handed over.
+        let mut handed: Option<u64> = None;
+        let mut pause = config.reconnect_min;
+        loop {
+            tokio::select! {
+                ended = &mut running => return ended,
+                Some(()) = redial.recv() => {
+                    // The last new link did not resume: back off.
+                    if handed == Some(resumed.load(Ordering::Relaxed)) {
+                        let waited = tokio::select! {
+                            ended = &mut running => return ended,
+                            stop = self.wait(&mut shutdown, pause) => stop,
+                        };
+                        if waited {
+                            return running.await;
+                        }
+                        pause = (pause * 2).min(config.reconnect_max);
+                    } else {
+                        pause = config.reconnect_min;
+                    }
+                    // Fail over: the next address first.
+                    *at = (*at + 1) % addrs.len();
+                    let mut backoff = config.reconnect_min;
+                    let link = tokio::select! {
+                        ended = &mut running => return ended,
+                        l = self.dial_any(addrs, at, &mut shutdown, &mut backoff) => l,
+                    };
+                    let Some(link) = link else {
+                        return running.await;
+                    };
+                    let name = format!("{} ↔ {}", link.info.local, link.info.remote);
+                    debug!(link = %name, "dialled again to resume");
+                    handed = Some(resumed.load(Ordering::Relaxed));
+                    let _ = handover.send(Handover {
+                        io: LinkPorts::new(link.io),
+                        hello: None,
+                        name,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Keeps the link record of link `id` up to date across resumptions.
+    fn on_state(&self, id: u64) -> resume::OnState {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move |up| {
+            if let Some(inner) = inner.upgrade()
+                && let Some(rec) = inner
+                    .links
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&id)
+            {
+                rec.connected = up;
+                if up {
+                    rec.reconnects += 1;
+                }
+            }
+        })
+    }
+
     /// Wait `d`; true if the node shut down meanwhile.
     async fn wait(&self, shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
         tokio::select! {
@@ -479,7 +661,16 @@ impl Node {
         connected: Option<oneshot::Sender<NodeId>>,
     ) -> driver::Ended {
         let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
-        let ended = self.run_link_as(id, link, dialed, connected, 0).await;
+        let resumption = Resumption::new(
+            self.inner.sessions.clone(),
+            self.inner.config.resume_grace,
+            None,
+            None,
+            Some(self.on_state(id)),
+        );
+        let ended = self
+            .run_link_as(id, link, dialed, connected, 0, resumption)
+            .await;
         self.lock_links().remove(&id);
         ended
     }
@@ -491,6 +682,7 @@ impl Node {
         dialed: Option<Address>,
         connected: Option<oneshot::Sender<NodeId>>,
         reconnects: u64,
+        resumption: Resumption,
     ) -> driver::Ended {
         let kernel = self.inner.kernel.clone();
         let framing = match link.info.kind {
@@ -554,6 +746,7 @@ impl Node {
             self.inner.config.max_queued,
             self.inner.policy.clone(),
             self.inner.security.as_ref().map(|s| s.allow.clone()),
+            resumption,
         );
         let ended = tokio::select! {
             ended = driver.run(io).instrument(span) => ended,

@@ -88,12 +88,16 @@
 //! ```
 
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod packet;
 pub mod secure;
 mod session;
 
 #[cfg(test)]
 pub(crate) mod harness;
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod secure_tests;
 #[cfg(test)]
@@ -106,5 +110,6 @@ pub use secure::{
     has_aes_hardware,
 };
 pub use session::{
-    CallId, CloseReason, Config, Event, LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
+    CallId, CloseReason, Config, Event, FEATURE_RESUME, LocalInfo, MIN_FRAME, PeerInfo, PipeId,
+    Session, Stats,
 };

@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
-use super::link_io::{Input, LinkPorts};
+use super::link_io::{Incoming, Input, LinkPorts, Outgoing, WriteFailed};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
+use super::resume::{Handover, Resumption};
 use super::stats::LinkStats;
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::identity::AllowList;
@@ -72,6 +73,8 @@ pub(crate) struct Driver {
     /// The allow-list of a secure node, and its changes: a peer whose key
     /// leaves it loses the link.
     allow: Option<(AllowList, watch::Receiver<u64>)>,
+    /// Resumption after a lost link.
+    resume: Resumption,
 }
 
 /// Resolves when the allow-list (if any) changed; `None` if it is gone.
@@ -80,6 +83,23 @@ async fn allow_changed(allow: &mut Option<(AllowList, watch::Receiver<u64>)>) ->
         Some((_, rx)) => rx.changed().await.ok(),
         None => std::future::pending().await,
     }
+}
+
+/// What the session's events ask of the run loop.
+enum Dispatch {
+    /// Nothing special.
+    Continue,
+    /// The session is over.
+    Closed(CloseReason),
+    /// The link is lost; the session waits for a new one.
+    Detached(String),
+    /// A fresh session's peer asks to resume another session.
+    ResumeRequested {
+        node: NodeId,
+        peer_session: u64,
+        session: u64,
+        hello: Bytes,
+    },
 }
 
 /// How a link ended.
@@ -101,6 +121,7 @@ impl Driver {
         max_queued: usize,
         policy: AccessPolicy,
         allow: Option<AllowList>,
+        resume: Resumption,
     ) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let mut policy_changed = policy.subscribe();
@@ -134,11 +155,14 @@ impl Driver {
             rr: 0,
             stats,
             connected,
+            resume,
         }
     }
 
-    /// Run until the session closes or the link goes away.
-    pub(crate) async fn run(mut self, mut io: LinkPorts) -> Ended {
+    /// Run until the session closes (a resumable session outlives its
+    /// links: it waits for a new one while detached).
+    pub(crate) async fn run(mut self, io: LinkPorts) -> Ended {
+        let mut link = Some(io);
         // One timer for the whole link, armed no later than the session's
         // next deadline. Deadlines mostly move later (every packet pushes
         // the keepalive and idle timeouts back), so the timer is only reset
@@ -149,29 +173,86 @@ impl Driver {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         let ended = loop {
-            if let Some(reason) = self.dispatch_events() {
-                // A broken protocol is worth a warning on this side (the
-                // peer logs its own view); a clean close or a timeout is not.
-                // A refused admission is logged on both sides.
-                if reason.code == CloseCode::Unauthorized {
-                    if reason.remote {
-                        warn!(link = %self.link, "link refused by the peer: {}", reason.message);
-                    } else {
-                        warn!(link = %self.link, "link refused: {}", reason.message);
+            match self.dispatch_events() {
+                Dispatch::Continue => {}
+                Dispatch::Closed(reason) => {
+                    // A broken protocol is worth a warning on this side (the
+                    // peer logs its own view); a clean close or a timeout is
+                    // not. A refused admission is logged on both sides.
+                    if reason.code == CloseCode::Unauthorized {
+                        if reason.remote {
+                            warn!(link = %self.link, "link refused by the peer: {}", reason.message);
+                        } else {
+                            warn!(link = %self.link, "link refused: {}", reason.message);
+                        }
+                    } else if !reason.remote
+                        && !matches!(
+                            reason.code,
+                            CloseCode::Normal | CloseCode::IdleTimeout | CloseCode::NoSession
+                        )
+                    {
+                        warn!(link = %self.link, "closing the link: {reason}");
                     }
-                } else if !reason.remote
-                    && !matches!(reason.code, CloseCode::Normal | CloseCode::IdleTimeout)
-                {
-                    warn!(link = %self.link, "closing the link: {reason}");
+                    break Ended {
+                        reason: reason.to_string(),
+                        was_connected: self.peer.is_some(),
+                    };
                 }
-                break Ended {
-                    reason: reason.to_string(),
-                    was_connected: self.peer.is_some(),
-                };
+                Dispatch::Detached(reason) => {
+                    link = None;
+                    self.resume.detached = true;
+                    info!(
+                        link = %self.link,
+                        "link lost ({reason}); the session waits up to {:?} to resume",
+                        self.resume.grace
+                    );
+                    self.resume.state(false);
+                    if let Some(redial) = &self.resume.redial {
+                        let _ = redial.send(());
+                    }
+                    continue;
+                }
+                Dispatch::ResumeRequested {
+                    node,
+                    peer_session,
+                    session,
+                    hello,
+                } => {
+                    let Some(io) = link.take() else { continue };
+                    let handover = Handover {
+                        io,
+                        hello: Some(hello),
+                        name: self.link.clone(),
+                    };
+                    match self.resume.find(session, node, peer_session) {
+                        Some(tx) => match tx.send(handover) {
+                            Ok(()) => {
+                                debug!(link = %self.link, "link handed over to the session it resumes");
+                                return Ended {
+                                    reason: "handed over to a resumed session".into(),
+                                    was_connected: false,
+                                };
+                            }
+                            Err(back) => link = Some(back.0.io),
+                        },
+                        None => link = Some(handover.io),
+                    }
+                    info!(link = %self.link, peer = %node.short(), "refusing to resume an unknown session");
+                    self.session.refuse_resume(&format!(
+                        "no session {session:#x} to resume here (the node restarted, or the grace period passed)"
+                    ));
+                    continue;
+                }
             }
+            let (incoming, mut outgoing) = match link.as_mut() {
+                Some(l) => (Some(&mut l.incoming), Some(&mut l.outgoing)),
+                None => (None, None),
+            };
             // Take the session's output (including what handling its
             // events just produced) while the link has room for it.
-            io.outgoing.fill(&mut self.session);
+            if let Some(o) = outgoing.as_deref_mut() {
+                o.fill(&mut self.session);
+            }
             match self.session.poll_timeout() {
                 Some(deadline) if armed.is_none_or(|at| deadline < at) => {
                     timer
@@ -182,25 +263,28 @@ impl Driver {
                 Some(_) => {}
                 None => armed = None,
             }
-            let want_write = io.outgoing.has_pending();
+            let want_write = outgoing.as_deref().is_some_and(Outgoing::has_pending);
             tokio::select! {
-                input = io.incoming.next() => match input {
+                input = next_input(incoming) => match input {
                     Input::Closed => {
-                        break Ended {
-                            reason: "the link closed".into(),
-                            was_connected: self.peer.is_some(),
+                        if let Some(ended) = self.lost(&mut link, "the link closed") {
+                            break ended;
                         }
                     }
-                    input => io.incoming.feed(&mut self.session, input),
-                },
-                written = io.outgoing.write_some(), if want_write => {
-                    if written.is_err() {
-                        break Ended {
-                            reason: "the link's writer failed".into(),
-                            was_connected: self.peer.is_some(),
+                    input => {
+                        if let Some(l) = link.as_mut() {
+                            l.incoming.feed(&mut self.session, input);
                         }
+                    }
+                },
+                written = write_some(outgoing), if want_write => {
+                    if written.is_err()
+                        && let Some(ended) = self.lost(&mut link, "the link's writer failed")
+                    {
+                        break ended;
                     }
                 }
+                Some(handover) = self.resume.rx.recv() => self.take_link(handover, &mut link),
                 // While the session refuses messages, new commands wait in
                 // their channel (in order) rather than piling up here.
                 Some(cmd) = self.commands.recv(), if self.blocked.is_empty() => {
@@ -237,22 +321,75 @@ impl Driver {
             }
         };
         // Send what is left (the Close packet, if any) and end the stream.
-        io.outgoing.finish(&mut self.session).await;
+        if let Some(l) = link.as_mut() {
+            l.outgoing.finish(&mut self.session).await;
+        }
         self.shut_down(&ended.reason);
         ended
     }
 
+    /// The link is gone: a resumable session waits for another (its
+    /// `Detached` event follows), any other ends here.
+    fn lost(&mut self, link: &mut Option<LinkPorts>, reason: &str) -> Option<Ended> {
+        if self.session.link_lost(Instant::now(), reason) {
+            *link = None;
+            return None;
+        }
+        Some(Ended {
+            reason: reason.into(),
+            was_connected: self.peer.is_some(),
+        })
+    }
+
+    /// A new link for this session: resume on it.
+    fn take_link(&mut self, handover: Handover, link: &mut Option<LinkPorts>) {
+        *link = Some(handover.io);
+        match self.session.resume(Instant::now(), handover.hello) {
+            Ok(()) => debug!(link = %self.link, new = %handover.name, "resuming on a new link"),
+            Err(err) => {
+                debug!(link = %self.link, "a new link came, but the session cannot resume: {err}");
+                *link = None;
+            }
+        }
+    }
+
     /// Act on every event the session has; returns the close reason once
     /// the session is over.
-    fn dispatch_events(&mut self) -> Option<CloseReason> {
+    fn dispatch_events(&mut self) -> Dispatch {
         while let Some(ev) = self.session.poll_event() {
-            if let Event::Closed { reason } = ev {
-                return Some(reason);
+            match ev {
+                Event::Closed { reason } => return Dispatch::Closed(reason),
+                Event::Detached { reason } => {
+                    // A stale one when the session already resumes on a
+                    // newer link.
+                    if self.session.awaiting_link() {
+                        self.stats.update(&self.session.stats());
+                        return Dispatch::Detached(reason);
+                    }
+                }
+                Event::ResumeRequested {
+                    node,
+                    peer_session,
+                    session,
+                    hello,
+                } => {
+                    return Dispatch::ResumeRequested {
+                        node,
+                        peer_session,
+                        session,
+                        hello,
+                    };
+                }
+                Event::Resumed => {
+                    info!(link = %self.link, "link resumed: nothing lost");
+                    self.resume.detached = false;
+                    self.resume.state(true);
+                }
+                ev => self.on_event(ev),
             }
-            self.on_event(ev);
         }
         self.stats.update(&self.session.stats());
-        None
+        Dispatch::Continue
     }
 
     /// The allow-list changed: drop the link if the peer's key is no
@@ -312,6 +449,10 @@ impl Driver {
                 }
                 if let Some(tx) = self.connected.take() {
                     let _ = tx.send(peer.node);
+                }
+                if self.session.is_resumable() {
+                    let ours = self.session.local().session_id;
+                    self.resume.register(ours, peer.node, peer.session_id);
                 }
                 self.peer = Some(peer);
                 // The watch starts with every local entry: announce them.
@@ -405,7 +546,10 @@ impl Driver {
                 }
             }
             Event::Writable => self.retry_blocked(),
-            Event::Closed { .. } => {}
+            Event::Closed { .. }
+            | Event::ResumeRequested { .. }
+            | Event::Detached { .. }
+            | Event::Resumed => {}
         }
     }
 
@@ -721,21 +865,34 @@ impl Driver {
     /// fail, pipes close.
     fn shut_down(&mut self, reason: &str) {
         info!(link = %self.link, "link down: {reason}");
+        self.resume.unregister();
+        let lapsed = self.resume.detached;
+        let node = self.peer_node().short();
+        let grace = self.resume.grace;
+        let failed = |name: String| {
+            if lapsed {
+                Error::LinkNotResumed {
+                    name,
+                    node: node.clone(),
+                    grace,
+                    reason: reason.to_owned(),
+                }
+            } else {
+                Error::ServerStopped {
+                    name,
+                    reason: format!("link down: {reason}"),
+                }
+            }
+        };
         for (_, reg) in self.remote.drain() {
             reg.unregister(ExitReason::LinkDown(reason.to_owned()));
         }
         for (_, (to, reply)) in self.calls.drain() {
-            let _ = reply.send(Err(Error::ServerStopped {
-                name: to,
-                reason: format!("link down: {reason}"),
-            }));
+            let _ = reply.send(Err(failed(to)));
         }
         for cmd in self.blocked.drain(..) {
             if let Command::Call { to, reply, .. } = cmd {
-                let _ = reply.send(Err(Error::ServerStopped {
-                    name: to,
-                    reason: format!("link down: {reason}"),
-                }));
+                let _ = reply.send(Err(failed(to)));
             }
         }
         self.pipes.clear();
@@ -750,9 +907,24 @@ impl Drop for Driver {
     /// the peer's servers out of the registry as "link down" and fails the
     /// calls waiting on it.
     fn drop(&mut self) {
+        self.resume.unregister();
         if !self.remote.is_empty() || !self.calls.is_empty() {
             self.shut_down("this node shut down");
         }
+    }
+}
+
+async fn next_input(incoming: Option<&mut Incoming>) -> Input {
+    match incoming {
+        Some(i) => i.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_some(outgoing: Option<&mut Outgoing>) -> Result<(), WriteFailed> {
+    match outgoing {
+        Some(o) => o.write_some().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -161,6 +161,11 @@ impl Pair {
         moved
     }
 
+    /// Take the sessions' pending events into `a_events` / `b_events`.
+    pub(crate) fn collect_events(&mut self) {
+        self.collect();
+    }
+
     fn collect(&mut self) {
         self.a_events
             .extend(std::iter::from_fn(|| self.a.poll_event()));

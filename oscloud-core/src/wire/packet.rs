@@ -146,6 +146,9 @@ pub enum CloseCode {
     Unauthorized,
     /// An encrypted frame failed authentication or was replayed (11).
     Crypto,
+    /// The peer asked to resume a session this side does not have (12):
+    /// it restarted, or the grace period passed.
+    NoSession,
     /// A code this version does not know.
     Other(u8),
 }
@@ -166,6 +169,7 @@ impl CloseCode {
             CloseCode::IdleTimeout => 9,
             CloseCode::Unauthorized => 10,
             CloseCode::Crypto => 11,
+            CloseCode::NoSession => 12,
             CloseCode::Other(c) => c,
         }
     }
@@ -185,6 +189,7 @@ impl CloseCode {
             9 => CloseCode::IdleTimeout,
             10 => CloseCode::Unauthorized,
             11 => CloseCode::Crypto,
+            12 => CloseCode::NoSession,
             c => CloseCode::Other(c),
         }
     }
@@ -200,6 +205,18 @@ pub(crate) struct Hello {
     pub(crate) max_frame: u32,
     pub(crate) recv_window: u32,
     pub(crate) pipe_window: u32,
+    /// A request to resume an earlier session (`docs/PROTOCOL.md` §12):
+    /// sent as an 11th element only when present.
+    pub(crate) resume: Option<Resume>,
+}
+
+/// The resume field of a Hello: `[session_id, ack]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// The receiver's session id, as in its Hello of the session resumed.
+    pub(crate) session: u64,
+    /// The sender's cumulative acknowledgement of the receiver's stream.
+    pub(crate) ack: u64,
 }
 
 /// One link frame's content.
@@ -388,19 +405,27 @@ impl Msg {
 impl Serialize for Packet {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Packet::Hello(h) => (
-                code::HELLO,
-                MAGIC,
-                VERSION,
-                B(&h.node.as_bytes()[..]),
-                h.features,
-                h.session_id,
-                h.auth.as_deref().map(B),
-                h.max_frame,
-                h.recv_window,
-                h.pipe_window,
-            )
-                .serialize(s),
+            Packet::Hello(h) => {
+                let head = (
+                    code::HELLO,
+                    MAGIC,
+                    VERSION,
+                    B(&h.node.as_bytes()[..]),
+                    h.features,
+                    h.session_id,
+                    h.auth.as_deref().map(B),
+                    h.max_frame,
+                    h.recv_window,
+                    h.pipe_window,
+                );
+                match h.resume {
+                    None => head.serialize(s),
+                    Some(r) => {
+                        let (a, b, c, d, e, f, g, i, j, k) = head;
+                        (a, b, c, d, e, f, g, i, j, k, (r.session, r.ack)).serialize(s)
+                    }
+                }
+            }
             Packet::ForeignHello { magic, version } => (code::HELLO, magic, version).serialize(s),
             Packet::HelloAck { session_id } => (code::HELLO_ACK, session_id).serialize(s),
             Packet::Data { seq, ack, msg } => (code::DATA, seq, ack, msg).serialize(s),
@@ -752,6 +777,10 @@ impl<'de> DeserializeSeed<'de> for PacketSeed<'_> {
                             max_frame: next(s, "max frame")?,
                             recv_window: next(s, "receive window")?,
                             pipe_window: next(s, "pipe window")?,
+                            resume: s
+                                .next_element::<Option<(u64, u64)>>()?
+                                .flatten()
+                                .map(|(session, ack)| Resume { session, ack }),
                         })
                     }
                     code::HELLO_ACK => Packet::HelloAck {
@@ -811,6 +840,7 @@ mod tests {
             max_frame: 65536,
             recv_window: 64,
             pipe_window: 65536,
+            resume: None,
         });
         let b = roundtrip(p);
         assert_eq!(
@@ -828,6 +858,30 @@ mod tests {
                 "40",                                   // receive window
                 "ce00010000",                           // pipe window
             )
+        );
+    }
+
+    #[test]
+    fn golden_resume_hello() {
+        let p = Packet::Hello(Hello {
+            node: NodeId::from_bytes([0xab; 16]),
+            features: 8,
+            session_id: 7,
+            auth: None,
+            max_frame: 65536,
+            recv_window: 64,
+            pipe_window: 65536,
+            resume: Some(Resume {
+                session: 9,
+                ack: 300,
+            }),
+        });
+        let b = roundtrip(p);
+        assert!(hex(&b).starts_with("9b01"), "array of 11: {}", hex(&b));
+        assert!(
+            hex(&b).ends_with("9209cd012c"),
+            "[9, 300] last: {}",
+            hex(&b)
         );
     }
 

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use super::framing::{Framer, FramingKind};
 use super::packet::{
     CloseCode, DATA_OVERHEAD, EntryInfo, Hello, Msg, PIPE_DATA_OVERHEAD, Packet, RemoteError,
-    VERSION, to_vec,
+    Resume, VERSION, to_vec,
 };
 use super::secure::{
     FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK, SECURE_OVERHEAD,
@@ -21,6 +21,15 @@ use crate::{Error, ExitReason, NodeId};
 
 /// The smallest `max_frame` a session accepts (its own or the peer's).
 pub const MIN_FRAME: usize = 128;
+
+/// Hello feature bit 3: this side can resume a session on a new link
+/// (`docs/PROTOCOL.md` §12). Sessions resume only when both sides set it.
+pub const FEATURE_RESUME: u64 = 8;
+
+/// Most packets kept for resumption on a reliable stream while their
+/// acknowledgement is outstanding (the peer acknowledges within its
+/// `ack_delay`, so this is reached only if it stops acknowledging).
+const RETAIN_MAX: usize = 1 << 16;
 
 /// Longest close message sent, in bytes, so a Close fits any frame.
 const MAX_CLOSE_TEXT: usize = 96;
@@ -76,6 +85,11 @@ pub struct Config {
     pub ack_delay: Duration,
     /// How long a partly received segmented frame is kept (datagrams).
     pub reassembly_timeout: Duration,
+    /// Keep the session this long after its link is lost, so that it can
+    /// resume on a new link (`docs/PROTOCOL.md` §12); `None` (the default)
+    /// ends the session with its link. Unacknowledged packets are then
+    /// kept on reliable streams too.
+    pub resume_grace: Option<Duration>,
 }
 
 impl Config {
@@ -96,6 +110,7 @@ impl Config {
             max_rto: Duration::from_secs(4),
             ack_delay: Duration::from_millis(10),
             reassembly_timeout: Duration::from_secs(1),
+            resume_grace: None,
         }
     }
 
@@ -126,6 +141,7 @@ impl Config {
             self.max_rto,
             self.ack_delay,
             self.reassembly_timeout,
+            self.resume_grace.unwrap_or_default(),
         ]
         .iter()
         .any(|d| *d > day)
@@ -308,6 +324,32 @@ pub enum Event {
     },
     /// The send queue that refused a message has room again.
     Writable,
+    /// A new session's peer asked to resume an earlier session of this
+    /// node instead (its Hello named our session `session`). Hand the
+    /// link to that session with [`Session::resume`] (passing `hello`), or
+    /// refuse with [`Session::refuse_resume`]. Nothing else happens on
+    /// this session until then.
+    ResumeRequested {
+        /// The peer's node id (as claimed; a secure session proves it
+        /// during the resumption).
+        node: NodeId,
+        /// The peer's session id.
+        peer_session: u64,
+        /// Our session id the peer wants to resume.
+        session: u64,
+        /// The peer's Hello, exactly as received.
+        hello: Bytes,
+    },
+    /// The link was lost, the session is kept for its resume grace: give it
+    /// a new link with [`Session::resume`]. Calls, pipes and queued
+    /// messages wait.
+    Detached {
+        /// Why the link was lost.
+        reason: String,
+    },
+    /// The session resumed on a new link: what the peer had not
+    /// acknowledged is sent again, duplicates are discarded.
+    Resumed,
     /// The session is over. Nothing more comes; outstanding calls and open
     /// pipes are void.
     Closed {
@@ -351,12 +393,20 @@ pub struct Stats {
     pub auth_failures: u64,
     /// Encrypted frames rejected as replays (nonce seen or too old).
     pub replays: u64,
+    /// Times the link was lost and the session kept for resumption.
+    pub detaches: u64,
+    /// Times the session resumed on a new link.
+    pub resumes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshake,
     Open,
+    /// Link lost; kept until the grace ends.
+    Detached,
+    /// On a new link; our resume Hello sent, the peer's awaited.
+    Resuming,
     Closed,
 }
 
@@ -399,6 +449,22 @@ pub struct Session {
     secure: Option<Secure>,
     /// Noise handshake messages waiting to be sent.
     hs_out: VecDeque<Bytes>,
+
+    // resumption
+    /// Both sides can resume (known once the peer's Hello is in).
+    resumable: bool,
+    /// When a detached session gives up.
+    grace_until: Option<Instant>,
+    /// The peer's acknowledgement from its resume Hello, applied when the
+    /// resumption completes.
+    resume_ack: Option<u64>,
+    /// A fresh session reported [`Event::ResumeRequested`].
+    resume_requested: bool,
+    /// The resume field of our Hellos on the current link (fixed when the
+    /// resumption starts, so re-sent Hellos are the same bytes).
+    hello_resume: Option<Resume>,
+    /// The secure settings, to run a new handshake on resumption.
+    secure_cfg: Option<SecureConfig>,
 
     // handshake
     send_hello: bool,
@@ -464,16 +530,26 @@ impl Session {
         }
         local.features |= secure.features();
         let strict = !config.framing.is_lossy();
-        Self::build(config, local, Some(Secure::new(secure, strict)), now)
+        let mut session = Self::build(
+            config,
+            local,
+            Some(Secure::new(secure.clone(), strict)),
+            now,
+        )?;
+        session.secure_cfg = Some(secure);
+        Ok(session)
     }
 
     fn build(
         config: Config,
-        local: LocalInfo,
+        mut local: LocalInfo,
         secure: Option<Secure>,
         now: Instant,
     ) -> Result<Self, Error> {
         config.validate()?;
+        if config.resume_grace.is_some() {
+            local.features |= FEATURE_RESUME;
+        }
         let framer = Framer::new(config.framing, config.max_frame, config.reassembly_timeout)?;
         let max_frame = framer.max_frame();
         if max_frame < MIN_FRAME {
@@ -495,6 +571,12 @@ impl Session {
             events: VecDeque::new(),
             secure,
             hs_out: VecDeque::new(),
+            resumable: false,
+            grace_until: None,
+            resume_ack: None,
+            resume_requested: false,
+            hello_resume: None,
+            secure_cfg: None,
             send_hello: true,
             send_hello_ack: false,
             hello_confirmed: !lossy,
@@ -541,6 +623,7 @@ impl Session {
             max_frame: self.max_frame as u32,
             recv_window: self.config.recv_window,
             pipe_window: self.config.pipe_window,
+            resume: self.hello_resume,
         })
     }
 
@@ -551,7 +634,7 @@ impl Session {
     /// the session (see [`Event::Closed`]).
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
         self.advance(now);
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             return;
         }
         self.stats.bytes_received += data.len() as u64;
@@ -567,7 +650,7 @@ impl Session {
     /// onto the end of `buf` and call again.
     pub fn handle_input_buf(&mut self, now: Instant, buf: &mut BytesMut) {
         self.advance(now);
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             buf.clear();
             return;
         }
@@ -644,12 +727,16 @@ impl Session {
         if self.state == State::Closed {
             return None;
         }
+        if self.state == State::Detached {
+            return self.grace_until;
+        }
         let mut t = self.last_recv + self.config.idle_timeout;
         let mut take = |x: Option<Instant>| {
             if let Some(x) = x {
                 t = t.min(x);
             }
         };
+        take(self.grace_until);
         take(self.ack_at);
         take(self.rto_at);
         take(self.framer.timeout());
@@ -668,7 +755,25 @@ impl Session {
             return;
         }
         let now = self.now;
+        if self.grace_until.is_some_and(|g| now >= g) {
+            let grace = self.config.resume_grace.unwrap_or_default();
+            self.close_with(
+                CloseCode::IdleTimeout,
+                format!(
+                    "the link was lost and the session not resumed within its grace of {grace:?}"
+                ),
+            );
+            return;
+        }
+        if self.state == State::Detached {
+            return;
+        }
         if now >= self.last_recv + self.config.idle_timeout {
+            if self.resumable && matches!(self.state, State::Open | State::Resuming) {
+                let idle = self.config.idle_timeout;
+                self.detach(format!("nothing heard from the peer for {idle:?}"));
+                return;
+            }
             let what = if self.state == State::Handshake {
                 "handshake"
             } else {
@@ -767,6 +872,155 @@ impl Session {
     /// [`CloseCode::Unauthorized`] so both sides report a refused link.
     pub fn revoke(&mut self, message: &str) {
         self.close_with(CloseCode::Unauthorized, message.to_owned());
+    }
+
+    // ----- resumption -----
+
+    /// Whether this session resumes after a lost link (both sides can, and
+    /// it is connected, detached or resuming).
+    pub fn is_resumable(&self) -> bool {
+        self.resumable && matches!(self.state, State::Open | State::Detached | State::Resuming)
+    }
+
+    /// Whether the session has no link now (detached, not yet resuming).
+    pub fn awaiting_link(&self) -> bool {
+        self.state == State::Detached
+    }
+
+    /// Whether the session waits for a new link (detached, or resuming on
+    /// one).
+    pub fn is_detached(&self) -> bool {
+        matches!(self.state, State::Detached | State::Resuming)
+    }
+
+    /// The link is gone. A resumable session is kept ([`Event::Detached`]
+    /// follows; true is returned) until [`resume`](Self::resume) or the end
+    /// of its grace; any other session closes ([`Event::Closed`]; false).
+    pub fn link_lost(&mut self, now: Instant, reason: &str) -> bool {
+        self.advance(now);
+        if self.is_resumable() {
+            self.detach(reason.to_owned());
+            return true;
+        }
+        if self.state != State::Closed {
+            self.finish(CloseReason {
+                code: CloseCode::Normal,
+                message: reason.to_owned(),
+                remote: false,
+            });
+        }
+        false
+    }
+
+    fn detach(&mut self, reason: String) {
+        if self.state == State::Detached {
+            return;
+        }
+        tracing::debug!(%reason, "wire session detached from its link");
+        self.state = State::Detached;
+        self.stats.detaches += 1;
+        if self.grace_until.is_none() {
+            self.grace_until = Some(self.now + self.config.resume_grace.unwrap_or_default());
+        }
+        self.out.clear();
+        self.hs_out.clear();
+        self.reorder.clear();
+        self.retransmit_next = None;
+        self.resume_ack = None;
+        self.rto_at = None;
+        self.ack_at = None;
+        self.ping_due = false;
+        self.send_hello = false;
+        self.send_hello_ack = false;
+        if let Ok(framer) = Framer::new(
+            self.config.framing,
+            self.config.max_frame,
+            self.config.reassembly_timeout,
+        ) {
+            self.framer = framer;
+        }
+        self.events.push_back(Event::Detached { reason });
+    }
+
+    /// Continue this session on a new link (whose bytes now go through
+    /// this session): our resume Hello goes out first. `peer_hello` is the
+    /// peer's resume Hello when the peer asked first (from
+    /// [`Event::ResumeRequested`] of the session that received it).
+    /// [`Event::Resumed`] follows once both sides agree (and, on secure
+    /// sessions, a new Noise handshake proved the same peer key).
+    pub fn resume(&mut self, now: Instant, peer_hello: Option<Bytes>) -> Result<(), Error> {
+        self.advance(now);
+        if !self.is_resumable() {
+            return Err(Error::WireClosed {
+                reason: self
+                    .closed
+                    .as_ref()
+                    .map_or_else(|| "the session cannot resume".into(), ToString::to_string),
+            });
+        }
+        if self.state != State::Detached {
+            self.detach("resumed on another link".into());
+        }
+        self.state = State::Resuming;
+        self.hello_resume = self.peer.as_ref().map(|peer| Resume {
+            session: peer.session_id,
+            ack: self.recv_next - 1,
+        });
+        self.send_hello = true;
+        self.hello_confirmed = !self.config.framing.is_lossy();
+        self.rto = self.config.initial_rto;
+        self.rto_at = self
+            .config
+            .framing
+            .is_lossy()
+            .then_some(self.now + self.rto);
+        self.last_recv = self.now;
+        self.last_sent = self.now;
+        if let Some(cfg) = &self.secure_cfg {
+            self.secure = Some(Secure::new(cfg.clone(), !self.config.framing.is_lossy()));
+        }
+        if let Some(hello) = peer_hello {
+            self.handle_packet(&hello, false);
+        }
+        Ok(())
+    }
+
+    /// Answer an [`Event::ResumeRequested`] with "no such session": the
+    /// peer gets Close code 12 and starts a new session.
+    pub fn refuse_resume(&mut self, why: &str) {
+        self.close_with(CloseCode::NoSession, why.to_owned());
+    }
+
+    /// The resumption handshake is done: apply the peer's acknowledgement,
+    /// send again what it lacks, and run.
+    fn finish_resume(&mut self) {
+        let Some(ack) = self.resume_ack.take() else {
+            return;
+        };
+        let lowest = self.in_flight.front().map_or(self.next_seq, |(s, _)| *s);
+        if ack >= self.next_seq || ack + 1 < lowest {
+            self.close_with(
+                CloseCode::Protocol,
+                format!(
+                    "cannot resume: the peer acknowledges packet {ack}, but packets {lowest} to {} are what it may lack",
+                    self.next_seq - 1
+                ),
+            );
+            return;
+        }
+        while self.in_flight.front().is_some_and(|(s, _)| *s <= ack) {
+            self.in_flight.pop_front();
+        }
+        self.retransmit_next = self.in_flight.front().map(|(s, _)| *s);
+        self.rto = self.config.initial_rto;
+        self.rto_at = (self.config.framing.is_lossy() && !self.in_flight.is_empty())
+            .then_some(self.now + self.rto);
+        self.state = State::Open;
+        self.grace_until = None;
+        self.ack_at = Some(self.now);
+        self.stats.resumes += 1;
+        tracing::debug!(resent = self.in_flight.len(), "wire session resumed");
+        self.events.push_back(Event::Resumed);
     }
 
     // ----- application side -----
@@ -1003,7 +1257,7 @@ impl Session {
                     .as_ref()
                     .map_or_else(String::new, ToString::to_string),
             }),
-            (State::Open, Some(peer), _) => Ok(peer),
+            (State::Open | State::Detached | State::Resuming, Some(peer), _) => Ok(peer),
             _ => Err(Error::WireNotConnected),
         }
     }
@@ -1082,6 +1336,9 @@ impl Session {
 
     fn finish(&mut self, reason: CloseReason) {
         self.state = State::Closed;
+        self.resumable = false;
+        self.grace_until = None;
+        self.resume_ack = None;
         self.queue.clear();
         self.in_flight.clear();
         self.reorder.clear();
@@ -1100,7 +1357,7 @@ impl Session {
 
     /// Build one packet into `out`; false when there is nothing to send.
     fn produce(&mut self) -> bool {
-        if self.state == State::Closed {
+        if matches!(self.state, State::Closed | State::Detached) {
             return false;
         }
         let packet = if self.send_hello {
@@ -1200,11 +1457,15 @@ impl Session {
             }
             self.retransmit_next = None;
         }
-        let window = self
-            .config
-            .send_window
-            .min(self.peer.as_ref().map_or(1, |p| p.recv_window)) as usize;
-        if self.in_flight.len() >= window {
+        let lossy = self.config.framing.is_lossy();
+        let window = if lossy {
+            self.config
+                .send_window
+                .min(self.peer.as_ref().map_or(1, |p| p.recv_window)) as usize
+        } else {
+            RETAIN_MAX
+        };
+        if (lossy || self.resumable) && self.in_flight.len() >= window {
             return None;
         }
         let (msg, counted) = self.queue.pop_front()?;
@@ -1217,11 +1478,15 @@ impl Session {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        if self.config.framing.is_lossy() {
+        if lossy {
             self.in_flight.push_back((seq, msg.clone()));
             if self.rto_at.is_none() {
                 self.rto_at = Some(self.now + self.rto);
             }
+        } else if self.resumable {
+            // Kept (payloads shared, not copied) until acknowledged, to be
+            // sent again on a new link.
+            self.in_flight.push_back((seq, msg.clone()));
         }
         self.ack_at = None;
         Some(Packet::Data { seq, ack, msg })
@@ -1486,6 +1751,18 @@ impl Session {
             }
             HsOutcome::Established { peer, send } => {
                 let initiator = sec.is_initiator();
+                if self.state == State::Resuming
+                    && self.peer.as_ref().and_then(|p| p.key) != Some(peer)
+                {
+                    self.protocol_error(
+                        CloseCode::Unauthorized,
+                        format!(
+                            "resumption refused: the peer proved key {}, not the key of the session",
+                            peer.short()
+                        ),
+                    );
+                    return;
+                }
                 self.hs_out.extend(send);
                 if let Some(p) = self.peer.as_mut() {
                     p.key = Some(peer);
@@ -1507,7 +1784,7 @@ impl Session {
     /// Open the session once the secure handshake is done (and, for the
     /// initiator, confirmed by the peer).
     fn secure_connected(&mut self) {
-        if self.state != State::Handshake {
+        if !matches!(self.state, State::Handshake | State::Resuming) {
             return;
         }
         let ready = self
@@ -1517,12 +1794,37 @@ impl Session {
         let Some(peer) = self.peer.clone().filter(|_| ready) else {
             return;
         };
+        if self.state == State::Resuming {
+            self.finish_resume();
+            return;
+        }
         tracing::debug!(peer = %peer.node.short(), "wire session connected (encrypted)");
         self.state = State::Open;
         self.events.push_back(Event::Connected(peer));
     }
 
     fn handle_hello(&mut self, h: Hello, raw: &[u8]) {
+        if self.state == State::Resuming {
+            return self.handle_resume_hello(h, raw);
+        }
+        if self.peer.is_none()
+            && let Some(r) = h.resume
+        {
+            if self.config.resume_grace.is_none() {
+                self.close_with(
+                    CloseCode::NoSession,
+                    "this node does not resume sessions".into(),
+                );
+            } else if !std::mem::replace(&mut self.resume_requested, true) {
+                self.events.push_back(Event::ResumeRequested {
+                    node: h.node,
+                    peer_session: h.session_id,
+                    session: r.session,
+                    hello: Bytes::copy_from_slice(raw),
+                });
+            }
+            return;
+        }
         if let Some(peer) = &self.peer {
             if peer.session_id == h.session_id && peer.node == h.node {
                 // A retransmitted Hello: our HelloAck was lost.
@@ -1548,6 +1850,7 @@ impl Session {
         if !self.secure_start(&h, raw) {
             return;
         }
+        self.resumable = self.config.resume_grace.is_some() && h.features & FEATURE_RESUME != 0;
         let peer = PeerInfo {
             node: h.node,
             features: h.features,
@@ -1571,6 +1874,43 @@ impl Session {
         self.events.push_back(Event::Connected(peer));
     }
 
+    /// A Hello on the new link of a resuming session.
+    fn handle_resume_hello(&mut self, h: Hello, raw: &[u8]) {
+        let Some(peer) = self.peer.clone() else {
+            return;
+        };
+        let ours = h.resume.is_some_and(|r| r.session == self.local.session_id);
+        if h.node != peer.node || h.session_id != peer.session_id || !ours {
+            // The Hello of the session the peer's node started on this
+            // link before it handed the link to the session we resume.
+            self.stats.dropped += 1;
+            return;
+        }
+        self.send_hello_ack = true;
+        let started = self.secure.as_ref().is_some_and(Secure::started);
+        if self.resume_ack.is_some() || started {
+            return; // a repeated resume Hello
+        }
+        if h.max_frame != peer.max_frame
+            || h.recv_window != peer.recv_window
+            || h.pipe_window != peer.pipe_window
+            || h.features != peer.features
+        {
+            self.close_with(
+                CloseCode::Protocol,
+                "cannot resume: the peer's limits or features changed".into(),
+            );
+            return;
+        }
+        self.resume_ack = h.resume.map(|r| r.ack);
+        if self.secure.is_some() {
+            // A new Noise handshake must prove the same peer key.
+            self.secure_start(&h, raw);
+            return;
+        }
+        self.finish_resume();
+    }
+
     fn handle_ack(&mut self, ack: u64) {
         if ack >= self.next_seq {
             self.protocol_error(
@@ -1586,7 +1926,8 @@ impl Session {
         }
         if progress {
             self.rto = self.config.initial_rto;
-            self.rto_at = (!self.in_flight.is_empty()).then_some(self.now + self.rto);
+            self.rto_at = (self.config.framing.is_lossy() && !self.in_flight.is_empty())
+                .then_some(self.now + self.rto);
             if self.retransmit_next.is_some_and(|s| s <= ack) {
                 self.retransmit_next = self.in_flight.front().map(|(s, _)| *s);
             }

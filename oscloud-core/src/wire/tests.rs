@@ -606,6 +606,21 @@ fn flow_control_violation_closes() {
 // ----- fuzz: nothing panics -----
 
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, .. ProptestConfig::default() })]
+
+    #[test]
+    fn fuzz_entry_points(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        // What the cargo-fuzz targets in fuzz/ run, as a stable smoke test.
+        super::fuzzing::packet(&data);
+        super::fuzzing::length(&data);
+        super::fuzzing::cobs(&data);
+        super::fuzzing::segment(&data);
+        super::fuzzing::session(&data);
+        super::fuzzing::secure_handshake(&data);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     #[test]

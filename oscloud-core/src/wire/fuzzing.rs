@@ -1,0 +1,191 @@
+//! Entry points for the fuzz targets in `fuzz/` (and the stable fuzz
+//! smoke tests): each takes arbitrary bytes and must never panic, hang or
+//! grow memory without bound. Not a stable API.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::packet::Packet;
+use super::{
+    CobsFraming, Config, FramingKind, LengthFraming, LocalInfo, SecureConfig, SegmentFraming,
+    Session,
+};
+use crate::NodeId;
+use crate::identity::{AllowList, NodeKey};
+
+/// Decode one packet from a frame.
+pub fn packet(data: &[u8]) {
+    let _ = Packet::decode_frame(&Bytes::copy_from_slice(data));
+}
+
+/// The length framing, both decoders, on `data` cut at the first byte's
+/// value; every frame found is decoded as a packet.
+pub fn length(data: &[u8]) {
+    let cut = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
+    let mut f = LengthFraming::new(4096);
+    let mut out = Vec::new();
+    if f.decode(&data[..cut], &mut out).is_ok() {
+        let _ = f.decode(&data[cut..], &mut out);
+    }
+    let mut g = LengthFraming::new(4096);
+    let mut buf = BytesMut::from(data);
+    let _ = g.decode_buf(&mut buf, &mut out);
+    for frame in out {
+        let _ = Packet::decode_frame(&frame);
+    }
+}
+
+/// The COBS + CRC framing on `data` in two pieces.
+pub fn cobs(data: &[u8]) {
+    let cut = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
+    let mut f = CobsFraming::new(512);
+    let mut out = Vec::new();
+    f.decode(&data[..cut], &mut out);
+    f.decode(&data[cut..], &mut out);
+    for frame in out {
+        let _ = Packet::decode_frame(&frame);
+    }
+}
+
+/// The segment framing: the first byte picks the MTU (4–67), the rest is
+/// datagrams, each prefixed by a length byte.
+pub fn segment(data: &[u8]) {
+    let Some((&m, mut rest)) = data.split_first() else {
+        return;
+    };
+    let mtu = 4 + usize::from(m % 64);
+    let Ok(mut f) = SegmentFraming::new(mtu, 4096, Duration::from_secs(1)) else {
+        return;
+    };
+    let mut now = Instant::now();
+    let mut out = Vec::new();
+    while let Some((&n, tail)) = rest.split_first() {
+        let n = usize::from(n).min(tail.len());
+        f.decode(now, &tail[..n], &mut out);
+        rest = &tail[n..];
+        now += Duration::from_millis(100);
+        f.handle_timeout(now);
+    }
+    for frame in out {
+        let _ = Packet::decode_frame(&frame);
+    }
+}
+
+fn kind(b: u8) -> FramingKind {
+    match b % 4 {
+        0 => FramingKind::ReliableStream,
+        1 => FramingKind::LossyStream,
+        2 => FramingKind::Datagram { mtu: 8 },
+        _ => FramingKind::Datagram { mtu: 64 },
+    }
+}
+
+fn config(kind: FramingKind, resume: bool) -> Config {
+    let mut c = Config::new(kind);
+    c.max_frame = 4096;
+    c.pipe_window = 4096;
+    c.resume_grace = resume.then_some(Duration::from_secs(10));
+    c
+}
+
+/// Move bytes between two sessions until quiet (bounded).
+fn pump(a: &mut Session, b: &mut Session, now: Instant) {
+    for _ in 0..64 {
+        let mut moved = false;
+        while let Some(x) = a.poll_transmit(now) {
+            b.handle_input(now, &x);
+            moved = true;
+        }
+        while let Some(x) = b.poll_transmit(now) {
+            a.handle_input(now, &x);
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// Feed `chunks` (each prefixed by a length byte) to `s`, running its
+/// timers and draining it as a driver does.
+fn feed(s: &mut Session, mut rest: &[u8], mut now: Instant) {
+    while let Some((&n, tail)) = rest.split_first() {
+        let n = usize::from(n).min(tail.len());
+        s.handle_input(now, &tail[..n]);
+        rest = &tail[n..];
+        while s.poll_transmit(now).is_some() {}
+        while s.poll_event().is_some() {}
+        now += Duration::from_millis(300);
+        s.handle_timeout(now);
+    }
+}
+
+/// A session fed arbitrary link bytes: the first byte picks the link kind
+/// and whether the session is connected (to a real peer) first, and
+/// whether it resumes; the rest is input, in length-prefixed pieces.
+pub fn session(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let k = kind(sel);
+    let resume = sel & 8 != 0;
+    let now = Instant::now();
+    let Ok(mut a) = Session::new(config(k, resume), LocalInfo::new(NodeId::random()), now) else {
+        return;
+    };
+    if sel & 4 != 0 {
+        let Ok(mut b) = Session::new(config(k, resume), LocalInfo::new(NodeId::random()), now)
+        else {
+            return;
+        };
+        pump(&mut a, &mut b, now);
+        let _ = a.cast("x", Bytes::from_static(b"y"));
+        let _ = a.open_pipe("p", "q");
+        if resume && sel & 16 != 0 {
+            // Detached and resuming: the input is what the new link brings.
+            a.link_lost(now, "fuzz");
+            let _ = a.resume(now, None);
+        }
+    }
+    feed(&mut a, rest, now);
+}
+
+/// The secure handshake fed arbitrary bytes: either from the start (the
+/// input replaces the peer entirely), or after a genuine peer Hello (the
+/// input then plays the Noise messages).
+pub fn secure_handshake(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let k = kind(sel);
+    let now = Instant::now();
+    let ka = NodeKey::from_secret([7; 32]);
+    let kb = NodeKey::from_secret([9; 32]);
+    let ca = SecureConfig::new(ka.clone(), AllowList::from_keys([kb.public()]));
+    let Ok(mut a) = Session::new_secure(
+        config(k, sel & 8 != 0),
+        LocalInfo::new(ka.node_id()),
+        ca,
+        now,
+    ) else {
+        return;
+    };
+    if sel & 4 != 0 {
+        // A genuine Hello first, from b.
+        let cb = SecureConfig::new(kb.clone(), AllowList::from_keys([ka.public()]));
+        let Ok(mut b) = Session::new_secure(
+            config(k, sel & 8 != 0),
+            LocalInfo::new(kb.node_id()),
+            cb,
+            now,
+        ) else {
+            return;
+        };
+        if let Some(hello) = b.poll_transmit(now) {
+            a.handle_input(now, &hello);
+        }
+        while a.poll_transmit(now).is_some() {}
+    }
+    feed(&mut a, rest, now);
+}
