@@ -50,6 +50,9 @@ scripts/test-cli.sh 2>&1 | tee -a "$others"
 step "Serial transport and the C microcontroller peer"
 scripts/test-serial.sh
 
+step "USB and BLE transports in the hardware lab"
+scripts/test-hwlab-usb-ble.sh 2>&1 | tee -a "$results"
+
 step "done in $(( $(date +%s) - start )) s"
 # The totals of every suite above, then one closing line with the sum.
 cargo_pf=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }' "$results")
