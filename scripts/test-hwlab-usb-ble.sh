@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-suites=(hwlab_usb)
+suites=(hwlab_usb hwlab_ble)
 
 start=$(date +%s)
 bins=()

@@ -233,6 +233,8 @@ fn pick_udc(addr: &Address, settings: &GadgetSettings) -> Result<String, Error> 
 
 /// Create, describe and bind the gadget (blocking).
 fn create(addr: &Address, settings: GadgetSettings) -> Result<(Arc<Gadget>, File), Error> {
+    // No controller, nothing to do: say so before touching configfs.
+    let udc = pick_udc(addr, &settings)?;
     let gadgets = Path::new(CONFIGFS).join("usb_gadget");
     if !gadgets.is_dir() {
         // configfs may just not be mounted yet.
@@ -253,7 +255,6 @@ fn create(addr: &Address, settings: GadgetSettings) -> Result<(Arc<Gadget>, File
             });
         }
     }
-    let udc = pick_udc(addr, &settings)?;
     let name = settings.name.clone();
     let dir = gadgets.join(&name);
     let mount = std::env::temp_dir().join(format!("oscloud-ffs-{name}"));
@@ -650,6 +651,36 @@ impl Listener for GadgetLinks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a machine without a USB device controller (the build machines),
+    /// listening fails at once and says why; dialling is refused.
+    #[tokio::test]
+    async fn without_a_controller_the_error_says_why() {
+        let has_udc = fs::read_dir(UDC_CLASS).is_ok_and(|mut d| d.next().is_some());
+        if !has_udc {
+            let err = UsbGadgetTransport
+                .listen(&"usbgadget://?name=osctest".parse().unwrap())
+                .await
+                .err()
+                .unwrap();
+            assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+            assert!(
+                err.to_string().contains("no USB device controller"),
+                "{err}"
+            );
+        }
+        let err = UsbGadgetTransport
+            .listen(&"usbgadget://?udc=no_such_udc.7".parse().unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no_such_udc.7"), "{err}");
+        let err = UsbGadgetTransport
+            .connect(&"usbgadget://".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("waits for its host"), "{err}");
+    }
 
     #[test]
     fn descriptor_blob_is_well_formed() {

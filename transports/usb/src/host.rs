@@ -364,3 +364,30 @@ impl Transport for UsbHostTransport {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that is not there (no such ids anywhere) is unreachable, or
+    /// libusb itself says it cannot work here (no /dev/bus/usb): either
+    /// way an error that says so, never a hang.
+    #[tokio::test]
+    async fn a_missing_device_is_reported() {
+        let err = UsbHostTransport
+            .connect(&"usb://?vid=f0f0&pid=0f0f".parse().unwrap())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("no USB device f0f0:0f0f is attached") || text.contains("libusb"),
+            "{text}"
+        );
+        let err = UsbHostTransport
+            .listen(&"usb://1d6b:0104".parse().unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("dials its device"), "{err}");
+    }
+}
