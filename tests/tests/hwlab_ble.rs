@@ -120,6 +120,19 @@ async fn bluetooth() -> Vec<Daemon> {
     daemons
 }
 
+/// Ask `node` until it answers other than `timeout ...` (its own waits
+/// give up after 10 s), for two minutes at most.
+async fn ask_until(node: &mut TestNode, cmd: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = node.ask(cmd).await;
+        if !got.starts_with("timeout") || Instant::now() > deadline {
+            return got;
+        }
+        println!("  ({cmd}: {got})");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the hardware lab (hci_vhci, btvirt, bluetoothd): scripts/test-hwlab-usb-ble.sh"]
 async fn ble_peripheral_and_central_calls_and_pipe() {
@@ -144,14 +157,23 @@ async fn ble_peripheral_and_central_calls_and_pipe() {
     )
     .await;
     pc.line_deadline = SLOW;
-    let found = pc.ask("wait upper-dev").await;
-    assert!(found.starts_with("found upper-dev"), "{found}");
+    let found = ask_until(&mut pc, "wait upper-dev").await;
+    assert!(
+        found.starts_with("found upper-dev"),
+        "{found}\ncentral:\n{}\nperipheral:\n{}",
+        pc.stderr_now(),
+        dev.stderr_now()
+    );
     println!("linked after {:.2} s", t0.elapsed().as_secs_f64());
     assert_eq!(
         pc.ask("call upper-dev over ble").await,
         "reply OVER BLE from dev"
     );
-    assert!(dev.ask("wait upper-pc").await.starts_with("found upper-pc"));
+    assert!(
+        ask_until(&mut dev, "wait upper-pc")
+            .await
+            .starts_with("found upper-pc")
+    );
     assert_eq!(
         dev.ask("call upper-pc and back").await,
         "reply AND BACK from pc"
@@ -167,7 +189,7 @@ async fn ble_peripheral_and_central_calls_and_pipe() {
         "BLE: 10 calls: {:.1} ms per call",
         t.elapsed().as_secs_f64() * 100.0
     );
-    let n = 16 * 1024;
+    let n = 1024;
     let mut want = Fnv::default();
     for f in pseudo_random_frames(n) {
         want.update(&f);
@@ -175,17 +197,14 @@ async fn ble_peripheral_and_central_calls_and_pipe() {
     let t = Instant::now();
     let sent = pc.ask(&format!("pipe sink-dev in {n}")).await;
     assert!(sent.starts_with(&format!("piped {n} ")), "{sent}");
-    // The node's own wait gives up after 10 s: ask again until it is all
-    // there (or two minutes pass).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let got = loop {
-        let got = dev.ask(&format!("sinkwait sink-dev {n}")).await;
-        if !got.starts_with("timeout") || Instant::now() > deadline {
-            break got;
-        }
-        println!("  ({got})");
-    };
-    assert_eq!(got, format!("sink {} {}", want.bytes, want.hash));
+    let got = ask_until(&mut dev, &format!("sinkwait sink-dev {n}")).await;
+    assert_eq!(
+        got,
+        format!("sink {} {}", want.bytes, want.hash),
+        "\ncentral:\n{}\nperipheral:\n{}",
+        pc.stderr_now(),
+        dev.stderr_now()
+    );
     let secs = t.elapsed().as_secs_f64();
     println!(
         "BLE: pipe 64 KiB central->peripheral: {secs:.2} s, {:.1} KiB/s",

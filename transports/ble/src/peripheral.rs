@@ -1,6 +1,7 @@
 //! The peripheral side: a GATT service with a write-without-response and a
 //! notify characteristic, advertised, through BlueZ (`bluer`). Linux only.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use oscloud_core::Error;
 use oscloud_core::address::Address;
 use oscloud_core::transport::{Link, LinkInfo, LinkIo, LinkKind, Listener, Transport};
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::PERIPHERAL_SCHEME;
 use crate::chan::{ChannelRx, ChannelTx, Incoming};
@@ -98,6 +99,7 @@ impl Transport for BlePeripheralTransport {
         let sink: Sink = Arc::default();
         let (links_tx, links) = mpsc::unbounded_channel::<Link>();
         let write_sink = sink.clone();
+        let warned = Arc::new(AtomicBool::new(false));
         let notify_sink = sink.clone();
         let mtu = s.mtu;
         let local = format!("bleperipheral {adapter_name} [{own}]");
@@ -111,15 +113,32 @@ impl Transport for BlePeripheralTransport {
                         uuid: TO_PERIPHERAL,
                         write: Some(CharacteristicWrite {
                             write_without_response: true,
-                            method: CharacteristicWriteMethod::Fun(Box::new(move |value, _req| {
-                                let sink = sink_of(&write_sink);
-                                async move {
-                                    if let Some(sink) = sink {
-                                        let _ = sink.send(Ok(Bytes::from(value))).await;
-                                    }
-                                    Ok(())
+                            method: CharacteristicWriteMethod::Fun(Box::new(move |value, req| {
+                                // Handed on here, in the order BlueZ calls
+                                // (the returned futures may run in any
+                                // order). A full queue drops the datagram,
+                                // which the session re-sends.
+                                if value.len() + 3 > usize::from(req.mtu)
+                                    && req.mtu > 0
+                                    && !warned.swap(true, Ordering::Relaxed)
+                                {
+                                    warn!(
+                                        len = value.len(),
+                                        att_mtu = req.mtu,
+                                        "BLE write as large as the ATT MTU allows: lower mtu= on both ends"
+                                    );
                                 }
-                                .boxed()
+                                if value.len() > mtu && !warned.swap(true, Ordering::Relaxed) {
+                                    warn!(
+                                        len = value.len(),
+                                        mtu,
+                                        "BLE write larger than mtu=: use the same mtu= on both ends"
+                                    );
+                                }
+                                if let Some(sink) = sink_of(&write_sink) {
+                                    let _ = sink.try_send(Ok(Bytes::from(value)));
+                                }
+                                async move { Ok(()) }.boxed()
                             })),
                             ..Default::default()
                         }),
@@ -132,7 +151,7 @@ impl Transport for BlePeripheralTransport {
                             method: CharacteristicNotifyMethod::Fun(Box::new(
                                 move |mut notifier| {
                                     // A central subscribed: a new link.
-                                    let (in_tx, in_rx) = mpsc::channel(64);
+                                    let (in_tx, in_rx) = mpsc::channel(1024);
                                     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(16);
                                     let previous = notify_sink
                                         .lock()
