@@ -31,4 +31,5 @@ for exe in "$@"; do
   "$exe" --ignored --test-threads=1 --nocapture ${HWLAB_FILTER:-} || rc=1
 done
 exit $rc'
-HWLAB_FILTER=${1:-} tests/hwlab/run /bin/sh -c "$script" sh "${bins[@]}"
+# BLE links slowly under emulation: allow the whole run 10 minutes.
+HWLAB_TIMEOUT=${HWLAB_TIMEOUT:-600} HWLAB_FILTER=${1:-} tests/hwlab/run /bin/sh -c "$script" sh "${bins[@]}"
