@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every oscloud test: formatting, lints, Rust unit/integration/doc tests,
-# packaging checks. Later parts (C, Python, hardware lab) hook in below.
+# packaging checks, then C, Python, serial and the hardware lab (qemu).
 # Usage: scripts/test-all.sh         (from the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +49,8 @@ step "oscloud command"
 scripts/test-cli.sh 2>&1 | tee -a "$others"
 step "Serial transport and the C microcontroller peer"
 scripts/test-serial.sh
+step "Hardware lab: CAN over a real kernel's vcan/vxcan (qemu)"
+scripts/test-hwlab.sh 2>&1 | tee -a "$results"
 
 step "USB and BLE transports in the hardware lab"
 scripts/test-hwlab-usb-ble.sh 2>&1 | tee -a "$results"

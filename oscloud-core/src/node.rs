@@ -83,19 +83,21 @@ pub struct NodeConfig {
     /// Largest wire packet, which bounds the size of one cast, call or
     /// reply (pipe frames are split to fit).
     pub max_frame: usize,
-    /// Largest wire packet on lossy links (serial lines), where a damaged
+    /// Largest wire packet on lossy links (serial lines, and datagram links
+    /// such as CAN and BLE, where the framing lowers it further to what its
+    /// segments can carry), where a damaged
     /// frame is lost whole: small frames lose less to noise, large ones
     /// carry less overhead (a 1 KiB pipe write fits one 2 KiB packet:
     /// 2.4 % framing and headers). Casts, calls and replies must fit in it;
     /// pipe frames are split to fit. Default 2048.
     pub lossy_max_frame: usize,
-    /// Most unacknowledged packets in flight on a lossy link (the peer's
+    /// Most unacknowledged packets in flight on a lossy or datagram link (the peer's
     /// receive window caps it too). A window's worth of line time must stay
     /// below `lossy_initial_rto`, or the sender re-sends packets that are
     /// merely still on their way: at 115 200 baud (about 11.5 KB/s), 8
     /// packets of a 1 KiB pipe write take about 0.75 s. Default 8.
     pub lossy_send_window: u32,
-    /// First retransmission timeout on a lossy link (it doubles up to 4 s
+    /// First retransmission timeout on a lossy or datagram link (it doubles up to 4 s
     /// while nothing is acknowledged): the time a lost frame costs. Default
     /// 1 s, for slow lines; a fast line (a pty, a few Mbaud) can use tens
     /// of milliseconds.
@@ -130,13 +132,15 @@ impl NodeConfig {
         c.pipe_window = self.pipe_window;
         match framing {
             FramingKind::ReliableStream => c.max_frame = self.max_frame,
-            FramingKind::LossyStream => {
+            // Datagram links (CAN, BLE) lose whole frames too, and have no
+            // flow control of their own: the same small window and patient
+            // first timeout keep a slow bus or receiver from being flooded.
+            FramingKind::LossyStream | FramingKind::Datagram { .. } => {
                 c.max_frame = self.lossy_max_frame;
                 c.send_window = self.lossy_send_window;
                 c.initial_rto = self.lossy_initial_rto;
                 c.max_rto = c.max_rto.max(self.lossy_initial_rto);
             }
-            FramingKind::Datagram { .. } => {}
         }
         c
     }

@@ -1,0 +1,283 @@
+//! SocketCAN raw sockets as datagram links (Linux only).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use oscloud_core::Error;
+use oscloud_core::transport::{DatagramRx, DatagramTx, Link, LinkInfo, LinkIo, LinkKind};
+use socketcan::id::FdFlags;
+use socketcan::{
+    CanAnyFrame, CanFilter, CanFrame, EmbeddedFrame, ExtendedId, Id, SocketOptions, StandardId,
+};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, trace};
+
+use crate::settings::{CanId, CanSettings};
+use crate::{CanError, FD_MTU};
+
+/// How long a write waits for room in a full transmit queue before the
+/// frame is dropped (the session retransmits it).
+const FULL_QUEUE_WAIT: Duration = Duration::from_millis(200);
+
+/// The receive buffer asked for: a window of segmented frames (8 packets of
+/// up to 764 bytes in 8-byte frames is about 1 000 CAN frames, each costing
+/// the kernel about 1 KiB of buffer) arrives in one burst on a virtual bus.
+const RECV_BUFFER: i32 = 4 * 1024 * 1024;
+const SOL_SOCKET: i32 = 1;
+const SO_RCVBUF: i32 = 8;
+const SO_RCVBUFFORCE: i32 = 33;
+
+/// A larger receive buffer: beyond `rmem_max` where allowed (root,
+/// CAP_NET_ADMIN), else up to it.
+fn grow_receive_buffer(s: &impl SocketOptions) {
+    if s.set_socket_option_int(SOL_SOCKET, SO_RCVBUFFORCE, RECV_BUFFER)
+        .is_err()
+    {
+        let _ = s.set_socket_option_int(SOL_SOCKET, SO_RCVBUF, RECV_BUFFER);
+    }
+}
+
+/// A raw CAN socket, classic or FD.
+enum Socket {
+    Classic(socketcan::tokio::CanSocket),
+    Fd(socketcan::tokio::CanFdSocket),
+}
+
+fn embedded_id(id: CanId) -> Option<Id> {
+    if id.is_extended() {
+        ExtendedId::new(id.raw()).map(Id::Extended)
+    } else {
+        u16::try_from(id.raw())
+            .ok()
+            .and_then(StandardId::new)
+            .map(Id::Standard)
+    }
+}
+
+/// The kernel filter that passes data frames with exactly `id`.
+fn filter(id: CanId) -> CanFilter {
+    const EFF: u32 = 0x8000_0000;
+    const RTR: u32 = 0x4000_0000;
+    if id.is_extended() {
+        CanFilter::new(id.raw() | EFF, 0x1FFF_FFFF | EFF | RTR)
+    } else {
+        CanFilter::new(id.raw(), 0x7FF | EFF | RTR)
+    }
+}
+
+/// A frame's payload as a datagram, if it is one of ours: a data frame
+/// with the receive identifier (the kernel filter already checks that,
+/// this again for safety), and in FD mode an FD frame whose length byte
+/// fits.
+fn datagram(frame: &CanAnyFrame, rx: Id) -> Option<Bytes> {
+    match frame {
+        CanAnyFrame::Normal(f) if f.id() == rx => Some(Bytes::copy_from_slice(f.data())),
+        CanAnyFrame::Fd(f) if f.id() == rx => {
+            let (&len, rest) = f.data().split_first()?;
+            rest.get(..usize::from(len)).map(Bytes::copy_from_slice)
+        }
+        _ => None,
+    }
+}
+
+/// Whether an I/O error means the transmit queue is full for now.
+fn queue_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(105 /* ENOBUFS */)
+}
+
+impl Socket {
+    fn open(settings: &CanSettings) -> Result<Self, CanError> {
+        let interface = &settings.interface;
+        let socket = if settings.fd {
+            let s = socketcan::tokio::CanFdSocket::open(interface)
+                .map_err(|e| CanError::open(interface, &e))?;
+            s.set_filters(&[filter(settings.rx)])
+                .map_err(|e| CanError::open(interface, &e))?;
+            grow_receive_buffer(&s);
+            Socket::Fd(s)
+        } else {
+            let s = socketcan::tokio::CanSocket::open(interface)
+                .map_err(|e| CanError::open(interface, &e))?;
+            s.set_filters(&[filter(settings.rx)])
+                .map_err(|e| CanError::open(interface, &e))?;
+            grow_receive_buffer(&s);
+            Socket::Classic(s)
+        };
+        Ok(socket)
+    }
+
+    async fn read(&self) -> io::Result<CanAnyFrame> {
+        match self {
+            Socket::Classic(s) => s.read_frame().await.map(CanAnyFrame::from),
+            Socket::Fd(s) => s.read_frame().await,
+        }
+    }
+
+    async fn write(&self, frame: &CanAnyFrame) -> io::Result<()> {
+        match (self, frame) {
+            (Socket::Classic(s), CanAnyFrame::Normal(f)) => s.write_frame(CanFrame::Data(*f)).await,
+            (Socket::Fd(s), CanAnyFrame::Fd(f)) => s.write_frame(f).await,
+            _ => Err(io::Error::other("frame kind does not match the socket")),
+        }
+    }
+}
+
+/// What both halves of one link share; dropping the last half frees the
+/// listener for its next peer.
+struct Shared {
+    socket: Socket,
+    settings: CanSettings,
+    tx_id: Id,
+    rx_id: Id,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+/// Open a socket on the settings' interface, receiving `settings.rx`.
+/// `slot` (for a listener's link) is held until the link is gone.
+pub(crate) fn open(
+    settings: &CanSettings,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<OpenSocket, CanError> {
+    let bad_id = |id: CanId| CanError::BadAddress {
+        address: settings.describe(settings.tx, settings.rx),
+        reason: format!("identifier {id} is not valid"),
+    };
+    let tx_id = embedded_id(settings.tx).ok_or_else(|| bad_id(settings.tx))?;
+    let rx_id = embedded_id(settings.rx).ok_or_else(|| bad_id(settings.rx))?;
+    let socket = Socket::open(settings)?;
+    Ok(OpenSocket(Arc::new(Shared {
+        socket,
+        settings: settings.clone(),
+        tx_id,
+        rx_id,
+        _slot: slot,
+    })))
+}
+
+/// An open socket, not yet a link.
+pub(crate) struct OpenSocket(Arc<Shared>);
+
+impl OpenSocket {
+    /// Wait for the first datagram from a peer (a listener's accept).
+    pub(crate) async fn first_datagram(&self) -> Result<Bytes, CanError> {
+        loop {
+            let frame = self
+                .0
+                .socket
+                .read()
+                .await
+                .map_err(|e| CanError::io(&self.0.settings.interface, &e))?;
+            if let Some(d) = datagram(&frame, self.0.rx_id) {
+                return Ok(d);
+            }
+        }
+    }
+
+    /// The link, handing out `first` (if any) before what the socket reads.
+    pub(crate) fn into_link(self, first: Option<Bytes>) -> Link {
+        let s = &self.0.settings;
+        let local = s.describe(s.tx, s.rx);
+        let remote = s.describe(s.rx, s.tx);
+        debug!(%local, "CAN link up");
+        Link {
+            info: LinkInfo {
+                kind: LinkKind::Datagram { mtu: s.mtu() },
+                local,
+                remote,
+            },
+            io: LinkIo::Datagram {
+                rx: Box::new(CanRx {
+                    shared: self.0.clone(),
+                    first,
+                }),
+                tx: Box::new(CanTx { shared: self.0 }),
+            },
+        }
+    }
+}
+
+struct CanRx {
+    shared: Arc<Shared>,
+    first: Option<Bytes>,
+}
+
+#[async_trait]
+impl DatagramRx for CanRx {
+    async fn recv(&mut self) -> Result<Bytes, Error> {
+        if let Some(d) = self.first.take() {
+            return Ok(d);
+        }
+        loop {
+            let frame = self
+                .shared
+                .socket
+                .read()
+                .await
+                .map_err(|e| Error::from(CanError::io(&self.shared.settings.interface, &e)))?;
+            match datagram(&frame, self.shared.rx_id) {
+                Some(d) => return Ok(d),
+                None => trace!("CAN frame ignored"),
+            }
+        }
+    }
+}
+
+struct CanTx {
+    shared: Arc<Shared>,
+}
+
+impl CanTx {
+    fn frame(&self, datagram: &[u8]) -> Option<CanAnyFrame> {
+        let id = self.shared.tx_id;
+        if self.shared.settings.fd {
+            if datagram.len() > FD_MTU {
+                return None;
+            }
+            let mut data = [0u8; FD_MTU + 1];
+            data[0] = datagram.len() as u8;
+            data[1..=datagram.len()].copy_from_slice(datagram);
+            // The frame is padded up to the next valid FD length.
+            let len = socketcan::CanFdFrame::next_valid_ext_dlen(datagram.len() + 1);
+            socketcan::CanFdFrame::with_flags(id, &data[..len], FdFlags::BRS).map(CanAnyFrame::Fd)
+        } else {
+            socketcan::CanDataFrame::new(id, datagram).map(CanAnyFrame::Normal)
+        }
+    }
+}
+
+#[async_trait]
+impl DatagramTx for CanTx {
+    async fn send(&self, datagram: Bytes) -> Result<(), Error> {
+        let Some(frame) = self.frame(&datagram) else {
+            return Err(Error::LinkFailed {
+                address: self.shared.settings.interface.clone(),
+                reason: format!(
+                    "a datagram of {} bytes does not fit a CAN{} frame",
+                    datagram.len(),
+                    if self.shared.settings.fd { " FD" } else { "" }
+                ),
+            });
+        };
+        let deadline = tokio::time::Instant::now() + FULL_QUEUE_WAIT;
+        loop {
+            match self.shared.socket.write(&frame).await {
+                Ok(()) => return Ok(()),
+                // A full queue (ENOBUFS on a busy bus): wait a little; after
+                // a while drop the frame, as a busy bus would.
+                Err(e) if queue_full(&e) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        trace!("CAN transmit queue full: frame dropped");
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => {
+                    return Err(CanError::io(&self.shared.settings.interface, &e).into());
+                }
+            }
+        }
+    }
+}
