@@ -65,6 +65,9 @@ scripts/test-serial.sh
 step "Hardware lab: CAN over a real kernel's vcan/vxcan (qemu)"
 scripts/test-hwlab.sh 2>&1 | tee -a "$results"
 
+step "USB and BLE transports in the hardware lab"
+scripts/test-hwlab-usb-ble.sh 2>&1 | tee -a "$results"
+
 step "Fuzzing the wire decoders (short run)"
 scripts/test-fuzz.sh
 

@@ -1,6 +1,6 @@
 //! A node for the multi-process tests, driven line by line on stdin.
 //!
-//! It runs one oscloud node (TCP, Unix and CAN transports) with three servers
+//! It runs one oscloud node (TCP, Unix, CAN, USB and BLE transports) with three servers
 //! under a supervisor, named after the node:
 //!
 //! - `upper-<name>`: a call with a string answers it upper-cased, tagged
@@ -43,9 +43,11 @@ use oscloud_core::address::Address;
 use oscloud_core::transport::Transports;
 use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, RegistryEvent};
 use oscloud_tests::{Fnv, pseudo_random_frames};
+use oscloud_transport_ble::{BleCentralTransport, BlePeripheralTransport};
 use oscloud_transport_can::CanTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
+use oscloud_transport_usb::{UsbGadgetTransport, UsbHostTransport};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -349,7 +351,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
         .with(Arc::new(UnixTransport))
-        .with(Arc::new(CanTransport));
+        .with(Arc::new(CanTransport))
+        .with(Arc::new(UsbHostTransport))
+        .with(Arc::new(UsbGadgetTransport))
+        .with(Arc::new(BleCentralTransport))
+        .with(Arc::new(BlePeripheralTransport));
     let node = match key {
         Some(key) => {
             println!("key {}", key.public());

@@ -77,6 +77,8 @@ pub struct TestNode {
     /// The addresses it reported it listens on.
     pub listening: Vec<String>,
     log: Vec<String>,
+    /// How long one expected line may take ([`LINE_DEADLINE`] unless set).
+    pub line_deadline: Duration,
 }
 
 /// How long any single expected line may take.
@@ -107,6 +109,7 @@ impl TestNode {
             stderr,
             listening: Vec::new(),
             log: Vec::new(),
+            line_deadline: LINE_DEADLINE,
         };
         loop {
             let line = node.line().await;
@@ -121,9 +124,13 @@ impl TestNode {
     /// The next stdout line, skipping `linked` notices.
     pub async fn line(&mut self) -> String {
         loop {
-            let got = tokio::time::timeout(LINE_DEADLINE, self.stdout.recv()).await;
+            let got = tokio::time::timeout(self.line_deadline, self.stdout.recv()).await;
             let Ok(got) = got else {
-                panic!("{}: no output within {LINE_DEADLINE:?}", self.name);
+                let log = self.stderr_now();
+                panic!(
+                    "{}: no output within {:?}; stderr:\n{log}",
+                    self.name, self.line_deadline
+                );
             };
             let Some(line) = got else {
                 let log = self.stderr_now();
@@ -173,7 +180,7 @@ impl TestNode {
         if let Some(l) = self.log.iter().find(|l| matches(l)) {
             return l.clone();
         }
-        let deadline = tokio::time::Instant::now() + LINE_DEADLINE;
+        let deadline = tokio::time::Instant::now() + self.line_deadline;
         loop {
             let line = tokio::time::timeout_at(deadline, self.stderr.recv())
                 .await

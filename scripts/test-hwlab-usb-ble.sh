@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# USB (and BLE) transports against a real Linux kernel: builds the test
+# suites on the host and runs them, in one boot, inside tests/hwlab/run
+# (Debian's kernel under qemu with dummy_hcd, libcomposite, usb_f_fs,
+# bluetooth, hci_vhci). The lab installs what it needs on first use (see
+# tests/hwlab/README.md). The suites' tests are #[ignore]d on the host,
+# whose kernel lacks these drivers; here they run with --ignored.
+# Usage: scripts/test-hwlab-usb-ble.sh [TEST-FILTER]   (from anywhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The BLE suite is not run by default: under emulation it fails to set up
+# or to link in about half of the runs (btvirt's controllers, scans that
+# miss the peripheral for up to two minutes), and pipes beyond ~1 KiB do not
+# complete yet. HWLAB_BLE=1 runs it too.
+suites=(hwlab_usb)
+if [ "${HWLAB_BLE:-0}" = 1 ]; then
+  suites+=(hwlab_ble)
+fi
+
+start=$(date +%s)
+bins=()
+for suite in "${suites[@]}"; do
+  exe=$(cargo test -p oscloud-tests --test "$suite" --locked --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])' | tail -1)
+  [ -n "$exe" ] || { echo "cannot build test suite $suite"; exit 1; }
+  bins+=("$exe")
+done
+echo "== built in $(( $(date +%s) - start )) s: ${bins[*]}"
+
+script='rc=0
+for exe in "$@"; do
+  echo "== $exe"
+  "$exe" --ignored --test-threads=1 --nocapture ${HWLAB_FILTER:-} || rc=1
+done
+exit $rc'
+# BLE links slowly under emulation: allow the whole run 10 minutes.
+HWLAB_TIMEOUT=${HWLAB_TIMEOUT:-600} HWLAB_FILTER=${1:-} tests/hwlab/run /bin/sh -c "$script" sh "${bins[@]}"

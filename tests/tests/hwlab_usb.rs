@@ -1,0 +1,242 @@
+//! USB links against the real kernel, in the hardware lab: inside one VM,
+//! an `oscloud-testnode` process is a USB gadget (configfs + FunctionFS on
+//! `dummy_hcd`'s device controller) and another one, the host, dials it
+//! through libusb. The host kernel of the build machines has no USB gadget
+//! drivers, so these tests are ignored by a plain `cargo test`; run them
+//! with `scripts/test-hwlab-usb-ble.sh` (which boots the lab).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use oscloud_tests::{Fnv, TestNode, pseudo_random_frames};
+
+const NODE: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
+const UDC: &str = "dummy_udc.0";
+/// Not 0525:a4a0, which the kernel's `usbtest` driver would claim.
+const GADGET: &str = "usbgadget://?udc=dummy_udc.0&vid=1d6b&pid=0104&name=osclab";
+const HOST: &str = "usb://1d6b:0104";
+const UDC_FILE: &str = "/sys/kernel/config/usb_gadget/osclab/UDC";
+const MIB: usize = 1024 * 1024;
+/// Everything is slow under TCG emulation: how long one answer may take.
+const SLOW: Duration = Duration::from_secs(60);
+const CALLS: usize = 20;
+
+/// Poll `check` until it holds or `within` passes.
+async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn lsusb(args: &[&str]) -> String {
+    let out = std::process::Command::new("lsusb")
+        .args(args)
+        .output()
+        .expect("lsusb (usbutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The "USB link down" lines a node logged so far.
+fn downs(node: &mut TestNode) -> Vec<String> {
+    node.stderr_now()
+        .lines()
+        .filter(|l| l.contains("USB link down"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Pipe `n` bytes from `from` to `to`'s sink and check they all arrived,
+/// in order, intact: the sink's count and running FNV-1a checksum must be
+/// those of the test stream's earlier pipes into it (`before`, sizes) and
+/// then this one. Returns the seconds taken.
+async fn pipe_and_check(from: &mut TestNode, to: &mut TestNode, before: &[usize], n: usize) -> f64 {
+    let sink = format!("sink-{}", to.name);
+    let mut want = Fnv::default();
+    for &size in before.iter().chain([&n]) {
+        for frame in pseudo_random_frames(size) {
+            want.update(&frame);
+        }
+    }
+    let t = Instant::now();
+    let sent = from.ask(&format!("pipe {sink} in {n}")).await;
+    assert!(sent.starts_with(&format!("piped {n} ")), "{sent}");
+    let got = to.ask(&format!("sinkwait {sink} {}", want.bytes)).await;
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(
+        got,
+        format!("sink {} {}", want.bytes, want.hash),
+        "bytes or checksum differ"
+    );
+    secs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab (dummy_hcd, usb_f_fs): scripts/test-hwlab-usb-ble.sh"]
+async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
+    assert!(
+        Path::new("/sys/class/udc").join(UDC).exists(),
+        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
+    );
+    let t0 = Instant::now();
+    let node = Path::new(NODE);
+    let mut dev =
+        TestNode::start(node, "dev", &["--listen", GADGET, "--keepalive-ms", "500"]).await;
+
+    // The device enumerates with its descriptors.
+    until("the gadget in lsusb", Duration::from_secs(10), || {
+        lsusb(&["-d", "1d6b:0104"]).contains("1d6b:0104")
+    })
+    .await;
+    let verbose = lsusb(&["-v", "-d", "1d6b:0104"]);
+    for want in [
+        "oscloud node",
+        "bInterfaceClass       255",
+        "Transfer Type            Bulk",
+    ] {
+        assert!(
+            verbose.contains(want),
+            "lsusb -v lacks {want:?}:\n{verbose}"
+        );
+    }
+    println!("enumerated after {:.2} s", t0.elapsed().as_secs_f64());
+
+    let mut pc = TestNode::start(node, "pc", &["--connect", HOST, "--keepalive-ms", "500"]).await;
+    pc.line_deadline = SLOW;
+    assert!(
+        pc.ask("wait upper-dev")
+            .await
+            .starts_with("found upper-dev")
+    );
+    assert!(dev.ask("wait upper-pc").await.starts_with("found upper-pc"));
+    println!("linked after {:.2} s", t0.elapsed().as_secs_f64());
+    assert_eq!(
+        pc.ask("call upper-dev over usb").await,
+        "reply OVER USB from dev"
+    );
+    assert_eq!(
+        dev.ask("call upper-pc and back").await,
+        "reply AND BACK from pc"
+    );
+
+    // Calls: round trips.
+    let t = Instant::now();
+    for i in 0..CALLS {
+        let reply = pc.ask(&format!("call upper-dev n{i}")).await;
+        assert_eq!(reply, format!("reply N{i} from dev"));
+    }
+    println!(
+        "USB: {CALLS} calls host->device: {:.2} ms per call (each through the test's stdin/stdout)",
+        t.elapsed().as_secs_f64() * 1000.0 / CALLS as f64
+    );
+
+    // 1 MiB each way, every byte checked.
+    let up = pipe_and_check(&mut pc, &mut dev, &[], MIB).await;
+    println!(
+        "USB: pipe host->device 1 MiB: {up:.2} s, {:.2} MiB/s",
+        1.0 / up
+    );
+    let down = pipe_and_check(&mut dev, &mut pc, &[], MIB).await;
+    println!(
+        "USB: pipe device->host 1 MiB: {down:.2} s, {:.2} MiB/s",
+        1.0 / down
+    );
+
+    // Unplug: unbind the gadget from its controller, mid-transfer.
+    assert_eq!(pc.ask("watch upper-dev").await, "watching upper-dev");
+    pc.send("pipe sink-dev in 67108864").await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the transfer get going
+    let (host_before, dev_before) = (downs(&mut pc), downs(&mut dev));
+    let t = Instant::now();
+    std::fs::write(UDC_FILE, "\n").expect("unbind the gadget");
+    until(
+        "both sides to log the link down",
+        Duration::from_secs(30),
+        || downs(&mut pc).len() > host_before.len() && downs(&mut dev).len() > dev_before.len(),
+    )
+    .await;
+    let host_log = downs(&mut pc).pop().unwrap();
+    let dev_log = downs(&mut dev).pop().unwrap();
+    println!("unplugged: down in {:.2} s", t.elapsed().as_secs_f64());
+    println!("  host:   {host_log}");
+    println!("  device: {dev_log}");
+    assert!(host_log.contains("the USB device is gone"), "{host_log}");
+    assert!(
+        dev_log.contains("disabled") || dev_log.contains("unbound"),
+        "{dev_log}"
+    );
+    // The big pipe ends with an error, and the peer's servers leave.
+    let piped = pc.expect("").await;
+    assert!(
+        piped.starts_with("error") || piped.starts_with("gone"),
+        "{piped}"
+    );
+    let gone = if piped.starts_with("gone") {
+        piped
+    } else {
+        pc.expect("gone upper-dev").await
+    };
+    assert!(gone.starts_with("gone upper-dev"), "{gone}");
+    assert!(
+        lsusb(&["-d", "1d6b:0104"]).is_empty(),
+        "still enumerated after unbind"
+    );
+
+    // Re-plug: bind again; the host's dial loop links again.
+    let t = Instant::now();
+    std::fs::write(UDC_FILE, UDC).expect("bind the gadget again");
+    assert!(
+        pc.ask("wait upper-dev")
+            .await
+            .starts_with("found upper-dev")
+    );
+    println!(
+        "re-plugged: linked again in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(pc.ask("call upper-dev again").await, "reply AGAIN from dev");
+    assert!(dev.ask("wait upper-pc").await.starts_with("found upper-pc"));
+    assert_eq!(dev.ask("call upper-pc still").await, "reply STILL from pc");
+    let again = pipe_and_check(&mut dev, &mut pc, &[MIB], MIB).await;
+    println!("pipe device->host 1 MiB after re-plug: {again:.2} s");
+
+    pc.send("quit").await;
+    dev.send("quit").await;
+    println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
+}
+
+/// The same calls and pipes between two testnodes over TCP on the guest's
+/// loopback, in the same VM: the baseline the USB figures compare with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a baseline for the hardware lab's USB figures: scripts/test-hwlab-usb-ble.sh"]
+async fn tcp_baseline_in_the_lab() {
+    let node = Path::new(NODE);
+    let mut a = TestNode::start(node, "a", &["--listen", "tcp://127.0.0.1:0"]).await;
+    a.line_deadline = SLOW;
+    let at = a.listening[0].clone();
+    let mut b = TestNode::start(node, "b", &["--connect", &at]).await;
+    b.line_deadline = SLOW;
+    assert!(b.ask("wait upper-a").await.starts_with("found upper-a"));
+    let t = Instant::now();
+    for i in 0..CALLS {
+        assert_eq!(
+            b.ask(&format!("call upper-a n{i}")).await,
+            format!("reply N{i} from a")
+        );
+    }
+    println!(
+        "TCP: {CALLS} calls: {:.2} ms per call (each through the test's stdin/stdout)",
+        t.elapsed().as_secs_f64() * 1000.0 / CALLS as f64
+    );
+    let up = pipe_and_check(&mut b, &mut a, &[], MIB).await;
+    println!("TCP: pipe 1 MiB: {up:.2} s, {:.2} MiB/s", 1.0 / up);
+    b.send("quit").await;
+    a.send("quit").await;
+}
