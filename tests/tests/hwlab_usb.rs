@@ -167,7 +167,12 @@ async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
     println!("unplugged: down in {:.2} s", t.elapsed().as_secs_f64());
     println!("  host:   {host_log}");
     println!("  device: {dev_log}");
-    assert!(host_log.contains("the USB device is gone"), "{host_log}");
+    // Depending on timing, the host sees the device vanish, or a transfer
+    // in flight fail first (EIO, on an idle machine): both say why.
+    assert!(
+        host_log.contains("the USB device is gone") || host_log.contains("transfer failed"),
+        "{host_log}"
+    );
     assert!(
         dev_log.contains("disabled") || dev_log.contains("unbound"),
         "{dev_log}"
