@@ -225,3 +225,65 @@ fn lines_of(
     });
     rx
 }
+
+/// Wait until `node`'s registry has `name` (announced by a peer), for at
+/// most `within`.
+pub async fn lookup(
+    node: &oscloud_core::Node,
+    name: &str,
+    within: Duration,
+) -> oscloud_core::Entry {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(e) = node.kernel().registry().lookup(name) {
+            return e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not announced in time"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `n` sequential calls to an echo server, each answered within `within`
+/// and checked; how long they took.
+pub async fn echo_calls(echo: &oscloud_core::Entry, n: usize, within: Duration) -> Duration {
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let msg = Bytes::from(format!("call {i}"));
+        let reply = tokio::time::timeout(within, echo.endpoint().call(msg.clone()))
+            .await
+            .expect("call answered in time")
+            .unwrap();
+        assert_eq!(reply, msg);
+    }
+    t.elapsed()
+}
+
+/// Send `n` bytes through a pipe to `echo`'s `collect` port, whose answer
+/// (byte count and checksum) must come within `within`; how long it took.
+pub async fn collect_transfer(
+    node: &oscloud_core::Node,
+    echo: &oscloud_core::Entry,
+    n: usize,
+    within: Duration,
+) -> Duration {
+    let t = std::time::Instant::now();
+    let (mine, theirs) = node.kernel().duplex();
+    echo.endpoint().open_pipe("collect", theirs).await.unwrap();
+    let (mut reader, writer) = mine.split();
+    let mut sent = Fnv::default();
+    for f in pseudo_random_frames(n) {
+        sent.update(&f);
+        writer.send(f).await.unwrap();
+    }
+    drop(writer);
+    let answer = tokio::time::timeout(within, reader.recv())
+        .await
+        .expect("transfer finished in time")
+        .expect("an answer");
+    assert_eq!(answer[..8], sent.bytes.to_be_bytes(), "byte count");
+    assert_eq!(answer[8..], sent.hash.to_be_bytes(), "checksum");
+    t.elapsed()
+}

@@ -24,7 +24,7 @@ use oscloud_core::{
     Capabilities, Endpoint, Entry, Error, Kernel, LinkStatus, Node, NodeConfig, PipeEnd,
     Registration,
 };
-use oscloud_tests::{Fnv, TestNode, pseudo_random_frames};
+use oscloud_tests::{Fnv, TestNode};
 use oscloud_transport_can::CanTransport;
 use socketcan::{CanFrame, EmbeddedFrame, Id, StandardId};
 
@@ -155,49 +155,16 @@ async fn linked(
 }
 
 async fn lookup(node: &Node, name: &str) -> Entry {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(e) = node.kernel().registry().lookup(name) {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "{name} not announced in time");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    oscloud_tests::lookup(node, name, Duration::from_secs(30)).await
 }
 
 async fn calls(echo: &Entry, n: usize) -> Duration {
-    let t = Instant::now();
-    for i in 0..n {
-        let msg = Bytes::from(format!("call {i}"));
-        let reply =
-            tokio::time::timeout(Duration::from_secs(30), echo.endpoint().call(msg.clone()))
-                .await
-                .expect("call answered in time")
-                .unwrap();
-        assert_eq!(reply, msg);
-    }
-    t.elapsed()
+    oscloud_tests::echo_calls(echo, n, Duration::from_secs(30)).await
 }
 
 /// Send `n` bytes through a pipe to `collect`; check count and checksum.
 async fn transfer(node: &Node, echo: &Entry, n: usize) -> Duration {
-    let t = Instant::now();
-    let (mine, theirs) = node.kernel().duplex();
-    echo.endpoint().open_pipe("collect", theirs).await.unwrap();
-    let (mut reader, writer) = mine.split();
-    let mut sent = Fnv::default();
-    for f in pseudo_random_frames(n) {
-        sent.update(&f);
-        writer.send(f).await.unwrap();
-    }
-    drop(writer);
-    let answer = tokio::time::timeout(Duration::from_secs(240), reader.recv())
-        .await
-        .expect("transfer finished in time")
-        .expect("an answer");
-    assert_eq!(answer[..8], sent.bytes.to_be_bytes(), "byte count");
-    assert_eq!(answer[8..], sent.hash.to_be_bytes(), "checksum");
-    t.elapsed()
+    oscloud_tests::collect_transfer(node, echo, n, Duration::from_secs(240)).await
 }
 
 fn link(node: &Node) -> LinkStatus {
