@@ -152,7 +152,22 @@ async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
     // Unplug: unbind the gadget from its controller, mid-transfer.
     assert_eq!(pc.ask("watch upper-dev").await, "watching upper-dev");
     pc.send("pipe sink-dev in 67108864").await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the transfer get going
+    // Unplug once the transfer is under way: the device's sink has counted
+    // 64 KiB of it (its total includes the 1 MiB piped before). Each
+    // `sinkwait` polls the sink and gives up after 10 s.
+    let under_way = MIB + 64 * 1024;
+    let deadline = Instant::now() + SLOW;
+    let progress = loop {
+        let p = dev.ask(&format!("sinkwait sink-dev {under_way}")).await;
+        if !p.starts_with("timeout") || Instant::now() > deadline {
+            break p;
+        }
+    };
+    assert!(
+        progress.starts_with("sink "),
+        "the big transfer did not get going: {progress}"
+    );
+    println!("unplugging with the transfer under way ({progress})");
     let (host_before, dev_before) = (downs(&mut pc), downs(&mut dev));
     let t = Instant::now();
     std::fs::write(UDC_FILE, "\n").expect("unbind the gadget");
@@ -244,4 +259,124 @@ async fn tcp_baseline_in_the_lab() {
     println!("TCP: pipe 1 MiB: {up:.2} s, {:.2} MiB/s", 1.0 / up);
     b.send("quit").await;
     a.send("quit").await;
+}
+
+/// Both ends of the USB cable are secure nodes (Noise, `--key`, `--allow`):
+/// calls and 1 MiB each way intact through the sealed session; then a host
+/// whose key the device does not admit is refused, and both sides log why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab (dummy_hcd, usb_f_fs): scripts/test-hwlab-usb-ble.sh"]
+async fn usb_encrypted_session_and_an_unknown_key_refused() {
+    assert!(
+        Path::new("/sys/class/udc").join(UDC).exists(),
+        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
+    );
+    // Its own gadget name and product id, apart from the test above.
+    const SECURE_GADGET: &str = "usbgadget://?udc=dummy_udc.0&vid=1d6b&pid=0105&name=oslabsec";
+    const SECURE_HOST: &str = "usb://1d6b:0105";
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| {
+        let k = oscloud_core::identity::NodeKey::generate();
+        let path = dir.path().join(name);
+        k.save(&path).unwrap();
+        (path.to_str().unwrap().to_owned(), k.public().to_string())
+    };
+    let (dev_key, dev_pub) = key("dev.key");
+    let (pc_key, pc_pub) = key("pc.key");
+    let (stranger_key, _) = key("stranger.key");
+    let node = Path::new(NODE);
+    let mut dev = TestNode::start(
+        node,
+        "dev",
+        &[
+            "--listen",
+            SECURE_GADGET,
+            "--keepalive-ms",
+            "500",
+            "--key",
+            &dev_key,
+            "--allow",
+            &pc_pub,
+        ],
+    )
+    .await;
+    dev.line_deadline = SLOW;
+    until("the gadget in lsusb", Duration::from_secs(10), || {
+        lsusb(&["-d", "1d6b:0105"]).contains("1d6b:0105")
+    })
+    .await;
+    let mut pc = TestNode::start(
+        node,
+        "pc",
+        &[
+            "--connect",
+            SECURE_HOST,
+            "--keepalive-ms",
+            "500",
+            "--key",
+            &pc_key,
+            "--allow",
+            &dev_pub,
+        ],
+    )
+    .await;
+    pc.line_deadline = SLOW;
+    assert!(
+        pc.ask("wait upper-dev")
+            .await
+            .starts_with("found upper-dev")
+    );
+    assert!(dev.ask("wait upper-pc").await.starts_with("found upper-pc"));
+    println!("secure link after {:.2} s", t0.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for i in 0..CALLS {
+        let reply = pc.ask(&format!("call upper-dev sealed{i}")).await;
+        assert_eq!(reply, format!("reply SEALED{i} from dev"));
+    }
+    assert_eq!(
+        dev.ask("call upper-pc and back").await,
+        "reply AND BACK from pc"
+    );
+    let per_call = t.elapsed().as_secs_f64() * 1000.0 / (CALLS + 1) as f64;
+    let up = pipe_and_check(&mut pc, &mut dev, &[], MIB).await;
+    let down = pipe_and_check(&mut dev, &mut pc, &[], MIB).await;
+    println!(
+        "USB encrypted: {CALLS} calls {per_call:.2} ms per call; 1 MiB host->device {up:.2} s \
+         ({:.2} MiB/s), device->host {down:.2} s ({:.2} MiB/s)",
+        1.0 / up,
+        1.0 / down
+    );
+    pc.send("quit").await;
+
+    // A host with a key the device does not admit.
+    let mut stranger = TestNode::start(
+        node,
+        "stranger",
+        &[
+            "--connect",
+            SECURE_HOST,
+            "--keepalive-ms",
+            "500",
+            "--key",
+            &stranger_key,
+            "--allow",
+            &dev_pub,
+        ],
+    )
+    .await;
+    stranger.line_deadline = SLOW;
+    let refused = dev.expect_log(&["link refused:"]).await;
+    let told = stranger.expect_log(&["link refused by the peer"]).await;
+    println!("  device:   {refused}");
+    println!("  stranger: {told}");
+    assert!(refused.contains("allow-list"), "{refused}");
+    assert!(told.contains("allow-list"), "{told}");
+    assert!(
+        stranger.ask("wait upper-dev").await.starts_with("timeout"),
+        "the stranger does not see the device's servers"
+    );
+    stranger.send("quit").await;
+    dev.send("quit").await;
+    println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
 }
