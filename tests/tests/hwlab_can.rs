@@ -793,15 +793,48 @@ async fn bounce(iface: &str, outage: Duration) {
     assert!(up.status.success(), "ip link set {iface} up");
 }
 
-/// A 1 MiB pipe and calls, meanwhile the interface `bounce_iface` goes
-/// down and up three times (at a quarter, half and three quarters of the
-/// pipe; outages of 0, 1 and 3 s). Every byte arrives once and in order
-/// (count and checksum), every call is answered exactly once (the server
-/// counts them), the link stays up, and the nodes logged the outage.
-async fn down_up_mid_transfer(listen: &str, connect: &str, bounce_iface: &str, what: &str) {
+/// The outages of [`down_up_mid_transfer`].
+struct Outages {
+    /// Where in the pipe (bytes received) and how long, each.
+    at: Vec<(u64, Duration)>,
+    /// The pipe's size.
+    n: usize,
+    /// Both nodes' configuration.
+    config: NodeConfig,
+}
+
+impl Outages {
+    /// Three outages, of 0, 1 and 3 s, at a quarter, half and three
+    /// quarters of a 1 MiB pipe: shorter than the idle timeout, so the
+    /// link rides them out.
+    fn short() -> Self {
+        let n = 1024 * 1024;
+        Self {
+            at: [(1, 0), (2, 1000), (3, 3000)]
+                .into_iter()
+                .map(|(q, ms)| (q * n as u64 / 4, Duration::from_millis(ms)))
+                .collect(),
+            n,
+            config: config(),
+        }
+    }
+}
+
+/// A pipe and calls, meanwhile the interface `bounce_iface` goes down and
+/// up as `outages` say. Every byte arrives once and in order (count and
+/// checksum), every call is answered exactly once (the server counts
+/// them), the link is up at the end, and the nodes logged each outage.
+async fn down_up_mid_transfer(
+    listen: &str,
+    connect: &str,
+    bounce_iface: &str,
+    what: &str,
+    outages: Outages,
+) -> (Node, Node) {
     let _ = logs();
     let server = Arc::new(CountingEcho::default());
     let received = server.received.clone();
+    let node = || Node::with_config(Kernel::new(), transports(), outages.config.clone());
     let (a, b) = (node(), node());
     let _reg = a
         .kernel()
@@ -820,7 +853,8 @@ async fn down_up_mid_transfer(listen: &str, connect: &str, bounce_iface: &str, w
     let downs_before = log_lines("CAN interface down").len();
     let ups_before = log_lines("CAN interface up again").len();
 
-    let n = 1024 * 1024;
+    let n = outages.n;
+    let count = outages.at.len();
     let t = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     // Calls all the while, one after the other, each checked.
@@ -831,7 +865,7 @@ async fn down_up_mid_transfer(listen: &str, connect: &str, bounce_iface: &str, w
             while !stop.load(Ordering::Relaxed) {
                 let msg = Bytes::from(format!("call {made} during the outages"));
                 let reply = tokio::time::timeout(
-                    Duration::from_secs(60),
+                    Duration::from_secs(90),
                     echo.endpoint().call(msg.clone()),
                 )
                 .await
@@ -847,14 +881,13 @@ async fn down_up_mid_transfer(listen: &str, connect: &str, bounce_iface: &str, w
         let (iface, received) = (bounce_iface.to_owned(), received.clone());
         tokio::spawn(async move {
             let mut at = Vec::new();
-            for (quarter, outage) in [(1u64, 0u64), (2, 1000), (3, 3000)] {
-                let mark = quarter * n as u64 / 4;
+            for (mark, outage) in outages.at {
                 until("pipe progress", Duration::from_secs(240), || {
                     received.load(Ordering::Relaxed) >= mark
                 })
                 .await;
-                at.push((received.load(Ordering::Relaxed), t.elapsed()));
-                bounce(&iface, Duration::from_millis(outage)).await;
+                at.push((received.load(Ordering::Relaxed), t.elapsed(), outage));
+                bounce(&iface, outage).await;
             }
             at
         })
@@ -865,20 +898,18 @@ async fn down_up_mid_transfer(listen: &str, connect: &str, bounce_iface: &str, w
     let bounced = bouncer.await.unwrap();
     let answered = server.calls.load(Ordering::Relaxed);
     println!(
-        "{what}: 1 MiB intact in {piped:?} ({:.1} KiB/s) with {bounce_iface} down and up 3 times \
-         (at bytes/time {bounced:?}); {made} calls made, {answered} answered",
+        "{what}: {} KiB intact in {piped:?} ({:.1} KiB/s) with {bounce_iface} down and up \
+         {count} times (at bytes/time/outage {bounced:?}); {made} calls made, {answered} answered",
+        n / 1024,
         kib_s(n, piped)
     );
     let (la, lb) = (link(&a), link(&b));
     show("a", &la);
     show("b", &lb);
-    assert_eq!(bounced.len(), 3, "three outages mid-transfer");
+    assert_eq!(bounced.len(), count, "every outage mid-transfer");
     assert!(made > 0, "calls were made");
     assert_eq!(made, answered, "every call answered exactly once");
-    assert!(
-        la.connected && lb.connected,
-        "the link rode the outages out"
-    );
+    assert!(la.connected && lb.connected, "the link is up at the end");
     let downs = log_lines("CAN interface down");
     let ups = log_lines("CAN interface up again");
     println!(
@@ -892,10 +923,11 @@ async fn down_up_mid_transfer(listen: &str, connect: &str, bounce_iface: &str, w
     // Each outage is seen (at least by the node on the bounced
     // interface), and so is its end.
     assert!(
-        downs.len() >= downs_before + 3,
+        downs.len() >= downs_before + count,
         "every outage seen and logged"
     );
-    assert!(ups.len() >= ups_before + 3, "every recovery logged");
+    assert!(ups.len() >= ups_before + count, "every recovery logged");
+    (a, b)
 }
 
 /// `ip link set vcan down; ip link set vcan up` mid-transfer: both nodes
@@ -910,6 +942,7 @@ async fn vcan_down_and_up_mid_transfer_loses_nothing() {
         "can://vcflap?tx=0x151&rx=0x150&fd=true",
         "vcflap",
         "vcan down/up",
+        Outages::short(),
     )
     .await;
 }
@@ -926,6 +959,52 @@ async fn vxcan_down_and_up_mid_transfer_loses_nothing() {
         "can://vxflap1?tx=0x161&rx=0x160&fd=true",
         "vxflap0",
         "vxcan down/up",
+        Outages::short(),
     )
     .await;
+}
+
+/// An outage longer than the idle timeout ends the link; with
+/// `NodeConfig::resume_grace` on both nodes the session waits, the dialler
+/// dials again, the listener hears it on a new socket, and the session
+/// resumes on the new link (`docs/PROTOCOL.md` §12): nothing lost or
+/// duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab: scripts/test-hwlab.sh"]
+async fn vcan_down_longer_than_the_idle_timeout_resumes_the_session() {
+    vcan("vcresume");
+    let _ = logs();
+    let lost_before = log_lines("the session waits up to").len();
+    let resumed_before = log_lines("link resumed: nothing lost").len();
+    let n = 256 * 1024;
+    let outages = Outages {
+        at: vec![(n as u64 / 2, Duration::from_secs(8))],
+        n,
+        config: NodeConfig {
+            keepalive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(3),
+            resume_grace: Duration::from_secs(120),
+            ..config()
+        },
+    };
+    let _nodes = down_up_mid_transfer(
+        "can://vcresume?tx=0x170&rx=0x171&fd=true",
+        "can://vcresume?tx=0x171&rx=0x170&fd=true",
+        "vcresume",
+        "vcan down 8 s, idle timeout 3 s, resumed",
+        outages,
+    )
+    .await;
+    let lost = log_lines("the session waits up to");
+    let resumed = log_lines("link resumed: nothing lost");
+    println!(
+        "  logged: {} links lost with the session kept, {} resumed",
+        lost.len() - lost_before,
+        resumed.len() - resumed_before
+    );
+    for l in lost[lost_before..].iter().chain(&resumed[resumed_before..]) {
+        println!("  {l}");
+    }
+    assert!(lost.len() > lost_before, "the outage ended the link");
+    assert!(resumed.len() > resumed_before, "the session resumed");
 }
