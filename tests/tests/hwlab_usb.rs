@@ -14,6 +14,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rusb::UsbContext;
+
 use oscloud_tests::{Fnv, TestNode, pseudo_random_frames};
 
 const NODE: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
@@ -379,4 +381,142 @@ async fn usb_encrypted_session_and_an_unknown_key_refused() {
     stranger.send("quit").await;
     dev.send("quit").await;
     println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
+}
+
+/// A configfs gadget with the kernel's SourceSink function
+/// (`usb_f_ss_lb`): its bulk OUT endpoint swallows what the host writes,
+/// its bulk IN endpoint produces zeros. Removed when dropped.
+struct SourceSinkGadget {
+    dir: std::path::PathBuf,
+}
+
+impl SourceSinkGadget {
+    fn create(vid_pid: (u16, u16)) -> Self {
+        let dir = Path::new("/sys/kernel/config/usb_gadget/oslabraw").to_path_buf();
+        let gadget = Self { dir: dir.clone() };
+        let mkdir = |p: &str| std::fs::create_dir_all(dir.join(p)).expect(p);
+        let write = |p: &str, v: &str| std::fs::write(dir.join(p), v).expect(p);
+        mkdir("");
+        write("idVendor", &format!("0x{:04x}", vid_pid.0));
+        write("idProduct", &format!("0x{:04x}", vid_pid.1));
+        mkdir("strings/0x409");
+        write("strings/0x409/serialnumber", "raw");
+        write("strings/0x409/manufacturer", "oscloud lab");
+        write("strings/0x409/product", "raw bulk source/sink");
+        mkdir("configs/c.1/strings/0x409");
+        write("configs/c.1/strings/0x409/configuration", "raw");
+        mkdir("functions/SourceSink.0");
+        std::os::unix::fs::symlink(
+            dir.join("functions/SourceSink.0"),
+            dir.join("configs/c.1/SourceSink.0"),
+        )
+        .expect("link SourceSink into c.1");
+        write("UDC", UDC);
+        gadget
+    }
+}
+
+impl Drop for SourceSinkGadget {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("UDC"), "\n");
+        let _ = std::fs::remove_file(self.dir.join("configs/c.1/SourceSink.0"));
+        for d in [
+            "configs/c.1/strings/0x409",
+            "configs/c.1",
+            "functions/SourceSink.0",
+            "strings/0x409",
+            "",
+        ] {
+            let _ = std::fs::remove_dir(self.dir.join(d));
+        }
+    }
+}
+
+/// Bytes per second moved by `op` in chunks of `buf`, for at most `limit`
+/// bytes or about `within`.
+fn raw_rate(
+    limit: usize,
+    within: Duration,
+    chunk: usize,
+    mut op: impl FnMut() -> rusb::Result<usize>,
+) -> (usize, f64) {
+    let t = Instant::now();
+    let mut moved = 0;
+    while moved < limit && t.elapsed() < within {
+        let n = op().expect("raw bulk transfer");
+        assert!(n > 0 && n <= chunk, "transferred {n}");
+        moved += n;
+    }
+    (moved, t.elapsed().as_secs_f64())
+}
+
+/// The ceiling the USB figures compare with, in the same run: raw bulk
+/// transfers through libusb and `dummy_hcd` to the kernel's own
+/// SourceSink gadget function, 16 KiB at a time (the transport's largest
+/// transfer), no oscloud and no user-space gadget in the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab (dummy_hcd, usb_f_ss_lb): scripts/test-hwlab-usb-ble.sh"]
+async fn usb_raw_bulk_ceiling() {
+    assert!(
+        Path::new("/sys/class/udc").join(UDC).exists(),
+        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
+    );
+    const IDS: (u16, u16) = (0x1d6b, 0x0106);
+    let _gadget = SourceSinkGadget::create(IDS);
+    until(
+        "the source/sink gadget in lsusb",
+        Duration::from_secs(10),
+        || lsusb(&["-d", "1d6b:0106"]).contains("1d6b:0106"),
+    )
+    .await;
+    let (up, down) = tokio::task::spawn_blocking(|| {
+        let ctx = rusb::Context::new().expect("libusb");
+        let handle = ctx
+            .open_device_with_vid_pid(IDS.0, IDS.1)
+            .expect("open the source/sink device");
+        let config = handle.device().active_config_descriptor().expect("config");
+        let (mut ep_in, mut ep_out) = (None, None);
+        for iface in config.interfaces().filter(|i| i.number() == 0) {
+            for alt in iface.descriptors().filter(|a| a.setting_number() == 0) {
+                for ep in alt.endpoint_descriptors() {
+                    if ep.transfer_type() == rusb::TransferType::Bulk {
+                        match ep.direction() {
+                            rusb::Direction::In => ep_in = Some(ep.address()),
+                            rusb::Direction::Out => ep_out = Some(ep.address()),
+                        }
+                    }
+                }
+            }
+        }
+        let (ep_in, ep_out) = (ep_in.expect("bulk IN"), ep_out.expect("bulk OUT"));
+        handle.claim_interface(0).expect("claim interface 0");
+        const CHUNK: usize = 16 * 1024;
+        const LIMIT: usize = 64 * MIB;
+        let within = Duration::from_secs(3);
+        let timeout = Duration::from_secs(5);
+        let zeros = vec![0u8; CHUNK];
+        let up = raw_rate(LIMIT, within, CHUNK, || {
+            handle.write_bulk(ep_out, &zeros, timeout)
+        });
+        let mut buf = vec![0u8; CHUNK];
+        let down = raw_rate(LIMIT, within, CHUNK, || {
+            handle.read_bulk(ep_in, &mut buf, timeout)
+        });
+        let _ = handle.release_interface(0);
+        (up, down)
+    })
+    .await
+    .unwrap();
+    let rate = |(bytes, secs): (usize, f64)| bytes as f64 / MIB as f64 / secs;
+    println!(
+        "USB raw bulk (libusb -> dummy_hcd -> kernel SourceSink, 16 KiB transfers): \
+         host->device {:.1} MiB in {:.2} s, {:.2} MiB/s; device->host {:.1} MiB in {:.2} s, {:.2} MiB/s",
+        up.0 as f64 / MIB as f64,
+        up.1,
+        rate(up),
+        down.0 as f64 / MIB as f64,
+        down.1,
+        rate(down)
+    );
+    assert!(up.0 >= MIB && down.0 >= MIB, "at least 1 MiB each way");
 }
