@@ -194,18 +194,21 @@ async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
         dev_log.contains("disabled") || dev_log.contains("unbound"),
         "{dev_log}"
     );
-    // The big pipe ends with an error, and the peer's servers leave.
-    let piped = pc.expect("").await;
-    assert!(
-        piped.starts_with("error") || piped.starts_with("gone"),
-        "{piped}"
-    );
-    let gone = if piped.starts_with("gone") {
-        piped
-    } else {
-        pc.expect("gone upper-dev").await
-    };
+    // The big pipe ends with an error, and the peer's servers leave: two
+    // lines, in either order (both must be read before the next command).
+    let (mut piped, mut gone) = (None, None);
+    while piped.is_none() || gone.is_none() {
+        let l = pc.line().await;
+        if l.starts_with("gone") {
+            gone = Some(l);
+        } else {
+            piped = Some(l);
+        }
+    }
+    let (piped, gone) = (piped.unwrap(), gone.unwrap());
+    assert!(piped.starts_with("error"), "{piped}");
     assert!(gone.starts_with("gone upper-dev"), "{gone}");
+    println!("  the pipe: {piped}");
     assert!(
         lsusb(&["-d", "1d6b:0104"]).is_empty(),
         "still enumerated after unbind"
@@ -214,10 +217,12 @@ async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
     // Re-plug: bind again; the host's dial loop links again.
     let t = Instant::now();
     std::fs::write(UDC_FILE, UDC).expect("bind the gadget again");
+    let found = pc.ask("wait upper-dev").await;
     assert!(
-        pc.ask("wait upper-dev")
-            .await
-            .starts_with("found upper-dev")
+        found.starts_with("found upper-dev"),
+        "{found}\nhost's log:\n{}\ndevice's log:\n{}",
+        pc.stderr_now(),
+        dev.stderr_now()
     );
     println!(
         "re-plugged: linked again in {:.2} s",
