@@ -247,12 +247,16 @@ impl FromStr for Address {
                     (None, Some(p.to_owned()))
                 }
                 _ => {
+                    // The one scheme whose authority is not host:port gets
+                    // a hint in its own terms.
+                    let hint = if scheme.eq_ignore_ascii_case("usb") {
+                        " (or, for a USB product id, 1 to 4 hex digits, e.g. usb://0525:a4a1)"
+                    } else {
+                        ""
+                    };
                     return Err(invalid(
                         input,
-                        format!(
-                            "bad port {p:?} after ':': expected a port number 0 to 65535, \
-                             or 1 to 4 hex digits (a USB product id, as in usb://0525:a4a1)"
-                        ),
+                        format!("bad port {p:?}: expected 0 to 65535{hint}"),
                     ));
                 }
             },
@@ -384,8 +388,12 @@ mod tests {
             ("tcp://host:99999", "bad port"),
             ("tcp://host:port", "bad port"),
             ("tcp://host:+80", "bad port"),
+            (
+                "tcp://host:a4a1f",
+                "bad port \"a4a1f\": expected 0 to 65535",
+            ),
             ("usb://0525:a4a1f", "bad port"),
-            ("usb://0525:g4a1", "1 to 4 hex digits"),
+            ("usb://0525:g4a1", "product id, 1 to 4 hex digits"),
             ("tcp://[::1:7000", "']'"),
             ("unix:///a%zz", "percent"),
             ("unix:///a%4", "percent"),

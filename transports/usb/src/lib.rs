@@ -30,8 +30,8 @@
 //! id is an [`InvalidAddress`](oscloud_core::Error::InvalidAddress) error
 //! that says which and why (`vendor id="zz" is not valid: expected 1 to 4
 //! hex digits, e.g. 1d6b`; `usb://0525:a4g1` fails to parse with `bad port
-//! "a4g1" after ':': expected a port number 0 to 65535, or 1 to 4 hex
-//! digits (a USB product id, as in usb://0525:a4a1)`).
+//! "a4g1": expected 0 to 65535 (or, for a USB product id, 1 to 4 hex
+//! digits, e.g. usb://0525:a4a1)`).
 //!
 //! `usbgadget://?udc=dummy_udc.0&vid=1d6b&pid=0104&name=oscloud`:
 //!
