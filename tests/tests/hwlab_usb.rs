@@ -38,6 +38,31 @@ async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Whether no configfs gadget is bound to a device controller.
+fn udc_free() -> bool {
+    let Ok(gadgets) = std::fs::read_dir("/sys/kernel/config/usb_gadget") else {
+        return true;
+    };
+    gadgets.flatten().all(|g| {
+        std::fs::read_to_string(g.path().join("UDC")).map_or(true, |u| u.trim().is_empty())
+    })
+}
+
+/// Wait until the gadget of a test before (its node process may still be
+/// exiting) has let go of the controller: one gadget per controller.
+async fn wait_for_a_free_udc() {
+    assert!(
+        Path::new("/sys/class/udc").join(UDC).exists(),
+        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
+    );
+    until(
+        "the device controller to be free",
+        Duration::from_secs(30),
+        udc_free,
+    )
+    .await;
+}
+
 fn lsusb(args: &[&str]) -> String {
     let out = std::process::Command::new("lsusb")
         .args(args)
@@ -83,10 +108,7 @@ async fn pipe_and_check(from: &mut TestNode, to: &mut TestNode, before: &[usize]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the hardware lab (dummy_hcd, usb_f_fs): scripts/test-hwlab-usb-ble.sh"]
 async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
-    assert!(
-        Path::new("/sys/class/udc").join(UDC).exists(),
-        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
-    );
+    wait_for_a_free_udc().await;
     let t0 = Instant::now();
     let node = Path::new(NODE);
     let mut dev =
@@ -274,10 +296,7 @@ async fn tcp_baseline_in_the_lab() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the hardware lab (dummy_hcd, usb_f_fs): scripts/test-hwlab-usb-ble.sh"]
 async fn usb_encrypted_session_and_an_unknown_key_refused() {
-    assert!(
-        Path::new("/sys/class/udc").join(UDC).exists(),
-        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
-    );
+    wait_for_a_free_udc().await;
     // Its own gadget name and product id, apart from the test above.
     const SECURE_GADGET: &str = "usbgadget://?udc=dummy_udc.0&vid=1d6b&pid=0105&name=oslabsec";
     const SECURE_HOST: &str = "usb://1d6b:0105";
@@ -462,10 +481,7 @@ fn raw_rate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the hardware lab (dummy_hcd, usb_f_ss_lb): scripts/test-hwlab-usb-ble.sh"]
 async fn usb_raw_bulk_ceiling() {
-    assert!(
-        Path::new("/sys/class/udc").join(UDC).exists(),
-        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
-    );
+    wait_for_a_free_udc().await;
     const IDS: (u16, u16) = (0x1d6b, 0x0106);
     let _gadget = SourceSinkGadget::create(IDS);
     until(
