@@ -334,3 +334,19 @@ impl DatagramTx for CanTx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ENETDOWN is an outage the link waits out; ENODEV (the interface
+    /// was deleted) and other errors end it.
+    #[test]
+    fn only_a_down_interface_is_waited_out() {
+        let e = io::Error::from_raw_os_error;
+        assert!(interface_down(&e(ENETDOWN)));
+        assert!(!interface_down(&e(19 /* ENODEV */)));
+        assert!(!interface_down(&e(5 /* EIO */)));
+        assert!(!queue_full(&e(ENETDOWN)));
+    }
+}
