@@ -73,8 +73,8 @@
 //!
 //! A kernel without SocketCAN (`modprobe can_raw`) or a missing interface
 //! is [`Unreachable`](oscloud_core::Error::Unreachable) with a message
-//! saying which. An interface that goes down (`ip link set can0 down`, a
-//! controller being restarted) does not end the link: the socket stays
+//! saying which. An interface that goes down (`ip link set can0 down`, e.g.
+//! to change a controller's bit rate) does not end the link: the socket stays
 //! bound, frames written meanwhile are lost (the session retransmits them),
 //! and the link goes on when the interface is up again; both events are
 //! logged (`CAN interface down ...`, `CAN interface up again`). An

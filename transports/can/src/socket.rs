@@ -89,7 +89,7 @@ fn datagram(frame: &CanAnyFrame, rx: Id) -> Option<Bytes> {
 const DOWN_RETRY: Duration = Duration::from_millis(50);
 
 /// Whether an I/O error means the interface is down (`ip link set IFACE
-/// down`, a controller in bus-off being restarted): the socket stays bound
+/// down`, e.g. to change a controller's bit rate): the socket stays bound
 /// and works again when the interface is up.
 fn interface_down(e: &io::Error) -> bool {
     e.raw_os_error() == Some(ENETDOWN)
