@@ -11,15 +11,13 @@
 //! - **Arguments** (topology files): `path` (a file, or `"-"` for standard
 //!   output; default `"-"`), `append` (default false), `timestamps`
 //!   (default false).
-//! - **Calls**: any request gets the [`SinkStats`].
+//! - **Calls**: any request gets the [`SinkStats`](crate::sink::SinkStats).
 
-use std::sync::atomic::Ordering;
+use std::borrow::Cow;
 
-use oscloud_actors::{ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions};
-use oscloud_core::PipeEnd;
-use tracing::warn;
+use oscloud_actors::{ChildSpec, ServerOptions};
 
-use crate::sink::{CHECK, IN_PORT, SinkState, SinkStats, Target};
+use crate::sink::{Format, Target};
 
 /// A JSON-lines logger (see the [module docs](self)).
 #[derive(Debug, Clone)]
@@ -45,8 +43,7 @@ impl JsonlSink {
 
     /// A supervisor child registered as `options`.
     pub fn child_spec(&self, options: impl Into<ServerOptions>) -> ChildSpec {
-        let me = self.clone();
-        ChildSpec::server(options, move || me.clone())
+        self.sink_child_spec(options)
     }
 }
 
@@ -69,70 +66,25 @@ pub fn frame_to_json(frame: &[u8]) -> serde_json::Value {
     serde_json::Value::Array(frame.iter().map(|b| (*b).into()).collect())
 }
 
-#[oscloud_actors::async_trait]
-impl Server for JsonlSink {
-    type Request = String;
-    type Reply = SinkStats;
-    type State = SinkState;
+impl Format for JsonlSink {
+    const WHAT: &'static str = "jsonl logger";
 
-    async fn init(&self, _ctx: &mut Context) -> Result<SinkState, ServerError> {
-        Ok(SinkState::open(&self.target).await?)
+    fn target(&self) -> &Target {
+        &self.target
     }
 
-    async fn handle_cast(
-        &self,
-        ctx: &mut Context,
-        state: &mut SinkState,
-        req: String,
-    ) -> Result<(), ServerError> {
-        if req == CHECK && state.done() {
-            ctx.stop();
+    fn format<'a>(&self, n: u64, frame: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut line = serde_json::Map::new();
+        line.insert("n".into(), n.into());
+        if self.timestamps {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            line.insert("ts".into(), ms.into());
         }
-        Ok(())
-    }
-
-    async fn handle_call(
-        &self,
-        _ctx: &mut Context,
-        state: &mut SinkState,
-        _req: String,
-    ) -> Result<SinkStats, ServerError> {
-        Ok(state.stats())
-    }
-
-    async fn handle_pipe(
-        &self,
-        ctx: &mut Context,
-        state: &mut SinkState,
-        port: String,
-        end: PipeEnd,
-    ) -> Result<PipeOutcome, ServerError> {
-        if port != IN_PORT {
-            return Ok(PipeOutcome::NoSuchPort);
-        }
-        let timestamps = self.timestamps;
-        let frames = state.frames.clone();
-        state.input(ctx, move |out| async move {
-            let (mut reader, _writer) = end.split();
-            while let Some(frame) = reader.recv().await {
-                let n = frames.load(Ordering::SeqCst) + 1;
-                let mut line = serde_json::Map::new();
-                line.insert("n".into(), n.into());
-                if timestamps {
-                    let ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    line.insert("ts".into(), ms.into());
-                }
-                line.insert("data".into(), frame_to_json(&frame));
-                let mut text = serde_json::Value::Object(line).to_string();
-                text.push('\n');
-                if let Err(e) = out.write(text.as_bytes()).await {
-                    warn!("jsonl logger: {e}");
-                    break;
-                }
-            }
-        });
-        Ok(PipeOutcome::Accepted)
+        line.insert("data".into(), frame_to_json(frame));
+        let mut text = serde_json::Value::Object(line).to_string();
+        text.push('\n');
+        Cow::Owned(text.into_bytes())
     }
 }

@@ -5,10 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use oscloud_actors::{Context, ServerRef};
+use std::borrow::Cow;
+
+use oscloud_actors::{
+    ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions, ServerRef,
+};
+use oscloud_core::PipeEnd;
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
+use tracing::warn;
 
 /// The port a sink reads from.
 pub const IN_PORT: &str = "in";
@@ -156,5 +162,85 @@ impl Writer {
         self.frames.fetch_add(1, Ordering::SeqCst);
         self.bytes.fetch_add(data.len() as u64, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// What tells one sink from another: where it writes and what bytes each
+/// frame becomes. [`Formatted`] makes a sink server of it.
+pub(crate) trait Format: std::fmt::Debug + Clone + Send + Sync + 'static {
+    /// Its name in log lines.
+    const WHAT: &'static str;
+    /// Where it writes.
+    fn target(&self) -> &Target;
+    /// The bytes written for frame number `n` (from 1) of its input.
+    fn format<'a>(&self, n: u64, frame: &'a [u8]) -> Cow<'a, [u8]>;
+
+    /// A supervisor child registered as `options`.
+    fn sink_child_spec(&self, options: impl Into<ServerOptions>) -> ChildSpec {
+        let me = self.clone();
+        ChildSpec::server(options, move || Formatted(me.clone()))
+    }
+}
+
+/// The sink server of a [`Format`]: port `in` (several pipes may be
+/// opened on it), writes every frame as formatted, answers any call with
+/// its [`SinkStats`], stops normally once every input has ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Formatted<F>(pub(crate) F);
+
+#[oscloud_actors::async_trait]
+impl<F: Format> Server for Formatted<F> {
+    type Request = String;
+    type Reply = SinkStats;
+    type State = SinkState;
+
+    async fn init(&self, _ctx: &mut Context) -> Result<SinkState, ServerError> {
+        Ok(SinkState::open(self.0.target()).await?)
+    }
+
+    async fn handle_cast(
+        &self,
+        ctx: &mut Context,
+        state: &mut SinkState,
+        req: String,
+    ) -> Result<(), ServerError> {
+        if req == CHECK && state.done() {
+            ctx.stop();
+        }
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        _ctx: &mut Context,
+        state: &mut SinkState,
+        _req: String,
+    ) -> Result<SinkStats, ServerError> {
+        Ok(state.stats())
+    }
+
+    async fn handle_pipe(
+        &self,
+        ctx: &mut Context,
+        state: &mut SinkState,
+        port: String,
+        end: PipeEnd,
+    ) -> Result<PipeOutcome, ServerError> {
+        if port != IN_PORT {
+            return Ok(PipeOutcome::NoSuchPort);
+        }
+        let format = self.0.clone();
+        let frames = state.frames.clone();
+        state.input(ctx, move |out| async move {
+            let (mut reader, _writer) = end.split();
+            while let Some(frame) = reader.recv().await {
+                let n = frames.load(Ordering::SeqCst) + 1;
+                if let Err(e) = out.write(&format.format(n, &frame)).await {
+                    warn!("{}: {e}", F::WHAT);
+                    break;
+                }
+            }
+        });
+        Ok(PipeOutcome::Accepted)
     }
 }

@@ -7,13 +7,13 @@
 //!   has ended the sink flushes and stops normally.
 //! - **Arguments** (topology files): `path` (default `"-"`, standard
 //!   output), `append`, `newline` (default true).
-//! - **Calls**: any request gets the [`SinkStats`].
+//! - **Calls**: any request gets the [`SinkStats`](crate::sink::SinkStats).
 
-use oscloud_actors::{ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions};
-use oscloud_core::PipeEnd;
-use tracing::warn;
+use std::borrow::Cow;
 
-use crate::sink::{CHECK, IN_PORT, SinkState, SinkStats, Target};
+use oscloud_actors::{ChildSpec, ServerOptions};
+
+use crate::sink::{Format, Target};
 
 /// A terminal (raw bytes) sink (see the [module docs](self)).
 #[derive(Debug, Clone)]
@@ -39,70 +39,25 @@ impl StdoutSink {
 
     /// A supervisor child registered as `options`.
     pub fn child_spec(&self, options: impl Into<ServerOptions>) -> ChildSpec {
-        let me = self.clone();
-        ChildSpec::server(options, move || me.clone())
+        self.sink_child_spec(options)
     }
 }
 
-#[oscloud_actors::async_trait]
-impl Server for StdoutSink {
-    type Request = String;
-    type Reply = SinkStats;
-    type State = SinkState;
+impl Format for StdoutSink {
+    const WHAT: &'static str = "stdout sink";
 
-    async fn init(&self, _ctx: &mut Context) -> Result<SinkState, ServerError> {
-        Ok(SinkState::open(&self.target).await?)
+    fn target(&self) -> &Target {
+        &self.target
     }
 
-    async fn handle_cast(
-        &self,
-        ctx: &mut Context,
-        state: &mut SinkState,
-        req: String,
-    ) -> Result<(), ServerError> {
-        if req == CHECK && state.done() {
-            ctx.stop();
+    fn format<'a>(&self, _n: u64, frame: &'a [u8]) -> Cow<'a, [u8]> {
+        if self.newline {
+            let mut v = Vec::with_capacity(frame.len() + 1);
+            v.extend_from_slice(frame);
+            v.push(b'\n');
+            Cow::Owned(v)
+        } else {
+            Cow::Borrowed(frame)
         }
-        Ok(())
-    }
-
-    async fn handle_call(
-        &self,
-        _ctx: &mut Context,
-        state: &mut SinkState,
-        _req: String,
-    ) -> Result<SinkStats, ServerError> {
-        Ok(state.stats())
-    }
-
-    async fn handle_pipe(
-        &self,
-        ctx: &mut Context,
-        state: &mut SinkState,
-        port: String,
-        end: PipeEnd,
-    ) -> Result<PipeOutcome, ServerError> {
-        if port != IN_PORT {
-            return Ok(PipeOutcome::NoSuchPort);
-        }
-        let newline = self.newline;
-        state.input(ctx, move |out| async move {
-            let (mut reader, _writer) = end.split();
-            while let Some(frame) = reader.recv().await {
-                let r = if newline {
-                    let mut v = Vec::with_capacity(frame.len() + 1);
-                    v.extend_from_slice(&frame);
-                    v.push(b'\n');
-                    out.write(&v).await
-                } else {
-                    out.write(&frame).await
-                };
-                if let Err(e) = r {
-                    warn!("stdout sink: {e}");
-                    break;
-                }
-            }
-        });
-        Ok(PipeOutcome::Accepted)
     }
 }
