@@ -143,35 +143,12 @@ fn processes_are_real_os_processes_and_sigint_stops_them_all() {
 #[test]
 fn one_node_per_process_over_tcp() {
     let dir = workdir();
-    let mut children = Vec::new();
-    for node in ["ops", "hub", "edge"] {
-        children.push(
-            oscloud()
-                .args(["run", "sensor-alert.toml", "--node", node])
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    let expected = expected_alerts(dir.path());
-    wait_until(LIMIT, "every alert over TCP", || {
-        data_sorted(&dir.path().join("alerts.jsonl")) == expected
-    });
-    assert_eq!(data_sorted(&dir.path().join("readings.jsonl")).len(), 80);
-    // A node of a multi-machine topology runs until stopped: SIGTERM.
-    for c in &children {
-        signal(c.id(), Signal::SIGTERM);
-    }
-    for c in children {
-        let out = wait_output(c, LIMIT);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run_nodes_until_every_alert(
+        dir.path(),
+        "sensor-alert.toml",
+        &["ops", "hub", "edge"],
+        LIMIT,
+    );
 }
 
 #[test]

@@ -10,13 +10,11 @@ mod support;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use nix::pty::{PtyMaster, grantpt, posix_openpt, ptsname_r, unlockpt};
-use nix::sys::signal::Signal;
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use support::*;
 
@@ -84,36 +82,7 @@ fn sensor_rules_alert_over_a_serial_link_between_two_processes() {
     assert!(text.contains("tty-edge?baud=115200") && text.contains("tty-hub?baud"));
     std::fs::write(dir.path().join("serial.toml"), text).unwrap();
 
-    let mut children = Vec::new();
-    for node in ["edge", "hub", "ops"] {
-        children.push(
-            oscloud()
-                .args(["run", "serial.toml", "--node", node])
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    let expected = expected_alerts(dir.path());
-    wait_until(LIMIT, "every alert, across the serial link", || {
-        data_sorted(&dir.path().join("alerts.jsonl")) == expected
-    });
-    wait_until(LIMIT, "every reading logged on hub", || {
-        data_sorted(&dir.path().join("readings.jsonl")).len() == 80
-    });
-    for c in &children {
-        signal(c.id(), Signal::SIGTERM);
-    }
-    for c in children {
-        let out = wait_output(c, LIMIT);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run_nodes_until_every_alert(dir.path(), "serial.toml", &["edge", "hub", "ops"], LIMIT);
 }
 
 #[test]

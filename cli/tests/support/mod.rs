@@ -168,3 +168,41 @@ pub(crate) fn descendants_named(root: u32, comm: &str) -> Vec<u32> {
     }
     out
 }
+
+/// Run `oscloud run FILE --node NODE` for every node (one process each, in
+/// `dir`), wait until the sensor-alert output is complete (`alerts.jsonl`
+/// holds every expected alert, `readings.jsonl` all 80 readings), then stop
+/// them with SIGTERM: each must exit successfully.
+pub(crate) fn run_nodes_until_every_alert(dir: &Path, file: &str, nodes: &[&str], limit: Duration) {
+    let children: Vec<Child> = nodes
+        .iter()
+        .map(|node| {
+            oscloud()
+                .args(["run", file, "--node", node])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let expected = expected_alerts(dir);
+    wait_until(limit, &format!("every alert of {file}"), || {
+        data_sorted(&dir.join("alerts.jsonl")) == expected
+    });
+    wait_until(limit, "every reading logged", || {
+        data_sorted(&dir.join("readings.jsonl")).len() == 80
+    });
+    // A node of a multi-machine topology runs until stopped: SIGTERM.
+    for c in &children {
+        signal(c.id(), nix::sys::signal::Signal::SIGTERM);
+    }
+    for c in children {
+        let out = wait_output(c, limit);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
