@@ -58,7 +58,7 @@ mod link_io;
 mod remote;
 mod resume;
 mod router;
-mod routes;
+pub(crate) mod routes;
 #[cfg(test)]
 mod routing_tests;
 mod stats;

@@ -31,8 +31,26 @@ fn link_to(node: &Node, peer: &Node) -> u64 {
 
 /// A, B and C, with A and C linked to B only.
 async fn chain() -> (MemTransport, Node, Node, Node, Address) {
+    chain_with(None).await
+}
+
+/// A chain whose pipes (local buffers and link windows) hold `window`
+/// bytes, when set.
+async fn chain_with(window: Option<u32>) -> (MemTransport, Node, Node, Node, Address) {
     let mem = MemTransport::new();
-    let (a, b, c) = (node(&mem), node(&mem), node(&mem));
+    let mk = || match window {
+        None => node(&mem),
+        Some(w) => {
+            let mut t = Transports::new();
+            t.add(Arc::new(mem.clone()));
+            let kernel =
+                Kernel::new().with_pipe_config(crate::PipeConfig::with_capacity(w as usize));
+            let mut cfg = super::tests::config();
+            cfg.pipe_window = w;
+            Node::with_config(kernel, t, cfg)
+        }
+    };
+    let (a, b, c) = (mk(), mk(), mk());
     let at = b.listen(&"mem://chain-b".parse().unwrap()).await.unwrap();
     a.connect(&at).await.unwrap();
     c.connect(&at).await.unwrap();
@@ -41,7 +59,10 @@ async fn chain() -> (MemTransport, Node, Node, Node, Address) {
 
 #[tokio::test]
 async fn chain_lookup_call_and_pipe_through_the_middle() {
-    let (_mem, a, b, c, _) = chain().await;
+    // 64 KiB pipes and windows: ten of them between the writer and the
+    // reader (A, B, C's buffers and the four link directions).
+    const WINDOW: u32 = 64 * 1024;
+    let (_mem, a, b, c, _) = chain_with(Some(WINDOW)).await;
     let (_r, echo) = register(&c, "far");
     let (_ra, _) = register(&a, "near");
     let ev = until(&a, added("far")).await;
@@ -119,7 +140,7 @@ async fn chain_lookup_call_and_pipe_through_the_middle() {
         "4 MiB A→B→C→B→A echo with a slow reader: {elapsed:?}, writer at most {ahead} bytes ahead"
     );
     assert!(
-        ahead < 3 * 1024 * 1024,
+        ahead < 16 * u64::from(WINDOW),
         "the writer got {ahead} bytes ahead of a slow reader: no back-pressure"
     );
 }

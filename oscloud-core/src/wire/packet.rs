@@ -1236,4 +1236,50 @@ mod tests {
         let b = to_vec(&(1u8, MAGIC, VERSION, B(&[1, 2]), 0, 0, (), 1, 1, 1)).unwrap();
         assert!(Packet::decode(&b).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, .. Default::default() })]
+
+        /// Route messages: a path of 1 to MAX_ROUTE_PATH nodes round-trips,
+        /// others are refused; any one byte changed in the encoding
+        /// decodes or fails cleanly, and the route table takes whatever
+        /// decodes without panicking (what the `route` fuzz target runs).
+        #[test]
+        fn route_messages_decode_or_fail_cleanly(
+            len in 0usize..40,
+            seed in 0u8..255,
+            origin_id in proptest::prelude::any::<u64>(),
+            cost in proptest::prelude::any::<u32>(),
+            flip in proptest::prelude::any::<(usize, u8)>(),
+        ) {
+            let path: Vec<NodeId> = (0..len)
+                .map(|i| NodeId::from_bytes([seed.wrapping_add(i as u8); 16]))
+                .collect();
+            let p = Packet::Data {
+                seq: 1,
+                ack: 0,
+                msg: Msg::Route(
+                    EntryInfo {
+                        id: 3,
+                        name: "s".into(),
+                        capabilities: Capabilities::new(),
+                        group: false,
+                    },
+                    RouteInfo { origin_id, path, cost },
+                ),
+            };
+            let bytes = p.encode().unwrap();
+            let decoded = Packet::decode(&bytes);
+            proptest::prop_assert_eq!(decoded.is_ok(), (1..=MAX_ROUTE_PATH).contains(&len));
+            if let Ok(d) = decoded {
+                proptest::prop_assert_eq!(d, p);
+            }
+            let mut bad = bytes.clone();
+            let i = flip.0 % bad.len();
+            bad[i] ^= flip.1 | 1;
+            let _ = Packet::decode(&bad);
+            crate::wire::fuzzing::route(&bad);
+            crate::wire::fuzzing::route(&bytes[6..]);
+        }
+    }
 }
