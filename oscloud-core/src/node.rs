@@ -14,7 +14,7 @@
 //! dialled is dialled again with exponential backoff; once it is back the
 //! registries sync again by themselves.
 //!
-//! Nodes route (`docs/PROTOCOL.md` §4.2): when A is linked only to B and
+//! Nodes route (`docs/PROTOCOL.md` §13): when A is linked only to B and
 //! B to C, B forwards C's servers to A (and A's to C), so A's lookups see
 //! C's servers (tagged with C's node id) and A's casts, calls and pipes to
 //! them are forwarded by B, pipes with back-pressure end to end (B splices

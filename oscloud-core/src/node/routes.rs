@@ -3,7 +3,7 @@
 //! withdrawals, it answers which routes changed; `router` applies that to
 //! the registry).
 //!
-//! Routing is path-vector (`docs/PROTOCOL.md` §4.2). Each announcement of
+//! Routing is path-vector (`docs/PROTOCOL.md` §13). Each announcement of
 //! a server carries the path it travelled (the node it lives on first, the
 //! announcing neighbour last) and its cost. A route is refused when this
 //! node is on its path (that makes routes loop-free), when the path is

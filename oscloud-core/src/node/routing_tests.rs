@@ -320,3 +320,40 @@ async fn hop_limit_stops_far_routes() {
     assert!(ns[0].kernel().registry().lookup("three").is_err());
     assert!(ns[0].routes().iter().all(|r| r.name != "three"));
 }
+
+#[tokio::test]
+async fn access_policies_apply_hop_by_hop() {
+    let (_mem, a, b, c, _) = chain().await;
+    let (ida, idb) = (a.kernel().node(), b.kernel().node());
+    // C lets B look "far" up, but only A call it: a call from A arrives
+    // at C as a call from B, so it is denied, not let through.
+    c.access_policy()
+        .set_text(&format!("far lookup {idb}\nfar call {ida}\n"))
+        .unwrap();
+    // B hides "secret" (a server of C's) from everyone.
+    b.access_policy().set_text("secret all none\n").unwrap();
+    let (_s, _) = register(&c, "secret");
+    until(&b, added("secret")).await;
+    let (_f, _) = register(&c, "far");
+    let far = until(&a, added("far")).await.entry().clone();
+    let err = far
+        .endpoint()
+        .call(Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::PermissionDenied { name, .. } if name == "far"),
+        "{err:?}"
+    );
+    // "far" was announced after "secret" on the same link: A would have it.
+    assert!(a.kernel().registry().lookup("secret").is_err());
+    assert!(a.routes().iter().all(|r| r.name != "secret"));
+    // B itself may call both.
+    let secret = b.kernel().registry().lookup("secret").unwrap();
+    let reply = secret
+        .endpoint()
+        .call(Bytes::from_static(b"ok"))
+        .await
+        .unwrap();
+    assert_eq!(&reply[..], b"ok");
+}

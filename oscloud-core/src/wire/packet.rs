@@ -62,7 +62,7 @@ pub struct EntryInfo {
 /// paths are rejected by the decoder (the node's hop limit is lower).
 pub const MAX_ROUTE_PATH: usize = 32;
 
-/// Where a forwarded entry comes from (`docs/PROTOCOL.md` §4.2): sent
+/// Where a forwarded entry comes from (`docs/PROTOCOL.md` §4.1, §13): sent
 /// with a Route message, only to peers that set
 /// [`FEATURE_ROUTING`](crate::wire::FEATURE_ROUTING).
 #[derive(Debug, Clone, PartialEq, Eq)]

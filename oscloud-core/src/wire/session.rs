@@ -27,7 +27,7 @@ pub const MIN_FRAME: usize = 128;
 pub const FEATURE_RESUME: u64 = 8;
 
 /// Hello feature bit 4: this side understands Route messages (forwarded
-/// entries of other nodes, `docs/PROTOCOL.md` §4.2). A node sends Route
+/// entries of other nodes, `docs/PROTOCOL.md` §13). A node sends Route
 /// messages only to peers that set it.
 pub const FEATURE_ROUTING: u64 = 16;
 
