@@ -357,3 +357,74 @@ async fn access_policies_apply_hop_by_hop() {
         .unwrap();
     assert_eq!(&reply[..], b"ok");
 }
+
+/// A peer without the routing feature bit (an older node, or the C peer)
+/// gets no Route messages, only the node's own servers; its calls to a
+/// server further away are still forwarded.
+#[tokio::test]
+async fn a_peer_without_routing_gets_no_routes_but_is_forwarded() {
+    use crate::transport::{LinkIo, Transport};
+    use crate::wire::{Config, Event, FramingKind, LocalInfo, Session};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (mem, a, b, _c, at) = chain().await;
+    let (_f, _) = register(&a, "far");
+    until(&b, added("far")).await;
+    let link = mem.connect(&at).await.unwrap();
+    let LinkIo::Stream {
+        mut reader,
+        mut writer,
+    } = link.io
+    else {
+        panic!("a mem link is a stream")
+    };
+    let mut old = Session::new(
+        Config::new(FramingKind::ReliableStream),
+        LocalInfo::new(NodeId::random()),
+        Instant::now(),
+    )
+    .unwrap();
+    assert_eq!(old.local().features, 0);
+    let mut held = Vec::new();
+    let mut saw_marker = false;
+    let mut call = None;
+    let mut answered = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "the old peer's exchange stalled");
+        while let Some(out) = old.poll_transmit(Instant::now()) {
+            writer.write_all(&out).await.unwrap();
+        }
+        writer.flush().await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf))
+            .await
+            .expect("B went quiet")
+            .unwrap();
+        assert!(n > 0, "B closed the link");
+        old.handle_input(Instant::now(), &buf[..n]);
+        while let Some(ev) = old.poll_event() {
+            match ev {
+                Event::Connected(_) => {
+                    // Announced after whatever B announces on connect.
+                    held.push(register(&b, "marker").0);
+                    call = Some(old.call("far", Bytes::from_static(b"via b")).unwrap());
+                }
+                Event::PeerRouted(e, _) => panic!("a Route message to an old peer: {e:?}"),
+                Event::PeerAnnounced(e) => {
+                    assert_ne!(e.name, "far", "A's server announced as B's own");
+                    saw_marker |= e.name == "marker";
+                }
+                Event::Reply { id, result } if Some(id) == call => {
+                    assert_eq!(&result.unwrap()[..], b"via b");
+                    answered = true;
+                }
+                Event::Closed { reason } => panic!("closed: {reason}"),
+                _ => {}
+            }
+        }
+        if saw_marker && answered {
+            break;
+        }
+    }
+}
