@@ -253,6 +253,7 @@ impl<E: Clone> RouteTable<E> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     fn n(i: u8) -> NodeId {
         NodeId::from_bytes([i + 1; 16])
@@ -402,6 +403,189 @@ mod tests {
             }
             prop_assert_eq!(t.len(), 0);
             prop_assert!(t.by_peer.is_empty());
+        }
+    }
+
+    /// A network of route tables exchanging exports until nothing
+    /// changes: each node `i` has one server (origin id 1), every link
+    /// costs 1, link ids are `from * 100 + to`.
+    struct Net {
+        tables: Vec<RouteTable<()>>,
+        edges: HashSet<(usize, usize)>,
+        /// What each node announced on each directed edge, by key.
+        sent: HashMap<(usize, usize), HashMap<RouteKey, RouteInfo>>,
+    }
+
+    impl Net {
+        fn new(count: usize, edges: &[(usize, usize)], limit: usize) -> Self {
+            let mut set = HashSet::new();
+            for &(a, b) in edges {
+                if a != b {
+                    set.insert((a, b));
+                    set.insert((b, a));
+                }
+            }
+            Self {
+                tables: (0..count)
+                    .map(|i| RouteTable::new(n(i as u8), limit))
+                    .collect(),
+                edges: set,
+                sent: HashMap::new(),
+            }
+        }
+
+        fn id(key: &RouteKey) -> u64 {
+            u64::from(key.origin.as_bytes()[0]) * 1000 + key.origin_id
+        }
+
+        /// One round on every edge; true if anything was announced or
+        /// withdrawn.
+        fn round(&mut self) -> bool {
+            let mut busy = false;
+            let mut edges: Vec<_> = self.edges.iter().copied().collect();
+            edges.sort();
+            for (i, j) in edges {
+                let me = n(i as u8);
+                let mut out: HashMap<RouteKey, RouteInfo> = HashMap::new();
+                out.insert(
+                    RouteKey {
+                        origin: me,
+                        origin_id: 1,
+                    },
+                    RouteInfo {
+                        origin_id: 1,
+                        path: vec![me],
+                        cost: 0,
+                    },
+                );
+                let keys: Vec<RouteKey> = self.tables[i].bests().map(|(k, _)| *k).collect();
+                for k in keys {
+                    if let Some(r) = self.tables[i].export(&k, (i * 100 + j) as u64, n(j as u8)) {
+                        out.insert(k, r);
+                    }
+                }
+                let before = self.sent.remove(&(i, j)).unwrap_or_default();
+                let link = (j * 100 + i) as u64;
+                for (k, r) in &out {
+                    if before.get(k) != Some(r) {
+                        busy = true;
+                        let e = EntryInfo {
+                            id: Self::id(k),
+                            name: "s".into(),
+                            capabilities: Capabilities::new(),
+                            group: false,
+                        };
+                        let _ = self.tables[j].learn(link, me, 1, e, r.clone(), ());
+                    }
+                }
+                for k in before.keys() {
+                    if !out.contains_key(k) {
+                        busy = true;
+                        self.tables[j].forget(link, Self::id(k));
+                    }
+                }
+                self.sent.insert((i, j), out);
+            }
+            busy
+        }
+
+        fn settle(&mut self) {
+            for _ in 0..200 {
+                if !self.round() {
+                    return;
+                }
+            }
+            panic!("routes did not settle in 200 rounds");
+        }
+
+        fn cut(&mut self, a: usize, b: usize) {
+            self.edges.remove(&(a, b));
+            self.edges.remove(&(b, a));
+            self.sent.remove(&(a, b));
+            self.sent.remove(&(b, a));
+            self.tables[a].forget_link((a * 100 + b) as u64);
+            self.tables[b].forget_link((b * 100 + a) as u64);
+        }
+
+        /// Hops from `from` to every node (BFS).
+        fn dist(&self, from: usize) -> Vec<Option<usize>> {
+            let mut d = vec![None; self.tables.len()];
+            d[from] = Some(0);
+            let mut q = std::collections::VecDeque::from([from]);
+            while let Some(x) = q.pop_front() {
+                for &(a, b) in &self.edges {
+                    if a == x && d[b].is_none() {
+                        d[b] = Some(d[x].unwrap() + 1);
+                        q.push_back(b);
+                    }
+                }
+            }
+            d
+        }
+
+        /// Every node's best route to every other is a shortest path
+        /// (when within the hop limit), and following the links of the
+        /// best routes gets there without a loop.
+        fn check(&self, limit: usize) -> Result<(), TestCaseError> {
+            let count = self.tables.len();
+            for o in 0..count {
+                let key = RouteKey {
+                    origin: n(o as u8),
+                    origin_id: 1,
+                };
+                let d = self.dist(o);
+                for j in 0..count {
+                    if j == o {
+                        continue;
+                    }
+                    let best = self.tables[j].best(&key);
+                    match d[j] {
+                        Some(h) if h <= limit => {
+                            let b = best.ok_or_else(|| {
+                                TestCaseError::fail(format!("{j} has no route to {o}"))
+                            })?;
+                            prop_assert_eq!(b.path.len(), h);
+                            prop_assert_eq!(b.cost, h as u64);
+                            // Follow the best links.
+                            let (mut at, mut steps) = (j, 0);
+                            while at != o {
+                                let b = self.tables[at].best(&key).unwrap();
+                                at = (b.link % 100) as usize;
+                                steps += 1;
+                                prop_assert!(steps <= h, "a forwarding loop towards {}", o);
+                            }
+                        }
+                        _ => prop_assert!(best.is_none(), "{} routes to {} out of reach", j, o),
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+        /// Random graphs of up to 7 nodes: routes settle on shortest
+        /// paths, loop-free, within the hop limit; after cutting links
+        /// they settle again (withdrawals propagate, no count to infinity).
+        #[test]
+        fn networks_settle_on_shortest_loop_free_paths(
+            count in 2usize..8,
+            edges in proptest::collection::vec((0usize..8, 0usize..8), 1..14),
+            cuts in proptest::collection::vec(0usize..14, 0..4),
+            limit in 2usize..6,
+        ) {
+            let edges: Vec<_> = edges.into_iter().map(|(a, b)| (a % count, b % count)).collect();
+            let mut net = Net::new(count, &edges, limit);
+            net.settle();
+            net.check(limit)?;
+            for c in cuts {
+                let (a, b) = edges[c % edges.len()];
+                net.cut(a, b);
+                net.settle();
+                net.check(limit)?;
+            }
         }
     }
 }
