@@ -534,12 +534,12 @@ mod tests {
                     origin_id: 1,
                 };
                 let d = self.dist(o);
-                for j in 0..count {
+                for (j, dj) in d.iter().enumerate() {
                     if j == o {
                         continue;
                     }
                     let best = self.tables[j].best(&key);
-                    match d[j] {
+                    match *dj {
                         Some(h) if h <= limit => {
                             let b = best.ok_or_else(|| {
                                 TestCaseError::fail(format!("{j} has no route to {o}"))
