@@ -834,9 +834,10 @@ impl Node {
     }
 
     /// Close the link `id` (as [`links`](Self::links) numbers it) for
-    /// good: its session ends, the routes through it are withdrawn, and a
-    /// link this node dialled is not dialled again. False if there is no
-    /// such link.
+    /// good: its session ends (without a Close packet: the peer sees the
+    /// link close), the routes through it are withdrawn, and a link this
+    /// node dialled is not dialled again (a peer that dialled it may dial
+    /// again). False if there is no such link.
     pub fn close_link(&self, id: u64) -> bool {
         match self.lock_links().get(&id) {
             Some(rec) => {
