@@ -61,6 +61,7 @@ mod router;
 pub(crate) mod routes;
 #[cfg(test)]
 mod routing_tests;
+mod settings;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -75,6 +76,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 pub use id::NodeId;
 pub use router::Route;
+pub use settings::{SETTINGS, Setting, SettingKind};
 
 use crate::access::AccessPolicy;
 use crate::address::Address;
