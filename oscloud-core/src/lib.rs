@@ -63,7 +63,7 @@ pub mod wire;
 pub use endpoint::Endpoint;
 pub use error::{Error, Result};
 pub use kernel::Kernel;
-pub use node::{LinkStatus, Node, NodeConfig, NodeId};
+pub use node::{LinkStatus, Node, NodeConfig, NodeId, Route};
 pub use pipe::{PipeConfig, PipeEnd, PipeReader, PipeWriter};
 pub use registry::{
     Capabilities, Entry, EntryId, EntrySpec, ExitReason, Filter, Registration, Registry,

@@ -14,8 +14,22 @@
 //! dialled is dialled again with exponential backoff; once it is back the
 //! registries sync again by themselves.
 //!
-//! Only servers that live on a node are announced by it: a node does not
-//! forward another node's servers (multi-hop routing is a later layer).
+//! Nodes route (`docs/PROTOCOL.md` §13): when A is linked only to B and
+//! B to C, B forwards C's servers to A (and A's to C), so A's lookups see
+//! C's servers (tagged with C's node id) and A's casts, calls and pipes to
+//! them are forwarded by B, pipes with back-pressure end to end (B splices
+//! the two bounded pipes). Routes are path-vector: loop-free, limited to
+//! [`NodeConfig::max_hops`], chosen by cost (each link costs
+//! [`link_cost`]: 1 for a reliable stream, 10 for a serial line or a
+//! datagram link) then hops. When a link goes down, the routes through it
+//! are withdrawn hop by hop; servers with another route stay reachable
+//! through it, the others leave the registry.
+//!
+//! A forwarded call reaches the far server as a call *from the forwarding
+//! node*: each node's access policy checks its own neighbour (B's policy
+//! decides what A may reach through B; C's policy decides what B may do).
+//! Granting a node access thus grants it to whatever that node forwards
+//! for; a far server never sees an identity it did not authenticate.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -43,6 +57,10 @@ mod id;
 mod link_io;
 mod remote;
 mod resume;
+mod router;
+pub(crate) mod routes;
+#[cfg(test)]
+mod routing_tests;
 mod settings;
 mod stats;
 #[cfg(test)]
@@ -57,6 +75,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
 pub use id::NodeId;
+pub use router::Route;
 pub use settings::{SETTINGS, Setting, SettingKind};
 
 use crate::access::AccessPolicy;
@@ -121,6 +140,11 @@ pub struct NodeConfig {
     /// the peer's servers leave with a link-down reason. Down notices
     /// then come within `idle_timeout + resume_grace`.
     pub resume_grace: Duration,
+    /// The longest route taken, in nodes on its path (the server's node
+    /// included): 1 takes only the neighbours' own servers. Routes longer
+    /// than this are refused, and not forwarded when they would become
+    /// longer. Default 8; at most [`wire::MAX_ROUTE_PATH`].
+    pub max_hops: usize,
 }
 
 impl Default for NodeConfig {
@@ -137,6 +161,7 @@ impl Default for NodeConfig {
             lossy_initial_rto: Duration::from_secs(1),
             max_queued: 16 * 1024 * 1024,
             resume_grace: Duration::ZERO,
+            max_hops: 8,
         }
     }
 }
@@ -193,7 +218,12 @@ struct LinkRecord {
     connected: bool,
     reconnects: u64,
     stats: Arc<LinkStats>,
+    /// Set to close the link for good (see [`Node::close_link`]).
+    close: watch::Sender<bool>,
 }
+
+/// Why a link ended when [`Node::close_link`] closed it.
+const CLOSED_HERE: &str = "closed by this node";
 
 struct Inner {
     kernel: Kernel,
@@ -206,6 +236,8 @@ struct Inner {
     links: Mutex<HashMap<u64, LinkRecord>>,
     /// Sessions that may resume on a new link.
     sessions: resume::Table,
+    /// Routes to the servers of other nodes.
+    router: Arc<router::Router>,
     next_link: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
@@ -292,8 +324,10 @@ impl Node {
         config: NodeConfig,
         security: Option<SecureConfig>,
     ) -> Self {
+        let max_hops = config.max_hops.clamp(1, wire::MAX_ROUTE_PATH);
         Self {
             inner: Arc::new(Inner {
+                router: router::Router::new(kernel.registry().clone(), max_hops),
                 kernel,
                 transports,
                 config,
@@ -560,6 +594,10 @@ impl Node {
             if *shutdown.borrow() {
                 return;
             }
+            if ended.reason == CLOSED_HERE {
+                self.lock_links().remove(&id);
+                return;
+            }
             if ended.was_connected {
                 backoff = config.reconnect_min;
             }
@@ -694,6 +732,8 @@ impl Node {
         };
         let stats = Arc::new(LinkStats::default());
         let name = format!("{} ↔ {}", link.info.local, link.info.remote);
+        let cost = link_cost(link.info.kind);
+        let (close, mut closed) = watch::channel(false);
         self.lock_links().insert(
             id,
             LinkRecord {
@@ -704,10 +744,12 @@ impl Node {
                 connected: false,
                 reconnects,
                 stats: stats.clone(),
+                close,
             },
         );
         let session_config = self.inner.config.session_config(framing);
-        let local = LocalInfo::new(kernel.node());
+        let mut local = LocalInfo::new(kernel.node());
+        local.features |= wire::FEATURE_ROUTING;
         let now = std::time::Instant::now();
         let session = match &self.inner.security {
             Some(sec) => Session::new_secure(session_config, local, sec.clone(), now),
@@ -749,11 +791,20 @@ impl Node {
             self.inner.policy.clone(),
             self.inner.security.as_ref().map(|s| s.allow.clone()),
             resumption,
+            driver::Routing {
+                router: self.inner.router.clone(),
+                link: id,
+                cost,
+            },
         );
         let ended = tokio::select! {
             ended = driver.run(io).instrument(span) => ended,
             () = stopped(&mut shutdown) => driver::Ended {
                 reason: "the node shut down".into(),
+                was_connected: true,
+            },
+            () = stopped(&mut closed) => driver::Ended {
+                reason: CLOSED_HERE.into(),
                 was_connected: true,
             },
         };
@@ -784,10 +835,42 @@ impl Node {
         out
     }
 
+    /// Close the link `id` (as [`links`](Self::links) numbers it) for
+    /// good: its session ends (without a Close packet: the peer sees the
+    /// link close), the routes through it are withdrawn, and a link this
+    /// node dialled is not dialled again (a peer that dialled it may dial
+    /// again). False if there is no such link.
+    pub fn close_link(&self, id: u64) -> bool {
+        match self.lock_links().get(&id) {
+            Some(rec) => {
+                rec.close.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every route this node knows to the servers of other nodes (direct
+    /// neighbours' servers included, as one-hop routes), sorted by name,
+    /// the route in use first.
+    pub fn routes(&self) -> Vec<Route> {
+        self.inner.router.routes()
+    }
+
     /// Stop listening and dialling and drop every link. The kernel and its
     /// local servers are untouched.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// The routing cost of a link of `kind`: 1 for a reliable stream (TCP,
+/// Unix socket, memory), 10 for a serial line or a datagram link (CAN,
+/// BLE), which are slower and lossy. A route costs the sum of its links.
+pub fn link_cost(kind: LinkKind) -> u32 {
+    match kind {
+        LinkKind::ReliableStream => 1,
+        LinkKind::LossyStream | LinkKind::Datagram { .. } => 10,
     }
 }
 

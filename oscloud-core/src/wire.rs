@@ -104,12 +104,14 @@ mod secure_tests;
 mod tests;
 
 pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, SegmentFraming};
-pub use packet::{CloseCode, EntryInfo, MAGIC, RemoteError, RemoteErrorKind, VERSION};
+pub use packet::{
+    CloseCode, EntryInfo, MAGIC, MAX_ROUTE_PATH, RemoteError, RemoteErrorKind, RouteInfo, VERSION,
+};
 pub use secure::{
     FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig, Suite,
     has_aes_hardware,
 };
 pub use session::{
-    CallId, CloseReason, Config, Event, FEATURE_RESUME, LocalInfo, MIN_FRAME, PeerInfo, PipeId,
-    Session, Stats,
+    CallId, CloseReason, Config, Event, FEATURE_RESUME, FEATURE_ROUTING, LocalInfo, MIN_FRAME,
+    PeerInfo, PipeId, Session, Stats,
 };

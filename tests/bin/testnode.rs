@@ -28,6 +28,7 @@
 //! | `call SERVER TEXT` | `reply <text>` or `error <message>` |
 //! | `pipe SERVER PORT N` | `piped N <checksum>` once N bytes were written |
 //! | `sinkwait SERVER N` | `sink <bytes> <checksum>` once the sink counted N bytes |
+//! | `route NAME` | `route NAME hops <n> cost <c>` for the route in use to a server of another node, or `noroute NAME` |
 //! | `quit` | (exits) |
 //!
 //! Every wait has a deadline and answers `timeout <what>` when it expires.
@@ -293,7 +294,8 @@ async fn sink_wait(kernel: &Kernel, server: &str, n: u64) -> String {
     }
 }
 
-async fn command(kernel: &Kernel, line: &str) -> Option<String> {
+async fn command(node: &Node, line: &str) -> Option<String> {
+    let kernel = node.kernel();
     let mut words = line.splitn(3, ' ');
     let verb = words.next().unwrap_or("");
     let a = words.next().unwrap_or("");
@@ -320,6 +322,10 @@ async fn command(kernel: &Kernel, line: &str) -> Option<String> {
         "sinkwait" => match b.parse() {
             Ok(n) => sink_wait(kernel, a, n).await,
             Err(_) => format!("error bad byte count {b:?}"),
+        },
+        "route" => match node.routes().into_iter().find(|r| r.best && r.name == a) {
+            Some(r) => format!("route {a} hops {} cost {}", r.path.len(), r.cost),
+            None => format!("noroute {a}"),
         },
         "quit" => return None,
         other => format!("error unknown command {other:?}"),
@@ -421,7 +427,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        match command(&kernel, line.trim()).await {
+        match command(&node, line.trim()).await {
             Some(answer) => println!("{answer}"),
             None => break,
         }

@@ -24,14 +24,16 @@ use super::bridge::{Bridge, Delivered, Outbound};
 use super::link_io::{Incoming, Input, LinkPorts, Outgoing, WriteFailed};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
+use super::router::Router;
+use super::routes::LinkId;
 use super::stats::LinkStats;
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::identity::AllowList;
-use crate::wire::{CallId, CloseCode, CloseReason, Event, PeerInfo, PipeId, RemoteError, Session};
-use crate::{
-    Entry, EntrySpec, Error, ExitReason, Kernel, NodeId, PipeEnd, Registration, RegistryEvent,
-    Watch,
+use crate::wire::{
+    CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_ROUTING, PeerInfo, PipeId,
+    RemoteError, RouteInfo, Session,
 };
+use crate::{Entry, Error, ExitReason, Kernel, NodeId, PipeEnd, RegistryEvent, Watch};
 
 /// At most this many queued commands are handled in a row.
 const COMMAND_BATCH: usize = 64;
@@ -46,8 +48,12 @@ pub(crate) struct Driver {
     queue: Arc<SendQueue>,
     commands: mpsc::UnboundedReceiver<Command>,
     peer: Option<PeerInfo>,
-    /// The peer's servers, registered here.
-    remote: HashMap<u64, Registration>,
+    /// The node's routes, which this link feeds and exports.
+    routing: Routing,
+    /// Changes of the node's best routes.
+    routes_changed: watch::Receiver<u64>,
+    /// Routed entries announced to the peer, by registry entry id.
+    exported: HashMap<u64, RouteInfo>,
     /// Local registry changes, once connected.
     watch: Option<Watch>,
     /// Our calls waiting for the peer's reply.
@@ -75,6 +81,16 @@ pub(crate) struct Driver {
     allow: Option<(AllowList, watch::Receiver<u64>)>,
     /// Resumption after a lost link.
     resume: Resumption,
+}
+
+/// How a link takes part in routing.
+pub(crate) struct Routing {
+    /// The node's router.
+    pub(crate) router: Arc<Router>,
+    /// This link's id in the node (stable across resumptions).
+    pub(crate) link: LinkId,
+    /// The link's cost (see [`super::link_cost`]).
+    pub(crate) cost: u32,
 }
 
 /// Resolves when the allow-list (if any) changed; `None` if it is gone.
@@ -122,6 +138,7 @@ impl Driver {
         policy: AccessPolicy,
         allow: Option<AllowList>,
         resume: Resumption,
+        routing: Routing,
     ) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let mut policy_changed = policy.subscribe();
@@ -145,7 +162,9 @@ impl Driver {
             queue: Arc::new(SendQueue::new(max_queued)),
             commands,
             peer: None,
-            remote: HashMap::new(),
+            routes_changed: routing.router.subscribe(),
+            routing,
+            exported: HashMap::new(),
             watch: None,
             calls: HashMap::new(),
             serving: FuturesUnordered::new(),
@@ -313,6 +332,9 @@ impl Driver {
                 Ok(()) = self.policy_changed.changed(), if self.watch.is_some() => {
                     self.resync_announcements()
                 }
+                Ok(()) = self.routes_changed.changed(), if self.peer_routes() => {
+                    self.resync_routes()
+                }
                 Some(()) = allow_changed(&mut self.allow) => self.check_admission(),
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
@@ -457,35 +479,22 @@ impl Driver {
                 self.peer = Some(peer);
                 // The watch starts with every local entry: announce them.
                 self.watch = Some(self.kernel.registry().watch());
+                // And the servers of other nodes this node reaches.
+                self.routes_changed.mark_unchanged();
+                self.resync_routes();
             }
             Event::PeerAnnounced(info) => {
-                let spec = EntrySpec {
-                    name: info.name.clone(),
-                    node: self.peer_node(),
-                    capabilities: info.capabilities,
-                    group: info.group,
-                    endpoint: Arc::new(RemoteEndpoint {
-                        name: info.name.clone(),
-                        node: self.peer_node(),
-                        commands: self.commands_tx.clone(),
-                        queue: self.queue.clone(),
-                    }),
+                // The peer's own server: a one-hop route.
+                let route = RouteInfo {
+                    origin_id: info.id,
+                    path: vec![self.peer_node()],
+                    cost: 0,
                 };
-                match self.kernel.registry().insert(spec) {
-                    Ok(reg) => {
-                        self.remote.insert(info.id, reg);
-                    }
-                    Err(err) => warn!(
-                        link = %self.link,
-                        name = %info.name,
-                        "the peer's server is not visible here: {err}"
-                    ),
-                }
+                self.learn(info, route);
             }
+            Event::PeerRouted(info, route) => self.learn(info, route),
             Event::PeerWithdrew { id, reason } => {
-                if let Some(reg) = self.remote.remove(&id) {
-                    reg.unregister(reason);
-                }
+                self.routing.router.forget(self.routing.link, id, reason)
             }
             Event::Cast { to, .. } if !self.permits(&to, Action::Call) => {}
             Event::Cast { to, payload } => match self.local_entry(&to) {
@@ -571,16 +580,21 @@ impl Driver {
         }
     }
 
-    /// A local server for a message the peer sent: never one on another
-    /// node (no forwarding), round-robin over local group members.
+    /// The server for a message the peer sent: a local one, or one of
+    /// another node this node forwards to (never back through the peer);
+    /// round-robin over group members.
     fn local_entry(&mut self, name: &str) -> Result<Entry, Error> {
         let local = self.kernel.node();
+        let peer = self.peer_node();
+        let (router, link) = (&self.routing.router, self.routing.link);
         let members: Vec<Entry> = self
             .kernel
             .registry()
             .lookup_all(name)
             .into_iter()
-            .filter(|e| e.node() == local)
+            .filter(|e| {
+                e.node() == local || (e.node() != peer && router.forwards(e.id().0, link, peer))
+            })
             .collect();
         if members.is_empty() {
             return Err(Error::NotFound(name.to_owned()));
@@ -595,6 +609,14 @@ impl Driver {
             RegistryEvent::Added(e) if e.node() == local => self.announce(e),
             RegistryEvent::Removed { entry, reason } if entry.node() == local => {
                 self.withdraw(entry.id().0, reason.clone())
+            }
+            // A routed server left: tell the peer why, as it happened.
+            RegistryEvent::Removed { entry, reason } => {
+                if self.exported.remove(&entry.id().0).is_some()
+                    && let Err(err) = self.session.withdraw(entry.id().0, reason.clone())
+                {
+                    warn!(link = %self.link, "registry sync failed: {err}");
+                }
             }
             _ => {}
         }
@@ -643,6 +665,75 @@ impl Driver {
                     e.id().0,
                     ExitReason::Failed("hidden by the access policy".into()),
                 );
+            }
+        }
+        self.resync_routes();
+    }
+
+    /// Whether the peer takes forwarded entries.
+    fn peer_routes(&self) -> bool {
+        self.peer
+            .as_ref()
+            .is_some_and(|p| p.features & FEATURE_ROUTING != 0)
+    }
+
+    /// The peer announced `info` by `route`: a route to a server through
+    /// this link.
+    fn learn(&mut self, info: EntryInfo, route: RouteInfo) {
+        let endpoint = Arc::new(RemoteEndpoint {
+            name: info.name.clone(),
+            node: self.peer_node(),
+            commands: self.commands_tx.clone(),
+            queue: self.queue.clone(),
+        });
+        self.routing.router.learn(
+            self.routing.link,
+            self.peer_node(),
+            self.routing.cost,
+            info,
+            route,
+            endpoint,
+        );
+    }
+
+    /// Announce to the peer the best route to every server of another node
+    /// it may see (and does not reach better by itself), withdraw the
+    /// ones that are gone.
+    fn resync_routes(&mut self) {
+        if !self.peer_routes() {
+            return;
+        }
+        let exports = self
+            .routing
+            .router
+            .exports(self.routing.link, self.peer_node());
+        let mut keep = HashSet::new();
+        for (id, info, route) in exports {
+            if !self.permits(&info.name, Action::Lookup) {
+                continue;
+            }
+            keep.insert(id);
+            if self.exported.get(&id) == Some(&route) {
+                continue;
+            }
+            match self.session.announce_route(info, route.clone()) {
+                Ok(()) => {
+                    self.exported.insert(id, route);
+                }
+                Err(err) => warn!(link = %self.link, "route sync failed: {err}"),
+            }
+        }
+        let gone: Vec<u64> = self
+            .exported
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.exported.remove(&id);
+            let reason = ExitReason::LinkDown("no route from the announcing node any more".into());
+            if let Err(err) = self.session.withdraw(id, reason) {
+                warn!(link = %self.link, "route sync failed: {err}");
             }
         }
     }
@@ -884,9 +975,9 @@ impl Driver {
                 }
             }
         };
-        for (_, reg) in self.remote.drain() {
-            reg.unregister(ExitReason::LinkDown(reason.to_owned()));
-        }
+        self.routing
+            .router
+            .forget_link(self.routing.link, ExitReason::LinkDown(reason.to_owned()));
         for (_, (to, reply)) in self.calls.drain() {
             let _ = reply.send(Err(failed(to)));
         }
@@ -908,7 +999,7 @@ impl Drop for Driver {
     /// calls waiting on it.
     fn drop(&mut self) {
         self.resume.unregister();
-        if !self.remote.is_empty() || !self.calls.is_empty() {
+        if !self.commands.is_closed() {
             self.shut_down("this node shut down");
         }
     }

@@ -91,6 +91,11 @@ pub const SETTINGS: &[Setting] = &[
         kind: SettingKind::Duration,
         help: "how long a session outlives its link (0 = not at all)",
     },
+    Setting {
+        key: "max_hops",
+        kind: SettingKind::Count,
+        help: "the longest route taken, in nodes on its path (1 to 32)",
+    },
 ];
 
 impl NodeConfig {
@@ -141,6 +146,10 @@ impl NodeConfig {
                 let as_usize =
                     || usize::try_from(n).map_err(|_| bad(format!("{n} is too large here")));
                 match key {
+                    "max_hops" if n > crate::wire::MAX_ROUTE_PATH as u64 => {
+                        return Err(bad(format!("{n} is above {}", crate::wire::MAX_ROUTE_PATH)));
+                    }
+                    "max_hops" => self.max_hops = as_usize()?,
                     "pipe_window" => self.pipe_window = as_u32()?,
                     "max_frame" => self.max_frame = as_usize()?,
                     "lossy_max_frame" => self.lossy_max_frame = as_usize()?,
@@ -225,7 +234,7 @@ mod tests {
         c.apply(
             "keepalive=250ms, idle_timeout=1.5s; reconnect_min=10ms\nreconnect_max=2m,\
              pipe_window=64KiB, max_frame=1MiB, lossy_max_frame=512, lossy_send_window=32,\
-             lossy_initial_rto=40ms, max_queued=2MiB, resume_grace=30",
+             lossy_initial_rto=40ms, max_queued=2MiB, resume_grace=30, max_hops=4",
         )
         .expect("valid settings");
         assert_eq!(c.keepalive, Duration::from_millis(250));
@@ -239,7 +248,8 @@ mod tests {
         assert_eq!(c.lossy_initial_rto, Duration::from_millis(40));
         assert_eq!(c.max_queued, 2 * 1024 * 1024);
         assert_eq!(c.resume_grace, Duration::from_secs(30));
-        assert_eq!(SETTINGS.len(), 11, "a new setting needs a test line here");
+        assert_eq!(c.max_hops, 4);
+        assert_eq!(SETTINGS.len(), 12, "a new setting needs a test line here");
     }
 
     #[test]
@@ -254,6 +264,8 @@ mod tests {
             ("pipe_window=lots", "not a size"),
             ("lossy_send_window=1.5", "whole number"),
             ("max_queued=0", "above zero"),
+            ("max_hops=33", "above 32"),
+            ("max_hops=0", "above zero"),
             ("resume_grace", "key=value"),
         ];
         for (input, expected) in cases {

@@ -15,8 +15,8 @@ use crate::{Capabilities, Endpoint, ExitReason, PipeEnd, Registration, RegistryE
 /// port `echo`, swallows them on port `sink` (counting bytes), and never
 /// answers calls whose payload is `b"hang"`.
 #[derive(Debug, Default)]
-struct Echo {
-    casts: AtomicU64,
+pub(super) struct Echo {
+    pub(super) casts: AtomicU64,
     sunk: Arc<AtomicU64>,
 }
 
@@ -78,7 +78,7 @@ impl Endpoint for Echo {
     }
 }
 
-fn config() -> NodeConfig {
+pub(super) fn config() -> NodeConfig {
     NodeConfig {
         keepalive: Duration::from_millis(100),
         idle_timeout: Duration::from_millis(500),
@@ -88,13 +88,13 @@ fn config() -> NodeConfig {
     }
 }
 
-fn node(mem: &MemTransport) -> Node {
+pub(super) fn node(mem: &MemTransport) -> Node {
     let mut t = Transports::new();
     t.add(Arc::new(mem.clone()));
     Node::with_config(Kernel::new(), t, config())
 }
 
-fn register(node: &Node, name: &str) -> (Registration, Arc<Echo>) {
+pub(super) fn register(node: &Node, name: &str) -> (Registration, Arc<Echo>) {
     let echo = Arc::new(Echo::default());
     let reg = node
         .kernel()
@@ -105,7 +105,7 @@ fn register(node: &Node, name: &str) -> (Registration, Arc<Echo>) {
 }
 
 /// Wait until the registry reports an event that satisfies `pred`.
-async fn until(node: &Node, pred: impl Fn(&RegistryEvent) -> bool) -> RegistryEvent {
+pub(super) async fn until(node: &Node, pred: impl Fn(&RegistryEvent) -> bool) -> RegistryEvent {
     let mut w = node.kernel().registry().watch();
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -119,7 +119,7 @@ async fn until(node: &Node, pred: impl Fn(&RegistryEvent) -> bool) -> RegistryEv
     .expect("the registry event did not come within 5 s")
 }
 
-fn added(name: &str) -> impl Fn(&RegistryEvent) -> bool + '_ {
+pub(super) fn added(name: &str) -> impl Fn(&RegistryEvent) -> bool + '_ {
     move |ev| matches!(ev, RegistryEvent::Added(e) if e.name() == name)
 }
 

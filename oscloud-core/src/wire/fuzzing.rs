@@ -19,6 +19,37 @@ pub fn packet(data: &[u8]) {
     let _ = Packet::decode_frame(&Bytes::copy_from_slice(data));
 }
 
+/// Decode `data` as the fields of a Route message (its head is given, so
+/// the fuzzer starts inside the route decoder), and as a whole packet;
+/// every Route decoded is fed to a route table, which must refuse loops,
+/// malformed and over-long paths without panicking.
+pub fn route(data: &[u8]) {
+    use super::packet::Msg;
+    use crate::node::routes::RouteTable;
+    // [3, 0, 0, [18, ...data]]: a Data packet holding an 8-element Route.
+    let mut frame = vec![0x94, 0x03, 0x00, 0x00, 0x98, 0x12];
+    frame.extend_from_slice(data);
+    let me = NodeId::from_bytes([0; 16]);
+    let mut table = RouteTable::new(me, 8);
+    for bytes in [frame.as_slice(), data] {
+        if let Ok(Packet::Data {
+            msg: Msg::Route(entry, route),
+            ..
+        }) = Packet::decode_frame(&Bytes::copy_from_slice(bytes))
+        {
+            let peer = route.path.last().copied().unwrap_or(me);
+            let id = entry.id;
+            let _ = table.learn(1, peer, 1, entry.clone(), route.clone(), ());
+            if let Some(key) = table.bests().map(|(k, _)| *k).next() {
+                let _ = table.export(&key, 2, NodeId::from_bytes([9; 16]));
+            }
+            let _ = table.learn(2, peer, u32::MAX, entry, route, ());
+            table.forget(1, id);
+            table.forget_link(2);
+        }
+    }
+}
+
 /// The length framing, both decoders, on `data` cut at the first byte's
 /// value; every frame found is decoded as a packet.
 pub fn length(data: &[u8]) {

@@ -33,6 +33,7 @@ pub(crate) mod code {
 
     pub(crate) const ANNOUNCE: u8 = 16;
     pub(crate) const WITHDRAW: u8 = 17;
+    pub(crate) const ROUTE: u8 = 18;
     pub(crate) const CAST: u8 = 32;
     pub(crate) const CALL: u8 = 33;
     pub(crate) const REPLY_OK: u8 = 34;
@@ -55,6 +56,25 @@ pub struct EntryInfo {
     pub capabilities: Capabilities,
     /// Whether the entry is one member of a group.
     pub group: bool,
+}
+
+/// The most node ids a route announcement may carry in its path; longer
+/// paths are rejected by the decoder (the node's hop limit is lower).
+pub const MAX_ROUTE_PATH: usize = 32;
+
+/// Where a forwarded entry comes from (`docs/PROTOCOL.md` §4.1, §13): sent
+/// with a Route message, only to peers that set
+/// [`FEATURE_ROUTING`](crate::wire::FEATURE_ROUTING).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The entry's id on the node the server lives on.
+    pub origin_id: u64,
+    /// The nodes the announcement went through: the node the server lives
+    /// on first, the announcing node last; 1 to [`MAX_ROUTE_PATH`] ids.
+    pub path: Vec<NodeId>,
+    /// The cost of the route from the announcing node to the server (the
+    /// sum of the link costs on the way; 0 for the announcer's own server).
+    pub cost: u32,
 }
 
 /// Why a remote call failed, as a small code.
@@ -254,6 +274,8 @@ pub(crate) enum Packet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Msg {
     Announce(EntryInfo),
+    /// An entry of another node, forwarded by the sender.
+    Route(EntryInfo, RouteInfo),
     Withdraw {
         id: u64,
         reason: ExitReason,
@@ -338,6 +360,17 @@ impl Serialize for Reason<'_> {
     }
 }
 
+struct Path<'a>(&'a [NodeId]);
+impl Serialize for Path<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for n in self.0 {
+            t.serialize_element(&B(&n.as_bytes()[..]))?;
+        }
+        t.end()
+    }
+}
+
 /// A message serialised with its payload left empty: the head of a split
 /// encoding (see [`Packet::encode_split`]).
 struct Head<'a>(&'a Msg);
@@ -378,6 +411,17 @@ impl Msg {
                 &e.name,
                 Caps(&e.capabilities),
                 e.group,
+            )
+                .serialize(s),
+            Msg::Route(e, r) => (
+                code::ROUTE,
+                e.id,
+                &e.name,
+                Caps(&e.capabilities),
+                e.group,
+                r.origin_id,
+                Path(&r.path),
+                r.cost,
             )
                 .serialize(s),
             Msg::Withdraw { id, reason } => (code::WITHDRAW, id, Reason(reason)).serialize(s),
@@ -627,6 +671,40 @@ impl<'de> Deserialize<'de> for CapsOwned {
     }
 }
 
+struct PathOwned(Vec<NodeId>);
+impl<'de> Deserialize<'de> for PathOwned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PathOwned;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("route path array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PathOwned, A::Error> {
+                let mut path = Vec::new();
+                loop {
+                    let b: Option<Bytes> = seq.next_element()?;
+                    let Some(b) = b else { break };
+                    if path.len() == MAX_ROUTE_PATH {
+                        return Err(de::Error::custom(format_args!(
+                            "route path longer than {MAX_ROUTE_PATH} nodes"
+                        )));
+                    }
+                    let arr: [u8; 16] = b[..]
+                        .try_into()
+                        .map_err(|_| de::Error::custom("node id is not 16 bytes"))?;
+                    path.push(NodeId::from_bytes(arr));
+                }
+                if path.is_empty() {
+                    return Err(de::Error::custom("empty route path"));
+                }
+                Ok(PathOwned(path))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
 struct ReasonOwned(ExitReason);
 impl<'de> Deserialize<'de> for ReasonOwned {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -681,6 +759,19 @@ impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
                         capabilities: next::<_, CapsOwned>(s, "capabilities")?.0,
                         group: next(s, "group")?,
                     }),
+                    code::ROUTE => Msg::Route(
+                        EntryInfo {
+                            id: next(s, "id")?,
+                            name: next(s, "name")?,
+                            capabilities: next::<_, CapsOwned>(s, "capabilities")?.0,
+                            group: next(s, "group")?,
+                        },
+                        RouteInfo {
+                            origin_id: next(s, "origin id")?,
+                            path: next::<_, PathOwned>(s, "path")?.0,
+                            cost: next(s, "cost")?,
+                        },
+                    ),
                     code::WITHDRAW => Msg::Withdraw {
                         id: next(s, "id")?,
                         reason: next::<_, ReasonOwned>(s, "reason")?.0,
@@ -824,6 +915,14 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
+    fn hex_bytes(h: &str) -> Vec<u8> {
+        let h = h.replace(' ', "");
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     fn roundtrip(p: Packet) -> Vec<u8> {
         let bytes = p.encode().unwrap();
         assert_eq!(Packet::decode(&bytes).unwrap(), p);
@@ -961,6 +1060,35 @@ mod tests {
             },
         };
         assert_eq!(hex(&roundtrip(close)), "940305009333019201a26e6f");
+        let route = Packet::Data {
+            seq: 7,
+            ack: 0,
+            msg: Msg::Route(
+                EntryInfo {
+                    id: 5,
+                    name: "a".into(),
+                    capabilities: Capabilities::new(),
+                    group: false,
+                },
+                RouteInfo {
+                    origin_id: 2,
+                    path: vec![NodeId::from_bytes([0xcc; 16])],
+                    cost: 1,
+                },
+            ),
+        };
+        // [3,7,0,[18,5,"a",[[],[],[],{}],false,2,[bin16],1]]
+        assert_eq!(
+            hex(&roundtrip(route)),
+            format!(
+                "940307009812 05a161 94909090 80 c2 02 91c410{} 01",
+                "cc".repeat(16)
+            )
+            .replace(' ', "")
+        );
+        // An empty path, or one longer than MAX_ROUTE_PATH, is refused.
+        let empty = hex_bytes("940307009812 05a161 94909090 80 c2 02 90 01");
+        assert!(Packet::decode(&empty).is_err());
         // [3,6,0,[52,4]]: PipeEnd is `92 34 04` inside the Data packet.
         let end = Packet::Data {
             seq: 6,
@@ -973,6 +1101,19 @@ mod tests {
     #[test]
     fn all_messages_roundtrip() {
         let msgs = [
+            Msg::Route(
+                EntryInfo {
+                    id: 7,
+                    name: "far".into(),
+                    capabilities: Capabilities::new().accepts("r"),
+                    group: false,
+                },
+                RouteInfo {
+                    origin_id: 3,
+                    path: vec![NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16])],
+                    cost: 11,
+                },
+            ),
             Msg::PipeEnd { pipe: 9 },
             Msg::Withdraw {
                 id: 1,
@@ -1094,5 +1235,51 @@ mod tests {
         // A node id of the wrong size.
         let b = to_vec(&(1u8, MAGIC, VERSION, B(&[1, 2]), 0, 0, (), 1, 1, 1)).unwrap();
         assert!(Packet::decode(&b).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, .. Default::default() })]
+
+        /// Route messages: a path of 1 to MAX_ROUTE_PATH nodes round-trips,
+        /// others are refused; any one byte changed in the encoding
+        /// decodes or fails cleanly, and the route table takes whatever
+        /// decodes without panicking (what the `route` fuzz target runs).
+        #[test]
+        fn route_messages_decode_or_fail_cleanly(
+            len in 0usize..40,
+            seed in 0u8..255,
+            origin_id in proptest::prelude::any::<u64>(),
+            cost in proptest::prelude::any::<u32>(),
+            flip in proptest::prelude::any::<(usize, u8)>(),
+        ) {
+            let path: Vec<NodeId> = (0..len)
+                .map(|i| NodeId::from_bytes([seed.wrapping_add(i as u8); 16]))
+                .collect();
+            let p = Packet::Data {
+                seq: 1,
+                ack: 0,
+                msg: Msg::Route(
+                    EntryInfo {
+                        id: 3,
+                        name: "s".into(),
+                        capabilities: Capabilities::new(),
+                        group: false,
+                    },
+                    RouteInfo { origin_id, path, cost },
+                ),
+            };
+            let bytes = p.encode().unwrap();
+            let decoded = Packet::decode(&bytes);
+            proptest::prop_assert_eq!(decoded.is_ok(), (1..=MAX_ROUTE_PATH).contains(&len));
+            if let Ok(d) = decoded {
+                proptest::prop_assert_eq!(d, p);
+            }
+            let mut bad = bytes.clone();
+            let i = flip.0 % bad.len();
+            bad[i] ^= flip.1 | 1;
+            let _ = Packet::decode(&bad);
+            crate::wire::fuzzing::route(&bad);
+            crate::wire::fuzzing::route(&bytes[6..]);
+        }
     }
 }

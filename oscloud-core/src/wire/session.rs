@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use super::framing::{Framer, FramingKind};
 use super::packet::{
     CloseCode, DATA_OVERHEAD, EntryInfo, Hello, Msg, PIPE_DATA_OVERHEAD, Packet, RemoteError,
-    Resume, VERSION, to_vec,
+    Resume, RouteInfo, VERSION, to_vec,
 };
 use super::secure::{
     FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK, SECURE_OVERHEAD,
@@ -25,6 +25,11 @@ pub const MIN_FRAME: usize = 128;
 /// Hello feature bit 3: this side can resume a session on a new link
 /// (`docs/PROTOCOL.md` §12). Sessions resume only when both sides set it.
 pub const FEATURE_RESUME: u64 = 8;
+
+/// Hello feature bit 4: this side understands Route messages (forwarded
+/// entries of other nodes, `docs/PROTOCOL.md` §13). A node sends Route
+/// messages only to peers that set it.
+pub const FEATURE_ROUTING: u64 = 16;
 
 /// Most packets kept for resumption on a reliable stream while their
 /// acknowledgement is outstanding (the peer acknowledges within its
@@ -256,6 +261,8 @@ pub enum Event {
     Connected(PeerInfo),
     /// The peer announced a registry entry.
     PeerAnnounced(EntryInfo),
+    /// The peer forwarded a registry entry of another node.
+    PeerRouted(EntryInfo, RouteInfo),
     /// The peer withdrew a registry entry.
     PeerWithdrew {
         /// The entry's id on the peer.
@@ -1028,6 +1035,13 @@ impl Session {
     /// Tell the peer about a registry entry of this node.
     pub fn announce(&mut self, entry: EntryInfo) -> Result<(), Error> {
         self.enqueue(Msg::Announce(entry))
+    }
+
+    /// Tell the peer about a registry entry of another node that this node
+    /// forwards to (send only if the peer set [`FEATURE_ROUTING`]). An id
+    /// announced again replaces the earlier announcement.
+    pub fn announce_route(&mut self, entry: EntryInfo, route: RouteInfo) -> Result<(), Error> {
+        self.enqueue(Msg::Route(entry, route))
     }
 
     /// Tell the peer a previously announced entry is gone.
@@ -1966,6 +1980,7 @@ impl Session {
     fn deliver(&mut self, msg: Msg) {
         match msg {
             Msg::Announce(e) => self.events.push_back(Event::PeerAnnounced(e)),
+            Msg::Route(e, r) => self.events.push_back(Event::PeerRouted(e, r)),
             Msg::Withdraw { id, reason } => {
                 self.events.push_back(Event::PeerWithdrew { id, reason })
             }

@@ -617,6 +617,7 @@ proptest! {
         super::fuzzing::segment(&data);
         super::fuzzing::session(&data);
         super::fuzzing::secure_handshake(&data);
+        super::fuzzing::route(&data);
     }
 }
 

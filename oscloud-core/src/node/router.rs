@@ -1,0 +1,278 @@
+//! Multi-hop routing: the node's route table joined to its registry.
+//!
+//! Every link's driver feeds the [`Router`] what its neighbour announces
+//! and withdraws. For each server of another node with at least one route,
+//! the registry holds one entry (tagged with the node the server lives on)
+//! whose endpoint is a [`RoutedEndpoint`]: each cast, call or pipe takes
+//! the best route at that moment, so a route that changes (a link lost, a
+//! shorter one found) changes nothing for lookups that already hold the
+//! entry. When the last route goes, the entry leaves the registry with the
+//! reason of the last withdrawal.
+//!
+//! Drivers re-announce the best routes to their own neighbours (path
+//! with this node appended); they watch [`Router::subscribe`] and resync
+//! what they announced whenever a best route changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::routes::{LinkId, RouteKey, RouteTable};
+use crate::wire::{EntryInfo, RouteInfo};
+use crate::{Endpoint, EntrySpec, Error, ExitReason, NodeId, PipeEnd, Registration, Registry};
+
+/// The node's routes and the registry entries they give.
+pub(crate) struct Router {
+    me: NodeId,
+    registry: Registry,
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+    this: Weak<Router>,
+}
+
+struct State {
+    table: RouteTable<Arc<dyn Endpoint>>,
+    /// The registry entry of each reachable server.
+    installed: HashMap<RouteKey, Registration>,
+    /// The route key of each of those entries, by registry entry id.
+    by_entry: HashMap<u64, RouteKey>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("me", &self.me).finish()
+    }
+}
+
+/// A route from this node to a server of another node, as
+/// [`Node::routes`](crate::Node::routes) lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The server's name.
+    pub name: String,
+    /// The node it lives on.
+    pub node: NodeId,
+    /// The nodes between here and there: the server's node first, the
+    /// neighbour the route goes through last.
+    pub path: Vec<NodeId>,
+    /// The total cost (sum of the link costs along the path).
+    pub cost: u64,
+    /// The id of the link (see [`Node::links`](crate::Node::links)) it
+    /// goes through.
+    pub link: u64,
+    /// Whether it is the route in use (the best one).
+    pub best: bool,
+}
+
+/// An export to one neighbour: (registry entry id, entry, route).
+pub(crate) type Export = (u64, EntryInfo, RouteInfo);
+
+impl Router {
+    pub(crate) fn new(registry: Registry, max_hops: usize) -> Arc<Self> {
+        let me = registry.node();
+        Arc::new_cyclic(|this| Self {
+            me,
+            registry,
+            state: Mutex::new(State {
+                table: RouteTable::new(me, max_hops),
+                installed: HashMap::new(),
+                by_entry: HashMap::new(),
+            }),
+            changed: watch::Sender::new(0),
+            this: this.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes of the best routes: drivers resync their exports on each.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The neighbour `peer` on `link` announced `entry` by `route`.
+    pub(crate) fn learn(
+        &self,
+        link: LinkId,
+        peer: NodeId,
+        link_cost: u32,
+        entry: EntryInfo,
+        route: RouteInfo,
+        endpoint: Arc<dyn Endpoint>,
+    ) {
+        let name = entry.name.clone();
+        let mut state = self.lock();
+        match state
+            .table
+            .learn(link, peer, link_cost, entry, route, endpoint)
+        {
+            Ok(keys) => self.apply(&mut state, keys, ExitReason::Normal),
+            Err(why) => debug!(link, server = %name, "route not taken: {why}"),
+        }
+    }
+
+    /// The neighbour on `link` withdrew its entry `peer_id`.
+    pub(crate) fn forget(&self, link: LinkId, peer_id: u64, reason: ExitReason) {
+        let mut state = self.lock();
+        let keys = state.table.forget(link, peer_id);
+        self.apply(&mut state, keys, reason);
+    }
+
+    /// `link` is down: every route through it goes.
+    pub(crate) fn forget_link(&self, link: LinkId, reason: ExitReason) {
+        let mut state = self.lock();
+        let keys = state.table.forget_link(link);
+        self.apply(&mut state, keys, reason);
+    }
+
+    /// Bring the registry in line with the best routes of `keys` (and
+    /// retry servers whose name was taken earlier), then tell the drivers.
+    fn apply(&self, state: &mut State, keys: Vec<RouteKey>, reason: ExitReason) {
+        if keys.is_empty() {
+            return;
+        }
+        for key in &keys {
+            if state.table.best(key).is_none()
+                && let Some(mut reg) = state.installed.remove(key)
+            {
+                state.by_entry.remove(&reg.entry().id().0);
+                reg.set_exit_reason(reason.clone());
+                drop(reg);
+            }
+        }
+        let missing: Vec<(RouteKey, EntrySpec)> = state
+            .table
+            .bests()
+            .filter(|(k, _)| !state.installed.contains_key(k))
+            .map(|(k, best)| {
+                let spec = EntrySpec {
+                    name: best.name.clone(),
+                    node: k.origin,
+                    capabilities: best.capabilities.clone(),
+                    group: best.group,
+                    endpoint: Arc::new(RoutedEndpoint {
+                        router: self.this.clone(),
+                        key: *k,
+                        name: best.name.clone(),
+                    }),
+                };
+                (*k, spec)
+            })
+            .collect();
+        for (key, spec) in missing {
+            let name = spec.name.clone();
+            match self.registry.insert(spec) {
+                Ok(reg) => {
+                    state.by_entry.insert(reg.entry().id().0, key);
+                    state.installed.insert(key, reg);
+                }
+                // Tried again on the next change.
+                Err(err) if keys.contains(&key) => {
+                    warn!(server = %name, node = %key.origin.short(), "a server of another node is not visible here: {err}")
+                }
+                Err(_) => {}
+            }
+        }
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// What this node announces to `peer` on `link`: the best route to
+    /// every reachable server, unless it leads back through `peer` or
+    /// would pass the hop limit.
+    pub(crate) fn exports(&self, link: LinkId, peer: NodeId) -> Vec<Export> {
+        let state = self.lock();
+        state
+            .installed
+            .iter()
+            .filter_map(|(key, reg)| {
+                let route = state.table.export(key, link, peer)?;
+                let e = reg.entry();
+                let info = EntryInfo {
+                    id: e.id().0,
+                    name: e.name().to_owned(),
+                    capabilities: e.capabilities().clone(),
+                    group: e.is_group_member(),
+                };
+                Some((e.id().0, info, route))
+            })
+            .collect()
+    }
+
+    /// Whether the registry entry `entry_id` is a routed server that a
+    /// message from `peer` on `link` may be forwarded to.
+    pub(crate) fn forwards(&self, entry_id: u64, link: LinkId, peer: NodeId) -> bool {
+        let state = self.lock();
+        state
+            .by_entry
+            .get(&entry_id)
+            .is_some_and(|k| state.table.forwards(k, link, peer))
+    }
+
+    /// The endpoint of the best route to `key`.
+    fn best(&self, key: &RouteKey) -> Option<Arc<dyn Endpoint>> {
+        self.lock().table.best(key).map(|b| b.endpoint.clone())
+    }
+
+    /// Every route, best first for each server, sorted by name.
+    pub(crate) fn routes(&self) -> Vec<Route> {
+        let state = self.lock();
+        let mut out = Vec::new();
+        for (key, best) in state.table.bests() {
+            for c in state.table.candidates(key) {
+                out.push(Route {
+                    name: c.name.clone(),
+                    node: key.origin,
+                    path: c.path.clone(),
+                    cost: c.cost,
+                    link: c.link,
+                    best: c.link == best.link && c.peer_id == best.peer_id,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.name, a.node, !a.best, a.cost, a.link)
+                .cmp(&(&b.name, b.node, !b.best, b.cost, b.link))
+        });
+        out
+    }
+}
+
+/// The endpoint of a server reached through other nodes: every operation
+/// takes the best route at that moment.
+#[derive(Debug)]
+struct RoutedEndpoint {
+    router: Weak<Router>,
+    key: RouteKey,
+    name: String,
+}
+
+impl RoutedEndpoint {
+    fn route(&self) -> Result<Arc<dyn Endpoint>, Error> {
+        self.router
+            .upgrade()
+            .and_then(|r| r.best(&self.key))
+            // As for a stale entry of a neighbour: no such server (now).
+            .ok_or_else(|| Error::NotFound(self.name.clone()))
+    }
+}
+
+#[async_trait]
+impl Endpoint for RoutedEndpoint {
+    fn cast(&self, msg: Bytes) -> Result<(), Error> {
+        self.route()?.cast(msg)
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+        self.route()?.call(msg).await
+    }
+
+    async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error> {
+        self.route()?.open_pipe(port, end).await
+    }
+}
