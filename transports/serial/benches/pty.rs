@@ -163,6 +163,10 @@ async fn goodput(config: &NodeConfig, total: usize) -> (Duration, f64) {
     let took = t.elapsed();
     assert_eq!(answer[..], (total as u64).to_be_bytes());
     let after = b.links()[0].stats;
+    let recv = a.links()[0].stats;
+    if std::env::var_os("OSCLOUD_BENCH_VERBOSE").is_some() {
+        println!("  sender {after:?}\n  receiver {recv:?}");
+    }
     let wire = (after.bytes_sent - before.bytes_sent) as f64;
     let payload = (after.payload_bytes_sent - before.payload_bytes_sent) as f64;
     a.shutdown();
