@@ -116,10 +116,9 @@ pub const PARAMS: &[&str] = &[
     "reopen_ms",
 ];
 
-/// Most bytes read from a port at once. The port zeroes the room it reads
-/// into, so this bounds that work; a read returns what the device has
-/// buffered, which is less (a pty hands out at most 4 KiB at a time).
-const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes read from a port at once: what the Linux tty layer hands out
+/// in one read (its line discipline buffers 4 KiB).
+const READ_CHUNK: usize = 4096;
 /// Most bytes gathered from several buffers into one write: one system
 /// call for many small frames instead of one each.
 const WRITE_GATHER: usize = 64 * 1024;
@@ -362,6 +361,7 @@ fn link(
         outage: None,
         failed: false,
         gather: Vec::new(),
+        scratch: Box::new([0; READ_CHUNK]),
     }));
     let alive = Arc::new(alive);
     let reader = PortReader {
@@ -482,6 +482,8 @@ struct Port {
     /// Where several buffers are gathered into one write (kept to reuse
     /// its allocation).
     gather: Vec<u8>,
+    /// What one read lands in (zeroed once, not before every read).
+    scratch: Box<[u8; READ_CHUNK]>,
 }
 
 fn gone(what: &str) -> io::Error {
@@ -611,14 +613,14 @@ impl AsyncRead for PortReader {
             let Some(stream) = port.stream.as_mut() else {
                 return Poll::Ready(Err(gone("the serial port is closed")));
             };
-            // Read into at most READ_CHUNK bytes of the caller's buffer:
+            // Read into the port's own small buffer, then copy what came:
             // the port zeroes all the room it is given before each read,
-            // and a driver's receive buffer is large.
+            // and a driver's receive buffer is large (hundreds of KiB).
             let room = buf.remaining().min(READ_CHUNK);
-            let mut part = ReadBuf::new(buf.initialize_unfilled_to(room));
+            let mut part = ReadBuf::new(&mut port.scratch[..room]);
             let res = Pin::new(stream).poll_read(cx, &mut part);
             let got = part.filled().len();
-            buf.advance(got);
+            buf.put_slice(part.filled());
             let err = match res {
                 Poll::Ready(Ok(())) if got == 0 && room > 0 => gone("the serial line hung up"),
                 Poll::Ready(Err(e)) => e,
