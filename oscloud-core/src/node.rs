@@ -617,10 +617,12 @@ impl Node {
                     let name = format!("{} ↔ {}", link.info.local, link.info.remote);
                     debug!(link = %name, "dialled again to resume");
                     handed = Some(resumed.load(Ordering::Relaxed));
+                    let config = config.session_config(framing_of(link.info.kind));
                     let _ = handover.send(Handover {
                         io: LinkPorts::new(link.io),
                         hello: None,
                         name,
+                        config,
                     });
                 }
             }
@@ -685,11 +687,7 @@ impl Node {
         resumption: Resumption,
     ) -> driver::Ended {
         let kernel = self.inner.kernel.clone();
-        let framing = match link.info.kind {
-            LinkKind::ReliableStream => FramingKind::ReliableStream,
-            LinkKind::LossyStream => FramingKind::LossyStream,
-            LinkKind::Datagram { mtu } => FramingKind::Datagram { mtu },
-        };
+        let framing = framing_of(link.info.kind);
         let stats = Arc::new(LinkStats::default());
         let name = format!("{} ↔ {}", link.info.local, link.info.remote);
         self.lock_links().insert(
@@ -786,6 +784,15 @@ impl Node {
     /// local servers are untouched.
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// The framing (and retransmission) a link of `kind` needs.
+fn framing_of(kind: LinkKind) -> FramingKind {
+    match kind {
+        LinkKind::ReliableStream => FramingKind::ReliableStream,
+        LinkKind::LossyStream => FramingKind::LossyStream,
+        LinkKind::Datagram { mtu } => FramingKind::Datagram { mtu },
     }
 }
 

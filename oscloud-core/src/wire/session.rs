@@ -983,6 +983,54 @@ impl Session {
         self.events.push_back(Event::Detached { reason });
     }
 
+    /// The settings this session runs with (the framing, timers and
+    /// windows of its current link's kind).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Move a session that waits for a new link (or is about to be given
+    /// one with [`resume`](Self::resume)) to a link of another kind: its
+    /// framing, retransmission, send window and timers become those of
+    /// `link` (a [`Config`] for the new kind); the limits agreed at the
+    /// handshake (`max_frame`, `recv_window`, `pipe_window`) stay, as the
+    /// resumption requires (`docs/PROTOCOL.md` §12.1). Call it before
+    /// `resume`. Fails, changing nothing, if the session is not resumable
+    /// or the new framing cannot carry the session's packets.
+    pub fn set_link_kind(&mut self, now: Instant, link: &Config) -> Result<(), Error> {
+        self.advance(now);
+        if !self.is_resumable() {
+            return Err(Error::WireClosed {
+                reason: "the session cannot resume".into(),
+            });
+        }
+        if link.framing == self.config.framing {
+            return Ok(());
+        }
+        let framer = Framer::new(link.framing, self.max_frame, link.reassembly_timeout)?;
+        if framer.max_frame() < self.max_frame {
+            return Err(Error::WireConfig(format!(
+                "a {:?} link carries packets of at most {} bytes; this session uses {}",
+                link.framing,
+                framer.max_frame(),
+                self.max_frame
+            )));
+        }
+        if self.state != State::Detached {
+            self.detach("moved to a link of another kind".into());
+        }
+        tracing::debug!(from = ?self.config.framing, to = ?link.framing, "wire session changes link kind");
+        self.framer = framer;
+        self.config.framing = link.framing;
+        self.config.send_window = link.send_window;
+        self.config.initial_rto = link.initial_rto;
+        self.config.max_rto = link.max_rto;
+        self.config.ack_delay = link.ack_delay;
+        self.config.reassembly_timeout = link.reassembly_timeout;
+        self.rto = self.config.initial_rto;
+        Ok(())
+    }
+
     /// Continue this session on a new link (whose bytes now go through
     /// this session): our resume Hello goes out first. `peer_hello` is the
     /// peer's resume Hello when the peer asked first (from
