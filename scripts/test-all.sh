@@ -62,6 +62,8 @@ step "oscloud command"
 scripts/test-cli.sh 2>&1 | tee -a "$others"
 step "Serial transport and the C microcontroller peer"
 scripts/test-serial.sh
+step "Soak run: calls and pipes through link cuts, memory and fds flat (60 s)"
+scripts/test-soak.sh 2>&1 | tee -a "$results"
 step "Hardware lab: CAN over a real kernel's vcan/vxcan (qemu)"
 scripts/test-hwlab.sh 2>&1 | tee -a "$results"
 

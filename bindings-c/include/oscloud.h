@@ -143,6 +143,15 @@ typedef struct {
   bool enable_mem;
   // Threads of the node's runtime (default 2; 0 means the default).
   uint32_t worker_threads;
+  // Node settings as text, `key=value` items separated by commas,
+  // semicolons or newlines, e.g. `"resume_grace=30s, idle_timeout=1.5s"`
+  // (the keys are the fields of Rust's `NodeConfig`: keepalive,
+  // idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame,
+  // lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued,
+  // resume_grace). NULL (the default) keeps every default. Read only
+  // during `oscloud_node_new`. An unknown key or bad value makes it fail
+  // with `OSCLOUD_ERR_INVALID`, naming the setting.
+  const char *config;
 } oscloud_node_options_t;
 
 // Called for each one-way message: `data[0..len]` is loaned (valid until
@@ -284,7 +293,8 @@ oscloud_node_options_t oscloud_node_options_default(void);
 // `*out`.
 //
 // # Safety
-// `options` is NULL or valid; `out` is valid for writes.
+// `options` is NULL or valid (its `config` NULL or a NUL-terminated
+// string); `out` is valid for writes.
 int oscloud_node_new(const oscloud_node_options_t *options, oscloud_node_t **out);
 
 // Shut the node down (its links close, its listeners stop) and free it;

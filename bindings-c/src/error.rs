@@ -96,6 +96,7 @@ impl Error {
                 CoreError::NoSuchPort { .. } => OSCLOUD_ERR_NO_SUCH_PORT,
                 CoreError::PipeClosed => OSCLOUD_ERR_PIPE_CLOSED,
                 CoreError::Decode(_) => OSCLOUD_ERR_DECODE,
+                CoreError::BadSetting { .. } => OSCLOUD_ERR_INVALID,
                 _ => OSCLOUD_ERR_OTHER,
             },
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use oscloud_core::address::Address;
 use oscloud_core::transport::{MemTransport, Transports};
-use oscloud_core::{Error as CoreError, Kernel, RegistryEvent};
+use oscloud_core::{Error as CoreError, Kernel, NodeConfig, RegistryEvent};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use tokio::runtime::Runtime;
@@ -26,6 +26,15 @@ pub struct OscloudNodeOptions {
     pub enable_mem: bool,
     /// Threads of the node's runtime (default 2; 0 means the default).
     pub worker_threads: u32,
+    /// Node settings as text, `key=value` items separated by commas,
+    /// semicolons or newlines, e.g. `"resume_grace=30s, idle_timeout=1.5s"`
+    /// (the keys are the fields of Rust's `NodeConfig`: keepalive,
+    /// idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame,
+    /// lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued,
+    /// resume_grace). NULL (the default) keeps every default. Read only
+    /// during `oscloud_node_new`. An unknown key or bad value makes it fail
+    /// with `OSCLOUD_ERR_INVALID`, naming the setting.
+    pub config: *const c_char,
 }
 
 /// The default node options: every transport, 2 runtime threads.
@@ -36,6 +45,7 @@ pub extern "C" fn oscloud_node_options_default() -> OscloudNodeOptions {
         enable_unix: true,
         enable_mem: true,
         worker_threads: 2,
+        config: std::ptr::null(),
     }
 }
 
@@ -82,7 +92,8 @@ pub(crate) fn parse_address(uri: &str) -> Result<Address, Error> {
 /// `*out`.
 ///
 /// # Safety
-/// `options` is NULL or valid; `out` is valid for writes.
+/// `options` is NULL or valid (its `config` NULL or a NUL-terminated
+/// string); `out` is valid for writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn oscloud_node_new(
     options: *const OscloudNodeOptions,
@@ -96,6 +107,11 @@ pub unsafe extern "C" fn oscloud_node_new(
         let opts = unsafe { options.as_ref() }
             .copied()
             .unwrap_or_else(|| oscloud_node_options_default());
+        let mut config = NodeConfig::default();
+        if !opts.config.is_null() {
+            // SAFETY: non-NULL, a NUL-terminated string per the contract.
+            config.apply(unsafe { str_arg(opts.config, "options.config") }?)?;
+        }
         let threads = if opts.worker_threads == 0 {
             2
         } else {
@@ -124,7 +140,7 @@ pub unsafe extern "C" fn oscloud_node_new(
         let kernel = Kernel::new();
         let node = {
             let _enter = rt.enter();
-            oscloud_core::Node::new(kernel.clone(), transports)
+            oscloud_core::Node::with_config(kernel.clone(), transports, config)
         };
         let boxed = Box::new(OscloudNode {
             rt: Arc::new(rt),

@@ -80,6 +80,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<server::PyCaller>()?;
     m.add_class::<pipe::PyPipe>()?;
     m.add_function(wrap_pyfunction!(node::keygen, m)?)?;
+    m.add_function(wrap_pyfunction!(node::node_settings, m)?)?;
     m.add_function(wrap_pyfunction!(rust_server::_rust_echo, m)?)?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;

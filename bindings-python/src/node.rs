@@ -148,6 +148,23 @@ pub(crate) fn keygen(path: &str) -> PyResult<String> {
     Ok(key.public().to_string())
 }
 
+/// Every node setting `Node.start(config=...)` accepts: `(key, kind,
+/// help)`, kind being `duration`, `bytes` or `count`.
+#[pyfunction]
+pub(crate) fn node_settings() -> Vec<(&'static str, &'static str, &'static str)> {
+    oscloud_core::node::SETTINGS
+        .iter()
+        .map(|s| {
+            let kind = match s.kind {
+                oscloud_core::node::SettingKind::Duration => "duration",
+                oscloud_core::node::SettingKind::Bytes => "bytes",
+                oscloud_core::node::SettingKind::Count => "count",
+            };
+            (s.key, kind, s.help)
+        })
+        .collect()
+}
+
 async fn listen(node: &Node, addr: Address) -> Result<String, Error> {
     Ok(node.listen(&addr).await?.to_string())
 }
@@ -161,9 +178,10 @@ impl PyNode {
     /// and authenticated, and only peers whose public key is in `allow`
     /// (or the allow-list file `allow_file`) are admitted; `psk` (32
     /// bytes) is also required of peers if given; `open` admits every
-    /// peer (development only).
+    /// peer (development only). `config` holds node settings as
+    /// `(key, value)` text pairs (`NodeConfig::set`).
     #[staticmethod]
-    #[pyo3(signature = (listen = Vec::new(), connect = Vec::new(), key = None, allow = Vec::new(), allow_file = None, psk = None, open = false))]
+    #[pyo3(signature = (listen = Vec::new(), connect = Vec::new(), key = None, allow = Vec::new(), allow_file = None, psk = None, open = false, config = Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn start(
         py: Python<'_>,
@@ -174,7 +192,12 @@ impl PyNode {
         allow_file: Option<String>,
         psk: Option<Vec<u8>>,
         open: bool,
+        config: Vec<(String, String)>,
     ) -> PyResult<Bound<'_, PyAny>> {
+        let mut node_config = NodeConfig::default();
+        for (k, v) in &config {
+            node_config.set(k, v).map_err(Error::from)?;
+        }
         let security = Security {
             key,
             allow,
@@ -197,11 +220,11 @@ impl PyNode {
                 Some(sec) => Node::with_security(
                     Kernel::with_node(sec.key.node_id()),
                     transports(),
-                    NodeConfig::default(),
+                    node_config,
                     sec,
                 )
                 .map_err(Error::from)?,
-                None => Node::new(Kernel::new(), transports()),
+                None => Node::with_config(Kernel::new(), transports(), node_config),
             };
             let mut bound = Vec::new();
             for addr in listen {

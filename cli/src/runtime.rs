@@ -553,7 +553,7 @@ impl NodeRun {
             .clone();
         let (listen, dial) = self.plan.nodes.get(&self.name).cloned().unwrap_or_default();
         let kernel = Kernel::new();
-        let node = Node::new(kernel.clone(), transports(&self.mem));
+        let node = Node::with_config(kernel.clone(), transports(&self.mem), def.config.clone());
 
         // Servers, under the node's supervisor, in file order.
         let base = topo.base_dir();

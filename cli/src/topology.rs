@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use oscloud_actors::{Restart, Strategy};
+use oscloud_core::NodeConfig;
 use oscloud_core::address::Address;
 use serde::Deserialize;
 use toml::Spanned;
@@ -122,6 +123,8 @@ struct RawNode {
     strategy: Option<Spanned<String>>,
     max_restarts: Option<u32>,
     period_ms: Option<u64>,
+    #[serde(default)]
+    config: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +166,8 @@ pub struct NodeDef {
     pub max_restarts: u32,
     /// ...within this period.
     pub period: Duration,
+    /// Its link settings (the `[nodes.NAME.config]` table), checked.
+    pub config: NodeConfig,
 }
 
 /// A server's arguments, already checked against its kind.
@@ -497,6 +502,29 @@ impl Topology {
             };
             let listen = addresses(&n.listen);
             let connect = addresses(&n.connect);
+            let mut config = NodeConfig::default();
+            for (key, value) in &n.config {
+                // Numbers stand for themselves (seconds for a duration).
+                let text = match value.get_ref() {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    other => {
+                        check.err(
+                            value.span(),
+                            format!(
+                                "setting {:?} wants a number or a string like \"250ms\", not a {}",
+                                key.get_ref(),
+                                other.type_str()
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                if let Err(e) = config.set(key.get_ref(), &text) {
+                    check.err(value.span(), e.to_string());
+                }
+            }
             nodes.push(NodeDef {
                 name: name.get_ref().clone(),
                 listen,
@@ -505,6 +533,7 @@ impl Topology {
                 strategy,
                 max_restarts: n.max_restarts.unwrap_or(3),
                 period: Duration::from_millis(n.period_ms.unwrap_or(5000)),
+                config,
             });
         }
         if nodes.is_empty() {

@@ -161,6 +161,29 @@ kind = "jsonl"
 }
 
 #[test]
+fn node_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"[nodes.a]
+config = { resume_grace = "30s", idle_timeout = 1.5, pipe_window = "64KiB" }
+[nodes.b]
+config = { idle_timeout = "soon", speed = 3, keepalive = true }
+"#;
+    let (code, _, stderr) = check(dir.path(), "settings.toml", text);
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            r#"settings.toml:4:27: invalid node setting "idle_timeout": "soon" is not a duration (like 250ms, 1.5s, 2m)"#,
+            r#"settings.toml:4:43: invalid node setting "speed": unknown setting (known: keepalive, idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame, lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued, resume_grace)"#,
+            r#"settings.toml:4:58: setting "keepalive" wants a number or a string like "250ms", not a boolean"#,
+        ]
+    );
+    let good = "[nodes.a]\n[nodes.a.config]\nresume_grace = 30\nkeepalive = \"250ms\"\n";
+    let (code, _, stderr) = check(dir.path(), "good.toml", good);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn syntax_error_and_unknown_field() {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, stderr) = check(

@@ -31,6 +31,9 @@ pub struct Address {
     scheme: String,
     host: String,
     port: Option<u16>,
+    /// The text after the host's `:` when it is hex digits but not a
+    /// decimal port number (`a4a1` in `usb://0525:a4a1`).
+    port_text: Option<String>,
     path: String,
     params: BTreeMap<String, String>,
 }
@@ -90,9 +93,30 @@ impl Address {
         &self.host
     }
 
-    /// The port, if one was given.
+    /// The port, if one was given as a decimal number (0 to 65535).
     pub fn port(&self) -> Option<u16> {
         self.port
+    }
+
+    /// What follows the host's `:` when it is not a decimal port number
+    /// but 1 to 4 hex digits, as written: `Some("a4a1")` for
+    /// `usb://0525:a4a1`, whose authority is `VID:PID` rather than
+    /// `host:port`. [`port`](Self::port) is then `None`; a transport that
+    /// needs a port number reports such an address as invalid (see
+    /// [`port_or_text`](Self::port_or_text) for the text of either).
+    pub fn port_text(&self) -> Option<&str> {
+        self.port_text.as_deref()
+    }
+
+    /// What follows the host's `:`, whichever form it has: the decimal
+    /// port (canonical, without leading zeros) or the
+    /// [`port_text`](Self::port_text).
+    pub fn port_or_text(&self) -> Option<String> {
+        match (&self.port, &self.port_text) {
+            (Some(p), _) => Some(p.to_string()),
+            (None, Some(t)) => Some(t.clone()),
+            (None, None) => None,
+        }
     }
 
     /// `host:port` (with brackets for IPv6), or the host alone.
@@ -102,7 +126,7 @@ impl Address {
         } else {
             self.host.clone()
         };
-        match self.port {
+        match self.port_or_text() {
             Some(p) => format!("{host}:{p}"),
             None => host,
         }
@@ -164,6 +188,7 @@ impl Address {
     /// listener bound for `:0`).
     pub fn with_port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self.port_text = None;
         self
     }
 }
@@ -212,12 +237,30 @@ impl FromStr for Address {
                 None => (percent_decode(input, authority)?, None),
             }
         };
-        let port = port
-            .map(|p| {
-                p.parse::<u16>()
-                    .map_err(|_| invalid(input, format!("bad port {p:?}: expected 0 to 65535")))
-            })
-            .transpose()?;
+        // A decimal port; or, for authorities that are not host:port
+        // (`usb://VID:PID`), 1 to 4 hex digits kept as text.
+        let (port, port_text) = match port {
+            None => (None, None),
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => (Some(n), None),
+                _ if (1..=4).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    (None, Some(p.to_owned()))
+                }
+                _ => {
+                    // The one scheme whose authority is not host:port gets
+                    // a hint in its own terms.
+                    let hint = if scheme.eq_ignore_ascii_case("usb") {
+                        " (or, for a USB product id, 1 to 4 hex digits, e.g. usb://0525:a4a1)"
+                    } else {
+                        ""
+                    };
+                    return Err(invalid(
+                        input,
+                        format!("bad port {p:?}: expected 0 to 65535{hint}"),
+                    ));
+                }
+            },
+        };
         let mut params = BTreeMap::new();
         if let Some(q) = query {
             for pair in q.split('&').filter(|p| !p.is_empty()) {
@@ -236,6 +279,7 @@ impl FromStr for Address {
             scheme: scheme.to_ascii_lowercase(),
             host,
             port,
+            port_text,
             path: percent_decode(input, path)?,
             params,
         })
@@ -250,7 +294,7 @@ impl fmt::Display for Address {
             percent_encode(&self.host, b"")
         };
         write!(f, "{}://{}", self.scheme, host)?;
-        if let Some(p) = self.port {
+        if let Some(p) = self.port_or_text() {
             write!(f, ":{p}")?;
         }
         f.write_str(&percent_encode(&self.path, b"/:@"))?;
@@ -343,6 +387,13 @@ mod tests {
             ("1tcp://x", "bad scheme"),
             ("tcp://host:99999", "bad port"),
             ("tcp://host:port", "bad port"),
+            ("tcp://host:+80", "bad port"),
+            (
+                "tcp://host:a4a1f",
+                "bad port \"a4a1f\": expected 0 to 65535",
+            ),
+            ("usb://0525:a4a1f", "bad port"),
+            ("usb://0525:g4a1", "product id, 1 to 4 hex digits"),
             ("tcp://[::1:7000", "']'"),
             ("unix:///a%zz", "percent"),
             ("unix:///a%4", "percent"),
@@ -352,6 +403,27 @@ mod tests {
             let err = bad.parse::<Address>().unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    /// `usb://VID:PID` with hex letters in the product id: kept as text,
+    /// not a port.
+    #[test]
+    fn hex_after_the_colon_is_kept_as_text() {
+        let u = a("usb://0525:a4a1?interface=0");
+        assert_eq!(
+            (u.host(), u.port(), u.port_text()),
+            ("0525", None, Some("a4a1"))
+        );
+        assert_eq!(u.port_or_text().as_deref(), Some("a4a1"));
+        assert_eq!(u.authority(), "0525:a4a1");
+        assert_eq!(u.to_string(), "usb://0525:a4a1?interface=0");
+        assert_eq!(a(&u.to_string()), u);
+        // Decimal digits stay a port number, as before.
+        let d = a("usb://1d6b:0104");
+        assert_eq!((d.port(), d.port_text()), (Some(104), None));
+        assert_eq!(d.port_or_text().as_deref(), Some("104"));
+        // A bound port replaces the text.
+        assert_eq!(u.with_port(7).port_or_text().as_deref(), Some("7"));
     }
 
     #[test]
@@ -373,10 +445,13 @@ mod tests {
             scheme in "[a-z][a-z0-9+.-]{0,6}",
             host in "[a-zA-Z0-9 ._~-]{0,12}",
             port in prop::option::of(any::<u16>()),
+            // Hex text (never all decimal digits) when there is no port.
+            text in prop::option::of("[a-fA-F][0-9a-fA-F]{0,3}"),
             path in "(/[a-zA-Z0-9 %._-]{0,8}){0,3}",
             params in prop::collection::btree_map("[a-z%&=]{1,5}", "[a-zA-Z0-9 &=:/,]{0,6}", 0..4),
         ) {
-            let addr = Address { scheme, host, port, path, params };
+            let port_text = if port.is_some() { None } else { text };
+            let addr = Address { scheme, host, port, port_text, path, params };
             let shown = addr.to_string();
             let back: Address = shown.parse().unwrap();
             prop_assert_eq!(back, addr);

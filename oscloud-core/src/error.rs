@@ -233,6 +233,15 @@ pub enum Error {
     /// A wire session configuration that cannot work.
     #[error("invalid wire configuration: {0}")]
     WireConfig(String),
+    /// A node setting given as text ([`NodeConfig::set`](crate::NodeConfig::set))
+    /// that is unknown or whose value does not parse or is out of range.
+    #[error("invalid node setting {key:?}: {reason}")]
+    BadSetting {
+        /// The setting's key as given.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     // ----- identity and access control -----
     /// A key, allow-list or access-policy file (or text) that cannot be

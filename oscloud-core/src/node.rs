@@ -43,6 +43,7 @@ mod id;
 mod link_io;
 mod remote;
 mod resume;
+mod settings;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -56,6 +57,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
 pub use id::NodeId;
+pub use settings::{SETTINGS, Setting, SettingKind};
 
 use crate::access::AccessPolicy;
 use crate::address::Address;

@@ -15,7 +15,8 @@
 //! `--keepalive-ms`, `--idle-ms`, `--relay-to server:port`, `--key FILE`
 //! (a secure node: every link encrypted, its node key read from FILE, or
 //! made there if missing; prints `key <public key>` first) and `--allow
-//! KEY` (repeatable: a peer public key the secure node admits).
+//! KEY` (repeatable: a peer public key the secure node admits), `--config
+//! key=value` (repeatable: a node setting, `NodeConfig::set`).
 //!
 //! Output lines (stdout): `listening <uri>` for every bound address, `ready`,
 //! then one answer per command:
@@ -176,6 +177,7 @@ struct Args {
     relay_to: Option<(String, String)>,
     key: Option<std::path::PathBuf>,
     allow: Vec<String>,
+    settings: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -187,6 +189,7 @@ fn parse_args() -> Result<Args, String> {
             "--name" => a.name = value()?,
             "--key" => a.key = Some(value()?.into()),
             "--allow" => a.allow.push(value()?),
+            "--config" => a.settings.push(value()?),
             "--listen" => a.listen.push(value()?.parse().map_err(|e| format!("{e}"))?),
             "--connect" => a
                 .connect
@@ -347,6 +350,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(i) = args.idle {
         config.idle_timeout = i;
+    }
+    for setting in &args.settings {
+        config.apply(setting)?;
     }
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))

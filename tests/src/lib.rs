@@ -204,6 +204,11 @@ impl TestNode {
         assert!(ok, "kill -{sig} {pid} failed");
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Kill it with SIGKILL and wait until it is gone.
     pub async fn kill9(&mut self) {
         self.child.start_kill().expect("kill");

@@ -10,9 +10,10 @@
     clippy::print_stdout
 )]
 
+use std::io::Write;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -102,6 +103,84 @@ impl Endpoint for Echo {
         });
         Ok(())
     }
+}
+
+/// Like [`Echo`], counting the calls it answers and the bytes its
+/// `collect` pipes have received so far.
+#[derive(Debug, Default)]
+struct CountingEcho {
+    calls: AtomicU64,
+    received: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Endpoint for CountingEcho {
+    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(msg)
+    }
+
+    async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error> {
+        if port != "collect" {
+            return Err(Error::NoSuchPort {
+                name: "echo".into(),
+                port: port.into(),
+            });
+        }
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            let (mut r, w) = end.split();
+            let mut fnv = Fnv::default();
+            while let Some(f) = r.recv().await {
+                received.fetch_add(f.len() as u64, Ordering::Relaxed);
+                fnv.update(&f);
+            }
+            let mut answer = fnv.bytes.to_be_bytes().to_vec();
+            answer.extend(fnv.hash.to_be_bytes());
+            let _ = w.send(Bytes::from(answer)).await;
+        });
+        Ok(())
+    }
+}
+
+/// What this process's nodes logged (tracing, captured once for the
+/// whole test binary), to check that a fault was seen and reported.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let b = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || W(b.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+fn log_lines(containing: &str) -> Vec<String> {
+    let buf = logs();
+    let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    text.lines()
+        .filter(|l| l.contains(containing))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Under emulation a window of classic frames (8 packets of 764 bytes,
@@ -693,4 +772,247 @@ async fn missing_interface_is_reported() {
         err.to_string().contains("no CAN interface \"nosuch0\""),
         "{err}"
     );
+}
+
+/// Poll `check` until it holds or `within` passes.
+async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `ip link set IFACE down`, then, after `outage`, `up` again: the fault
+/// being tested (the outage is its length, not a wait for anything).
+async fn bounce(iface: &str, outage: Duration) {
+    let down = ip(&format!("link set {iface} down"));
+    assert!(down.status.success(), "ip link set {iface} down");
+    tokio::time::sleep(outage).await;
+    let up = ip(&format!("link set {iface} up"));
+    assert!(up.status.success(), "ip link set {iface} up");
+}
+
+/// The outages of [`down_up_mid_transfer`].
+struct Outages {
+    /// Where in the pipe (bytes received) and how long, each.
+    at: Vec<(u64, Duration)>,
+    /// The pipe's size.
+    n: usize,
+    /// Both nodes' configuration.
+    config: NodeConfig,
+    /// Whether the links outlive the outages (so that each logs the
+    /// interface up again), rather than being replaced.
+    ridden_out: bool,
+}
+
+impl Outages {
+    /// Three outages, of 0, 1 and 3 s, at a quarter, half and three
+    /// quarters of a 1 MiB pipe: shorter than the idle timeout, so the
+    /// link rides them out.
+    fn short() -> Self {
+        let n = 1024 * 1024;
+        Self {
+            at: [(1, 0), (2, 1000), (3, 3000)]
+                .into_iter()
+                .map(|(q, ms)| (q * n as u64 / 4, Duration::from_millis(ms)))
+                .collect(),
+            n,
+            config: config(),
+            ridden_out: true,
+        }
+    }
+}
+
+/// A pipe and calls, meanwhile the interface `bounce_iface` goes down and
+/// up as `outages` say. Every byte arrives once and in order (count and
+/// checksum), every call is answered exactly once (the server counts
+/// them), the link is up at the end, and the nodes logged each outage.
+async fn down_up_mid_transfer(
+    listen: &str,
+    connect: &str,
+    bounce_iface: &str,
+    what: &str,
+    outages: Outages,
+) -> (Node, Node) {
+    let _ = logs();
+    let server = Arc::new(CountingEcho::default());
+    let received = server.received.clone();
+    let node = || Node::with_config(Kernel::new(), transports(), outages.config.clone());
+    let (a, b) = (node(), node());
+    let _reg = a
+        .kernel()
+        .registry()
+        .register("echo", Capabilities::new(), server.clone())
+        .unwrap();
+    a.listen(&listen.parse().unwrap()).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        b.connect(&connect.parse().unwrap()),
+    )
+    .await
+    .expect("handshake in time")
+    .unwrap();
+    let echo = lookup(&b, "echo").await;
+    let downs_before = log_lines("CAN interface down").len();
+    let ups_before = log_lines("CAN interface up again").len();
+
+    let n = outages.n;
+    let count = outages.at.len();
+    let ridden_out = outages.ridden_out;
+    let t = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Calls all the while, one after the other, each checked.
+    let caller = {
+        let (echo, stop) = (echo.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut made = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let msg = Bytes::from(format!("call {made} during the outages"));
+                let reply = tokio::time::timeout(
+                    Duration::from_secs(90),
+                    echo.endpoint().call(msg.clone()),
+                )
+                .await
+                .expect("call answered in time")
+                .expect("call succeeds");
+                assert_eq!(reply, msg);
+                made += 1;
+            }
+            made
+        })
+    };
+    let bouncer = {
+        let (iface, received) = (bounce_iface.to_owned(), received.clone());
+        tokio::spawn(async move {
+            let mut at = Vec::new();
+            for (mark, outage) in outages.at {
+                until("pipe progress", Duration::from_secs(240), || {
+                    received.load(Ordering::Relaxed) >= mark
+                })
+                .await;
+                at.push((received.load(Ordering::Relaxed), t.elapsed(), outage));
+                bounce(&iface, outage).await;
+            }
+            at
+        })
+    };
+    let piped = transfer(&b, &echo, n).await;
+    stop.store(true, Ordering::Relaxed);
+    let made = caller.await.unwrap();
+    let bounced = bouncer.await.unwrap();
+    let answered = server.calls.load(Ordering::Relaxed);
+    println!(
+        "{what}: {} KiB intact in {piped:?} ({:.1} KiB/s) with {bounce_iface} down and up \
+         {count} times (at bytes/time/outage {bounced:?}); {made} calls made, {answered} answered",
+        n / 1024,
+        kib_s(n, piped)
+    );
+    let (la, lb) = (link(&a), link(&b));
+    show("a", &la);
+    show("b", &lb);
+    assert_eq!(bounced.len(), count, "every outage mid-transfer");
+    assert!(made > 0, "calls were made");
+    assert_eq!(made, answered, "every call answered exactly once");
+    assert!(la.connected && lb.connected, "the link is up at the end");
+    let downs = log_lines("CAN interface down");
+    let ups = log_lines("CAN interface up again");
+    println!(
+        "  logged: {} down, {} up again",
+        downs.len() - downs_before,
+        ups.len() - ups_before
+    );
+    if let Some(l) = downs.last() {
+        println!("  {l}");
+    }
+    // Each outage is seen (at least by the node on the bounced
+    // interface), and so is its end by a link that outlives it.
+    assert!(
+        downs.len() >= downs_before + count,
+        "every outage seen and logged"
+    );
+    if ridden_out {
+        assert!(ups.len() >= ups_before + count, "every recovery logged");
+    }
+    (a, b)
+}
+
+/// `ip link set vcan down; ip link set vcan up` mid-transfer: both nodes
+/// on the bus see the interface go down, the link waits, the session
+/// retransmits what was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab: scripts/test-hwlab.sh"]
+async fn vcan_down_and_up_mid_transfer_loses_nothing() {
+    vcan("vcflap");
+    down_up_mid_transfer(
+        "can://vcflap?tx=0x150&rx=0x151&fd=true",
+        "can://vcflap?tx=0x151&rx=0x150&fd=true",
+        "vcflap",
+        "vcan down/up",
+        Outages::short(),
+    )
+    .await;
+}
+
+/// The same on a vxcan pair, one end of the cable going down and up: the
+/// node on that end sees it, the other one's frames are lost meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab: scripts/test-hwlab.sh"]
+async fn vxcan_down_and_up_mid_transfer_loses_nothing() {
+    // vxcan carries CAN FD frames by default (its MTU is CANFD_MTU).
+    vxcan("vxflap0", "vxflap1");
+    down_up_mid_transfer(
+        "can://vxflap0?tx=0x160&rx=0x161&fd=true",
+        "can://vxflap1?tx=0x161&rx=0x160&fd=true",
+        "vxflap0",
+        "vxcan down/up",
+        Outages::short(),
+    )
+    .await;
+}
+
+/// An outage longer than the idle timeout ends the link; with
+/// `NodeConfig::resume_grace` on both nodes the session waits, the dialler
+/// dials again, the listener hears it on a new socket, and the session
+/// resumes on the new link (`docs/PROTOCOL.md` §12): nothing lost or
+/// duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab: scripts/test-hwlab.sh"]
+async fn vcan_down_longer_than_the_idle_timeout_resumes_the_session() {
+    vcan("vcresume");
+    let _ = logs();
+    let lost_before = log_lines("the session waits up to").len();
+    let resumed_before = log_lines("link resumed: nothing lost").len();
+    let n = 256 * 1024;
+    let outages = Outages {
+        at: vec![(n as u64 / 2, Duration::from_secs(8))],
+        n,
+        config: NodeConfig {
+            keepalive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(3),
+            resume_grace: Duration::from_secs(120),
+            ..config()
+        },
+        ridden_out: false,
+    };
+    let _nodes = down_up_mid_transfer(
+        "can://vcresume?tx=0x170&rx=0x171&fd=true",
+        "can://vcresume?tx=0x171&rx=0x170&fd=true",
+        "vcresume",
+        "vcan down 8 s, idle timeout 3 s, resumed",
+        outages,
+    )
+    .await;
+    let lost = log_lines("the session waits up to");
+    let resumed = log_lines("link resumed: nothing lost");
+    println!(
+        "  logged: {} links lost with the session kept, {} resumed",
+        lost.len() - lost_before,
+        resumed.len() - resumed_before
+    );
+    for l in lost[lost_before..].iter().chain(&resumed[resumed_before..]) {
+        println!("  {l}");
+    }
+    assert!(lost.len() > lost_before, "the outage ended the link");
+    assert!(resumed.len() > resumed_before, "the session resumed");
 }

@@ -14,6 +14,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rusb::UsbContext;
+
 use oscloud_tests::{Fnv, TestNode, pseudo_random_frames};
 
 const NODE: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
@@ -34,6 +36,31 @@ async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether no configfs gadget is bound to a device controller.
+fn udc_free() -> bool {
+    let Ok(gadgets) = std::fs::read_dir("/sys/kernel/config/usb_gadget") else {
+        return true;
+    };
+    gadgets.flatten().all(|g| {
+        std::fs::read_to_string(g.path().join("UDC")).map_or(true, |u| u.trim().is_empty())
+    })
+}
+
+/// Wait until the gadget of a test before (its node process may still be
+/// exiting) has let go of the controller: one gadget per controller.
+async fn wait_for_a_free_udc() {
+    assert!(
+        Path::new("/sys/class/udc").join(UDC).exists(),
+        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
+    );
+    until(
+        "the device controller to be free",
+        Duration::from_secs(30),
+        udc_free,
+    )
+    .await;
 }
 
 fn lsusb(args: &[&str]) -> String {
@@ -81,10 +108,7 @@ async fn pipe_and_check(from: &mut TestNode, to: &mut TestNode, before: &[usize]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the hardware lab (dummy_hcd, usb_f_fs): scripts/test-hwlab-usb-ble.sh"]
 async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
-    assert!(
-        Path::new("/sys/class/udc").join(UDC).exists(),
-        "no {UDC}: not in the hardware lab (modprobe dummy_hcd)"
-    );
+    wait_for_a_free_udc().await;
     let t0 = Instant::now();
     let node = Path::new(NODE);
     let mut dev =
@@ -152,7 +176,22 @@ async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
     // Unplug: unbind the gadget from its controller, mid-transfer.
     assert_eq!(pc.ask("watch upper-dev").await, "watching upper-dev");
     pc.send("pipe sink-dev in 67108864").await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the transfer get going
+    // Unplug once the transfer is under way: the device's sink has counted
+    // 64 KiB of it (its total includes the 1 MiB piped before). Each
+    // `sinkwait` polls the sink and gives up after 10 s.
+    let under_way = MIB + 64 * 1024;
+    let deadline = Instant::now() + SLOW;
+    let progress = loop {
+        let p = dev.ask(&format!("sinkwait sink-dev {under_way}")).await;
+        if !p.starts_with("timeout") || Instant::now() > deadline {
+            break p;
+        }
+    };
+    assert!(
+        progress.starts_with("sink "),
+        "the big transfer did not get going: {progress}"
+    );
+    println!("unplugging with the transfer under way ({progress})");
     let (host_before, dev_before) = (downs(&mut pc), downs(&mut dev));
     let t = Instant::now();
     std::fs::write(UDC_FILE, "\n").expect("unbind the gadget");
@@ -177,18 +216,21 @@ async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
         dev_log.contains("disabled") || dev_log.contains("unbound"),
         "{dev_log}"
     );
-    // The big pipe ends with an error, and the peer's servers leave.
-    let piped = pc.expect("").await;
-    assert!(
-        piped.starts_with("error") || piped.starts_with("gone"),
-        "{piped}"
-    );
-    let gone = if piped.starts_with("gone") {
-        piped
-    } else {
-        pc.expect("gone upper-dev").await
-    };
+    // The big pipe ends with an error, and the peer's servers leave: two
+    // lines, in either order (both must be read before the next command).
+    let (mut piped, mut gone) = (None, None);
+    while piped.is_none() || gone.is_none() {
+        let l = pc.line().await;
+        if l.starts_with("gone") {
+            gone = Some(l);
+        } else {
+            piped = Some(l);
+        }
+    }
+    let (piped, gone) = (piped.unwrap(), gone.unwrap());
+    assert!(piped.starts_with("error"), "{piped}");
     assert!(gone.starts_with("gone upper-dev"), "{gone}");
+    println!("  the pipe: {piped}");
     assert!(
         lsusb(&["-d", "1d6b:0104"]).is_empty(),
         "still enumerated after unbind"
@@ -197,10 +239,12 @@ async fn usb_gadget_and_host_calls_pipes_unplug_replug() {
     // Re-plug: bind again; the host's dial loop links again.
     let t = Instant::now();
     std::fs::write(UDC_FILE, UDC).expect("bind the gadget again");
+    let found = pc.ask("wait upper-dev").await;
     assert!(
-        pc.ask("wait upper-dev")
-            .await
-            .starts_with("found upper-dev")
+        found.starts_with("found upper-dev"),
+        "{found}\nhost's log:\n{}\ndevice's log:\n{}",
+        pc.stderr_now(),
+        dev.stderr_now()
     );
     println!(
         "re-plugged: linked again in {:.2} s",
@@ -244,4 +288,256 @@ async fn tcp_baseline_in_the_lab() {
     println!("TCP: pipe 1 MiB: {up:.2} s, {:.2} MiB/s", 1.0 / up);
     b.send("quit").await;
     a.send("quit").await;
+}
+
+/// Both ends of the USB cable are secure nodes (Noise, `--key`, `--allow`):
+/// calls and 1 MiB each way intact through the sealed session; then a host
+/// whose key the device does not admit is refused, and both sides log why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab (dummy_hcd, usb_f_fs): scripts/test-hwlab-usb-ble.sh"]
+async fn usb_encrypted_session_and_an_unknown_key_refused() {
+    wait_for_a_free_udc().await;
+    // Its own gadget name and product id, apart from the test above.
+    const SECURE_GADGET: &str = "usbgadget://?udc=dummy_udc.0&vid=1d6b&pid=0105&name=oslabsec";
+    const SECURE_HOST: &str = "usb://1d6b:0105";
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| {
+        let k = oscloud_core::identity::NodeKey::generate();
+        let path = dir.path().join(name);
+        k.save(&path).unwrap();
+        (path.to_str().unwrap().to_owned(), k.public().to_string())
+    };
+    let (dev_key, dev_pub) = key("dev.key");
+    let (pc_key, pc_pub) = key("pc.key");
+    let (stranger_key, _) = key("stranger.key");
+    let node = Path::new(NODE);
+    let mut dev = TestNode::start(
+        node,
+        "dev",
+        &[
+            "--listen",
+            SECURE_GADGET,
+            "--keepalive-ms",
+            "500",
+            "--key",
+            &dev_key,
+            "--allow",
+            &pc_pub,
+        ],
+    )
+    .await;
+    dev.line_deadline = SLOW;
+    until("the gadget in lsusb", Duration::from_secs(10), || {
+        lsusb(&["-d", "1d6b:0105"]).contains("1d6b:0105")
+    })
+    .await;
+    let mut pc = TestNode::start(
+        node,
+        "pc",
+        &[
+            "--connect",
+            SECURE_HOST,
+            "--keepalive-ms",
+            "500",
+            "--key",
+            &pc_key,
+            "--allow",
+            &dev_pub,
+        ],
+    )
+    .await;
+    pc.line_deadline = SLOW;
+    assert!(
+        pc.ask("wait upper-dev")
+            .await
+            .starts_with("found upper-dev")
+    );
+    assert!(dev.ask("wait upper-pc").await.starts_with("found upper-pc"));
+    println!("secure link after {:.2} s", t0.elapsed().as_secs_f64());
+    let t = Instant::now();
+    for i in 0..CALLS {
+        let reply = pc.ask(&format!("call upper-dev sealed{i}")).await;
+        assert_eq!(reply, format!("reply SEALED{i} from dev"));
+    }
+    assert_eq!(
+        dev.ask("call upper-pc and back").await,
+        "reply AND BACK from pc"
+    );
+    let per_call = t.elapsed().as_secs_f64() * 1000.0 / (CALLS + 1) as f64;
+    let up = pipe_and_check(&mut pc, &mut dev, &[], MIB).await;
+    let down = pipe_and_check(&mut dev, &mut pc, &[], MIB).await;
+    println!(
+        "USB encrypted: {CALLS} calls {per_call:.2} ms per call; 1 MiB host->device {up:.2} s \
+         ({:.2} MiB/s), device->host {down:.2} s ({:.2} MiB/s)",
+        1.0 / up,
+        1.0 / down
+    );
+    pc.send("quit").await;
+
+    // A host with a key the device does not admit.
+    let mut stranger = TestNode::start(
+        node,
+        "stranger",
+        &[
+            "--connect",
+            SECURE_HOST,
+            "--keepalive-ms",
+            "500",
+            "--key",
+            &stranger_key,
+            "--allow",
+            &dev_pub,
+        ],
+    )
+    .await;
+    stranger.line_deadline = SLOW;
+    let refused = dev.expect_log(&["link refused:"]).await;
+    let told = stranger.expect_log(&["link refused by the peer"]).await;
+    println!("  device:   {refused}");
+    println!("  stranger: {told}");
+    assert!(refused.contains("allow-list"), "{refused}");
+    assert!(told.contains("allow-list"), "{told}");
+    assert!(
+        stranger.ask("wait upper-dev").await.starts_with("timeout"),
+        "the stranger does not see the device's servers"
+    );
+    stranger.send("quit").await;
+    dev.send("quit").await;
+    println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
+}
+
+/// A configfs gadget with the kernel's SourceSink function
+/// (`usb_f_ss_lb`): its bulk OUT endpoint swallows what the host writes,
+/// its bulk IN endpoint produces zeros. Removed when dropped.
+struct SourceSinkGadget {
+    dir: std::path::PathBuf,
+}
+
+impl SourceSinkGadget {
+    fn create(vid_pid: (u16, u16)) -> Self {
+        let dir = Path::new("/sys/kernel/config/usb_gadget/oslabraw").to_path_buf();
+        let gadget = Self { dir: dir.clone() };
+        let mkdir = |p: &str| std::fs::create_dir_all(dir.join(p)).expect(p);
+        let write = |p: &str, v: &str| std::fs::write(dir.join(p), v).expect(p);
+        mkdir("");
+        write("idVendor", &format!("0x{:04x}", vid_pid.0));
+        write("idProduct", &format!("0x{:04x}", vid_pid.1));
+        mkdir("strings/0x409");
+        write("strings/0x409/serialnumber", "raw");
+        write("strings/0x409/manufacturer", "oscloud lab");
+        write("strings/0x409/product", "raw bulk source/sink");
+        mkdir("configs/c.1/strings/0x409");
+        write("configs/c.1/strings/0x409/configuration", "raw");
+        mkdir("functions/SourceSink.0");
+        std::os::unix::fs::symlink(
+            dir.join("functions/SourceSink.0"),
+            dir.join("configs/c.1/SourceSink.0"),
+        )
+        .expect("link SourceSink into c.1");
+        write("UDC", UDC);
+        gadget
+    }
+}
+
+impl Drop for SourceSinkGadget {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("UDC"), "\n");
+        let _ = std::fs::remove_file(self.dir.join("configs/c.1/SourceSink.0"));
+        for d in [
+            "configs/c.1/strings/0x409",
+            "configs/c.1",
+            "functions/SourceSink.0",
+            "strings/0x409",
+            "",
+        ] {
+            let _ = std::fs::remove_dir(self.dir.join(d));
+        }
+    }
+}
+
+/// Bytes per second moved by `op` in chunks of `buf`, for at most `limit`
+/// bytes or about `within`.
+fn raw_rate(
+    limit: usize,
+    within: Duration,
+    chunk: usize,
+    mut op: impl FnMut() -> rusb::Result<usize>,
+) -> (usize, f64) {
+    let t = Instant::now();
+    let mut moved = 0;
+    while moved < limit && t.elapsed() < within {
+        let n = op().expect("raw bulk transfer");
+        assert!(n > 0 && n <= chunk, "transferred {n}");
+        moved += n;
+    }
+    (moved, t.elapsed().as_secs_f64())
+}
+
+/// The ceiling the USB figures compare with, in the same run: raw bulk
+/// transfers through libusb and `dummy_hcd` to the kernel's own
+/// SourceSink gadget function, 16 KiB at a time (the transport's largest
+/// transfer), no oscloud and no user-space gadget in the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab (dummy_hcd, usb_f_ss_lb): scripts/test-hwlab-usb-ble.sh"]
+async fn usb_raw_bulk_ceiling() {
+    wait_for_a_free_udc().await;
+    const IDS: (u16, u16) = (0x1d6b, 0x0106);
+    let _gadget = SourceSinkGadget::create(IDS);
+    until(
+        "the source/sink gadget in lsusb",
+        Duration::from_secs(10),
+        || lsusb(&["-d", "1d6b:0106"]).contains("1d6b:0106"),
+    )
+    .await;
+    let (up, down) = tokio::task::spawn_blocking(|| {
+        let ctx = rusb::Context::new().expect("libusb");
+        let handle = ctx
+            .open_device_with_vid_pid(IDS.0, IDS.1)
+            .expect("open the source/sink device");
+        let config = handle.device().active_config_descriptor().expect("config");
+        let (mut ep_in, mut ep_out) = (None, None);
+        for iface in config.interfaces().filter(|i| i.number() == 0) {
+            for alt in iface.descriptors().filter(|a| a.setting_number() == 0) {
+                for ep in alt.endpoint_descriptors() {
+                    if ep.transfer_type() == rusb::TransferType::Bulk {
+                        match ep.direction() {
+                            rusb::Direction::In => ep_in = Some(ep.address()),
+                            rusb::Direction::Out => ep_out = Some(ep.address()),
+                        }
+                    }
+                }
+            }
+        }
+        let (ep_in, ep_out) = (ep_in.expect("bulk IN"), ep_out.expect("bulk OUT"));
+        handle.claim_interface(0).expect("claim interface 0");
+        const CHUNK: usize = 16 * 1024;
+        const LIMIT: usize = 64 * MIB;
+        let within = Duration::from_secs(3);
+        let timeout = Duration::from_secs(5);
+        let zeros = vec![0u8; CHUNK];
+        let up = raw_rate(LIMIT, within, CHUNK, || {
+            handle.write_bulk(ep_out, &zeros, timeout)
+        });
+        let mut buf = vec![0u8; CHUNK];
+        let down = raw_rate(LIMIT, within, CHUNK, || {
+            handle.read_bulk(ep_in, &mut buf, timeout)
+        });
+        let _ = handle.release_interface(0);
+        (up, down)
+    })
+    .await
+    .unwrap();
+    let rate = |(bytes, secs): (usize, f64)| bytes as f64 / MIB as f64 / secs;
+    println!(
+        "USB raw bulk (libusb -> dummy_hcd -> kernel SourceSink, 16 KiB transfers): \
+         host->device {:.1} MiB in {:.2} s, {:.2} MiB/s; device->host {:.1} MiB in {:.2} s, {:.2} MiB/s",
+        up.0 as f64 / MIB as f64,
+        up.1,
+        rate(up),
+        down.0 as f64 / MIB as f64,
+        down.1,
+        rate(down)
+    );
+    assert!(up.0 >= MIB && down.0 >= MIB, "at least 1 MiB each way");
 }

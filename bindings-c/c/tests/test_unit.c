@@ -83,6 +83,15 @@ static void test_errors(void) {
   CHECK(strstr(oscloud_last_error(), "out") != NULL);
   oscloud_node_options_t opts = oscloud_node_options_default();
   opts.enable_tcp = false;
+  /* Node settings: a bad one is refused, naming it; good ones are taken. */
+  opts.config = "resume_grace=30s, idle_timeout=soon";
+  CHECK_RC(oscloud_node_new(&opts, &node), OSCLOUD_ERR_INVALID);
+  CHECK(node == NULL);
+  CHECK(strstr(oscloud_last_error(), "idle_timeout") != NULL);
+  opts.config = "no_such_setting=1";
+  CHECK_RC(oscloud_node_new(&opts, &node), OSCLOUD_ERR_INVALID);
+  CHECK(strstr(oscloud_last_error(), "unknown setting") != NULL);
+  opts.config = "resume_grace=30s; idle_timeout=1.5s\nkeepalive=250ms";
   CHECK_RC(oscloud_node_new(&opts, &node), OSCLOUD_OK);
 
   /* Bad URIs: not a URI, and a scheme with no transport. */

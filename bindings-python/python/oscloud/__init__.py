@@ -33,10 +33,29 @@ from __future__ import annotations
 
 import inspect
 from types import TracebackType
-from typing import Any, AsyncIterator, Callable, List, Optional, Sequence, Type
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Type,
+    Union,
+)
 
 from . import _native
-from ._native import Caller, Entry, Link, RegistryEvent, decode, encode, keygen
+from ._native import (
+    Caller,
+    Entry,
+    Link,
+    RegistryEvent,
+    decode,
+    encode,
+    keygen,
+    node_settings,
+)
 from .errors import (
     DecodeError,
     EncodeError,
@@ -66,6 +85,7 @@ __all__ = [
     "Link",
     "Caller",
     "keygen",
+    "node_settings",
     "encode",
     "decode",
     "Error",
@@ -258,6 +278,7 @@ class Node:
         allow_file: Optional[str] = None,
         psk: Optional[bytes] = None,
         open: bool = False,
+        config: Optional[Mapping[str, Union[str, int, float]]] = None,
     ) -> "Node":
         """Start a node on the running event loop.
 
@@ -277,8 +298,15 @@ class Node:
         sides too. ``open=True`` admits every peer (development only). Peers
         of a secure node must be secure nodes.
 
+        ``config``: node settings by name, e.g. ``{"resume_grace": 30,
+        "idle_timeout": "1.5s", "pipe_window": "64KiB"}``; a number given for
+        a duration is seconds. The names are the fields of Rust's
+        ``NodeConfig``, listed with their kinds by :func:`node_settings`; an unknown name or a bad
+        value raises :class:`UsageError` saying which.
+
         Python servers of this node run on the event loop running now.
         """
+        settings = [(k, str(v)) for k, v in (config or {}).items()]
         native = await _native.Node.start(
             list(listen),
             list(connect),
@@ -287,6 +315,7 @@ class Node:
             allow_file,
             psk,
             open,
+            settings,
         )
         return cls(native)
 

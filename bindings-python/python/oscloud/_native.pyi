@@ -3,7 +3,7 @@
 Use the ``oscloud`` package rather than this module directly.
 """
 
-from typing import Any, Awaitable, Dict, List, Literal, Optional, final
+from typing import Any, Awaitable, Dict, List, Literal, Optional, Tuple, final
 
 __all__ = [
     "Node",
@@ -16,6 +16,7 @@ __all__ = [
     "Link",
     "Caller",
     "keygen",
+    "node_settings",
     "_rust_echo",
     "encode",
     "decode",
@@ -29,6 +30,10 @@ def encode(value: Any) -> bytes:
 
 def decode(data: bytes) -> Any:
     """Decode MessagePack bytes, exactly as a server would."""
+
+def node_settings() -> List[Tuple[str, str, str]]:
+    """Every node setting ``Node.start(config=...)`` accepts, as ``(key,
+    kind, help)``; kind is ``duration``, ``bytes`` or ``count``."""
 
 def keygen(path: str) -> str:
     """Make the node key file at ``path`` if it does not exist (mode 0600)
@@ -51,6 +56,7 @@ class Node:
         allow_file: Optional[str] = None,
         psk: Optional[bytes] = None,
         open: bool = False,
+        config: List[Tuple[str, str]] = ...,
     ) -> Awaitable[Node]: ...
     @property
     def id(self) -> str: ...

@@ -73,9 +73,17 @@
 //!
 //! A kernel without SocketCAN (`modprobe can_raw`) or a missing interface
 //! is [`Unreachable`](oscloud_core::Error::Unreachable) with a message
-//! saying which; a read or write error (the interface went down) ends the
-//! link, and a node that dialled re-dials. A transmit queue that stays
-//! full for 200 ms drops the frame (the session retransmits it).
+//! saying which. An interface that goes down (`ip link set can0 down`, e.g.
+//! to change a controller's bit rate) does not end the link: the socket stays
+//! bound, frames written meanwhile are lost (the session retransmits them),
+//! and the link goes on when the interface is up again; both events are
+//! logged (`CAN interface down ...`, `CAN interface up again`). An
+//! interface that stays down longer than the node's idle timeout ends the
+//! session like a silent peer (and, with `NodeConfig::resume_grace`, the
+//! session waits for a new link). Any other read or write error (the
+//! interface was deleted) ends the link, and a node that dialled re-dials.
+//! A transmit queue that stays full for 200 ms drops the frame (the session
+//! retransmits it).
 //!
 //! ## Platforms
 //!

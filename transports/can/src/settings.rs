@@ -108,7 +108,7 @@ impl CanSettings {
                 "the interface name must be at most 15 letters, digits, '-', '_' or '.'",
             ));
         }
-        if addr.port().is_some() {
+        if addr.port_or_text().is_some() {
             return Err(bad_address("a CAN address has no port"));
         }
         if !addr.path().is_empty() && addr.path() != "/" {

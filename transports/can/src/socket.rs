@@ -2,6 +2,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,10 +14,10 @@ use socketcan::{
     CanAnyFrame, CanFilter, CanFrame, EmbeddedFrame, ExtendedId, Id, SocketOptions, StandardId,
 };
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, trace};
+use tracing::{debug, info, trace, warn};
 
 use crate::settings::{CanId, CanSettings};
-use crate::{CanError, FD_MTU};
+use crate::{CanError, ENETDOWN, FD_MTU};
 
 /// How long a write waits for room in a full transmit queue before the
 /// frame is dropped (the session retransmits it).
@@ -83,6 +84,17 @@ fn datagram(frame: &CanAnyFrame, rx: Id) -> Option<Bytes> {
     }
 }
 
+/// How long a reader waits before reading again after a second "network
+/// is down" error in a row (the first one only reports the event).
+const DOWN_RETRY: Duration = Duration::from_millis(50);
+
+/// Whether an I/O error means the interface is down (`ip link set IFACE
+/// down`, e.g. to change a controller's bit rate): the socket stays bound
+/// and works again when the interface is up.
+fn interface_down(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(ENETDOWN)
+}
+
 /// Whether an I/O error means the transmit queue is full for now.
 fn queue_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(105 /* ENOBUFS */)
@@ -132,7 +144,58 @@ struct Shared {
     settings: CanSettings,
     tx_id: Id,
     rx_id: Id,
+    /// The interface was reported down and not seen working since.
+    down: AtomicBool,
     _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Shared {
+    /// Note that the interface is down (logged once per outage).
+    fn went_down(&self, e: &io::Error) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            warn!(
+                interface = %self.settings.interface,
+                "CAN interface down ({e}): the link waits for it to come back up; \
+                 frames lost meanwhile are retransmitted by the session"
+            );
+        }
+    }
+
+    /// Note that the interface works (again): a frame went out, which the
+    /// kernel refuses on a down interface. (A frame read proves nothing:
+    /// it may have been queued before the interface went down.)
+    fn is_up(&self) {
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
+            info!(interface = %self.settings.interface, "CAN interface up again: the link goes on");
+        }
+    }
+
+    /// The next datagram for us. An interface that goes down does not end
+    /// the link: the socket stays bound to it and receives again when it is
+    /// up (the session's idle timeout ends a link whose interface stays
+    /// down). Other errors (the interface was deleted: ENODEV) do.
+    async fn read_datagram(&self) -> Result<Bytes, CanError> {
+        let mut downs_in_a_row = 0u32;
+        loop {
+            match self.socket.read().await {
+                Ok(frame) => {
+                    downs_in_a_row = 0;
+                    match datagram(&frame, self.rx_id) {
+                        Some(d) => return Ok(d),
+                        None => trace!("CAN frame ignored"),
+                    }
+                }
+                Err(e) if interface_down(&e) => {
+                    self.went_down(&e);
+                    downs_in_a_row += 1;
+                    if downs_in_a_row > 1 {
+                        tokio::time::sleep(DOWN_RETRY).await;
+                    }
+                }
+                Err(e) => return Err(CanError::io(&self.settings.interface, &e)),
+            }
+        }
+    }
 }
 
 /// Open a socket on the settings' interface, receiving `settings.rx`.
@@ -153,6 +216,7 @@ pub(crate) fn open(
         settings: settings.clone(),
         tx_id,
         rx_id,
+        down: AtomicBool::new(false),
         _slot: slot,
     })))
 }
@@ -163,17 +227,7 @@ pub(crate) struct OpenSocket(Arc<Shared>);
 impl OpenSocket {
     /// Wait for the first datagram from a peer (a listener's accept).
     pub(crate) async fn first_datagram(&self) -> Result<Bytes, CanError> {
-        loop {
-            let frame = self
-                .0
-                .socket
-                .read()
-                .await
-                .map_err(|e| CanError::io(&self.0.settings.interface, &e))?;
-            if let Some(d) = datagram(&frame, self.0.rx_id) {
-                return Ok(d);
-            }
-        }
+        self.0.read_datagram().await
     }
 
     /// The link, handing out `first` (if any) before what the socket reads.
@@ -210,18 +264,7 @@ impl DatagramRx for CanRx {
         if let Some(d) = self.first.take() {
             return Ok(d);
         }
-        loop {
-            let frame = self
-                .shared
-                .socket
-                .read()
-                .await
-                .map_err(|e| Error::from(CanError::io(&self.shared.settings.interface, &e)))?;
-            match datagram(&frame, self.shared.rx_id) {
-                Some(d) => return Ok(d),
-                None => trace!("CAN frame ignored"),
-            }
-        }
+        Ok(self.shared.read_datagram().await?)
     }
 }
 
@@ -264,7 +307,17 @@ impl DatagramTx for CanTx {
         let deadline = tokio::time::Instant::now() + FULL_QUEUE_WAIT;
         loop {
             match self.shared.socket.write(&frame).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.shared.is_up();
+                    return Ok(());
+                }
+                // The interface is down: the frame is lost, as on a bus
+                // without power; the session retransmits it once the
+                // interface is up again.
+                Err(e) if interface_down(&e) => {
+                    self.shared.went_down(&e);
+                    return Ok(());
+                }
                 // A full queue (ENOBUFS on a busy bus): wait a little; after
                 // a while drop the frame, as a busy bus would.
                 Err(e) if queue_full(&e) => {
@@ -279,5 +332,21 @@ impl DatagramTx for CanTx {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ENETDOWN is an outage the link waits out; ENODEV (the interface
+    /// was deleted) and other errors end it.
+    #[test]
+    fn only_a_down_interface_is_waited_out() {
+        let e = io::Error::from_raw_os_error;
+        assert!(interface_down(&e(ENETDOWN)));
+        assert!(!interface_down(&e(19 /* ENODEV */)));
+        assert!(!interface_down(&e(5 /* EIO */)));
+        assert!(!queue_full(&e(ENETDOWN)));
     }
 }

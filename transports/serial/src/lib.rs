@@ -211,7 +211,7 @@ impl SerialSettings {
             return Err(invalid(addr, "not a serial:// address"));
         }
         addr.check_params(PARAMS)?;
-        if !addr.host().is_empty() || addr.port().is_some() {
+        if !addr.host().is_empty() || addr.port_or_text().is_some() {
             return Err(invalid(
                 addr,
                 "a serial address is serial:///dev/... (three slashes, no host)",

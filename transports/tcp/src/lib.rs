@@ -52,7 +52,10 @@ fn host_port(addr: &Address) -> Result<(String, u16), Error> {
     addr.check_params(&[])?;
     let port = addr.port().ok_or_else(|| Error::InvalidAddress {
         input: addr.to_string(),
-        reason: "a TCP address needs a port, e.g. tcp://127.0.0.1:7000".into(),
+        reason: match addr.port_text() {
+            Some(t) => format!("bad port {t:?}: expected 0 to 65535"),
+            None => "a TCP address needs a port, e.g. tcp://127.0.0.1:7000".into(),
+        },
     })?;
     if addr.host().is_empty() {
         return Err(Error::InvalidAddress {
@@ -229,6 +232,7 @@ mod tests {
     async fn bad_addresses() {
         for (addr, says) in [
             ("tcp://127.0.0.1", "needs a port"),
+            ("tcp://127.0.0.1:ff", "bad port \"ff\""),
             ("tcp://:7000", "needs a host"),
             ("tcp://127.0.0.1:7000/x", "no path"),
             ("tcp://127.0.0.1:7000?nodelay=false", "unknown parameter"),

@@ -55,7 +55,7 @@ fn bad_path(addr: &Address, reason: impl Into<String>) -> Error {
 
 fn path_of(addr: &Address) -> Result<PathBuf, Error> {
     addr.check_params(&[])?;
-    if !addr.host().is_empty() || addr.port().is_some() {
+    if !addr.host().is_empty() || addr.port_or_text().is_some() {
         return Err(Error::InvalidAddress {
             input: addr.to_string(),
             reason: "a Unix address is unix:///absolute/path (three slashes)".into(),

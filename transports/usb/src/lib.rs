@@ -14,18 +14,24 @@
 //!
 //! ## Addresses
 //!
-//! `usb://1d6b:0104?interface=0&serial=...&bus=1&address=4` (ids in hex):
+//! `usb://1d6b:0104?interface=0&serial=...&bus=1&address=4` or
+//! `usb://0525:a4a1` (ids of 1 to 4 hex digits, optionally with `0x`):
 //!
 //! | key | meaning | default |
 //! |-----|---------|---------|
 //! | host, `vid` | vendor id | required |
-//! | `:PID`, `pid` | product id (`:PID` decimal digits only, see below) | required |
+//! | `:PID`, `pid` | product id | required |
 //! | `interface` | the interface with the bulk pair | `0` |
 //! | `serial` | only the device with this serial number | any |
 //! | `bus`, `address` | only the device at this bus / address | any |
 //!
-//! The address parser reads `:PID` as a port number, so a product id with a
-//! hex letter goes in a parameter: `usb://0525?pid=a4a1`.
+//! Each id is given once, in the authority or as a parameter
+//! (`usb://0525?pid=a4a1` is the same device as `usb://0525:a4a1`). A bad
+//! id is an [`InvalidAddress`](oscloud_core::Error::InvalidAddress) error
+//! that says which and why (`vendor id="zz" is not valid: expected 1 to 4
+//! hex digits, e.g. 1d6b`; `usb://0525:a4g1` fails to parse with `bad port
+//! "a4g1": expected 0 to 65535 (or, for a USB product id, 1 to 4 hex
+//! digits, e.g. usb://0525:a4a1)`).
 //!
 //! `usbgadget://?udc=dummy_udc.0&vid=1d6b&pid=0104&name=oscloud`:
 //!
@@ -94,6 +100,8 @@
 //!
 //! let f = UsbDeviceFilter::from_address(&"usb://1d6b:0104?interface=0".parse()?)?;
 //! assert_eq!((f.vid, f.pid, f.interface), (0x1d6b, 0x0104, 0));
+//! let f = UsbDeviceFilter::from_address(&"usb://0525:a4a1".parse()?)?;
+//! assert_eq!((f.vid, f.pid), (0x0525, 0xa4a1));
 //! let g = GadgetSettings::from_address(&"usbgadget://?udc=dummy_udc.0&pid=a4a1".parse()?)?;
 //! assert_eq!((g.vid, g.pid), (0x1d6b, 0xa4a1));
 //! let err = UsbDeviceFilter::from_address(&"usb://1d6b:0104?interface=x".parse()?).unwrap_err();

@@ -60,10 +60,9 @@ fn hex_param(addr: &Address, key: &str) -> Result<Option<u16>, Error> {
 
 /// Which USB device (and which of its interfaces) a `usb://` address names.
 ///
-/// `usb://VID:PID?interface=0&serial=...&bus=1&address=4`, ids in hex. The
-/// address parser reads `:PID` as a port number, so a product id written
-/// there may hold decimal digits only (`usb://1d6b:0104`); any id can be
-/// given as parameters instead (`usb://?vid=0525&pid=a4a1`).
+/// `usb://VID:PID?interface=0&serial=...&bus=1&address=4`, ids of 1 to 4
+/// hex digits (`usb://1d6b:0104`, `usb://0525:a4a1`, `usb://0x1D6B:104`);
+/// either can be given as a parameter instead (`usb://?vid=0525&pid=a4a1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsbDeviceFilter {
     /// The vendor id.
@@ -93,11 +92,12 @@ impl UsbDeviceFilter {
         let host_vid = (!addr.host().is_empty())
             .then(|| hex_id(addr, "vendor id", addr.host()))
             .transpose()?;
-        // `1d6b:0104` reached us as the port number 104: its decimal digits
-        // are the hex digits of the product id (leading zeros do not count).
+        // `0525:a4a1` reaches us as the port text "a4a1"; `1d6b:0104` as
+        // the port number 104, whose decimal digits are the hex digits of
+        // the product id (leading zeros do not count).
         let port_pid = addr
-            .port()
-            .map(|p| hex_id(addr, "product id", &p.to_string()))
+            .port_or_text()
+            .map(|p| hex_id(addr, "product id", &p))
             .transpose()?;
         let vid = match (host_vid, hex_param(addr, "vid")?) {
             (Some(_), Some(_)) => {
@@ -187,7 +187,7 @@ impl GadgetSettings {
         }
         addr.check_params(GADGET_PARAMS)?;
         if !addr.host().is_empty()
-            || addr.port().is_some()
+            || addr.port_or_text().is_some()
             || (!addr.path().is_empty() && addr.path() != "/")
         {
             return Err(invalid(
@@ -265,6 +265,18 @@ mod tests {
         assert_eq!((f.vid, f.pid), (0x0525, 0xa4a1));
         let f = host("usb://0525?pid=0xA4A1").unwrap();
         assert_eq!((f.vid, f.pid), (0x0525, 0xa4a1));
+        // Hex letters in the product id after the colon.
+        for (addr, vid, pid) in [
+            ("usb://0525:a4a1", 0x0525, 0xa4a1),
+            ("usb://0525:A4A1?interface=1", 0x0525, 0xa4a1),
+            ("usb://1d6b:ff", 0x1d6b, 0x00ff),
+            ("usb://1d6b:0000", 0x1d6b, 0),
+            ("usb://1d6b:9999", 0x1d6b, 0x9999),
+        ] {
+            let f = host(addr).unwrap();
+            assert_eq!((f.vid, f.pid), (vid, pid), "{addr}");
+        }
+        assert_eq!(host("usb://0525:a4a1").unwrap().to_string(), "0525:a4a1");
     }
 
     #[test]
@@ -281,6 +293,12 @@ mod tests {
             ("usb://1d6b:0104?pid=1", "given twice"),
             ("usb://1d6b:0104/x", "no path"),
             ("usb://?vid=1d6b&pid=g", "pid=\"g\""),
+            // Bad product ids after the colon: not hex, too long.
+            ("usb://0525:a4g1", "1 to 4 hex digits"),
+            ("usb://0525:a4a1f", "1 to 4 hex digits"),
+            ("usb://0525:12345", "product id=\"12345\""),
+            ("usb://0525:", "bad port"),
+            ("usb://0525:a4a1?pid=a4a1", "given twice"),
         ] {
             let err = host(addr).unwrap_err();
             assert!(err.to_string().contains(says), "{addr}: {err}");
