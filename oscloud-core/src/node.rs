@@ -657,10 +657,12 @@ impl Node {
                     let name = format!("{} ↔ {}", link.info.local, link.info.remote);
                     debug!(link = %name, "dialled again to resume");
                     handed = Some(resumed.load(Ordering::Relaxed));
+                    let config = config.session_config(framing_of(link.info.kind));
                     let _ = handover.send(Handover {
                         io: LinkPorts::new(link.io),
                         hello: None,
                         name,
+                        config,
                     });
                 }
             }
@@ -725,11 +727,7 @@ impl Node {
         resumption: Resumption,
     ) -> driver::Ended {
         let kernel = self.inner.kernel.clone();
-        let framing = match link.info.kind {
-            LinkKind::ReliableStream => FramingKind::ReliableStream,
-            LinkKind::LossyStream => FramingKind::LossyStream,
-            LinkKind::Datagram { mtu } => FramingKind::Datagram { mtu },
-        };
+        let framing = framing_of(link.info.kind);
         let stats = Arc::new(LinkStats::default());
         let name = format!("{} ↔ {}", link.info.local, link.info.remote);
         let cost = link_cost(link.info.kind);
@@ -871,6 +869,15 @@ pub fn link_cost(kind: LinkKind) -> u32 {
     match kind {
         LinkKind::ReliableStream => 1,
         LinkKind::LossyStream | LinkKind::Datagram { .. } => 10,
+    }
+}
+
+/// The framing (and retransmission) a link of `kind` needs.
+fn framing_of(kind: LinkKind) -> FramingKind {
+    match kind {
+        LinkKind::ReliableStream => FramingKind::ReliableStream,
+        LinkKind::LossyStream => FramingKind::LossyStream,
+        LinkKind::Datagram { mtu } => FramingKind::Datagram { mtu },
     }
 }
 

@@ -95,6 +95,8 @@ pub mod secure;
 mod session;
 
 #[cfg(test)]
+mod fast_retransmit_tests;
+#[cfg(test)]
 pub(crate) mod harness;
 #[cfg(test)]
 mod resume_tests;
@@ -112,6 +114,6 @@ pub use secure::{
     has_aes_hardware,
 };
 pub use session::{
-    CallId, CloseReason, Config, Event, FEATURE_RESUME, FEATURE_ROUTING, LocalInfo, MIN_FRAME,
-    PeerInfo, PipeId, Session, Stats,
+    CallId, CloseReason, Config, DUP_ACK_THRESHOLD, Event, FEATURE_RESUME, FEATURE_ROUTING,
+    LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
 };

@@ -228,7 +228,8 @@ fn show(name: &str, l: &LinkStatus) {
     let s = &l.stats;
     println!(
         "  {name}: frames sent {} recv {}, bytes sent {} (payload {}) recv {} (payload {}), \
-         retransmissions {}, duplicates {}, out of order {}, crc failures {}, framing failures {}",
+         retransmissions {} ({} fast, {} timeouts), duplicates {}, out of order {}, crc failures {}, \
+         framing failures {}",
         s.frames_sent,
         s.frames_received,
         s.bytes_sent,
@@ -236,6 +237,8 @@ fn show(name: &str, l: &LinkStatus) {
         s.bytes_received,
         s.payload_bytes_received,
         s.retransmissions,
+        s.fast_retransmits,
+        s.timeouts,
         s.duplicates,
         s.out_of_order,
         s.crc_failures,

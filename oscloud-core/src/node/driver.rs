@@ -242,6 +242,7 @@ impl Driver {
                         io,
                         hello: Some(hello),
                         name: self.link.clone(),
+                        config: self.session.config().clone(),
                     };
                     match self.resume.find(session, node, peer_session) {
                         Some(tx) => match tx.send(handover) {
@@ -366,6 +367,11 @@ impl Driver {
     /// A new link for this session: resume on it.
     fn take_link(&mut self, handover: Handover, link: &mut Option<LinkPorts>) {
         *link = Some(handover.io);
+        if let Err(err) = self.session.set_link_kind(Instant::now(), &handover.config) {
+            debug!(link = %self.link, "a new link came, but the session cannot move to it: {err}");
+            *link = None;
+            return;
+        }
         match self.session.resume(Instant::now(), handover.hello) {
             Ok(()) => debug!(link = %self.link, new = %handover.name, "resuming on a new link"),
             Err(err) => {

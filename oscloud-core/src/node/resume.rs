@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::link_io::LinkPorts;
 use crate::NodeId;
+use crate::wire;
 
 /// A new link for a kept session.
 pub(crate) struct Handover {
@@ -25,6 +26,9 @@ pub(crate) struct Handover {
     pub(crate) hello: Option<Bytes>,
     /// The link's name, for logs.
     pub(crate) name: String,
+    /// The session settings for the new link's kind: a session may move to
+    /// a link of another kind (a serial line to TCP, say).
+    pub(crate) config: wire::Config,
 }
 
 /// A resumable session of this node.

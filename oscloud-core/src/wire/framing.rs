@@ -27,7 +27,9 @@ pub use segment::{MAX_SEGMENTS, SEGMENT_HEADER, SegmentFraming};
 
 /// The CRC used by the lossy framings: CRC-32/ISO-HDLC (the Ethernet/zlib
 /// CRC-32), appended little-endian.
-pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// Slice-by-16 tables: several times faster than one table, for 16 KiB.
+pub(crate) const CRC32: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISO_HDLC);
 
 /// `frame` followed by its CRC-32 (little-endian), after checking that it
 /// fits `max_frame`: the common start of the lossy framings.
@@ -158,8 +160,10 @@ impl Framer {
         tail: Bytes,
         out: &mut VecDeque<Bytes>,
     ) -> Result<(), Error> {
-        if let Framer::Length(f) = self {
-            return f.encode_parts(head, tail, out);
+        match self {
+            Framer::Length(f) => return f.encode_parts(head, tail, out),
+            Framer::Cobs(f) => return f.encode_parts(head, &tail, out),
+            Framer::Segment(_) => {}
         }
         let joined;
         let frame = if tail.is_empty() {

@@ -43,6 +43,10 @@ pub(crate) struct Pair {
     /// When false, nothing from `b` reaches `a` (a cut link).
     pub(crate) b_to_a: bool,
     pub(crate) a_to_b: bool,
+    /// Chunks from `a` (numbered from 0 in the order sent) that are lost.
+    pub(crate) lose_from_a: Vec<u64>,
+    /// Chunks `a` has sent so far.
+    pub(crate) sent_from_a: u64,
     stream: bool,
 }
 
@@ -111,6 +115,8 @@ impl Pair {
             b_events: Vec::new(),
             b_to_a: true,
             a_to_b: true,
+            lose_from_a: Vec::new(),
+            sent_from_a: 0,
             stream,
         }
     }
@@ -124,7 +130,16 @@ impl Pair {
         p
     }
 
-    fn deliver(&mut self, from_a: bool, chunks: Vec<Bytes>) {
+    fn deliver(&mut self, from_a: bool, mut chunks: Vec<Bytes>) {
+        if from_a {
+            let first = self.sent_from_a;
+            self.sent_from_a += chunks.len() as u64;
+            let mut n = first;
+            chunks.retain(|_| {
+                n += 1;
+                !self.lose_from_a.contains(&(n - 1))
+            });
+        }
         let chunks = damage(&mut self.rng, self.damage, chunks);
         let now = self.now;
         let to = if from_a { &mut self.b } else { &mut self.a };

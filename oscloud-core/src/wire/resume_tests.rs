@@ -115,8 +115,9 @@ fn work(p: &mut Pair, book: &mut Book, n: u64) {
 /// Cut the link: of the bytes on their way, each direction delivers only
 /// the first `keep_*` (a random point, mid-frame most likely); then A
 /// dials again, B's node takes the new link with a fresh session, which
-/// hands it to B's kept session.
-fn flap(p: &mut Pair, keep_a: usize, keep_b: usize, b_notices: bool) {
+/// hands it to B's kept session. The new link is of kind `to` (a serial
+/// line after TCP, say): both sessions move to it.
+fn flap(p: &mut Pair, keep_a: usize, keep_b: usize, b_notices: bool, to: FramingKind) {
     let now = p.now;
     let from_a = drain(&mut p.a, now);
     let from_b = drain(&mut p.b, now);
@@ -126,9 +127,11 @@ fn flap(p: &mut Pair, keep_a: usize, keep_b: usize, b_notices: bool) {
     if b_notices {
         assert!(p.b.link_lost(now, "cut"));
     }
+    p.a.set_link_kind(now, &config(to)).unwrap();
+    assert_eq!(p.a.framing_kind(), to);
     p.a.resume(now, None).unwrap();
     let hello_a = drain(&mut p.a, now);
-    let mut fresh = Session::new(config(p.b.framing_kind()), LocalInfo::new(b_id()), now).unwrap();
+    let mut fresh = Session::new(config(to), LocalInfo::new(b_id()), now).unwrap();
     // The fresh session's own Hello reaches A first; A ignores it.
     let fresh_hello = drain(&mut fresh, now);
     p.a.handle_input(now, &fresh_hello);
@@ -147,6 +150,7 @@ fn flap(p: &mut Pair, keep_a: usize, keep_b: usize, b_notices: bool) {
         other => panic!("expected a resume request, got {other:?}"),
     };
     assert!(drain(&mut fresh, now).is_empty(), "nothing more from fresh");
+    p.b.set_link_kind(now, fresh.config()).unwrap();
     p.b.resume(now, Some(hello)).unwrap();
     p.collect_events();
 }
@@ -174,6 +178,18 @@ fn check(book: &Book) {
 }
 
 fn run_flaps(kind: FramingKind, seed: u64, flaps: &[(u8, usize, usize, bool)]) -> (Book, Stats) {
+    run_flaps_mixed(kind, seed, flaps, false)
+}
+
+/// Like `run_flaps`; with `mixed`, every new link is of the other stream
+/// kind (lossy ↔ reliable), so the sessions change framing and
+/// retransmission at each resumption.
+fn run_flaps_mixed(
+    kind: FramingKind,
+    seed: u64,
+    flaps: &[(u8, usize, usize, bool)],
+    mixed: bool,
+) -> (Book, Stats) {
     let mut p = Pair::with_configs(config(kind), config(kind), Damage::none(), seed);
     assert!(p.run(1000, |p| p.a.is_connected() && p.b.is_connected()));
     p.a_events.clear();
@@ -186,7 +202,12 @@ fn run_flaps(kind: FramingKind, seed: u64, flaps: &[(u8, usize, usize, bool)]) -
         p.transfer();
         pump(&mut p, &mut book);
         work(&mut p, &mut book, 1);
-        flap(&mut p, keep_a, keep_b, b_notices);
+        let to = match (mixed, p.a.framing_kind()) {
+            (false, k) => k,
+            (true, FramingKind::LossyStream) => FramingKind::ReliableStream,
+            (true, _) => FramingKind::LossyStream,
+        };
+        flap(&mut p, keep_a, keep_b, b_notices, to);
         pump(&mut p, &mut book);
     }
     // Let everything settle.
@@ -200,6 +221,41 @@ fn run_flaps(kind: FramingKind, seed: u64, flaps: &[(u8, usize, usize, bool)]) -
     assert_eq!(book.resumes, flaps.len() as u64);
     assert_eq!(p.a.stats().resumes, flaps.len() as u64);
     (book, p.a.stats())
+}
+
+#[test]
+fn a_session_moves_between_a_serial_line_and_tcp_and_back() {
+    // Born on a lossy stream (COBS framing, retransmission), resumed on a
+    // reliable stream (length prefix, no retransmission), and back, with
+    // bytes in flight lost at each switch.
+    for start in [FramingKind::LossyStream, FramingKind::ReliableStream] {
+        let (book, stats) = run_flaps_mixed(
+            start,
+            5,
+            &[
+                (5, 100, 40, true),
+                (3, 7, 0, false),
+                (7, 1_000_000, 1_000_000, true),
+                (6, 55, 300, true),
+            ],
+            true,
+        );
+        assert!(book.casts_sent > 0 && book.pipe_sent > 0);
+        assert_eq!(stats.resumes, 4, "{stats:?}");
+    }
+    // A datagram framing that cannot carry the session's packets refuses.
+    let mut p = Pair::with_configs(
+        config(FramingKind::LossyStream),
+        config(FramingKind::LossyStream),
+        Damage::none(),
+        1,
+    );
+    assert!(p.run(1000, |p| p.a.is_connected() && p.b.is_connected()));
+    let now = p.now;
+    assert!(p.a.link_lost(now, "cut"));
+    let can = config(FramingKind::Datagram { mtu: 8 });
+    assert!(p.a.set_link_kind(now, &can).is_err());
+    assert_eq!(p.a.framing_kind(), FramingKind::LossyStream);
 }
 
 #[test]
@@ -411,8 +467,9 @@ proptest! {
         seed in 0u64..1000,
         flaps in proptest::collection::vec((any::<u8>(), 0usize..3000, 0usize..3000, any::<bool>()), 1..12),
         lossy in any::<bool>(),
+        mixed in any::<bool>(),
     ) {
         let kind = if lossy { FramingKind::LossyStream } else { FramingKind::ReliableStream };
-        run_flaps(kind, seed, &flaps);
+        run_flaps_mixed(kind, seed, &flaps, mixed);
     }
 }

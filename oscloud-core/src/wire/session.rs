@@ -36,6 +36,12 @@ pub const FEATURE_ROUTING: u64 = 16;
 /// `ack_delay`, so this is reached only if it stops acknowledging).
 const RETAIN_MAX: usize = 1 << 16;
 
+/// Duplicate acknowledgements (standalone Acks that acknowledge nothing
+/// new while Data is outstanding) that make a lossy-link sender re-send
+/// its oldest unacknowledged packet at once, before the retransmission
+/// timeout (`docs/PROTOCOL.md` §7).
+pub const DUP_ACK_THRESHOLD: u32 = 3;
+
 /// Longest close message sent, in bytes, so a Close fits any frame.
 const MAX_CLOSE_TEXT: usize = 96;
 
@@ -381,8 +387,14 @@ pub struct Stats {
     pub payload_bytes_sent: u64,
     /// Application payload bytes delivered.
     pub payload_bytes_received: u64,
-    /// Data packets sent again.
+    /// Data packets sent again (after a timeout or a fast retransmit).
     pub retransmissions: u64,
+    /// Of those, packets sent again at once because duplicate
+    /// acknowledgements showed them lost (fast retransmit, lossy links).
+    pub fast_retransmits: u64,
+    /// Retransmission timeouts that expired with Data unacknowledged (each
+    /// sends every unacknowledged packet again).
+    pub timeouts: u64,
     /// Data packets received again (dropped).
     pub duplicates: u64,
     /// Data packets received ahead of a gap (buffered).
@@ -486,6 +498,19 @@ pub struct Session {
     next_seq: u64,
     in_flight: VecDeque<(u64, Msg)>,
     retransmit_next: Option<u64>,
+    /// A packet to send again at once (fast retransmit).
+    fast_resend: Option<u64>,
+    /// Duplicate acknowledgements in a row.
+    dup_acks: u32,
+    /// The highest seq sent when loss recovery began: no new fast
+    /// retransmit until the peer acknowledges past it.
+    recover: u64,
+    /// In fast recovery: a partial acknowledgement (progress, but not past
+    /// `recover`) re-sends the next packet at once.
+    fast_recovery: bool,
+    /// Standalone Acks owed at once, one per Data packet received ahead
+    /// of a gap: the sender counts them as duplicate acknowledgements.
+    gap_acks: u32,
     rto: Duration,
     rto_at: Option<Instant>,
     last_sent: Instant,
@@ -593,6 +618,11 @@ impl Session {
             next_seq: 1,
             in_flight: VecDeque::new(),
             retransmit_next: None,
+            fast_resend: None,
+            dup_acks: 0,
+            recover: 0,
+            fast_recovery: false,
+            gap_acks: 0,
             rto,
             rto_at: lossy.then_some(now + rto),
             last_sent: now,
@@ -810,6 +840,13 @@ impl Session {
             }
             if let Some(&(seq, _)) = self.in_flight.front() {
                 self.retransmit_next = Some(seq);
+                self.stats.timeouts += 1;
+                // Everything unacknowledged goes again: the duplicates it
+                // makes the peer acknowledge must not count as losses.
+                self.recover = self.next_seq - 1;
+                self.fast_recovery = false;
+                self.fast_resend = None;
+                self.dup_acks = 0;
             }
             self.rto = (self.rto * 2).min(self.config.max_rto);
             self.rto_at = (!self.hello_confirmed || !self.in_flight.is_empty() || awaiting)
@@ -933,6 +970,10 @@ impl Session {
         self.hs_out.clear();
         self.reorder.clear();
         self.retransmit_next = None;
+        self.fast_resend = None;
+        self.fast_recovery = false;
+        self.dup_acks = 0;
+        self.gap_acks = 0;
         self.resume_ack = None;
         self.rto_at = None;
         self.ack_at = None;
@@ -947,6 +988,54 @@ impl Session {
             self.framer = framer;
         }
         self.events.push_back(Event::Detached { reason });
+    }
+
+    /// The settings this session runs with (the framing, timers and
+    /// windows of its current link's kind).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Move a session that waits for a new link (or is about to be given
+    /// one with [`resume`](Self::resume)) to a link of another kind: its
+    /// framing, retransmission, send window and timers become those of
+    /// `link` (a [`Config`] for the new kind); the limits agreed at the
+    /// handshake (`max_frame`, `recv_window`, `pipe_window`) stay, as the
+    /// resumption requires (`docs/PROTOCOL.md` §12.1). Call it before
+    /// `resume`. Fails, changing nothing, if the session is not resumable
+    /// or the new framing cannot carry the session's packets.
+    pub fn set_link_kind(&mut self, now: Instant, link: &Config) -> Result<(), Error> {
+        self.advance(now);
+        if !self.is_resumable() {
+            return Err(Error::WireClosed {
+                reason: "the session cannot resume".into(),
+            });
+        }
+        if link.framing == self.config.framing {
+            return Ok(());
+        }
+        let framer = Framer::new(link.framing, self.max_frame, link.reassembly_timeout)?;
+        if framer.max_frame() < self.max_frame {
+            return Err(Error::WireConfig(format!(
+                "a {:?} link carries packets of at most {} bytes; this session uses {}",
+                link.framing,
+                framer.max_frame(),
+                self.max_frame
+            )));
+        }
+        if self.state != State::Detached {
+            self.detach("moved to a link of another kind".into());
+        }
+        tracing::debug!(from = ?self.config.framing, to = ?link.framing, "wire session changes link kind");
+        self.framer = framer;
+        self.config.framing = link.framing;
+        self.config.send_window = link.send_window;
+        self.config.initial_rto = link.initial_rto;
+        self.config.max_rto = link.max_rto;
+        self.config.ack_delay = link.ack_delay;
+        self.config.reassembly_timeout = link.reassembly_timeout;
+        self.rto = self.config.initial_rto;
+        Ok(())
     }
 
     /// Continue this session on a new link (whose bytes now go through
@@ -1019,6 +1108,8 @@ impl Session {
             self.in_flight.pop_front();
         }
         self.retransmit_next = self.in_flight.front().map(|(s, _)| *s);
+        // All of it goes again: no fast retransmit for what it duplicates.
+        self.recover = self.next_seq - 1;
         self.rto = self.config.initial_rto;
         self.rto_at = (self.config.framing.is_lossy() && !self.in_flight.is_empty())
             .then_some(self.now + self.rto);
@@ -1387,6 +1478,14 @@ impl Session {
         } else if self.secure.as_ref().is_some_and(|s| !s.has_keys()) {
             // Nothing but the handshake goes out before the keys.
             return false;
+        } else if self.gap_acks > 0 && self.state == State::Open {
+            self.gap_acks -= 1;
+            if self.gap_acks == 0 {
+                self.ack_at = None;
+            }
+            Packet::Ack {
+                ack: self.recv_next - 1,
+            }
         } else if let Some(p) = self.next_data() {
             p
         } else if self.ack_at.is_some_and(|t| t <= self.now) {
@@ -1459,6 +1558,16 @@ impl Session {
             return None;
         }
         let ack = self.recv_next - 1;
+        if let Some(seq) = self.fast_resend.take() {
+            let front = self.in_flight.front().map_or(u64::MAX, |(s, _)| *s);
+            let idx = seq.checked_sub(front).map(|i| i as usize);
+            if let Some((_, msg)) = idx.and_then(|i| self.in_flight.get(i)) {
+                let msg = msg.clone();
+                self.stats.retransmissions += 1;
+                self.ack_at = None;
+                return Some(Packet::Data { seq, ack, msg });
+            }
+        }
         if let Some(seq) = self.retransmit_next {
             let front = self.in_flight.front().map_or(u64::MAX, |(s, _)| *s);
             let idx = seq.checked_sub(front).map(|i| i as usize);
@@ -1572,7 +1681,7 @@ impl Session {
                     return;
                 }
                 self.hello_confirmed = true;
-                self.handle_ack(ack);
+                self.handle_ack(ack, false);
                 if self.state == State::Open {
                     self.handle_data(seq, msg);
                 }
@@ -1584,7 +1693,7 @@ impl Session {
                     self.stats.dropped += 1;
                     return;
                 }
-                self.handle_ack(ack);
+                self.handle_ack(ack, true);
             }
             Packet::Ping => {
                 if self.peer.is_some() {
@@ -1925,7 +2034,10 @@ impl Session {
         self.finish_resume();
     }
 
-    fn handle_ack(&mut self, ack: u64) {
+    /// An acknowledgement from the peer; `standalone` when it came in an
+    /// Ack packet (only those count as duplicates: every Data packet
+    /// repeats the ack, new or not).
+    fn handle_ack(&mut self, ack: u64, standalone: bool) {
         if ack >= self.next_seq {
             self.protocol_error(
                 CloseCode::Protocol,
@@ -1945,7 +2057,49 @@ impl Session {
             if self.retransmit_next.is_some_and(|s| s <= ack) {
                 self.retransmit_next = self.in_flight.front().map(|(s, _)| *s);
             }
+            self.dup_acks = 0;
+            if self.fast_resend.is_some_and(|s| s <= ack) {
+                self.fast_resend = None;
+            }
+            if self.fast_recovery {
+                if ack < self.recover {
+                    // A partial acknowledgement: the next packet is lost
+                    // too (NewReno).
+                    self.fast_retransmit();
+                } else {
+                    self.fast_recovery = false;
+                }
+            }
+        } else if standalone && self.config.framing.is_lossy() {
+            self.on_duplicate_ack();
         }
+    }
+
+    /// A standalone Ack that acknowledged nothing new.
+    fn on_duplicate_ack(&mut self) {
+        let Some(&(front, _)) = self.in_flight.front() else {
+            return;
+        };
+        self.dup_acks += 1;
+        if self.dup_acks == DUP_ACK_THRESHOLD && front > self.recover {
+            self.recover = self.next_seq - 1;
+            self.fast_recovery = true;
+            self.fast_retransmit();
+        }
+    }
+
+    /// Send the oldest unacknowledged packet again at once, and give it a
+    /// whole retransmission timeout.
+    fn fast_retransmit(&mut self) {
+        let Some(&(front, _)) = self.in_flight.front() else {
+            return;
+        };
+        if self.retransmit_next.is_some_and(|s| s <= front) {
+            return; // a timeout's go-back-N sends it anyway
+        }
+        self.fast_resend = Some(front);
+        self.stats.fast_retransmits += 1;
+        self.rto_at = Some(self.now + self.rto);
     }
 
     fn handle_data(&mut self, seq: u64, msg: Msg) {
@@ -1960,6 +2114,9 @@ impl Session {
             } else {
                 self.stats.out_of_order += 1;
                 self.reorder.insert(seq, msg);
+                // One Ack per packet past the gap, each on its own: the
+                // sender counts them to re-send the missing one at once.
+                self.gap_acks = (self.gap_acks + 1).min(self.config.recv_window);
             }
             self.ack_at = Some(self.now);
             return;

@@ -9,7 +9,8 @@
 //! Run: `cargo bench -p oscloud-transport-serial --bench pty`
 //! (`OSCLOUD_BENCH_MIB` sets the volume, default 64;
 //! `OSCLOUD_BENCH_FRAME` and `OSCLOUD_BENCH_WINDOW` override the node's
-//! `lossy_max_frame` and `lossy_send_window`).
+//! `lossy_max_frame` and `lossy_send_window`; `OSCLOUD_BENCH_ONLY=node` or
+//! `raw` runs one side only, to profile it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,22 @@ impl Endpoint for Server {
     }
 }
 
+/// CPU time this process used so far (user + system, all threads), from
+/// `/proc/self/stat`: a measure that the load of other processes on the
+/// machine disturbs less than wall-clock time.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(") ").next().unwrap_or("");
+    let f: Vec<u64> = after
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Clock ticks of 10 ms (USER_HZ 100 on Linux).
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
 async fn raw(total: usize) -> Duration {
     let (mut m, mut s) = SerialStream::pair().expect("a pty pair");
     let t = Instant::now();
@@ -163,6 +180,10 @@ async fn goodput(config: &NodeConfig, total: usize) -> (Duration, f64) {
     let took = t.elapsed();
     assert_eq!(answer[..], (total as u64).to_be_bytes());
     let after = b.links()[0].stats;
+    let recv = a.links()[0].stats;
+    if std::env::var_os("OSCLOUD_BENCH_VERBOSE").is_some() {
+        println!("  sender {after:?}\n  receiver {recv:?}");
+    }
     let wire = (after.bytes_sent - before.bytes_sent) as f64;
     let payload = (after.payload_bytes_sent - before.payload_bytes_sent) as f64;
     a.shutdown();
@@ -220,9 +241,29 @@ fn main() {
              lossy_send_window {}",
             config.lossy_max_frame, config.lossy_send_window
         );
+        // OSCLOUD_BENCH_ONLY=node (or raw) runs one side only, to profile it.
+        let only = std::env::var("OSCLOUD_BENCH_ONLY").unwrap_or_default();
         for round in 1..=2 {
-            let r = raw(total).await;
-            let (g, ratio) = goodput(&config, total).await;
+            let c0 = cpu_time();
+            let r = if only == "node" {
+                Duration::from_secs(1)
+            } else {
+                raw(total).await
+            };
+            let c1 = cpu_time();
+            let (g, ratio) = if only == "raw" {
+                (Duration::from_secs(1), 1.0)
+            } else {
+                goodput(&config, total).await
+            };
+            let c2 = cpu_time();
+            let per_mib = |d: Duration| d.as_secs_f64() * 1000.0 / mib as f64;
+            println!(
+                "round {round}: CPU per MiB (this process, user + system): raw {:.1} ms, \
+                 node pipe {:.1} ms",
+                per_mib(c1 - c0),
+                per_mib(c2 - c1)
+            );
             let raw_rate = total as f64 / r.as_secs_f64() / 1048576.0;
             let rate = total as f64 / g.as_secs_f64() / 1048576.0;
             println!(

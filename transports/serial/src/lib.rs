@@ -116,6 +116,12 @@ pub const PARAMS: &[&str] = &[
     "reopen_ms",
 ];
 
+/// Most bytes read from a port at once: what the Linux tty layer hands out
+/// in one read (its line discipline buffers 4 KiB).
+const READ_CHUNK: usize = 4096;
+/// Most bytes gathered from several buffers into one write: one system
+/// call for many small frames instead of one each.
+const WRITE_GATHER: usize = 64 * 1024;
 /// How often a link checks that its device file still exists.
 const PRESENCE_CHECK: Duration = Duration::from_secs(1);
 /// First and longest wait between attempts to reopen a listened port.
@@ -354,6 +360,8 @@ fn link(
         reopen: reopen.filter(|(_, s)| !s.reopen.is_zero()),
         outage: None,
         failed: false,
+        gather: Vec::new(),
+        scratch: Box::new([0; READ_CHUNK]),
     }));
     let alive = Arc::new(alive);
     let reader = PortReader {
@@ -471,6 +479,11 @@ struct Port {
     outage: Option<Outage>,
     /// The device was lost for good: the link is down.
     failed: bool,
+    /// Where several buffers are gathered into one write (kept to reuse
+    /// its allocation).
+    gather: Vec<u8>,
+    /// What one read lands in (zeroed once, not before every read).
+    scratch: Box<[u8; READ_CHUNK]>,
 }
 
 fn gone(what: &str) -> io::Error {
@@ -478,6 +491,27 @@ fn gone(what: &str) -> io::Error {
 }
 
 impl Port {
+    /// Write `buf` to the port; while a lost device is being reopened the
+    /// bytes are dropped (reported written).
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.failed {
+            return Poll::Ready(Err(gone("the serial device is gone")));
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(Ok(buf.len()));
+        };
+        match Pin::new(stream).poll_write(cx, buf) {
+            Poll::Ready(Err(err)) => {
+                if self.lost(&err) {
+                    Poll::Ready(Ok(buf.len()))
+                } else {
+                    Poll::Ready(Err(err))
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The device was lost with `err`: ride it out if configured to (true),
     /// else the link fails.
     fn lost(&mut self, err: &io::Error) -> bool {
@@ -579,11 +613,16 @@ impl AsyncRead for PortReader {
             let Some(stream) = port.stream.as_mut() else {
                 return Poll::Ready(Err(gone("the serial port is closed")));
             };
-            let before = buf.filled().len();
-            let err = match Pin::new(stream).poll_read(cx, buf) {
-                Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
-                    gone("the serial line hung up")
-                }
+            // Read into the port's own small buffer, then copy what came:
+            // the port zeroes all the room it is given before each read,
+            // and a driver's receive buffer is large (hundreds of KiB).
+            let room = buf.remaining().min(READ_CHUNK);
+            let mut part = ReadBuf::new(&mut port.scratch[..room]);
+            let res = Pin::new(stream).poll_read(cx, &mut part);
+            let got = part.filled().len();
+            buf.put_slice(part.filled());
+            let err = match res {
+                Poll::Ready(Ok(())) if got == 0 && room > 0 => gone("the serial line hung up"),
                 Poll::Ready(Err(e)) => e,
                 other => return other,
             };
@@ -609,23 +648,44 @@ impl AsyncWrite for PortWriter {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut port = lock(&self.port);
-        if port.failed {
-            return Poll::Ready(Err(gone("the serial device is gone")));
-        }
-        let Some(stream) = port.stream.as_mut() else {
-            return Poll::Ready(Ok(buf.len()));
+        lock(&self.port).poll_write(cx, buf)
+    }
+
+    /// Several buffers (a driver's queued frames) go out in one write of
+    /// up to [`WRITE_GATHER`] bytes, copied together first: a port has no
+    /// vectored write, and a system call per small frame costs more.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut guard = lock(&self.port);
+        let port = &mut *guard;
+        let mut nonempty = bufs.iter().filter(|b| !b.is_empty());
+        let (Some(first), true) = (nonempty.next(), nonempty.next().is_some()) else {
+            let one = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return port.poll_write(cx, one);
         };
-        match Pin::new(stream).poll_write(cx, buf) {
-            Poll::Ready(Err(err)) => {
-                if port.lost(&err) {
-                    Poll::Ready(Ok(buf.len()))
-                } else {
-                    Poll::Ready(Err(err))
-                }
+        let mut gather = std::mem::take(&mut port.gather);
+        gather.clear();
+        gather.extend_from_slice(&first[..first.len().min(WRITE_GATHER)]);
+        for b in bufs.iter().skip_while(|b| b.is_empty()).skip(1) {
+            let room = WRITE_GATHER - gather.len();
+            if room == 0 {
+                break;
             }
-            other => other,
+            gather.extend_from_slice(&b[..b.len().min(room)]);
         }
+        let res = port.poll_write(cx, &gather);
+        port.gather = gather;
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
