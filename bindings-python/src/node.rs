@@ -639,9 +639,9 @@ pub(crate) struct PyLink {
     reconnects: u64,
     /// The wire counters: `frames_sent`, `frames_received`, `bytes_sent`,
     /// `bytes_received`, `payload_bytes_sent`, `payload_bytes_received`,
-    /// `retransmissions`, `duplicates`, `out_of_order`, `dropped`,
-    /// `crc_failures`, `framing_failures`, `decode_failures`,
-    /// `auth_failures`, `replays`.
+    /// `retransmissions`, `fast_retransmits`, `timeouts`, `duplicates`,
+    /// `out_of_order`, `dropped`, `crc_failures`, `framing_failures`,
+    /// `decode_failures`, `auth_failures`, `replays`.
     stats: BTreeMap<String, u64>,
 }
 
@@ -656,6 +656,8 @@ impl From<LinkStatus> for PyLink {
             ("payload_bytes_sent", s.payload_bytes_sent),
             ("payload_bytes_received", s.payload_bytes_received),
             ("retransmissions", s.retransmissions),
+            ("fast_retransmits", s.fast_retransmits),
+            ("timeouts", s.timeouts),
             ("duplicates", s.duplicates),
             ("out_of_order", s.out_of_order),
             ("dropped", s.dropped),
