@@ -556,13 +556,13 @@ async fn calls_and_64_kib_pipes_both_ways() {
         took.as_secs_f64() * 50.0
     );
     let n = 64 * 1024;
-    let up = oscloud_tests::collect_transfer(&pc, &on_dev, n, Duration::from_secs(240)).await;
+    let up = oscloud_tests::collect_transfer(&pc, &on_dev, n, Duration::from_secs(360)).await;
     println!(
         "BLE: 64 KiB pipe central->peripheral: {:.2} s, {:.1} KiB/s",
         up.as_secs_f64(),
         kib_s(n, up)
     );
-    let down = oscloud_tests::collect_transfer(&dev, &on_pc, n, Duration::from_secs(240)).await;
+    let down = oscloud_tests::collect_transfer(&dev, &on_pc, n, Duration::from_secs(360)).await;
     println!(
         "BLE: 64 KiB pipe peripheral->central: {:.2} s, {:.1} KiB/s",
         down.as_secs_f64(),
@@ -782,7 +782,7 @@ async fn encrypted_session_and_a_refused_stranger() {
     let on_dev = lookup(&pc, "echo-dev").await;
     let took = oscloud_tests::echo_calls(&on_dev, 20, Duration::from_secs(30)).await;
     let n = 16 * 1024;
-    let piped = oscloud_tests::collect_transfer(&pc, &on_dev, n, Duration::from_secs(240)).await;
+    let piped = oscloud_tests::collect_transfer(&pc, &on_dev, n, Duration::from_secs(360)).await;
     println!(
         "BLE encrypted: 20 calls {:.1} ms per call, 16 KiB pipe {:.2} s ({:.1} KiB/s)",
         took.as_secs_f64() * 50.0,
