@@ -7,6 +7,8 @@ use btleplug::api::{
 };
 use btleplug::platform::{Adapter, Manager, Peripheral};
 use bytes::Bytes;
+use std::time::Duration;
+
 use futures::StreamExt;
 use oscloud_core::Error;
 use oscloud_core::address::Address;
@@ -79,7 +81,17 @@ async fn matches(p: &Peripheral, s: &CentralSettings) -> bool {
     }
 }
 
-/// Scan until the peripheral shows up.
+/// How long one scan runs before it is restarted (see [`find`]).
+const RESCAN: Duration = Duration::from_secs(3);
+
+/// Scan until the peripheral shows up, for `s.scan` at most.
+///
+/// The scan is stopped and started again every [`RESCAN`]: BlueZ
+/// reports a device once per discovery when its advertising data does
+/// not change, and some controllers (BlueZ's own emulator, `btvirt`)
+/// report an advertiser only when scanning or advertising is enabled, so
+/// an advertisement that starts, or a report that is lost, while a long
+/// scan runs was seen only at the next dial.
 async fn find(addr: &Address, adapter: &Adapter, s: &CentralSettings) -> Result<Peripheral, Error> {
     let mut events = adapter
         .events()
@@ -92,31 +104,45 @@ async fn find(addr: &Address, adapter: &Adapter, s: &CentralSettings) -> Result<
             vec![s.service]
         },
     };
-    adapter
-        .start_scan(filter)
-        .await
-        .map_err(|e| failed(addr, format!("cannot scan: {e}")))?;
-    let search = async {
-        for p in adapter.peripherals().await.unwrap_or_default() {
-            if matches(&p, s).await {
-                return Some(p);
-            }
+    let deadline = tokio::time::Instant::now() + s.scan;
+    let mut scans = 0u32;
+    let found = loop {
+        if let Some(p) = known(adapter, s).await {
+            break Some(p);
         }
-        while let Some(ev) = events.next().await {
-            if let CentralEvent::DeviceDiscovered(id) | CentralEvent::DeviceUpdated(id) = ev
-                && let Ok(p) = adapter.peripheral(&id).await
-                && matches(&p, s).await
-            {
-                return Some(p);
-            }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break None;
         }
-        None
+        adapter
+            .start_scan(filter.clone())
+            .await
+            .map_err(|e| failed(addr, format!("cannot scan: {e}")))?;
+        scans += 1;
+        let until = deadline.min(now + RESCAN);
+        let seen = tokio::time::timeout_at(until, async {
+            while let Some(ev) = events.next().await {
+                if let CentralEvent::DeviceDiscovered(id) | CentralEvent::DeviceUpdated(id) = ev
+                    && let Ok(p) = adapter.peripheral(&id).await
+                    && matches(&p, s).await
+                {
+                    return Some(p);
+                }
+            }
+            None
+        })
+        .await;
+        let _ = adapter.stop_scan().await;
+        match seen {
+            Ok(Some(p)) => break Some(p),
+            Ok(None) => break None,
+            Err(_) => {}
+        }
     };
-    let found = tokio::time::timeout(s.scan, search).await;
-    let _ = adapter.stop_scan().await;
+    debug!(%addr, scans, found = found.is_some(), "BLE scan");
     match found {
-        Ok(Some(p)) => Ok(p),
-        _ => Err(Error::Unreachable {
+        Some(p) => Ok(p),
+        None => Err(Error::Unreachable {
             address: addr.to_string(),
             reason: match &s.address {
                 Some(a) => format!("no BLE device {a} found within {:?}", s.scan),
@@ -127,6 +153,16 @@ async fn find(addr: &Address, adapter: &Adapter, s: &CentralSettings) -> Result<
             },
         }),
     }
+}
+
+/// A peripheral BlueZ already knows that matches the settings.
+async fn known(adapter: &Adapter, s: &CentralSettings) -> Option<Peripheral> {
+    for p in adapter.peripherals().await.unwrap_or_default() {
+        if matches(&p, s).await {
+            return Some(p);
+        }
+    }
+    None
 }
 
 fn characteristic(p: &Peripheral, uuid: uuid::Uuid) -> Option<Characteristic> {

@@ -39,7 +39,7 @@
 //! | `mtu` | both | datagram bytes, 4 to 514 | `20` |
 //! | `adapter` | both | the local adapter (`hci0`...) | the first / BlueZ's default |
 //! | host, `address` | `ble://` | only this device | any advertising the service |
-//! | `scan_ms` | `ble://` | how long a dial scans | `10000` |
+//! | `scan_ms` | `ble://` | how long a dial scans (restarting the scan every 3 s) | `10000` |
 //! | `name` | `bleperipheral://` | the advertised name | `oscloud` |
 //!
 //! A device address goes in brackets (`ble://[AA:BB:CC:DD:EE:FF]`) or in
