@@ -29,10 +29,20 @@ for line in sys.stdin:
 done
 echo "== built in $(( $(date +%s) - start )) s: ${bins[*]}"
 
+# The BLE suite gets one more go if it fails: the emulated radio (btvirt)
+# still misses a scan now and then (transports/ble/README.md); a retry is
+# announced loudly, so a suite that starts needing it shows in the log.
 script='rc=0
 for exe in "$@"; do
   echo "== $exe"
-  "$exe" --ignored --test-threads=1 --nocapture ${HWLAB_FILTER:-} || rc=1
+  if ! "$exe" --ignored --test-threads=1 --nocapture ${HWLAB_FILTER:-}; then
+    case "$exe" in
+      *hwlab_ble*)
+        echo "== RETRY: the BLE suite failed once; running it again"
+        "$exe" --ignored --test-threads=1 --nocapture ${HWLAB_FILTER:-} || rc=1 ;;
+      *) rc=1 ;;
+    esac
+  fi
 done
 exit $rc'
 # BLE links slowly under emulation: allow the whole run 15 minutes.
