@@ -266,6 +266,48 @@ pub async fn echo_calls(echo: &oscloud_core::Entry, n: usize, within: Duration) 
     t.elapsed()
 }
 
+/// The echo server of the in-process link tests: echoes calls, ignores
+/// casts; port `collect` reads a pipe to its end and answers with the byte
+/// count and FNV-1a checksum (16 bytes, big-endian; see
+/// [`collect_transfer`]).
+#[derive(Debug)]
+pub struct Echo;
+
+#[async_trait::async_trait]
+impl oscloud_core::Endpoint for Echo {
+    fn cast(&self, _msg: Bytes) -> Result<(), oscloud_core::Error> {
+        Ok(())
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, oscloud_core::Error> {
+        Ok(msg)
+    }
+
+    async fn open_pipe(
+        &self,
+        port: &str,
+        end: oscloud_core::PipeEnd,
+    ) -> Result<(), oscloud_core::Error> {
+        if port != "collect" {
+            return Err(oscloud_core::Error::NoSuchPort {
+                name: "echo".into(),
+                port: port.into(),
+            });
+        }
+        tokio::spawn(async move {
+            let (mut r, w) = end.split();
+            let mut fnv = Fnv::default();
+            while let Some(f) = r.recv().await {
+                fnv.update(&f);
+            }
+            let mut answer = fnv.bytes.to_be_bytes().to_vec();
+            answer.extend(fnv.hash.to_be_bytes());
+            let _ = w.send(Bytes::from(answer)).await;
+        });
+        Ok(())
+    }
+}
+
 /// Send `n` bytes through a pipe to `echo`'s `collect` port, whose answer
 /// (byte count and checksum) must come within `within`; how long it took.
 pub async fn collect_transfer(

@@ -19,16 +19,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use oscloud_core::identity::{AllowList, NodeKey};
 use oscloud_core::transport::Transports;
 use oscloud_core::wire::SecureConfig;
 use oscloud_core::{
-    Capabilities, Endpoint, Entry, Error, Kernel, LinkStatus, Node, NodeConfig, PipeEnd,
-    Registration,
+    Capabilities, Entry, Error, Kernel, LinkStatus, Node, NodeConfig, Registration,
 };
-use oscloud_tests::Fnv;
+use oscloud_tests::Echo;
 use oscloud_transport_ble::{BleCentralTransport, BlePeripheralTransport, DEFAULT_SERVICE};
 
 /// The peripheral's listening address (hci0).
@@ -372,42 +369,6 @@ impl Logs {
 }
 
 // ----- nodes -----
-
-/// Echoes calls; port `collect` reads a pipe to its end and answers with
-/// the byte count and FNV-1a checksum (16 bytes, big-endian).
-#[derive(Debug)]
-struct Echo;
-
-#[async_trait]
-impl Endpoint for Echo {
-    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
-        Ok(())
-    }
-
-    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
-        Ok(msg)
-    }
-
-    async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error> {
-        if port != "collect" {
-            return Err(Error::NoSuchPort {
-                name: "echo".into(),
-                port: port.into(),
-            });
-        }
-        tokio::spawn(async move {
-            let (mut r, w) = end.split();
-            let mut fnv = Fnv::default();
-            while let Some(f) = r.recv().await {
-                fnv.update(&f);
-            }
-            let mut answer = fnv.bytes.to_be_bytes().to_vec();
-            answer.extend(fnv.hash.to_be_bytes());
-            let _ = w.send(Bytes::from(answer)).await;
-        });
-        Ok(())
-    }
-}
 
 /// Under emulation one BLE datagram costs a D-Bus round trip or signal
 /// on each side (tens of ms): a window of 8 packets of 2 KiB (~70

@@ -25,7 +25,7 @@ use oscloud_core::{
     Capabilities, Endpoint, Entry, Error, Kernel, LinkStatus, Node, NodeConfig, PipeEnd,
     Registration,
 };
-use oscloud_tests::{Fnv, TestNode};
+use oscloud_tests::{Echo, Fnv, TestNode};
 use oscloud_transport_can::CanTransport;
 use socketcan::{CanFrame, EmbeddedFrame, Id, StandardId};
 
@@ -68,42 +68,6 @@ fn vxcan(a: &str, b: &str) {
 }
 
 // ----- nodes -----
-
-/// Echoes calls; port `collect` reads a pipe to its end and answers with
-/// the byte count and FNV-1a checksum (16 bytes, big-endian).
-#[derive(Debug)]
-struct Echo;
-
-#[async_trait]
-impl Endpoint for Echo {
-    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
-        Ok(())
-    }
-
-    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
-        Ok(msg)
-    }
-
-    async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error> {
-        if port != "collect" {
-            return Err(Error::NoSuchPort {
-                name: "echo".into(),
-                port: port.into(),
-            });
-        }
-        tokio::spawn(async move {
-            let (mut r, w) = end.split();
-            let mut fnv = Fnv::default();
-            while let Some(f) = r.recv().await {
-                fnv.update(&f);
-            }
-            let mut answer = fnv.bytes.to_be_bytes().to_vec();
-            answer.extend(fnv.hash.to_be_bytes());
-            let _ = w.send(Bytes::from(answer)).await;
-        });
-        Ok(())
-    }
-}
 
 /// Like [`Echo`], counting the calls it answers and the bytes its
 /// `collect` pipes have received so far.
