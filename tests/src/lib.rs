@@ -231,6 +231,31 @@ fn lines_of(
     rx
 }
 
+/// Pipe `n` pseudo-random bytes from testnode `from` into port `in` of
+/// `server` (`pipe SERVER in N`), then wait until the sink server `sink`
+/// on testnode `at` counted them (`sinkwait`): both answers must carry the
+/// byte count and checksum of what was sent. Returns how long it took.
+pub async fn pipe_into_sink(
+    from: &mut TestNode,
+    server: &str,
+    at: &mut TestNode,
+    sink: &str,
+    n: usize,
+) -> Duration {
+    let started = std::time::Instant::now();
+    let piped = from.ask(&format!("pipe {server} in {n}")).await;
+    let mut expect = Fnv::default();
+    pseudo_random_frames(n).for_each(|f| expect.update(&f));
+    assert_eq!(piped, format!("piped {n} {}", expect.hash));
+    let sunk = at.ask(&format!("sinkwait {sink} {n}")).await;
+    assert_eq!(
+        sunk,
+        format!("sink {n} {}", expect.hash),
+        "bytes lost or damaged"
+    );
+    started.elapsed()
+}
+
 /// Wait until `node`'s registry has `name` (announced by a peer), for at
 /// most `within`.
 pub async fn lookup(

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oscloud_tests::{Fnv, TestNode, pseudo_random_frames};
+use oscloud_tests::{TestNode, pipe_into_sink};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
 const LIVENESS: [&str; 4] = ["--keepalive-ms", "100", "--idle-ms", "600"];
@@ -66,18 +66,7 @@ async fn three_processes_calls_pipes_kill_and_heal() {
     const N: usize = 4 * 1024 * 1024;
     assert!(a.ask("wait relay-b").await.starts_with("found"));
     assert!(b.ask("wait sink-c").await.starts_with("found"));
-    let started = Instant::now();
-    let piped = a.ask(&format!("pipe relay-b in {N}")).await;
-    let mut expect = Fnv::default();
-    pseudo_random_frames(N).for_each(|f| expect.update(&f));
-    assert_eq!(piped, format!("piped {N} {}", expect.hash));
-    let sunk = c.ask(&format!("sinkwait sink-c {N}")).await;
-    let took = started.elapsed();
-    assert_eq!(
-        sunk,
-        format!("sink {N} {}", expect.hash),
-        "bytes lost or damaged"
-    );
+    let took = pipe_into_sink(&mut a, "relay-b", &mut c, "sink-c", N).await;
     println!("4 MiB A → B (relay) → C intact in {took:?}");
 
     // kill -9 of B: A and C get the down notice, with the link as reason.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use oscloud_core::address::Address;
 use oscloud_faults::{Faults, Relay};
-use oscloud_tests::{Fnv, TestNode, pseudo_random_frames};
+use oscloud_tests::{TestNode, pipe_into_sink};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
 const LIVENESS: [&str; 4] = ["--keepalive-ms", "100", "--idle-ms", "600"];
@@ -57,18 +57,7 @@ async fn chain_over_unix_and_tcp_call_pipe_and_kill_the_middle() {
     // A pipe from A to C's sink, through B: 4 MiB intact.
     const N: usize = 4 * 1024 * 1024;
     assert!(a.ask("wait sink-c").await.starts_with("found"));
-    let started = Instant::now();
-    let piped = a.ask(&format!("pipe sink-c in {N}")).await;
-    let mut expect = Fnv::default();
-    pseudo_random_frames(N).for_each(|f| expect.update(&f));
-    assert_eq!(piped, format!("piped {N} {}", expect.hash));
-    let sunk = c.ask(&format!("sinkwait sink-c {N}")).await;
-    let took = started.elapsed();
-    assert_eq!(
-        sunk,
-        format!("sink {N} {}", expect.hash),
-        "bytes lost or damaged"
-    );
+    let took = pipe_into_sink(&mut a, "sink-c", &mut c, "sink-c", N).await;
     println!("4 MiB A → B → C (unix, then tcp) intact in {took:?}");
 
     // kill -9 of B: A sees C's servers go (and C sees A's).
