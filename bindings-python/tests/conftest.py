@@ -106,6 +106,20 @@ async def start_rust_node(
             node.pending.append(line)
 
 
+async def next_event(
+    watch: oscloud.Watch, name: str, kind: Optional[str] = None, timeout: float = DEADLINE
+) -> oscloud.RegistryEvent:
+    """The next registry event about ``name`` (of ``kind``, if given)."""
+
+    async def find() -> oscloud.RegistryEvent:
+        async for ev in watch:
+            if ev.name == name and (kind is None or ev.kind == kind):
+                return ev
+        raise AssertionError("watch ended")
+
+    return await asyncio.wait_for(find(), timeout)
+
+
 @pytest.fixture
 def tmp_sock_dir() -> AsyncIterator[str]:
     # Short paths: Unix socket paths are limited to ~100 bytes.

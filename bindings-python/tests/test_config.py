@@ -10,7 +10,7 @@ import pytest
 
 import oscloud
 
-from conftest import RustNode, start_rust_node
+from conftest import RustNode, next_event, start_rust_node
 
 
 def test_node_settings_lists_every_key_with_its_kind() -> None:
@@ -48,19 +48,12 @@ async def test_idle_timeout_from_config_finds_a_frozen_peer(
     try:
         watch = py.watch()
         name = f"upper-{rs.name}"
-
-        async def about(kind: str) -> oscloud.RegistryEvent:
-            async for ev in watch:
-                if ev.name == name and ev.kind == kind:
-                    return ev
-            raise AssertionError("watch ended")
-
-        await asyncio.wait_for(about("added"), 10)
+        await next_event(watch, name, "added")
         loop = asyncio.get_running_loop()
         rs.proc.send_signal(signal.SIGSTOP)
         frozen_at = loop.time()
         try:
-            removed = await asyncio.wait_for(about("removed"), 10)
+            removed = await next_event(watch, name, "removed")
             waited = loop.time() - frozen_at
         finally:
             rs.proc.send_signal(signal.SIGCONT)

@@ -11,6 +11,8 @@ import pytest
 
 import oscloud
 
+from conftest import next_event
+
 
 @pytest.fixture(params=["mem", "tcp", "unix"])
 async def linked(request: Any, tmp_sock_dir: str) -> AsyncIterator[Tuple[oscloud.Node, oscloud.Node]]:
@@ -148,15 +150,9 @@ async def test_watch_sees_remote_servers_and_link_down(linked: Tuple[oscloud.Nod
     async def remote_one(_msg: Any) -> None:
         return None
 
-    async def about(name: str) -> oscloud.RegistryEvent:
-        async for ev in watch:
-            if ev.name == name:
-                return ev
-        raise AssertionError("watch ended")
-
-    ev = await asyncio.wait_for(about("remote-one"), 5)
+    ev = await next_event(watch, "remote-one", timeout=5)
     assert ev.kind == "added" and ev.entry.node == a.id
     await a.stop()  # drops the link: b sees the server leave
-    ev = await asyncio.wait_for(about("remote-one"), 10)
+    ev = await next_event(watch, "remote-one")
     assert ev.kind == "removed"
     assert ev.reason is not None

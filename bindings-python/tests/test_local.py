@@ -9,6 +9,8 @@ import pytest
 
 import oscloud
 
+from conftest import next_event
+
 
 async def call_when_back(ref: oscloud.ServerRef, msg: Any) -> Any:
     """Call a server that is being restarted: its name is unregistered
@@ -314,19 +316,13 @@ async def test_watch_reports_added_and_removed(node: oscloud.Node) -> None:
             raise ValueError("asked to")
         return msg
 
-    async def next_about(name: str) -> oscloud.RegistryEvent:
-        async for ev in watch:
-            if ev.name == name:
-                return ev
-        raise AssertionError("watch ended")
-
-    ev = await asyncio.wait_for(next_about("watched"), 5)
+    ev = await next_event(watch, "watched", timeout=5)
     assert ev.kind == "added" and ev.reason is None and ev.entry.local
     with pytest.raises(oscloud.RemoteError):
         await (await node.lookup("watched")).call("die")
-    ev = await asyncio.wait_for(next_about("watched"), 5)
+    ev = await next_event(watch, "watched", timeout=5)
     assert ev.kind == "removed"
     assert ev.reason == "failed: raised ValueError: asked to"
-    ev = await asyncio.wait_for(next_about("watched"), 5)
+    ev = await next_event(watch, "watched", timeout=5)
     assert ev.kind == "added"  # restarted
     assert await watch.next(timeout=0.01) is None

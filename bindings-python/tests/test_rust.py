@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, List, Tuple
 import pytest
 
 import oscloud
-from conftest import RustNode, start_rust_node
+from conftest import RustNode, next_event, start_rust_node
 
 _names = itertools.count()
 
@@ -140,17 +140,10 @@ async def test_watch_sees_rust_node_go(pair: Tuple[oscloud.Node, RustNode]) -> N
     py, rs = pair
     watch = py.watch()
     name = f"upper-{rs.name}"
-
-    async def about(kind: str) -> oscloud.RegistryEvent:
-        async for ev in watch:
-            if ev.name == name and ev.kind == kind:
-                return ev
-        raise AssertionError("watch ended")
-
-    added = await asyncio.wait_for(about("added"), 10)
+    added = await next_event(watch, name, "added")
     assert not added.entry.local
     await rs.quit()
-    removed = await asyncio.wait_for(about("removed"), 10)
+    removed = await next_event(watch, name, "removed")
     # The node quitting either withdraws its servers first (they were
     # stopped: "failed: killed") or its link goes down first; both say why.
     assert removed.reason is not None
