@@ -443,11 +443,16 @@ impl SupState {
         };
         if let Some(cell) = child.cell.take() {
             tracing::debug!(supervisor = %self.name, child = %child.spec.id, "stopping child");
-            if cell
-                .stop_and_wait(None, Some(child.spec.shutdown))
-                .await
-                .is_err()
-            {
+            let shutdown = child.spec.shutdown;
+            let stopped = match cell.stop_and_wait(None, Some(shutdown)).await {
+                Ok(()) => true,
+                Err(ractor::RactorErr::Timeout) => false,
+                // The stop could not be sent: the child was already
+                // stopping by itself (a sink whose inputs all ended, say).
+                // That is no reason to kill it; wait for it to finish.
+                Err(_) => cell.wait(Some(shutdown)).await.is_ok(),
+            };
+            if !stopped {
                 tracing::warn!(supervisor = %self.name, child = %child.spec.id, "child did not stop in time; killing it");
                 let _ = cell.kill_and_wait(None).await;
                 // Its state (and so its entry) would otherwise linger.
