@@ -2,7 +2,12 @@
 //! folder: deterministic test data and a driver for `oscloud-testnode`
 //! processes.
 // Test support: a failed expectation must stop the test, loudly.
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout
+)]
 
 use std::path::Path;
 use std::process::Stdio;
@@ -254,6 +259,35 @@ pub async fn pipe_into_sink(
         "bytes lost or damaged"
     );
     started.elapsed()
+}
+
+/// Print a link's counters, one line, indented, for a test's output.
+pub fn show_link(name: &str, l: &oscloud_core::LinkStatus) {
+    let s = &l.stats;
+    println!(
+        "  {name}: frames sent {} recv {}, bytes sent {} (payload {}) recv {} (payload {}), \
+         retransmissions {} ({} fast, {} timeouts), duplicates {}, out of order {}, crc failures {}, \
+         framing failures {}, resumes {}",
+        s.frames_sent,
+        s.frames_received,
+        s.bytes_sent,
+        s.payload_bytes_sent,
+        s.bytes_received,
+        s.payload_bytes_received,
+        s.retransmissions,
+        s.fast_retransmits,
+        s.timeouts,
+        s.duplicates,
+        s.out_of_order,
+        s.crc_failures,
+        s.framing_failures,
+        s.resumes
+    );
+}
+
+/// `n` bytes in `took`, in KiB/s.
+pub fn kib_s(n: usize, took: Duration) -> f64 {
+    n as f64 / 1024.0 / took.as_secs_f64()
 }
 
 /// Wait until `node`'s registry has `name` (announced by a peer), for at

@@ -25,7 +25,7 @@ use oscloud_core::wire::SecureConfig;
 use oscloud_core::{
     Capabilities, Entry, Error, Kernel, LinkStatus, Node, NodeConfig, Registration,
 };
-use oscloud_tests::Echo;
+use oscloud_tests::{Echo, kib_s, show_link};
 use oscloud_transport_ble::{BleCentralTransport, BlePeripheralTransport, DEFAULT_SERVICE};
 
 /// The peripheral's listening address (hci0).
@@ -452,26 +452,6 @@ fn link(node: &Node) -> LinkStatus {
     links.into_iter().last().unwrap()
 }
 
-fn show(name: &str, l: &LinkStatus) {
-    let s = &l.stats;
-    println!(
-        "  {name}: frames sent {} recv {}, payload bytes sent {} recv {}, \
-         retransmissions {}, duplicates {}, crc failures {}, resumes {}",
-        s.frames_sent,
-        s.frames_received,
-        s.payload_bytes_sent,
-        s.payload_bytes_received,
-        s.retransmissions,
-        s.duplicates,
-        s.crc_failures,
-        s.resumes
-    );
-}
-
-fn kib_s(n: usize, took: Duration) -> f64 {
-    n as f64 / 1024.0 / took.as_secs_f64()
-}
-
 async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !check() {
@@ -538,8 +518,8 @@ async fn calls_and_64_kib_pipes_both_ways() {
         down.as_secs_f64(),
         kib_s(n, down)
     );
-    show("central", &link(&pc));
-    show("peripheral", &link(&dev));
+    show_link("central", &link(&pc));
+    show_link("peripheral", &link(&dev));
     assert_eq!(link(&pc).stats.crc_failures, 0);
 
     // Interop: BlueZ's own client, on the central's adapter, shows the
@@ -692,8 +672,8 @@ async fn power_off_mid_transfer_resumes_losing_nothing() {
         "BLE: 64 KiB pipe across a power cycle: {:.2} s, intact",
         took.as_secs_f64()
     );
-    show("central", &link(&pc));
-    show("peripheral", &link(&dev));
+    show_link("central", &link(&pc));
+    show_link("peripheral", &link(&dev));
     // Calls still work on the resumed session.
     oscloud_tests::echo_calls(&on_dev, 5, Duration::from_secs(30)).await;
     assert!(logs().text().contains("BLE link down"), "a link-down line");

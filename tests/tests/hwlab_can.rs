@@ -25,7 +25,7 @@ use oscloud_core::{
     Capabilities, Endpoint, Entry, Error, Kernel, LinkStatus, Node, NodeConfig, PipeEnd,
     Registration,
 };
-use oscloud_tests::{Echo, Fnv, TestNode};
+use oscloud_tests::{Echo, Fnv, TestNode, kib_s, show_link};
 use oscloud_transport_can::CanTransport;
 use socketcan::{CanFrame, EmbeddedFrame, Id, StandardId};
 
@@ -216,26 +216,6 @@ fn link(node: &Node) -> LinkStatus {
     links.into_iter().last().unwrap()
 }
 
-fn show(name: &str, l: &LinkStatus) {
-    let s = &l.stats;
-    println!(
-        "  {name}: frames sent {} recv {}, payload bytes sent {} recv {}, \
-         retransmissions {}, duplicates {}, crc failures {}, framing failures {}",
-        s.frames_sent,
-        s.frames_received,
-        s.payload_bytes_sent,
-        s.payload_bytes_received,
-        s.retransmissions,
-        s.duplicates,
-        s.crc_failures,
-        s.framing_failures
-    );
-}
-
-fn kib_s(n: usize, took: Duration) -> f64 {
-    n as f64 / 1024.0 / took.as_secs_f64()
-}
-
 // ----- raw traffic -----
 
 /// Writes frames on `iface` until stopped: random identifiers from `ids`,
@@ -409,8 +389,8 @@ async fn calls_and_pipe_with_other_traffic(iface: &str, fd: bool, n: usize) {
     let noise_frames = noise.stop().await;
     println!("  other traffic: {noise_frames} frames on other identifiers");
     let (la, lb) = (link(&a), link(&b));
-    show("a", &la);
-    show("b", &lb);
+    show_link("a", &la);
+    show_link("b", &lb);
     assert!(la.connected && lb.connected);
     assert!(noise_frames > 100, "the bus was busy");
 }
@@ -449,8 +429,8 @@ async fn can_fd_pipe_and_extended_ids() {
         kib_s(n, took)
     );
     let (la, lb) = (link(&a), link(&b));
-    show("a", &la);
-    show("b", &lb);
+    show_link("a", &la);
+    show_link("b", &lb);
 }
 
 /// Garbage on our own identifiers: random frames the segment decoder must
@@ -477,8 +457,8 @@ async fn garbage_on_our_identifiers_costs_retransmissions_not_data() {
         kib_s(n, took)
     );
     let (la, lb) = (link(&a), link(&b));
-    show("a", &la);
-    show("b", &lb);
+    show_link("a", &la);
+    show_link("b", &lb);
     let failures = la.stats.framing_failures
         + lb.stats.framing_failures
         + la.stats.crc_failures
@@ -525,8 +505,8 @@ async fn lost_frames_are_retransmitted() {
         kib_s(n, took)
     );
     let (la, lb) = (link(&a), link(&b));
-    show("a", &la);
-    show("b", &lb);
+    show_link("a", &la);
+    show_link("b", &lb);
     assert!(dropped > 10, "{dropped} dropped");
     assert!(la.stats.retransmissions + lb.stats.retransmissions > 0);
     assert!(la.connected && lb.connected);
@@ -856,8 +836,8 @@ async fn down_up_mid_transfer(
         kib_s(n, piped)
     );
     let (la, lb) = (link(&a), link(&b));
-    show("a", &la);
-    show("b", &lb);
+    show_link("a", &la);
+    show_link("b", &lb);
     assert_eq!(bounced.len(), count, "every outage mid-transfer");
     assert!(made > 0, "calls were made");
     assert_eq!(made, answered, "every call answered exactly once");

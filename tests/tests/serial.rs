@@ -22,7 +22,7 @@ use oscloud_core::{
     Capabilities, Endpoint, Entry, Error, Kernel, LinkStatus, Node, NodeConfig, PipeEnd,
     Registration,
 };
-use oscloud_tests::Echo;
+use oscloud_tests::{Echo, show_link};
 use oscloud_transport_serial::SerialTransport;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -188,28 +188,6 @@ fn link(node: &Node) -> LinkStatus {
     links.into_iter().next().unwrap()
 }
 
-fn show(name: &str, l: &LinkStatus) {
-    let s = &l.stats;
-    println!(
-        "  {name}: frames sent {} recv {}, bytes sent {} (payload {}) recv {} (payload {}), \
-         retransmissions {} ({} fast, {} timeouts), duplicates {}, out of order {}, crc failures {}, \
-         framing failures {}",
-        s.frames_sent,
-        s.frames_received,
-        s.bytes_sent,
-        s.payload_bytes_sent,
-        s.bytes_received,
-        s.payload_bytes_received,
-        s.retransmissions,
-        s.fast_retransmits,
-        s.timeouts,
-        s.duplicates,
-        s.out_of_order,
-        s.crc_failures,
-        s.framing_failures
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_a_10_mib_pipe_over_a_clean_line() {
     let relay = Relay::start(0, 1).await;
@@ -223,8 +201,8 @@ async fn calls_and_a_10_mib_pipe_over_a_clean_line() {
         n as f64 / 1048576.0 / took.as_secs_f64()
     );
     let (la, lb) = (link(&a), link(&b));
-    show("a", &la);
-    show("b", &lb);
+    show_link("a", &la);
+    show_link("b", &lb);
     assert!(la.connected && lb.connected);
     assert_eq!(la.stats.crc_failures + lb.stats.crc_failures, 0);
     assert!(lb.stats.payload_bytes_sent >= n as u64);
@@ -248,8 +226,8 @@ async fn a_noisy_line_loses_nothing() {
     );
     let d = relay.damage().await;
     let (la, lb) = (link(&a), link(&b));
-    show("a", &la);
-    show("b", &lb);
+    show_link("a", &la);
+    show_link("b", &lb);
     let events = d.flips + d.drops + d.inserts;
     let crc = la.stats.crc_failures + lb.stats.crc_failures;
     let framing = la.stats.framing_failures + lb.stats.framing_failures;
@@ -303,7 +281,7 @@ async fn unplug_and_replug_heals_the_link() {
     };
     println!("link back {:?} after the unplug", t.elapsed());
     calls(&echo, 10).await;
-    show("b", &link(&b));
+    show_link("b", &link(&b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,8 +318,8 @@ async fn a_transfer_rides_out_an_unplug_with_reopen_ms() {
         .unwrap();
     println!("4 MiB across two unplugs (500 ms, 300 ms): {took:?}, intact and in order");
     let (la, lb) = (link(&a), link(&b));
-    show("a", &la);
-    show("b", &lb);
+    show_link("a", &la);
+    show_link("b", &lb);
     assert_eq!(
         (la.reconnects, lb.reconnects),
         (0, 0),
@@ -533,8 +511,8 @@ mod secure {
             n as f64 / 1048576.0 / took.as_secs_f64()
         );
         let (la, lb) = (link(&a), link(&b));
-        show("a", &la);
-        show("b", &lb);
+        show_link("a", &la);
+        show_link("b", &lb);
         assert!(la.connected && lb.connected);
         assert_eq!(la.stats.auth_failures + lb.stats.auth_failures, 0);
         assert!(lb.stats.payload_bytes_sent > 20 * 120);
@@ -598,8 +576,8 @@ mod secure {
         pay(&entry, "pay 3").await;
         assert_eq!(relay.damage().await.tampered, 1, "the relay tampered");
         let (la, lb) = (link(&a), link(&b));
-        show("a", &la);
-        show("b", &lb);
+        show_link("a", &la);
+        show_link("b", &lb);
         assert_eq!(la.stats.auth_failures, 1, "A rejected the tampered frame");
         assert_eq!(
             la.stats.crc_failures, 0,
@@ -641,7 +619,7 @@ mod secure {
         // Still one call each, and the link works on.
         pay(&entry, "after").await;
         let la = link(&a);
-        show("a", &la);
+        show_link("a", &la);
         println!("  a: {} replayed frames refused", la.stats.replays);
         assert!(
             la.stats.replays >= 5,
