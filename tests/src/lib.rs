@@ -353,18 +353,25 @@ impl oscloud_core::Endpoint for Echo {
                 port: port.into(),
             });
         }
-        tokio::spawn(async move {
-            let (mut r, w) = end.split();
-            let mut fnv = Fnv::default();
-            while let Some(f) = r.recv().await {
-                fnv.update(&f);
-            }
-            let mut answer = fnv.bytes.to_be_bytes().to_vec();
-            answer.extend(fnv.hash.to_be_bytes());
-            let _ = w.send(Bytes::from(answer)).await;
-        });
+        answer_collect(end);
         Ok(())
     }
+}
+
+/// Serve one `collect` pipe: read it to its end, then answer on it with
+/// the byte count and FNV-1a checksum (16 bytes, big-endian), as
+/// [`collect_transfer`] expects.
+pub fn answer_collect(end: oscloud_core::PipeEnd) {
+    tokio::spawn(async move {
+        let (mut r, w) = end.split();
+        let mut fnv = Fnv::default();
+        while let Some(f) = r.recv().await {
+            fnv.update(&f);
+        }
+        let mut answer = fnv.bytes.to_be_bytes().to_vec();
+        answer.extend(fnv.hash.to_be_bytes());
+        let _ = w.send(Bytes::from(answer)).await;
+    });
 }
 
 /// Send `n` bytes through a pipe to `echo`'s `collect` port, whose answer

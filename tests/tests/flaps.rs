@@ -65,16 +65,7 @@ impl Endpoint for Echo {
     }
 
     async fn open_pipe(&self, _port: &str, end: PipeEnd) -> Result<(), Error> {
-        tokio::spawn(async move {
-            let (mut r, w) = end.split();
-            let mut fnv = Fnv::default();
-            while let Some(f) = r.recv().await {
-                fnv.update(&f);
-            }
-            let mut answer = fnv.bytes.to_be_bytes().to_vec();
-            answer.extend(fnv.hash.to_be_bytes());
-            let _ = w.send(Bytes::from(answer)).await;
-        });
+        oscloud_tests::answer_collect(end);
         Ok(())
     }
 }

@@ -21,6 +21,22 @@ async fn eventually(what: &str, ok: impl Fn() -> bool) {
 }
 
 /// The id of `node`'s link to `peer`.
+/// The reason `name` leaves the registry `watch` watches (within 5 s;
+/// else the test fails with `what`).
+async fn removal(watch: &mut crate::registry::Watch, name: &str, what: &str) -> ExitReason {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(RegistryEvent::Removed { entry, reason }) = watch.next().await
+                && entry.name() == name
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect(what)
+}
+
 fn link_to(node: &Node, peer: &Node) -> u64 {
     node.links()
         .into_iter()
@@ -163,17 +179,7 @@ async fn chain_cut_withdraws_and_fails_calls_then_heals() {
     .await;
     let mut watch = a.kernel().registry().watch();
     assert!(c.close_link(link_to(&c, &b)));
-    let reason = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(RegistryEvent::Removed { entry, reason }) = watch.next().await
-                && entry.name() == "far"
-            {
-                return reason;
-            }
-        }
-    })
-    .await
-    .expect("A did not see C's server withdrawn");
+    let reason = removal(&mut watch, "far", "A did not see C's server withdrawn").await;
     assert!(matches!(reason, ExitReason::LinkDown(_)), "{reason:?}");
     let err = hanging.await.unwrap().unwrap_err();
     assert!(
@@ -273,17 +279,7 @@ async fn ring_uses_the_shorter_way_and_reroutes_when_cut() {
     // Cut C–D too: B's server is out of A's reach.
     let mut watch = a.kernel().registry().watch();
     assert!(c.close_link(link_to(&c, &d)));
-    let reason = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(RegistryEvent::Removed { entry, reason }) = watch.next().await
-                && entry.name() == "far"
-            {
-                return reason;
-            }
-        }
-    })
-    .await
-    .expect("A did not see the server withdrawn");
+    let reason = removal(&mut watch, "far", "A did not see the server withdrawn").await;
     assert!(matches!(reason, ExitReason::LinkDown(_)), "{reason:?}");
     assert!(a.routes().is_empty(), "{:?}", a.routes());
 }
