@@ -109,7 +109,7 @@ async fn pair(unix: bool) -> Pair {
 }
 
 /// A pair of nodes; with `secure`, every link runs the Noise handshake and
-/// seals every frame (ChaCha20-Poly1305).
+/// seals every frame.
 async fn pair_with(unix: bool, secure: bool) -> Pair {
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
@@ -144,8 +144,14 @@ async fn pair_with(unix: bool, secure: bool) -> Pair {
         config.resume_grace = std::time::Duration::from_secs(g);
     }
     let (a, b) = if secure {
+        // OSCLOUD_BENCH_CIPHER=aesgcm or chacha: offer only that frame
+        // cipher (default: AEGIS-256 where the machine has AES hardware).
+        let cipher = std::env::var("OSCLOUD_BENCH_CIPHER").unwrap_or_default();
         let sc = |me: &NodeKey, peer: &NodeKey| {
-            SecureConfig::new(me.clone(), AllowList::from_keys([peer.public()]))
+            let mut c = SecureConfig::new(me.clone(), AllowList::from_keys([peer.public()]));
+            c.offer_aegis = cipher.is_empty() || cipher == "aegis";
+            c.offer_aes_gcm = cipher != "chacha";
+            c
         };
         (
             Node::with_security(ka, transports.clone(), config.clone(), sc(&key_a, &key_b))
@@ -495,8 +501,10 @@ fn main() {
     }
 }
 
-/// Encrypted (Noise, ChaCha20-Poly1305) against plaintext links, both over
-/// TCP, in the same run: pipe throughput, casts, call round trip.
+/// Encrypted (Noise handshake, frames sealed with AEGIS-256 where the
+/// machine has AES hardware; see `OSCLOUD_BENCH_CIPHER`) against plaintext
+/// links, both over TCP, in the same run: pipe throughput, casts, call
+/// round trip.
 fn secure_vs_plain(rt: &tokio::runtime::Runtime) {
     println!(
         "encrypted vs plaintext links over TCP; median of {} runs",

@@ -110,8 +110,8 @@ pub use packet::{
     CloseCode, EntryInfo, MAGIC, MAX_ROUTE_PATH, RemoteError, RemoteErrorKind, RouteInfo, VERSION,
 };
 pub use secure::{
-    FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig, Suite,
-    has_aes_hardware,
+    FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig,
+    Suite, has_aes_hardware,
 };
 pub use session::{
     CallId, CloseReason, Config, DUP_ACK_THRESHOLD, Event, FEATURE_RESUME, FEATURE_ROUTING,

@@ -19,6 +19,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use aegis::aegis256::Aegis256;
 use bytes::{BufMut, Bytes, BytesMut};
 use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
@@ -35,6 +36,11 @@ pub const FEATURE_PSK: u64 = 2;
 /// hardware); when both sides set it, the suite is
 /// `Noise_XX(psk3)_25519_AESGCM_BLAKE2s`, else ChaChaPoly.
 pub const FEATURE_AESGCM: u64 = 4;
+/// Hello feature bit: this side can seal frames with AEGIS-256 (RFC 10032;
+/// it has AES in hardware). When both sides set it, frames are sealed with
+/// AEGIS-256 and the handshake is `Noise_XX(psk3)_25519_AESGCM_BLAKE2s`;
+/// it takes precedence over [`FEATURE_AESGCM`].
+pub const FEATURE_AEGIS: u64 = 32;
 /// First byte of every encrypted frame (never the first byte of a
 /// MessagePack packet).
 pub const SECURE_MARK: u8 = 0xC1;
@@ -62,6 +68,10 @@ pub enum Suite {
     ChaChaPoly,
     /// AES-256-GCM (when both sides have AES in hardware).
     AesGcm,
+    /// AEGIS-256 (RFC 10032) for the frames, after an AES-GCM handshake
+    /// (when both sides have AES in hardware and offer it): about twice
+    /// as fast as AES-256-GCM per byte on AES-NI without VAES.
+    Aegis256,
 }
 
 impl Suite {
@@ -69,38 +79,109 @@ impl Suite {
         match (self, psk) {
             (Suite::ChaChaPoly, false) => "Noise_XX_25519_ChaChaPoly_BLAKE2s",
             (Suite::ChaChaPoly, true) => "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s",
-            (Suite::AesGcm, false) => "Noise_XX_25519_AESGCM_BLAKE2s",
-            (Suite::AesGcm, true) => "Noise_XXpsk3_25519_AESGCM_BLAKE2s",
+            (Suite::AesGcm | Suite::Aegis256, false) => "Noise_XX_25519_AESGCM_BLAKE2s",
+            (Suite::AesGcm | Suite::Aegis256, true) => "Noise_XXpsk3_25519_AESGCM_BLAKE2s",
         }
     }
+}
 
-    fn key(self, raw: &[u8; 32]) -> LessSafeKey {
-        let alg = match self {
+/// A frame cipher and its key.
+// One per key direction, never moved on the hot path: the size gap between
+// ring's expanded key and AEGIS's raw key does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Cipher {
+    /// ChaCha20-Poly1305 or AES-256-GCM, through `ring`.
+    Ring(Suite, LessSafeKey),
+    /// AEGIS-256 with a 128-bit tag.
+    Aegis([u8; 32]),
+}
+
+impl Cipher {
+    fn new(suite: Suite, raw: &[u8; 32]) -> Self {
+        let alg = match suite {
             Suite::ChaChaPoly => &CHACHA20_POLY1305,
             Suite::AesGcm => &AES_256_GCM,
+            Suite::Aegis256 => return Cipher::Aegis(*raw),
         };
         // A 32-byte key is valid for both algorithms.
         match UnboundKey::new(alg, raw) {
-            Ok(k) => LessSafeKey::new(k),
+            Ok(k) => Cipher::Ring(suite, LessSafeKey::new(k)),
             Err(_) => unreachable_key(),
         }
     }
 
     /// The Noise nonce: 4 zero bytes, then `n` little-endian (ChaChaPoly)
     /// or big-endian (AESGCM).
-    fn nonce(self, n: u64) -> Nonce {
+    fn ring_nonce(suite: Suite, n: u64) -> Nonce {
         let mut nonce = [0u8; 12];
-        match self {
+        match suite {
             Suite::ChaChaPoly => nonce[4..].copy_from_slice(&n.to_le_bytes()),
-            Suite::AesGcm => nonce[4..].copy_from_slice(&n.to_be_bytes()),
+            _ => nonce[4..].copy_from_slice(&n.to_be_bytes()),
         }
         Nonce::assume_unique_for_key(nonce)
+    }
+
+    /// The AEGIS-256 nonce (32 bytes): 24 zero bytes, then `n` big-endian.
+    fn aegis_nonce(n: u64) -> [u8; 32] {
+        let mut nonce = [0u8; 32];
+        nonce[24..].copy_from_slice(&n.to_be_bytes());
+        nonce
+    }
+
+    /// Encrypt `body` in place under nonce `n`, authenticating `aad` too;
+    /// the tag.
+    fn seal(&self, n: u64, aad: &[u8], body: &mut [u8]) -> Option<[u8; TAG_LEN]> {
+        match self {
+            Cipher::Ring(suite, key) => {
+                let tag = key
+                    .seal_in_place_separate_tag(Self::ring_nonce(*suite, n), Aad::from(aad), body)
+                    .ok()?;
+                let mut out = [0u8; TAG_LEN];
+                out.copy_from_slice(tag.as_ref());
+                Some(out)
+            }
+            Cipher::Aegis(key) => Some(
+                Aegis256::<TAG_LEN>::new(key, &Self::aegis_nonce(n)).encrypt_in_place(body, aad),
+            ),
+        }
+    }
+
+    /// Open `sealed` (ciphertext ‖ tag) in place under nonce `n`, leaving
+    /// the plaintext; true if authentic.
+    fn open(&self, n: u64, aad: &[u8], sealed: &mut BytesMut) -> bool {
+        match self {
+            Cipher::Ring(suite, key) => {
+                match key.open_in_place(Self::ring_nonce(*suite, n), Aad::from(aad), sealed) {
+                    Ok(p) => {
+                        let len = p.len();
+                        sealed.truncate(len);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            Cipher::Aegis(key) => {
+                let Some(len) = sealed.len().checked_sub(TAG_LEN) else {
+                    return false;
+                };
+                let (body, tag) = sealed.split_at_mut(len);
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(tag);
+                let ok = Aegis256::<TAG_LEN>::new(key, &Self::aegis_nonce(n))
+                    .decrypt_in_place(body, &t, aad)
+                    .is_ok();
+                if ok {
+                    sealed.truncate(len);
+                }
+                ok
+            }
+        }
     }
 }
 
 #[allow(clippy::panic)]
 fn unreachable_key() -> ! {
-    // ring accepts every 32-byte key for both algorithms.
+    // ring accepts every 32-byte key for both of its algorithms used here.
     panic!("ring refused a 32-byte AEAD key")
 }
 
@@ -141,6 +222,9 @@ pub struct SecureConfig {
     /// Offer AES-256-GCM when this machine has AES in hardware (used when
     /// the peer offers it too); otherwise ChaCha20-Poly1305.
     pub offer_aes_gcm: bool,
+    /// Offer AEGIS-256 for the frames when this machine has AES in
+    /// hardware (used when the peer offers it too, before AES-256-GCM).
+    pub offer_aegis: bool,
 }
 
 impl fmt::Debug for SecureConfig {
@@ -152,6 +236,7 @@ impl fmt::Debug for SecureConfig {
             .field("rekey_after_bytes", &self.rekey_after_bytes)
             .field("rekey_after", &self.rekey_after)
             .field("offer_aes_gcm", &self.offer_aes_gcm)
+            .field("offer_aegis", &self.offer_aegis)
             .finish()
     }
 }
@@ -167,6 +252,7 @@ impl SecureConfig {
             rekey_after_bytes: 1 << 30,
             rekey_after: Duration::from_secs(600),
             offer_aes_gcm: true,
+            offer_aegis: true,
         }
     }
 
@@ -179,12 +265,18 @@ impl SecureConfig {
     /// The feature bits this configuration sets in the Hello.
     pub fn features(&self) -> u64 {
         let psk = if self.psk.is_some() { FEATURE_PSK } else { 0 };
-        let aes = if self.offer_aes_gcm && has_aes_hardware() {
+        let hw = has_aes_hardware();
+        let aes = if self.offer_aes_gcm && hw {
             FEATURE_AESGCM
         } else {
             0
         };
-        FEATURE_NOISE | psk | aes
+        let aegis = if self.offer_aegis && hw {
+            FEATURE_AEGIS
+        } else {
+            0
+        };
+        FEATURE_NOISE | psk | aes | aegis
     }
 }
 
@@ -231,20 +323,18 @@ impl fmt::Display for OpenError {
     }
 }
 
-/// Noise `REKEY(k)`: the first 32 bytes of `ENCRYPT(k, 2^64-1, "", zeros)`.
+/// Noise `REKEY(k)`: the first 32 bytes of `ENCRYPT(k, 2^64-1, "", zeros)`
+/// (for AEGIS-256 the same, with its nonce encoding).
 fn rekey(suite: Suite, key: &[u8; 32]) -> [u8; 32] {
     let mut next = [0u8; 32];
     // Sealing 32 bytes cannot fail.
-    let _ =
-        suite
-            .key(key)
-            .seal_in_place_separate_tag(suite.nonce(u64::MAX), Aad::empty(), &mut next);
+    let _ = Cipher::new(suite, key).seal(u64::MAX, &[], &mut next);
     next
 }
 
 struct TxKey {
     suite: Suite,
-    cipher: LessSafeKey,
+    cipher: Cipher,
     key: [u8; 32],
     epoch: u64,
     nonce: u64,
@@ -256,7 +346,7 @@ impl TxKey {
     fn new(suite: Suite, key: [u8; 32], now: Instant) -> Self {
         Self {
             suite,
-            cipher: suite.key(&key),
+            cipher: Cipher::new(suite, &key),
             key,
             epoch: 0,
             nonce: 0,
@@ -267,7 +357,7 @@ impl TxKey {
 
     fn roll(&mut self, now: Instant) {
         self.key = rekey(self.suite, &self.key);
-        self.cipher = self.suite.key(&self.key);
+        self.cipher = Cipher::new(self.suite, &self.key);
         self.epoch += 1;
         self.nonce = 0;
         self.bytes = 0;
@@ -330,7 +420,7 @@ impl ReplayWindow {
 
 struct RxKey {
     suite: Suite,
-    cipher: LessSafeKey,
+    cipher: Cipher,
     key: [u8; 32],
     epoch: u64,
     window: ReplayWindow,
@@ -340,7 +430,7 @@ impl RxKey {
     fn new(suite: Suite, key: [u8; 32], epoch: u64) -> Self {
         Self {
             suite,
-            cipher: suite.key(&key),
+            cipher: Cipher::new(suite, &key),
             key,
             epoch,
             window: ReplayWindow::new(),
@@ -353,17 +443,7 @@ impl RxKey {
 
     /// Open `sealed` (ciphertext ‖ tag) in place; true if authentic.
     fn open(&self, header: &[u8], nonce: u64, sealed: &mut BytesMut) -> bool {
-        let n = self
-            .cipher
-            .open_in_place(self.suite.nonce(nonce), Aad::from(header), sealed)
-            .map(|p| p.len());
-        match n {
-            Ok(n) => {
-                sealed.truncate(n);
-                true
-            }
-            Err(_) => false,
-        }
+        self.cipher.open(nonce, header, sealed)
     }
 }
 
@@ -621,11 +701,8 @@ impl Secure {
         buf.extend_from_slice(head);
         buf.extend_from_slice(tail);
         let (header, body) = buf[prefix..].split_at_mut(HEADER);
-        let tag = tx
-            .cipher
-            .seal_in_place_separate_tag(tx.suite.nonce(tx.nonce), Aad::from(&*header), body)
-            .ok()?;
-        buf.extend_from_slice(tag.as_ref());
+        let tag = tx.cipher.seal(tx.nonce, header, body)?;
+        buf.extend_from_slice(&tag);
         tx.nonce += 1;
         tx.bytes += len as u64;
         Some(buf)
@@ -790,11 +867,12 @@ mod tests {
     #[test]
     fn rekey_is_deterministic_and_changes_the_key() {
         let k = [7u8; 32];
-        for suite in [Suite::ChaChaPoly, Suite::AesGcm] {
+        for suite in [Suite::ChaChaPoly, Suite::AesGcm, Suite::Aegis256] {
             assert_eq!(rekey(suite, &k), rekey(suite, &k));
             assert_ne!(rekey(suite, &k), k);
         }
         assert_ne!(rekey(Suite::ChaChaPoly, &k), rekey(Suite::AesGcm, &k));
+        assert_ne!(rekey(Suite::AesGcm, &k), rekey(Suite::Aegis256, &k));
     }
 
     #[test]
@@ -806,11 +884,8 @@ mod tests {
         let key: [u8; 32] = std::array::from_fn(|i| 0x80 + i as u8);
         let k = RxKey::new(Suite::ChaChaPoly, key, 0);
         let mut buf = BytesMut::from(&b"hello"[..]);
-        let tag = k
-            .cipher
-            .seal_in_place_separate_tag(Suite::ChaChaPoly.nonce(5), Aad::from(b"h"), &mut buf)
-            .unwrap();
-        buf.extend_from_slice(tag.as_ref());
+        let tag = k.cipher.seal(5, b"h", &mut buf).unwrap();
+        buf.extend_from_slice(&tag);
         let mut good = buf.clone();
         assert!(k.open(b"h", 5, &mut good));
         assert_eq!(&good[..], b"hello");
@@ -819,5 +894,57 @@ mod tests {
         assert!(!k.open(b"h", 5, &mut bad));
         let mut wrong_nonce = buf;
         assert!(!k.open(b"h", 6, &mut wrong_nonce));
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn aegis_256_matches_rfc_10032_test_vector_3() {
+        // RFC 10032 (AEGIS), AEGIS-256 test vector 3 (128-bit tag): pins
+        // the algorithm the `aegis` crate implements, so an upgrade that
+        // changed it would fail here rather than between two nodes.
+        let key: [u8; 32] = hex("1001000000000000000000000000000000000000000000000000000000000000")
+            .try_into()
+            .unwrap();
+        let nonce: [u8; 32] =
+            hex("1000020000000000000000000000000000000000000000000000000000000000")
+                .try_into()
+                .unwrap();
+        let ad = hex("0001020304050607");
+        let mut msg = hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+        let tag = Aegis256::<TAG_LEN>::new(&key, &nonce).encrypt_in_place(&mut msg, &ad);
+        assert_eq!(
+            msg,
+            hex("f373079ed84b2709faee373584585d60accd191db310ef5d8b11833df9dec711")
+        );
+        assert_eq!(tag.to_vec(), hex("8d86f91ee606e9ff26a01b64ccbdd91d"));
+    }
+
+    #[test]
+    fn aegis_frames_round_trip_and_reject_tampering() {
+        let k = RxKey::new(Suite::Aegis256, [3u8; 32], 0);
+        let mut buf = BytesMut::from(&vec![5u8; 70_000][..]);
+        let tag = k.cipher.seal(9, b"hdr", &mut buf).unwrap();
+        assert_ne!(&buf[..16], &[5u8; 16], "encrypted");
+        buf.extend_from_slice(&tag);
+        let mut good = buf.clone();
+        assert!(k.open(b"hdr", 9, &mut good));
+        assert_eq!(&good[..], &vec![5u8; 70_000][..]);
+        for (what, mut bad, aad, n) in [
+            ("flipped bit", buf.clone(), &b"hdr"[..], 9),
+            ("other header", buf.clone(), &b"hdR"[..], 9),
+            ("other nonce", buf.clone(), &b"hdr"[..], 10),
+            ("too short", BytesMut::from(&buf[..10]), &b"hdr"[..], 9),
+        ] {
+            if what == "flipped bit" {
+                bad[100] ^= 1;
+            }
+            assert!(!k.open(aad, n, &mut bad), "{what}");
+        }
     }
 }

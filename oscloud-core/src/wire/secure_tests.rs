@@ -122,6 +122,8 @@ fn the_cipher_is_aes_gcm_only_when_both_offer_it() {
         let (mut sa, mut sb) = mutual();
         sa.offer_aes_gcm = oa;
         sb.offer_aes_gcm = ob;
+        sa.offer_aegis = false;
+        sb.offer_aegis = false;
         let mut p = pair(
             FramingKind::LossyStream,
             Some(sa),
@@ -139,6 +141,50 @@ fn the_cipher_is_aes_gcm_only_when_both_offer_it() {
         assert_eq!(p.b.cipher_suite(), Some(want));
         p.a.cast("x", Bytes::from_static(b"both ways")).unwrap();
         assert!(p.run(100, |p| casts(&p.b_events).len() == 1));
+    }
+}
+
+#[test]
+fn aegis_is_used_only_when_both_offer_it_and_carries_everything() {
+    // (a offers AEGIS, b offers AEGIS, a offers AES-GCM, b offers AES-GCM)
+    for (ea, eb, ga, gb) in [
+        (true, true, true, true),
+        (true, false, true, true),
+        (false, true, true, true),
+        (true, true, false, false),
+        (true, false, false, true),
+    ] {
+        let (mut sa, mut sb) = mutual();
+        (sa.offer_aegis, sb.offer_aegis) = (ea, eb);
+        (sa.offer_aes_gcm, sb.offer_aes_gcm) = (ga, gb);
+        let mut p = pair(
+            FramingKind::ReliableStream,
+            Some(sa),
+            Some(sb),
+            Damage::none(),
+            1,
+        );
+        assert!(p.run(100, |p| p.a.is_connected() && p.b.is_connected()));
+        let want = if !has_aes_hardware() {
+            Suite::ChaChaPoly
+        } else if ea && eb {
+            Suite::Aegis256
+        } else if ga && gb {
+            Suite::AesGcm
+        } else {
+            Suite::ChaChaPoly
+        };
+        assert_eq!(p.a.cipher_suite(), Some(want), "{ea} {eb} {ga} {gb}");
+        assert_eq!(p.b.cipher_suite(), Some(want));
+        p.a.cast("x", Bytes::from_static(b"both ways")).unwrap();
+        let pipe = p.b.open_pipe("sink", "in").unwrap();
+        p.b.pipe_send(pipe, Bytes::from(vec![7u8; 60_000])).unwrap();
+        assert!(p.run(1000, |p| {
+            casts(&p.b_events).len() == 1
+                && p.a_events
+                    .iter()
+                    .any(|e| matches!(e, Event::PipeData { bytes, .. } if bytes.len() == 60_000))
+        }));
     }
 }
 

@@ -13,8 +13,8 @@ use super::packet::{
     Resume, RouteInfo, VERSION, to_vec,
 };
 use super::secure::{
-    FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK, SECURE_OVERHEAD,
-    Secure, SecureConfig, Suite,
+    FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK,
+    SECURE_OVERHEAD, Secure, SecureConfig, Suite,
 };
 use crate::identity::PublicKey;
 use crate::{Error, ExitReason, NodeId};
@@ -1821,7 +1821,10 @@ impl Session {
             }
         };
         let initiator = self.local.session_id < h.session_id;
-        let suite = if self.local.features & h.features & FEATURE_AESGCM != 0 {
+        let both = self.local.features & h.features;
+        let suite = if both & FEATURE_AEGIS != 0 {
+            Suite::Aegis256
+        } else if both & FEATURE_AESGCM != 0 {
             Suite::AesGcm
         } else {
             Suite::ChaChaPoly
