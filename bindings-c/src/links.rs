@@ -131,7 +131,12 @@ impl From<&LinkStatus> for OscloudLink {
             peer: fixed(&l.peer.map(|p| p.to_string()).unwrap_or_default()),
             local: fixed(&l.local),
             remote: fixed(&l.remote),
-            dialed: fixed(&l.dialed.as_ref().map(ToString::to_string).unwrap_or_default()),
+            dialed: fixed(
+                &l.dialed
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
             stats: OscloudLinkStats::from(&l.stats),
         }
     }
@@ -285,8 +290,7 @@ pub unsafe extern "C" fn oscloud_node_routes(
     guard(|| {
         // SAFETY: per the contract.
         let node = unsafe { node_arg(node) }?;
-        let routes: Vec<OscloudRoute> =
-            node.node.routes().iter().map(OscloudRoute::from).collect();
+        let routes: Vec<OscloudRoute> = node.node.routes().iter().map(OscloudRoute::from).collect();
         // SAFETY: per the contract.
         unsafe { copy_out(&routes, out, cap, len, "route") }
     })
@@ -318,7 +322,11 @@ mod tests {
     use super::*;
 
     fn text<const N: usize>(a: &[c_char; N]) -> String {
-        let bytes: Vec<u8> = a.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        let bytes: Vec<u8> = a
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
         String::from_utf8(bytes).expect("fixed() keeps UTF-8 whole")
     }
 

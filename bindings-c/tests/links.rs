@@ -237,7 +237,11 @@ fn two_nodes_over_tcp_see_their_link_and_its_counters_move() {
         OSCLOUD_ERR_INVALID
     );
     assert_eq!(len, 1);
-    assert!(last_error().contains("room for 0 links"), "{}", last_error());
+    assert!(
+        last_error().contains("room for 0 links"),
+        "{}",
+        last_error()
+    );
 
     let (bl, al) = (b.links(), a.links());
     assert_eq!((bl.len(), al.len()), (1, 1));
