@@ -243,10 +243,14 @@ fn two_nodes_over_tcp_see_their_link_and_its_counters_move() {
         last_error()
     );
 
-    let (bl, al) = (b.links(), a.links());
-    assert_eq!((bl.len(), al.len()), (1, 1));
-    let (bl, al) = (bl[0], al[0]);
-    assert!(bl.connected && al.connected);
+    // The accepting side marks its link up (and learns the peer) just
+    // after the handshake, which may be after b already sees a's servers.
+    let up = |n: &Node| {
+        let l = n.links();
+        l.len() == 1 && l[0].connected && l[0].peer[0] != 0
+    };
+    wait_until("both ends show the link up", || up(&a) && up(&b));
+    let (bl, al) = (b.links()[0], a.links()[0]);
     assert_eq!(text(&bl.peer), a.id());
     assert_eq!(text(&al.peer), b.id());
     assert_eq!(text(&bl.dialed), at);

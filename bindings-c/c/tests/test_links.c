@@ -51,6 +51,17 @@ static bool counters_moved(const oscloud_node_t *node,
              before->stats.payload_bytes_received + 10;
 }
 
+/* Whether `node` has `want` links, each up with its peer known (the
+ * accepting side marks a link up just after the handshake: poll). */
+static bool links_up(const oscloud_node_t *node, size_t want) {
+  oscloud_link_t links[4];
+  size_t n = 0;
+  if (oscloud_node_links(node, links, 4, &n) != OSCLOUD_OK || n != want) return false;
+  for (size_t i = 0; i < n; i++)
+    if (!links[i].connected || links[i].peer[0] == '\0') return false;
+  return true;
+}
+
 int main(void) {
   char dir[] = "/tmp/osc-c-links.XXXXXX";
   if (mkdtemp(dir) == NULL) {
@@ -99,6 +110,9 @@ int main(void) {
   CHECK_RC(oscloud_node_connect(a, b_at, 5000), OSCLOUD_OK);
   CHECK_RC(oscloud_node_wait_for(a, "upper", 5000), OSCLOUD_OK);
   CHECK_RC(oscloud_node_wait_for(a, "near", 5000), OSCLOUD_OK);
+
+  WAIT_UNTIL(links_up(a, 1) && links_up(b, 2) && links_up(c, 1), 5000);
+  CHECK(links_up(a, 1) && links_up(b, 2) && links_up(c, 1));
 
   /* a's one link: to b, dialled by a, up. */
   oscloud_link_t links[4];
