@@ -1,7 +1,8 @@
 """What a node shows about its links and routes: Python nodes linked over
 real sockets (TCP and Unix), their links with the peer and counters that
 move, routes to a far server through a middle node (and the best of two),
-and closing a link from either side. Waits poll with a deadline."""
+closing a link from either side, and a route through a Rust node (the
+workspace's oscloud-testnode process). Waits poll with a deadline."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, AsyncIterator, Callable, List, Tuple
 import pytest
 
 import oscloud
-from conftest import DEADLINE, next_event
+from conftest import DEADLINE, RustNode, next_event, start_rust_node
 
 STATS = {
     "frames_sent",
@@ -215,6 +216,47 @@ async def test_routes_through_a_middle_node(tmp_sock_dir: str) -> None:
         await until("a routes to far through b again", lambda: far_routes() == want)
         await until("the direct link is gone", lambda: [l.id for l in a.links()] == [to_b.id])
         assert await ref.call("via b") == "far got via b"
+    finally:
+        for n in reversed(nodes):
+            await n.stop()
+
+
+async def test_routes_through_a_rust_node(tmp_sock_dir: str, rust_nodes: List[RustNode]) -> None:
+    """Python a -- Rust testnode over a Unix socket -- Python c over TCP: a
+    reaches c's server through the Rust node, and both sides agree on the
+    route."""
+    nodes: List[oscloud.Node] = []
+    try:
+        c = await oscloud.Node.start(listen=["tcp://127.0.0.1:0"])
+        nodes.append(c)
+
+        @c.server("py-far")
+        async def py_far(message: str) -> str:
+            return f"python far got {message}"
+
+        rs = await start_rust_node("mid", listen=[f"unix://{tmp_sock_dir}/mid.sock"], connect=c.addresses)
+        rust_nodes.append(rs)
+        a = await oscloud.Node.start(connect=rs.listening)
+        nodes.append(a)
+        ref = await a.lookup("py-far", wait=DEADLINE)
+        assert await ref.call("hi") == "python far got hi"
+        await a.lookup("upper-mid", wait=DEADLINE)
+
+        (link,) = a.links()
+        assert link.peer is not None
+        mid = link.peer
+        got = {r.name: (r.node, r.path, r.cost, r.link, r.best) for r in a.routes()}
+        assert got["py-far"] == (c.id, [c.id, mid], 2, link.id, True)
+        assert got["upper-mid"] == (mid, [mid], 1, link.id, True)
+        # The Rust node's own view: c's server one hop away.
+        assert await rs.command("route py-far", "route py-far") == "route py-far hops 1 cost 1"
+        # The counters of a's link to the Rust node show the call.
+
+        def counted() -> bool:
+            s = a.links()[0].stats
+            return s["payload_bytes_sent"] > 0 and s["payload_bytes_received"] > 0
+
+        await until("a's link counts the call", counted)
     finally:
         for n in reversed(nodes):
             await n.stop()
