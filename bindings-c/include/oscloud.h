@@ -62,7 +62,8 @@
 // A link could not be made (refused, unreachable, address in use, I/O).
 #define OSCLOUD_ERR_LINK -4
 
-// No server is registered under that name.
+// No server is registered under that name (or, for
+// `oscloud_node_close_link`, the node has no link with that id).
 #define OSCLOUD_ERR_NOT_FOUND -5
 
 // The operation did not complete in time.
@@ -92,6 +93,17 @@
 
 // Any other failure; see `oscloud_last_error()`.
 #define OSCLOUD_ERR_OTHER -99
+
+// Bytes of a node id field: 32 hex digits and a NUL.
+#define OSCLOUD_NODE_ID_SIZE 33
+
+// Bytes of an address field (`local`, `remote`, `dialed`), NUL included.
+// Longer text is cut, on a UTF-8 character boundary, to fit.
+#define OSCLOUD_ADDRESS_SIZE 256
+
+// Bytes of a server name field, NUL included: every valid name (at most
+// 255 bytes) fits.
+#define OSCLOUD_NAME_SIZE 256
 
 // A server was registered.
 #define OSCLOUD_EVENT_ADDED 1
@@ -131,6 +143,97 @@ typedef struct {
   // How many bytes.
   size_t len;
 } oscloud_bytes_t;
+
+// The wire counters of one link (Rust's `oscloud_core::wire::Stats`),
+// counted since the link's session started.
+typedef struct {
+  // Packets sent (first sends and retransmissions).
+  uint64_t frames_sent;
+  // Intact packets received.
+  uint64_t frames_received;
+  // Bytes written to the link.
+  uint64_t bytes_sent;
+  // Bytes read from the link.
+  uint64_t bytes_received;
+  // Application payload bytes sent (casts, calls, replies, pipe frames).
+  uint64_t payload_bytes_sent;
+  // Application payload bytes delivered.
+  uint64_t payload_bytes_received;
+  // Data packets sent again (after a timeout or a fast retransmit).
+  uint64_t retransmissions;
+  // Of those, packets sent again at once because duplicate
+  // acknowledgements showed them lost (lossy links).
+  uint64_t fast_retransmits;
+  // Retransmission timeouts that expired with data unacknowledged.
+  uint64_t timeouts;
+  // Data packets received again (dropped).
+  uint64_t duplicates;
+  // Data packets received ahead of a gap (buffered).
+  uint64_t out_of_order;
+  // Packets dropped before the handshake or beyond the receive window.
+  uint64_t dropped;
+  // Frames dropped for a bad CRC (lossy links).
+  uint64_t crc_failures;
+  // Frames dropped as malformed by the framing.
+  uint64_t framing_failures;
+  // Packets that did not decode (each one closes the session).
+  uint64_t decode_failures;
+  // Encrypted frames that failed authentication.
+  uint64_t auth_failures;
+  // Encrypted frames rejected as replays.
+  uint64_t replays;
+  // Times the link was lost and the session kept for resumption.
+  uint64_t detaches;
+  // Times the session resumed on a new link.
+  uint64_t resumes;
+} oscloud_link_stats_t;
+
+// One link of a node, as `oscloud_node_links` copies it out. Plain data:
+// every text field is NUL-terminated, nothing needs freeing.
+typedef struct {
+  // A number for the link, unique within the node (what
+  // `oscloud_node_close_link` and `oscloud_route_t.link` use).
+  uint64_t id;
+  // Whether the session is up now.
+  bool connected;
+  // How many times the link was dialled again after it went down.
+  uint64_t reconnects;
+  // The peer's node id (32 hex digits); empty before the handshake.
+  char peer[OSCLOUD_NODE_ID_SIZE];
+  // The local side, as the transport describes it.
+  char local[OSCLOUD_ADDRESS_SIZE];
+  // The remote side, as the transport describes it.
+  char remote[OSCLOUD_ADDRESS_SIZE];
+  // The address this node dials for the link; empty if the peer dialled
+  // it (the link was accepted).
+  char dialed[OSCLOUD_ADDRESS_SIZE];
+  // The wire counters.
+  oscloud_link_stats_t stats;
+} oscloud_link_t;
+
+// One route from a node to a server of another node, as
+// `oscloud_node_routes` copies it out. A server reachable several ways has
+// one route per way; the one in use has `best` set.
+typedef struct {
+  // The server's name.
+  char name[OSCLOUD_NAME_SIZE];
+  // The id of the node the server lives on (32 hex digits).
+  char node[OSCLOUD_NODE_ID_SIZE];
+  // The id of the neighbour the route goes through (the first hop; the
+  // same as `node` for a neighbour's own server).
+  char via[OSCLOUD_NODE_ID_SIZE];
+  // Nodes on the path, the server's node included: 1 for a neighbour's
+  // own server, 2 through one forwarding node, ...
+  uint32_t hops;
+  // The total cost: the sum of the link costs along the path (1 per
+  // reliable stream link, 10 per serial or datagram link).
+  uint64_t cost;
+  // The id of this node's link the route goes through (see
+  // `oscloud_link_t.id`).
+  uint64_t link;
+  // Whether it is the route in use (the best one).
+  bool best;
+} oscloud_route_t;
 
 // How to make a node. Start from `oscloud_node_options_default()`.
 typedef struct {
@@ -285,6 +388,48 @@ const char *oscloud_strerror(int code);
 // is caught and this returns `OSCLOUD_ERR_PANIC`, with the panic message
 // as the last error. The library stays usable.
 int oscloud_debug_panic(void);
+
+// Copy every link of `node` now, in id order, into `out` (an array of
+// `cap` elements the caller owns) and their number into `*len`.
+//
+// Returns `OSCLOUD_OK` when they all fit, `OSCLOUD_ERR_INVALID` when
+// `cap` is too small: the first `cap` links are copied and `*len` says
+// how many there are, so call again with a larger array. `out` may be
+// NULL when `cap` is 0: `oscloud_node_links(node, NULL, 0, &n)` counts
+// the links (`OSCLOUD_OK` only if there are none).
+//
+// A link stays listed while it is dialled again after a drop
+// (`connected` false); one accepted from a peer leaves the list when it
+// ends.
+//
+// # Safety
+// `node` is a live node; `out` NULL or valid for writing `cap` elements;
+// `len` valid for writes.
+int oscloud_node_links(const oscloud_node_t *node, oscloud_link_t *out, size_t cap, size_t *len);
+
+// Copy every route `node` knows to the servers of other nodes (its
+// neighbours' own servers included, as one-hop routes) into `out` (an
+// array of `cap` elements the caller owns) and their number into `*len`:
+// sorted by server name, the route in use first.
+//
+// Returns `OSCLOUD_OK` when they all fit, `OSCLOUD_ERR_INVALID` when
+// `cap` is too small (the first `cap` routes are copied and `*len` is
+// the number of routes). `out` may be NULL when `cap` is 0.
+//
+// # Safety
+// `node` is a live node; `out` NULL or valid for writing `cap` elements;
+// `len` valid for writes.
+int oscloud_node_routes(const oscloud_node_t *node, oscloud_route_t *out, size_t cap, size_t *len);
+
+// Close the link `id` (an `oscloud_link_t.id`) for good: its session ends,
+// the routes through it are withdrawn (servers left with no route leave
+// the registry), and a link this node dialled is not dialled again (a
+// peer that dialled it may dial again). Returns at once; the link leaves `oscloud_node_links`
+// shortly after. `OSCLOUD_ERR_NOT_FOUND` if the node has no such link.
+//
+// # Safety
+// `node` is a live node.
+int oscloud_node_close_link(const oscloud_node_t *node, uint64_t id);
 
 // The default node options: every transport, 2 runtime threads.
 oscloud_node_options_t oscloud_node_options_default(void);

@@ -20,7 +20,8 @@ pub const OSCLOUD_ERR_INVALID: c_int = -2;
 pub const OSCLOUD_ERR_BAD_ADDRESS: c_int = -3;
 /// A link could not be made (refused, unreachable, address in use, I/O).
 pub const OSCLOUD_ERR_LINK: c_int = -4;
-/// No server is registered under that name.
+/// No server is registered under that name (or, for
+/// `oscloud_node_close_link`, the node has no link with that id).
 pub const OSCLOUD_ERR_NOT_FOUND: c_int = -5;
 /// The operation did not complete in time.
 pub const OSCLOUD_ERR_TIMEOUT: c_int = -6;
@@ -66,6 +67,9 @@ pub(crate) enum Error {
     /// A panic was caught.
     #[error("panic in liboscloud: {0}")]
     Panic(String),
+    /// No link has this id.
+    #[error("the node has no link {0}")]
+    NoSuchLink(u64),
 }
 
 impl Error {
@@ -77,6 +81,7 @@ impl Error {
             Error::Runtime(_) => OSCLOUD_ERR_OTHER,
             Error::Decode(_) => OSCLOUD_ERR_DECODE,
             Error::Panic(_) => OSCLOUD_ERR_PANIC,
+            Error::NoSuchLink(_) => OSCLOUD_ERR_NOT_FOUND,
             Error::Core(e) => match e {
                 CoreError::InvalidAddress { .. } | CoreError::UnknownScheme { .. } => {
                     OSCLOUD_ERR_BAD_ADDRESS
@@ -197,7 +202,7 @@ pub extern "C" fn oscloud_strerror(code: c_int) -> *const c_char {
         OSCLOUD_ERR_INVALID => c"invalid argument",
         OSCLOUD_ERR_BAD_ADDRESS => c"bad address",
         OSCLOUD_ERR_LINK => c"link failed",
-        OSCLOUD_ERR_NOT_FOUND => c"no such server",
+        OSCLOUD_ERR_NOT_FOUND => c"no such server (or link)",
         OSCLOUD_ERR_TIMEOUT => c"timed out",
         OSCLOUD_ERR_SERVER_STOPPED => c"server stopped",
         OSCLOUD_ERR_REMOTE => c"server answered with an error",

@@ -5,7 +5,8 @@
 //! checked by a test). With it a C program can run an oscloud node, link it
 //! to other nodes over `tcp://`, `unix://` or `mem://`, register servers
 //! whose casts, calls and pipes are answered by C callbacks, and call any
-//! server, local or remote, written in any language.
+//! server, local or remote, written in any language. It can also list the
+//! node's links (with their wire counters) and routes, and close a link.
 //!
 //! The C documentation (ownership rules, threads, error codes, payloads) is
 //! in the header and in `bindings-c/README.md`. In short:
@@ -52,6 +53,7 @@
 mod bytes;
 mod client;
 mod error;
+mod links;
 mod node;
 mod pipe;
 mod server;
@@ -60,6 +62,7 @@ mod watch;
 pub use bytes::*;
 pub use client::*;
 pub use error::*;
+pub use links::*;
 pub use node::*;
 pub use pipe::*;
 pub use server::*;

@@ -77,6 +77,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<node::PyEvent>()?;
     m.add_class::<node::PyWatch>()?;
     m.add_class::<node::PyLink>()?;
+    m.add_class::<node::PyRoute>()?;
     m.add_class::<server::PyCaller>()?;
     m.add_class::<pipe::PyPipe>()?;
     m.add_function(wrap_pyfunction!(node::keygen, m)?)?;

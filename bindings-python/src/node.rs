@@ -15,7 +15,7 @@ use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::wire::SecureConfig;
 use oscloud_core::{
     Capabilities, Entry, Error as CoreError, Kernel, LinkStatus, Node, NodeConfig, RegistryEvent,
-    Watch,
+    Route, Watch,
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
@@ -298,6 +298,25 @@ impl PyNode {
             .into_iter()
             .map(PyLink::from)
             .collect()
+    }
+
+    /// Every route this node knows to the servers of other nodes (its
+    /// neighbours' own servers included, as one-hop routes), sorted by
+    /// server name, the route in use first.
+    fn routes(&self) -> Vec<PyRoute> {
+        self.inner
+            .node
+            .routes()
+            .into_iter()
+            .map(PyRoute::from)
+            .collect()
+    }
+
+    /// Close the link `id` (a `Link.id`) for good: its session ends, the
+    /// routes through it are withdrawn, and a link this node dialled is not
+    /// dialled again. False if there is no such link.
+    fn close_link(&self, id: u64) -> bool {
+        self.inner.node.close_link(id)
     }
 
     /// The addresses this node listens at (as bound: a port `0` is
@@ -641,7 +660,8 @@ pub(crate) struct PyLink {
     /// `bytes_received`, `payload_bytes_sent`, `payload_bytes_received`,
     /// `retransmissions`, `fast_retransmits`, `timeouts`, `duplicates`,
     /// `out_of_order`, `dropped`, `crc_failures`, `framing_failures`,
-    /// `decode_failures`, `auth_failures`, `replays`.
+    /// `decode_failures`, `auth_failures`, `replays`, `detaches`,
+    /// `resumes`.
     stats: BTreeMap<String, u64>,
 }
 
@@ -666,6 +686,8 @@ impl From<LinkStatus> for PyLink {
             ("decode_failures", s.decode_failures),
             ("auth_failures", s.auth_failures),
             ("replays", s.replays),
+            ("detaches", s.detaches),
+            ("resumes", s.resumes),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -692,6 +714,53 @@ impl PyLink {
             self.local,
             self.remote,
             if self.connected { " (up)" } else { "" }
+        )
+    }
+}
+
+/// A route from a node to a server of another node (`oscloud.Route`).
+#[pyclass(name = "Route", module = "oscloud._native", frozen, get_all)]
+#[derive(Debug, Clone)]
+pub(crate) struct PyRoute {
+    /// The server's name.
+    name: String,
+    /// The id of the node the server lives on.
+    node: String,
+    /// The node ids between here and there: the server's node first, the
+    /// neighbour the route goes through last.
+    path: Vec<String>,
+    /// The total cost (the sum of the link costs along the path: 1 per
+    /// reliable stream link, 10 per serial or datagram link).
+    cost: u64,
+    /// The id of this node's link the route goes through (`Link.id`).
+    link: u64,
+    /// Whether it is the route in use (the best one).
+    best: bool,
+}
+
+impl From<Route> for PyRoute {
+    fn from(r: Route) -> Self {
+        Self {
+            name: r.name,
+            node: r.node.to_string(),
+            path: r.path.iter().map(ToString::to_string).collect(),
+            cost: r.cost,
+            link: r.link,
+            best: r.best,
+        }
+    }
+}
+
+#[pymethods]
+impl PyRoute {
+    fn __repr__(&self) -> String {
+        format!(
+            "<oscloud.Route {:?} on {} cost {} via link {}{}>",
+            self.name,
+            &self.node[..8.min(self.node.len())],
+            self.cost,
+            self.link,
+            if self.best { " (best)" } else { "" }
         )
     }
 }

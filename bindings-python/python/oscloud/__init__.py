@@ -51,6 +51,7 @@ from ._native import (
     Entry,
     Link,
     RegistryEvent,
+    Route,
     decode,
     encode,
     keygen,
@@ -83,6 +84,7 @@ __all__ = [
     "RegistryEvent",
     "Watch",
     "Link",
+    "Route",
     "Caller",
     "keygen",
     "node_settings",
@@ -352,6 +354,24 @@ class Node:
         reconnects, and the wire counters in ``stats`` (frames, bytes,
         retransmissions, ``auth_failures``, ``replays``, ...)."""
         return self._native.links()
+
+    def routes(self) -> List[Route]:
+        """Every route this node knows to the servers of other nodes (its
+        neighbours' own servers included, as one-hop routes), sorted by
+        server name, the route in use first: ``name``, ``node`` (where the
+        server lives), ``path`` (node ids, the server's node first, the
+        neighbour the route goes through last), ``cost``, ``link`` (a
+        :attr:`Link.id`) and ``best``."""
+        return self._native.routes()
+
+    def close_link(self, id: int) -> bool:
+        """Close the link ``id`` (a :attr:`Link.id`) for good: its session
+        ends, the routes through it are withdrawn (servers left with no
+        route leave the registry), and a link this node dialled is not
+        dialled again (a peer that dialled it may dial again). Returns at
+        once, False if there is no such link; the link leaves
+        :meth:`links` shortly after."""
+        return self._native.close_link(id)
 
     @property
     def addresses(self) -> List[str]:

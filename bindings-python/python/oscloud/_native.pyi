@@ -14,6 +14,7 @@ __all__ = [
     "Watch",
     "Pipe",
     "Link",
+    "Route",
     "Caller",
     "keygen",
     "node_settings",
@@ -67,6 +68,8 @@ class Node:
     def reload_allow_list(self) -> None: ...
     def allowed_keys(self) -> List[str]: ...
     def links(self) -> List[Link]: ...
+    def routes(self) -> List[Route]: ...
+    def close_link(self, id: int) -> bool: ...
     @property
     def addresses(self) -> List[str]: ...
     def listen(self, address: str) -> Awaitable[str]: ...
@@ -206,6 +209,31 @@ class Link:
     def reconnects(self) -> int: ...
     @property
     def stats(self) -> Dict[str, int]: ...
+
+@final
+class Route:
+    """A route from a node to a server of another node."""
+
+    @property
+    def name(self) -> str:
+        """The server's name."""
+    @property
+    def node(self) -> str:
+        """The id of the node the server lives on."""
+    @property
+    def path(self) -> List[str]:
+        """The node ids between here and there: the server's node first,
+        the neighbour the route goes through last."""
+    @property
+    def cost(self) -> int:
+        """The sum of the link costs along the path (1 per reliable stream
+        link, 10 per serial or datagram link)."""
+    @property
+    def link(self) -> int:
+        """The id of this node's link the route goes through (``Link.id``)."""
+    @property
+    def best(self) -> bool:
+        """Whether it is the route in use."""
 
 @final
 class Caller:

@@ -1,0 +1,262 @@
+"""What a node shows about its links and routes: Python nodes linked over
+real sockets (TCP and Unix), their links with the peer and counters that
+move, routes to a far server through a middle node (and the best of two),
+closing a link from either side, and a route through a Rust node (the
+workspace's oscloud-testnode process). Waits poll with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Callable, List, Tuple
+
+import pytest
+
+import oscloud
+from conftest import DEADLINE, RustNode, next_event, start_rust_node
+
+STATS = {
+    "frames_sent",
+    "frames_received",
+    "bytes_sent",
+    "bytes_received",
+    "payload_bytes_sent",
+    "payload_bytes_received",
+    "retransmissions",
+    "fast_retransmits",
+    "timeouts",
+    "duplicates",
+    "out_of_order",
+    "dropped",
+    "crc_failures",
+    "framing_failures",
+    "decode_failures",
+    "auth_failures",
+    "replays",
+    "detaches",
+    "resumes",
+}
+
+
+async def until(what: str, cond: Callable[[], bool], timeout: float = DEADLINE) -> None:
+    """Poll ``cond`` every 5 ms; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.005)
+
+
+async def until_up(*nodes: oscloud.Node) -> None:
+    """Until each node has one link, up, with its peer known: the accepting
+    side marks its link up just after the handshake, which may be after
+    the dialler already sees its servers."""
+
+    def up(n: oscloud.Node) -> bool:
+        links = n.links()
+        return len(links) == 1 and links[0].connected and links[0].peer is not None
+
+    await until("the links are up", lambda: all(up(n) for n in nodes))
+
+
+@pytest.fixture(params=["tcp", "unix"])
+async def pair(request: Any, tmp_sock_dir: str) -> AsyncIterator[Tuple[oscloud.Node, oscloud.Node]]:
+    """(a, b): b dialled a over a real socket; a serves ``echo``."""
+    addr = "tcp://127.0.0.1:0" if request.param == "tcp" else f"unix://{tmp_sock_dir}/a.sock"
+    a = await oscloud.Node.start(listen=[addr])
+
+    @a.server("echo")
+    async def echo(message: Any) -> Any:
+        return message
+
+    b = await oscloud.Node.start(connect=a.addresses)
+    try:
+        yield a, b
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_links_show_the_peer_and_bytes_moving(pair: Tuple[oscloud.Node, oscloud.Node]) -> None:
+    a, b = pair
+    ref = await b.lookup("echo", wait=DEADLINE)
+    await until_up(a, b)
+    (bl,) = b.links()
+    (al,) = a.links()
+    assert bl.peer == a.id and al.peer == b.id
+    assert bl.dialed == a.addresses[0] and al.dialed is None
+    assert bl.reconnects == 0
+    assert set(bl.stats) == STATS
+    assert bl.stats["frames_sent"] > 0 and bl.stats["bytes_received"] > 0
+    assert bl.stats["crc_failures"] == 0 and bl.stats["decode_failures"] == 0
+
+    payload = "x" * 1000
+    assert await ref.call(payload) == payload
+
+    def moved(now: oscloud.Link, before: oscloud.Link) -> bool:
+        s, t = now.stats, before.stats
+        return (
+            s["bytes_sent"] >= t["bytes_sent"] + 1000
+            and s["bytes_received"] >= t["bytes_received"] + 1000
+            and s["payload_bytes_sent"] >= t["payload_bytes_sent"] + 1000
+            and s["payload_bytes_received"] >= t["payload_bytes_received"] + 1000
+            and s["frames_sent"] > t["frames_sent"]
+        )
+
+    # Counters are updated as each link handles its events: poll.
+    await until("b's counters show the call", lambda: moved(b.links()[0], bl))
+    await until("a's counters show the call", lambda: moved(a.links()[0], al))
+    assert b.links()[0].id == bl.id
+
+    # b's one route: a's server, one hop, over b's link, in use.
+    (route,) = b.routes()
+    assert (route.name, route.node, route.path) == ("echo", a.id, [a.id])
+    assert (route.cost, route.link, route.best) == (1, bl.id, True)
+    assert "echo" in repr(route) and "best" in repr(route)
+    assert a.routes() == []
+
+
+async def test_close_link_drops_it(pair: Tuple[oscloud.Node, oscloud.Node]) -> None:
+    a, b = pair
+    await b.lookup("echo", wait=DEADLINE)
+    watch = b.watch()
+    (bl,) = b.links()
+    assert not b.close_link(bl.id + 1000)
+
+    # From the dialling side: for good.
+    assert b.close_link(bl.id)
+    ev = await next_event(watch, "echo", kind="removed")
+    assert ev.entry.node == a.id
+    await until("both ends dropped the link", lambda: b.links() == [] and a.links() == [])
+    assert b.peers() == [] and a.peers() == []
+    assert b.routes() == []
+    assert not b.close_link(bl.id)
+    with pytest.raises(oscloud.NotFound):
+        await b.lookup("echo")
+
+
+async def test_close_link_from_the_accepting_side_is_dialled_again(
+    pair: Tuple[oscloud.Node, oscloud.Node],
+) -> None:
+    a, b = pair
+    await b.lookup("echo", wait=DEADLINE)
+    await until_up(a, b)
+    (al,) = a.links()
+    (bl,) = b.links()
+    assert a.close_link(al.id)
+    # b dials again: a accepts a new link (a new id), b keeps its link's id
+    # and counts the reconnection.
+
+    def back() -> bool:
+        links_a, links_b = a.links(), b.links()
+        return (
+            len(links_a) == 1
+            and links_a[0].id != al.id
+            and links_a[0].connected
+            and len(links_b) == 1
+            and links_b[0].connected
+            and links_b[0].reconnects >= 1
+        )
+
+    await until("b dialled a again", back)
+    assert b.links()[0].id == bl.id
+    ref = await b.lookup("echo", wait=DEADLINE)
+    assert await ref.call("again") == "again"
+
+
+async def test_routes_through_a_middle_node(tmp_sock_dir: str) -> None:
+    """a -- b over a Unix socket, b -- c over TCP: a sees c's server through
+    b (cost 2); once a also links to c directly, the direct route (cost 1)
+    is the best and the one through b stays listed; closing the direct
+    link falls back to the route through b."""
+    nodes: List[oscloud.Node] = []
+    try:
+        c = await oscloud.Node.start(listen=["tcp://127.0.0.1:0"])
+        nodes.append(c)
+
+        @c.server("far")
+        async def far(message: str) -> str:
+            return f"far got {message}"
+
+        b = await oscloud.Node.start(listen=[f"unix://{tmp_sock_dir}/b.sock"], connect=c.addresses)
+        nodes.append(b)
+
+        @b.server("mid")
+        async def mid(message: str) -> str:
+            return message
+
+        a = await oscloud.Node.start(connect=b.addresses)
+        nodes.append(a)
+        ref = await a.lookup("far", wait=DEADLINE)
+        await a.lookup("mid", wait=DEADLINE)
+        assert await ref.call("hi") == "far got hi"
+
+        (to_b,) = a.links()
+        assert to_b.peer == b.id
+        routes = a.routes()
+        assert [(r.name, r.node, r.path, r.cost, r.link, r.best) for r in routes] == [
+            ("far", c.id, [c.id, b.id], 2, to_b.id, True),
+            ("mid", b.id, [b.id], 1, to_b.id, True),
+        ]
+
+        # A direct link to c: the better route, the one through b kept.
+        await a.connect(c.addresses[0])
+        (to_c,) = [l for l in a.links() if l.peer == c.id]
+
+        def far_routes() -> List[Tuple[List[str], int, int, bool]]:
+            return [(r.path, r.cost, r.link, r.best) for r in a.routes() if r.name == "far"]
+
+        want = [([c.id], 1, to_c.id, True), ([c.id, b.id], 2, to_b.id, False)]
+        await until("a has both routes to far", lambda: far_routes() == want)
+        assert await ref.call("direct") == "far got direct"
+
+        # Close the direct link: far is reached through b again.
+        assert a.close_link(to_c.id)
+        want = [([c.id, b.id], 2, to_b.id, True)]
+        await until("a routes to far through b again", lambda: far_routes() == want)
+        await until("the direct link is gone", lambda: [l.id for l in a.links()] == [to_b.id])
+        assert await ref.call("via b") == "far got via b"
+    finally:
+        for n in reversed(nodes):
+            await n.stop()
+
+
+async def test_routes_through_a_rust_node(tmp_sock_dir: str, rust_nodes: List[RustNode]) -> None:
+    """Python a -- Rust testnode over a Unix socket -- Python c over TCP: a
+    reaches c's server through the Rust node, and both sides agree on the
+    route."""
+    nodes: List[oscloud.Node] = []
+    try:
+        c = await oscloud.Node.start(listen=["tcp://127.0.0.1:0"])
+        nodes.append(c)
+
+        @c.server("py-far")
+        async def py_far(message: str) -> str:
+            return f"python far got {message}"
+
+        rs = await start_rust_node("mid", listen=[f"unix://{tmp_sock_dir}/mid.sock"], connect=c.addresses)
+        rust_nodes.append(rs)
+        a = await oscloud.Node.start(connect=rs.listening)
+        nodes.append(a)
+        ref = await a.lookup("py-far", wait=DEADLINE)
+        assert await ref.call("hi") == "python far got hi"
+        await a.lookup("upper-mid", wait=DEADLINE)
+
+        (link,) = a.links()
+        assert link.peer is not None
+        mid = link.peer
+        got = {r.name: (r.node, r.path, r.cost, r.link, r.best) for r in a.routes()}
+        assert got["py-far"] == (c.id, [c.id, mid], 2, link.id, True)
+        assert got["upper-mid"] == (mid, [mid], 1, link.id, True)
+        # The Rust node's own view: c's server one hop away.
+        assert await rs.command("route py-far", "route py-far") == "route py-far hops 1 cost 1"
+        # The counters of a's link to the Rust node show the call.
+
+        def counted() -> bool:
+            s = a.links()[0].stats
+            return s["payload_bytes_sent"] > 0 and s["payload_bytes_received"] > 0
+
+        await until("a's link counts the call", counted)
+    finally:
+        for n in reversed(nodes):
+            await n.stop()
