@@ -92,6 +92,7 @@ pub mod framing;
 pub mod fuzzing;
 mod packet;
 pub mod secure;
+mod send_queue;
 mod session;
 
 #[cfg(test)]
@@ -103,6 +104,8 @@ mod resume_tests;
 #[cfg(test)]
 mod secure_tests;
 #[cfg(test)]
+mod send_queue_tests;
+#[cfg(test)]
 mod tests;
 
 pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, SegmentFraming};
@@ -113,6 +116,7 @@ pub use secure::{
     FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig, Suite,
     has_aes_hardware,
 };
+pub use send_queue::MESSAGE_BURST;
 pub use session::{
     CallId, CloseReason, Config, DUP_ACK_THRESHOLD, Event, FEATURE_RESUME, FEATURE_ROUTING,
     LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
