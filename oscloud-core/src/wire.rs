@@ -23,6 +23,13 @@
 //! [`Session::pipe_consumed`], [`Session::close_pipe`]). The byte-level
 //! format is specified in `docs/PROTOCOL.md`.
 //!
+//! Messages overtake queued pipe data: casts, calls, replies, registry and
+//! pipe control wait in one queue, pipe data (with each pipe's end and
+//! close) in another, and the first goes first, with one pipe-data packet
+//! after every [`MESSAGE_BURST`] messages so pipes never starve. Each
+//! queue keeps its order; a message sent after a pipe write may arrive
+//! before that write's data (`docs/PROTOCOL.md` §7.1).
+//!
 //! # Driving a session
 //!
 //! A driver (a tokio task, an actor, a test loop) owns the session and the
