@@ -118,7 +118,11 @@ pub struct NodeConfig {
     /// receive window caps it too). A window's worth of line time must stay
     /// below `lossy_initial_rto`, or the sender re-sends packets that are
     /// merely still on their way: at 115 200 baud (about 11.5 KB/s), 8
-    /// packets of a 1 KiB pipe write take about 0.75 s. Default 8.
+    /// packets of a 1 KiB pipe write take about 0.75 s. It also bounds how
+    /// long a call waits behind a running pipe: calls overtake queued pipe
+    /// data but not the packets in flight (`docs/PROTOCOL.md` §7.1), so at
+    /// most a window of packets of up to `lossy_max_frame` bytes goes
+    /// first. Default 8.
     pub lossy_send_window: u32,
     /// First retransmission timeout on a lossy or datagram link (it doubles up to 4 s
     /// while nothing is acknowledged): the time a lost frame costs. Default
