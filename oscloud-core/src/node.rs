@@ -118,7 +118,11 @@ pub struct NodeConfig {
     /// receive window caps it too). A window's worth of line time must stay
     /// below `lossy_initial_rto`, or the sender re-sends packets that are
     /// merely still on their way: at 115 200 baud (about 11.5 KB/s), 8
-    /// packets of a 1 KiB pipe write take about 0.75 s. Default 8.
+    /// packets of a 1 KiB pipe write take about 0.75 s. It also bounds how
+    /// long a call waits behind a running pipe: calls overtake queued pipe
+    /// data but not the packets in flight (`docs/PROTOCOL.md` §7.1), so at
+    /// most a window of packets of up to `lossy_max_frame` bytes goes
+    /// first. Default 8.
     pub lossy_send_window: u32,
     /// First retransmission timeout on a lossy or datagram link (it doubles up to 4 s
     /// while nothing is acknowledged): the time a lost frame costs. Default
@@ -145,6 +149,13 @@ pub struct NodeConfig {
     /// than this are refused, and not forwarded when they would become
     /// longer. Default 8; at most [`wire::MAX_ROUTE_PATH`].
     pub max_hops: usize,
+    /// Test only (feature `test-knobs`): send everything on a link in the
+    /// order queued, so pipe data is never overtaken (the scheduling
+    /// before messages could overtake it, `docs/PROTOCOL.md` §7.1), to
+    /// measure against.
+    #[cfg(feature = "test-knobs")]
+    #[doc(hidden)]
+    pub fifo_send_queue: bool,
 }
 
 impl Default for NodeConfig {
@@ -162,6 +173,8 @@ impl Default for NodeConfig {
             max_queued: 16 * 1024 * 1024,
             resume_grace: Duration::ZERO,
             max_hops: 8,
+            #[cfg(feature = "test-knobs")]
+            fifo_send_queue: false,
         }
     }
 }
@@ -173,6 +186,10 @@ impl NodeConfig {
         c.idle_timeout = self.idle_timeout;
         c.pipe_window = self.pipe_window;
         c.resume_grace = (!self.resume_grace.is_zero()).then_some(self.resume_grace);
+        #[cfg(feature = "test-knobs")]
+        {
+            c.fifo_send_queue = self.fifo_send_queue;
+        }
         match framing {
             FramingKind::ReliableStream => c.max_frame = self.max_frame,
             // Datagram links (CAN, BLE) lose whole frames too, and have no

@@ -23,6 +23,13 @@
 //! [`Session::pipe_consumed`], [`Session::close_pipe`]). The byte-level
 //! format is specified in `docs/PROTOCOL.md`.
 //!
+//! Messages overtake queued pipe data: casts, calls, replies, registry and
+//! pipe control wait in one queue, pipe data (with each pipe's end and
+//! close) in another, and the first goes first, with one pipe-data packet
+//! after every [`MESSAGE_BURST`] messages so pipes never starve. Each
+//! queue keeps its order; a message sent after a pipe write may arrive
+//! before that write's data (`docs/PROTOCOL.md` §7.1).
+//!
 //! # Driving a session
 //!
 //! A driver (a tokio task, an actor, a test loop) owns the session and the
@@ -92,6 +99,7 @@ pub mod framing;
 pub mod fuzzing;
 mod packet;
 pub mod secure;
+mod send_queue;
 mod session;
 
 #[cfg(test)]
@@ -103,6 +111,8 @@ mod resume_tests;
 #[cfg(test)]
 mod secure_tests;
 #[cfg(test)]
+mod send_queue_tests;
+#[cfg(test)]
 mod tests;
 
 pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, SegmentFraming};
@@ -113,6 +123,7 @@ pub use secure::{
     FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig,
     Suite, has_aes_hardware,
 };
+pub use send_queue::MESSAGE_BURST;
 pub use session::{
     CallId, CloseReason, Config, DUP_ACK_THRESHOLD, Event, FEATURE_RESUME, FEATURE_ROUTING,
     LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,

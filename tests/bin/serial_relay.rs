@@ -10,6 +10,10 @@
 //! - `stats`: print `stats flips=F drops=D inserts=I ab=N ba=M` (bytes
 //!   forwarded each way);
 //! - `noise N`: one damage per N bytes on average from now on (0: none);
+//! - `baud N`: from now on carry at most N/10 bytes a second each way
+//!   (a UART at N baud, 8N1: ten bit times a byte), delivering bytes as
+//!   their line time passes, in pieces of at most 64 bytes (0: as fast as
+//!   the ptys go, the default); prints `ok`;
 //! - `unplug a|b MS`: remove that side's device (its slave sees a hang-up
 //!   and the symlink disappears), wait MS milliseconds, then plug a new
 //!   one in at the same symlink; prints `replugged`;
@@ -32,7 +36,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -106,6 +110,8 @@ struct Relay {
     mitm: [Mutex<Mitm>; 2],
     sides: [Side; 2],
     every: AtomicU64,
+    /// Line speed in baud (0: unlimited).
+    baud: AtomicU64,
     counters: Counters,
     quit: AtomicBool,
 }
@@ -190,6 +196,8 @@ fn forward(relay: Arc<Relay>, from: usize, seed: u64) {
     let mut pending = Vec::new();
     // Whether the last byte sent on was a frame delimiter.
     let mut at_boundary = true;
+    // When the (paced) line has carried everything written so far.
+    let mut line_free = Instant::now();
     while !relay.quit.load(Ordering::Relaxed) {
         let inject = {
             let mut m = relay.mitm[from].lock().unwrap_or_else(|e| e.into_inner());
@@ -259,7 +267,18 @@ fn forward(relay: Arc<Relay>, from: usize, seed: u64) {
         if let Some(&last) = out.last() {
             at_boundary = last == 0;
         }
-        write_all(&relay, to, &out);
+        let baud = relay.baud.load(Ordering::Relaxed);
+        if baud == 0 {
+            write_all(&relay, to, &out);
+            continue;
+        }
+        // A slow line: each piece arrives once its bits were on the wire.
+        for piece in out.chunks(64) {
+            let bits = piece.len() as f64 * 10.0;
+            line_free = line_free.max(Instant::now()) + Duration::from_secs_f64(bits / baud as f64);
+            std::thread::sleep(line_free.saturating_duration_since(Instant::now()));
+            write_all(&relay, to, piece);
+        }
     }
 }
 
@@ -299,6 +318,7 @@ fn main() -> Res<()> {
         mitm: [Mutex::default(), Mutex::default()],
         sides: [side(&args[0]), side(&args[1])],
         every: AtomicU64::new(every),
+        baud: AtomicU64::new(0),
         counters: Counters::default(),
         quit: AtomicBool::new(false),
     });
@@ -334,6 +354,10 @@ fn main() -> Res<()> {
             }
             ["noise", n] => {
                 relay.every.store(n.parse()?, Ordering::Relaxed);
+                writeln!(stdout, "ok")?;
+            }
+            ["baud", n] => {
+                relay.baud.store(n.parse()?, Ordering::Relaxed);
                 writeln!(stdout, "ok")?;
             }
             ["unplug", which, ms] => {

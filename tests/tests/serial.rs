@@ -255,6 +255,136 @@ async fn a_noisy_line_loses_nothing() {
     );
 }
 
+/// Round trips of calls made while a pipe saturates a 115 200 baud line.
+#[derive(Debug)]
+struct CallsUnderPipe {
+    /// Calls on the idle line first.
+    idle: Vec<Duration>,
+    /// Calls made while the pipe ran.
+    busy: Vec<Duration>,
+    /// Of those, calls whose reply came back before the peer had received
+    /// the pipe data queued ahead of them: they overtook it.
+    overtook: usize,
+    /// The transfer's time.
+    transfer: Duration,
+}
+
+/// `n` bytes from B to A's `collect` over a line the relay paces at
+/// 115 200 baud (the default lossy link settings: 2 KiB packets, 8 in
+/// flight), a 32 KiB pipe window, and calls one after another from B to
+/// A's `echo` while the pipe runs. `fifo`: the send order before messages
+/// could overtake pipe data (the test-only knob).
+async fn calls_under_a_pipe(fifo: bool, n: usize) -> CallsUnderPipe {
+    let mut relay = Relay::start(0, 11).await;
+    assert_eq!(relay.command("baud 115200").await, "ok");
+    let cfg = NodeConfig {
+        pipe_window: 32 * 1024,
+        keepalive: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(10),
+        lossy_initial_rto: NodeConfig::default().lossy_initial_rto,
+        fifo_send_queue: fifo,
+        ..config()
+    };
+    let (a, b, _reg, echo) = linked(&relay, cfg).await;
+    let call = |i: usize| {
+        let echo = echo.clone();
+        async move {
+            let msg = Bytes::from(format!("call {i}"));
+            let t = Instant::now();
+            let reply =
+                tokio::time::timeout(Duration::from_secs(30), echo.endpoint().call(msg.clone()))
+                    .await
+                    .expect("call answered in time")
+                    .unwrap();
+            assert_eq!(reply, msg);
+            t.elapsed()
+        }
+    };
+    let mut idle = Vec::new();
+    for i in 0..5 {
+        idle.push(call(i).await);
+    }
+    let (b2, echo2) = (b.clone(), echo.clone());
+    let transfer = tokio::spawn(async move { transfer(&b2, &echo2, n).await });
+    // Until the pipe has filled its window: 32 KiB queued at B.
+    let start = link(&b).stats.payload_bytes_sent;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while link(&b).stats.payload_bytes_sent < start + 32 * 1024 {
+        assert!(Instant::now() < deadline, "the pipe did not start");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (mut busy, mut overtook) = (Vec::new(), 0);
+    while !transfer.is_finished() {
+        assert!(Instant::now() < deadline, "the transfer did not end");
+        let queued = link(&b).stats.payload_bytes_sent;
+        let rtt = call(busy.len()).await;
+        if transfer.is_finished() {
+            break;
+        }
+        busy.push(rtt);
+        if link(&a).stats.payload_bytes_received < queued {
+            overtook += 1;
+        }
+    }
+    let took = transfer.await.unwrap();
+    show_link("a", &link(&a));
+    show_link("b", &link(&b));
+    CallsUnderPipe {
+        idle,
+        busy,
+        overtook,
+        transfer: took,
+    }
+}
+
+fn show_calls(what: &str, n: usize, r: &CallsUnderPipe) {
+    let ms = |v: &[Duration]| {
+        let mut v: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => "none".to_owned(),
+            k => format!(
+                "{} calls, min {:.0} / median {:.0} / max {:.0} ms",
+                k,
+                v[0],
+                v[k / 2],
+                v[k - 1]
+            ),
+        }
+    };
+    println!(
+        "{what}: idle line {}; while a {} KiB pipe ran ({:.1} s, {:.0} B/s) {}, {} overtook pipe data queued before them",
+        ms(&r.idle),
+        n / 1024,
+        r.transfer.as_secs_f64(),
+        n as f64 / r.transfer.as_secs_f64(),
+        ms(&r.busy),
+        r.overtook
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_overtakes_a_pipe_saturating_a_slow_line() {
+    let n = 96 * 1024;
+    let r = calls_under_a_pipe(false, n).await;
+    show_calls("messages ahead of pipe data", n, &r);
+    // Replies came back while the pipe ran, ahead of pipe data queued
+    // before their calls (order, not timing).
+    assert!(!r.busy.is_empty(), "no call completed while the pipe ran");
+    assert!(r.overtook > 0, "no call overtook queued pipe data: {r:?}");
+}
+
+/// The same with the old single send queue, for the figures in
+/// BENCHMARKS.md: `cargo test -p oscloud-tests --test serial -- --ignored
+/// --nocapture fifo`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: the old send order, for comparison"]
+async fn calls_wait_behind_a_pipe_with_one_fifo_send_queue() {
+    let n = 96 * 1024;
+    let r = calls_under_a_pipe(true, n).await;
+    show_calls("one FIFO send queue", n, &r);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplug_and_replug_heals_the_link() {
     let mut relay = Relay::start(0, 3).await;

@@ -473,3 +473,61 @@ proptest! {
         run_flaps_mixed(kind, seed, &flaps, mixed);
     }
 }
+
+#[test]
+fn queued_calls_still_overtake_queued_pipe_data_after_a_resumption() {
+    // A lossy link with a window of 4: the PipeOpen and three frames are in
+    // flight when the link is cut (and lost); a call and the pipe's close
+    // were queued behind 27 more frames. After the resumption the numbered
+    // packets go again first, in order, then the call, then the rest of
+    // the pipe and its close (`docs/PROTOCOL.md` §7.1).
+    let kind = FramingKind::LossyStream;
+    let mut c = config(kind);
+    c.send_window = 4;
+    let mut p = Pair::with_configs(c.clone(), c, Damage::none(), 3);
+    assert!(p.run(1000, |p| p.a.is_connected() && p.b.is_connected()));
+    p.a_events.clear();
+    p.b_events.clear();
+    let pipe = p.a.open_pipe("sink", "in").unwrap();
+    let frames: Vec<Bytes> = (0..30u8).map(|i| Bytes::from(vec![i; 300])).collect();
+    for f in &frames {
+        p.a.pipe_send(pipe, f.clone()).unwrap();
+    }
+    let now = p.now;
+    let in_flight = drain(&mut p.a, now);
+    assert!(!in_flight.is_empty());
+    let call = p.a.call("echo", Bytes::from_static(b"hi")).unwrap();
+    p.a.close_pipe(pipe, crate::ExitReason::Normal).unwrap();
+    flap(&mut p, 0, 0, true, kind);
+    let (mut got, mut before_call, mut closed_at, mut replied) = (Vec::new(), None, None, false);
+    assert!(p.run(10_000, |p| {
+        for ev in std::mem::take(&mut p.b_events) {
+            match ev {
+                Event::PipeData { id, bytes } => {
+                    p.b.pipe_consumed(id, bytes.len()).unwrap();
+                    got.push(bytes);
+                }
+                Event::Call { id, payload, .. } => {
+                    before_call = Some(got.len());
+                    p.b.reply(id, Ok(payload)).unwrap();
+                }
+                Event::PipeClosed { .. } => closed_at = Some(got.len()),
+                _ => {}
+            }
+        }
+        for ev in std::mem::take(&mut p.a_events) {
+            if let Event::Reply { id, result } = ev {
+                assert_eq!((id, result), (call, Ok(Bytes::from_static(b"hi"))));
+                replied = true;
+            }
+        }
+        replied && closed_at.is_some()
+    }));
+    assert_eq!(
+        before_call,
+        Some(3),
+        "only the frames numbered before the cut"
+    );
+    assert_eq!(got, frames, "every frame once, in order");
+    assert_eq!(closed_at, Some(frames.len()), "the close behind the data");
+}

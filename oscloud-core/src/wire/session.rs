@@ -16,6 +16,7 @@ use super::secure::{
     FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK,
     SECURE_OVERHEAD, Secure, SecureConfig, Suite,
 };
+use super::send_queue::SendQueue;
 use crate::identity::PublicKey;
 use crate::{Error, ExitReason, NodeId};
 
@@ -41,6 +42,17 @@ const RETAIN_MAX: usize = 1 << 16;
 /// its oldest unacknowledged packet at once, before the retransmission
 /// timeout (`docs/PROTOCOL.md` §7).
 pub const DUP_ACK_THRESHOLD: u32 = 3;
+
+/// Whether the test-only knob asks for one first-in, first-out send queue.
+#[cfg(any(test, feature = "test-knobs"))]
+fn fifo_send_queue(config: &Config) -> bool {
+    config.fifo_send_queue
+}
+
+#[cfg(not(any(test, feature = "test-knobs")))]
+fn fifo_send_queue(_config: &Config) -> bool {
+    false
+}
 
 /// Longest close message sent, in bytes, so a Close fits any frame.
 const MAX_CLOSE_TEXT: usize = 96;
@@ -101,6 +113,12 @@ pub struct Config {
     /// ends the session with its link. Unacknowledged packets are then
     /// kept on reliable streams too.
     pub resume_grace: Option<Duration>,
+    /// Test only: send everything in the order queued, pipe data included
+    /// (the scheduling before messages could overtake pipe data), to
+    /// measure against.
+    #[cfg(any(test, feature = "test-knobs"))]
+    #[doc(hidden)]
+    pub fifo_send_queue: bool,
 }
 
 impl Config {
@@ -122,6 +140,8 @@ impl Config {
             ack_delay: Duration::from_millis(10),
             reassembly_timeout: Duration::from_secs(1),
             resume_grace: None,
+            #[cfg(any(test, feature = "test-knobs"))]
+            fifo_send_queue: false,
         }
     }
 
@@ -491,8 +511,9 @@ pub struct Session {
     hello_confirmed: bool,
 
     // sending
-    /// Messages not yet sent; the flag marks those counted in `queued_app`.
-    queue: VecDeque<(Msg, bool)>,
+    /// Messages not yet sent (messages ahead of pipe data, see
+    /// [`SendQueue`]); the flag marks those counted in `queued_app`.
+    queue: SendQueue,
     queued_app: usize,
     queue_blocked: bool,
     next_seq: u64,
@@ -612,7 +633,7 @@ impl Session {
             send_hello: true,
             send_hello_ack: false,
             hello_confirmed: !lossy,
-            queue: VecDeque::new(),
+            queue: SendQueue::new(fifo_send_queue(&config)),
             queued_app: 0,
             queue_blocked: false,
             next_seq: 1,
@@ -1266,14 +1287,11 @@ impl Session {
         loop {
             let piece = rest.split_to(rest.len().min(chunk));
             let last = rest.is_empty();
-            self.queue.push_back((
-                Msg::PipeData {
-                    pipe: id.0,
-                    last,
-                    data: piece,
-                },
-                false,
-            ));
+            self.queue.push_pipe(Msg::PipeData {
+                pipe: id.0,
+                last,
+                data: piece,
+            });
             if last {
                 break;
             }
@@ -1322,7 +1340,7 @@ impl Session {
             };
         };
         if !std::mem::replace(&mut pipe.send_ended, true) {
-            self.queue.push_back((Msg::PipeEnd { pipe: id.0 }, false));
+            self.queue.push_pipe(Msg::PipeEnd { pipe: id.0 });
         }
         Ok(())
     }
@@ -1338,8 +1356,7 @@ impl Session {
                 Err(Error::WireUnknownPipe(id.0))
             };
         }
-        self.queue
-            .push_back((Msg::PipeClose { pipe: id.0, reason }, false));
+        self.queue.push_pipe(Msg::PipeClose { pipe: id.0, reason });
         Ok(())
     }
 
@@ -1396,7 +1413,7 @@ impl Session {
             return Err(Error::WireFrameTooLarge { len, max });
         }
         self.queued_app += 1;
-        self.queue.push_back((msg, true));
+        self.queue.push_message(msg, true);
         Ok(())
     }
 
@@ -1548,7 +1565,7 @@ impl Session {
             {
                 let bytes = std::mem::take(&mut pipe.grant);
                 self.queue
-                    .push_back((Msg::PipeCredit { pipe: id, bytes }, false));
+                    .push_message(Msg::PipeCredit { pipe: id, bytes }, false);
             }
         }
     }
@@ -1591,7 +1608,7 @@ impl Session {
         if (lossy || self.resumable) && self.in_flight.len() >= window {
             return None;
         }
-        let (msg, counted) = self.queue.pop_front()?;
+        let (msg, counted) = self.queue.pop()?;
         if counted {
             self.queued_app -= 1;
             if self.queue_blocked && self.queued_app < self.config.max_send_queue {
@@ -2267,8 +2284,10 @@ impl Session {
                 "too many pipes (at most {})",
                 self.config.max_pipes
             ));
+            // A refusal: nothing of this pipe is queued here, so it need
+            // not wait behind pipe data.
             self.queue
-                .push_back((Msg::PipeClose { pipe: id, reason }, false));
+                .push_message(Msg::PipeClose { pipe: id, reason }, false);
             return;
         }
         let credit = self.peer.as_ref().map_or(0, |p| u64::from(p.pipe_window));
