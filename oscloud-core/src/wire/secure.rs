@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use aegis::aegis256::Aegis256;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 
 use crate::NodeId;
@@ -131,18 +131,51 @@ impl Cipher {
     /// Encrypt `body` in place under nonce `n`, authenticating `aad` too;
     /// the tag.
     fn seal(&self, n: u64, aad: &[u8], body: &mut [u8]) -> Option<[u8; TAG_LEN]> {
+        self.seal_into(n, aad, &[], &[], body)
+    }
+
+    /// Encrypt `head ‖ tail` into `out` (exactly as long as both) under
+    /// nonce `n`, authenticating `aad` too; the tag. With both empty, `out`
+    /// is encrypted in place. AEGIS reads the plaintext where it is and
+    /// writes the ciphertext straight into `out`; ring's ciphers copy it
+    /// there first and encrypt in place.
+    fn seal_into(
+        &self,
+        n: u64,
+        aad: &[u8],
+        head: &[u8],
+        tail: &[u8],
+        out: &mut [u8],
+    ) -> Option<[u8; TAG_LEN]> {
+        let in_place = tail.is_empty() && head.is_empty();
+        if !in_place && out.len() != head.len() + tail.len() {
+            return None;
+        }
         match self {
             Cipher::Ring(suite, key) => {
+                if !in_place {
+                    let (h, t) = out.split_at_mut(head.len());
+                    h.copy_from_slice(head);
+                    t.copy_from_slice(tail);
+                }
                 let tag = key
-                    .seal_in_place_separate_tag(Self::ring_nonce(*suite, n), Aad::from(aad), body)
+                    .seal_in_place_separate_tag(Self::ring_nonce(*suite, n), Aad::from(aad), out)
                     .ok()?;
-                let mut out = [0u8; TAG_LEN];
-                out.copy_from_slice(tag.as_ref());
-                Some(out)
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(tag.as_ref());
+                Some(t)
             }
-            Cipher::Aegis(key) => Some(
-                Aegis256::<TAG_LEN>::new(key, &Self::aegis_nonce(n)).encrypt_in_place(body, aad),
-            ),
+            Cipher::Aegis(key) => {
+                let aegis = Aegis256::<TAG_LEN>::new(key, &Self::aegis_nonce(n));
+                if in_place {
+                    return Some(aegis.encrypt_in_place(out, aad));
+                }
+                let mut enc = aegis.encryptor(aad);
+                let (h, t) = out.split_at_mut(head.len());
+                enc.update(head, h);
+                enc.update(tail, t);
+                Some(enc.finalize())
+            }
         }
     }
 
@@ -694,22 +727,27 @@ impl Secure {
             tx.roll(now);
             tracing::debug!(epoch = tx.epoch, "wire session rolled its sending key");
         }
-        buf.put_bytes(0, prefix);
-        buf.put_u8(SECURE_MARK);
-        buf.put_u8(tx.epoch as u8);
-        buf.put_u32(tx.nonce as u32);
-        buf.extend_from_slice(head);
-        buf.extend_from_slice(tail);
-        let (header, body) = buf[prefix..].split_at_mut(HEADER);
-        let tag = tx.cipher.seal(tx.nonce, header, body)?;
-        buf.extend_from_slice(&tag);
+        // `buf` is `need` long already (zeros, or an earlier frame's bytes
+        // to overwrite): prefix, header, ciphertext, tag.
+        let body_at = prefix + HEADER;
+        buf[..prefix].fill(0);
+        buf[prefix] = SECURE_MARK;
+        buf[prefix + 1] = tx.epoch as u8;
+        buf[prefix + 2..body_at].copy_from_slice(&(tx.nonce as u32).to_be_bytes());
+        let (front, rest) = buf.split_at_mut(body_at);
+        let (body, tag_at) = rest.split_at_mut(len);
+        let tag = tx
+            .cipher
+            .seal_into(tx.nonce, &front[prefix..], head, tail, body)?;
+        tag_at.copy_from_slice(&tag);
         tx.nonce += 1;
         tx.bytes += len as u64;
         Some(buf)
     }
 
-    /// A buffer of at least `need` bytes: a recycled one whose frame the
-    /// link has written and dropped, or a new one.
+    /// A buffer of exactly `need` bytes: a recycled one whose frame the
+    /// link has written and dropped (still holding that frame's bytes, to
+    /// be overwritten), or new zeros.
     fn spare(&mut self, need: usize) -> BytesMut {
         if need >= RECYCLE_MIN
             && let Some(i) = self
@@ -717,13 +755,12 @@ impl Secure {
                 .iter()
                 .position(|b| b.is_unique() && b.len() >= need)
             && let Ok(mut buf) = self.recycled.swap_remove(i).try_into_mut()
+            && buf.len() >= need
         {
-            buf.clear();
-            if buf.capacity() >= need {
-                return buf;
-            }
+            buf.truncate(need);
+            return buf;
         }
-        BytesMut::with_capacity(need)
+        BytesMut::zeroed(need)
     }
 
     /// Keep a handle on a large frame just sent, to reuse its buffer once
