@@ -15,87 +15,26 @@
     missing_docs
 )]
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use oscloud_actors::{Context, PipeOutcome, Server, ServerError, ServerRef, async_trait, encode};
+use common::{
+    Bench, CALLS, Counters, FRAME, MESSAGES, PIPE_BYTES, Sample, cpu_time, median, median_n, msg64,
+    runs, used,
+};
+use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
 use oscloud_core::transport::Transports;
 use oscloud_core::wire::SecureConfig;
-use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, RegistryEvent};
+use oscloud_core::{Kernel, Node, NodeConfig, RegistryEvent};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::Notify;
-
-const PIPE_BYTES: usize = 256 << 20;
-const FRAME: usize = 64 * 1024;
-const MESSAGES: u64 = 200_000;
-const CALLS: u64 = 20_000;
-const RUNS: usize = 5;
-
-/// A 62-character string encodes to exactly 64 bytes of MessagePack.
-fn msg64() -> String {
-    "x".repeat(62)
-}
-
-#[derive(Default)]
-struct Counters {
-    bytes: AtomicU64,
-    casts: AtomicU64,
-    done: Notify,
-}
-
-struct Bench(Arc<Counters>);
-
-#[async_trait]
-impl Server for Bench {
-    type Request = String;
-    type Reply = String;
-    type State = ();
-
-    async fn init(&self, _ctx: &mut Context) -> Result<(), ServerError> {
-        Ok(())
-    }
-
-    async fn handle_cast(&self, _: &mut Context, _: &mut (), _: String) -> Result<(), ServerError> {
-        self.0.casts.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    async fn handle_call(
-        &self,
-        _: &mut Context,
-        _: &mut (),
-        m: String,
-    ) -> Result<String, ServerError> {
-        Ok(m)
-    }
-
-    async fn handle_pipe(
-        &self,
-        ctx: &mut Context,
-        _: &mut (),
-        _port: String,
-        end: PipeEnd,
-    ) -> Result<PipeOutcome, ServerError> {
-        let c = self.0.clone();
-        let (mut r, _) = end.split();
-        ctx.spawn(async move {
-            while let Some(f) = r.recv().await {
-                if c.bytes.fetch_add(f.len() as u64, Ordering::Relaxed) + f.len() as u64
-                    >= PIPE_BYTES as u64
-                {
-                    c.done.notify_one();
-                }
-            }
-        });
-        Ok(PipeOutcome::Accepted)
-    }
-}
 
 struct Pair {
     client: Kernel,
@@ -195,12 +134,11 @@ async fn node_pipe(p: &Pair) -> Duration {
         .unwrap();
     let frame = Bytes::from(vec![7u8; FRAME]);
     let start = Instant::now();
-    let done = p.counters.done.notified();
     let (_, w) = end.split();
     for _ in 0..PIPE_BYTES / FRAME {
         w.send(frame.clone()).await.unwrap();
     }
-    done.await;
+    p.counters.bytes_reach(PIPE_BYTES as u64).await;
     start.elapsed()
 }
 
@@ -312,39 +250,6 @@ async fn raw_ping_pong(unix: bool) -> Duration {
     t
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// CPU time (user + system) this process has used so far, and its context
-/// switches (voluntary and not: each is a thread going to sleep or being
-/// preempted, which is what task wake-ups across threads cost).
-fn cpu_time() -> (Duration, u64) {
-    // SAFETY: getrusage fills the struct it is given and nothing else.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    (
-        tv(u.ru_utime) + tv(u.ru_stime),
-        (u.ru_nvcsw + u.ru_nivcsw) as u64,
-    )
-}
-
-/// One side of a measure: median wall time, CPU time and context switches.
-#[derive(Default)]
-struct Sample {
-    wall: Duration,
-    cpu: Duration,
-    switches: u64,
-}
-
-/// What one run cost: CPU time and context switches since `before`.
-fn used(before: (Duration, u64)) -> (Duration, u64) {
-    let now = cpu_time();
-    (now.0 - before.0, now.1 - before.1)
-}
-
 /// Median times of `ours` and `raw`, run alternately `runs()` times each.
 fn measure<FA, FB>(
     rt: &tokio::runtime::Runtime,
@@ -380,10 +285,6 @@ where
             v.push(Duration::from_nanos(1));
         }
     }
-    let median_n = |mut v: Vec<u64>| {
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(0)
-    };
     (
         Sample {
             wall: median(a),
@@ -396,14 +297,6 @@ where
             switches: median_n(sb),
         },
     )
-}
-
-/// Runs per measure: `OSCLOUD_BENCH_RUNS`, default 5.
-fn runs() -> usize {
-    std::env::var("OSCLOUD_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(RUNS)
 }
 
 fn main() {

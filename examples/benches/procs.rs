@@ -1,0 +1,409 @@
+//! Two nodes in two processes linked by a real TCP or Unix socket, against
+//! raw tokio sockets between the same two processes, in the same run: the
+//! way oscloud is deployed (a node per process), where `node.rs` keeps both
+//! nodes in one process.
+//!
+//! `cargo bench -p oscloud-examples --bench procs`
+//!
+//! The bench starts itself again as the peer process (`OSCLOUD_PROCS_PEER`
+//! set): a node with the bench server, or a raw socket server. Measures:
+//!
+//! - pipe throughput: 64 KiB frames to the peer's sink server, timed until
+//!   a call (`until N`) says every byte arrived; raw: `write_all`, then the
+//!   peer answers one byte once it has read them all;
+//! - call round trip: sequential 64-byte calls; raw: a 64-byte ping-pong;
+//! - the same pipe encrypted against plaintext (issue 9's ratio, between
+//!   processes).
+//!
+//! CPU time is both processes' (this one by `getrusage`, the peer's from
+//! `/proc/PID/task/*/schedstat`).
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs
+)]
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{
+    Bench, CALLS, Counters, FRAME, PIPE_BYTES, cpu_time, median, mib_s, msg64, per_gib, row, runs,
+    used,
+};
+use oscloud_actors::{ServerRef, encode};
+use oscloud_core::identity::{AllowList, NodeKey};
+use oscloud_core::transport::Transports;
+use oscloud_core::wire::SecureConfig;
+use oscloud_core::{Kernel, Node, NodeConfig, RegistryEvent};
+use oscloud_transport_tcp::TcpTransport;
+use oscloud_transport_unix::UnixTransport;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// Both sides' keys, fixed (throwaway keys for a bench).
+const SECRET_PARENT: [u8; 32] = [11; 32];
+const SECRET_PEER: [u8; 32] = [22; 32];
+
+fn transports() -> Transports {
+    Transports::new()
+        .with(Arc::new(TcpTransport))
+        .with(Arc::new(UnixTransport))
+}
+
+/// A node on `kernel`, secured with `me` admitting `peer` when `secure`.
+fn node(kernel: Kernel, secure: bool, me: [u8; 32], peer: [u8; 32]) -> Node {
+    if secure {
+        let me = NodeKey::from_secret(me);
+        let peer = NodeKey::from_secret(peer);
+        let cfg = SecureConfig::new(me, AllowList::from_keys([peer.public()]));
+        Node::with_security(kernel, transports(), NodeConfig::default(), cfg).unwrap()
+    } else {
+        Node::with_config(kernel, transports(), NodeConfig::default())
+    }
+}
+
+fn kernel(secure: bool, me: [u8; 32]) -> Kernel {
+    if secure {
+        Kernel::with_node(NodeKey::from_secret(me).node_id())
+    } else {
+        Kernel::new()
+    }
+}
+
+/// The peer process: `node <addr> <plain|secure>` or `raw <addr>`. Prints
+/// the address it listens on, serves until its stdin closes.
+async fn peer(role: &str) {
+    let mut words = role.split(' ');
+    let (kind, addr, mode) = (
+        words.next().unwrap(),
+        words.next().unwrap(),
+        words.next().unwrap_or(""),
+    );
+    let stop = tokio::task::spawn_blocking(|| {
+        let mut s = String::new();
+        let _ = std::io::stdin().read_line(&mut s);
+    });
+    if kind == "node" {
+        let secure = mode == "secure";
+        let k = kernel(secure, SECRET_PEER);
+        oscloud_actors::start(&k, "bench", Bench(Arc::new(Counters::default())))
+            .await
+            .unwrap();
+        let n = node(k, secure, SECRET_PEER, SECRET_PARENT);
+        let at = n.listen(&addr.parse().unwrap()).await.unwrap();
+        println!("{at}");
+        std::io::stdout().flush().unwrap();
+        let _ = stop.await;
+        return;
+    }
+    // raw: each connection says what it wants in its first byte.
+    let serve = |mut s: Box<dyn Duplex>| async move {
+        let mut what = [0u8; 1];
+        s.read_exact(&mut what).await.unwrap();
+        if what[0] == b'P' {
+            let mut buf = vec![0u8; FRAME];
+            let mut got = 0;
+            while got < PIPE_BYTES {
+                got += s.read(&mut buf).await.unwrap();
+            }
+            s.write_all(b"k").await.unwrap();
+        } else {
+            let mut m = [0u8; 64];
+            for _ in 0..CALLS {
+                s.read_exact(&mut m).await.unwrap();
+                s.write_all(&m).await.unwrap();
+            }
+        }
+    };
+    if let Some(path) = addr.strip_prefix("unix://") {
+        let l = UnixListener::bind(path).unwrap();
+        println!("{addr}");
+        std::io::stdout().flush().unwrap();
+        let accept = async {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(serve(Box::new(s)));
+            }
+        };
+        tokio::select! { () = accept => {}, _ = stop => {} }
+    } else {
+        let l = TcpListener::bind(addr.trim_start_matches("tcp://"))
+            .await
+            .unwrap();
+        println!("tcp://{}", l.local_addr().unwrap());
+        std::io::stdout().flush().unwrap();
+        let accept = async {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                tokio::spawn(serve(Box::new(s)));
+            }
+        };
+        tokio::select! { () = accept => {}, _ = stop => {} }
+    }
+}
+
+trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// A peer process and the address it listens on.
+struct Peer {
+    child: Child,
+    addr: String,
+}
+
+impl Peer {
+    fn start(role: String) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("OSCLOUD_PROCS_PEER", role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            addr: line.trim().to_owned(),
+        }
+    }
+
+    /// CPU time the peer process has used so far (every thread's).
+    fn cpu(&self) -> Duration {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let mut ns = 0u64;
+        for t in std::fs::read_dir(dir).unwrap().flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Duration::from_nanos(ns)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A node in this process linked to a node peer; its bench server's ref.
+struct Linked {
+    _node: Node,
+    server: ServerRef,
+    /// Pipe bytes sent to the peer so far (its counter is cumulative).
+    sent: std::cell::Cell<u64>,
+}
+
+async fn link_node(peer: &Peer, secure: bool) -> Linked {
+    let k = kernel(secure, SECRET_PARENT);
+    let n = node(k.clone(), secure, SECRET_PARENT, SECRET_PEER);
+    let mut watch = k.registry().watch();
+    n.connect(&peer.addr.parse().unwrap()).await.unwrap();
+    while let Some(ev) = watch.next().await {
+        if matches!(&ev, RegistryEvent::Added(e) if e.name() == "bench") {
+            break;
+        }
+    }
+    Linked {
+        _node: n,
+        server: ServerRef::new(&k, "bench"),
+        sent: std::cell::Cell::new(0),
+    }
+}
+
+async fn node_pipe(l: &Linked) -> Duration {
+    let end = l.server.open_pipe("in").await.unwrap();
+    let frame = Bytes::from(vec![7u8; FRAME]);
+    let start = Instant::now();
+    let (_, w) = end.split();
+    for _ in 0..PIPE_BYTES / FRAME {
+        w.send(frame.clone()).await.unwrap();
+    }
+    l.sent.set(l.sent.get() + PIPE_BYTES as u64);
+    let until = encode(&format!("until {}", l.sent.get())).unwrap();
+    l.server.call(until, Duration::from_secs(60)).await.unwrap();
+    start.elapsed()
+}
+
+async fn node_calls(l: &Linked) -> Duration {
+    let m = encode(&msg64()).unwrap();
+    let start = Instant::now();
+    for _ in 0..CALLS {
+        l.server
+            .call(m.clone(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    start.elapsed()
+}
+
+async fn raw_connect(addr: &str, what: u8) -> Box<dyn Duplex> {
+    let mut s: Box<dyn Duplex> = if let Some(path) = addr.strip_prefix("unix://") {
+        Box::new(UnixStream::connect(path).await.unwrap())
+    } else {
+        let s = TcpStream::connect(addr.trim_start_matches("tcp://"))
+            .await
+            .unwrap();
+        s.set_nodelay(true).unwrap();
+        Box::new(s)
+    };
+    s.write_all(&[what]).await.unwrap();
+    s
+}
+
+async fn raw_pipe(addr: &str) -> Duration {
+    let mut s = raw_connect(addr, b'P').await;
+    let frame = vec![7u8; FRAME];
+    let start = Instant::now();
+    for _ in 0..PIPE_BYTES / FRAME {
+        s.write_all(&frame).await.unwrap();
+    }
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack).await.unwrap();
+    start.elapsed()
+}
+
+async fn raw_ping_pong(addr: &str) -> Duration {
+    let mut s = raw_connect(addr, b'E').await;
+    let mut m = [7u8; 64];
+    let start = Instant::now();
+    for _ in 0..CALLS {
+        s.write_all(&m).await.unwrap();
+        s.read_exact(&mut m).await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// Median wall time and median CPU time of both processes for each side,
+/// run alternately.
+fn measure<FA, FB>(
+    rt: &tokio::runtime::Runtime,
+    (a_peer, a): (&Peer, impl Fn() -> FA),
+    (b_peer, b): (&Peer, impl Fn() -> FB),
+) -> [(Duration, Duration); 2]
+where
+    FA: std::future::Future<Output = Duration>,
+    FB: std::future::Future<Output = Duration>,
+{
+    let (mut wa, mut ca, mut wb, mut cb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs() {
+        let (c, p) = (cpu_time(), a_peer.cpu());
+        wa.push(rt.block_on(a()));
+        ca.push(used(c).0 + (a_peer.cpu() - p));
+        let (c, p) = (cpu_time(), b_peer.cpu());
+        wb.push(rt.block_on(b()));
+        cb.push(used(c).0 + (b_peer.cpu() - p));
+    }
+    [(median(wa), median(ca)), (median(wb), median(cb))]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Ok(role) = std::env::var("OSCLOUD_PROCS_PEER") {
+        rt.block_on(peer(&role));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "two nodes in two processes vs raw sockets between two processes; median of {} runs",
+        runs()
+    );
+    println!(
+        "{:<6} {:<26} {:>14} {:>14} {:>10}",
+        "link", "measure", "oscloud", "raw socket", "ratio"
+    );
+    let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
+    // OSCLOUD_BENCH=secure: only encrypted against plaintext.
+    let only_secure = std::env::var("OSCLOUD_BENCH").is_ok_and(|v| v == "secure");
+    let links: &[&str] = if only_secure { &[] } else { &["tcp", "unix"] };
+    for &link in links {
+        let addr = |name: &str| match link {
+            "tcp" => "tcp://127.0.0.1:0".to_owned(),
+            _ => format!("unix://{}/{name}.sock", dir.path().display()),
+        };
+        let ours = Peer::start(format!("node {} plain", addr("node")));
+        let raw = Peer::start(format!("raw {}", addr("raw")));
+        let l = rt.block_on(link_node(&ours, false));
+        let [(aw, ac), (bw, bc)] = measure(
+            &rt,
+            (&ours, || node_pipe(&l)),
+            (&raw, || raw_pipe(&raw.addr)),
+        );
+        row(
+            link,
+            "pipe, 64 KiB frames",
+            &format!("{:.0} MiB/s", mib_s(aw)),
+            &format!("{:.0} MiB/s", mib_s(bw)),
+            mib_s(aw) / mib_s(bw),
+        );
+        row(
+            link,
+            "pipe, CPU per GiB (both)",
+            &format!("{:.0} ms", per_gib(ac)),
+            &format!("{:.0} ms", per_gib(bc)),
+            per_gib(ac) / per_gib(bc),
+        );
+        let [(aw, ac), (bw, bc)] = measure(
+            &rt,
+            (&ours, || node_calls(&l)),
+            (&raw, || raw_ping_pong(&raw.addr)),
+        );
+        row(
+            link,
+            "call round trip (64 B)",
+            &format!("{:.1} µs", rtt(aw)),
+            &format!("{:.1} µs", rtt(bw)),
+            rtt(aw) / rtt(bw),
+        );
+        row(
+            link,
+            "call, CPU per call (both)",
+            &format!("{:.1} µs", rtt(ac)),
+            &format!("{:.1} µs", rtt(bc)),
+            rtt(ac) / rtt(bc),
+        );
+    }
+    // Encrypted against plaintext, over TCP.
+    let sec = Peer::start("node tcp://127.0.0.1:0 secure".to_owned());
+    let plain = Peer::start("node tcp://127.0.0.1:0 plain".to_owned());
+    let ls = rt.block_on(link_node(&sec, true));
+    let lp = rt.block_on(link_node(&plain, false));
+    let [(aw, ac), (bw, bc)] = measure(&rt, (&sec, || node_pipe(&ls)), (&plain, || node_pipe(&lp)));
+    println!();
+    println!(
+        "{:<6} {:<26} {:>14} {:>14} {:>10}",
+        "link", "measure", "encrypted", "plaintext", "ratio"
+    );
+    row(
+        "tcp",
+        "pipe, 64 KiB frames",
+        &format!("{:.0} MiB/s", mib_s(aw)),
+        &format!("{:.0} MiB/s", mib_s(bw)),
+        mib_s(aw) / mib_s(bw),
+    );
+    row(
+        "tcp",
+        "pipe, CPU per GiB (both)",
+        &format!("{:.0} ms", per_gib(ac)),
+        &format!("{:.0} ms", per_gib(bc)),
+        per_gib(ac) / per_gib(bc),
+    );
+}
