@@ -278,6 +278,16 @@ async fn raw_pipe(addr: &str) -> Duration {
 }
 
 async fn raw_ping_pong(addr: &str) -> Duration {
+    if std::env::var("OSCLOUD_BENCH_SPAWN").is_ok() {
+        let addr = addr.to_owned();
+        return tokio::spawn(async move { raw_ping_pong_here(&addr).await })
+            .await
+            .unwrap();
+    }
+    raw_ping_pong_here(addr).await
+}
+
+async fn raw_ping_pong_here(addr: &str) -> Duration {
     let mut s = raw_connect(addr, b'E').await;
     let mut m = [7u8; 64];
     let start = Instant::now();
@@ -312,28 +322,42 @@ where
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // OSCLOUD_BENCH_THREADS=N: N runtime worker threads per process
+    // (default 2); 0: a current-thread runtime.
+    let threads: usize = std::env::var("OSCLOUD_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let rt = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     if let Ok(role) = std::env::var("OSCLOUD_PROCS_PEER") {
         rt.block_on(peer(&role));
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    println!(
-        "two nodes in two processes vs raw sockets between two processes; median of {} runs",
-        runs()
-    );
+    let n = runs();
+    println!("two nodes in two processes vs raw sockets between two processes; median of {n} runs");
     println!(
         "{:<6} {:<26} {:>14} {:>14} {:>10}",
         "link", "measure", "oscloud", "raw socket", "ratio"
     );
     let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
-    // OSCLOUD_BENCH=secure: only encrypted against plaintext.
-    let only_secure = std::env::var("OSCLOUD_BENCH").is_ok_and(|v| v == "secure");
-    let links: &[&str] = if only_secure { &[] } else { &["tcp", "unix"] };
+    // OSCLOUD_BENCH=secure: only encrypted against plaintext; =pipe or
+    // =calls: only those plaintext measures (e.g. to profile them).
+    let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
+    let links: &[&str] = if only == "secure" {
+        &[]
+    } else {
+        &["tcp", "unix"]
+    };
     for &link in links {
         let addr = |name: &str| match link {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
@@ -342,25 +366,30 @@ fn main() {
         let ours = Peer::start(format!("node {} plain", addr("node")));
         let raw = Peer::start(format!("raw {}", addr("raw")));
         let l = rt.block_on(link_node(&ours, false));
-        let [(aw, ac), (bw, bc)] = measure(
-            &rt,
-            (&ours, || node_pipe(&l)),
-            (&raw, || raw_pipe(&raw.addr)),
-        );
-        row(
-            link,
-            "pipe, 64 KiB frames",
-            &format!("{:.0} MiB/s", mib_s(aw)),
-            &format!("{:.0} MiB/s", mib_s(bw)),
-            mib_s(aw) / mib_s(bw),
-        );
-        row(
-            link,
-            "pipe, CPU per GiB (both)",
-            &format!("{:.0} ms", per_gib(ac)),
-            &format!("{:.0} ms", per_gib(bc)),
-            per_gib(ac) / per_gib(bc),
-        );
+        if only != "calls" {
+            let [(aw, ac), (bw, bc)] = measure(
+                &rt,
+                (&ours, || node_pipe(&l)),
+                (&raw, || raw_pipe(&raw.addr)),
+            );
+            row(
+                link,
+                "pipe, 64 KiB frames",
+                &format!("{:.0} MiB/s", mib_s(aw)),
+                &format!("{:.0} MiB/s", mib_s(bw)),
+                mib_s(aw) / mib_s(bw),
+            );
+            row(
+                link,
+                "pipe, CPU per GiB (both)",
+                &format!("{:.0} ms", per_gib(ac)),
+                &format!("{:.0} ms", per_gib(bc)),
+                per_gib(ac) / per_gib(bc),
+            );
+        }
+        if only == "pipe" {
+            continue;
+        }
         let [(aw, ac), (bw, bc)] = measure(
             &rt,
             (&ours, || node_calls(&l)),
@@ -380,6 +409,9 @@ fn main() {
             &format!("{:.1} µs", rtt(bc)),
             rtt(ac) / rtt(bc),
         );
+    }
+    if only == "pipe" || only == "calls" {
+        return;
     }
     // Encrypted against plaintext, over TCP.
     let sec = Peer::start("node tcp://127.0.0.1:0 secure".to_owned());
@@ -405,5 +437,17 @@ fn main() {
         &format!("{:.0} ms", per_gib(ac)),
         &format!("{:.0} ms", per_gib(bc)),
         per_gib(ac) / per_gib(bc),
+    );
+    let [(aw, _), (bw, _)] = measure(
+        &rt,
+        (&sec, || node_calls(&ls)),
+        (&plain, || node_calls(&lp)),
+    );
+    row(
+        "tcp",
+        "call round trip (64 B)",
+        &format!("{:.1} µs", rtt(aw)),
+        &format!("{:.1} µs", rtt(bw)),
+        rtt(aw) / rtt(bw),
     );
 }
