@@ -278,16 +278,6 @@ async fn raw_pipe(addr: &str) -> Duration {
 }
 
 async fn raw_ping_pong(addr: &str) -> Duration {
-    if std::env::var("OSCLOUD_BENCH_SPAWN").is_ok() {
-        let addr = addr.to_owned();
-        return tokio::spawn(async move { raw_ping_pong_here(&addr).await })
-            .await
-            .unwrap();
-    }
-    raw_ping_pong_here(addr).await
-}
-
-async fn raw_ping_pong_here(addr: &str) -> Duration {
     let mut s = raw_connect(addr, b'E').await;
     let mut m = [7u8; 64];
     let start = Instant::now();
