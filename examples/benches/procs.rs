@@ -311,6 +311,50 @@ where
     [(median(wa), median(ca)), (median(wb), median(cb))]
 }
 
+/// The rows of a pipe measure: rate and CPU per GiB.
+fn pipe_rows(link: &str, [(aw, ac), (bw, bc)]: [(Duration, Duration); 2]) {
+    let rate = |d| format!("{:.0} MiB/s", mib_s(d));
+    row(
+        link,
+        "pipe, 64 KiB frames",
+        &rate(aw),
+        &rate(bw),
+        mib_s(aw) / mib_s(bw),
+    );
+    let cpu = |d| format!("{:.0} ms", per_gib(d));
+    let ratio = per_gib(ac) / per_gib(bc);
+    row(link, "pipe, CPU per GiB (both)", &cpu(ac), &cpu(bc), ratio);
+}
+
+/// The rows of a call measure: round trip and (with `cpu`) CPU per call.
+fn call_rows(link: &str, [(aw, ac), (bw, bc)]: [(Duration, Duration); 2], cpu: bool) {
+    let us = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
+    let show = |d| format!("{:.1} µs", us(d));
+    row(
+        link,
+        "call round trip (64 B)",
+        &show(aw),
+        &show(bw),
+        us(aw) / us(bw),
+    );
+    if cpu {
+        row(
+            link,
+            "call, CPU per call (both)",
+            &show(ac),
+            &show(bc),
+            us(ac) / us(bc),
+        );
+    }
+}
+
+fn header(ours: &str, theirs: &str) {
+    println!(
+        "{:<6} {:<26} {:>14} {:>14} {:>10}",
+        "link", "measure", ours, theirs, "ratio"
+    );
+}
+
 fn main() {
     // OSCLOUD_BENCH_THREADS=N: N runtime worker threads per process
     // (default 2); 0: a current-thread runtime.
@@ -335,11 +379,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let n = runs();
     println!("two nodes in two processes vs raw sockets between two processes; median of {n} runs");
-    println!(
-        "{:<6} {:<26} {:>14} {:>14} {:>10}",
-        "link", "measure", "oscloud", "raw socket", "ratio"
-    );
-    let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
+    header("oscloud", "raw socket");
     // OSCLOUD_BENCH=secure: only encrypted against plaintext; =pipe or
     // =calls: only those plaintext measures (e.g. to profile them).
     let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
@@ -357,48 +397,17 @@ fn main() {
         let raw = Peer::start(format!("raw {}", addr("raw")));
         let l = rt.block_on(link_node(&ours, false));
         if only != "calls" {
-            let [(aw, ac), (bw, bc)] = measure(
-                &rt,
-                (&ours, || node_pipe(&l)),
-                (&raw, || raw_pipe(&raw.addr)),
-            );
-            row(
+            let pipe = || node_pipe(&l);
+            pipe_rows(
                 link,
-                "pipe, 64 KiB frames",
-                &format!("{:.0} MiB/s", mib_s(aw)),
-                &format!("{:.0} MiB/s", mib_s(bw)),
-                mib_s(aw) / mib_s(bw),
-            );
-            row(
-                link,
-                "pipe, CPU per GiB (both)",
-                &format!("{:.0} ms", per_gib(ac)),
-                &format!("{:.0} ms", per_gib(bc)),
-                per_gib(ac) / per_gib(bc),
+                measure(&rt, (&ours, pipe), (&raw, || raw_pipe(&raw.addr))),
             );
         }
-        if only == "pipe" {
-            continue;
+        if only != "pipe" {
+            let calls = || node_calls(&l);
+            let ping_pong = || raw_ping_pong(&raw.addr);
+            call_rows(link, measure(&rt, (&ours, calls), (&raw, ping_pong)), true);
         }
-        let [(aw, ac), (bw, bc)] = measure(
-            &rt,
-            (&ours, || node_calls(&l)),
-            (&raw, || raw_ping_pong(&raw.addr)),
-        );
-        row(
-            link,
-            "call round trip (64 B)",
-            &format!("{:.1} µs", rtt(aw)),
-            &format!("{:.1} µs", rtt(bw)),
-            rtt(aw) / rtt(bw),
-        );
-        row(
-            link,
-            "call, CPU per call (both)",
-            &format!("{:.1} µs", rtt(ac)),
-            &format!("{:.1} µs", rtt(bc)),
-            rtt(ac) / rtt(bc),
-        );
     }
     if only == "pipe" || only == "calls" {
         return;
@@ -408,36 +417,10 @@ fn main() {
     let plain = Peer::start("node tcp://127.0.0.1:0 plain".to_owned());
     let ls = rt.block_on(link_node(&sec, true));
     let lp = rt.block_on(link_node(&plain, false));
-    let [(aw, ac), (bw, bc)] = measure(&rt, (&sec, || node_pipe(&ls)), (&plain, || node_pipe(&lp)));
     println!();
-    println!(
-        "{:<6} {:<26} {:>14} {:>14} {:>10}",
-        "link", "measure", "encrypted", "plaintext", "ratio"
-    );
-    row(
-        "tcp",
-        "pipe, 64 KiB frames",
-        &format!("{:.0} MiB/s", mib_s(aw)),
-        &format!("{:.0} MiB/s", mib_s(bw)),
-        mib_s(aw) / mib_s(bw),
-    );
-    row(
-        "tcp",
-        "pipe, CPU per GiB (both)",
-        &format!("{:.0} ms", per_gib(ac)),
-        &format!("{:.0} ms", per_gib(bc)),
-        per_gib(ac) / per_gib(bc),
-    );
-    let [(aw, _), (bw, _)] = measure(
-        &rt,
-        (&sec, || node_calls(&ls)),
-        (&plain, || node_calls(&lp)),
-    );
-    row(
-        "tcp",
-        "call round trip (64 B)",
-        &format!("{:.1} µs", rtt(aw)),
-        &format!("{:.1} µs", rtt(bw)),
-        rtt(aw) / rtt(bw),
-    );
+    header("encrypted", "plaintext");
+    let (a, b) = (|| node_pipe(&ls), || node_pipe(&lp));
+    pipe_rows("tcp", measure(&rt, (&sec, a), (&plain, b)));
+    let (a, b) = (|| node_calls(&ls), || node_calls(&lp));
+    call_rows("tcp", measure(&rt, (&sec, a), (&plain, b)), false);
 }

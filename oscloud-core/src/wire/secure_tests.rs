@@ -117,35 +117,7 @@ fn handshake_and_traffic_on_every_link_kind() {
 }
 
 #[test]
-fn the_cipher_is_aes_gcm_only_when_both_offer_it() {
-    for (oa, ob) in [(true, true), (true, false), (false, true), (false, false)] {
-        let (mut sa, mut sb) = mutual();
-        sa.offer_aes_gcm = oa;
-        sb.offer_aes_gcm = ob;
-        sa.offer_aegis = false;
-        sb.offer_aegis = false;
-        let mut p = pair(
-            FramingKind::LossyStream,
-            Some(sa),
-            Some(sb),
-            Damage::none(),
-            1,
-        );
-        assert!(p.run(100, |p| p.a.is_connected() && p.b.is_connected()));
-        let want = if oa && ob && has_aes_hardware() {
-            Suite::AesGcm
-        } else {
-            Suite::ChaChaPoly
-        };
-        assert_eq!(p.a.cipher_suite(), Some(want));
-        assert_eq!(p.b.cipher_suite(), Some(want));
-        p.a.cast("x", Bytes::from_static(b"both ways")).unwrap();
-        assert!(p.run(100, |p| casts(&p.b_events).len() == 1));
-    }
-}
-
-#[test]
-fn aegis_is_used_only_when_both_offer_it_and_carries_everything() {
+fn each_cipher_is_used_only_when_both_offer_it_and_carries_everything() {
     // (a offers AEGIS, b offers AEGIS, a offers AES-GCM, b offers AES-GCM)
     for (ea, eb, ga, gb) in [
         (true, true, true, true),
@@ -153,6 +125,10 @@ fn aegis_is_used_only_when_both_offer_it_and_carries_everything() {
         (false, true, true, true),
         (true, true, false, false),
         (true, false, false, true),
+        (false, false, true, true),
+        (false, false, true, false),
+        (false, false, false, true),
+        (false, false, false, false),
     ] {
         let (mut sa, mut sb) = mutual();
         (sa.offer_aegis, sb.offer_aegis) = (ea, eb);
