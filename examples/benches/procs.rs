@@ -61,7 +61,12 @@ fn node(kernel: Kernel, secure: bool, me: [u8; 32], peer: [u8; 32]) -> Node {
     if secure {
         let me = NodeKey::from_secret(me);
         let peer = NodeKey::from_secret(peer);
-        let cfg = SecureConfig::new(me, AllowList::from_keys([peer.public()]));
+        let mut cfg = SecureConfig::new(me, AllowList::from_keys([peer.public()]));
+        // OSCLOUD_BENCH_CIPHER=aesgcm or chacha: offer only that frame
+        // cipher (default: AEGIS-256 where the machine has AES hardware).
+        let cipher = std::env::var("OSCLOUD_BENCH_CIPHER").unwrap_or_default();
+        cfg.offer_aegis = cipher.is_empty() || cipher == "aegis";
+        cfg.offer_aes_gcm = cipher != "chacha";
         Node::with_security(kernel, transports(), NodeConfig::default(), cfg).unwrap()
     } else {
         Node::with_config(kernel, transports(), NodeConfig::default())
