@@ -410,7 +410,7 @@ impl Driver {
                     // A stale one when the session already resumes on a
                     // newer link.
                     if self.session.awaiting_link() {
-                        self.publish_stats();
+                        self.published.force(&self.shared, self.session.stats());
                         return Dispatch::Detached(reason);
                     }
                 }
@@ -441,7 +441,7 @@ impl Driver {
         Dispatch::Continue
     }
 
-    /// Publish the session's counters, if they changed.
+    /// Publish the session's counters, if bytes moved.
     fn publish_stats(&mut self) {
         self.published.publish(&self.shared, self.session.stats());
     }
@@ -1024,7 +1024,7 @@ impl Driver {
         self.pipes.clear();
         self.outbound.clear();
         self.commands.close();
-        self.publish_stats();
+        self.published.force(&self.shared, self.session.stats());
     }
 }
 

@@ -15,9 +15,9 @@
 //! - the link's names follow the session when it resumes on a new link.
 //!
 //! The counters are a sequence lock over atomics: publishing costs the
-//! driver a few plain stores per turn of its loop (and nothing when they
-//! did not change), never a lock; readers retry in the rare case they
-//! overlap a write.
+//! driver a few plain stores on a turn of its loop that moved bytes (and
+//! two comparisons on one that did not), never a lock; readers retry in
+//! the rare case they overlap a write.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
@@ -134,19 +134,33 @@ impl LinkShared {
     }
 }
 
-/// Publishes a link's counters when they changed.
+/// Publishes a link's counters when bytes moved on the link.
+///
+/// Comparing two counters is cheaper than comparing them all, and the
+/// others change with them: frames, payload, retransmissions, drops and
+/// failures all come with bytes sent or received (payload queued is
+/// counted once its packet is taken). A change that comes alone (a
+/// detach, the end of the session) is published with [`force`].
+///
+/// [`force`]: Publisher::force
 #[derive(Debug, Default)]
 pub(crate) struct Publisher {
-    last: Stats,
+    /// `bytes_sent` and `bytes_received` as last published.
+    last: (u64, u64),
 }
 
 impl Publisher {
-    /// Publish `stats` to `shared` unless they are what was published last.
+    /// Publish `stats` to `shared` if bytes moved since the last time.
     pub(crate) fn publish(&mut self, shared: &LinkShared, stats: Stats) {
-        if stats != self.last {
-            shared.update(&stats);
-            self.last = stats;
+        if (stats.bytes_sent, stats.bytes_received) != self.last {
+            self.force(shared, stats);
         }
+    }
+
+    /// Publish `stats` to `shared`.
+    pub(crate) fn force(&mut self, shared: &LinkShared, stats: Stats) {
+        shared.update(&stats);
+        self.last = (stats.bytes_sent, stats.bytes_received);
     }
 }
 
