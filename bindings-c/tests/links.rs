@@ -243,13 +243,13 @@ fn two_nodes_over_tcp_see_their_link_and_its_counters_move() {
         last_error()
     );
 
-    // The accepting side marks its link up (and learns the peer) just
-    // after the handshake, which may be after b already sees a's servers.
+    // Both ends show the link up with its peer as soon as b sees a's
+    // servers (each side marks it before it shares or learns servers).
     let up = |n: &Node| {
         let l = n.links();
         l.len() == 1 && l[0].connected && l[0].peer[0] != 0
     };
-    wait_until("both ends show the link up", || up(&a) && up(&b));
+    assert!(up(&a) && up(&b), "a: {:?}, b: {:?}", a.links(), b.links());
     let (bl, al) = (b.links()[0], a.links()[0]);
     assert_eq!(text(&bl.peer), a.id());
     assert_eq!(text(&al.peer), b.id());
@@ -260,21 +260,22 @@ fn two_nodes_over_tcp_see_their_link_and_its_counters_move() {
     assert!(bl.stats.frames_sent > 0 && bl.stats.bytes_received > 0);
     assert_eq!(bl.stats.crc_failures + bl.stats.auth_failures, 0);
 
-    // A call moves the counters on both sides (they are updated as each
-    // link handles its events: poll).
+    // A call moves the counters on both sides, by the time it returns.
     assert_eq!(b.call(c"echo"), OSCLOUD_OK, "{}", last_error());
-    wait_until("b's counters show the call", || {
-        let s = b.links()[0].stats;
+    let s = b.links()[0].stats;
+    assert!(
         s.payload_bytes_sent >= bl.stats.payload_bytes_sent + 3
             && s.payload_bytes_received >= bl.stats.payload_bytes_received + 3
             && s.bytes_sent > bl.stats.bytes_sent
-            && s.bytes_received > bl.stats.bytes_received
-    });
-    wait_until("a's counters show the call", || {
-        let s = a.links()[0].stats;
+            && s.bytes_received > bl.stats.bytes_received,
+        "b's counters do not show the call: {s:?}"
+    );
+    let s = a.links()[0].stats;
+    assert!(
         s.payload_bytes_received >= al.stats.payload_bytes_received + 3
-            && s.payload_bytes_sent >= al.stats.payload_bytes_sent + 3
-    });
+            && s.payload_bytes_sent >= al.stats.payload_bytes_sent + 3,
+        "a's counters do not show the call: {s:?}"
+    );
 
     // b's one route: a's server, one hop over the link, in use.
     let routes = b.routes();

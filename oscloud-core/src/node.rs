@@ -55,6 +55,8 @@ mod bridge;
 mod driver;
 mod id;
 mod link_io;
+#[cfg(test)]
+mod link_status_tests;
 mod remote;
 mod resume;
 mod router;
@@ -86,7 +88,7 @@ use crate::{Error, Kernel};
 use driver::Driver;
 use link_io::LinkPorts;
 use resume::{Handover, Resumption};
-use stats::LinkStats;
+use stats::LinkShared;
 
 /// How a node runs its links.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,30 +213,36 @@ impl NodeConfig {
 pub struct LinkStatus {
     /// A number for the link, unique within this node.
     pub id: u64,
-    /// The local side, as the transport describes it.
+    /// The local side, as the transport describes it (of the link the
+    /// session runs on now: it follows a session that resumed on a new
+    /// link, see [`NodeConfig::resume_grace`]).
     pub local: String,
-    /// The remote side, as the transport describes it.
+    /// The remote side, as the transport describes it (of the link the
+    /// session runs on now).
     pub remote: String,
     /// The address this node dials for it, if this node dialled it.
     pub dialed: Option<Address>,
-    /// The peer's node id, once the handshake is done.
+    /// The peer's node id, once the handshake is done. Set, with
+    /// `connected`, before the peer's servers show in the registry or
+    /// anything is served to the peer, on both the dialling and the
+    /// accepting side.
     pub peer: Option<NodeId>,
     /// Whether the session is up now.
     pub connected: bool,
-    /// How many times the link was dialled again after it went down.
+    /// How many times the link came back after it went down: dialled
+    /// again, or its session resumed on a new link.
     pub reconnects: u64,
     /// The wire counters (frames, bytes, retransmissions, CRC failures...).
+    /// Current with what the link delivered: once a call over the link
+    /// returned, the bytes of its request and reply are counted here on
+    /// both sides.
     pub stats: wire::Stats,
 }
 
 struct LinkRecord {
-    local: String,
-    remote: String,
     dialed: Option<Address>,
-    peer: Option<NodeId>,
-    connected: bool,
-    reconnects: u64,
-    stats: Arc<LinkStats>,
+    /// State and counters, written by the link's driver.
+    shared: Arc<LinkShared>,
     /// Set to close the link for good (see [`Node::close_link`]).
     close: watch::Sender<bool>,
 }
@@ -539,12 +547,11 @@ impl Node {
             // and drops at once).
             let resumed = Arc::new(AtomicU64::new(0));
             let on_state = {
-                let (resumed, record) = (resumed.clone(), self.on_state(id));
+                let resumed = resumed.clone();
                 let f: resume::OnState = Arc::new(move |up| {
                     if up {
                         resumed.fetch_add(1, Ordering::Relaxed);
                     }
-                    record(up);
                 });
                 f
             };
@@ -671,38 +678,20 @@ impl Node {
                     let Some(link) = link else {
                         return running.await;
                     };
-                    let name = format!("{} ↔ {}", link.info.local, link.info.remote);
-                    debug!(link = %name, "dialled again to resume");
-                    handed = Some(resumed.load(Ordering::Relaxed));
                     let config = config.session_config(framing_of(link.info.kind));
-                    let _ = handover.send(Handover {
+                    let next = Handover {
                         io: LinkPorts::new(link.io),
                         hello: None,
-                        name,
+                        local: link.info.local,
+                        remote: link.info.remote,
                         config,
-                    });
+                    };
+                    debug!(link = %next.name(), "dialled again to resume");
+                    handed = Some(resumed.load(Ordering::Relaxed));
+                    let _ = handover.send(next);
                 }
             }
         }
-    }
-
-    /// Keeps the link record of link `id` up to date across resumptions.
-    fn on_state(&self, id: u64) -> resume::OnState {
-        let inner = Arc::downgrade(&self.inner);
-        Arc::new(move |up| {
-            if let Some(inner) = inner.upgrade()
-                && let Some(rec) = inner
-                    .links
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(&id)
-            {
-                rec.connected = up;
-                if up {
-                    rec.reconnects += 1;
-                }
-            }
-        })
     }
 
     /// Wait `d`; true if the node shut down meanwhile.
@@ -725,7 +714,7 @@ impl Node {
             self.inner.config.resume_grace,
             None,
             None,
-            Some(self.on_state(id)),
+            None,
         );
         let ended = self
             .run_link_as(id, link, dialed, connected, 0, resumption)
@@ -745,20 +734,19 @@ impl Node {
     ) -> driver::Ended {
         let kernel = self.inner.kernel.clone();
         let framing = framing_of(link.info.kind);
-        let stats = Arc::new(LinkStats::default());
+        let shared = Arc::new(LinkShared::new(
+            link.info.local.clone(),
+            link.info.remote.clone(),
+            reconnects,
+        ));
         let name = format!("{} ↔ {}", link.info.local, link.info.remote);
         let cost = link_cost(link.info.kind);
         let (close, mut closed) = watch::channel(false);
         self.lock_links().insert(
             id,
             LinkRecord {
-                local: link.info.local.clone(),
-                remote: link.info.remote.clone(),
                 dialed,
-                peer: None,
-                connected: false,
-                reconnects,
-                stats: stats.clone(),
+                shared: shared.clone(),
                 close,
             },
         );
@@ -781,27 +769,13 @@ impl Node {
         };
         let span = info_span!("link", node = %kernel.node().short(), link = id, remote = %link.info.remote);
         let io = LinkPorts::new(link.io);
-        // Mark the link connected (and tell a waiting dialler) on handshake.
-        let (hs_tx, hs_rx) = oneshot::channel();
-        let node = self.clone();
-        let marker = tokio::spawn(async move {
-            if let Ok(peer) = hs_rx.await {
-                if let Some(rec) = node.lock_links().get_mut(&id) {
-                    rec.peer = Some(peer);
-                    rec.connected = true;
-                }
-                if let Some(tx) = connected {
-                    let _ = tx.send(peer);
-                }
-            }
-        });
         let mut shutdown = self.inner.shutdown.subscribe();
         let driver = Driver::new(
             kernel,
             session,
             name,
-            stats,
-            Some(hs_tx),
+            shared.clone(),
+            connected,
             self.inner.config.max_queued,
             self.inner.policy.clone(),
             self.inner.security.as_ref().map(|s| s.allow.clone()),
@@ -823,10 +797,7 @@ impl Node {
                 was_connected: true,
             },
         };
-        let _ = marker.await;
-        if let Some(rec) = self.lock_links().get_mut(&id) {
-            rec.connected = false;
-        }
+        shared.lost();
         ended
     }
 
@@ -835,15 +806,18 @@ impl Node {
         let mut out: Vec<LinkStatus> = self
             .lock_links()
             .iter()
-            .map(|(id, r)| LinkStatus {
-                id: *id,
-                local: r.local.clone(),
-                remote: r.remote.clone(),
-                dialed: r.dialed.clone(),
-                peer: r.peer,
-                connected: r.connected,
-                reconnects: r.reconnects,
-                stats: r.stats.get(),
+            .map(|(id, r)| {
+                let state = r.shared.state();
+                LinkStatus {
+                    id: *id,
+                    local: state.local,
+                    remote: state.remote,
+                    dialed: r.dialed.clone(),
+                    peer: state.peer,
+                    connected: state.connected,
+                    reconnects: state.reconnects,
+                    stats: r.shared.stats(),
+                }
             })
             .collect();
         out.sort_by_key(|l| l.id);

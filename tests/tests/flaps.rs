@@ -611,6 +611,8 @@ async fn failover_between_a_serial_line_and_tcp_loses_nothing() {
     })
     .await;
     let on_serial = line.bytes().await;
+    let serial = link(&a);
+    assert!(!serial.remote.starts_with("tcp://"), "{serial:?}");
 
     // Unplug a's end of the cable for 1.5 s: the session moves to TCP.
     let t = Instant::now();
@@ -620,6 +622,15 @@ async fn failover_between_a_serial_line_and_tcp_loses_nothing() {
     })
     .await;
     let to_tcp = t.elapsed();
+    // The link's names follow the session onto TCP.
+    let on_tcp = link(&a);
+    let port = via_tcp.address().port().unwrap();
+    assert!(
+        on_tcp.remote.starts_with("tcp://") && on_tcp.remote.ends_with(&format!(":{port}")),
+        "{on_tcp:?}"
+    );
+    assert!(on_tcp.local.starts_with("tcp://"), "{on_tcp:?}");
+    assert_eq!(on_tcp.id, serial.id);
     let before = link(&a).stats.payload_bytes_sent;
     until(10, "traffic over tcp", || {
         link(&a).stats.payload_bytes_sent > before + (256 << 10)
@@ -636,6 +647,9 @@ async fn failover_between_a_serial_line_and_tcp_loses_nothing() {
     })
     .await;
     let to_serial = t.elapsed();
+    // And back onto the line.
+    let back = link(&a);
+    assert_eq!((&back.local, &back.remote), (&serial.local, &serial.remote));
     let before = link(&a).stats.payload_bytes_sent;
     until(10, "traffic over the serial line again", || {
         link(&a).stats.payload_bytes_sent > before + (256 << 10)

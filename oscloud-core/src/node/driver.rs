@@ -26,7 +26,7 @@ use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::Router;
 use super::routes::LinkId;
-use super::stats::LinkStats;
+use super::stats::{LinkShared, Publisher};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::identity::AllowList;
 use crate::wire::{
@@ -69,7 +69,11 @@ pub(crate) struct Driver {
     blocked: VecDeque<Command>,
     /// Round-robin cursor for calls to local groups.
     rr: usize,
-    stats: Arc<LinkStats>,
+    /// What `Node::links` shows of this link: written here, in the same
+    /// step as what it describes.
+    shared: Arc<LinkShared>,
+    /// The counters last published to `shared`.
+    published: Publisher,
     connected: Option<oneshot::Sender<NodeId>>,
     /// What the peer may do with local servers.
     policy: AccessPolicy,
@@ -132,7 +136,7 @@ impl Driver {
         kernel: Kernel,
         session: Session,
         link: String,
-        stats: Arc<LinkStats>,
+        shared: Arc<LinkShared>,
         connected: Option<oneshot::Sender<NodeId>>,
         max_queued: usize,
         policy: AccessPolicy,
@@ -172,7 +176,8 @@ impl Driver {
             outbound: Outbound::default(),
             blocked: VecDeque::new(),
             rr: 0,
-            stats,
+            shared,
+            published: Publisher::default(),
             connected,
             resume,
         }
@@ -220,6 +225,7 @@ impl Driver {
                 Dispatch::Detached(reason) => {
                     link = None;
                     self.resume.detached = true;
+                    self.shared.lost();
                     info!(
                         link = %self.link,
                         "link lost ({reason}); the session waits up to {:?} to resume",
@@ -238,10 +244,12 @@ impl Driver {
                     hello,
                 } => {
                     let Some(io) = link.take() else { continue };
+                    let state = self.shared.state();
                     let handover = Handover {
                         io,
                         hello: Some(hello),
-                        name: self.link.clone(),
+                        local: state.local,
+                        remote: state.remote,
                         config: self.session.config().clone(),
                     };
                     match self.resume.find(session, node, peer_session) {
@@ -273,6 +281,9 @@ impl Driver {
             if let Some(o) = outgoing.as_deref_mut() {
                 o.fill(&mut self.session);
             }
+            // Count what was just taken before it is written, so that the
+            // peer cannot act on bytes this side does not show yet.
+            self.publish_stats();
             match self.session.poll_timeout() {
                 Some(deadline) if armed.is_none_or(|at| deadline < at) => {
                     timer
@@ -366,6 +377,7 @@ impl Driver {
 
     /// A new link for this session: resume on it.
     fn take_link(&mut self, handover: Handover, link: &mut Option<LinkPorts>) {
+        let name = handover.name();
         *link = Some(handover.io);
         if let Err(err) = self.session.set_link_kind(Instant::now(), &handover.config) {
             debug!(link = %self.link, "a new link came, but the session cannot move to it: {err}");
@@ -373,7 +385,11 @@ impl Driver {
             return;
         }
         match self.session.resume(Instant::now(), handover.hello) {
-            Ok(()) => debug!(link = %self.link, new = %handover.name, "resuming on a new link"),
+            Ok(()) => {
+                debug!(link = %self.link, new = %name, "resuming on a new link");
+                self.link = name;
+                self.shared.moved(handover.local, handover.remote);
+            }
             Err(err) => {
                 debug!(link = %self.link, "a new link came, but the session cannot resume: {err}");
                 *link = None;
@@ -384,6 +400,9 @@ impl Driver {
     /// Act on every event the session has; returns the close reason once
     /// the session is over.
     fn dispatch_events(&mut self) -> Dispatch {
+        // Count what came in before acting on it: a reply reaches its
+        // caller after the bytes that carried it show in the counters.
+        self.publish_stats();
         while let Some(ev) = self.session.poll_event() {
             match ev {
                 Event::Closed { reason } => return Dispatch::Closed(reason),
@@ -391,7 +410,7 @@ impl Driver {
                     // A stale one when the session already resumes on a
                     // newer link.
                     if self.session.awaiting_link() {
-                        self.stats.update(&self.session.stats());
+                        self.published.force(&self.shared, self.session.stats());
                         return Dispatch::Detached(reason);
                     }
                 }
@@ -411,13 +430,20 @@ impl Driver {
                 Event::Resumed => {
                     info!(link = %self.link, "link resumed: nothing lost");
                     self.resume.detached = false;
+                    self.shared.resumed();
                     self.resume.state(true);
                 }
                 ev => self.on_event(ev),
             }
         }
-        self.stats.update(&self.session.stats());
+        // What handling the events changed is published once the output
+        // it produced is taken (see `run`).
         Dispatch::Continue
+    }
+
+    /// Publish the session's counters, if bytes moved.
+    fn publish_stats(&mut self) {
+        self.published.publish(&self.shared, self.session.stats());
     }
 
     /// The allow-list changed: drop the link if the peer's key is no
@@ -475,6 +501,9 @@ impl Driver {
                     }
                     None => info!(link = %self.link, peer = %peer.node.short(), "linked"),
                 }
+                // Shown connected before anything is learned from or
+                // served to the peer.
+                self.shared.connected(peer.node);
                 if let Some(tx) = self.connected.take() {
                     let _ = tx.send(peer.node);
                 }
@@ -995,7 +1024,7 @@ impl Driver {
         self.pipes.clear();
         self.outbound.clear();
         self.commands.close();
-        self.stats.update(&self.session.stats());
+        self.published.force(&self.shared, self.session.stats());
     }
 }
 

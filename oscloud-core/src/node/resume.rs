@@ -24,11 +24,20 @@ pub(crate) struct Handover {
     pub(crate) io: LinkPorts,
     /// The peer's resume Hello, when the peer asked first (accepted links).
     pub(crate) hello: Option<Bytes>,
-    /// The link's name, for logs.
-    pub(crate) name: String,
+    /// The new link's local side, as the transport describes it.
+    pub(crate) local: String,
+    /// The new link's remote side, as the transport describes it.
+    pub(crate) remote: String,
     /// The session settings for the new link's kind: a session may move to
     /// a link of another kind (a serial line to TCP, say).
     pub(crate) config: wire::Config,
+}
+
+impl Handover {
+    /// The new link's name, for logs.
+    pub(crate) fn name(&self) -> String {
+        format!("{} ↔ {}", self.local, self.remote)
+    }
 }
 
 /// A resumable session of this node.
@@ -45,7 +54,8 @@ fn lock(t: &Table) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
     t.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Called with `true` when a link is up (again), `false` when it is lost.
+/// Called with `true` when a link is up again (resumed), `false` when it is
+/// lost (the link's record is updated by its driver; this is for others).
 pub(crate) type OnState = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// A driver's part in resumption.
