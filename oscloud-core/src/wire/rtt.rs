@@ -77,6 +77,11 @@ impl RttEstimator {
         }
     }
 
+    /// Whether expiries doubled the RTO since the last sample.
+    pub(crate) fn is_backed_off(&self) -> bool {
+        self.backoff > 0
+    }
+
     /// Forget the backoff without a sample (the handshake ended: Hellos
     /// that went unanswered say more about the peer's start than about
     /// the path).

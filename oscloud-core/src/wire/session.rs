@@ -560,6 +560,12 @@ pub struct Session {
     /// The retransmission timer last ran for the handshake: its backoff
     /// ends with the handshake.
     hs_backoff: bool,
+    /// After a Data timeout: the first seq sent after it (everything
+    /// before went again). An ack reaching it ends the backoff, as a
+    /// fresh sample does (Karn).
+    backoff_until: Option<u64>,
+    /// An ack made progress since the last Data timeout.
+    acked_since_timeout: bool,
     rto_at: Option<Instant>,
     last_sent: Instant,
     ping_due: bool,
@@ -675,6 +681,8 @@ impl Session {
             rtt,
             rtt_probe: None,
             hs_backoff: lossy,
+            backoff_until: None,
+            acked_since_timeout: false,
             rto_at: lossy.then_some(now + rto),
             last_sent: now,
             ping_due: false,
@@ -902,12 +910,22 @@ impl Session {
                 // acknowledge its copy.
                 self.rtt_probe = None;
                 // Data timed out: this backoff is the path's, kept until
-                // a fresh sample even if the handshake ends meanwhile.
+                // a packet sent after this expiry is acknowledged (or a
+                // fresh sample), even if the handshake ends meanwhile.
                 self.hs_backoff = false;
+                self.backoff_until = Some(self.next_seq);
+                // Backed off already and the last expiry's retransmission
+                // made progress: the path delivers, this is another loss,
+                // not a longer round trip; the RTO keeps its level instead
+                // of doubling again.
+                let progress = std::mem::take(&mut self.acked_since_timeout);
+                if !(progress && self.rtt.is_backed_off()) {
+                    self.rtt.on_timeout();
+                }
             } else {
                 self.hs_backoff = true;
+                self.rtt.on_timeout();
             }
-            self.rtt.on_timeout();
             self.rto_at = (!self.hello_confirmed || !self.in_flight.is_empty() || awaiting)
                 .then_some(now + self.rtt.rto());
         }
@@ -1122,6 +1140,7 @@ impl Session {
         // Another kind of link: what was measured on the old one is void.
         self.rtt = RttEstimator::new(&self.config);
         self.rtt_probe = None;
+        self.backoff_until = None;
         Ok(())
     }
 
@@ -1154,6 +1173,7 @@ impl Session {
         // A new link: its round-trip time is yet to be measured.
         self.rtt = RttEstimator::new(&self.config);
         self.rtt_probe = None;
+        self.backoff_until = None;
         self.hs_backoff = self.config.framing.is_lossy();
         self.rto_at = self
             .config
@@ -2147,14 +2167,23 @@ impl Session {
             progress = true;
         }
         if progress {
+            self.acked_since_timeout = true;
             if let Some((seq, sent)) = self.rtt_probe
                 && seq <= ack
             {
                 self.rtt_probe = None;
                 self.rtt.sample(self.now.saturating_duration_since(sent));
             }
+            if self.backoff_until.is_some_and(|s| s <= ack) {
+                // A packet first sent after the last expiry arrived: the
+                // path delivers again (Karn and Partridge). Waiting for a
+                // timed packet instead keeps a noisy link, where
+                // retransmissions void most of them, backed off for long.
+                self.backoff_until = None;
+                self.rtt.clear_backoff();
+            }
             // The timer restarts for the oldest packet left (RFC 6298
-            // 5.3), with the backoff kept until a fresh sample.
+            // 5.3), with the backoff kept until then.
             self.rto_at = (self.config.framing.is_lossy() && !self.in_flight.is_empty())
                 .then_some(self.now + self.rtt.rto());
             if self.retransmit_next.is_some_and(|s| s <= ack) {
