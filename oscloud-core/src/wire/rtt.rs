@@ -1,10 +1,10 @@
 //! Round-trip time estimation and the retransmission timeout (RTO) of
 //! lossy links, after RFC 6298: a smoothed RTT (SRTT) and its variation
-//! (RTTVAR) from one timed packet per round trip, RTO = SRTT + max(G,
-//! 4·RTTVAR) clamped to `[min_rto, max_rto]`, doubled on every expiry and
-//! kept doubled until a fresh sample. Karn's rule (no sample from a packet
-//! that was, or may have been, sent again) is the session's part: it only
-//! feeds samples of packets sent once. `docs/PROTOCOL.md` §6.1.
+//! (RTTVAR) from one timed packet at a time, RTO = SRTT + max(G,
+//! 4·RTTVAR) clamped to `[min_rto, max_rto]`, doubled on expiries and kept
+//! doubled until the path proves itself again. What is sampled and when
+//! the backoff ends (Karn's rule: no sample from a packet that was, or may
+//! have been, sent again) is the session's part. `docs/PROTOCOL.md` §6.1.
 
 use std::time::Duration;
 

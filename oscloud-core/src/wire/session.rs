@@ -447,11 +447,14 @@ pub struct Stats {
     pub detaches: u64,
     /// Times the session resumed on a new link.
     pub resumes: u64,
-    /// Round-trip times measured (lossy links: one timed packet per round
-    /// trip, never one that was sent again).
+    /// Round-trip times measured (lossy links: one timed packet at a
+    /// time, never one that was sent again; `docs/PROTOCOL.md` §6.1).
     pub rtt_samples: u64,
-    /// Smoothed round-trip time in microseconds (RFC 6298 SRTT); 0 before
-    /// the first sample, and on reliable streams, which measure none.
+    /// Smoothed round-trip time in microseconds (RFC 6298 SRTT), as the
+    /// retransmission timer sees it: each sample runs from the packet's
+    /// send, or from the last ack that made progress if that came later,
+    /// to its ack. 0 before the first sample, and on reliable streams,
+    /// which measure none.
     pub srtt_us: u64,
     /// Current retransmission timeout in microseconds, backoff included;
     /// 0 on reliable streams, which retransmit nothing.
@@ -566,6 +569,9 @@ pub struct Session {
     backoff_until: Option<u64>,
     /// An ack made progress since the last Data timeout.
     acked_since_timeout: bool,
+    /// When an ack last made progress (the retransmission timer restarts
+    /// then).
+    last_progress: Option<Instant>,
     rto_at: Option<Instant>,
     last_sent: Instant,
     ping_due: bool,
@@ -683,6 +689,7 @@ impl Session {
             hs_backoff: lossy,
             backoff_until: None,
             acked_since_timeout: false,
+            last_progress: None,
             rto_at: lossy.then_some(now + rto),
             last_sent: now,
             ping_due: false,
@@ -1141,6 +1148,7 @@ impl Session {
         self.rtt = RttEstimator::new(&self.config);
         self.rtt_probe = None;
         self.backoff_until = None;
+        self.last_progress = None;
         Ok(())
     }
 
@@ -1174,6 +1182,7 @@ impl Session {
         self.rtt = RttEstimator::new(&self.config);
         self.rtt_probe = None;
         self.backoff_until = None;
+        self.last_progress = None;
         self.hs_backoff = self.config.framing.is_lossy();
         self.rto_at = self
             .config
@@ -2171,9 +2180,14 @@ impl Session {
             if let Some((seq, sent)) = self.rtt_probe
                 && seq <= ack
             {
+                // Timed from when the timer began to wait for it: its
+                // send, or the last ack that made progress if that came
+                // later (the timer restarts then, RFC 6298 5.3).
+                let from = self.last_progress.map_or(sent, |t| t.max(sent));
                 self.rtt_probe = None;
-                self.rtt.sample(self.now.saturating_duration_since(sent));
+                self.rtt.sample(self.now.saturating_duration_since(from));
             }
+            self.last_progress = Some(self.now);
             if self.backoff_until.is_some_and(|s| s <= ack) {
                 // A packet first sent after the last expiry arrived: the
                 // path delivers again (Karn and Partridge). Waiting for a
