@@ -376,18 +376,16 @@ async fn a_call_overtakes_a_pipe_saturating_a_slow_line() {
     // before their calls (order, not timing).
     assert!(!r.busy.is_empty(), "no call completed while the pipe ran");
     assert!(r.overtook > 0, "no call overtook queued pipe data: {r:?}");
-    // Both sides measured the round trip, and it includes the line time:
-    // B's timed packets are pipe data, 2 KiB each, at least 0.17 s on a
-    // 115 200-baud line (a lower bound, whatever the machine's load). The
-    // timeout stays above the estimate (below its 4 s cap) and at least
-    // the configured first RTO (the floor on a node's links).
+    // Both sides measured the round trip; the timeout stays above the
+    // estimate (below its 4 s cap) and at least the configured first RTO
+    // (the floor on a node's links). How many packets A still re-sends
+    // depends on the machine's load: printed, not asserted (BENCHMARKS.md).
     let (la, lb) = &r.links;
     for l in [la, lb] {
         assert!(l.stats.rtt_samples > 0, "{l:?}");
         assert!(l.stats.rto_us > l.stats.srtt_us.min(3_900_000), "{l:?}");
         assert!(l.stats.rto_us >= 1_000_000, "{l:?}");
     }
-    assert!(lb.stats.srtt_us >= 170_000, "{lb:?}");
 }
 
 /// The same with the old single send queue, for the figures in
