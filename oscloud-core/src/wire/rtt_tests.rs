@@ -56,7 +56,12 @@ fn casts(p: &mut Pair, n: usize, size: usize) {
         }
         got.len() >= n && p.a.unacked() == 0
     });
-    assert!(done, "{} of {n} casts arrived: {:?}", got.len(), p.a.stats());
+    assert!(
+        done,
+        "{} of {n} casts arrived: {:?}",
+        got.len(),
+        p.a.stats()
+    );
     assert_eq!(got, sent, "exactly once, in order");
 }
 
@@ -252,10 +257,7 @@ fn expiries_double_the_rto_and_the_next_sample_resets_it() {
         }
     }
     for w in seen.windows(2) {
-        assert!(
-            w[1] == w[0] * 2 || w[1] == p.a.config().max_rto,
-            "{seen:?}"
-        );
+        assert!(w[1] == w[0] * 2 || w[1] == p.a.config().max_rto, "{seen:?}");
     }
     assert_eq!(p.a.rto(), Duration::from_secs(4));
     // Back: the retransmission's ack is no sample, the backoff stays...

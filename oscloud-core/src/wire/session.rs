@@ -12,11 +12,11 @@ use super::packet::{
     CloseCode, DATA_OVERHEAD, EntryInfo, Hello, Msg, PIPE_DATA_OVERHEAD, Packet, RemoteError,
     Resume, RouteInfo, VERSION, to_vec,
 };
+use super::rtt::{DEFAULT_MIN_RTO, RttEstimator};
 use super::secure::{
     FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK,
     SECURE_OVERHEAD, Secure, SecureConfig, Suite,
 };
-use super::rtt::{DEFAULT_MIN_RTO, RttEstimator};
 use super::send_queue::SendQueue;
 use crate::identity::PublicKey;
 use crate::{Error, ExitReason, NodeId};
