@@ -26,7 +26,6 @@ const MAX_BACKOFF: u32 = 32;
 /// SRTT, RTTVAR and the backed-off RTO of one session on one link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RttEstimator {
-    initial: Duration,
     min: Duration,
     max: Duration,
     /// `None` until the first sample.
@@ -47,7 +46,6 @@ impl RttEstimator {
     /// `initial_rto`, no samples.
     pub(crate) fn new(config: &Config) -> Self {
         Self {
-            initial: config.initial_rto,
             min: config.min_rto,
             max: config.max_rto,
             srtt: None,
@@ -118,12 +116,6 @@ impl RttEstimator {
     pub(crate) fn samples(&self) -> u64 {
         self.samples
     }
-
-    /// The configured first RTO (what [`rto`](Self::rto) starts from).
-    #[cfg(test)]
-    pub(crate) fn initial(&self) -> Duration {
-        self.initial
-    }
 }
 
 #[cfg(test)]
@@ -145,7 +137,6 @@ mod tests {
     fn the_first_sample_gives_three_times_the_rtt() {
         let mut e = est(250, 20, 4000);
         assert_eq!(e.rto(), 250 * MS);
-        assert_eq!(e.initial(), 250 * MS);
         e.sample(100 * MS);
         // SRTT 100, RTTVAR 50: 100 + 4·50.
         assert_eq!(e.srtt(), Some(100 * MS));
