@@ -133,8 +133,9 @@ pub struct NodeConfig {
     /// packets that are merely slow to be acknowledged are not sent again;
     /// it never drops below this value (a short sample on an idle line
     /// says nothing about a burst of full packets behind it), doubles on
-    /// every expiry up to 4 s (or this value, if larger) and stays doubled
-    /// until a packet sent once is acknowledged. Default 1 s, for slow
+    /// an expiry up to 4 s (or this value, if larger) and stays doubled
+    /// until a packet first sent after the expiry is acknowledged. Default
+    /// 1 s, for slow
     /// lines; a fast line (a pty, a few Mbaud) can use tens of
     /// milliseconds. [`LinkStatus::stats`] shows the measured RTT and the
     /// timeout in force (`srtt_us`, `rto_us`).
