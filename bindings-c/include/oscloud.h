@@ -186,6 +186,18 @@ typedef struct {
   uint64_t detaches;
   // Times the session resumed on a new link.
   uint64_t resumes;
+  // Round-trip times measured (lossy links only: one timed packet at a
+  // time, never one that was sent again).
+  uint64_t rtt_samples;
+  // Smoothed round-trip time in microseconds, as the retransmission
+  // timer sees it (from a packet's send, or the last acknowledgement
+  // that made progress if later, to its acknowledgement); 0 before the
+  // first sample and on reliable streams (TCP, Unix sockets), which
+  // measure none.
+  uint64_t srtt_us;
+  // Current retransmission timeout in microseconds, backoff included; 0
+  // on reliable streams, which retransmit nothing.
+  uint64_t rto_us;
 } oscloud_link_stats_t;
 
 // One link of a node, as `oscloud_node_links` copies it out. Plain data:

@@ -69,6 +69,18 @@ pub struct OscloudLinkStats {
     pub detaches: u64,
     /// Times the session resumed on a new link.
     pub resumes: u64,
+    /// Round-trip times measured (lossy links only: one timed packet at a
+    /// time, never one that was sent again).
+    pub rtt_samples: u64,
+    /// Smoothed round-trip time in microseconds, as the retransmission
+    /// timer sees it (from a packet's send, or the last acknowledgement
+    /// that made progress if later, to its acknowledgement); 0 before the
+    /// first sample and on reliable streams (TCP, Unix sockets), which
+    /// measure none.
+    pub srtt_us: u64,
+    /// Current retransmission timeout in microseconds, backoff included; 0
+    /// on reliable streams, which retransmit nothing.
+    pub rto_us: u64,
 }
 
 impl From<&Stats> for OscloudLinkStats {
@@ -93,6 +105,9 @@ impl From<&Stats> for OscloudLinkStats {
             replays: s.replays,
             detaches: s.detaches,
             resumes: s.resumes,
+            rtt_samples: s.rtt_samples,
+            srtt_us: s.srtt_us,
+            rto_us: s.rto_us,
         }
     }
 }

@@ -661,7 +661,10 @@ pub(crate) struct PyLink {
     /// `retransmissions`, `fast_retransmits`, `timeouts`, `duplicates`,
     /// `out_of_order`, `dropped`, `crc_failures`, `framing_failures`,
     /// `decode_failures`, `auth_failures`, `replays`, `detaches`,
-    /// `resumes`.
+    /// `resumes`, and the round-trip time measured on lossy links:
+    /// `rtt_samples`, `srtt_us` (smoothed RTT, µs; 0 before the first
+    /// sample and on reliable streams) and `rto_us` (the retransmission
+    /// timeout in force, µs; 0 on reliable streams).
     stats: BTreeMap<String, u64>,
 }
 
@@ -688,6 +691,9 @@ impl From<LinkStatus> for PyLink {
             ("replays", s.replays),
             ("detaches", s.detaches),
             ("resumes", s.resumes),
+            ("rtt_samples", s.rtt_samples),
+            ("srtt_us", s.srtt_us),
+            ("rto_us", s.rto_us),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -34,6 +34,9 @@ STATS = {
     "replays",
     "detaches",
     "resumes",
+    "rtt_samples",
+    "srtt_us",
+    "rto_us",
 }
 
 
@@ -86,6 +89,8 @@ async def test_links_show_the_peer_and_bytes_moving(pair: Tuple[oscloud.Node, os
     assert set(bl.stats) == STATS
     assert bl.stats["frames_sent"] > 0 and bl.stats["bytes_received"] > 0
     assert bl.stats["crc_failures"] == 0 and bl.stats["decode_failures"] == 0
+    # TCP and Unix sockets are reliable: nothing is timed or retransmitted.
+    assert bl.stats["rtt_samples"] == 0 and bl.stats["rto_us"] == 0
 
     payload = "x" * 1000
     assert await ref.call(payload) == payload

@@ -117,19 +117,30 @@ pub struct NodeConfig {
     /// pipe frames are split to fit. Default 2048.
     pub lossy_max_frame: usize,
     /// Most unacknowledged packets in flight on a lossy or datagram link (the peer's
-    /// receive window caps it too). A window's worth of line time must stay
-    /// below `lossy_initial_rto`, or the sender re-sends packets that are
-    /// merely still on their way: at 115 200 baud (about 11.5 KB/s), 8
-    /// packets of a 1 KiB pipe write take about 0.75 s. It also bounds how
+    /// receive window caps it too). A window's worth of line time should
+    /// stay below `lossy_initial_rto`: until the link has measured its
+    /// round-trip time, the sender re-sends packets that are merely still
+    /// on their way: at 115 200 baud (about 11.5 KB/s), 8 packets of a
+    /// 1 KiB pipe write take about 0.75 s. It also bounds how
     /// long a call waits behind a running pipe: calls overtake queued pipe
     /// data but not the packets in flight (`docs/PROTOCOL.md` §7.1), so at
     /// most a window of packets of up to `lossy_max_frame` bytes goes
     /// first. Default 8.
     pub lossy_send_window: u32,
-    /// First retransmission timeout on a lossy or datagram link (it doubles up to 4 s
-    /// while nothing is acknowledged): the time a lost frame costs. Default
-    /// 1 s, for slow lines; a fast line (a pty, a few Mbaud) can use tens
-    /// of milliseconds.
+    /// First and smallest retransmission timeout on a lossy or datagram
+    /// link: the least time a lost frame costs. The timeout then follows
+    /// the round-trip time the link measures (RFC 6298: smoothed RTT plus
+    /// four times its variation, `docs/PROTOCOL.md` §6.1), which on a
+    /// slow line includes the line time of the packets queued ahead, so
+    /// packets that are merely slow to be acknowledged are not sent again;
+    /// it never drops below this value (a short sample on an idle line
+    /// says nothing about a burst of full packets behind it), doubles on
+    /// an expiry up to 4 s (or this value, if larger) and stays doubled
+    /// until a packet first sent after the expiry is acknowledged. Default
+    /// 1 s, for slow
+    /// lines; a fast line (a pty, a few Mbaud) can use tens of
+    /// milliseconds. [`LinkStatus::stats`] shows the measured RTT and the
+    /// timeout in force (`srtt_us`, `rto_us`).
     pub lossy_initial_rto: Duration,
     /// Bytes of casts and calls that may wait for one link; beyond, they
     /// fail at once with [`Error::LinkBusy`] instead of growing memory.
@@ -201,6 +212,7 @@ impl NodeConfig {
                 c.max_frame = self.lossy_max_frame;
                 c.send_window = self.lossy_send_window;
                 c.initial_rto = self.lossy_initial_rto;
+                c.min_rto = self.lossy_initial_rto;
                 c.max_rto = c.max_rto.max(self.lossy_initial_rto);
             }
         }

@@ -15,8 +15,9 @@
 //!   retransmits.
 //!
 //! On top, the session gives reliable, ordered, deduplicated delivery
-//! (sequence numbers, cumulative acks, retransmission with backoff on lossy
-//! links), liveness (keepalive pings, idle timeout) and three channels:
+//! (sequence numbers, cumulative acks, retransmission on lossy links with
+//! a timeout that follows the measured round-trip time, RFC 6298),
+//! liveness (keepalive pings, idle timeout) and three channels:
 //! registry sync ([`Session::announce`], [`Session::withdraw`]), messages
 //! ([`Session::cast`], [`Session::call`], [`Session::reply`]) and pipes with
 //! per-pipe credit ([`Session::open_pipe`], [`Session::pipe_send`],
@@ -98,6 +99,7 @@ pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 mod packet;
+mod rtt;
 pub mod secure;
 mod send_queue;
 mod session;
@@ -109,6 +111,8 @@ pub(crate) mod harness;
 #[cfg(test)]
 mod resume_tests;
 #[cfg(test)]
+mod rtt_tests;
+#[cfg(test)]
 mod secure_tests;
 #[cfg(test)]
 mod send_queue_tests;
@@ -119,6 +123,7 @@ pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, Segm
 pub use packet::{
     CloseCode, EntryInfo, MAGIC, MAX_ROUTE_PATH, RemoteError, RemoteErrorKind, RouteInfo, VERSION,
 };
+pub use rtt::{DEFAULT_MIN_RTO, RTO_GRANULARITY};
 pub use secure::{
     FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig,
     Suite, has_aes_hardware,

@@ -267,7 +267,7 @@ pub fn show_link(name: &str, l: &oscloud_core::LinkStatus) {
     println!(
         "  {name}: frames sent {} recv {}, bytes sent {} (payload {}) recv {} (payload {}), \
          retransmissions {} ({} fast, {} timeouts), duplicates {}, out of order {}, crc failures {}, \
-         framing failures {}, resumes {}",
+         framing failures {}, resumes {}, srtt {:.1} ms ({} samples), rto {:.1} ms",
         s.frames_sent,
         s.frames_received,
         s.bytes_sent,
@@ -281,7 +281,10 @@ pub fn show_link(name: &str, l: &oscloud_core::LinkStatus) {
         s.out_of_order,
         s.crc_failures,
         s.framing_failures,
-        s.resumes
+        s.resumes,
+        s.srtt_us as f64 / 1e3,
+        s.rtt_samples,
+        s.rto_us as f64 / 1e3
     );
 }
 

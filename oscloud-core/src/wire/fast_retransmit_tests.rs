@@ -13,10 +13,11 @@ use super::harness::{Damage, Pair};
 use super::*;
 
 /// A connected pair on `kind` with the node's lossy defaults (1 s first
-/// RTO) and the given send window.
+/// and smallest RTO) and the given send window.
 fn pair(kind: FramingKind, window: u32) -> Pair {
     let mut c = Config::new(kind);
     c.initial_rto = Duration::from_secs(1);
+    c.min_rto = c.initial_rto;
     c.max_rto = Duration::from_secs(4);
     c.send_window = window;
     c.keepalive = Duration::from_secs(5);

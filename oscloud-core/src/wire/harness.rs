@@ -4,7 +4,8 @@
 //! Time only moves when the harness jumps it to the next deadline, and all
 //! damage comes from a seeded RNG, so every run is reproducible.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -47,6 +48,17 @@ pub(crate) struct Pair {
     pub(crate) lose_from_a: Vec<u64>,
     /// Chunks `a` has sent so far.
     pub(crate) sent_from_a: u64,
+    /// One-way delay of every chunk, each way (zero: delivered at once).
+    pub(crate) delay: Duration,
+    /// Line rate each way in bytes per second (0: unlimited): a chunk
+    /// takes its length over the rate on the line, after the chunks sent
+    /// before it (a serial line's queue).
+    pub(crate) bytes_per_sec: u64,
+    /// Chunks on their way (delay or rate set): arrival time, towards `b`
+    /// (else towards `a`), the bytes. In arrival order per direction.
+    in_transit: VecDeque<(Instant, bool, Bytes)>,
+    /// When each direction's line is free again (towards `b`, towards `a`).
+    line_free: [Option<Instant>; 2],
     stream: bool,
 }
 
@@ -117,6 +129,10 @@ impl Pair {
             a_to_b: true,
             lose_from_a: Vec::new(),
             sent_from_a: 0,
+            delay: Duration::ZERO,
+            bytes_per_sec: 0,
+            in_transit: VecDeque::new(),
+            line_free: [None, None],
             stream,
         }
     }
@@ -130,6 +146,55 @@ impl Pair {
         p
     }
 
+    /// Put chunks on the line: delivered at once on an ideal link, else
+    /// queued until their arrival time.
+    fn send(&mut self, from_a: bool, mut chunks: Vec<Bytes>) {
+        if self.delay.is_zero() && self.bytes_per_sec == 0 {
+            return self.deliver(from_a, chunks);
+        }
+        if from_a {
+            let first = self.sent_from_a;
+            self.sent_from_a += chunks.len() as u64;
+            let mut n = first;
+            chunks.retain(|_| {
+                n += 1;
+                !self.lose_from_a.contains(&(n - 1))
+            });
+        }
+        let dir = usize::from(!from_a);
+        for c in damage(&mut self.rng, self.damage, chunks) {
+            let start = self.line_free[dir].map_or(self.now, |t| t.max(self.now));
+            let on_line = if self.bytes_per_sec == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(c.len() as f64 / self.bytes_per_sec as f64)
+            };
+            self.line_free[dir] = Some(start + on_line);
+            self.in_transit
+                .push_back((start + on_line + self.delay, from_a, c));
+        }
+    }
+
+    /// Hand over the chunks on their way that have arrived by now; true
+    /// if any did.
+    fn arrive(&mut self) -> bool {
+        let now = self.now;
+        let (due, later): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.in_transit)
+            .into_iter()
+            .partition(|(t, _, _)| *t <= now);
+        self.in_transit = later;
+        let moved = !due.is_empty();
+        for (_, from_a, c) in due {
+            self.hand_over(from_a, vec![c]);
+        }
+        moved
+    }
+
+    /// When the next chunk on its way arrives.
+    fn next_arrival(&self) -> Option<Instant> {
+        self.in_transit.iter().map(|(t, _, _)| *t).min()
+    }
+
     fn deliver(&mut self, from_a: bool, mut chunks: Vec<Bytes>) {
         if from_a {
             let first = self.sent_from_a;
@@ -141,6 +206,11 @@ impl Pair {
             });
         }
         let chunks = damage(&mut self.rng, self.damage, chunks);
+        self.hand_over(from_a, chunks);
+    }
+
+    /// Feed chunks to the receiving session.
+    fn hand_over(&mut self, from_a: bool, chunks: Vec<Bytes>) {
         let now = self.now;
         let to = if from_a { &mut self.b } else { &mut self.a };
         if self.stream {
@@ -165,13 +235,14 @@ impl Pair {
         let now = self.now;
         let from_a: Vec<Bytes> = std::iter::from_fn(|| self.a.poll_transmit(now)).collect();
         let from_b: Vec<Bytes> = std::iter::from_fn(|| self.b.poll_transmit(now)).collect();
-        let moved = !from_a.is_empty() || !from_b.is_empty();
+        let mut moved = !from_a.is_empty() || !from_b.is_empty();
         if self.a_to_b {
-            self.deliver(true, from_a);
+            self.send(true, from_a);
         }
         if self.b_to_a {
-            self.deliver(false, from_b);
+            self.send(false, from_b);
         }
+        moved |= self.arrive();
         self.collect();
         moved
     }
@@ -200,10 +271,16 @@ impl Pair {
     /// Jump time to the next deadline and run the timers; false if neither
     /// side has one.
     pub(crate) fn step_time(&mut self) -> bool {
-        let t = match (self.a.poll_timeout(), self.b.poll_timeout()) {
-            (Some(x), Some(y)) => x.min(y),
-            (Some(x), None) | (None, Some(x)) => x,
-            (None, None) => return false,
+        let t = [
+            self.a.poll_timeout(),
+            self.b.poll_timeout(),
+            self.next_arrival(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(t) = t else {
+            return false;
         };
         self.now = self.now.max(t);
         self.a.handle_timeout(self.now);

@@ -12,6 +12,7 @@ use super::packet::{
     CloseCode, DATA_OVERHEAD, EntryInfo, Hello, Msg, PIPE_DATA_OVERHEAD, Packet, RemoteError,
     Resume, RouteInfo, VERSION, to_vec,
 };
+use super::rtt::{DEFAULT_MIN_RTO, RttEstimator};
 use super::secure::{
     FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, SECURE_MARK,
     SECURE_OVERHEAD, Secure, SecureConfig, Suite,
@@ -100,9 +101,15 @@ pub struct Config {
     /// Close the session when nothing was received for this long (also the
     /// handshake timeout).
     pub idle_timeout: Duration,
-    /// First retransmission timeout (lossy links only).
+    /// First retransmission timeout (lossy links only), used until the
+    /// first round-trip time sample; then the timeout follows the
+    /// measured round-trip time (RFC 6298, see [`min_rto`](Self::min_rto)
+    /// and `docs/PROTOCOL.md` §6.1).
     pub initial_rto: Duration,
-    /// Retransmission timeout cap after backoff.
+    /// Smallest retransmission timeout the round-trip time estimate may
+    /// give (lossy links only; at most `initial_rto`). Default 20 ms.
+    pub min_rto: Duration,
+    /// Retransmission timeout cap, after backoff too.
     pub max_rto: Duration,
     /// How long an acknowledgement may wait for a packet to ride on.
     pub ack_delay: Duration,
@@ -136,6 +143,7 @@ impl Config {
             keepalive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             initial_rto: Duration::from_millis(250),
+            min_rto: DEFAULT_MIN_RTO,
             max_rto: Duration::from_secs(4),
             ack_delay: Duration::from_millis(10),
             reassembly_timeout: Duration::from_secs(1),
@@ -164,6 +172,9 @@ impl Config {
         }
         if self.initial_rto.is_zero() || self.max_rto < self.initial_rto {
             return bad("initial_rto must be non-zero and at most max_rto");
+        }
+        if self.min_rto.is_zero() || self.min_rto > self.initial_rto {
+            return bad("min_rto must be non-zero and at most initial_rto");
         }
         let day = Duration::from_secs(86_400);
         if [
@@ -436,6 +447,18 @@ pub struct Stats {
     pub detaches: u64,
     /// Times the session resumed on a new link.
     pub resumes: u64,
+    /// Round-trip times measured (lossy links: one timed packet at a
+    /// time, never one that was sent again; `docs/PROTOCOL.md` §6.1).
+    pub rtt_samples: u64,
+    /// Smoothed round-trip time in microseconds (RFC 6298 SRTT), as the
+    /// retransmission timer sees it: each sample runs from the packet's
+    /// send, or from the last ack that made progress if that came later,
+    /// to its ack. 0 before the first sample, and on reliable streams,
+    /// which measure none.
+    pub srtt_us: u64,
+    /// Current retransmission timeout in microseconds, backoff included;
+    /// 0 on reliable streams, which retransmit nothing.
+    pub rto_us: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -532,7 +555,23 @@ pub struct Session {
     /// Standalone Acks owed at once, one per Data packet received ahead
     /// of a gap: the sender counts them as duplicate acknowledgements.
     gap_acks: u32,
-    rto: Duration,
+    /// Round-trip time estimate and retransmission timeout (lossy links).
+    rtt: RttEstimator,
+    /// The Data packet being timed for a round-trip sample and when it was
+    /// sent; cleared by any retransmission (Karn's rule).
+    rtt_probe: Option<(u64, Instant)>,
+    /// The retransmission timer last ran for the handshake: its backoff
+    /// ends with the handshake.
+    hs_backoff: bool,
+    /// After a Data timeout: the first seq sent after it (everything
+    /// before went again). An ack reaching it ends the backoff, as a
+    /// fresh sample does (Karn).
+    backoff_until: Option<u64>,
+    /// An ack made progress since the last Data timeout.
+    acked_since_timeout: bool,
+    /// When an ack last made progress (the retransmission timer restarts
+    /// then).
+    last_progress: Option<Instant>,
     rto_at: Option<Instant>,
     last_sent: Instant,
     ping_due: bool,
@@ -611,7 +650,8 @@ impl Session {
             )));
         }
         let lossy = config.framing.is_lossy();
-        let rto = config.initial_rto;
+        let rtt = RttEstimator::new(&config);
+        let rto = rtt.rto();
         let session = Self {
             framer,
             max_frame,
@@ -644,7 +684,12 @@ impl Session {
             recover: 0,
             fast_recovery: false,
             gap_acks: 0,
-            rto,
+            rtt,
+            rtt_probe: None,
+            hs_backoff: lossy,
+            backoff_until: None,
+            acked_since_timeout: false,
+            last_progress: None,
             rto_at: lossy.then_some(now + rto),
             last_sent: now,
             ping_due: false,
@@ -868,10 +913,28 @@ impl Session {
                 self.fast_recovery = false;
                 self.fast_resend = None;
                 self.dup_acks = 0;
+                // Karn: whatever acknowledges the timed packet now may
+                // acknowledge its copy.
+                self.rtt_probe = None;
+                // Data timed out: this backoff is the path's, kept until
+                // a packet sent after this expiry is acknowledged (or a
+                // fresh sample), even if the handshake ends meanwhile.
+                self.hs_backoff = false;
+                self.backoff_until = Some(self.next_seq);
+                // Backed off already and the last expiry's retransmission
+                // made progress: the path delivers, this is another loss,
+                // not a longer round trip; the RTO keeps its level instead
+                // of doubling again.
+                let progress = std::mem::take(&mut self.acked_since_timeout);
+                if !(progress && self.rtt.is_backed_off()) {
+                    self.rtt.on_timeout();
+                }
+            } else {
+                self.hs_backoff = true;
+                self.rtt.on_timeout();
             }
-            self.rto = (self.rto * 2).min(self.config.max_rto);
             self.rto_at = (!self.hello_confirmed || !self.in_flight.is_empty() || awaiting)
-                .then_some(now + self.rto);
+                .then_some(now + self.rtt.rto());
         }
         if self.state == State::Open && now >= self.last_sent + self.config.keepalive {
             self.ping_due = true;
@@ -880,7 +943,32 @@ impl Session {
 
     /// Counters so far.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let lossy = self.config.framing.is_lossy();
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Stats {
+            rtt_samples: self.rtt.samples(),
+            srtt_us: self.rtt.srtt().filter(|_| lossy).map_or(0, us),
+            rto_us: if lossy { us(self.rtt.rto()) } else { 0 },
+            ..self.stats
+        }
+    }
+
+    /// The smoothed round-trip time measured on this link (lossy links;
+    /// `None` before the first sample).
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+
+    /// The retransmission timeout now, backoff included (meaningful on
+    /// lossy links only).
+    pub fn rto(&self) -> Duration {
+        self.rtt.rto()
+    }
+
+    /// Data packets sent and not yet acknowledged (test only).
+    #[cfg(test)]
+    pub(crate) fn unacked(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// The peer, once its Hello arrived.
@@ -1052,10 +1140,15 @@ impl Session {
         self.config.framing = link.framing;
         self.config.send_window = link.send_window;
         self.config.initial_rto = link.initial_rto;
+        self.config.min_rto = link.min_rto;
         self.config.max_rto = link.max_rto;
         self.config.ack_delay = link.ack_delay;
         self.config.reassembly_timeout = link.reassembly_timeout;
-        self.rto = self.config.initial_rto;
+        // Another kind of link: what was measured on the old one is void.
+        self.rtt = RttEstimator::new(&self.config);
+        self.rtt_probe = None;
+        self.backoff_until = None;
+        self.last_progress = None;
         Ok(())
     }
 
@@ -1085,12 +1178,17 @@ impl Session {
         });
         self.send_hello = true;
         self.hello_confirmed = !self.config.framing.is_lossy();
-        self.rto = self.config.initial_rto;
+        // A new link: its round-trip time is yet to be measured.
+        self.rtt = RttEstimator::new(&self.config);
+        self.rtt_probe = None;
+        self.backoff_until = None;
+        self.last_progress = None;
+        self.hs_backoff = self.config.framing.is_lossy();
         self.rto_at = self
             .config
             .framing
             .is_lossy()
-            .then_some(self.now + self.rto);
+            .then_some(self.now + self.rtt.rto());
         self.last_recv = self.now;
         self.last_sent = self.now;
         if let Some(cfg) = &self.secure_cfg {
@@ -1131,9 +1229,11 @@ impl Session {
         self.retransmit_next = self.in_flight.front().map(|(s, _)| *s);
         // All of it goes again: no fast retransmit for what it duplicates.
         self.recover = self.next_seq - 1;
-        self.rto = self.config.initial_rto;
+        self.rtt.clear_backoff();
+        self.hs_backoff = false;
+        self.rtt_probe = None;
         self.rto_at = (self.config.framing.is_lossy() && !self.in_flight.is_empty())
-            .then_some(self.now + self.rto);
+            .then_some(self.now + self.rtt.rto());
         self.state = State::Open;
         self.grace_until = None;
         self.ack_at = Some(self.now);
@@ -1620,8 +1720,11 @@ impl Session {
         self.next_seq += 1;
         if lossy {
             self.in_flight.push_back((seq, msg.clone()));
+            if self.rtt_probe.is_none() {
+                self.rtt_probe = Some((seq, self.now));
+            }
             if self.rto_at.is_none() {
-                self.rto_at = Some(self.now + self.rto);
+                self.rto_at = Some(self.now + self.rtt.rto());
             }
         } else if self.resumable {
             // Kept (payloads shared, not copied) until acknowledged, to be
@@ -1732,9 +1835,11 @@ impl Session {
             && self.state != State::Closed
         {
             self.rto_at = None;
-            self.rto = self.config.initial_rto;
         } else if awaiting && self.rto_at.is_none() {
-            self.rto_at = Some(self.now + self.rto);
+            self.rto_at = Some(self.now + self.rtt.rto());
+        }
+        if self.hello_confirmed && !awaiting && std::mem::take(&mut self.hs_backoff) {
+            self.rtt.clear_backoff();
         }
     }
 
@@ -2071,9 +2176,30 @@ impl Session {
             progress = true;
         }
         if progress {
-            self.rto = self.config.initial_rto;
+            self.acked_since_timeout = true;
+            if let Some((seq, sent)) = self.rtt_probe
+                && seq <= ack
+            {
+                // Timed from when the timer began to wait for it: its
+                // send, or the last ack that made progress if that came
+                // later (the timer restarts then, RFC 6298 5.3).
+                let from = self.last_progress.map_or(sent, |t| t.max(sent));
+                self.rtt_probe = None;
+                self.rtt.sample(self.now.saturating_duration_since(from));
+            }
+            self.last_progress = Some(self.now);
+            if self.backoff_until.is_some_and(|s| s <= ack) {
+                // A packet first sent after the last expiry arrived: the
+                // path delivers again (Karn and Partridge). Waiting for a
+                // timed packet instead keeps a noisy link, where
+                // retransmissions void most of them, backed off for long.
+                self.backoff_until = None;
+                self.rtt.clear_backoff();
+            }
+            // The timer restarts for the oldest packet left (RFC 6298
+            // 5.3), with the backoff kept until then.
             self.rto_at = (self.config.framing.is_lossy() && !self.in_flight.is_empty())
-                .then_some(self.now + self.rto);
+                .then_some(self.now + self.rtt.rto());
             if self.retransmit_next.is_some_and(|s| s <= ack) {
                 self.retransmit_next = self.in_flight.front().map(|(s, _)| *s);
             }
@@ -2119,7 +2245,9 @@ impl Session {
         }
         self.fast_resend = Some(front);
         self.stats.fast_retransmits += 1;
-        self.rto_at = Some(self.now + self.rto);
+        // Karn: a later ack may be for the copy, or held up by the gap.
+        self.rtt_probe = None;
+        self.rto_at = Some(self.now + self.rtt.rto());
     }
 
     fn handle_data(&mut self, seq: u64, msg: Msg) {
