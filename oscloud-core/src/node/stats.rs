@@ -26,7 +26,7 @@ use crate::NodeId;
 use crate::wire::Stats;
 
 /// How many counters [`Stats`] has.
-const COUNTERS: usize = 19;
+const COUNTERS: usize = 22;
 
 /// The state of a link as [`Node::links`](super::Node::links) shows it.
 #[derive(Debug, Clone)]
@@ -187,6 +187,9 @@ fn to_array(s: &Stats) -> [u64; COUNTERS] {
         replays,
         detaches,
         resumes,
+        rtt_samples,
+        srtt_us,
+        rto_us,
     } = *s;
     [
         frames_sent,
@@ -208,6 +211,9 @@ fn to_array(s: &Stats) -> [u64; COUNTERS] {
         replays,
         detaches,
         resumes,
+        rtt_samples,
+        srtt_us,
+        rto_us,
     ]
 }
 
@@ -232,6 +238,9 @@ fn from_array(v: [u64; COUNTERS]) -> Stats {
         replays,
         detaches,
         resumes,
+        rtt_samples,
+        srtt_us,
+        rto_us,
     ] = v;
     Stats {
         frames_sent,
@@ -253,6 +262,9 @@ fn from_array(v: [u64; COUNTERS]) -> Stats {
         replays,
         detaches,
         resumes,
+        rtt_samples,
+        srtt_us,
+        rto_us,
     }
 }
 
