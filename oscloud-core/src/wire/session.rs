@@ -2077,6 +2077,18 @@ impl Session {
             if peer.session_id == h.session_id && peer.node == h.node {
                 // A retransmitted Hello: our HelloAck was lost.
                 self.send_hello_ack = true;
+            } else if self.config.framing.is_lossy() {
+                // On a line without connections (serial, CAN, BLE) this
+                // means the peer restarted its side. A Close would reach
+                // its new session and end that one too, so this session
+                // ends quietly; the link starts a new one, which answers
+                // the peer's next Hello (PROTOCOL.md §6).
+                tracing::debug!("the peer started a new session over this one; ending it");
+                self.finish(CloseReason {
+                    code: CloseCode::Normal,
+                    message: "the peer started a new session over this one".into(),
+                    remote: true,
+                });
             } else {
                 self.protocol_error(
                     CloseCode::Protocol,

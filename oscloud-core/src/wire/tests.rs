@@ -969,3 +969,50 @@ fn wire_efficiency_figures() {
         assert!(ratio > min, "{kind:?}: {ratio}");
     }
 }
+
+/// A peer that restarts its side of a connectionless line (a new Hello,
+/// same node, new session id): the open session ends without a Close,
+/// which would reach the peer's new session and end it too; on a reliable
+/// stream that Hello is a protocol violation and gets a Close (code 1).
+#[test]
+fn a_new_session_over_an_open_one_ends_it_quietly_only_on_lossy_links() {
+    for framing in KINDS {
+        let mut p = Pair::connected(framing);
+        let now = p.now;
+        let mut restarted = Session::new(
+            Config::new(framing),
+            LocalInfo::new(NodeId::from_bytes([0xb; 16])),
+            now,
+        )
+        .unwrap();
+        let mut hello = Vec::new();
+        while let Some(chunk) = restarted.poll_transmit(now) {
+            hello.push(chunk);
+        }
+        assert!(!hello.is_empty());
+        for chunk in &hello {
+            p.a.handle_input(now, chunk);
+        }
+        let mut events = Vec::new();
+        while let Some(e) = p.a.poll_event() {
+            events.push(e);
+        }
+        let reason = closed_reason(&events)
+            .cloned()
+            .unwrap_or_else(|| panic!("{framing:?}: not closed"));
+        let sent = p.a.poll_transmit(now);
+        if framing.is_lossy() {
+            assert!(
+                reason.remote && reason.code == CloseCode::Normal,
+                "{framing:?}: {reason}"
+            );
+            assert!(sent.is_none(), "{framing:?}: no Close on a lossy link");
+        } else {
+            assert!(
+                !reason.remote && reason.code == CloseCode::Protocol,
+                "{reason}"
+            );
+            assert!(sent.is_some(), "a Close on a reliable stream");
+        }
+    }
+}
