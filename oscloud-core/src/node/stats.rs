@@ -25,9 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use crate::NodeId;
 use crate::wire::Stats;
 
-/// How many counters [`Stats`] has.
-const COUNTERS: usize = 22;
-
 /// The state of a link as [`Node::links`](super::Node::links) shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkState {
@@ -164,109 +161,50 @@ impl Publisher {
     }
 }
 
-fn to_array(s: &Stats) -> [u64; COUNTERS] {
-    // Destructured, so that a new counter does not compile until it is
-    // published here too.
-    let Stats {
-        frames_sent,
-        frames_received,
-        bytes_sent,
-        bytes_received,
-        payload_bytes_sent,
-        payload_bytes_received,
-        retransmissions,
-        fast_retransmits,
-        timeouts,
-        duplicates,
-        out_of_order,
-        dropped,
-        crc_failures,
-        framing_failures,
-        decode_failures,
-        auth_failures,
-        replays,
-        detaches,
-        resumes,
-        rtt_samples,
-        srtt_us,
-        rto_us,
-    } = *s;
-    [
-        frames_sent,
-        frames_received,
-        bytes_sent,
-        bytes_received,
-        payload_bytes_sent,
-        payload_bytes_received,
-        retransmissions,
-        fast_retransmits,
-        timeouts,
-        duplicates,
-        out_of_order,
-        dropped,
-        crc_failures,
-        framing_failures,
-        decode_failures,
-        auth_failures,
-        replays,
-        detaches,
-        resumes,
-        rtt_samples,
-        srtt_us,
-        rto_us,
-    ]
+/// `to_array` and `from_array` over the counters named once. They
+/// destructure and build [`Stats`] whole, so a counter added to it does not
+/// compile until it is listed here too.
+macro_rules! counters {
+    ($($field:ident),* $(,)?) => {
+        /// How many counters [`Stats`] has.
+        const COUNTERS: usize = [$(stringify!($field)),*].len();
+
+        fn to_array(s: &Stats) -> [u64; COUNTERS] {
+            let Stats { $($field),* } = *s;
+            [$($field),*]
+        }
+
+        fn from_array(v: [u64; COUNTERS]) -> Stats {
+            let [$($field),*] = v;
+            Stats { $($field),* }
+        }
+    };
 }
 
-fn from_array(v: [u64; COUNTERS]) -> Stats {
-    let [
-        frames_sent,
-        frames_received,
-        bytes_sent,
-        bytes_received,
-        payload_bytes_sent,
-        payload_bytes_received,
-        retransmissions,
-        fast_retransmits,
-        timeouts,
-        duplicates,
-        out_of_order,
-        dropped,
-        crc_failures,
-        framing_failures,
-        decode_failures,
-        auth_failures,
-        replays,
-        detaches,
-        resumes,
-        rtt_samples,
-        srtt_us,
-        rto_us,
-    ] = v;
-    Stats {
-        frames_sent,
-        frames_received,
-        bytes_sent,
-        bytes_received,
-        payload_bytes_sent,
-        payload_bytes_received,
-        retransmissions,
-        fast_retransmits,
-        timeouts,
-        duplicates,
-        out_of_order,
-        dropped,
-        crc_failures,
-        framing_failures,
-        decode_failures,
-        auth_failures,
-        replays,
-        detaches,
-        resumes,
-        rtt_samples,
-        srtt_us,
-        rto_us,
-    }
-}
+counters!(
+    frames_sent,
+    frames_received,
+    bytes_sent,
+    bytes_received,
+    payload_bytes_sent,
+    payload_bytes_received,
+    retransmissions,
+    fast_retransmits,
+    timeouts,
+    duplicates,
+    out_of_order,
+    dropped,
+    crc_failures,
+    framing_failures,
+    decode_failures,
+    auth_failures,
+    replays,
+    detaches,
+    resumes,
+    rtt_samples,
+    srtt_us,
+    rto_us,
+);
 
 #[cfg(test)]
 mod tests {
