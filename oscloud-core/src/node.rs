@@ -751,7 +751,7 @@ impl Node {
             link.info.remote.clone(),
             reconnects,
         ));
-        let name = format!("{} ↔ {}", link.info.local, link.info.remote);
+        let name = resume::link_name(&link.info.local, &link.info.remote);
         let cost = link_cost(link.info.kind);
         let (close, mut closed) = watch::channel(false);
         self.lock_links().insert(

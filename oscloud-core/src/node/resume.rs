@@ -36,8 +36,13 @@ pub(crate) struct Handover {
 impl Handover {
     /// The new link's name, for logs.
     pub(crate) fn name(&self) -> String {
-        format!("{} ↔ {}", self.local, self.remote)
+        link_name(&self.local, &self.remote)
     }
+}
+
+/// A link's name in logs: its two sides as the transport describes them.
+pub(crate) fn link_name(local: &str, remote: &str) -> String {
+    format!("{local} ↔ {remote}")
 }
 
 /// A resumable session of this node.

@@ -152,15 +152,7 @@ impl Pair {
         if self.delay.is_zero() && self.bytes_per_sec == 0 {
             return self.deliver(from_a, chunks);
         }
-        if from_a {
-            let first = self.sent_from_a;
-            self.sent_from_a += chunks.len() as u64;
-            let mut n = first;
-            chunks.retain(|_| {
-                n += 1;
-                !self.lose_from_a.contains(&(n - 1))
-            });
-        }
+        self.lose(from_a, &mut chunks);
         let dir = usize::from(!from_a);
         for c in damage(&mut self.rng, self.damage, chunks) {
             let start = self.line_free[dir].map_or(self.now, |t| t.max(self.now));
@@ -195,7 +187,9 @@ impl Pair {
         self.in_transit.iter().map(|(t, _, _)| *t).min()
     }
 
-    fn deliver(&mut self, from_a: bool, mut chunks: Vec<Bytes>) {
+    /// Drop the chunks from A that the test asked to lose (counted over
+    /// every chunk A sent).
+    fn lose(&mut self, from_a: bool, chunks: &mut Vec<Bytes>) {
         if from_a {
             let first = self.sent_from_a;
             self.sent_from_a += chunks.len() as u64;
@@ -205,6 +199,10 @@ impl Pair {
                 !self.lose_from_a.contains(&(n - 1))
             });
         }
+    }
+
+    fn deliver(&mut self, from_a: bool, mut chunks: Vec<Bytes>) {
+        self.lose(from_a, &mut chunks);
         let chunks = damage(&mut self.rng, self.damage, chunks);
         self.hand_over(from_a, chunks);
     }

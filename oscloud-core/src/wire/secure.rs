@@ -131,14 +131,25 @@ impl Cipher {
     /// Encrypt `body` in place under nonce `n`, authenticating `aad` too;
     /// the tag.
     fn seal(&self, n: u64, aad: &[u8], body: &mut [u8]) -> Option<[u8; TAG_LEN]> {
-        self.seal_into(n, aad, &[], &[], body)
+        match self {
+            Cipher::Ring(suite, key) => {
+                let tag = key
+                    .seal_in_place_separate_tag(Self::ring_nonce(*suite, n), Aad::from(aad), body)
+                    .ok()?;
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(tag.as_ref());
+                Some(t)
+            }
+            Cipher::Aegis(key) => Some(
+                Aegis256::<TAG_LEN>::new(key, &Self::aegis_nonce(n)).encrypt_in_place(body, aad),
+            ),
+        }
     }
 
     /// Encrypt `head ‖ tail` into `out` (exactly as long as both) under
-    /// nonce `n`, authenticating `aad` too; the tag. With both empty, `out`
-    /// is encrypted in place. AEGIS reads the plaintext where it is and
-    /// writes the ciphertext straight into `out`; ring's ciphers copy it
-    /// there first and encrypt in place.
+    /// nonce `n`, authenticating `aad` too; the tag. AEGIS reads the
+    /// plaintext where it is and writes the ciphertext straight into
+    /// `out`; ring's ciphers copy it there first and encrypt in place.
     fn seal_into(
         &self,
         n: u64,
@@ -147,36 +158,20 @@ impl Cipher {
         tail: &[u8],
         out: &mut [u8],
     ) -> Option<[u8; TAG_LEN]> {
-        let in_place = tail.is_empty() && head.is_empty();
-        if !in_place && out.len() != head.len() + tail.len() {
+        if out.len() != head.len() + tail.len() {
             return None;
         }
-        match self {
-            Cipher::Ring(suite, key) => {
-                if !in_place {
-                    let (h, t) = out.split_at_mut(head.len());
-                    h.copy_from_slice(head);
-                    t.copy_from_slice(tail);
-                }
-                let tag = key
-                    .seal_in_place_separate_tag(Self::ring_nonce(*suite, n), Aad::from(aad), out)
-                    .ok()?;
-                let mut t = [0u8; TAG_LEN];
-                t.copy_from_slice(tag.as_ref());
-                Some(t)
-            }
-            Cipher::Aegis(key) => {
-                let aegis = Aegis256::<TAG_LEN>::new(key, &Self::aegis_nonce(n));
-                if in_place {
-                    return Some(aegis.encrypt_in_place(out, aad));
-                }
-                let mut enc = aegis.encryptor(aad);
-                let (h, t) = out.split_at_mut(head.len());
-                enc.update(head, h);
-                enc.update(tail, t);
-                Some(enc.finalize())
-            }
-        }
+        let Cipher::Aegis(key) = self else {
+            let (h, t) = out.split_at_mut(head.len());
+            h.copy_from_slice(head);
+            t.copy_from_slice(tail);
+            return self.seal(n, aad, out);
+        };
+        let mut enc = Aegis256::<TAG_LEN>::new(key, &Self::aegis_nonce(n)).encryptor(aad);
+        let (h, t) = out.split_at_mut(head.len());
+        enc.update(head, h);
+        enc.update(tail, t);
+        Some(enc.finalize())
     }
 
     /// Open `sealed` (ciphertext ‖ tag) in place under nonce `n`, leaving

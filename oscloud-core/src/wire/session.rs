@@ -965,6 +965,15 @@ impl Session {
         self.rtt.rto()
     }
 
+    /// Forget the round-trip time measured so far (a new link): the
+    /// estimate starts again from `initial_rto`.
+    fn restart_rtt(&mut self) {
+        self.rtt = RttEstimator::new(&self.config);
+        self.rtt_probe = None;
+        self.backoff_until = None;
+        self.last_progress = None;
+    }
+
     /// Data packets sent and not yet acknowledged (test only).
     #[cfg(test)]
     pub(crate) fn unacked(&self) -> usize {
@@ -1145,10 +1154,7 @@ impl Session {
         self.config.ack_delay = link.ack_delay;
         self.config.reassembly_timeout = link.reassembly_timeout;
         // Another kind of link: what was measured on the old one is void.
-        self.rtt = RttEstimator::new(&self.config);
-        self.rtt_probe = None;
-        self.backoff_until = None;
-        self.last_progress = None;
+        self.restart_rtt();
         Ok(())
     }
 
@@ -1178,11 +1184,7 @@ impl Session {
         });
         self.send_hello = true;
         self.hello_confirmed = !self.config.framing.is_lossy();
-        // A new link: its round-trip time is yet to be measured.
-        self.rtt = RttEstimator::new(&self.config);
-        self.rtt_probe = None;
-        self.backoff_until = None;
-        self.last_progress = None;
+        self.restart_rtt();
         self.hs_backoff = self.config.framing.is_lossy();
         self.rto_at = self
             .config
