@@ -63,6 +63,7 @@ mod router;
 pub(crate) mod routes;
 #[cfg(test)]
 mod routing_tests;
+mod serving;
 mod settings;
 mod stats;
 #[cfg(test)]

@@ -14,9 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
@@ -26,6 +23,7 @@ use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::Router;
 use super::routes::LinkId;
+use super::serving::Serving;
 use super::stats::{LinkShared, Publisher};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::identity::AllowList;
@@ -61,7 +59,7 @@ pub(crate) struct Driver {
     /// The peer's calls to local servers, waiting for their replies. They
     /// are polled here rather than in tasks of their own: a reply then
     /// wakes this task once, instead of a task that then wakes this one.
-    serving: FuturesUnordered<BoxFuture<'static, (CallId, Result<Bytes, RemoteError>)>>,
+    serving: Serving<(CallId, Result<Bytes, RemoteError>)>,
     pipes: HashMap<PipeId, Bridge>,
     /// The local readers of pipes with credit, polled here.
     outbound: Outbound,
@@ -171,7 +169,7 @@ impl Driver {
             exported: HashMap::new(),
             watch: None,
             calls: HashMap::new(),
-            serving: FuturesUnordered::new(),
+            serving: Serving::new(),
             pipes: HashMap::new(),
             outbound: Outbound::default(),
             blocked: VecDeque::new(),
@@ -332,7 +330,7 @@ impl Driver {
                         self.take_command(cmd);
                     }
                 }
-                Some((id, result)) = self.serving.next(), if !self.serving.is_empty() => {
+                (id, result) = self.serving.next(), if !self.serving.is_empty() => {
                     self.send_reply(id, result)
                 }
                 (pipe, frame) = self.outbound.next(), if !self.outbound.is_empty() => {
