@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{
-    Bench, CALLS, Counters, FRAME, PIPE_BYTES, cpu_time, median, mib_s, msg64, per_gib, row, runs,
-    used,
+    Bench, CALLS, Counters, FRAME, PIPE_BYTES, cpu_time, median, median_n, mib_s, msg64, per_gib,
+    row, runs, used,
 };
 use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
@@ -181,10 +181,11 @@ impl Peer {
         }
     }
 
-    /// CPU time the peer process has used so far (every thread's).
-    fn cpu(&self) -> Duration {
+    /// CPU time and context switches of the peer process so far (every
+    /// thread's).
+    fn cpu(&self) -> (Duration, u64) {
         let dir = format!("/proc/{}/task", self.child.id());
-        let mut ns = 0u64;
+        let (mut ns, mut switches) = (0u64, 0u64);
         for t in std::fs::read_dir(dir).unwrap().flatten() {
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
                 ns += s
@@ -193,8 +194,15 @@ impl Peer {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0);
             }
+            if let Ok(s) = std::fs::read_to_string(t.path().join("status")) {
+                switches += s
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
         }
-        Duration::from_nanos(ns)
+        (Duration::from_nanos(ns), switches)
     }
 }
 
@@ -244,16 +252,32 @@ async fn node_pipe(l: &Linked) -> Duration {
     start.elapsed()
 }
 
-async fn node_calls(l: &Linked) -> Duration {
-    let m = encode(&msg64()).unwrap();
-    let start = Instant::now();
-    for _ in 0..CALLS {
-        l.server
-            .call(m.clone(), Duration::from_secs(5))
-            .await
-            .unwrap();
+async fn node_calls(server: ServerRef) -> Duration {
+    on_worker(async move {
+        let m = encode(&msg64()).unwrap();
+        let start = Instant::now();
+        for _ in 0..CALLS {
+            server
+                .call(m.clone(), Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        start.elapsed()
+    })
+    .await
+}
+
+/// Run `f` where a server's code runs: in a task on a runtime worker
+/// (`OSCLOUD_BENCH_IN=main`: in `block_on` on the main thread instead).
+async fn on_worker<F>(f: F) -> Duration
+where
+    F: std::future::Future<Output = Duration> + Send + 'static,
+{
+    if std::env::var("OSCLOUD_BENCH_IN").as_deref() == Ok("main") {
+        f.await
+    } else {
+        tokio::spawn(f).await.unwrap()
     }
-    start.elapsed()
 }
 
 async fn raw_connect(addr: &str, what: u8) -> Box<dyn Duplex> {
@@ -284,40 +308,88 @@ async fn raw_pipe(addr: &str) -> Duration {
 
 async fn raw_ping_pong(addr: &str) -> Duration {
     let mut s = raw_connect(addr, b'E').await;
-    let mut m = [7u8; 64];
-    let start = Instant::now();
-    for _ in 0..CALLS {
-        s.write_all(&m).await.unwrap();
-        s.read_exact(&mut m).await.unwrap();
-    }
-    start.elapsed()
+    on_worker(async move {
+        let mut m = [7u8; 64];
+        let start = Instant::now();
+        for _ in 0..CALLS {
+            s.write_all(&m).await.unwrap();
+            s.read_exact(&mut m).await.unwrap();
+        }
+        start.elapsed()
+    })
+    .await
 }
 
-/// Median wall time and median CPU time of both processes for each side,
-/// run alternately.
+/// Median wall time, CPU time and context switches of both processes for
+/// each side, run alternately (`OSCLOUD_BENCH_SIDE=ours` or `raw`: that
+/// side only, to profile it).
 fn measure<FA, FB>(
     rt: &tokio::runtime::Runtime,
     (a_peer, a): (&Peer, impl Fn() -> FA),
     (b_peer, b): (&Peer, impl Fn() -> FB),
-) -> [(Duration, Duration); 2]
+) -> [Measured; 2]
 where
     FA: std::future::Future<Output = Duration>,
     FB: std::future::Future<Output = Duration>,
 {
-    let (mut wa, mut ca, mut wb, mut cb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let side = std::env::var("OSCLOUD_BENCH_SIDE").unwrap_or_default();
+    let mut got: [[Vec<Duration>; 2]; 2] = Default::default();
+    let mut switches: [Vec<u64>; 2] = Default::default();
+    let mut once =
+        |i: usize, peer: &Peer, wall: Duration, before: ((Duration, u64), (Duration, u64))| {
+            let (cpu, sw) = used(before.0);
+            let (peer_cpu, peer_sw) = peer.cpu();
+            got[i][0].push(wall);
+            got[i][1].push(cpu + (peer_cpu - before.1.0));
+            switches[i].push(sw + (peer_sw - before.1.1));
+        };
     for _ in 0..runs() {
-        let (c, p) = (cpu_time(), a_peer.cpu());
-        wa.push(rt.block_on(a()));
-        ca.push(used(c).0 + (a_peer.cpu() - p));
-        let (c, p) = (cpu_time(), b_peer.cpu());
-        wb.push(rt.block_on(b()));
-        cb.push(used(c).0 + (b_peer.cpu() - p));
+        if side != "raw" {
+            let before = (cpu_time(), a_peer.cpu());
+            let wall = rt.block_on(a());
+            once(0, a_peer, wall, before);
+        }
+        if side != "ours" {
+            let before = (cpu_time(), b_peer.cpu());
+            let wall = rt.block_on(b());
+            once(1, b_peer, wall, before);
+        }
     }
-    [(median(wa), median(ca)), (median(wb), median(cb))]
+    let [[wa, ca], [wb, cb]] = got;
+    let [sa, sb] = switches;
+    let med = |v: Vec<Duration>| {
+        if v.is_empty() {
+            Duration::ZERO
+        } else {
+            median(v)
+        }
+    };
+    [
+        Measured {
+            wall: med(wa),
+            cpu: med(ca),
+            switches: median_n(sa),
+        },
+        Measured {
+            wall: med(wb),
+            cpu: med(cb),
+            switches: median_n(sb),
+        },
+    ]
+}
+
+/// One side's medians: wall time, CPU time and context switches (both
+/// processes).
+#[derive(Clone, Copy)]
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    switches: u64,
 }
 
 /// The rows of a pipe measure: rate and CPU per GiB.
-fn pipe_rows(link: &str, [(aw, ac), (bw, bc)]: [(Duration, Duration); 2]) {
+fn pipe_rows(link: &str, [a, b]: [Measured; 2]) {
+    let (aw, ac, bw, bc) = (a.wall, a.cpu, b.wall, b.cpu);
     let rate = |d| format!("{:.0} MiB/s", mib_s(d));
     row(
         link,
@@ -332,7 +404,8 @@ fn pipe_rows(link: &str, [(aw, ac), (bw, bc)]: [(Duration, Duration); 2]) {
 }
 
 /// The rows of a call measure: round trip and (with `cpu`) CPU per call.
-fn call_rows(link: &str, [(aw, ac), (bw, bc)]: [(Duration, Duration); 2], cpu: bool) {
+fn call_rows(link: &str, [a, b]: [Measured; 2], cpu: bool) {
+    let (aw, ac, bw, bc) = (a.wall, a.cpu, b.wall, b.cpu);
     let us = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
     let show = |d| format!("{:.1} µs", us(d));
     row(
@@ -349,6 +422,14 @@ fn call_rows(link: &str, [(aw, ac), (bw, bc)]: [(Duration, Duration); 2], cpu: b
             &show(ac),
             &show(bc),
             us(ac) / us(bc),
+        );
+        let per_call = |n: u64| n as f64 / CALLS as f64;
+        row(
+            link,
+            "call, switches per call (both)",
+            &format!("{:.2}", per_call(a.switches)),
+            &format!("{:.2}", per_call(b.switches)),
+            per_call(a.switches) / per_call(b.switches),
         );
     }
 }
@@ -409,7 +490,7 @@ fn main() {
             );
         }
         if only != "pipe" {
-            let calls = || node_calls(&l);
+            let calls = || node_calls(l.server.clone());
             let ping_pong = || raw_ping_pong(&raw.addr);
             call_rows(link, measure(&rt, (&ours, calls), (&raw, ping_pong)), true);
         }
@@ -426,6 +507,9 @@ fn main() {
     header("encrypted", "plaintext");
     let (a, b) = (|| node_pipe(&ls), || node_pipe(&lp));
     pipe_rows("tcp", measure(&rt, (&sec, a), (&plain, b)));
-    let (a, b) = (|| node_calls(&ls), || node_calls(&lp));
+    let (a, b) = (
+        || node_calls(ls.server.clone()),
+        || node_calls(lp.server.clone()),
+    );
     call_rows("tcp", measure(&rt, (&sec, a), (&plain, b)), false);
 }
