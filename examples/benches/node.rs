@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{
     Bench, CALLS, Counters, FRAME, MESSAGES, PIPE_BYTES, Sample, cpu_time, median, median_n, msg64,
-    runs, used,
+    on_worker, runs, used,
 };
 use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
@@ -160,12 +160,15 @@ async fn node_casts(p: &Pair) -> Duration {
 
 async fn node_calls(p: &Pair) -> Duration {
     let r = ServerRef::new(&p.client, "bench");
-    let m = encode(&msg64()).unwrap();
-    let start = Instant::now();
-    for _ in 0..CALLS {
-        r.call(m.clone(), Duration::from_secs(5)).await.unwrap();
-    }
-    start.elapsed()
+    on_worker(async move {
+        let m = encode(&msg64()).unwrap();
+        let start = Instant::now();
+        for _ in 0..CALLS {
+            r.call(m.clone(), Duration::from_secs(5)).await.unwrap();
+        }
+        start.elapsed()
+    })
+    .await
 }
 
 /// A connected pair of raw sockets of the kind asked for.
@@ -239,13 +242,16 @@ async fn raw_ping_pong(unix: bool) -> Duration {
             s.write_all(&m).await.unwrap();
         }
     });
-    let mut m = [7u8; 64];
-    let start = Instant::now();
-    for _ in 0..CALLS {
-        c.write_all(&m).await.unwrap();
-        c.read_exact(&mut m).await.unwrap();
-    }
-    let t = start.elapsed();
+    let t = on_worker(async move {
+        let mut m = [7u8; 64];
+        let start = Instant::now();
+        for _ in 0..CALLS {
+            c.write_all(&m).await.unwrap();
+            c.read_exact(&mut m).await.unwrap();
+        }
+        start.elapsed()
+    })
+    .await;
     echo.await.unwrap();
     t
 }

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{
-    Bench, CALLS, Counters, FRAME, PIPE_BYTES, cpu_time, median, median_n, mib_s, msg64, per_gib,
-    row, runs, used,
+    Bench, CALLS, Counters, FRAME, PIPE_BYTES, cpu_time, median, median_n, mib_s, msg64, on_worker,
+    per_gib, row, runs, used,
 };
 use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
@@ -265,19 +265,6 @@ async fn node_calls(server: ServerRef) -> Duration {
         start.elapsed()
     })
     .await
-}
-
-/// Run `f` where a server's code runs: in a task on a runtime worker
-/// (`OSCLOUD_BENCH_IN=main`: in `block_on` on the main thread instead).
-async fn on_worker<F>(f: F) -> Duration
-where
-    F: std::future::Future<Output = Duration> + Send + 'static,
-{
-    if std::env::var("OSCLOUD_BENCH_IN").as_deref() == Ok("main") {
-        f.await
-    } else {
-        tokio::spawn(f).await.unwrap()
-    }
 }
 
 async fn raw_connect(addr: &str, what: u8) -> Box<dyn Duplex> {

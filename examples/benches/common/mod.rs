@@ -162,3 +162,16 @@ pub fn mib_s(d: Duration) -> f64 {
 pub fn row(link: &str, measure: &str, ours: &str, raw: &str, ratio: f64) {
     println!("{link:<6} {measure:<26} {ours:>14} {raw:>14} {ratio:>9.2}x");
 }
+
+/// Run `f` where a server's code runs: in a task on a runtime worker
+/// (`OSCLOUD_BENCH_IN=main`: in `block_on` on the main thread instead).
+pub async fn on_worker<F>(f: F) -> Duration
+where
+    F: std::future::Future<Output = Duration> + Send + 'static,
+{
+    if std::env::var("OSCLOUD_BENCH_IN").as_deref() == Ok("main") {
+        f.await
+    } else {
+        tokio::spawn(f).await.unwrap()
+    }
+}
