@@ -472,8 +472,10 @@ macro_rules! stats_counters {
             pub const COUNTERS: usize = [$(stringify!($field)),*].len();
 
             /// Every counter with its name (the field's name), in the order
-            /// the fields are declared: the one list the bindings and the
-            /// node's link records use, so each shows every counter.
+            /// the fields are declared. Whatever shows or stores the
+            /// counters one by one (the node's link records, the Python
+            /// binding's `Link.stats`) goes through this list, so it has
+            /// every counter.
             pub fn counters(&self) -> [(&'static str, u64); Self::COUNTERS] {
                 let Stats { $($field),* } = *self;
                 [$((stringify!($field), $field)),*]
