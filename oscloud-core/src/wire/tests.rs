@@ -1028,7 +1028,10 @@ fn stats_counters_list_every_field_by_name_in_order() {
     let counters = s.counters();
     assert_eq!(counters.map(|(_, v)| v), values);
     let fields: Vec<String> = counters.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    assert_eq!(format!("{s:?}"), format!("Stats {{ {} }}", fields.join(", ")));
+    assert_eq!(
+        format!("{s:?}"),
+        format!("Stats {{ {} }}", fields.join(", "))
+    );
     assert_eq!((counters[0].0, s.frames_sent), ("frames_sent", 1));
     assert_eq!((counters[21].0, s.rto_us), ("rto_us", 22));
 }
