@@ -10,15 +10,8 @@ use std::time::{Duration, Instant};
 
 use oscloud::*;
 
-unsafe extern "C" fn echo(
-    _ctx: *mut c_void,
-    data: *const u8,
-    len: usize,
-    reply: *mut OscloudReply,
-) {
-    let mut reply = reply;
-    unsafe { oscloud_reply_send(&mut reply, data, len) };
-}
+mod common;
+use common::echo;
 
 fn call(node: *const OscloudNode, name: &std::ffi::CStr, timeout_ms: u64) -> i32 {
     unsafe {

@@ -5,22 +5,15 @@
 //! clear error code.
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, c_char, c_void};
+use std::ffi::{CStr, c_char};
 use std::mem::MaybeUninit;
 use std::ptr;
 use std::time::{Duration, Instant};
 
 use oscloud::*;
 
-unsafe extern "C" fn echo(
-    _ctx: *mut c_void,
-    data: *const u8,
-    len: usize,
-    reply: *mut OscloudReply,
-) {
-    let mut reply = reply;
-    unsafe { oscloud_reply_send(&mut reply, data, len) };
-}
+mod common;
+use common::echo;
 
 /// An owned node, dropped at the end of the test.
 struct Node(*mut OscloudNode);

@@ -656,7 +656,8 @@ pub(crate) struct PyLink {
     connected: bool,
     /// How many times the link was dialled again after it went down.
     reconnects: u64,
-    /// The wire counters: `frames_sent`, `frames_received`, `bytes_sent`,
+    /// The wire counters, by the names of Rust's `oscloud_core::wire::Stats`
+    /// fields: `frames_sent`, `frames_received`, `bytes_sent`,
     /// `bytes_received`, `payload_bytes_sent`, `payload_bytes_received`,
     /// `retransmissions`, `fast_retransmits`, `timeouts`, `duplicates`,
     /// `out_of_order`, `dropped`, `crc_failures`, `framing_failures`,
@@ -670,34 +671,12 @@ pub(crate) struct PyLink {
 
 impl From<LinkStatus> for PyLink {
     fn from(l: LinkStatus) -> Self {
-        let s = l.stats;
-        let stats = [
-            ("frames_sent", s.frames_sent),
-            ("frames_received", s.frames_received),
-            ("bytes_sent", s.bytes_sent),
-            ("bytes_received", s.bytes_received),
-            ("payload_bytes_sent", s.payload_bytes_sent),
-            ("payload_bytes_received", s.payload_bytes_received),
-            ("retransmissions", s.retransmissions),
-            ("fast_retransmits", s.fast_retransmits),
-            ("timeouts", s.timeouts),
-            ("duplicates", s.duplicates),
-            ("out_of_order", s.out_of_order),
-            ("dropped", s.dropped),
-            ("crc_failures", s.crc_failures),
-            ("framing_failures", s.framing_failures),
-            ("decode_failures", s.decode_failures),
-            ("auth_failures", s.auth_failures),
-            ("replays", s.replays),
-            ("detaches", s.detaches),
-            ("resumes", s.resumes),
-            ("rtt_samples", s.rtt_samples),
-            ("srtt_us", s.srtt_us),
-            ("rto_us", s.rto_us),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let stats = l
+            .stats
+            .counters()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         Self {
             id: l.id,
             local: l.local,

@@ -7,7 +7,7 @@ import asyncio
 import os
 import tempfile
 from pathlib import Path
-from typing import AsyncIterator, List, Optional
+from typing import Any, AsyncIterator, List, Optional, Tuple
 
 import pytest
 
@@ -134,6 +134,36 @@ async def node() -> AsyncIterator[oscloud.Node]:
         yield n
     finally:
         await n.stop()
+
+
+@pytest.fixture(params=["mem", "tcp", "unix"])
+async def linked(request: Any, tmp_sock_dir: str) -> AsyncIterator[Tuple[oscloud.Node, oscloud.Node]]:
+    """(a, b): b dialled a, in-process (mem://) or over a real socket (TCP,
+    Unix); a serves ``echo``, registered before b dialled. A test that
+    wants real sockets only narrows the kinds with ``SOCKETS``."""
+    kind = request.param
+    if kind == "mem":
+        addr = f"mem://py-{os.getpid()}-{id(request)}"
+    elif kind == "tcp":
+        addr = "tcp://127.0.0.1:0"
+    else:
+        addr = f"unix://{tmp_sock_dir}/a.sock"
+    a = await oscloud.Node.start(listen=[addr])
+
+    @a.server("echo")
+    async def echo(message: Any) -> Any:
+        return message
+
+    b = await oscloud.Node.start(connect=a.addresses)
+    try:
+        yield a, b
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+# Runs a test that takes ``linked`` over the real sockets only.
+SOCKETS = pytest.mark.parametrize("linked", ["tcp", "unix"], indirect=True)
 
 
 @pytest.fixture

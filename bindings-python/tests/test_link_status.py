@@ -7,12 +7,12 @@ workspace's oscloud-testnode process). Waits poll with a deadline."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable, List, Tuple
+from typing import Callable, List, Tuple
 
 import pytest
 
 import oscloud
-from conftest import DEADLINE, RustNode, next_event, start_rust_node
+from conftest import DEADLINE, SOCKETS, RustNode, next_event, start_rust_node
 
 STATS = {
     "frames_sent",
@@ -59,26 +59,9 @@ def assert_up(*nodes: oscloud.Node) -> None:
         assert len(links) == 1 and links[0].connected and links[0].peer is not None, links
 
 
-@pytest.fixture(params=["tcp", "unix"])
-async def pair(request: Any, tmp_sock_dir: str) -> AsyncIterator[Tuple[oscloud.Node, oscloud.Node]]:
-    """(a, b): b dialled a over a real socket; a serves ``echo``."""
-    addr = "tcp://127.0.0.1:0" if request.param == "tcp" else f"unix://{tmp_sock_dir}/a.sock"
-    a = await oscloud.Node.start(listen=[addr])
-
-    @a.server("echo")
-    async def echo(message: Any) -> Any:
-        return message
-
-    b = await oscloud.Node.start(connect=a.addresses)
-    try:
-        yield a, b
-    finally:
-        await b.stop()
-        await a.stop()
-
-
-async def test_links_show_the_peer_and_bytes_moving(pair: Tuple[oscloud.Node, oscloud.Node]) -> None:
-    a, b = pair
+@SOCKETS
+async def test_links_show_the_peer_and_bytes_moving(linked: Tuple[oscloud.Node, oscloud.Node]) -> None:
+    a, b = linked
     ref = await b.lookup("echo", wait=DEADLINE)
     assert_up(a, b)
     (bl,) = b.links()
@@ -118,8 +101,9 @@ async def test_links_show_the_peer_and_bytes_moving(pair: Tuple[oscloud.Node, os
     assert a.routes() == []
 
 
-async def test_close_link_drops_it(pair: Tuple[oscloud.Node, oscloud.Node]) -> None:
-    a, b = pair
+@SOCKETS
+async def test_close_link_drops_it(linked: Tuple[oscloud.Node, oscloud.Node]) -> None:
+    a, b = linked
     await b.lookup("echo", wait=DEADLINE)
     watch = b.watch()
     (bl,) = b.links()
@@ -137,10 +121,11 @@ async def test_close_link_drops_it(pair: Tuple[oscloud.Node, oscloud.Node]) -> N
         await b.lookup("echo")
 
 
+@SOCKETS
 async def test_close_link_from_the_accepting_side_is_dialled_again(
-    pair: Tuple[oscloud.Node, oscloud.Node],
+    linked: Tuple[oscloud.Node, oscloud.Node],
 ) -> None:
-    a, b = pair
+    a, b = linked
     await b.lookup("echo", wait=DEADLINE)
     assert_up(a, b)
     (al,) = a.links()

@@ -4,33 +4,13 @@ socket: the server and caller code is the same in every case."""
 from __future__ import annotations
 
 import asyncio
-import os
-from typing import Any, AsyncIterator, Tuple
+from typing import Any, Tuple
 
 import pytest
 
 import oscloud
 
 from conftest import next_event
-
-
-@pytest.fixture(params=["mem", "tcp", "unix"])
-async def linked(request: Any, tmp_sock_dir: str) -> AsyncIterator[Tuple[oscloud.Node, oscloud.Node]]:
-    """(server node, client node), the client dialled the server."""
-    kind = request.param
-    if kind == "mem":
-        addr = f"mem://py-{os.getpid()}-{id(request)}"
-    elif kind == "tcp":
-        addr = "tcp://127.0.0.1:0"
-    else:
-        addr = f"unix://{tmp_sock_dir}/a.sock"
-    a = await oscloud.Node.start(listen=[addr])
-    b = await oscloud.Node.start(connect=a.addresses)
-    try:
-        yield a, b
-    finally:
-        await b.stop()
-        await a.stop()
 
 
 async def test_call_cast_across_link(linked: Tuple[oscloud.Node, oscloud.Node]) -> None:

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h> /* nanosleep: define _POSIX_C_SOURCE before any include */
 
 #include "oscloud.h"
 
@@ -31,6 +32,19 @@ static int check_failures = 0;
               oscloud_last_error());                                        \
       check_failures++;                                                     \
     }                                                                       \
+  } while (0)
+
+/* Sleeps `ms` milliseconds: the pause between two polls. */
+static inline void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Polls `cond` every 5 ms for at most `ms` ms. */
+#define WAIT_UNTIL(cond, ms)                                                \
+  do {                                                                      \
+    for (long waited_ = 0; !(cond) && waited_ < (ms); waited_ += 5)         \
+      sleep_ms(5);                                                          \
   } while (0)
 
 /* Encodes `text` as a MessagePack string (the caller drops `out`). */

@@ -7,22 +7,9 @@
  * within seconds; waits poll with a deadline. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common_server.h"
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-/* Polls `cond` every 5 ms for at most `ms` ms. */
-#define WAIT_UNTIL(cond, ms)                                        \
-  do {                                                              \
-    for (long waited_ = 0; !(cond) && waited_ < (ms); waited_ += 5) \
-      sleep_ms(5);                                                  \
-  } while (0)
 
 /* The number of links (or routes) of `node` now; (size_t)-1 on error. */
 static size_t link_count(const oscloud_node_t *node) {

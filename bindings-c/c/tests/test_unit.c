@@ -3,21 +3,8 @@
  * watch, and every error path (bad URI, unknown server, timeout, double
  * drop, NULL arguments, a provoked panic). Ends by itself within seconds. */
 #define _POSIX_C_SOURCE 200809L
-#include <time.h>
 
 #include "common_server.h"
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-/* Polls `cond` every 5 ms for at most `ms` ms. */
-#define WAIT_UNTIL(cond, ms)                                   \
-  do {                                                         \
-    for (long waited_ = 0; !(cond) && waited_ < (ms); waited_ += 5) \
-      sleep_ms(5);                                             \
-  } while (0)
 
 /* ---- a server that answers later, from another thread ---- */
 

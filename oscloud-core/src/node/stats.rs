@@ -47,7 +47,8 @@ pub(crate) struct LinkShared {
     state: Mutex<LinkState>,
     /// Even when the counters are stable, odd while they are written.
     seq: AtomicU64,
-    counters: [AtomicU64; COUNTERS],
+    /// [`Stats::counters`], in its order.
+    counters: [AtomicU64; Stats::COUNTERS],
 }
 
 impl LinkShared {
@@ -108,7 +109,7 @@ impl LinkShared {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        for (slot, v) in self.counters.iter().zip(to_array(stats)) {
+        for (slot, (_, v)) in self.counters.iter().zip(stats.counters()) {
             slot.store(v, Ordering::Relaxed);
         }
         self.seq.store(s.wrapping_add(2), Ordering::Release);
@@ -118,13 +119,13 @@ impl LinkShared {
     pub(crate) fn stats(&self) -> Stats {
         loop {
             let before = self.seq.load(Ordering::Acquire);
-            let mut values = [0u64; COUNTERS];
+            let mut values = [0u64; Stats::COUNTERS];
             for (v, slot) in values.iter_mut().zip(&self.counters) {
                 *v = slot.load(Ordering::Relaxed);
             }
             fence(Ordering::Acquire);
             if before.is_multiple_of(2) && self.seq.load(Ordering::Relaxed) == before {
-                return from_array(values);
+                return Stats::from_counters(values);
             }
             std::hint::spin_loop();
         }
@@ -161,64 +162,20 @@ impl Publisher {
     }
 }
 
-/// `to_array` and `from_array` over the counters named once. They
-/// destructure and build [`Stats`] whole, so a counter added to it does not
-/// compile until it is listed here too.
-macro_rules! counters {
-    ($($field:ident),* $(,)?) => {
-        /// How many counters [`Stats`] has.
-        const COUNTERS: usize = [$(stringify!($field)),*].len();
-
-        fn to_array(s: &Stats) -> [u64; COUNTERS] {
-            let Stats { $($field),* } = *s;
-            [$($field),*]
-        }
-
-        fn from_array(v: [u64; COUNTERS]) -> Stats {
-            let [$($field),*] = v;
-            Stats { $($field),* }
-        }
-    };
-}
-
-counters!(
-    frames_sent,
-    frames_received,
-    bytes_sent,
-    bytes_received,
-    payload_bytes_sent,
-    payload_bytes_received,
-    retransmissions,
-    fast_retransmits,
-    timeouts,
-    duplicates,
-    out_of_order,
-    dropped,
-    crc_failures,
-    framing_failures,
-    decode_failures,
-    auth_failures,
-    replays,
-    detaches,
-    resumes,
-    rtt_samples,
-    srtt_us,
-    rto_us,
-);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The values of [`Stats::counters`].
+    fn values(s: &Stats) -> [u64; Stats::COUNTERS] {
+        s.counters().map(|(_, v)| v)
+    }
+
     #[test]
     fn counters_round_trip_field_by_field() {
-        let mut s = Stats::default();
-        let mut a = to_array(&s);
-        for (i, v) in a.iter_mut().enumerate() {
-            *v = i as u64 + 1;
-        }
-        s = from_array(a);
-        assert_eq!(to_array(&s), a);
+        let a: [u64; Stats::COUNTERS] = std::array::from_fn(|i| i as u64 + 1);
+        let s = Stats::from_counters(a);
+        assert_eq!(values(&s), a);
         let shared = LinkShared::new("l".into(), "r".into(), 0);
         shared.update(&s);
         assert_eq!(shared.stats(), s);
@@ -233,13 +190,13 @@ mod tests {
             let shared = shared.clone();
             std::thread::spawn(move || {
                 for n in 1..=20_000u64 {
-                    shared.update(&from_array([n; COUNTERS]));
+                    shared.update(&Stats::from_counters([n; Stats::COUNTERS]));
                 }
             })
         };
         let mut last = 0;
         while !writer.is_finished() {
-            let a = to_array(&shared.stats());
+            let a = values(&shared.stats());
             assert!(a.iter().all(|&v| v == a[0]), "{a:?}");
             assert!(a[0] >= last, "went back from {last} to {}", a[0]);
             last = a[0];

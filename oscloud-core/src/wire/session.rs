@@ -461,6 +461,61 @@ pub struct Stats {
     pub rto_us: u64,
 }
 
+/// [`Stats::COUNTERS`], [`Stats::counters`] and [`Stats::from_counters`]
+/// over the counters named once. Both functions destructure or build
+/// [`Stats`] whole (no `..`), so a counter added to it does not compile
+/// until it is listed here too.
+macro_rules! stats_counters {
+    ($($field:ident),* $(,)?) => {
+        impl Stats {
+            /// How many counters [`Stats`] has.
+            pub const COUNTERS: usize = [$(stringify!($field)),*].len();
+
+            /// Every counter with its name (the field's name), in the order
+            /// the fields are declared. Whatever shows or stores the
+            /// counters one by one (the node's link records, the Python
+            /// binding's `Link.stats`) goes through this list, so it has
+            /// every counter.
+            pub fn counters(&self) -> [(&'static str, u64); Self::COUNTERS] {
+                let Stats { $($field),* } = *self;
+                [$((stringify!($field), $field)),*]
+            }
+
+            /// The counters from their values, in the order of
+            /// [`counters`](Self::counters).
+            pub fn from_counters(values: [u64; Self::COUNTERS]) -> Self {
+                let [$($field),*] = values;
+                Stats { $($field),* }
+            }
+        }
+    };
+}
+
+stats_counters!(
+    frames_sent,
+    frames_received,
+    bytes_sent,
+    bytes_received,
+    payload_bytes_sent,
+    payload_bytes_received,
+    retransmissions,
+    fast_retransmits,
+    timeouts,
+    duplicates,
+    out_of_order,
+    dropped,
+    crc_failures,
+    framing_failures,
+    decode_failures,
+    auth_failures,
+    replays,
+    detaches,
+    resumes,
+    rtt_samples,
+    srtt_us,
+    rto_us,
+);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshake,
@@ -953,15 +1008,18 @@ impl Session {
         }
     }
 
-    /// The smoothed round-trip time measured on this link (lossy links;
-    /// `None` before the first sample).
-    pub fn srtt(&self) -> Option<Duration> {
+    /// The smoothed round-trip time measured on this link, to the
+    /// nanosecond (test only: [`Stats::srtt_us`] is what the session
+    /// shows).
+    #[cfg(test)]
+    pub(crate) fn srtt(&self) -> Option<Duration> {
         self.rtt.srtt()
     }
 
-    /// The retransmission timeout now, backoff included (meaningful on
-    /// lossy links only).
-    pub fn rto(&self) -> Duration {
+    /// The retransmission timeout now, backoff included, to the
+    /// nanosecond (test only: [`Stats::rto_us`] is what the session shows).
+    #[cfg(test)]
+    pub(crate) fn rto(&self) -> Duration {
         self.rtt.rto()
     }
 

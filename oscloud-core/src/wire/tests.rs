@@ -1016,3 +1016,22 @@ fn a_new_session_over_an_open_one_ends_it_quietly_only_on_lossy_links() {
         }
     }
 }
+
+#[test]
+fn stats_counters_list_every_field_by_name_in_order() {
+    // Distinct values, so a counter read from the wrong field shows. A
+    // counter added to `Stats` but not to the list fails to compile (the
+    // list destructures and builds `Stats` whole); this checks the names
+    // against the fields `Debug` prints, in their order.
+    let values: [u64; Stats::COUNTERS] = std::array::from_fn(|i| i as u64 + 1);
+    let s = Stats::from_counters(values);
+    let counters = s.counters();
+    assert_eq!(counters.map(|(_, v)| v), values);
+    let fields: Vec<String> = counters.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    assert_eq!(
+        format!("{s:?}"),
+        format!("Stats {{ {} }}", fields.join(", "))
+    );
+    assert_eq!((counters[0].0, s.frames_sent), ("frames_sent", 1));
+    assert_eq!((counters[21].0, s.rto_us), ("rto_us", 22));
+}
