@@ -83,6 +83,10 @@ pub struct OscloudLinkStats {
     pub rto_us: u64,
 }
 
+// Every counter of the core's link stats reaches C: a counter added there
+// fails to compile here until this struct (and the header) has it too.
+const _: () = assert!(size_of::<OscloudLinkStats>() == Stats::COUNTERS * size_of::<u64>());
+
 impl From<&Stats> for OscloudLinkStats {
     fn from(s: &Stats) -> Self {
         Self {
