@@ -65,6 +65,7 @@ pub(crate) mod routes;
 mod routing_tests;
 mod serving;
 mod settings;
+mod signals;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -754,7 +755,7 @@ impl Node {
         ));
         let name = resume::link_name(&link.info.local, &link.info.remote);
         let cost = link_cost(link.info.kind);
-        let (close, mut closed) = watch::channel(false);
+        let (close, closed) = watch::channel(false);
         self.lock_links().insert(
             id,
             LinkRecord {
@@ -782,7 +783,7 @@ impl Node {
         };
         let span = info_span!("link", node = %kernel.node().short(), link = id, remote = %link.info.remote);
         let io = LinkPorts::new(link.io);
-        let mut shutdown = self.inner.shutdown.subscribe();
+        let shutdown = self.inner.shutdown.subscribe();
         let driver = Driver::new(
             kernel,
             session,
@@ -798,18 +799,9 @@ impl Node {
                 link: id,
                 cost,
             },
+            (shutdown, closed),
         );
-        let ended = tokio::select! {
-            ended = driver.run(io).instrument(span) => ended,
-            () = stopped(&mut shutdown) => driver::Ended {
-                reason: "the node shut down".into(),
-                was_connected: true,
-            },
-            () = stopped(&mut closed) => driver::Ended {
-                reason: CLOSED_HERE.into(),
-                was_connected: true,
-            },
-        };
+        let ended = driver.run(io).instrument(span).await;
         shared.lost();
         ended
     }

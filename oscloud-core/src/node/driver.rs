@@ -24,6 +24,7 @@ use super::resume::{Handover, Resumption};
 use super::router::Router;
 use super::routes::LinkId;
 use super::serving::Serving;
+use super::signals::{self, Doorbell, Sources};
 use super::stats::{LinkShared, Publisher};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::identity::AllowList;
@@ -48,8 +49,6 @@ pub(crate) struct Driver {
     peer: Option<PeerInfo>,
     /// The node's routes, which this link feeds and exports.
     routing: Routing,
-    /// Changes of the node's best routes.
-    routes_changed: watch::Receiver<u64>,
     /// Routed entries announced to the peer, by registry entry id.
     exported: HashMap<u64, RouteInfo>,
     /// Local registry changes, once connected.
@@ -75,12 +74,14 @@ pub(crate) struct Driver {
     connected: Option<oneshot::Sender<NodeId>>,
     /// What the peer may do with local servers.
     policy: AccessPolicy,
-    policy_changed: watch::Receiver<u64>,
     /// Local entries announced to the peer (those it may look up).
     announced: HashSet<u64>,
-    /// The allow-list of a secure node, and its changes: a peer whose key
-    /// leaves it loses the link.
-    allow: Option<(AllowList, watch::Receiver<u64>)>,
+    /// The allow-list of a secure node: a peer whose key leaves it loses
+    /// the link.
+    allow: Option<AllowList>,
+    /// Rung when the policy, the routes or the allow-list change, or the
+    /// node shuts down or closes the link.
+    signals: Doorbell,
     /// Resumption after a lost link.
     resume: Resumption,
 }
@@ -93,14 +94,6 @@ pub(crate) struct Routing {
     pub(crate) link: LinkId,
     /// The link's cost (see [`super::link_cost`]).
     pub(crate) cost: u32,
-}
-
-/// Resolves when the allow-list (if any) changed; `None` if it is gone.
-async fn allow_changed(allow: &mut Option<(AllowList, watch::Receiver<u64>)>) -> Option<()> {
-    match allow {
-        Some((_, rx)) => rx.changed().await.ok(),
-        None => std::future::pending().await,
-    }
 }
 
 /// What the session's events ask of the run loop.
@@ -141,21 +134,29 @@ impl Driver {
         allow: Option<AllowList>,
         resume: Resumption,
         routing: Routing,
+        (shutdown, closed): (watch::Receiver<bool>, watch::Receiver<bool>),
     ) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let mut policy_changed = policy.subscribe();
         policy_changed.mark_unchanged();
         // Subscribed before the handshake checks the list, so no change
         // falls between the check and the watch.
-        let allow = allow.map(|list| {
+        let allow_changed = allow.as_ref().map(|list| {
             let mut rx = list.subscribe();
             rx.mark_unchanged();
-            (list, rx)
+            rx
+        });
+        let signals = Doorbell::watch(Sources {
+            policy: policy_changed,
+            routes: routing.router.subscribe(),
+            allow: allow_changed,
+            shutdown,
+            closed,
         });
         Self {
             allow,
+            signals,
             policy,
-            policy_changed,
             announced: HashSet::new(),
             kernel,
             session,
@@ -164,7 +165,6 @@ impl Driver {
             queue: Arc::new(SendQueue::new(max_queued)),
             commands,
             peer: None,
-            routes_changed: routing.router.subscribe(),
             routing,
             exported: HashMap::new(),
             watch: None,
@@ -339,13 +339,33 @@ impl Driver {
                 Some(ev) = next_event(&mut self.watch), if self.watch.is_some() => {
                     self.on_local_change(ev)
                 }
-                Ok(()) = self.policy_changed.changed(), if self.watch.is_some() => {
-                    self.resync_announcements()
+                rung = self.signals.rung() => {
+                    // As if dropped mid-turn, as it was before the doorbell:
+                    // `Drop` fails the calls and takes the peer's servers out.
+                    if rung & signals::SHUTDOWN != 0 {
+                        return Ended {
+                            reason: "the node shut down".into(),
+                            was_connected: true,
+                        };
+                    }
+                    if rung & signals::CLOSED != 0 {
+                        return Ended {
+                            reason: super::CLOSED_HERE.into(),
+                            was_connected: true,
+                        };
+                    }
+                    // Before the peer is linked there is nothing to sync:
+                    // linking announces everything as it then stands.
+                    if rung & signals::POLICY != 0 && self.watch.is_some() {
+                        self.resync_announcements();
+                    }
+                    if rung & signals::ROUTES != 0 {
+                        self.resync_routes();
+                    }
+                    if rung & signals::ALLOW != 0 {
+                        self.check_admission();
+                    }
                 }
-                Ok(()) = self.routes_changed.changed(), if self.peer_routes() => {
-                    self.resync_routes()
-                }
-                Some(()) = allow_changed(&mut self.allow) => self.check_admission(),
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
                     self.session.handle_timeout(Instant::now())
@@ -447,8 +467,7 @@ impl Driver {
     /// The allow-list changed: drop the link if the peer's key is no
     /// longer on it (the peer is told why, and both sides log it).
     fn check_admission(&mut self) {
-        let (Some((list, _)), Some(key)) = (&self.allow, self.peer.as_ref().and_then(|p| p.key))
-        else {
+        let (Some(list), Some(key)) = (&self.allow, self.peer.as_ref().and_then(|p| p.key)) else {
             return;
         };
         if !list.allows(&key) {
@@ -513,7 +532,6 @@ impl Driver {
                 // The watch starts with every local entry: announce them.
                 self.watch = Some(self.kernel.registry().watch());
                 // And the servers of other nodes this node reaches.
-                self.routes_changed.mark_unchanged();
                 self.resync_routes();
             }
             Event::PeerAnnounced(info) => {
