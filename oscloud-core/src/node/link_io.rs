@@ -191,10 +191,13 @@ pub(crate) struct WriteFailed;
 impl Outgoing {
     /// Take the session's output while there is room for it.
     pub(crate) fn fill(&mut self, session: &mut Session) {
+        // One clock reading for the whole batch: the packets are taken in
+        // one go, and a clock read costs as much as framing a small packet.
+        let now = Instant::now();
         match self {
             Outgoing::Channel { tx, pending } => loop {
                 if pending.is_none() {
-                    *pending = session.poll_transmit(Instant::now());
+                    *pending = session.poll_transmit(now);
                 }
                 let Some(chunk) = pending.take() else {
                     return;
@@ -210,7 +213,7 @@ impl Outgoing {
             },
             Outgoing::Stream { batch, bytes, .. } => {
                 while batch.len() < WRITE_CHUNKS && *bytes < WRITE_BYTES {
-                    let Some(chunk) = session.poll_transmit(Instant::now()) else {
+                    let Some(chunk) = session.poll_transmit(now) else {
                         return;
                     };
                     *bytes += chunk.len();
