@@ -128,18 +128,19 @@ async fn pair_with(unix: bool, secure: bool) -> Pair {
 
 async fn node_pipe(p: &Pair) -> Duration {
     p.counters.bytes.store(0, Ordering::Relaxed);
-    let end = ServerRef::new(&p.client, "bench")
-        .open_pipe("in")
-        .await
-        .unwrap();
-    let frame = Bytes::from(vec![7u8; FRAME]);
-    let start = Instant::now();
-    let (_, w) = end.split();
-    for _ in 0..PIPE_BYTES / FRAME {
-        w.send(frame.clone()).await.unwrap();
-    }
-    p.counters.bytes_reach(PIPE_BYTES as u64).await;
-    start.elapsed()
+    let (server, counters) = (ServerRef::new(&p.client, "bench"), p.counters.clone());
+    on_worker(async move {
+        let end = server.open_pipe("in").await.unwrap();
+        let frame = Bytes::from(vec![7u8; FRAME]);
+        let start = Instant::now();
+        let (_, w) = end.split();
+        for _ in 0..PIPE_BYTES / FRAME {
+            w.send(frame.clone()).await.unwrap();
+        }
+        counters.bytes_reach(PIPE_BYTES as u64).await;
+        start.elapsed()
+    })
+    .await
 }
 
 async fn node_casts(p: &Pair) -> Duration {
@@ -195,20 +196,23 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
 async fn raw_pipe(unix: bool) -> Duration {
     let (mut c, mut s, _d) = raw_pair(unix).await;
-    let frame = vec![7u8; FRAME];
-    let start = Instant::now();
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; FRAME];
-        let mut got = 0;
-        while got < PIPE_BYTES {
-            got += s.read(&mut buf).await.unwrap();
+    on_worker(async move {
+        let frame = vec![7u8; FRAME];
+        let start = Instant::now();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; FRAME];
+            let mut got = 0;
+            while got < PIPE_BYTES {
+                got += s.read(&mut buf).await.unwrap();
+            }
+        });
+        for _ in 0..PIPE_BYTES / FRAME {
+            c.write_all(&frame).await.unwrap();
         }
-    });
-    for _ in 0..PIPE_BYTES / FRAME {
-        c.write_all(&frame).await.unwrap();
-    }
-    reader.await.unwrap();
-    start.elapsed()
+        reader.await.unwrap();
+        start.elapsed()
+    })
+    .await
 }
 
 async fn raw_messages(unix: bool) -> Duration {
@@ -233,9 +237,15 @@ async fn raw_messages(unix: bool) -> Duration {
     start.elapsed()
 }
 
-async fn raw_ping_pong(unix: bool) -> Duration {
+/// A 64-byte ping-pong on a raw socket pair; `through_actor`: the far
+/// side asks a plain ractor actor for each answer.
+async fn raw_ping_pong(unix: bool, through_actor: bool) -> Duration {
     let (mut c, mut s, _d) = raw_pair(unix).await;
     let echo = tokio::spawn(async move {
+        if through_actor {
+            common::serve_through_actor(&mut s).await;
+            return;
+        }
         let mut m = [0u8; 64];
         for _ in 0..CALLS {
             s.read_exact(&mut m).await.unwrap();
@@ -367,7 +377,7 @@ fn main() {
             ));
         }
         if run("calls") {
-            let (a, b) = measure(&rt, || node_calls(&p), || raw_ping_pong(unix));
+            let (a, b) = measure(&rt, || node_calls(&p), || raw_ping_pong(unix, false));
             let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
             let (x, y) = (rtt(a.wall), rtt(b.wall));
             rows.push((
@@ -392,6 +402,15 @@ fn main() {
                 format!("{x:.2}"),
                 format!("{y:.2}"),
                 x / y.max(1e-9),
+            ));
+            // Against a baseline that has the server's actor hop too.
+            let (a, b) = measure(&rt, || node_calls(&p), || raw_ping_pong(unix, true));
+            let (x, y) = (rtt(a.wall), rtt(b.wall));
+            rows.push((
+                "call vs socket + ractor",
+                format!("{x:.1} µs"),
+                format!("{y:.1} µs"),
+                x / y,
             ));
         }
         for (m, x, y, r) in rows {

@@ -118,6 +118,8 @@ async fn peer(role: &str) {
                 got += s.read(&mut buf).await.unwrap();
             }
             s.write_all(b"k").await.unwrap();
+        } else if what[0] == b'A' {
+            common::serve_through_actor(&mut s).await;
         } else {
             let mut m = [0u8; 64];
             for _ in 0..CALLS {
@@ -239,17 +241,21 @@ async fn link_node(peer: &Peer, secure: bool) -> Linked {
 }
 
 async fn node_pipe(l: &Linked) -> Duration {
-    let end = l.server.open_pipe("in").await.unwrap();
-    let frame = Bytes::from(vec![7u8; FRAME]);
-    let start = Instant::now();
-    let (_, w) = end.split();
-    for _ in 0..PIPE_BYTES / FRAME {
-        w.send(frame.clone()).await.unwrap();
-    }
     l.sent.set(l.sent.get() + PIPE_BYTES as u64);
     let until = encode(&format!("until {}", l.sent.get())).unwrap();
-    l.server.call(until, Duration::from_secs(60)).await.unwrap();
-    start.elapsed()
+    let server = l.server.clone();
+    on_worker(async move {
+        let end = server.open_pipe("in").await.unwrap();
+        let frame = Bytes::from(vec![7u8; FRAME]);
+        let start = Instant::now();
+        let (_, w) = end.split();
+        for _ in 0..PIPE_BYTES / FRAME {
+            w.send(frame.clone()).await.unwrap();
+        }
+        server.call(until, Duration::from_secs(60)).await.unwrap();
+        start.elapsed()
+    })
+    .await
 }
 
 async fn node_calls(server: ServerRef) -> Duration {
@@ -283,18 +289,23 @@ async fn raw_connect(addr: &str, what: u8) -> Box<dyn Duplex> {
 
 async fn raw_pipe(addr: &str) -> Duration {
     let mut s = raw_connect(addr, b'P').await;
-    let frame = vec![7u8; FRAME];
-    let start = Instant::now();
-    for _ in 0..PIPE_BYTES / FRAME {
-        s.write_all(&frame).await.unwrap();
-    }
-    let mut ack = [0u8; 1];
-    s.read_exact(&mut ack).await.unwrap();
-    start.elapsed()
+    on_worker(async move {
+        let frame = vec![7u8; FRAME];
+        let start = Instant::now();
+        for _ in 0..PIPE_BYTES / FRAME {
+            s.write_all(&frame).await.unwrap();
+        }
+        let mut ack = [0u8; 1];
+        s.read_exact(&mut ack).await.unwrap();
+        start.elapsed()
+    })
+    .await
 }
 
-async fn raw_ping_pong(addr: &str) -> Duration {
-    let mut s = raw_connect(addr, b'E').await;
+/// A 64-byte ping-pong with the raw peer; `through_actor`: the peer asks
+/// a plain ractor actor for each answer.
+async fn raw_ping_pong(addr: &str, through_actor: bool) -> Duration {
+    let mut s = raw_connect(addr, if through_actor { b'A' } else { b'E' }).await;
     on_worker(async move {
         let mut m = [7u8; 64];
         let start = Instant::now();
@@ -478,8 +489,20 @@ fn main() {
         }
         if only != "pipe" {
             let calls = || node_calls(l.server.clone());
-            let ping_pong = || raw_ping_pong(&raw.addr);
+            let ping_pong = || raw_ping_pong(&raw.addr, false);
             call_rows(link, measure(&rt, (&ours, calls), (&raw, ping_pong)), true);
+            // The same calls against a baseline that has the server's
+            // actor hop too.
+            let with_actor = || raw_ping_pong(&raw.addr, true);
+            let [a, b] = measure(&rt, (&ours, calls), (&raw, with_actor));
+            let us = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
+            row(
+                link,
+                "call vs socket + ractor",
+                &format!("{:.1} µs", us(a.wall)),
+                &format!("{:.1} µs", us(b.wall)),
+                us(a.wall) / us(b.wall),
+            );
         }
     }
     if only == "pipe" || only == "calls" {

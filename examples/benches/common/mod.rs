@@ -175,3 +175,54 @@ where
         tokio::spawn(f).await.unwrap()
     }
 }
+
+/// A plain ractor actor that answers each call with the message it got:
+/// the actor hop of a call without oscloud, for the "socket + ractor"
+/// baseline (a raw ping-pong whose far side asks this actor for every
+/// answer).
+pub struct RawEcho;
+
+/// A call to [`RawEcho`].
+pub struct EchoCall(pub [u8; 64], pub ractor::RpcReplyPort<[u8; 64]>);
+
+impl ractor::Actor for RawEcho {
+    type Msg = EchoCall;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<EchoCall>,
+        _: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<EchoCall>,
+        EchoCall(m, reply): EchoCall,
+        _: &mut (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let _ = reply.send(m);
+        Ok(())
+    }
+}
+
+/// Answer `CALLS` 64-byte messages on `s`, each through a [`RawEcho`]
+/// actor call.
+pub async fn serve_through_actor<S>(s: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (actor, handle) = ractor::Actor::spawn(None, RawEcho, ()).await.unwrap();
+    let mut m = [0u8; 64];
+    for _ in 0..CALLS {
+        s.read_exact(&mut m).await.unwrap();
+        m = ractor::call!(actor, EchoCall, m).unwrap();
+        s.write_all(&m).await.unwrap();
+    }
+    actor.stop(None);
+    let _ = handle.await;
+}
