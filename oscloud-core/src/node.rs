@@ -69,6 +69,7 @@ mod signals;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod wakeups;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -164,6 +164,9 @@ pub(super) struct Outbound {
     readers: Vec<(PipeId, PipeReader)>,
     /// Where the next poll starts, so that no pipe starves the others.
     next: usize,
+    /// A reader was added since [`Self::take_added`]: it has not been
+    /// polled, so nothing wakes the driver for it yet.
+    added: bool,
 }
 
 impl Outbound {
@@ -173,6 +176,12 @@ impl Outbound {
 
     pub(super) fn insert(&mut self, id: PipeId, reader: PipeReader) {
         self.readers.push((id, reader));
+        self.added = true;
+    }
+
+    /// Whether a reader was added since the last call.
+    pub(super) fn take_added(&mut self) -> bool {
+        std::mem::take(&mut self.added)
     }
 
     pub(super) fn remove(&mut self, id: PipeId) -> Option<PipeReader> {
@@ -185,12 +194,9 @@ impl Outbound {
     }
 
     /// The next frame of any reader (`None`: that reader's writers are all
-    /// gone). Cancel-safe; pending forever while there are no readers.
-    pub(super) async fn next(&mut self) -> (PipeId, Option<Bytes>) {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(PipeId, Option<Bytes>)> {
+    /// gone); pending while there is none (forever while there are no
+    /// readers), and `cx` is woken when one may have come.
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(PipeId, Option<Bytes>)> {
         let n = self.readers.len();
         for i in 0..n {
             let k = (self.next + i) % n;

@@ -10,15 +10,19 @@
 //! writing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
-use super::link_io::{Incoming, Input, LinkPorts, Outgoing, WriteFailed};
+use super::link_io::{Input, LinkPorts, WriteFailed};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::Router;
@@ -26,6 +30,7 @@ use super::routes::LinkId;
 use super::serving::Serving;
 use super::signals::{self, Doorbell, Sources};
 use super::stats::{LinkShared, Publisher};
+use super::wakeups::{self, Wakeups};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::identity::AllowList;
 use crate::wire::{
@@ -113,6 +118,20 @@ enum Dispatch {
     },
 }
 
+/// What woke the driver: one source's item.
+enum Woke {
+    Input(Input),
+    Written(Result<(), WriteFailed>),
+    /// Boxed: a handover is large and rare.
+    Handover(Box<Handover>),
+    Command(Command),
+    Reply(CallId, Result<Bytes, RemoteError>),
+    Local(PipeId, Option<Bytes>),
+    Registry(RegistryEvent),
+    Rung(u8),
+    Timer,
+}
+
 /// How a link ended.
 #[derive(Debug, Clone)]
 pub(crate) struct Ended {
@@ -194,6 +213,9 @@ impl Driver {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        let mut wake = Wakeups::new();
+        let mut first = 0;
+        let mut watching = false;
         let ended = loop {
             match self.dispatch_events() {
                 Dispatch::Continue => {}
@@ -263,6 +285,7 @@ impl Driver {
                         },
                         None => link = Some(handover.io),
                     }
+                    wake.mark(wakeups::INPUT | wakeups::WRITE);
                     info!(link = %self.link, peer = %node.short(), "refusing to resume an unknown session");
                     self.session.refuse_resume(&format!(
                         "no session {session:#x} to resume here (the node restarted, or the grace period passed)"
@@ -270,14 +293,13 @@ impl Driver {
                     continue;
                 }
             }
-            let (incoming, mut outgoing) = match link.as_mut() {
-                Some(l) => (Some(&mut l.incoming), Some(&mut l.outgoing)),
-                None => (None, None),
-            };
             // Take the session's output (including what handling its
             // events just produced) while the link has room for it.
-            if let Some(o) = outgoing.as_deref_mut() {
-                o.fill(&mut self.session);
+            if let Some(l) = link.as_mut() {
+                l.outgoing.fill(&mut self.session);
+                if l.outgoing.has_pending() {
+                    wake.mark(wakeups::WRITE);
+                }
             }
             // Count what was just taken before it is written, so that the
             // peer cannot act on bytes this side does not show yet.
@@ -288,35 +310,69 @@ impl Driver {
                         .as_mut()
                         .reset(tokio::time::Instant::from_std(deadline));
                     armed = Some(deadline);
+                    wake.mark(wakeups::TIMER);
                 }
                 Some(_) => {}
                 None => armed = None,
             }
-            let want_write = outgoing.as_deref().is_some_and(Outgoing::has_pending);
-            tokio::select! {
-                input = next_input(incoming) => match input {
-                    Input::Closed => {
-                        if let Some(ended) = self.lost(&mut link, "the link closed") {
-                            break ended;
-                        }
+            // What this turn changed that only this driver knows of: a
+            // call to serve, a pipe to read, the registry to watch.
+            if self.serving.has_due() {
+                wake.mark(wakeups::SERVING);
+            }
+            if self.outbound.take_added() {
+                wake.mark(wakeups::OUTBOUND);
+            }
+            if self.watch.is_some() != watching {
+                watching = self.watch.is_some();
+                wake.mark(wakeups::WATCH);
+            }
+            let woke = std::future::poll_fn(|cx| {
+                wake.begin(cx);
+                for k in 0..wakeups::COUNT {
+                    let source = 1 << ((first + k) % wakeups::COUNT);
+                    let polled = self.poll_source(
+                        source,
+                        &mut wake,
+                        link.as_mut(),
+                        timer.as_mut(),
+                        armed.is_some(),
+                    );
+                    if let Poll::Ready(woke) = polled {
+                        // It may have more: poll it again next time.
+                        wake.mark(source);
+                        return Poll::Ready(woke);
                     }
-                    input => {
-                        if let Some(l) = link.as_mut() {
-                            l.incoming.feed(&mut self.session, input);
-                        }
+                }
+                Poll::Pending
+            })
+            .await;
+            // Start from the next source next time: no source starves the
+            // others.
+            first = (first + 1) % wakeups::COUNT;
+            match woke {
+                Woke::Input(Input::Closed) => {
+                    if let Some(ended) = self.lost(&mut link, "the link closed") {
+                        break ended;
                     }
-                },
-                written = write_some(outgoing), if want_write => {
+                }
+                Woke::Input(input) => {
+                    if let Some(l) = link.as_mut() {
+                        l.incoming.feed(&mut self.session, input);
+                    }
+                }
+                Woke::Written(written) => {
                     if written.is_err()
                         && let Some(ended) = self.lost(&mut link, "the link's writer failed")
                     {
                         break ended;
                     }
                 }
-                Some(handover) = self.resume.rx.recv() => self.take_link(handover, &mut link),
-                // While the session refuses messages, new commands wait in
-                // their channel (in order) rather than piling up here.
-                Some(cmd) = self.commands.recv(), if self.blocked.is_empty() => {
+                Woke::Handover(handover) => {
+                    self.take_link(*handover, &mut link);
+                    wake.mark(wakeups::INPUT | wakeups::WRITE);
+                }
+                Woke::Command(cmd) => {
                     self.take_command(cmd);
                     // Take what else is queued, so that its packets leave
                     // together in one write.
@@ -330,16 +386,10 @@ impl Driver {
                         self.take_command(cmd);
                     }
                 }
-                (id, result) = self.serving.next(), if !self.serving.is_empty() => {
-                    self.send_reply(id, result)
-                }
-                (pipe, frame) = self.outbound.next(), if !self.outbound.is_empty() => {
-                    self.on_local_frame(pipe, frame)
-                }
-                Some(ev) = next_event(&mut self.watch), if self.watch.is_some() => {
-                    self.on_local_change(ev)
-                }
-                rung = self.signals.rung() => {
+                Woke::Reply(id, result) => self.send_reply(id, result),
+                Woke::Local(pipe, frame) => self.on_local_frame(pipe, frame),
+                Woke::Registry(ev) => self.on_local_change(ev),
+                Woke::Rung(rung) => {
                     // As if dropped mid-turn, as it was before the doorbell:
                     // `Drop` fails the calls and takes the peer's servers out.
                     if rung & signals::SHUTDOWN != 0 {
@@ -366,7 +416,7 @@ impl Driver {
                         self.check_admission();
                     }
                 }
-                () = &mut timer, if armed.is_some() => {
+                Woke::Timer => {
                     armed = None;
                     self.session.handle_timeout(Instant::now())
                 }
@@ -378,6 +428,69 @@ impl Driver {
         }
         self.shut_down(&ended.reason);
         ended
+    }
+
+    /// Poll `source` if it is due and may be polled now (a source that may
+    /// not, such as commands while the session refuses them, stays due).
+    /// A closed channel answers pending and is not due again: it is done.
+    fn poll_source(
+        &mut self,
+        source: wakeups::Sources,
+        wake: &mut Wakeups,
+        link: Option<&mut LinkPorts>,
+        timer: Pin<&mut tokio::time::Sleep>,
+        armed: bool,
+    ) -> Poll<Woke> {
+        let may = match source {
+            wakeups::INPUT => link.is_some(),
+            wakeups::WRITE => link.as_ref().is_some_and(|l| l.outgoing.has_pending()),
+            wakeups::COMMANDS => self.blocked.is_empty(),
+            wakeups::SERVING => !self.serving.is_empty(),
+            wakeups::OUTBOUND => !self.outbound.is_empty(),
+            wakeups::WATCH => self.watch.is_some(),
+            wakeups::TIMER => armed,
+            _ => true,
+        };
+        if !may {
+            return Poll::Pending;
+        }
+        let Some(mut cx) = wake.take(source) else {
+            return Poll::Pending;
+        };
+        let cx = &mut cx;
+        match source {
+            wakeups::INPUT => match link {
+                Some(l) => l.incoming.poll_next(cx).map(Woke::Input),
+                None => Poll::Pending,
+            },
+            wakeups::WRITE => match link {
+                Some(l) => l.outgoing.poll_write(cx).map(Woke::Written),
+                None => Poll::Pending,
+            },
+            wakeups::RESUME => match self.resume.rx.poll_recv(cx) {
+                Poll::Ready(Some(handover)) => Poll::Ready(Woke::Handover(Box::new(handover))),
+                _ => Poll::Pending,
+            },
+            wakeups::COMMANDS => match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(cmd)) => Poll::Ready(Woke::Command(cmd)),
+                _ => Poll::Pending,
+            },
+            wakeups::SERVING => self
+                .serving
+                .poll_next(cx)
+                .map(|(id, result)| Woke::Reply(id, result)),
+            wakeups::OUTBOUND => self
+                .outbound
+                .poll_next(cx)
+                .map(|(pipe, frame)| Woke::Local(pipe, frame)),
+            wakeups::WATCH => match self.watch.as_mut().map(|w| w.poll_next_unpin(cx)) {
+                Some(Poll::Ready(Some(ev))) => Poll::Ready(Woke::Registry(ev)),
+                _ => Poll::Pending,
+            },
+            wakeups::SIGNALS => self.signals.poll_rung(cx).map(Woke::Rung),
+            wakeups::TIMER => timer.poll(cx).map(|()| Woke::Timer),
+            _ => Poll::Pending,
+        }
     }
 
     /// The link is gone: a resumable session waits for another (its
@@ -1053,26 +1166,5 @@ impl Drop for Driver {
         if !self.commands.is_closed() {
             self.shut_down("this node shut down");
         }
-    }
-}
-
-async fn next_input(incoming: Option<&mut Incoming>) -> Input {
-    match incoming {
-        Some(i) => i.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn write_some(outgoing: Option<&mut Outgoing>) -> Result<(), WriteFailed> {
-    match outgoing {
-        Some(o) => o.write_some().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_event(watch: &mut Option<Watch>) -> Option<RegistryEvent> {
-    match watch {
-        Some(w) => w.next().await,
-        None => std::future::pending().await,
     }
 }

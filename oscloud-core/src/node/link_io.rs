@@ -9,8 +9,10 @@
 //! direction gets a task that forwards datagrams.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -81,6 +83,7 @@ impl LinkPorts {
                     outgoing: Outgoing::Channel {
                         tx: out_tx,
                         pending: None,
+                        reserving: None,
                     },
                 }
             }
@@ -112,10 +115,13 @@ pub(crate) enum Input {
 }
 
 impl Incoming {
-    /// Wait for input. Cancel-safe: a cancelled call has read nothing.
-    pub(crate) async fn next(&mut self) -> Input {
+    /// Input, if some has come: pending (and `cx` woken when some comes)
+    /// if not. Nothing is read unless this returns ready.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Input> {
         match self {
-            Incoming::Channel(rx) => rx.recv().await.map_or(Input::Closed, Input::Chunk),
+            Incoming::Channel(rx) => rx
+                .poll_recv(cx)
+                .map(|d| d.map_or(Input::Closed, Input::Chunk)),
             Incoming::Stream { reader, buf, pool } => {
                 // Frames are cut out of this buffer and handed on without
                 // a copy; only a frame straddling the end of the buffer is
@@ -123,10 +129,13 @@ impl Incoming {
                 if buf.capacity() - buf.len() < RECV_MIN_SPARE {
                     grow(buf, pool);
                 }
-                match reader.read_buf(buf).await {
-                    Ok(0) | Err(_) => Input::Closed,
-                    Ok(_) => Input::Buffered,
-                }
+                // One read: the future reads at most once per poll.
+                std::pin::pin!(reader.read_buf(buf))
+                    .poll(cx)
+                    .map(|read| match read {
+                        Ok(0) | Err(_) => Input::Closed,
+                        Ok(_) => Input::Buffered,
+                    })
             }
         }
     }
@@ -168,12 +177,19 @@ fn grow(buf: &mut BytesMut, pool: &mut Vec<BytesMut>) {
     }
 }
 
+/// A slot in a datagram link's sending channel, being waited for.
+type Reserving = Pin<
+    Box<dyn Future<Output = Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>>> + Send>,
+>;
+
 /// Where the driver puts the session's output.
 pub(crate) enum Outgoing {
-    /// Datagrams for the link's sending task; `pending` did not fit yet.
+    /// Datagrams for the link's sending task; `pending` did not fit yet,
+    /// and waits for the slot `reserving`.
     Channel {
         tx: mpsc::Sender<Bytes>,
         pending: Option<Bytes>,
+        reserving: Option<Reserving>,
     },
     /// A byte stream written by the driver; `batch` is what waits to be
     /// written (`bytes` long).
@@ -195,7 +211,7 @@ impl Outgoing {
         // one go, and a clock read costs as much as framing a small packet.
         let now = Instant::now();
         match self {
-            Outgoing::Channel { tx, pending } => loop {
+            Outgoing::Channel { tx, pending, .. } => loop {
                 if pending.is_none() {
                     *pending = session.poll_transmit(now);
                 }
@@ -234,27 +250,37 @@ impl Outgoing {
     /// Move some of the waiting output to the link: one vectored write on
     /// a stream. Cancel-safe: a cancelled call has written nothing.
     pub(crate) async fn write_some(&mut self) -> Result<(), WriteFailed> {
+        std::future::poll_fn(|cx| self.poll_write(cx)).await
+    }
+
+    /// [`Self::write_some`], polled: pending (and `cx` woken when the link
+    /// takes more) if the link takes nothing now.
+    pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
         match self {
-            Outgoing::Channel { tx, pending } => {
-                let permit = tx.reserve().await.map_err(|_| WriteFailed)?;
+            Outgoing::Channel {
+                tx,
+                pending,
+                reserving,
+            } => {
+                let slot = reserving.get_or_insert_with(|| Box::pin(tx.clone().reserve_owned()));
+                let permit = ready!(slot.as_mut().poll(cx));
+                *reserving = None;
+                let permit = permit.map_err(|_| WriteFailed)?;
                 if let Some(chunk) = pending.take() {
                     permit.send(chunk);
                 }
-                Ok(())
+                Poll::Ready(Ok(()))
             }
             Outgoing::Stream {
                 writer,
                 batch,
                 bytes,
             } => {
-                let n = std::future::poll_fn(|cx| {
-                    let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
-                    Pin::new(&mut *writer).poll_write_vectored(cx, &slices)
-                })
-                .await
-                .map_err(|_| WriteFailed)?;
+                let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+                let n = ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices))
+                    .map_err(|_| WriteFailed)?;
                 if n == 0 {
-                    return Err(WriteFailed);
+                    return Poll::Ready(Err(WriteFailed));
                 }
                 *bytes -= n;
                 let mut n = n;
@@ -270,7 +296,7 @@ impl Outgoing {
                         n = 0;
                     }
                 }
-                Ok(())
+                Poll::Ready(Ok(()))
             }
         }
     }

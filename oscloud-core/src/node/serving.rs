@@ -90,13 +90,16 @@ impl<T> Serving<T> {
         self.due.push_back(id);
     }
 
-    /// The output of the next future to finish; pending while none has
-    /// (forever while the set is empty). Cancel-safe.
-    pub(crate) async fn next(&mut self) -> T {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    /// Whether futures wait for a poll: added, or woken before the
+    /// last poll got to them.
+    pub(crate) fn has_due(&self) -> bool {
+        !self.due.is_empty()
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<T> {
+    /// The output of the next future to finish; pending while none has
+    /// (forever while the set is empty), and `cx` is woken when one may
+    /// have.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<T> {
         self.woken.task.register(cx.waker());
         // Each future is polled at most once per call, so that one that
         // keeps waking itself cannot hold the driver here.

@@ -62,11 +62,14 @@ impl Doorbell {
 
     /// The signals rung since the last call (a set of the bits above);
     /// pending while there are none. Cancel-safe.
+    #[cfg(test)]
     pub(crate) async fn rung(&self) -> u8 {
         std::future::poll_fn(|cx| self.poll_rung(cx)).await
     }
 
-    fn poll_rung(&self, cx: &mut Context<'_>) -> Poll<u8> {
+    /// The signals rung since the last poll (a set of the bits above);
+    /// pending while there are none, and `cx` is woken when one rings.
+    pub(crate) fn poll_rung(&self, cx: &mut Context<'_>) -> Poll<u8> {
         // Registered before looking, so a ring in between wakes us.
         self.bell.driver.register(cx.waker());
         match self.bell.rung.swap(0, Ordering::AcqRel) {
