@@ -58,6 +58,12 @@ fn transports() -> Transports {
 
 /// A node on `kernel`, secured with `me` admitting `peer` when `secure`.
 fn node(kernel: Kernel, secure: bool, me: [u8; 32], peer: [u8; 32]) -> Node {
+    // OSCLOUD_BENCH_SETTINGS="key=value, ...": node settings for both
+    // processes (e.g. "pipe_window=1MiB").
+    let mut config = NodeConfig::default();
+    if let Ok(settings) = std::env::var("OSCLOUD_BENCH_SETTINGS") {
+        config.apply(&settings).unwrap();
+    }
     if secure {
         let me = NodeKey::from_secret(me);
         let peer = NodeKey::from_secret(peer);
@@ -67,9 +73,9 @@ fn node(kernel: Kernel, secure: bool, me: [u8; 32], peer: [u8; 32]) -> Node {
         let cipher = std::env::var("OSCLOUD_BENCH_CIPHER").unwrap_or_default();
         cfg.offer_aegis = cipher.is_empty() || cipher == "aegis";
         cfg.offer_aes_gcm = cipher != "chacha";
-        Node::with_security(kernel, transports(), NodeConfig::default(), cfg).unwrap()
+        Node::with_security(kernel, transports(), config, cfg).unwrap()
     } else {
-        Node::with_config(kernel, transports(), NodeConfig::default())
+        Node::with_config(kernel, transports(), config)
     }
 }
 
@@ -467,12 +473,17 @@ fn main() {
     // OSCLOUD_BENCH=secure: only encrypted against plaintext; =pipe or
     // =calls: only those plaintext measures (e.g. to profile them).
     let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
-    let links: &[&str] = if only == "secure" {
-        &[]
+    // OSCLOUD_BENCH_LINK=tcp or unix: that link only.
+    let link_only = std::env::var("OSCLOUD_BENCH_LINK").unwrap_or_default();
+    let links: Vec<&str> = if only == "secure" {
+        Vec::new()
     } else {
-        &["tcp", "unix"]
+        ["tcp", "unix"]
+            .into_iter()
+            .filter(|l| link_only.is_empty() || *l == link_only)
+            .collect()
     };
-    for &link in links {
+    for link in links {
         let addr = |name: &str| match link {
             "tcp" => "tcp://127.0.0.1:0".to_owned(),
             _ => format!("unix://{}/{name}.sock", dir.path().display()),
