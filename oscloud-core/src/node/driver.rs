@@ -58,6 +58,9 @@ pub(crate) struct Driver {
     exported: HashMap<u64, RouteInfo>,
     /// Local registry changes, once connected.
     watch: Option<Watch>,
+    /// `watch` was set since the run loop last looked: it has not been
+    /// polled, so nothing wakes the driver for it yet.
+    watch_added: bool,
     /// Our calls waiting for the peer's reply.
     calls: HashMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
     /// The peer's calls to local servers, waiting for their replies. They
@@ -187,6 +190,7 @@ impl Driver {
             routing,
             exported: HashMap::new(),
             watch: None,
+            watch_added: false,
             calls: HashMap::new(),
             serving: Serving::new(),
             pipes: HashMap::new(),
@@ -215,7 +219,6 @@ impl Driver {
         let mut armed: Option<Instant> = None;
         let mut wake = Wakeups::new();
         let mut first = 0;
-        let mut watching = false;
         let ended = loop {
             match self.dispatch_events() {
                 Dispatch::Continue => {}
@@ -323,8 +326,7 @@ impl Driver {
             if self.outbound.take_added() {
                 wake.mark(wakeups::OUTBOUND);
             }
-            if self.watch.is_some() != watching {
-                watching = self.watch.is_some();
+            if std::mem::take(&mut self.watch_added) {
                 wake.mark(wakeups::WATCH);
             }
             let woke = std::future::poll_fn(|cx| {
@@ -644,6 +646,7 @@ impl Driver {
                 self.peer = Some(peer);
                 // The watch starts with every local entry: announce them.
                 self.watch = Some(self.kernel.registry().watch());
+                self.watch_added = true;
                 // And the servers of other nodes this node reaches.
                 self.resync_routes();
             }
