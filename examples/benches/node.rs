@@ -7,7 +7,12 @@
 //!   sink server on the other node, vs `write_all`/`read` on a raw socket;
 //! - 64-byte message rate: casts to a counting server (a final call is the
 //!   barrier), vs 64-byte length-prefixed messages on a raw socket;
-//! - call round trip: sequential calls, vs a raw 64-byte ping-pong.
+//! - call round trip: sequential calls, vs a raw 64-byte ping-pong, and vs
+//!   the same ping-pong whose far side asks a plain ractor actor for each
+//!   answer ("socket + ractor").
+//!
+//! The pipe writer and the callers run in a task on a runtime worker, as a
+//! server's code does (`OSCLOUD_BENCH_IN=main`: in `block_on`).
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,

@@ -11,9 +11,19 @@
 //! - pipe throughput: 64 KiB frames to the peer's sink server, timed until
 //!   a call (`until N`) says every byte arrived; raw: `write_all`, then the
 //!   peer answers one byte once it has read them all;
-//! - call round trip: sequential 64-byte calls; raw: a 64-byte ping-pong;
+//! - call round trip: sequential 64-byte calls; raw: a 64-byte ping-pong,
+//!   and the same ping-pong whose far side asks a plain ractor actor for
+//!   each answer ("socket + ractor": the actor hop every server has);
 //! - the same pipe encrypted against plaintext (issue 9's ratio, between
 //!   processes).
+//!
+//! The measured loops run in a task on a runtime worker, as a server's code
+//! does. Knobs: `OSCLOUD_BENCH=pipe|calls|secure`, `OSCLOUD_BENCH_RUNS`,
+//! `OSCLOUD_BENCH_THREADS` (workers per process, 0: current-thread),
+//! `OSCLOUD_BENCH_SIDE=ours|raw`, `OSCLOUD_BENCH_LINK=tcp|unix`,
+//! `OSCLOUD_BENCH_IN=main` (the loops in `block_on` on the main thread),
+//! `OSCLOUD_BENCH_SETTINGS="pipe_window=1MiB, ..."` (node settings, both
+//! processes), `OSCLOUD_BENCH_CIPHER=aegis|aesgcm|chacha`.
 //!
 //! CPU time is both processes' (this one by `getrusage`, the peer's from
 //! `/proc/PID/task/*/schedstat`).
