@@ -26,10 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{
-    Bench, CALLS, Counters, FRAME, MESSAGES, PIPE_BYTES, Sample, cpu_time, median, median_n, msg64,
-    on_worker, runs, used,
+    Bench, CALLS, Counters, FRAME, MESSAGES, PIPE_BYTES, Sample, call_loop, cpu_time, median,
+    median_n, msg64, on_worker, runs, used, write_pipe,
 };
 use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
@@ -135,13 +134,7 @@ async fn node_pipe(p: &Pair) -> Duration {
     p.counters.bytes.store(0, Ordering::Relaxed);
     let (server, counters) = (ServerRef::new(&p.client, "bench"), p.counters.clone());
     on_worker(async move {
-        let end = server.open_pipe("in").await.unwrap();
-        let frame = Bytes::from(vec![7u8; FRAME]);
-        let start = Instant::now();
-        let (_, w) = end.split();
-        for _ in 0..PIPE_BYTES / FRAME {
-            w.send(frame.clone()).await.unwrap();
-        }
+        let start = write_pipe(&server).await;
         counters.bytes_reach(PIPE_BYTES as u64).await;
         start.elapsed()
     })
@@ -165,16 +158,7 @@ async fn node_casts(p: &Pair) -> Duration {
 }
 
 async fn node_calls(p: &Pair) -> Duration {
-    let r = ServerRef::new(&p.client, "bench");
-    on_worker(async move {
-        let m = encode(&msg64()).unwrap();
-        let start = Instant::now();
-        for _ in 0..CALLS {
-            r.call(m.clone(), Duration::from_secs(5)).await.unwrap();
-        }
-        start.elapsed()
-    })
-    .await
+    call_loop(ServerRef::new(&p.client, "bench")).await
 }
 
 /// A connected pair of raw sockets of the kind asked for.

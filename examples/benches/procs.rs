@@ -41,10 +41,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{
-    Bench, CALLS, Counters, FRAME, PIPE_BYTES, cpu_time, median, median_n, mib_s, msg64, on_worker,
-    per_gib, row, runs, used,
+    Bench, CALLS, Counters, FRAME, PIPE_BYTES, call_loop, cpu_time, median, median_n, mib_s,
+    on_worker, per_gib, row, runs, used, write_pipe,
 };
 use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
@@ -261,29 +260,8 @@ async fn node_pipe(l: &Linked) -> Duration {
     let until = encode(&format!("until {}", l.sent.get())).unwrap();
     let server = l.server.clone();
     on_worker(async move {
-        let end = server.open_pipe("in").await.unwrap();
-        let frame = Bytes::from(vec![7u8; FRAME]);
-        let start = Instant::now();
-        let (_, w) = end.split();
-        for _ in 0..PIPE_BYTES / FRAME {
-            w.send(frame.clone()).await.unwrap();
-        }
+        let start = write_pipe(&server).await;
         server.call(until, Duration::from_secs(60)).await.unwrap();
-        start.elapsed()
-    })
-    .await
-}
-
-async fn node_calls(server: ServerRef) -> Duration {
-    on_worker(async move {
-        let m = encode(&msg64()).unwrap();
-        let start = Instant::now();
-        for _ in 0..CALLS {
-            server
-                .call(m.clone(), Duration::from_secs(5))
-                .await
-                .unwrap();
-        }
         start.elapsed()
     })
     .await
@@ -509,7 +487,7 @@ fn main() {
             );
         }
         if only != "pipe" {
-            let calls = || node_calls(l.server.clone());
+            let calls = || call_loop(l.server.clone());
             let ping_pong = || raw_ping_pong(&raw.addr, false);
             call_rows(link, measure(&rt, (&ours, calls), (&raw, ping_pong)), true);
             // The same calls against a baseline that has the server's
@@ -539,8 +517,8 @@ fn main() {
     let (a, b) = (|| node_pipe(&ls), || node_pipe(&lp));
     pipe_rows("tcp", measure(&rt, (&sec, a), (&plain, b)));
     let (a, b) = (
-        || node_calls(ls.server.clone()),
-        || node_calls(lp.server.clone()),
+        || call_loop(ls.server.clone()),
+        || call_loop(lp.server.clone()),
     );
     call_rows("tcp", measure(&rt, (&sec, a), (&plain, b)), false);
 }

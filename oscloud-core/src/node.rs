@@ -52,6 +52,8 @@
 //! ```
 
 mod bridge;
+#[cfg(test)]
+mod counting_waker;
 mod driver;
 mod id;
 mod link_io;

@@ -226,3 +226,33 @@ where
     actor.stop(None);
     let _ = handle.await;
 }
+
+/// Open a pipe to `server`'s port `in` and write [`PIPE_BYTES`] into it in
+/// [`FRAME`]s; when the writing started.
+pub async fn write_pipe(server: &oscloud_actors::ServerRef) -> std::time::Instant {
+    let end = server.open_pipe("in").await.unwrap();
+    let frame = bytes::Bytes::from(vec![7u8; FRAME]);
+    let start = std::time::Instant::now();
+    let (_, w) = end.split();
+    for _ in 0..PIPE_BYTES / FRAME {
+        w.send(frame.clone()).await.unwrap();
+    }
+    start
+}
+
+/// [`CALLS`] sequential 64-byte calls to `server`, in a task on a worker;
+/// how long they took.
+pub async fn call_loop(server: oscloud_actors::ServerRef) -> Duration {
+    on_worker(async move {
+        let m = oscloud_actors::encode(&msg64()).unwrap();
+        let start = std::time::Instant::now();
+        for _ in 0..CALLS {
+            server
+                .call(m.clone(), Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        start.elapsed()
+    })
+    .await
+}

@@ -131,39 +131,27 @@ impl<T> Serving<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use futures::FutureExt;
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::node::counting_waker::CountingWaker;
 
-    /// A waker that counts its wake-ups.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn poll(set: &mut Serving<u32>, count: &Arc<Count>) -> Poll<u32> {
-        let waker = Waker::from(count.clone());
-        set.poll_next(&mut Context::from_waker(&waker))
+    fn poll(set: &mut Serving<u32>, count: &Arc<CountingWaker>) -> Poll<u32> {
+        set.poll_next(&mut Context::from_waker(&count.waker()))
     }
 
     #[test]
     fn a_pending_future_does_not_wake_the_task_that_polls_the_set() {
-        let count = Arc::new(Count::default());
+        let count = CountingWaker::new();
         let mut set = Serving::new();
         let (tx, rx) = oneshot::channel::<u32>();
         set.push(rx.map(|r| r.unwrap_or(0)).boxed());
         assert!(poll(&mut set, &count).is_pending());
         // FuturesUnordered would have woken the task here.
-        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(count.count(), 0);
         tx.send(7).unwrap();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.count(), 1);
         assert_eq!(poll(&mut set, &count), Poll::Ready(7));
         assert!(set.is_empty());
         assert!(poll(&mut set, &count).is_pending());
@@ -171,7 +159,7 @@ mod tests {
 
     #[test]
     fn outputs_come_in_the_order_their_futures_finish() {
-        let count = Arc::new(Count::default());
+        let count = CountingWaker::new();
         let mut set = Serving::new();
         let mut senders = Vec::new();
         for _ in 0..3 {
@@ -196,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_future_that_keeps_waking_itself_lets_the_others_through() {
-        let count = Arc::new(Count::default());
+        let count = CountingWaker::new();
         let mut set = Serving::new();
         // Wakes itself on every poll and never finishes.
         set.push(
@@ -211,7 +199,7 @@ mod tests {
         // One poll each, then the set yields (its task is woken to come
         // back) rather than spinning on the first.
         assert!(poll(&mut set, &count).is_pending());
-        assert!(count.0.load(Ordering::SeqCst) > 0);
+        assert!(count.count() > 0);
         tx.send(5).unwrap();
         let mut got = None;
         for _ in 0..3 {

@@ -119,23 +119,13 @@ impl Wakeups {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
     use super::*;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::node::counting_waker::CountingWaker;
 
     #[test]
     fn every_source_is_due_once_then_only_when_woken_or_marked() {
-        let task = Arc::new(Count::default());
-        let task_waker = Waker::from(task.clone());
+        let task = CountingWaker::new();
+        let task_waker = task.waker();
         let cx = Context::from_waker(&task_waker);
         let mut w = Wakeups::new();
         w.begin(&cx);
@@ -147,7 +137,7 @@ mod tests {
         // A source's waker marks it and wakes the task.
         let input = w.wakers[0].clone();
         input.wake_by_ref();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert_eq!(task.count(), 1);
         w.begin(&cx);
         assert!(w.take(COMMANDS).is_none());
         assert!(w.take(INPUT).is_some());
@@ -161,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_source_not_taken_stays_due() {
-        let task = Waker::from(Arc::new(Count::default()));
+        let task = CountingWaker::new().waker();
         let cx = Context::from_waker(&task);
         let mut w = Wakeups::new();
         w.begin(&cx);
