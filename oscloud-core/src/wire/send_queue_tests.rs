@@ -3,7 +3,7 @@
 //! window, and no ordering the protocol promises is broken. Time is
 //! simulated; the tests check order, never durations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -235,6 +235,9 @@ struct Model {
     refused: bool,
     got_casts: Vec<Bytes>,
     got_replies: Vec<(CallId, Bytes)>,
+    /// Calls `b` has to answer whose replies its full send queue refused
+    /// so far, in order (as a node's driver keeps them).
+    replies_due: VecDeque<(CallId, Bytes)>,
     got_pipes: HashMap<PipeId, Got>,
     writable: bool,
     counter: u32,
@@ -324,7 +327,8 @@ impl Model {
         for ev in std::mem::take(&mut p.b_events) {
             match ev {
                 Event::Cast { payload, .. } => self.got_casts.push(payload),
-                Event::Call { id, payload, .. } => p.b.reply(id, Ok(payload)).expect("reply"),
+                Event::Call { id, payload, .. } => self.replies_due.push_back((id, payload)),
+                Event::Writable => {}
                 Event::PipeOpened { id, .. } => {
                     assert!(self.got_pipes.insert(id, Got::default()).is_none());
                 }
@@ -346,6 +350,16 @@ impl Model {
                     g.closed_at = Some(g.frames.len());
                 }
                 other => panic!("b: unexpected {other:?}"),
+            }
+        }
+        // Answer in order, as far as `b`'s send queue takes the replies.
+        while let Some((id, payload)) = self.replies_due.front() {
+            match p.b.reply(*id, Ok(payload.clone())) {
+                Ok(()) => {
+                    self.replies_due.pop_front();
+                }
+                Err(Error::WireWouldBlock { .. }) => break,
+                Err(e) => panic!("reply: {e:?}"),
             }
         }
         for ev in std::mem::take(&mut p.a_events) {
