@@ -208,7 +208,7 @@ impl Outgoing {
     /// Take the session's output while there is room for it.
     pub(crate) fn fill(&mut self, session: &mut Session) {
         // One clock reading for the whole batch: the packets are taken in
-        // one go, and a clock read costs as much as framing a small packet.
+        // one go.
         let now = Instant::now();
         match self {
             Outgoing::Channel { tx, pending, .. } => loop {
