@@ -153,6 +153,15 @@ impl PipeWriter {
         self.tx.closed().await
     }
 
+    /// Wait until the reader has taken every frame written so far (by any
+    /// clone), or is gone. Writes from other clones wait meanwhile.
+    pub async fn drained(&self) {
+        let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
+        if let Ok(permits) = self.credit.acquire_many(all).await {
+            drop(permits);
+        }
+    }
+
     /// Stop writing from this clone (the same as dropping it).
     pub fn close(self) {}
 }
@@ -274,6 +283,24 @@ mod tests {
             assert_eq!(r.recv().await.unwrap(), Bytes::from(vec![i; i as usize]));
         }
         assert_eq!(r.recv().await, None, "EOF after the last frame");
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_the_reader_to_take_every_frame() {
+        let (w, mut r) = pipe(PipeConfig::with_capacity(100));
+        w.send(Bytes::from_static(b"one")).await.unwrap();
+        w.send(Bytes::from_static(b"two")).await.unwrap();
+        let drained = w.drained();
+        tokio::pin!(drained);
+        assert!(futures::poll!(drained.as_mut()).is_pending());
+        assert_eq!(r.recv().await.unwrap(), Bytes::from_static(b"one"));
+        assert!(futures::poll!(drained.as_mut()).is_pending());
+        assert_eq!(r.recv().await.unwrap(), Bytes::from_static(b"two"));
+        drained.await;
+        // The pipe still works afterwards, and a gone reader ends the wait.
+        w.send(Bytes::from_static(b"three")).await.unwrap();
+        drop(r);
+        w.drained().await;
     }
 
     #[tokio::test]

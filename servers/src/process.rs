@@ -415,6 +415,11 @@ impl Server for ProcessServer {
                     ctx.spawn(async move {
                         let (end, writer) = run_stream(child, in_r, out_w, lines).await;
                         if let StreamEnd::Failed(why) = end {
+                            // What the child wrote before it failed (often
+                            // why) goes to the reader of port `out` before
+                            // the server stops and lets go of its ends; for
+                            // a while at most, as nobody may be reading.
+                            let _ = tokio::time::timeout(OUTPUT_FLUSH, writer.drained()).await;
                             *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
                             if let Ok(check) = oscloud_actors::encode(&()) {
                                 let _ = me.cast(check);
@@ -483,6 +488,10 @@ impl ProcessServer {
 }
 
 /// Move frames from `from` to `to` until either side ends.
+/// How long a failed stream child's last output may take to reach the
+/// reader of port `out` before the server fails.
+const OUTPUT_FLUSH: Duration = Duration::from_secs(1);
+
 async fn forward(mut from: PipeReader, to: PipeWriter) {
     while let Some(frame) = from.recv().await {
         if to.send(frame).await.is_err() {
