@@ -25,10 +25,12 @@
 //!   the same way ([`Error::Stream`], with the reason) when it cannot be
 //!   started, is killed by a signal, exits with a failure while its input
 //!   is still open, or reading its stdout / writing its stdin fails (other
-//!   than the child having closed stdin); the `out` pipe then ends when
-//!   the server stops, after its registry entry has left with the
-//!   failure. A child on port `stdio` belongs to its opener: its failure
-//!   only ends that pipe.
+//!   than the child having closed stdin); what it wrote before that
+//!   reaches the reader of `out` first (the server waits up to a second
+//!   for it to be taken), and the `out` pipe then ends when the server
+//!   stops, after its registry entry has left with the failure. A child
+//!   on port `stdio` belongs to its opener: its failure only ends that
+//!   pipe.
 //!
 //! Programs whose stdout is block-buffered when it is a pipe (most C
 //! programs using stdio) need line buffering to answer line by line: run
