@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Bench, CALLS, Counters, FRAME, MESSAGES, PIPE_BYTES, Sample, call_loop, cpu_time, median,
-    median_n, msg64, on_worker, runs, used, write_pipe,
+    median_n, msg64, on_worker, ping_pong, runs, used, write_pipe,
 };
 use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
@@ -229,7 +229,7 @@ async fn raw_messages(unix: bool) -> Duration {
 /// A 64-byte ping-pong on a raw socket pair; `through_actor`: the far
 /// side asks a plain ractor actor for each answer.
 async fn raw_ping_pong(unix: bool, through_actor: bool) -> Duration {
-    let (mut c, mut s, _d) = raw_pair(unix).await;
+    let (c, mut s, _d) = raw_pair(unix).await;
     let echo = tokio::spawn(async move {
         if through_actor {
             common::serve_through_actor(&mut s).await;
@@ -241,16 +241,7 @@ async fn raw_ping_pong(unix: bool, through_actor: bool) -> Duration {
             s.write_all(&m).await.unwrap();
         }
     });
-    let t = on_worker(async move {
-        let mut m = [7u8; 64];
-        let start = Instant::now();
-        for _ in 0..CALLS {
-            c.write_all(&m).await.unwrap();
-            c.read_exact(&mut m).await.unwrap();
-        }
-        start.elapsed()
-    })
-    .await;
+    let t = ping_pong(c).await;
     echo.await.unwrap();
     t
 }

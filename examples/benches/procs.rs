@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Bench, CALLS, Counters, FRAME, PIPE_BYTES, call_loop, cpu_time, median, median_n, mib_s,
-    on_worker, per_gib, row, runs, used, write_pipe,
+    on_worker, per_gib, ping_pong, row, runs, used, write_pipe,
 };
 use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
@@ -299,17 +299,7 @@ async fn raw_pipe(addr: &str) -> Duration {
 /// A 64-byte ping-pong with the raw peer; `through_actor`: the peer asks
 /// a plain ractor actor for each answer.
 async fn raw_ping_pong(addr: &str, through_actor: bool) -> Duration {
-    let mut s = raw_connect(addr, if through_actor { b'A' } else { b'E' }).await;
-    on_worker(async move {
-        let mut m = [7u8; 64];
-        let start = Instant::now();
-        for _ in 0..CALLS {
-            s.write_all(&m).await.unwrap();
-            s.read_exact(&mut m).await.unwrap();
-        }
-        start.elapsed()
-    })
-    .await
+    ping_pong(raw_connect(addr, if through_actor { b'A' } else { b'E' }).await).await
 }
 
 /// Median wall time, CPU time and context switches of both processes for

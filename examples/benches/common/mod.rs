@@ -256,3 +256,22 @@ pub async fn call_loop(server: oscloud_actors::ServerRef) -> Duration {
     })
     .await
 }
+
+/// [`CALLS`] 64-byte ping-pongs on a raw socket `s`, in a task on a
+/// worker; how long they took.
+pub async fn ping_pong<S>(mut s: S) -> Duration
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    on_worker(async move {
+        let mut m = [7u8; 64];
+        let start = std::time::Instant::now();
+        for _ in 0..CALLS {
+            s.write_all(&m).await.unwrap();
+            s.read_exact(&mut m).await.unwrap();
+        }
+        start.elapsed()
+    })
+    .await
+}
