@@ -133,13 +133,30 @@ impl Framer {
     /// buffer becomes one chunk. Returns the chunk.
     pub(crate) fn frame_in_place(
         &mut self,
-        mut buf: BytesMut,
+        buf: BytesMut,
         out: &mut VecDeque<Bytes>,
     ) -> Result<Bytes, Error> {
+        let chunk = self.frame_parts_in_place(buf, Bytes::new(), out)?;
+        Ok(chunk)
+    }
+
+    /// Frame the packet `buf ‖ tail`, whose head was written after
+    /// [`in_place_prefix`](Self::in_place_prefix) reserved bytes of `buf`:
+    /// the prefix is filled in, and `buf` and `tail` go out as they are
+    /// (neither is copied). Returns `buf`'s chunk.
+    pub(crate) fn frame_parts_in_place<B>(
+        &mut self,
+        mut buf: B,
+        tail: Bytes,
+        out: &mut VecDeque<Bytes>,
+    ) -> Result<Bytes, Error>
+    where
+        B: std::ops::DerefMut<Target = [u8]> + Into<Bytes>,
+    {
         let Framer::Length(f) = self else {
             return Err(Error::Encode("this framing cannot frame in place".into()));
         };
-        let len = buf.len().saturating_sub(4);
+        let len = (buf.len() + tail.len()).saturating_sub(4);
         if len > f.max_frame() || buf.len() < 4 {
             return Err(Error::WireFrameTooLarge {
                 len,
@@ -147,8 +164,11 @@ impl Framer {
             });
         }
         buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
-        let chunk = buf.freeze();
+        let chunk: Bytes = buf.into();
         out.push_back(chunk.clone());
+        if !tail.is_empty() {
+            out.push_back(tail);
+        }
         Ok(chunk)
     }
 

@@ -483,8 +483,41 @@ impl Serialize for Packet {
 
 /// Encode a value as msgpack.
 pub(crate) fn to_vec<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
-    rmp_serde::to_vec(v).map_err(|e| Error::Encode(e.to_string()))
+    to_vec_after(0, 0, v)
 }
+
+/// Encode a value as msgpack after `prefix` zero bytes, in a buffer with
+/// room for `hint` bytes of encoding (it grows if that is too few).
+fn to_vec_after<T: Serialize>(prefix: usize, hint: usize, v: &T) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::with_capacity(prefix + hint);
+    buf.resize(prefix, 0);
+    rmp_serde::encode::write(&mut buf, v).map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(buf)
+}
+
+/// How many bytes a value encodes to as msgpack, found without keeping
+/// (or allocating for) the encoding.
+pub(crate) fn encoded_len<T: Serialize>(v: &T) -> Result<usize, Error> {
+    /// A writer that only counts.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    rmp_serde::encode::write(&mut count, v).map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(count.0)
+}
+
+/// Room for a packet's encoding apart from its payload: enough for every
+/// header field and a short server or port name, so that encoding a small
+/// packet allocates once.
+const HEAD_HINT: usize = 96;
 
 impl Packet {
     /// The packet as msgpack bytes.
@@ -497,16 +530,24 @@ impl Packet {
     /// thing encoded, so `tail` is the payload itself (shared, not copied)
     /// and `head` everything before it, up to and including its bin length.
     /// Small payloads and other packets come whole in `head`.
+    #[cfg(test)]
     pub(crate) fn encode_split(&self) -> Result<(Vec<u8>, Bytes), Error> {
+        self.encode_split_after(0)
+    }
+
+    /// [`encode_split`](Self::encode_split) with `prefix` zero bytes before
+    /// the head (room for a framing's length prefix, filled in place).
+    pub(crate) fn encode_split_after(&self, prefix: usize) -> Result<(Vec<u8>, Bytes), Error> {
         let Packet::Data { seq, ack, msg } = self else {
-            return Ok((self.encode()?, Bytes::new()));
+            return Ok((to_vec_after(prefix, HEAD_HINT, self)?, Bytes::new()));
         };
         let Some(payload) = msg.payload().filter(|p| p.len() >= SPLIT_MIN) else {
-            return Ok((self.encode()?, Bytes::new()));
+            let hint = HEAD_HINT + msg.payload().map_or(0, Bytes::len);
+            return Ok((to_vec_after(prefix, hint, self)?, Bytes::new()));
         };
         // Encode with an empty payload (`c4 00` at the very end), then put
         // the real bin length in its place.
-        let mut head = to_vec(&(code::DATA, seq, ack, Head(msg)))?;
+        let mut head = to_vec_after(prefix, HEAD_HINT, &(code::DATA, seq, ack, Head(msg)))?;
         if !head.ends_with(&[0xc4, 0x00]) {
             return Err(Error::Encode("unexpected payload encoding".into()));
         }
@@ -1181,6 +1222,12 @@ mod tests {
             let mut joined = head.clone();
             joined.extend_from_slice(&tail);
             assert_eq!(joined, p.encode().unwrap());
+            assert_eq!(encoded_len(&p).unwrap(), joined.len());
+            // With room for a prefix: the same head after it.
+            let (after, tail_after) = p.encode_split_after(4).unwrap();
+            assert_eq!(after[..4], [0; 4]);
+            assert_eq!(after[4..], head[..]);
+            assert_eq!(tail_after, tail);
             let frame = Bytes::from(joined);
             let back = Packet::decode_frame(&frame).unwrap();
             assert_eq!(back, p);

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use super::framing::{Framer, FramingKind};
 use super::packet::{
     CloseCode, DATA_OVERHEAD, EntryInfo, Hello, Msg, PIPE_DATA_OVERHEAD, Packet, RemoteError,
-    Resume, RouteInfo, VERSION, to_vec,
+    Resume, RouteInfo, VERSION, encoded_len,
 };
 use super::rtt::{DEFAULT_MIN_RTO, RttEstimator};
 use super::secure::{
@@ -553,6 +553,9 @@ pub struct Session {
     config: Config,
     local: LocalInfo,
     framer: Framer,
+    /// Frames cut from the input, kept between inputs (emptied) so that
+    /// decoding does not allocate a list every time.
+    rx_frames: Vec<Bytes>,
     max_frame: usize,
     state: State,
     closed: Option<CloseReason>,
@@ -709,6 +712,7 @@ impl Session {
         let rto = rtt.rto();
         let session = Self {
             framer,
+            rx_frames: Vec::new(),
             max_frame,
             state: State::Handshake,
             closed: None,
@@ -796,7 +800,7 @@ impl Session {
             return;
         }
         self.stats.bytes_received += data.len() as u64;
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut self.rx_frames);
         let res = self.framer.decode(now, data, &mut frames);
         self.handle_frames(frames, res);
     }
@@ -833,19 +837,27 @@ impl Session {
             self.handle_frames(Vec::new(), res);
             return;
         }
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut self.rx_frames);
         let res = self.framer.decode_buf(now, buf, &mut frames);
         self.stats.bytes_received += (before - buf.len()) as u64;
         self.handle_frames(frames, res);
     }
 
-    fn handle_frames(&mut self, frames: Vec<Bytes>, res: Result<(), Error>) {
+    /// Handle the frames just decoded (`res` says how decoding ended);
+    /// `frames` is kept, emptied, for the next input.
+    fn handle_frames(&mut self, mut frames: Vec<Bytes>, res: Result<(), Error>) {
         self.sync_framing_stats();
-        for frame in frames {
+        let mut closed = false;
+        for frame in frames.drain(..) {
             self.handle_frame(&frame);
             if self.state == State::Closed {
-                return;
+                closed = true;
+                break;
             }
+        }
+        self.rx_frames = frames;
+        if closed {
+            return;
         }
         if let Err(e) = res {
             let code = match e {
@@ -1567,7 +1579,7 @@ impl Session {
                 what: "send queue full",
             });
         }
-        let len = to_vec(&msg)?.len();
+        let len = encoded_len(&msg)?;
         let max = self.send_max() - DATA_OVERHEAD;
         if len > max {
             return Err(Error::WireFrameTooLarge { len, max });
@@ -1680,7 +1692,17 @@ impl Session {
             packet,
             Packet::Hello(_) | Packet::HelloAck { .. } | Packet::Handshake { .. }
         );
-        let res = match packet.encode_split() {
+        // A plaintext packet on a length-prefixed stream is encoded after
+        // room for its prefix, and goes out without another copy.
+        let prefix = match self.framer.in_place_prefix() {
+            Some(prefix) if clear || self.secure.is_none() => prefix,
+            _ => 0,
+        };
+        let res = match packet.encode_split_after(prefix) {
+            Ok((head, tail)) if prefix > 0 => self
+                .framer
+                .frame_parts_in_place(head, tail, &mut self.out)
+                .map(drop),
             Ok((head, tail)) => match self.secure.as_mut() {
                 // On a length-prefixed stream the frame is sealed after
                 // room for the prefix and goes out as one chunk, in a

@@ -236,6 +236,32 @@ mod tests {
     }
 
     #[test]
+    fn parts_framed_in_place_frame_like_one_packet() {
+        use crate::wire::framing::{Framer, FramingKind};
+        let mut framer = Framer::new(
+            FramingKind::ReliableStream,
+            100,
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        let mut out = VecDeque::new();
+        let head = b"\0\0\0\0ab".to_vec();
+        framer
+            .frame_parts_in_place(head, Bytes::from_static(b"cdef"), &mut out)
+            .unwrap();
+        let wire: Vec<u8> = out.into_iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(wire, enc(&mut LengthFraming::new(100), b"abcdef"));
+        // The limit counts head and tail, without the prefix.
+        let mut out = VecDeque::new();
+        assert!(
+            framer
+                .frame_parts_in_place(vec![0; 64], Bytes::from(vec![0; 41]), &mut out)
+                .is_err()
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn scripted_partial_reads() {
         let mut f = LengthFraming::new(100);
         let mut wire = enc(&mut f, b"hello");
