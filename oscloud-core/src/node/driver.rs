@@ -643,7 +643,7 @@ impl Driver {
                     let ours = self.session.local().session_id;
                     self.resume.register(ours, peer.node, peer.session_id);
                 }
-                self.peer = Some(peer);
+                self.peer = Some(*peer);
                 // The watch starts with every local entry: announce them.
                 self.watch = Some(self.kernel.registry().watch());
                 self.watch_added = true;
@@ -657,9 +657,9 @@ impl Driver {
                     path: vec![self.peer_node()],
                     cost: 0,
                 };
-                self.learn(info, route);
+                self.learn(*info, route);
             }
-            Event::PeerRouted(info, route) => self.learn(info, route),
+            Event::PeerRouted(info, route) => self.learn(*info, route),
             Event::PeerWithdrew { id, reason } => {
                 self.routing.router.forget(self.routing.link, id, reason)
             }

@@ -39,11 +39,11 @@ pub fn route(data: &[u8]) {
         {
             let peer = route.path.last().copied().unwrap_or(me);
             let id = entry.id;
-            let _ = table.learn(1, peer, 1, entry.clone(), route.clone(), ());
+            let _ = table.learn(1, peer, 1, (*entry).clone(), route.clone(), ());
             if let Some(key) = table.bests().map(|(k, _)| *k).next() {
                 let _ = table.export(&key, 2, NodeId::from_bytes([9; 16]));
             }
-            let _ = table.learn(2, peer, u32::MAX, entry, route, ());
+            let _ = table.learn(2, peer, u32::MAX, *entry, route, ());
             table.forget(1, id);
             table.forget_link(2);
         }

@@ -242,7 +242,7 @@ pub(crate) struct Resume {
 /// One link frame's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Packet {
-    Hello(Hello),
+    Hello(Box<Hello>),
     /// A Hello whose magic or version is not ours (rest not decoded).
     ForeignHello {
         magic: u32,
@@ -273,9 +273,9 @@ pub(crate) enum Packet {
 /// A reliable, ordered message (carried by a Data packet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Msg {
-    Announce(EntryInfo),
+    Announce(Box<EntryInfo>),
     /// An entry of another node, forwarded by the sender.
-    Route(EntryInfo, RouteInfo),
+    Route(Box<EntryInfo>, RouteInfo),
     Withdraw {
         id: u64,
         reason: ExitReason,
@@ -794,19 +794,19 @@ impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
                 let s = &mut seq;
                 let ty: u8 = next(s, "message type")?;
                 let msg = match ty {
-                    code::ANNOUNCE => Msg::Announce(EntryInfo {
+                    code::ANNOUNCE => Msg::Announce(Box::new(EntryInfo {
                         id: next(s, "id")?,
                         name: next(s, "name")?,
                         capabilities: next::<_, CapsOwned>(s, "capabilities")?.0,
                         group: next(s, "group")?,
-                    }),
+                    })),
                     code::ROUTE => Msg::Route(
-                        EntryInfo {
+                        Box::new(EntryInfo {
                             id: next(s, "id")?,
                             name: next(s, "name")?,
                             capabilities: next::<_, CapsOwned>(s, "capabilities")?.0,
                             group: next(s, "group")?,
-                        },
+                        }),
                         RouteInfo {
                             origin_id: next(s, "origin id")?,
                             path: next::<_, PathOwned>(s, "path")?.0,
@@ -901,7 +901,7 @@ impl<'de> DeserializeSeed<'de> for PacketSeed<'_> {
                             drain(s)?;
                             return Ok(Packet::ForeignHello { magic, version });
                         }
-                        Packet::Hello(Hello {
+                        Packet::Hello(Box::new(Hello {
                             node: next_node(s)?,
                             features: next(s, "features")?,
                             session_id: next(s, "session id")?,
@@ -913,7 +913,7 @@ impl<'de> DeserializeSeed<'de> for PacketSeed<'_> {
                                 .next_element::<Option<(u64, u64)>>()?
                                 .flatten()
                                 .map(|(session, ack)| Resume { session, ack }),
-                        })
+                        }))
                     }
                     code::HELLO_ACK => Packet::HelloAck {
                         session_id: next(s, "session id")?,
@@ -972,7 +972,7 @@ mod tests {
 
     #[test]
     fn golden_hello() {
-        let p = Packet::Hello(Hello {
+        let p = Packet::Hello(Box::new(Hello {
             node: NodeId::from_bytes([0xab; 16]),
             features: 0,
             session_id: 0x0102_0304_0506_0708,
@@ -981,7 +981,7 @@ mod tests {
             recv_window: 64,
             pipe_window: 65536,
             resume: None,
-        });
+        }));
         let b = roundtrip(p);
         assert_eq!(
             hex(&b),
@@ -1003,7 +1003,7 @@ mod tests {
 
     #[test]
     fn golden_resume_hello() {
-        let p = Packet::Hello(Hello {
+        let p = Packet::Hello(Box::new(Hello {
             node: NodeId::from_bytes([0xab; 16]),
             features: 8,
             session_id: 7,
@@ -1015,7 +1015,7 @@ mod tests {
                 session: 9,
                 ack: 300,
             }),
-        });
+        }));
         let b = roundtrip(p);
         assert!(hex(&b).starts_with("9b01"), "array of 11: {}", hex(&b));
         assert!(
@@ -1080,12 +1080,12 @@ mod tests {
         let ann = Packet::Data {
             seq: 4,
             ack: 0,
-            msg: Msg::Announce(EntryInfo {
+            msg: Msg::Announce(Box::new(EntryInfo {
                 id: 5,
                 name: "a".into(),
                 capabilities: Capabilities::new().accepts("r").feature("f").meta("k", "v"),
                 group: true,
-            }),
+            })),
         };
         // [3,4,0,[16,5,"a",[["r"],[],["f"],{"k":"v"}],true]]
         assert_eq!(
@@ -1105,12 +1105,12 @@ mod tests {
             seq: 7,
             ack: 0,
             msg: Msg::Route(
-                EntryInfo {
+                Box::new(EntryInfo {
                     id: 5,
                     name: "a".into(),
                     capabilities: Capabilities::new(),
                     group: false,
-                },
+                }),
                 RouteInfo {
                     origin_id: 2,
                     path: vec![NodeId::from_bytes([0xcc; 16])],
@@ -1143,12 +1143,12 @@ mod tests {
     fn all_messages_roundtrip() {
         let msgs = [
             Msg::Route(
-                EntryInfo {
+                Box::new(EntryInfo {
                     id: 7,
                     name: "far".into(),
                     capabilities: Capabilities::new().accepts("r"),
                     group: false,
-                },
+                }),
                 RouteInfo {
                     origin_id: 3,
                     path: vec![NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16])],
@@ -1306,12 +1306,12 @@ mod tests {
                 seq: 1,
                 ack: 0,
                 msg: Msg::Route(
-                    EntryInfo {
+                    Box::new(EntryInfo {
                         id: 3,
                         name: "s".into(),
                         capabilities: Capabilities::new(),
                         group: false,
-                    },
+                    }),
                     RouteInfo { origin_id, path, cost },
                 ),
             };

@@ -69,7 +69,7 @@ fn closed(events: &[Event]) -> Option<&CloseReason> {
 
 fn connected(events: &[Event]) -> Option<&PeerInfo> {
     events.iter().find_map(|e| match e {
-        Event::Connected(p) => Some(p),
+        Event::Connected(p) => Some(&**p),
         _ => None,
     })
 }

@@ -295,11 +295,11 @@ impl fmt::Display for CloseReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The handshake finished: the application calls are available.
-    Connected(PeerInfo),
+    Connected(Box<PeerInfo>),
     /// The peer announced a registry entry.
-    PeerAnnounced(EntryInfo),
+    PeerAnnounced(Box<EntryInfo>),
     /// The peer forwarded a registry entry of another node.
-    PeerRouted(EntryInfo, RouteInfo),
+    PeerRouted(Box<EntryInfo>, RouteInfo),
     /// The peer withdrew a registry entry.
     PeerWithdrew {
         /// The entry's id on the peer.
@@ -777,7 +777,7 @@ impl Session {
     }
 
     fn hello(&self) -> Packet {
-        Packet::Hello(Hello {
+        Packet::Hello(Box::new(Hello {
             node: self.local.node,
             features: self.local.features,
             session_id: self.local.session_id,
@@ -786,7 +786,7 @@ impl Session {
             recv_window: self.config.recv_window,
             pipe_window: self.config.pipe_window,
             resume: self.hello_resume,
-        })
+        }))
     }
 
     // ----- driver side -----
@@ -1318,14 +1318,14 @@ impl Session {
 
     /// Tell the peer about a registry entry of this node.
     pub fn announce(&mut self, entry: EntryInfo) -> Result<(), Error> {
-        self.enqueue(Msg::Announce(entry))
+        self.enqueue(Msg::Announce(Box::new(entry)))
     }
 
     /// Tell the peer about a registry entry of another node that this node
     /// forwards to (send only if the peer set [`FEATURE_ROUTING`]). An id
     /// announced again replaces the earlier announcement.
     pub fn announce_route(&mut self, entry: EntryInfo, route: RouteInfo) -> Result<(), Error> {
-        self.enqueue(Msg::Route(entry, route))
+        self.enqueue(Msg::Route(Box::new(entry), route))
     }
 
     /// Tell the peer a previously announced entry is gone.
@@ -1870,7 +1870,7 @@ impl Session {
                     );
                 }
             }
-            Packet::Hello(h) => self.handle_hello(h, frame),
+            Packet::Hello(h) => self.handle_hello(*h, frame),
             Packet::Handshake { msg } => self.handle_handshake(msg),
             Packet::HelloAck { session_id } => {
                 if session_id == self.local.session_id {
@@ -2130,7 +2130,7 @@ impl Session {
         }
         tracing::debug!(peer = %peer.node.short(), "wire session connected (encrypted)");
         self.state = State::Open;
-        self.events.push_back(Event::Connected(peer));
+        self.events.push_back(Event::Connected(Box::new(peer)));
     }
 
     fn handle_hello(&mut self, h: Hello, raw: &[u8]) {
@@ -2213,7 +2213,7 @@ impl Session {
         self.peer = Some(peer.clone());
         self.state = State::Open;
         self.send_hello_ack = true;
-        self.events.push_back(Event::Connected(peer));
+        self.events.push_back(Event::Connected(Box::new(peer)));
     }
 
     /// A Hello on the new link of a resuming session.

@@ -92,7 +92,7 @@ fn registry_and_messages() {
         p.a.withdraw(7, ExitReason::Failed("boom".into())).unwrap();
         p.drive();
         let ev = std::mem::take(&mut p.b_events);
-        assert_eq!(ev[0], Event::PeerAnnounced(info));
+        assert_eq!(ev[0], Event::PeerAnnounced(Box::new(info)));
         assert_eq!(
             ev[1],
             Event::Cast {
