@@ -51,6 +51,7 @@ pub mod access;
 pub mod address;
 pub mod endpoint;
 pub mod error;
+mod id_hash;
 pub mod identity;
 pub mod kernel;
 pub mod node;

@@ -32,6 +32,7 @@ use super::signals::{self, Doorbell, Sources};
 use super::stats::{LinkShared, Publisher};
 use super::wakeups::{self, Wakeups};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
+use crate::id_hash::IdMap;
 use crate::identity::AllowList;
 use crate::wire::{
     CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_ROUTING, PeerInfo, PipeId,
@@ -62,12 +63,12 @@ pub(crate) struct Driver {
     /// polled, so nothing wakes the driver for it yet.
     watch_added: bool,
     /// Our calls waiting for the peer's reply.
-    calls: HashMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
+    calls: IdMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
     /// The peer's calls to local servers, waiting for their replies. They
     /// are polled here rather than in tasks of their own: a reply then
     /// wakes this task once, instead of a task that then wakes this one.
     serving: Serving<(CallId, Result<Bytes, RemoteError>)>,
-    pipes: HashMap<PipeId, Bridge>,
+    pipes: IdMap<PipeId, Bridge>,
     /// The local readers of pipes with credit, polled here.
     outbound: Outbound,
     /// Commands the session refused because its send queue was full.
@@ -191,9 +192,9 @@ impl Driver {
             exported: HashMap::new(),
             watch: None,
             watch_added: false,
-            calls: HashMap::new(),
+            calls: IdMap::default(),
             serving: Serving::new(),
-            pipes: HashMap::new(),
+            pipes: IdMap::default(),
             outbound: Outbound::default(),
             blocked: VecDeque::new(),
             rr: 0,

@@ -11,18 +11,20 @@
 //! turns between its sources in one `select!`, so it only yields here when
 //! futures are still ready after each has been polled once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
 
+use crate::id_hash::IdMap;
+
 /// A set of futures run to completion, yielding their outputs as they
 /// finish.
 pub(crate) struct Serving<T> {
     /// The futures not finished yet, with the waker each is polled with.
-    futures: HashMap<u64, (BoxFuture<'static, T>, Waker)>,
+    futures: IdMap<u64, (BoxFuture<'static, T>, Waker)>,
     next_id: u64,
     /// The ids woken since the last poll, and the task polling this set.
     woken: Arc<Woken>,
@@ -67,7 +69,7 @@ impl Wake for FutureWaker {
 impl<T> Serving<T> {
     pub(crate) fn new() -> Self {
         Self {
-            futures: HashMap::new(),
+            futures: IdMap::default(),
             next_id: 0,
             woken: Arc::default(),
             due: VecDeque::new(),

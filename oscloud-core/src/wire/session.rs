@@ -1,7 +1,7 @@
 //! The session state machine: handshake, reliable ordered delivery,
 //! liveness, and the multiplexed channels (registry, messages, pipes).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use super::secure::{
     SECURE_OVERHEAD, Secure, SecureConfig, Suite,
 };
 use super::send_queue::SendQueue;
+use crate::id_hash::{IdMap, IdSet};
 use crate::identity::PublicKey;
 use crate::{Error, ExitReason, NodeId};
 
@@ -642,9 +643,9 @@ pub struct Session {
 
     // channels
     next_call: u64,
-    pending_calls: HashSet<u64>,
-    incoming_calls: HashSet<u64>,
-    pipes: HashMap<u64, Pipe>,
+    pending_calls: IdSet<u64>,
+    incoming_calls: IdSet<u64>,
+    pipes: IdMap<u64, Pipe>,
     /// Pipes with credit to give back (see [`Pipe::grant`]).
     grants_due: Vec<u64>,
     next_local_pipe: u64,
@@ -757,9 +758,9 @@ impl Session {
             ack_at: None,
             last_recv: now,
             next_call: 1,
-            pending_calls: HashSet::new(),
-            incoming_calls: HashSet::new(),
-            pipes: HashMap::new(),
+            pending_calls: IdSet::default(),
+            incoming_calls: IdSet::default(),
+            pipes: IdMap::default(),
             grants_due: Vec::new(),
             next_local_pipe: 0,
             next_remote_pipe: 0,
