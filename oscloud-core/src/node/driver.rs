@@ -299,8 +299,9 @@ impl Driver {
             }
             // Take the session's output (including what handling its
             // events just produced) while the link has room for it.
+            let mut drained = true;
             if let Some(l) = link.as_mut() {
-                l.outgoing.fill(&mut self.session);
+                drained = l.outgoing.fill(&mut self.session);
                 if l.outgoing.has_pending() {
                     wake.mark(wakeups::WRITE);
                 }
@@ -342,6 +343,15 @@ impl Driver {
                         armed.is_some(),
                     );
                     if let Poll::Ready(woke) = polled {
+                        // A write that left nothing waiting, when the
+                        // session had no more to give, leaves nothing for
+                        // the loop to do: go on waiting.
+                        if matches!(woke, Woke::Written(Ok(())))
+                            && drained
+                            && !link.as_ref().is_some_and(|l| l.outgoing.has_pending())
+                        {
+                            continue;
+                        }
                         // It may have more: poll it again next time.
                         wake.mark(source);
                         return Poll::Ready(woke);

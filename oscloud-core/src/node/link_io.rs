@@ -205,8 +205,9 @@ pub(crate) enum Outgoing {
 pub(crate) struct WriteFailed;
 
 impl Outgoing {
-    /// Take the session's output while there is room for it.
-    pub(crate) fn fill(&mut self, session: &mut Session) {
+    /// Take the session's output while there is room for it; true if the
+    /// session has none left.
+    pub(crate) fn fill(&mut self, session: &mut Session) -> bool {
         // One clock reading for the whole batch: the packets are taken in
         // one go.
         let now = Instant::now();
@@ -216,25 +217,26 @@ impl Outgoing {
                     *pending = session.poll_transmit(now);
                 }
                 let Some(chunk) = pending.take() else {
-                    return;
+                    return true;
                 };
                 match tx.try_send(chunk) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(chunk)) => {
                         *pending = Some(chunk);
-                        return;
+                        return false;
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 }
             },
             Outgoing::Stream { batch, bytes, .. } => {
                 while batch.len() < WRITE_CHUNKS && *bytes < WRITE_BYTES {
                     let Some(chunk) = session.poll_transmit(now) else {
-                        return;
+                        return true;
                     };
                     *bytes += chunk.len();
                     batch.push_back(chunk);
                 }
+                false
             }
         }
     }
@@ -276,8 +278,15 @@ impl Outgoing {
                 batch,
                 bytes,
             } => {
-                let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
-                let n = ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices))
+                // On the stack: the batch holds at most WRITE_CHUNKS.
+                let mut slices = [IoSlice::new(&[]); WRITE_CHUNKS];
+                let mut count = 0;
+                for (slice, chunk) in slices.iter_mut().zip(batch.iter()) {
+                    *slice = IoSlice::new(chunk);
+                    count += 1;
+                }
+                let slices = slices.get(..count).unwrap_or_default();
+                let n = ready!(Pin::new(&mut *writer).poll_write_vectored(cx, slices))
                     .map_err(|_| WriteFailed)?;
                 if n == 0 {
                     return Poll::Ready(Err(WriteFailed));
