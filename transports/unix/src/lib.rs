@@ -7,6 +7,9 @@
 //! a relative path, a missing directory or a path that is not a socket is
 //! [`BadPath`](oscloud_core::Error::BadPath). A Unix link is a
 //! [`ReliableStream`](oscloud_core::transport::LinkKind::ReliableStream).
+//! Its read half waits for readable events only, and its write half for
+//! writable events only while its writes block: a peer reading does not
+//! wake a node that waits for an answer.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -39,6 +42,8 @@ use oscloud_core::transport::{Link, LinkKind, Listener, Transport, io_error};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::debug;
 
+mod stream;
+
 /// The URI scheme of this transport.
 pub const SCHEME: &str = "unix";
 
@@ -68,9 +73,14 @@ fn path_of(addr: &Address) -> Result<PathBuf, Error> {
     Ok(path.to_owned())
 }
 
-fn link(stream: UnixStream, local: String, remote: String) -> Link {
-    let (r, w) = stream.into_split();
-    Link::stream(LinkKind::ReliableStream, local, remote, r, w)
+/// A link over a connected socket, its halves registered as [`stream`]
+/// explains.
+fn link(stream: UnixStream, addr: &Address, local: String, remote: String) -> Result<Link, Error> {
+    let (r, w) = stream
+        .into_std()
+        .and_then(stream::split)
+        .map_err(|e| io_error(addr, &e))?;
+    Ok(Link::stream(LinkKind::ReliableStream, local, remote, r, w))
 }
 
 #[async_trait]
@@ -89,7 +99,7 @@ impl Transport for UnixTransport {
                 }
                 _ => io_error(addr, &e),
             })?;
-        Ok(link(stream, "unix://(dialer)".into(), addr.to_string()))
+        link(stream, addr, "unix://(dialer)".into(), addr.to_string())
     }
 
     async fn listen(&self, addr: &Address) -> Result<Box<dyn Listener>, Error> {
@@ -138,11 +148,12 @@ impl Listener for UnixLinks {
             .accept()
             .await
             .map_err(|e| io_error(&self.address, &e))?;
-        Ok(link(
+        link(
             stream,
+            &self.address,
             self.address.to_string(),
             "unix://(dialer)".into(),
-        ))
+        )
     }
 
     fn local_address(&self) -> Address {
