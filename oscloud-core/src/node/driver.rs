@@ -587,7 +587,9 @@ impl Driver {
 
     /// Publish the session's counters, if bytes moved.
     fn publish_stats(&mut self) {
-        self.published.publish(&self.shared, self.session.stats());
+        let session = &self.session;
+        self.published
+            .publish(&self.shared, session.bytes_moved(), || session.stats());
     }
 
     /// The allow-list changed: drop the link if the peer's key is no
@@ -765,15 +767,12 @@ impl Driver {
         let local = self.kernel.node();
         let peer = self.peer_node();
         let (router, link) = (&self.routing.router, self.routing.link);
-        let members: Vec<Entry> = self
-            .kernel
-            .registry()
-            .lookup_all(name)
-            .into_iter()
-            .filter(|e| {
-                e.node() == local || (e.node() != peer && router.forwards(e.id().0, link, peer))
-            })
-            .collect();
+        // Filtered in place, after the registry's lock is released: the
+        // router has a lock of its own.
+        let mut members = self.kernel.registry().lookup_all(name);
+        members.retain(|e| {
+            e.node() == local || (e.node() != peer && router.forwards(e.id().0, link, peer))
+        });
         if members.is_empty() {
             return Err(Error::NotFound(name.to_owned()));
         }

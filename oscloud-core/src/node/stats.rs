@@ -148,10 +148,16 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    /// Publish `stats` to `shared` if bytes moved since the last time.
-    pub(crate) fn publish(&mut self, shared: &LinkShared, stats: Stats) {
-        if (stats.bytes_sent, stats.bytes_received) != self.last {
-            self.force(shared, stats);
+    /// Publish the counters `stats` gives to `shared` if `bytes` (sent,
+    /// received) moved since the last time; `stats` is only asked then.
+    pub(crate) fn publish(
+        &mut self,
+        shared: &LinkShared,
+        bytes: (u64, u64),
+        stats: impl FnOnce() -> Stats,
+    ) {
+        if bytes != self.last {
+            self.force(shared, stats());
         }
     }
 

@@ -1009,6 +1009,12 @@ impl Session {
         }
     }
 
+    /// Bytes sent and received so far: [`stats`](Self::stats)' first two
+    /// counters, without building the rest.
+    pub(crate) fn bytes_moved(&self) -> (u64, u64) {
+        (self.stats.bytes_sent, self.stats.bytes_received)
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         let lossy = self.config.framing.is_lossy();
