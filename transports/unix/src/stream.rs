@@ -150,6 +150,14 @@ impl Writer {
     }
 }
 
+impl Drop for Writer {
+    /// As with tokio's own write halves: the peer sees the end of the
+    /// stream when this half goes, even if the read half lives on.
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 impl AsyncWrite for Writer {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -232,6 +240,14 @@ mod tests {
         let (blocked, still) = writer.await.unwrap();
         assert!(blocked, "8 MiB should have filled the socket buffer");
         assert!(!still, "the writable registration should be gone");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_write_half_ends_the_peers_stream() {
+        let ((_ra, wa), (mut rb, _wb)) = pair();
+        drop(wa);
+        let mut buf = [0u8; 1];
+        assert_eq!(rb.read(&mut buf).await.unwrap(), 0);
     }
 
     #[tokio::test]
