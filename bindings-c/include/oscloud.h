@@ -524,6 +524,17 @@ int oscloud_pipe_write(const oscloud_pipe_t *pipe, const uint8_t *data, size_t l
 // `pipe` is a live pipe; `frame` valid for writes.
 int oscloud_pipe_read(const oscloud_pipe_t *pipe, oscloud_bytes_t *frame, uint64_t timeout_ms);
 
+// Wait at most `timeout_ms` until every frame written on this end was
+// taken by the pipe's reader (for a pipe to a server on another node: by
+// the link that carries it), or the reader is gone. Use it before
+// reporting a failure whose reason the last frames carry.
+// `OSCLOUD_ERR_TIMEOUT` if frames still wait (nothing is lost: they stay
+// queued), `OSCLOUD_ERR_PIPE_CLOSED` after `oscloud_pipe_close_write`.
+//
+// # Safety
+// `pipe` is a live pipe.
+int oscloud_pipe_drain(const oscloud_pipe_t *pipe, uint64_t timeout_ms);
+
 // Close this end's writing half: once its frames are read, the other end
 // reads `OSCLOUD_END`. Reading goes on. Closing twice does nothing.
 //

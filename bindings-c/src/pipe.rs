@@ -162,6 +162,37 @@ pub unsafe extern "C" fn oscloud_pipe_read(
     })
 }
 
+/// Wait at most `timeout_ms` until every frame written on this end was
+/// taken by the pipe's reader (for a pipe to a server on another node: by
+/// the link that carries it), or the reader is gone. Use it before
+/// reporting a failure whose reason the last frames carry.
+/// `OSCLOUD_ERR_TIMEOUT` if frames still wait (nothing is lost: they stay
+/// queued), `OSCLOUD_ERR_PIPE_CLOSED` after `oscloud_pipe_close_write`.
+///
+/// # Safety
+/// `pipe` is a live pipe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_pipe_drain(pipe: *const OscloudPipe, timeout_ms: u64) -> c_int {
+    guard(|| {
+        // SAFETY: per the contract.
+        let pipe = unsafe { pipe_arg(pipe) }?;
+        let writer = pipe
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(CoreError::PipeClosed)?;
+        let after = Duration::from_millis(timeout_ms);
+        pipe.rt
+            .block_on(async { tokio::time::timeout(after, writer.drained()).await })
+            .map_err(|_| CoreError::Timeout {
+                name: "pipe".to_owned(),
+                after,
+            })?;
+        Ok(OSCLOUD_OK)
+    })
+}
+
 /// Close this end's writing half: once its frames are read, the other end
 /// reads `OSCLOUD_END`. Reading goes on. Closing twice does nothing.
 ///

@@ -56,6 +56,18 @@ impl PyPipe {
         })
     }
 
+    /// Wait until every frame written on this end was taken by the pipe's
+    /// reader (for a pipe to another node: by the link that carries it),
+    /// or the reader is gone.
+    fn drained<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let writer = self.writer();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let writer = writer.ok_or(Error::Core(CoreError::PipeClosed))?;
+            writer.drained().await;
+            Ok(())
+        })
+    }
+
     /// Read the next frame; `None` at the end of the stream.
     fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let reader = self.reader.clone();

@@ -307,6 +307,43 @@ async def test_pipes_python_to_python(node: oscloud.Node) -> None:
         await pipe.send(b"after close")
 
 
+async def test_pipe_drained_waits_until_the_reader_took_every_frame(
+    node: oscloud.Node,
+) -> None:
+    release = asyncio.Event()
+    got: list[bytes] = []
+
+    @node.server("slow-reader")
+    class SlowReader:
+        async def handle_pipe(self, port: str, pipe: oscloud.Pipe) -> bool:
+            self.task = asyncio.ensure_future(self.run(pipe))
+            return True
+
+        async def run(self, pipe: oscloud.Pipe) -> None:
+            await release.wait()
+            async for frame in pipe:
+                got.append(frame)
+            await pipe.send(b"%d" % len(got))
+
+    ref = await node.lookup("slow-reader")
+    pipe = await ref.open_pipe("in")
+    frames = [b"frame %d" % i for i in range(3)]
+    for f in frames:
+        await pipe.send(f)
+    drained = asyncio.ensure_future(pipe.drained())
+    # Nobody reads yet: the frames wait, and so does `drained`.
+    done, _ = await asyncio.wait({drained}, timeout=0.2)
+    assert not done
+    release.set()
+    await asyncio.wait_for(drained, 5)
+    pipe.close()
+    with pytest.raises(oscloud.PipeClosed):
+        await pipe.drained()
+    # Every frame reached the server, which answers with how many.
+    assert await asyncio.wait_for(pipe.recv(), 5) == b"3"
+    assert got == frames
+
+
 async def test_watch_reports_added_and_removed(node: oscloud.Node) -> None:
     watch = node.watch()
 

@@ -147,8 +147,9 @@ static inline int cast_str(const oscloud_node_t *node, const char *server,
   return rc;
 }
 
-/* Opens a pipe to `server`'s port "upper", writes three frames, closes its
- * writing half and checks the three upper-cased frames and the end. */
+/* Opens a pipe to `server`'s port "upper", writes three frames, waits until
+ * the server took them, closes its writing half and checks the three
+ * upper-cased frames and the end. */
 static inline void check_upper_pipe(const oscloud_node_t *node, const char *server) {
   oscloud_pipe_t *pipe = NULL;
   CHECK_RC(oscloud_pipe_open(node, server, "upper", 5000, &pipe), OSCLOUD_OK);
@@ -160,8 +161,11 @@ static inline void check_upper_pipe(const oscloud_node_t *node, const char *serv
                                 strlen(frames[i]), 5000),
              OSCLOUD_OK);
   }
+  /* The server takes the three frames (and answers them). */
+  CHECK_RC(oscloud_pipe_drain(pipe, 5000), OSCLOUD_OK);
   CHECK_RC(oscloud_pipe_close_write(pipe), OSCLOUD_OK);
   CHECK_RC(oscloud_pipe_close_write(pipe), OSCLOUD_OK); /* twice: no-op */
+  CHECK_RC(oscloud_pipe_drain(pipe, 100), OSCLOUD_ERR_PIPE_CLOSED);
   CHECK_RC(oscloud_pipe_write(pipe, (const uint8_t *)"x", 1, 100),
            OSCLOUD_ERR_PIPE_CLOSED);
   for (int i = 0; i < 3; i++) {

@@ -170,6 +170,14 @@ class Pipe:
         closed."""
         await self._native.send(frame)
 
+    async def drained(self) -> None:
+        """Wait until every frame sent on this end was taken by the pipe's
+        reader (for a pipe to another node: by the link that carries it),
+        or the reader is gone. Raises :class:`PipeClosed` once this side
+        was closed. Bound it with ``asyncio.wait_for``: nothing is lost if
+        it is cancelled."""
+        await self._native.drained()
+
     async def recv(self) -> Optional[bytes]:
         """The next frame; None once the other side closed its stream and
         everything it sent was read."""

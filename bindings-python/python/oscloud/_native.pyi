@@ -181,6 +181,9 @@ class Pipe:
     def send(self, frame: bytes) -> Awaitable[None]:
         """Write one frame, waiting while the pipe is full; raises
         PipeClosed when the other end is gone or this side was closed."""
+    def drained(self) -> Awaitable[None]:
+        """Wait until the reader took every frame sent on this end, or is
+        gone; raises PipeClosed once this side was closed."""
     def recv(self) -> Awaitable[Optional[bytes]]:
         """The next frame; None at the end of the stream."""
     def close(self) -> None:
