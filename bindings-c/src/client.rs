@@ -2,14 +2,13 @@
 //! this node and on a linked node.
 
 use std::ffi::{c_char, c_int};
-use std::time::Duration;
 
 use bytes::Bytes;
-use oscloud_core::Error as CoreError;
 
 use crate::bytes::{OscloudBytes, put_bytes};
 use crate::error::{OSCLOUD_OK, bytes_arg, guard, str_arg};
 use crate::node::{OscloudNode, node_arg};
+use crate::wait::wait;
 
 /// Look `name` up in the node's registry: `OSCLOUD_OK` if a server is
 /// registered under it (here or on a linked node), `OSCLOUD_ERR_NOT_FOUND`
@@ -94,14 +93,7 @@ pub unsafe extern "C" fn oscloud_call(
         // SAFETY: per the contract.
         let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
         let entry = node.kernel.registry().lookup(name)?;
-        let after = Duration::from_millis(timeout_ms);
-        let answer = node
-            .rt
-            .block_on(async { tokio::time::timeout(after, entry.endpoint().call(msg)).await })
-            .map_err(|_| CoreError::Timeout {
-                name: name.to_owned(),
-                after,
-            })??;
+        let answer = wait(&node.rt, timeout_ms, name, entry.endpoint().call(msg))??;
         // SAFETY: per the contract.
         unsafe { put_bytes(reply, &answer) };
         Ok(OSCLOUD_OK)

@@ -57,6 +57,7 @@ mod links;
 mod node;
 mod pipe;
 mod server;
+mod wait;
 mod watch;
 
 pub use bytes::*;

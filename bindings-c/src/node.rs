@@ -12,6 +12,7 @@ use oscloud_transport_unix::UnixTransport;
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, OSCLOUD_OK, guard, guard_void, str_arg};
+use crate::wait::wait;
 
 /// How to make a node. Start from `oscloud_node_options_default()`.
 #[repr(C)]
@@ -298,25 +299,15 @@ pub unsafe extern "C" fn oscloud_node_wait_for(
         let node = unsafe { node_arg(node) }?;
         // SAFETY: per the contract.
         let name = unsafe { str_arg(name, "name") }?;
-        let after = Duration::from_millis(timeout_ms);
-        node.rt.block_on(async {
+        wait(&node.rt, timeout_ms, name, async {
             let mut watch = node.kernel.registry().watch();
-            tokio::time::timeout(after, async {
-                while let Some(ev) = watch.next().await {
-                    if matches!(&ev, RegistryEvent::Added(e) if e.name() == name) {
-                        return;
-                    }
+            while let Some(ev) = watch.next().await {
+                if matches!(&ev, RegistryEvent::Added(e) if e.name() == name) {
+                    return;
                 }
-            })
-            .await
-            .map(|()| OSCLOUD_OK)
-            .map_err(|_| {
-                Error::Core(CoreError::Timeout {
-                    name: name.to_owned(),
-                    after,
-                })
-            })
-        })
+            }
+        })?;
+        Ok(OSCLOUD_OK)
     })
 }
 

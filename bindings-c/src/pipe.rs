@@ -2,7 +2,6 @@
 
 use std::ffi::{c_char, c_int};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
 use oscloud_core::{Error as CoreError, PipeEnd, PipeReader, PipeWriter};
@@ -11,6 +10,7 @@ use tokio::runtime::Runtime;
 use crate::bytes::{OscloudBytes, put_bytes};
 use crate::error::{Error, OSCLOUD_END, OSCLOUD_OK, bytes_arg, guard, guard_void, str_arg};
 use crate::node::{OscloudNode, node_arg};
+use crate::wait::wait;
 
 /// One end of a pipe: frames written here come out of the other end, and
 /// frames written there are read here. Owned: drop it with
@@ -32,6 +32,20 @@ impl OscloudPipe {
             writer: Mutex::new(Some(writer)),
             rt,
         }
+    }
+
+    /// This end's writer, unless its writing half was closed.
+    fn writer(&self) -> Result<PipeWriter, CoreError> {
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(CoreError::PipeClosed)
+    }
+
+    /// Run `work` on the pipe's runtime for at most `timeout_ms`.
+    fn wait<T>(&self, timeout_ms: u64, work: impl Future<Output = T>) -> Result<T, CoreError> {
+        wait(&self.rt, timeout_ms, "pipe", work)
     }
 }
 
@@ -70,16 +84,13 @@ pub unsafe extern "C" fn oscloud_pipe_open(
             return Err(Error::Null("out"));
         }
         let entry = node.kernel.registry().lookup(name)?;
-        let after = Duration::from_millis(timeout_ms);
         let (mine, theirs) = node.kernel.duplex();
-        node.rt
-            .block_on(async {
-                tokio::time::timeout(after, entry.endpoint().open_pipe(port, theirs)).await
-            })
-            .map_err(|_| CoreError::Timeout {
-                name: name.to_owned(),
-                after,
-            })??;
+        wait(
+            &node.rt,
+            timeout_ms,
+            name,
+            entry.endpoint().open_pipe(port, theirs),
+        )??;
         let pipe = Box::new(OscloudPipe::new(mine, node.rt.clone()));
         // SAFETY: non-NULL and writable per the contract.
         unsafe { *out = Box::into_raw(pipe) };
@@ -105,19 +116,8 @@ pub unsafe extern "C" fn oscloud_pipe_write(
         let pipe = unsafe { pipe_arg(pipe) }?;
         // SAFETY: per the contract.
         let frame = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
-        let writer = pipe
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(CoreError::PipeClosed)?;
-        let after = Duration::from_millis(timeout_ms);
-        pipe.rt
-            .block_on(async { tokio::time::timeout(after, writer.send(frame)).await })
-            .map_err(|_| CoreError::Timeout {
-                name: "pipe".to_owned(),
-                after,
-            })??;
+        let writer = pipe.writer()?;
+        pipe.wait(timeout_ms, writer.send(frame))??;
         Ok(OSCLOUD_OK)
     })
 }
@@ -142,15 +142,8 @@ pub unsafe extern "C" fn oscloud_pipe_read(
         if frame.is_null() {
             return Err(Error::Null("frame"));
         }
-        let after = Duration::from_millis(timeout_ms);
         let mut reader = pipe.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        let next = pipe
-            .rt
-            .block_on(async { tokio::time::timeout(after, reader.recv()).await })
-            .map_err(|_| CoreError::Timeout {
-                name: "pipe".to_owned(),
-                after,
-            })?;
+        let next = pipe.wait(timeout_ms, reader.recv())?;
         match next {
             Some(bytes) => {
                 // SAFETY: non-NULL and writable per the contract.
@@ -176,19 +169,8 @@ pub unsafe extern "C" fn oscloud_pipe_drain(pipe: *const OscloudPipe, timeout_ms
     guard(|| {
         // SAFETY: per the contract.
         let pipe = unsafe { pipe_arg(pipe) }?;
-        let writer = pipe
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(CoreError::PipeClosed)?;
-        let after = Duration::from_millis(timeout_ms);
-        pipe.rt
-            .block_on(async { tokio::time::timeout(after, writer.drained()).await })
-            .map_err(|_| CoreError::Timeout {
-                name: "pipe".to_owned(),
-                after,
-            })?;
+        let writer = pipe.writer()?;
+        pipe.wait(timeout_ms, writer.drained())?;
         Ok(OSCLOUD_OK)
     })
 }
