@@ -70,8 +70,10 @@ impl LengthFraming {
 
     /// Take every complete packet out of `input`, the caller's receive
     /// buffer, without copying: what stays in `input` is the start of a
-    /// packet, and `input` has room reserved for the rest of it. Read more
-    /// bytes onto its end and call again.
+    /// packet. Read more bytes onto its end and call again. Room for them
+    /// is the caller's to make: reserving it here would allocate a fresh
+    /// buffer (and copy the start of the packet) whenever packets cut from
+    /// `input` are still in use, where the caller can reuse one of its own.
     ///
     /// Bytes fed earlier through [`decode`](Self::decode) come first.
     /// Fails (and must not be fed again) on a length over the maximum.
@@ -80,7 +82,7 @@ impl LengthFraming {
             let chunk = input.split();
             return self.decode(&chunk, out);
         }
-        split_frames(self.max_frame, input, |f| out.push(f.freeze()))
+        split_frames(self.max_frame, input, false, |f| out.push(f.freeze()))
     }
 
     /// Like [`decode_buf`](Self::decode_buf), but the frames stay mutable
@@ -97,7 +99,7 @@ impl LengthFraming {
             out.extend(frames.iter().map(|f| BytesMut::from(&f[..])));
             return res;
         }
-        split_frames(self.max_frame, input, |f| out.push(f))
+        split_frames(self.max_frame, input, false, |f| out.push(f))
     }
 
     /// Feed received bytes; push every complete packet to `out`.
@@ -105,16 +107,19 @@ impl LengthFraming {
     /// Fails (and must not be fed again) on a length over the maximum.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<Bytes>) -> Result<(), Error> {
         self.buf.extend_from_slice(input);
-        split_frames(self.max_frame, &mut self.buf, |f| out.push(f.freeze()))
+        split_frames(self.max_frame, &mut self.buf, true, |f| {
+            out.push(f.freeze())
+        })
     }
 }
 
 /// Cut every complete length-prefixed frame out of `buf` (no copy) and hand
 /// it to `push`; what stays is the start of a frame, with room reserved for
-/// its rest. A length over `max_frame` empties `buf` and fails.
+/// its rest if `reserve`. A length over `max_frame` empties `buf` and fails.
 fn split_frames(
     max_frame: usize,
     buf: &mut BytesMut,
+    reserve: bool,
     mut push: impl FnMut(BytesMut),
 ) -> Result<(), Error> {
     while buf.len() >= 4 {
@@ -127,7 +132,9 @@ fn split_frames(
             });
         }
         if buf.len() < 4 + len {
-            buf.reserve(4 + len - buf.len());
+            if reserve {
+                buf.reserve(4 + len - buf.len());
+            }
             break;
         }
         buf.advance(4);
@@ -189,10 +196,16 @@ mod tests {
             assert_eq!(&out[1][..], b"x");
             assert_eq!(&out[2][..], &[2u8; 3000][..]);
         }
-        // A partial frame leaves room for the rest of it.
+        // A partial frame stays where it is: the room for its rest is the
+        // caller's to make (the link driver reuses its own buffers).
         let mut buf = BytesMut::from(&wire[..10]);
+        let at = buf.as_ptr();
         f.decode_buf(&mut buf, &mut Vec::new()).unwrap();
-        assert!(buf.capacity() >= 5004);
+        assert_eq!((buf.as_ptr(), &buf[..]), (at, &wire[..10]));
+        // Decoding from a buffer of its own, the framing does make room.
+        let mut own = LengthFraming::new(1 << 20);
+        own.decode(&wire[..10], &mut Vec::new()).unwrap();
+        assert!(own.buf.capacity() >= 5004);
         // Oversized.
         let mut small = LengthFraming::new(10);
         let mut buf = BytesMut::from(&b"\x00\x00\x00\x0bhello world"[..]);
