@@ -508,7 +508,10 @@ int oscloud_pipe_open(const oscloud_node_t *node, const char *name, const char *
 
 // Write one frame, waiting at most `timeout_ms` while the pipe is full
 // (back-pressure). `OSCLOUD_ERR_PIPE_CLOSED` once the other end stopped
-// reading or after `oscloud_pipe_close_write`.
+// reading or after `oscloud_pipe_close_write`; `OSCLOUD_ERR_INVALID` for a
+// frame longer than the pipe takes (for a pipe to another node, the
+// peer's pipe window, 256 KiB by default): it is not written, and the
+// pipe stays open.
 //
 // # Safety
 // `pipe` is a live pipe; `data` valid for `len` bytes (NULL if 0).

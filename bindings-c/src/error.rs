@@ -101,7 +101,9 @@ impl Error {
                 CoreError::NoSuchPort { .. } => OSCLOUD_ERR_NO_SUCH_PORT,
                 CoreError::PipeClosed => OSCLOUD_ERR_PIPE_CLOSED,
                 CoreError::Decode(_) => OSCLOUD_ERR_DECODE,
-                CoreError::BadSetting { .. } => OSCLOUD_ERR_INVALID,
+                CoreError::BadSetting { .. } | CoreError::FrameTooLarge { .. } => {
+                    OSCLOUD_ERR_INVALID
+                }
                 _ => OSCLOUD_ERR_OTHER,
             },
         }

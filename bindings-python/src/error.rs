@@ -134,7 +134,7 @@ fn core_class(err: &CoreError, attrs: &Bound<'_, PyDict>) -> PyResult<&'static s
         }
         CoreError::InvalidAddress { .. } | CoreError::UnknownScheme { .. } => "InvalidAddress",
         CoreError::PipeClosed | CoreError::PipeFull { .. } => "PipeClosed",
-        CoreError::BadSetting { .. } => "UsageError",
+        CoreError::BadSetting { .. } | CoreError::FrameTooLarge { .. } => "UsageError",
         CoreError::LinkFailed { .. }
         | CoreError::LinkBusy { .. }
         | CoreError::ConnectionRefused { .. }

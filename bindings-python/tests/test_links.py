@@ -113,6 +113,10 @@ async def test_pipe_across_link(linked: Tuple[oscloud.Node, oscloud.Node]) -> No
 
     ref = await b.lookup("count", wait=5)
     pipe = await ref.open_pipe("in")
+    # A frame longer than the peer's pipe window (256 KiB by default) is
+    # refused, not written, and the pipe goes on.
+    with pytest.raises(oscloud.UsageError, match="longer than the 262144 bytes"):
+        await pipe.send(bytes(256 * 1024 + 1))
     sent = 0
     for i in range(200):
         frame = bytes([i % 256]) * (i * 37 % 5000 + 1)

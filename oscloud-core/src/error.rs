@@ -22,6 +22,16 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// A frame is longer than the pipe takes (for a pipe to another node,
+    /// the peer's pipe window). It was not written; the pipe stays open.
+    #[error("pipe frame of {len} bytes is longer than the {max} bytes this pipe takes")]
+    FrameTooLarge {
+        /// The frame's length in bytes.
+        len: usize,
+        /// The longest frame the pipe takes.
+        max: usize,
+    },
+
     /// A plumbing task (connect, split, merge) was aborted or panicked.
     #[error("pipe task ended abnormally: {0}")]
     PipeTask(String),

@@ -108,7 +108,8 @@ pub struct NodeConfig {
     /// Longest wait between dial attempts (the backoff doubles up to it).
     pub reconnect_max: Duration,
     /// Bytes each pipe may have in flight towards this node; also the
-    /// largest pipe frame the peer may send.
+    /// largest pipe frame the peer may send (its writers get
+    /// [`Error::FrameTooLarge`] for a longer one).
     pub pipe_window: u32,
     /// Largest wire packet, which bounds the size of one cast, call or
     /// reply (pipe frames are split to fit).

@@ -11,12 +11,18 @@
 //! the pipe is empty, so it can never dead-lock). An empty frame counts as
 //! one byte.
 //!
+//! A pipe can also refuse frames above a length ([`PipeReader::limit_frames`]):
+//! a node does so for the pipes it carries to a peer, whose pipe window is
+//! the longest frame it takes. Such a frame fails its `send` with
+//! [`Error::FrameTooLarge`] and is not written; the pipe stays open.
+//!
 //! When every writer is dropped (or [closed](PipeWriter::close)) the reader
 //! sees end-of-stream after the buffered frames. When the reader is dropped
 //! (or [closed](PipeReader::close)) writers get [`Error::PipeClosed`].
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -57,16 +63,19 @@ impl PipeConfig {
 pub fn pipe(config: PipeConfig) -> (PipeWriter, PipeReader) {
     let capacity = config.capacity.clamp(1, Semaphore::MAX_PERMITS);
     let (tx, rx) = mpsc::unbounded_channel();
-    let credit = Arc::new(Semaphore::new(capacity));
+    let shared = Arc::new(Shared {
+        credit: Semaphore::new(capacity),
+        max_frame: AtomicUsize::new(usize::MAX),
+    });
     (
         PipeWriter {
             tx,
-            credit: credit.clone(),
+            shared: shared.clone(),
             capacity,
         },
         PipeReader {
             rx,
-            credit,
+            shared,
             capacity,
         },
     )
@@ -88,9 +97,26 @@ pub fn duplex(config: PipeConfig) -> (PipeEnd, PipeEnd) {
     )
 }
 
-/// The number of credit units a frame takes.
-fn cost(len: usize, capacity: usize) -> usize {
-    len.clamp(1, capacity)
+/// What the ends of one pipe share.
+#[derive(Debug)]
+struct Shared {
+    /// Free room in bytes: a writer takes a frame's cost, the reader gives
+    /// it back when it takes the frame.
+    credit: Semaphore,
+    /// The longest frame writers may send ([`usize::MAX`]: any).
+    max_frame: AtomicUsize,
+}
+
+impl Shared {
+    /// The credit units `frame` takes, or why it may not be written.
+    fn cost(&self, frame: &Bytes, capacity: usize) -> Result<usize, Error> {
+        let len = frame.len();
+        let max = self.max_frame.load(Ordering::Relaxed);
+        if len > max {
+            return Err(Error::FrameTooLarge { len, max });
+        }
+        Ok(len.clamp(1, capacity))
+    }
 }
 
 /// The writing side of a pipe. Clone it to write from several places; the
@@ -98,18 +124,23 @@ fn cost(len: usize, capacity: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct PipeWriter {
     tx: mpsc::UnboundedSender<(Bytes, usize)>,
-    credit: Arc<Semaphore>,
+    shared: Arc<Shared>,
     capacity: usize,
 }
 
 impl PipeWriter {
     /// Write one frame, waiting while the pipe is full.
     ///
+    /// Fails with [`Error::PipeClosed`] once the reader is gone, and with
+    /// [`Error::FrameTooLarge`] for a frame above the pipe's
+    /// [limit](Self::max_frame) (not written; the pipe stays open).
+    ///
     /// Cancel-safe: if the future is dropped before it completes, the frame
     /// was not written.
     pub async fn send(&self, frame: Bytes) -> Result<(), Error> {
-        let n = cost(frame.len(), self.capacity);
+        let n = self.shared.cost(&frame, self.capacity)?;
         let permit = self
+            .shared
             .credit
             .acquire_many(n as u32)
             .await
@@ -118,10 +149,15 @@ impl PipeWriter {
         self.tx.send((frame, n)).map_err(|_| Error::PipeClosed)
     }
 
-    /// Write one frame if there is room now; hands it back otherwise.
+    /// Write one frame if there is room now; hands it back otherwise, with
+    /// why ([`Error::PipeFull`], [`Error::PipeClosed`] or
+    /// [`Error::FrameTooLarge`]).
     pub fn try_send(&self, frame: Bytes) -> Result<(), (Bytes, Error)> {
-        let n = cost(frame.len(), self.capacity);
-        match self.credit.try_acquire_many(n as u32) {
+        let n = match self.shared.cost(&frame, self.capacity) {
+            Ok(n) => n,
+            Err(err) => return Err((frame, err)),
+        };
+        match self.shared.credit.try_acquire_many(n as u32) {
             Ok(permit) => permit.forget(),
             Err(TryAcquireError::NoPermits) => {
                 return Err((
@@ -143,9 +179,18 @@ impl PipeWriter {
         self.capacity
     }
 
+    /// The longest frame this pipe takes, if it is limited (see
+    /// [`PipeReader::limit_frames`]).
+    pub fn max_frame(&self) -> Option<usize> {
+        match self.shared.max_frame.load(Ordering::Relaxed) {
+            usize::MAX => None,
+            max => Some(max),
+        }
+    }
+
     /// True once the reader is gone: every further write fails.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.credit.is_closed()
+        self.tx.is_closed() || self.shared.credit.is_closed()
     }
 
     /// Wait until the reader is gone.
@@ -157,7 +202,7 @@ impl PipeWriter {
     /// clone), or is gone. Writes from other clones wait meanwhile.
     pub async fn drained(&self) {
         let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
-        if let Ok(permits) = self.credit.acquire_many(all).await {
+        if let Ok(permits) = self.shared.credit.acquire_many(all).await {
             drop(permits);
         }
     }
@@ -170,7 +215,7 @@ impl PipeWriter {
 #[derive(Debug)]
 pub struct PipeReader {
     rx: mpsc::UnboundedReceiver<(Bytes, usize)>,
-    credit: Arc<Semaphore>,
+    shared: Arc<Shared>,
     capacity: usize,
 }
 
@@ -181,7 +226,7 @@ impl PipeReader {
     /// Cancel-safe: a frame is never lost by dropping this future.
     pub async fn recv(&mut self) -> Option<Bytes> {
         let (frame, n) = self.rx.recv().await?;
-        self.credit.add_permits(n);
+        self.shared.credit.add_permits(n);
         Some(frame)
     }
 
@@ -192,7 +237,7 @@ impl PipeReader {
     pub fn try_recv(&mut self) -> Result<Option<Bytes>, ()> {
         match self.rx.try_recv() {
             Ok((frame, n)) => {
-                self.credit.add_permits(n);
+                self.shared.credit.add_permits(n);
                 Ok(Some(frame))
             }
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
@@ -208,22 +253,30 @@ impl PipeReader {
     /// How many bytes are buffered now (empty frames count as one).
     pub fn buffered(&self) -> usize {
         self.capacity
-            .saturating_sub(self.credit.available_permits())
+            .saturating_sub(self.shared.credit.available_permits())
             .min(self.capacity)
     }
 
     /// Stop reading: writers get [`Error::PipeClosed`] from now on. Frames
     /// already buffered can still be read with [`recv`](Self::recv).
     pub fn close(&mut self) {
-        self.credit.close();
+        self.shared.credit.close();
         self.rx.close();
+    }
+
+    /// Refuse frames longer than `max` bytes from now on: writing one fails
+    /// with [`Error::FrameTooLarge`] and leaves the pipe open. Frames
+    /// already written are not affected. A node sets this on the pipes it
+    /// carries to a peer, to the peer's pipe window.
+    pub fn limit_frames(&self, max: usize) {
+        self.shared.max_frame.store(max, Ordering::Relaxed);
     }
 }
 
 impl Drop for PipeReader {
     fn drop(&mut self) {
         // Wake writers blocked on credit: nobody will ever read again.
-        self.credit.close();
+        self.shared.credit.close();
     }
 }
 
@@ -233,7 +286,7 @@ impl Stream for PipeReader {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some((frame, n))) => {
-                self.credit.add_permits(n);
+                self.shared.credit.add_permits(n);
                 Poll::Ready(Some(frame))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -348,6 +401,24 @@ mod tests {
         assert!(w.try_send(Bytes::from_static(&[1])).is_err());
         assert_eq!(r.recv().await.unwrap().len(), 64);
         w.try_send(Bytes::from_static(&[1])).unwrap();
+    }
+
+    #[tokio::test]
+    async fn frames_above_the_limit_are_refused_and_the_pipe_goes_on() {
+        let (w, mut r) = pipe(PipeConfig::default());
+        assert_eq!(w.max_frame(), None);
+        r.limit_frames(4);
+        assert_eq!(w.max_frame(), Some(4));
+        let long = Error::FrameTooLarge { len: 5, max: 4 };
+        assert_eq!(
+            w.send(Bytes::from_static(b"12345")).await,
+            Err(long.clone())
+        );
+        let (back, err) = w.try_send(Bytes::from_static(b"12345")).unwrap_err();
+        assert_eq!((back.len(), err), (5, long));
+        assert_eq!(r.buffered(), 0, "a refused frame takes no room");
+        w.send(Bytes::from_static(b"1234")).await.unwrap();
+        assert_eq!(r.recv().await.unwrap(), Bytes::from_static(b"1234"));
     }
 
     #[tokio::test]

@@ -222,6 +222,21 @@ static void test_server_and_links(void) {
   CHECK_RC(call_str(b, "upper", "fail", 2000, NULL, 0), OSCLOUD_ERR_REMOTE);
   CHECK_RC(call_str(b, "upper", "silence", 100, NULL, 0), OSCLOUD_ERR_TIMEOUT);
   check_upper_pipe(b, "upper");
+  /* Over a link, a frame longer than the peer's pipe window (256 KiB by
+   * default) is refused, not written, and the pipe goes on. */
+  CHECK_RC(oscloud_pipe_open(b, "upper", "upper", 2000, &p), OSCLOUD_OK);
+  size_t big_len = 256 * 1024 + 1;
+  uint8_t *big = calloc(big_len, 1);
+  CHECK(big != NULL);
+  CHECK_RC(oscloud_pipe_write(p, big, big_len, 2000), OSCLOUD_ERR_INVALID);
+  CHECK(strstr(oscloud_last_error(), "longer than the 262144 bytes") != NULL);
+  free(big);
+  CHECK_RC(oscloud_pipe_write(p, (const uint8_t *)"after", 5, 2000), OSCLOUD_OK);
+  oscloud_bytes_t after = oscloud_bytes_default();
+  CHECK_RC(oscloud_pipe_read(p, &after, 5000), OSCLOUD_OK);
+  CHECK(after.len == 5 && memcmp(after.data, "AFTER", 5) == 0);
+  oscloud_bytes_drop(&after);
+  oscloud_pipe_drop(&p);
   /* Over a link, opening is optimistic (see docs/PROTOCOL.md): a refused
    * port shows as a pipe that ends at once. */
   CHECK_RC(oscloud_pipe_open(b, "upper", "nope", 2000, &p), OSCLOUD_OK);

@@ -180,7 +180,10 @@ class Pipe:
 
     def send(self, frame: bytes) -> Awaitable[None]:
         """Write one frame, waiting while the pipe is full; raises
-        PipeClosed when the other end is gone or this side was closed."""
+        PipeClosed when the other end is gone or this side was closed, and
+        UsageError for a frame longer than the pipe takes (for a pipe to
+        another node, the peer's pipe window, 256 KiB by default): it is
+        not written, and the pipe stays open."""
     def drained(self) -> Awaitable[None]:
         """Wait until the reader took every frame sent on this end, or is
         gone; raises PipeClosed once this side was closed."""

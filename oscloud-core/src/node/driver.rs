@@ -1121,9 +1121,14 @@ impl Driver {
         });
     }
 
-    /// Join the local pipe end `end` to the session's pipe `id`.
+    /// Join the local pipe end `end` to the session's pipe `id`. Local
+    /// writers are refused frames longer than the peer's pipe window, which
+    /// the session could never send.
     fn bridge(&mut self, id: PipeId, end: PipeEnd) {
         let (reader, writer) = end.split();
+        if let Some(peer) = self.session.peer() {
+            reader.limit_frames(peer.pipe_window as usize);
+        }
         self.outbound.insert(id, reader);
         self.pipes
             .insert(id, Bridge::new(id, writer, self.commands_tx.clone()));

@@ -286,6 +286,35 @@ async fn large_frames_straddling_receive_buffers_cross_intact() {
 }
 
 #[tokio::test]
+async fn a_frame_longer_than_the_peers_pipe_window_is_refused_and_the_pipe_goes_on() {
+    let (_mem, a, b, _) = pair().await;
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    let (mut mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("echo", theirs).await.unwrap();
+    let window = config().pipe_window as usize;
+    assert_eq!(mine.writer.max_frame(), Some(window));
+    let long = Bytes::from(vec![1u8; window + 1]);
+    assert_eq!(
+        mine.writer.send(long).await,
+        Err(Error::FrameTooLarge {
+            len: window + 1,
+            max: window
+        })
+    );
+    // Nothing was written, and the pipe still carries frames both ways.
+    for f in [Bytes::from(vec![2u8; window]), Bytes::from_static(b"after")] {
+        mine.writer.send(f.clone()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), mine.reader.recv())
+            .await
+            .expect("the pipe stalled")
+            .expect("the pipe closed");
+        assert!(got == f, "a frame of {} bytes came back changed", f.len());
+    }
+}
+
+#[tokio::test]
 async fn large_transfer_and_eof_to_a_sink() {
     let (_mem, a, b, _) = pair().await;
     let (_r, echo) = register(&a, "sink");
