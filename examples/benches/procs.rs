@@ -19,7 +19,8 @@
 //!
 //! The measured loops run in a task on a runtime worker, as a server's code
 //! does. Knobs: `OSCLOUD_BENCH=pipe|calls|secure`, `OSCLOUD_BENCH_RUNS`,
-//! `OSCLOUD_BENCH_THREADS` (workers per process, 0: current-thread),
+//! `OSCLOUD_BENCH_THREADS` (workers per process, 0: current-thread;
+//! `OSCLOUD_BENCH_PEER_THREADS` for the peer process alone),
 //! `OSCLOUD_BENCH_SIDE=ours|raw`, `OSCLOUD_BENCH_LINK=tcp|unix`,
 //! `OSCLOUD_BENCH_IN=main` (the loops in `block_on` on the main thread),
 //! `OSCLOUD_BENCH_SETTINGS="pipe_window=1MiB, ..."` (node settings, both
@@ -425,8 +426,16 @@ fn header(ours: &str, theirs: &str) {
 
 fn main() {
     // OSCLOUD_BENCH_THREADS=N: N runtime worker threads per process
-    // (default 2); 0: a current-thread runtime.
-    let threads: usize = std::env::var("OSCLOUD_BENCH_THREADS")
+    // (default 2); 0: a current-thread runtime. OSCLOUD_BENCH_PEER_THREADS
+    // sets the peer process's alone.
+    let var = if std::env::var("OSCLOUD_PROCS_PEER").is_ok()
+        && std::env::var("OSCLOUD_BENCH_PEER_THREADS").is_ok()
+    {
+        "OSCLOUD_BENCH_PEER_THREADS"
+    } else {
+        "OSCLOUD_BENCH_THREADS"
+    };
+    let threads: usize = std::env::var(var)
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
