@@ -23,7 +23,7 @@ mod segment;
 
 pub use cobs::CobsFraming;
 pub use length::LengthFraming;
-pub use segment::{MAX_SEGMENTS, SEGMENT_HEADER, SegmentFraming};
+pub use segment::{MAX_SEGMENTS, REASSEMBLIES, SEGMENT_HEADER, SegmentFraming};
 
 /// The CRC used by the lossy framings: CRC-32/ISO-HDLC (the Ethernet/zlib
 /// CRC-32), appended little-endian.

@@ -20,19 +20,26 @@ const LAST: u8 = 0x80;
 /// segments of `mtu - 2` bytes (the last may be shorter); each datagram is
 /// `[counter, flags_index] ‖ segment`, where `counter` (u8, wrapping) numbers
 /// the frame and `flags_index` holds the segment index in bits 0–6 and the
-/// *last segment* flag in bit 7. The receiver reassembles one frame at a
-/// time, in any segment order: a segment of another frame, a malformed
-/// segment, a bad CRC or a reassembly older than the timeout drops the
-/// frame (counted). Lost frames are repaired by the session.
+/// *last segment* flag in bit 7. The receiver reassembles up to
+/// [`REASSEMBLIES`] frames at once, each in any segment order, so segments
+/// of neighbouring frames may interleave (a BLE stack that sends over
+/// several ATT bearers reorders them). A malformed segment, a bad CRC, a
+/// reassembly older than the timeout, or the oldest reassembly when a
+/// frame beyond them starts, drops that frame (counted). Lost frames are
+/// repaired by the session.
 #[derive(Debug)]
 pub struct SegmentFraming {
     mtu: usize,
     max_frame: usize,
     timeout: Duration,
     counter: u8,
-    slot: Option<Reassembly>,
+    /// Reassemblies in progress, oldest first, at most [`REASSEMBLIES`].
+    slots: Vec<Reassembly>,
     counters: FramingCounters,
 }
+
+/// Frames reassembled at once.
+pub const REASSEMBLIES: usize = 4;
 
 #[derive(Debug)]
 struct Reassembly {
@@ -58,7 +65,7 @@ impl SegmentFraming {
             max_frame: max_frame.min(cap),
             timeout,
             counter: 0,
-            slot: None,
+            slots: Vec::with_capacity(REASSEMBLIES),
             counters: FramingCounters::default(),
         })
     }
@@ -89,23 +96,23 @@ impl SegmentFraming {
         Ok(())
     }
 
-    /// When the partial frame (if any) expires.
+    /// When the oldest partial frame (if any) expires.
     pub fn timeout(&self) -> Option<Instant> {
-        self.slot.as_ref().map(|s| s.started + self.timeout)
+        self.slots.first().map(|s| s.started + self.timeout)
     }
 
-    /// Drop a partial frame older than the timeout.
+    /// Drop the partial frames older than the timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.timeout().is_some_and(|t| t <= now) {
-            self.slot = None;
-            self.counters.framing_failures += 1;
-        }
+        let before = self.slots.len();
+        let timeout = self.timeout;
+        self.slots.retain(|s| s.started + timeout > now);
+        self.counters.framing_failures += (before - self.slots.len()) as u64;
     }
 
-    fn drop_slot(&mut self) {
-        if self.slot.take().is_some() {
-            self.counters.framing_failures += 1;
-        }
+    /// Drop the reassembly at `i`.
+    fn drop_slot(&mut self, i: usize) {
+        self.slots.remove(i);
+        self.counters.framing_failures += 1;
     }
 
     /// Feed one received datagram; push a packet to `out` when one is
@@ -127,22 +134,29 @@ impl SegmentFraming {
             self.counters.framing_failures += 1;
             return;
         }
-        if self.slot.as_ref().is_some_and(|s| s.counter != counter) {
-            self.drop_slot();
-        }
-        let slot = self.slot.get_or_insert_with(|| Reassembly {
-            counter,
-            started: now,
-            parts: Vec::new(),
-            total: None,
-        });
+        let i = match self.slots.iter().position(|s| s.counter == counter) {
+            Some(i) => i,
+            None => {
+                if self.slots.len() == REASSEMBLIES {
+                    self.drop_slot(0);
+                }
+                self.slots.push(Reassembly {
+                    counter,
+                    started: now,
+                    parts: Vec::new(),
+                    total: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[i];
         let consistent = if last {
             slot.total.is_none_or(|t| t == index + 1) && slot.parts.len() <= index + 1
         } else {
             slot.total.is_none_or(|t| index + 1 < t)
         };
         if !consistent {
-            self.drop_slot();
+            self.drop_slot(i);
             return;
         }
         if last {
@@ -162,9 +176,7 @@ impl SegmentFraming {
         if !complete {
             return;
         }
-        let Some(slot) = self.slot.take() else {
-            return;
-        };
+        let slot = self.slots.remove(i);
         let mut raw = BytesMut::new();
         for p in slot.parts.into_iter().flatten() {
             raw.extend_from_slice(&p);
@@ -240,7 +252,61 @@ mod tests {
             rx.decode(t0, x, &mut out);
         }
         assert_eq!(out, [Bytes::from(vec![2u8; 20])]);
+        // The incomplete frame waits for its segment until the timeout.
+        assert_eq!(rx.counters().framing_failures, 0);
+        assert_eq!(rx.timeout(), Some(t0 + Duration::from_secs(1)));
+        rx.handle_timeout(t0 + Duration::from_secs(1));
         assert_eq!(rx.counters().framing_failures, 1);
+        assert_eq!(rx.timeout(), None);
+    }
+
+    #[test]
+    fn segments_of_neighbouring_frames_may_interleave() {
+        // As a BLE stack sending over several ATT bearers delivers them:
+        // each frame's segments in order, the frames' segments mixed.
+        let t0 = Instant::now();
+        let mut tx = SegmentFraming::new(8, 1000, Duration::from_secs(1)).unwrap();
+        let frames: Vec<Vec<u8>> = (0..REASSEMBLIES as u8).map(|i| vec![i; 30]).collect();
+        let segs: Vec<Vec<Bytes>> = frames.iter().map(|f| enc(&mut tx, f)).collect();
+        let mut rx = SegmentFraming::new(8, 1000, Duration::from_secs(1)).unwrap();
+        let mut out = Vec::new();
+        for k in 0..segs[0].len() {
+            for s in segs.iter().rev() {
+                rx.decode(t0, &s[k], &mut out);
+            }
+        }
+        let mut want: Vec<Bytes> = frames.into_iter().map(Bytes::from).collect();
+        want.reverse();
+        assert_eq!(out, want);
+        assert_eq!(rx.counters(), FramingCounters::default());
+    }
+
+    #[test]
+    fn a_frame_beyond_the_reassemblies_drops_the_oldest() {
+        let t0 = Instant::now();
+        let mut tx = SegmentFraming::new(8, 1000, Duration::from_secs(1)).unwrap();
+        let segs: Vec<Vec<Bytes>> = (0..=REASSEMBLIES as u8)
+            .map(|i| enc(&mut tx, &[i; 20]))
+            .collect();
+        let mut rx = SegmentFraming::new(8, 1000, Duration::from_secs(1)).unwrap();
+        let mut out = Vec::new();
+        // The first segment of every frame, then the rest of every frame.
+        for s in &segs {
+            rx.decode(t0, &s[0], &mut out);
+        }
+        assert_eq!(rx.counters().framing_failures, 1);
+        for s in segs[1..].iter().chain(&segs[..1]) {
+            for d in &s[1..] {
+                rx.decode(t0, d, &mut out);
+            }
+        }
+        let want: Vec<Bytes> = (1..=REASSEMBLIES as u8)
+            .map(|i| Bytes::from(vec![i; 20]))
+            .collect();
+        assert_eq!(out, want, "every frame but the oldest");
+        // The oldest frame's late segments start a reassembly that expires.
+        rx.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(rx.counters().framing_failures, 2);
     }
 
     #[test]
