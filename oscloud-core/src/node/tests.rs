@@ -237,15 +237,44 @@ async fn withdrawn_entry_leaves_with_its_reason() {
     ));
 }
 
+/// Two linked nodes, the first serving [`Echo`] as "echo"; hold it while
+/// a pipe from [`Self::open`] is in use.
+struct EchoAcross {
+    _mem: MemTransport,
+    _a: Node,
+    b: Node,
+    _reg: Registration,
+    echo: Arc<Echo>,
+}
+
+impl EchoAcross {
+    async fn new() -> Self {
+        let (mem, a, b, _) = pair().await;
+        let (reg, echo) = register(&a, "echo");
+        until(&b, added("echo")).await;
+        Self {
+            _mem: mem,
+            _a: a,
+            b,
+            _reg: reg,
+            echo,
+        }
+    }
+
+    /// A pipe from the second node to the echo server's `port`.
+    async fn open(&self, port: &str) -> PipeEnd {
+        let e = self.b.kernel().registry().lookup("echo").unwrap();
+        let (mine, theirs) = self.b.kernel().duplex();
+        e.endpoint().open_pipe(port, theirs).await.unwrap();
+        mine
+    }
+}
+
 /// Send `frames` through a pipe to the echo server of another node, and
 /// check that each comes back intact and in order.
 async fn echo_across_a_link(frames: Vec<Bytes>) {
-    let (_mem, a, b, _) = pair().await;
-    let (_r, _) = register(&a, "echo");
-    until(&b, added("echo")).await;
-    let e = b.kernel().registry().lookup("echo").unwrap();
-    let (mut mine, theirs) = b.kernel().duplex();
-    e.endpoint().open_pipe("echo", theirs).await.unwrap();
+    let across = EchoAcross::new().await;
+    let mut mine = across.open("echo").await;
     let w = mine.writer.clone();
     let sent = frames.clone();
     let writer = tokio::spawn(async move {
@@ -287,12 +316,8 @@ async fn large_frames_straddling_receive_buffers_cross_intact() {
 
 #[tokio::test]
 async fn a_frame_longer_than_the_peers_pipe_window_is_refused_and_the_pipe_goes_on() {
-    let (_mem, a, b, _) = pair().await;
-    let (_r, _) = register(&a, "echo");
-    until(&b, added("echo")).await;
-    let e = b.kernel().registry().lookup("echo").unwrap();
-    let (mut mine, theirs) = b.kernel().duplex();
-    e.endpoint().open_pipe("echo", theirs).await.unwrap();
+    let across = EchoAcross::new().await;
+    let mut mine = across.open("echo").await;
     let window = config().pipe_window as usize;
     assert_eq!(mine.writer.max_frame(), Some(window));
     let long = Bytes::from(vec![1u8; window + 1]);
@@ -316,20 +341,15 @@ async fn a_frame_longer_than_the_peers_pipe_window_is_refused_and_the_pipe_goes_
 
 #[tokio::test]
 async fn large_transfer_and_eof_to_a_sink() {
-    let (_mem, a, b, _) = pair().await;
-    let (_r, echo) = register(&a, "sink");
-    until(&b, added("sink")).await;
-    let e = b.kernel().registry().lookup("sink").unwrap();
-    let (mine, theirs) = b.kernel().duplex();
-    e.endpoint().open_pipe("sink", theirs).await.unwrap();
-    let (_reader, writer) = mine.split();
+    let across = EchoAcross::new().await;
+    let (_reader, writer) = across.open("sink").await.split();
     let chunk = Bytes::from(vec![7u8; 64 * 1024]);
     for _ in 0..64 {
         writer.send(chunk.clone()).await.unwrap();
     }
     drop(writer);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while echo.sunk.load(Ordering::SeqCst) < 64 * 64 * 1024 {
+    while across.echo.sunk.load(Ordering::SeqCst) < 64 * 64 * 1024 {
         assert!(tokio::time::Instant::now() < deadline, "transfer stalled");
         tokio::task::yield_now().await;
     }
@@ -337,13 +357,8 @@ async fn large_transfer_and_eof_to_a_sink() {
 
 #[tokio::test]
 async fn half_close_lets_a_request_stream_get_its_answer() {
-    let (_mem, a, b, _) = pair().await;
-    let (_r, _) = register(&a, "echo");
-    until(&b, added("echo")).await;
-    let e = b.kernel().registry().lookup("echo").unwrap();
-    let (mine, theirs) = b.kernel().duplex();
-    e.endpoint().open_pipe("collect", theirs).await.unwrap();
-    let (mut reader, writer) = mine.split();
+    let across = EchoAcross::new().await;
+    let (mut reader, writer) = across.open("collect").await.split();
     for _ in 0..10 {
         writer.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
     }
@@ -359,12 +374,8 @@ async fn half_close_lets_a_request_stream_get_its_answer() {
 
 #[tokio::test]
 async fn refused_port_closes_the_pipe() {
-    let (_mem, a, b, _) = pair().await;
-    let (_r, _) = register(&a, "echo");
-    until(&b, added("echo")).await;
-    let e = b.kernel().registry().lookup("echo").unwrap();
-    let (mut mine, theirs) = b.kernel().duplex();
-    e.endpoint().open_pipe("nope", theirs).await.unwrap();
+    let across = EchoAcross::new().await;
+    let mut mine = across.open("nope").await;
     // The refusal comes back as the pipe closing: end of stream.
     let got = tokio::time::timeout(Duration::from_secs(5), mine.reader.recv()).await;
     assert_eq!(got.unwrap(), None);
