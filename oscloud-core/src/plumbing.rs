@@ -62,8 +62,10 @@ impl Connection {
     /// Wait until the connection ends; returns how many frames it moved.
     ///
     /// Ends with `Ok` at end of stream (the downstream reader then sees end
-    /// of stream too) and with [`Error::PipeClosed`] when the downstream
-    /// reader went away (the upstream writers then get `PipeClosed`).
+    /// of stream too), with [`Error::PipeClosed`] when the downstream
+    /// reader went away, and with [`Error::FrameTooLarge`] for a frame
+    /// longer than the downstream pipe takes (downstream then sees end of
+    /// stream). Either way the upstream writers then get `PipeClosed`.
     pub async fn finished(self) -> Result<u64, Error> {
         self.task.await.map_err(task_error)?
     }
@@ -81,14 +83,16 @@ impl Connection {
 }
 
 /// Move every frame of `from` into `to`, in order, until `from` ends or
-/// `to`'s reader goes away.
+/// `to` refuses a frame: its reader went away ([`Error::PipeClosed`]), or
+/// the frame is longer than `to` takes ([`Error::FrameTooLarge`]). Then
+/// `from` is closed and `to` ends there.
 pub fn connect(mut from: PipeReader, to: PipeWriter) -> Connection {
     let task = tokio::spawn(async move {
         let mut frames = 0u64;
         while let Some(frame) = from.recv().await {
-            if to.send(frame).await.is_err() {
+            if let Err(err) = to.send(frame).await {
                 from.close();
-                return Err(Error::PipeClosed);
+                return Err(err);
             }
             frames += 1;
         }
@@ -290,14 +294,15 @@ pub fn split(mut src: PipeReader, branches: Vec<Branch>) -> Split {
             for (k, (i, out)) in outs.iter().enumerate() {
                 let c = &task_counters[*i];
                 match out {
-                    Out::Block(w) => {
-                        if w.send(frame.clone()).await.is_ok() {
+                    Out::Block(w) => match w.send(frame.clone()).await {
+                        Ok(()) => {
                             c.delivered.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            debug!(branch = i, "split branch reader gone; branch removed");
+                        }
+                        Err(err) => {
+                            debug!(branch = i, "split branch ends: {err}");
                             gone.push(k);
                         }
-                    }
+                    },
                     Out::Lossy(q, cap) => {
                         let mut st = q.lock();
                         if st.reader_gone {

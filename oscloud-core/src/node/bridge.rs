@@ -56,6 +56,9 @@ pub(super) enum Delivered {
     Queued,
     /// Nobody reads it any more.
     Dropped,
+    /// The local pipe refuses it ([`Error::FrameTooLarge`]: the pipe goes
+    /// on to another link with a smaller window): the pipe must close.
+    Refused(Error),
 }
 
 impl Bridge {
@@ -77,8 +80,13 @@ impl Bridge {
                         frame = frames.recv() => match frame {
                             Some(frame) => {
                                 let n = frame.len();
-                                if writer.send(frame).await.is_err() {
-                                    break;
+                                match writer.send(frame).await {
+                                    Ok(()) => {}
+                                    Err(error @ Error::FrameTooLarge { .. }) => {
+                                        let _ = commands.send(Command::PipeFailed { pipe: id, error });
+                                        return;
+                                    }
+                                    Err(_) => break,
                                 }
                                 backlog.fetch_sub(1, Ordering::AcqRel);
                                 let _ = commands.send(Command::PipeConsumed { pipe: id, n });
@@ -116,6 +124,7 @@ impl Bridge {
             match local.try_send(frame) {
                 Ok(()) => return Delivered::Now(n),
                 Err((frame, Error::PipeFull { .. })) => frame,
+                Err((_, error @ Error::FrameTooLarge { .. })) => return Delivered::Refused(error),
                 Err(_) => return Delivered::Dropped,
             }
         } else {

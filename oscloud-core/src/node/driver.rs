@@ -712,6 +712,7 @@ impl Driver {
                         let _ = self.session.pipe_consumed(id, n);
                     }
                     Some(Delivered::Queued) => {}
+                    Some(Delivered::Refused(err)) => self.fail_pipe(id, &err),
                     Some(Delivered::Dropped) | None => {
                         debug!(link = %self.link, %id, "data for a pipe whose reader is gone");
                     }
@@ -978,6 +979,7 @@ impl Driver {
             Command::PipeConsumed { pipe, n } => {
                 let _ = self.session.pipe_consumed(pipe, n);
             }
+            Command::PipeFailed { pipe, error } => self.fail_pipe(pipe, &error),
             Command::PipeInDone { pipe } => {
                 if let Some(b) = self.pipes.get_mut(&pipe) {
                     b.in_done = true;
@@ -1062,15 +1064,20 @@ impl Driver {
                 false
             }
             Err(err) => {
-                // The local writers see the pipe closed.
-                warn!(link = %self.link, %pipe, "pipe frame not sent, closing the pipe: {err}");
-                self.remove_pipe(pipe);
-                let _ = self
-                    .session
-                    .close_pipe(pipe, ExitReason::Failed(err.to_string()));
+                self.fail_pipe(pipe, &err);
                 false
             }
         }
+    }
+
+    /// A frame cannot go on: close the pipe both ways, telling the peer
+    /// why (the local writers and reader see it closed).
+    fn fail_pipe(&mut self, pipe: PipeId, err: &Error) {
+        warn!(link = %self.link, %pipe, "pipe frame not passed on, closing the pipe: {err}");
+        self.remove_pipe(pipe);
+        let _ = self
+            .session
+            .close_pipe(pipe, ExitReason::Failed(err.to_string()));
     }
 
     /// Forget a pipe: its reader is no longer polled, its tasks stop.

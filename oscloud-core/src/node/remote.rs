@@ -39,6 +39,11 @@ pub(crate) enum Command {
     PipeConsumed { pipe: crate::wire::PipeId, n: usize },
     /// The local reader of a pipe is gone.
     PipeInDone { pipe: crate::wire::PipeId },
+    /// A frame from the peer cannot go on into the local pipe: close it.
+    PipeFailed {
+        pipe: crate::wire::PipeId,
+        error: Error,
+    },
     /// A local server accepted or refused a pipe the peer opened.
     PipeAttached {
         pipe: crate::wire::PipeId,

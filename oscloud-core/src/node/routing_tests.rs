@@ -424,3 +424,39 @@ async fn a_peer_without_routing_gets_no_routes_but_is_forwarded() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_frame_too_long_for_the_next_hop_closes_the_pipe() {
+    // B takes pipe frames of up to 256 KiB from A, C only 64 KiB: a frame
+    // in between crosses A's link and cannot cross B's link to C.
+    let mem = MemTransport::new();
+    let (a, b) = (node(&mem), node(&mem));
+    let c = {
+        let mut t = Transports::new();
+        t.add(Arc::new(mem.clone()));
+        let mut cfg = super::tests::config();
+        cfg.pipe_window = 64 * 1024;
+        Node::with_config(Kernel::new(), t, cfg)
+    };
+    let at = b.listen(&"mem://relay-b".parse().unwrap()).await.unwrap();
+    a.connect(&at).await.unwrap();
+    c.connect(&at).await.unwrap();
+    let (_r, _) = register(&c, "far");
+    let far = until(&a, added("far")).await.entry().clone();
+    let (mine, theirs) = a.kernel().duplex();
+    far.endpoint().open_pipe("echo", theirs).await.unwrap();
+    let (mut rx, tx) = mine.split();
+    assert_eq!(tx.max_frame(), Some(256 * 1024), "A's link goes to B");
+    async fn next(rx: &mut crate::PipeReader) -> Option<Bytes> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("nothing within 5 s")
+    }
+    tx.send(Bytes::from_static(b"first")).await.unwrap();
+    assert_eq!(next(&mut rx).await.as_deref(), Some(&b"first"[..]));
+    // B cannot pass the frame on: it closes the pipe rather than drop the
+    // frame and go on, so nothing written after it arrives either.
+    tx.send(Bytes::from(vec![7u8; 100 * 1024])).await.unwrap();
+    let _ = tx.send(Bytes::from_static(b"after")).await;
+    assert_eq!(next(&mut rx).await, None, "the pipe closes");
+}

@@ -69,6 +69,28 @@ async fn connect_propagates_reader_gone_upstream() {
 }
 
 #[tokio::test]
+async fn connect_ends_at_a_frame_too_long_for_downstream() {
+    let (w, r) = pipe(PipeConfig::default());
+    let (w2, mut r2) = pipe(PipeConfig::default());
+    r2.limit_frames(3);
+    let c = connect(r, w2);
+    w.send(Bytes::from_static(b"abc")).await.unwrap();
+    w.send(Bytes::from_static(b"abcd")).await.unwrap();
+    let _ = w.send(Bytes::from_static(b"x")).await;
+    assert_eq!(
+        c.finished().await,
+        Err(Error::FrameTooLarge { len: 4, max: 3 })
+    );
+    // Downstream: what came before, then the end, never a frame after.
+    assert_eq!(r2.recv().await.unwrap(), Bytes::from_static(b"abc"));
+    assert_eq!(r2.recv().await, None);
+    assert_eq!(
+        w.send(Bytes::from_static(b"y")).await,
+        Err(Error::PipeClosed)
+    );
+}
+
+#[tokio::test]
 async fn connect_back_pressure_bounds_memory() {
     let (w, r) = pipe(PipeConfig::with_capacity(100));
     let (w2, r2) = pipe(PipeConfig::with_capacity(100));
