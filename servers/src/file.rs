@@ -31,7 +31,8 @@ pub enum Framing {
     /// One frame per line, without the line end.
     #[default]
     Lines,
-    /// Raw chunks as they are read (at most 64 KiB each).
+    /// Raw chunks as they are read (at most 64 KiB each, and no longer
+    /// than the pipe takes: see [`PipeWriter::max_frame`]).
     Chunks,
 }
 
@@ -104,7 +105,7 @@ impl FileSource {
                 let n = match self.framing {
                     Framing::Lines => reader.read_until(b'\n', &mut buf).await,
                     Framing::Chunks => {
-                        buf.resize(64 * 1024, 0);
+                        buf.resize(chunk_len(writer, CHUNK), 0);
                         let n = reader.read(&mut buf).await;
                         buf.truncate(*n.as_ref().unwrap_or(&0));
                         n
@@ -120,8 +121,12 @@ impl FileSource {
                 if let Some(d) = self.interval {
                     tokio::time::sleep(d).await;
                 }
-                if writer.send(Bytes::copy_from_slice(&buf)).await.is_err() {
-                    return Ok(()); // nobody reads any more
+                match writer.send(Bytes::copy_from_slice(&buf)).await {
+                    Ok(()) => {}
+                    Err(e @ oscloud_core::Error::FrameTooLarge { .. }) => {
+                        return Err(format!("a line of {}: {e}", self.path.display()));
+                    }
+                    Err(_) => return Ok(()), // nobody reads any more
                 }
             }
             if !self.repeat {
@@ -132,6 +137,16 @@ impl FileSource {
 }
 
 /// Remove a trailing `\n` or `\r\n`.
+/// The most bytes a source reads for one chunk frame.
+pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// How many bytes one chunk frame to `writer` may hold: `want`, or fewer
+/// when the pipe takes shorter frames (a pipe to a node whose pipe window
+/// is smaller).
+pub(crate) fn chunk_len(writer: &PipeWriter, want: usize) -> usize {
+    writer.max_frame().map_or(want, |max| want.min(max.max(1)))
+}
+
 pub(crate) fn strip_line_end(buf: &mut Vec<u8>) {
     if buf.last() == Some(&b'\n') {
         buf.pop();

@@ -529,6 +529,8 @@ enum Drain {
     ReadError(std::io::Error),
     /// Nobody reads the output any more.
     DownstreamGone,
+    /// A line is longer than the output pipe takes.
+    TooLong(oscloud_core::Error),
 }
 
 /// Feed `reader` to a child's stdin and its stdout to `writer`, until it
@@ -567,14 +569,18 @@ async fn run_stream(
                     Err(e) => return Drain::ReadError(e),
                     Ok(_) => {
                         crate::file::strip_line_end(&mut line);
-                        if writer.send(Bytes::copy_from_slice(&line)).await.is_err() {
-                            return Drain::DownstreamGone;
+                        match writer.send(Bytes::copy_from_slice(&line)).await {
+                            Ok(()) => {}
+                            Err(e @ oscloud_core::Error::FrameTooLarge { .. }) => {
+                                return Drain::TooLong(e);
+                            }
+                            Err(_) => return Drain::DownstreamGone,
                         }
                     }
                 }
             }
         }
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; crate::file::chunk_len(&writer, crate::file::CHUNK)];
         loop {
             match stdout.read(&mut buf).await {
                 Ok(0) => return Drain::Eof,
@@ -600,7 +606,7 @@ async fn run_stream(
     };
     drop(feed); // its stdin, if still open
     drop(drain);
-    if matches!(drained, Drain::DownstreamGone) {
+    if matches!(drained, Drain::DownstreamGone | Drain::TooLong(_)) {
         let _ = child.start_kill();
     }
     let status = child.wait().await;
@@ -622,6 +628,7 @@ fn stream_end(
     match drained {
         Drain::DownstreamGone => return StreamEnd::Done,
         Drain::ReadError(e) => return StreamEnd::Failed(format!("reading its stdout: {e}")),
+        Drain::TooLong(e) => return StreamEnd::Failed(format!("a line of its stdout: {e}")),
         Drain::Eof => {}
     }
     if let Some(Feed::WriteError(e)) = fed

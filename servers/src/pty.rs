@@ -136,7 +136,7 @@ fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
 /// Read what the program writes, into the `out` pipe once it is open.
 async fn pump_out(master: Arc<AsyncFd<OwnedFd>>, out: oneshot::Receiver<PipeWriter>) {
     let Ok(writer) = out.await else { return };
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; crate::file::chunk_len(&writer, 16 * 1024)];
     loop {
         let Ok(mut guard) = master.readable().await else {
             break;

@@ -16,7 +16,7 @@ use oscloud_core::PipeEnd;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tracing::warn;
 
-use crate::file::{Framing, OUT_PORT, strip_line_end};
+use crate::file::{CHUNK, Framing, OUT_PORT, chunk_len, strip_line_end};
 
 /// A stdin source (see the [module docs](self)). Clones (and restarts)
 /// share the "already taken" flag.
@@ -88,7 +88,7 @@ impl Server for StdinSource {
                 let n = match framing {
                     Framing::Lines => input.read_until(b'\n', &mut buf).await,
                     Framing::Chunks => {
-                        buf.resize(64 * 1024, 0);
+                        buf.resize(chunk_len(&writer, CHUNK), 0);
                         let n = input.read(&mut buf).await;
                         buf.truncate(*n.as_ref().unwrap_or(&0));
                         n
@@ -105,7 +105,10 @@ impl Server for StdinSource {
                 if framing == Framing::Lines {
                     strip_line_end(&mut buf);
                 }
-                if writer.send(Bytes::copy_from_slice(&buf)).await.is_err() {
+                if let Err(e) = writer.send(Bytes::copy_from_slice(&buf)).await {
+                    if matches!(e, oscloud_core::Error::FrameTooLarge { .. }) {
+                        warn!("stdin source: a line: {e}");
+                    }
                     break;
                 }
             }
