@@ -879,8 +879,10 @@ impl Rewire {
             drop(writer); // nothing goes back into a source
             while let Some(frame) = reader.recv().await {
                 self.counters.count(&frame);
-                if to.send(frame).await.is_err() {
-                    return Ok(());
+                match to.send(frame).await {
+                    Ok(()) => {}
+                    Err(e @ oscloud_core::Error::FrameTooLarge { .. }) => return Err(e.into()),
+                    Err(_) => return Ok(()),
                 }
             }
             if !self.restarted(&entry).await {
@@ -911,9 +913,14 @@ impl Rewire {
                         () = writer.closed() => break,
                     },
                 };
-                if writer.send(frame.clone()).await.is_err() {
-                    pending = Some(frame);
-                    break;
+                match writer.send(frame.clone()).await {
+                    Ok(()) => {}
+                    // No instance of the server could take it.
+                    Err(e @ oscloud_core::Error::FrameTooLarge { .. }) => return Err(e.into()),
+                    Err(_) => {
+                        pending = Some(frame);
+                        break;
+                    }
                 }
                 self.counters.count(&frame);
             }

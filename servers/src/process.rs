@@ -496,7 +496,8 @@ const OUTPUT_FLUSH: Duration = Duration::from_secs(1);
 
 async fn forward(mut from: PipeReader, to: PipeWriter) {
     while let Some(frame) = from.recv().await {
-        if to.send(frame).await.is_err() {
+        if let Err(e) = to.send(frame).await {
+            debug!("forwarding ends: {e}");
             break;
         }
     }

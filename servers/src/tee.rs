@@ -17,7 +17,7 @@
 use oscloud_actors::{ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions};
 use oscloud_core::plumbing::connect;
 use oscloud_core::{PipeEnd, PipeReader, PipeWriter};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::file::OUT_PORT;
 use crate::sink::{CHECK, IN_PORT, SinkState, SinkStats, Target};
@@ -119,7 +119,8 @@ impl Server for TeeServer {
                         if let Err(e) = out.write(&copy).await {
                             warn!("tee: {e}");
                         }
-                        if through.send(frame).await.is_err() {
+                        if let Err(e) = through.send(frame).await {
+                            debug!("tee: the stream ends: {e}");
                             break;
                         }
                     }
