@@ -136,7 +136,6 @@ impl FileSource {
     }
 }
 
-/// Remove a trailing `\n` or `\r\n`.
 /// The most bytes a source reads for one chunk frame.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
@@ -147,6 +146,7 @@ pub(crate) fn chunk_len(writer: &PipeWriter, want: usize) -> usize {
     writer.max_frame().map_or(want, |max| want.min(max.max(1)))
 }
 
+/// Remove a trailing `\n` or `\r\n`.
 pub(crate) fn strip_line_end(buf: &mut Vec<u8>) {
     if buf.last() == Some(&b'\n') {
         buf.pop();
