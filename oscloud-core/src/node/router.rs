@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::routes::{LinkId, RouteKey, RouteTable};
+use super::routes::{Hop, LinkId, RouteKey, RouteTable};
 use crate::wire::{EntryInfo, RouteInfo};
 use crate::{Endpoint, EntrySpec, Error, ExitReason, NodeId, PipeEnd, Registration, Registry};
 
@@ -96,24 +96,19 @@ impl Router {
         self.changed.subscribe()
     }
 
-    /// The neighbour `peer` on `link` announced `entry` by `route`.
+    /// The neighbour on `hop` announced `entry` by `route`.
     pub(crate) fn learn(
         &self,
-        link: LinkId,
-        peer: NodeId,
-        link_cost: u32,
+        hop: Hop,
         entry: EntryInfo,
         route: RouteInfo,
         endpoint: Arc<dyn Endpoint>,
     ) {
         let name = entry.name.clone();
         let mut state = self.lock();
-        match state
-            .table
-            .learn(link, peer, link_cost, entry, route, endpoint)
-        {
+        match state.table.learn(hop, entry, route, endpoint) {
             Ok(keys) => self.apply(&mut state, keys, ExitReason::Normal),
-            Err(why) => debug!(link, server = %name, "route not taken: {why}"),
+            Err(why) => debug!(link = hop.link, server = %name, "route not taken: {why}"),
         }
     }
 
@@ -214,9 +209,13 @@ impl Router {
             .is_some_and(|k| state.table.forwards(k, link, peer))
     }
 
-    /// The endpoint of the best route to `key`.
-    fn best(&self, key: &RouteKey) -> Option<Arc<dyn Endpoint>> {
-        self.lock().table.best(key).map(|b| b.endpoint.clone())
+    /// The endpoint of the best route to `key`, and the longest pipe
+    /// frame that route carries.
+    fn best(&self, key: &RouteKey) -> Option<(Arc<dyn Endpoint>, u32)> {
+        self.lock()
+            .table
+            .best(key)
+            .map(|b| (b.endpoint.clone(), b.pipe_frame))
     }
 
     /// Every route, best first for each server, sorted by name.
@@ -244,7 +243,9 @@ impl Router {
 }
 
 /// The endpoint of a server reached through other nodes: every operation
-/// takes the best route at that moment.
+/// takes the best route at that moment. A pipe refuses frames longer than
+/// its route carries, so they fail at the writer rather than close the
+/// pipe at a later hop.
 #[derive(Debug)]
 struct RoutedEndpoint {
     router: Weak<Router>,
@@ -253,7 +254,7 @@ struct RoutedEndpoint {
 }
 
 impl RoutedEndpoint {
-    fn route(&self) -> Result<Arc<dyn Endpoint>, Error> {
+    fn route(&self) -> Result<(Arc<dyn Endpoint>, u32), Error> {
         self.router
             .upgrade()
             .and_then(|r| r.best(&self.key))
@@ -265,14 +266,16 @@ impl RoutedEndpoint {
 #[async_trait]
 impl Endpoint for RoutedEndpoint {
     fn cast(&self, msg: Bytes) -> Result<(), Error> {
-        self.route()?.cast(msg)
+        self.route()?.0.cast(msg)
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
-        self.route()?.call(msg).await
+        self.route()?.0.call(msg).await
     }
 
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error> {
-        self.route()?.open_pipe(port, end).await
+        let (endpoint, pipe_frame) = self.route()?;
+        end.reader.limit_frames(pipe_frame as usize);
+        endpoint.open_pipe(port, end).await
     }
 }
