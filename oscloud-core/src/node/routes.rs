@@ -238,6 +238,12 @@ impl<E: Clone> RouteTable<E> {
         self.routes.get(key)?.iter().min_by_key(|c| c.rank())
     }
 
+    /// Whether `route` is as long as the hop limit lets a route go: this
+    /// node takes it but announces it to no neighbour.
+    pub(crate) fn at_hop_limit(&self, route: &Candidate<E>) -> bool {
+        route.path.len() >= self.max_hops
+    }
+
     /// Every route to `key`.
     pub(crate) fn candidates(&self, key: &RouteKey) -> &[Candidate<E>] {
         self.routes.get(key).map_or(&[], Vec::as_slice)
@@ -255,7 +261,7 @@ impl<E: Clone> RouteTable<E> {
     /// on the path), or when one more hop would pass the hop limit.
     pub(crate) fn export(&self, key: &RouteKey, link: LinkId, peer: NodeId) -> Option<RouteInfo> {
         let best = self.best(key)?;
-        if best.link == link || best.path.contains(&peer) || best.path.len() >= self.max_hops {
+        if best.link == link || best.path.contains(&peer) || self.at_hop_limit(best) {
             return None;
         }
         let mut route = best.onward(self.me);

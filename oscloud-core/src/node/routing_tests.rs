@@ -315,6 +315,22 @@ async fn hop_limit_stops_far_routes() {
     .await;
     assert!(ns[0].kernel().registry().lookup("three").is_err());
     assert!(ns[0].routes().iter().all(|r| r.name != "three"));
+    // Node 1 says which of its routes it holds back for the hop limit:
+    // "three" (2 hops), not "two" (1 hop); node 0's "two" (2 hops) too.
+    let held = |n: &Node| {
+        let mut v: Vec<(String, bool)> = n
+            .routes()
+            .into_iter()
+            .map(|r| (r.name, r.at_hop_limit))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        held(&ns[1]),
+        [("three".to_owned(), true), ("two".to_owned(), false)]
+    );
+    assert_eq!(held(&ns[0]), [("two".to_owned(), true)]);
 }
 
 #[tokio::test]
