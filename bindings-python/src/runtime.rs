@@ -9,8 +9,8 @@
 //! their Python calls: Python objects are released without the GIL and the
 //! thread state is released by a thread that no longer owns it (SIGSEGV or
 //! SIGABRT at exit; CPython 3.14 blocks such a thread forever instead).
-//! The completion races the end of `asyncio.run`, so a script as short as
-//! "start a node, stop it, exit" hit it now and then.
+//! The completion races the end of `asyncio.run`, so even a script that
+//! starts a node, stops it and returns is exposed.
 //!
 //! So the runtime is owned here rather than by `pyo3-async-runtimes`
 //! (whose runtime lives in a static and is never shut down): it starts on
