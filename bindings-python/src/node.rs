@@ -22,10 +22,10 @@ use oscloud_transport_unix::UnixTransport;
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
-use pyo3_async_runtimes::tokio::{future_into_py, get_runtime};
 
 use crate::Error;
 use crate::pipe::PyPipe;
+use crate::runtime::{self, future_into_py};
 use crate::server::{PyServer, Spec};
 use crate::value::{decode_py, encode_py};
 
@@ -214,7 +214,7 @@ impl PyNode {
             .iter()
             .map(|a| parse(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let locals = Arc::new(pyo3_async_runtimes::tokio::get_current_locals(py)?);
+        let locals = Arc::new(runtime::current_locals(py)?);
         future_into_py(py, async move {
             let node = match security {
                 Some(sec) => Node::with_security(
@@ -457,7 +457,7 @@ impl PyNode {
         let kernel = self.kernel().clone();
         // Starting takes microseconds (plus a class's __init__, which runs
         // on a runtime thread): wait for it without the GIL.
-        let started = py.detach(|| get_runtime().block_on(Supervisor::start(&kernel, spec)));
+        let started = runtime::block_on(py, Supervisor::start(&kernel, spec))?;
         let handle = Arc::new(started.map_err(Error::from)?);
         self.inner
             .servers
