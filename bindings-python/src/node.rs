@@ -766,6 +766,8 @@ pub(crate) struct PyEntry {
     accepts: Vec<String>,
     /// The message kinds it produces.
     produces: Vec<String>,
+    /// Its pipe ports: name → `"in"`, `"out"` or `"both"`.
+    ports: BTreeMap<String, String>,
 }
 
 impl PyEntry {
@@ -777,6 +779,12 @@ impl PyEntry {
             group: e.is_group_member(),
             accepts: e.capabilities().accepts.clone(),
             produces: e.capabilities().produces.clone(),
+            ports: e
+                .capabilities()
+                .ports
+                .iter()
+                .map(|(name, dir)| (name.clone(), dir.as_str().to_owned()))
+                .collect(),
         }
     }
 }

@@ -148,6 +148,10 @@ class Entry:
     def accepts(self) -> List[str]: ...
     @property
     def produces(self) -> List[str]: ...
+    @property
+    def ports(self) -> Dict[str, Literal["in", "out", "both"]]:
+        """Pipe ports the server takes: name -> which way data flows."""
+        ...
 
 @final
 class RegistryEvent:

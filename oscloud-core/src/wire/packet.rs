@@ -14,7 +14,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Capabilities, Error, ExitReason, NodeId};
+use crate::{Capabilities, Error, ExitReason, NodeId, PortDirection};
 
 /// `"OSCL"` as a big-endian u32: the first field of every Hello.
 pub const MAGIC: u32 = 0x4F53_434C;
@@ -336,14 +336,33 @@ impl Serialize for B<'_> {
     }
 }
 
+/// Capabilities: four elements, and a fifth, the ports, only when the
+/// server has some (so an entry without ports encodes as before ports
+/// existed, `docs/PROTOCOL.md` §5.1).
 struct Caps<'a>(&'a Capabilities);
 impl Serialize for Caps<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(4)?;
+        let ports = &self.0.ports;
+        let mut t = s.serialize_tuple(if ports.is_empty() { 4 } else { 5 })?;
         t.serialize_element(&self.0.accepts)?;
         t.serialize_element(&self.0.produces)?;
         t.serialize_element(&self.0.features)?;
         t.serialize_element(&self.0.metadata)?;
+        if !ports.is_empty() {
+            t.serialize_element(&Ports(ports))?;
+        }
+        t.end()
+    }
+}
+
+/// `[[name, direction], …]`, sorted by name.
+struct Ports<'a>(&'a BTreeMap<String, PortDirection>);
+impl Serialize for Ports<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for (name, dir) in self.0 {
+            t.serialize_element(&(name, dir.code()))?;
+        }
         t.end()
     }
 }
@@ -699,13 +718,61 @@ impl<'de> Deserialize<'de> for CapsOwned {
                 let produces: Vec<String> = next(&mut seq, "produces")?;
                 let features: BTreeSet<String> = next(&mut seq, "features")?;
                 let metadata: BTreeMap<String, String> = next(&mut seq, "metadata")?;
+                // Optional: absent when the server has no ports.
+                let ports = seq.next_element::<PortsOwned>()?.unwrap_or_default().0;
                 drain(&mut seq)?;
                 Ok(CapsOwned(Capabilities {
                     accepts,
                     produces,
                     features,
                     metadata,
+                    ports,
                 }))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[derive(Default)]
+struct PortsOwned(BTreeMap<String, PortDirection>);
+impl<'de> Deserialize<'de> for PortsOwned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PortsOwned;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("ports array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PortsOwned, A::Error> {
+                let mut ports = BTreeMap::new();
+                while let Some(PortOwned(name, dir)) = seq.next_element()? {
+                    ports.insert(name, dir);
+                }
+                Ok(PortsOwned(ports))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+struct PortOwned(String, PortDirection);
+impl<'de> Deserialize<'de> for PortOwned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PortOwned;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("port array [name, direction]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PortOwned, A::Error> {
+                let name: String = next(&mut seq, "port name")?;
+                let code: u8 = next(&mut seq, "port direction")?;
+                drain(&mut seq)?;
+                let dir = PortDirection::from_code(code).ok_or_else(|| {
+                    de::Error::custom(format_args!("port direction {code} is not 1, 2 or 3"))
+                })?;
+                Ok(PortOwned(name, dir))
             }
         }
         d.deserialize_seq(V)
