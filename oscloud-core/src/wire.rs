@@ -109,6 +109,8 @@ mod fast_retransmit_tests;
 #[cfg(test)]
 pub(crate) mod harness;
 #[cfg(test)]
+mod protocol_doc;
+#[cfg(test)]
 mod resume_tests;
 #[cfg(test)]
 mod rtt_tests;
