@@ -172,6 +172,16 @@ pub async fn ls(addr: &str) -> Result<String, Error> {
             x.restarts
         );
     }
+    if !status.at_hop_limit.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnot announced to neighbours (at the hop limit, max_hops = {}):",
+            status.max_hops
+        );
+        for r in &status.at_hop_limit {
+            let _ = writeln!(out, "  {:<26} {:<10} {} hops", r.name, r.node, r.hops);
+        }
+    }
     s.close();
     Ok(out)
 }

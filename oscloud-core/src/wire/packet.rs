@@ -75,6 +75,11 @@ pub struct RouteInfo {
     /// The cost of the route from the announcing node to the server (the
     /// sum of the link costs on the way; 0 for the announcer's own server).
     pub cost: u32,
+    /// The longest pipe frame the route carries from the announcing node
+    /// to the server: the smallest pipe window of the nodes after it on
+    /// the path. `None` when the announcer did not say (a node that does
+    /// not know this element): only the first link's window is known.
+    pub pipe_frame: Option<u32>,
 }
 
 /// Why a remote call failed, as a small code.
@@ -432,17 +437,27 @@ impl Msg {
                 e.group,
             )
                 .serialize(s),
-            Msg::Route(e, r) => (
-                code::ROUTE,
-                e.id,
-                &e.name,
-                Caps(&e.capabilities),
-                e.group,
-                r.origin_id,
-                Path(&r.path),
-                r.cost,
-            )
-                .serialize(s),
+            Msg::Route(e, r) => {
+                let head = (
+                    code::ROUTE,
+                    e.id,
+                    &e.name,
+                    Caps(&e.capabilities),
+                    e.group,
+                    r.origin_id,
+                    Path(&r.path),
+                    r.cost,
+                );
+                match r.pipe_frame {
+                    // Appended last: a receiver that does not know it
+                    // skips it.
+                    Some(max) => {
+                        let (c, id, name, caps, group, origin, path, cost) = head;
+                        (c, id, name, caps, group, origin, path, cost, max).serialize(s)
+                    }
+                    None => head.serialize(s),
+                }
+            }
             Msg::Withdraw { id, reason } => (code::WITHDRAW, id, Reason(reason)).serialize(s),
             Msg::Cast { to, payload } => (code::CAST, to, p(payload, e)).serialize(s),
             Msg::Call { id, to, payload } => (code::CALL, id, to, p(payload, e)).serialize(s),
@@ -878,6 +893,7 @@ impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
                             origin_id: next(s, "origin id")?,
                             path: next::<_, PathOwned>(s, "path")?.0,
                             cost: next(s, "cost")?,
+                            pipe_frame: s.next_element()?,
                         },
                     ),
                     code::WITHDRAW => Msg::Withdraw {
@@ -1202,18 +1218,55 @@ mod tests {
                     origin_id: 2,
                     path: vec![NodeId::from_bytes([0xcc; 16])],
                     cost: 1,
+                    pipe_frame: None,
                 },
             ),
         };
         // [3,7,0,[18,5,"a",[[],[],[],{}],false,2,[bin16],1]]
         assert_eq!(
-            hex(&roundtrip(route)),
+            hex(&roundtrip(route.clone())),
             format!(
                 "940307009812 05a161 94909090 80 c2 02 91c410{} 01",
                 "cc".repeat(16)
             )
             .replace(' ', "")
         );
+        // With the route's pipe frame limit appended (65536):
+        // [3,7,0,[18,5,"a",[[],[],[],{}],false,2,[bin16],1,65536]]
+        let mut limited = route;
+        if let Packet::Data {
+            msg: Msg::Route(_, r),
+            ..
+        } = &mut limited
+        {
+            r.pipe_frame = Some(64 * 1024);
+        }
+        assert_eq!(
+            hex(&roundtrip(limited)),
+            format!(
+                "940307009912 05a161 94909090 80 c2 02 91c410{} 01 ce00010000",
+                "cc".repeat(16)
+            )
+            .replace(' ', "")
+        );
+        // A later element after it is skipped.
+        let later = hex_bytes(&format!(
+            "940307009a12 05a161 94909090 80 c2 02 91c410{} 01 ce00010000 c0",
+            "cc".repeat(16)
+        ));
+        assert!(matches!(
+            Packet::decode(&later),
+            Ok(Packet::Data {
+                msg: Msg::Route(
+                    _,
+                    RouteInfo {
+                        pipe_frame: Some(65536),
+                        ..
+                    }
+                ),
+                ..
+            })
+        ));
         // An empty path, or one longer than MAX_ROUTE_PATH, is refused.
         let empty = hex_bytes("940307009812 05a161 94909090 80 c2 02 90 01");
         assert!(Packet::decode(&empty).is_err());
@@ -1314,6 +1367,7 @@ mod tests {
                     origin_id: 3,
                     path: vec![NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16])],
                     cost: 11,
+                    pipe_frame: Some(4096),
                 },
             ),
             Msg::PipeEnd { pipe: 9 },
@@ -1458,6 +1512,7 @@ mod tests {
             seed in 0u8..255,
             origin_id in proptest::prelude::any::<u64>(),
             cost in proptest::prelude::any::<u32>(),
+            pipe_frame in proptest::prelude::any::<Option<u32>>(),
             flip in proptest::prelude::any::<(usize, u8)>(),
         ) {
             let path: Vec<NodeId> = (0..len)
@@ -1473,7 +1528,7 @@ mod tests {
                         capabilities: Capabilities::new(),
                         group: false,
                     }),
-                    RouteInfo { origin_id, path, cost },
+                    RouteInfo { origin_id, path, cost, pipe_frame },
                 ),
             };
             let bytes = p.encode().unwrap();
