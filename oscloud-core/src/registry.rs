@@ -58,6 +58,14 @@ impl PortDirection {
         }
     }
 
+    /// The direction written `in`, `out` or `both` (as [`as_str`](Self::as_str)
+    /// writes it), `None` for other text.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::In, Self::Out, Self::Both]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+    }
+
     /// `in`, `out` or `both`, as tools show it.
     pub const fn as_str(self) -> &'static str {
         match self {
