@@ -14,8 +14,8 @@ use oscloud_core::identity::{AllowList, NodeKey, PublicKey};
 use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::wire::SecureConfig;
 use oscloud_core::{
-    Capabilities, Entry, Error as CoreError, Kernel, LinkStatus, Node, NodeConfig, RegistryEvent,
-    Route, Watch,
+    Capabilities, Entry, Error as CoreError, Kernel, LinkStatus, Node, NodeConfig, PortDirection,
+    RegistryEvent, Route, Watch,
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
@@ -397,7 +397,7 @@ impl PyNode {
 
     /// Start a Python server under its own supervisor. Used by
     /// `Node.server`; returns once it is registered.
-    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period, with_caller = false))]
+    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period, with_caller = false, ports = Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn _serve(
         &self,
@@ -412,6 +412,7 @@ impl PyNode {
         max_restarts: u32,
         period: f64,
         with_caller: bool,
+        ports: Vec<(String, String)>,
     ) -> PyResult<PyServerHandle> {
         let restart = match restart {
             "permanent" => Restart::Permanent,
@@ -437,6 +438,14 @@ impl PyNode {
         }
         for p in produces {
             caps = caps.produces(p);
+        }
+        for (port, dir) in ports {
+            let dir = PortDirection::parse(&dir).ok_or_else(|| {
+                Error::Usage(format!(
+                    "port {port:?}: direction must be \"in\", \"out\" or \"both\", not {dir:?}"
+                ))
+            })?;
+            caps = caps.port(port, dir);
         }
         let mut opts = ServerOptions::new(name.clone()).capabilities(caps);
         if group {
@@ -766,6 +775,8 @@ pub(crate) struct PyEntry {
     accepts: Vec<String>,
     /// The message kinds it produces.
     produces: Vec<String>,
+    /// Its pipe ports: name → `"in"`, `"out"` or `"both"`.
+    ports: BTreeMap<String, String>,
 }
 
 impl PyEntry {
@@ -777,6 +788,12 @@ impl PyEntry {
             group: e.is_group_member(),
             accepts: e.capabilities().accepts.clone(),
             produces: e.capabilities().produces.clone(),
+            ports: e
+                .capabilities()
+                .ports
+                .iter()
+                .map(|(name, dir)| (name.clone(), dir.as_str().to_owned()))
+                .collect(),
         }
     }
 }

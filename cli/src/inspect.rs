@@ -135,6 +135,10 @@ pub async fn ls(addr: &str) -> Result<String, Error> {
         for (k, v) in &c.metadata {
             caps.push(format!("{k}={v}"));
         }
+        if !c.ports.is_empty() {
+            let ports: Vec<String> = c.ports.iter().map(|(n, d)| format!("{n}:{d}")).collect();
+            caps.push(format!("ports={}", ports.join(",")));
+        }
         if e.is_group_member() {
             caps.push("group".into());
         }

@@ -111,6 +111,17 @@ fn ls_call_tap_top_against_a_multi_process_topology() {
         rows.iter()
             .any(|r| r[0] == "oscloud.supervisor.hub" && r[4] == "supervisor")
     );
+    // Pipe ports travel in the registry entries the command's node got
+    // over its link to the hub.
+    for (name, ports) in [
+        ("rules", "ports=in:in,out:out,stdio:both"),
+        ("log", "ports=in:in"),
+    ] {
+        assert!(
+            rows.iter().any(|r| r[0] == name && r.contains(&ports)),
+            "{name} should show {ports}: {ls}"
+        );
+    }
 
     // call: JSON in, MessagePack across, JSON out. The logger answers
     // with its counters [frames, bytes, inputs].

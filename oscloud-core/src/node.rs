@@ -183,8 +183,8 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            keepalive: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(6),
+            keepalive: wire::DEFAULT_KEEPALIVE,
+            idle_timeout: wire::DEFAULT_IDLE_TIMEOUT,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             pipe_window: 256 * 1024,
