@@ -1,0 +1,132 @@
+/**
+ * The WebSocket link: one oscloud packet per binary WebSocket message, no
+ * prefix (docs/PROTOCOL.md §2, WebSocket links). The standard `WebSocket`
+ * (browsers, Node ≥ 22) is enough; on Node 20 inject the `ws` package's
+ * class through `wsFactory`.
+ */
+import { ConnectError } from "./errors.js";
+
+/** The part of the standard WebSocket this package uses. */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  onopen: ((ev: any) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** Makes a WebSocket for a URL, e.g. `(url) => new WebSocket(url)` with the `ws` package. */
+export type WebSocketFactory = (url: string) => WebSocketLike;
+
+/** A link that carries whole packets. */
+export interface Transport {
+  /** Sends one packet. */
+  send(frame: Uint8Array): void;
+  /** Bytes given to `send` and not yet written to the network. */
+  readonly bufferedAmount: number;
+  /** Closes the link (nothing more is delivered). */
+  close(): void;
+  /** Called with every packet received. */
+  onFrame: (frame: Uint8Array) => void;
+  /** Called once when the link is gone, with why. */
+  onClose: (reason: string) => void;
+}
+
+const OPEN = 1;
+
+function defaultFactory(url: string): WebSocketLike {
+  const WS = (globalThis as { WebSocket?: new (url: string) => WebSocketLike }).WebSocket;
+  if (!WS) {
+    throw new ConnectError(
+      "no global WebSocket in this runtime (Node < 22): pass wsFactory, e.g. (url) => new WebSocket(url) from the ws package",
+    );
+  }
+  return new WS(url);
+}
+
+/** A Transport over one WebSocket. */
+export class WebSocketTransport implements Transport {
+  onFrame: (frame: Uint8Array) => void = () => {};
+  onClose: (reason: string) => void = () => {};
+  private closed = false;
+
+  private constructor(private readonly ws: WebSocketLike) {
+    ws.onmessage = (ev) => {
+      if (this.closed) return;
+      const d = ev.data;
+      if (d instanceof ArrayBuffer) this.onFrame(new Uint8Array(d));
+      else if (ArrayBuffer.isView(d)) this.onFrame(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+      else {
+        // A text message is not an oscloud frame (1003: unsupported data).
+        this.fail("text message on an oscloud link", 1003);
+      }
+    };
+    ws.onclose = (ev) => this.gone(`WebSocket closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`);
+    ws.onerror = () => this.gone("WebSocket error");
+  }
+
+  /** Opens a WebSocket to `url` and waits until it is open. */
+  static open(url: string, options: { wsFactory?: WebSocketFactory; signal?: AbortSignal } = {}): Promise<WebSocketTransport> {
+    return new Promise((resolve, reject) => {
+      let ws: WebSocketLike;
+      try {
+        ws = (options.wsFactory ?? defaultFactory)(url);
+      } catch (e) {
+        reject(e instanceof ConnectError ? e : new ConnectError(`cannot open ${url}`, { cause: e }));
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      const onAbort = () => {
+        ws.close();
+        reject(new ConnectError(`connecting to ${url} aborted`, { cause: options.signal?.reason }));
+      };
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      ws.onopen = () => {
+        options.signal?.removeEventListener("abort", onAbort);
+        resolve(new WebSocketTransport(ws));
+      };
+      ws.onerror = (ev: unknown) => {
+        options.signal?.removeEventListener("abort", onAbort);
+        const msg = (ev as { message?: string })?.message;
+        reject(new ConnectError(`cannot connect to ${url}${msg ? `: ${msg}` : ""}`, { cause: ev }));
+      };
+      ws.onclose = (ev) => {
+        options.signal?.removeEventListener("abort", onAbort);
+        reject(new ConnectError(`cannot connect to ${url}: closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`));
+      };
+    });
+  }
+
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  send(frame: Uint8Array): void {
+    if (this.closed || this.ws.readyState !== OPEN) return;
+    this.ws.send(frame);
+  }
+
+  close(): void {
+    this.fail("closed", 1000);
+  }
+
+  private fail(reason: string, code: number): void {
+    if (this.closed) return;
+    try {
+      this.ws.close(code, reason.slice(0, 120));
+    } catch {
+      // already closing
+    }
+    this.gone(reason);
+  }
+
+  private gone(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose(reason);
+  }
+}
