@@ -450,24 +450,31 @@ function decodeHello(a: unknown[]): Hello {
   return hello;
 }
 
-/**
- * Decodes one packet. `maxLen` bounds every string, binary, array and map
- * inside (pass the receiver's `max_frame`). Throws PacketDecodeError.
- */
-export function decodePacket(bytes: Uint8Array, maxLen = 1 << 20): Packet {
+/** Decodes one message on its own (the golden vectors show some that way). */
+export function decodeMessageBytes(bytes: Uint8Array, maxLen = 1 << 20): Message {
+  return decodeMessage(decodeValue(bytes, maxLen));
+}
+
+function decodeValue(bytes: Uint8Array, maxLen: number): unknown {
   let decoder = decoders.get(maxLen);
   if (!decoder) {
     decoder = makeDecoder(maxLen);
     if (decoders.size < 8) decoders.set(maxLen, decoder);
   }
-  let v: unknown;
   try {
-    v = decoder.decode(bytes);
+    return decoder.decode(bytes);
   } catch (e) {
     if (e instanceof PacketDecodeError) throw e;
     throw new PacketDecodeError(`undecodable packet: ${(e as Error).message}`, CloseCode.Decode, { cause: e });
   }
-  const a = arr(v, 1, "packet");
+}
+
+/**
+ * Decodes one packet. `maxLen` bounds every string, binary, array and map
+ * inside (pass the receiver's `max_frame`). Throws PacketDecodeError.
+ */
+export function decodePacket(bytes: Uint8Array, maxLen = 1 << 20): Packet {
+  const a = arr(decodeValue(bytes, maxLen), 1, "packet");
   const code = u8(a[0], "packet type");
   switch (code) {
     case PacketType.Hello:

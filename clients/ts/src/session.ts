@@ -353,7 +353,14 @@ export class Session {
     if (!p || p.localEnded) return;
     p.localEnded = true;
     this.sendMessage({ type: "pipeEnd", pipeId });
-    if (p.remoteEnded) this.closePipe(pipeId);
+    if (p.remoteEnded) this.endedBothWays(pipeId);
+  }
+
+  /** Both sides ended a pipe: close it (Normal) and report that. */
+  private endedBothWays(pipeId: number): void {
+    const reason = { code: 0, text: "" };
+    this.closePipe(pipeId, reason);
+    this.events.push({ type: "pipeClose", pipeId, reason });
   }
 
   /** Closes a pipe in both directions. */
@@ -627,7 +634,7 @@ export class Session {
         if (p.remoteEnded) return;
         p.remoteEnded = true;
         this.events.push({ type: "pipeEnd", pipeId: id });
-        if (p.localEnded) this.closePipe(id);
+        if (p.localEnded) this.endedBothWays(id);
         return;
       case "pipeClose":
         this.dropPipe(id);
