@@ -246,7 +246,10 @@ export class Client {
     return pipe as Pipe;
   }
 
+  /** Serves `name` to the peer node: announces it and answers its calls with `handler`. */
+  serve(name: string, handler: (request: unknown) => unknown, options?: ServeOptions): Served;
   /** Serves `name` to the peer node: announces it and answers its calls, casts and pipes. */
+  serve(name: string, handler: Handler, options?: ServeOptions): Served;
   serve(name: string, handler: Handler | ((request: unknown) => unknown), options: ServeOptions = {}): Served {
     this.checkOpen();
     if (this.served.has(name)) throw new OscloudError(`${name} is already served on this connection`);
