@@ -1,0 +1,112 @@
+/**
+ * Against a real oscloud node (tests/bin/testnode.rs) over a WebSocket:
+ * lookup, calls and casts to Rust servers, a pipe into a Rust sink, and
+ * the other way round: the Rust node calls and pipes into a name this
+ * client serves. Skipped, saying why, when no test node with the
+ * WebSocket transport is built.
+ */
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import WebSocket from "ws";
+import { connect, RemoteError, type Client, type ConnectOptions, type WebSocketLike } from "../src/index.js";
+import { Fnv, TestNode } from "./testnode.js";
+
+const started = await TestNode.start("n1");
+const skip = "skip" in started ? started.skip : false;
+if (skip) console.log(`live tests skipped: ${skip}`);
+
+/** Node 22+ has a global WebSocket; Node 20 gets the ws package through wsFactory. */
+const options: ConnectOptions =
+  typeof (globalThis as { WebSocket?: unknown }).WebSocket === "function"
+    ? {}
+    : { wsFactory: (url) => new WebSocket(url) as unknown as WebSocketLike };
+
+let shared: Client | undefined;
+async function live(): Promise<{ client: Client; node: TestNode }> {
+  if ("skip" in started) throw new Error("unreachable");
+  shared ??= await connect(started.url, { ...options, timeout: 5000 });
+  return { client: shared, node: started.node };
+}
+
+after(async () => {
+  await shared?.close();
+  if (!("skip" in started)) await started.node.stop();
+});
+
+test("connect, lookup and call a Rust server; cast; a call to an unknown name is NotFound", { skip }, async () => {
+  const { client } = await live();
+  const entry = await client.lookup("upper-n1", { timeout: 5000 });
+  assert.equal(entry.name, "upper-n1");
+  assert.equal(entry.node, client.peerNodeId);
+  assert.equal(await client.call("upper-n1", "hello", { timeout: 5000 }), "HELLO from n1");
+  client.cast("upper-n1", "a cast"); // one-way: the session carries on
+  await assert.rejects(
+    client.call("nobody", "x", { timeout: 5000 }),
+    (e: unknown) => e instanceof RemoteError && e.kind === 1,
+  );
+  assert.equal(await client.call("upper-n1", "again", { timeout: 5000 }), "AGAIN from n1");
+});
+
+test("a pipe into a Rust sink: every byte arrives, credit paces the writer", { skip }, async () => {
+  const { client } = await live();
+  await client.lookup("sink-n1", { timeout: 5000 });
+  const pipe = client.openPipe("sink-n1", "in");
+  const writer = pipe.writable.getWriter();
+  const fnv = new Fnv();
+  // 1 MiB in 16 KiB frames: well past one pipe window.
+  for (let i = 0; i < 64; i++) {
+    const frame = new Uint8Array(16 * 1024).map((_, j) => (i * 31 + j) & 0xff);
+    fnv.update(frame);
+    await writer.write(frame);
+  }
+  await writer.close();
+  // The sink answers (bytes, checksum) so far; poll until it has all of it.
+  const deadline = Date.now() + 10_000;
+  let got: [unknown, unknown] = [0, 0];
+  while (Date.now() < deadline) {
+    got = await client.call<[unknown, unknown]>("sink-n1", null, { timeout: 5000 });
+    if (BigInt(got[0] as number | bigint) >= BigInt(fnv.bytes)) break;
+  }
+  assert.equal(BigInt(got[0] as number | bigint), BigInt(fnv.bytes));
+  assert.equal(BigInt(got[1] as number | bigint), fnv.hash);
+});
+
+test("the Rust node calls a name this client serves, and pipes into it", { skip }, async () => {
+  const { client, node } = await live();
+  const received = new Fnv();
+  let frames = 0;
+  client.serve("ts-upper", {
+    call: (req) => `${String(req).toUpperCase()} from ts`,
+    pipe: (port, pipe) => {
+      assert.equal(port, "in");
+      void (async () => {
+        const reader = pipe.readable.getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          received.update(value);
+          frames += 1;
+        }
+      })();
+    },
+  });
+  assert.match(await node.ask("wait ts-upper", (l) => l.includes("ts-upper")), /^found ts-upper /);
+  assert.equal(await node.ask("call ts-upper hi there", (l) => /^(reply|error) /.test(l)), "reply HI THERE from ts");
+  const piped = await node.ask("pipe ts-upper in 300000", (l) => /^(piped|error) /.test(l));
+  const m = /^piped (\d+) (\d+)$/.exec(piped);
+  assert.ok(m, piped);
+  const deadline = Date.now() + 10_000;
+  while (received.bytes < 300000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(received.bytes, 300000);
+  assert.equal(received.hash.toString(), m[2]);
+  assert.ok(frames > 1);
+  // Withdrawn: the Rust registry sees it go.
+  assert.equal(await node.ask("watch ts-upper", (l) => l.startsWith("watching") || l.startsWith("absent")), "watching ts-upper");
+  client.serve("ts-other", () => 1).close();
+  const s = client.serve("ts-gone", () => 1);
+  assert.match(await node.ask("wait ts-gone", (l) => l.includes("ts-gone")), /^found/);
+  s.close();
+  await client.close();
+  shared = undefined;
+  assert.match((await node.next((l) => l.startsWith("gone ts-upper") || l.startsWith("timeout gone"), 15_000)) ?? "", /^gone ts-upper/);
+});
