@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 /** Where the test node binary is: $OSCLOUD_TESTNODE, else the workspace's target/debug. */
 export function testnodePath(): string {
   return (
-    process.env.OSCLOUD_TESTNODE ?? fileURLToPath(new URL("../../../../target/debug/testnode", import.meta.url))
+    process.env.OSCLOUD_TESTNODE ?? fileURLToPath(new URL("../../../../target/debug/oscloud-testnode", import.meta.url))
   );
 }
 
@@ -45,7 +45,7 @@ export class TestNode {
   static async start(name: string): Promise<{ node: TestNode; url: string } | { skip: string }> {
     const bin = testnodePath();
     if (!existsSync(bin)) {
-      return { skip: `no test node at ${bin}: build it (cargo build -p oscloud-tests --bin testnode) or set OSCLOUD_TESTNODE` };
+      return { skip: `no test node at ${bin}: build it (cargo build -p oscloud-tests --bin oscloud-testnode) or set OSCLOUD_TESTNODE` };
     }
     const proc = spawn(bin, ["--name", name, "--listen", "ws://127.0.0.1:0/oscloud"], {
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
