@@ -137,8 +137,6 @@ export class Client {
       maxExtLength: max,
     });
     this.closed = new Promise((r) => (this.resolveClosed = r));
-    transport.onFrame = (f) => this.drive(() => this.session.receive(f, performance.now()));
-    transport.onClose = (reason) => this.drive(() => this.session.linkLost(`link lost: ${reason}`));
   }
 
   /** Runs a session over an open transport (a WebSocket, or anything that carries whole packets). */
@@ -148,6 +146,10 @@ export class Client {
       c.onConnected = (e) => (e ? reject(e) : resolve());
     });
     c.drive(() => {});
+    transport.start(
+      (f) => c.drive(() => c.session.receive(f, performance.now())),
+      (reason) => c.drive(() => c.session.linkLost(`link lost: ${reason}`)),
+    );
     await withDeadline(connected, options, () => c.close(), "the Hello exchange");
     return c;
   }

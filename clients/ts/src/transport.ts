@@ -30,10 +30,12 @@ export interface Transport {
   readonly bufferedAmount: number;
   /** Closes the link (nothing more is delivered). */
   close(): void;
-  /** Called with every packet received. */
-  onFrame: (frame: Uint8Array) => void;
-  /** Called once when the link is gone, with why. */
-  onClose: (reason: string) => void;
+  /**
+   * Starts delivery: `onFrame` gets every packet received (including any
+   * that arrived before this call), `onClose` is called once when the link
+   * is gone, with why.
+   */
+  start(onFrame: (frame: Uint8Array) => void, onClose: (reason: string) => void): void;
 }
 
 const OPEN = 1;
@@ -50,16 +52,19 @@ function defaultFactory(url: string): WebSocketLike {
 
 /** A Transport over one WebSocket. */
 export class WebSocketTransport implements Transport {
-  onFrame: (frame: Uint8Array) => void = () => {};
-  onClose: (reason: string) => void = () => {};
+  private onFrame: ((frame: Uint8Array) => void) | undefined;
+  private onClose: ((reason: string) => void) | undefined;
+  /** What arrived before `start` (a peer's Hello can come with the handshake's last bytes). */
+  private early: Uint8Array[] = [];
+  private goneReason: string | undefined;
   private closed = false;
 
   private constructor(private readonly ws: WebSocketLike) {
     ws.onmessage = (ev) => {
       if (this.closed) return;
       const d = ev.data;
-      if (d instanceof ArrayBuffer) this.onFrame(new Uint8Array(d));
-      else if (ArrayBuffer.isView(d)) this.onFrame(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+      if (d instanceof ArrayBuffer) this.deliver(new Uint8Array(d));
+      else if (ArrayBuffer.isView(d)) this.deliver(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
       else {
         // A text message is not an oscloud frame (1003: unsupported data).
         this.fail("text message on an oscloud link", 1003);
@@ -101,6 +106,18 @@ export class WebSocketTransport implements Transport {
     });
   }
 
+  start(onFrame: (frame: Uint8Array) => void, onClose: (reason: string) => void): void {
+    this.onFrame = onFrame;
+    this.onClose = onClose;
+    for (const f of this.early.splice(0)) onFrame(f);
+    if (this.goneReason !== undefined) onClose(this.goneReason);
+  }
+
+  private deliver(frame: Uint8Array): void {
+    if (this.onFrame) this.onFrame(frame);
+    else this.early.push(frame);
+  }
+
   get bufferedAmount(): number {
     return this.ws.bufferedAmount;
   }
@@ -127,6 +144,7 @@ export class WebSocketTransport implements Transport {
   private gone(reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.onClose(reason);
+    this.goneReason = reason;
+    this.onClose?.(reason);
   }
 }

@@ -18,11 +18,21 @@ import {
 
 /** Two connected in-memory transports; each packet is delivered in a later task. */
 function transportPair(): [Transport, Transport] {
-  const make = (): Transport & { peer?: Transport & { gone: boolean }; gone: boolean } => ({
+  type Mem = Transport & {
+    peer?: Mem;
+    gone: boolean;
+    onFrame: (f: Uint8Array) => void;
+    onClose: (reason: string) => void;
+  };
+  const make = (): Mem => ({
     gone: false,
     bufferedAmount: 0,
     onFrame: () => {},
     onClose: () => {},
+    start(onFrame, onClose) {
+      this.onFrame = onFrame;
+      this.onClose = onClose;
+    },
     send(frame) {
       const peer = this.peer;
       if (this.gone || !peer) return;
