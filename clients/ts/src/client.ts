@@ -3,7 +3,7 @@
  * node (it can serve). It drives a sans-IO Session over a Transport.
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
-import { CloseCode, ErrorKind, type Capabilities, type EntryInfo, type ExitReason } from "./codec.js";
+import { CloseCode, ErrorKind, type Capabilities, type EntryInfo, type ExitReason, type Port } from "./codec.js";
 import {
   AbortedError,
   ConnectError,
@@ -41,6 +41,8 @@ export interface Entry {
   group: boolean;
   /** Hex node id of the node the server runs on (the peer, or path[0] of a route). */
   node: string;
+  /** The pipe ports it declares (empty: none declared). */
+  ports: Port[];
 }
 
 /** A change in the peer's registry, as `watch` reports it. */
@@ -263,7 +265,13 @@ export class Client {
       entryId,
       name,
       group: options.group ?? false,
-      capabilities: { accepts: c.accepts ?? [], produces: c.produces ?? [], features: c.features ?? [], metadata: c.metadata ?? {} },
+      capabilities: {
+        accepts: c.accepts ?? [],
+        produces: c.produces ?? [],
+        features: c.features ?? [],
+        metadata: c.metadata ?? {},
+        ports: c.ports ?? [],
+      },
     };
     this.drive(() => this.session.announce(entry));
     return {
@@ -365,6 +373,7 @@ export class Client {
           name: ev.entry.name,
           capabilities: ev.entry.capabilities,
           group: ev.entry.group,
+          ports: ev.entry.capabilities.ports ?? [],
           node: ev.route ? hex(ev.route.path[0] as Uint8Array) : this.peerNodeId,
         };
         this.entries.set(entry.entryId, entry);

@@ -86,12 +86,23 @@ export interface ExitReason {
   text: string;
 }
 
+/** Which way a pipe port's data flows (§5.1): 1 in (the server reads), 2 out (the server writes), 3 both. */
+export const PortDirection = { In: 1, Out: 2, Both: 3 } as const;
+
+/** A pipe port a server declares (§5.1). */
+export interface Port {
+  name: string;
+  direction: number;
+}
+
 /** What an entry says about itself (§5.1). */
 export interface Capabilities {
   accepts: string[];
   produces: string[];
   features: string[];
   metadata: Record<string, string>;
+  /** The pipe ports it declares; absent or empty: none declared (which does not prove it takes no pipes). */
+  ports?: Port[];
 }
 
 /** A registry entry as announced (§4.1). */
@@ -192,7 +203,12 @@ function encodeCaps(c: Capabilities): unknown[] {
   const meta: Record<string, string> = {};
   for (const k of Object.keys(c.metadata).sort()) meta[k] = c.metadata[k] as string;
   const features = [...new Set(c.features)].sort();
-  return [c.accepts, c.produces, features, meta];
+  const v: unknown[] = [c.accepts, c.produces, features, meta];
+  if (c.ports && c.ports.length > 0) {
+    const byName = new Map(c.ports.map((p) => [p.name, p.direction]));
+    v.push([...byName.keys()].sort().map((name) => [name, byName.get(name)]));
+  }
+  return v;
 }
 
 function encodeMessage(m: Message): unknown[] {
@@ -344,12 +360,21 @@ function decodeCaps(v: unknown): Capabilities {
   if (typeof m !== "object" || m === null || Array.isArray(m) || m instanceof Uint8Array) fail("metadata is not a map");
   const metadata: Record<string, string> = {};
   for (const [k, val] of Object.entries(m)) metadata[k] = str(val, "metadata value");
-  return {
+  const caps: Capabilities = {
     accepts: strs(a[0], "accepts"),
     produces: strs(a[1], "produces"),
     features: strs(a[2], "features"),
     metadata,
   };
+  if (a.length > 4) {
+    caps.ports = arr(a[4], 0, "ports").map((p) => {
+      const e = arr(p, 2, "port");
+      const direction = u8(e[1], "port direction");
+      if (direction < 1 || direction > 3) fail(`port direction ${direction}`);
+      return { name: str(e[0], "port name"), direction };
+    });
+  }
+  return caps;
 }
 
 function decodeEntry(a: unknown[]): EntryInfo {

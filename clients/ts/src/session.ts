@@ -36,9 +36,9 @@ export interface SessionOptions {
   recvWindow?: number;
   /** Initial credit of every pipe towards us, bytes [65536]. */
   pipeWindow?: number;
-  /** Send a Ping after this long without sending anything [5000 ms]. */
+  /** Send a Ping after this long without sending anything [2000 ms, as a Rust node]. */
   keepaliveMs?: number;
-  /** Close (code 9) after this long without receiving anything [30000 ms]. */
+  /** Close (code 9) after this long without receiving anything [6000 ms, as a Rust node]. */
   idleMs?: number;
   /** Delay of a standalone Ack after an in-order Data packet [10 ms]. */
   ackDelayMs?: number;
@@ -157,8 +157,8 @@ export class Session {
     if (this.hello.maxFrame < MIN_MAX_FRAME || this.hello.recvWindow < 1 || this.hello.pipeWindow < 1) {
       throw new SessionUsageError("limits below the protocol minimums");
     }
-    this.keepaliveMs = options.keepaliveMs ?? 5000;
-    this.idleMs = options.idleMs ?? 30000;
+    this.keepaliveMs = options.keepaliveMs ?? 2000;
+    this.idleMs = options.idleMs ?? 6000;
     this.ackDelayMs = options.ackDelayMs ?? 10;
     this.maxPendingCalls = options.maxPendingCalls ?? 1024;
     this.maxPipes = options.maxPipes ?? 256;

@@ -81,6 +81,16 @@ test("decoding is strict (§1)", () => {
   bad("93 01 ce 4f 53 43 4d 01", CloseCode.BadMagic);
   bad("93 01 ce 4f 53 43 4c 02", CloseCode.Version);
   bad("c1"); // never a MessagePack value
+  bad("94 03 01 00 95 10 06 a1 63 95 90 90 90 80 91 92 a2 69 6e 04 c2"); // port direction 4 (§5.1)
+  bad("94 03 01 00 95 10 06 a1 63 95 90 90 90 80 c0 c2"); // ports nil
+  // Ports decode, sorted by name when encoded again; none declared encodes as four elements.
+  const ann = decodePacket(hexBytes("94 03 01 00 95 10 06 a1 63 95 90 90 90 80 92 92 a1 7a 02 92 a1 61 01 c2"));
+  assert.ok(ann.type === "data" && ann.msg.type === "announce");
+  assert.deepEqual(ann.msg.entry.capabilities.ports, [
+    { name: "z", direction: 2 },
+    { name: "a", direction: 1 },
+  ]);
+  assert.equal(toHex(encodePacket(ann)), "94030100951006a16395909090809292a1610192a17a02c2");
   // Extra trailing elements are ignored (forward compatibility).
   assert.deepEqual(decodePacket(hexBytes("93 04 05 06")), { type: "ack", ack: 5 });
   // Any integer encoding is accepted: ack 5 as uint64.

@@ -5,6 +5,8 @@
  * after a "Golden (…)" paragraph (the Hello).
  */
 import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { Encoder } from "@msgpack/msgpack";
 
 export interface Vector {
   /** Line number in PROTOCOL.md. */
@@ -17,7 +19,10 @@ export interface Vector {
   hex: string;
 }
 
-export const PROTOCOL_MD = new URL("../../../../docs/PROTOCOL.md", import.meta.url);
+/** docs/PROTOCOL.md of this repository, or $OSCLOUD_PROTOCOL_MD. */
+export const PROTOCOL_MD = process.env.OSCLOUD_PROTOCOL_MD
+  ? pathToFileURL(process.env.OSCLOUD_PROTOCOL_MD)
+  : new URL("../../../../docs/PROTOCOL.md", import.meta.url);
 
 export function readVectors(path: URL = PROTOCOL_MD): Vector[] {
   const text = readFileSync(path, "utf8");
@@ -25,7 +30,7 @@ export function readVectors(path: URL = PROTOCOL_MD): Vector[] {
   const out: Vector[] = [];
   // Inline: `[…]` = `hex`, possibly across a line break.
   for (const m of text.matchAll(/`(\[[^`]*\])`\s*=\s*`([0-9a-f ]+)`/g)) {
-    out.push({ line: lineOf(m.index), literal: m[1], value: parseLiteral(m[1] as string), hex: m[2] as string });
+    out.push({ line: lineOf(m.index), literal: m[1], value: parseLiteral(m[1] as string), hex: (m[2] as string).trim() });
   }
   // Code blocks after a paragraph that says "Golden".
   for (const m of text.matchAll(/Golden[^\n]*(?:\n[^\n`]+)*\n\n```\n([\s\S]*?)```/g)) {
@@ -43,7 +48,7 @@ export function readVectors(path: URL = PROTOCOL_MD): Vector[] {
     lines.forEach((l, i) => {
       if (l.startsWith("[")) {
         flush();
-        cur = { line: start + i, literal: l.trim(), hex: [] };
+        cur = { line: start + i, literal: withoutNote(l), hex: [] };
       } else if (l.trim() !== "" && cur) {
         cur.hex.push(l.trim());
       }
@@ -51,6 +56,22 @@ export function readVectors(path: URL = PROTOCOL_MD): Vector[] {
     flush();
   }
   return out.sort((a, b) => a.line - b.line);
+}
+
+/** A block line's literal without the note after it: `[…]   (a zero credit, §8)`. */
+function withoutNote(line: string): string {
+  let depth = 0;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === '"') i = line.indexOf('"', i + 1);
+    else if (c === "[") depth++;
+    else if (c === "]" && --depth === 0) {
+      const rest = line.slice(i + 1).trim();
+      if (rest !== "" && !/^\(.*\)$/.test(rest)) throw new Error(`unexpected text after a literal: ${rest}`);
+      return line.slice(0, i + 1).trim();
+    }
+  }
+  throw new Error(`unbalanced literal: ${line}`);
 }
 
 /** Hex without abbreviations to bytes. */
@@ -83,8 +104,11 @@ export function toHex(b: Uint8Array): string {
 /**
  * Parses the literal notation of PROTOCOL.md: arrays, integers, "strings",
  * true/false/nil, {"k": "v"} maps, and `bin "text"`, `bin 00` (hex bytes),
- * `bin cc×16` (a byte repeated).
+ * `bin cc×16` (a byte repeated), `bin (str "hi")` (the MessagePack encoding
+ * of the value in parentheses, as bin), `str "hi"` (a str).
  */
+const msgpack = new Encoder();
+
 export function parseLiteral(src: string): unknown {
   let i = 0;
   const ws = () => {
@@ -152,9 +176,16 @@ export function parseLiteral(src: string): unknown {
     if (w === "true") return true;
     if (w === "false") return false;
     if (w === "nil") return null;
+    if (w === "str") return value();
     if (w === "bin") {
       ws();
       if (src[i] === '"') return new TextEncoder().encode(value() as string);
+      if (src[i] === "(") {
+        i++;
+        const inner = value();
+        expect(")");
+        return msgpack.encode(inner).slice();
+      }
       const b = /^([0-9a-f]{2})(?:×(\d+))?((?:\s+[0-9a-f]{2})*)/.exec(src.slice(i));
       if (!b) throw new Error(`bad bin at ${i} in ${src}`);
       i += b[0].length;
