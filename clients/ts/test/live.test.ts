@@ -75,7 +75,7 @@ test("the Rust node calls a name this client serves, and pipes into it", { skip 
   const { client, node } = await live();
   const received = new Fnv();
   let frames = 0;
-  client.serve("ts-upper", {
+  const served = client.serve("ts-upper", {
     call: (req) => `${String(req).toUpperCase()} from ts`,
     pipe: (port, pipe) => {
       assert.equal(port, "in");
@@ -89,7 +89,8 @@ test("the Rust node calls a name this client serves, and pipes into it", { skip 
         }
       })();
     },
-  });
+  }, { capabilities: { ports: [{ name: "in", direction: 1 }] } });
+  assert.equal(served.name, "ts-upper");
   assert.match(await node.ask("wait ts-upper", (l) => l.includes("ts-upper")), /^found ts-upper /);
   assert.equal(await node.ask("call ts-upper hi there", (l) => /^(reply|error) /.test(l)), "reply HI THERE from ts");
   const piped = await node.ask("pipe ts-upper in 300000", (l) => /^(piped|error) /.test(l));
