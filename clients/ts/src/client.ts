@@ -77,6 +77,10 @@ export interface Served {
 }
 
 const DEFAULT_TIMEOUT = 10_000;
+/** Pipe writers wait while the link has more than this many bytes queued (as zenoh-ts does). */
+export const LINK_HIGH_WATER = 1 << 20;
+/** How often a waiting pipe writer looks at the link's queue again, ms. */
+const DRAIN_POLL_MS = 5;
 
 const payloadEncoder = new Encoder({ useBigInt64: true });
 
@@ -122,6 +126,7 @@ export class Client {
   private served = new Map<string, { entryId: number; handler: Handler; raw: boolean }>();
   private nextEntryId = 1;
   private driving = false;
+  private drainTimer: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(
     private readonly transport: Transport,
@@ -295,6 +300,10 @@ export class Client {
 
   private readonly pipeHost: PipeHost = {
     writeFrame: (id, frame) => {
+      if (this.transport.bufferedAmount > LINK_HIGH_WATER) {
+        this.waitForDrain();
+        return false;
+      }
       let ok = false;
       this.drive(() => {
         try {
@@ -314,6 +323,18 @@ export class Client {
         this.session.closePipe(id, reason);
       }),
   };
+
+  /**
+   * The link's send queue is above LINK_HIGH_WATER: the WebSocket API has
+   * no drain event, so look again shortly and let the pipe writers retry.
+   */
+  private waitForDrain(): void {
+    if (this.drainTimer !== undefined) return;
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = undefined;
+      for (const p of this.pipes.values()) p.onCredit();
+    }, DRAIN_POLL_MS);
+  }
 
   /**
    * Runs `f` against the session, then sends its output, dispatches its

@@ -2,7 +2,7 @@
  * @oscloud/client: the oscloud wire protocol (docs/PROTOCOL.md) over a
  * WebSocket link, for browsers and Node ≥ 20.
  */
-export { connect, Client, withDeadline } from "./client.js";
+export { connect, Client, LINK_HIGH_WATER, withDeadline } from "./client.js";
 export type { ConnectOptions, Entry, Handler, PayloadOptions, RegistryChange, Served, ServeOptions, WaitOptions } from "./client.js";
 export { Pipe } from "./pipe.js";
 export { Session, SessionUsageError, PIPE_DATA_OVERHEAD } from "./session.js";

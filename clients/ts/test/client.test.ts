@@ -8,6 +8,7 @@ import { test } from "node:test";
 import {
   AbortedError,
   Client,
+  LINK_HIGH_WATER,
   NotFoundError,
   PipeClosedError,
   RemoteError,
@@ -21,6 +22,7 @@ function transportPair(): [Transport, Transport] {
   type Mem = Transport & {
     peer?: Mem;
     gone: boolean;
+    bufferedAmount: number;
     onFrame: (f: Uint8Array) => void;
     onClose: (reason: string) => void;
   };
@@ -59,8 +61,8 @@ function transportPair(): [Transport, Transport] {
   return [a, b];
 }
 
-async function twoClients(): Promise<[Client, Client]> {
-  const [ta, tb] = transportPair();
+async function twoClients(pair = transportPair()): Promise<[Client, Client]> {
+  const [ta, tb] = pair;
   return Promise.all([Client.start(ta, { keepaliveMs: 1000 }), Client.start(tb, { keepaliveMs: 1000 })]);
 }
 
@@ -208,5 +210,31 @@ test("pipes: web streams both ways, credit-paced, end and refusal", async () => 
   const refused = client.openPipe("nobody", "x");
   await assert.rejects(refused.readable.getReader().read(), PipeClosedError);
   assert.equal((await refused.closed).code, 1);
+  await client.close();
+});
+
+test("pipe writers wait while the link's send queue is above the high-water mark", async () => {
+  const pair = transportPair();
+  const [server, client] = await twoClients(pair);
+  let got = 0;
+  server.serve("sink", {
+    pipe: (_port, p) => {
+      void (async () => {
+        for await (const f of p.readable) got += f.length;
+      })().catch(() => {}); // the session may close first
+    },
+  });
+  await client.lookup("sink");
+  const w = client.openPipe("sink", "in").writable.getWriter();
+  (pair[1] as { bufferedAmount: number }).bufferedAmount = LINK_HIGH_WATER + 1;
+  let written = false;
+  const write = w.write(new Uint8Array(10)).then(() => (written = true));
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(written, false, "held back by the link's queue");
+  (pair[1] as { bufferedAmount: number }).bufferedAmount = 0;
+  await write;
+  for (let i = 0; i < 200 && got < 10; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(got, 10);
+  await w.close();
   await client.close();
 });
