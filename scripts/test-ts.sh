@@ -22,6 +22,7 @@ fi
 step "ts: the Rust test node (live tests)"
 cargo build -p oscloud-tests --bin oscloud-testnode --locked --quiet
 export OSCLOUD_TESTNODE="$root/target/debug/oscloud-testnode"
+export OSCLOUD_TS_REQUIRE_LIVE=1
 
 cd clients/ts
 step "ts: npm ci (node $(node --version), npm $(npm --version))"

@@ -3,7 +3,8 @@
  * lookup, calls and casts to Rust servers, a pipe into a Rust sink, and
  * the other way round: the Rust node calls and pipes into a name this
  * client serves. Skipped, saying why, when no test node with the
- * WebSocket transport is built.
+ * WebSocket transport is built (failed instead when OSCLOUD_TS_REQUIRE_LIVE
+ * is set, as scripts/test-ts.sh does).
  */
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
@@ -13,6 +14,7 @@ import { Fnv, TestNode } from "./testnode.js";
 
 const started = await TestNode.start("n1");
 const skip = "skip" in started ? started.skip : false;
+if (skip && process.env.OSCLOUD_TS_REQUIRE_LIVE) throw new Error(`live tests required (OSCLOUD_TS_REQUIRE_LIVE) but ${skip}`);
 if (skip) console.log(`live tests skipped: ${skip}`);
 
 /** Node 22+ has a global WebSocket; Node 20 gets the ws package through wsFactory. */
