@@ -31,6 +31,8 @@ npm ci --no-audit --no-fund
 step "ts: typecheck and build (tsc --strict)"
 npm run --silent typecheck
 npm run --silent build
+# The built package imports by its own name (exports map), as a user's code would.
+node --input-type=module -e 'const m = await import("@oscloud/client"); if (typeof m.connect !== "function") throw new Error("no connect export");'
 
 step "ts: node --test"
 npm test

@@ -113,3 +113,25 @@ test("the Rust node calls a name this client serves, and pipes into it", { skip 
   shared = undefined;
   assert.match((await node.next((l) => l.startsWith("gone ts-upper") || l.startsWith("timeout gone"), 15_000)) ?? "", /^gone ts-upper/);
 });
+
+test("timers: Pings and Acks keep a session with a short idle timeout up; a silent node is closed with code 9", { skip }, async () => {
+  // A node that pings after 500 ms without sending and gives up on a silent peer after 600 ms.
+  const strict = await TestNode.start("n2", ["--keepalive-ms", "500", "--idle-ms", "600"]);
+  assert.ok(!("skip" in strict), "skip" in strict ? strict.skip : "");
+  if ("skip" in strict) return;
+  try {
+    const quiet = await connect(strict.url, { ...options, timeout: 5000, keepaliveMs: 200, idleMs: 600 });
+    await quiet.lookup("upper-n2", { timeout: 5000 });
+    // Three of the node's idle timeouts pass with nothing but Pings and Acks.
+    const idleUntil = Date.now() + 1800;
+    while (Date.now() < idleUntil) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await quiet.call("upper-n2", "still here", { timeout: 5000 }), "STILL HERE from n2");
+    await quiet.close();
+    // A client that waits only 300 ms for a packet (and never pings) gives up on the node.
+    const impatient = await connect(strict.url, { ...options, timeout: 5000, keepaliveMs: 60_000, idleMs: 300 });
+    const closed = await impatient.closed;
+    assert.equal(closed.code, 9, closed.message);
+  } finally {
+    await strict.node.stop();
+  }
+});

@@ -42,12 +42,12 @@ export class TestNode {
    * Resolves with the node and its URL, or with a reason to skip (no
    * binary, or a binary without WebSocket support).
    */
-  static async start(name: string): Promise<{ node: TestNode; url: string } | { skip: string }> {
+  static async start(name: string, extra: string[] = []): Promise<{ node: TestNode; url: string } | { skip: string }> {
     const bin = testnodePath();
     if (!existsSync(bin)) {
       return { skip: `no test node at ${bin}: build it (cargo build -p oscloud-tests --bin oscloud-testnode) or set OSCLOUD_TESTNODE` };
     }
-    const proc = spawn(bin, ["--name", name, "--listen", "ws://127.0.0.1:0/oscloud"], {
+    const proc = spawn(bin, ["--name", name, "--listen", "ws://127.0.0.1:0/oscloud", ...extra], {
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
     });
     const node = new TestNode(proc, name);
