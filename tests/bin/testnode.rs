@@ -1,6 +1,6 @@
 //! A node for the multi-process tests, driven line by line on stdin.
 //!
-//! It runs one oscloud node (TCP, Unix, CAN, USB, BLE and WebSocket transports) with three servers
+//! It runs one oscloud node (TCP, Unix, CAN, USB and BLE transports) with three servers
 //! under a supervisor, named after the node:
 //!
 //! - `upper-<name>`: a call with a string answers it upper-cased, tagged
@@ -50,7 +50,6 @@ use oscloud_transport_can::CanTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_usb::{UsbGadgetTransport, UsbHostTransport};
-use oscloud_transport_ws::WsTransport;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -368,8 +367,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(Arc::new(UsbHostTransport))
         .with(Arc::new(UsbGadgetTransport))
         .with(Arc::new(BleCentralTransport))
-        .with(Arc::new(BlePeripheralTransport))
-        .with(Arc::new(WsTransport::ws()));
+        .with(Arc::new(BlePeripheralTransport));
     let node = match key {
         Some(key) => {
             println!("key {}", key.public());
