@@ -970,19 +970,39 @@ mod tests {
         for (connect, listen, yes) in [
             ("tcp://127.0.0.1:7000", "tcp://0.0.0.0:7000", true),
             ("tcp://127.0.0.1:7000", "tcp://127.0.0.2:7000", false),
-            ("ws://10.0.0.1:7780/oscloud", "ws://0.0.0.0:7780/oscloud", true),
-            ("ws://10.0.0.1:7780/oscloud", "ws://0.0.0.0:7780/other", false),
+            (
+                "ws://10.0.0.1:7780/oscloud",
+                "ws://0.0.0.0:7780/oscloud",
+                true,
+            ),
+            (
+                "ws://10.0.0.1:7780/oscloud",
+                "ws://0.0.0.0:7780/other",
+                false,
+            ),
             ("ws://10.0.0.1:7780", "ws://0.0.0.0:7780/", true),
-            ("ws://10.0.0.1:7780/oscloud", "wss://0.0.0.0:7780/oscloud", false),
+            (
+                "ws://10.0.0.1:7780/oscloud",
+                "wss://0.0.0.0:7780/oscloud",
+                false,
+            ),
             ("ws://10.0.0.1:7780/oscloud", "tcp://0.0.0.0:7780", false),
             (
                 "wss://node.example:7443/o?ca=/ca.pem",
                 "wss://node.example:7443/o?cert=/c.pem&key=/k.pem",
                 true,
             ),
-            ("wss://other.example:7443/o", "wss://node.example:7443/o", false),
+            (
+                "wss://other.example:7443/o",
+                "wss://node.example:7443/o",
+                false,
+            ),
         ] {
-            assert_eq!(reaches(&a(connect), &a(listen)), yes, "{connect} → {listen}");
+            assert_eq!(
+                reaches(&a(connect), &a(listen)),
+                yes,
+                "{connect} → {listen}"
+            );
         }
     }
 }
