@@ -156,7 +156,9 @@ impl Target {
         if !(128..=u32::MAX as usize).contains(&max_message) {
             return Err(invalid(
                 addr,
-                format!("parameter {PARAM_MAX_MESSAGE}={max_message} must be between 128 and 2^32-1"),
+                format!(
+                    "parameter {PARAM_MAX_MESSAGE}={max_message} must be between 128 and 2^32-1"
+                ),
             ));
         }
         let text = addr.to_string();

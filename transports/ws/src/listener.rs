@@ -76,7 +76,12 @@ impl WsLinks {
 
 /// Accept connections and run their handshakes (dropped with this task)
 /// until `accept`'s side is gone.
-async fn serve(listener: TcpListener, target: Target, security: Security, links: mpsc::Sender<Link>) {
+async fn serve(
+    listener: TcpListener,
+    target: Target,
+    security: Security,
+    links: mpsc::Sender<Link>,
+) {
     let (target, security) = (Arc::new(target), Arc::new(security));
     let mut handshakes = JoinSet::new();
     loop {
@@ -173,7 +178,10 @@ pub(crate) async fn handshake(
                  (or {PARAM_PLAINTEXT}=any on the listener)"
             );
             let _ = ws
-                .send(Message::Close(Some(close_frame(CloseCode::Policy, &reason))))
+                .send(Message::Close(Some(close_frame(
+                    CloseCode::Policy,
+                    &reason,
+                ))))
                 .await;
             // Wait briefly for the peer's answer, so the Close reaches it
             // before the connection goes.

@@ -35,7 +35,9 @@ async fn listen(addr: &str) -> Box<dyn Listener> {
 async fn raw_client(at: &Address) -> RawClient {
     let url = at.to_string();
     let url = url.split('?').next().unwrap();
-    let tcp = tokio::net::TcpStream::connect(at.authority()).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(at.authority())
+        .await
+        .unwrap();
     tokio_tungstenite::client_async(url, tcp).await.unwrap().0
 }
 
@@ -71,7 +73,11 @@ async fn close_of(client: &mut RawClient) -> (CloseCode, String) {
 async fn ends(reader: &mut StreamReader) {
     let mut rest = Vec::new();
     let _ = reader.read_to_end(&mut rest).await;
-    assert!(rest.is_empty(), "{} bytes after the link should have ended", rest.len());
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the link should have ended",
+        rest.len()
+    );
 }
 
 #[tokio::test]
@@ -161,7 +167,10 @@ async fn an_oversized_message_gets_a_close_saying_too_big() {
         .unwrap();
     let (code, reason) = close_of(&mut client).await;
     assert_eq!(code, CloseCode::Size);
-    assert!(reason.contains("1025") && reason.contains("1024"), "{reason}");
+    assert!(
+        reason.contains("1025") && reason.contains("1024"),
+        "{reason}"
+    );
     ends(&mut r).await;
 }
 
@@ -231,9 +240,8 @@ async fn from_another_host(policy: Plaintext) -> (Result<Link, String>, RawClien
     });
     let (conn, _) = tcp.accept().await.unwrap();
     let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 50000);
-    let refused = tokio::spawn(async move {
-        handshake(conn, peer, &Security::Plain(policy), &target).await
-    });
+    let refused =
+        tokio::spawn(async move { handshake(conn, peer, &Security::Plain(policy), &target).await });
     let mut client = client.await.unwrap();
     if policy == Plaintext::Loopback {
         let (code, reason) = close_of(&mut client).await;
@@ -284,7 +292,9 @@ async fn wss_with_a_private_ca() {
     let mut l = listen(&format!("wss://127.0.0.1:0/oscloud?cert={cert}&key={key}")).await;
     let port = l.local_address().port().unwrap();
     for host in ["127.0.0.1", "localhost"] {
-        let at: Address = format!("wss://{host}:{port}/oscloud?ca={ca}").parse().unwrap();
+        let at: Address = format!("wss://{host}:{port}/oscloud?ca={ca}")
+            .parse()
+            .unwrap();
         let dialed = WsTransport::wss().connect(&at).await.unwrap();
         assert_eq!(dialed.info.remote, format!("wss://{host}:{port}/oscloud"));
         let (mut r, mut w) = halves(l.accept().await.unwrap());
@@ -303,7 +313,9 @@ async fn wss_with_a_private_ca() {
     // goes on.
     let plain: Address = format!("ws://127.0.0.1:{port}/oscloud").parse().unwrap();
     assert!(WsTransport::ws().connect(&plain).await.is_err());
-    let at: Address = format!("wss://localhost:{port}/oscloud?ca={ca}").parse().unwrap();
+    let at: Address = format!("wss://localhost:{port}/oscloud?ca={ca}")
+        .parse()
+        .unwrap();
     let _ok = WsTransport::wss().connect(&at).await.unwrap();
     let _ = l.accept().await.unwrap();
 }
@@ -314,18 +326,58 @@ async fn bad_addresses_and_files_say_what_is_wrong() {
     let (_ca, cert, _key) = pki(dir.path());
     let missing = dir.path().join("missing.pem").display().to_string();
     for (transport, addr, says) in [
-        (WsTransport::ws(), "ws://127.0.0.1/x".to_owned(), "needs a port"),
+        (
+            WsTransport::ws(),
+            "ws://127.0.0.1/x".to_owned(),
+            "needs a port",
+        ),
         (WsTransport::ws(), "ws://:1/x".to_owned(), "needs a host"),
-        (WsTransport::ws(), "ws://127.0.0.1:0/x?bogus=1".to_owned(), "unknown parameter \"bogus\""),
-        (WsTransport::ws(), "ws://127.0.0.1:0/x?plaintext=all".to_owned(), "expected loopback or any"),
-        (WsTransport::ws(), "ws://127.0.0.1:0/x?max_message=10".to_owned(), "between 128"),
-        (WsTransport::wss(), "wss://127.0.0.1:0/x".to_owned(), "cert is missing"),
-        (WsTransport::wss(), format!("wss://127.0.0.1:0/x?cert={cert}"), "key is missing"),
-        (WsTransport::wss(), format!("wss://127.0.0.1:0/x?cert={missing}&key={missing}"), "TLS certificate"),
-        (WsTransport::wss(), format!("wss://127.0.0.1:0/x?cert={cert}&key={cert}"), "TLS private key"),
-        (WsTransport::wss(), "wss://127.0.0.1:0/x?plaintext=any".to_owned(), "unknown parameter"),
+        (
+            WsTransport::ws(),
+            "ws://127.0.0.1:0/x?bogus=1".to_owned(),
+            "unknown parameter \"bogus\"",
+        ),
+        (
+            WsTransport::ws(),
+            "ws://127.0.0.1:0/x?plaintext=all".to_owned(),
+            "expected loopback or any",
+        ),
+        (
+            WsTransport::ws(),
+            "ws://127.0.0.1:0/x?max_message=10".to_owned(),
+            "between 128",
+        ),
+        (
+            WsTransport::wss(),
+            "wss://127.0.0.1:0/x".to_owned(),
+            "cert is missing",
+        ),
+        (
+            WsTransport::wss(),
+            format!("wss://127.0.0.1:0/x?cert={cert}"),
+            "key is missing",
+        ),
+        (
+            WsTransport::wss(),
+            format!("wss://127.0.0.1:0/x?cert={missing}&key={missing}"),
+            "TLS certificate",
+        ),
+        (
+            WsTransport::wss(),
+            format!("wss://127.0.0.1:0/x?cert={cert}&key={cert}"),
+            "TLS private key",
+        ),
+        (
+            WsTransport::wss(),
+            "wss://127.0.0.1:0/x?plaintext=any".to_owned(),
+            "unknown parameter",
+        ),
     ] {
-        let err = transport.listen(&addr.parse().unwrap()).await.err().unwrap();
+        let err = transport
+            .listen(&addr.parse().unwrap())
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains(says), "{addr}: {err}");
     }
     let err = WsTransport::wss()
