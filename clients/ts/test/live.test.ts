@@ -51,7 +51,9 @@ test("connect, lookup and call a Rust server; cast; a call to an unknown name is
 
 test("a pipe into a Rust sink: every byte arrives, credit paces the writer", { skip }, async () => {
   const { client } = await live();
-  await client.lookup("sink-n1", { timeout: 5000 });
+  const sink = await client.lookup("sink-n1", { timeout: 5000 });
+  // Nodes that publish ports (PROTOCOL.md §5.1) declare the sink's input.
+  if (sink.ports.length > 0) assert.deepEqual(sink.ports, [{ name: "in", direction: 1 }]);
   const pipe = client.openPipe("sink-n1", "in");
   const writer = pipe.writable.getWriter();
   const fnv = new Fnv();
