@@ -494,9 +494,13 @@ export class Client {
     }
   }
 
-  private onClosed(code: number, message: string, byPeer: boolean): void {
+  private onClosed(code: number | undefined, message: string, byPeer: boolean): void {
     const err = new SessionClosedError(
-      byPeer ? `closed by the peer (code ${code}): ${message}` : `session closed (code ${code}): ${message}`,
+      code === undefined
+        ? `session closed: ${message}`
+        : byPeer
+          ? `closed by the peer (code ${code}): ${message}`
+          : `session closed (code ${code}): ${message}`,
       code,
     );
     this.closeError = err;

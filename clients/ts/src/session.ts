@@ -62,7 +62,8 @@ export type SessionEvent =
   | { type: "pipeCredit"; pipeId: number; credit: number }
   | { type: "pipeEnd"; pipeId: number }
   | { type: "pipeClose"; pipeId: number; reason: ExitReason }
-  | { type: "closed"; code: number; message: string; byPeer: boolean };
+  /** `code` is the Close code sent or received; undefined when the link was lost without one. */
+  | { type: "closed"; code: number | undefined; message: string; byPeer: boolean };
 
 /** Session state (§6); the reliable link kind has no DETACHED/RESUMING. */
 export type SessionState = "handshake" | "open" | "closed";
@@ -246,7 +247,7 @@ export class Session {
   linkLost(message: string): void {
     if (this.stateValue === "closed") return;
     this.stateValue = "closed";
-    this.events.push({ type: "closed", code: CloseCode.Normal, message, byPeer: false });
+    this.events.push({ type: "closed", code: undefined, message, byPeer: false });
   }
 
   // ---- application operations ----

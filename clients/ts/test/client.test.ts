@@ -238,3 +238,16 @@ test("pipe writers wait while the link's send queue is above the high-water mark
   await w.close();
   await client.close();
 });
+
+test("a lost link ends the session without a Close code; waiting calls fail", async () => {
+  const pair = transportPair();
+  const [server, client] = await twoClients(pair);
+  server.serve("never", { call: () => new Promise(() => {}) });
+  await client.lookup("never");
+  const pending = client.call("never", 1, { timeout: 0 });
+  pair[0].close(); // the server's side of the link goes away, no Close packet
+  await assert.rejects(pending, (e: unknown) => e instanceof SessionClosedError && e.code === undefined);
+  const closed = await client.closed;
+  assert.equal(closed.code, undefined);
+  assert.match(closed.message, /link lost/);
+});
