@@ -46,6 +46,13 @@ export interface SessionOptions {
   maxPendingCalls?: number;
   /** Most pipes the peer may have open towards us [256]. */
   maxPipes?: number;
+  /**
+   * Take Route messages (Hello feature bit 4, PROTOCOL.md §13) [true]: the
+   * peer then announces the servers it reaches on other nodes too, and
+   * forwards calls, casts and pipes to them. This side never re-announces
+   * (it is a leaf).
+   */
+  routing?: boolean;
 }
 
 /** What the session reports to the application. */
@@ -147,7 +154,7 @@ export class Session {
     this.lastReceived = now;
     this.hello = {
       nodeId: options.nodeId ?? randomBytes(16),
-      features: 0n,
+      features: options.routing === false ? 0n : Feature.Routing,
       sessionId: options.sessionId ?? randomU64(),
       auth: null,
       maxFrame: options.maxFrame ?? 65536,
@@ -537,9 +544,20 @@ export class Session {
       case "announce":
         this.events.push({ type: "announce", entry: m.entry });
         return;
-      case "route":
+      case "route": {
+        // §13: refuse a path through this side, naming a node twice, or not ending with the peer.
+        const ids = m.path.map((id) => id.join(","));
+        const peer = (this.peerHello as Hello).nodeId;
+        if (
+          ids.includes(this.hello.nodeId.join(",")) ||
+          new Set(ids).size !== ids.length ||
+          !sameBytes(m.path[m.path.length - 1] as Uint8Array, peer)
+        ) {
+          return;
+        }
         this.events.push({ type: "announce", entry: m.entry, route: { originId: m.originId, path: m.path, cost: m.cost } });
         return;
+      }
       case "withdraw":
         this.events.push({ type: "withdraw", entryId: m.entryId, reason: m.reason });
         return;

@@ -137,3 +137,45 @@ test("timers: Pings and Acks keep a session with a short idle timeout up; a sile
     await strict.node.stop();
   }
 });
+
+test("two clients reach each other through the node: a call and a pipe to a name the other serves", { skip }, async () => {
+  if ("skip" in started) return;
+  const tabA = await connect(started.url, { ...options, timeout: 5000 });
+  const tabB = await connect(started.url, { ...options, timeout: 5000 });
+  try {
+    let sum = 0;
+    let ended: () => void = () => {};
+    const allIn = new Promise<void>((r) => (ended = r));
+    tabA.serve(
+      "tab-a",
+      {
+        call: (req) => `tab-a got ${String(req)}`,
+        pipe: (_port, pipe) => {
+          void (async () => {
+            const reader = pipe.readable.getReader();
+            for (;;) {
+              const { value, done } = await reader.read();
+              if (done) break;
+              sum += value.length;
+            }
+            ended();
+          })();
+        },
+      },
+      { capabilities: { ports: [{ name: "in", direction: 1 }] } },
+    );
+    // B learns of tab-a from the node (a Route: the server lives on A's node id).
+    const entry = await tabB.lookup("tab-a", { timeout: 5000 });
+    assert.equal(entry.node, tabA.nodeId);
+    assert.equal(await tabB.call("tab-a", "hello", { timeout: 5000 }), "tab-a got hello");
+    // 512 KiB through the node's spliced pipe, paced by credit on both links.
+    const w = tabB.openPipe("tab-a", "in").writable.getWriter();
+    for (let i = 0; i < 32; i++) await w.write(new Uint8Array(16 * 1024).fill(i));
+    await w.close();
+    await allIn;
+    assert.equal(sum, 512 * 1024);
+  } finally {
+    await tabA.close();
+    await tabB.close();
+  }
+});

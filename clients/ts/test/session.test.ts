@@ -319,3 +319,35 @@ test("out-of-order Data is buffered and delivered in order; duplicates are dropp
     ["first", "second", "third"],
   );
 });
+
+test("Route messages (§13): taken when the path ends with the peer, refused through this side or repeating a node", () => {
+  const { A, B, pump } = pair();
+  assert.equal(A.hello.features & 16n, 16n, "ROUTING bit set by default");
+  const route = (seq: number, entryId: number, path: Uint8Array[]) =>
+    encodePacket({
+      type: "data",
+      seq,
+      ack: 0,
+      msg: {
+        type: "route",
+        entry: { entryId, name: `r${entryId}`, capabilities: { accepts: [], produces: [], features: [], metadata: {} }, group: false },
+        originId: 1,
+        path,
+        cost: 1,
+      },
+    });
+  pump();
+  A.takeEvents();
+  const far = new Uint8Array(16).fill(7);
+  A.receive(route(1, 1, [far, B.hello.nodeId]), 0);
+  A.receive(route(2, 2, [A.hello.nodeId, B.hello.nodeId]), 0);
+  A.receive(route(3, 3, [far, far, B.hello.nodeId]), 0);
+  A.receive(route(4, 4, [B.hello.nodeId, far]), 0);
+  const taken = A.takeEvents().filter((e) => e.type === "announce");
+  assert.deepEqual(
+    taken.map((e) => (e.type === "announce" ? [e.entry.name, e.route?.path.length] : [])),
+    [["r1", 2]],
+  );
+  assert.equal(A.state, "open");
+  assert.equal(new Session(0, { routing: false }).hello.features, 0n);
+});
