@@ -6,14 +6,18 @@
  */
 import { ConnectError } from "./errors.js";
 
-/** The part of the standard WebSocket this package uses. */
+/**
+ * The part of the standard WebSocket this package uses. The handlers take
+ * `any` so that other implementations (the `ws` package) fit as they are;
+ * this package reads `data` of a message and `code`/`reason` of a close.
+ */
 export interface WebSocketLike {
   binaryType: string;
   readonly readyState: number;
   readonly bufferedAmount: number;
   onopen: ((ev: any) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onmessage: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
   onerror: ((ev: any) => void) | null;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
@@ -60,7 +64,7 @@ export class WebSocketTransport implements Transport {
   private closed = false;
 
   private constructor(private readonly ws: WebSocketLike) {
-    ws.onmessage = (ev) => {
+    ws.onmessage = (ev: { data: unknown }) => {
       if (this.closed) return;
       const d = ev.data;
       if (d instanceof ArrayBuffer) this.deliver(new Uint8Array(d));
@@ -70,7 +74,7 @@ export class WebSocketTransport implements Transport {
         this.fail("text message on an oscloud link", 1003);
       }
     };
-    ws.onclose = (ev) => this.gone(`WebSocket closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`);
+    ws.onclose = (ev: { code: number; reason: string }) => this.gone(`WebSocket closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`);
     ws.onerror = () => this.gone("WebSocket error");
   }
 
@@ -99,7 +103,7 @@ export class WebSocketTransport implements Transport {
         const msg = (ev as { message?: string })?.message;
         reject(new ConnectError(`cannot connect to ${url}${msg ? `: ${msg}` : ""}`, { cause: ev }));
       };
-      ws.onclose = (ev) => {
+      ws.onclose = (ev: { code: number; reason: string }) => {
         options.signal?.removeEventListener("abort", onAbort);
         reject(new ConnectError(`cannot connect to ${url}: closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ""})`));
       };

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import WebSocket from "ws";
-import { connect, RemoteError, type Client, type ConnectOptions, type WebSocketLike } from "../src/index.js";
+import { connect, RemoteError, type Client, type ConnectOptions } from "../src/index.js";
 import { Fnv, TestNode } from "./testnode.js";
 
 const started = await TestNode.start("n1");
@@ -21,7 +21,7 @@ if (skip) console.log(`live tests skipped: ${skip}`);
 const options: ConnectOptions =
   typeof (globalThis as { WebSocket?: unknown }).WebSocket === "function"
     ? {}
-    : { wsFactory: (url) => new WebSocket(url) as unknown as WebSocketLike };
+    : { wsFactory: (url) => new WebSocket(url) };
 
 let shared: Client | undefined;
 async function live(): Promise<{ client: Client; node: TestNode }> {
