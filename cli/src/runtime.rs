@@ -27,6 +27,7 @@ use oscloud_core::{
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
+use oscloud_transport_ws::WsTransport;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -143,6 +144,8 @@ pub fn transports(mem: &MemTransport) -> Transports {
     Transports::new()
         .with(Arc::new(mem.clone()))
         .with(Arc::new(TcpTransport))
+        .with(Arc::new(WsTransport::ws()))
+        .with(Arc::new(WsTransport::wss()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(oscloud_transport_serial::SerialTransport))
 }

@@ -50,6 +50,7 @@ use oscloud_transport_can::CanTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_usb::{UsbGadgetTransport, UsbHostTransport};
+use oscloud_transport_ws::WsTransport;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -366,6 +367,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
+        .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(CanTransport))
         .with(Arc::new(UsbHostTransport))
