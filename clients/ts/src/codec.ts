@@ -117,7 +117,15 @@ export interface EntryInfo {
 export type Message =
   | { type: "announce"; entry: EntryInfo }
   | { type: "withdraw"; entryId: number; reason: ExitReason }
-  | { type: "route"; entry: EntryInfo; originId: number; path: Uint8Array[]; cost: number }
+  | {
+      type: "route";
+      entry: EntryInfo;
+      originId: number;
+      path: Uint8Array[];
+      cost: number;
+      /** The longest pipe frame the route carries from its sender (§4.1, §13); absent when the sender did not say. */
+      pipeFrame?: number;
+    }
   | { type: "cast"; to: string; payload: Uint8Array }
   | { type: "call"; callId: number; to: string; payload: Uint8Array }
   | { type: "replyOk"; callId: number; payload: Uint8Array }
@@ -217,8 +225,8 @@ function encodeMessage(m: Message): unknown[] {
       return [MsgType.Announce, u64(m.entry.entryId), m.entry.name, encodeCaps(m.entry.capabilities), m.entry.group];
     case "withdraw":
       return [MsgType.Withdraw, u64(m.entryId), encodeExit(m.reason)];
-    case "route":
-      return [
+    case "route": {
+      const route: unknown[] = [
         MsgType.Route,
         u64(m.entry.entryId),
         m.entry.name,
@@ -228,6 +236,9 @@ function encodeMessage(m: Message): unknown[] {
         m.path,
         m.cost,
       ];
+      if (m.pipeFrame !== undefined) route.push(m.pipeFrame);
+      return route;
+    }
     case "cast":
       return [MsgType.Cast, m.to, m.payload];
     case "call":
@@ -403,13 +414,16 @@ function decodeMessage(v: unknown): Message {
         return b;
       });
       if (path.length > 32) fail("path longer than 32");
-      return {
+      const route: Message = {
         type: "route",
         entry: decodeEntry(a),
         originId: safeU64(a[5], "origin_id"),
         path,
         cost: u32(a[7], "cost"),
       };
+      // Optional, appended later (§4.1): nil or absent says nothing.
+      if (a.length > 8 && a[8] !== null) route.pipeFrame = u32(a[8], "pipe_frame");
+      return route;
     }
     case MsgType.Cast:
       arr(a, 3, "Cast");
