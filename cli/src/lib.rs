@@ -55,6 +55,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod console;
 pub mod graph;
 pub mod inspect;
 pub mod kinds;

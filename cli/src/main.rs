@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use oscloud_cli::runtime::{self, Local, NodeRun, Outcome, Plan};
 use oscloud_cli::topology::Topology;
-use oscloud_cli::{Error, graph, inspect, kinds};
+use oscloud_cli::{Error, console, graph, inspect, kinds};
 use oscloud_core::address::Address;
 use oscloud_core::transport::MemTransport;
 use tokio::sync::watch;
@@ -61,6 +61,28 @@ enum Cmd {
         /// `call`, `tap` and `top` (always on with --processes).
         #[arg(long, value_name = "DIR")]
         expose: Option<PathBuf>,
+        /// Serve the live web console at this address (loopback only, e.g.
+        /// 127.0.0.1:7781): topology with live link stats, registry,
+        /// calls, taps and a terminal on `pty` servers.
+        #[arg(long, value_name = "ADDR")]
+        console: Option<std::net::SocketAddr>,
+        /// The node the console joins (default: the first node, or the
+        /// --node one).
+        #[arg(long, value_name = "NAME", requires = "console")]
+        console_node: Option<String>,
+        /// Require this access token for the console (/?token=TOKEN);
+        /// also read from OSCLOUD_CONSOLE_TOKEN.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "OSCLOUD_CONSOLE_TOKEN",
+            hide_env_values = true
+        )]
+        console_token: Option<String>,
+        /// Internal (--processes): also listen on this ws:// address, for
+        /// the console.
+        #[arg(long, hide = true, value_name = "ADDR")]
+        console_ws: Option<String>,
         /// Internal (--processes): replace addresses by sockets in DIR.
         #[arg(long, hide = true, value_name = "DIR")]
         socket_dir: Option<PathBuf>,
@@ -187,11 +209,34 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             expose,
             socket_dir,
             done_file,
+            console,
+            console_node,
+            console_token,
+            console_ws,
         } => {
             let topo = Arc::new(Topology::load(&file)?);
+            let console = match console {
+                Some(at) => Some(
+                    start_console(&topo, at, node.as_deref(), console_node, console_token).await?,
+                ),
+                None => None,
+            };
             if processes {
-                return run_processes(&file, &topo).await;
+                return run_processes(&file, &topo, console.as_ref()).await;
             }
+            let console_ws = match (&console, console_ws) {
+                (Some((node, ws)), _) => Some((node.clone(), ws.clone())),
+                (None, Some(ws)) => node.clone().map(|n| (n, ws)),
+                (None, None) => None,
+            };
+            let console_ws = match console_ws {
+                Some((n, ws)) => Some((
+                    n,
+                    ws.parse::<Address>()
+                        .map_err(|e| Error::Address(format!("{ws}: {e}")))?,
+                )),
+                None => None,
+            };
             let (stop_tx, stop) = watch::channel(false);
             tokio::spawn(async move {
                 if let Ok(sig) = runtime::stop_signal().await {
@@ -235,10 +280,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .into_iter()
                 .map(|name| NodeRun {
                     topo: topo.clone(),
-                    name,
                     plan: plan.clone(),
                     expose: expose.clone(),
                     mem: mem.clone(),
+                    console: console_ws
+                        .as_ref()
+                        .filter(|(n, _)| *n == name)
+                        .map(|(_, a)| a.clone()),
+                    name,
                 })
                 .collect();
             // A single node of a multi-node topology cannot know when the
@@ -342,6 +391,55 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
+/// Start the web console at `at` (loopback only): pick the console node
+/// and its WebSocket address, and serve the page in a task of this
+/// process. Returns the console node and the `ws://` address it must
+/// listen on.
+async fn start_console(
+    topo: &Topology,
+    at: std::net::SocketAddr,
+    run_node: Option<&str>,
+    console_node: Option<String>,
+    token: Option<String>,
+) -> Result<(String, String), Error> {
+    console::check_address(at)?;
+    let node = match (console_node, run_node) {
+        (Some(c), Some(r)) if c != r => {
+            return Err(Error::Usage(format!(
+                "--console-node {c}: this process runs node {r} only"
+            )));
+        }
+        (Some(c), _) => c,
+        (None, Some(r)) => r.to_owned(),
+        (None, None) => topo
+            .nodes
+            .first()
+            .map(|n| n.name.clone())
+            .ok_or_else(|| Error::Usage("the topology has no nodes".into()))?,
+    };
+    if topo.node(&node).is_none() {
+        return Err(Error::Usage(format!("the topology has no node {node:?}")));
+    }
+    let token = token.filter(|t| !t.is_empty());
+    let (backend, ws) = console::backend_address()?;
+    let listener = console::bind(at).await?;
+    let shown = listener.local_addr()?;
+    eprintln!(
+        "oscloud: console at http://{shown}/{} (joins node {node})",
+        if token.is_some() { "?token=…" } else { "" }
+    );
+    tokio::spawn(console::serve(
+        listener,
+        console::Console {
+            node: node.clone(),
+            nodes: topo.nodes.iter().map(|n| n.name.clone()).collect(),
+            backend,
+            token,
+        },
+    ));
+    Ok((node, ws))
+}
+
 /// The extra listen address of every node when exposing in `dir`.
 fn exposed(topo: &Topology, dir: Option<&Path>) -> Result<HashMap<String, Address>, Error> {
     let mut out = HashMap::new();
@@ -360,7 +458,11 @@ fn exposed(topo: &Topology, dir: Option<&Path>) -> Result<HashMap<String, Addres
 /// `run --processes`: this program once per node, linked by Unix sockets
 /// in a temporary directory; done when every node is done; Ctrl-C (or
 /// SIGTERM) stops them all.
-async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> {
+async fn run_processes(
+    file: &Path,
+    topo: &Topology,
+    console: Option<&(String, String)>,
+) -> Result<ExitCode, Error> {
     let dir = tempfile::Builder::new().prefix("oscloud-").tempdir()?;
     let exe = std::env::current_exe()?;
     let stdin_node = topo
@@ -376,8 +478,8 @@ async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> 
         } else {
             Stdio::null()
         };
-        let child = Command::new(&exe)
-            .arg("run")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("run")
             .arg(file)
             .arg("--node")
             .arg(&n.name)
@@ -385,8 +487,14 @@ async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> 
             .arg(dir.path())
             .arg("--done-file")
             .arg(&done)
-            .stdin(stdin)
-            .spawn();
+            .env_remove(console::TOKEN_ENV)
+            .stdin(stdin);
+        if let Some((node, ws)) = console
+            && *node == n.name
+        {
+            cmd.arg("--console-ws").arg(ws);
+        }
+        let child = cmd.spawn();
         match child {
             Ok(c) => {
                 eprintln!(
