@@ -292,7 +292,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .collect();
             // A single node of a multi-node topology cannot know when the
             // others are done: it runs until stopped.
-            let standalone = node.is_some() && topo.nodes.len() > 1;
+            // With a console the run goes on until stopped, to be looked at.
+            let standalone = node.is_some() && topo.nodes.len() > 1 || console.is_some();
             let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), stop).await?;
             match outcome {
                 Outcome::Finished => tracing::info!("topology finished"),
@@ -514,7 +515,8 @@ async fn run_processes(
     let mut signal = Box::pin(runtime::stop_signal());
     let mut failed = None;
     loop {
-        if children.iter().all(|(_, _, d)| d.exists()) {
+        // With a console the run goes on until stopped, to be looked at.
+        if console.is_none() && children.iter().all(|(_, _, d)| d.exists()) {
             break;
         }
         let mut ended = false;
