@@ -8,8 +8,10 @@
 # (`oscloud run --node`, TCP), opens the console on node a, and checks the
 # graph, link stats, the registry, a call from the form, a tap, the terminal
 # on a remote shell (typed keys in, the shell's output back), and that a
-# SIGKILLed node leaves the graph. A screenshot goes to docs/console.png
-# with SCREENSHOT=1.
+# SIGKILLed node leaves the graph, and a call to a Python server on a
+# Python node linked to a (the Python package is built into target/py-venv
+# as scripts/test-python.sh does; CONSOLE_PYTHON=0 leaves it out). A
+# screenshot goes to docs/console.png with SCREENSHOT=1.
 # Usage: scripts/test-console.sh   (from anywhere; needs node >= 20, npm; root or sudo for apt-get)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,18 @@ if [[ ! -x $chromium ]]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium
 fi
 export CHROMIUM=$chromium
+
+python_ok=0
+if [[ ${CONSOLE_PYTHON:-1} != 0 ]]; then
+  step "console: the Python package (target/py-venv, maturin develop)"
+  venv=target/py-venv
+  if [[ ! -x $venv/bin/python ]]; then
+    "${PYTHON:-python3}" -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check maturin==1.16.0
+  (cd bindings-python && VIRTUAL_ENV="$root/$venv" "$root/$venv/bin/maturin" develop --locked --quiet)
+  python_ok=1
+fi
 
 step "console: the oscloud binary"
 cargo build -p oscloud-cli --bin oscloud --locked --quiet
@@ -69,6 +83,7 @@ pids+=($!)
 "$oscloud" run "$work/topology.toml" --node c > "$work/c.log" 2>&1 &
 c_pid=$!
 pids+=("$c_pid")
+disown "$c_pid" # the test SIGKILLs it: no "Killed" notice from bash
 
 url="http://127.0.0.1:$console_port/"
 deadline=$((SECONDS + 30))
@@ -81,10 +96,17 @@ until node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), ()
   sleep 0.1
 done
 
+py_server=""
+if (( python_ok )); then
+  "$root/target/py-venv/bin/python" test/py_server.py "tcp://127.0.0.1:$port" > "$work/py.log" 2>&1 &
+  pids+=($!)
+  py_server=py-reverse
+fi
+
 shot=""
 if [[ ${SCREENSHOT:-0} == 1 ]]; then shot="$root/docs/console.png"; fi
 status=0
-CONSOLE_URL=$url KILL_PID=$c_pid KILL_NODE=c SCREENSHOT=$shot node test/browser.mjs || status=$?
+CONSOLE_URL=$url KILL_PID=$c_pid KILL_NODE=c SCREENSHOT=$shot PY_SERVER=$py_server node test/browser.mjs || status=$?
 if (( status != 0 )); then
   echo "--- node logs" >&2
   tail -n 20 "$work"/*.log >&2

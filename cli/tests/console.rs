@@ -32,7 +32,7 @@ args = { program = "sh", args = ["-c", "while read -r l; do printf '%s\\n' \"$l\
 
 /// A run with a console; stopped (SIGTERM) when dropped.
 struct Run {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     child: Option<Child>,
     console: String,
 }
@@ -63,7 +63,7 @@ impl Run {
             !console.is_empty()
         });
         Self {
-            dir,
+            _dir: dir,
             child: Some(child),
             console,
         }
@@ -88,10 +88,8 @@ impl Drop for Run {
     fn drop(&mut self) {
         if let Some(c) = self.child.take() {
             signal(c.id(), Signal::SIGTERM);
-            let out = wait_output(c, LIMIT);
-            let _ = out;
+            let _ = wait_output(c, LIMIT);
         }
-        let _ = &self.dir;
     }
 }
 

@@ -6,6 +6,7 @@
 //   KILL_NODE     its name
 //   SCREENSHOT    where to save a screenshot of the console (optional)
 //   CHROMIUM      the browser (default /usr/bin/chromium)
+//   PY_SERVER     a Python server's name to call (optional; it reverses strings)
 // Every wait polls the page until a condition holds, with a deadline.
 import { chromium } from "playwright-core";
 
@@ -78,6 +79,15 @@ try {
     await page.click("#call-button");
     await page.waitForFunction(() => (document.getElementById("call-result")?.textContent ?? "").startsWith("bad JSON"), null, { timeout: WAIT });
   });
+  if (process.env.PY_SERVER) {
+    await check(`a call to a Python server (${process.env.PY_SERVER}) from the form`, async () => {
+      await page.waitForSelector(`#registry-rows tr[data-name="${process.env.PY_SERVER}"]`, { timeout: WAIT });
+      await page.fill("#call-name", process.env.PY_SERVER);
+      await page.fill("#call-request", '"console"');
+      await page.click("#call-button");
+      await page.waitForFunction(() => document.getElementById("call-result")?.textContent === '"elosnoc"', null, { timeout: WAIT });
+    });
+  }
   await check("a call to a Rust server (process kind) from the form", async () => {
     await page.fill("#call-name", "upper");
     await page.fill("#call-request", '"hello console"');
