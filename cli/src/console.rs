@@ -12,9 +12,9 @@
 //!
 //! Safe by default:
 //!
-//! - The console binds a loopback address. Any other address is refused
-//!   ([`check_address`]): it would need TLS and an access token, and this
-//!   version serves plain HTTP only (use an SSH tunnel).
+//! - The console binds a loopback address unless it has both TLS (a
+//!   certificate and key: it then serves HTTPS and `wss://`) and an access
+//!   token; any other address without them is refused ([`check_address`]).
 //! - With an access token (`--console-token`, or `OSCLOUD_CONSOLE_TOKEN`),
 //!   every request needs it: `/?token=T` once (the answer sets an
 //!   `HttpOnly`, `SameSite=Strict` cookie), the cookie afterwards.
@@ -27,7 +27,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
@@ -63,7 +63,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' '
      form-action 'none'; frame-ancestors 'none'";
 
 /// What the console serves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Console {
     /// The node the page joins.
     pub node: String,
@@ -73,23 +73,42 @@ pub struct Console {
     pub backend: SocketAddr,
     /// The access token, if one is required.
     pub token: Option<String>,
+    /// TLS (HTTPS and `wss://`), if configured
+    /// ([`oscloud_transport_ws::tls_acceptor`]).
+    pub tls: Option<oscloud_transport_ws::TlsAcceptor>,
 }
 
-/// Refuse a console address that is not loopback: serving the console to
-/// other machines needs TLS and an access token, and this version has no
-/// TLS for the console.
-pub fn check_address(addr: SocketAddr) -> Result<(), Error> {
-    if addr.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!(
-            "the console may only bind a loopback address (e.g. 127.0.0.1:{port}), not {addr}: \
-             another address needs TLS and an access token, and this version serves the \
-             console over plain HTTP only (reach it through an SSH tunnel: \
-             ssh -L {port}:127.0.0.1:{port} HOST)",
-            port = addr.port()
-        )))
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("node", &self.node)
+            .field("nodes", &self.nodes)
+            .field("backend", &self.backend)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
+}
+
+/// Refuse a console address that is not loopback unless the console has
+/// TLS and an access token.
+pub fn check_address(addr: SocketAddr, tls: bool, token: bool) -> Result<(), Error> {
+    if addr.ip().is_loopback() || tls && token {
+        return Ok(());
+    }
+    let missing = match (tls, token) {
+        (false, false) => {
+            "TLS (--console-tls-cert, --console-tls-key) and an access token (--console-token)"
+        }
+        (false, true) => "TLS (--console-tls-cert, --console-tls-key)",
+        _ => "an access token (--console-token)",
+    };
+    Err(Error::Usage(format!(
+        "the console binds {addr}, not a loopback address: that needs TLS and an access \
+         token, and {missing} is missing (or bind 127.0.0.1:{port} and reach it through \
+         an SSH tunnel: ssh -L {port}:127.0.0.1:{port} HOST)",
+        port = addr.port()
+    )))
 }
 
 /// A free loopback port for the console node's WebSocket listener, and
@@ -102,8 +121,8 @@ pub fn backend_address() -> Result<(SocketAddr, String), Error> {
 }
 
 /// Bind the console's address (after [`check_address`]).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    check_address(addr)?;
+pub async fn bind(addr: SocketAddr, console: &Console) -> Result<TcpListener, Error> {
+    check_address(addr, console.tls.is_some(), console.token.is_some())?;
     TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Start(format!("console: cannot listen on {addr}: {e}")))
@@ -118,7 +137,17 @@ pub async fn serve(listener: TcpListener, console: Console) {
             Ok((stream, peer)) => {
                 let console = console.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &console).await {
+                    let done = match &console.tls {
+                        Some(tls) => {
+                            match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => handle(stream, &console).await,
+                                Ok(Err(e)) => Err(e.into()),
+                                Err(_) => Err(Error::Usage("no TLS handshake in time".into())),
+                            }
+                        }
+                        None => handle(stream, &console).await,
+                    };
+                    if let Err(e) = done {
                         debug!(%peer, "console: {e}");
                     }
                 });
@@ -328,7 +357,10 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn handle(mut stream: TcpStream, console: &Console) -> Result<(), Error> {
+async fn handle<S>(mut stream: S, console: &Console) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf = Vec::with_capacity(1024);
     let head = tokio::time::timeout(HEAD_TIMEOUT, async {
         loop {
@@ -361,7 +393,10 @@ async fn handle(mut stream: TcpStream, console: &Console) -> Result<(), Error> {
     }
 }
 
-async fn write_answer(stream: &mut TcpStream, answer: Answer) -> Result<(), Error> {
+async fn write_answer<S>(stream: &mut S, answer: Answer) -> Result<(), Error>
+where
+    S: AsyncWrite + Unpin,
+{
     let Answer::Body(status, content_type, body, extra) = answer else {
         return Ok(());
     };
@@ -386,12 +421,15 @@ async fn write_answer(stream: &mut TcpStream, answer: Answer) -> Result<(), Erro
 /// Hand the connection to the console node's WebSocket listener: the
 /// request line is rewritten to its path (no query: the token stays
 /// here), the rest goes through as it is, both ways.
-async fn relay(
-    mut client: TcpStream,
+async fn relay<S>(
+    mut client: S,
     read: &[u8],
     head_len: usize,
     backend: SocketAddr,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut node = TcpStream::connect(backend).await?;
     let line_end = read
         .windows(2)
@@ -414,6 +452,7 @@ mod tests {
             nodes: vec!["a".into(), "b".into()],
             backend: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
             token: token.map(str::to_owned),
+            tls: None,
         }
     }
 
@@ -431,12 +470,28 @@ mod tests {
     }
 
     #[test]
-    fn loopback_only() {
-        assert!(check_address("127.0.0.1:7781".parse().expect("addr")).is_ok());
-        assert!(check_address("[::1]:7781".parse().expect("addr")).is_ok());
-        let err = check_address("0.0.0.0:7781".parse().expect("addr")).expect_err("refused");
-        assert!(err.to_string().contains("TLS and an access token"), "{err}");
-        assert!(check_address("192.168.1.5:80".parse().expect("addr")).is_err());
+    fn loopback_or_tls_and_a_token() {
+        let at = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert!(check_address(at("127.0.0.1:7781"), false, false).is_ok());
+        assert!(check_address(at("[::1]:7781"), false, false).is_ok());
+        let err = check_address(at("0.0.0.0:7781"), false, false).expect_err("refused");
+        assert!(
+            err.to_string().contains("needs TLS and an access token"),
+            "{err}"
+        );
+        let err = check_address(at("192.168.1.5:80"), true, false).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("an access token (--console-token) is missing"),
+            "{err}"
+        );
+        let err = check_address(at("192.168.1.5:80"), false, true).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("TLS (--console-tls-cert, --console-tls-key) is missing"),
+            "{err}"
+        );
+        assert!(check_address(at("0.0.0.0:7781"), true, true).is_ok());
     }
 
     #[test]

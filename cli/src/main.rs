@@ -61,9 +61,10 @@ enum Cmd {
         /// `call`, `tap` and `top` (always on with --processes).
         #[arg(long, value_name = "DIR")]
         expose: Option<PathBuf>,
-        /// Serve the live web console at this address (loopback only, e.g.
-        /// 127.0.0.1:7781): topology with live link stats, registry,
-        /// calls, taps and a terminal on `pty` servers.
+        /// Serve the live web console at this address (e.g.
+        /// 127.0.0.1:7781; another than loopback needs TLS and a token):
+        /// topology with live link stats, registry, calls, taps and a
+        /// terminal on `pty` servers.
         #[arg(long, value_name = "ADDR")]
         console: Option<std::net::SocketAddr>,
         /// The node the console joins (default: the first node, or the
@@ -79,6 +80,13 @@ enum Cmd {
             hide_env_values = true
         )]
         console_token: Option<String>,
+        /// Serve the console over TLS (HTTPS, wss://) with this PEM
+        /// certificate chain (with --console-tls-key).
+        #[arg(long, value_name = "FILE", requires = "console_tls_key")]
+        console_tls_cert: Option<PathBuf>,
+        /// The PEM private key of --console-tls-cert.
+        #[arg(long, value_name = "FILE", requires = "console_tls_cert")]
+        console_tls_key: Option<PathBuf>,
         /// Internal (--processes): also listen on this ws:// address, for
         /// the console.
         #[arg(long, hide = true, value_name = "ADDR")]
@@ -213,12 +221,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             console_node,
             console_token,
             console_ws,
+            console_tls_cert,
+            console_tls_key,
         } => {
             let topo = Arc::new(Topology::load(&file)?);
             let console = match console {
-                Some(at) => Some(
-                    start_console(&topo, at, node.as_deref(), console_node, console_token).await?,
-                ),
+                Some(at) => {
+                    let tls = match (&console_tls_cert, &console_tls_key) {
+                        (Some(c), Some(k)) => Some(oscloud_transport_ws::tls_acceptor(
+                            &c.to_string_lossy(),
+                            &k.to_string_lossy(),
+                        )?),
+                        _ => None,
+                    };
+                    let options = (console_node, console_token, tls);
+                    Some(start_console(&topo, at, node.as_deref(), options).await?)
+                }
                 None => None,
             };
             if processes {
@@ -400,10 +418,14 @@ async fn start_console(
     topo: &Topology,
     at: std::net::SocketAddr,
     run_node: Option<&str>,
-    console_node: Option<String>,
-    token: Option<String>,
+    (console_node, token, tls): (
+        Option<String>,
+        Option<String>,
+        Option<oscloud_transport_ws::TlsAcceptor>,
+    ),
 ) -> Result<(String, String), Error> {
-    console::check_address(at)?;
+    let token = token.filter(|t| !t.is_empty());
+    console::check_address(at, tls.is_some(), token.is_some())?;
     let node = match (console_node, run_node) {
         (Some(c), Some(r)) if c != r => {
             return Err(Error::Usage(format!(
@@ -421,23 +443,30 @@ async fn start_console(
     if topo.node(&node).is_none() {
         return Err(Error::Usage(format!("the topology has no node {node:?}")));
     }
-    let token = token.filter(|t| !t.is_empty());
     let (backend, ws) = console::backend_address()?;
-    let listener = console::bind(at).await?;
+    let console = console::Console {
+        node: node.clone(),
+        nodes: topo.nodes.iter().map(|n| n.name.clone()).collect(),
+        backend,
+        token,
+        tls,
+    };
+    let listener = console::bind(at, &console).await?;
     let shown = listener.local_addr()?;
     eprintln!(
-        "oscloud: console at http://{shown}/{} (joins node {node})",
-        if token.is_some() { "?token=…" } else { "" }
-    );
-    tokio::spawn(console::serve(
-        listener,
-        console::Console {
-            node: node.clone(),
-            nodes: topo.nodes.iter().map(|n| n.name.clone()).collect(),
-            backend,
-            token,
+        "oscloud: console at {}://{shown}/{} (joins node {node})",
+        if console.tls.is_some() {
+            "https"
+        } else {
+            "http"
         },
-    ));
+        if console.token.is_some() {
+            "?token=…"
+        } else {
+            ""
+        }
+    );
+    tokio::spawn(console::serve(listener, console));
     Ok((node, ws))
 }
 

@@ -56,7 +56,10 @@ impl Run {
                 .unwrap()
                 .lines()
                 .find_map(|l| {
-                    let rest = l.strip_prefix("oscloud: console at http://")?;
+                    let rest = l.strip_prefix("oscloud: console at ")?;
+                    let rest = rest
+                        .strip_prefix("http://")
+                        .or_else(|| rest.strip_prefix("https://"))?;
                     Some(rest.split('/').next()?.to_owned())
                 })
                 .unwrap_or_default();
@@ -150,24 +153,107 @@ fn the_access_token_is_required() {
     assert!(!out.status.success());
 }
 
+/// A CA, and a certificate it signed for 127.0.0.1, as PEM files in `dir`:
+/// (ca, cert, key).
+fn pki(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[test]
+fn over_tls_the_page_and_the_node_are_reached_with_wss() {
+    let keys = workdir();
+    let (ca, cert, key) = pki(keys.path());
+    let run = Run::start(&["--console-tls-cert", &cert, "--console-tls-key", &key]);
+    // Plain HTTP gets no page: the console speaks TLS.
+    let mut s = TcpStream::connect(&run.console).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    write!(s, "GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+    // wss:// through the console's TLS, relayed to the node.
+    let ws = format!("wss://{}/oscloud?ca={ca}", run.console);
+    let mut reply = String::new();
+    wait_until(LIMIT, "a call through the console over TLS", || {
+        let out = oscloud()
+            .args(["call", &ws, "upper", r#""over tls""#])
+            .output()
+            .unwrap();
+        reply = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        out.status.success()
+    });
+    assert_eq!(reply, r#""OVER TLS""#);
+}
+
+#[test]
+fn another_address_is_taken_with_tls_and_a_token() {
+    let keys = workdir();
+    let (_ca, cert, key) = pki(keys.path());
+    let dir = workdir();
+    std::fs::write(dir.path().join("t.toml"), TOPOLOGY).unwrap();
+    let err = dir.path().join("stderr.txt");
+    let child = oscloud()
+        .args(["run", "t.toml", "--console", "0.0.0.0:0"])
+        .args(["--console-tls-cert", &cert, "--console-tls-key", &key])
+        .env("OSCLOUD_CONSOLE_TOKEN", "s3cret")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(LIMIT, "the console announced", || {
+        std::fs::read_to_string(&err)
+            .unwrap()
+            .contains("oscloud: console at https://0.0.0.0:")
+    });
+    signal(child.id(), Signal::SIGTERM);
+    let _ = wait_output(child, LIMIT);
+}
+
 #[test]
 fn a_console_on_another_address_is_refused() {
     let dir = workdir();
     std::fs::write(dir.path().join("t.toml"), TOPOLOGY).unwrap();
-    let out = run_to_end(
-        {
-            let mut c = oscloud();
-            c.args(["run", "t.toml", "--console", "0.0.0.0:7781"])
-                .current_dir(dir.path());
-            c
-        },
-        LIMIT,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let refused = |token: Option<&str>| {
+        let mut c = oscloud();
+        c.args(["run", "t.toml", "--console", "0.0.0.0:7781"])
+            .env_remove("OSCLOUD_CONSOLE_TOKEN")
+            .current_dir(dir.path());
+        if let Some(t) = token {
+            c.args(["--console-token", t]);
+        }
+        let out = run_to_end(c, LIMIT);
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(None);
     assert!(
-        err.contains("the console may only bind a loopback address")
-            && err.contains("needs TLS and an access token"),
+        err.contains("the console binds 0.0.0.0:7781, not a loopback address: that needs TLS and an access token, and TLS (--console-tls-cert, --console-tls-key) and an access token (--console-token) is missing"),
+        "{err}"
+    );
+    let err = refused(Some("s3cret"));
+    assert!(
+        err.contains("and TLS (--console-tls-cert, --console-tls-key) is missing"),
         "{err}"
     );
 }
