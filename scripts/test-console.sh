@@ -31,7 +31,8 @@ if [[ ! -x $chromium ]]; then
   sudo=""
   if (( $(id -u) != 0 )); then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium
+  # fonts: xterm.js measures its cells with them, the screenshot shows them
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-dejavu-core
 fi
 export CHROMIUM=$chromium
 
