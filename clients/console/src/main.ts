@@ -284,7 +284,10 @@ function setupTerminal(client: Client): void {
   const term = new Terminal({ rows: 24, cols: 80, convertEol: false, cursorBlink: true, fontSize: 13 });
   term.open($("terminal"));
   const encoder = new TextEncoder();
-  let attached: { pipeIn: Pipe; pipeOut: Pipe } | undefined;
+  // One keyboard pipe per server, kept while the page lives: its end
+  // would type Ctrl-D into the terminal (a shell at its prompt exits).
+  const keyboards = new Map<string, WritableStreamDefaultWriter<Uint8Array>>();
+  let screen: Pipe | undefined;
   let writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   let queue = Promise.resolve();
   term.onData((data) => {
@@ -296,13 +299,16 @@ function setupTerminal(client: Client): void {
     ev.preventDefault();
     const server = ($("term-server") as HTMLSelectElement).value;
     if (!server) return;
-    attached?.pipeIn.close();
-    attached?.pipeOut.close();
+    // The server's screen goes to its latest opener: let go of ours first.
+    screen?.close();
     term.reset();
     const pipeOut = client.openPipe(server, "out");
-    const pipeIn = client.openPipe(server, "in");
-    attached = { pipeIn, pipeOut };
-    writer = pipeIn.writable.getWriter();
+    screen = pipeOut;
+    writer = keyboards.get(server);
+    if (!writer) {
+      writer = client.openPipe(server, "in").writable.getWriter();
+      keyboards.set(server, writer);
+    }
     $("term-state").textContent = `attached to ${server}`;
     term.focus();
     void (async () => {
@@ -313,9 +319,9 @@ function setupTerminal(client: Client): void {
           if (done) break;
           term.write(value);
         }
-        $("term-state").textContent = `${server}: screen ended`;
+        if (screen === pipeOut) $("term-state").textContent = `${server}: screen ended`;
       } catch (e) {
-        $("term-state").textContent = `${server}: ${(e as Error).message}`;
+        if (screen === pipeOut) $("term-state").textContent = `${server}: ${(e as Error).message}`;
       }
     })();
   });

@@ -117,6 +117,24 @@ try {
       { timeout: WAIT },
     );
   });
+  await check("attaching again gets the same shell's screen", async () => {
+    await page.click("#term-form button");
+    await page.click("#terminal .xterm");
+    await page.keyboard.type("echo again-$((2+3))");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(
+      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => (r.textContent ?? "").trim() === "again-5"),
+      null,
+      { timeout: WAIT },
+    );
+    await page.keyboard.type("echo hello-$((6*7))-console");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(
+      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => (r.textContent ?? "").trim() === "hello-42-console"),
+      null,
+      { timeout: WAIT },
+    );
+  });
   if (screenshot) {
     await check("screenshot", async () => {
       await page.screenshot({ path: screenshot, fullPage: true });
