@@ -53,6 +53,18 @@ try {
   });
   page.on("pageerror", (e) => problems.push(String(e)));
   await page.goto(url);
+  /** Types `line` and Enter into the focused terminal. */
+  const typeLine = async (line) => {
+    await page.keyboard.type(line);
+    await page.keyboard.press("Enter");
+  };
+  /** Waits until a row of the terminal reads exactly `line`. */
+  const shellPrints = (line) =>
+    page.waitForFunction(
+      (want) => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => (r.textContent ?? "").trim() === want),
+      line,
+      { timeout: WAIT },
+    );
 
   await check("the page joins the node over the WebSocket", async () => {
     await page.waitForSelector('body[data-connected="true"]', { timeout: WAIT });
@@ -108,32 +120,17 @@ try {
     await page.click("#term-form button");
     await page.waitForFunction(() => (document.getElementById("term-state")?.textContent ?? "").startsWith("attached"), null, { timeout: WAIT });
     await page.click("#terminal .xterm");
-    await page.keyboard.type("echo hello-$((6*7))-console");
-    await page.keyboard.press("Enter");
+    await typeLine("echo hello-$((6*7))-console");
     // The command line shows the keys as typed; only the shell prints 42.
-    await page.waitForFunction(
-      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => (r.textContent ?? "").trim() === "hello-42-console"),
-      null,
-      { timeout: WAIT },
-    );
+    await shellPrints("hello-42-console");
   });
   await check("attaching again gets the same shell's screen", async () => {
     await page.click("#term-form button");
     await page.click("#terminal .xterm");
-    await page.keyboard.type("echo again-$((2+3))");
-    await page.keyboard.press("Enter");
-    await page.waitForFunction(
-      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => (r.textContent ?? "").trim() === "again-5"),
-      null,
-      { timeout: WAIT },
-    );
-    await page.keyboard.type("echo hello-$((6*7))-console");
-    await page.keyboard.press("Enter");
-    await page.waitForFunction(
-      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => (r.textContent ?? "").trim() === "hello-42-console"),
-      null,
-      { timeout: WAIT },
-    );
+    await typeLine("echo again-$((2+3))");
+    await shellPrints("again-5");
+    await typeLine("echo hello-$((6*7))-console");
+    await shellPrints("hello-42-console");
   });
   if (screenshot) {
     await check("screenshot", async () => {
