@@ -148,6 +148,18 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The node serving `name` took the call but did not serve it: it
+    /// already serves as many calls from this link as it takes at once,
+    /// or holds as many bytes of them as its link budget allows. Nothing
+    /// was done; retry later, or slow down.
+    #[error("server {name} is busy: {reason}; the call was not served")]
+    ServerBusy {
+        /// The server called.
+        name: String,
+        /// What the serving node said.
+        reason: String,
+    },
+
     // ----- transports -----
     /// No transport serves the address's scheme.
     #[error("no transport for scheme {scheme:?} (known: {known})")]

@@ -1,0 +1,206 @@
+//! A peer cannot make a node hold more memory than the node's link budget
+//! (`NodeConfig::link_budget`): a raw peer in this process floods an
+//! `oscloud-testnode` process and never reads, while a well-behaved node
+//! on another link keeps calling it. Each test asserts on the flooded
+//! node's peak resident memory (`VmHWM`) and prints it with the memory
+//! after the flooding link closed, as multiples of the budget
+//! (`BENCHMARKS.md`, "Flooding peers").
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use oscloud_core::wire::{Config, FramingKind, Session};
+use oscloud_tests::{TestNode, raw_handshake, status_kib};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
+/// The flooded node's link budget (the default).
+const BUDGET: u64 = 16 * 1024 * 1024;
+/// The most the flooded node's resident memory may grow, in budgets.
+const PEAK_BUDGETS: u64 = 4;
+
+/// A MessagePack string of `n` bytes: a request `upper-<node>` decodes.
+fn msgpack_str(n: usize) -> Bytes {
+    let mut v = vec![0xdb];
+    v.extend_from_slice(&(n as u32).to_be_bytes());
+    v.resize(5 + n, b'a');
+    Bytes::from(v)
+}
+
+/// A raw peer's session that may send large packets and keep many calls
+/// unanswered.
+fn flood_config() -> Config {
+    let mut c = Config::new(FramingKind::ReliableStream);
+    c.max_frame = 1024 * 1024;
+    c.max_pending_calls = 1 << 20;
+    c.max_send_queue = 1 << 20;
+    c
+}
+
+/// Write everything `session` has to `w`; false once the node stops
+/// taking bytes (the link closed).
+async fn flush(session: &mut Session, w: &mut OwnedWriteHalf) -> bool {
+    while let Some(out) = session.poll_transmit(Instant::now()) {
+        if w.write_all(&out).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// What a flood did to the node.
+struct Measured {
+    base_kib: u64,
+    peak_kib: u64,
+    after_kib: u64,
+    sent: usize,
+    calls: usize,
+    worst_call: Duration,
+}
+
+impl Measured {
+    /// Print the figures and check the peak against the budget.
+    fn check(&self, what: &str) {
+        self.report(what);
+        assert!(
+            (self.peak_kib - self.base_kib) * 1024 <= PEAK_BUDGETS * BUDGET,
+            "{what}: the node grew by more than {PEAK_BUDGETS}× its link budget"
+        );
+    }
+
+    fn report(&self, what: &str) {
+        let budget = |kib: u64| kib.saturating_sub(self.base_kib) as f64 * 1024.0 / BUDGET as f64;
+        println!(
+            "{what}: {} sent; node RSS {:.1} MiB before, peak {:.1} MiB (+{:.2}× budget), \
+             {:.1} MiB after the link closed (+{:.2}× budget); {} calls from another link \
+             served meanwhile, the slowest in {:?}",
+            self.sent,
+            self.base_kib as f64 / 1024.0,
+            self.peak_kib as f64 / 1024.0,
+            budget(self.peak_kib),
+            self.after_kib as f64 / 1024.0,
+            budget(self.after_kib),
+            self.calls,
+            self.worst_call,
+        );
+    }
+}
+
+/// Start node `n` (listening on TCP, with `extra` arguments) and a
+/// well-behaved node `p` linked to it.
+async fn nodes(extra: &[&str]) -> (TestNode, TestNode, String) {
+    let bin = Path::new(BIN);
+    let mut args = vec![
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--keepalive-ms",
+        "300",
+        "--idle-ms",
+        "2000",
+    ];
+    args.extend_from_slice(extra);
+    let n = TestNode::start(bin, "n", &args).await;
+    let at = n.listening[0].clone();
+    let mut p = TestNode::start(bin, "p", &["--connect", &at]).await;
+    assert!(p.ask("wait upper-n").await.starts_with("found"));
+    // Warm up both links' buffers before the baseline is taken.
+    for i in 0..20 {
+        assert_eq!(
+            p.ask(&format!("call upper-n warm{i}")).await,
+            format!("reply WARM{i} from n")
+        );
+    }
+    let raw = at.trim_start_matches("tcp://").to_owned();
+    (n, p, raw)
+}
+
+/// Run `flood` (a raw peer writing to the node) while `p` calls the node
+/// over its own link; then wait for the node to close the flooding link
+/// and for its memory to settle.
+async fn measure<F>(n: &TestNode, p: &mut TestNode, mut s: OwnedReadHalf, flood: F) -> Measured
+where
+    F: Future<Output = usize> + Send + 'static,
+{
+    let pid = n.pid();
+    let base_kib = status_kib(pid, "VmRSS").unwrap();
+    let flooding = tokio::spawn(flood);
+    // The well-behaved client is served throughout.
+    let mut calls = 0;
+    let mut worst_call = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !flooding.is_finished() {
+        assert!(Instant::now() < deadline, "the flood never ended");
+        let started = Instant::now();
+        assert_eq!(
+            p.ask(&format!("call upper-n during{calls}")).await,
+            format!("reply DURING{calls} from n"),
+            "a call on another link was not served during the flood"
+        );
+        worst_call = worst_call.max(started.elapsed());
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = flooding.await.unwrap();
+    // The node closes the flooding link (the peer never read): the socket
+    // reaches its end.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the node kept the flooding link open");
+    let peak_kib = status_kib(pid, "VmHWM").unwrap();
+    // Memory settles once the link's buffers are dropped.
+    let settle = Instant::now() + Duration::from_secs(5);
+    let mut after_kib = status_kib(pid, "VmRSS").unwrap();
+    while Instant::now() < settle && after_kib > base_kib + 4 * 1024 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after_kib = status_kib(pid, "VmRSS").unwrap();
+    }
+    Measured {
+        base_kib,
+        peak_kib,
+        after_kib,
+        sent,
+        calls,
+        worst_call,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_its_replies_is_held_to_the_budget() {
+    let (n, mut p, raw) = nodes(&[]).await;
+    let mut s = TcpStream::connect(&raw).await.unwrap();
+    let session = raw_handshake(&mut s, flood_config()).await;
+    let (r, mut w) = s.into_split();
+    let flood = async move {
+        let mut session = session;
+        // 2 000 calls of 512 KiB to the echoing server; replies never read.
+        let payload = msgpack_str(512 * 1024);
+        let mut sent = 0;
+        for _ in 0..2000 {
+            session.call("upper-n", payload.clone()).unwrap();
+            if !flush(&mut session, &mut w).await {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    };
+    let m = measure(&n, &mut p, r, flood).await;
+    m.check("calls flood");
+}
