@@ -7,6 +7,8 @@
 //!   `from <name>`;
 //! - `sink-<name>`: pipe port `in` counts bytes and an FNV-1a checksum; a
 //!   call answers `(bytes, checksum)`;
+//! - `slow-<name>`: handles casts of a string slowly (10 000 a second at
+//!   most); a call answers how many casts it handled (as a string);
 //! - `relay-<name>`: pipe port `in` forwards every frame to the server and
 //!   port given by `--relay-to server:port`.
 //!
@@ -76,6 +78,41 @@ impl Server for Upper {
         text: String,
     ) -> Result<String, ServerError> {
         Ok(format!("{} from {}", text.to_uppercase(), self.node))
+    }
+}
+
+struct Slow;
+
+#[async_trait]
+impl Server for Slow {
+    type Request = String;
+    type Reply = String;
+    type State = u64;
+
+    async fn init(&self, _ctx: &mut Context) -> Result<u64, ServerError> {
+        Ok(0)
+    }
+
+    async fn handle_cast(
+        &self,
+        _ctx: &mut Context,
+        handled: &mut u64,
+        _: String,
+    ) -> Result<(), ServerError> {
+        *handled += 1;
+        if handled.is_multiple_of(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        _ctx: &mut Context,
+        handled: &mut u64,
+        _: String,
+    ) -> Result<String, ServerError> {
+        Ok(handled.to_string())
     }
 }
 
@@ -395,6 +432,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 move || Upper { node: name.clone() }
             }))
             .child(ChildSpec::server(format!("sink-{name}"), || Sink))
+            .child(ChildSpec::server(format!("slow-{name}"), || Slow))
             .child(ChildSpec::server(format!("relay-{name}"), move || Relay {
                 to: relay_to.clone(),
             })),

@@ -92,11 +92,22 @@ pub const LINE_DEADLINE: Duration = Duration::from_secs(15);
 impl TestNode {
     /// Start `binary --name name args...` and wait until it is ready.
     pub async fn start(binary: &Path, name: &str, args: &[&str]) -> Self {
+        Self::start_with_env(binary, name, args, &[]).await
+    }
+
+    /// [`Self::start`] with environment variables `env` set for it.
+    pub async fn start_with_env(
+        binary: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(binary)
             .arg("--name")
             .arg(name)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

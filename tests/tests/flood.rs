@@ -5,6 +5,13 @@
 //! node's peak resident memory (`VmHWM`) and prints it with the memory
 //! after the flooding link closed, as multiples of the budget
 //! (`BENCHMARKS.md`, "Flooding peers").
+//!
+//! glibc's malloc keeps freed memory once its mmap threshold has moved up
+//! (it does after the first large buffer is freed), so the flooded node
+//! runs with `MALLOC_MMAP_THRESHOLD_=131072`, which keeps the threshold
+//! where it starts: then what a closed link held goes back to the system,
+//! and the tests check that it does. `OSCLOUD_FLOOD_MALLOC=default` runs
+//! it with glibc's defaults (and checks only the peak).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -27,6 +34,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
 const BUDGET: u64 = 16 * 1024 * 1024;
 /// The most the flooded node's resident memory may grow, in budgets.
 const PEAK_BUDGETS: u64 = 4;
+/// How far above its memory before the flood the node may stay once the
+/// flooding link is closed, in KiB.
+const AFTER_SLACK_KIB: u64 = 4 * 1024;
+
+/// Whether the node runs with glibc's own malloc settings.
+fn default_malloc() -> bool {
+    std::env::var("OSCLOUD_FLOOD_MALLOC").is_ok_and(|v| v == "default")
+}
 
 /// A MessagePack string of `n` bytes: a request `upper-<node>` decodes.
 fn msgpack_str(n: usize) -> Bytes {
@@ -75,6 +90,12 @@ impl Measured {
             (self.peak_kib - self.base_kib) * 1024 <= PEAK_BUDGETS * BUDGET,
             "{what}: the node grew by more than {PEAK_BUDGETS}× its link budget"
         );
+        if !default_malloc() {
+            assert!(
+                self.after_kib <= self.base_kib + AFTER_SLACK_KIB,
+                "{what}: the closed link's memory was not given back"
+            );
+        }
     }
 
     fn report(&self, what: &str) {
@@ -108,7 +129,12 @@ async fn nodes(extra: &[&str]) -> (TestNode, TestNode, String) {
         "2000",
     ];
     args.extend_from_slice(extra);
-    let n = TestNode::start(bin, "n", &args).await;
+    let env: &[(&str, &str)] = if default_malloc() {
+        &[]
+    } else {
+        &[("MALLOC_MMAP_THRESHOLD_", "131072")]
+    };
+    let n = TestNode::start_with_env(bin, "n", &args, env).await;
     let at = n.listening[0].clone();
     let mut p = TestNode::start(bin, "p", &["--connect", &at]).await;
     assert!(p.ask("wait upper-n").await.starts_with("found"));
@@ -150,8 +176,8 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sent = flooding.await.unwrap();
-    // The node closes the flooding link (the peer never read): the socket
-    // reaches its end.
+    // The node closes the flooding link (the peer never read, or it ended
+    // its writes): the socket reaches its end.
     let closed = tokio::time::timeout(Duration::from_secs(20), async {
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -167,7 +193,7 @@ where
     // Memory settles once the link's buffers are dropped.
     let settle = Instant::now() + Duration::from_secs(5);
     let mut after_kib = status_kib(pid, "VmRSS").unwrap();
-    while Instant::now() < settle && after_kib > base_kib + 4 * 1024 {
+    while Instant::now() < settle && after_kib > base_kib + AFTER_SLACK_KIB / 2 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         after_kib = status_kib(pid, "VmRSS").unwrap();
     }
@@ -203,4 +229,49 @@ async fn a_peer_that_never_reads_its_replies_is_held_to_the_budget() {
     };
     let m = measure(&n, &mut p, r, flood).await;
     m.check("calls flood");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_to_a_slow_server_are_held_back_not_queued() {
+    let (n, mut p, raw) = nodes(&[]).await;
+    let mut s = TcpStream::connect(&raw).await.unwrap();
+    let session = raw_handshake(&mut s, flood_config()).await;
+    let (r, mut w) = s.into_split();
+    let flood = async move {
+        let mut session = session;
+        // 100 000 casts of 2 KiB to a server that handles 10 000 a second,
+        // for 4 s at most; then the peer ends its side of the link.
+        let payload = msgpack_str(2048);
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut sent = 0;
+        while sent < 100_000 && Instant::now() < until {
+            session.cast("slow-n", payload.clone()).unwrap();
+            if !flush(&mut session, &mut w).await {
+                break;
+            }
+            sent += 1;
+        }
+        let _ = w.shutdown().await;
+        sent
+    };
+    let m = measure(&n, &mut p, r, flood).await;
+    m.check("casts flood");
+    // Nothing the node read was lost: the server handles every cast.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = p.ask("call slow-n count").await;
+        let handled: usize = got
+            .strip_prefix("reply ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected answer {got:?}"));
+        if handled >= m.sent {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {handled} of {} casts handled",
+            m.sent
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -128,7 +128,11 @@ mod tests {
         assert_eq!(count.count(), 0);
         assert!(held.over(&waker));
         drop(b2);
-        assert_eq!(count.count(), 1, "back under the limit: the driver is woken");
+        assert_eq!(
+            count.count(),
+            1,
+            "back under the limit: the driver is woken"
+        );
         assert!(!held.over(&waker));
         drop(a);
         assert_eq!(held.bytes(), 0);
