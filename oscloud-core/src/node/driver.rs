@@ -397,6 +397,8 @@ impl Driver {
                             && drained
                             && !link.as_ref().is_some_and(|l| l.outgoing.has_pending())
                         {
+                            // Everything was written: nothing is stalled.
+                            self.stalled_since = None;
                             continue;
                         }
                         // It may have more: poll it again next time.
