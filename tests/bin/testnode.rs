@@ -6,7 +6,8 @@
 //! - `upper-<name>`: a call with a string answers it upper-cased, tagged
 //!   `from <name>`;
 //! - `sink-<name>`: pipe port `in` counts bytes and an FNV-1a checksum; a
-//!   call answers `(bytes, checksum)`;
+//!   call answers `(bytes, checksum)`; pipe port `source` writes 64 KiB
+//!   frames for as long as the pipe takes them;
 //! - `slow-<name>`: handles casts of a string slowly (10 000 a second at
 //!   most); a call answers how many casts it handled (as a string);
 //! - `relay-<name>`: pipe port `in` forwards every frame to the server and
@@ -148,6 +149,19 @@ impl Server for Sink {
         port: String,
         end: PipeEnd,
     ) -> Result<PipeOutcome, ServerError> {
+        if port == "source" {
+            // Writes 64 KiB frames (each its own memory) for as long as
+            // the pipe takes them.
+            let (_, writer) = end.split();
+            ctx.spawn(async move {
+                while writer
+                    .send(bytes::Bytes::from(vec![0x5a; 64 * 1024]))
+                    .await
+                    .is_ok()
+                {}
+            });
+            return Ok(PipeOutcome::Accepted);
+        }
         if port != "in" {
             return Ok(PipeOutcome::NoSuchPort);
         }

@@ -275,3 +275,35 @@ async fn casts_to_a_slow_server_are_held_back_not_queued() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipes_whose_reader_never_grants_credit_are_held_to_the_budget() {
+    // A longer idle timeout: the node gives up on the peer later, so the
+    // servers' writes have time to pile up if nothing holds them back.
+    let (n, mut p, raw) = nodes(&["--idle-ms", "6000"]).await;
+    let mut s = TcpStream::connect(&raw).await.unwrap();
+    // A window as large as the protocol allows: the node may send that
+    // much on each pipe before the peer grants more, and it never does.
+    let mut config = flood_config();
+    config.pipe_window = u32::MAX;
+    config.keepalive = Duration::from_millis(100);
+    let session = raw_handshake(&mut s, config).await;
+    let (r, mut w) = s.into_split();
+    let flood = async move {
+        let mut session = session;
+        // Eight pipes to a server that writes into them without end.
+        for _ in 0..8 {
+            session.open_pipe("sink-n", "source").unwrap();
+        }
+        // Keep the session alive (it pings) until the node gives up on
+        // it; never read.
+        let until = Instant::now() + Duration::from_secs(30);
+        while flush(&mut session, &mut w).await && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            session.handle_timeout(Instant::now());
+        }
+        8
+    };
+    let m = measure(&n, &mut p, r, flood).await;
+    m.check("pipes flood");
+}

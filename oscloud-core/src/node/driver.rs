@@ -521,7 +521,11 @@ impl Driver {
             wakeups::WRITE => link.as_ref().is_some_and(|l| l.outgoing.has_pending()),
             wakeups::COMMANDS => self.blocked.is_empty(),
             wakeups::SERVING => !self.serving.is_empty(),
-            wakeups::OUTBOUND => !self.outbound.is_empty(),
+            // Local pipe writers wait while the peer's windows, which it
+            // chooses, let more pipe data queue for it than the budget.
+            wakeups::OUTBOUND => {
+                !self.outbound.is_empty() && self.session.queued_pipe_bytes() <= self.limits.budget
+            }
             wakeups::WATCH => self.watch.is_some(),
             wakeups::TIMER => armed,
             _ => true,

@@ -48,6 +48,8 @@ pub(super) struct SendQueue {
     opens_taken: u64,
     /// Bytes of the replies in `messages` (see [`reply_bytes`]).
     reply_bytes: usize,
+    /// Bytes of pipe data queued, wherever it waits.
+    pipe_bytes: usize,
     /// One queue for everything, in the order queued (test only: the
     /// behaviour before the two queues, to compare against).
     #[cfg(any(test, feature = "test-knobs"))]
@@ -85,9 +87,15 @@ impl SendQueue {
         self.reply_bytes
     }
 
+    /// Bytes of pipe data queued (payloads only).
+    pub(super) fn queued_pipe_bytes(&self) -> usize {
+        self.pipe_bytes
+    }
+
     /// Queue pipe data, a PipeEnd or a PipeClose: after everything queued
     /// so far for that pipe.
     pub(super) fn push_pipe(&mut self, msg: Msg) {
+        self.pipe_bytes += pipe_bytes(&msg);
         #[cfg(any(test, feature = "test-knobs"))]
         if self.fifo {
             self.messages.push_back((msg, false));
@@ -108,6 +116,7 @@ impl SendQueue {
         self.data.clear();
         self.run = 0;
         self.reply_bytes = 0;
+        self.pipe_bytes = 0;
     }
 
     /// Whether the first pipe-data entry may go now: not before the
@@ -127,11 +136,13 @@ impl SendQueue {
             // With no message left, a PipeOpen cannot still be queued:
             // nothing can hold the data back any more.
             let msg = self.data.pop_front()?;
+            self.pipe_bytes -= pipe_bytes(&msg);
             self.run = 0;
             return Some((msg, false));
         }
         let (msg, counted) = self.messages.pop_front()?;
         self.reply_bytes -= reply_bytes(&msg);
+        self.pipe_bytes -= pipe_bytes(&msg);
         self.run = if self.data.is_empty() {
             0
         } else {
@@ -153,6 +164,16 @@ fn reply_bytes(msg: &Msg) -> usize {
     match msg {
         Msg::ReplyOk { payload, .. } => REPLY_HEAD + payload.len(),
         Msg::ReplyErr { error, .. } => REPLY_HEAD + error.message.len(),
+        _ => 0,
+    }
+}
+
+/// What a queued message counts in [`SendQueue::queued_pipe_bytes`]: its
+/// data if it is pipe data (which the test knob `fifo` queues with the
+/// messages).
+fn pipe_bytes(msg: &Msg) -> usize {
+    match msg {
+        Msg::PipeData { data, .. } => data.len(),
         _ => 0,
     }
 }
@@ -271,6 +292,10 @@ mod tests {
         assert_eq!(q.queued_reply_bytes(), REPLY_HEAD + 1000);
         assert!(q.pop().is_some());
         assert_eq!(q.queued_reply_bytes(), 0);
+        q.push_pipe(data(1, 7));
+        assert_eq!(q.queued_pipe_bytes(), 1);
+        assert!(q.pop().is_some());
+        assert_eq!(q.queued_pipe_bytes(), 0);
     }
 
     #[test]

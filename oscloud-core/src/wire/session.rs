@@ -1127,6 +1127,14 @@ impl Session {
         self.queue.queued_reply_bytes()
     }
 
+    /// Bytes of pipe data queued for the peer and not yet taken by
+    /// [`poll_transmit`](Self::poll_transmit). Pipe credit bounds it per
+    /// pipe by the peer's window, which the peer chooses; a driver stops
+    /// taking frames from local writers while this is too high.
+    pub fn queued_pipe_bytes(&self) -> usize {
+        self.queue.queued_pipe_bytes()
+    }
+
     /// Close the session because the peer is no longer admitted (its key
     /// left the allow-list): like [`close`](Self::close), with
     /// [`CloseCode::Unauthorized`] so both sides report a refused link.
