@@ -61,6 +61,15 @@ fn flood_config() -> Config {
     c
 }
 
+/// A raw peer linked to the node at `raw` with a session configured by
+/// `config`: the session and the two halves of its socket.
+async fn raw_peer(raw: &str, config: Config) -> (Session, OwnedReadHalf, OwnedWriteHalf) {
+    let mut s = TcpStream::connect(raw).await.unwrap();
+    let session = raw_handshake(&mut s, config).await;
+    let (r, w) = s.into_split();
+    (session, r, w)
+}
+
 /// Write everything `session` has to `w`; false once the node stops
 /// taking bytes (the link closed).
 async fn flush(session: &mut Session, w: &mut OwnedWriteHalf) -> bool {
@@ -210,11 +219,8 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_its_replies_is_held_to_the_budget() {
     let (n, mut p, raw) = nodes(&[]).await;
-    let mut s = TcpStream::connect(&raw).await.unwrap();
-    let session = raw_handshake(&mut s, flood_config()).await;
-    let (r, mut w) = s.into_split();
+    let (mut session, r, mut w) = raw_peer(&raw, flood_config()).await;
     let flood = async move {
-        let mut session = session;
         // 2 000 calls of 512 KiB to the echoing server; replies never read.
         let payload = msgpack_str(512 * 1024);
         let mut sent = 0;
@@ -234,11 +240,8 @@ async fn a_peer_that_never_reads_its_replies_is_held_to_the_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn casts_to_a_slow_server_are_held_back_not_queued() {
     let (n, mut p, raw) = nodes(&[]).await;
-    let mut s = TcpStream::connect(&raw).await.unwrap();
-    let session = raw_handshake(&mut s, flood_config()).await;
-    let (r, mut w) = s.into_split();
+    let (mut session, r, mut w) = raw_peer(&raw, flood_config()).await;
     let flood = async move {
-        let mut session = session;
         // 100 000 casts of 2 KiB to a server that handles 10 000 a second,
         // for 4 s at most; then the peer ends its side of the link.
         let payload = msgpack_str(2048);
@@ -281,16 +284,13 @@ async fn pipes_whose_reader_never_grants_credit_are_held_to_the_budget() {
     // A longer idle timeout: the node gives up on the peer later, so the
     // servers' writes have time to pile up if nothing holds them back.
     let (n, mut p, raw) = nodes(&["--idle-ms", "6000"]).await;
-    let mut s = TcpStream::connect(&raw).await.unwrap();
     // A window as large as the protocol allows: the node may send that
     // much on each pipe before the peer grants more, and it never does.
     let mut config = flood_config();
     config.pipe_window = u32::MAX;
     config.keepalive = Duration::from_millis(100);
-    let session = raw_handshake(&mut s, config).await;
-    let (r, mut w) = s.into_split();
+    let (mut session, r, mut w) = raw_peer(&raw, config).await;
     let flood = async move {
-        let mut session = session;
         // Eight pipes to a server that writes into them without end.
         for _ in 0..8 {
             session.open_pipe("sink-n", "source").unwrap();
