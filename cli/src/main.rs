@@ -72,7 +72,7 @@ enum Cmd {
     /// List the servers of a running node: name, node, status, restarts,
     /// capabilities.
     Ls {
-        /// The node's address (unix:///..., tcp://host:port).
+        /// The node's address (unix:///..., tcp://host:port, ws://host:port/path).
         addr: String,
     },
     /// Call a server: the request is JSON (sent as MessagePack), the

@@ -20,7 +20,7 @@ use toml::Spanned;
 use crate::kinds::{self, Kind};
 
 /// Address schemes the `oscloud` command can link over.
-pub const SCHEMES: &[&str] = &["tcp", "unix", "serial", "mem"];
+pub const SCHEMES: &[&str] = &["tcp", "ws", "wss", "unix", "serial", "mem"];
 
 /// The parameter of a `serial://` address that names the node at the
 /// other end of the cable (`serial:///dev/ttyUSB0?baud=115200&peer=edge`).
@@ -50,17 +50,23 @@ fn without_param(a: &Address, key: &str) -> Address {
 }
 
 /// Whether dialling `connect` reaches a node listening on `listen`: the
-/// same address, or (TCP) the same port when the listener binds every
-/// interface (`0.0.0.0`, `[::]`).
+/// same address, or (TCP, WebSocket) the same scheme, port and path when
+/// the listener binds every interface (`0.0.0.0`, `[::]`); for WebSocket
+/// also the same host with other parameters (a `wss://` listener's
+/// `cert`/`key`, its dialler's `ca`).
 pub fn reaches(connect: &Address, listen: &Address) -> bool {
     if connect == listen || connect.to_string() == listen.to_string() {
         return true;
     }
-    connect.scheme() == "tcp"
-        && listen.scheme() == "tcp"
-        && matches!(listen.host(), "0.0.0.0" | "::" | "[::]")
+    let path = |a: &Address| a.path().trim_end_matches('/').to_owned();
+    let host_matches = matches!(listen.host(), "0.0.0.0" | "::" | "[::]")
+        || (listen.scheme() != "tcp" && connect.host() == listen.host());
+    matches!(listen.scheme(), "tcp" | "ws" | "wss")
+        && connect.scheme() == listen.scheme()
+        && host_matches
         && connect.port().is_some()
         && connect.port() == listen.port()
+        && path(connect) == path(listen)
 }
 
 /// Names that topology servers cannot take: the runtime's own servers.
@@ -945,6 +951,58 @@ impl Check<'_> {
         Problems {
             file,
             problems: self.problems.into_iter().map(|(_, p)| p).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn a(s: &str) -> Address {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn reaches_matches_wildcard_listeners_and_websocket_parameters() {
+        for (connect, listen, yes) in [
+            ("tcp://127.0.0.1:7000", "tcp://0.0.0.0:7000", true),
+            ("tcp://127.0.0.1:7000", "tcp://127.0.0.2:7000", false),
+            (
+                "ws://10.0.0.1:7780/oscloud",
+                "ws://0.0.0.0:7780/oscloud",
+                true,
+            ),
+            (
+                "ws://10.0.0.1:7780/oscloud",
+                "ws://0.0.0.0:7780/other",
+                false,
+            ),
+            ("ws://10.0.0.1:7780", "ws://0.0.0.0:7780/", true),
+            (
+                "ws://10.0.0.1:7780/oscloud",
+                "wss://0.0.0.0:7780/oscloud",
+                false,
+            ),
+            ("ws://10.0.0.1:7780/oscloud", "tcp://0.0.0.0:7780", false),
+            (
+                "wss://node.example:7443/o?ca=/ca.pem",
+                "wss://node.example:7443/o?cert=/c.pem&key=/k.pem",
+                true,
+            ),
+            (
+                "wss://other.example:7443/o",
+                "wss://node.example:7443/o",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                reaches(&a(connect), &a(listen)),
+                yes,
+                "{connect} → {listen}"
+            );
         }
     }
 }

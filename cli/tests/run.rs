@@ -1,6 +1,6 @@
 //! `oscloud run` with the example topologies: in one process, as one OS
 //! process per node (checked through /proc), and one node per process over
-//! TCP; the same output every time; signals stop everything.
+//! TCP (and WebSocket); the same output every time; signals stop everything.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -143,6 +143,33 @@ fn processes_are_real_os_processes_and_sigint_stops_them_all() {
 #[test]
 fn one_node_per_process_over_tcp() {
     let dir = workdir();
+    run_nodes_until_every_alert(
+        dir.path(),
+        "sensor-alert.toml",
+        &["ops", "hub", "edge"],
+        LIMIT,
+    );
+}
+
+/// The same run with ops linked to hub over WebSocket: hub serves ws next
+/// to tcp (other ports than the TCP test's, which may run alongside).
+#[test]
+fn one_node_per_process_with_a_websocket_link() {
+    let dir = workdir();
+    let file = dir.path().join("sensor-alert.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text
+        .replace(
+            "[nodes.hub]\nlisten = [\"tcp://127.0.0.1:47402\"]",
+            "[nodes.hub]\nlisten = [\"tcp://127.0.0.1:47412\", \"ws://127.0.0.1:47413/oscloud\"]",
+        )
+        .replace(
+            "[nodes.ops]\nconnect = [\"tcp://127.0.0.1:47402\"]",
+            "[nodes.ops]\nconnect = [\"ws://127.0.0.1:47413/oscloud\"]",
+        )
+        .replace("47401", "47411");
+    assert_eq!(edited.matches("ws://").count(), 2, "the example changed");
+    std::fs::write(&file, edited).unwrap();
     run_nodes_until_every_alert(
         dir.path(),
         "sensor-alert.toml",

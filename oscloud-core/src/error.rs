@@ -66,6 +66,17 @@ pub enum Error {
         /// Why it stopped, as far as is known.
         reason: String,
     },
+    /// The server's mailbox is full: it has `limit` messages waiting, and
+    /// this one was not queued. Retry later, or slow down.
+    #[error(
+        "server {name:?} is busy: {limit} messages wait in its mailbox; this one was not queued"
+    )]
+    ServerBusy {
+        /// The server's name.
+        name: String,
+        /// The mailbox's bound.
+        limit: usize,
+    },
     /// The call was not answered in time. The server may still process it.
     #[error("call to {name:?} timed out after {after:?}")]
     Timeout {
@@ -148,12 +159,13 @@ pub enum Error {
         limit: usize,
     },
 
-    /// The node serving `name` took the call but did not serve it: it
-    /// already serves as many calls from this link as it takes at once,
-    /// or holds as many bytes of them as its link budget allows. Nothing
-    /// was done; retry later, or slow down.
-    #[error("server {name} is busy: {reason}; the call was not served")]
-    ServerBusy {
+    /// The node of server `name` took the call but did not serve it (remote
+    /// error kind Busy): it already serves as many calls from this link as
+    /// it takes at once, or holds as many bytes of them as its link budget
+    /// allows, or the server's mailbox is full there. Nothing was done;
+    /// retry later, or slow down.
+    #[error("the node of server {name:?} is busy: {reason}; the call was not served")]
+    NodeBusy {
         /// The server called.
         name: String,
         /// What the serving node said.

@@ -46,13 +46,14 @@ use oscloud_actors::{
 };
 use oscloud_core::address::Address;
 use oscloud_core::transport::Transports;
-use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, RegistryEvent};
+use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, PortDirection, RegistryEvent};
 use oscloud_tests::{Fnv, pseudo_random_frames};
 use oscloud_transport_ble::{BleCentralTransport, BlePeripheralTransport};
 use oscloud_transport_can::CanTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_usb::{UsbGadgetTransport, UsbHostTransport};
+use oscloud_transport_ws::WsTransport;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -140,6 +141,10 @@ impl Server for Sink {
     ) -> Result<(u64, u64), ServerError> {
         let f = state.0.lock().map_err(|_| "sink state poisoned")?;
         Ok((f.bytes, f.hash))
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![("in".to_owned(), PortDirection::In)]
     }
 
     async fn handle_pipe(
@@ -413,6 +418,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
+        .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(CanTransport))
         .with(Arc::new(UsbHostTransport))

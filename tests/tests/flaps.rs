@@ -1,5 +1,5 @@
 //! Link flaps, failover and partitions with resumable sessions: two nodes
-//! on real Unix and TCP sockets, joined through `oscloud-faults` relays
+//! on real Unix and TCP sockets (and WebSocket links over TCP), joined through `oscloud-faults` relays
 //! that cut the link on command, and failover between links of different
 //! kinds (a serial line over real pseudo-terminals, joined by the
 //! `oscloud-serial-relay` process, and TCP). Every call, cast and pipe byte
@@ -28,6 +28,7 @@ use oscloud_tests::{Fnv, pseudo_random_frames};
 use oscloud_transport_serial::SerialTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
+use oscloud_transport_ws::WsTransport;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// What the server saw.
@@ -86,6 +87,7 @@ fn transports() -> Transports {
     let mut t = Transports::new();
     t.add(Arc::new(TcpTransport));
     t.add(Arc::new(UnixTransport));
+    t.add(Arc::new(WsTransport::ws()));
     t
 }
 
@@ -283,8 +285,58 @@ fn unix_addr(dir: &tempfile::TempDir, name: &str) -> Address {
         .unwrap()
 }
 
+/// The links the flap tests cut.
+#[derive(Debug, Clone, Copy)]
+enum Net {
+    /// A Unix socket.
+    Unix,
+    /// A WebSocket link (over TCP).
+    Ws,
+}
+
+/// `b` listens on `net` with a relay in front (seeded with `seed`):
+/// the relay, and the address that reaches `b` through it.
+async fn behind_relay(b: &Node, net: Net, dir: &tempfile::TempDir, seed: u64) -> (Relay, Address) {
+    match net {
+        Net::Unix => {
+            let at = b.listen(&unix_addr(dir, "b.sock")).await.unwrap();
+            let relay = Relay::start(&unix_addr(dir, "relay.sock"), &at, Faults::seeded(seed))
+                .await
+                .unwrap();
+            let through = relay.address().clone();
+            (relay, through)
+        }
+        Net::Ws => {
+            let at = b
+                .listen(&"ws://127.0.0.1:0/oscloud".parse().unwrap())
+                .await
+                .unwrap();
+            let tcp = format!("tcp://127.0.0.1:{}", at.port().unwrap());
+            let relay = Relay::start(
+                &"tcp://127.0.0.1:0".parse().unwrap(),
+                &tcp.parse().unwrap(),
+                Faults::seeded(seed),
+            )
+            .await
+            .unwrap();
+            let port = relay.address().port().unwrap();
+            let through = format!("ws://127.0.0.1:{port}/oscloud").parse().unwrap();
+            (relay, through)
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_link_flaps_lose_and_duplicate_nothing() {
+    thousand_flaps(Net::Unix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_websocket_link_flaps_lose_and_duplicate_nothing() {
+    thousand_flaps(Net::Ws).await;
+}
+
+async fn thousand_flaps(net: Net) {
     if std::env::var("FLAPS_LOG").is_ok() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(std::env::var("FLAPS_LOG").unwrap())
@@ -301,12 +353,9 @@ async fn a_thousand_link_flaps_lose_and_duplicate_nothing() {
         transports(),
         config(Duration::from_secs(10)),
     ));
-    let at = b.node.listen(&unix_addr(&dir, "b.sock")).await.unwrap();
-    let relay = Relay::start(&unix_addr(&dir, "relay.sock"), &at, Faults::seeded(10))
-        .await
-        .unwrap();
+    let (relay, through) = behind_relay(&b.node, net, &dir, 10).await;
     let a = Node::with_config(Kernel::new(), transports(), config(Duration::from_secs(10)));
-    a.connect(relay.address()).await.unwrap();
+    a.connect(&through).await.unwrap();
     let echo = lookup(&a, "echo").await;
     let load = load(&a, &echo);
     let t = Instant::now();
@@ -316,7 +365,7 @@ async fn a_thousand_link_flaps_lose_and_duplicate_nothing() {
     let la = link(&a);
     let s = la.stats;
     println!(
-        "{flaps} link flaps in {flapping:?}: {calls} calls, {casts} casts and a pipe of {bytes} bytes, \
+        "{net:?}: {flaps} link flaps in {flapping:?}: {calls} calls, {casts} casts and a pipe of {bytes} bytes, \
          each exactly once; {} resumptions, {} packets sent again, {} duplicates dropped (side a), \
          relay connections {}",
         s.resumes,
@@ -475,6 +524,15 @@ async fn a_partition_shorter_than_the_grace_heals_and_a_longer_one_fails_calls_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_sessions_resume_with_a_new_handshake() {
+    encrypted_flaps(Net::Unix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_sessions_resume_with_a_new_handshake_over_websocket() {
+    encrypted_flaps(Net::Ws).await;
+}
+
+async fn encrypted_flaps(net: Net) {
     const FLAPS: u64 = 50;
     let dir = tempfile::tempdir().unwrap();
     let (ka, kb) = (NodeKey::generate(), NodeKey::generate());
@@ -488,18 +546,15 @@ async fn encrypted_sessions_resume_with_a_new_handshake() {
         .unwrap()
     };
     let b = server(secure(&kb, &ka));
-    let at = b.node.listen(&unix_addr(&dir, "b.sock")).await.unwrap();
-    let relay = Relay::start(&unix_addr(&dir, "relay.sock"), &at, Faults::seeded(4))
-        .await
-        .unwrap();
+    let (relay, through) = behind_relay(&b.node, net, &dir, 4).await;
     let a = secure(&ka, &kb);
-    a.connect(relay.address()).await.unwrap();
+    a.connect(&through).await.unwrap();
     let echo = lookup(&a, "echo").await;
     let load = load(&a, &echo);
     flap(&a, &relay, FLAPS).await;
     let (calls, casts, bytes) = finish(load, &b).await;
     println!(
-        "{FLAPS} flaps of an encrypted link: {calls} calls, {casts} casts, {bytes} pipe bytes, each exactly once"
+        "{net:?}: {FLAPS} flaps of an encrypted link: {calls} calls, {casts} casts, {bytes} pipe bytes, each exactly once"
     );
 }
 

@@ -43,6 +43,9 @@ fn default_malloc() -> bool {
     std::env::var("OSCLOUD_FLOOD_MALLOC").is_ok_and(|v| v == "default")
 }
 
+/// A Ping packet, framed for a reliable stream.
+const PING: &[u8] = &[0, 0, 0, 2, 0x91, 0x05];
+
 /// A MessagePack string of `n` bytes: a request `upper-<node>` decodes.
 fn msgpack_str(n: usize) -> Bytes {
     let mut v = vec![0xdb];
@@ -288,19 +291,18 @@ async fn pipes_whose_reader_never_grants_credit_are_held_to_the_budget() {
     // much on each pipe before the peer grants more, and it never does.
     let mut config = flood_config();
     config.pipe_window = u32::MAX;
-    config.keepalive = Duration::from_millis(100);
     let (mut session, r, mut w) = raw_peer(&raw, config).await;
     let flood = async move {
         // Eight pipes to a server that writes into them without end.
         for _ in 0..8 {
             session.open_pipe("sink-n", "source").unwrap();
         }
-        // Keep the session alive (it pings) until the node gives up on
-        // it; never read.
+        flush(&mut session, &mut w).await;
+        // Ping (`docs/PROTOCOL.md` §3.5) so that the node hears from the
+        // peer, until the node gives up on it and writes fail; never read.
         let until = Instant::now() + Duration::from_secs(30);
-        while flush(&mut session, &mut w).await && Instant::now() < until {
+        while w.write_all(PING).await.is_ok() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            session.handle_timeout(Instant::now());
         }
         8
     };

@@ -1,8 +1,10 @@
-//! Real processes linked by real TCP and Unix sockets.
+//! Real processes linked by real TCP (or WebSocket) and Unix sockets.
 //!
 //! A, B and C are three `oscloud-testnode` processes. B listens on TCP and
 //! on a Unix socket; C listens on TCP and dials B over the Unix socket; A
 //! dials B and C over TCP. Liveness: keepalive 100 ms, idle timeout 600 ms.
+//! Each test runs once over TCP and once with WebSocket links in its place
+//! (`ws://`, as a browser's link is).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -29,27 +31,34 @@ async fn start(name: &str, extra: &[&str]) -> TestNode {
     TestNode::start(Path::new(BIN), name, &args(extra)).await
 }
 
+/// Where a node listens on the network, for each link kind the tests run
+/// over.
+const TCP: &str = "tcp://127.0.0.1:0";
+const WS: &str = "ws://127.0.0.1:0/oscloud";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_calls_pipes_kill_and_heal() {
+    three_processes(TCP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_calls_pipes_kill_and_heal_over_websocket() {
+    three_processes(WS).await;
+}
+
+async fn three_processes(net: &str) {
     let dir = tempfile::tempdir().unwrap();
     let b_sock = format!("unix://{}/b.sock", dir.path().display());
     let relay = ["--relay-to", "sink-c:in"];
 
     let mut b = start(
         "b",
-        &[
-            &["--listen", "tcp://127.0.0.1:0", "--listen", &b_sock],
-            &relay[..],
-        ]
-        .concat(),
+        &[&["--listen", net, "--listen", &b_sock], &relay[..]].concat(),
     )
     .await;
     let b_tcp = b.listening[0].clone();
-    let mut c = start(
-        "c",
-        &["--listen", "tcp://127.0.0.1:0", "--connect", &b_sock],
-    )
-    .await;
+    assert!(b_tcp.starts_with(&net[..net.find(':').unwrap()]), "{b_tcp}");
+    let mut c = start("c", &["--listen", net, "--connect", &b_sock]).await;
     let c_tcp = c.listening[0].clone();
     let mut a = start("a", &["--connect", &b_tcp, "--connect", &c_tcp]).await;
 
@@ -67,7 +76,7 @@ async fn three_processes_calls_pipes_kill_and_heal() {
     assert!(a.ask("wait relay-b").await.starts_with("found"));
     assert!(b.ask("wait sink-c").await.starts_with("found"));
     let took = pipe_into_sink(&mut a, "relay-b", &mut c, "sink-c", N).await;
-    println!("4 MiB A → B (relay) → C intact in {took:?}");
+    println!("{net}: 4 MiB A → B (relay) → C intact in {took:?}");
 
     // kill -9 of B: A and C get the down notice, with the link as reason.
     assert_eq!(a.ask("watch upper-b").await, "watching upper-b");
@@ -80,7 +89,9 @@ async fn three_processes_calls_pipes_kill_and_heal() {
     let at_c = killed.elapsed();
     assert!(gone_a.contains("link down"), "{gone_a}");
     assert!(gone_c.contains("link down"), "{gone_c}");
-    println!("down notice after kill -9: A {at_a:?}, C {at_c:?} (liveness timeout {IDLE:?})");
+    println!(
+        "{net}: down notice after kill -9: A {at_a:?}, C {at_c:?} (liveness timeout {IDLE:?})"
+    );
     assert!(at_a < 3 * IDLE && at_c < 3 * IDLE, "down notices too slow");
 
     // B comes back at the same addresses: A and C dial it again by
@@ -106,7 +117,16 @@ async fn three_processes_calls_pipes_kill_and_heal() {
 /// declared down by the liveness timeout, and comes back when it resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_peer_is_found_out_by_the_liveness_timeout() {
-    let mut b = start("b", &["--listen", "tcp://127.0.0.1:0"]).await;
+    frozen_peer(TCP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_peer_is_found_out_by_the_liveness_timeout_over_websocket() {
+    frozen_peer(WS).await;
+}
+
+async fn frozen_peer(net: &str) {
+    let mut b = start("b", &["--listen", net]).await;
     let b_tcp = b.listening[0].clone();
     let mut a = start("a", &["--connect", &b_tcp]).await;
     assert!(a.ask("wait upper-b").await.starts_with("found"));
@@ -117,7 +137,7 @@ async fn frozen_peer_is_found_out_by_the_liveness_timeout() {
     let after = frozen.elapsed();
     b.signal("CONT");
     assert!(gone.contains("link down"), "{gone}");
-    println!("frozen peer declared down after {after:?} (idle timeout {IDLE:?})");
+    println!("{net}: frozen peer declared down after {after:?} (idle timeout {IDLE:?})");
     assert!(
         after >= IDLE / 2,
         "declared down before the timeout: {after:?}"

@@ -168,7 +168,7 @@ pub(crate) fn from_remote(server: &str, err: RemoteError) -> Error {
             name: server.to_owned(),
             action: err.message,
         },
-        RemoteErrorKind::Busy => Error::ServerBusy {
+        RemoteErrorKind::Busy => Error::NodeBusy {
             name: server.to_owned(),
             reason: err.message,
         },
@@ -189,14 +189,14 @@ pub(crate) fn to_remote(err: &Error) -> RemoteError {
         Error::Decode(_) => RemoteErrorKind::Decode,
         Error::Timeout { .. } => RemoteErrorKind::Timeout,
         Error::PermissionDenied { .. } => RemoteErrorKind::Denied,
-        Error::ServerBusy { .. } => RemoteErrorKind::Busy,
+        Error::NodeBusy { .. } | Error::ServerBusy { .. } => RemoteErrorKind::Busy,
         _ => RemoteErrorKind::Failed,
     };
     let message = match err {
         Error::ServerStopped { reason, .. } => reason.clone(),
         Error::Decode(m) => m.clone(),
         Error::PermissionDenied { action, .. } => action.clone(),
-        Error::ServerBusy { reason, .. } => reason.clone(),
+        Error::NodeBusy { reason, .. } => reason.clone(),
         Error::Remote { message, .. } => message.clone(),
         other => other.to_string(),
     };
@@ -216,7 +216,7 @@ mod tests {
                 reason: "failed: boom".into(),
             },
             Error::Decode("bad".into()),
-            Error::ServerBusy {
+            Error::NodeBusy {
                 name: "x".into(),
                 reason: "256 calls from this link are being served".into(),
             },

@@ -262,7 +262,7 @@ async fn calls_beyond_max_serving_are_answered_busy_at_once() {
             continue;
         }
         match call.await.unwrap() {
-            Err(Error::ServerBusy { name, reason }) => {
+            Err(Error::NodeBusy { name, reason }) => {
                 assert_eq!(name, "echo");
                 assert!(reason.contains("2 calls"), "{reason}");
                 busy += 1;

@@ -50,23 +50,31 @@ pub struct TcpTransport;
 
 fn host_port(addr: &Address) -> Result<(String, u16), Error> {
     addr.check_params(&[])?;
+    if !addr.path().is_empty() && addr.path() != "/" {
+        return Err(Error::InvalidAddress {
+            input: addr.to_string(),
+            reason: "a TCP address has no path".into(),
+        });
+    }
+    host_and_port(addr)
+}
+
+/// The host and port of `addr` (any scheme whose authority is
+/// `host:port`), or an [`InvalidAddress`](Error::InvalidAddress) error
+/// saying which is missing. Parameters and path are left to the caller.
+pub fn host_and_port(addr: &Address) -> Result<(String, u16), Error> {
+    let scheme = addr.scheme();
     let port = addr.port().ok_or_else(|| Error::InvalidAddress {
         input: addr.to_string(),
         reason: match addr.port_text() {
             Some(t) => format!("bad port {t:?}: expected 0 to 65535"),
-            None => "a TCP address needs a port, e.g. tcp://127.0.0.1:7000".into(),
+            None => format!("a {scheme} address needs a port, e.g. {scheme}://127.0.0.1:7000"),
         },
     })?;
     if addr.host().is_empty() {
         return Err(Error::InvalidAddress {
             input: addr.to_string(),
-            reason: "a TCP address needs a host, e.g. tcp://127.0.0.1:7000".into(),
-        });
-    }
-    if !addr.path().is_empty() && addr.path() != "/" {
-        return Err(Error::InvalidAddress {
-            input: addr.to_string(),
-            reason: "a TCP address has no path".into(),
+            reason: format!("a {scheme} address needs a host, e.g. {scheme}://127.0.0.1:7000"),
         });
     }
     Ok((addr.host().to_owned(), port))
@@ -108,6 +116,36 @@ async fn resolve(
     Ok(found)
 }
 
+/// Open a TCP connection to the `host:port` of `addr` (any scheme carried
+/// over TCP), trying each address the host resolves to in turn. Errors
+/// are those of [`TcpTransport::connect`]; parameters and path are not
+/// looked at.
+pub async fn dial(addr: &Address) -> Result<TcpStream, Error> {
+    let (host, port) = host_and_port(addr)?;
+    let mut last = None;
+    for target in resolve(addr, &host, port).await? {
+        match TcpStream::connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(io_error(addr, &e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::ConnectionRefused {
+        address: addr.to_string(),
+    }))
+}
+
+/// Bind a TCP listener at the `host:port` of `addr` (port 0 lets the
+/// system choose); returns it with `addr` carrying the port bound.
+pub async fn bind(addr: &Address) -> Result<(TcpListener, Address), Error> {
+    let (host, port) = host_and_port(addr)?;
+    let target = resolve(addr, &host, port).await?;
+    let listener = TcpListener::bind(&target[..])
+        .await
+        .map_err(|e| io_error(addr, &e))?;
+    let bound = listener.local_addr().map_err(|e| io_error(addr, &e))?;
+    Ok((listener, addr.clone().with_port(bound.port())))
+}
+
 #[async_trait]
 impl Transport for TcpTransport {
     fn scheme(&self) -> &'static str {
@@ -115,30 +153,14 @@ impl Transport for TcpTransport {
     }
 
     async fn connect(&self, addr: &Address) -> Result<Link, Error> {
-        let (host, port) = host_port(addr)?;
-        let mut last = None;
-        for target in resolve(addr, &host, port).await? {
-            match TcpStream::connect(target).await {
-                Ok(stream) => return link(stream, addr),
-                Err(e) => last = Some(io_error(addr, &e)),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::ConnectionRefused {
-            address: addr.to_string(),
-        }))
+        host_port(addr)?;
+        link(dial(addr).await?, addr)
     }
 
     async fn listen(&self, addr: &Address) -> Result<Box<dyn Listener>, Error> {
-        let (host, port) = host_port(addr)?;
-        let target = resolve(addr, &host, port).await?;
-        let listener = TcpListener::bind(&target[..])
-            .await
-            .map_err(|e| io_error(addr, &e))?;
-        let bound = listener.local_addr().map_err(|e| io_error(addr, &e))?;
-        Ok(Box::new(TcpLinks {
-            listener,
-            address: addr.clone().with_port(bound.port()),
-        }))
+        host_port(addr)?;
+        let (listener, address) = bind(addr).await?;
+        Ok(Box::new(TcpLinks { listener, address }))
     }
 }
 
