@@ -33,7 +33,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
 /// The flooded node's link budget (the default).
 const BUDGET: u64 = 16 * 1024 * 1024;
 /// The most the flooded node's resident memory may grow, in budgets.
-const PEAK_BUDGETS: u64 = 4;
+const PEAK_BUDGETS: u64 = 5;
 /// How far above its memory before the flood the node may stay once the
 /// flooding link is closed, in KiB.
 const AFTER_SLACK_KIB: u64 = 4 * 1024;
