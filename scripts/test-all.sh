@@ -57,6 +57,8 @@ step "Python bindings"
 scripts/test-python.sh 2>&1 | tee -a "$others"
 step "TypeScript client (npm ci, typecheck, node:test, live against a node over ws)"
 scripts/test-ts.sh 2>&1 | tee "$ts_out"
+step "Web console in headless Chromium (the console's own checks)"
+scripts/test-console.sh 2>&1 | tee -a "$others"
 step "C bindings"
 scripts/test-c.sh 2>&1 | tee -a "$others"
 step "Encrypted links and access control"
@@ -81,7 +83,7 @@ step "done in $(( $(date +%s) - start )) s"
 cargo_pf=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }' "$results")
 py_pf=$(grep -E '^[0-9]+ passed|^[0-9]+ failed|[0-9]+ passed in ' "$others" | tail -1 |
   awk '{ for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p = $i; if ($(i+1) ~ /^failed/) f = $i } } END { printf "%d %d", p, f }')
-c_pf=$(awk '/^(C tests|CLI checks): [0-9]+ passed/ { p += $3 } END { printf "%d 0", p }' "$others")
+c_pf=$(awk '/^(C tests|CLI checks): [0-9]+ passed/ { p += $3 } /^console checks: [0-9]+ passed/ { p += $3 } END { printf "%d 0", p }' "$others")
 # node:test prints "# pass N" and "# fail N" per run (the suite, then the
 # live tests again with Node's own WebSocket).
 ts_pf=$(awk '/^# pass [0-9]+$/ { p += $3 } /^# fail [0-9]+$/ { f += $3 } END { printf "%d %d", p, f }' "$ts_out")
@@ -89,5 +91,5 @@ read -r cp cf <<<"$cargo_pf"
 read -r tp tf <<<"$ts_pf"
 read -r pp pf <<<"$py_pf"
 read -r xp xf <<<"$c_pf"
-echo "cargo tests: $cp passed, $cf failed; pytest: $pp passed, $pf failed; TypeScript: $tp passed, $tf failed; C and CLI checks: $xp passed"
+echo "cargo tests: $cp passed, $cf failed; pytest: $pp passed, $pf failed; TypeScript: $tp passed, $tf failed; C, CLI and console checks: $xp passed"
 echo "tests: $((cp + pp + tp + xp)) passed, $((cf + pf + tf + xf)) failed"

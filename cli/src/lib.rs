@@ -12,6 +12,7 @@
 //! oscloud call ADDR NAME '"json"'      # call a server, JSON in and out
 //! oscloud tap ADDR sensor.out          # watch a pipe live
 //! oscloud top ADDR                     # live view: links, servers, rates, pipes
+//! oscloud run topo.toml --console 127.0.0.1:7781   # and a live web console
 //! oscloud graph topo.toml              # Graphviz DOT (--svg with `dot`)
 //! oscloud kinds                        # the server kinds and their ports
 //! ```
@@ -22,7 +23,8 @@
 //! The library part is what the command is made of: [`topology`] parses
 //! and checks files, [`kinds`] is the table of server kinds, [`runtime`]
 //! runs nodes (and keeps pipes wired through server restarts), [`inspect`]
-//! talks to running ones, [`graph`] draws, [`yaml`] reads YAML files.
+//! talks to running ones, [`console`] serves the web console, [`graph`]
+//! draws, [`yaml`] reads YAML files.
 //!
 //! ```
 //! use std::path::Path;
@@ -55,6 +57,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod console;
 pub mod graph;
 pub mod inspect;
 pub mod kinds;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use oscloud_cli::runtime::{self, Local, NodeRun, Outcome, Plan};
 use oscloud_cli::topology::Topology;
-use oscloud_cli::{Error, graph, inspect, kinds};
+use oscloud_cli::{Error, console, graph, inspect, kinds};
 use oscloud_core::address::Address;
 use oscloud_core::transport::MemTransport;
 use tokio::sync::watch;
@@ -61,6 +61,36 @@ enum Cmd {
         /// `call`, `tap` and `top` (always on with --processes).
         #[arg(long, value_name = "DIR")]
         expose: Option<PathBuf>,
+        /// Serve the live web console at this address (e.g.
+        /// 127.0.0.1:7781; another than loopback needs TLS and a token):
+        /// topology with live link stats, registry, calls, taps and a
+        /// terminal on `pty` servers.
+        #[arg(long, value_name = "ADDR")]
+        console: Option<std::net::SocketAddr>,
+        /// The node the console joins (default: the first node, or the
+        /// --node one).
+        #[arg(long, value_name = "NAME", requires = "console")]
+        console_node: Option<String>,
+        /// Require this access token for the console (/?token=TOKEN);
+        /// also read from OSCLOUD_CONSOLE_TOKEN.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "OSCLOUD_CONSOLE_TOKEN",
+            hide_env_values = true
+        )]
+        console_token: Option<String>,
+        /// Serve the console over TLS (HTTPS, wss://) with this PEM
+        /// certificate chain (with --console-tls-key).
+        #[arg(long, value_name = "FILE", requires = "console_tls_key")]
+        console_tls_cert: Option<PathBuf>,
+        /// The PEM private key of --console-tls-cert.
+        #[arg(long, value_name = "FILE", requires = "console_tls_cert")]
+        console_tls_key: Option<PathBuf>,
+        /// Internal (--processes): also listen on this ws:// address, for
+        /// the console.
+        #[arg(long, hide = true, value_name = "ADDR")]
+        console_ws: Option<String>,
         /// Internal (--processes): replace addresses by sockets in DIR.
         #[arg(long, hide = true, value_name = "DIR")]
         socket_dir: Option<PathBuf>,
@@ -187,11 +217,44 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             expose,
             socket_dir,
             done_file,
+            console,
+            console_node,
+            console_token,
+            console_ws,
+            console_tls_cert,
+            console_tls_key,
         } => {
             let topo = Arc::new(Topology::load(&file)?);
+            let console = match console {
+                Some(at) => {
+                    let tls = match (&console_tls_cert, &console_tls_key) {
+                        (Some(c), Some(k)) => Some(oscloud_transport_ws::tls_acceptor(
+                            &c.to_string_lossy(),
+                            &k.to_string_lossy(),
+                        )?),
+                        _ => None,
+                    };
+                    let options = (console_node, console_token, tls);
+                    Some(start_console(&topo, at, node.as_deref(), options).await?)
+                }
+                None => None,
+            };
             if processes {
-                return run_processes(&file, &topo).await;
+                return run_processes(&file, &topo, console.as_ref()).await;
             }
+            let console_ws = match (&console, console_ws) {
+                (Some((node, ws)), _) => Some((node.clone(), ws.clone())),
+                (None, Some(ws)) => node.clone().map(|n| (n, ws)),
+                (None, None) => None,
+            };
+            let console_ws = match console_ws {
+                Some((n, ws)) => Some((
+                    n,
+                    ws.parse::<Address>()
+                        .map_err(|e| Error::Address(format!("{ws}: {e}")))?,
+                )),
+                None => None,
+            };
             let (stop_tx, stop) = watch::channel(false);
             tokio::spawn(async move {
                 if let Ok(sig) = runtime::stop_signal().await {
@@ -235,15 +298,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .into_iter()
                 .map(|name| NodeRun {
                     topo: topo.clone(),
-                    name,
                     plan: plan.clone(),
                     expose: expose.clone(),
                     mem: mem.clone(),
+                    console: console_ws
+                        .as_ref()
+                        .filter(|(n, _)| *n == name)
+                        .map(|(_, a)| a.clone()),
+                    name,
                 })
                 .collect();
             // A single node of a multi-node topology cannot know when the
             // others are done: it runs until stopped.
-            let standalone = node.is_some() && topo.nodes.len() > 1;
+            // With a console the run goes on until stopped, to be looked at.
+            let standalone = node.is_some() && topo.nodes.len() > 1 || console.is_some();
             let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), stop).await?;
             match outcome {
                 Outcome::Finished => tracing::info!("topology finished"),
@@ -342,6 +410,66 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
+/// Start the web console at `at` (loopback only): pick the console node
+/// and its WebSocket address, and serve the page in a task of this
+/// process. Returns the console node and the `ws://` address it must
+/// listen on.
+async fn start_console(
+    topo: &Topology,
+    at: std::net::SocketAddr,
+    run_node: Option<&str>,
+    (console_node, token, tls): (
+        Option<String>,
+        Option<String>,
+        Option<oscloud_transport_ws::TlsAcceptor>,
+    ),
+) -> Result<(String, String), Error> {
+    let token = token.filter(|t| !t.is_empty());
+    console::check_address(at, tls.is_some(), token.is_some())?;
+    let node = match (console_node, run_node) {
+        (Some(c), Some(r)) if c != r => {
+            return Err(Error::Usage(format!(
+                "--console-node {c}: this process runs node {r} only"
+            )));
+        }
+        (Some(c), _) => c,
+        (None, Some(r)) => r.to_owned(),
+        (None, None) => topo
+            .nodes
+            .first()
+            .map(|n| n.name.clone())
+            .ok_or_else(|| Error::Usage("the topology has no nodes".into()))?,
+    };
+    if topo.node(&node).is_none() {
+        return Err(Error::Usage(format!("the topology has no node {node:?}")));
+    }
+    let (backend, ws) = console::backend_address()?;
+    let console = console::Console {
+        node: node.clone(),
+        nodes: topo.nodes.iter().map(|n| n.name.clone()).collect(),
+        backend,
+        token,
+        tls,
+    };
+    let listener = console::bind(at, &console).await?;
+    let shown = listener.local_addr()?;
+    eprintln!(
+        "oscloud: console at {}://{shown}/{} (joins node {node})",
+        if console.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        if console.token.is_some() {
+            "?token=…"
+        } else {
+            ""
+        }
+    );
+    tokio::spawn(console::serve(listener, console));
+    Ok((node, ws))
+}
+
 /// The extra listen address of every node when exposing in `dir`.
 fn exposed(topo: &Topology, dir: Option<&Path>) -> Result<HashMap<String, Address>, Error> {
     let mut out = HashMap::new();
@@ -360,7 +488,11 @@ fn exposed(topo: &Topology, dir: Option<&Path>) -> Result<HashMap<String, Addres
 /// `run --processes`: this program once per node, linked by Unix sockets
 /// in a temporary directory; done when every node is done; Ctrl-C (or
 /// SIGTERM) stops them all.
-async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> {
+async fn run_processes(
+    file: &Path,
+    topo: &Topology,
+    console: Option<&(String, String)>,
+) -> Result<ExitCode, Error> {
     let dir = tempfile::Builder::new().prefix("oscloud-").tempdir()?;
     let exe = std::env::current_exe()?;
     let stdin_node = topo
@@ -376,8 +508,8 @@ async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> 
         } else {
             Stdio::null()
         };
-        let child = Command::new(&exe)
-            .arg("run")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("run")
             .arg(file)
             .arg("--node")
             .arg(&n.name)
@@ -385,8 +517,14 @@ async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> 
             .arg(dir.path())
             .arg("--done-file")
             .arg(&done)
-            .stdin(stdin)
-            .spawn();
+            .env_remove(console::TOKEN_ENV)
+            .stdin(stdin);
+        if let Some((node, ws)) = console
+            && *node == n.name
+        {
+            cmd.arg("--console-ws").arg(ws);
+        }
+        let child = cmd.spawn();
         match child {
             Ok(c) => {
                 eprintln!(
@@ -406,7 +544,8 @@ async fn run_processes(file: &Path, topo: &Topology) -> Result<ExitCode, Error> 
     let mut signal = Box::pin(runtime::stop_signal());
     let mut failed = None;
     loop {
-        if children.iter().all(|(_, _, d)| d.exists()) {
+        // With a console the run goes on until stopped, to be looked at.
+        if console.is_none() && children.iter().all(|(_, _, d)| d.exists()) {
             break;
         }
         let mut ended = false;

@@ -557,6 +557,9 @@ pub struct NodeRun {
     pub expose: HashMap<String, Address>,
     /// The in-process transport shared by the nodes of this process.
     pub mem: MemTransport,
+    /// A loopback WebSocket address this node also listens on, for the
+    /// web console (`run --console`): set on the console node only.
+    pub console: Option<Address>,
 }
 
 /// A node that is up.
@@ -678,6 +681,10 @@ impl NodeRun {
         // Links.
         if let Some(x) = self.expose.get(&self.name) {
             node.listen(x).await?;
+        }
+        if let Some(x) = &self.console {
+            let at = node.listen(x).await?;
+            info!(node = %self.name, "console link on {at}");
         }
         for a in &listen {
             let at = node.listen(a).await?;

@@ -4,8 +4,10 @@
 //! - **Port `in`.** Bytes typed into the terminal (the keyboard side).
 //!   When the pipe ends, Ctrl-D is typed (end of input for a shell or
 //!   `cat` reading the terminal at the start of a line).
-//! - **Port `out`.** What the program writes to the terminal (one opener;
-//!   output waits until it is opened). It ends when the program exits.
+//! - **Port `out`.** What the program writes to the terminal (output
+//!   waits until it is opened). A later opener takes the screen over: the
+//!   earlier one's pipe ends (a reloaded web console attaches again). It
+//!   ends when the program exits.
 //! - The program starts with the server, in a session of its own with the
 //!   terminal as its controlling terminal. When it exits the server stops
 //!   (normally if it exited with status 0, as a failure otherwise, so a
@@ -29,7 +31,7 @@ use oscloud_actors::{
 };
 use oscloud_core::{PipeEnd, PipeWriter, PortDirection};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::debug;
 
 use crate::Error;
@@ -99,7 +101,7 @@ pub struct PtyServer {
 #[derive(Debug)]
 pub struct PtyState {
     master: Arc<AsyncFd<OwnedFd>>,
-    out: Option<oneshot::Sender<PipeWriter>>,
+    out: mpsc::UnboundedSender<PipeWriter>,
     exited: watch::Receiver<Option<(bool, String)>>,
     pid: u32,
 }
@@ -133,13 +135,28 @@ fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
 
-/// Read what the program writes, into the `out` pipe once it is open.
-async fn pump_out(master: Arc<AsyncFd<OwnedFd>>, out: oneshot::Receiver<PipeWriter>) {
-    let Ok(writer) = out.await else { return };
+/// Read what the program writes, into the `out` pipe once it is open;
+/// a newer `out` pipe replaces the current one (which then ends), and a
+/// reader that goes away is waited for again.
+async fn pump_out(master: Arc<AsyncFd<OwnedFd>>, mut out: mpsc::UnboundedReceiver<PipeWriter>) {
+    let Some(mut writer) = out.recv().await else {
+        return;
+    };
     let mut buf = vec![0u8; crate::file::chunk_len(&writer, 16 * 1024)];
     loop {
-        let Ok(mut guard) = master.readable().await else {
-            break;
+        let mut guard = tokio::select! {
+            biased;
+            newer = out.recv() => match newer {
+                Some(w) => {
+                    writer = w;
+                    continue;
+                }
+                None => return,
+            },
+            ready = master.readable() => match ready {
+                Ok(guard) => guard,
+                Err(_) => break,
+            },
         };
         match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(Into::into)) {
             Ok(Ok(0)) | Ok(Err(_)) => break, // EIO once the program is gone
@@ -149,7 +166,11 @@ async fn pump_out(master: Arc<AsyncFd<OwnedFd>>, out: oneshot::Receiver<PipeWrit
                     .await
                     .is_err()
                 {
-                    break;
+                    // The reader went away: wait for the next one.
+                    match out.recv().await {
+                        Some(w) => writer = w,
+                        None => return,
+                    }
                 }
             }
             Err(_would_block) => continue,
@@ -200,7 +221,7 @@ impl Server for PtyServer {
             FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
         )?;
         let master = Arc::new(register(pty.master)?);
-        let (out_tx, out_rx) = oneshot::channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (pumped_tx, pumped) = oneshot::channel::<()>();
         let pump_master = master.clone();
         ctx.spawn(async move {
@@ -225,7 +246,7 @@ impl Server for PtyServer {
         });
         Ok(PtyState {
             master,
-            out: Some(out_tx),
+            out: out_tx,
             exited,
             pid,
         })
@@ -287,10 +308,8 @@ impl Server for PtyServer {
                 Ok(PipeOutcome::Accepted)
             }
             OUT_PORT => {
-                if let Some(tx) = state.out.take() {
-                    let (_reader, writer) = end.split();
-                    let _ = tx.send(writer);
-                }
+                let (_reader, writer) = end.split();
+                let _ = state.out.send(writer);
                 Ok(PipeOutcome::Accepted)
             }
             _ => Ok(PipeOutcome::NoSuchPort),

@@ -120,6 +120,42 @@ async fn pty_runs_the_program_under_a_terminal() {
     tree.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_opener_of_a_pty_screen_takes_it_over() {
+    let kernel = Kernel::new();
+    let tree = Supervisor::start(
+        &kernel,
+        SupervisorSpec::new("root").child(PtySpec::new("cat").child_spec("term")),
+    )
+    .await
+    .unwrap();
+    let term = ServerRef::new(&kernel, "term");
+    let (_, keys) = term.open_pipe("in").await.unwrap().split();
+    let read_until = |mut out: oscloud_core::PipeReader, want: &'static str| async move {
+        let mut screen = Vec::new();
+        tokio::time::timeout(T, async {
+            while !String::from_utf8_lossy(&screen).contains(want) {
+                screen.extend_from_slice(&out.recv().await.expect("screen open"));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {want:?} in {:?}", String::from_utf8_lossy(&screen)));
+        out
+    };
+    let (first, _) = term.open_pipe("out").await.unwrap().split();
+    keys.send(Bytes::from_static(b"one\n")).await.unwrap();
+    let mut first = read_until(first, "one").await;
+    // A second viewer: the first one's screen ends, the second gets what
+    // is typed from now on.
+    let (second, _) = term.open_pipe("out").await.unwrap().split();
+    tokio::time::timeout(T, async { while first.recv().await.is_some() {} })
+        .await
+        .expect("the first screen ends");
+    keys.send(Bytes::from_static(b"two\n")).await.unwrap();
+    read_until(second, "two").await;
+    tree.stop().await;
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()

@@ -82,6 +82,18 @@ use oscloud_core::address::Address;
 use oscloud_core::transport::{Link, Listener, Transport};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+/// The acceptor [`tls_acceptor`] makes (`tokio-rustls`).
+pub use tokio_rustls::TlsAcceptor;
+
+/// A TLS acceptor (rustls, ring) from PEM files, the certificate chain
+/// and its private key, made as a `wss://` listener makes its own: for
+/// servers next to a node that speak TLS with the same files (the
+/// `oscloud` web console). A bad or missing file is
+/// [`BadKeyFile`](oscloud_core::Error::BadKeyFile).
+pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, Error> {
+    tls::acceptor(cert, key)
+}
+
 /// The URI scheme of plaintext WebSocket links.
 pub const SCHEME_WS: &str = "ws";
 /// The URI scheme of WebSocket links over TLS.

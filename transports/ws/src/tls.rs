@@ -53,7 +53,11 @@ pub(crate) fn server(addr: &Address) -> Result<TlsAcceptor, Error> {
             )
         })
     };
-    let (cert_path, key_path) = (need(PARAM_CERT)?, need(PARAM_KEY)?);
+    acceptor(need(PARAM_CERT)?, need(PARAM_KEY)?)
+}
+
+/// A TLS acceptor from PEM files: a certificate chain and its private key.
+pub(crate) fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, Error> {
     let chain = certificates("TLS certificate", cert_path)?;
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| bad_file("TLS private key", key_path, e))?;
