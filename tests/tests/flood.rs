@@ -6,11 +6,13 @@
 //! after the flooding link closed, as multiples of the budget
 //! (`BENCHMARKS.md`, "Flooding peers").
 //!
-//! glibc's malloc keeps freed memory once its mmap threshold has moved up
-//! (it does after the first large buffer is freed), so the flooded node
-//! runs with `MALLOC_MMAP_THRESHOLD_=131072`, which keeps the threshold
-//! where it starts: then what a closed link held goes back to the system,
-//! and the tests check that it does. `OSCLOUD_FLOOD_MALLOC=default` runs
+//! glibc's malloc keeps freed memory in its heaps, and serves blocks from
+//! them once its mmap threshold has moved up (it does after the first
+//! large buffer is freed), so the flooded node runs with
+//! `MALLOC_MMAP_THRESHOLD_=65536`: every block of 64 KiB or more (receive
+//! buffers, replies, the pipe frames of these floods) is then mapped on
+//! its own and unmapped when freed, so what a closed link held goes back
+//! to the system, and the tests check that it does. `OSCLOUD_FLOOD_MALLOC=default` runs
 //! it with glibc's defaults (and checks only the peak).
 #![allow(
     clippy::unwrap_used,
@@ -144,7 +146,7 @@ async fn nodes(extra: &[&str]) -> (TestNode, TestNode, String) {
     let env: &[(&str, &str)] = if default_malloc() {
         &[]
     } else {
-        &[("MALLOC_MMAP_THRESHOLD_", "131072")]
+        &[("MALLOC_MMAP_THRESHOLD_", "65536")]
     };
     let n = TestNode::start_with_env(bin, "n", &args, env).await;
     let at = n.listening[0].clone();
