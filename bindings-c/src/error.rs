@@ -106,7 +106,7 @@ impl Error {
                 CoreError::NotFound(_) => OSCLOUD_ERR_NOT_FOUND,
                 CoreError::Timeout { .. } => OSCLOUD_ERR_TIMEOUT,
                 CoreError::ServerStopped { .. } => OSCLOUD_ERR_SERVER_STOPPED,
-                CoreError::ServerBusy { .. } => OSCLOUD_ERR_BUSY,
+                CoreError::ServerBusy { .. } | CoreError::NodeBusy { .. } => OSCLOUD_ERR_BUSY,
                 CoreError::Remote { .. } => OSCLOUD_ERR_REMOTE,
                 CoreError::NameTaken { .. } | CoreError::InvalidName { .. } => OSCLOUD_ERR_NAME,
                 CoreError::NoSuchPort { .. } => OSCLOUD_ERR_NO_SUCH_PORT,

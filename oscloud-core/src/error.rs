@@ -159,6 +159,19 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The node of server `name` took the call but did not serve it (remote
+    /// error kind Busy): it already serves as many calls from this link as
+    /// it takes at once, or holds as many bytes of them as its link budget
+    /// allows, or the server's mailbox is full there. Nothing was done;
+    /// retry later, or slow down.
+    #[error("the node of server {name:?} is busy: {reason}; the call was not served")]
+    NodeBusy {
+        /// The server called.
+        name: String,
+        /// What the serving node said.
+        reason: String,
+    },
+
     // ----- transports -----
     /// No transport serves the address's scheme.
     #[error("no transport for scheme {scheme:?} (known: {known})")]

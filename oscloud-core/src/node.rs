@@ -55,6 +55,7 @@ mod bridge;
 #[cfg(test)]
 mod counting_waker;
 mod driver;
+mod held_casts;
 mod id;
 mod link_io;
 #[cfg(test)]
@@ -151,6 +152,22 @@ pub struct NodeConfig {
     /// Bytes of casts and calls that may wait for one link; beyond, they
     /// fail at once with [`Error::LinkBusy`] instead of growing memory.
     pub max_queued: usize,
+    /// Bytes one link's peer may make this node hold for it (default
+    /// 16 MiB), counted twice over: replies to its calls waiting to be
+    /// written, and its casts not yet handled by local servers. While
+    /// either is above the budget the link is not read: the peer's
+    /// writes stop once the socket's buffers are full (TCP back-pressure)
+    /// and nothing more of its arrives, so casts are held back, never
+    /// dropped. Calls it makes while the request bytes of the calls being
+    /// served for it are above the budget get
+    /// [`Error::NodeBusy`] at once. A peer that reads none of
+    /// this node's bytes for `idle_timeout` while some wait loses its
+    /// link. Peak memory for a link is a small multiple of this
+    /// (`BENCHMARKS.md`, "Flooding peers").
+    pub link_budget: usize,
+    /// Most calls from one link served at once (default 256); calls
+    /// beyond get [`Error::NodeBusy`] at once, unserved.
+    pub max_serving: usize,
     /// How long a session outlives its link (`docs/PROTOCOL.md` §12).
     /// Zero (the default) ends the session with its link: the peer's
     /// servers leave the registry and calls in flight fail at once. Above
@@ -193,6 +210,8 @@ impl Default for NodeConfig {
             lossy_send_window: 8,
             lossy_initial_rto: Duration::from_secs(1),
             max_queued: 16 * 1024 * 1024,
+            link_budget: 16 * 1024 * 1024,
+            max_serving: 256,
             resume_grace: Duration::ZERO,
             max_hops: 8,
             #[cfg(feature = "test-knobs")]
@@ -797,7 +816,11 @@ impl Node {
             name,
             shared.clone(),
             connected,
-            self.inner.config.max_queued,
+            driver::Limits {
+                max_queued: self.inner.config.max_queued,
+                budget: self.inner.config.link_budget,
+                max_serving: self.inner.config.max_serving,
+            },
             self.inner.policy.clone(),
             self.inner.security.as_ref().map(|s| s.allow.clone()),
             resumption,

@@ -6,7 +6,10 @@
 //! - `upper-<name>`: a call with a string answers it upper-cased, tagged
 //!   `from <name>`;
 //! - `sink-<name>`: pipe port `in` counts bytes and an FNV-1a checksum; a
-//!   call answers `(bytes, checksum)`;
+//!   call answers `(bytes, checksum)`; pipe port `source` writes 64 KiB
+//!   frames for as long as the pipe takes them;
+//! - `slow-<name>`: handles casts of a string slowly (10 000 a second at
+//!   most); a call answers how many casts it handled (as a string);
 //! - `relay-<name>`: pipe port `in` forwards every frame to the server and
 //!   port given by `--relay-to server:port`.
 //!
@@ -80,6 +83,41 @@ impl Server for Upper {
     }
 }
 
+struct Slow;
+
+#[async_trait]
+impl Server for Slow {
+    type Request = String;
+    type Reply = String;
+    type State = u64;
+
+    async fn init(&self, _ctx: &mut Context) -> Result<u64, ServerError> {
+        Ok(0)
+    }
+
+    async fn handle_cast(
+        &self,
+        _ctx: &mut Context,
+        handled: &mut u64,
+        _: String,
+    ) -> Result<(), ServerError> {
+        *handled += 1;
+        if handled.is_multiple_of(10) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        _ctx: &mut Context,
+        handled: &mut u64,
+        _: String,
+    ) -> Result<String, ServerError> {
+        Ok(handled.to_string())
+    }
+}
+
 #[derive(Default)]
 struct SinkState(Arc<std::sync::Mutex<Fnv>>);
 
@@ -116,6 +154,19 @@ impl Server for Sink {
         port: String,
         end: PipeEnd,
     ) -> Result<PipeOutcome, ServerError> {
+        if port == "source" {
+            // Writes 64 KiB frames (each its own memory) for as long as
+            // the pipe takes them.
+            let (_, writer) = end.split();
+            ctx.spawn(async move {
+                while writer
+                    .send(bytes::Bytes::from(vec![0x5a; 64 * 1024]))
+                    .await
+                    .is_ok()
+                {}
+            });
+            return Ok(PipeOutcome::Accepted);
+        }
         if port != "in" {
             return Ok(PipeOutcome::NoSuchPort);
         }
@@ -401,6 +452,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 move || Upper { node: name.clone() }
             }))
             .child(ChildSpec::server(format!("sink-{name}"), || Sink))
+            .child(ChildSpec::server(format!("slow-{name}"), || Slow))
             .child(ChildSpec::server(format!("relay-{name}"), move || Relay {
                 to: relay_to.clone(),
             })),

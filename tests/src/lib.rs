@@ -92,11 +92,22 @@ pub const LINE_DEADLINE: Duration = Duration::from_secs(15);
 impl TestNode {
     /// Start `binary --name name args...` and wait until it is ready.
     pub async fn start(binary: &Path, name: &str, args: &[&str]) -> Self {
+        Self::start_with_env(binary, name, args, &[]).await
+    }
+
+    /// [`Self::start`] with environment variables `env` set for it.
+    pub async fn start_with_env(
+        binary: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(binary)
             .arg("--name")
             .arg(name)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -402,4 +413,53 @@ pub async fn collect_transfer(
     assert_eq!(answer[..8], sent.bytes.to_be_bytes(), "byte count");
     assert_eq!(answer[8..], sent.hash.to_be_bytes(), "checksum");
     t.elapsed()
+}
+
+/// A field of `/proc/PID/status` given in kB (`VmRSS`, `VmHWM`), in KiB;
+/// `None` once the process is gone.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Complete a real handshake over `s` with a wire session of our own,
+/// configured by `config`, and return it connected: a raw peer that can
+/// then send whatever it likes.
+pub async fn raw_handshake(
+    s: &mut tokio::net::TcpStream,
+    config: oscloud_core::wire::Config,
+) -> oscloud_core::wire::Session {
+    use oscloud_core::wire::{Event, LocalInfo, Session};
+    use std::time::Instant;
+    use tokio::io::AsyncReadExt;
+    let mut session = Session::new(
+        config,
+        LocalInfo::new(oscloud_core::NodeId::random()),
+        Instant::now(),
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(out) = session.poll_transmit(Instant::now()) {
+            s.write_all(&out).await.unwrap();
+        }
+        while let Some(ev) = session.poll_event() {
+            if let Event::Connected(_) = ev {
+                // Flush what the session still has to say (its HelloAck).
+                while let Some(out) = session.poll_transmit(Instant::now()) {
+                    s.write_all(&out).await.unwrap();
+                }
+                return session;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("handshake stalled")
+            .unwrap();
+        assert!(n > 0, "the node closed during the handshake");
+        session.handle_input(Instant::now(), &buf[..n]);
+    }
 }

@@ -10,9 +10,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oscloud_core::NodeId;
-use oscloud_core::wire::{Config, Event, FramingKind, LocalInfo, Session};
-use oscloud_tests::TestNode;
+use oscloud_core::wire::{Config, FramingKind};
+use oscloud_tests::{TestNode, raw_handshake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -54,37 +53,6 @@ async fn closed_by_node(mut s: TcpStream) -> Duration {
     start.elapsed()
 }
 
-/// Complete a real handshake over `s` with a session of our own.
-async fn handshake(s: &mut TcpStream) {
-    let mut session = Session::new(
-        Config::new(FramingKind::ReliableStream),
-        LocalInfo::new(NodeId::random()),
-        Instant::now(),
-    )
-    .unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        while let Some(out) = session.poll_transmit(Instant::now()) {
-            s.write_all(&out).await.unwrap();
-        }
-        while let Some(ev) = session.poll_event() {
-            if let Event::Connected(_) = ev {
-                // Flush what the session still has to say (its HelloAck).
-                while let Some(out) = session.poll_transmit(Instant::now()) {
-                    s.write_all(&out).await.unwrap();
-                }
-                return;
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("handshake stalled")
-            .unwrap();
-        assert!(n > 0, "the node closed during the handshake");
-        session.handle_input(Instant::now(), &buf[..n]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_closes_only_that_link() {
     let bin = Path::new(BIN);
@@ -121,7 +89,7 @@ async fn bad_input_closes_only_that_link() {
     for (what, bytes, log) in cases {
         let mut s = TcpStream::connect(&raw).await.unwrap();
         if what.contains("handshake") {
-            handshake(&mut s).await;
+            raw_handshake(&mut s, Config::new(FramingKind::ReliableStream)).await;
         }
         s.write_all(&bytes).await.unwrap();
         let took = closed_by_node(s).await;

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
+use super::held_casts::HeldCasts;
 use super::link_io::{Input, LinkPorts, WriteFailed};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
@@ -36,7 +37,7 @@ use crate::id_hash::IdMap;
 use crate::identity::AllowList;
 use crate::wire::{
     CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_ROUTING, PeerInfo, PipeId,
-    RemoteError, RouteInfo, Session,
+    RemoteError, RemoteErrorKind, RouteInfo, Session,
 };
 use crate::{Entry, Error, ExitReason, Kernel, NodeId, PipeEnd, RegistryEvent, Watch};
 
@@ -64,10 +65,22 @@ pub(crate) struct Driver {
     watch_added: bool,
     /// Our calls waiting for the peer's reply.
     calls: IdMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
-    /// The peer's calls to local servers, waiting for their replies. They
-    /// are polled here rather than in tasks of their own: a reply then
-    /// wakes this task once, instead of a task that then wakes this one.
-    serving: Serving<(CallId, Result<Bytes, RemoteError>)>,
+    /// The peer's calls to local servers, waiting for their replies, with
+    /// the length of each request. They are polled here rather than in
+    /// tasks of their own: a reply then wakes this task once, instead of a
+    /// task that then wakes this one.
+    serving: Serving<(CallId, usize, Result<Bytes, RemoteError>)>,
+    /// What the peer may make this node hold for it.
+    limits: Limits,
+    /// Bytes of the requests in `serving`.
+    serving_bytes: usize,
+    /// Bytes of the replies in `blocked`.
+    blocked_reply_bytes: usize,
+    /// The peer's casts not yet handled by local servers.
+    casts: HeldCasts,
+    /// Since when output has waited for the link without the link taking
+    /// any (reset by every write that moves bytes).
+    stalled_since: Option<Instant>,
     pipes: IdMap<PipeId, Bridge>,
     /// The local readers of pipes with credit, polled here.
     outbound: Outbound,
@@ -93,6 +106,20 @@ pub(crate) struct Driver {
     signals: Doorbell,
     /// Resumption after a lost link.
     resume: Resumption,
+}
+
+/// What one link's peer may make this node hold (from [`NodeConfig`]).
+///
+/// [`NodeConfig`]: super::NodeConfig
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// `NodeConfig::max_queued`: casts and calls of this node waiting for
+    /// the link.
+    pub(crate) max_queued: usize,
+    /// `NodeConfig::link_budget`.
+    pub(crate) budget: usize,
+    /// `NodeConfig::max_serving`.
+    pub(crate) max_serving: usize,
 }
 
 /// How a link takes part in routing.
@@ -129,7 +156,7 @@ enum Woke {
     /// Boxed: a handover is large and rare.
     Handover(Box<Handover>),
     Command(Command),
-    Reply(CallId, Result<Bytes, RemoteError>),
+    Reply(CallId, usize, Result<Bytes, RemoteError>),
     Local(PipeId, Option<Bytes>),
     Registry(RegistryEvent),
     Rung(u8),
@@ -152,7 +179,7 @@ impl Driver {
         link: String,
         shared: Arc<LinkShared>,
         connected: Option<oneshot::Sender<NodeId>>,
-        max_queued: usize,
+        limits: Limits,
         policy: AccessPolicy,
         allow: Option<AllowList>,
         resume: Resumption,
@@ -185,7 +212,7 @@ impl Driver {
             session,
             link,
             commands_tx,
-            queue: Arc::new(SendQueue::new(max_queued)),
+            queue: Arc::new(SendQueue::new(limits.max_queued)),
             commands,
             peer: None,
             routing,
@@ -194,6 +221,11 @@ impl Driver {
             watch_added: false,
             calls: IdMap::default(),
             serving: Serving::new(),
+            limits,
+            serving_bytes: 0,
+            blocked_reply_bytes: 0,
+            casts: HeldCasts::new(limits.budget),
+            stalled_since: None,
             pipes: IdMap::default(),
             outbound: Outbound::default(),
             blocked: VecDeque::new(),
@@ -300,16 +332,31 @@ impl Driver {
             // Take the session's output (including what handling its
             // events just produced) while the link has room for it.
             let mut drained = true;
+            let mut pending = false;
             if let Some(l) = link.as_mut() {
                 drained = l.outgoing.fill(&mut self.session);
-                if l.outgoing.has_pending() {
+                pending = l.outgoing.has_pending();
+                if pending {
                     wake.mark(wakeups::WRITE);
                 }
+            }
+            if pending {
+                self.stalled_since.get_or_insert_with(Instant::now);
+            } else {
+                self.stalled_since = None;
             }
             // Count what was just taken before it is written, so that the
             // peer cannot act on bytes this side does not show yet.
             self.publish_stats();
-            match self.session.poll_timeout() {
+            // The session's next deadline, or the moment a peer that reads
+            // nothing has been waited for long enough.
+            let idle = self.session.config().idle_timeout;
+            let stall = self.stalled_since.map(|since| since + idle);
+            let next = match (self.session.poll_timeout(), stall) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
                 Some(deadline) if armed.is_none_or(|at| deadline < at) => {
                     timer
                         .as_mut()
@@ -350,6 +397,8 @@ impl Driver {
                             && drained
                             && !link.as_ref().is_some_and(|l| l.outgoing.has_pending())
                         {
+                            // Everything was written: nothing is stalled.
+                            self.stalled_since = None;
                             continue;
                         }
                         // It may have more: poll it again next time.
@@ -375,6 +424,8 @@ impl Driver {
                     }
                 }
                 Woke::Written(written) => {
+                    // The link took bytes: it is not stalled.
+                    self.stalled_since = None;
                     if written.is_err()
                         && let Some(ended) = self.lost(&mut link, "the link's writer failed")
                     {
@@ -399,7 +450,10 @@ impl Driver {
                         self.take_command(cmd);
                     }
                 }
-                Woke::Reply(id, result) => self.send_reply(id, result),
+                Woke::Reply(id, len, result) => {
+                    self.serving_bytes -= len;
+                    self.send_reply(id, result);
+                }
                 Woke::Local(pipe, frame) => self.on_local_frame(pipe, frame),
                 Woke::Registry(ev) => self.on_local_change(ev),
                 Woke::Rung(rung) => {
@@ -431,7 +485,13 @@ impl Driver {
                 }
                 Woke::Timer => {
                     armed = None;
-                    self.session.handle_timeout(Instant::now())
+                    let now = Instant::now();
+                    match self.stalled_since {
+                        Some(since) if now >= since + self.session.config().idle_timeout => {
+                            self.session.close_unread(now - since);
+                        }
+                        _ => self.session.handle_timeout(now),
+                    }
                 }
             }
         };
@@ -455,11 +515,17 @@ impl Driver {
         armed: bool,
     ) -> Poll<Woke> {
         let may = match source {
-            wakeups::INPUT => link.is_some(),
+            // Not read while the peer holds too much of this node: the
+            // peer's writes stop when the socket's buffers are full.
+            wakeups::INPUT => link.is_some() && !self.over_budget(wake),
             wakeups::WRITE => link.as_ref().is_some_and(|l| l.outgoing.has_pending()),
             wakeups::COMMANDS => self.blocked.is_empty(),
             wakeups::SERVING => !self.serving.is_empty(),
-            wakeups::OUTBOUND => !self.outbound.is_empty(),
+            // Local pipe writers wait while the peer's windows, which it
+            // chooses, let more pipe data queue for it than the budget.
+            wakeups::OUTBOUND => {
+                !self.outbound.is_empty() && self.session.queued_pipe_bytes() <= self.limits.budget
+            }
             wakeups::WATCH => self.watch.is_some(),
             wakeups::TIMER => armed,
             _ => true,
@@ -491,7 +557,7 @@ impl Driver {
             wakeups::SERVING => self
                 .serving
                 .poll_next(cx)
-                .map(|(id, result)| Woke::Reply(id, result)),
+                .map(|(id, len, result)| Woke::Reply(id, len, result)),
             wakeups::OUTBOUND => self
                 .outbound
                 .poll_next(cx)
@@ -504,6 +570,15 @@ impl Driver {
             wakeups::TIMER => timer.poll(cx).map(|()| Woke::Timer),
             _ => Poll::Pending,
         }
+    }
+
+    /// Whether the peer holds more of this node than the link budget
+    /// allows: replies to its calls that wait for it to read them, or its
+    /// casts not yet handled by local servers. If it is the casts, the
+    /// input source is woken once they are handled.
+    fn over_budget(&self, wake: &Wakeups) -> bool {
+        self.session.queued_reply_bytes() + self.blocked_reply_bytes > self.limits.budget
+            || self.casts.over(wake.waker(wakeups::INPUT))
     }
 
     /// The link is gone: a resumable session waits for another (its
@@ -681,6 +756,7 @@ impl Driver {
             Event::Cast { to, payload } => match self.local_entry(&to) {
                 Ok(entry) => {
                     let caller = self.caller();
+                    let payload = self.casts.hold(payload);
                     if let Err(err) = with_caller_sync(caller, || entry.endpoint().cast(payload)) {
                         debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
                     }
@@ -690,12 +766,25 @@ impl Driver {
             Event::Call { id, to, .. } if !self.permits(&to, Action::Call) => {
                 self.send_reply(id, Err(to_remote(&Self::denied(&to, Action::Call))))
             }
+            Event::Call { id, .. } if self.serving_full() => {
+                let busy = RemoteError {
+                    kind: RemoteErrorKind::Busy,
+                    message: format!(
+                        "{} calls ({} bytes of requests) from this link are being served",
+                        self.serving.len(),
+                        self.serving_bytes
+                    ),
+                };
+                self.send_reply(id, Err(busy));
+            }
             Event::Call { id, to, payload } => match self.local_entry(&to) {
                 Ok(entry) => {
                     let caller = self.caller();
+                    let len = payload.len();
+                    self.serving_bytes += len;
                     self.serving.push(Box::pin(async move {
                         let result = with_caller(caller, entry.endpoint().call(payload)).await;
-                        (id, result.map_err(|e| to_remote(&e)))
+                        (id, len, result.map_err(|e| to_remote(&e)))
                     }));
                 }
                 Err(err) => self.send_reply(id, Err(to_remote(&err))),
@@ -744,6 +833,19 @@ impl Driver {
         }
     }
 
+    /// Whether a call from the peer is to be refused as busy: as many are
+    /// served as `max_serving` allows, or their requests hold the budget.
+    fn serving_full(&self) -> bool {
+        self.serving.len() >= self.limits.max_serving || self.serving_bytes > self.limits.budget
+    }
+
+    /// Keep a command the session refused for later, counting a reply's
+    /// bytes.
+    fn push_blocked(&mut self, cmd: Command) {
+        self.blocked_reply_bytes += reply_len(&cmd);
+        self.blocked.push_back(cmd);
+    }
+
     /// The session has room again: replay refused commands in order, and
     /// stop at the first one refused again (it stays first in line).
     fn retry_blocked(&mut self) {
@@ -751,6 +853,7 @@ impl Driver {
             let Some(cmd) = self.blocked.pop_front() else {
                 break;
             };
+            self.blocked_reply_bytes -= reply_len(&cmd);
             let before = self.blocked.len();
             self.on_command(cmd);
             if self.blocked.len() > before {
@@ -919,9 +1022,7 @@ impl Driver {
     fn send_reply(&mut self, id: CallId, result: Result<Bytes, crate::wire::RemoteError>) {
         match self.session.reply(id, result.clone()) {
             Ok(()) => {}
-            Err(Error::WireWouldBlock { .. }) => {
-                self.blocked.push_back(Command::Reply { id, result })
-            }
+            Err(Error::WireWouldBlock { .. }) => self.push_blocked(Command::Reply { id, result }),
             Err(err) => debug!(link = %self.link, "reply not sent: {err}"),
         }
     }
@@ -939,9 +1040,7 @@ impl Driver {
         match cmd {
             Command::Cast { to, msg } => match self.session.cast(&to, msg.clone()) {
                 Ok(()) => {}
-                Err(Error::WireWouldBlock { .. }) => {
-                    self.blocked.push_back(Command::Cast { to, msg })
-                }
+                Err(Error::WireWouldBlock { .. }) => self.push_blocked(Command::Cast { to, msg }),
                 Err(err) => debug!(link = %self.link, "cast to {to:?} not sent: {err}"),
             },
             Command::Call { to, msg, reply } => {
@@ -954,7 +1053,7 @@ impl Driver {
                         self.calls.insert(id, (to, reply));
                     }
                     Err(Error::WireWouldBlock { .. }) => {
-                        self.blocked.push_back(Command::Call { to, msg, reply })
+                        self.push_blocked(Command::Call { to, msg, reply })
                     }
                     Err(err) => {
                         let _ = reply.send(Err(err));
@@ -1179,6 +1278,17 @@ impl Driver {
         self.outbound.clear();
         self.commands.close();
         self.published.force(&self.shared, self.session.stats());
+    }
+}
+
+/// The bytes a refused command counts against the link budget: those of
+/// a reply (the peer's doing), nothing for this node's own casts and calls
+/// (`max_queued` bounds those).
+fn reply_len(cmd: &Command) -> usize {
+    match cmd {
+        Command::Reply { result: Ok(b), .. } => b.len(),
+        Command::Reply { result: Err(e), .. } => e.message.len(),
+        _ => 0,
     }
 }
 

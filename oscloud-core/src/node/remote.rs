@@ -168,6 +168,10 @@ pub(crate) fn from_remote(server: &str, err: RemoteError) -> Error {
             name: server.to_owned(),
             action: err.message,
         },
+        RemoteErrorKind::Busy => Error::NodeBusy {
+            name: server.to_owned(),
+            reason: err.message,
+        },
         RemoteErrorKind::Timeout | RemoteErrorKind::Failed | RemoteErrorKind::Other(_) => {
             Error::Remote {
                 name: server.to_owned(),
@@ -185,12 +189,14 @@ pub(crate) fn to_remote(err: &Error) -> RemoteError {
         Error::Decode(_) => RemoteErrorKind::Decode,
         Error::Timeout { .. } => RemoteErrorKind::Timeout,
         Error::PermissionDenied { .. } => RemoteErrorKind::Denied,
+        Error::NodeBusy { .. } | Error::ServerBusy { .. } => RemoteErrorKind::Busy,
         _ => RemoteErrorKind::Failed,
     };
     let message = match err {
         Error::ServerStopped { reason, .. } => reason.clone(),
         Error::Decode(m) => m.clone(),
         Error::PermissionDenied { action, .. } => action.clone(),
+        Error::NodeBusy { reason, .. } => reason.clone(),
         Error::Remote { message, .. } => message.clone(),
         other => other.to_string(),
     };
@@ -210,6 +216,10 @@ mod tests {
                 reason: "failed: boom".into(),
             },
             Error::Decode("bad".into()),
+            Error::NodeBusy {
+                name: "x".into(),
+                reason: "256 calls from this link are being served".into(),
+            },
         ] {
             assert_eq!(from_remote("x", to_remote(&err)), err);
         }

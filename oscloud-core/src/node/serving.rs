@@ -80,6 +80,11 @@ impl<T> Serving<T> {
         self.futures.is_empty()
     }
 
+    /// How many futures are not finished yet.
+    pub(crate) fn len(&self) -> usize {
+        self.futures.len()
+    }
+
     /// Add a future; it is polled on the next [`Self::next`].
     pub(crate) fn push(&mut self, future: BoxFuture<'static, T>) {
         let id = self.next_id;

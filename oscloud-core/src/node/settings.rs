@@ -87,6 +87,16 @@ pub const SETTINGS: &[Setting] = &[
         help: "bytes of casts and calls that may wait for one link",
     },
     Setting {
+        key: "link_budget",
+        kind: SettingKind::Bytes,
+        help: "bytes of replies and casts one link's peer may make this node hold",
+    },
+    Setting {
+        key: "max_serving",
+        kind: SettingKind::Count,
+        help: "most calls from one link served at once (more get a busy error)",
+    },
+    Setting {
         key: "resume_grace",
         kind: SettingKind::Duration,
         help: "how long a session outlives its link (0 = not at all)",
@@ -154,6 +164,8 @@ impl NodeConfig {
                     "max_frame" => self.max_frame = as_usize()?,
                     "lossy_max_frame" => self.lossy_max_frame = as_usize()?,
                     "lossy_send_window" => self.lossy_send_window = as_u32()?,
+                    "link_budget" => self.link_budget = as_usize()?,
+                    "max_serving" => self.max_serving = as_usize()?,
                     _ => self.max_queued = as_usize()?,
                 }
             }
@@ -234,7 +246,8 @@ mod tests {
         c.apply(
             "keepalive=250ms, idle_timeout=1.5s; reconnect_min=10ms\nreconnect_max=2m,\
              pipe_window=64KiB, max_frame=1MiB, lossy_max_frame=512, lossy_send_window=32,\
-             lossy_initial_rto=40ms, max_queued=2MiB, resume_grace=30, max_hops=4",
+             lossy_initial_rto=40ms, max_queued=2MiB, link_budget=4MiB, max_serving=8,\
+             resume_grace=30, max_hops=4",
         )
         .expect("valid settings");
         assert_eq!(c.keepalive, Duration::from_millis(250));
@@ -247,9 +260,11 @@ mod tests {
         assert_eq!(c.lossy_send_window, 32);
         assert_eq!(c.lossy_initial_rto, Duration::from_millis(40));
         assert_eq!(c.max_queued, 2 * 1024 * 1024);
+        assert_eq!(c.link_budget, 4 * 1024 * 1024);
+        assert_eq!(c.max_serving, 8);
         assert_eq!(c.resume_grace, Duration::from_secs(30));
         assert_eq!(c.max_hops, 4);
-        assert_eq!(SETTINGS.len(), 12, "a new setting needs a test line here");
+        assert_eq!(SETTINGS.len(), 14, "a new setting needs a test line here");
     }
 
     #[test]

@@ -224,6 +224,56 @@ async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
 }
 
 #[tokio::test]
+async fn calls_beyond_max_serving_are_answered_busy_at_once() {
+    let mem = MemTransport::new();
+    let mut t = Transports::new();
+    t.add(Arc::new(mem.clone()));
+    let a = Node::with_config(
+        Kernel::new(),
+        t,
+        NodeConfig {
+            max_serving: 2,
+            ..config()
+        },
+    );
+    let b = node(&mem);
+    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
+    b.connect(&at).await.unwrap();
+    let (_r, _echo) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    // Five calls that are never answered: two take both serving slots,
+    // the other three are answered busy at once.
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let e = e.clone();
+            tokio::spawn(async move { e.endpoint().call(Bytes::from_static(b"hang")).await })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while calls.iter().filter(|c| c.is_finished()).count() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no busy answers");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut busy = 0;
+    for call in calls {
+        if !call.is_finished() {
+            call.abort();
+            continue;
+        }
+        match call.await.unwrap() {
+            Err(Error::NodeBusy { name, reason }) => {
+                assert_eq!(name, "echo");
+                assert!(reason.contains("2 calls"), "{reason}");
+                busy += 1;
+            }
+            other => panic!("expected busy, got {other:?}"),
+        }
+    }
+    assert_eq!(busy, 3);
+}
+
+#[tokio::test]
 async fn withdrawn_entry_leaves_with_its_reason() {
     let (_mem, a, b, _) = pair().await;
     let (mut r, _) = register(&a, "w");

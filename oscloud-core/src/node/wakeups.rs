@@ -104,6 +104,13 @@ impl Wakeups {
         self.due |= self.shared.woken.swap(0, Ordering::AcqRel);
     }
 
+    /// The waker of `source`, for something that is to wake the driver on
+    /// that source's behalf.
+    pub(crate) fn waker(&self, source: Sources) -> &Waker {
+        let i = (source.trailing_zeros() as usize).min(COUNT - 1);
+        &self.wakers[i]
+    }
+
     /// If `source` is due, take it (it is no longer due) and return the
     /// context to poll it with. A source returning ready must be marked
     /// due again (it may have more).

@@ -97,6 +97,10 @@ pub enum RemoteErrorKind {
     Failed,
     /// The receiving node's access policy refuses the caller (code 6).
     Denied,
+    /// The receiving node serves as many of this link's calls as it takes
+    /// at once (`max_serving`) or holds as many bytes of them as it takes
+    /// (`link_budget`): the call was not served; retry later (code 7).
+    Busy,
     /// A code this version does not know (kept as is).
     Other(u8),
 }
@@ -111,6 +115,7 @@ impl RemoteErrorKind {
             RemoteErrorKind::Decode => 4,
             RemoteErrorKind::Failed => 5,
             RemoteErrorKind::Denied => 6,
+            RemoteErrorKind::Busy => 7,
             RemoteErrorKind::Other(c) => c,
         }
     }
@@ -124,6 +129,7 @@ impl RemoteErrorKind {
             4 => RemoteErrorKind::Decode,
             5 => RemoteErrorKind::Failed,
             6 => RemoteErrorKind::Denied,
+            7 => RemoteErrorKind::Busy,
             c => RemoteErrorKind::Other(c),
         }
     }

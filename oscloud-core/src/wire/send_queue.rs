@@ -46,6 +46,10 @@ pub(super) struct SendQueue {
     /// PipeOpens of this side taken so far: data of a local pipe with a
     /// higher number waits for its PipeOpen.
     opens_taken: u64,
+    /// Bytes of the replies in `messages` (see [`reply_bytes`]).
+    reply_bytes: usize,
+    /// Bytes of pipe data queued, wherever it waits.
+    pipe_bytes: usize,
     /// One queue for everything, in the order queued (test only: the
     /// behaviour before the two queues, to compare against).
     #[cfg(any(test, feature = "test-knobs"))]
@@ -72,12 +76,26 @@ impl SendQueue {
     /// Queue a message (anything but pipe data, PipeEnd and a PipeClose
     /// sent by the application); `counted` is handed back by `pop`.
     pub(super) fn push_message(&mut self, msg: Msg, counted: bool) {
+        self.reply_bytes += reply_bytes(&msg);
         self.messages.push_back((msg, counted));
+    }
+
+    /// Bytes of the replies queued (their payloads and error texts, and a
+    /// few bytes of header each): what the peer's calls made this side
+    /// hold for it.
+    pub(super) fn queued_reply_bytes(&self) -> usize {
+        self.reply_bytes
+    }
+
+    /// Bytes of pipe data queued (payloads only).
+    pub(super) fn queued_pipe_bytes(&self) -> usize {
+        self.pipe_bytes
     }
 
     /// Queue pipe data, a PipeEnd or a PipeClose: after everything queued
     /// so far for that pipe.
     pub(super) fn push_pipe(&mut self, msg: Msg) {
+        self.pipe_bytes += pipe_bytes(&msg);
         #[cfg(any(test, feature = "test-knobs"))]
         if self.fifo {
             self.messages.push_back((msg, false));
@@ -97,6 +115,8 @@ impl SendQueue {
         self.messages.clear();
         self.data.clear();
         self.run = 0;
+        self.reply_bytes = 0;
+        self.pipe_bytes = 0;
     }
 
     /// Whether the first pipe-data entry may go now: not before the
@@ -116,10 +136,13 @@ impl SendQueue {
             // With no message left, a PipeOpen cannot still be queued:
             // nothing can hold the data back any more.
             let msg = self.data.pop_front()?;
+            self.pipe_bytes -= pipe_bytes(&msg);
             self.run = 0;
             return Some((msg, false));
         }
         let (msg, counted) = self.messages.pop_front()?;
+        self.reply_bytes -= reply_bytes(&msg);
+        self.pipe_bytes -= pipe_bytes(&msg);
         self.run = if self.data.is_empty() {
             0
         } else {
@@ -129,6 +152,29 @@ impl SendQueue {
             self.opens_taken = self.opens_taken.max((pipe >> 1) + 1);
         }
         Some((msg, counted))
+    }
+}
+
+/// Header bytes counted for each queued reply on top of its payload.
+const REPLY_HEAD: usize = 16;
+
+/// What a queued message counts in [`SendQueue::queued_reply_bytes`]:
+/// nothing unless it is a reply.
+fn reply_bytes(msg: &Msg) -> usize {
+    match msg {
+        Msg::ReplyOk { payload, .. } => REPLY_HEAD + payload.len(),
+        Msg::ReplyErr { error, .. } => REPLY_HEAD + error.message.len(),
+        _ => 0,
+    }
+}
+
+/// What a queued message counts in [`SendQueue::queued_pipe_bytes`]: its
+/// data if it is pipe data (which the test knob `fifo` queues with the
+/// messages).
+fn pipe_bytes(msg: &Msg) -> usize {
+    match msg {
+        Msg::PipeData { data, .. } => data.len(),
+        _ => 0,
     }
 }
 
@@ -228,6 +274,28 @@ mod tests {
         assert!(pos(&open(2)) < pos(&data(2, 0)));
         assert!(pos(&data(2, 0)) < pos(&Msg::PipeEnd { pipe: 2 }));
         assert_eq!(order.len(), 15);
+    }
+
+    #[test]
+    fn queued_replies_are_counted_until_taken() {
+        let mut q = SendQueue::new(false);
+        q.push_message(cast(0), true);
+        q.push_message(
+            Msg::ReplyOk {
+                id: 1,
+                payload: Bytes::from(vec![0u8; 1000]),
+            },
+            true,
+        );
+        assert_eq!(q.queued_reply_bytes(), REPLY_HEAD + 1000);
+        assert_eq!(q.pop().map(|(m, _)| m), Some(cast(0)));
+        assert_eq!(q.queued_reply_bytes(), REPLY_HEAD + 1000);
+        assert!(q.pop().is_some());
+        assert_eq!(q.queued_reply_bytes(), 0);
+        q.push_pipe(data(1, 7));
+        assert_eq!(q.queued_pipe_bytes(), 1);
+        assert!(q.pop().is_some());
+        assert_eq!(q.queued_pipe_bytes(), 0);
     }
 
     #[test]

@@ -1117,6 +1117,35 @@ impl Session {
         self.close_with(CloseCode::Normal, message.to_owned());
     }
 
+    /// Close the session because the peer took none of this side's bytes
+    /// for `waited` while some were waiting to be written (the driver
+    /// sees the link's writes; the session does not): like
+    /// [`close`](Self::close), with [`CloseCode::IdleTimeout`].
+    pub fn close_unread(&mut self, waited: Duration) {
+        self.close_with(
+            CloseCode::IdleTimeout,
+            format!("the peer read nothing for {waited:?} while bytes waited for it"),
+        );
+    }
+
+    /// Bytes of replies queued for the peer and not yet taken by
+    /// [`poll_transmit`](Self::poll_transmit): the memory the peer's calls
+    /// make this side hold while the peer does not read. A driver stops
+    /// reading (and so serving new calls) while this is too high, so that
+    /// the peer's unread replies are bounded by its reading, not by what it
+    /// sends.
+    pub fn queued_reply_bytes(&self) -> usize {
+        self.queue.queued_reply_bytes()
+    }
+
+    /// Bytes of pipe data queued for the peer and not yet taken by
+    /// [`poll_transmit`](Self::poll_transmit). Pipe credit bounds it per
+    /// pipe by the peer's window, which the peer chooses; a driver stops
+    /// taking frames from local writers while this is too high.
+    pub fn queued_pipe_bytes(&self) -> usize {
+        self.queue.queued_pipe_bytes()
+    }
+
     /// Close the session because the peer is no longer admitted (its key
     /// left the allow-list): like [`close`](Self::close), with
     /// [`CloseCode::Unauthorized`] so both sides report a refused link.
