@@ -68,6 +68,8 @@ export const ErrorKind = {
   Decode: 4,
   Failed: 5,
   Denied: 6,
+  /** The node took the call but did not serve it (too many of this link's calls at once); retry later. */
+  Busy: 7,
 } as const;
 
 /** Hello feature bits (§3.1). */
