@@ -70,6 +70,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod fuzzing;
 mod link;
 mod listener;
 mod tls;

@@ -410,3 +410,48 @@ fn close_reasons_are_cut_to_fit_a_control_frame() {
     assert!(frame.reason.len() <= 123);
     assert!(long.starts_with(frame.reason.as_str()));
 }
+
+/// A client frame: FIN, `opcode`, masked with `mask`.
+fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[test]
+fn fuzz_entry_point_takes_well_formed_and_broken_input() {
+    let mut good = client_frame(2, &[0x91, 0x05], [1, 2, 3, 4]);
+    good.extend(client_frame(9, b"ping", [5, 6, 7, 8]));
+    good.extend(client_frame(2, &[7; 3000], [9, 9, 9, 9]));
+    good.extend(client_frame(1, b"text", [0, 0, 0, 0]));
+    // Two binary messages pass, the ping is skipped, the text ends it.
+    assert_eq!(fuzzing::incoming(&good), 2);
+    assert_eq!(
+        fuzzing::incoming(&client_frame(2, &[7; 5000], [1, 1, 1, 1])),
+        0
+    );
+    assert_eq!(fuzzing::incoming(&good[..good.len() / 2]), 1);
+    assert_eq!(fuzzing::incoming(&[]), 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, .. Default::default() })]
+
+    #[test]
+    fn fuzz_entry_point_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+        // What the cargo-fuzz target in fuzz/ runs, as a stable smoke test.
+        let _ = fuzzing::incoming(&data);
+        // And behind a valid first frame, so the input reaches further.
+        let mut framed = client_frame(2, &data[..data.len().min(100)], [3, 1, 4, 1]);
+        framed.extend_from_slice(&data);
+        let _ = fuzzing::incoming(&framed);
+    }
+}
