@@ -43,11 +43,14 @@ async fn raw_client(at: &Address) -> RawClient {
 
 /// The next length-prefixed frame from a session-side reader.
 async fn read_frame(reader: &mut StreamReader) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    reader.read_exact(&mut len).await.unwrap();
-    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
-    reader.read_exact(&mut frame).await.unwrap();
-    frame
+    within("a frame", async {
+        let mut len = [0u8; 4];
+        reader.read_exact(&mut len).await.unwrap();
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        reader.read_exact(&mut frame).await.unwrap();
+        frame
+    })
+    .await
 }
 
 async fn write_frame(writer: &mut StreamWriter, frame: &[u8]) {
@@ -59,20 +62,30 @@ async fn write_frame(writer: &mut StreamWriter, frame: &[u8]) {
     writer.flush().await.unwrap();
 }
 
+/// `f`, or a failure after 10 s.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 10 s"))
+}
+
 /// The Close the client gets next (skipping anything else).
 async fn close_of(client: &mut RawClient) -> (CloseCode, String) {
-    while let Some(msg) = client.next().await {
-        if let Message::Close(Some(frame)) = msg.unwrap() {
-            return (frame.code, frame.reason.to_string());
+    within("a Close frame", async {
+        while let Some(msg) = client.next().await {
+            if let Message::Close(Some(frame)) = msg.unwrap() {
+                return (frame.code, frame.reason.to_string());
+            }
         }
-    }
-    panic!("the connection ended without a Close frame");
+        panic!("the connection ended without a Close frame");
+    })
+    .await
 }
 
 /// The session-side reader ends (the link is down).
 async fn ends(reader: &mut StreamReader) {
     let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest).await;
+    let _ = within("the end of the link", reader.read_to_end(&mut rest)).await;
     assert!(
         rest.is_empty(),
         "{} bytes after the link should have ended",
