@@ -59,7 +59,7 @@ pub(crate) async fn dial(
         .local_addr()
         .map(|a| format!("{}://{a}", target.addr.scheme()))
         .unwrap_or_else(|_| format!("{}://?", target.addr.scheme()));
-    let remote = target.url.clone();
+    let remote = target.url();
     let handshakes = async {
         match tls {
             None => client(target, tcp, local, remote).await,
@@ -86,13 +86,10 @@ async fn client<S>(target: &Target, stream: S, local: String, remote: String) ->
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        target.url.as_str(),
-        stream,
-        Some(target.config()),
-    )
-    .await
-    .map_err(|e| failed(target, format!("WebSocket handshake: {e}")))?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(target.url(), stream, Some(target.config()))
+            .await
+            .map_err(|e| failed(target, format!("WebSocket handshake: {e}")))?;
     Ok(spawn_link(ws, local, remote))
 }
 

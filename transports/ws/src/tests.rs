@@ -103,6 +103,7 @@ async fn frames_cross_both_ways() {
     assert_eq!(dialed.info.kind, LinkKind::ReliableStream);
     assert_eq!(dialed.info.remote, at.to_string());
     assert_eq!(accepted.info.remote, dialed.info.local);
+    assert_eq!(accepted.info.local, at.to_string());
     let ((mut ar, mut aw), (mut br, mut bw)) = (halves(dialed), halves(accepted));
     let big = vec![7u8; 300 * 1024];
     // Frames written in one go, and one written in pieces.
