@@ -21,6 +21,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -129,6 +130,11 @@ pub(crate) fn judge(read: Option<Result<Message, WsError>>) -> Verdict {
             Verdict::Close(CloseCode::Unsupported, BINARY_ONLY.into())
         }
         Some(Err(WsError::Capacity(e))) => Verdict::Close(CloseCode::Size, e.to_string()),
+        // The peer went away (killed, cable cut): nothing to tell it.
+        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+            debug!("the peer dropped the connection without a Close");
+            Verdict::End
+        }
         Some(Err(WsError::Protocol(e))) => Verdict::Close(CloseCode::Protocol, e.to_string()),
         Some(Err(e)) => {
             debug!("WebSocket read ended: {e}");

@@ -469,3 +469,17 @@ proptest::proptest! {
         let _ = fuzzing::incoming(&framed);
     }
 }
+
+#[test]
+fn a_peer_that_vanishes_is_an_end_not_a_complaint() {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let gone = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+    assert_eq!(link::judge(Some(Err(gone))), link::Verdict::End);
+    let broken = WsError::Protocol(ProtocolError::NonZeroReservedBits);
+    assert!(matches!(
+        link::judge(Some(Err(broken))),
+        link::Verdict::Close(CloseCode::Protocol, _)
+    ));
+    assert_eq!(link::judge(None), link::Verdict::End);
+}
