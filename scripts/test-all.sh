@@ -21,7 +21,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (unit, integration and doc tests)"
 results=$(mktemp)
 others=$(mktemp)
-trap 'rm -f "$results" "$others"' EXIT
+ts_out=$(mktemp)
+trap 'rm -f "$results" "$others" "$ts_out"' EXIT
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$results"
 
 step "rustdoc (warnings are errors)"
@@ -54,6 +55,8 @@ CARGO_HOME="$package_home" CARGO_TARGET_DIR=target/package-check \
 
 step "Python bindings"
 scripts/test-python.sh 2>&1 | tee -a "$others"
+step "TypeScript client (npm ci, typecheck, node:test, live against a node over ws)"
+scripts/test-ts.sh 2>&1 | tee "$ts_out"
 step "C bindings"
 scripts/test-c.sh 2>&1 | tee -a "$others"
 step "Encrypted links and access control"
@@ -79,8 +82,12 @@ cargo_pf=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f 
 py_pf=$(grep -E '^[0-9]+ passed|^[0-9]+ failed|[0-9]+ passed in ' "$others" | tail -1 |
   awk '{ for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p = $i; if ($(i+1) ~ /^failed/) f = $i } } END { printf "%d %d", p, f }')
 c_pf=$(awk '/^(C tests|CLI checks): [0-9]+ passed/ { p += $3 } END { printf "%d 0", p }' "$others")
+# node:test prints "# pass N" and "# fail N" per run (the suite, then the
+# live tests again with Node's own WebSocket).
+ts_pf=$(awk '/^# pass [0-9]+$/ { p += $3 } /^# fail [0-9]+$/ { f += $3 } END { printf "%d %d", p, f }' "$ts_out")
 read -r cp cf <<<"$cargo_pf"
+read -r tp tf <<<"$ts_pf"
 read -r pp pf <<<"$py_pf"
 read -r xp xf <<<"$c_pf"
-echo "cargo tests: $cp passed, $cf failed; pytest: $pp passed, $pf failed; C and CLI checks: $xp passed"
-echo "tests: $((cp + pp + xp)) passed, $((cf + pf + xf)) failed"
+echo "cargo tests: $cp passed, $cf failed; pytest: $pp passed, $pf failed; TypeScript: $tp passed, $tf failed; C and CLI checks: $xp passed"
+echo "tests: $((cp + pp + tp + xp)) passed, $((cf + pf + tf + xf)) failed"

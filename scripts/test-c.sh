@@ -6,6 +6,8 @@
 #   - test_unit: one process, two nodes over mem://, every API and error path;
 #   - test_links: one process, three nodes chained over a Unix socket and
 #     TCP: links, their counters, routes through the middle node, closing;
+#   - test_supervision: one process, one node: the bounded mailbox, servers
+#     that fail, supervisors restarting them per strategy and intensity;
 #   - a C server called from Rust and from another C program, over a Unix
 #     socket and over TCP (calls, casts, pipes both ways, errors);
 #   - a C client calling a Rust server over both transports;
@@ -74,7 +76,7 @@ vg=(valgrind -q --error-exitcode=97 --leak-check=full
     --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect)
 
 t=bindings-c/c/tests
-for prog in test_unit test_links c_server c_client; do
+for prog in test_unit test_links test_supervision c_server c_client; do
   gcc "${cflags[@]}" -o "$out/$prog" "$t/$prog.c" "${libs[@]}"
 done
 gcc "${cflags[@]}" -o "$out/test_unit_static" "$t/test_unit.c" \
@@ -82,7 +84,7 @@ gcc "${cflags[@]}" -o "$out/test_unit_static" "$t/test_unit.c" \
 gcc -std=c11 -Wall -Wextra -Werror -o "$out/checksum" examples/c-legacy/checksum.c
 gcc "${cflags[@]}" -Iexamples/c-legacy -o "$out/checksum_server" \
   examples/c-legacy/checksum_server.c "${libs[@]}"
-ok "compiled 7 C programs with gcc -std=c11 -Wall -Wextra -Werror (pkg-config oscloud)"
+ok "compiled 8 C programs with gcc -std=c11 -Wall -Wextra -Werror (pkg-config oscloud)"
 
 timeout 120 "${vg[@]}" "$out/test_unit" || fail "test_unit under valgrind"
 ok "test_unit under valgrind (one process: API, errors, panic, pipes, watch, mem:// link)"
@@ -90,6 +92,8 @@ timeout 60 "$out/test_unit_static" >/dev/null 2>&1 || fail "test_unit linked sta
 ok "test_unit linked with liboscloud.a"
 timeout 120 "${vg[@]}" "$out/test_links" || fail "test_links under valgrind"
 ok "test_links under valgrind (links, counters, routes through a middle node, close_link; Unix socket and TCP)"
+timeout 120 "${vg[@]}" "$out/test_supervision" || fail "test_supervision under valgrind"
+ok "test_supervision under valgrind (bounded mailbox, failing servers, one-for-one, one-for-all, rest-for-one, intensity)"
 
 # A C server, called from Rust (examples/node) and from another C program.
 for uri in "unix://$tmp/c-server.sock" "tcp://127.0.0.1:0"; do

@@ -91,6 +91,10 @@
 // A Rust panic was caught at the boundary; the library is still usable.
 #define OSCLOUD_ERR_PANIC -13
 
+// The server's mailbox is full: the message was not queued. Retry later,
+// or slow down.
+#define OSCLOUD_ERR_BUSY -14
+
 // Any other failure; see `oscloud_last_error()`.
 #define OSCLOUD_ERR_OTHER -99
 
@@ -104,6 +108,20 @@
 // Bytes of a server name field, NUL included: every valid name (at most
 // 255 bytes) fits.
 #define OSCLOUD_NAME_SIZE 256
+
+// The mailbox bound of `oscloud_server_options_default()`.
+#define OSCLOUD_DEFAULT_MAILBOX 1024
+
+// Restart only the server that failed.
+#define OSCLOUD_STRATEGY_ONE_FOR_ONE 0
+
+// Stop every other server (last registered first), then restart all in
+// registration order.
+#define OSCLOUD_STRATEGY_ONE_FOR_ALL 1
+
+// Stop the servers registered after the one that failed (last first),
+// then restart it and them in registration order.
+#define OSCLOUD_STRATEGY_REST_FOR_ONE 2
 
 // A server was registered.
 #define OSCLOUD_EVENT_ADDED 1
@@ -130,6 +148,9 @@ typedef struct oscloud_reply_t oscloud_reply_t;
 // A registered server answered by C callbacks. Owned: drop it with
 // `oscloud_server_drop`, which unregisters it.
 typedef struct oscloud_server_t oscloud_server_t;
+
+// A supervisor of C servers. Owned: drop it with `oscloud_supervisor_drop`.
+typedef struct oscloud_supervisor_t oscloud_supervisor_t;
 
 // A registry watch. Owned: drop it with `oscloud_watch_drop`.
 typedef struct oscloud_watch_t oscloud_watch_t;
@@ -290,10 +311,22 @@ typedef int (*oscloud_pipe_fn)(void *context, const char *port, oscloud_pipe_t *
 // free `context` here.
 typedef void (*oscloud_drop_fn)(void *context);
 
+// Called on the server's thread before each incarnation of the server
+// (before it is registered, and again on every restart): set up the
+// state in `context`. Return 0 to start; any other value means the start
+// failed (registering fails; a restart counts as failed).
+typedef int (*oscloud_init_fn)(void *context);
+
+// Called on the server's thread when an incarnation ends (the server
+// failed, or its supervisor stops it, or it is dropped): release what
+// `on_init` set up. `on_drop` still comes once, after the last `on_stop`.
+typedef void (*oscloud_stop_fn)(void *context);
+
 // The callbacks of a server. Start from `oscloud_server_callbacks_default()`
 // (every callback NULL) and set those you need. A server without
 // `on_call` answers calls with `OSCLOUD_ERR_REMOTE`; without `on_pipe` it
-// refuses pipes; without `on_cast` it ignores casts.
+// refuses pipes; without `on_cast` it ignores casts; without `on_init`
+// and `on_stop` a restart only gives it a new registry entry.
 typedef struct {
   // Passed to every callback as is.
   void *context;
@@ -305,7 +338,48 @@ typedef struct {
   oscloud_pipe_fn on_pipe;
   // The server is gone.
   oscloud_drop_fn on_drop;
+  // An incarnation starts (see `oscloud_init_fn`).
+  oscloud_init_fn on_init;
+  // An incarnation ends (see `oscloud_stop_fn`).
+  oscloud_stop_fn on_stop;
 } oscloud_server_callbacks_t;
+
+// How a server is registered. Start from `oscloud_server_options_default()`.
+typedef struct {
+  // The most messages (casts, calls and pipe offers) that may wait for
+  // the callbacks; one more is refused at once with `OSCLOUD_ERR_BUSY`
+  // (a cast from another node is dropped). 0 means
+  // `OSCLOUD_DEFAULT_MAILBOX`.
+  size_t mailbox;
+  // The supervisor that restarts the server when it fails (loaned: the
+  // server keeps its own reference), or NULL for none: a failed server
+  // then stays down.
+  const oscloud_supervisor_t *supervisor;
+} oscloud_server_options_t;
+
+// How a supervisor restarts its servers. Start from
+// `oscloud_supervisor_options_default()`.
+typedef struct {
+  // One of `OSCLOUD_STRATEGY_*`.
+  int strategy;
+  // The most restarts allowed within `period_ms`; one more and the
+  // supervisor gives up.
+  uint32_t max_restarts;
+  // The window of the restart intensity, in milliseconds.
+  uint64_t period_ms;
+} oscloud_supervisor_options_t;
+
+// What a supervisor did so far.
+typedef struct {
+  // Server starts after a failure (a one-for-all restart of three
+  // servers counts three).
+  uint64_t restarts;
+  // The servers it supervises now.
+  uint32_t servers;
+  // Whether it gave up (restart intensity exceeded): its servers are
+  // stopped for good.
+  bool failed;
+} oscloud_supervisor_status_t;
 
 // One registry change, loaned to the watch callback (valid until it
 // returns).
@@ -555,21 +629,52 @@ void oscloud_pipe_drop(oscloud_pipe_t **pipe);
 // Callbacks with every field NULL.
 oscloud_server_callbacks_t oscloud_server_callbacks_default(void);
 
-// Register a server named `name` on `node`, answered by `callbacks`, and
-// store its handle in `*out`. Its callbacks run on a thread of its own
-// (named `oscloud-srv`), one at a time, in arrival order. The server is
-// reachable from this node and every linked node until it is dropped.
-// Fails with `OSCLOUD_ERR_NAME` if the name is taken or invalid.
+// Options with a mailbox of `OSCLOUD_DEFAULT_MAILBOX` and no supervisor.
+oscloud_server_options_t oscloud_server_options_default(void);
+
+// Register a server named `name` on `node`, answered by `callbacks`, with
+// the default options (a mailbox of `OSCLOUD_DEFAULT_MAILBOX`, no
+// supervisor); see `oscloud_server_register_with`.
+//
+// # Safety
+// As for `oscloud_server_register_with`.
+int oscloud_server_register(const oscloud_node_t *node, const char *name, const oscloud_server_callbacks_t *callbacks, oscloud_server_t **out);
+
+// Register a server named `name` on `node`, answered by `callbacks`, as
+// `options` say (NULL: the defaults), and store its handle in `*out`. Its
+// callbacks run on a thread of its own (named `oscloud-srv`), one at a
+// time, in arrival order; `on_init` runs there first, and a non-zero
+// result fails the registration (`OSCLOUD_ERR_OTHER`). The server is
+// reachable from this node and every linked node until it is dropped,
+// or until it fails (a callback calls `oscloud_server_fail`): then its
+// entry leaves the registry, the messages waiting are refused
+// (`OSCLOUD_ERR_SERVER_STOPPED`), `on_stop` runs, and its supervisor, if
+// it has one, starts it again (`on_init`, a new entry) per its strategy.
+// Fails with `OSCLOUD_ERR_NAME` if the name is taken or invalid, and
+// with `OSCLOUD_ERR_SERVER_STOPPED` if the supervisor gave up already.
 //
 // # Safety
 // `node` is a live node; `name` a NUL-terminated string; `callbacks`
-// valid; `callbacks->context` usable from another thread.
-int oscloud_server_register(const oscloud_node_t *node, const char *name, const oscloud_server_callbacks_t *callbacks, oscloud_server_t **out);
+// valid; `callbacks->context` usable from another thread; `options` NULL
+// or valid, its `supervisor` NULL or a live supervisor.
+int oscloud_server_register_with(const oscloud_node_t *node, const char *name, const oscloud_server_callbacks_t *callbacks, const oscloud_server_options_t *options, oscloud_server_t **out);
+
+// Report, from inside `on_cast`, `on_call` or `on_pipe`, that the server
+// failed with `reason`. Once the callback returns, the server stops: its
+// entry leaves the registry (watchers see `reason`), the messages
+// waiting are refused, `on_stop` runs, and its supervisor, if any,
+// restarts it per its strategy. Fails with `OSCLOUD_ERR_INVALID` when
+// called anywhere else.
+//
+// # Safety
+// `reason` is a NUL-terminated string.
+int oscloud_server_fail(const char *reason);
 
 // Unregister the server and free it; sets `*server` to NULL. Returns after
-// the callbacks of messages already queued, then `on_drop`, have run
-// (except when called from one of the server's own callbacks: then they
-// run after that callback returns). NULL or already dropped does nothing.
+// the callbacks of messages already queued, then `on_stop` and `on_drop`,
+// have run (except when called from one of the server's own callbacks:
+// then they run after that callback returns). NULL or already dropped
+// does nothing.
 //
 // # Safety
 // `server` is NULL or points to NULL or to a server from this library.
@@ -600,6 +705,33 @@ int oscloud_reply_error(oscloud_reply_t **reply, const char *message);
 // # Safety
 // `reply` is NULL or points to NULL or to a reply handle from `on_call`.
 void oscloud_reply_drop(oscloud_reply_t **reply);
+
+// One-for-one, at most 3 restarts in 5 seconds (as Rust supervisors).
+oscloud_supervisor_options_t oscloud_supervisor_options_default(void);
+
+// Make a supervisor as `options` say (NULL: the defaults) and store its
+// handle in `*out`. Servers join it through
+// `oscloud_server_options_t.supervisor` when they are registered, in
+// order. Fails with `OSCLOUD_ERR_INVALID` for an unknown strategy.
+//
+// # Safety
+// `options` is NULL or valid; `out` is writable.
+int oscloud_supervisor_new(const oscloud_supervisor_options_t *options, oscloud_supervisor_t **out);
+
+// Copy what `supervisor` did so far into `*out`.
+//
+// # Safety
+// `supervisor` is a live supervisor; `out` is writable.
+int oscloud_supervisor_status(const oscloud_supervisor_t *supervisor, oscloud_supervisor_status_t *out);
+
+// Stop supervising and free the supervisor; sets `*supervisor` to NULL.
+// Its servers keep running (each stays until dropped), but a failure no
+// longer restarts them. NULL or already dropped does nothing.
+//
+// # Safety
+// `supervisor` is NULL or points to NULL or to a supervisor from this
+// library.
+void oscloud_supervisor_drop(oscloud_supervisor_t **supervisor);
 
 // Call `callback(context, event)` for every registry change of `node`, on
 // a thread of the watch's own (named `oscloud-watch`), starting with one

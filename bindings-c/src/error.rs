@@ -40,6 +40,9 @@ pub const OSCLOUD_ERR_PIPE_CLOSED: c_int = -11;
 pub const OSCLOUD_ERR_DECODE: c_int = -12;
 /// A Rust panic was caught at the boundary; the library is still usable.
 pub const OSCLOUD_ERR_PANIC: c_int = -13;
+/// The server's mailbox is full: the message was not queued. Retry later,
+/// or slow down.
+pub const OSCLOUD_ERR_BUSY: c_int = -14;
 /// Any other failure; see `oscloud_last_error()`.
 pub const OSCLOUD_ERR_OTHER: c_int = -99;
 
@@ -70,6 +73,12 @@ pub(crate) enum Error {
     /// No link has this id.
     #[error("the node has no link {0}")]
     NoSuchLink(u64),
+    /// A server's `on_init` callback refused to start.
+    #[error("the server's on_init returned {0}")]
+    ServerInit(c_int),
+    /// The supervisor gave up (restart intensity exceeded).
+    #[error("the supervisor gave up: {0}")]
+    SupervisorFailed(String),
 }
 
 impl Error {
@@ -78,7 +87,8 @@ impl Error {
         match self {
             Error::Null(_) => OSCLOUD_ERR_NULL,
             Error::Utf8(_) | Error::Invalid(_) => OSCLOUD_ERR_INVALID,
-            Error::Runtime(_) => OSCLOUD_ERR_OTHER,
+            Error::Runtime(_) | Error::ServerInit(_) => OSCLOUD_ERR_OTHER,
+            Error::SupervisorFailed(_) => OSCLOUD_ERR_SERVER_STOPPED,
             Error::Decode(_) => OSCLOUD_ERR_DECODE,
             Error::Panic(_) => OSCLOUD_ERR_PANIC,
             Error::NoSuchLink(_) => OSCLOUD_ERR_NOT_FOUND,
@@ -96,6 +106,7 @@ impl Error {
                 CoreError::NotFound(_) => OSCLOUD_ERR_NOT_FOUND,
                 CoreError::Timeout { .. } => OSCLOUD_ERR_TIMEOUT,
                 CoreError::ServerStopped { .. } => OSCLOUD_ERR_SERVER_STOPPED,
+                CoreError::ServerBusy { .. } => OSCLOUD_ERR_BUSY,
                 CoreError::Remote { .. } => OSCLOUD_ERR_REMOTE,
                 CoreError::NameTaken { .. } | CoreError::InvalidName { .. } => OSCLOUD_ERR_NAME,
                 CoreError::NoSuchPort { .. } => OSCLOUD_ERR_NO_SUCH_PORT,
@@ -213,6 +224,7 @@ pub extern "C" fn oscloud_strerror(code: c_int) -> *const c_char {
         OSCLOUD_ERR_PIPE_CLOSED => c"pipe closed",
         OSCLOUD_ERR_DECODE => c"cannot decode payload",
         OSCLOUD_ERR_PANIC => c"panic caught in liboscloud",
+        OSCLOUD_ERR_BUSY => c"server busy: its mailbox is full",
         _ => c"other error",
     };
     s.as_ptr()

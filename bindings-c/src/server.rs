@@ -1,19 +1,30 @@
 //! Servers whose casts, calls and pipes are answered by C callbacks.
 //!
 //! Each server has its own thread: the endpoint (called by local callers
-//! and by the node's link drivers) only queues jobs; the thread runs the
-//! callbacks one at a time. So a callback may block, and no C code ever
-//! runs inside the async runtime.
+//! and by the node's link drivers) only queues jobs, up to the server's
+//! mailbox bound; the thread runs the callbacks one at a time. So a
+//! callback may block, and no C code ever runs inside the async runtime.
+//!
+//! A server runs in *incarnations*, as a Rust server restarted by its
+//! supervisor does: `on_init`, a registry entry of its own, the callbacks,
+//! then `on_stop` when it fails (a callback called `oscloud_server_fail`)
+//! or its supervisor stops it. Unsupervised, a failed server stays down;
+//! supervised, its supervisor (`supervisor.rs`) starts the next
+//! incarnation per its strategy.
 
+use std::cell::RefCell;
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::{JoinHandle, ThreadId};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use oscloud_core::{Capabilities, Endpoint, Error as CoreError, PipeEnd, Registration};
+use oscloud_core::{
+    Capabilities, Endpoint, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
+};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -21,6 +32,7 @@ use tracing::warn;
 use crate::error::{Error, OSCLOUD_OK, bytes_arg, guard, guard_void, panic_text, str_arg};
 use crate::node::{OscloudNode, node_arg};
 use crate::pipe::OscloudPipe;
+use crate::supervisor::{Failure, OscloudSupervisor, SupCore};
 
 /// Called for each one-way message: `data[0..len]` is loaned (valid until
 /// the callback returns).
@@ -57,10 +69,22 @@ pub type OscloudPipeFn = Option<
 /// free `context` here.
 pub type OscloudDropFn = Option<unsafe extern "C" fn(context: *mut c_void)>;
 
+/// Called on the server's thread before each incarnation of the server
+/// (before it is registered, and again on every restart): set up the
+/// state in `context`. Return 0 to start; any other value means the start
+/// failed (registering fails; a restart counts as failed).
+pub type OscloudInitFn = Option<unsafe extern "C" fn(context: *mut c_void) -> c_int>;
+
+/// Called on the server's thread when an incarnation ends (the server
+/// failed, or its supervisor stops it, or it is dropped): release what
+/// `on_init` set up. `on_drop` still comes once, after the last `on_stop`.
+pub type OscloudStopFn = Option<unsafe extern "C" fn(context: *mut c_void)>;
+
 /// The callbacks of a server. Start from `oscloud_server_callbacks_default()`
 /// (every callback NULL) and set those you need. A server without
 /// `on_call` answers calls with `OSCLOUD_ERR_REMOTE`; without `on_pipe` it
-/// refuses pipes; without `on_cast` it ignores casts.
+/// refuses pipes; without `on_cast` it ignores casts; without `on_init`
+/// and `on_stop` a restart only gives it a new registry entry.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct OscloudServerCallbacks {
@@ -74,6 +98,10 @@ pub struct OscloudServerCallbacks {
     pub on_pipe: OscloudPipeFn,
     /// The server is gone.
     pub on_drop: OscloudDropFn,
+    /// An incarnation starts (see `oscloud_init_fn`).
+    pub on_init: OscloudInitFn,
+    /// An incarnation ends (see `oscloud_stop_fn`).
+    pub on_stop: OscloudStopFn,
 }
 
 /// Callbacks with every field NULL.
@@ -85,15 +113,37 @@ pub extern "C" fn oscloud_server_callbacks_default() -> OscloudServerCallbacks {
         on_call: None,
         on_pipe: None,
         on_drop: None,
+        on_init: None,
+        on_stop: None,
     }
 }
 
-/// The callbacks, sent to the server thread.
-struct SendCallbacks(OscloudServerCallbacks);
+/// The mailbox bound of `oscloud_server_options_default()`.
+pub const OSCLOUD_DEFAULT_MAILBOX: usize = 1024;
 
-// SAFETY: the C side promises (see the header) that `context` may be used
-// from the server's thread; the function pointers are plain code pointers.
-unsafe impl Send for SendCallbacks {}
+/// How a server is registered. Start from `oscloud_server_options_default()`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct OscloudServerOptions {
+    /// The most messages (casts, calls and pipe offers) that may wait for
+    /// the callbacks; one more is refused at once with `OSCLOUD_ERR_BUSY`
+    /// (a cast from another node is dropped). 0 means
+    /// `OSCLOUD_DEFAULT_MAILBOX`.
+    pub mailbox: usize,
+    /// The supervisor that restarts the server when it fails (loaned: the
+    /// server keeps its own reference), or NULL for none: a failed server
+    /// then stays down.
+    pub supervisor: *const OscloudSupervisor,
+}
+
+/// Options with a mailbox of `OSCLOUD_DEFAULT_MAILBOX` and no supervisor.
+#[unsafe(no_mangle)]
+pub extern "C" fn oscloud_server_options_default() -> OscloudServerOptions {
+    OscloudServerOptions {
+        mailbox: OSCLOUD_DEFAULT_MAILBOX,
+        supervisor: std::ptr::null(),
+    }
+}
 
 /// The pending answer to one call. Owned by whoever must answer: drop it
 /// (or send through it) exactly once; `oscloud_reply_*` take `&reply` and
@@ -113,7 +163,7 @@ impl fmt::Debug for OscloudReply {
 }
 
 impl OscloudReply {
-    fn answer(&mut self, result: Result<Bytes, CoreError>) {
+    pub(crate) fn answer(&mut self, result: Result<Bytes, CoreError>) {
         if let Some(tx) = self.tx.take() {
             // The caller may have given up (timeout): nothing to do then.
             let _ = tx.send(result);
@@ -138,34 +188,104 @@ enum Job {
     Pipe(String, PipeEnd, oneshot::Sender<Result<(), CoreError>>),
 }
 
-/// The kernel endpoint of a C server: queues jobs for its thread.
-struct CEndpoint {
+/// What a supervisor asks of a server's thread. Queued behind the jobs
+/// already waiting, and not counted against the mailbox bound.
+pub(crate) enum Control {
+    /// End the running incarnation (after the jobs queued before this),
+    /// then answer.
+    Stop(mpsc::Sender<()>),
+    /// Start an incarnation unless one runs; answer with its number, or
+    /// with why it could not start.
+    Start(mpsc::Sender<Result<u64, String>>),
+}
+
+enum Msg {
+    Job(Job),
+    Control(Control),
+}
+
+/// A server's queue, shared by its endpoints, its handle, its thread and
+/// its supervisor.
+pub(crate) struct Inbox {
     name: String,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// `None` once the server is dropped.
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    /// Jobs queued and not yet taken by the thread.
+    queued: AtomicUsize,
+    limit: usize,
 }
 
-impl fmt::Debug for CEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CEndpoint")
-            .field("name", &self.name)
-            .finish()
+impl Inbox {
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<mpsc::Sender<Msg>>> {
+        self.tx.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-impl CEndpoint {
-    fn stopped(&self) -> CoreError {
+    fn dropped(&self) -> CoreError {
         CoreError::ServerStopped {
             name: self.name.clone(),
             reason: "the C server was dropped".into(),
         }
     }
 
+    /// Queue a job, unless the mailbox is full.
     fn post(&self, job: Job) -> Result<(), CoreError> {
-        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        match jobs.as_ref() {
-            Some(tx) => tx.send(job).map_err(|_| self.stopped()),
-            None => Err(self.stopped()),
+        let tx = self.sender();
+        let Some(tx) = tx.as_ref() else {
+            return Err(self.dropped());
+        };
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(CoreError::ServerBusy {
+                name: self.name.clone(),
+                limit: self.limit,
+            });
         }
+        tx.send(Msg::Job(job)).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.dropped()
+        })
+    }
+
+    /// Queue a request of the supervisor; false once the server is gone.
+    pub(crate) fn control(&self, control: Control) -> bool {
+        self.sender()
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Control(control)).is_ok())
+    }
+}
+
+/// The kernel endpoint of one incarnation of a C server: queues jobs for
+/// its thread until the incarnation ends.
+struct CEndpoint {
+    inbox: Arc<Inbox>,
+    /// Why the incarnation ended, once it has.
+    ended: OnceLock<String>,
+}
+
+impl fmt::Debug for CEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CEndpoint")
+            .field("name", &self.inbox.name)
+            .finish()
+    }
+}
+
+impl CEndpoint {
+    fn stopped(&self) -> CoreError {
+        match self.ended.get() {
+            Some(reason) => CoreError::ServerStopped {
+                name: self.inbox.name.clone(),
+                reason: reason.clone(),
+            },
+            None => self.inbox.dropped(),
+        }
+    }
+
+    fn post(&self, job: Job) -> Result<(), CoreError> {
+        if self.ended.get().is_some() {
+            return Err(self.stopped());
+        }
+        self.inbox.post(job)
     }
 }
 
@@ -188,11 +308,16 @@ impl Endpoint for CEndpoint {
     }
 }
 
+/// The registry entry of the running incarnation, shared by the thread and
+/// the handle (which removes it first when the server is dropped).
+type Entry = Arc<Mutex<Option<Registration>>>;
+
 /// A registered server answered by C callbacks. Owned: drop it with
 /// `oscloud_server_drop`, which unregisters it.
 pub struct OscloudServer {
-    endpoint: Arc<CEndpoint>,
-    registration: Option<Registration>,
+    inbox: Arc<Inbox>,
+    entry: Entry,
+    supervisor: Option<(Arc<SupCore>, u64)>,
     thread: Option<JoinHandle<()>>,
     thread_id: ThreadId,
 }
@@ -200,23 +325,26 @@ pub struct OscloudServer {
 impl fmt::Debug for OscloudServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OscloudServer")
-            .field("name", &self.endpoint.name)
+            .field("name", &self.inbox.name)
             .finish()
     }
 }
 
 impl Drop for OscloudServer {
     fn drop(&mut self) {
-        // Leave the registry, then close the queue: the thread handles what
-        // is queued already, calls `on_drop` and ends.
-        drop(self.registration.take());
+        // Leave the supervisor and the registry, then close the queue: the
+        // thread handles what is queued already, calls `on_stop` and
+        // `on_drop`, and ends.
+        if let Some((sup, id)) = self.supervisor.take() {
+            sup.remove(id);
+        }
         drop(
-            self.endpoint
-                .jobs
+            self.entry
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
         );
+        drop(self.inbox.sender().take());
         if let Some(thread) = self.thread.take() {
             if std::thread::current().id() == self.thread_id {
                 // Dropped from one of its own callbacks: the thread ends by
@@ -228,24 +356,194 @@ impl Drop for OscloudServer {
     }
 }
 
-/// Run the server's callbacks until its queue closes.
-fn serve(callbacks: SendCallbacks, jobs: mpsc::Receiver<Job>, rt: Weak<Runtime>, name: &str) {
-    let cb = callbacks.0;
-    while let Ok(job) = jobs.recv() {
+thread_local! {
+    /// On a server's thread during `on_cast`, `on_call` or `on_pipe`: the
+    /// failure reported by `oscloud_server_fail`, if any.
+    static FAILURE: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+    /// Whether this thread is a server's.
+    static SERVER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread runs a server's callbacks.
+pub(crate) fn on_server_thread() -> bool {
+    SERVER_THREAD.with(std::cell::Cell::get)
+}
+
+/// A server's thread: its callbacks, and the incarnation running.
+struct Life {
+    cb: OscloudServerCallbacks,
+    kernel: Kernel,
+    rt: Weak<Runtime>,
+    inbox: Arc<Inbox>,
+    entry: Entry,
+    supervisor: Option<(Arc<SupCore>, u64)>,
+    /// The number of the latest incarnation (1 for the first).
+    incarnation: u64,
+    running: Option<Arc<CEndpoint>>,
+    /// Why the last incarnation ended.
+    last_end: String,
+}
+
+// SAFETY: the C side promises (see the header) that `context` may be used
+// from the server's thread; the function pointers are plain code pointers.
+unsafe impl Send for Life {}
+
+impl Life {
+    fn name(&self) -> &str {
+        &self.inbox.name
+    }
+
+    /// Start an incarnation: `on_init`, then a registry entry.
+    fn start(&mut self) -> Result<(), Error> {
+        if let Some(on_init) = self.cb.on_init {
+            let ctx = self.cb.context;
+            // SAFETY: the C side registered this callback for this context.
+            let rc = std::panic::catch_unwind(|| unsafe { on_init(ctx) }).unwrap_or(-1);
+            if rc != 0 {
+                return Err(Error::ServerInit(rc));
+            }
+        }
+        let endpoint = Arc::new(CEndpoint {
+            inbox: self.inbox.clone(),
+            ended: OnceLock::new(),
+        });
+        match self
+            .kernel
+            .registry()
+            .register(self.name(), Capabilities::new(), endpoint.clone())
+        {
+            Ok(reg) => {
+                *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some(reg);
+                self.incarnation += 1;
+                self.running = Some(endpoint);
+                Ok(())
+            }
+            Err(err) => {
+                self.on_stop();
+                Err(err.into())
+            }
+        }
+    }
+
+    fn on_stop(&self) {
+        if let Some(on_stop) = self.cb.on_stop {
+            let ctx = self.cb.context;
+            // SAFETY: the C side registered this callback for this context.
+            let _ = std::panic::catch_unwind(|| unsafe { on_stop(ctx) });
+        }
+    }
+
+    /// End the running incarnation, if any: its entry leaves the registry
+    /// with `reason`, then `on_stop`.
+    fn stop(&mut self, reason: ExitReason) {
+        let Some(endpoint) = self.running.take() else {
+            return;
+        };
+        self.last_end = match &reason {
+            ExitReason::Normal => "stopped".to_owned(),
+            ExitReason::Failed(why) | ExitReason::LinkDown(why) => why.clone(),
+        };
+        let _ = endpoint.ended.set(self.last_end.clone());
+        let entry = self
+            .entry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(entry) = entry {
+            entry.unregister(reason);
+        }
+        self.on_stop();
+    }
+
+    /// A callback reported failure: stop, and tell the supervisor.
+    fn fail(&mut self, reason: String) {
+        warn!(server = %self.name(), %reason, "C server failed");
+        self.stop(ExitReason::Failed(reason.clone()));
+        if let Some((sup, child)) = &self.supervisor {
+            sup.report(Failure {
+                child: *child,
+                incarnation: self.incarnation,
+                reason,
+            });
+        }
+    }
+
+    /// A job while no incarnation runs: refused as by a stopped server.
+    fn refuse(&self, job: Job) {
+        let stopped = || CoreError::ServerStopped {
+            name: self.name().to_owned(),
+            reason: self.last_end.clone(),
+        };
+        match job {
+            Job::Cast(_) => {}
+            Job::Call(_, tx) => {
+                let _ = tx.send(Err(stopped()));
+            }
+            Job::Pipe(_, _, tx) => {
+                let _ = tx.send(Err(stopped()));
+            }
+        }
+    }
+
+    /// Run the callback for `job`; the failure it reported, if any.
+    fn run(&self, job: Job) -> Option<String> {
+        FAILURE.with(|f| *f.borrow_mut() = Some(None));
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handle(&cb, job, &rt, name);
+            handle(&self.cb, job, &self.rt, self.name());
         }));
         if let Err(payload) = handled {
             warn!(
-                server = name,
+                server = %self.name(),
                 "panic while handling a message: {}",
                 panic_text(payload.as_ref())
             );
         }
+        FAILURE.with(|f| f.borrow_mut().take()).flatten()
     }
-    if let Some(on_drop) = cb.on_drop {
+
+    fn on_message(&mut self, msg: Msg) {
+        match msg {
+            Msg::Job(job) => {
+                self.inbox.queued.fetch_sub(1, Ordering::AcqRel);
+                if self.running.is_none() {
+                    self.refuse(job);
+                } else if let Some(reason) = self.run(job) {
+                    self.fail(reason);
+                }
+            }
+            Msg::Control(Control::Stop(done)) => {
+                self.stop(ExitReason::Normal);
+                let _ = done.send(());
+            }
+            Msg::Control(Control::Start(done)) => {
+                let started = match self.running {
+                    Some(_) => Ok(()),
+                    None => self.start().map_err(|e| e.to_string()),
+                };
+                let _ = done.send(started.map(|()| self.incarnation));
+            }
+        }
+    }
+}
+
+/// The server's thread: the first incarnation (reported on `first`), then
+/// messages until the server is dropped.
+fn serve(mut life: Life, jobs: mpsc::Receiver<Msg>, first: mpsc::Sender<Result<(), Error>>) {
+    SERVER_THREAD.with(|t| t.set(true));
+    let started = life.start();
+    let ok = started.is_ok();
+    let _ = first.send(started);
+    if !ok {
+        return; // the server never existed: no `on_drop`
+    }
+    while let Ok(msg) = jobs.recv() {
+        life.on_message(msg);
+    }
+    life.stop(ExitReason::Normal);
+    if let Some(on_drop) = life.cb.on_drop {
+        let ctx = life.cb.context;
         // SAFETY: the C side registered this callback for this context.
-        let _ = std::panic::catch_unwind(|| unsafe { on_drop(cb.context) });
+        let _ = std::panic::catch_unwind(|| unsafe { on_drop(ctx) });
     }
 }
 
@@ -299,20 +597,46 @@ fn handle(cb: &OscloudServerCallbacks, job: Job, rt: &Weak<Runtime>, name: &str)
     }
 }
 
-/// Register a server named `name` on `node`, answered by `callbacks`, and
-/// store its handle in `*out`. Its callbacks run on a thread of its own
-/// (named `oscloud-srv`), one at a time, in arrival order. The server is
-/// reachable from this node and every linked node until it is dropped.
-/// Fails with `OSCLOUD_ERR_NAME` if the name is taken or invalid.
+/// Register a server named `name` on `node`, answered by `callbacks`, with
+/// the default options (a mailbox of `OSCLOUD_DEFAULT_MAILBOX`, no
+/// supervisor); see `oscloud_server_register_with`.
 ///
 /// # Safety
-/// `node` is a live node; `name` a NUL-terminated string; `callbacks`
-/// valid; `callbacks->context` usable from another thread.
+/// As for `oscloud_server_register_with`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn oscloud_server_register(
     node: *const OscloudNode,
     name: *const c_char,
     callbacks: *const OscloudServerCallbacks,
+    out: *mut *mut OscloudServer,
+) -> c_int {
+    // SAFETY: per the contract.
+    unsafe { oscloud_server_register_with(node, name, callbacks, std::ptr::null(), out) }
+}
+
+/// Register a server named `name` on `node`, answered by `callbacks`, as
+/// `options` say (NULL: the defaults), and store its handle in `*out`. Its
+/// callbacks run on a thread of its own (named `oscloud-srv`), one at a
+/// time, in arrival order; `on_init` runs there first, and a non-zero
+/// result fails the registration (`OSCLOUD_ERR_OTHER`). The server is
+/// reachable from this node and every linked node until it is dropped,
+/// or until it fails (a callback calls `oscloud_server_fail`): then its
+/// entry leaves the registry, the messages waiting are refused
+/// (`OSCLOUD_ERR_SERVER_STOPPED`), `on_stop` runs, and its supervisor, if
+/// it has one, starts it again (`on_init`, a new entry) per its strategy.
+/// Fails with `OSCLOUD_ERR_NAME` if the name is taken or invalid, and
+/// with `OSCLOUD_ERR_SERVER_STOPPED` if the supervisor gave up already.
+///
+/// # Safety
+/// `node` is a live node; `name` a NUL-terminated string; `callbacks`
+/// valid; `callbacks->context` usable from another thread; `options` NULL
+/// or valid, its `supervisor` NULL or a live supervisor.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_server_register_with(
+    node: *const OscloudNode,
+    name: *const c_char,
+    callbacks: *const OscloudServerCallbacks,
+    options: *const OscloudServerOptions,
     out: *mut *mut OscloudServer,
 ) -> c_int {
     guard(|| {
@@ -322,28 +646,74 @@ pub unsafe extern "C" fn oscloud_server_register(
         let name = unsafe { str_arg(name, "name") }?;
         // SAFETY: per the contract.
         let cb = *unsafe { callbacks.as_ref() }.ok_or(Error::Null("callbacks"))?;
+        // SAFETY: per the contract.
+        let options = unsafe { options.as_ref() }
+            .copied()
+            .unwrap_or_else(|| oscloud_server_options_default());
         if out.is_null() {
             return Err(Error::Null("out"));
         }
+        // SAFETY: per the contract.
+        let sup = unsafe { options.supervisor.as_ref() }.map(OscloudSupervisor::core);
         let (tx, rx) = mpsc::channel();
-        let endpoint = Arc::new(CEndpoint {
+        let inbox = Arc::new(Inbox {
             name: name.to_owned(),
-            jobs: Mutex::new(Some(tx)),
+            tx: Mutex::new(Some(tx)),
+            queued: AtomicUsize::new(0),
+            limit: match options.mailbox {
+                0 => OSCLOUD_DEFAULT_MAILBOX,
+                n => n,
+            },
         });
-        let registration =
-            node.kernel
-                .registry()
-                .register(name, Capabilities::new(), endpoint.clone())?;
-        let rt = Arc::downgrade(&node.rt);
-        let thread_name = name.to_owned();
-        let callbacks = SendCallbacks(cb);
-        let thread = std::thread::Builder::new()
+        // A child from the start, so that a failure of its first
+        // incarnation finds it.
+        let supervisor = match sup {
+            Some(sup) => {
+                let id = sup.add(inbox.clone())?;
+                Some((sup, id))
+            }
+            None => None,
+        };
+        let entry = Entry::default();
+        let life = Life {
+            cb,
+            kernel: node.kernel.clone(),
+            rt: Arc::downgrade(&node.rt),
+            inbox: inbox.clone(),
+            entry: entry.clone(),
+            supervisor: supervisor.clone(),
+            incarnation: 0,
+            running: None,
+            last_end: String::new(),
+        };
+        let (first_tx, first_rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
             .name("oscloud-srv".into())
-            .spawn(move || serve(callbacks, rx, rt, &thread_name))
-            .map_err(|e| Error::Runtime(e.to_string()))?;
+            .spawn(move || serve(life, rx, first_tx));
+        let leave = || {
+            if let Some((sup, id)) = &supervisor {
+                sup.remove(*id);
+            }
+        };
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(e) => {
+                leave();
+                return Err(Error::Runtime(e.to_string()));
+            }
+        };
+        let started = first_rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Runtime("the server thread ended".into())));
+        if let Err(err) = started {
+            leave();
+            let _ = thread.join();
+            return Err(err);
+        }
         let server = Box::new(OscloudServer {
-            endpoint,
-            registration: Some(registration),
+            inbox,
+            entry,
+            supervisor,
             thread_id: thread.thread().id(),
             thread: Some(thread),
         });
@@ -353,10 +723,37 @@ pub unsafe extern "C" fn oscloud_server_register(
     })
 }
 
+/// Report, from inside `on_cast`, `on_call` or `on_pipe`, that the server
+/// failed with `reason`. Once the callback returns, the server stops: its
+/// entry leaves the registry (watchers see `reason`), the messages
+/// waiting are refused, `on_stop` runs, and its supervisor, if any,
+/// restarts it per its strategy. Fails with `OSCLOUD_ERR_INVALID` when
+/// called anywhere else.
+///
+/// # Safety
+/// `reason` is a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_server_fail(reason: *const c_char) -> c_int {
+    guard(|| {
+        // SAFETY: per the contract.
+        let reason = unsafe { str_arg(reason, "reason") }?.to_owned();
+        FAILURE.with(|f| match f.borrow_mut().as_mut() {
+            Some(slot) => {
+                *slot = Some(reason);
+                Ok(OSCLOUD_OK)
+            }
+            None => Err(Error::Invalid(
+                "oscloud_server_fail is called from a server's on_cast, on_call or on_pipe".into(),
+            )),
+        })
+    })
+}
+
 /// Unregister the server and free it; sets `*server` to NULL. Returns after
-/// the callbacks of messages already queued, then `on_drop`, have run
-/// (except when called from one of the server's own callbacks: then they
-/// run after that callback returns). NULL or already dropped does nothing.
+/// the callbacks of messages already queued, then `on_stop` and `on_drop`,
+/// have run (except when called from one of the server's own callbacks:
+/// then they run after that callback returns). NULL or already dropped
+/// does nothing.
 ///
 /// # Safety
 /// `server` is NULL or points to NULL or to a server from this library.

@@ -36,6 +36,10 @@ pub enum Error {
     /// The API was used in a way that cannot work (the text says how).
     #[error("{0}")]
     Usage(String),
+    /// The runtime the nodes run on cannot start, or is shut down because
+    /// the interpreter is exiting (the text says which).
+    #[error("the oscloud runtime is not available: {0}")]
+    Runtime(String),
 }
 
 impl From<Error> for PyErr {
@@ -72,7 +76,7 @@ fn to_exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             attrs.set_item("reason", reason)?;
             "StartFailed"
         }
-        Error::Actors(_) => "Error",
+        Error::Actors(_) | Error::Runtime(_) => "Error",
         Error::Encode(_) => "EncodeError",
         Error::Decode(_) => "DecodeError",
         Error::Usage(_) => "UsageError",

@@ -25,10 +25,12 @@
 //!
 //! How it works:
 //!
-//! - everything Rust runs on one tokio runtime (`pyo3-async-runtimes`);
-//!   every awaitable the API returns is a Rust future turned into an asyncio
-//!   future, so the event loop is never blocked and the GIL is not held
-//!   while Rust waits;
+//! - everything Rust runs on one tokio runtime, owned by this module and
+//!   shut down by an `atexit` hook before the interpreter finalises, so no
+//!   Rust thread touches Python during finalisation; every awaitable the
+//!   API returns is a Rust future turned into an asyncio future
+//!   (`pyo3-async-runtimes`), so the event loop is never blocked and the
+//!   GIL is not held while Rust waits;
 //! - a Python server is an [`oscloud_actors::Server`] whose handlers call
 //!   the Python callables; coroutines are scheduled on the event loop the
 //!   node was started from, and each server runs under its own
@@ -46,12 +48,13 @@
 mod error;
 mod node;
 mod pipe;
+mod runtime;
 mod rust_server;
 mod server;
 mod value;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 
 pub use error::Error;
 
@@ -86,5 +89,22 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add("RAISED_PREFIX", error::RAISED)?;
+    // Shut the runtime down before the interpreter finalises (see
+    // `runtime.rs`); hooks registered later, by code using this module,
+    // run before this one. A child made by fork has no runtime threads: it
+    // gives the runtime up.
+    let py = m.py();
+    py.import("atexit")?
+        .call_method1("register", (wrap_pyfunction!(runtime::shutdown, m)?,))?;
+    let os = py.import("os")?;
+    // POSIX only.
+    if os.hasattr("register_at_fork")? {
+        let hooks = PyDict::new(py);
+        hooks.set_item(
+            "after_in_child",
+            wrap_pyfunction!(runtime::forget_in_child, m)?,
+        )?;
+        os.call_method("register_at_fork", (), Some(&hooks))?;
+    }
     Ok(())
 }

@@ -14,18 +14,18 @@ use oscloud_core::identity::{AllowList, NodeKey, PublicKey};
 use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::wire::SecureConfig;
 use oscloud_core::{
-    Capabilities, Entry, Error as CoreError, Kernel, LinkStatus, Node, NodeConfig, RegistryEvent,
-    Route, Watch,
+    Capabilities, Entry, Error as CoreError, Kernel, LinkStatus, Node, NodeConfig, PortDirection,
+    RegistryEvent, Route, Watch,
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
-use pyo3_async_runtimes::tokio::{future_into_py, get_runtime};
 
 use crate::Error;
 use crate::pipe::PyPipe;
+use crate::runtime::{self, future_into_py};
 use crate::server::{PyServer, Spec};
 use crate::value::{decode_py, encode_py};
 
@@ -214,7 +214,7 @@ impl PyNode {
             .iter()
             .map(|a| parse(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let locals = Arc::new(pyo3_async_runtimes::tokio::get_current_locals(py)?);
+        let locals = Arc::new(runtime::current_locals(py)?);
         future_into_py(py, async move {
             let node = match security {
                 Some(sec) => Node::with_security(
@@ -397,7 +397,7 @@ impl PyNode {
 
     /// Start a Python server under its own supervisor. Used by
     /// `Node.server`; returns once it is registered.
-    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period, with_caller = false))]
+    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period, with_caller = false, ports = Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn _serve(
         &self,
@@ -412,6 +412,7 @@ impl PyNode {
         max_restarts: u32,
         period: f64,
         with_caller: bool,
+        ports: Vec<(String, String)>,
     ) -> PyResult<PyServerHandle> {
         let restart = match restart {
             "permanent" => Restart::Permanent,
@@ -438,6 +439,14 @@ impl PyNode {
         for p in produces {
             caps = caps.produces(p);
         }
+        for (port, dir) in ports {
+            let dir = PortDirection::parse(&dir).ok_or_else(|| {
+                Error::Usage(format!(
+                    "port {port:?}: direction must be \"in\", \"out\" or \"both\", not {dir:?}"
+                ))
+            })?;
+            caps = caps.port(port, dir);
+        }
         let mut opts = ServerOptions::new(name.clone()).capabilities(caps);
         if group {
             opts = opts.group();
@@ -457,7 +466,7 @@ impl PyNode {
         let kernel = self.kernel().clone();
         // Starting takes microseconds (plus a class's __init__, which runs
         // on a runtime thread): wait for it without the GIL.
-        let started = py.detach(|| get_runtime().block_on(Supervisor::start(&kernel, spec)));
+        let started = runtime::block_on(py, Supervisor::start(&kernel, spec))?;
         let handle = Arc::new(started.map_err(Error::from)?);
         self.inner
             .servers
@@ -766,6 +775,8 @@ pub(crate) struct PyEntry {
     accepts: Vec<String>,
     /// The message kinds it produces.
     produces: Vec<String>,
+    /// Its pipe ports: name → `"in"`, `"out"` or `"both"`.
+    ports: BTreeMap<String, String>,
 }
 
 impl PyEntry {
@@ -777,6 +788,12 @@ impl PyEntry {
             group: e.is_group_member(),
             accepts: e.capabilities().accepts.clone(),
             produces: e.capabilities().produces.clone(),
+            ports: e
+                .capabilities()
+                .ports
+                .iter()
+                .map(|(name, dir)| (name.clone(), dir.as_str().to_owned()))
+                .collect(),
         }
     }
 }

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::Error;
+use crate::runtime::future_into_py;
 
 /// One end of a duplex pipe (`oscloud.Pipe`).
 #[pyclass(name = "Pipe", module = "oscloud._native", frozen)]
@@ -49,7 +50,7 @@ impl PyPipe {
     fn send<'py>(&self, py: Python<'py>, frame: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         let writer = self.writer();
         let frame = Bytes::copy_from_slice(frame);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        future_into_py(py, async move {
             let writer = writer.ok_or(Error::Core(CoreError::PipeClosed))?;
             writer.send(frame).await.map_err(Error::from)?;
             Ok(())
@@ -61,7 +62,7 @@ impl PyPipe {
     /// or the reader is gone.
     fn drained<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let writer = self.writer();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        future_into_py(py, async move {
             let writer = writer.ok_or(Error::Core(CoreError::PipeClosed))?;
             writer.drained().await;
             Ok(())
@@ -71,7 +72,7 @@ impl PyPipe {
     /// Read the next frame; `None` at the end of the stream.
     fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let reader = self.reader.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { to_py(recv(reader).await) })
+        future_into_py(py, async move { to_py(recv(reader).await) })
     }
 
     /// End this side's stream: the other end reads `None` once it has read
@@ -86,7 +87,7 @@ impl PyPipe {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let reader = self.reader.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        future_into_py(py, async move {
             match recv(reader).await {
                 Some(frame) => Ok(Python::attach(|py| PyBytes::new(py, &frame).unbind())),
                 None => Err(PyStopAsyncIteration::new_err(())),

@@ -22,10 +22,10 @@ use oscloud_actors::{
     async_trait,
 };
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::get_runtime;
 
 use crate::Error;
 use crate::node::PyNode;
+use crate::runtime;
 
 /// The Rust test server (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +83,7 @@ pub(crate) fn _rust_echo(py: Python<'_>, node: &PyNode, name: String) -> PyResul
         .strategy(Strategy::OneForOne)
         .intensity(10, Duration::from_secs(5))
         .child(ChildSpec::server(name, || RustEcho));
-    let started = py.detach(|| get_runtime().block_on(Supervisor::start(&kernel, spec)));
+    let started = runtime::block_on(py, Supervisor::start(&kernel, spec))?;
     node.keep(Arc::new(started.map_err(Error::from)?));
     Ok(())
 }

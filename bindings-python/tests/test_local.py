@@ -274,7 +274,7 @@ def make_member(i: int) -> Any:
 
 
 async def test_pipes_python_to_python(node: oscloud.Node) -> None:
-    @node.server("shout")
+    @node.server("shout", ports={"in": "both"})
     class Shout:
         async def handle_pipe(self, port: str, pipe: oscloud.Pipe) -> bool:
             if port != "in":
@@ -287,6 +287,10 @@ async def test_pipes_python_to_python(node: oscloud.Node) -> None:
                 await pipe.send(frame.upper())
             pipe.close()
 
+    (entry,) = node.servers("shout")
+    assert entry.ports == {"in": "both"}
+    with pytest.raises(oscloud.UsageError):
+        node.server("bad-port", ports={"in": "sideways"})(Shout)
     ref = await node.lookup("shout")
     with pytest.raises(oscloud.NoSuchPort):
         await ref.open_pipe("out")

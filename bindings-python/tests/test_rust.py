@@ -84,6 +84,11 @@ async def test_rust_errors_reach_python(pair: Tuple[oscloud.Node, RustNode]) -> 
     py, rs = pair
     upper = await py.lookup(f"upper-{rs.name}", wait=10)
     sink = await py.lookup(f"sink-{rs.name}", wait=10)
+    # The sink's pipe port arrived with its registry entry; upper has none.
+    (entry,) = py.servers(f"sink-{rs.name}")
+    assert entry.ports == {"in": "in"} and not entry.local
+    (entry,) = py.servers(f"upper-{rs.name}")
+    assert entry.ports == {}
     # The Rust server cannot decode an int as a String.
     with pytest.raises(oscloud.DecodeError):
         await upper.call(42)

@@ -135,6 +135,10 @@ pub async fn ls(addr: &str) -> Result<String, Error> {
         for (k, v) in &c.metadata {
             caps.push(format!("{k}={v}"));
         }
+        if !c.ports.is_empty() {
+            let ports: Vec<String> = c.ports.iter().map(|(n, d)| format!("{n}:{d}")).collect();
+            caps.push(format!("ports={}", ports.join(",")));
+        }
         if e.is_group_member() {
             caps.push("group".into());
         }
@@ -167,6 +171,16 @@ pub async fn ls(addr: &str) -> Result<String, Error> {
             if x.running { "running" } else { "stopped" },
             x.restarts
         );
+    }
+    if !status.at_hop_limit.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnot announced to neighbours (at the hop limit, max_hops = {}):",
+            status.max_hops
+        );
+        for r in &status.at_hop_limit {
+            let _ = writeln!(out, "  {:<26} {:<10} {} hops", r.name, r.node, r.hops);
+        }
     }
     s.close();
     Ok(out)

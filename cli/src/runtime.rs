@@ -182,6 +182,26 @@ pub struct NodeStatus {
     /// entry id, whether it failed (or its link went down).
     #[serde(default)]
     pub exits: Vec<(String, u64, bool)>,
+    /// Servers of other nodes this node reaches but announces to no
+    /// neighbour, their route being as long as the hop limit lets a route
+    /// go: nodes further away cannot reach them.
+    #[serde(default)]
+    pub at_hop_limit: Vec<HopLimited>,
+    /// The node's hop limit (`NodeConfig::max_hops`).
+    #[serde(default)]
+    pub max_hops: usize,
+}
+
+/// A server of another node that a node reaches at its hop limit
+/// ([`NodeStatus::at_hop_limit`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HopLimited {
+    /// The server.
+    pub name: String,
+    /// The node it lives on (short id).
+    pub node: String,
+    /// Hops from this node to it.
+    pub hops: usize,
 }
 
 /// How many exits a node remembers for [`NodeStatus::exits`].
@@ -437,10 +457,23 @@ impl Shared {
             .iter()
             .cloned()
             .collect();
+        let at_hop_limit = self
+            .node
+            .routes()
+            .into_iter()
+            .filter(|r| r.best && r.at_hop_limit)
+            .map(|r| HopLimited {
+                name: r.name,
+                node: r.node.short(),
+                hops: r.path.len(),
+            })
+            .collect();
         NodeStatus {
             ends,
             registered,
             exits,
+            at_hop_limit,
+            max_hops: self.node.config().max_hops,
             node: self.name.clone(),
             node_id: kernel.node().to_string(),
             pid: std::process::id(),

@@ -21,11 +21,22 @@ struct Cloud {
 }
 
 impl Cloud {
+    /// The sensor-alert topology, its sensors looping, once alerts flow.
     fn start() -> Self {
         let dir = workdir();
         let text = std::fs::read_to_string(dir.path().join("sensor-alert.toml"))
             .unwrap()
             .replace("interval_ms = 2 }", "interval_ms = 5, repeat = true }");
+        let cloud = Self::run(dir, &text, 3);
+        wait_until(LIMIT, "alerts flow", || {
+            data_sorted(&cloud._dir.path().join("alerts.jsonl")).len() >= 3
+        });
+        cloud
+    }
+
+    /// `oscloud run --processes` of the topology `text`, once its `count`
+    /// nodes said where to inspect them.
+    fn run(dir: tempfile::TempDir, text: &str, count: usize) -> Self {
         std::fs::write(dir.path().join("loop.toml"), text).unwrap();
         let err = dir.path().join("stderr.txt");
         let parent = oscloud()
@@ -47,10 +58,7 @@ impl Cloud {
                     Some((name.to_owned(), addr.to_owned()))
                 })
                 .collect();
-            nodes.len() == 3
-        });
-        wait_until(LIMIT, "alerts flow", || {
-            data_sorted(&dir.path().join("alerts.jsonl")).len() >= 3
+            nodes.len() == count
         });
         Self {
             _dir: dir,
@@ -103,6 +111,17 @@ fn ls_call_tap_top_against_a_multi_process_topology() {
         rows.iter()
             .any(|r| r[0] == "oscloud.supervisor.hub" && r[4] == "supervisor")
     );
+    // Pipe ports travel in the registry entries the command's node got
+    // over its link to the hub.
+    for (name, ports) in [
+        ("rules", "ports=in:in,out:out,stdio:both"),
+        ("log", "ports=in:in"),
+    ] {
+        assert!(
+            rows.iter().any(|r| r[0] == name && r.contains(&ports)),
+            "{name} should show {ports}: {ls}"
+        );
+    }
 
     // call: JSON in, MessagePack across, JSON out. The logger answers
     // with its counters [frames, bytes, inputs].
@@ -239,4 +258,73 @@ fn one_process_run_exposed_for_inspection() {
     assert_eq!(tapped.lines().count(), 2, "{tapped}");
     signal(run.id(), Signal::SIGTERM);
     assert!(wait_output(run, LIMIT).status.success());
+}
+
+#[test]
+fn ls_shows_the_servers_a_node_holds_back_at_the_hop_limit() {
+    // A chain a - b - c where b's hop limit is 1: b reaches the servers of
+    // a and of c, but announces them to no neighbour, so a and c cannot
+    // reach each other's. `ls` on b says so (and the node logs it once).
+    let dir = tempfile::tempdir().unwrap();
+    let sock = |n: &str| format!("unix://{}", dir.path().join(n).display());
+    let text = format!(
+        r#"
+[nodes.a]
+listen = ["{a}"]
+
+[nodes.b]
+listen = ["{b}"]
+connect = ["{a}"]
+config = {{ max_hops = 1 }}
+
+[nodes.c]
+connect = ["{b}"]
+
+[servers.src]
+node = "a"
+kind = "file"
+args = {{ path = "r.txt", interval_ms = 50, repeat = true }}
+
+[servers.far-a]
+node = "a"
+kind = "jsonl"
+args = {{ path = "a.jsonl" }}
+
+[[pipes]]
+from = "src.out"
+to = "far-a.in"
+
+[servers.far-c]
+node = "c"
+kind = "jsonl"
+args = {{ path = "c.jsonl" }}
+"#,
+        a = sock("a.sock"),
+        b = sock("b.sock"),
+    );
+    // A source that repeats keeps the run going.
+    std::fs::write(dir.path().join("r.txt"), "x\n").unwrap();
+    let cloud = Cloud::run(dir, &text, 3);
+    let mut ls = String::new();
+    // Until b's routes settled (and its inspection socket is up).
+    wait_until(LIMIT, "b holds back far-a and far-c", || {
+        let out = oscloud().args(["ls", cloud.addr("b")]).output().unwrap();
+        ls = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success() && ls.contains("far-a") && ls.contains("far-c")
+    });
+    let (_, held) = ls
+        .split_once("not announced to neighbours (at the hop limit, max_hops = 1):")
+        .unwrap_or_else(|| panic!("{ls}"));
+    for name in ["far-a", "far-c"] {
+        let row: Vec<&str> = held
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name}: {ls}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[2..], ["1", "hops"], "{ls}");
+    }
+    // Nothing is held back by a (its limit is the default 8).
+    let ls_a = cli(&["ls", cloud.addr("a")]);
+    assert!(!ls_a.contains("not announced"), "{ls_a}");
 }

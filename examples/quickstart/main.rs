@@ -29,7 +29,9 @@ use oscloud_actors::{
     SupervisorSpec, async_trait, decode, encode,
 };
 use oscloud_core::plumbing::{Branch, connect, split};
-use oscloud_core::{Capabilities, ExitReason, Kernel, PipeEnd, PipeReader, RegistryEvent};
+use oscloud_core::{
+    Capabilities, ExitReason, Kernel, PipeEnd, PipeReader, PortDirection, RegistryEvent,
+};
 use serde::{Deserialize, Serialize};
 
 /// How many readings the sensor produces.
@@ -108,6 +110,10 @@ impl Server for Sensor {
         Ok(())
     }
 
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![("out".to_owned(), PortDirection::Out)]
+    }
+
     async fn handle_pipe(
         &self,
         ctx: &mut Context,
@@ -184,6 +190,13 @@ impl Server for Parser {
         Ok(())
     }
 
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![
+            ("in".to_owned(), PortDirection::In),
+            ("out".to_owned(), PortDirection::Out),
+        ]
+    }
+
     async fn handle_pipe(
         &self,
         ctx: &mut Context,
@@ -252,6 +265,10 @@ impl Server for Logger {
     /// A call is a ping: it answers once earlier messages were handled.
     async fn handle_call(&self, _: &mut Context, _: &mut (), _: ()) -> Result<(), ServerError> {
         Ok(())
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![("in".to_owned(), PortDirection::In)]
     }
 
     async fn handle_pipe(

@@ -28,7 +28,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use oscloud_core::access::{Caller, current_caller};
 use oscloud_core::{
-    Capabilities, Endpoint, EntryId, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
+    Capabilities, Endpoint, EntryId, Error as CoreError, ExitReason, Kernel, PipeEnd,
+    PortDirection, Registration,
 };
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use serde::Serialize;
@@ -138,6 +139,15 @@ pub trait Server: Send + Sync + 'static {
         state: &mut Self::State,
         req: Self::Request,
     ) -> Result<Self::Reply, ServerError>;
+
+    /// The pipe ports [`handle_pipe`](Self::handle_pipe) takes, and which
+    /// way data flows on each. They are published in the server's registry
+    /// entry ([`Capabilities::ports`]), so peers on other nodes and tools
+    /// such as `oscloud ls` see them (`docs/PROTOCOL.md` §5.1). The default
+    /// declares none.
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        Vec::new()
+    }
 
     /// Take one end of a pipe offered on `port`. The default refuses every
     /// port with [`PipeOutcome::NoSuchPort`].
@@ -423,9 +433,10 @@ impl<S: Server> Actor for ServerActor<S> {
     ) -> Result<Running<S>, ActorProcessingErr> {
         let ServerArgs {
             kernel,
-            opts,
+            mut opts,
             shared,
         } = args;
+        opts.capabilities.ports.extend(self.0.ports());
         let mut ctx = Context::new(kernel.clone(), opts.name.clone(), myself.clone());
         let state = guarded(self.0.init(&mut ctx)).await?;
         let endpoint = Arc::new(LocalEndpoint {

@@ -66,6 +66,17 @@ pub enum Error {
         /// Why it stopped, as far as is known.
         reason: String,
     },
+    /// The server's mailbox is full: it has `limit` messages waiting, and
+    /// this one was not queued. Retry later, or slow down.
+    #[error(
+        "server {name:?} is busy: {limit} messages wait in its mailbox; this one was not queued"
+    )]
+    ServerBusy {
+        /// The server's name.
+        name: String,
+        /// The mailbox's bound.
+        limit: usize,
+    },
     /// The call was not answered in time. The server may still process it.
     #[error("call to {name:?} timed out after {after:?}")]
     Timeout {

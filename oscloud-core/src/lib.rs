@@ -67,6 +67,6 @@ pub use kernel::Kernel;
 pub use node::{LinkStatus, Node, NodeConfig, NodeId, Route};
 pub use pipe::{PipeConfig, PipeEnd, PipeReader, PipeWriter};
 pub use registry::{
-    Capabilities, Entry, EntryId, EntrySpec, ExitReason, Filter, Registration, Registry,
-    RegistryEvent, Watch,
+    Capabilities, Entry, EntryId, EntrySpec, ExitReason, Filter, PortDirection, Registration,
+    Registry, RegistryEvent, Watch,
 };

@@ -166,7 +166,10 @@ pub struct NodeConfig {
     /// The longest route taken, in nodes on its path (the server's node
     /// included): 1 takes only the neighbours' own servers. Routes longer
     /// than this are refused, and not forwarded when they would become
-    /// longer. Default 8; at most [`wire::MAX_ROUTE_PATH`].
+    /// longer. Default 8; at most [`wire::MAX_ROUTE_PATH`]. Neither
+    /// happens silently: each server so held back is logged once (a
+    /// warning), and [`Route::at_hop_limit`] marks the routes this node
+    /// takes but does not forward.
     pub max_hops: usize,
     /// Test only (feature `test-knobs`): send everything on a link in the
     /// order queued, so pipe data is never overtaken (the scheduling
@@ -180,8 +183,8 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            keepalive: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(6),
+            keepalive: wire::DEFAULT_KEEPALIVE,
+            idle_timeout: wire::DEFAULT_IDLE_TIMEOUT,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             pipe_window: 256 * 1024,

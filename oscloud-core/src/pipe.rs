@@ -265,11 +265,13 @@ impl PipeReader {
     }
 
     /// Refuse frames longer than `max` bytes from now on: writing one fails
-    /// with [`Error::FrameTooLarge`] and leaves the pipe open. Frames
-    /// already written are not affected. A node sets this on the pipes it
-    /// carries to a peer, to the peer's pipe window.
+    /// with [`Error::FrameTooLarge`] and leaves the pipe open. A lower
+    /// limit set earlier stays; frames already written are not affected.
+    /// A node sets this on the pipes it carries to a peer, to the peer's
+    /// pipe window, and on pipes to a server of another node, to the
+    /// smallest window on the route.
     pub fn limit_frames(&self, max: usize) {
-        self.shared.max_frame.store(max, Ordering::Relaxed);
+        self.shared.max_frame.fetch_min(max, Ordering::Relaxed);
     }
 }
 

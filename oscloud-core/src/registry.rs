@@ -25,11 +25,70 @@ use crate::{Endpoint, Error, NodeId};
 /// The longest server name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
+/// Which way data flows through a server's pipe port (a pipe is two-way;
+/// this says which directions the server uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PortDirection {
+    /// The server reads what the opener writes (a sink's `in`).
+    In,
+    /// The server writes, the opener reads (a source's `out`).
+    Out,
+    /// Both ways (a process's `stdio`).
+    Both,
+}
+
+impl PortDirection {
+    /// Its code on the wire (`docs/PROTOCOL.md` §5.1): bit 0 set when the
+    /// server reads, bit 1 when it writes.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::In => 1,
+            Self::Out => 2,
+            Self::Both => 3,
+        }
+    }
+
+    /// The direction of a wire code, `None` for a code not in §5.1.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::In),
+            2 => Some(Self::Out),
+            3 => Some(Self::Both),
+            _ => None,
+        }
+    }
+
+    /// The direction written `in`, `out` or `both` (as [`as_str`](Self::as_str)
+    /// writes it), `None` for other text.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::In, Self::Out, Self::Both]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+    }
+
+    /// `in`, `out` or `both`, as tools show it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::In => "in",
+            Self::Out => "out",
+            Self::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for PortDirection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a server says about itself: which message kinds it accepts and
-/// produces, which features it has, and free-form metadata.
+/// produces, which features it has, free-form metadata, and the pipe ports
+/// it takes.
 ///
 /// The kernel never interprets these; they exist so that servers and tools
-/// can [query](Registry::query) for a server that fits.
+/// can [query](Registry::query) for a server that fits, and so that a peer
+/// knows which ports it may open a pipe to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// Kinds of message (or pipe content) the server accepts, e.g. `"reading"`.
@@ -40,6 +99,11 @@ pub struct Capabilities {
     pub features: BTreeSet<String>,
     /// Free key/value metadata, e.g. `version = "1.2"`.
     pub metadata: BTreeMap<String, String>,
+    /// The pipe ports the server takes, by name (e.g. `"in"` →
+    /// [`PortDirection::In`]). Servers of `oscloud-actors` fill it from
+    /// their `Server::ports`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, PortDirection>,
 }
 
 impl Capabilities {
@@ -69,6 +133,13 @@ impl Capabilities {
     /// Set a metadata key.
     pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Declare a pipe port (a second declaration of a name replaces the
+    /// first).
+    pub fn port(mut self, name: impl Into<String>, direction: PortDirection) -> Self {
+        self.ports.insert(name.into(), direction);
         self
     }
 }

@@ -109,6 +109,8 @@ mod fast_retransmit_tests;
 #[cfg(test)]
 pub(crate) mod harness;
 #[cfg(test)]
+mod protocol_doc;
+#[cfg(test)]
 mod resume_tests;
 #[cfg(test)]
 mod rtt_tests;
@@ -130,6 +132,6 @@ pub use secure::{
 };
 pub use send_queue::MESSAGE_BURST;
 pub use session::{
-    CallId, CloseReason, Config, DUP_ACK_THRESHOLD, Event, FEATURE_RESUME, FEATURE_ROUTING,
-    LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
+    CallId, CloseReason, Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE, DUP_ACK_THRESHOLD, Event,
+    FEATURE_RESUME, FEATURE_ROUTING, LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
 };

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use oscloud_actors::{ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions};
-use oscloud_core::{PipeEnd, PipeWriter};
+use oscloud_core::{PipeEnd, PipeWriter, PortDirection};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tracing::warn;
 
@@ -173,6 +173,10 @@ impl Server for FileSource {
         _req: serde::de::IgnoredAny,
     ) -> Result<String, ServerError> {
         Ok(self.path.display().to_string())
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![(OUT_PORT.to_owned(), PortDirection::Out)]
     }
 
     async fn handle_pipe(

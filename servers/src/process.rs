@@ -47,7 +47,7 @@ use bytes::Bytes;
 use oscloud_actors::{
     ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions, ServerRef, async_trait,
 };
-use oscloud_core::{PipeEnd, PipeReader, PipeWriter};
+use oscloud_core::{PipeEnd, PipeReader, PipeWriter, PortDirection};
 use serde::de::{self, Deserializer, Visitor};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -373,6 +373,14 @@ impl Server for ProcessServer {
                     .await
             }
         }
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![
+            (STDIO_PORT.to_owned(), PortDirection::Both),
+            (IN_PORT.to_owned(), PortDirection::In),
+            (OUT_PORT.to_owned(), PortDirection::Out),
+        ]
     }
 
     async fn handle_pipe(

@@ -27,7 +27,7 @@ use nix::pty::{Winsize, openpty};
 use oscloud_actors::{
     ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions, ServerRef,
 };
-use oscloud_core::{PipeEnd, PipeWriter};
+use oscloud_core::{PipeEnd, PipeWriter, PortDirection};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 use tracing::debug;
@@ -255,6 +255,13 @@ impl Server for PtyServer {
         _req: serde::de::IgnoredAny,
     ) -> Result<u32, ServerError> {
         Ok(state.pid)
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![
+            (IN_PORT.to_owned(), PortDirection::In),
+            (OUT_PORT.to_owned(), PortDirection::Out),
+        ]
     }
 
     async fn handle_pipe(

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use oscloud_actors::{
     ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions, ServerRef,
 };
-use oscloud_core::PipeEnd;
+use oscloud_core::{PipeEnd, PortDirection};
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
@@ -217,6 +217,10 @@ impl<F: Format> Server for Formatted<F> {
         _req: String,
     ) -> Result<SinkStats, ServerError> {
         Ok(state.stats())
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![(IN_PORT.to_owned(), PortDirection::In)]
     }
 
     async fn handle_pipe(

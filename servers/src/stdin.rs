@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use oscloud_actors::{ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions};
-use oscloud_core::PipeEnd;
+use oscloud_core::{PipeEnd, PortDirection};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tracing::warn;
 
@@ -62,6 +62,10 @@ impl Server for StdinSource {
         _req: serde::de::IgnoredAny,
     ) -> Result<(), ServerError> {
         Ok(())
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![(OUT_PORT.to_owned(), PortDirection::Out)]
     }
 
     async fn handle_pipe(

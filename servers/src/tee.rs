@@ -16,7 +16,7 @@
 
 use oscloud_actors::{ChildSpec, Context, PipeOutcome, Server, ServerError, ServerOptions};
 use oscloud_core::plumbing::connect;
-use oscloud_core::{PipeEnd, PipeReader, PipeWriter};
+use oscloud_core::{PipeEnd, PipeReader, PipeWriter, PortDirection};
 use tracing::{debug, warn};
 
 use crate::file::OUT_PORT;
@@ -93,6 +93,13 @@ impl Server for TeeServer {
         _req: String,
     ) -> Result<SinkStats, ServerError> {
         Ok(state.sink.stats())
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![
+            (IN_PORT.to_owned(), PortDirection::In),
+            (OUT_PORT.to_owned(), PortDirection::Out),
+        ]
     }
 
     async fn handle_pipe(

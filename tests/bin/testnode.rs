@@ -43,7 +43,7 @@ use oscloud_actors::{
 };
 use oscloud_core::address::Address;
 use oscloud_core::transport::Transports;
-use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, RegistryEvent};
+use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, PortDirection, RegistryEvent};
 use oscloud_tests::{Fnv, pseudo_random_frames};
 use oscloud_transport_ble::{BleCentralTransport, BlePeripheralTransport};
 use oscloud_transport_can::CanTransport;
@@ -103,6 +103,10 @@ impl Server for Sink {
     ) -> Result<(u64, u64), ServerError> {
         let f = state.0.lock().map_err(|_| "sink state poisoned")?;
         Ok((f.bytes, f.hash))
+    }
+
+    fn ports(&self) -> Vec<(String, PortDirection)> {
+        vec![("in".to_owned(), PortDirection::In)]
     }
 
     async fn handle_pipe(

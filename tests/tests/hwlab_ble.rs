@@ -368,6 +368,39 @@ impl Logs {
     }
 }
 
+// ----- panics -----
+
+/// Every panic outside this file so far (message and place), recorded by
+/// a panic hook the first call installs (the default hook still prints;
+/// a failed check of a test is its own report). A library must not
+/// install a hook; a test binary may.
+fn panics() -> &'static Mutex<Vec<String>> {
+    static PANICS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    PANICS.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let ours = info
+                .location()
+                .is_some_and(|l| l.file().ends_with("hwlab_ble.rs"));
+            if !ours && let Some(p) = PANICS.get() {
+                p.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(info.to_string());
+            }
+            previous(info);
+        }));
+        Mutex::new(Vec::new())
+    })
+}
+
+/// No task panicked (a panic in a detached task, such as bluez-async's
+/// removal of a D-Bus match when a notification stream is dropped, shows
+/// nowhere else).
+fn no_panics(when: &str) {
+    let seen = std::mem::take(&mut *panics().lock().unwrap());
+    assert!(seen.is_empty(), "panics {when}: {seen:#?}");
+}
+
 // ----- nodes -----
 
 /// Under emulation one BLE datagram costs a D-Bus round trip or signal
@@ -469,6 +502,7 @@ async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
 #[ignore = "needs the hardware lab (hci_vhci, btvirt, bluetoothd): scripts/test-hwlab-usb-ble.sh"]
 async fn calls_and_64_kib_pipes_both_ways() {
     logs();
+    no_panics("before the test");
     let t0 = Instant::now();
     let _lab = Lab::start().await;
     // With a resume grace, as a BLE deployment would run: in one of the
@@ -535,6 +569,7 @@ async fn calls_and_64_kib_pipes_both_ways() {
     assert!(info.contains("Connected: yes"), "{info}");
     pc.shutdown();
     dev.shutdown();
+    no_panics("in the test");
     println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
 }
 
@@ -609,6 +644,7 @@ fn bluetoothctl(commands: &[&str], want: &str) -> String {
 #[ignore = "needs the hardware lab (hci_vhci, btvirt, bluetoothd): scripts/test-hwlab-usb-ble.sh"]
 async fn power_off_mid_transfer_resumes_losing_nothing() {
     logs();
+    no_panics("before the test");
     let t0 = Instant::now();
     let _lab = Lab::start().await;
     let grace = Duration::from_secs(120);
@@ -679,6 +715,7 @@ async fn power_off_mid_transfer_resumes_losing_nothing() {
     assert!(logs().text().contains("BLE link down"), "a link-down line");
     pc.shutdown();
     dev.shutdown();
+    no_panics("in the test");
     println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
 }
 
@@ -689,6 +726,7 @@ async fn power_off_mid_transfer_resumes_losing_nothing() {
 #[ignore = "needs the hardware lab (hci_vhci, btvirt, bluetoothd): scripts/test-hwlab-usb-ble.sh"]
 async fn encrypted_session_and_a_refused_stranger() {
     let logs = logs();
+    no_panics("before the test");
     let t0 = Instant::now();
     let _lab = Lab::start().await;
     let (kd, kp) = (NodeKey::generate(), NodeKey::generate());
@@ -744,5 +782,6 @@ async fn encrypted_session_and_a_refused_stranger() {
     assert_eq!(l.stats.auth_failures, 0);
     pc.shutdown();
     dev.shutdown();
+    no_panics("in the test");
     println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
 }

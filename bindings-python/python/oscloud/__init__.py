@@ -418,6 +418,7 @@ class Node:
         max_restarts: int = 3,
         period: float = 5.0,
         with_caller: bool = False,
+        ports: Mapping[str, str] = {},
     ) -> Callable[[Any], ServerHandle]:
         """Register a Python server under ``name``: a decorator for an async
         function or a class.
@@ -448,7 +449,11 @@ class Node:
         on encrypted links, verified by the handshake), or None when the
         message came from this node.
 
-        ``accepts``/``produces`` are advertised in the registry; ``group``
+        ``accepts``/``produces`` are advertised in the registry, and so
+        are ``ports``, the pipe ports ``handle_pipe`` takes, each with the
+        way data flows (``{"in": "in", "out": "out"}``; ``"in"``: the server
+        reads, ``"out"``: it writes, ``"both"``), which peers and
+        ``oscloud ls`` show; ``group``
         joins a group of servers sharing the name (lookups then go
         round-robin).
 
@@ -471,6 +476,7 @@ class Node:
                 max_restarts,
                 period,
                 with_caller,
+                list(ports.items()),
             )
             return ServerHandle(native, target)
 

@@ -26,7 +26,7 @@ use super::link_io::{Input, LinkPorts, WriteFailed};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::Router;
-use super::routes::LinkId;
+use super::routes::{Hop, LinkId};
 use super::serving::Serving;
 use super::signals::{self, Doorbell, Sources};
 use super::stats::{LinkShared, Publisher};
@@ -669,6 +669,7 @@ impl Driver {
                     origin_id: info.id,
                     path: vec![self.peer_node()],
                     cost: 0,
+                    pipe_frame: None,
                 };
                 self.learn(*info, route);
             }
@@ -864,14 +865,13 @@ impl Driver {
             commands: self.commands_tx.clone(),
             queue: self.queue.clone(),
         });
-        self.routing.router.learn(
-            self.routing.link,
-            self.peer_node(),
-            self.routing.cost,
-            info,
-            route,
-            endpoint,
-        );
+        let hop = Hop {
+            link: self.routing.link,
+            peer: self.peer_node(),
+            cost: self.routing.cost,
+            pipe_window: self.peer.as_ref().map_or(u32::MAX, |p| p.pipe_window),
+        };
+        self.routing.router.learn(hop, info, route, endpoint);
     }
 
     /// Announce to the peer the best route to every server of another node

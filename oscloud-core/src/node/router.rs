@@ -13,7 +13,7 @@
 //! with this node appended); they watch [`Router::subscribe`] and resync
 //! what they announced whenever a best route changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::routes::{LinkId, RouteKey, RouteTable};
+use super::routes::{Hop, LinkId, Refused, RouteKey, RouteTable};
 use crate::wire::{EntryInfo, RouteInfo};
 use crate::{Endpoint, EntrySpec, Error, ExitReason, NodeId, PipeEnd, Registration, Registry};
 
@@ -40,7 +40,16 @@ struct State {
     installed: HashMap<RouteKey, Registration>,
     /// The route key of each of those entries, by registry entry id.
     by_entry: HashMap<u64, RouteKey>,
+    /// Servers whose best route is at the hop limit, already logged.
+    at_limit_logged: HashSet<RouteKey>,
+    /// Servers whose routes were refused as too far, already logged (at
+    /// most [`FAR_LOGGED`]: the keys come from peers).
+    too_far_logged: HashSet<RouteKey>,
 }
+
+/// How many servers refused as too far are remembered so that each is
+/// logged once.
+const FAR_LOGGED: usize = 1024;
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,6 +75,13 @@ pub struct Route {
     pub link: u64,
     /// Whether it is the route in use (the best one).
     pub best: bool,
+    /// Whether the route is as long as [`NodeConfig::max_hops`] lets a
+    /// route go: this node reaches the server but announces it to no
+    /// neighbour, so nodes one hop further away cannot reach it (logged
+    /// once per server as a warning).
+    ///
+    /// [`NodeConfig::max_hops`]: crate::NodeConfig::max_hops
+    pub at_hop_limit: bool,
 }
 
 /// An export to one neighbour: (registry entry id, entry, route).
@@ -81,6 +97,8 @@ impl Router {
                 table: RouteTable::new(me, max_hops),
                 installed: HashMap::new(),
                 by_entry: HashMap::new(),
+                at_limit_logged: HashSet::new(),
+                too_far_logged: HashSet::new(),
             }),
             changed: watch::Sender::new(0),
             this: this.clone(),
@@ -96,24 +114,37 @@ impl Router {
         self.changed.subscribe()
     }
 
-    /// The neighbour `peer` on `link` announced `entry` by `route`.
+    /// The neighbour on `hop` announced `entry` by `route`.
     pub(crate) fn learn(
         &self,
-        link: LinkId,
-        peer: NodeId,
-        link_cost: u32,
+        hop: Hop,
         entry: EntryInfo,
         route: RouteInfo,
         endpoint: Arc<dyn Endpoint>,
     ) {
         let name = entry.name.clone();
+        let key = route.path.first().map(|&origin| RouteKey {
+            origin,
+            origin_id: route.origin_id,
+        });
         let mut state = self.lock();
-        match state
-            .table
-            .learn(link, peer, link_cost, entry, route, endpoint)
-        {
+        match state.table.learn(hop, entry, route, endpoint) {
             Ok(keys) => self.apply(&mut state, keys, ExitReason::Normal),
-            Err(why) => debug!(link, server = %name, "route not taken: {why}"),
+            Err(why @ Refused::TooFar { .. })
+                if key.is_some_and(|k| {
+                    state.too_far_logged.len() < FAR_LOGGED && state.too_far_logged.insert(k)
+                }) =>
+            {
+                warn!(
+                    link = hop.link,
+                    server = %name,
+                    node = %key.map(|k| k.origin.short()).unwrap_or_default(),
+                    via = %hop.peer.short(),
+                    "a server of another node is not reachable from here: {why} \
+                     (NodeConfig::max_hops; the neighbour's limit is higher than this node's)"
+                )
+            }
+            Err(why) => debug!(link = hop.link, server = %name, "route not taken: {why}"),
         }
     }
 
@@ -179,6 +210,25 @@ impl Router {
                 Err(_) => {}
             }
         }
+        for key in &keys {
+            match state.table.best(key) {
+                Some(best) if state.table.at_hop_limit(best) => {
+                    if state.at_limit_logged.insert(*key) {
+                        warn!(
+                            server = %best.name,
+                            node = %key.origin.short(),
+                            hops = best.path.len(),
+                            "the server is as far as the hop limit lets a route go \
+                             (NodeConfig::max_hops): this node reaches it but does not \
+                             announce it, so nodes further away cannot reach it"
+                        );
+                    }
+                }
+                _ => {
+                    state.at_limit_logged.remove(key);
+                }
+            }
+        }
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
 
@@ -214,9 +264,13 @@ impl Router {
             .is_some_and(|k| state.table.forwards(k, link, peer))
     }
 
-    /// The endpoint of the best route to `key`.
-    fn best(&self, key: &RouteKey) -> Option<Arc<dyn Endpoint>> {
-        self.lock().table.best(key).map(|b| b.endpoint.clone())
+    /// The endpoint of the best route to `key`, and the longest pipe
+    /// frame that route carries.
+    fn best(&self, key: &RouteKey) -> Option<(Arc<dyn Endpoint>, u32)> {
+        self.lock()
+            .table
+            .best(key)
+            .map(|b| (b.endpoint.clone(), b.pipe_frame))
     }
 
     /// Every route, best first for each server, sorted by name.
@@ -232,6 +286,7 @@ impl Router {
                     cost: c.cost,
                     link: c.link,
                     best: c.link == best.link && c.peer_id == best.peer_id,
+                    at_hop_limit: state.table.at_hop_limit(c),
                 });
             }
         }
@@ -244,7 +299,9 @@ impl Router {
 }
 
 /// The endpoint of a server reached through other nodes: every operation
-/// takes the best route at that moment.
+/// takes the best route at that moment. A pipe refuses frames longer than
+/// its route carries, so they fail at the writer rather than close the
+/// pipe at a later hop.
 #[derive(Debug)]
 struct RoutedEndpoint {
     router: Weak<Router>,
@@ -253,7 +310,7 @@ struct RoutedEndpoint {
 }
 
 impl RoutedEndpoint {
-    fn route(&self) -> Result<Arc<dyn Endpoint>, Error> {
+    fn route(&self) -> Result<(Arc<dyn Endpoint>, u32), Error> {
         self.router
             .upgrade()
             .and_then(|r| r.best(&self.key))
@@ -265,14 +322,16 @@ impl RoutedEndpoint {
 #[async_trait]
 impl Endpoint for RoutedEndpoint {
     fn cast(&self, msg: Bytes) -> Result<(), Error> {
-        self.route()?.cast(msg)
+        self.route()?.0.cast(msg)
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
-        self.route()?.call(msg).await
+        self.route()?.0.call(msg).await
     }
 
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error> {
-        self.route()?.open_pipe(port, end).await
+        let (endpoint, pipe_frame) = self.route()?;
+        end.reader.limit_frames(pipe_frame as usize);
+        endpoint.open_pipe(port, end).await
     }
 }

@@ -13,6 +13,11 @@
 //! over), then fewest hops, then lowest link id (so the choice is
 //! deterministic). When the best route is withdrawn the next best takes
 //! over; when the last goes, the server is unreachable.
+//!
+//! A route also carries the longest pipe frame it can take: the smallest
+//! pipe window of the nodes on its way, the one of the link it came over
+//! included, so a pipe along it refuses at once a frame that a later hop
+//! could not pass on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -46,6 +51,10 @@ pub(crate) struct Candidate<E> {
     pub(crate) path: Vec<NodeId>,
     /// Total cost from this node: the neighbour's cost plus the link's.
     pub(crate) cost: u64,
+    /// The longest pipe frame the route carries from this node: the
+    /// smallest of the neighbour's pipe window and what the neighbour
+    /// announced (its window alone when it did not say).
+    pub(crate) pipe_frame: u32,
     /// How to reach the server through this link.
     pub(crate) endpoint: E,
 }
@@ -64,6 +73,7 @@ impl<E> Candidate<E> {
             origin_id: 0, // set by the caller, which knows the key
             path,
             cost: u32::try_from(self.cost).unwrap_or(u32::MAX),
+            pipe_frame: Some(self.pipe_frame),
         }
     }
 }
@@ -95,6 +105,19 @@ impl std::fmt::Display for Refused {
     }
 }
 
+/// The link a route was announced over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hop {
+    /// The link, as numbered by this node.
+    pub(crate) link: LinkId,
+    /// The neighbour on it.
+    pub(crate) peer: NodeId,
+    /// What crossing it costs (see [`super::link_cost`]).
+    pub(crate) cost: u32,
+    /// The neighbour's pipe window: the longest pipe frame the link takes.
+    pub(crate) pipe_window: u32,
+}
+
 /// Every route this node knows.
 #[derive(Debug)]
 pub(crate) struct RouteTable<E> {
@@ -116,20 +139,24 @@ impl<E: Clone> RouteTable<E> {
         }
     }
 
-    /// The neighbour `peer` on `link` (of cost `link_cost`) announced
-    /// `entry` with `route` (for a plain announcement of the neighbour's
-    /// own server: origin id = entry id, path = [peer], cost 0). Returns
-    /// the key whose routes changed; an id announced again on the same
-    /// link replaces its earlier route.
+    /// The neighbour on `hop` announced `entry` with `route` (for a plain
+    /// announcement of the neighbour's own server: origin id = entry id,
+    /// path = [peer], cost 0, no pipe frame limit). Returns the key whose
+    /// routes changed; an id announced again on the same link replaces its
+    /// earlier route.
     pub(crate) fn learn(
         &mut self,
-        link: LinkId,
-        peer: NodeId,
-        link_cost: u32,
+        hop: Hop,
         entry: EntryInfo,
         route: RouteInfo,
         endpoint: E,
     ) -> Result<Vec<RouteKey>, Refused> {
+        let Hop {
+            link,
+            peer,
+            cost: link_cost,
+            pipe_window,
+        } = hop;
         let path = route.path;
         if path.last() != Some(&peer) {
             return Err(Refused::Malformed(
@@ -162,6 +189,7 @@ impl<E: Clone> RouteTable<E> {
             group: entry.group,
             path,
             cost: u64::from(route.cost) + u64::from(link_cost),
+            pipe_frame: route.pipe_frame.map_or(pipe_window, |m| m.min(pipe_window)),
             endpoint,
         };
         self.routes.entry(key).or_default().push(cand);
@@ -210,6 +238,12 @@ impl<E: Clone> RouteTable<E> {
         self.routes.get(key)?.iter().min_by_key(|c| c.rank())
     }
 
+    /// Whether `route` is as long as the hop limit lets a route go: this
+    /// node takes it but announces it to no neighbour.
+    pub(crate) fn at_hop_limit(&self, route: &Candidate<E>) -> bool {
+        route.path.len() >= self.max_hops
+    }
+
     /// Every route to `key`.
     pub(crate) fn candidates(&self, key: &RouteKey) -> &[Candidate<E>] {
         self.routes.get(key).map_or(&[], Vec::as_slice)
@@ -227,7 +261,7 @@ impl<E: Clone> RouteTable<E> {
     /// on the path), or when one more hop would pass the hop limit.
     pub(crate) fn export(&self, key: &RouteKey, link: LinkId, peer: NodeId) -> Option<RouteInfo> {
         let best = self.best(key)?;
-        if best.link == link || best.path.contains(&peer) || best.path.len() >= self.max_hops {
+        if best.link == link || best.path.contains(&peer) || self.at_hop_limit(best) {
             return None;
         }
         let mut route = best.onward(self.me);
@@ -273,6 +307,17 @@ mod tests {
             origin_id,
             path: path.iter().map(|i| n(*i)).collect(),
             cost,
+            pipe_frame: None,
+        }
+    }
+
+    /// Link `link` to `peer`, costing `cost`, taking 64 KiB pipe frames.
+    fn hop(link: LinkId, peer: NodeId, cost: u32) -> Hop {
+        Hop {
+            link,
+            peer,
+            cost,
+            pipe_window: 64 * 1024,
         }
     }
 
@@ -287,19 +332,19 @@ mod tests {
     fn refuses_loops_bad_paths_and_far_routes() {
         let mut t = RouteTable::<()>::new(n(0), 3);
         // This node on the path.
-        let r = t.learn(1, n(1), 1, entry(1), route(1, &[0, 1], 0), ());
+        let r = t.learn(hop(1, n(1), 1), entry(1), route(1, &[0, 1], 0), ());
         assert_eq!(r, Err(Refused::Loop));
         // The path must end at the neighbour that sent it.
-        let r = t.learn(1, n(1), 1, entry(1), route(1, &[2], 0), ());
+        let r = t.learn(hop(1, n(1), 1), entry(1), route(1, &[2], 0), ());
         assert!(matches!(r, Err(Refused::Malformed(_))));
-        let r = t.learn(1, n(1), 1, entry(1), route(1, &[2, 1, 2, 1], 0), ());
+        let r = t.learn(hop(1, n(1), 1), entry(1), route(1, &[2, 1, 2, 1], 0), ());
         assert!(matches!(r, Err(Refused::Malformed(_))));
         // Over the hop limit.
-        let r = t.learn(1, n(1), 1, entry(1), route(1, &[4, 3, 2, 1], 0), ());
+        let r = t.learn(hop(1, n(1), 1), entry(1), route(1, &[4, 3, 2, 1], 0), ());
         assert_eq!(r, Err(Refused::TooFar { hops: 4, limit: 3 }));
         assert_eq!(t.len(), 0);
         // At the limit: taken, but not announced further.
-        t.learn(1, n(1), 1, entry(1), route(7, &[3, 2, 1], 0), ())
+        t.learn(hop(1, n(1), 1), entry(1), route(7, &[3, 2, 1], 0), ())
             .unwrap();
         assert_eq!(t.export(&key(3, 7), 2, n(5)), None);
     }
@@ -308,15 +353,15 @@ mod tests {
     fn best_route_and_failover() {
         // Ring 0-1-2-3-0: node 2's server reached via 1 (2 hops) and via 3.
         let mut t = RouteTable::new(n(0), 8);
-        t.learn(10, n(1), 1, entry(5), route(9, &[2, 1], 1), "via1")
+        t.learn(hop(10, n(1), 1), entry(5), route(9, &[2, 1], 1), "via1")
             .unwrap();
-        t.learn(30, n(3), 1, entry(6), route(9, &[2, 3], 1), "via3")
+        t.learn(hop(30, n(3), 1), entry(6), route(9, &[2, 3], 1), "via3")
             .unwrap();
         let k = key(2, 9);
         // Equal cost and hops: the lower link id.
         assert_eq!(t.best(&k).unwrap().endpoint, "via1");
         // A cheaper route (a faster link) wins over fewer hops.
-        t.learn(40, n(4), 1, entry(1), route(9, &[2, 5, 4], 0), "via4")
+        t.learn(hop(40, n(4), 1), entry(1), route(9, &[2, 5, 4], 0), "via4")
             .unwrap();
         assert_eq!(t.best(&k).unwrap().endpoint, "via4");
         assert_eq!(t.forget(40, 1), vec![k]);
@@ -339,11 +384,46 @@ mod tests {
     }
 
     #[test]
+    fn the_pipe_frame_is_the_smallest_window_on_the_way() {
+        let mut t = RouteTable::new(n(0), 8);
+        let far = Hop {
+            pipe_window: 256 * 1024,
+            ..hop(1, n(1), 1)
+        };
+        // Announced without a limit (a neighbour's own server, or an
+        // older neighbour): the link's window.
+        t.learn(far, entry(5), route(9, &[2, 1], 1), ()).unwrap();
+        assert_eq!(t.best(&key(2, 9)).unwrap().pipe_frame, 256 * 1024);
+        // A smaller window further on limits the route, and is announced
+        // onwards.
+        let r = RouteInfo {
+            pipe_frame: Some(4096),
+            ..route(9, &[2, 1], 1)
+        };
+        t.learn(far, entry(5), r, ()).unwrap();
+        assert_eq!(t.best(&key(2, 9)).unwrap().pipe_frame, 4096);
+        assert_eq!(
+            t.export(&key(2, 9), 2, n(3)).unwrap().pipe_frame,
+            Some(4096)
+        );
+        // A smaller window of the link itself limits it too.
+        let r = RouteInfo {
+            pipe_frame: Some(1 << 20),
+            ..route(9, &[2, 1], 1)
+        };
+        t.learn(hop(1, n(1), 1), entry(5), r, ()).unwrap();
+        assert_eq!(
+            t.export(&key(2, 9), 2, n(3)).unwrap().pipe_frame,
+            Some(64 * 1024)
+        );
+    }
+
+    #[test]
     fn announcing_again_replaces() {
         let mut t = RouteTable::new(n(0), 8);
-        t.learn(1, n(1), 1, entry(5), route(9, &[2, 1], 4), ())
+        t.learn(hop(1, n(1), 1), entry(5), route(9, &[2, 1], 4), ())
             .unwrap();
-        t.learn(1, n(1), 1, entry(5), route(9, &[3, 2, 1], 1), ())
+        t.learn(hop(1, n(1), 1), entry(5), route(9, &[3, 2, 1], 1), ())
             .unwrap();
         assert_eq!(t.len(), 1);
         assert!(t.best(&key(2, 9)).is_none());
@@ -373,7 +453,7 @@ mod tests {
                 }
                 path.push(link as u8 + 1);
                 let r = route(id % 2, &path, cost);
-                let res = t.learn(link, peer, 1, entry(id), r.clone(), link);
+                let res = t.learn(hop(link, peer, 1), entry(id), r.clone(), link);
                 let dup = {
                     let s: HashSet<_> = r.path.iter().collect();
                     s.len() != r.path.len()
@@ -408,7 +488,8 @@ mod tests {
 
     /// A network of route tables exchanging exports until nothing
     /// changes: each node `i` has one server (origin id 1), every link
-    /// costs 1, link ids are `from * 100 + to`.
+    /// costs 1, link ids are `from * 100 + to`, node `i` takes pipe frames
+    /// of up to [`Net::window`] bytes.
     struct Net {
         tables: Vec<RouteTable<()>>,
         edges: HashSet<(usize, usize)>,
@@ -434,6 +515,11 @@ mod tests {
             }
         }
 
+        /// Node `i`'s pipe window: different for most nodes.
+        fn window(i: usize) -> u32 {
+            1000 + (i as u32 * 7 % 5) * 100
+        }
+
         fn id(key: &RouteKey) -> u64 {
             u64::from(key.origin.as_bytes()[0]) * 1000 + key.origin_id
         }
@@ -456,6 +542,7 @@ mod tests {
                         origin_id: 1,
                         path: vec![me],
                         cost: 0,
+                        pipe_frame: None,
                     },
                 );
                 let keys: Vec<RouteKey> = self.tables[i].bests().map(|(k, _)| *k).collect();
@@ -475,7 +562,11 @@ mod tests {
                             capabilities: Capabilities::new(),
                             group: false,
                         };
-                        let _ = self.tables[j].learn(link, me, 1, e, r.clone(), ());
+                        let h = Hop {
+                            pipe_window: Self::window(i),
+                            ..hop(link, me, 1)
+                        };
+                        let _ = self.tables[j].learn(h, e, r.clone(), ());
                     }
                 }
                 for k in before.keys() {
@@ -524,8 +615,9 @@ mod tests {
         }
 
         /// Every node's best route to every other is a shortest path
-        /// (when within the hop limit), and following the links of the
-        /// best routes gets there without a loop.
+        /// (when within the hop limit) whose pipe frame is the smallest
+        /// window on it, and following the links of the best routes gets
+        /// there without a loop.
         fn check(&self, limit: usize) -> Result<(), TestCaseError> {
             let count = self.tables.len();
             for o in 0..count {
@@ -546,6 +638,12 @@ mod tests {
                             })?;
                             prop_assert_eq!(b.path.len(), h);
                             prop_assert_eq!(b.cost, h as u64);
+                            let smallest = b
+                                .path
+                                .iter()
+                                .map(|p| Self::window(usize::from(p.as_bytes()[0] - 1)))
+                                .min();
+                            prop_assert_eq!(Some(b.pipe_frame), smallest);
                             // Follow the best links.
                             let (mut at, mut steps) = (j, 0);
                             while at != o {

@@ -315,6 +315,22 @@ async fn hop_limit_stops_far_routes() {
     .await;
     assert!(ns[0].kernel().registry().lookup("three").is_err());
     assert!(ns[0].routes().iter().all(|r| r.name != "three"));
+    // Node 1 says which of its routes it holds back for the hop limit:
+    // "three" (2 hops), not "two" (1 hop); node 0's "two" (2 hops) too.
+    let held = |n: &Node| {
+        let mut v: Vec<(String, bool)> = n
+            .routes()
+            .into_iter()
+            .map(|r| (r.name, r.at_hop_limit))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        held(&ns[1]),
+        [("three".to_owned(), true), ("two".to_owned(), false)]
+    );
+    assert_eq!(held(&ns[0]), [("two".to_owned(), true)]);
 }
 
 #[tokio::test]
@@ -425,38 +441,77 @@ async fn a_peer_without_routing_gets_no_routes_but_is_forwarded() {
     }
 }
 
-#[tokio::test]
-async fn a_frame_too_long_for_the_next_hop_closes_the_pipe() {
-    // B takes pipe frames of up to 256 KiB from A, C only 64 KiB: a frame
-    // in between crosses A's link and cannot cross B's link to C.
+/// A, B and C, with A and C linked to B only; `small` (0 for A, 2 for C)
+/// takes pipe frames of up to 64 KiB, the others 256 KiB.
+async fn chain_with_a_small_window(small: usize) -> (Node, Node, Node) {
     let mem = MemTransport::new();
-    let (a, b) = (node(&mem), node(&mem));
-    let c = {
+    let mk = |i| {
+        if i != small {
+            return node(&mem);
+        }
         let mut t = Transports::new();
         t.add(Arc::new(mem.clone()));
         let mut cfg = super::tests::config();
         cfg.pipe_window = 64 * 1024;
         Node::with_config(Kernel::new(), t, cfg)
     };
+    let (a, b, c) = (mk(0), mk(1), mk(2));
     let at = b.listen(&"mem://relay-b".parse().unwrap()).await.unwrap();
     a.connect(&at).await.unwrap();
     c.connect(&at).await.unwrap();
+    (a, b, c)
+}
+
+async fn next_frame(rx: &mut crate::PipeReader) -> Option<Bytes> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("nothing within 5 s")
+}
+
+#[tokio::test]
+async fn a_frame_too_long_for_the_next_hop_closes_the_pipe() {
+    // A takes pipe frames of up to 64 KiB from B, B and C 256 KiB: a
+    // frame in between crosses to C and back to B, and cannot cross B's
+    // link to A (no route tells C how far its answers go).
+    let (a, _b, c) = chain_with_a_small_window(0).await;
     let (_r, _) = register(&c, "far");
     let far = until(&a, added("far")).await.entry().clone();
     let (mine, theirs) = a.kernel().duplex();
     far.endpoint().open_pipe("echo", theirs).await.unwrap();
     let (mut rx, tx) = mine.split();
-    assert_eq!(tx.max_frame(), Some(256 * 1024), "A's link goes to B");
-    async fn next(rx: &mut crate::PipeReader) -> Option<Bytes> {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("nothing within 5 s")
-    }
+    assert_eq!(tx.max_frame(), Some(256 * 1024), "B and C take 256 KiB");
     tx.send(Bytes::from_static(b"first")).await.unwrap();
-    assert_eq!(next(&mut rx).await.as_deref(), Some(&b"first"[..]));
-    // B cannot pass the frame on: it closes the pipe rather than drop the
+    assert_eq!(next_frame(&mut rx).await.as_deref(), Some(&b"first"[..]));
+    // B cannot pass the echo on: it closes the pipe rather than drop the
     // frame and go on, so nothing written after it arrives either.
     tx.send(Bytes::from(vec![7u8; 100 * 1024])).await.unwrap();
     let _ = tx.send(Bytes::from_static(b"after")).await;
-    assert_eq!(next(&mut rx).await, None, "the pipe closes");
+    assert_eq!(next_frame(&mut rx).await, None, "the pipe closes");
+}
+
+#[tokio::test]
+async fn a_frame_too_long_for_a_later_hop_fails_at_the_writer() {
+    // B takes pipe frames of up to 256 KiB from A, C only 64 KiB from B:
+    // B's route announcement says so, and A's pipe refuses the frame.
+    let (a, _b, c) = chain_with_a_small_window(2).await;
+    let (_r, _) = register(&c, "far");
+    let far = until(&a, added("far")).await.entry().clone();
+    let (mine, theirs) = a.kernel().duplex();
+    far.endpoint().open_pipe("echo", theirs).await.unwrap();
+    let (mut rx, tx) = mine.split();
+    assert_eq!(tx.max_frame(), Some(64 * 1024), "C takes 64 KiB");
+    let err = tx.send(Bytes::from(vec![7u8; 100 * 1024])).await;
+    assert_eq!(
+        err,
+        Err(crate::Error::FrameTooLarge {
+            len: 100 * 1024,
+            max: 64 * 1024
+        })
+    );
+    // Nothing was written; the pipe stays open.
+    tx.send(Bytes::from_static(b"after")).await.unwrap();
+    assert_eq!(next_frame(&mut rx).await.as_deref(), Some(&b"after"[..]));
+    let most = Bytes::from(vec![8u8; 64 * 1024]);
+    tx.send(most.clone()).await.unwrap();
+    assert_eq!(next_frame(&mut rx).await, Some(most));
 }

@@ -25,7 +25,7 @@ pub fn packet(data: &[u8]) {
 /// malformed and over-long paths without panicking.
 pub fn route(data: &[u8]) {
     use super::packet::Msg;
-    use crate::node::routes::RouteTable;
+    use crate::node::routes::{Hop, RouteTable};
     // [3, 0, 0, [18, ...data]]: a Data packet holding an 8-element Route.
     let mut frame = vec![0x94, 0x03, 0x00, 0x00, 0x98, 0x12];
     frame.extend_from_slice(data);
@@ -39,11 +39,17 @@ pub fn route(data: &[u8]) {
         {
             let peer = route.path.last().copied().unwrap_or(me);
             let id = entry.id;
-            let _ = table.learn(1, peer, 1, (*entry).clone(), route.clone(), ());
+            let hop = |link, cost| Hop {
+                link,
+                peer,
+                cost,
+                pipe_window: 4096,
+            };
+            let _ = table.learn(hop(1, 1), (*entry).clone(), route.clone(), ());
             if let Some(key) = table.bests().map(|(k, _)| *k).next() {
                 let _ = table.export(&key, 2, NodeId::from_bytes([9; 16]));
             }
-            let _ = table.learn(2, peer, u32::MAX, *entry, route, ());
+            let _ = table.learn(hop(2, u32::MAX), *entry, route, ());
             table.forget(1, id);
             table.forget_link(2);
         }

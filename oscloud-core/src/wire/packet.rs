@@ -14,7 +14,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{Capabilities, Error, ExitReason, NodeId};
+use crate::{Capabilities, Error, ExitReason, NodeId, PortDirection};
 
 /// `"OSCL"` as a big-endian u32: the first field of every Hello.
 pub const MAGIC: u32 = 0x4F53_434C;
@@ -75,6 +75,11 @@ pub struct RouteInfo {
     /// The cost of the route from the announcing node to the server (the
     /// sum of the link costs on the way; 0 for the announcer's own server).
     pub cost: u32,
+    /// The longest pipe frame the route carries from the announcing node
+    /// to the server: the smallest pipe window of the nodes after it on
+    /// the path. `None` when the announcer did not say (a node that does
+    /// not know this element): only the first link's window is known.
+    pub pipe_frame: Option<u32>,
 }
 
 /// Why a remote call failed, as a small code.
@@ -336,14 +341,33 @@ impl Serialize for B<'_> {
     }
 }
 
+/// Capabilities: four elements, and a fifth, the ports, only when the
+/// server has some (so an entry without ports encodes as before ports
+/// existed, `docs/PROTOCOL.md` §5.1).
 struct Caps<'a>(&'a Capabilities);
 impl Serialize for Caps<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(4)?;
+        let ports = &self.0.ports;
+        let mut t = s.serialize_tuple(if ports.is_empty() { 4 } else { 5 })?;
         t.serialize_element(&self.0.accepts)?;
         t.serialize_element(&self.0.produces)?;
         t.serialize_element(&self.0.features)?;
         t.serialize_element(&self.0.metadata)?;
+        if !ports.is_empty() {
+            t.serialize_element(&Ports(ports))?;
+        }
+        t.end()
+    }
+}
+
+/// `[[name, direction], …]`, sorted by name.
+struct Ports<'a>(&'a BTreeMap<String, PortDirection>);
+impl Serialize for Ports<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for (name, dir) in self.0 {
+            t.serialize_element(&(name, dir.code()))?;
+        }
         t.end()
     }
 }
@@ -413,17 +437,27 @@ impl Msg {
                 e.group,
             )
                 .serialize(s),
-            Msg::Route(e, r) => (
-                code::ROUTE,
-                e.id,
-                &e.name,
-                Caps(&e.capabilities),
-                e.group,
-                r.origin_id,
-                Path(&r.path),
-                r.cost,
-            )
-                .serialize(s),
+            Msg::Route(e, r) => {
+                let head = (
+                    code::ROUTE,
+                    e.id,
+                    &e.name,
+                    Caps(&e.capabilities),
+                    e.group,
+                    r.origin_id,
+                    Path(&r.path),
+                    r.cost,
+                );
+                match r.pipe_frame {
+                    // Appended last: a receiver that does not know it
+                    // skips it.
+                    Some(max) => {
+                        let (c, id, name, caps, group, origin, path, cost) = head;
+                        (c, id, name, caps, group, origin, path, cost, max).serialize(s)
+                    }
+                    None => head.serialize(s),
+                }
+            }
             Msg::Withdraw { id, reason } => (code::WITHDRAW, id, Reason(reason)).serialize(s),
             Msg::Cast { to, payload } => (code::CAST, to, p(payload, e)).serialize(s),
             Msg::Call { id, to, payload } => (code::CALL, id, to, p(payload, e)).serialize(s),
@@ -699,13 +733,61 @@ impl<'de> Deserialize<'de> for CapsOwned {
                 let produces: Vec<String> = next(&mut seq, "produces")?;
                 let features: BTreeSet<String> = next(&mut seq, "features")?;
                 let metadata: BTreeMap<String, String> = next(&mut seq, "metadata")?;
+                // Optional: absent when the server has no ports.
+                let ports = seq.next_element::<PortsOwned>()?.unwrap_or_default().0;
                 drain(&mut seq)?;
                 Ok(CapsOwned(Capabilities {
                     accepts,
                     produces,
                     features,
                     metadata,
+                    ports,
                 }))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[derive(Default)]
+struct PortsOwned(BTreeMap<String, PortDirection>);
+impl<'de> Deserialize<'de> for PortsOwned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PortsOwned;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("ports array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PortsOwned, A::Error> {
+                let mut ports = BTreeMap::new();
+                while let Some(PortOwned(name, dir)) = seq.next_element()? {
+                    ports.insert(name, dir);
+                }
+                Ok(PortsOwned(ports))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+struct PortOwned(String, PortDirection);
+impl<'de> Deserialize<'de> for PortOwned {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PortOwned;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("port array [name, direction]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PortOwned, A::Error> {
+                let name: String = next(&mut seq, "port name")?;
+                let code: u8 = next(&mut seq, "port direction")?;
+                drain(&mut seq)?;
+                let dir = PortDirection::from_code(code).ok_or_else(|| {
+                    de::Error::custom(format_args!("port direction {code} is not 1, 2 or 3"))
+                })?;
+                Ok(PortOwned(name, dir))
             }
         }
         d.deserialize_seq(V)
@@ -811,6 +893,7 @@ impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
                             origin_id: next(s, "origin id")?,
                             path: next::<_, PathOwned>(s, "path")?.0,
                             cost: next(s, "cost")?,
+                            pipe_frame: s.next_element()?,
                         },
                     ),
                     code::WITHDRAW => Msg::Withdraw {
@@ -951,6 +1034,13 @@ impl<'de> DeserializeSeed<'de> for PacketSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::protocol_doc::assert_in_doc;
+
+    /// The message of a Data packet whose seq and ack are below 128 (four
+    /// bytes of header): what §4's inline vectors show.
+    fn message_part(packet: &[u8]) -> &[u8] {
+        &packet[4..]
+    }
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -999,6 +1089,7 @@ mod tests {
                 "ce00010000",                           // pipe window
             )
         );
+        assert_in_doc(&b);
     }
 
     #[test]
@@ -1027,19 +1118,20 @@ mod tests {
 
     #[test]
     fn golden_small_packets() {
-        assert_eq!(hex(&roundtrip(Packet::Ping)), "9105");
-        assert_eq!(hex(&roundtrip(Packet::Ack { ack: 300 })), "9204cd012c");
-        assert_eq!(
-            hex(&roundtrip(Packet::HelloAck { session_id: 7 })),
-            "920207"
-        );
-        assert_eq!(
-            hex(&roundtrip(Packet::Close {
-                code: CloseCode::Version,
-                message: "v".into()
-            })),
-            "930602a176"
-        );
+        let ping = roundtrip(Packet::Ping);
+        assert_eq!(hex(&ping), "9105");
+        let ack = roundtrip(Packet::Ack { ack: 300 });
+        assert_eq!(hex(&ack), "9204cd012c");
+        let hello_ack = roundtrip(Packet::HelloAck { session_id: 7 });
+        assert_eq!(hex(&hello_ack), "920207");
+        let close = roundtrip(Packet::Close {
+            code: CloseCode::Version,
+            message: "v".into(),
+        });
+        assert_eq!(hex(&close), "930602a176");
+        for b in [ping, ack, hello_ack, close] {
+            assert_in_doc(&b);
+        }
     }
 
     #[test]
@@ -1049,11 +1141,14 @@ mod tests {
             ack: 0,
             msg: Msg::Cast {
                 to: "log".into(),
-                payload: Bytes::from_static(b"hi"),
+                // The MessagePack str "hi" (§4.2: payloads are MessagePack).
+                payload: Bytes::from_static(b"\xa2hi"),
             },
         };
-        // [3, 1, 0, [32, "log", bin "hi"]]
-        assert_eq!(hex(&roundtrip(cast)), "940301009320a36c6f67c4026869");
+        // [3, 1, 0, [32, "log", bin a2 68 69]]
+        let cast = roundtrip(cast);
+        assert_eq!(hex(&cast), "940301009320a36c6f67c403a26869");
+        assert_in_doc(&cast);
         let pipe = Packet::Data {
             seq: 2,
             ack: 1,
@@ -1064,7 +1159,9 @@ mod tests {
             },
         };
         // [3, 2, 1, [49, 4, true, bin 00]]
-        assert_eq!(hex(&roundtrip(pipe)), "94030201943104c3c40100");
+        let pipe = roundtrip(pipe);
+        assert_eq!(hex(&pipe), "94030201943104c3c40100");
+        assert_in_doc(&pipe);
         let err = Packet::Data {
             seq: 3,
             ack: 1,
@@ -1076,7 +1173,9 @@ mod tests {
                 },
             },
         };
-        assert_eq!(hex(&roundtrip(err)), "9403030194230901a178");
+        let err = roundtrip(err);
+        assert_eq!(hex(&err), "9403030194230901a178");
+        assert_in_doc(&err);
         let ann = Packet::Data {
             seq: 4,
             ack: 0,
@@ -1088,10 +1187,12 @@ mod tests {
             })),
         };
         // [3,4,0,[16,5,"a",[["r"],[],["f"],{"k":"v"}],true]]
+        let ann = roundtrip(ann);
         assert_eq!(
-            hex(&roundtrip(ann)),
+            hex(&ann),
             "940304009510 05a161 94 91a172 90 91a166 81a16ba176 c3".replace(' ', "")
         );
+        assert_in_doc(&ann);
         let close = Packet::Data {
             seq: 5,
             ack: 0,
@@ -1100,7 +1201,9 @@ mod tests {
                 reason: ExitReason::Failed("no".into()),
             },
         };
-        assert_eq!(hex(&roundtrip(close)), "940305009333019201a26e6f");
+        let close = roundtrip(close);
+        assert_eq!(hex(&close), "940305009333019201a26e6f");
+        assert_in_doc(&close);
         let route = Packet::Data {
             seq: 7,
             ack: 0,
@@ -1115,18 +1218,55 @@ mod tests {
                     origin_id: 2,
                     path: vec![NodeId::from_bytes([0xcc; 16])],
                     cost: 1,
+                    pipe_frame: None,
                 },
             ),
         };
         // [3,7,0,[18,5,"a",[[],[],[],{}],false,2,[bin16],1]]
         assert_eq!(
-            hex(&roundtrip(route)),
+            hex(&roundtrip(route.clone())),
             format!(
                 "940307009812 05a161 94909090 80 c2 02 91c410{} 01",
                 "cc".repeat(16)
             )
             .replace(' ', "")
         );
+        // With the route's pipe frame limit appended (65536):
+        // [3,7,0,[18,5,"a",[[],[],[],{}],false,2,[bin16],1,65536]]
+        let mut limited = route;
+        if let Packet::Data {
+            msg: Msg::Route(_, r),
+            ..
+        } = &mut limited
+        {
+            r.pipe_frame = Some(64 * 1024);
+        }
+        assert_eq!(
+            hex(&roundtrip(limited)),
+            format!(
+                "940307009912 05a161 94909090 80 c2 02 91c410{} 01 ce00010000",
+                "cc".repeat(16)
+            )
+            .replace(' ', "")
+        );
+        // A later element after it is skipped.
+        let later = hex_bytes(&format!(
+            "940307009a12 05a161 94909090 80 c2 02 91c410{} 01 ce00010000 c0",
+            "cc".repeat(16)
+        ));
+        assert!(matches!(
+            Packet::decode(&later),
+            Ok(Packet::Data {
+                msg: Msg::Route(
+                    _,
+                    RouteInfo {
+                        pipe_frame: Some(65536),
+                        ..
+                    }
+                ),
+                ..
+            })
+        ));
         // An empty path, or one longer than MAX_ROUTE_PATH, is refused.
         let empty = hex_bytes("940307009812 05a161 94909090 80 c2 02 90 01");
         assert!(Packet::decode(&empty).is_err());
@@ -1136,7 +1276,81 @@ mod tests {
             ack: 0,
             msg: Msg::PipeEnd { pipe: 4 },
         };
-        assert_eq!(hex(&roundtrip(end)), "94030600923404");
+        let end = roundtrip(end);
+        assert_eq!(hex(&end), "94030600923404");
+        assert_in_doc(message_part(&end));
+    }
+
+    /// The vectors of the rules a second implementation needs besides the
+    /// layouts: pipe ports in capabilities (§5.1), a zero PipeCredit
+    /// (§8), and the call of the worked example (§10).
+    #[test]
+    fn golden_rules() {
+        // [3,9,0,[16,6,"cat",[[],[],[],{},[["in",1],["out",2]]],false]]
+        let ann = roundtrip(Packet::Data {
+            seq: 9,
+            ack: 0,
+            msg: Msg::Announce(Box::new(EntryInfo {
+                id: 6,
+                name: "cat".into(),
+                capabilities: Capabilities::new()
+                    .port("out", PortDirection::Out)
+                    .port("in", PortDirection::In),
+                group: false,
+            })),
+        });
+        assert_eq!(
+            hex(&ann),
+            "940309009510 06a3636174 95909090 80 92 92a2696e01 92a36f757402 c2".replace(' ', "")
+        );
+        assert_in_doc(&ann);
+        // A receiver that predates ports skips the fifth element; one that
+        // knows them reads four elements as no ports (the other vectors).
+        // A direction other than 1, 2 or 3 makes the packet undecodable.
+        let mut bad = ann.clone();
+        let at = bad.len() - 2;
+        assert_eq!(bad[at], 2);
+        bad[at] = 4;
+        assert!(Packet::decode(&bad).is_err());
+
+        // [3,8,0,[50,1,0]]: a zero-byte PipeCredit.
+        let credit = roundtrip(Packet::Data {
+            seq: 8,
+            ack: 0,
+            msg: Msg::PipeCredit { pipe: 1, bytes: 0 },
+        });
+        assert_eq!(hex(&credit), "9403080093320100");
+        assert_in_doc(&credit);
+
+        // [3,1,0,[33,1,"upper",bin a5 "hello"]] and its reply
+        // [3,1,1,[34,1,bin a5 "HELLO"]]: MessagePack strs as payloads.
+        let call = roundtrip(Packet::Data {
+            seq: 1,
+            ack: 0,
+            msg: Msg::Call {
+                id: 1,
+                to: "upper".into(),
+                payload: Bytes::from_static(b"\xa5hello"),
+            },
+        });
+        assert_eq!(
+            hex(&call),
+            "94030100 942101 a57570706572 c406a568656c6c6f".replace(' ', "")
+        );
+        assert_in_doc(&call);
+        let reply = roundtrip(Packet::Data {
+            seq: 1,
+            ack: 1,
+            msg: Msg::ReplyOk {
+                id: 1,
+                payload: Bytes::from_static(b"\xa5HELLO"),
+            },
+        });
+        assert_eq!(
+            hex(&reply),
+            "94030101 932201 c406a548454c4c4f".replace(' ', "")
+        );
+        assert_in_doc(&reply);
     }
 
     #[test]
@@ -1153,6 +1367,7 @@ mod tests {
                     origin_id: 3,
                     path: vec![NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16])],
                     cost: 11,
+                    pipe_frame: Some(4096),
                 },
             ),
             Msg::PipeEnd { pipe: 9 },
@@ -1297,6 +1512,7 @@ mod tests {
             seed in 0u8..255,
             origin_id in proptest::prelude::any::<u64>(),
             cost in proptest::prelude::any::<u32>(),
+            pipe_frame in proptest::prelude::any::<Option<u32>>(),
             flip in proptest::prelude::any::<(usize, u8)>(),
         ) {
             let path: Vec<NodeId> = (0..len)
@@ -1312,7 +1528,7 @@ mod tests {
                         capabilities: Capabilities::new(),
                         group: false,
                     }),
-                    RouteInfo { origin_id, path, cost },
+                    RouteInfo { origin_id, path, cost, pipe_frame },
                 ),
             };
             let bytes = p.encode().unwrap();

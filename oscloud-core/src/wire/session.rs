@@ -45,6 +45,17 @@ const RETAIN_MAX: usize = 1 << 16;
 /// timeout (`docs/PROTOCOL.md` §7).
 pub const DUP_ACK_THRESHOLD: u32 = 3;
 
+/// Default keepalive: a Ping goes on an open session after this long
+/// without sending anything ([`Config::keepalive`], the node's
+/// `NodeConfig::keepalive`; `docs/PROTOCOL.md` §6).
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// Default idle timeout: a session that received nothing intact for this
+/// long closes with code 9, or detaches if resumable ([`Config::idle_timeout`],
+/// the node's `NodeConfig::idle_timeout`; `docs/PROTOCOL.md` §6). Three
+/// keepalives fit in it, so two lost Pings do not end a session.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// Whether the test-only knob asks for one first-in, first-out send queue.
 #[cfg(any(test, feature = "test-knobs"))]
 fn fifo_send_queue(config: &Config) -> bool {
@@ -141,8 +152,8 @@ impl Config {
             max_pipes: 256,
             max_pending_calls: 1024,
             max_send_queue: 1024,
-            keepalive: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
+            keepalive: DEFAULT_KEEPALIVE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             initial_rto: Duration::from_millis(250),
             min_rto: DEFAULT_MIN_RTO,
             max_rto: Duration::from_secs(4),

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::framing::Framer;
 use super::harness::{Damage, Pair};
 use super::packet::{Msg, Packet};
+use super::protocol_doc::assert_in_doc;
 use super::*;
 use crate::{Capabilities, Error, ExitReason, NodeId};
 
@@ -903,23 +904,27 @@ fn oversized_auth_is_a_config_error() {
     ));
 }
 
-/// The examples of docs/PROTOCOL.md §2 and §10.
+/// The examples of docs/PROTOCOL.md §2 and §10, which must appear in it
+/// byte for byte.
 #[test]
 fn protocol_doc_examples() {
     let ping = framed(FramingKind::ReliableStream, &Packet::Ping);
     assert_eq!(&ping[0][..], b"\x00\x00\x00\x02\x91\x05");
+    assert_in_doc(&ping[0]);
     let cast = Packet::Data {
         seq: 1,
         ack: 0,
         msg: Msg::Cast {
             to: "log".into(),
-            payload: Bytes::from_static(b"hi"),
+            payload: Bytes::from_static(b"\xa2hi"),
         },
     };
     let b = framed(FramingKind::ReliableStream, &cast);
-    assert_eq!(&b[0][..4], b"\x00\x00\x00\x0e");
+    assert_eq!(&b[0][..4], b"\x00\x00\x00\x0f");
+    assert_in_doc(&b[0]);
     let ack = framed(FramingKind::ReliableStream, &Packet::Ack { ack: 1 });
     assert_eq!(&ack[0][..], b"\x00\x00\x00\x03\x92\x04\x01");
+    assert_in_doc(&ack[0]);
     // A Hello with a large session id is 48 bytes.
     let mut s = Session::new(
         Config::new(FramingKind::ReliableStream),
@@ -934,7 +939,35 @@ fn protocol_doc_examples() {
     .unwrap();
     let hello = s.poll_transmit(Instant::now()).unwrap();
     assert_eq!(&hello[..4], b"\x00\x00\x00\x30");
+    assert_in_doc(&hello[..4]);
     assert_eq!(hello.len(), 4 + 48);
+}
+
+/// A PipeCredit of zero bytes is legal and changes nothing (PROTOCOL.md
+/// §8): the session stays open and the pipe keeps its credit.
+#[test]
+fn zero_pipe_credit_is_accepted() {
+    for kind in KINDS {
+        let mut p = Pair::connected(kind);
+        let id = p.a.open_pipe("s", "p").unwrap();
+        p.drive();
+        // As b would send it: credit for a's pipe (odd from b's side).
+        let packet = Packet::Data {
+            seq: 1,
+            ack: 0,
+            msg: Msg::PipeCredit {
+                pipe: id.0 ^ 1,
+                bytes: 0,
+            },
+        };
+        for chunk in framed(kind, &packet) {
+            p.a.handle_input(p.now, &chunk);
+        }
+        let events: Vec<Event> = std::iter::from_fn(|| p.a.poll_event()).collect();
+        assert!(closed_reason(&events).is_none(), "{kind:?}: {events:?}");
+        p.a.pipe_send(id, Bytes::from_static(b"still writable"))
+            .unwrap();
+    }
 }
 
 /// Wire efficiency (payload bytes / link bytes sent) for 1 KiB pipe frames

@@ -1,0 +1,618 @@
+/**
+ * The public API: a connection to one oscloud node, which is itself a small
+ * node (it can serve). It drives a sans-IO Session over a Transport.
+ */
+import { Decoder, Encoder } from "@msgpack/msgpack";
+import { CloseCode, ErrorKind, type Capabilities, type EntryInfo, type ExitReason, type Port } from "./codec.js";
+import {
+  AbortedError,
+  ConnectError,
+  NotFoundError,
+  OscloudError,
+  PayloadError,
+  RemoteError,
+  SessionClosedError,
+  TimeoutError,
+  TooLargeError,
+} from "./errors.js";
+import { Pipe, type PipeHost } from "./pipe.js";
+import { AsyncQueue } from "./queue.js";
+import { Session, SessionUsageError, type SessionEvent, type SessionOptions } from "./session.js";
+import { WebSocketTransport, type Transport, type WebSocketFactory } from "./transport.js";
+
+/** `timeout` (ms) and `signal` accepted by every operation that waits. */
+export interface WaitOptions {
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+/** Options of `connect`. */
+export interface ConnectOptions extends SessionOptions, WaitOptions {
+  /** Makes the WebSocket (default: the global `WebSocket`). */
+  wsFactory?: WebSocketFactory;
+}
+
+/** A server known to the connection: announced by the peer node. */
+export interface Entry {
+  /** The peer's id for the entry. */
+  entryId: number;
+  name: string;
+  capabilities: Capabilities;
+  group: boolean;
+  /** Hex node id of the node the server runs on (the peer, or path[0] of a route). */
+  node: string;
+  /** The pipe ports it declares (empty: none declared). */
+  ports: Port[];
+}
+
+/** A change in the peer's registry, as `watch` reports it. */
+export type RegistryChange = { type: "up"; entry: Entry } | { type: "down"; entry: Entry; reason: ExitReason };
+
+/** Options of `call` and `cast`. */
+export interface PayloadOptions {
+  /** Send the request as the given bytes and return the reply bytes, without MessagePack. */
+  raw?: boolean;
+}
+
+/** What a served name does; every part is optional. */
+export interface Handler {
+  /** Answers a call; a throw answers ReplyErr kind 5 (Failed) with its message. */
+  call?(request: unknown, info: { from: string }): unknown | Promise<unknown>;
+  /** Takes a cast. */
+  cast?(message: unknown, info: { from: string }): void;
+  /** Takes a pipe the peer opened to `port`. */
+  pipe?(port: string, pipe: Pipe): void;
+}
+
+/** Options of `serve`. */
+export interface ServeOptions extends PayloadOptions {
+  capabilities?: Partial<Capabilities>;
+  group?: boolean;
+}
+
+/** A name this connection serves; `close()` withdraws it. */
+export interface Served {
+  readonly name: string;
+  close(): void;
+}
+
+const DEFAULT_TIMEOUT = 10_000;
+/** Pipe writers wait while the link has more than this many bytes queued (as zenoh-ts does). */
+export const LINK_HIGH_WATER = 1 << 20;
+/** How often a waiting pipe writer looks at the link's queue again, ms. */
+const DRAIN_POLL_MS = 5;
+
+const payloadEncoder = new Encoder({ useBigInt64: true });
+
+function hex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** Connects to the node at a `ws://` or `wss://` URL and waits for the Hello exchange. */
+export async function connect(url: string, options: ConnectOptions = {}): Promise<Client> {
+  const transport = await withDeadline(
+    WebSocketTransport.open(url, { wsFactory: options.wsFactory, signal: options.signal }),
+    options,
+    () => {},
+    `connecting to ${url}`,
+  );
+  try {
+    return await Client.start(transport, options);
+  } catch (e) {
+    transport.close();
+    throw e;
+  }
+}
+
+/** One connection (one session with one peer node). */
+export class Client {
+  /** Our node id (hex). */
+  readonly nodeId: string;
+  /** Resolves when the session ends, with why. */
+  readonly closed: Promise<SessionClosedError>;
+
+  private readonly session: Session;
+  private readonly payloadDecoder: Decoder;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timerAt = Infinity;
+  private closeError: SessionClosedError | undefined;
+  private resolveClosed!: (e: SessionClosedError) => void;
+  private onConnected: ((e?: Error) => void) | undefined;
+
+  private entries = new Map<number, Entry>();
+  private watchers = new Set<{ name: string | undefined; queue: AsyncQueue<RegistryChange> }>();
+  private calls = new Map<number, { resolve: (p: Uint8Array) => void; reject: (e: Error) => void }>();
+  private pipes = new Map<number, Pipe>();
+  private served = new Map<string, { entryId: number; handler: Handler; raw: boolean }>();
+  private nextEntryId = 1;
+  private driving = false;
+  private drainTimer: ReturnType<typeof setTimeout> | undefined;
+
+  private constructor(
+    private readonly transport: Transport,
+    options: SessionOptions,
+  ) {
+    this.session = new Session(performance.now(), options);
+    this.nodeId = hex(this.session.hello.nodeId);
+    const max = this.session.hello.maxFrame;
+    this.payloadDecoder = new Decoder({
+      useBigInt64: true,
+      maxStrLength: max,
+      maxBinLength: max,
+      maxArrayLength: max,
+      maxMapLength: max,
+      maxExtLength: max,
+    });
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+  }
+
+  /** Runs a session over an open transport (a WebSocket, or anything that carries whole packets). */
+  static async start(transport: Transport, options: ConnectOptions = {}): Promise<Client> {
+    const c = new Client(transport, options);
+    const connected = new Promise<void>((resolve, reject) => {
+      c.onConnected = (e) => (e ? reject(e) : resolve());
+    });
+    c.drive(() => {});
+    transport.start(
+      (f) => c.drive(() => c.session.receive(f, performance.now())),
+      (reason) => c.drive(() => c.session.linkLost(`link lost: ${reason}`)),
+    );
+    await withDeadline(connected, options, () => c.close(), "the Hello exchange");
+    return c;
+  }
+
+  /** The peer's node id (hex). */
+  get peerNodeId(): string {
+    const p = this.session.peer;
+    return p ? hex(p.nodeId) : "";
+  }
+
+  /** The servers the peer announced, now. */
+  list(): Entry[] {
+    return [...this.entries.values()];
+  }
+
+  /** Finds a server by name, waiting for its announcement up to `timeout` (NotFoundError then). */
+  async lookup(name: string, options: WaitOptions = {}): Promise<Entry> {
+    this.checkOpen();
+    const now = this.find(name);
+    if (now) return now;
+    const q = this.addWatcher(name);
+    try {
+      return await withDeadline(
+        (async () => {
+          for await (const ch of q) if (ch.type === "up") return ch.entry;
+          throw this.closeError ?? new NotFoundError(`${name} not found`);
+        })(),
+        options,
+        () => {},
+        `looking up ${name}`,
+        () => new NotFoundError(`${name} not found within ${options.timeout ?? DEFAULT_TIMEOUT} ms`),
+      );
+    } finally {
+      await q.return();
+    }
+  }
+
+  /**
+   * Reports the registry's changes (for one name, or all): first an `up`
+   * for every entry known now, then each change, until the signal aborts,
+   * the loop breaks or the session closes.
+   */
+  watch(name?: string, options: { signal?: AbortSignal } = {}): AsyncIterableIterator<RegistryChange> {
+    const q = this.addWatcher(name);
+    for (const e of this.entries.values()) if (name === undefined || e.name === name) q.push({ type: "up", entry: e });
+    if (this.closeError) q.end();
+    options.signal?.addEventListener("abort", () => void q.return(), { once: true });
+    return q;
+  }
+
+  /** Calls the server `to` on the peer; resolves with its reply. */
+  async call<T = unknown>(to: string, request: unknown, options: WaitOptions & PayloadOptions = {}): Promise<T> {
+    this.checkOpen();
+    const payload = this.encodePayload(request, options.raw);
+    let callId = 0;
+    const reply = new Promise<Uint8Array>((resolve, reject) => {
+      this.drive(() => {
+        try {
+          callId = this.session.call(to, payload);
+        } catch (e) {
+          reject(usageError(e));
+          return;
+        }
+        this.calls.set(callId, { resolve, reject });
+      });
+    });
+    const bytes = await withDeadline(reply, options, () => {
+      this.calls.delete(callId);
+      this.session.cancelCall(callId);
+    }, `call to ${to}`);
+    return (options.raw ? bytes : this.decodePayload(bytes)) as T;
+  }
+
+  /** Sends a one-way message to the server `to` on the peer. */
+  cast(to: string, message: unknown, options: PayloadOptions = {}): void {
+    this.checkOpen();
+    const payload = this.encodePayload(message, options.raw);
+    this.drive(() => {
+      try {
+        this.session.cast(to, payload);
+      } catch (e) {
+        throw usageError(e);
+      }
+    });
+  }
+
+  /** Opens a pipe to `port` of `server` on the peer. A refusal closes it with a PipeClosedError. */
+  openPipe(server: string, port: string): Pipe {
+    this.checkOpen();
+    let pipe: Pipe | undefined;
+    this.drive(() => {
+      const id = this.session.openPipe(server, port);
+      pipe = new Pipe(this.pipeHost, id);
+      this.pipes.set(id, pipe);
+    });
+    return pipe as Pipe;
+  }
+
+  /** Serves `name` to the peer node: announces it and answers its calls with `handler`. */
+  serve(name: string, handler: (request: unknown) => unknown, options?: ServeOptions): Served;
+  /** Serves `name` to the peer node: announces it and answers its calls, casts and pipes. */
+  serve(name: string, handler: Handler, options?: ServeOptions): Served;
+  serve(name: string, handler: Handler | ((request: unknown) => unknown), options: ServeOptions = {}): Served {
+    this.checkOpen();
+    if (this.served.has(name)) throw new OscloudError(`${name} is already served on this connection`);
+    const h: Handler = typeof handler === "function" ? { call: handler } : handler;
+    const entryId = this.nextEntryId++;
+    this.served.set(name, { entryId, handler: h, raw: options.raw ?? false });
+    const c = options.capabilities ?? {};
+    const entry: EntryInfo = {
+      entryId,
+      name,
+      group: options.group ?? false,
+      capabilities: {
+        accepts: c.accepts ?? [],
+        produces: c.produces ?? [],
+        features: c.features ?? [],
+        metadata: c.metadata ?? {},
+        ports: c.ports ?? [],
+      },
+    };
+    this.drive(() => this.session.announce(entry));
+    return {
+      name,
+      close: () => {
+        const s = this.served.get(name);
+        if (!s || s.entryId !== entryId) return;
+        this.served.delete(name);
+        if (this.session.state !== "closed") this.drive(() => this.session.withdraw(entryId));
+      },
+    };
+  }
+
+  /** Closes the session (Close code 0) and the link. */
+  async close(): Promise<void> {
+    this.drive(() => this.session.close(CloseCode.Normal, "client closed"));
+    await this.closed;
+  }
+
+  // ---- the driver ----
+
+  private readonly pipeHost: PipeHost = {
+    writeFrame: (id, frame) => {
+      if (this.transport.bufferedAmount > LINK_HIGH_WATER) {
+        this.waitForDrain();
+        return false;
+      }
+      let ok = false;
+      this.drive(() => {
+        try {
+          ok = this.session.writeFrame(id, frame);
+        } catch (e) {
+          throw usageError(e);
+        }
+      });
+      return ok;
+    },
+    peerWindow: () => this.session.peer?.pipeWindow ?? Infinity,
+    consumed: (id, n) => this.drive(() => this.session.consumed(id, n)),
+    endPipe: (id) => this.drive(() => this.session.endPipe(id)),
+    closePipe: (id, reason) =>
+      this.drive(() => {
+        this.pipes.delete(id);
+        this.session.closePipe(id, reason);
+      }),
+  };
+
+  /**
+   * The link's send queue is above LINK_HIGH_WATER: the WebSocket API has
+   * no drain event, so look again shortly and let the pipe writers retry.
+   */
+  private waitForDrain(): void {
+    if (this.drainTimer !== undefined) return;
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = undefined;
+      for (const p of this.pipes.values()) p.onCredit();
+    }, DRAIN_POLL_MS);
+  }
+
+  /**
+   * Runs `f` against the session, then sends its output, dispatches its
+   * events and re-arms the timer. Re-entrant calls (from event handlers)
+   * run inline and the outermost one flushes.
+   */
+  private drive(f: () => void): void {
+    if (this.driving) {
+      f();
+      return;
+    }
+    this.driving = true;
+    try {
+      f();
+      for (;;) {
+        const out = this.session.takeOutput();
+        for (const frame of out) this.transport.send(frame);
+        const events = this.session.takeEvents();
+        if (out.length === 0 && events.length === 0) break;
+        for (const ev of events) this.onEvent(ev);
+      }
+    } finally {
+      this.driving = false;
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    const at = this.session.nextDeadline();
+    if (at === undefined) {
+      if (this.timer !== undefined) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      return;
+    }
+    if (this.timer !== undefined && this.timerAt <= at) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      this.drive(() => this.session.tick(performance.now()));
+    }, Math.max(0, at - performance.now()));
+    // Node: the keepalive timer alone does not keep the process running.
+    (this.timer as { unref?: () => void }).unref?.();
+  }
+
+  private onEvent(ev: SessionEvent): void {
+    switch (ev.type) {
+      case "connected":
+        this.onConnected?.();
+        this.onConnected = undefined;
+        return;
+      case "announce": {
+        const entry: Entry = {
+          entryId: ev.entry.entryId,
+          name: ev.entry.name,
+          capabilities: ev.entry.capabilities,
+          group: ev.entry.group,
+          ports: ev.entry.capabilities.ports ?? [],
+          node: ev.route ? hex(ev.route.path[0] as Uint8Array) : this.peerNodeId,
+        };
+        this.entries.set(entry.entryId, entry);
+        this.notify({ type: "up", entry });
+        return;
+      }
+      case "withdraw": {
+        const entry = this.entries.get(ev.entryId);
+        if (!entry) return;
+        this.entries.delete(ev.entryId);
+        this.notify({ type: "down", entry, reason: ev.reason });
+        return;
+      }
+      case "reply": {
+        const c = this.calls.get(ev.callId);
+        if (!c) return;
+        this.calls.delete(ev.callId);
+        if (ev.ok) c.resolve(ev.payload);
+        else c.reject(new RemoteError(ev.kind, ev.message));
+        return;
+      }
+      case "call":
+        return this.onCall(ev.callId, ev.to, ev.payload);
+      case "cast":
+        return this.onCast(ev.to, ev.payload);
+      case "pipeOpen":
+        return this.onPipeOpen(ev.pipeId, ev.server, ev.port);
+      case "pipeFrame":
+        this.pipes.get(ev.pipeId)?.onFrame(ev.frame);
+        return;
+      case "pipeCredit":
+        this.pipes.get(ev.pipeId)?.onCredit();
+        return;
+      case "pipeEnd":
+        this.pipes.get(ev.pipeId)?.onEnd();
+        return;
+      case "pipeClose": {
+        const p = this.pipes.get(ev.pipeId);
+        this.pipes.delete(ev.pipeId);
+        p?.onClose(ev.reason);
+        return;
+      }
+      case "closed":
+        return this.onClosed(ev.code, ev.message, ev.byPeer);
+    }
+  }
+
+  private onCall(callId: number, to: string, payload: Uint8Array): void {
+    const s = this.served.get(to);
+    if (!s?.handler.call) {
+      this.session.reply(callId, { ok: false, kind: ErrorKind.NotFound, message: `no server ${to}` });
+      return;
+    }
+    let request: unknown;
+    try {
+      request = s.raw ? payload : this.decodePayload(payload);
+    } catch (e) {
+      this.session.reply(callId, { ok: false, kind: ErrorKind.Decode, message: (e as Error).message });
+      return;
+    }
+    const from = this.peerNodeId;
+    const handler = s.handler.call.bind(s.handler);
+    void (async () => {
+      let result: { ok: true; payload: Uint8Array } | { ok: false; kind: number; message: string };
+      try {
+        const value = await handler(request, { from });
+        result = { ok: true, payload: this.encodePayload(value, s.raw) };
+      } catch (e) {
+        result = { ok: false, kind: ErrorKind.Failed, message: e instanceof Error ? e.message : String(e) };
+      }
+      if (this.session.state === "open") this.drive(() => this.session.reply(callId, result));
+    })();
+  }
+
+  private onCast(to: string, payload: Uint8Array): void {
+    const s = this.served.get(to);
+    if (!s?.handler.cast) return; // casts to unknown names are dropped (§4.2)
+    try {
+      s.handler.cast(s.raw ? payload : this.decodePayload(payload), { from: this.peerNodeId });
+    } catch {
+      // a failing cast handler has no one to tell
+    }
+  }
+
+  private onPipeOpen(pipeId: number, server: string, port: string): void {
+    const s = this.served.get(server);
+    if (!s?.handler.pipe) {
+      this.session.closePipe(pipeId, { code: 1, text: `no server ${server} with port ${port}` });
+      return;
+    }
+    const pipe = new Pipe(this.pipeHost, pipeId);
+    this.pipes.set(pipeId, pipe);
+    try {
+      s.handler.pipe(port, pipe);
+    } catch (e) {
+      pipe.close({ code: 1, text: e instanceof Error ? e.message : String(e) });
+    }
+  }
+
+  private onClosed(code: number | undefined, message: string, byPeer: boolean): void {
+    const err = new SessionClosedError(
+      code === undefined
+        ? `session closed: ${message}`
+        : byPeer
+          ? `closed by the peer (code ${code}): ${message}`
+          : `session closed (code ${code}): ${message}`,
+      code,
+    );
+    this.closeError = err;
+    this.onConnected?.(new ConnectError(`the session closed during the Hello exchange: ${message}`, { cause: err }));
+    this.onConnected = undefined;
+    for (const c of this.calls.values()) c.reject(err);
+    this.calls.clear();
+    for (const p of this.pipes.values()) p.onClose({ code: 2, text: message }, err);
+    this.pipes.clear();
+    for (const w of this.watchers) w.queue.end();
+    this.watchers.clear();
+    this.transport.close();
+    this.resolveClosed(err);
+  }
+
+  // ---- helpers ----
+
+  private find(name: string): Entry | undefined {
+    for (const e of this.entries.values()) if (e.name === name) return e;
+    return undefined;
+  }
+
+  private addWatcher(name: string | undefined): AsyncQueue<RegistryChange> {
+    const w = { name, queue: undefined as unknown as AsyncQueue<RegistryChange> };
+    w.queue = new AsyncQueue<RegistryChange>(() => this.watchers.delete(w));
+    if (this.closeError) w.queue.end();
+    else this.watchers.add(w);
+    return w.queue;
+  }
+
+  private notify(ch: RegistryChange): void {
+    for (const w of this.watchers) if (w.name === undefined || w.name === ch.entry.name) w.queue.push(ch);
+  }
+
+  private checkOpen(): void {
+    if (this.closeError) throw this.closeError;
+  }
+
+  private encodePayload(value: unknown, raw: boolean | undefined): Uint8Array {
+    if (raw) {
+      if (!(value instanceof Uint8Array)) throw new PayloadError("a raw payload must be a Uint8Array");
+      return value;
+    }
+    try {
+      return payloadEncoder.encode(value).slice();
+    } catch (e) {
+      throw new PayloadError(`cannot encode the payload as MessagePack: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private decodePayload(bytes: Uint8Array): unknown {
+    try {
+      return this.payloadDecoder.decode(bytes);
+    } catch (e) {
+      throw new PayloadError(`the payload is not MessagePack: ${(e as Error).message}`, { cause: e });
+    }
+  }
+}
+
+function usageError(e: unknown): Error {
+  if (e instanceof SessionUsageError) {
+    return /above/.test(e.message) ? new TooLargeError(e.message, { cause: e }) : new OscloudError(e.message, { cause: e });
+  }
+  return e as Error;
+}
+
+/**
+ * Waits for `p` with a timeout (default 10 s; 0 or Infinity for none) and
+ * an AbortSignal; on either, runs `cancel` and rejects with TimeoutError or
+ * AbortedError.
+ */
+export function withDeadline<T>(
+  p: Promise<T>,
+  options: WaitOptions,
+  cancel: () => void,
+  what: string,
+  onTimeout?: () => Error,
+): Promise<T> {
+  const { signal } = options;
+  const timeout = options.timeout ?? DEFAULT_TIMEOUT;
+  if (signal?.aborted) {
+    cancel();
+    return Promise.reject(new AbortedError(`${what} aborted`, { cause: signal.reason }));
+  }
+  return new Promise<T>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => {
+      done();
+      cancel();
+      reject(new AbortedError(`${what} aborted`, { cause: signal?.reason }));
+    };
+    const done = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    if (timeout > 0 && Number.isFinite(timeout)) {
+      timer = setTimeout(() => {
+        done();
+        cancel();
+        reject(onTimeout?.() ?? new TimeoutError(`${what} timed out after ${timeout} ms`));
+      }, timeout);
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        done();
+        resolve(v);
+      },
+      (e) => {
+        done();
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,679 @@
+/**
+ * A sans-IO oscloud session (docs/PROTOCOL.md §6–§8) on a reliable link
+ * (a stream or a reliable message link such as a WebSocket): nothing is
+ * retransmitted, the send window does not apply, acks are still sent.
+ *
+ * It owns no socket and no timer. The driver feeds it received packets
+ * (`receive`) and the time (`tick`), asks it to do things (cast, call,
+ * open pipes, …), then takes the packets to send (`takeOutput`), the events
+ * for the application (`takeEvents`) and the next time it wants a `tick`
+ * (`nextDeadline`). Times are milliseconds on any monotonic clock.
+ */
+import {
+  CloseCode,
+  decodePacket,
+  encodeMessageBytes,
+  encodePacket,
+  Feature,
+  MIN_MAX_FRAME,
+  type EntryInfo,
+  type ExitReason,
+  type Hello,
+  type Message,
+  type Packet,
+  PacketDecodeError,
+} from "./codec.js";
+
+/** Limits and timers of one session; every field has a default. */
+export interface SessionOptions {
+  /** Our node id, 16 bytes (random by default: a plaintext node claims its id). */
+  nodeId?: Uint8Array;
+  /** Our session id (random by default). */
+  sessionId?: bigint;
+  /** Largest packet we accept [65536]. */
+  maxFrame?: number;
+  /** Data packets the peer may have unacknowledged towards us [64]. */
+  recvWindow?: number;
+  /** Initial credit of every pipe towards us, bytes [65536]. */
+  pipeWindow?: number;
+  /** Send a Ping after this long without sending anything [2000 ms, as a Rust node]. */
+  keepaliveMs?: number;
+  /** Close (code 9) after this long without receiving anything [6000 ms, as a Rust node]. */
+  idleMs?: number;
+  /** Delay of a standalone Ack after an in-order Data packet [10 ms]. */
+  ackDelayMs?: number;
+  /** Most calls from the peer waiting for our reply [1024]. */
+  maxPendingCalls?: number;
+  /** Most pipes the peer may have open towards us [256]. */
+  maxPipes?: number;
+  /**
+   * Take Route messages (Hello feature bit 4, PROTOCOL.md §13) [true]: the
+   * peer then announces the servers it reaches on other nodes too, and
+   * forwards calls, casts and pipes to them. This side never re-announces
+   * (it is a leaf).
+   */
+  routing?: boolean;
+}
+
+/** What the session reports to the application. */
+export type SessionEvent =
+  | { type: "connected"; peer: Hello }
+  | { type: "announce"; entry: EntryInfo; route?: { originId: number; path: Uint8Array[]; cost: number } }
+  | { type: "withdraw"; entryId: number; reason: ExitReason }
+  | { type: "cast"; to: string; payload: Uint8Array }
+  | { type: "call"; callId: number; to: string; payload: Uint8Array }
+  | { type: "reply"; callId: number; ok: true; payload: Uint8Array }
+  | { type: "reply"; callId: number; ok: false; kind: number; message: string }
+  | { type: "pipeOpen"; pipeId: number; server: string; port: string }
+  | { type: "pipeFrame"; pipeId: number; frame: Uint8Array }
+  | { type: "pipeCredit"; pipeId: number; credit: number }
+  | { type: "pipeEnd"; pipeId: number }
+  | { type: "pipeClose"; pipeId: number; reason: ExitReason }
+  /** `code` is the Close code sent or received; undefined when the link was lost without one. */
+  | { type: "closed"; code: number | undefined; message: string; byPeer: boolean };
+
+/** Session state (§6); the reliable link kind has no DETACHED/RESUMING. */
+export type SessionState = "handshake" | "open" | "closed";
+
+/** A local misuse the session refuses (the session itself stays open). */
+export class SessionUsageError extends Error {
+  override readonly name = "SessionUsageError";
+}
+
+/**
+ * Bytes a Data packet carrying a PipeData piece adds around the piece, at
+ * most: fixarray(4) + type + seq (≤ 9) + ack (≤ 9) + fixarray(4) + type +
+ * pipe id (≤ 9) + bool + bin32 header (5) = 37.
+ */
+export const PIPE_DATA_OVERHEAD = 37;
+
+interface PipeState {
+  /** Bytes we may still send. */
+  sendCredit: number;
+  /** Bytes the peer sent that our reader has not returned yet. */
+  unreturned: number;
+  /** Pieces of the frame being received. */
+  pieces: Uint8Array[];
+  localEnded: boolean;
+  remoteEnded: boolean;
+}
+
+function randomBytes(n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  globalThis.crypto.getRandomValues(b);
+  return b;
+}
+
+function randomU64(): bigint {
+  const b = randomBytes(8);
+  let v = 0n;
+  for (const x of b) v = (v << 8n) | BigInt(x);
+  return v === 0n ? 1n : v;
+}
+
+/** The sans-IO session. */
+export class Session {
+  readonly hello: Hello;
+  private readonly keepaliveMs: number;
+  private readonly idleMs: number;
+  private readonly ackDelayMs: number;
+  private readonly maxPendingCalls: number;
+  private readonly maxPipes: number;
+
+  private stateValue: SessionState = "handshake";
+  private peerHello: Hello | undefined;
+  private now: number;
+  private lastSent: number;
+  private lastReceived: number;
+  private ackDue: number | undefined;
+
+  private output: Uint8Array[] = [];
+  private events: SessionEvent[] = [];
+  /** Messages queued before OPEN (they get their seq once the peer's limits are known). */
+  private early: Message[] = [];
+
+  private nextSeq = 1;
+  private peerAcked = 0;
+  /** Highest seq received in order from the peer. */
+  private recvAck = 0;
+  private outOfOrder = new Map<number, Message>();
+
+  private lastCallId = 0;
+  private pendingCalls = new Set<number>();
+  private incomingCalls = new Set<number>();
+
+  /** Pipes by our numbering (ours even, the peer's odd). */
+  private pipes = new Map<number, PipeState>();
+  private localOpened = 0;
+  private remoteOpened = 0;
+  private remoteOpenPipes = 0;
+
+  constructor(now: number, options: SessionOptions = {}) {
+    this.now = now;
+    this.lastSent = now;
+    this.lastReceived = now;
+    this.hello = {
+      nodeId: options.nodeId ?? randomBytes(16),
+      features: options.routing === false ? 0n : Feature.Routing,
+      sessionId: options.sessionId ?? randomU64(),
+      auth: null,
+      maxFrame: options.maxFrame ?? 65536,
+      recvWindow: options.recvWindow ?? 64,
+      pipeWindow: options.pipeWindow ?? 65536,
+    };
+    if (this.hello.nodeId.length !== 16) throw new SessionUsageError("node id must be 16 bytes");
+    if (this.hello.maxFrame < MIN_MAX_FRAME || this.hello.recvWindow < 1 || this.hello.pipeWindow < 1) {
+      throw new SessionUsageError("limits below the protocol minimums");
+    }
+    this.keepaliveMs = options.keepaliveMs ?? 2000;
+    this.idleMs = options.idleMs ?? 6000;
+    this.ackDelayMs = options.ackDelayMs ?? 10;
+    this.maxPendingCalls = options.maxPendingCalls ?? 1024;
+    this.maxPipes = options.maxPipes ?? 256;
+    this.send({ type: "hello", hello: this.hello });
+  }
+
+  get state(): SessionState {
+    return this.stateValue;
+  }
+
+  /** The peer's Hello, once received. */
+  get peer(): Hello | undefined {
+    return this.peerHello;
+  }
+
+  /** Packets to send, in order; each is one frame on the link. */
+  takeOutput(): Uint8Array[] {
+    const o = this.output;
+    this.output = [];
+    return o;
+  }
+
+  /** Events for the application, in order. */
+  takeEvents(): SessionEvent[] {
+    const e = this.events;
+    this.events = [];
+    return e;
+  }
+
+  /** When the session next wants `tick`, or undefined when closed. */
+  nextDeadline(): number | undefined {
+    if (this.stateValue === "closed") return undefined;
+    let d = this.lastReceived + this.idleMs;
+    if (this.stateValue === "open") d = Math.min(d, this.lastSent + this.keepaliveMs);
+    if (this.ackDue !== undefined) d = Math.min(d, this.ackDue);
+    return d;
+  }
+
+  /** Runs the timers: delayed ack, keepalive, idle timeout. */
+  tick(now: number): void {
+    this.now = Math.max(this.now, now);
+    if (this.stateValue === "closed") return;
+    if (this.now >= this.lastReceived + this.idleMs) {
+      this.fatal(CloseCode.IdleTimeout, `nothing received for ${this.idleMs} ms`);
+      return;
+    }
+    if (this.ackDue !== undefined && this.now >= this.ackDue) {
+      this.ackDue = undefined;
+      this.send({ type: "ack", ack: this.recvAck });
+    }
+    if (this.stateValue === "open" && this.now >= this.lastSent + this.keepaliveMs) {
+      this.send({ type: "ping" });
+    }
+  }
+
+  /** Feeds one received frame (one packet). */
+  receive(bytes: Uint8Array, now: number): void {
+    this.now = Math.max(this.now, now);
+    if (this.stateValue === "closed") return;
+    if (bytes.length > this.hello.maxFrame) {
+      this.fatal(CloseCode.FrameTooLarge, `frame of ${bytes.length} bytes above max_frame ${this.hello.maxFrame}`);
+      return;
+    }
+    let p: Packet;
+    try {
+      p = decodePacket(bytes, this.hello.maxFrame);
+    } catch (e) {
+      const code = e instanceof PacketDecodeError ? e.closeCode : CloseCode.Decode;
+      this.fatal(code, (e as Error).message);
+      return;
+    }
+    this.lastReceived = this.now;
+    this.onPacket(p);
+  }
+
+  /** Closes the session on purpose (Close code 0, or another code). */
+  close(code: number = CloseCode.Normal, message = "closed"): void {
+    if (this.stateValue === "closed") return;
+    this.fatal(code, message);
+  }
+
+  /**
+   * The link failed: the session is closed without sending anything.
+   */
+  linkLost(message: string): void {
+    if (this.stateValue === "closed") return;
+    this.stateValue = "closed";
+    this.events.push({ type: "closed", code: undefined, message, byPeer: false });
+  }
+
+  // ---- application operations ----
+
+  /** Announces one of our entries to the peer (§4.1). */
+  announce(entry: EntryInfo): void {
+    this.sendMessage({ type: "announce", entry });
+  }
+
+  /** Withdraws an entry announced earlier. */
+  withdraw(entryId: number, reason: ExitReason = { code: 0, text: "" }): void {
+    this.sendMessage({ type: "withdraw", entryId, reason });
+  }
+
+  /** Sends a Cast to the server `to` on the peer. */
+  cast(to: string, payload: Uint8Array): void {
+    this.sendMessage({ type: "cast", to, payload });
+  }
+
+  /** Sends a Call; returns its call id (the reply event carries it). */
+  call(to: string, payload: Uint8Array): number {
+    const callId = this.lastCallId + 1;
+    this.sendMessage({ type: "call", callId, to, payload });
+    this.lastCallId = callId;
+    this.pendingCalls.add(callId);
+    return callId;
+  }
+
+  /** Forgets a call (timed out or aborted locally): a late reply is ignored. */
+  cancelCall(callId: number): void {
+    this.pendingCalls.delete(callId);
+  }
+
+  /** Answers a call from the peer, exactly once. */
+  reply(callId: number, result: { ok: true; payload: Uint8Array } | { ok: false; kind: number; message: string }): void {
+    if (!this.incomingCalls.has(callId)) throw new SessionUsageError(`no call ${callId} waiting for a reply`);
+    const msg: Message = result.ok
+      ? { type: "replyOk", callId, payload: result.payload }
+      : { type: "replyErr", callId, kind: result.kind, message: result.message };
+    try {
+      this.sendMessage(msg);
+    } catch (e) {
+      if (!(e instanceof SessionUsageError) || !result.ok) throw e;
+      // A reply too large for the peer still answers the call.
+      this.sendMessage({ type: "replyErr", callId, kind: 5, message: e.message });
+    }
+    this.incomingCalls.delete(callId);
+  }
+
+  /** Opens a pipe to `port` of `server` on the peer; returns its id (ours, even). */
+  openPipe(server: string, port: string): number {
+    this.checkOpenOrEarly();
+    const pipeId = 2 * this.localOpened;
+    this.sendMessage({ type: "pipeOpen", pipeId, server, port });
+    this.localOpened += 1;
+    // Until the peer's Hello is known the credit is unknown: set at OPEN.
+    this.pipes.set(pipeId, this.newPipe());
+    return pipeId;
+  }
+
+  /** Bytes a pipe may send now (0 for a pipe that is gone). */
+  credit(pipeId: number): number {
+    return this.pipes.get(pipeId)?.sendCredit ?? 0;
+  }
+
+  /**
+   * Sends one frame on a pipe, cut into PipeData pieces that fit the peer's
+   * `max_frame`. Returns false (sending nothing) when the pipe lacks the
+   * credit; a `pipeCredit` event says when to try again.
+   */
+  writeFrame(pipeId: number, frame: Uint8Array): boolean {
+    const p = this.livePipe(pipeId);
+    if (p.localEnded) throw new SessionUsageError("pipe already ended");
+    const peer = this.peerHello;
+    if (!peer) return false;
+    if (frame.length > peer.pipeWindow) {
+      throw new SessionUsageError(`frame of ${frame.length} bytes above the peer's pipe window ${peer.pipeWindow}`);
+    }
+    if (frame.length > p.sendCredit) return false;
+    p.sendCredit -= frame.length;
+    const piece = peer.maxFrame - PIPE_DATA_OVERHEAD;
+    let off = 0;
+    do {
+      const end = Math.min(frame.length, off + piece);
+      this.sendMessage({ type: "pipeData", pipeId, last: end === frame.length, data: frame.subarray(off, end) });
+      off = end;
+    } while (off < frame.length);
+    return true;
+  }
+
+  /** Our reader consumed `bytes` of a pipe's frames: return the credit. */
+  consumed(pipeId: number, bytes: number): void {
+    const p = this.pipes.get(pipeId);
+    if (!p || bytes <= 0 || this.stateValue === "closed") return;
+    const n = Math.min(bytes, p.unreturned);
+    if (n === 0) return;
+    p.unreturned -= n;
+    this.sendMessage({ type: "pipeCredit", pipeId, bytes: n });
+  }
+
+  /** Half-closes a pipe: we send no more frames on it. */
+  endPipe(pipeId: number): void {
+    const p = this.pipes.get(pipeId);
+    if (!p || p.localEnded) return;
+    p.localEnded = true;
+    this.sendMessage({ type: "pipeEnd", pipeId });
+    if (p.remoteEnded) this.endedBothWays(pipeId);
+  }
+
+  /** Both sides ended a pipe: close it (Normal) and report that. */
+  private endedBothWays(pipeId: number): void {
+    const reason = { code: 0, text: "" };
+    this.closePipe(pipeId, reason);
+    this.events.push({ type: "pipeClose", pipeId, reason });
+  }
+
+  /** Closes a pipe in both directions. */
+  closePipe(pipeId: number, reason: ExitReason = { code: 0, text: "" }): void {
+    if (!this.pipes.has(pipeId)) return;
+    this.dropPipe(pipeId);
+    if (this.stateValue !== "closed") this.sendMessage({ type: "pipeClose", pipeId, reason });
+  }
+
+  // ---- internals ----
+
+  private newPipe(): PipeState {
+    return {
+      sendCredit: this.peerHello?.pipeWindow ?? 0,
+      unreturned: 0,
+      pieces: [],
+      localEnded: false,
+      remoteEnded: false,
+    };
+  }
+
+  private dropPipe(pipeId: number): void {
+    if (this.pipes.delete(pipeId) && pipeId % 2 === 1) this.remoteOpenPipes -= 1;
+  }
+
+  private livePipe(pipeId: number): PipeState {
+    const p = this.pipes.get(pipeId);
+    if (!p) throw new SessionUsageError(`pipe ${pipeId} is closed`);
+    return p;
+  }
+
+  private checkOpenOrEarly(): void {
+    if (this.stateValue === "closed") throw new SessionUsageError("session closed");
+  }
+
+  private send(p: Packet): void {
+    this.output.push(encodePacket(p));
+    this.lastSent = this.now;
+  }
+
+  private sendMessage(msg: Message): void {
+    this.checkOpenOrEarly();
+    if (this.stateValue === "handshake") {
+      this.early.push(msg);
+      return;
+    }
+    const peer = this.peerHello as Hello;
+    const bytes = encodePacket({ type: "data", seq: this.nextSeq, ack: this.recvAck, msg });
+    if (bytes.length > peer.maxFrame) {
+      throw new SessionUsageError(`message of ${bytes.length} bytes above the peer's max_frame ${peer.maxFrame}`);
+    }
+    this.nextSeq += 1;
+    this.ackDue = undefined;
+    this.output.push(bytes);
+    this.lastSent = this.now;
+  }
+
+  /** Close with a Close packet (best effort) and report it. */
+  private fatal(code: number, message: string): void {
+    if (this.stateValue === "closed") return;
+    this.send({ type: "close", code, message });
+    this.stateValue = "closed";
+    this.events.push({ type: "closed", code, message, byPeer: false });
+  }
+
+  private onPacket(p: Packet): void {
+    switch (p.type) {
+      case "hello":
+        return this.onHello(p.hello);
+      case "helloAck":
+        return;
+      case "close":
+        this.stateValue = "closed";
+        this.events.push({ type: "closed", code: p.code, message: p.message, byPeer: true });
+        return;
+      case "handshake":
+        this.fatal(CloseCode.Unauthorized, "this side is plaintext");
+        return;
+      default:
+        break;
+    }
+    if (this.stateValue !== "open") return; // Data, Ack, Ping before the peer's Hello: dropped.
+    switch (p.type) {
+      case "ping":
+        this.ackDue = undefined;
+        this.send({ type: "ack", ack: this.recvAck });
+        return;
+      case "ack":
+        this.onAck(p.ack);
+        return;
+      case "data":
+        if (!this.onAck(p.ack)) return;
+        this.onData(p.seq, p.msg);
+        return;
+    }
+  }
+
+  private onAck(ack: number): boolean {
+    if (ack >= this.nextSeq) {
+      this.fatal(CloseCode.Protocol, `ack ${ack} for an unsent packet`);
+      return false;
+    }
+    if (ack > this.peerAcked) this.peerAcked = ack;
+    return true;
+  }
+
+  private onHello(h: Hello): void {
+    const peer = this.peerHello;
+    if (peer) {
+      if (sameBytes(peer.nodeId, h.nodeId) && peer.sessionId === h.sessionId) {
+        this.send({ type: "helloAck", sessionId: h.sessionId });
+      } else {
+        this.fatal(CloseCode.Protocol, "new session over an open one");
+      }
+      return;
+    }
+    if (h.maxFrame < MIN_MAX_FRAME || h.recvWindow < 1 || h.pipeWindow < 1) {
+      this.fatal(CloseCode.Protocol, "limits below the protocol minimums");
+      return;
+    }
+    if ((h.features & Feature.Noise) !== 0n) {
+      this.fatal(CloseCode.Unauthorized, "the peer encrypts (Noise); this side is plaintext");
+      return;
+    }
+    if (h.resume) {
+      this.fatal(CloseCode.NoSession, "this side does not resume sessions");
+      return;
+    }
+    this.peerHello = h;
+    this.send({ type: "helloAck", sessionId: h.sessionId });
+    this.stateValue = "open";
+    for (const p of this.pipes.values()) p.sendCredit = h.pipeWindow;
+    this.events.push({ type: "connected", peer: h });
+    const early = this.early;
+    this.early = [];
+    for (const m of early) {
+      try {
+        this.sendMessage(m);
+      } catch (e) {
+        if (!(e instanceof SessionUsageError)) throw e;
+        if (m.type === "call") this.events.push({ type: "reply", callId: m.callId, ok: false, kind: 5, message: e.message });
+      }
+    }
+  }
+
+  private onData(seq: number, msg: Message): void {
+    const expected = this.recvAck + 1;
+    if (seq < expected || this.outOfOrder.has(seq)) {
+      this.send({ type: "ack", ack: this.recvAck }); // duplicate: acknowledged at once
+      return;
+    }
+    if (seq >= expected + this.hello.recvWindow) return; // beyond the window: dropped
+    if (seq > expected) {
+      this.outOfOrder.set(seq, msg);
+      this.send({ type: "ack", ack: this.recvAck });
+      return;
+    }
+    this.recvAck = seq;
+    this.onMessage(msg);
+    for (;;) {
+      const next = this.outOfOrder.get(this.recvAck + 1);
+      if (!next || this.stateValue === "closed") break;
+      this.outOfOrder.delete(this.recvAck + 1);
+      this.recvAck += 1;
+      this.onMessage(next);
+    }
+    if (this.stateValue === "open" && this.ackDue === undefined) this.ackDue = this.now + this.ackDelayMs;
+  }
+
+  private onMessage(m: Message): void {
+    if (this.stateValue !== "open") return;
+    switch (m.type) {
+      case "announce":
+        this.events.push({ type: "announce", entry: m.entry });
+        return;
+      case "route": {
+        // §13: refuse a path through this side, naming a node twice, or not ending with the peer.
+        const ids = m.path.map((id) => id.join(","));
+        const peer = (this.peerHello as Hello).nodeId;
+        if (
+          ids.includes(this.hello.nodeId.join(",")) ||
+          new Set(ids).size !== ids.length ||
+          !sameBytes(m.path[m.path.length - 1] as Uint8Array, peer)
+        ) {
+          return;
+        }
+        this.events.push({ type: "announce", entry: m.entry, route: { originId: m.originId, path: m.path, cost: m.cost } });
+        return;
+      }
+      case "withdraw":
+        this.events.push({ type: "withdraw", entryId: m.entryId, reason: m.reason });
+        return;
+      case "cast":
+        this.events.push({ type: "cast", to: m.to, payload: m.payload });
+        return;
+      case "call":
+        if (this.incomingCalls.has(m.callId)) {
+          this.fatal(CloseCode.Protocol, `reused call id ${m.callId}`);
+          return;
+        }
+        if (this.incomingCalls.size >= this.maxPendingCalls) {
+          this.fatal(CloseCode.Limit, `more than ${this.maxPendingCalls} calls waiting`);
+          return;
+        }
+        this.incomingCalls.add(m.callId);
+        this.events.push({ type: "call", callId: m.callId, to: m.to, payload: m.payload });
+        return;
+      case "replyOk":
+      case "replyErr":
+        if (m.callId > this.lastCallId || m.callId === 0) {
+          this.fatal(CloseCode.Protocol, `reply for call id ${m.callId}, never used`);
+          return;
+        }
+        if (!this.pendingCalls.delete(m.callId)) return; // cancelled locally
+        this.events.push(
+          m.type === "replyOk"
+            ? { type: "reply", callId: m.callId, ok: true, payload: m.payload }
+            : { type: "reply", callId: m.callId, ok: false, kind: m.kind, message: m.message },
+        );
+        return;
+      default:
+        this.onPipeMessage(m);
+    }
+  }
+
+  private onPipeMessage(m: Message & { pipeId: number }): void {
+    const id = m.pipeId ^ 1; // our numbering (§4.3)
+    if (m.type === "pipeOpen") {
+      if (m.pipeId % 2 !== 0 || (id - 1) / 2 !== this.remoteOpened) {
+        this.fatal(CloseCode.Protocol, `bad pipe open id ${m.pipeId}`);
+        return;
+      }
+      this.remoteOpened += 1;
+      if (this.remoteOpenPipes >= this.maxPipes) {
+        this.sendMessage({ type: "pipeClose", pipeId: id, reason: { code: 1, text: "too many pipes" } });
+        return;
+      }
+      this.pipes.set(id, this.newPipe());
+      this.remoteOpenPipes += 1;
+      this.events.push({ type: "pipeOpen", pipeId: id, server: m.server, port: m.port });
+      return;
+    }
+    const n = id % 2 === 0 ? id / 2 : (id - 1) / 2;
+    const opened = id % 2 === 0 ? this.localOpened : this.remoteOpened;
+    if (n >= opened) {
+      this.fatal(CloseCode.UnknownPipe, `pipe ${m.pipeId} never existed`);
+      return;
+    }
+    const p = this.pipes.get(id);
+    if (!p) return; // closed: messages that crossed are ignored
+    switch (m.type) {
+      case "pipeData": {
+        if (p.remoteEnded) {
+          this.fatal(CloseCode.Protocol, `pipe data after pipe end on pipe ${m.pipeId}`);
+          return;
+        }
+        p.unreturned += m.data.length;
+        if (p.unreturned > this.hello.pipeWindow) {
+          this.fatal(CloseCode.FlowControl, `pipe ${m.pipeId} sent beyond its credit`);
+          return;
+        }
+        p.pieces.push(m.data);
+        if (m.last) {
+          const frame = concat(p.pieces);
+          p.pieces = [];
+          this.events.push({ type: "pipeFrame", pipeId: id, frame });
+        }
+        return;
+      }
+      case "pipeCredit": {
+        const peer = this.peerHello as Hello;
+        if (p.sendCredit + m.bytes > peer.pipeWindow) {
+          this.fatal(CloseCode.FlowControl, `credit on pipe ${m.pipeId} above the window`);
+          return;
+        }
+        if (m.bytes === 0) return;
+        p.sendCredit += m.bytes;
+        this.events.push({ type: "pipeCredit", pipeId: id, credit: p.sendCredit });
+        return;
+      }
+      case "pipeEnd":
+        if (p.remoteEnded) return;
+        p.remoteEnded = true;
+        this.events.push({ type: "pipeEnd", pipeId: id });
+        if (p.localEnded) this.endedBothWays(id);
+        return;
+      case "pipeClose":
+        this.dropPipe(id);
+        this.events.push({ type: "pipeClose", pipeId: id, reason: m.reason });
+        return;
+    }
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0] as Uint8Array;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
