@@ -11,6 +11,9 @@
 //!   the same ping-pong whose far side asks a plain ractor actor for each
 //!   answer ("socket + ractor").
 //!
+//! `OSCLOUD_BENCH=secure`: encrypted against plaintext links over TCP;
+//! `OSCLOUD_BENCH=ws`: WebSocket against TCP links.
+//!
 //! The pipe writer and the callers run in a task on a runtime worker, as a
 //! server's code does (`OSCLOUD_BENCH_IN=main`: in `block_on`).
 #![allow(
@@ -37,6 +40,7 @@ use oscloud_core::wire::SecureConfig;
 use oscloud_core::{Kernel, Node, NodeConfig, RegistryEvent};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
+use oscloud_transport_ws::WsTransport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -48,14 +52,15 @@ struct Pair {
 }
 
 async fn pair(unix: bool) -> Pair {
-    pair_with(unix, false).await
+    pair_with(if unix { "unix" } else { "tcp" }, false).await
 }
 
-/// A pair of nodes; with `secure`, every link runs the Noise handshake and
-/// seals every frame.
-async fn pair_with(unix: bool, secure: bool) -> Pair {
+/// A pair of nodes linked by `link` (`tcp`, `unix` or `ws`); with
+/// `secure`, every link runs the Noise handshake and seals every frame.
+async fn pair_with(link: &str, secure: bool) -> Pair {
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
+        .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(UnixTransport));
     let (key_a, key_b) = (NodeKey::generate(), NodeKey::generate());
     let (ka, kb) = if secure {
@@ -107,12 +112,14 @@ async fn pair_with(unix: bool, secure: bool) -> Pair {
             Node::with_config(kb.clone(), transports, config),
         )
     };
-    let (addr, dir) = if unix {
-        let dir = tempfile::tempdir().unwrap();
-        let a = format!("unix://{}/a.sock", dir.path().display());
-        (a, Some(dir))
-    } else {
-        ("tcp://127.0.0.1:0".to_owned(), None)
+    let (addr, dir) = match link {
+        "unix" => {
+            let dir = tempfile::tempdir().unwrap();
+            let a = format!("unix://{}/a.sock", dir.path().display());
+            (a, Some(dir))
+        }
+        "ws" => ("ws://127.0.0.1:0/oscloud".to_owned(), None),
+        _ => ("tcp://127.0.0.1:0".to_owned(), None),
     };
     let at = a.listen(&addr.parse().unwrap()).await.unwrap();
     let mut watch = kb.registry().watch();
@@ -319,6 +326,10 @@ fn main() {
             return;
         }
     }
+    if only == "ws" {
+        ws_vs_tcp(&rt);
+        return;
+    }
     for unix in [false, true] {
         let link = if unix { "unix" } else { "tcp" };
         let p = rt.block_on(pair(unix));
@@ -408,14 +419,34 @@ fn secure_vs_plain(rt: &tokio::runtime::Runtime) {
         "encrypted vs plaintext links over TCP; median of {} runs",
         runs()
     );
+    let sec = rt.block_on(pair_with("tcp", true));
+    let plain = rt.block_on(pair_with("tcp", false));
+    side_by_side(rt, "tcp", ("encrypted", &sec), ("plaintext", &plain));
+}
+
+/// WebSocket links (`ws://`, one frame per binary message, through the
+/// link's bridge task) against TCP links, in the same run
+/// (`OSCLOUD_BENCH=ws`).
+fn ws_vs_tcp(rt: &tokio::runtime::Runtime) {
+    println!(
+        "WebSocket vs TCP links, plaintext; median of {} runs",
+        runs()
+    );
+    let ws = rt.block_on(pair_with("ws", false));
+    let tcp = rt.block_on(pair_with("tcp", false));
+    side_by_side(rt, "ws", ("websocket", &ws), ("tcp", &tcp));
+}
+
+/// Pipe throughput, casts and call round trip of two pairs of nodes,
+/// measured in turn.
+fn side_by_side(rt: &tokio::runtime::Runtime, link: &str, x: (&str, &Pair), y: (&str, &Pair)) {
     println!(
         "{:<6} {:<26} {:>14} {:>14} {:>10}",
-        "link", "measure", "encrypted", "plaintext", "ratio"
+        "link", "measure", x.0, y.0, "ratio"
     );
-    let sec = rt.block_on(pair_with(false, true));
-    let plain = rt.block_on(pair_with(false, false));
+    let ((_, first), (_, second)) = (x, y);
     let mut rows = Vec::new();
-    let (a, b) = measure(rt, || node_pipe(&sec), || node_pipe(&plain));
+    let (a, b) = measure(rt, || node_pipe(first), || node_pipe(second));
     let mib = |d: Duration| PIPE_BYTES as f64 / 1048576.0 / d.as_secs_f64();
     let (x, y) = (mib(a.wall), mib(b.wall));
     rows.push((
@@ -437,7 +468,7 @@ fn secure_vs_plain(rt: &tokio::runtime::Runtime) {
     let (a, b) = if pipe_only {
         (Sample::default(), Sample::default())
     } else {
-        measure(rt, || node_casts(&sec), || node_casts(&plain))
+        measure(rt, || node_casts(first), || node_casts(second))
     };
     let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64() / 1000.0;
     let (x, y) = (rate(a.wall), rate(b.wall));
@@ -450,7 +481,7 @@ fn secure_vs_plain(rt: &tokio::runtime::Runtime) {
     let (a, b) = if pipe_only {
         (Sample::default(), Sample::default())
     } else {
-        measure(rt, || node_calls(&sec), || node_calls(&plain))
+        measure(rt, || node_calls(first), || node_calls(second))
     };
     let rtt = |d: Duration| d.as_secs_f64() * 1e6 / CALLS as f64;
     let (x, y) = (rtt(a.wall), rtt(b.wall));
@@ -461,6 +492,6 @@ fn secure_vs_plain(rt: &tokio::runtime::Runtime) {
         x / y,
     ));
     for (m, x, y, r) in rows {
-        println!("{:<6} {m:<26} {x:>14} {y:>14} {r:>9.2}x", "tcp");
+        println!("{link:<6} {m:<26} {x:>14} {y:>14} {r:>9.2}x");
     }
 }

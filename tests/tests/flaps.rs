@@ -290,6 +290,8 @@ fn unix_addr(dir: &tempfile::TempDir, name: &str) -> Address {
 enum Net {
     /// A Unix socket.
     Unix,
+    /// A TCP connection.
+    Tcp,
     /// A WebSocket link (over TCP).
     Ws,
 }
@@ -306,11 +308,12 @@ async fn behind_relay(b: &Node, net: Net, dir: &tempfile::TempDir, seed: u64) ->
             let through = relay.address().clone();
             (relay, through)
         }
-        Net::Ws => {
-            let at = b
-                .listen(&"ws://127.0.0.1:0/oscloud".parse().unwrap())
-                .await
-                .unwrap();
+        Net::Tcp | Net::Ws => {
+            let listen = match net {
+                Net::Ws => "ws://127.0.0.1:0/oscloud",
+                _ => "tcp://127.0.0.1:0",
+            };
+            let at = b.listen(&listen.parse().unwrap()).await.unwrap();
             let tcp = format!("tcp://127.0.0.1:{}", at.port().unwrap());
             let relay = Relay::start(
                 &"tcp://127.0.0.1:0".parse().unwrap(),
@@ -320,8 +323,11 @@ async fn behind_relay(b: &Node, net: Net, dir: &tempfile::TempDir, seed: u64) ->
             .await
             .unwrap();
             let port = relay.address().port().unwrap();
-            let through = format!("ws://127.0.0.1:{port}/oscloud").parse().unwrap();
-            (relay, through)
+            let through = match net {
+                Net::Ws => format!("ws://127.0.0.1:{port}/oscloud"),
+                _ => format!("tcp://127.0.0.1:{port}"),
+            };
+            (relay, through.parse().unwrap())
         }
     }
 }
@@ -386,42 +392,37 @@ async fn thousand_flaps(net: Net) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_between_tcp_and_unix_loses_nothing() {
+    failover_with_unix(Net::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_between_websocket_and_unix_loses_nothing() {
+    failover_with_unix(Net::Ws).await;
+}
+
+/// A session on `net` moves to a Unix socket when `net` is partitioned,
+/// and back when it heals and the Unix path goes.
+async fn failover_with_unix(net: Net) {
     let dir = tempfile::tempdir().unwrap();
     let b = server(Node::with_config(
         Kernel::new(),
         transports(),
         config(Duration::from_secs(10)),
     ));
-    let tcp = b
-        .node
-        .listen(&"tcp://127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let unix = b.node.listen(&unix_addr(&dir, "b.sock")).await.unwrap();
-    let via_tcp = Relay::start(
-        &"tcp://127.0.0.1:0".parse().unwrap(),
-        &tcp,
-        Faults::seeded(1),
-    )
-    .await
-    .unwrap();
-    let via_unix = Relay::start(&unix_addr(&dir, "relay.sock"), &unix, Faults::seeded(2))
-        .await
-        .unwrap();
+    let (via_net, net_at) = behind_relay(&b.node, net, &dir, 1).await;
+    let (via_unix, unix_at) = behind_relay(&b.node, Net::Unix, &dir, 2).await;
     let a = Node::with_config(Kernel::new(), transports(), config(Duration::from_secs(10)));
-    a.connect_redundant(&[via_tcp.address().clone(), via_unix.address().clone()])
-        .await
-        .unwrap();
+    a.connect_redundant(&[net_at, unix_at]).await.unwrap();
     let echo = lookup(&a, "echo").await;
-    assert_eq!(via_tcp.connections(), 1);
+    assert_eq!(via_net.connections(), 1);
     let load = load(&a, &echo);
-    // Let some traffic flow, then take TCP away for good: the session
+    // Let some traffic flow, then take `net` away for good: the session
     // moves to the Unix socket.
     until(10, "traffic", || {
         link(&a).stats.payload_bytes_sent > 1 << 20
     })
     .await;
-    via_tcp.partition();
+    via_net.partition();
     until(10, "failover to unix", || {
         via_unix.connections() == 1 && link(&a).stats.resumes == 1 && link(&a).connected
     })
@@ -431,17 +432,17 @@ async fn failover_between_tcp_and_unix_loses_nothing() {
         link(&a).stats.payload_bytes_sent > before + (1 << 20)
     })
     .await;
-    // And back: TCP heals, the Unix path goes.
-    via_tcp.heal();
+    // And back: `net` heals, the Unix path goes.
+    via_net.heal();
     via_unix.partition();
-    until(10, "failback to tcp", || {
-        via_tcp.connections() == 2 && link(&a).stats.resumes == 2 && link(&a).connected
+    until(10, "failback", || {
+        via_net.connections() == 2 && link(&a).stats.resumes == 2 && link(&a).connected
     })
     .await;
     let (calls, casts, bytes) = finish(load, &b).await;
     let s = link(&a).stats;
     println!(
-        "failover tcp → unix → tcp under load: {calls} calls, {casts} casts, {bytes} pipe bytes, \
+        "failover {net:?} → unix → {net:?} under load: {calls} calls, {casts} casts, {bytes} pipe bytes, \
          each exactly once; {} packets sent again after the switches",
         s.retransmissions
     );

@@ -22,6 +22,7 @@ use oscloud_core::wire::SecureConfig;
 use oscloud_core::{Error, Kernel, Node, NodeConfig, PipeEnd};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
+use oscloud_transport_ws::WsTransport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -121,6 +122,7 @@ async fn recorder(node: &Node, name: &str) -> Seen {
 fn transports(mem: &MemTransport) -> Transports {
     let mut t = Transports::new();
     t.add(Arc::new(TcpTransport));
+    t.add(Arc::new(WsTransport::ws()));
     t.add(Arc::new(UnixTransport));
     t.add(Arc::new(mem.clone()));
     t
@@ -185,11 +187,12 @@ async fn call(r: &ServerRef, payload: &[u8]) -> Result<Who, oscloud_actors::Erro
 // ----- handshake, admission, PSK -----
 
 #[tokio::test(flavor = "current_thread")]
-async fn encrypted_links_over_tcp_unix_and_mem_carry_the_callers_identity() {
+async fn encrypted_links_over_tcp_ws_unix_and_mem_carry_the_callers_identity() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("a.sock");
     for addr in [
         "tcp://127.0.0.1:0".to_owned(),
+        "ws://127.0.0.1:0/oscloud".to_owned(),
         format!("unix://{}", sock.display()),
         "mem://secure-a".to_owned(),
     ] {
@@ -443,6 +446,15 @@ async fn a_replayed_capture_is_refused() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn access_policy_allows_denies_and_hides() {
+    access_policy("tcp://127.0.0.1:0").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn access_policy_allows_denies_and_hides_over_websocket() {
+    access_policy("ws://127.0.0.1:0/oscloud").await;
+}
+
+async fn access_policy(listen: &str) {
     let mem = MemTransport::new();
     let (a, b, _, kb) = secure_pair(&mem);
     let stranger = NodeKey::generate().public();
@@ -461,10 +473,7 @@ async fn access_policy_allows_denies_and_hides() {
     ))
     .unwrap();
     a.set_access_policy(&policy);
-    let at = a
-        .listen(&"tcp://127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let at = a.listen(&listen.parse().unwrap()).await.unwrap();
     b.connect(&at).await.unwrap();
     let kb = kb.public().to_string();
 

@@ -70,6 +70,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+pub mod fuzzing;
 mod link;
 mod listener;
 mod tls;
@@ -148,8 +149,6 @@ pub(crate) enum Plaintext {
 pub(crate) struct Target {
     /// The address as given.
     pub(crate) addr: Address,
-    /// The URL requested: the address without its parameters.
-    pub(crate) url: String,
     /// The path a listener serves (`/` for none).
     pub(crate) path: String,
     /// `max_message`.
@@ -173,8 +172,6 @@ impl Target {
                 ),
             ));
         }
-        let text = addr.to_string();
-        let url = text.split('?').next().unwrap_or(&text).to_owned();
         let path = if addr.path().is_empty() {
             "/".to_owned()
         } else {
@@ -182,10 +179,19 @@ impl Target {
         };
         Ok(Self {
             addr: addr.clone(),
-            url,
             path,
             max_message,
         })
+    }
+
+    /// The URL requested: the address without its parameters (which are
+    /// this side's settings, not the server's business).
+    pub(crate) fn url(&self) -> String {
+        let text = self.addr.to_string();
+        match text.split_once('?') {
+            Some((url, _)) => url.to_owned(),
+            None => text,
+        }
     }
 
     pub(crate) fn config(&self) -> WebSocketConfig {

@@ -21,6 +21,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -59,7 +60,7 @@ pub(crate) async fn dial(
         .local_addr()
         .map(|a| format!("{}://{a}", target.addr.scheme()))
         .unwrap_or_else(|_| format!("{}://?", target.addr.scheme()));
-    let remote = target.url.clone();
+    let remote = target.url();
     let handshakes = async {
         match tls {
             None => client(target, tcp, local, remote).await,
@@ -86,13 +87,10 @@ async fn client<S>(target: &Target, stream: S, local: String, remote: String) ->
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        target.url.as_str(),
-        stream,
-        Some(target.config()),
-    )
-    .await
-    .map_err(|e| failed(target, format!("WebSocket handshake: {e}")))?;
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(target.url(), stream, Some(target.config()))
+            .await
+            .map_err(|e| failed(target, format!("WebSocket handshake: {e}")))?;
     Ok(spawn_link(ws, local, remote))
 }
 
@@ -132,6 +130,11 @@ pub(crate) fn judge(read: Option<Result<Message, WsError>>) -> Verdict {
             Verdict::Close(CloseCode::Unsupported, BINARY_ONLY.into())
         }
         Some(Err(WsError::Capacity(e))) => Verdict::Close(CloseCode::Size, e.to_string()),
+        // The peer went away (killed, cable cut): nothing to tell it.
+        Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+            debug!("the peer dropped the connection without a Close");
+            Verdict::End
+        }
         Some(Err(WsError::Protocol(e))) => Verdict::Close(CloseCode::Protocol, e.to_string()),
         Some(Err(e)) => {
             debug!("WebSocket read ended: {e}");

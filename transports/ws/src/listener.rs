@@ -157,7 +157,7 @@ pub(crate) async fn handshake(
 ) -> Result<Link, String> {
     let _ = tcp.set_nodelay(true);
     let scheme = target.addr.scheme();
-    let local = target.url.clone();
+    let local = target.url();
     let remote = format!("{scheme}://{peer}");
     match security {
         Security::Tls(acceptor) => {

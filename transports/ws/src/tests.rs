@@ -43,11 +43,14 @@ async fn raw_client(at: &Address) -> RawClient {
 
 /// The next length-prefixed frame from a session-side reader.
 async fn read_frame(reader: &mut StreamReader) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    reader.read_exact(&mut len).await.unwrap();
-    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
-    reader.read_exact(&mut frame).await.unwrap();
-    frame
+    within("a frame", async {
+        let mut len = [0u8; 4];
+        reader.read_exact(&mut len).await.unwrap();
+        let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+        reader.read_exact(&mut frame).await.unwrap();
+        frame
+    })
+    .await
 }
 
 async fn write_frame(writer: &mut StreamWriter, frame: &[u8]) {
@@ -59,20 +62,30 @@ async fn write_frame(writer: &mut StreamWriter, frame: &[u8]) {
     writer.flush().await.unwrap();
 }
 
+/// `f`, or a failure after 10 s.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 10 s"))
+}
+
 /// The Close the client gets next (skipping anything else).
 async fn close_of(client: &mut RawClient) -> (CloseCode, String) {
-    while let Some(msg) = client.next().await {
-        if let Message::Close(Some(frame)) = msg.unwrap() {
-            return (frame.code, frame.reason.to_string());
+    within("a Close frame", async {
+        while let Some(msg) = client.next().await {
+            if let Message::Close(Some(frame)) = msg.unwrap() {
+                return (frame.code, frame.reason.to_string());
+            }
         }
-    }
-    panic!("the connection ended without a Close frame");
+        panic!("the connection ended without a Close frame");
+    })
+    .await
 }
 
 /// The session-side reader ends (the link is down).
 async fn ends(reader: &mut StreamReader) {
     let mut rest = Vec::new();
-    let _ = reader.read_to_end(&mut rest).await;
+    let _ = within("the end of the link", reader.read_to_end(&mut rest)).await;
     assert!(
         rest.is_empty(),
         "{} bytes after the link should have ended",
@@ -90,6 +103,7 @@ async fn frames_cross_both_ways() {
     assert_eq!(dialed.info.kind, LinkKind::ReliableStream);
     assert_eq!(dialed.info.remote, at.to_string());
     assert_eq!(accepted.info.remote, dialed.info.local);
+    assert_eq!(accepted.info.local, at.to_string());
     let ((mut ar, mut aw), (mut br, mut bw)) = (halves(dialed), halves(accepted));
     let big = vec![7u8; 300 * 1024];
     // Frames written in one go, and one written in pieces.
@@ -409,4 +423,63 @@ fn close_reasons_are_cut_to_fit_a_control_frame() {
     let frame = link::close_frame(CloseCode::Policy, &long);
     assert!(frame.reason.len() <= 123);
     assert!(long.starts_with(frame.reason.as_str()));
+}
+
+/// A client frame: FIN, `opcode`, masked with `mask`.
+fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[test]
+fn fuzz_entry_point_takes_well_formed_and_broken_input() {
+    let mut good = client_frame(2, &[0x91, 0x05], [1, 2, 3, 4]);
+    good.extend(client_frame(9, b"ping", [5, 6, 7, 8]));
+    good.extend(client_frame(2, &[7; 3000], [9, 9, 9, 9]));
+    good.extend(client_frame(1, b"text", [0, 0, 0, 0]));
+    // Two binary messages pass, the ping is skipped, the text ends it.
+    assert_eq!(fuzzing::incoming(&good), 2);
+    assert_eq!(
+        fuzzing::incoming(&client_frame(2, &[7; 5000], [1, 1, 1, 1])),
+        0
+    );
+    assert_eq!(fuzzing::incoming(&good[..good.len() / 2]), 1);
+    assert_eq!(fuzzing::incoming(&[]), 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, .. Default::default() })]
+
+    #[test]
+    fn fuzz_entry_point_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+        // What the cargo-fuzz target in fuzz/ runs, as a stable smoke test.
+        let _ = fuzzing::incoming(&data);
+        // And behind a valid first frame, so the input reaches further.
+        let mut framed = client_frame(2, &data[..data.len().min(100)], [3, 1, 4, 1]);
+        framed.extend_from_slice(&data);
+        let _ = fuzzing::incoming(&framed);
+    }
+}
+
+#[test]
+fn a_peer_that_vanishes_is_an_end_not_a_complaint() {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let gone = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+    assert_eq!(link::judge(Some(Err(gone))), link::Verdict::End);
+    let broken = WsError::Protocol(ProtocolError::NonZeroReservedBits);
+    assert!(matches!(
+        link::judge(Some(Err(broken))),
+        link::Verdict::Close(CloseCode::Protocol, _)
+    ));
+    assert_eq!(link::judge(None), link::Verdict::End);
 }
