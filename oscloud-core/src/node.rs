@@ -165,7 +165,8 @@ pub struct NodeConfig {
     /// link. Peak memory for a link is a small multiple of this
     /// (`BENCHMARKS.md`, "Flooding peers").
     pub link_budget: usize,
-    /// Most calls from one link served at once (default 256); calls
+    /// Most calls from one link served at once (default 1024, the number
+    /// of calls a session lets a peer have waiting); calls
     /// beyond get [`Error::NodeBusy`] at once, unserved.
     pub max_serving: usize,
     /// How long a session outlives its link (`docs/PROTOCOL.md` §12).
@@ -211,7 +212,7 @@ impl Default for NodeConfig {
             lossy_initial_rto: Duration::from_secs(1),
             max_queued: 16 * 1024 * 1024,
             link_budget: 16 * 1024 * 1024,
-            max_serving: 256,
+            max_serving: 1024,
             resume_grace: Duration::ZERO,
             max_hops: 8,
             #[cfg(feature = "test-knobs")]
