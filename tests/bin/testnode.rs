@@ -31,6 +31,8 @@
 //! | `call SERVER TEXT` | `reply <text>` or `error <message>` |
 //! | `pipe SERVER PORT N` | `piped N <checksum>` once N bytes were written |
 //! | `sinkwait SERVER N` | `sink <bytes> <checksum>` once the sink counted N bytes |
+//! | `calls SERVER N` | `called N <µs>`: N sequential calls of a 64-byte string, timed (for scripts/bench-ts.sh) |
+//! | `fill SERVER PORT N` | `filled N <µs>` once N bytes were written in 64 KiB frames of one byte value, timed |
 //! | `route NAME` | `route NAME hops <n> cost <c>` for the route in use to a server of another node, or `noroute NAME` |
 //! | `quit` | (exits) |
 //!
@@ -337,6 +339,41 @@ async fn pipe_to(kernel: &Kernel, server: &str, port: &str, n: usize) -> Result<
     Ok(format!("piped {} {}", fnv.bytes, fnv.hash))
 }
 
+/// `n` sequential calls of a 64-byte string to `server`: `called n <µs>`.
+async fn timed_calls(kernel: &Kernel, server: &str, n: u64) -> String {
+    let r = ServerRef::new(kernel, server).typed::<String, String>();
+    let text = "x".repeat(64);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        if let Err(e) = r.call(&text, CALL_TIMEOUT).await {
+            return format!("error {e}");
+        }
+    }
+    format!("called {n} {}", start.elapsed().as_micros())
+}
+
+/// `n` bytes in 64 KiB frames of one value (no per-byte work in the
+/// writer) into `server`'s `port`: `filled n <µs>` once written.
+async fn fill(kernel: &Kernel, server: &str, port: &str, n: usize) -> Result<String, String> {
+    let end = ServerRef::lookup(kernel, server)
+        .map_err(|e| e.to_string())?
+        .open_pipe(port)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, writer) = end.split();
+    let start = std::time::Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let len = left.min(64 * 1024);
+        left -= len;
+        writer
+            .send(bytes::Bytes::from(vec![0x5a; len]))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(format!("filled {n} {}", start.elapsed().as_micros()))
+}
+
 async fn sink_wait(kernel: &Kernel, server: &str, n: u64) -> String {
     let sink = ServerRef::new(kernel, server).typed::<(), (u64, u64)>();
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -370,6 +407,19 @@ async fn command(node: &Node, line: &str) -> Option<String> {
             let (port, n) = b.split_once(' ').unwrap_or((b, "0"));
             match n.parse() {
                 Ok(n) => pipe_to(kernel, a, port, n)
+                    .await
+                    .unwrap_or_else(|e| format!("error {e}")),
+                Err(_) => format!("error bad byte count {n:?}"),
+            }
+        }
+        "calls" => match b.parse() {
+            Ok(n) => timed_calls(kernel, a, n).await,
+            Err(_) => format!("error bad call count {b:?}"),
+        },
+        "fill" => {
+            let (port, n) = b.split_once(' ').unwrap_or((b, "0"));
+            match n.parse() {
+                Ok(n) => fill(kernel, a, port, n)
                     .await
                     .unwrap_or_else(|e| format!("error {e}")),
                 Err(_) => format!("error bad byte count {n:?}"),
