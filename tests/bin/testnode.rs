@@ -31,6 +31,8 @@
 //! | `call SERVER TEXT` | `reply <text>` or `error <message>` |
 //! | `pipe SERVER PORT N` | `piped N <checksum>` once N bytes were written |
 //! | `sinkwait SERVER N` | `sink <bytes> <checksum>` once the sink counted N bytes |
+//! | `calls SERVER N` | `called N <µs>`: N sequential calls of a 64-byte string, timed (for scripts/bench-ts.sh) |
+//! | `fill SERVER PORT N` | `filled N <µs>` once N bytes were written in 64 KiB frames of one byte value, timed |
 //! | `route NAME` | `route NAME hops <n> cost <c>` for the route in use to a server of another node, or `noroute NAME` |
 //! | `quit` | (exits) |
 //!
@@ -322,19 +324,59 @@ fn watch_gone(kernel: &Kernel, name: &str) -> String {
     reply
 }
 
-async fn pipe_to(kernel: &Kernel, server: &str, port: &str, n: usize) -> Result<String, String> {
+/// `n` bytes into `server`'s `port`: for `pipe`, the checksummed
+/// pseudo-random frames (`piped n <checksum>`); for `fill`, 64 KiB frames of
+/// one value, no per-byte work in the writer (`filled n <µs>`, timed).
+async fn pipe_to(
+    kernel: &Kernel,
+    verb: &str,
+    server: &str,
+    port: &str,
+    n: usize,
+) -> Result<String, String> {
     let end = ServerRef::lookup(kernel, server)
         .map_err(|e| e.to_string())?
         .open_pipe(port)
         .await
         .map_err(|e| e.to_string())?;
     let (_, writer) = end.split();
+    let start = std::time::Instant::now();
+    let frames: Box<dyn Iterator<Item = bytes::Bytes> + Send> = if verb == "fill" {
+        let mut left = n;
+        Box::new(std::iter::from_fn(move || {
+            let len = left.min(64 * 1024);
+            left -= len;
+            (len > 0).then(|| bytes::Bytes::from(vec![0x5a; len]))
+        }))
+    } else {
+        Box::new(pseudo_random_frames(n))
+    };
     let mut fnv = Fnv::default();
-    for frame in pseudo_random_frames(n) {
-        fnv.update(&frame);
+    for frame in frames {
+        if verb == "fill" {
+            fnv.bytes += frame.len() as u64;
+        } else {
+            fnv.update(&frame);
+        }
         writer.send(frame).await.map_err(|e| e.to_string())?;
     }
-    Ok(format!("piped {} {}", fnv.bytes, fnv.hash))
+    Ok(match verb {
+        "fill" => format!("filled {} {}", fnv.bytes, start.elapsed().as_micros()),
+        _ => format!("piped {} {}", fnv.bytes, fnv.hash),
+    })
+}
+
+/// `n` sequential calls of a 64-byte string to `server`: `called n <µs>`.
+async fn timed_calls(kernel: &Kernel, server: &str, n: u64) -> String {
+    let r = ServerRef::new(kernel, server).typed::<String, String>();
+    let text = "x".repeat(64);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        if let Err(e) = r.call(&text, CALL_TIMEOUT).await {
+            return format!("error {e}");
+        }
+    }
+    format!("called {n} {}", start.elapsed().as_micros())
 }
 
 async fn sink_wait(kernel: &Kernel, server: &str, n: u64) -> String {
@@ -366,15 +408,19 @@ async fn command(node: &Node, line: &str) -> Option<String> {
                 Err(e) => format!("error {e}"),
             }
         }
-        "pipe" => {
+        "pipe" | "fill" => {
             let (port, n) = b.split_once(' ').unwrap_or((b, "0"));
             match n.parse() {
-                Ok(n) => pipe_to(kernel, a, port, n)
+                Ok(n) => pipe_to(kernel, verb, a, port, n)
                     .await
                     .unwrap_or_else(|e| format!("error {e}")),
                 Err(_) => format!("error bad byte count {n:?}"),
             }
         }
+        "calls" => match b.parse() {
+            Ok(n) => timed_calls(kernel, a, n).await,
+            Err(_) => format!("error bad call count {b:?}"),
+        },
         "sinkwait" => match b.parse() {
             Ok(n) => sink_wait(kernel, a, n).await,
             Err(_) => format!("error bad byte count {b:?}"),
