@@ -277,6 +277,9 @@ typedef struct {
   // Enable `mem://name` links between nodes of this process (default
   // true).
   bool enable_mem;
+  // Enable `ws://host:port/path` and `wss://host:port/path` (WebSocket)
+  // links (default true).
+  bool enable_ws;
   // Threads of the node's runtime (default 2; 0 means the default).
   uint32_t worker_threads;
   // Node settings as text, `key=value` items separated by commas,

@@ -9,6 +9,7 @@ use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::{Error as CoreError, Kernel, NodeConfig, RegistryEvent};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
+use oscloud_transport_ws::WsTransport;
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, OSCLOUD_OK, guard, guard_void, str_arg};
@@ -25,6 +26,9 @@ pub struct OscloudNodeOptions {
     /// Enable `mem://name` links between nodes of this process (default
     /// true).
     pub enable_mem: bool,
+    /// Enable `ws://host:port/path` and `wss://host:port/path` (WebSocket)
+    /// links (default true).
+    pub enable_ws: bool,
     /// Threads of the node's runtime (default 2; 0 means the default).
     pub worker_threads: u32,
     /// Node settings as text, `key=value` items separated by commas,
@@ -45,6 +49,7 @@ pub extern "C" fn oscloud_node_options_default() -> OscloudNodeOptions {
         enable_tcp: true,
         enable_unix: true,
         enable_mem: true,
+        enable_ws: true,
         worker_threads: 2,
         config: std::ptr::null(),
     }
@@ -134,6 +139,10 @@ pub unsafe extern "C" fn oscloud_node_new(
         }
         if opts.enable_unix {
             transports.add(Arc::new(UnixTransport));
+        }
+        if opts.enable_ws {
+            transports.add(Arc::new(WsTransport::ws()));
+            transports.add(Arc::new(WsTransport::wss()));
         }
         if opts.enable_mem {
             transports.add(Arc::new(mem_transport()));

@@ -19,6 +19,7 @@ use oscloud_core::{
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
+use oscloud_transport_ws::WsTransport;
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
@@ -36,6 +37,8 @@ fn transports() -> Transports {
     let mem = MEM.get_or_init(MemTransport::new).clone();
     Transports::new()
         .with(Arc::new(TcpTransport))
+        .with(Arc::new(WsTransport::ws()))
+        .with(Arc::new(WsTransport::wss()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(mem))
 }

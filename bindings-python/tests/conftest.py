@@ -136,16 +136,18 @@ async def node() -> AsyncIterator[oscloud.Node]:
         await n.stop()
 
 
-@pytest.fixture(params=["mem", "tcp", "unix"])
+@pytest.fixture(params=["mem", "tcp", "unix", "ws"])
 async def linked(request: Any, tmp_sock_dir: str) -> AsyncIterator[Tuple[oscloud.Node, oscloud.Node]]:
     """(a, b): b dialled a, in-process (mem://) or over a real socket (TCP,
-    Unix); a serves ``echo``, registered before b dialled. A test that
+    Unix, WebSocket); a serves ``echo``, registered before b dialled. A test that
     wants real sockets only narrows the kinds with ``SOCKETS``."""
     kind = request.param
     if kind == "mem":
         addr = f"mem://py-{os.getpid()}-{id(request)}"
     elif kind == "tcp":
         addr = "tcp://127.0.0.1:0"
+    elif kind == "ws":
+        addr = "ws://127.0.0.1:0/oscloud"
     else:
         addr = f"unix://{tmp_sock_dir}/a.sock"
     a = await oscloud.Node.start(listen=[addr])
@@ -163,7 +165,7 @@ async def linked(request: Any, tmp_sock_dir: str) -> AsyncIterator[Tuple[oscloud
 
 
 # Runs a test that takes ``linked`` over the real sockets only.
-SOCKETS = pytest.mark.parametrize("linked", ["tcp", "unix"], indirect=True)
+SOCKETS = pytest.mark.parametrize("linked", ["tcp", "unix", "ws"], indirect=True)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Two Python nodes linked in-process (mem://), over TCP and over a Unix
-socket: the server and caller code is the same in every case."""
+"""Two Python nodes linked in-process (mem://), over TCP, over a Unix
+socket and over a WebSocket: the server and caller code is the same in
+every case."""
 
 from __future__ import annotations
 

@@ -1145,16 +1145,22 @@ pub async fn stop_signal() -> Result<&'static str, Error> {
     })
 }
 
-/// Run `nodes` in this process until every one that can finish is done
-/// (and at least one can), a server tree fails, or a stop signal; then stop
-/// them all. With `keep_running` they run until the stop signal even when
-/// done, and `done_file` (if any) is written once they are done.
+/// Run `nodes` in this process until every one that can finish is done, a
+/// server tree fails, or a stop signal; then stop them all. A topology with
+/// no pipes has nothing that can finish: its nodes run until the stop
+/// signal. With `keep_running` they run until the stop signal even when
+/// done, and `done_file` (if any) is written once they are done (a node
+/// with nothing to finish is done at once when other nodes of the topology
+/// have pipes, and never otherwise).
 pub async fn run_nodes(
     runs: Vec<NodeRun>,
     keep_running: bool,
     done_file: Option<&Path>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Outcome, Error> {
+    // Every pipe is wired by one node, so the topology can finish, here
+    // or in other processes, exactly when it has a pipe.
+    let topology_can_finish = runs.first().is_some_and(|r| !r.topo.pipes.is_empty());
     let mut nodes = Vec::new();
     for r in runs {
         let name = r.name.clone();
@@ -1168,7 +1174,6 @@ pub async fn run_nodes(
             }
         }
     }
-    let any_can_finish = nodes.iter().any(RunningNode::can_finish);
     let mut reported = false;
     let outcome = loop {
         let mut failure = None;
@@ -1188,16 +1193,17 @@ pub async fn run_nodes(
             }
             return Err(e);
         }
-        let done = nodes
-            .iter()
-            .filter(|n| n.can_finish())
-            .all(RunningNode::is_done);
-        if (done || !any_can_finish && keep_running) && !reported {
+        let done = topology_can_finish
+            && nodes
+                .iter()
+                .filter(|n| n.can_finish())
+                .all(RunningNode::is_done);
+        if done && !reported {
             reported = true;
             if let Some(f) = done_file {
                 std::fs::write(f, b"done\n")?;
             }
-            if !keep_running && any_can_finish {
+            if !keep_running {
                 break Outcome::Finished;
             }
         }

@@ -38,28 +38,11 @@ impl Cloud {
     /// nodes said where to inspect them.
     fn run(dir: tempfile::TempDir, text: &str, count: usize) -> Self {
         std::fs::write(dir.path().join("loop.toml"), text).unwrap();
-        let err = dir.path().join("stderr.txt");
-        let parent = oscloud()
-            .args(["run", "loop.toml", "--processes"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let mut nodes = Vec::new();
-        wait_until(LIMIT, "nodes announced", || {
-            nodes = std::fs::read_to_string(&err)
-                .unwrap()
-                .lines()
-                .filter_map(|l| {
-                    let rest = l.strip_prefix("oscloud: node ")?;
-                    let (name, rest) = rest.split_once(' ')?;
-                    let (_, addr) = rest.split_once(", inspect at ")?;
-                    Some((name.to_owned(), addr.to_owned()))
-                })
-                .collect();
-            nodes.len() == count
-        });
+        let mut cmd = oscloud();
+        cmd.args(["run", "loop.toml", "--processes"])
+            .current_dir(dir.path());
+        let (parent, nodes) = spawn_processes(cmd, dir.path(), count);
+        let nodes = nodes.into_iter().map(|(n, _, a)| (n, a)).collect();
         Self {
             _dir: dir,
             parent: Some(parent),

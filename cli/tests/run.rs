@@ -82,36 +82,14 @@ fn looping(dir: &std::path::Path) {
     std::fs::write(dir.join("loop.toml"), text).unwrap();
 }
 
-/// Lines "node NAME runs as pid PID, inspect at ADDR" from the parent.
-fn nodes_from(stderr: &str) -> Vec<(String, u32, String)> {
-    stderr
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("oscloud: node ")?;
-            let (name, rest) = rest.split_once(" runs as pid ")?;
-            let (pid, addr) = rest.split_once(", inspect at ")?;
-            Some((name.to_owned(), pid.parse().ok()?, addr.to_owned()))
-        })
-        .collect()
-}
-
 #[test]
 fn processes_are_real_os_processes_and_sigint_stops_them_all() {
     let dir = workdir();
     looping(dir.path());
-    let err = dir.path().join("stderr.txt");
-    let parent = oscloud()
-        .args(["run", "loop.toml", "--processes"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let mut nodes = Vec::new();
-    wait_until(LIMIT, "three nodes announced", || {
-        nodes = nodes_from(&std::fs::read_to_string(&err).unwrap());
-        nodes.len() == 3
-    });
+    let mut cmd = oscloud();
+    cmd.args(["run", "loop.toml", "--processes"])
+        .current_dir(dir.path());
+    let (parent, nodes) = spawn_processes(cmd, dir.path(), 3);
     // One OS process per node, children of the parent, each running its node.
     let mut pids: Vec<u32> = nodes.iter().map(|n| n.1).collect();
     pids.dedup();
@@ -256,21 +234,12 @@ fn ctrl_c_in_a_terminal_reaches_every_process_and_the_run_still_ends_cleanly() {
     use std::os::unix::process::CommandExt;
     let dir = workdir();
     looping(dir.path());
-    let err = dir.path().join("stderr.txt");
     // Its own process group, as a shell job: Ctrl-C signals the whole group.
-    let parent = oscloud()
-        .args(["run", "loop.toml", "--processes"])
+    let mut cmd = oscloud();
+    cmd.args(["run", "loop.toml", "--processes"])
         .current_dir(dir.path())
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let mut nodes = Vec::new();
-    wait_until(LIMIT, "three nodes announced", || {
-        nodes = nodes_from(&std::fs::read_to_string(&err).unwrap());
-        nodes.len() == 3
-    });
+        .process_group(0);
+    let (parent, nodes) = spawn_processes(cmd, dir.path(), 3);
     wait_until(LIMIT, "alerts arrive", || {
         !data_sorted(&dir.path().join("alerts.jsonl")).is_empty()
     });
@@ -284,7 +253,7 @@ fn ctrl_c_in_a_terminal_reaches_every_process_and_the_run_still_ends_cleanly() {
     )
     .unwrap();
     let status = wait_output(parent, LIMIT).status;
-    let stderr = std::fs::read_to_string(&err).unwrap();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap();
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("failed"), "{stderr}");
     for (name, pid, _) in &nodes {
@@ -316,6 +285,58 @@ fn sigint_stops_a_one_process_run_and_its_programs() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("failed"), "{stderr}");
     wait_until(LIMIT, "awk stopped", || !alive(awks[0]));
+}
+
+#[test]
+fn processes_without_pipes_run_until_stopped() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("idle.toml"),
+        r#"
+[nodes.a]
+[nodes.b]
+
+[servers.log]
+node = "b"
+kind = "jsonl"
+args = { path = "log.jsonl" }
+"#,
+    )
+    .unwrap();
+    let mut cmd = oscloud();
+    cmd.args(["run", "idle.toml", "--processes"])
+        .current_dir(dir.path());
+    let (mut parent, nodes) = spawn_processes(cmd, dir.path(), 2);
+    // Every node is up once it answers; a node that took itself for done
+    // would have written its done file (beside its socket) by then.
+    for (name, _, addr) in &nodes {
+        wait_until(LIMIT, &format!("node {name} answers"), || {
+            assert!(
+                parent.try_wait().unwrap().is_none(),
+                "the run ended by itself"
+            );
+            oscloud()
+                .args(["ls", addr])
+                .stderr(Stdio::null())
+                .output()
+                .unwrap()
+                .status
+                .success()
+        });
+        let done =
+            std::path::Path::new(addr.strip_prefix("unix://").unwrap()).with_extension("done");
+        assert!(!done.exists(), "node {name} says it is done");
+    }
+    assert!(
+        parent.try_wait().unwrap().is_none(),
+        "the run ended by itself"
+    );
+    signal(parent.id(), Signal::SIGTERM);
+    let status = wait_output(parent, LIMIT).status;
+    assert!(status.success(), "{status}");
+    for (name, pid, _) in &nodes {
+        assert!(!alive(*pid), "node {name} (pid {pid}) still runs");
+    }
 }
 
 #[test]

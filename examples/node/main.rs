@@ -1,5 +1,6 @@
-//! One server, four placements: the same code in one process, across
-//! processes over a Unix socket, across machines over TCP or a serial line.
+//! One server, five placements: the same code in one process, across
+//! processes over a Unix socket, across machines over TCP, a WebSocket or a
+//! serial line.
 //! Only the address changes.
 //!
 //! ```sh
@@ -13,6 +14,10 @@
 //! # two machines (or processes) over TCP
 //! cargo run --example node -- --listen tcp://0.0.0.0:7000 --serve upper
 //! cargo run --example node -- --connect tcp://127.0.0.1:7000 --call upper "hello"
+//!
+//! # over a WebSocket (wss:// too, with cert= and key= on the listener)
+//! cargo run --example node -- --listen ws://127.0.0.1:7780/oscloud --serve upper
+//! cargo run --example node -- --connect ws://127.0.0.1:7780/oscloud --call upper "hello"
 //!
 //! # two machines over a serial cable (either end may listen or connect)
 //! cargo run --example node -- --listen "serial:///dev/ttyUSB0?baud=115200" --serve upper
@@ -32,6 +37,7 @@ use oscloud_core::{Kernel, Node, RegistryEvent};
 use oscloud_transport_serial::SerialTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
+use oscloud_transport_ws::WsTransport;
 
 /// The server: upper-cases text, and says which node answered.
 struct Upper;
@@ -155,6 +161,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let kernel = Kernel::new();
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
+        .with(Arc::new(WsTransport::ws()))
+        .with(Arc::new(WsTransport::wss()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(SerialTransport));
     let node = Node::new(kernel.clone(), transports);

@@ -89,6 +89,9 @@ static void test_errors(void) {
            OSCLOUD_ERR_BAD_ADDRESS); /* tcp disabled in the options */
   CHECK_RC(oscloud_node_connect(node, "unix:///nonexistent/dir/x.sock", 0),
            OSCLOUD_ERR_LINK);
+  /* ws:// is enabled by default: nothing listens there, so the link fails. */
+  CHECK_RC(oscloud_node_connect(node, "ws://127.0.0.1:1/oscloud", 0),
+           OSCLOUD_ERR_LINK);
   CHECK_RC(oscloud_node_listen(node, NULL, NULL, 0), OSCLOUD_ERR_NULL);
   char small[4];
   CHECK_RC(oscloud_node_id(node, small, sizeof small), OSCLOUD_ERR_INVALID);

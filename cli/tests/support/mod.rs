@@ -206,3 +206,39 @@ pub(crate) fn run_nodes_until_every_alert(dir: &Path, file: &str, nodes: &[&str]
         );
     }
 }
+
+/// The nodes a `run --processes` parent announced on its stderr (lines
+/// "oscloud: node NAME runs as pid PID, inspect at ADDR"): name, pid, address.
+pub(crate) fn nodes_from(stderr: &str) -> Vec<(String, u32, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("oscloud: node ")?;
+            let (name, rest) = rest.split_once(" runs as pid ")?;
+            let (pid, addr) = rest.split_once(", inspect at ")?;
+            Some((name.to_owned(), pid.parse().ok()?, addr.to_owned()))
+        })
+        .collect()
+}
+
+/// Spawn `cmd` (an `oscloud run ... --processes`), its stdout dropped and
+/// its stderr in `dir/stderr.txt`, and wait until it announced `count`
+/// nodes (see `nodes_from`).
+pub(crate) fn spawn_processes(
+    mut cmd: Command,
+    dir: &Path,
+    count: usize,
+) -> (Child, Vec<(String, u32, String)>) {
+    let err = dir.join("stderr.txt");
+    let parent = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut nodes = Vec::new();
+    wait_until(Duration::from_secs(30), "nodes announced", || {
+        nodes = nodes_from(&std::fs::read_to_string(&err).unwrap());
+        nodes.len() == count
+    });
+    (parent, nodes)
+}
