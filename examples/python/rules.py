@@ -75,8 +75,16 @@ async def run(connect: Optional[str]) -> None:
             await rules.call("nonsense")
         except oscloud.RemoteError as err:
             print(f"rules raised {err.remote_type}: {err.remote_message}")
-        # The supervisor restarted it with fresh state.
-        seen = await rules.call("seen")
+        # The supervisor restarts it with fresh state; until the new instance
+        # is registered the name is unknown (NotFound), so try again briefly.
+        for _ in range(500):
+            try:
+                seen = await rules.call("seen")
+                break
+            except oscloud.NotFound:
+                await asyncio.sleep(0.01)
+        else:
+            raise RuntimeError("rules did not come back within 5 s")
         print(f"after {rules_server.restarts} restart(s) rules saw {seen} readings")
 
         # Wait until the alerts cast by rules were handled.
