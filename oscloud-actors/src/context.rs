@@ -4,9 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use bytes::Bytes;
 use oscloud_core::access::Caller;
-use oscloud_core::{ExitReason, Kernel, RegistryEvent};
+use oscloud_core::{Error as CoreError, ExitReason, Kernel, RegistryEvent};
 use ractor::ActorRef;
+use serde::Serialize;
+use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::server::{Down, ServerMsg};
@@ -25,6 +28,41 @@ pub struct Context {
     monitors: HashMap<MonitorRef, Option<AbortHandle>>,
     next_monitor: u64,
     caller: Option<Caller>,
+    /// Where the reply of the call being handled goes, until
+    /// [`Context::defer_reply`] takes it.
+    reply: Option<oneshot::Sender<Result<Bytes, CoreError>>>,
+}
+
+/// Where the reply to one call goes, taken out of the handler with
+/// [`Context::defer_reply`]: answer it later, from any task, with
+/// [`ReplyTo::send`] (OTP's `gen_server:reply`). Dropping it unanswered
+/// makes the caller's call fail with
+/// [`ServerStopped`](oscloud_core::Error::ServerStopped).
+pub struct ReplyTo {
+    server: String,
+    tx: oneshot::Sender<Result<Bytes, CoreError>>,
+}
+
+impl fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyTo")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+impl ReplyTo {
+    /// Answer the call with `reply` (encoded as MessagePack, as a handler's
+    /// reply is). Returns false if the caller gave up already (it timed out
+    /// or its link went down); the reply is then dropped.
+    pub fn send<T: Serialize + ?Sized>(self, reply: &T) -> bool {
+        self.tx.send(crate::server_ref::encode_core(reply)).is_ok()
+    }
+
+    /// Whether the caller gave up already (nobody would read a reply).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 impl fmt::Debug for Context {
@@ -47,7 +85,28 @@ impl Context {
             monitors: HashMap::new(),
             next_monitor: 0,
             caller: None,
+            reply: None,
         }
+    }
+
+    pub(crate) fn set_reply(&mut self, reply: Option<oneshot::Sender<Result<Bytes, CoreError>>>) {
+        self.reply = reply;
+    }
+
+    pub(crate) fn take_reply(&mut self) -> Option<oneshot::Sender<Result<Bytes, CoreError>>> {
+        self.reply.take()
+    }
+
+    /// Take the reply of the call being handled, to answer it later with
+    /// [`ReplyTo::send`] (from a task, once some other work is done): the
+    /// server goes on with its next message meanwhile, and what
+    /// [`Server::handle_call`](crate::Server::handle_call) returns is
+    /// dropped. `None` outside `handle_call`, or when taken already.
+    pub fn defer_reply(&mut self) -> Option<ReplyTo> {
+        self.reply.take().map(|tx| ReplyTo {
+            server: self.name.clone(),
+            tx,
+        })
     }
 
     /// The kernel the server runs on.

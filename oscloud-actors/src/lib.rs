@@ -112,7 +112,7 @@ pub mod server_ref;
 pub mod supervisor;
 
 pub use async_trait::async_trait;
-pub use context::{Context, MonitorRef};
+pub use context::{Context, MonitorRef, ReplyTo};
 pub use error::{Error, Result};
 pub use server::{Down, PipeOutcome, Server, ServerError, ServerHandle, ServerOptions, start};
 pub use server_ref::{ServerRef, TypedRef, decode, encode};

@@ -473,10 +473,15 @@ impl<S: Server> Actor for ServerActor<S> {
                     }
                 };
                 st.ctx.set_caller(caller);
-                match guarded(server.handle_call(&mut st.ctx, &mut st.state, req)).await {
+                st.ctx.set_reply(Some(reply));
+                let r = guarded(server.handle_call(&mut st.ctx, &mut st.state, req)).await;
+                // `None`: the handler deferred the reply (Context::defer_reply).
+                let reply = st.ctx.take_reply();
+                match r {
                     Ok(rep) => {
-                        let out = crate::server_ref::encode_core(&rep);
-                        let _ = reply.send(out);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(crate::server_ref::encode_core(&rep));
+                        }
                         Ok(())
                     }
                     // `reply` is dropped after `fail` recorded the reason.

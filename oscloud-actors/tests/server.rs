@@ -252,3 +252,65 @@ async fn group_calls_are_round_robin() {
     assert_eq!(counts, [2, 2, 2]);
     tree.stop().await;
 }
+
+/// A server that answers `n` after a delay of `n` ms, from a task, so
+/// calls overlap; `0` answers at once from the handler.
+struct Deferring;
+
+#[oscloud_actors::async_trait]
+impl oscloud_actors::Server for Deferring {
+    type Request = u64;
+    type Reply = u64;
+    type State = ();
+
+    async fn init(
+        &self,
+        _ctx: &mut oscloud_actors::Context,
+    ) -> Result<(), oscloud_actors::ServerError> {
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        ctx: &mut oscloud_actors::Context,
+        _: &mut (),
+        n: u64,
+    ) -> Result<u64, oscloud_actors::ServerError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        let reply = ctx.defer_reply().unwrap();
+        assert!(ctx.defer_reply().is_none(), "taken once");
+        if n == u64::MAX {
+            drop(reply); // never answered
+            return Ok(1);
+        }
+        ctx.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(n)).await;
+            reply.send(&n);
+        });
+        Ok(u64::MAX) // dropped: the reply was deferred
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_replies_let_calls_overlap() {
+    let kernel = Kernel::new();
+    let h = start(&kernel, "deferring", Deferring).await.unwrap();
+    let r = h.server_ref().typed::<u64, u64>();
+    // The slow call is answered after the fast one: the server was free.
+    let slow = r.call(&300, T);
+    let fast = async {
+        let v = r.call(&5, T).await.unwrap();
+        (v, std::time::Instant::now())
+    };
+    let (slow, (fast, fast_at)) = tokio::join!(slow, fast);
+    assert_eq!((slow.unwrap(), fast), (300, 5));
+    assert!(fast_at.elapsed() > Duration::from_millis(100));
+    assert_eq!(r.call(&0, T).await.unwrap(), 0);
+    // A reply dropped unanswered fails the call; the server runs on.
+    let err = core(r.call(&u64::MAX, T).await.unwrap_err());
+    assert!(matches!(err, CoreError::ServerStopped { .. }), "{err:?}");
+    assert_eq!(r.call(&0, T).await.unwrap(), 0);
+    h.stop().await;
+}
