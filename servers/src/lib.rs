@@ -14,6 +14,9 @@
 //! - [`jsonl`]: a JSON-lines logger (port `in`) to a file or stdout.
 //! - [`stdout`]: a terminal sink (port `in`): raw bytes to stdout or a file.
 //! - [`tee`]: a stream passes `in` → `out`, a copy goes to a file.
+//! - [`pool`]: every worker of a group, on any node, as one pool of CPUs:
+//!   jobs (bytes in, bytes out) spread by load, retried when a worker's
+//!   node dies, each answered exactly once.
 //!
 //! Conventions: a source writes to port `out`, a sink reads port `in`;
 //! sinks stop normally once every input has ended, so a finite topology
@@ -57,6 +60,7 @@
 
 pub mod file;
 pub mod jsonl;
+pub mod pool;
 pub mod process;
 pub mod pty;
 pub mod sink;
