@@ -11,7 +11,10 @@
 //! - `slow-<name>`: handles casts of a string slowly (10 000 a second at
 //!   most); a call answers how many casts it handled (as a string);
 //! - `relay-<name>`: pipe port `in` forwards every frame to the server and
-//!   port given by `--relay-to server:port`.
+//!   port given by `--relay-to server:port`;
+//! - with `--pool-worker GROUP`, `GROUP/<name>`: a pool worker (see
+//!   `oscloud_servers::pool`): a call with `(n, rounds)` answers
+//!   `oscloud_tests::pool_work(n, rounds)`.
 //!
 //! Arguments: `--name N`, `--listen URI` (repeatable), `--connect URI`
 //! (repeatable; dialled in the background until the peer answers),
@@ -49,7 +52,7 @@ use oscloud_actors::{
 use oscloud_core::address::Address;
 use oscloud_core::transport::Transports;
 use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, PortDirection, RegistryEvent};
-use oscloud_tests::{Fnv, pseudo_random_frames};
+use oscloud_tests::{Fnv, pool_work, pseudo_random_frames};
 use oscloud_transport_ble::{BleCentralTransport, BlePeripheralTransport};
 use oscloud_transport_can::CanTransport;
 use oscloud_transport_tcp::TcpTransport;
@@ -226,6 +229,29 @@ impl Server for Relay {
     }
 }
 
+/// A pool worker: `(n, rounds)` → [`pool_work`]`(n, rounds)`.
+struct PoolWorker;
+
+#[async_trait]
+impl Server for PoolWorker {
+    type Request = (u64, u32);
+    type Reply = u64;
+    type State = ();
+
+    async fn init(&self, _ctx: &mut Context) -> Result<(), ServerError> {
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        _ctx: &mut Context,
+        _: &mut (),
+        (n, rounds): (u64, u32),
+    ) -> Result<u64, ServerError> {
+        Ok(pool_work(n, rounds))
+    }
+}
+
 #[derive(Default)]
 struct Args {
     name: String,
@@ -237,6 +263,7 @@ struct Args {
     key: Option<std::path::PathBuf>,
     allow: Vec<String>,
     settings: Vec<String>,
+    pool_worker: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -263,6 +290,7 @@ fn parse_args() -> Result<Args, String> {
                     value()?.parse().map_err(|e| format!("{e}"))?,
                 ))
             }
+            "--pool-worker" => a.pool_worker = Some(value()?),
             "--relay-to" => {
                 let v = value()?;
                 let (s, p) = v.split_once(':').ok_or("--relay-to wants server:port")?;
@@ -490,18 +518,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let name = args.name.clone();
     let relay_to = args.relay_to.clone();
+    let mut spec = SupervisorSpec::new(format!("root-{name}"));
+    if let Some(group) = &args.pool_worker {
+        spec = spec.child(ChildSpec::server(format!("{group}/{name}"), || PoolWorker));
+    }
     let _tree = Supervisor::start(
         &kernel,
-        SupervisorSpec::new(format!("root-{name}"))
-            .child(ChildSpec::server(format!("upper-{name}"), {
-                let name = name.clone();
-                move || Upper { node: name.clone() }
-            }))
-            .child(ChildSpec::server(format!("sink-{name}"), || Sink))
-            .child(ChildSpec::server(format!("slow-{name}"), || Slow))
-            .child(ChildSpec::server(format!("relay-{name}"), move || Relay {
-                to: relay_to.clone(),
-            })),
+        spec.child(ChildSpec::server(format!("upper-{name}"), {
+            let name = name.clone();
+            move || Upper { node: name.clone() }
+        }))
+        .child(ChildSpec::server(format!("sink-{name}"), || Sink))
+        .child(ChildSpec::server(format!("slow-{name}"), || Slow))
+        .child(ChildSpec::server(format!("relay-{name}"), move || Relay {
+            to: relay_to.clone(),
+        })),
     )
     .await?;
 

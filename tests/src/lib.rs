@@ -18,6 +18,18 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+/// A fixed CPU-bound job for the pool tests and bench: `rounds` steps of
+/// xorshift from `n`. Deterministic, so a result can be checked.
+pub fn pool_work(n: u64, rounds: u32) -> u64 {
+    let mut x = n ^ 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
 /// A running FNV-1a (64-bit) checksum and byte count.
 #[derive(Debug, Clone, Copy)]
 pub struct Fnv {

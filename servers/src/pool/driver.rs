@@ -134,8 +134,10 @@ impl Driver {
             RegistryEvent::Removed { entry, reason } => {
                 if self.workers.remove(&entry.id()).is_some() {
                     let link_down = matches!(reason, ExitReason::LinkDown(_));
-                    self.sched
-                        .remove_worker(entry.id(), link_down, &reason.to_string());
+                    let why = reason.to_string();
+                    for f in self.sched.remove_worker(entry.id(), link_down, &why) {
+                        self.answer(f);
+                    }
                 }
             }
         }

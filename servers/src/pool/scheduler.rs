@@ -264,13 +264,14 @@ impl Scheduler {
     /// A worker left the registry. When its link went down (`link_down`),
     /// its node is gone or cut off: the jobs it runs are sent elsewhere at
     /// once (a result that still comes from it later wins if it comes
-    /// first). Otherwise the outcomes of its calls tell.
-    pub fn remove_worker(&mut self, id: EntryId, link_down: bool, why: &str) {
+    /// first), and those out of attempts are finished. Otherwise the
+    /// outcomes of its calls tell.
+    pub fn remove_worker(&mut self, id: EntryId, link_down: bool, why: &str) -> Vec<Finished> {
         let Some(worker) = self.workers.get_mut(&id) else {
-            return;
+            return Vec::new();
         };
         if worker.gone {
-            return;
+            return Vec::new();
         }
         worker.gone = true;
         let (node, n) = (worker.node, worker.in_flight.len());
@@ -280,13 +281,15 @@ impl Scheduler {
         }
         self.unload(node, n);
         if !link_down {
-            return;
+            return Vec::new();
         }
+        let mut finished = Vec::new();
         for (job, attempt) in running {
             if self.jobs.get(&job).and_then(|j| j.running) == Some((id, attempt)) {
-                self.retry(job, why);
+                finished.extend(self.retry(job, why));
             }
         }
+        finished
     }
 
     fn unload(&mut self, node: NodeId, n: usize) {

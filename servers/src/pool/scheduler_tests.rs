@@ -96,7 +96,7 @@ fn a_worker_whose_link_fails_has_its_jobs_sent_elsewhere_first_result_wins() {
     let a = job(&mut s, 7, now);
     let d = s.dispatch();
     assert_eq!(d[0].worker, EntryId(1));
-    s.remove_worker(EntryId(1), true, "link down");
+    assert!(s.remove_worker(EntryId(1), true, "link down").is_empty());
     assert_eq!(s.counters().retried, 1);
     assert!(s.dispatch().is_empty(), "no worker left: it waits");
     s.add_worker(EntryId(2), "sq/b", node(2), None);
@@ -197,6 +197,23 @@ fn unreachable_workers_are_retried_until_attempts_run_out() {
         assert_eq!(s.counters().retried, u64::from(max - 1));
         assert!(s.dispatch().is_empty());
     }
+    // A link failure with no attempt left finishes the job at once.
+    let mut s = Scheduler::new(limits(1, 1));
+    s.add_worker(EntryId(1), "sq", node(1), None);
+    let a = job(&mut s, 1, now);
+    assert_eq!(s.dispatch().len(), 1);
+    let f = s.remove_worker(EntryId(1), true, "link down: reset");
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        (f[0].job, &f[0].result),
+        (
+            a,
+            &Err(JobError::GaveUp {
+                attempts: 1,
+                error: "link down: reset".into()
+            })
+        )
+    );
 }
 
 #[test]
@@ -293,7 +310,9 @@ fn every_job_finishes_exactly_once_whatever_the_order() {
                 }
                 1 if live.len() > 1 && rng.below(4) == 0 => {
                     let w = live.swap_remove(rng.below(live.len() as u64) as usize);
-                    s.remove_worker(w, true, "link down");
+                    for f in s.remove_worker(w, true, "link down") {
+                        *results.entry(f.job).or_default() += 1;
+                    }
                     for f in flying.iter_mut().filter(|(d, _)| d.worker == w) {
                         f.1 = true;
                     }
