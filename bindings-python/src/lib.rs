@@ -48,6 +48,7 @@
 mod error;
 mod node;
 mod pipe;
+mod pool;
 mod runtime;
 mod rust_server;
 mod server;
@@ -86,6 +87,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(node::keygen, m)?)?;
     m.add_function(wrap_pyfunction!(node::node_settings, m)?)?;
     m.add_function(wrap_pyfunction!(rust_server::_rust_echo, m)?)?;
+    m.add_function(wrap_pyfunction!(pool::_start_pool, m)?)?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add("RAISED_PREFIX", error::RAISED)?;

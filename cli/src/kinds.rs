@@ -6,6 +6,7 @@ use std::time::Duration;
 use oscloud_actors::{ChildSpec, ServerOptions};
 use oscloud_servers::file::{FileSource, Framing};
 use oscloud_servers::jsonl::JsonlSink;
+use oscloud_servers::pool::PoolSpec;
 use oscloud_servers::process::ProcessSpec;
 use oscloud_servers::pty::PtySpec;
 use oscloud_servers::sink::Target;
@@ -255,6 +256,46 @@ pub const KINDS: &[Kind] = &[
         finishes: true,
         build: build_tee,
     },
+    Kind {
+        name: "pool",
+        summary: "a pool of CPUs: calls submit jobs to a group's workers on any node, spread by load, retried when a worker's node dies",
+        inputs: &[],
+        outputs: &[],
+        args: &[
+            arg(
+                "queue_limit",
+                Int,
+                false,
+                "most jobs queued or running; more are refused busy (10000)",
+            ),
+            arg(
+                "max_attempts",
+                Int,
+                false,
+                "most times a job is sent to a worker (3; 1 never retries)",
+            ),
+            arg(
+                "per_worker",
+                Int,
+                false,
+                "jobs in flight per worker unless it says (2)",
+            ),
+            arg(
+                "attempt_timeout_ms",
+                Int,
+                false,
+                "longest one attempt may take before another worker is tried (30000)",
+            ),
+            arg(
+                "job_timeout_ms",
+                Int,
+                false,
+                "longest a job may take from submission to its result (60000)",
+            ),
+        ],
+        finishes: false,
+        build: build_pool,
+    },
 ];
 
 /// The kind called `name`.
@@ -344,4 +385,25 @@ fn build_stdout(s: &ServerDef, cx: &BuildContext<'_>) -> Result<ChildSpec, Strin
 fn build_tee(s: &ServerDef, cx: &BuildContext<'_>) -> Result<ChildSpec, String> {
     let tee = TeeServer::new(target(&s.args, cx)).newline(s.args.bool("newline").unwrap_or(true));
     Ok(finish(s, tee.child_spec(options(s))))
+}
+
+fn build_pool(s: &ServerDef, _cx: &BuildContext<'_>) -> Result<ChildSpec, String> {
+    let a = &s.args;
+    let mut spec = PoolSpec::new();
+    if let Some(n) = a.int("queue_limit") {
+        spec = spec.queue_limit(usize::try_from(n).map_err(|_| "queue_limit is too large")?);
+    }
+    if let Some(n) = a.int("max_attempts") {
+        spec = spec.max_attempts(u32::try_from(n).map_err(|_| "max_attempts is too large")?);
+    }
+    if let Some(n) = a.int("per_worker") {
+        spec = spec.per_worker(usize::try_from(n).map_err(|_| "per_worker is too large")?);
+    }
+    if let Some(ms) = a.int("attempt_timeout_ms") {
+        spec = spec.attempt_timeout(Duration::from_millis(ms));
+    }
+    if let Some(ms) = a.int("job_timeout_ms") {
+        spec = spec.job_timeout(Duration::from_millis(ms));
+    }
+    Ok(finish(s, spec.child_spec(options(s))))
 }

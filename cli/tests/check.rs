@@ -231,7 +231,9 @@ fn help_reads_well() {
     }
     let out = oscloud().arg("kinds").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for kind in ["process", "pty", "file", "stdin", "jsonl", "stdout", "tee"] {
+    for kind in [
+        "process", "pty", "file", "stdin", "jsonl", "stdout", "tee", "pool",
+    ] {
         assert!(text.contains(&format!("{kind}: ")), "{kind}");
     }
 }

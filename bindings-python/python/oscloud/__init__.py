@@ -74,8 +74,14 @@ from .errors import (
     Timeout,
     UsageError,
 )
+from . import pool
+from .pool import JobFailed, Pool, PoolBusy
 
 __all__ = [
+    "Pool",
+    "PoolBusy",
+    "JobFailed",
+    "pool",
     "Node",
     "ServerRef",
     "ServerHandle",

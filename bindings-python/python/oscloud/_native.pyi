@@ -19,6 +19,7 @@ __all__ = [
     "keygen",
     "node_settings",
     "_rust_echo",
+    "_start_pool",
     "encode",
     "decode",
     "RAISED_PREFIX",
@@ -39,6 +40,17 @@ def node_settings() -> List[Tuple[str, str, str]]:
 def keygen(path: str) -> str:
     """Make the node key file at ``path`` if it does not exist (mode 0600)
     and return its public key (64 hex digits)."""
+
+def _start_pool(
+    node: Node,
+    name: str,
+    queue_limit: int,
+    max_attempts: int,
+    per_worker: int,
+    attempt_timeout: float,
+    job_timeout: float,
+) -> None:
+    """Start the pool server ``name`` on ``node`` (see ``oscloud.Pool.start``)."""
 
 def _rust_echo(node: Node, name: str) -> None:
     """Register a Rust test server ``name`` on ``node``'s kernel (requests

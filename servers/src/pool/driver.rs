@@ -190,8 +190,17 @@ impl Driver {
             groups.entry(group.to_owned()).or_default().queued = queued as u64;
         }
         // Every registered server is a potential worker; list the groups
-        // that have jobs or several members.
-        groups.retain(|_, g| g.running > 0 || g.queued > 0 || g.workers > 1);
+        // that have jobs, several members, or a member registered as one
+        // (in a registry group, or named `G/...`).
+        let declared: std::collections::HashSet<&str> = self
+            .workers
+            .values()
+            .filter(|e| e.is_group_member() || e.name().contains('/'))
+            .map(|e| group_of(e.name()))
+            .collect();
+        groups.retain(|name, g| {
+            g.running > 0 || g.queued > 0 || g.workers > 1 || declared.contains(name.as_str())
+        });
         PoolStats {
             submitted: c.submitted,
             done: c.done,

@@ -380,7 +380,11 @@ impl Scheduler {
     fn pick(&self, group: &str) -> Option<EntryId> {
         self.workers
             .iter()
-            .filter(|(_, w)| !w.gone && w.group == group && w.in_flight.len() < w.slots)
+            .filter(|(_, w)| {
+                // A worker that failed is stopping: its restart (a new
+                // entry) takes jobs.
+                !w.gone && !w.failed && w.group == group && w.in_flight.len() < w.slots
+            })
             .min_by_key(|(id, w)| {
                 (
                     // in_flight / slots, compared without division

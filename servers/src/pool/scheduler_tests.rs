@@ -368,3 +368,21 @@ fn a_crashed_worker_fails_one_job_and_the_jobs_behind_it_are_retried() {
     assert_eq!(d.len(), 2);
     assert!(d.iter().all(|x| x.attempt == 2 && x.worker == EntryId(2)));
 }
+
+#[test]
+fn a_worker_that_failed_gets_no_more_jobs() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(limits(1, 3));
+    s.add_worker(EntryId(1), "sq", node(1), None);
+    let a = job(&mut s, 0, now);
+    let b = job(&mut s, 1, now);
+    let d = s.dispatch();
+    assert_eq!(d[0].job, a);
+    let f = s.completed(a, 1, EntryId(1), Outcome::Crashed("raised".into()));
+    assert!(f.is_some());
+    // Its Removed event has not come yet: still, nothing is sent to it.
+    assert!(s.dispatch().is_empty());
+    s.add_worker(EntryId(2), "sq", node(1), None);
+    let d = s.dispatch();
+    assert_eq!((d[0].job, d[0].worker), (b, EntryId(2)));
+}
