@@ -11,6 +11,9 @@
 #   - a C server called from Rust and from another C program, over a Unix
 #     socket and over TCP (calls, casts, pipes both ways, errors);
 #   - a C client calling a Rust server over both transports;
+#   - a C worker of a pool (oscloud_servers::pool, examples/pool) over a
+#     Unix socket: jobs submitted from Rust, answered in order, a bad job
+#     failed and not retried;
 #   - the legacy C tool, wrapped by its adapter and by the process server,
 #     called from a Rust node over a Unix socket;
 #   - the static library, and the CMake example.
@@ -63,6 +66,8 @@ bindings-c/install.sh "$out/prefix" debug
 prefix=$(cd "$out/prefix" && pwd)
 cargo build --locked --quiet -p oscloud-examples --example node
 cargo build --locked --quiet -p oscloud-servers --example process
+cargo build --locked --quiet -p oscloud-examples --example pool
+pool_bin=target/debug/examples/pool
 node_bin=target/debug/examples/node
 process_bin=target/debug/examples/process
 
@@ -76,7 +81,7 @@ vg=(valgrind -q --error-exitcode=97 --leak-check=full
     --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect)
 
 t=bindings-c/c/tests
-for prog in test_unit test_links test_supervision c_server c_client; do
+for prog in test_unit test_links test_supervision c_server c_client pool_worker; do
   gcc "${cflags[@]}" -o "$out/$prog" "$t/$prog.c" "${libs[@]}"
 done
 gcc "${cflags[@]}" -o "$out/test_unit_static" "$t/test_unit.c" \
@@ -84,7 +89,7 @@ gcc "${cflags[@]}" -o "$out/test_unit_static" "$t/test_unit.c" \
 gcc -std=c11 -Wall -Wextra -Werror -o "$out/checksum" examples/c-legacy/checksum.c
 gcc "${cflags[@]}" -Iexamples/c-legacy -o "$out/checksum_server" \
   examples/c-legacy/checksum_server.c "${libs[@]}"
-ok "compiled 8 C programs with gcc -std=c11 -Wall -Wextra -Werror (pkg-config oscloud)"
+ok "compiled 9 C programs with gcc -std=c11 -Wall -Wextra -Werror (pkg-config oscloud)"
 
 timeout 120 "${vg[@]}" "$out/test_unit" || fail "test_unit under valgrind"
 ok "test_unit under valgrind (one process: API, errors, panic, pipes, watch, mem:// link)"
@@ -127,6 +132,31 @@ for uri in "unix://$tmp/rust-server.sock" "tcp://127.0.0.1:0"; do
   wait "$server" || true
   ok "C client calls a Rust server over ${uri%%:*} (under valgrind)"
 done
+
+# A C worker of a pool: 20 numbers and one bad job submitted from Rust.
+log=$tmp/pool.log
+: >"$log"
+timeout 120 "$pool_bin" serve --listen "unix://$tmp/pool.sock" >"$log" 2>&1 &
+server=$!
+pids+=("$server")
+wait_line "$log" '^listening on ' >/dev/null
+timeout 120 "${vg[@]}" "$out/pool_worker" "unix://$tmp/pool.sock" square 21 >"$tmp/worker.log" 2>&1 &
+worker=$!
+pids+=("$worker")
+wait_line "$tmp/worker.log" '^serving square/c-' >/dev/null
+# shellcheck disable=SC2046
+timeout 60 "$pool_bin" submit --connect "unix://$tmp/pool.sock" $(seq 20) x >"$tmp/submit.log" 2>&1 ||
+  { cat "$tmp/submit.log" "$tmp/worker.log" >&2; fail "submitting to the pool of a C worker"; }
+[ "$(grep -c ' -> ' "$tmp/submit.log")" = 21 ] || { cat "$tmp/submit.log" >&2; fail "21 results"; }
+for n in $(seq 20); do
+  grep -qx "$n -> $((n * n))" "$tmp/submit.log" || { cat "$tmp/submit.log" >&2; fail "job $n"; }
+done
+grep -q '^x -> error Failed(.*not a number' "$tmp/submit.log" || { cat "$tmp/submit.log" >&2; fail "bad job"; }
+grep -q '^pool: 20 done, 1 failed, 0 retried' "$tmp/submit.log" || { cat "$tmp/submit.log" >&2; fail "pool counters"; }
+wait "$worker" || { cat "$tmp/worker.log" >&2; fail "C pool worker (valgrind or checks)"; }
+kill -TERM "$server"
+wait "$server" || true
+ok "C pool worker under valgrind: 20 jobs from Rust through the pool answered in order, a bad job failed, not retried"
 
 # The legacy tool: as is, through its adapter, through the process server.
 want=$(printf 'hello world\n' | "$out/checksum")
