@@ -211,18 +211,19 @@ async fn pool_scaling_bench() {
     let rounds: u32 = std::env::var("POOL_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2_000_000);
-    let jobs: u64 = 400;
+        .unwrap_or(1_000_000);
+    let jobs: u64 = std::env::var("POOL_BENCH_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     // The cost of one job, run here.
     let began = Instant::now();
     for n in 0..20 {
         std::hint::black_box(pool_work(n, rounds));
     }
     let job = began.elapsed() / 20;
-    println!(
-        "job: {rounds} rounds, {job:?} on one core; {jobs} jobs per run; {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("job: {rounds} rounds, {job:?} on one core; {jobs} jobs per run; {cores} cores");
     let mut one = 0.0;
     for w in 1..=8usize {
         let mut cloud = Cloud::start(PoolSpec::new(), w).await;
@@ -233,9 +234,13 @@ async fn pool_scaling_bench() {
         if w == 1 {
             one = rate;
         }
+        // With fewer cores than workers, the cores bound it.
+        let bound = w.min(cores.max(1)) as f64;
         println!(
-            "workers {w}: {rate:.0} jobs/s, {:.2} of linear",
-            rate / (one * w as f64)
+            "workers {w}: {rate:.0} jobs/s, {:.2} of linear, {:.2} of {} core(s)",
+            rate / (one * w as f64),
+            rate / (one * bound),
+            bound
         );
     }
 }
