@@ -1,7 +1,7 @@
 //! The pool's scheduling, sans-IO: a state machine fed submissions,
 //! workers joining and leaving, attempt outcomes and the clock, that
 //! answers which job to send to which worker and which jobs are finished.
-//! [`super::driver`] wraps it with the registry and the calls.
+//! The pool server wraps it with the registry and the calls.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
