@@ -52,7 +52,7 @@
 //! assert_eq!(
 //!     err.to_string(),
 //!     "topo.toml:9:8: unknown server kind \"jsonx\" \
-//!      (known kinds: process, pty, file, stdin, jsonl, stdout, tee)"
+//!      (known kinds: process, pty, file, stdin, jsonl, stdout, tee, pool)"
 //! );
 //! ```
 #![doc(test(attr(deny(warnings))))]

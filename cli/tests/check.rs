@@ -85,7 +85,7 @@ fn bad_file_lists_every_problem_with_its_line() {
         r#"bad.toml:2:11: bad address "tcp://127.0.0.1:notaport": invalid address "tcp://127.0.0.1:notaport": bad port "notaport": expected 0 to 65535"#,
         r#"bad.toml:3:12: bad address "serial:///dev/ttyUSB0?baud=fast": invalid address "serial:///dev/ttyUSB0?baud=fast": parameter baud="fast" is not valid: invalid digit found in string"#,
         r#"bad.toml:3:47: bad address "can://vcan0": no transport for scheme "can" (this build has tcp, ws, wss, unix, serial, mem)"#,
-        r#"bad.toml:6:8: unknown server kind "fiel" (known kinds: process, pty, file, stdin, jsonl, stdout, tee)"#,
+        r#"bad.toml:6:8: unknown server kind "fiel" (known kinds: process, pty, file, stdin, jsonl, stdout, tee, pool)"#,
         r#"bad.toml:11:10: kind "jsonl" takes no argument "paht" (it takes: path, append, timestamps)"#,
         r#"bad.toml:13:10: server "p" (kind "process") needs argument "program": the program (looked up in PATH)"#,
         r#"bad.toml:18:6: pipe end lgo.in: no server named "lgo" (dangling pipe end)"#,
@@ -264,7 +264,7 @@ fn yaml_gets_the_same_checks_with_yaml_lines() {
     let expected = [
         r#"bad.yaml:3:14: bad address "tcp://127.0.0.1:notaport": invalid address "tcp://127.0.0.1:notaport": bad port "notaport": expected 0 to 65535"#,
         r#"bad.yaml:4:15: peer="a" must name another node (nodes: a)"#,
-        r#"bad.yaml:7:11: unknown server kind "fiel" (known kinds: process, pty, file, stdin, jsonl, stdout, tee)"#,
+        r#"bad.yaml:7:11: unknown server kind "fiel" (known kinds: process, pty, file, stdin, jsonl, stdout, tee, pool)"#,
         r#"bad.yaml:12:7: kind "jsonl" takes no argument "paht" (it takes: path, append, timestamps)"#,
         r#"bad.yaml:15:9: pipe end lgo.in: no server named "lgo" (dangling pipe end)"#,
     ];
