@@ -3,7 +3,10 @@
 # extension into a virtualenv it creates, runs the pytest suite (against
 # Python and Rust nodes), checks the stubs (mypy.stubtest) and the example
 # (mypy --strict), then builds the release wheel, installs it into a fresh
-# virtualenv and runs the example there as a smoke test.
+# virtualenv and runs the example there as a smoke test, and a one-round
+# smoke run of the Python bench against zenoh-python
+# (bindings-python/benches/vs_zenoh.py --quick; scripts/bench-python.sh
+# runs it for figures).
 # Usage: scripts/test-python.sh   (from anywhere; needs python3 >= 3.9 with venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,3 +56,7 @@ ls "$wheels"
 # Run from outside the source tree, so only the installed wheel can be used.
 (cd /tmp && "$root/$smoke/bin/python" "$root/examples/python/rules.py")
 (cd /tmp && "$root/$smoke/bin/python" -c 'import oscloud, sys; assert oscloud.decode(oscloud.encode([1, "a"])) == [1, "a"]; print("wheel ok:", oscloud.__file__)')
+
+step "python: bench smoke run against zenoh-python, release wheel (one round, a tenth of the messages)"
+"$smoke/bin/python" -m pip install --quiet --disable-pip-version-check eclipse-zenoh==1.10.2
+(cd /tmp && "$root/$smoke/bin/python" "$root/bindings-python/benches/vs_zenoh.py" --quick --rounds 1)

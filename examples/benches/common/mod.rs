@@ -209,16 +209,16 @@ impl ractor::Actor for RawEcho {
     }
 }
 
-/// Answer `CALLS` 64-byte messages on `s`, each through a [`RawEcho`]
-/// actor call.
-pub async fn serve_through_actor<S>(s: &mut S)
+/// Answer `n` 64-byte messages on `s`, each through a [`RawEcho`] actor
+/// call.
+pub async fn serve_through_actor<S>(s: &mut S, n: u64)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (actor, handle) = ractor::Actor::spawn(None, RawEcho, ()).await.unwrap();
     let mut m = [0u8; 64];
-    for _ in 0..CALLS {
+    for _ in 0..n {
         s.read_exact(&mut m).await.unwrap();
         m = ractor::call!(actor, EchoCall, m).unwrap();
         s.write_all(&m).await.unwrap();
