@@ -651,36 +651,27 @@ async fn raw_connect(addr: &str, what: u8, n: u64) -> Box<dyn Duplex> {
     s
 }
 
-/// `bytes` to the raw peer in `frame`-byte writes; `buffered`: through a
-/// 64 KiB `BufWriter`.
-async fn raw_pipe(addr: &str, bytes: u64, frame: usize, buffered: bool) -> Timing {
-    let s = raw_connect(addr, b'P', bytes).await;
+/// `count` writes of `frame` bytes to the raw peer, through a 64 KiB
+/// `BufWriter` when `buffered`, timed until the peer's one-byte answer.
+/// `what`: `P`, the peer counts bytes; `C`, each write is a message with a
+/// 4-byte length before it, and the peer counts messages.
+async fn raw_send(addr: &str, what: u8, count: u64, frame: usize, buffered: bool) -> Timing {
+    let prefixed = what == b'C';
+    let total = if prefixed {
+        count
+    } else {
+        count * frame as u64
+    };
+    let s = raw_connect(addr, what, total).await;
     on_worker(async move {
         let f = vec![7u8; frame];
         let start = Instant::now();
         let mut s = BufWriter::with_capacity(if buffered { 64 * 1024 } else { 0 }, s);
-        for _ in 0..bytes / frame as u64 {
+        for _ in 0..count {
+            if prefixed {
+                s.write_u32(frame as u32).await.unwrap();
+            }
             s.write_all(&f).await.unwrap();
-        }
-        s.flush().await.unwrap();
-        let mut ack = [0u8; 1];
-        s.read_exact(&mut ack).await.unwrap();
-        start.elapsed()
-    })
-    .await
-    .into()
-}
-
-/// `n` length-prefixed 64-byte messages through a 64 KiB `BufWriter`.
-async fn raw_casts(addr: &str, n: u64) -> Timing {
-    let s = raw_connect(addr, b'C', n).await;
-    on_worker(async move {
-        let m = [7u8; 64];
-        let start = Instant::now();
-        let mut s = BufWriter::with_capacity(64 * 1024, s);
-        for _ in 0..n {
-            s.write_u32(64).await.unwrap();
-            s.write_all(&m).await.unwrap();
         }
         s.flush().await.unwrap();
         let mut ack = [0u8; 1];
@@ -1053,8 +1044,91 @@ fn runtime(workers: &str) -> tokio::runtime::Runtime {
     b.enable_all().build().unwrap()
 }
 
+/// One runtime's measures: each pair of sides run in interleaved rounds,
+/// then printed as a row.
+struct Measures<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    rounds: usize,
+}
+
+impl Measures<'_> {
+    /// Two sides in rounds, printed as a throughput row: `amount` units
+    /// per run, CPU per `per`.
+    fn rate<FA, FB>(
+        &self,
+        (link, measure): (&str, &str),
+        amount: (f64, &str),
+        per: (f64, &str, &str),
+        a: (&mut Peer, impl Fn() -> FA),
+        b: (&mut Peer, impl Fn() -> FB),
+    ) -> Vec<[Run; 2]>
+    where
+        FA: std::future::Future<Output = Timing>,
+        FB: std::future::Future<Output = Timing>,
+    {
+        let r = rounds(self.rt, self.rounds, a, b);
+        rate_row(link, measure, &r, amount, per);
+        r
+    }
+
+    /// A pipe of `bytes`: MiB/s and CPU per GiB.
+    fn pipe<FA, FB>(
+        &self,
+        row: (&str, &str),
+        bytes: u64,
+        a: (&mut Peer, impl Fn() -> FA),
+        b: (&mut Peer, impl Fn() -> FB),
+    ) where
+        FA: std::future::Future<Output = Timing>,
+        FB: std::future::Future<Output = Timing>,
+    {
+        let gib = (1u64 << 30) as f64;
+        self.rate(row, (bytes as f64, "MiB/s"), (gib, "GiB", "ms"), a, b);
+    }
+
+    /// `n` one-way messages: k/s and CPU per message, then the receiver's
+    /// CPU per message.
+    fn messages<FA, FB>(
+        &self,
+        (link, measure): (&str, &str),
+        n: u64,
+        a: (&mut Peer, impl Fn() -> FA),
+        b: (&mut Peer, impl Fn() -> FB),
+    ) where
+        FA: std::future::Future<Output = Timing>,
+        FB: std::future::Future<Output = Timing>,
+    {
+        let r = self.rate(
+            (link, measure),
+            (n as f64, "msg/s"),
+            (1.0, "msg", "µs"),
+            a,
+            b,
+        );
+        receiver_row(link, &format!("{measure}, receiver CPU"), &r, n);
+    }
+
+    /// `n` round trips: time per round trip, p99 and CPU per round trip.
+    fn round_trips<FA, FB>(
+        &self,
+        (link, measure): (&str, &str),
+        n: u64,
+        a: (&mut Peer, impl Fn() -> FA),
+        b: (&mut Peer, impl Fn() -> FB),
+    ) where
+        FA: std::future::Future<Output = Timing>,
+        FB: std::future::Future<Output = Timing>,
+    {
+        rtt_row(link, measure, &rounds(self.rt, self.rounds, a, b), n);
+    }
+}
+
 fn suite(workers: &str, sz: Sizes, dir: &std::path::Path) {
     let rt = runtime(workers);
+    let m = Measures {
+        rt: &rt,
+        rounds: sz.rounds,
+    };
     let label = if workers == "default" {
         "tokio's default runtime (a worker per core)".to_owned()
     } else {
@@ -1071,79 +1145,57 @@ fn suite(workers: &str, sz: Sizes, dir: &std::path::Path) {
         "tcp" => "tcp://127.0.0.1:0".to_owned(),
         _ => format!("unix://{}/{name}-{workers}.sock", dir.display()),
     };
-    let gib = (1u64 << 30) as f64;
+    const BIG: usize = 64 * 1024;
     if wants("pipe") || wants("casts") || wants("calls") {
         header(
             &format!("oscloud against raw sockets, two processes, {label}, {n} rounds"),
             "oscloud",
             "raw",
         );
-        for link in &links {
+        for &link in &links {
             let mut ours = Peer::start(format!("node {} plain", addr(link, "node")), workers);
             let mut raw = Peer::start(format!("raw {}", addr(link, "raw")), workers);
             let l = rt.block_on(link_node(&ours, false));
             let raw_addr = raw.addr.clone();
             if wants("pipe") {
-                let r = rounds(
-                    &rt,
-                    n,
-                    (&mut ours, || node_pipe(&l, sz.pipe, 64 * 1024)),
-                    (&mut raw, || raw_pipe(&raw_addr, sz.pipe, 64 * 1024, false)),
+                m.pipe(
+                    (link, "pipe, 64 KiB writes"),
+                    sz.pipe,
+                    (&mut ours, || node_pipe(&l, sz.pipe, BIG)),
+                    (&mut raw, || {
+                        raw_send(&raw_addr, b'P', sz.pipe / BIG as u64, BIG, false)
+                    }),
                 );
-                let amount = sz.pipe as f64;
-                rate_row(
-                    link,
-                    "pipe, 64 KiB writes",
-                    &r,
-                    (amount, "MiB/s"),
-                    (gib, "GiB", "ms"),
-                );
-                let r = rounds(
-                    &rt,
-                    n,
+                m.pipe(
+                    (link, "pipe, 1 KiB writes (raw: 64 KiB `BufWriter`)"),
+                    sz.small_pipe,
                     (&mut ours, || node_pipe(&l, sz.small_pipe, 1024)),
-                    (&mut raw, || raw_pipe(&raw_addr, sz.small_pipe, 1024, true)),
-                );
-                let amount = sz.small_pipe as f64;
-                rate_row(
-                    link,
-                    "pipe, 1 KiB writes (raw: 64 KiB `BufWriter`)",
-                    &r,
-                    (amount, "MiB/s"),
-                    (gib, "GiB", "ms"),
+                    (&mut raw, || {
+                        raw_send(&raw_addr, b'P', sz.small_pipe / 1024, 1024, true)
+                    }),
                 );
             }
             if wants("casts") {
-                let r = rounds(
-                    &rt,
-                    n,
+                m.messages(
+                    (link, "64 B casts (raw: `BufWriter`)"),
+                    sz.casts,
                     (&mut ours, || node_casts(&l, sz.casts)),
-                    (&mut raw, || raw_casts(&raw_addr, sz.casts)),
+                    (&mut raw, || raw_send(&raw_addr, b'C', sz.casts, 64, true)),
                 );
-                rate_row(
-                    link,
-                    "64 B casts (raw: `BufWriter`)",
-                    &r,
-                    (sz.casts as f64, "msg/s"),
-                    (1.0, "msg", "µs"),
-                );
-                receiver_row(link, "64 B casts, receiver CPU", &r, sz.casts);
             }
             if wants("calls") {
-                let r = rounds(
-                    &rt,
-                    n,
+                m.round_trips(
+                    (link, "call round trip, 64 B"),
+                    sz.calls,
                     (&mut ours, || node_calls(&l.server, sz.calls)),
                     (&mut raw, || raw_ping_pong(&raw_addr, sz.calls, false)),
                 );
-                rtt_row(link, "call round trip, 64 B", &r, sz.calls);
-                let r = rounds(
-                    &rt,
-                    n,
+                m.round_trips(
+                    (link, "call vs socket + ractor"),
+                    sz.calls,
                     (&mut ours, || node_calls(&l.server, sz.calls)),
                     (&mut raw, || raw_ping_pong(&raw_addr, sz.calls, true)),
                 );
-                rtt_row(link, "call vs socket + ractor", &r, sz.calls);
             }
         }
     }
@@ -1153,61 +1205,39 @@ fn suite(workers: &str, sz: Sizes, dir: &std::path::Path) {
             "oscloud",
             "zenoh",
         );
-        for link in &links {
+        for &link in &links {
             let mut ours = Peer::start(format!("node {} plain", addr(link, "znode")), workers);
-            let endpoint = match *link {
+            let endpoint = match link {
                 "tcp" => "tcp/127.0.0.1:0".to_owned(),
                 _ => format!("unixsock-stream/{}/zenoh-{workers}.sock", dir.display()),
             };
             let mut z = Peer::start(format!("zenoh {endpoint}"), workers);
             let l = rt.block_on(link_node(&ours, false));
             let zs = rt.block_on(zenoh_connect(&z));
-            let r = rounds(
-                &rt,
-                n,
-                (&mut ours, || node_pipe(&l, sz.pipe, 64 * 1024)),
-                (&mut z, || zs.puts(sz.pipe / (64 * 1024), 64 * 1024)),
+            m.pipe(
+                (link, "pipe 64 KiB writes vs pub/sub 64 KiB `put`"),
+                sz.pipe,
+                (&mut ours, || node_pipe(&l, sz.pipe, BIG)),
+                (&mut z, || zs.puts(sz.pipe / BIG as u64, BIG)),
             );
-            rate_row(
-                link,
-                "pipe 64 KiB writes vs pub/sub 64 KiB `put`",
-                &r,
-                (sz.pipe as f64, "MiB/s"),
-                (gib, "GiB", "ms"),
-            );
-            let r = rounds(
-                &rt,
-                n,
+            m.messages(
+                (link, "64 B casts vs 64 B `put`"),
+                sz.casts,
                 (&mut ours, || node_casts(&l, sz.casts)),
                 (&mut z, || zs.puts(sz.casts, 64)),
             );
-            rate_row(
-                link,
-                "64 B casts vs 64 B `put`",
-                &r,
-                (sz.casts as f64, "msg/s"),
-                (1.0, "msg", "µs"),
-            );
-            receiver_row(link, "64 B casts vs `put`, receiver CPU", &r, sz.casts);
-            let r = rounds(
-                &rt,
-                n,
+            m.round_trips(
+                (link, "call round trip vs `get`, 64 B"),
+                sz.calls,
                 (&mut ours, || node_calls(&l.server, sz.calls)),
                 (&mut z, || zs.gets(sz.calls)),
             );
-            rtt_row(link, "call round trip vs `get`, 64 B", &r, sz.calls);
-            let r = rounds(
-                &rt,
-                n,
-                (&mut ours, || node_flight(&l.server, sz.flight)),
-                (&mut z, || zs.flight(sz.flight)),
-            );
-            rate_row(
-                link,
-                "calls/s vs `get`/s, 64 B, 64 in flight",
-                &r,
+            m.rate(
+                (link, "calls/s vs `get`/s, 64 B, 64 in flight"),
                 (sz.flight as f64, "call/s"),
                 (1.0, "call", "µs"),
+                (&mut ours, || node_flight(&l.server, sz.flight)),
+                (&mut z, || zs.flight(sz.flight)),
             );
         }
     }
@@ -1225,56 +1255,29 @@ fn suite(workers: &str, sz: Sizes, dir: &std::path::Path) {
             rt.block_on(link_node(&tcp, false)),
         );
         let raw_addr = raw.addr.clone();
-        let amount = sz.pipe as f64;
-        let r = rounds(
-            &rt,
-            n,
-            (&mut ws, || node_pipe(&lw, sz.pipe, 64 * 1024)),
-            (&mut tcp, || node_pipe(&lt, sz.pipe, 64 * 1024)),
+        m.pipe(
+            ("ws", "pipe 64 KiB, baseline: oscloud over tcp"),
+            sz.pipe,
+            (&mut ws, || node_pipe(&lw, sz.pipe, BIG)),
+            (&mut tcp, || node_pipe(&lt, sz.pipe, BIG)),
         );
-        rate_row(
-            "ws",
-            "pipe 64 KiB, baseline: oscloud over tcp",
-            &r,
-            (amount, "MiB/s"),
-            (gib, "GiB", "ms"),
-        );
-        let r = rounds(
-            &rt,
-            n,
-            (&mut ws, || node_pipe(&lw, sz.pipe, 64 * 1024)),
+        m.pipe(
+            ("ws", "pipe 64 KiB, baseline: raw tokio-tungstenite"),
+            sz.pipe,
+            (&mut ws, || node_pipe(&lw, sz.pipe, BIG)),
             (&mut raw, || ws_pipe(&raw_addr, sz.pipe)),
         );
-        rate_row(
-            "ws",
-            "pipe 64 KiB, baseline: raw tokio-tungstenite",
-            &r,
-            (amount, "MiB/s"),
-            (gib, "GiB", "ms"),
-        );
-        let r = rounds(
-            &rt,
-            n,
+        m.round_trips(
+            ("ws", "call round trip, baseline: oscloud over tcp"),
+            sz.calls,
             (&mut ws, || node_calls(&lw.server, sz.calls)),
             (&mut tcp, || node_calls(&lt.server, sz.calls)),
         );
-        rtt_row(
-            "ws",
-            "call round trip, baseline: oscloud over tcp",
-            &r,
+        m.round_trips(
+            ("ws", "call round trip, baseline: raw tokio-tungstenite"),
             sz.calls,
-        );
-        let r = rounds(
-            &rt,
-            n,
             (&mut ws, || node_calls(&lw.server, sz.calls)),
             (&mut raw, || ws_ping_pong(&raw_addr, sz.calls)),
-        );
-        rtt_row(
-            "ws",
-            "call round trip, baseline: raw tokio-tungstenite",
-            &r,
-            sz.calls,
         );
     }
     if wants("secure") {
@@ -1287,26 +1290,18 @@ fn suite(workers: &str, sz: Sizes, dir: &std::path::Path) {
         let mut plain = Peer::start("node tcp://127.0.0.1:0 plain".to_owned(), workers);
         let ls = rt.block_on(link_node(&sec, true));
         let lp = rt.block_on(link_node(&plain, false));
-        let r = rounds(
-            &rt,
-            n,
-            (&mut sec, || node_pipe(&ls, sz.pipe, 64 * 1024)),
-            (&mut plain, || node_pipe(&lp, sz.pipe, 64 * 1024)),
+        m.pipe(
+            ("tcp", "pipe, 64 KiB writes"),
+            sz.pipe,
+            (&mut sec, || node_pipe(&ls, sz.pipe, BIG)),
+            (&mut plain, || node_pipe(&lp, sz.pipe, BIG)),
         );
-        rate_row(
-            "tcp",
-            "pipe, 64 KiB writes",
-            &r,
-            (sz.pipe as f64, "MiB/s"),
-            (gib, "GiB", "ms"),
-        );
-        let r = rounds(
-            &rt,
-            n,
+        m.round_trips(
+            ("tcp", "call round trip, 64 B"),
+            sz.calls,
             (&mut sec, || node_calls(&ls.server, sz.calls)),
             (&mut plain, || node_calls(&lp.server, sz.calls)),
         );
-        rtt_row("tcp", "call round trip, 64 B", &r, sz.calls);
     }
 }
 
