@@ -592,7 +592,7 @@ async fn node_casts(l: &Linked, n: u64) -> Timing {
 async fn node_calls(server: &ServerRef, n: u64) -> Timing {
     let server = server.clone();
     let mut lat = Vec::with_capacity(n as usize);
-    let (wall, lat) = on_worker_with(async move {
+    let (wall, lat) = on_worker(async move {
         let m = encode(&msg64()).unwrap();
         let start = Instant::now();
         for _ in 0..n {
@@ -623,17 +623,6 @@ async fn node_flight(server: &ServerRef, n: u64) -> Timing {
     })
     .await
     .into()
-}
-
-/// Like [`on_worker`], for a future with any output.
-async fn on_worker_with<T: Send + 'static>(
-    f: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
-    if std::env::var("OSCLOUD_BENCH_IN").as_deref() == Ok("main") {
-        f.await
-    } else {
-        tokio::spawn(f).await.unwrap()
-    }
 }
 
 async fn raw_connect(addr: &str, what: u8, n: u64) -> Box<dyn Duplex> {
@@ -686,7 +675,7 @@ async fn raw_send(addr: &str, what: u8, count: u64, frame: usize, buffered: bool
 /// a plain ractor actor for each answer.
 async fn raw_ping_pong(addr: &str, n: u64, through_actor: bool) -> Timing {
     let mut s = raw_connect(addr, if through_actor { b'A' } else { b'E' }, n).await;
-    let (wall, lat) = on_worker_with(async move {
+    let (wall, lat) = on_worker(async move {
         let mut m = [7u8; 64];
         let mut lat = Vec::with_capacity(n as usize);
         let start = Instant::now();
@@ -734,7 +723,7 @@ async fn ws_pipe(addr: &str, bytes: u64) -> Timing {
 /// `n` 64-byte binary-message ping-pongs with raw tokio-tungstenite.
 async fn ws_ping_pong(addr: &str, n: u64) -> Timing {
     let mut ws = ws_connect(addr, b'E', n).await;
-    let (wall, lat) = on_worker_with(async move {
+    let (wall, lat) = on_worker(async move {
         let m = Bytes::from(vec![7u8; 64]);
         let mut lat = Vec::with_capacity(n as usize);
         let start = Instant::now();
@@ -831,7 +820,7 @@ impl Zenoh {
     /// `n` sequential 64-byte `get`s to the echo queryable.
     async fn gets(&self, n: u64) -> Timing {
         let session = self.session.clone();
-        let (wall, lat) = on_worker_with(async move {
+        let (wall, lat) = on_worker(async move {
             let payload = ZBytes::from(vec![7u8; 64]);
             let mut lat = Vec::with_capacity(n as usize);
             let start = Instant::now();

@@ -165,9 +165,10 @@ pub fn row(link: &str, measure: &str, ours: &str, raw: &str, ratio: f64) {
 
 /// Run `f` where a server's code runs: in a task on a runtime worker
 /// (`OSCLOUD_BENCH_IN=main`: in `block_on` on the main thread instead).
-pub async fn on_worker<F>(f: F) -> Duration
+pub async fn on_worker<F, T>(f: F) -> T
 where
-    F: std::future::Future<Output = Duration> + Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
 {
     if std::env::var("OSCLOUD_BENCH_IN").as_deref() == Ok("main") {
         f.await
