@@ -265,6 +265,17 @@ pub struct LinkInfo {
     pub bytes_received: u64,
     /// Frames dropped by the wire layer.
     pub dropped: u64,
+    /// The link's round-trip time in microseconds, as the node's probe
+    /// measures it (`oscloud_core::LinkStatus::rtt_us`; 0 until measured).
+    #[serde(default)]
+    pub rtt_us: u64,
+    /// Data packets the session sent again (lossy links; 0 on reliable
+    /// streams, which never retransmit).
+    #[serde(default)]
+    pub retransmissions: u64,
+    /// Times a pipe frame waited for the peer's credit on this link.
+    #[serde(default)]
+    pub credit_stalls: u64,
 }
 
 /// One pipe of the topology.
@@ -394,6 +405,9 @@ impl Shared {
                 bytes_sent: l.stats.bytes_sent,
                 bytes_received: l.stats.bytes_received,
                 dropped: l.stats.dropped,
+                rtt_us: l.rtt_us,
+                retransmissions: l.stats.retransmissions,
+                credit_stalls: l.credit_stalls,
             })
             .collect();
         let wired = self.wired();
