@@ -256,9 +256,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 return run_processes(&file, &topo, console.as_ref()).await;
             }
             let console_read_only = match console_read_only_id {
-                Some(id) => Some(id.parse::<NodeId>().map_err(|e| {
-                    Error::Usage(format!("--console-read-only-id {id}: {e}"))
-                })?),
+                Some(id) => Some(
+                    id.parse::<NodeId>()
+                        .map_err(|e| Error::Usage(format!("--console-read-only-id {id}: {e}")))?,
+                ),
                 None => None,
             };
             let console_ws = match (&console, console_ws) {
