@@ -363,9 +363,14 @@ fn check_name(check: &mut Check<'_>, name: &Spanned<String>, what: &str) -> bool
     true
 }
 
-/// A checked address; for `serial://`, also the `peer` it names (taken
-/// off the address).
-fn address(check: &mut Check<'_>, s: &Spanned<String>) -> Option<(Address, Option<String>)> {
+/// A checked address (for `wss://`, with the TLS files it names, read as
+/// `listening` on it or dialling it would); for `serial://`, also the
+/// `peer` it names (taken off the address).
+fn address(
+    check: &mut Check<'_>,
+    s: &Spanned<String>,
+    listening: bool,
+) -> Option<(Address, Option<String>)> {
     match s.get_ref().parse::<Address>() {
         Ok(a) if a.scheme() == oscloud_transport_serial::SCHEME => {
             let peer = a.param(SERIAL_PEER).map(str::to_owned);
@@ -378,7 +383,15 @@ fn address(check: &mut Check<'_>, s: &Spanned<String>) -> Option<(Address, Optio
                 }
             }
         }
-        Ok(a) if SCHEMES.contains(&a.scheme()) => Some((a, None)),
+        Ok(a) if SCHEMES.contains(&a.scheme()) => {
+            match oscloud_transport_ws::check_tls(&a, listening) {
+                Ok(()) => Some((a, None)),
+                Err(e) => {
+                    check.err(s.span(), format!("bad address {:?}: {e}", s.get_ref()));
+                    None
+                }
+            }
+        }
         Ok(a) => {
             check.err(
                 s.span(),
@@ -494,10 +507,10 @@ impl Topology {
                 }
             };
             let mut serial_peers = Vec::new();
-            let mut addresses = |list: &[Spanned<String>]| {
+            let mut addresses = |list: &[Spanned<String>], listening: bool| {
                 let mut out = Vec::new();
                 for a in list {
-                    if let Some((a, peer)) = address(check, a) {
+                    if let Some((a, peer)) = address(check, a, listening) {
                         if let Some(peer) = peer {
                             serial_peers.push((a.clone(), peer));
                         }
@@ -506,8 +519,8 @@ impl Topology {
                 }
                 out
             };
-            let listen = addresses(&n.listen);
-            let connect = addresses(&n.connect);
+            let listen = addresses(&n.listen, true);
+            let connect = addresses(&n.connect, false);
             let mut config = NodeConfig::default();
             for (key, value) in &n.config {
                 // Numbers stand for themselves (seconds for a duration).

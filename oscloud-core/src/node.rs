@@ -66,6 +66,7 @@ mod router;
 pub(crate) mod routes;
 #[cfg(test)]
 mod routing_tests;
+mod rtt_probe;
 mod serving;
 mod settings;
 mod signals;
@@ -278,6 +279,18 @@ pub struct LinkStatus {
     /// returned, the bytes of its request and reply are counted here on
     /// both sides.
     pub stats: wire::Stats,
+    /// The link's round-trip time in microseconds as this node measures
+    /// it, on every kind of link: the smoothed time a Call to the empty
+    /// name (which every node answers at once with `NotFound`) takes to
+    /// come back, one probe a second at most while the link is busy, one
+    /// per keepalive while it idles. 0 until the first answer. (The
+    /// session's own [`Stats::srtt_us`](wire::Stats::srtt_us) is measured
+    /// on lossy links only.)
+    pub rtt_us: u64,
+    /// Times a local pipe writer's frame had to wait for the peer's credit
+    /// on this link (the peer's reader was behind): a sign of a slow
+    /// consumer, not of a slow link.
+    pub credit_stalls: u64,
 }
 
 struct LinkRecord {
@@ -853,6 +866,8 @@ impl Node {
                     connected: state.connected,
                     reconnects: state.reconnects,
                     stats: r.shared.stats(),
+                    rtt_us: r.shared.rtt_us(),
+                    credit_stalls: r.shared.credit_stalls(),
                 }
             })
             .collect();

@@ -60,6 +60,14 @@ impl Endpoint for Echo {
                 });
                 Ok(())
             }
+            "greet" => {
+                // Writes one frame, reads nothing.
+                tokio::spawn(async move {
+                    let (_r, w) = end.split();
+                    let _ = w.send(Bytes::from_static(b"hello")).await;
+                });
+                Ok(())
+            }
             "sink" => {
                 let sunk = self.sunk.clone();
                 tokio::spawn(async move {
@@ -123,7 +131,7 @@ pub(super) fn added(name: &str) -> impl Fn(&RegistryEvent) -> bool + '_ {
     move |ev| matches!(ev, RegistryEvent::Added(e) if e.name() == name)
 }
 
-async fn pair() -> (MemTransport, Node, Node, Address) {
+pub(super) async fn pair() -> (MemTransport, Node, Node, Address) {
     let mem = MemTransport::new();
     let a = node(&mem);
     let b = node(&mem);
@@ -522,4 +530,55 @@ async fn shutting_down_a_node_reports_its_peers_servers_as_link_down() {
     .await
     .unwrap();
     assert!(matches!(reason, ExitReason::LinkDown(_)), "{reason:?}");
+}
+
+#[tokio::test]
+async fn a_read_only_peer_looks_up_and_reads_but_may_not_call_or_write() {
+    let (_mem, a, b, _) = pair().await;
+    a.access_policy()
+        .set_text(&format!("readonly {}\n", b.kernel().node()))
+        .unwrap();
+    let (_r, echo) = register(&a, "echo");
+    // Lookup (and so watch) works.
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    // A call is refused by the node, saying why.
+    let err = e
+        .endpoint()
+        .call(Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::PermissionDenied { name, action } => {
+            assert_eq!(name, "echo");
+            assert!(action.contains("read-only"), "{err}");
+        }
+        other => panic!("not a refusal: {other:?}"),
+    }
+    // A pipe to read from (a tap) works.
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("greet", theirs).await.unwrap();
+    let (mut reader, _w) = mine.split();
+    let got = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("no frame")
+        .expect("the pipe closed");
+    assert_eq!(&got[..], b"hello");
+    // Writing on a pipe it opened closes that pipe; nothing reaches the server.
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("sink", theirs).await.unwrap();
+    let (mut reader, writer) = mine.split();
+    let _ = writer.send(Bytes::from_static(b"typed")).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("the pipe stayed open");
+    assert_eq!(end, None);
+    assert_eq!(echo.sunk.load(Ordering::SeqCst), 0);
+    // The node goes on: the same peer, no longer read-only, may call.
+    a.access_policy().set_text("default allow").unwrap();
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    assert_eq!(
+        e.endpoint().call(Bytes::from_static(b"x")).await.unwrap(),
+        "x"
+    );
 }
