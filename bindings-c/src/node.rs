@@ -36,7 +36,8 @@ pub struct OscloudNodeOptions {
     /// (the keys are the fields of Rust's `NodeConfig`: keepalive,
     /// idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame,
     /// lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued,
-    /// resume_grace, max_hops). NULL (the default) keeps every default. Read only
+    /// link_budget, max_serving, resume_grace, max_hops). NULL (the
+    /// default) keeps every default. Read only
     /// during `oscloud_node_new`. An unknown key or bad value makes it fail
     /// with `OSCLOUD_ERR_INVALID`, naming the setting.
     pub config: *const c_char,

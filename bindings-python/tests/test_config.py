@@ -18,6 +18,8 @@ def test_node_settings_lists_every_key_with_its_kind() -> None:
     assert settings["resume_grace"] == "duration"
     assert settings["pipe_window"] == "bytes"
     assert settings["lossy_send_window"] == "count"
+    assert settings["link_budget"] == "bytes"
+    assert settings["max_serving"] == "count"
     assert all(help for _key, _kind, help in oscloud.node_settings())
 
 
