@@ -114,9 +114,9 @@ impl Error {
                 CoreError::NoSuchPort { .. } => OSCLOUD_ERR_NO_SUCH_PORT,
                 CoreError::PipeClosed => OSCLOUD_ERR_PIPE_CLOSED,
                 CoreError::Decode(_) => OSCLOUD_ERR_DECODE,
-                CoreError::BadSetting { .. } | CoreError::FrameTooLarge { .. } => {
-                    OSCLOUD_ERR_INVALID
-                }
+                CoreError::BadSetting { .. }
+                | CoreError::WireConfig(_)
+                | CoreError::FrameTooLarge { .. } => OSCLOUD_ERR_INVALID,
                 _ => OSCLOUD_ERR_OTHER,
             },
         }
@@ -226,7 +226,9 @@ pub extern "C" fn oscloud_strerror(code: c_int) -> *const c_char {
         OSCLOUD_ERR_PIPE_CLOSED => c"pipe closed",
         OSCLOUD_ERR_DECODE => c"cannot decode payload",
         OSCLOUD_ERR_PANIC => c"panic caught in liboscloud",
-        OSCLOUD_ERR_BUSY => c"busy: the server's mailbox is full or its node is at the link's limit; retry later",
+        OSCLOUD_ERR_BUSY => {
+            c"busy: the server's mailbox is full or its node is at the link's limit; retry later"
+        }
         _ => c"other error",
     };
     s.as_ptr()

@@ -29,6 +29,7 @@ async def test_bad_settings_are_refused_with_the_key() -> None:
         ({"idle_timeout": "soon"}, "not a duration"),
         ({"keepalive": 0}, "above zero"),
         ({"pipe_window": "lots"}, "not a size"),
+        ({"keepalive": 3, "idle_timeout": 3}, "not shorter than idle_timeout"),
     ]
     for config, expected in cases:
         with pytest.raises(oscloud.UsageError) as info:
