@@ -623,8 +623,7 @@ impl Node {
             let running = self.run_link_as(
                 id,
                 current,
-                Some(addr.clone()),
-                Some(tx),
+                Some((addr.clone(), tx)),
                 reconnects,
                 resumption,
                 link_limits::limits(config),
@@ -771,7 +770,7 @@ impl Node {
             None,
         );
         let ended = self
-            .run_link_as(id, link, None, None, 0, resumption, limits)
+            .run_link_as(id, link, None, 0, resumption, limits)
             .await;
         self.lock_links().remove(&id);
         ended
@@ -781,12 +780,13 @@ impl Node {
         &self,
         id: u64,
         link: Link,
-        dialed: Option<Address>,
-        connected: Option<oneshot::Sender<NodeId>>,
+        dial: Option<(Address, oneshot::Sender<NodeId>)>,
         reconnects: u64,
         resumption: Resumption,
         limits: driver::Limits,
     ) -> driver::Ended {
+        // A dialled link: its address, and who waits for its handshake.
+        let (dialed, connected) = dial.map_or((None, None), |(a, c)| (Some(a), Some(c)));
         let kernel = self.inner.kernel.clone();
         let framing = framing_of(link.info.kind);
         let shared = Arc::new(LinkShared::new(
