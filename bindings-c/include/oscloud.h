@@ -291,8 +291,9 @@ typedef struct {
   // lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued,
   // link_budget, max_serving, resume_grace, max_hops). NULL (the
   // default) keeps every default. Read only
-  // during `oscloud_node_new`. An unknown key or bad value makes it fail
-  // with `OSCLOUD_ERR_INVALID`, naming the setting.
+  // during `oscloud_node_new`. An unknown key, a bad value, or a
+  // keepalive not shorter than the idle timeout makes it fail with
+  // `OSCLOUD_ERR_INVALID`, naming the setting.
   const char *config;
 } oscloud_node_options_t;
 
