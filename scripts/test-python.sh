@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python bindings (bindings-python, package `oscloud`): builds the
 # extension into a virtualenv it creates, runs the pytest suite (against
-# Python and Rust nodes), checks the stubs (mypy.stubtest) and the example
+# Python and Rust nodes) and the flood tests with Python servers
+# (tests/tests/flood.rs), checks the stubs (mypy.stubtest) and the example
 # (mypy --strict), then builds the release wheel, installs it into a fresh
 # virtualenv and runs the example there as a smoke test, and a one-round
 # smoke run of the Python bench against zenoh-python
@@ -39,6 +40,10 @@ step "python: pytest"
   cd bindings-python
   OSCLOUD_TESTNODE="$root/target/debug/oscloud-testnode" "$root/$venv/bin/python" -m pytest -q -p no:cacheprovider tests
 )
+
+step "python: Python servers flooded by a peer in another process (tests/tests/flood.rs)"
+OSCLOUD_FLOOD_PYTHON="$root/$venv/bin/python" \
+  cargo test --locked -p oscloud-tests --test flood python_server -- --test-threads 1 --nocapture
 
 step "python: stubs match the native module (mypy.stubtest), package and example type-check (mypy --strict)"
 "$venv/bin/python" -m mypy.stubtest --ignore-disjoint-bases oscloud._native

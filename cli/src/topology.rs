@@ -28,27 +28,6 @@ pub const SCHEMES: &[&str] = &["tcp", "ws", "wss", "unix", "serial", "mem"];
 /// before the port is opened.
 pub const SERIAL_PEER: &str = "peer";
 
-/// `a` without its `key` parameter.
-fn without_param(a: &Address, key: &str) -> Address {
-    if a.param(key).is_none() {
-        return a.clone();
-    }
-    let text = a.to_string();
-    let Some((base, query)) = text.split_once('?') else {
-        return a.clone();
-    };
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|kv| kv.split('=').next() != Some(key))
-        .collect();
-    let text = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    text.parse().unwrap_or_else(|_| a.clone())
-}
-
 /// Whether dialling `connect` reaches a node listening on `listen`: the
 /// same address, or (TCP, WebSocket) the same scheme, port and path when
 /// the listener binds every interface (`0.0.0.0`, `[::]`); for WebSocket
@@ -374,7 +353,7 @@ fn address(
     match s.get_ref().parse::<Address>() {
         Ok(a) if a.scheme() == oscloud_transport_serial::SCHEME => {
             let peer = a.param(SERIAL_PEER).map(str::to_owned);
-            let a = without_param(&a, SERIAL_PEER);
+            let a = a.without_param(SERIAL_PEER);
             match oscloud_transport_serial::SerialSettings::from_address(&a) {
                 Ok(_) => Some((a, peer)),
                 Err(e) => {
@@ -522,6 +501,7 @@ impl Topology {
             let listen = addresses(&n.listen, true);
             let connect = addresses(&n.connect, false);
             let mut config = NodeConfig::default();
+            let problems_before = check.problems.len();
             for (key, value) in &n.config {
                 // Numbers stand for themselves (seconds for a duration).
                 let text = match value.get_ref() {
@@ -543,6 +523,16 @@ impl Topology {
                 if let Err(e) = config.set(key.get_ref(), &text) {
                     check.err(value.span(), e.to_string());
                 }
+            }
+            // Settings valid alone may not be together (a keepalive not
+            // shorter than the idle timeout): point at the timers if set.
+            if let (true, Err(e)) = (check.problems.len() == problems_before, config.validate()) {
+                let span = n
+                    .config
+                    .iter()
+                    .find(|(k, _)| ["keepalive", "idle_timeout"].contains(&k.get_ref().as_str()))
+                    .map_or(name.span(), |(_, v)| v.span());
+                check.err(span, e.to_string());
             }
             nodes.push(NodeDef {
                 name: name.get_ref().clone(),

@@ -173,6 +173,7 @@ config = { idle_timeout = "soon", speed = 3, keepalive = true }
     assert_eq!(
         stderr.lines().collect::<Vec<_>>(),
         [
+            r#"settings.toml:2:49: invalid node setting "keepalive": 2s is not shorter than idle_timeout (1.5s): a quiet link would be closed before its peer's next ping"#,
             r#"settings.toml:4:27: invalid node setting "idle_timeout": "soon" is not a duration (like 250ms, 1.5s, 2m)"#,
             r#"settings.toml:4:43: invalid node setting "speed": unknown setting (known: keepalive, idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame, lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued, link_budget, max_serving, resume_grace, max_hops)"#,
             r#"settings.toml:4:58: setting "keepalive" wants a number or a string like "250ms", not a boolean"#,

@@ -234,24 +234,93 @@ async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
 #[tokio::test]
 async fn calls_beyond_max_serving_are_answered_busy_at_once() {
     let mem = MemTransport::new();
+    let a = serving_two(&mem);
+    let (_r, _echo) = register(&a, "echo");
+    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
+    five_hanging_calls(&mem, &at, 2).await;
+}
+
+#[tokio::test]
+async fn a_listen_address_sets_the_limits_of_the_links_it_accepts() {
+    let mem = MemTransport::new();
+    let a = serving_two(&mem);
+    let (_r, _echo) = register(&a, "echo");
+    let own = a
+        .listen(
+            &"mem://a-own?max_serving=4&link_budget=1MiB"
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        own.to_string(),
+        "mem://a-own",
+        "the parameters are the node's"
+    );
+    let plain = a.listen(&"mem://a-plain".parse().unwrap()).await.unwrap();
+    five_hanging_calls(&mem, &own, 4).await;
+    five_hanging_calls(&mem, &plain, 2).await;
+    let err = a
+        .listen(&"mem://a-bad?max_serving=none".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidAddress { reason, .. } if reason.contains("max_serving")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_keepalive_not_shorter_than_the_idle_timeout_is_refused_at_start() {
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let at = a.listen(&"mem://ok".parse().unwrap()).await.unwrap();
     let mut t = Transports::new();
     t.add(Arc::new(mem.clone()));
-    let a = Node::with_config(
+    let bad = Node::with_config(
+        Kernel::new(),
+        t,
+        NodeConfig {
+            keepalive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(2),
+            ..config()
+        },
+    );
+    let refused = |err: Error| {
+        assert!(
+            matches!(&err, Error::BadSetting { key, reason }
+                if key == "keepalive" && reason.contains("not shorter than idle_timeout")),
+            "{err:?}"
+        );
+    };
+    refused(bad.connect(&at).await.unwrap_err());
+    refused(bad.listen(&"mem://bad".parse().unwrap()).await.unwrap_err());
+    assert!(bad.links().is_empty());
+}
+
+/// A node on `mem` that serves two calls from each link at once.
+fn serving_two(mem: &MemTransport) -> Node {
+    let mut t = Transports::new();
+    t.add(Arc::new(mem.clone()));
+    Node::with_config(
         Kernel::new(),
         t,
         NodeConfig {
             max_serving: 2,
             ..config()
         },
-    );
-    let b = node(&mem);
-    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
-    b.connect(&at).await.unwrap();
-    let (_r, _echo) = register(&a, "echo");
+    )
+}
+
+/// Five calls that are never answered, to "echo" (an [`Echo`]) from a new
+/// node linked to the node at `at`, which serves `serving` of them: the
+/// others are answered busy at once.
+async fn five_hanging_calls(mem: &MemTransport, at: &Address, serving: usize) {
+    let b = node(mem);
+    b.connect(at).await.unwrap();
     until(&b, added("echo")).await;
     let e = b.kernel().registry().lookup("echo").unwrap();
-    // Five calls that are never answered: two take both serving slots,
-    // the other three are answered busy at once.
     let calls: Vec<_> = (0..5)
         .map(|_| {
             let e = e.clone();
@@ -259,7 +328,7 @@ async fn calls_beyond_max_serving_are_answered_busy_at_once() {
         })
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while calls.iter().filter(|c| c.is_finished()).count() < 3 {
+    while calls.iter().filter(|c| c.is_finished()).count() < 5 - serving {
         assert!(tokio::time::Instant::now() < deadline, "no busy answers");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -272,13 +341,13 @@ async fn calls_beyond_max_serving_are_answered_busy_at_once() {
         match call.await.unwrap() {
             Err(Error::NodeBusy { name, reason }) => {
                 assert_eq!(name, "echo");
-                assert!(reason.contains("2 calls"), "{reason}");
+                assert!(reason.contains(&format!("{serving} calls")), "{reason}");
                 busy += 1;
             }
             other => panic!("expected busy, got {other:?}"),
         }
     }
-    assert_eq!(busy, 3);
+    assert_eq!(busy, 5 - serving);
 }
 
 #[tokio::test]
