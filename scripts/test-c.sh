@@ -133,7 +133,7 @@ done
 # C servers flooded by a peer in another process (calls never read, casts
 # to a slow server): the node stays within its link budget.
 OSCLOUD_FLOOD_C_SERVER=$(pwd)/$out/flood_server \
-  cargo test --locked --quiet -p oscloud-tests --test flood c_server -- --test-threads 1 \
+  cargo test --locked --quiet -p oscloud-tests --test flood c_server -- --ignored --test-threads 1 \
   >"$tmp/flood.log" 2>&1 || { cat "$tmp/flood.log" >&2; fail "flood tests with C servers"; }
 grep -q 'test result: ok. 2 passed' "$tmp/flood.log" || { cat "$tmp/flood.log" >&2; fail "flood tests with C servers did not run"; }
 ok "C servers flooded (calls never read, 100k casts to a slow server): node held to its link budget"

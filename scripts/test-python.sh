@@ -43,7 +43,7 @@ step "python: pytest"
 
 step "python: Python servers flooded by a peer in another process (tests/tests/flood.rs)"
 OSCLOUD_FLOOD_PYTHON="$root/$venv/bin/python" \
-  cargo test --locked -p oscloud-tests --test flood python_server -- --test-threads 1 --nocapture
+  cargo test --locked -p oscloud-tests --test flood python_server -- --ignored --test-threads 1 --nocapture
 
 step "python: stubs match the native module (mypy.stubtest), package and example type-check (mypy --strict)"
 "$venv/bin/python" -m mypy.stubtest --ignore-disjoint-bases oscloud._native
