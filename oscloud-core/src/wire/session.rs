@@ -175,6 +175,9 @@ pub struct Session {
     last_recv: Instant,
 
     // channels
+    /// Entry ids the peer announced (by Announce or Route) and has not
+    /// withdrawn.
+    peer_entries: IdSet<u64>,
     next_call: u64,
     pending_calls: IdSet<u64>,
     incoming_calls: IdSet<u64>,
@@ -290,6 +293,7 @@ impl Session {
             reorder: BTreeMap::new(),
             ack_at: None,
             last_recv: now,
+            peer_entries: IdSet::default(),
             next_call: 1,
             pending_calls: IdSet::default(),
             incoming_calls: IdSet::default(),

@@ -106,6 +106,7 @@ impl Session {
         self.in_flight.clear();
         self.reorder.clear();
         self.pipes.clear();
+        self.peer_entries.clear();
         self.pending_calls.clear();
         self.incoming_calls.clear();
         self.rto_at = None;

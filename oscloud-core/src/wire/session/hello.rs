@@ -151,4 +151,17 @@ impl Session {
         self.send_hello_ack = true;
         self.events.push_back(Event::Connected(Box::new(peer)));
     }
+
+    /// A HelloAck: it confirms our Hello if it names this session. One that
+    /// names another session (a stale one from an earlier session on a
+    /// line without connections, or a confused peer) is ignored and
+    /// counted in [`Stats::dropped`](super::Stats::dropped).
+    pub(super) fn handle_hello_ack(&mut self, session_id: u64) {
+        if session_id == self.local.session_id {
+            self.hello_confirmed = true;
+        } else {
+            tracing::debug!(session_id, "dropped a HelloAck for another session");
+            self.stats.dropped += 1;
+        }
+    }
 }

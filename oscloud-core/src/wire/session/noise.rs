@@ -9,6 +9,9 @@ use crate::wire::secure::{
     FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, HsOutcome, OpenError, Secure, Suite,
 };
 
+/// Why a side without a node key refuses a peer that encrypts.
+const NO_KEY: &str = "the peer requires encrypted links and this node has no key";
+
 impl Session {
     /// A frame starting with the secure mark, owned: decrypted in place.
     pub(super) fn handle_sealed(&mut self, frame: BytesMut) {
@@ -87,10 +90,7 @@ impl Session {
     pub(super) fn secure_start(&mut self, h: &Hello, raw: &[u8]) -> bool {
         let Some(sec) = self.secure.as_mut() else {
             if h.features & FEATURE_NOISE != 0 {
-                self.protocol_error(
-                    CloseCode::Unauthorized,
-                    "the peer requires encrypted links and this node has no key".into(),
-                );
+                self.protocol_error(CloseCode::Unauthorized, NO_KEY.into());
                 return false;
             }
             return true;
@@ -152,10 +152,9 @@ impl Session {
     pub(super) fn handle_handshake(&mut self, msg: Bytes) {
         let now = self.now;
         let Some(sec) = self.secure.as_mut() else {
-            self.protocol_error(
-                CloseCode::Protocol,
-                "handshake message on a plaintext session".into(),
-            );
+            // The peer encrypts, this side cannot: refused as the peer's
+            // Hello with the Noise bit is.
+            self.protocol_error(CloseCode::Unauthorized, NO_KEY.into());
             return;
         };
         let Some(claimed) = self.peer.as_ref().map(|p| p.node).filter(|_| sec.started()) else {

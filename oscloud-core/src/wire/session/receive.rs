@@ -78,11 +78,7 @@ impl Session {
             }
             Packet::Hello(h) => self.handle_hello(*h, frame),
             Packet::Handshake { msg } => self.handle_handshake(msg),
-            Packet::HelloAck { session_id } => {
-                if session_id == self.local.session_id {
-                    self.hello_confirmed = true;
-                }
-            }
+            Packet::HelloAck { session_id } => self.handle_hello_ack(session_id),
             Packet::Data { seq, ack, msg } => {
                 if self.peer.is_none() {
                     self.stats.dropped += 1;
@@ -133,11 +129,9 @@ impl Session {
 
     pub(super) fn deliver(&mut self, msg: Msg) {
         match msg {
-            Msg::Announce(e) => self.events.push_back(Event::PeerAnnounced(e)),
-            Msg::Route(e, r) => self.events.push_back(Event::PeerRouted(e, r)),
-            Msg::Withdraw { id, reason } => {
-                self.events.push_back(Event::PeerWithdrew { id, reason })
-            }
+            Msg::Announce(e) => self.handle_announce(e),
+            Msg::Route(e, r) => self.handle_route(e, r),
+            Msg::Withdraw { id, reason } => self.handle_withdraw(id, reason),
             Msg::Cast { to, payload } => {
                 self.stats.payload_bytes_received += payload.len() as u64;
                 self.events.push_back(Event::Cast { to, payload });

@@ -31,7 +31,9 @@ pub struct Stats {
     pub duplicates: u64,
     /// Data packets received ahead of a gap (buffered).
     pub out_of_order: u64,
-    /// Packets dropped before the handshake or beyond the receive window.
+    /// Packets dropped before the handshake, beyond the receive window or
+    /// not for this session (a HelloAck naming another session), and
+    /// Withdraws of entries the peer had not announced.
     pub dropped: u64,
     /// Frames dropped by the framing for a bad CRC.
     pub crc_failures: u64,
