@@ -19,12 +19,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::{JoinHandle, ThreadId};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use oscloud_core::{
     Capabilities, Endpoint, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
 };
+use oscloud_core::endpoint::{ServerCounters, ServerStats};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -213,6 +215,9 @@ pub(crate) struct Inbox {
     /// Jobs queued and not yet taken by the thread.
     queued: AtomicUsize,
     limit: usize,
+    /// Calls, casts, errors, latency and restarts, across incarnations
+    /// (what metrics exporters read through the registry entry).
+    counters: ServerCounters,
 }
 
 impl Inbox {
@@ -292,19 +297,34 @@ impl CEndpoint {
 #[async_trait]
 impl Endpoint for CEndpoint {
     fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
-        self.post(Job::Cast(msg))
+        let r = self.post(Job::Cast(msg));
+        match r {
+            Ok(()) => self.inbox.counters.cast(),
+            Err(_) => self.inbox.counters.error(),
+        }
+        r
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.post(Job::Call(msg, tx))?;
-        rx.await.map_err(|_| self.stopped())?
+        let r = match self.post(Job::Call(msg, tx)) {
+            Ok(()) => rx.await.map_err(|_| self.stopped()).and_then(|r| r),
+            Err(e) => Err(e),
+        };
+        self.inbox.counters.call(started.elapsed(), r.is_ok());
+        r
     }
 
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), CoreError> {
         let (tx, rx) = oneshot::channel();
         self.post(Job::Pipe(port.to_owned(), end, tx))?;
         rx.await.map_err(|_| self.stopped())?
+    }
+
+    fn stats(&self) -> Option<ServerStats> {
+        let queued = self.inbox.queued.load(Ordering::Relaxed);
+        Some(self.inbox.counters.stats(queued as u64))
     }
 }
 
@@ -415,6 +435,7 @@ impl Life {
             Ok(reg) => {
                 *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some(reg);
                 self.incarnation += 1;
+                self.inbox.counters.started();
                 self.running = Some(endpoint);
                 Ok(())
             }
@@ -660,6 +681,7 @@ pub unsafe extern "C" fn oscloud_server_register_with(
             name: name.to_owned(),
             tx: Mutex::new(Some(tx)),
             queued: AtomicUsize::new(0),
+            counters: ServerCounters::default(),
             limit: match options.mailbox {
                 0 => OSCLOUD_DEFAULT_MAILBOX,
                 n => n,

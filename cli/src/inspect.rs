@@ -316,14 +316,23 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let _ = writeln!(o, "LINKS");
     let _ = writeln!(
         o,
-        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5}",
-        "REMOTE", "PEER", "FRAMES OUT", "FRAMES IN", "BYTES OUT", "BYTES IN", "RATE IN", "DOWN"
+        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5} {:>7} {:>9}",
+        "REMOTE",
+        "PEER",
+        "FRAMES OUT",
+        "FRAMES IN",
+        "BYTES OUT",
+        "BYTES IN",
+        "RATE IN",
+        "DOWN",
+        "RETX",
+        "SRTT"
     );
     for l in &st.links {
         let before = prev.and_then(|p| p.links.iter().find(|x| x.remote == l.remote));
         let _ = writeln!(
             o,
-            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5}",
+            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5} {:>7} {:>9}",
             l.remote,
             if l.connected {
                 l.peer.as_str()
@@ -335,14 +344,20 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
             l.bytes_sent,
             l.bytes_received,
             rate(l.bytes_received, before.map(|b| b.bytes_received), dt).replace("/s", "B/s"),
-            l.reconnects
+            l.reconnects,
+            l.retransmissions,
+            if l.srtt_us == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}ms", l.srtt_us as f64 / 1000.0)
+            }
         );
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "SERVERS (messages: pipe frames through their ports)");
     let _ = writeln!(
         o,
-        "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5}",
+        "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5} {:>8} {:>7} {:>6} {:>5} {:>8}",
         "NAME",
         "KIND",
         "STATUS",
@@ -354,14 +369,19 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
         "IN B/s",
         "OUT B/s",
         "REWIRED",
-        "DROPS"
+        "DROPS",
+        "CALLS",
+        "CASTS",
+        "ERRORS",
+        "MBOX",
+        "CALL AVG"
     );
     for s in &st.servers {
         let now = server_totals(&st.ends, &s.name);
         let before = prev.map(|p| server_totals(&p.ends, &s.name));
         let _ = writeln!(
             o,
-            "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5}",
+            "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5} {:>8} {:>7} {:>6} {:>5} {:>8}",
             s.name,
             s.kind,
             if s.running { "running" } else { "stopped" },
@@ -373,7 +393,16 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
             rate(now.bytes_in, before.map(|b| b.bytes_in), dt),
             rate(now.bytes_out, before.map(|b| b.bytes_out), dt),
             now.rewires,
-            now.dropped
+            now.dropped,
+            s.calls,
+            s.casts,
+            s.errors,
+            s.mailbox,
+            if s.calls == 0 {
+                "-".to_owned()
+            } else {
+                format!("{}us", s.mean_call_us)
+            }
         );
     }
     let _ = writeln!(o);

@@ -87,6 +87,12 @@ enum Cmd {
         /// The PEM private key of --console-tls-cert.
         #[arg(long, value_name = "FILE", requires = "console_tls_cert")]
         console_tls_key: Option<PathBuf>,
+        /// Serve OpenMetrics (Prometheus) at http://ADDR/metrics: links,
+        /// servers, pipes and registry of the nodes in this process,
+        /// labelled by node name (see docs/METRICS.md). Not with
+        /// --processes: give each `--node` run its own address.
+        #[arg(long, value_name = "ADDR", conflicts_with = "processes")]
+        metrics: Option<std::net::SocketAddr>,
         /// Internal (--processes): also listen on this ws:// address, for
         /// the console.
         #[arg(long, hide = true, value_name = "ADDR")]
@@ -223,6 +229,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             console_ws,
             console_tls_cert,
             console_tls_key,
+            metrics,
         } => {
             let topo = Arc::new(Topology::load(&file)?);
             let console = match console {
@@ -312,7 +319,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             // others are done: it runs until stopped.
             // With a console the run goes on until stopped, to be looked at.
             let standalone = node.is_some() && topo.nodes.len() > 1 || console.is_some();
-            let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), stop).await?;
+            let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), metrics, stop).await?;
             match outcome {
                 Outcome::Finished => tracing::info!("topology finished"),
                 Outcome::Stopped => tracing::info!("stopped"),

@@ -240,6 +240,22 @@ pub struct ServerStatus {
     pub running: bool,
     /// How many times it was restarted.
     pub restarts: u64,
+    /// Calls, casts, errors and mailbox depth, as its registry endpoint
+    /// counts them (the numbers `--metrics` exports).
+    #[serde(default)]
+    pub calls: u64,
+    /// Casts taken.
+    #[serde(default)]
+    pub casts: u64,
+    /// Calls answered with an error and casts that failed.
+    #[serde(default)]
+    pub errors: u64,
+    /// Messages waiting in its mailbox.
+    #[serde(default)]
+    pub mailbox: u64,
+    /// Mean call latency in microseconds (0 before the first call).
+    #[serde(default)]
+    pub mean_call_us: u64,
 }
 
 /// One link of a node.
@@ -265,6 +281,13 @@ pub struct LinkInfo {
     pub bytes_received: u64,
     /// Frames dropped by the wire layer.
     pub dropped: u64,
+    /// Data packets sent again.
+    #[serde(default)]
+    pub retransmissions: u64,
+    /// Smoothed round-trip time in microseconds (lossy links; 0 on
+    /// reliable streams).
+    #[serde(default)]
+    pub srtt_us: u64,
 }
 
 /// One pipe of the topology.
@@ -340,7 +363,7 @@ struct WiredPipe {
 }
 
 /// What a node shares with its control server.
-struct Shared {
+pub(crate) struct Shared {
     topo: Arc<Topology>,
     name: String,
     node: Node,
@@ -355,49 +378,10 @@ impl Shared {
         self.wired.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    async fn status(&self, kernel: &Kernel) -> NodeStatus {
-        let stats = ServerRef::new(kernel, &supervisor_name(&self.name))
-            .typed::<oscloud_actors::SupervisorRequest, oscloud_actors::SupervisorStats>()
-            .call(
-                &oscloud_actors::SupervisorRequest::Stats,
-                Duration::from_secs(2),
-            )
-            .await
-            .unwrap_or_default();
-        let servers = self
-            .topo
-            .servers
-            .iter()
-            .filter(|s| s.node == self.name)
-            .map(|s| {
-                let c = stats.children.iter().find(|c| c.id == s.name);
-                ServerStatus {
-                    name: s.name.clone(),
-                    kind: s.kind.name.to_owned(),
-                    running: c.is_some_and(|c| c.running),
-                    restarts: c.map_or(0, |c| c.restarts),
-                }
-            })
-            .collect();
-        let links = self
-            .node
-            .links()
-            .into_iter()
-            .map(|l| LinkInfo {
-                local: l.local,
-                remote: l.remote,
-                peer: l.peer.map(|p| p.short()).unwrap_or_default(),
-                connected: l.connected,
-                reconnects: l.reconnects,
-                frames_sent: l.stats.frames_sent,
-                frames_received: l.stats.frames_received,
-                bytes_sent: l.stats.bytes_sent,
-                bytes_received: l.stats.bytes_received,
-                dropped: l.stats.dropped,
-            })
-            .collect();
-        let wired = self.wired();
-        let pipes = self
+    /// Every pipe of the topology, with the counters of those wired here
+    /// (`wired`).
+    fn pipes(&self, wired: &[Arc<WiredPipe>]) -> Vec<PipeStatus> {
+        self
             .topo
             .pipes
             .iter()
@@ -420,7 +404,80 @@ impl Shared {
                 }
                 st
             })
+            .collect()
+    }
+
+    /// The pipes wired on this node, with their counters.
+    pub(crate) fn wired_pipes(&self) -> Vec<PipeStatus> {
+        let mut pipes = self.pipes(&self.wired());
+        pipes.retain(|p| p.wired_on == self.name);
+        pipes
+    }
+
+    async fn status(&self, kernel: &Kernel) -> NodeStatus {
+        let stats = ServerRef::new(kernel, &supervisor_name(&self.name))
+            .typed::<oscloud_actors::SupervisorRequest, oscloud_actors::SupervisorStats>()
+            .call(
+                &oscloud_actors::SupervisorRequest::Stats,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap_or_default();
+        let servers = self
+            .topo
+            .servers
+            .iter()
+            .filter(|s| s.node == self.name)
+            .map(|s| {
+                let c = stats.children.iter().find(|c| c.id == s.name);
+                let counted = kernel
+                    .registry()
+                    .lookup_all(&s.name)
+                    .iter()
+                    .filter(|e| e.node() == kernel.node())
+                    .find_map(|e| e.endpoint().stats())
+                    .unwrap_or_default();
+                ServerStatus {
+                    name: s.name.clone(),
+                    kind: s.kind.name.to_owned(),
+                    running: c.is_some_and(|c| c.running),
+                    restarts: c.map_or(0, |c| c.restarts),
+                    calls: counted.calls,
+                    casts: counted.casts,
+                    errors: counted.errors,
+                    mailbox: counted.mailbox,
+                    mean_call_us: u64::try_from(
+                        counted
+                            .latency_sum
+                            .as_micros()
+                            .checked_div(u128::from(counted.calls))
+                            .unwrap_or(0),
+                    )
+                    .unwrap_or(u64::MAX),
+                }
+            })
             .collect();
+        let links = self
+            .node
+            .links()
+            .into_iter()
+            .map(|l| LinkInfo {
+                local: l.local,
+                remote: l.remote,
+                peer: l.peer.map(|p| p.short()).unwrap_or_default(),
+                connected: l.connected,
+                reconnects: l.reconnects,
+                frames_sent: l.stats.frames_sent,
+                frames_received: l.stats.frames_received,
+                bytes_sent: l.stats.bytes_sent,
+                bytes_received: l.stats.bytes_received,
+                dropped: l.stats.dropped,
+                retransmissions: l.stats.retransmissions,
+                srtt_us: l.stats.srtt_us,
+            })
+            .collect();
+        let wired = self.wired();
+        let pipes = self.pipes(&wired);
         let mut ends = Vec::new();
         for w in &wired {
             let tap_dropped = w
@@ -567,6 +624,7 @@ pub struct RunningNode {
     /// The node's name.
     pub name: String,
     node: Node,
+    shared: Arc<Shared>,
     tree: SupervisorHandle,
     control: ServerHandle,
     pipes: Vec<tokio::task::JoinHandle<Result<(), Error>>>,
@@ -710,6 +768,7 @@ impl NodeRun {
         Ok(RunningNode {
             name: self.name,
             node,
+            shared,
             tree,
             control,
             pipes,
@@ -1068,6 +1127,11 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
 }
 
 impl RunningNode {
+    /// The node, and what its control server reads (for `--metrics`).
+    pub(crate) fn observed(&self) -> (&Node, Arc<Shared>) {
+        (&self.node, self.shared.clone())
+    }
+
     /// Whether the node's part of the topology is done: every pipe it
     /// wires has ended and every sink it runs that is fed by a pipe has
     /// stopped. A node with neither is never done by itself.
@@ -1156,6 +1220,7 @@ pub async fn run_nodes(
     runs: Vec<NodeRun>,
     keep_running: bool,
     done_file: Option<&Path>,
+    metrics: Option<std::net::SocketAddr>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Outcome, Error> {
     // Every pipe is wired by one node, so the topology can finish, here
@@ -1174,6 +1239,18 @@ pub async fn run_nodes(
             }
         }
     }
+    let _metrics = match metrics {
+        Some(at) => match crate::metrics::serve(at, &nodes).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                for n in nodes.into_iter().rev() {
+                    n.stop().await;
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut reported = false;
     let outcome = loop {
         let mut failure = None;
