@@ -234,12 +234,12 @@ impl NodeCollector {
         let local = entries.iter().filter(|e| e.node() == me).count();
         let mut m = enc.encode_descriptor(
             "registry_entries",
-            "Entries in the registry: this node's servers (node=\"local\") and those it sees on other nodes (node=\"remote\").",
+            "Entries in the registry: this node's servers (scope=\"local\") and those it sees on other nodes (scope=\"remote\").",
             None,
             MetricType::Gauge,
         )?;
         for (which, n) in [("local", local), ("remote", entries.len() - local)] {
-            let labels = [("node", which)];
+            let labels = [("scope", which)];
             m.encode_family(&labels)?.encode_gauge(&(n as i64))?;
         }
         let servers: BTreeMap<String, ServerSum> = capped(

@@ -34,7 +34,7 @@
 //! // Your own metrics may go in the same registry.
 //! let registry = oscloud_metrics::registry(&node);
 //! let text = oscloud_metrics::encode(&registry)?;
-//! assert!(text.contains("oscloud_registry_entries{node=\"local\"} 0"));
+//! assert!(text.contains("oscloud_registry_entries{scope=\"local\"} 0"));
 //! assert!(text.ends_with("# EOF\n"));
 //!
 //! // Or serve it: GET http://127.0.0.1:PORT/metrics
