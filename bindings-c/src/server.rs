@@ -23,10 +23,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use oscloud_core::endpoint::{ServerCounters, ServerStats};
 use oscloud_core::{
     Capabilities, Endpoint, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
 };
-use oscloud_core::endpoint::{ServerCounters, ServerStats};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tracing::warn;

@@ -319,7 +319,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             // others are done: it runs until stopped.
             // With a console the run goes on until stopped, to be looked at.
             let standalone = node.is_some() && topo.nodes.len() > 1 || console.is_some();
-            let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), metrics, stop).await?;
+            let outcome =
+                runtime::run_nodes(runs, standalone, done_file.as_deref(), metrics, stop).await?;
             match outcome {
                 Outcome::Finished => tracing::info!("topology finished"),
                 Outcome::Stopped => tracing::info!("stopped"),

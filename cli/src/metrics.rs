@@ -20,8 +20,9 @@ use crate::runtime::{RunningNode, Shared};
 
 /// Serve the metrics of `nodes` on `at` until the server is dropped.
 pub(crate) async fn serve(at: SocketAddr, nodes: &[RunningNode]) -> Result<MetricsServer, Error> {
-    let mut registry =
-        oscloud_metrics::prometheus_client::registry::Registry::with_prefix(oscloud_metrics::PREFIX);
+    let mut registry = oscloud_metrics::prometheus_client::registry::Registry::with_prefix(
+        oscloud_metrics::PREFIX,
+    );
     for n in nodes {
         let (node, shared) = n.observed();
         let sub = registry.sub_registry_with_label(("node".into(), n.name.clone().into()));

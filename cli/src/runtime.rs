@@ -381,8 +381,7 @@ impl Shared {
     /// Every pipe of the topology, with the counters of those wired here
     /// (`wired`).
     fn pipes(&self, wired: &[Arc<WiredPipe>]) -> Vec<PipeStatus> {
-        self
-            .topo
+        self.topo
             .pipes
             .iter()
             .map(|p| {

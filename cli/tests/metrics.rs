@@ -95,7 +95,9 @@ fn parse_openmetrics(text: &str) -> Vec<Sample> {
         let (name_labels, value) = line.rsplit_once(' ').unwrap();
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
         };
         let (name, labels) = match name_labels.split_once('{') {
             Some((n, l)) => (n, l.strip_suffix('}').expect("labels end with }")),
@@ -114,7 +116,9 @@ fn parse_openmetrics(text: &str) -> Vec<Sample> {
                 assert!(map.insert(k.to_owned(), v.to_owned()).is_none(), "{line}");
             }
         }
-        let (fam, kind) = family.as_ref().unwrap_or_else(|| panic!("{line}: no # TYPE"));
+        let (fam, kind) = family
+            .as_ref()
+            .unwrap_or_else(|| panic!("{line}: no # TYPE"));
         let suffixes: &[&str] = match kind.as_str() {
             "counter" => &["_total", "_created"],
             "histogram" => &["_bucket", "_sum", "_count", "_created"],
@@ -166,7 +170,9 @@ fn metrics_endpoint_counts_what_another_process_sent() {
         .unwrap();
     let pid = child.id();
     let stop = scopeguard(move || signal(pid, Signal::SIGTERM));
-    wait_until(LIMIT, "the metrics endpoint answers", || curl(&url).is_some());
+    wait_until(LIMIT, "the metrics endpoint answers", || {
+        curl(&url).is_some()
+    });
 
     // This process is a node too: it links to the hub and calls its
     // logger, which answers any string with its counters.
@@ -195,9 +201,7 @@ fn metrics_endpoint_counts_what_another_process_sent() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         for _ in 0..CALLS {
-            log.call(&request, Duration::from_secs(5))
-                .await
-                .unwrap();
+            log.call(&request, Duration::from_secs(5)).await.unwrap();
         }
     });
     let me = kernel.node().short();
@@ -215,7 +219,11 @@ fn metrics_endpoint_counts_what_another_process_sent() {
         "{text}"
     );
     assert_eq!(
-        value(&samples, "oscloud_server_call_duration_seconds_count", &[hub, server]),
+        value(
+            &samples,
+            "oscloud_server_call_duration_seconds_count",
+            &[hub, server]
+        ),
         CALLS as f64
     );
     assert_eq!(
@@ -226,29 +234,70 @@ fn metrics_endpoint_counts_what_another_process_sent() {
         ),
         CALLS as f64
     );
-    assert!(value(&samples, "oscloud_server_call_duration_seconds_sum", &[hub, server]) > 0.0);
-    assert_eq!(value(&samples, "oscloud_server_errors_total", &[hub, server]), 0.0);
-    assert_eq!(value(&samples, "oscloud_server_mailbox_messages", &[hub, server]), 0.0);
+    assert!(
+        value(
+            &samples,
+            "oscloud_server_call_duration_seconds_sum",
+            &[hub, server]
+        ) > 0.0
+    );
+    assert_eq!(
+        value(&samples, "oscloud_server_errors_total", &[hub, server]),
+        0.0
+    );
+    assert_eq!(
+        value(&samples, "oscloud_server_mailbox_messages", &[hub, server]),
+        0.0
+    );
     // The link to this process, labelled with its node id: at least the
     // payload it sent, and (it sends nothing unasked) what it counted.
     let peer = ("peer", me.as_str());
     let payload = (CALLS as usize * PAYLOAD) as f64;
-    let got = value(&samples, "oscloud_link_payload_bytes_received_total", &[hub, peer]);
+    let got = value(
+        &samples,
+        "oscloud_link_payload_bytes_received_total",
+        &[hub, peer],
+    );
     assert!(got >= payload, "{got} < {payload}");
     let got = value(&samples, "oscloud_link_bytes_received_total", &[hub, peer]);
-    assert!(got >= payload && got >= sent.bytes_sent as f64 * 0.9, "{got}");
+    assert!(
+        got >= payload && got >= sent.bytes_sent as f64 * 0.9,
+        "{got}"
+    );
     assert!(value(&samples, "oscloud_link_frames_received_total", &[hub, peer]) >= CALLS as f64);
     assert_eq!(value(&samples, "oscloud_link_up", &[hub, peer]), 1.0);
-    assert!(value(&samples, "oscloud_registry_entries", &[hub, ("scope", "local")]) >= 4.0);
+    assert!(
+        value(
+            &samples,
+            "oscloud_registry_entries",
+            &[hub, ("scope", "local")]
+        ) >= 4.0
+    );
     // The pipe wired on the hub moves frames.
-    assert!(value(&samples, "oscloud_pipe_frames_total", &[hub, ("pipe", "readings")]) > 0.0);
-    assert_eq!(value(&samples, "oscloud_server_restarts_total", &[hub, server]), 0.0);
+    assert!(
+        value(
+            &samples,
+            "oscloud_pipe_frames_total",
+            &[hub, ("pipe", "readings")]
+        ) > 0.0
+    );
+    assert_eq!(
+        value(&samples, "oscloud_server_restarts_total", &[hub, server]),
+        0.0
+    );
     // The logger takes its input by pipe, not by cast.
-    assert_eq!(value(&samples, "oscloud_server_casts_total", &[hub, server]), 0.0);
+    assert_eq!(
+        value(&samples, "oscloud_server_casts_total", &[hub, server]),
+        0.0
+    );
 
     // `top` reads the same counters.
     let top = oscloud()
-        .args(["top", &format!("unix://{}", sockets.join("hub.sock").display()), "--once"])
+        .args([
+            "top",
+            &format!("unix://{}", sockets.join("hub.sock").display()),
+            "--once",
+        ])
         .output()
         .unwrap();
     let top = String::from_utf8(top.stdout).unwrap();

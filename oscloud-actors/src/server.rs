@@ -356,9 +356,7 @@ impl Endpoint for LocalEndpoint {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         self.shared.mailbox.put();
-        let posted = self
-            .actor
-            .cast(ServerMsg::Call(msg, current_caller(), tx));
+        let posted = self.actor.cast(ServerMsg::Call(msg, current_caller(), tx));
         let r = match posted {
             Ok(()) => rx.await.map_err(|_| self.shared.stopped()).and_then(|r| r),
             Err(_) => {

@@ -69,27 +69,95 @@ type LinkCounter = (&'static str, &'static str, fn(&LinkStatus) -> u64);
 
 /// The link counters, in the order they are exported.
 const LINK_COUNTERS: &[LinkCounter] = &[
-    ("bytes_sent", "Link bytes sent (framing and headers included).", |l| l.stats.bytes_sent),
-    ("bytes_received", "Link bytes received.", |l| l.stats.bytes_received),
-    ("frames_sent", "Packets framed and sent, retransmissions included.", |l| l.stats.frames_sent),
-    ("frames_received", "Intact packets received.", |l| l.stats.frames_received),
-    ("payload_bytes_sent", "Application payload bytes sent (casts, calls, replies, pipe frames).", |l| l.stats.payload_bytes_sent),
-    ("payload_bytes_received", "Application payload bytes delivered.", |l| l.stats.payload_bytes_received),
-    ("retransmissions", "Data packets sent again.", |l| l.stats.retransmissions),
-    ("fast_retransmits", "Data packets sent again at once on duplicate acknowledgements.", |l| l.stats.fast_retransmits),
-    ("timeouts", "Retransmission timeouts that expired with data unacknowledged.", |l| l.stats.timeouts),
-    ("duplicates", "Data packets received again (dropped).", |l| l.stats.duplicates),
-    ("out_of_order", "Data packets received ahead of a gap (buffered).", |l| l.stats.out_of_order),
-    ("dropped", "Packets dropped before the handshake or beyond the receive window.", |l| l.stats.dropped),
-    ("crc_failures", "Frames dropped for a bad CRC.", |l| l.stats.crc_failures),
-    ("framing_failures", "Frames dropped as malformed.", |l| l.stats.framing_failures),
-    ("decode_failures", "Packets that did not decode (each closes the session).", |l| l.stats.decode_failures),
-    ("auth_failures", "Encrypted frames that failed authentication.", |l| l.stats.auth_failures),
-    ("replays", "Encrypted frames rejected as replays.", |l| l.stats.replays),
-    ("detaches", "Times the link was lost and the session kept for resumption.", |l| l.stats.detaches),
-    ("resumes", "Times the session resumed on a new link.", |l| l.stats.resumes),
-    ("reconnects", "Times the link came back (dialled again or resumed).", |l| l.reconnects),
-    ("rtt_samples", "Round-trip times measured.", |l| l.stats.rtt_samples),
+    (
+        "bytes_sent",
+        "Link bytes sent (framing and headers included).",
+        |l| l.stats.bytes_sent,
+    ),
+    ("bytes_received", "Link bytes received.", |l| {
+        l.stats.bytes_received
+    }),
+    (
+        "frames_sent",
+        "Packets framed and sent, retransmissions included.",
+        |l| l.stats.frames_sent,
+    ),
+    ("frames_received", "Intact packets received.", |l| {
+        l.stats.frames_received
+    }),
+    (
+        "payload_bytes_sent",
+        "Application payload bytes sent (casts, calls, replies, pipe frames).",
+        |l| l.stats.payload_bytes_sent,
+    ),
+    (
+        "payload_bytes_received",
+        "Application payload bytes delivered.",
+        |l| l.stats.payload_bytes_received,
+    ),
+    ("retransmissions", "Data packets sent again.", |l| {
+        l.stats.retransmissions
+    }),
+    (
+        "fast_retransmits",
+        "Data packets sent again at once on duplicate acknowledgements.",
+        |l| l.stats.fast_retransmits,
+    ),
+    (
+        "timeouts",
+        "Retransmission timeouts that expired with data unacknowledged.",
+        |l| l.stats.timeouts,
+    ),
+    (
+        "duplicates",
+        "Data packets received again (dropped).",
+        |l| l.stats.duplicates,
+    ),
+    (
+        "out_of_order",
+        "Data packets received ahead of a gap (buffered).",
+        |l| l.stats.out_of_order,
+    ),
+    (
+        "dropped",
+        "Packets dropped before the handshake or beyond the receive window.",
+        |l| l.stats.dropped,
+    ),
+    ("crc_failures", "Frames dropped for a bad CRC.", |l| {
+        l.stats.crc_failures
+    }),
+    ("framing_failures", "Frames dropped as malformed.", |l| {
+        l.stats.framing_failures
+    }),
+    (
+        "decode_failures",
+        "Packets that did not decode (each closes the session).",
+        |l| l.stats.decode_failures,
+    ),
+    (
+        "auth_failures",
+        "Encrypted frames that failed authentication.",
+        |l| l.stats.auth_failures,
+    ),
+    ("replays", "Encrypted frames rejected as replays.", |l| {
+        l.stats.replays
+    }),
+    (
+        "detaches",
+        "Times the link was lost and the session kept for resumption.",
+        |l| l.stats.detaches,
+    ),
+    ("resumes", "Times the session resumed on a new link.", |l| {
+        l.stats.resumes
+    }),
+    (
+        "reconnects",
+        "Times the link came back (dialled again or resumed).",
+        |l| l.reconnects,
+    ),
+    ("rtt_samples", "Round-trip times measured.", |l| {
+        l.stats.rtt_samples
+    }),
 ];
 
 /// What the links to one peer add up to.
@@ -203,7 +271,9 @@ impl NodeCollector {
                 help,
                 MetricType::Counter,
                 "peer",
-                peers.iter().map(|(k, p)| (k, p.counters.get(i).copied().unwrap_or(0))),
+                peers
+                    .iter()
+                    .map(|(k, p)| (k, p.counters.get(i).copied().unwrap_or(0))),
                 counter,
             )?;
         }
@@ -304,10 +374,22 @@ impl NodeCollector {
 type ServerCounter = (&'static str, &'static str, fn(&ServerStats) -> u64);
 
 const SERVER_COUNTERS: [ServerCounter; 4] = [
-    ("server_calls", "Calls answered (replies and errors).", |s| s.calls),
+    (
+        "server_calls",
+        "Calls answered (replies and errors).",
+        |s| s.calls,
+    ),
     ("server_casts", "Casts taken.", |s| s.casts),
-    ("server_errors", "Calls answered with an error, and casts that failed.", |s| s.errors),
-    ("server_restarts", "Times the server was restarted by its supervisor.", |s| s.restarts),
+    (
+        "server_errors",
+        "Calls answered with an error, and casts that failed.",
+        |s| s.errors,
+    ),
+    (
+        "server_restarts",
+        "Times the server was restarted by its supervisor.",
+        |s| s.restarts,
+    ),
 ];
 
 /// The servers registered under one name (group members) summed.

@@ -107,11 +107,7 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
         (false, _, _) => ("400 Bad Request", "text/plain", "bad request\n".to_owned()),
         (true, Some(b"GET"), Some(b"/metrics" | b"/")) => match encode(registry) {
             Ok(text) => ("200 OK", CONTENT_TYPE, text),
-            Err(e) => (
-                "500 Internal Server Error",
-                "text/plain",
-                format!("{e}\n"),
-            ),
+            Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
         },
         (true, Some(b"GET"), _) => ("404 Not Found", "text/plain", "try /metrics\n".to_owned()),
         _ => (
