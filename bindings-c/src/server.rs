@@ -875,3 +875,58 @@ pub unsafe extern "C" fn oscloud_reply_drop(reply: *mut *mut OscloudReply) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ptr;
+
+    use super::*;
+    use crate::client::{oscloud_call, oscloud_cast};
+    use crate::node::{oscloud_node_drop, oscloud_node_new};
+
+    unsafe extern "C" fn echo(
+        _ctx: *mut c_void,
+        data: *const u8,
+        len: usize,
+        reply: *mut OscloudReply,
+    ) {
+        let mut reply = reply;
+        unsafe { oscloud_reply_send(&mut reply, data, len) };
+    }
+
+    /// A C server's registry entry keeps the counters metrics exporters
+    /// read, as a Rust or Python server's does.
+    #[test]
+    fn a_c_server_counts_calls_and_casts_in_its_entry() {
+        let mut node = ptr::null_mut();
+        assert_eq!(
+            unsafe { oscloud_node_new(ptr::null(), &mut node) },
+            OSCLOUD_OK
+        );
+        let mut cb = oscloud_server_callbacks_default();
+        cb.on_call = Some(echo);
+        let mut server = ptr::null_mut();
+        assert_eq!(
+            unsafe { oscloud_server_register(node, c"echo".as_ptr(), &cb, &mut server) },
+            OSCLOUD_OK
+        );
+        for _ in 0..3 {
+            let rc = unsafe {
+                oscloud_call(node, c"echo".as_ptr(), b"x".as_ptr(), 1, 5000, ptr::null_mut())
+            };
+            assert_eq!(rc, OSCLOUD_OK);
+        }
+        for _ in 0..2 {
+            let rc = unsafe { oscloud_cast(node, c"echo".as_ptr(), b"y".as_ptr(), 1) };
+            assert_eq!(rc, OSCLOUD_OK);
+        }
+        // SAFETY: the node is alive until dropped below.
+        let entry = unsafe { &*node }.kernel.registry().lookup("echo").unwrap();
+        let stats = entry.endpoint().stats().unwrap();
+        assert_eq!((stats.calls, stats.casts, stats.errors), (3, 2, 0));
+        assert_eq!(stats.latency_buckets.iter().sum::<u64>(), 3);
+        assert_eq!(stats.restarts, 0);
+        unsafe { oscloud_server_drop(&mut server) };
+        unsafe { oscloud_node_drop(&mut node) };
+    }
+}

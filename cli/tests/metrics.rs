@@ -291,6 +291,34 @@ fn metrics_endpoint_counts_what_another_process_sent() {
         0.0
     );
 
+    // The reference lists every family served, and the dashboard uses
+    // only names that are served.
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let reference = std::fs::read_to_string(docs.join("METRICS.md")).unwrap();
+    let served: BTreeSet<&str> = samples.iter().map(|s| s.0.as_str()).collect();
+    for name in &served {
+        let family = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_sum"))
+            .or_else(|| name.strip_suffix("_count"))
+            .filter(|f| f.ends_with("_seconds"))
+            .unwrap_or(name);
+        assert!(
+            reference.contains(&format!("`{family}`")),
+            "{family} is not in docs/METRICS.md"
+        );
+    }
+    let dashboard = std::fs::read_to_string(docs.join("grafana-dashboard.json")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("oscloud_") {
+            assert!(
+                served.contains(word),
+                "the dashboard uses {word}, not served"
+            );
+        }
+    }
+
     // `top` reads the same counters.
     let top = oscloud()
         .args([

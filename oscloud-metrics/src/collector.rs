@@ -417,3 +417,83 @@ impl Collector for NodeCollector {
         self.encode_servers(&mut encoder)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use oscloud_core::endpoint::ServerCounters;
+    use oscloud_core::transport::Transports;
+    use oscloud_core::{Capabilities, Endpoint, Error, Kernel, PipeEnd};
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    /// A server that only counts.
+    #[derive(Debug, Default)]
+    struct Counted(ServerCounters);
+
+    #[async_trait::async_trait]
+    impl Endpoint for Counted {
+        fn cast(&self, _: bytes::Bytes) -> Result<(), Error> {
+            self.0.cast();
+            Ok(())
+        }
+        async fn call(&self, _: bytes::Bytes) -> Result<bytes::Bytes, Error> {
+            Ok(bytes::Bytes::new())
+        }
+        async fn open_pipe(&self, _: &str, _: PipeEnd) -> Result<(), Error> {
+            Ok(())
+        }
+        fn stats(&self) -> Option<ServerStats> {
+            Some(self.0.stats(0))
+        }
+    }
+
+    fn scrape(collector: NodeCollector) -> String {
+        let mut registry = Registry::with_prefix("oscloud");
+        registry.register_collector(Box::new(collector));
+        crate::encode(&registry).unwrap()
+    }
+
+    #[test]
+    fn servers_beyond_the_cap_are_summed_under_other() {
+        let kernel = Kernel::new();
+        let node = Node::new(kernel.clone(), Transports::new());
+        let mut regs = Vec::new();
+        for (name, casts) in [("a", 1), ("b", 2), ("c", 4)] {
+            let ep = Arc::new(Counted::default());
+            for _ in 0..casts {
+                ep.cast(bytes::Bytes::new()).unwrap();
+            }
+            regs.push(
+                kernel
+                    .registry()
+                    .register(name, Capabilities::new(), ep)
+                    .unwrap(),
+            );
+        }
+        let text = scrape(NodeCollector::with_caps(node.clone(), MAX_PEERS, 2));
+        assert!(
+            text.contains("oscloud_server_casts_total{server=\"a\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("oscloud_server_casts_total{server=\"b\"} 2\n"));
+        assert!(text.contains("oscloud_server_casts_total{server=\"other\"} 4\n"));
+        assert!(!text.contains("server=\"c\""));
+        assert!(text.contains("oscloud_registry_entries{scope=\"local\"} 3\n"));
+        let text = scrape(NodeCollector::with_caps(node, MAX_PEERS, 0));
+        assert!(
+            text.contains("oscloud_server_casts_total{server=\"other\"} 7\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn capped_keeps_the_first_labels_in_order() {
+        let items = [("z", 1), ("a", 2), ("m", 3), ("a", 4)].map(|(l, v)| (l.to_owned(), v));
+        let out: BTreeMap<String, u64> = capped(items, 2, |sum: &mut u64, v| *sum += v);
+        let out: Vec<(&str, u64)> = out.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(out, [("a", 6), ("m", 3), ("other", 1)]);
+    }
+}

@@ -25,12 +25,12 @@
 //! ## Example
 //!
 //! ```
-//! use oscloud_core::transport::MemTransport;
+//! use oscloud_core::transport::Transports;
 //! use oscloud_core::{Kernel, Node};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), oscloud_metrics::Error> {
-//! let node = Node::new(Kernel::new(), MemTransport::new().into());
+//! let node = Node::new(Kernel::new(), Transports::new());
 //! // Your own metrics may go in the same registry.
 //! let registry = oscloud_metrics::registry(&node);
 //! let text = oscloud_metrics::encode(&registry)?;
