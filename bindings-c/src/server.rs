@@ -912,7 +912,14 @@ mod tests {
         );
         for _ in 0..3 {
             let rc = unsafe {
-                oscloud_call(node, c"echo".as_ptr(), b"x".as_ptr(), 1, 5000, ptr::null_mut())
+                oscloud_call(
+                    node,
+                    c"echo".as_ptr(),
+                    b"x".as_ptr(),
+                    1,
+                    5000,
+                    ptr::null_mut(),
+                )
             };
             assert_eq!(rc, OSCLOUD_OK);
         }
