@@ -91,8 +91,10 @@
 // A Rust panic was caught at the boundary; the library is still usable.
 #define OSCLOUD_ERR_PANIC -13
 
-// The server's mailbox is full: the message was not queued. Retry later,
-// or slow down.
+// Busy: the message was not taken, nothing was done. Either the server's
+// mailbox is full, or the node serving the call is at the limit it sets
+// for the link the call came over (its `link_budget` of request bytes,
+// or its `max_serving` calls at once). Retry later, or slow down.
 #define OSCLOUD_ERR_BUSY -14
 
 // Any other failure; see `oscloud_last_error()`.
@@ -287,9 +289,11 @@ typedef struct {
   // (the keys are the fields of Rust's `NodeConfig`: keepalive,
   // idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame,
   // lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued,
-  // resume_grace, max_hops). NULL (the default) keeps every default. Read only
-  // during `oscloud_node_new`. An unknown key or bad value makes it fail
-  // with `OSCLOUD_ERR_INVALID`, naming the setting.
+  // link_budget, max_serving, resume_grace, max_hops). NULL (the
+  // default) keeps every default. Read only
+  // during `oscloud_node_new`. An unknown key, a bad value, or a
+  // keepalive not shorter than the idle timeout makes it fail with
+  // `OSCLOUD_ERR_INVALID`, naming the setting.
   const char *config;
 } oscloud_node_options_t;
 

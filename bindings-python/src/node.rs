@@ -201,6 +201,7 @@ impl PyNode {
         for (k, v) in &config {
             node_config.set(k, v).map_err(Error::from)?;
         }
+        node_config.validate().map_err(Error::from)?;
         let security = Security {
             key,
             allow,

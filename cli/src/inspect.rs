@@ -300,6 +300,16 @@ fn rate(now: u64, before: Option<u64>, dt: f64) -> String {
     }
 }
 
+/// A round-trip time for people: `0.42ms`, `12ms`, `-` before it is
+/// measured.
+fn rtt(us: u64) -> String {
+    match us {
+        0 => "-".to_owned(),
+        us if us < 10_000 => format!("{:.2}ms", us as f64 / 1000.0),
+        us => format!("{}ms", us / 1000),
+    }
+}
+
 /// One screen of `oscloud top`; `prev` is the status a moment ago.
 pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let dt = prev.map_or(0.0, |p| st.uptime_s - p.uptime_s);
@@ -316,7 +326,7 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let _ = writeln!(o, "LINKS");
     let _ = writeln!(
         o,
-        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5} {:>7} {:>9}",
+        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>8} {:>6} {:>6} {:>5}",
         "REMOTE",
         "PEER",
         "FRAMES OUT",
@@ -324,15 +334,16 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
         "BYTES OUT",
         "BYTES IN",
         "RATE IN",
-        "DOWN",
+        "RTT",
         "RETX",
-        "SRTT"
+        "STALLS",
+        "DOWN"
     );
     for l in &st.links {
         let before = prev.and_then(|p| p.links.iter().find(|x| x.remote == l.remote));
         let _ = writeln!(
             o,
-            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5} {:>7} {:>9}",
+            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>8} {:>6} {:>6} {:>5}",
             l.remote,
             if l.connected {
                 l.peer.as_str()
@@ -344,13 +355,10 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
             l.bytes_sent,
             l.bytes_received,
             rate(l.bytes_received, before.map(|b| b.bytes_received), dt).replace("/s", "B/s"),
-            l.reconnects,
+            rtt(l.rtt_us),
             l.retransmissions,
-            if l.srtt_us == 0 {
-                "-".to_owned()
-            } else {
-                format!("{:.1}ms", l.srtt_us as f64 / 1000.0)
-            }
+            l.credit_stalls,
+            l.reconnects
         );
     }
     let _ = writeln!(o);

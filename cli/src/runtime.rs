@@ -23,7 +23,8 @@ use oscloud_core::address::Address;
 use oscloud_core::plumbing::{Branch, Split, merge, split};
 use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::{
-    Entry, EntryId, ExitReason, Kernel, Node, PipeEnd, PipeReader, PipeWriter, RegistryEvent,
+    Entry, EntryId, ExitReason, Kernel, Node, NodeId, PipeEnd, PipeReader, PipeWriter,
+    RegistryEvent,
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
@@ -281,13 +282,17 @@ pub struct LinkInfo {
     pub bytes_received: u64,
     /// Frames dropped by the wire layer.
     pub dropped: u64,
-    /// Data packets sent again.
+    /// The link's round-trip time in microseconds, as the node's probe
+    /// measures it (`oscloud_core::LinkStatus::rtt_us`; 0 until measured).
+    #[serde(default)]
+    pub rtt_us: u64,
+    /// Data packets the session sent again (lossy links; 0 on reliable
+    /// streams, which never retransmit).
     #[serde(default)]
     pub retransmissions: u64,
-    /// Smoothed round-trip time in microseconds (lossy links; 0 on
-    /// reliable streams).
+    /// Times a pipe frame waited for the peer's credit on this link.
     #[serde(default)]
-    pub srtt_us: u64,
+    pub credit_stalls: u64,
 }
 
 /// One pipe of the topology.
@@ -471,8 +476,9 @@ impl Shared {
                 bytes_sent: l.stats.bytes_sent,
                 bytes_received: l.stats.bytes_received,
                 dropped: l.stats.dropped,
+                rtt_us: l.rtt_us,
                 retransmissions: l.stats.retransmissions,
-                srtt_us: l.stats.srtt_us,
+                credit_stalls: l.credit_stalls,
             })
             .collect();
         let wired = self.wired();
@@ -542,9 +548,20 @@ impl Shared {
     }
 }
 
+/// The port of a node's control server that streams its status: a
+/// [`NodeStatus`] (MessagePack, as a status call answers) when opened and
+/// every [`STATUS_EVERY`] after, while the pipe is read. A pipe opened on
+/// it reads only, so a read-only peer (the console with
+/// `--console-read-only`) gets live status without calling.
+pub const STATUS_PORT: &str = ".status";
+
+/// How often [`STATUS_PORT`] sends the status.
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// The control server of a node: `status` calls and taps.
 ///
 /// - A call with any request (`"status"`) gets the [`NodeStatus`].
+/// - A pipe opened on [`STATUS_PORT`] gets the status every second.
 /// - A pipe opened on port `SERVER.PORT` (an end of a pipe wired on this
 ///   node) or on a pipe's name gets a copy of the pipe's frames from now
 ///   on; a slow watcher loses frames, it never slows the pipe.
@@ -571,11 +588,29 @@ impl Server for Control {
 
     async fn handle_pipe(
         &self,
-        _ctx: &mut Context,
+        ctx: &mut Context,
         _state: &mut (),
         port: String,
         end: PipeEnd,
     ) -> Result<PipeOutcome, ServerError> {
+        if port == STATUS_PORT {
+            let (_reader, writer) = end.split();
+            let (shared, kernel) = (self.0.clone(), ctx.kernel().clone());
+            tokio::spawn(async move {
+                loop {
+                    let status = shared.status(&kernel).await;
+                    let Ok(frame) = oscloud_actors::encode(&status) else {
+                        break;
+                    };
+                    // Ends when the watcher closes the pipe.
+                    if writer.send(frame).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(STATUS_EVERY).await;
+                }
+            });
+            return Ok(PipeOutcome::Accepted);
+        }
         let wired = self.0.wired();
         let found = wired.iter().find(|w| {
             w.def.name == port
@@ -616,6 +651,9 @@ pub struct NodeRun {
     /// A loopback WebSocket address this node also listens on, for the
     /// web console (`run --console`): set on the console node only.
     pub console: Option<Address>,
+    /// The console's identity, read-only in this node's access policy
+    /// (`run --console-read-only`; console node only).
+    pub console_read_only: Option<NodeId>,
 }
 
 /// A node that is up.
@@ -650,6 +688,10 @@ impl NodeRun {
         let (listen, dial) = self.plan.nodes.get(&self.name).cloned().unwrap_or_default();
         let kernel = Kernel::new();
         let node = Node::with_config(kernel.clone(), transports(&self.mem), def.config.clone());
+        if let Some(id) = self.console_read_only {
+            node.access_policy().set_text(&format!("readonly {id}\n"))?;
+            info!(node = %self.name, "the console ({}) is read-only here", id.short());
+        }
 
         // Servers, under the node's supervisor, in file order.
         let base = topo.base_dir();

@@ -239,7 +239,7 @@ async fn raw_ping_pong(unix: bool, through_actor: bool) -> Duration {
     let (c, mut s, _d) = raw_pair(unix).await;
     let echo = tokio::spawn(async move {
         if through_actor {
-            common::serve_through_actor(&mut s).await;
+            common::serve_through_actor(&mut s, CALLS).await;
             return;
         }
         let mut m = [0u8; 64];

@@ -143,6 +143,11 @@ const LINK_COUNTERS: &[LinkCounter] = &[
         l.stats.replays
     }),
     (
+        "credit_stalls",
+        "Times a pipe frame waited for the peer's credit on this link.",
+        |l| l.credit_stalls,
+    ),
+    (
         "detaches",
         "Times the link was lost and the session kept for resumption.",
         |l| l.stats.detaches,
@@ -166,7 +171,8 @@ struct PeerLinks {
     links: u64,
     connected: u64,
     counters: Vec<u64>,
-    /// The largest SRTT and RTO of the peer's links.
+    /// The largest probe RTT, SRTT and RTO of the peer's links.
+    rtt_us: u64,
     srtt_us: u64,
     rto_us: u64,
 }
@@ -181,6 +187,7 @@ impl PeerLinks {
         for (sum, (_, _, read)) in self.counters.iter_mut().zip(LINK_COUNTERS) {
             *sum += read(l);
         }
+        self.rtt_us = self.rtt_us.max(l.rtt_us);
         self.srtt_us = self.srtt_us.max(l.stats.srtt_us);
         self.rto_us = self.rto_us.max(l.stats.rto_us);
     }
@@ -277,6 +284,15 @@ impl NodeCollector {
                 counter,
             )?;
         }
+        family(
+            enc,
+            "link_rtt_seconds",
+            "Round-trip time the node's probe measured on the link (0 until measured).",
+            MetricType::Gauge,
+            "peer",
+            peers.iter().map(|(k, p)| (k, p.rtt_us)),
+            |e, v| e.encode_gauge(&seconds_us(v)),
+        )?;
         family(
             enc,
             "link_srtt_seconds",

@@ -312,8 +312,12 @@ class Node:
         ``config``: node settings by name, e.g. ``{"resume_grace": 30,
         "idle_timeout": "1.5s", "pipe_window": "64KiB"}``; a number given for
         a duration is seconds. The names are the fields of Rust's
-        ``NodeConfig``, listed with their kinds by :func:`node_settings`; an unknown name or a bad
-        value raises :class:`UsageError` saying which.
+        ``NodeConfig``, listed with their kinds by :func:`node_settings`
+        (among them ``link_budget``, the bytes of replies and casts one
+        link's peer may make the node hold, and ``max_serving``, the calls
+        from one link served at once); an unknown name, a bad value or a
+        keepalive not shorter than the idle timeout raises
+        :class:`UsageError` saying which.
 
         Python servers of this node run on the event loop running now.
         """

@@ -165,9 +165,10 @@ pub fn row(link: &str, measure: &str, ours: &str, raw: &str, ratio: f64) {
 
 /// Run `f` where a server's code runs: in a task on a runtime worker
 /// (`OSCLOUD_BENCH_IN=main`: in `block_on` on the main thread instead).
-pub async fn on_worker<F>(f: F) -> Duration
+pub async fn on_worker<F, T>(f: F) -> T
 where
-    F: std::future::Future<Output = Duration> + Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
 {
     if std::env::var("OSCLOUD_BENCH_IN").as_deref() == Ok("main") {
         f.await
@@ -209,16 +210,16 @@ impl ractor::Actor for RawEcho {
     }
 }
 
-/// Answer `CALLS` 64-byte messages on `s`, each through a [`RawEcho`]
-/// actor call.
-pub async fn serve_through_actor<S>(s: &mut S)
+/// Answer `n` 64-byte messages on `s`, each through a [`RawEcho`] actor
+/// call.
+pub async fn serve_through_actor<S>(s: &mut S, n: u64)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (actor, handle) = ractor::Actor::spawn(None, RawEcho, ()).await.unwrap();
     let mut m = [0u8; 64];
-    for _ in 0..CALLS {
+    for _ in 0..n {
         s.read_exact(&mut m).await.unwrap();
         m = ractor::call!(actor, EchoCall, m).unwrap();
         s.write_all(&m).await.unwrap();

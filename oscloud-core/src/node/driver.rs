@@ -28,6 +28,7 @@ use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::Router;
 use super::routes::{Hop, LinkId};
+use super::rtt_probe::{PROBE_NAME, PROBE_PAYLOAD, RttProbe};
 use super::serving::Serving;
 use super::signals::{self, Doorbell, Sources};
 use super::stats::{LinkShared, Publisher};
@@ -106,6 +107,11 @@ pub(crate) struct Driver {
     signals: Doorbell,
     /// Resumption after a lost link.
     resume: Resumption,
+    /// The round-trip probe (`Node::links`' `rtt_us`).
+    probe: RttProbe,
+    /// Pipes a read-only peer opened, with their server: a frame the peer
+    /// writes on one closes it.
+    read_pipes: IdMap<PipeId, String>,
 }
 
 /// What one link's peer may make this node hold (from [`NodeConfig`]).
@@ -234,6 +240,8 @@ impl Driver {
             published: Publisher::default(),
             connected,
             resume,
+            probe: RttProbe::default(),
+            read_pipes: IdMap::default(),
         }
     }
 
@@ -329,6 +337,7 @@ impl Driver {
                     continue;
                 }
             }
+            self.probe_rtt();
             // Take the session's output (including what handling its
             // events just produced) while the link has room for it.
             let mut drained = true;
@@ -660,6 +669,25 @@ impl Driver {
         Dispatch::Continue
     }
 
+    /// Send a round-trip probe if one is due (see `rtt_probe`).
+    fn probe_rtt(&mut self) {
+        if !self.session.is_connected() {
+            return;
+        }
+        let now = Instant::now();
+        let (due, give_up) = self.probe.due(now);
+        if let Some(id) = give_up {
+            self.session.cancel_call(id);
+        }
+        if due
+            && let Ok(id) = self
+                .session
+                .call(PROBE_NAME, Bytes::from_static(PROBE_PAYLOAD))
+        {
+            self.probe.sent(id, now);
+        }
+    }
+
     /// Publish the session's counters, if bytes moved.
     fn publish_stats(&mut self) {
         let session = &self.session;
@@ -705,10 +733,43 @@ impl Driver {
         ok
     }
 
+    /// Whether the reply to call `id` answers the round-trip probe (then
+    /// the link's round trip is published).
+    fn probe_answered(&mut self, id: CallId) -> bool {
+        match self.probe.answered(id, Instant::now()) {
+            Some(rtt) => {
+                self.shared.set_rtt(rtt);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn denied(name: &str, action: Action) -> Error {
         Error::PermissionDenied {
             name: name.to_owned(),
             action: action.describe().to_owned(),
+        }
+    }
+
+    /// Why the peer may not do `action` with `name`: it is read-only here,
+    /// or the rules say no.
+    fn refusal(&self, name: &str, action: Action) -> Error {
+        if self.policy.is_read_only(&self.caller()) {
+            Self::read_only_denied(name, action.describe())
+        } else {
+            Self::denied(name, action)
+        }
+    }
+
+    /// A read-only peer may not `what` the server `name`.
+    fn read_only_denied(name: &str, what: &str) -> Error {
+        Error::PermissionDenied {
+            name: name.to_owned(),
+            action: format!(
+                "{what} (the caller is read-only on this node: it may look up, watch and \
+                 read pipes, not call, cast or write)"
+            ),
         }
     }
 
@@ -763,8 +824,17 @@ impl Driver {
                 }
                 Err(err) => debug!(link = %self.link, "cast from peer dropped: {err}"),
             },
+            // A round-trip probe: answered at once, by the node itself.
+            Event::Call { id, to, .. } if to == PROBE_NAME => self.send_reply(
+                id,
+                Err(RemoteError {
+                    kind: RemoteErrorKind::NotFound,
+                    message: "no server has the empty name (a round-trip probe)".into(),
+                }),
+            ),
             Event::Call { id, to, .. } if !self.permits(&to, Action::Call) => {
-                self.send_reply(id, Err(to_remote(&Self::denied(&to, Action::Call))))
+                let err = self.refusal(&to, Action::Call);
+                self.send_reply(id, Err(to_remote(&err)))
             }
             Event::Call { id, .. } if self.serving_full() => {
                 let busy = RemoteError {
@@ -789,12 +859,18 @@ impl Driver {
                 }
                 Err(err) => self.send_reply(id, Err(to_remote(&err))),
             },
+            Event::Reply { id, .. } if self.probe_answered(id) => {}
             Event::Reply { id, result } => {
                 if let Some((to, reply)) = self.calls.remove(&id) {
                     let _ = reply.send(result.map_err(|e| from_remote(&to, e)));
                 }
             }
             Event::PipeOpened { id, server, port } => self.on_pipe_opened(id, server, port),
+            Event::PipeData { id, .. } if self.read_pipes.contains_key(&id) => {
+                let server = self.read_pipes.get(&id).cloned().unwrap_or_default();
+                info!(link = %self.link, %server, "access denied: {} is read-only and may not write on a pipe", self.caller());
+                self.fail_pipe(id, &Self::read_only_denied(&server, "write to"));
+            }
             Event::PipeData { id, bytes } => {
                 let delivered = self.pipes.get_mut(&id).map(|b| b.deliver(bytes));
                 match delivered {
@@ -1159,6 +1235,7 @@ impl Driver {
             Err(Error::WireWouldBlock { .. }) => {
                 if let Some(b) = self.pipes.get_mut(&pipe) {
                     b.waiting = Some(frame);
+                    self.shared.credit_stalled();
                 }
                 false
             }
@@ -1182,6 +1259,7 @@ impl Driver {
     /// Forget a pipe: its reader is no longer polled, its tasks stop.
     fn remove_pipe(&mut self, pipe: PipeId) -> Option<Bridge> {
         self.outbound.remove(pipe);
+        self.read_pipes.remove(&pipe);
         self.pipes.remove(&pipe)
     }
 
@@ -1219,8 +1297,11 @@ impl Driver {
         };
         let (mine, theirs) = self.kernel.duplex();
         self.bridge(id, mine);
-        let commands = self.commands_tx.clone();
         let caller = self.caller();
+        if self.policy.is_read_only(&caller) {
+            self.read_pipes.insert(id, server);
+        }
+        let commands = self.commands_tx.clone();
         tokio::spawn(async move {
             let result = with_caller(caller, entry.endpoint().open_pipe(&port, theirs)).await;
             let _ = commands.send(Command::PipeAttached { pipe: id, result });
@@ -1275,6 +1356,7 @@ impl Driver {
             }
         }
         self.pipes.clear();
+        self.read_pipes.clear();
         self.outbound.clear();
         self.commands.close();
         self.published.force(&self.shared, self.session.stats());

@@ -60,6 +60,14 @@ impl Endpoint for Echo {
                 });
                 Ok(())
             }
+            "greet" => {
+                // Writes one frame, reads nothing.
+                tokio::spawn(async move {
+                    let (_r, w) = end.split();
+                    let _ = w.send(Bytes::from_static(b"hello")).await;
+                });
+                Ok(())
+            }
             "sink" => {
                 let sunk = self.sunk.clone();
                 tokio::spawn(async move {
@@ -123,7 +131,7 @@ pub(super) fn added(name: &str) -> impl Fn(&RegistryEvent) -> bool + '_ {
     move |ev| matches!(ev, RegistryEvent::Added(e) if e.name() == name)
 }
 
-async fn pair() -> (MemTransport, Node, Node, Address) {
+pub(super) async fn pair() -> (MemTransport, Node, Node, Address) {
     let mem = MemTransport::new();
     let a = node(&mem);
     let b = node(&mem);
@@ -226,24 +234,93 @@ async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
 #[tokio::test]
 async fn calls_beyond_max_serving_are_answered_busy_at_once() {
     let mem = MemTransport::new();
+    let a = serving_two(&mem);
+    let (_r, _echo) = register(&a, "echo");
+    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
+    five_hanging_calls(&mem, &at, 2).await;
+}
+
+#[tokio::test]
+async fn a_listen_address_sets_the_limits_of_the_links_it_accepts() {
+    let mem = MemTransport::new();
+    let a = serving_two(&mem);
+    let (_r, _echo) = register(&a, "echo");
+    let own = a
+        .listen(
+            &"mem://a-own?max_serving=4&link_budget=1MiB"
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        own.to_string(),
+        "mem://a-own",
+        "the parameters are the node's"
+    );
+    let plain = a.listen(&"mem://a-plain".parse().unwrap()).await.unwrap();
+    five_hanging_calls(&mem, &own, 4).await;
+    five_hanging_calls(&mem, &plain, 2).await;
+    let err = a
+        .listen(&"mem://a-bad?max_serving=none".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidAddress { reason, .. } if reason.contains("max_serving")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_keepalive_not_shorter_than_the_idle_timeout_is_refused_at_start() {
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let at = a.listen(&"mem://ok".parse().unwrap()).await.unwrap();
     let mut t = Transports::new();
     t.add(Arc::new(mem.clone()));
-    let a = Node::with_config(
+    let bad = Node::with_config(
+        Kernel::new(),
+        t,
+        NodeConfig {
+            keepalive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(2),
+            ..config()
+        },
+    );
+    let refused = |err: Error| {
+        assert!(
+            matches!(&err, Error::BadSetting { key, reason }
+                if key == "keepalive" && reason.contains("not shorter than idle_timeout")),
+            "{err:?}"
+        );
+    };
+    refused(bad.connect(&at).await.unwrap_err());
+    refused(bad.listen(&"mem://bad".parse().unwrap()).await.unwrap_err());
+    assert!(bad.links().is_empty());
+}
+
+/// A node on `mem` that serves two calls from each link at once.
+fn serving_two(mem: &MemTransport) -> Node {
+    let mut t = Transports::new();
+    t.add(Arc::new(mem.clone()));
+    Node::with_config(
         Kernel::new(),
         t,
         NodeConfig {
             max_serving: 2,
             ..config()
         },
-    );
-    let b = node(&mem);
-    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
-    b.connect(&at).await.unwrap();
-    let (_r, _echo) = register(&a, "echo");
+    )
+}
+
+/// Five calls that are never answered, to "echo" (an [`Echo`]) from a new
+/// node linked to the node at `at`, which serves `serving` of them: the
+/// others are answered busy at once.
+async fn five_hanging_calls(mem: &MemTransport, at: &Address, serving: usize) {
+    let b = node(mem);
+    b.connect(at).await.unwrap();
     until(&b, added("echo")).await;
     let e = b.kernel().registry().lookup("echo").unwrap();
-    // Five calls that are never answered: two take both serving slots,
-    // the other three are answered busy at once.
     let calls: Vec<_> = (0..5)
         .map(|_| {
             let e = e.clone();
@@ -251,7 +328,7 @@ async fn calls_beyond_max_serving_are_answered_busy_at_once() {
         })
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while calls.iter().filter(|c| c.is_finished()).count() < 3 {
+    while calls.iter().filter(|c| c.is_finished()).count() < 5 - serving {
         assert!(tokio::time::Instant::now() < deadline, "no busy answers");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -264,13 +341,13 @@ async fn calls_beyond_max_serving_are_answered_busy_at_once() {
         match call.await.unwrap() {
             Err(Error::NodeBusy { name, reason }) => {
                 assert_eq!(name, "echo");
-                assert!(reason.contains("2 calls"), "{reason}");
+                assert!(reason.contains(&format!("{serving} calls")), "{reason}");
                 busy += 1;
             }
             other => panic!("expected busy, got {other:?}"),
         }
     }
-    assert_eq!(busy, 3);
+    assert_eq!(busy, 5 - serving);
 }
 
 #[tokio::test]
@@ -522,4 +599,55 @@ async fn shutting_down_a_node_reports_its_peers_servers_as_link_down() {
     .await
     .unwrap();
     assert!(matches!(reason, ExitReason::LinkDown(_)), "{reason:?}");
+}
+
+#[tokio::test]
+async fn a_read_only_peer_looks_up_and_reads_but_may_not_call_or_write() {
+    let (_mem, a, b, _) = pair().await;
+    a.access_policy()
+        .set_text(&format!("readonly {}\n", b.kernel().node()))
+        .unwrap();
+    let (_r, echo) = register(&a, "echo");
+    // Lookup (and so watch) works.
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    // A call is refused by the node, saying why.
+    let err = e
+        .endpoint()
+        .call(Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::PermissionDenied { name, action } => {
+            assert_eq!(name, "echo");
+            assert!(action.contains("read-only"), "{err}");
+        }
+        other => panic!("not a refusal: {other:?}"),
+    }
+    // A pipe to read from (a tap) works.
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("greet", theirs).await.unwrap();
+    let (mut reader, _w) = mine.split();
+    let got = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("no frame")
+        .expect("the pipe closed");
+    assert_eq!(&got[..], b"hello");
+    // Writing on a pipe it opened closes that pipe; nothing reaches the server.
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("sink", theirs).await.unwrap();
+    let (mut reader, writer) = mine.split();
+    let _ = writer.send(Bytes::from_static(b"typed")).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("the pipe stayed open");
+    assert_eq!(end, None);
+    assert_eq!(echo.sunk.load(Ordering::SeqCst), 0);
+    // The node goes on: the same peer, no longer read-only, may call.
+    a.access_policy().set_text("default allow").unwrap();
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    assert_eq!(
+        e.endpoint().call(Bytes::from_static(b"x")).await.unwrap(),
+        "x"
+    );
 }
