@@ -365,7 +365,7 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let _ = writeln!(o, "SERVERS (messages: pipe frames through their ports)");
     let _ = writeln!(
         o,
-        "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5}",
+        "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5} {:>8} {:>7} {:>6} {:>5} {:>8}",
         "NAME",
         "KIND",
         "STATUS",
@@ -377,14 +377,19 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
         "IN B/s",
         "OUT B/s",
         "REWIRED",
-        "DROPS"
+        "DROPS",
+        "CALLS",
+        "CASTS",
+        "ERRORS",
+        "MBOX",
+        "CALL AVG"
     );
     for s in &st.servers {
         let now = server_totals(&st.ends, &s.name);
         let before = prev.map(|p| server_totals(&p.ends, &s.name));
         let _ = writeln!(
             o,
-            "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5}",
+            "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5} {:>8} {:>7} {:>6} {:>5} {:>8}",
             s.name,
             s.kind,
             if s.running { "running" } else { "stopped" },
@@ -396,7 +401,16 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
             rate(now.bytes_in, before.map(|b| b.bytes_in), dt),
             rate(now.bytes_out, before.map(|b| b.bytes_out), dt),
             now.rewires,
-            now.dropped
+            now.dropped,
+            s.calls,
+            s.casts,
+            s.errors,
+            s.mailbox,
+            if s.calls == 0 {
+                "-".to_owned()
+            } else {
+                format!("{}us", s.mean_call_us)
+            }
         );
     }
     let _ = writeln!(o);

@@ -90,6 +90,12 @@ enum Cmd {
         /// The PEM private key of --console-tls-cert.
         #[arg(long, value_name = "FILE", requires = "console_tls_cert")]
         console_tls_key: Option<PathBuf>,
+        /// Serve OpenMetrics (Prometheus) at http://ADDR/metrics: links,
+        /// servers, pipes and registry of the nodes in this process,
+        /// labelled by node name (see docs/METRICS.md). Not with
+        /// --processes: give each `--node` run its own address.
+        #[arg(long, value_name = "ADDR", conflicts_with = "processes")]
+        metrics: Option<std::net::SocketAddr>,
         /// The console may only look: its identity is read-only in the
         /// console node's access policy (it sees the registry, the status
         /// and taps; calls, casts and typing into a terminal are refused,
@@ -237,6 +243,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             console_read_only_id,
             console_tls_cert,
             console_tls_key,
+            metrics,
         } => {
             let topo = Arc::new(Topology::load(&file)?);
             let console = match console {
@@ -339,7 +346,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             // others are done: it runs until stopped.
             // With a console the run goes on until stopped, to be looked at.
             let standalone = node.is_some() && topo.nodes.len() > 1 || console.is_some();
-            let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), stop).await?;
+            let outcome =
+                runtime::run_nodes(runs, standalone, done_file.as_deref(), metrics, stop).await?;
             match outcome {
                 Outcome::Finished => tracing::info!("topology finished"),
                 Outcome::Stopped => tracing::info!("stopped"),

@@ -241,6 +241,22 @@ pub struct ServerStatus {
     pub running: bool,
     /// How many times it was restarted.
     pub restarts: u64,
+    /// Calls, casts, errors and mailbox depth, as its registry endpoint
+    /// counts them (the numbers `--metrics` exports).
+    #[serde(default)]
+    pub calls: u64,
+    /// Casts taken.
+    #[serde(default)]
+    pub casts: u64,
+    /// Calls answered with an error and casts that failed.
+    #[serde(default)]
+    pub errors: u64,
+    /// Messages waiting in its mailbox.
+    #[serde(default)]
+    pub mailbox: u64,
+    /// Mean call latency in microseconds (0 before the first call).
+    #[serde(default)]
+    pub mean_call_us: u64,
 }
 
 /// One link of a node.
@@ -352,7 +368,7 @@ struct WiredPipe {
 }
 
 /// What a node shares with its control server.
-struct Shared {
+pub(crate) struct Shared {
     topo: Arc<Topology>,
     name: String,
     node: Node,
@@ -365,6 +381,41 @@ struct Shared {
 impl Shared {
     fn wired(&self) -> Vec<Arc<WiredPipe>> {
         self.wired.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every pipe of the topology, with the counters of those wired here
+    /// (`wired`).
+    fn pipes(&self, wired: &[Arc<WiredPipe>]) -> Vec<PipeStatus> {
+        self.topo
+            .pipes
+            .iter()
+            .map(|p| {
+                let mut st = PipeStatus {
+                    name: p.name.clone(),
+                    from: p.from.iter().map(End::to_string).collect(),
+                    to: p.to.iter().map(End::to_string).collect(),
+                    wired_on: self.topo.wiring_node(p).to_owned(),
+                    ..PipeStatus::default()
+                };
+                if let Some(w) = wired.iter().find(|w| w.def.name == p.name) {
+                    st.frames = w.hub.frames.load(Ordering::Relaxed);
+                    st.bytes = w.hub.bytes.load(Ordering::Relaxed);
+                    st.finished = w.hub.finished.load(Ordering::Relaxed);
+                    if let Some(s) = w.split.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        st.tap_dropped = s.dropped(w.tap_index);
+                        st.frames = st.frames.max(s.delivered(0));
+                    }
+                }
+                st
+            })
+            .collect()
+    }
+
+    /// The pipes wired on this node, with their counters.
+    pub(crate) fn wired_pipes(&self) -> Vec<PipeStatus> {
+        let mut pipes = self.pipes(&self.wired());
+        pipes.retain(|p| p.wired_on == self.name);
+        pipes
     }
 
     async fn status(&self, kernel: &Kernel) -> NodeStatus {
@@ -383,11 +434,30 @@ impl Shared {
             .filter(|s| s.node == self.name)
             .map(|s| {
                 let c = stats.children.iter().find(|c| c.id == s.name);
+                let counted = kernel
+                    .registry()
+                    .lookup_all(&s.name)
+                    .iter()
+                    .filter(|e| e.node() == kernel.node())
+                    .find_map(|e| e.endpoint().stats())
+                    .unwrap_or_default();
                 ServerStatus {
                     name: s.name.clone(),
                     kind: s.kind.name.to_owned(),
                     running: c.is_some_and(|c| c.running),
                     restarts: c.map_or(0, |c| c.restarts),
+                    calls: counted.calls,
+                    casts: counted.casts,
+                    errors: counted.errors,
+                    mailbox: counted.mailbox,
+                    mean_call_us: u64::try_from(
+                        counted
+                            .latency_sum
+                            .as_micros()
+                            .checked_div(u128::from(counted.calls))
+                            .unwrap_or(0),
+                    )
+                    .unwrap_or(u64::MAX),
                 }
             })
             .collect();
@@ -412,30 +482,7 @@ impl Shared {
             })
             .collect();
         let wired = self.wired();
-        let pipes = self
-            .topo
-            .pipes
-            .iter()
-            .map(|p| {
-                let mut st = PipeStatus {
-                    name: p.name.clone(),
-                    from: p.from.iter().map(End::to_string).collect(),
-                    to: p.to.iter().map(End::to_string).collect(),
-                    wired_on: self.topo.wiring_node(p).to_owned(),
-                    ..PipeStatus::default()
-                };
-                if let Some(w) = wired.iter().find(|w| w.def.name == p.name) {
-                    st.frames = w.hub.frames.load(Ordering::Relaxed);
-                    st.bytes = w.hub.bytes.load(Ordering::Relaxed);
-                    st.finished = w.hub.finished.load(Ordering::Relaxed);
-                    if let Some(s) = w.split.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                        st.tap_dropped = s.dropped(w.tap_index);
-                        st.frames = st.frames.max(s.delivered(0));
-                    }
-                }
-                st
-            })
-            .collect();
+        let pipes = self.pipes(&wired);
         let mut ends = Vec::new();
         for w in &wired {
             let tap_dropped = w
@@ -614,6 +661,7 @@ pub struct RunningNode {
     /// The node's name.
     pub name: String,
     node: Node,
+    shared: Arc<Shared>,
     tree: SupervisorHandle,
     control: ServerHandle,
     pipes: Vec<tokio::task::JoinHandle<Result<(), Error>>>,
@@ -761,6 +809,7 @@ impl NodeRun {
         Ok(RunningNode {
             name: self.name,
             node,
+            shared,
             tree,
             control,
             pipes,
@@ -1119,6 +1168,11 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
 }
 
 impl RunningNode {
+    /// The node, and what its control server reads (for `--metrics`).
+    pub(crate) fn observed(&self) -> (&Node, Arc<Shared>) {
+        (&self.node, self.shared.clone())
+    }
+
     /// Whether the node's part of the topology is done: every pipe it
     /// wires has ended and every sink it runs that is fed by a pipe has
     /// stopped. A node with neither is never done by itself.
@@ -1207,6 +1261,7 @@ pub async fn run_nodes(
     runs: Vec<NodeRun>,
     keep_running: bool,
     done_file: Option<&Path>,
+    metrics: Option<std::net::SocketAddr>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Outcome, Error> {
     // Every pipe is wired by one node, so the topology can finish, here
@@ -1225,6 +1280,18 @@ pub async fn run_nodes(
             }
         }
     }
+    let _metrics = match metrics {
+        Some(at) => match crate::metrics::serve(at, &nodes).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                for n in nodes.into_iter().rev() {
+                    n.stop().await;
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut reported = false;
     let outcome = loop {
         let mut failure = None;

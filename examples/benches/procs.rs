@@ -50,7 +50,9 @@
 //! `OSCLOUD_BENCH_QUICK=1` (sizes / 16, 3 rounds, default runtime only),
 //! `OSCLOUD_BENCH_IN=main` (measured loops in `block_on`),
 //! `OSCLOUD_BENCH_SETTINGS="pipe_window=1MiB, ..."` (node settings, both
-//! processes), `OSCLOUD_BENCH_CIPHER=aegis|aesgcm|chacha`.
+//! processes), `OSCLOUD_BENCH_CIPHER=aegis|aesgcm|chacha`,
+//! `OSCLOUD_BENCH_METRICS=MS` (both processes serve their metrics and
+//! scrape them every MS ms).
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -148,7 +150,7 @@ fn node(kernel: Kernel, secure: bool, me: [u8; 32], peer: [u8; 32]) -> Node {
     if let Ok(settings) = std::env::var("OSCLOUD_BENCH_SETTINGS") {
         config.apply(&settings).unwrap();
     }
-    if secure {
+    let node = if secure {
         let me = NodeKey::from_secret(me);
         let peer = NodeKey::from_secret(peer);
         let mut cfg = SecureConfig::new(me, AllowList::from_keys([peer.public()]));
@@ -160,6 +162,33 @@ fn node(kernel: Kernel, secure: bool, me: [u8; 32], peer: [u8; 32]) -> Node {
         Node::with_security(kernel, transports(), config, cfg).unwrap()
     } else {
         Node::with_config(kernel, transports(), config)
+    };
+    // OSCLOUD_BENCH_METRICS=MS: serve the node's metrics over HTTP and
+    // scrape them every MS milliseconds (both processes).
+    if let Some(ms) = std::env::var("OSCLOUD_BENCH_METRICS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::spawn(scrape_metrics(node.clone(), Duration::from_millis(ms)));
+    }
+    node
+}
+
+/// Serve `node`'s metrics on loopback and GET them every `every`.
+async fn scrape_metrics(node: Node, every: Duration) {
+    let registry = oscloud_metrics::registry(&node);
+    let server = oscloud_metrics::serve("127.0.0.1:0".parse().unwrap(), registry)
+        .await
+        .unwrap();
+    loop {
+        tokio::time::sleep(every).await;
+        let mut s = TcpStream::connect(server.local_addr()).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = Vec::new();
+        s.read_to_end(&mut text).await.unwrap();
+        assert!(text.starts_with(b"HTTP/1.1 200"));
     }
 }
 

@@ -7,6 +7,10 @@ use bytes::Bytes;
 
 use crate::{Error, PipeEnd};
 
+pub mod stats;
+
+pub use stats::{LATENCY_BUCKETS_NS, Mailbox, ServerCounters, ServerStats};
+
 /// Where messages for one registered server go.
 ///
 /// The kernel does not know what a server is: it only stores, for each
@@ -42,4 +46,13 @@ pub trait Endpoint: Send + Sync + fmt::Debug + 'static {
     /// Returns [`Error::NoSuchPort`] when the server does not accept pipes on
     /// that port.
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), Error>;
+
+    /// The server's counters (calls, casts, errors, latency, mailbox,
+    /// restarts), if the endpoint keeps them. Local servers of
+    /// `oscloud-actors` (Rust and Python) and of the C bindings do; the
+    /// endpoints of servers on other nodes return `None` (their own node
+    /// counts them). The default is `None`.
+    fn stats(&self) -> Option<ServerStats> {
+        None
+    }
 }
