@@ -11,6 +11,11 @@
 //! - pipe throughput: 64 KiB frames to the peer's sink server, timed until
 //!   a call (`until N`) says every byte arrived; raw: `write_all`, then the
 //!   peer answers one byte once it has read them all;
+//!   (`OSCLOUD_BENCH_FRAME=1024`: 1 KiB frames; raw then writes through a
+//!   64 KiB `BufWriter`);
+//! - casts (`OSCLOUD_BENCH=casts` only): 64-byte casts, timed until a call
+//!   queued behind them returns; raw: 64-byte writes through a 64 KiB
+//!   `BufWriter`;
 //! - call round trip: sequential 64-byte calls; raw: a 64-byte ping-pong,
 //!   and the same ping-pong whose far side asks a plain ractor actor for
 //!   each answer ("socket + ractor": the actor hop every server has);
@@ -43,8 +48,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    Bench, CALLS, Counters, FRAME, PIPE_BYTES, call_loop, cpu_time, median, median_n, mib_s,
-    on_worker, per_gib, ping_pong, row, runs, used, write_pipe,
+    Bench, CALLS, Counters, FRAME, MESSAGES, PIPE_BYTES, call_loop, cpu_time, frame, median,
+    median_n, mib_s, msg64, on_worker, per_gib, ping_pong, row, runs, used, write_pipe,
 };
 use oscloud_actors::{ServerRef, encode};
 use oscloud_core::identity::{AllowList, NodeKey};
@@ -127,10 +132,15 @@ async fn peer(role: &str) {
     let serve = |mut s: Box<dyn Duplex>| async move {
         let mut what = [0u8; 1];
         s.read_exact(&mut what).await.unwrap();
-        if what[0] == b'P' {
+        if what[0] == b'P' || what[0] == b'M' {
+            let total = if what[0] == b'P' {
+                PIPE_BYTES
+            } else {
+                MESSAGES as usize * 64
+            };
             let mut buf = vec![0u8; FRAME];
             let mut got = 0;
-            while got < PIPE_BYTES {
+            while got < total {
                 got += s.read(&mut buf).await.unwrap();
             }
             s.write_all(b"k").await.unwrap();
@@ -282,14 +292,43 @@ async fn raw_connect(addr: &str, what: u8) -> Box<dyn Duplex> {
     s
 }
 
-async fn raw_pipe(addr: &str) -> Duration {
-    let mut s = raw_connect(addr, b'P').await;
+/// [`MESSAGES`] 64-byte casts to the bench server, timed until a call
+/// queued behind them returns.
+async fn node_casts(l: &Linked) -> Duration {
+    let server = l.server.clone();
     on_worker(async move {
-        let frame = vec![7u8; FRAME];
+        let m = encode(&msg64()).unwrap();
         let start = Instant::now();
-        for _ in 0..PIPE_BYTES / FRAME {
+        for _ in 0..MESSAGES {
+            // A full link queue refuses a cast: try again.
+            while let Err(e) = server.cast(m.clone()) {
+                assert!(e.to_string().contains("busy"), "{e}");
+                tokio::task::yield_now().await;
+            }
+        }
+        server.call(m, Duration::from_secs(60)).await.unwrap();
+        start.elapsed()
+    })
+    .await
+}
+
+/// Raw writes: [`PIPE_BYTES`] in frames of [`frame()`] bytes (`what` =
+/// `P`), or [`MESSAGES`] 64-byte messages (`M`), through a 64 KiB
+/// `BufWriter` for frames smaller than that.
+async fn raw_pipe(addr: &str, what: u8) -> Duration {
+    let s = raw_connect(addr, what).await;
+    on_worker(async move {
+        let (size, count) = match what {
+            b'P' => (frame(), PIPE_BYTES / frame()),
+            _ => (64, MESSAGES as usize),
+        };
+        let frame = vec![7u8; size];
+        let mut s = tokio::io::BufWriter::with_capacity(if size < FRAME { FRAME } else { 0 }, s);
+        let start = Instant::now();
+        for _ in 0..count {
             s.write_all(&frame).await.unwrap();
         }
+        s.flush().await.unwrap();
         let mut ack = [0u8; 1];
         s.read_exact(&mut ack).await.unwrap();
         start.elapsed()
@@ -376,7 +415,7 @@ fn pipe_rows(link: &str, [a, b]: [Measured; 2]) {
     let rate = |d| format!("{:.0} MiB/s", mib_s(d));
     row(
         link,
-        "pipe, 64 KiB frames",
+        &format!("pipe, {} B frames", frame()),
         &rate(aw),
         &rate(bw),
         mib_s(aw) / mib_s(bw),
@@ -478,11 +517,25 @@ fn main() {
         let ours = Peer::start(format!("node {} plain", addr("node")));
         let raw = Peer::start(format!("raw {}", addr("raw")));
         let l = rt.block_on(link_node(&ours, false));
+        if only == "casts" {
+            let casts = || node_casts(&l);
+            let [a, b] = measure(&rt, (&ours, casts), (&raw, || raw_pipe(&raw.addr, b'M')));
+            let rate = |d: Duration| MESSAGES as f64 / d.as_secs_f64();
+            let show = |d| format!("{:.0}/s", rate(d));
+            row(
+                link,
+                "casts (64 B)",
+                &show(a.wall),
+                &show(b.wall),
+                rate(a.wall) / rate(b.wall),
+            );
+            continue;
+        }
         if only != "calls" {
             let pipe = || node_pipe(&l);
             pipe_rows(
                 link,
-                measure(&rt, (&ours, pipe), (&raw, || raw_pipe(&raw.addr))),
+                measure(&rt, (&ours, pipe), (&raw, || raw_pipe(&raw.addr, b'P'))),
             );
         }
         if only != "pipe" {
@@ -503,7 +556,7 @@ fn main() {
             );
         }
     }
-    if only == "pipe" || only == "calls" {
+    if only == "pipe" || only == "calls" || only == "casts" {
         return;
     }
     // Encrypted against plaintext, over TCP.
