@@ -2,6 +2,9 @@
 //! this node and on a linked node.
 
 use std::ffi::{c_char, c_int};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
@@ -39,7 +42,9 @@ pub unsafe extern "C" fn oscloud_lookup(
 }
 
 /// Send the one-way message `data[0..len]` to the server `name`. Returns
-/// once it is queued for the server (not handled).
+/// once it is queued for the server (not handled); while the link to the
+/// server's node holds as many bytes of messages as it may, blocks until
+/// it has room (see `oscloud_try_cast` to fail at once instead).
 ///
 /// # Safety
 /// `node` is a live node; `name` a NUL-terminated string; `data` valid for
@@ -59,8 +64,46 @@ pub unsafe extern "C" fn oscloud_cast(
         // SAFETY: per the contract.
         let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
         let entry = node.kernel.registry().lookup(name)?;
+        let mut sending = {
+            let _enter = node.rt.enter();
+            entry.endpoint().cast(msg)
+        };
+        // Ready at once unless the link is full: only then is there
+        // anything to block on.
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut sending).poll(&mut cx) {
+            Poll::Ready(sent) => sent?,
+            Poll::Pending => node.rt.block_on(sending)?,
+        }
+        Ok(OSCLOUD_OK)
+    })
+}
+
+/// Send the one-way message `data[0..len]` to the server `name` without
+/// waiting: when the link to the server's node is full, fails at once with
+/// `OSCLOUD_ERR_LINK` and the message is not sent (for callers that prefer
+/// dropping messages to waiting).
+///
+/// # Safety
+/// `node` is a live node; `name` a NUL-terminated string; `data` valid for
+/// `len` bytes (NULL if `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_try_cast(
+    node: *const OscloudNode,
+    name: *const c_char,
+    data: *const u8,
+    len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: per the contract.
+        let node = unsafe { node_arg(node) }?;
+        // SAFETY: per the contract.
+        let name = unsafe { str_arg(name, "name") }?;
+        // SAFETY: per the contract.
+        let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
+        let entry = node.kernel.registry().lookup(name)?;
         let _enter = node.rt.enter();
-        entry.endpoint().cast(msg)?;
+        entry.endpoint().try_cast(msg)?;
         Ok(OSCLOUD_OK)
     })
 }

@@ -291,7 +291,7 @@ impl CEndpoint {
 
 #[async_trait]
 impl Endpoint for CEndpoint {
-    fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
+    fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
         self.post(Job::Cast(msg))
     }
 

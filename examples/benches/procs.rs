@@ -300,11 +300,7 @@ async fn node_casts(l: &Linked) -> Duration {
         let m = encode(&msg64()).unwrap();
         let start = Instant::now();
         for _ in 0..MESSAGES {
-            // A full link queue refuses a cast: try again.
-            while let Err(e) = server.cast(m.clone()) {
-                assert!(e.to_string().contains("busy"), "{e}");
-                tokio::task::yield_now().await;
-            }
+            server.cast(m.clone()).await.unwrap();
         }
         server.call(m, Duration::from_secs(60)).await.unwrap();
         start.elapsed()

@@ -320,7 +320,7 @@ impl fmt::Debug for LocalEndpoint {
 
 #[async_trait]
 impl Endpoint for LocalEndpoint {
-    fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
+    fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
         self.actor
             .cast(ServerMsg::Cast(msg, current_caller()))
             .map_err(|_| self.shared.stopped())

@@ -437,7 +437,7 @@ impl Driver {
                     wake.mark(wakeups::INPUT | wakeups::WRITE);
                 }
                 Woke::Command(cmd) => {
-                    self.take_command(cmd);
+                    let mut taken = self.take_command(cmd);
                     // Take what else is queued, so that its packets leave
                     // together in one write.
                     for _ in 1..COMMAND_BATCH {
@@ -447,8 +447,10 @@ impl Driver {
                         let Ok(cmd) = self.commands.try_recv() else {
                             break;
                         };
-                        self.take_command(cmd);
+                        taken += self.take_command(cmd);
                     }
+                    // Room in the link's queue for senders, in one go.
+                    self.queue.release(taken);
                 }
                 Woke::Reply(id, len, result) => {
                     self.serving_bytes -= len;
@@ -757,7 +759,9 @@ impl Driver {
                 Ok(entry) => {
                     let caller = self.caller();
                     let payload = self.casts.hold(payload);
-                    if let Err(err) = with_caller_sync(caller, || entry.endpoint().cast(payload)) {
+                    if let Err(err) =
+                        with_caller_sync(caller, || entry.endpoint().try_cast(payload))
+                    {
                         debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
                     }
                 }
@@ -1029,11 +1033,14 @@ impl Driver {
 
     /// A command out of the channel: it no longer counts against the
     /// link's send queue (the session's own queue bounds it from here).
-    fn take_command(&mut self, cmd: Command) {
-        if let Command::Cast { msg, .. } | Command::Call { msg, .. } = &cmd {
-            self.queue.release(msg.len());
-        }
+    /// Returns what it counted there, for [`SendQueue::release`].
+    fn take_command(&mut self, cmd: Command) -> usize {
+        let taken = match &cmd {
+            Command::Cast { msg, .. } | Command::Call { msg, .. } => self.queue.taken(msg.len()),
+            _ => 0,
+        };
         self.on_command(cmd);
+        taken
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -1277,6 +1284,8 @@ impl Driver {
         self.pipes.clear();
         self.outbound.clear();
         self.commands.close();
+        // Senders waiting for room in the link's queue stop waiting.
+        self.queue.close();
         self.published.force(&self.shared, self.session.stats());
     }
 }
