@@ -456,7 +456,10 @@ impl Driver {
                     self.serving_bytes -= len;
                     self.send_reply(id, result);
                 }
-                Woke::Local(pipe, frame) => self.on_local_frame(pipe, frame),
+                Woke::Local(pipe, frame) => {
+                    self.on_local_frame(pipe, frame);
+                    self.take_local_frames();
+                }
                 Woke::Registry(ev) => self.on_local_change(ev),
                 Woke::Rung(rung) => {
                     // As if dropped mid-turn, as it was before the doorbell:
@@ -1119,6 +1122,26 @@ impl Driver {
         for id in abandoned {
             self.calls.remove(&id);
             self.session.cancel_call(id);
+        }
+    }
+
+    /// Take the frames local pipe writers have ready now (up to
+    /// [`COMMAND_BATCH`], while the peer's windows leave room), so that
+    /// their packets leave together in one write. Nothing waits for more:
+    /// a lone frame goes as it would alone.
+    fn take_local_frames(&mut self) {
+        // A waker that wakes nothing: the outbound source stays due (it
+        // just gave a frame), so the run loop polls it again with its own
+        // waker before it waits.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 1..COMMAND_BATCH {
+            if self.outbound.is_empty() || self.session.queued_pipe_bytes() > self.limits.budget {
+                break;
+            }
+            match self.outbound.poll_next(&mut cx) {
+                Poll::Ready((pipe, frame)) => self.on_local_frame(pipe, frame),
+                Poll::Pending => break,
+            }
         }
     }
 
