@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use oscloud_core::{Endpoint, Error as CoreError};
 
 use crate::bytes::{OscloudBytes, put_bytes};
 use crate::error::{OSCLOUD_OK, bytes_arg, guard, str_arg};
@@ -56,27 +57,22 @@ pub unsafe extern "C" fn oscloud_cast(
     data: *const u8,
     len: usize,
 ) -> c_int {
-    guard(|| {
-        // SAFETY: per the contract.
-        let node = unsafe { node_arg(node) }?;
-        // SAFETY: per the contract.
-        let name = unsafe { str_arg(name, "name") }?;
-        // SAFETY: per the contract.
-        let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
-        let entry = node.kernel.registry().lookup(name)?;
-        let mut sending = {
-            let _enter = node.rt.enter();
-            entry.endpoint().cast(msg)
-        };
-        // Ready at once unless the link is full: only then is there
-        // anything to block on.
-        let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut sending).poll(&mut cx) {
-            Poll::Ready(sent) => sent?,
-            Poll::Pending => node.rt.block_on(sending)?,
-        }
-        Ok(OSCLOUD_OK)
-    })
+    // SAFETY: per the contract.
+    unsafe {
+        cast_with(node, name, data, len, |node, endpoint, msg| {
+            let mut sending = {
+                let _enter = node.rt.enter();
+                endpoint.cast(msg)
+            };
+            // Ready at once unless the link is full: only then is there
+            // anything to block on.
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut sending).poll(&mut cx) {
+                Poll::Ready(sent) => sent,
+                Poll::Pending => node.rt.block_on(sending),
+            }
+        })
+    }
 }
 
 /// Send the one-way message `data[0..len]` to the server `name` without
@@ -94,6 +90,27 @@ pub unsafe extern "C" fn oscloud_try_cast(
     data: *const u8,
     len: usize,
 ) -> c_int {
+    // SAFETY: per the contract.
+    unsafe {
+        cast_with(node, name, data, len, |node, endpoint, msg| {
+            let _enter = node.rt.enter();
+            endpoint.try_cast(msg)
+        })
+    }
+}
+
+/// The arguments of `oscloud_cast` and `oscloud_try_cast`, checked, given
+/// to `send` with the server's endpoint.
+///
+/// # Safety
+/// As for `oscloud_cast`.
+unsafe fn cast_with(
+    node: *const OscloudNode,
+    name: *const c_char,
+    data: *const u8,
+    len: usize,
+    send: impl FnOnce(&OscloudNode, &dyn Endpoint, Bytes) -> Result<(), CoreError>,
+) -> c_int {
     guard(|| {
         // SAFETY: per the contract.
         let node = unsafe { node_arg(node) }?;
@@ -102,8 +119,7 @@ pub unsafe extern "C" fn oscloud_try_cast(
         // SAFETY: per the contract.
         let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
         let entry = node.kernel.registry().lookup(name)?;
-        let _enter = node.rt.enter();
-        entry.endpoint().try_cast(msg)?;
+        send(node, entry.endpoint().as_ref(), msg)?;
         Ok(OSCLOUD_OK)
     })
 }
