@@ -64,7 +64,7 @@ pub(crate) struct Driver {
     /// polled, so nothing wakes the driver for it yet.
     watch_added: bool,
     /// Our calls waiting for the peer's reply.
-    calls: IdMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
+    calls: IdMap<CallId, (Arc<str>, oneshot::Sender<Result<Bytes, Error>>)>,
     /// The peer's calls to local servers, waiting for their replies, with
     /// the length of each request. They are polled here rather than in
     /// tasks of their own: a reply then wakes this task once, instead of a
@@ -970,7 +970,7 @@ impl Driver {
     /// this link.
     fn learn(&mut self, info: EntryInfo, route: RouteInfo) {
         let endpoint = Arc::new(RemoteEndpoint {
-            name: info.name.clone(),
+            name: Arc::from(info.name.as_str()),
             node: self.peer_node(),
             commands: self.commands_tx.clone(),
             queue: self.queue.clone(),
@@ -1297,11 +1297,11 @@ impl Driver {
             .router
             .forget_link(self.routing.link, ExitReason::LinkDown(reason.to_owned()));
         for (_, (to, reply)) in self.calls.drain() {
-            let _ = reply.send(Err(failed(to)));
+            let _ = reply.send(Err(failed(to.to_string())));
         }
         for cmd in self.blocked.drain(..) {
             if let Command::Call { to, reply, .. } = cmd {
-                let _ = reply.send(Err(failed(to)));
+                let _ = reply.send(Err(failed(to.to_string())));
             }
         }
         self.pipes.clear();

@@ -15,10 +15,10 @@ use crate::{Cast, Endpoint, Error, NodeId, PipeEnd};
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Send a one-way message to `to` on the peer.
-    Cast { to: String, msg: Bytes },
+    Cast { to: Arc<str>, msg: Bytes },
     /// Send a request to `to` on the peer; answer on `reply`.
     Call {
-        to: String,
+        to: Arc<str>,
         msg: Bytes,
         reply: oneshot::Sender<Result<Bytes, Error>>,
     },
@@ -139,7 +139,8 @@ enum Full {
 /// [`Command`] for the driver of the link to that node.
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteEndpoint {
-    pub(crate) name: String,
+    /// Shared by every cast and call to it, rather than copied.
+    pub(crate) name: Arc<str>,
     pub(crate) node: NodeId,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) queue: Arc<SendQueue>,
@@ -148,7 +149,7 @@ pub(crate) struct RemoteEndpoint {
 impl RemoteEndpoint {
     fn gone(&self) -> Error {
         Error::ServerStopped {
-            name: self.name.clone(),
+            name: self.name.to_string(),
             reason: format!("the link to node {} is down", self.node.short()),
         }
     }
@@ -223,7 +224,7 @@ impl Endpoint for RemoteEndpoint {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::OpenPipe {
-                server: self.name.clone(),
+                server: self.name.to_string(),
                 port: port.to_owned(),
                 end,
                 reply,
