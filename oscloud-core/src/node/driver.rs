@@ -64,7 +64,7 @@ pub(crate) struct Driver {
     /// polled, so nothing wakes the driver for it yet.
     watch_added: bool,
     /// Our calls waiting for the peer's reply.
-    calls: IdMap<CallId, (Arc<str>, oneshot::Sender<Result<Bytes, Error>>)>,
+    calls: IdMap<CallId, (Arc<str>, ReplyTo)>,
     /// The peer's calls to local servers, waiting for their replies, with
     /// the length of each request. They are polled here rather than in
     /// tasks of their own: a reply then wakes this task once, instead of a
@@ -107,6 +107,9 @@ pub(crate) struct Driver {
     /// Resumption after a lost link.
     resume: Resumption,
 }
+
+/// Where the reply to one of our calls goes.
+type ReplyTo = oneshot::Sender<Result<Bytes, Error>>;
 
 /// What one link's peer may make this node hold (from [`NodeConfig`]).
 ///
