@@ -449,12 +449,24 @@ int oscloud_msgpack_decode_str(const uint8_t *data, size_t len, const char **tex
 int oscloud_lookup(const oscloud_node_t *node, const char *name, bool *is_local);
 
 // Send the one-way message `data[0..len]` to the server `name`. Returns
-// once it is queued for the server (not handled).
+// once it is queued for the server (not handled); while the link to the
+// server's node holds as many bytes of messages as it may, blocks until
+// it has room (see `oscloud_try_cast` to fail at once instead).
 //
 // # Safety
 // `node` is a live node; `name` a NUL-terminated string; `data` valid for
 // `len` bytes (NULL if `len` is 0).
 int oscloud_cast(const oscloud_node_t *node, const char *name, const uint8_t *data, size_t len);
+
+// Send the one-way message `data[0..len]` to the server `name` without
+// waiting: when the link to the server's node is full, fails at once with
+// `OSCLOUD_ERR_LINK` and the message is not sent (for callers that prefer
+// dropping messages to waiting).
+//
+// # Safety
+// `node` is a live node; `name` a NUL-terminated string; `data` valid for
+// `len` bytes (NULL if `len` is 0).
+int oscloud_try_cast(const oscloud_node_t *node, const char *name, const uint8_t *data, size_t len);
 
 // Send the request `data[0..len]` to the server `name` and wait at most
 // `timeout_ms` for the reply, which is stored in `*reply` (may be NULL to

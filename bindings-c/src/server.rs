@@ -296,7 +296,7 @@ impl CEndpoint {
 
 #[async_trait]
 impl Endpoint for CEndpoint {
-    fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
+    fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
         let r = self.post(Job::Cast(msg));
         match r {
             Ok(()) => self.inbox.counters.cast(),

@@ -155,7 +155,7 @@ async fn node_casts(p: &Pair) -> Duration {
     assert_eq!(m.len(), 64);
     let start = Instant::now();
     for _ in 0..MESSAGES {
-        r.cast(m.clone()).unwrap();
+        r.cast(m.clone()).await.unwrap();
     }
     // The call queues behind every cast on the link and in the mailbox.
     r.call(m.clone(), Duration::from_secs(60)).await.unwrap();

@@ -334,7 +334,7 @@ impl fmt::Debug for LocalEndpoint {
 
 #[async_trait]
 impl Endpoint for LocalEndpoint {
-    fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
+    fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
         let counters = &self.shared.counters;
         self.shared.mailbox.put();
         let r = self

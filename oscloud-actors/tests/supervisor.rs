@@ -332,7 +332,7 @@ async fn a_stuck_child_is_killed_after_its_shutdown_timeout() {
     let r = ServerRef::lookup(&kernel, "stuck")
         .unwrap()
         .typed::<Req, Rep>();
-    r.cast(&Req::Slow).unwrap(); // never released
+    r.cast(&Req::Slow).await.unwrap(); // never released
     // Make sure the Slow message is being handled before stopping.
     let err = r
         .call(&Req::Get, Duration::from_millis(20))

@@ -151,8 +151,11 @@ pub struct NodeConfig {
     /// milliseconds. [`LinkStatus::stats`] shows the measured RTT and the
     /// timeout in force (`srtt_us`, `rto_us`).
     pub lossy_initial_rto: Duration,
-    /// Bytes of casts and calls that may wait for one link; beyond, they
-    /// fail at once with [`Error::LinkBusy`] instead of growing memory.
+    /// Bytes of casts and calls that may wait for one link; beyond,
+    /// [`Endpoint::cast`](crate::Endpoint::cast) and calls wait for room
+    /// (back-pressure on the sender instead of growing memory) and
+    /// [`Endpoint::try_cast`](crate::Endpoint::try_cast) fails at once
+    /// with [`Error::LinkBusy`].
     pub max_queued: usize,
     /// Bytes one link's peer may make this node hold for it (default
     /// 16 MiB), counted twice over: replies to its calls waiting to be

@@ -451,7 +451,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Endpoint for Counted {
-        fn cast(&self, _: bytes::Bytes) -> Result<(), Error> {
+        fn try_cast(&self, _: bytes::Bytes) -> Result<(), Error> {
             self.0.cast();
             Ok(())
         }
@@ -480,7 +480,7 @@ mod tests {
         for (name, casts) in [("a", 1), ("b", 2), ("c", 4)] {
             let ep = Arc::new(Counted::default());
             for _ in 0..casts {
-                ep.cast(bytes::Bytes::new()).unwrap();
+                ep.try_cast(bytes::Bytes::new()).unwrap();
             }
             regs.push(
                 kernel

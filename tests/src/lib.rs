@@ -356,7 +356,7 @@ pub struct Echo;
 
 #[async_trait::async_trait]
 impl oscloud_core::Endpoint for Echo {
-    fn cast(&self, _msg: Bytes) -> Result<(), oscloud_core::Error> {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), oscloud_core::Error> {
         Ok(())
     }
 

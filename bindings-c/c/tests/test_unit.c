@@ -109,6 +109,7 @@ static void test_errors(void) {
            OSCLOUD_ERR_NOT_FOUND);
   CHECK(strstr(oscloud_last_error(), "nobody") != NULL);
   CHECK_RC(oscloud_cast(node, "nobody", NULL, 0), OSCLOUD_ERR_NOT_FOUND);
+  CHECK_RC(oscloud_try_cast(node, "nobody", NULL, 0), OSCLOUD_ERR_NOT_FOUND);
   CHECK_RC(oscloud_lookup(node, "nobody", NULL), OSCLOUD_ERR_NOT_FOUND);
   CHECK_RC(oscloud_node_wait_for(node, "nobody", 50), OSCLOUD_ERR_TIMEOUT);
   oscloud_pipe_t *pipe = NULL;

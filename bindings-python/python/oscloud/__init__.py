@@ -139,9 +139,19 @@ class ServerRef:
 
     async def cast(self, message: Any) -> None:
         """Send ``message`` one way; returns once it is queued for the
-        server (not handled). Raises :class:`NotFound`,
-        :class:`ServerStopped`, :class:`EncodeError`."""
+        server (not handled). While the link to the server's node holds as
+        many bytes of messages as it may, this waits until it has room
+        (back-pressure). Raises :class:`NotFound`, :class:`ServerStopped`,
+        :class:`EncodeError`."""
         await self._native.cast(message)
+
+    def try_cast(self, message: Any) -> None:
+        """Send ``message`` one way without waiting: when the link to the
+        server's node is full, raises :class:`LinkError` at once and the
+        message is not sent (for callers that prefer dropping messages to
+        waiting). Raises :class:`NotFound`, :class:`ServerStopped`,
+        :class:`EncodeError` too."""
+        self._native.try_cast(message)
 
     async def open_pipe(self, port: str) -> "Pipe":
         """Open a duplex pipe to the server's ``port``: the server gets one

@@ -14,6 +14,15 @@ use tokio::sync::Notify;
 pub const PIPE_BYTES: usize = 256 << 20;
 /// The pipe's frame size.
 pub const FRAME: usize = 64 * 1024;
+
+/// The frame size of a pipe measure: `OSCLOUD_BENCH_FRAME` bytes, default
+/// [`FRAME`].
+pub fn frame() -> usize {
+    std::env::var("OSCLOUD_BENCH_FRAME")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(FRAME)
+}
 /// Casts in one message-rate measure.
 pub const MESSAGES: u64 = 200_000;
 /// Sequential calls in one round-trip measure.
@@ -229,13 +238,14 @@ where
 }
 
 /// Open a pipe to `server`'s port `in` and write [`PIPE_BYTES`] into it in
-/// [`FRAME`]s; when the writing started.
+/// frames of [`frame()`] bytes; when the writing started.
 pub async fn write_pipe(server: &oscloud_actors::ServerRef) -> std::time::Instant {
     let end = server.open_pipe("in").await.unwrap();
-    let frame = bytes::Bytes::from(vec![7u8; FRAME]);
+    let size = frame();
+    let frame = bytes::Bytes::from(vec![7u8; size]);
     let start = std::time::Instant::now();
     let (_, w) = end.split();
-    for _ in 0..PIPE_BYTES / FRAME {
+    for _ in 0..PIPE_BYTES / size {
         w.send(frame.clone()).await.unwrap();
     }
     start

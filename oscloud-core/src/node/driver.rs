@@ -65,7 +65,7 @@ pub(crate) struct Driver {
     /// polled, so nothing wakes the driver for it yet.
     watch_added: bool,
     /// Our calls waiting for the peer's reply.
-    calls: IdMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
+    calls: IdMap<CallId, (Arc<str>, ReplyTo)>,
     /// The peer's calls to local servers, waiting for their replies, with
     /// the length of each request. They are polled here rather than in
     /// tasks of their own: a reply then wakes this task once, instead of a
@@ -113,6 +113,9 @@ pub(crate) struct Driver {
     /// writes on one closes it.
     read_pipes: IdMap<PipeId, String>,
 }
+
+/// Where the reply to one of our calls goes.
+type ReplyTo = oneshot::Sender<Result<Bytes, Error>>;
 
 /// What one link's peer may make this node hold (from [`NodeConfig`]).
 ///
@@ -446,7 +449,7 @@ impl Driver {
                     wake.mark(wakeups::INPUT | wakeups::WRITE);
                 }
                 Woke::Command(cmd) => {
-                    self.take_command(cmd);
+                    let mut taken = self.take_command(cmd);
                     // Take what else is queued, so that its packets leave
                     // together in one write.
                     for _ in 1..COMMAND_BATCH {
@@ -456,14 +459,19 @@ impl Driver {
                         let Ok(cmd) = self.commands.try_recv() else {
                             break;
                         };
-                        self.take_command(cmd);
+                        taken += self.take_command(cmd);
                     }
+                    // Room in the link's queue for senders, in one go.
+                    self.queue.release(taken);
                 }
                 Woke::Reply(id, len, result) => {
                     self.serving_bytes -= len;
                     self.send_reply(id, result);
                 }
-                Woke::Local(pipe, frame) => self.on_local_frame(pipe, frame),
+                Woke::Local(pipe, frame) => {
+                    self.on_local_frame(pipe, frame);
+                    self.take_local_frames();
+                }
                 Woke::Registry(ev) => self.on_local_change(ev),
                 Woke::Rung(rung) => {
                     // As if dropped mid-turn, as it was before the doorbell:
@@ -818,7 +826,9 @@ impl Driver {
                 Ok(entry) => {
                     let caller = self.caller();
                     let payload = self.casts.hold(payload);
-                    if let Err(err) = with_caller_sync(caller, || entry.endpoint().cast(payload)) {
+                    if let Err(err) =
+                        with_caller_sync(caller, || entry.endpoint().try_cast(payload))
+                    {
                         debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
                     }
                 }
@@ -1039,7 +1049,7 @@ impl Driver {
     /// this link.
     fn learn(&mut self, info: EntryInfo, route: RouteInfo) {
         let endpoint = Arc::new(RemoteEndpoint {
-            name: info.name.clone(),
+            name: Arc::from(info.name.as_str()),
             node: self.peer_node(),
             commands: self.commands_tx.clone(),
             queue: self.queue.clone(),
@@ -1105,11 +1115,14 @@ impl Driver {
 
     /// A command out of the channel: it no longer counts against the
     /// link's send queue (the session's own queue bounds it from here).
-    fn take_command(&mut self, cmd: Command) {
-        if let Command::Cast { msg, .. } | Command::Call { msg, .. } = &cmd {
-            self.queue.release(msg.len());
-        }
+    /// Returns what it counted there, for [`SendQueue::release`].
+    fn take_command(&mut self, cmd: Command) -> usize {
+        let taken = match &cmd {
+            Command::Cast { msg, .. } | Command::Call { msg, .. } => self.queue.taken(msg.len()),
+            _ => 0,
+        };
         self.on_command(cmd);
+        taken
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -1188,6 +1201,26 @@ impl Driver {
         for id in abandoned {
             self.calls.remove(&id);
             self.session.cancel_call(id);
+        }
+    }
+
+    /// Take the frames local pipe writers have ready now (up to
+    /// [`COMMAND_BATCH`], while the peer's windows leave room), so that
+    /// their packets leave together in one write. Nothing waits for more:
+    /// a lone frame goes as it would alone.
+    fn take_local_frames(&mut self) {
+        // A waker that wakes nothing: the outbound source stays due (it
+        // just gave a frame), so the run loop polls it again with its own
+        // waker before it waits.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 1..COMMAND_BATCH {
+            if self.outbound.is_empty() || self.session.queued_pipe_bytes() > self.limits.budget {
+                break;
+            }
+            match self.outbound.poll_next(&mut cx) {
+                Poll::Ready((pipe, frame)) => self.on_local_frame(pipe, frame),
+                Poll::Pending => break,
+            }
         }
     }
 
@@ -1348,17 +1381,19 @@ impl Driver {
             .router
             .forget_link(self.routing.link, ExitReason::LinkDown(reason.to_owned()));
         for (_, (to, reply)) in self.calls.drain() {
-            let _ = reply.send(Err(failed(to)));
+            let _ = reply.send(Err(failed(to.to_string())));
         }
         for cmd in self.blocked.drain(..) {
             if let Command::Call { to, reply, .. } = cmd {
-                let _ = reply.send(Err(failed(to)));
+                let _ = reply.send(Err(failed(to.to_string())));
             }
         }
         self.pipes.clear();
         self.read_pipes.clear();
         self.outbound.clear();
         self.commands.close();
+        // Senders waiting for room in the link's queue stop waiting.
+        self.queue.close();
         self.published.force(&self.shared, self.session.stats());
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::transport::MemTransport;
-use crate::{Capabilities, Endpoint, ExitReason, PipeEnd, Registration, RegistryEvent};
+use crate::{Capabilities, Endpoint, Entry, ExitReason, PipeEnd, Registration, RegistryEvent};
 
 /// A server for tests: echoes calls, counts casts, echoes pipe frames on
 /// port `echo`, swallows them on port `sink` (counting bytes), and never
@@ -22,7 +22,7 @@ pub(super) struct Echo {
 
 #[async_trait]
 impl Endpoint for Echo {
-    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
         self.casts.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -166,7 +166,7 @@ async fn remote_cast_and_call() {
     until(&b, added("echo")).await;
     let e = b.kernel().registry().lookup("echo").unwrap();
     for _ in 0..10 {
-        e.endpoint().cast(Bytes::from_static(b"x")).unwrap();
+        e.endpoint().cast(Bytes::from_static(b"x")).await.unwrap();
     }
     // Calls are ordered behind the casts on the link.
     let reply = e.endpoint().call(Bytes::from_static(b"hi")).await.unwrap();
@@ -181,10 +181,9 @@ async fn remote_cast_and_call() {
     assert!(matches!(err, Error::Decode(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
-    // The test's single thread does not let the driver run while it casts,
-    // so casts pile up in front of the link until the budget is spent.
+/// Nodes `a` and `b` linked over `mem://`, `b` with `max_queued` bytes
+/// of queue for the link; `echo` on `a`, as `b` sees it.
+async fn queued_pair(max_queued: usize) -> (Node, Node, Arc<Echo>, Registration, Entry) {
     let mem = MemTransport::new();
     let a = node(&mem);
     let mut t = Transports::new();
@@ -193,19 +192,27 @@ async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
         Kernel::new(),
         t,
         NodeConfig {
-            max_queued: 64 * 1024,
+            max_queued,
             ..config()
         },
     );
     let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
     b.connect(&at).await.unwrap();
-    let (_r, echo) = register(&a, "echo");
+    let (reg, echo) = register(&a, "echo");
     until(&b, added("echo")).await;
     let e = b.kernel().registry().lookup("echo").unwrap();
+    (a, b, echo, reg, e)
+}
+
+#[tokio::test]
+async fn try_casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
+    // The test's single thread does not let the driver run while it casts,
+    // so casts pile up in front of the link until the budget is spent.
+    let (_a, _b, echo, _r, e) = queued_pair(64 * 1024).await;
     let msg = Bytes::from(vec![1u8; 1024]);
     let mut sent = 0u64;
     let busy = loop {
-        match e.endpoint().cast(msg.clone()) {
+        match e.endpoint().try_cast(msg.clone()) {
             Ok(()) => sent += 1,
             Err(err) => break err,
         }
@@ -217,18 +224,43 @@ async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
         "{busy:?}"
     );
     assert!(busy.to_string().contains("busy"), "{busy}");
-    // A call is refused too while the queue is full; once the driver ran,
-    // the budget is back and every accepted cast arrived (the call is
-    // ordered behind them).
-    let reply = loop {
-        match e.endpoint().call(Bytes::from_static(b"hi")).await {
-            Err(Error::LinkBusy { .. }) => tokio::task::yield_now().await,
-            other => break other,
-        }
-    };
+    // A cast that would wait for room, dropped before it got any, sends
+    // nothing.
+    drop(e.endpoint().cast(msg.clone()));
+    // A call waits for room too; once the driver ran, every accepted cast
+    // arrived (the call is ordered behind them).
+    let reply = e.endpoint().call(Bytes::from_static(b"hi")).await;
     assert_eq!(reply.unwrap(), Bytes::from_static(b"hi"));
     assert_eq!(echo.casts.load(Ordering::SeqCst), sent);
-    e.endpoint().cast(msg).unwrap();
+    e.endpoint().try_cast(msg).unwrap();
+}
+
+#[tokio::test]
+async fn a_caster_faster_than_its_link_waits_for_room_and_every_cast_arrives() {
+    // 64 KiB of queue and 8 MiB of casts, from a task the driver only
+    // runs beside when the caster waits: it outruns the link 128 times.
+    let (_a, _b, echo, _r, e) = queued_pair(64 * 1024).await;
+    let msg = Bytes::from(vec![1u8; 1024]);
+    const CASTS: u64 = 8 * 1024;
+    for _ in 0..CASTS {
+        e.endpoint().cast(msg.clone()).await.unwrap();
+    }
+    let reply = e.endpoint().call(Bytes::from_static(b"hi")).await;
+    assert_eq!(reply.unwrap(), Bytes::from_static(b"hi"));
+    assert_eq!(echo.casts.load(Ordering::SeqCst), CASTS);
+}
+
+#[tokio::test]
+async fn a_cast_waiting_for_room_fails_when_the_link_closes() {
+    let (_a, b, echo, _r, e) = queued_pair(1024).await;
+    let msg = Bytes::from(vec![1u8; 1024]);
+    e.endpoint().try_cast(msg.clone()).unwrap();
+    let waiting = e.endpoint().cast(msg);
+    let link = b.links()[0].id;
+    assert!(b.close_link(link));
+    let err = waiting.await.unwrap_err();
+    assert!(matches!(err, Error::ServerStopped { .. }), "{err:?}");
+    assert!(echo.casts.load(Ordering::SeqCst) <= 1);
 }
 
 #[tokio::test]
