@@ -16,6 +16,8 @@
 #     failed and not retried;
 #   - the legacy C tool, wrapped by its adapter and by the process server,
 #     called from a Rust node over a Unix socket;
+#   - a node hosting C servers, flooded by a peer that never reads and by
+#     100 000 casts, held to its link budget (tests/tests/flood.rs);
 #   - the static library, and the CMake example.
 # Usage: scripts/test-c.sh   (from anywhere; called by scripts/test-all.sh)
 set -euo pipefail
@@ -81,7 +83,7 @@ vg=(valgrind -q --error-exitcode=97 --leak-check=full
     --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect)
 
 t=bindings-c/c/tests
-for prog in test_unit test_links test_supervision c_server c_client pool_worker; do
+for prog in test_unit test_links test_supervision c_server c_client flood_server pool_worker; do
   gcc "${cflags[@]}" -o "$out/$prog" "$t/$prog.c" "${libs[@]}"
 done
 gcc "${cflags[@]}" -o "$out/test_unit_static" "$t/test_unit.c" \
@@ -89,7 +91,7 @@ gcc "${cflags[@]}" -o "$out/test_unit_static" "$t/test_unit.c" \
 gcc -std=c11 -Wall -Wextra -Werror -o "$out/checksum" examples/c-legacy/checksum.c
 gcc "${cflags[@]}" -Iexamples/c-legacy -o "$out/checksum_server" \
   examples/c-legacy/checksum_server.c "${libs[@]}"
-ok "compiled 9 C programs with gcc -std=c11 -Wall -Wextra -Werror (pkg-config oscloud)"
+ok "compiled 10 C programs with gcc -std=c11 -Wall -Wextra -Werror (pkg-config oscloud)"
 
 timeout 120 "${vg[@]}" "$out/test_unit" || fail "test_unit under valgrind"
 ok "test_unit under valgrind (one process: API, errors, panic, pipes, watch, mem:// link)"
@@ -157,6 +159,14 @@ wait "$worker" || { cat "$tmp/worker.log" >&2; fail "C pool worker (valgrind or 
 kill -TERM "$server"
 wait "$server" || true
 ok "C pool worker under valgrind: 20 jobs from Rust through the pool answered in order, a bad job failed, not retried"
+
+# C servers flooded by a peer in another process (calls never read, casts
+# to a slow server): the node stays within its link budget.
+OSCLOUD_FLOOD_C_SERVER=$(pwd)/$out/flood_server \
+  cargo test --locked --quiet -p oscloud-tests --test flood c_server -- --ignored --test-threads 1 \
+  >"$tmp/flood.log" 2>&1 || { cat "$tmp/flood.log" >&2; fail "flood tests with C servers"; }
+grep -q 'test result: ok. 2 passed' "$tmp/flood.log" || { cat "$tmp/flood.log" >&2; fail "flood tests with C servers did not run"; }
+ok "C servers flooded (calls never read, 100k casts to a slow server): node held to its link budget"
 
 # The legacy tool: as is, through its adapter, through the process server.
 want=$(printf 'hello world\n' | "$out/checksum")

@@ -10,7 +10,9 @@
 # on a remote shell (typed keys in, the shell's output back), and that a
 # SIGKILLed node leaves the graph, and a call to a Python server on a
 # Python node linked to a (the Python package is built into target/py-venv
-# as scripts/test-python.sh does; CONSOLE_PYTHON=0 leaves it out). A
+# as scripts/test-python.sh does; CONSOLE_PYTHON=0 leaves it out). Node
+# b serves a second console with --console-read-only: it shows the graph
+# and link stats and taps, and its calls are refused by the node. A
 # screenshot goes to docs/console.png with SCREENSHOT=1.
 # Usage: scripts/test-console.sh   (from anywhere; needs node >= 20, npm; root or sudo for apt-get)
 set -euo pipefail
@@ -73,13 +75,14 @@ trap cleanup EXIT
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 port=$(free_port)
 console_port=$(free_port)
+ro_port=$(free_port)
 sed "s/@PORT@/$port/g" test/topology.toml > "$work/topology.toml"
 cp test/ticks.txt "$work/"
 "$oscloud" check "$work/topology.toml"
 
 "$oscloud" run "$work/topology.toml" --node a --console "127.0.0.1:$console_port" > "$work/a.log" 2>&1 &
 pids+=($!)
-"$oscloud" run "$work/topology.toml" --node b > "$work/b.log" 2>&1 &
+"$oscloud" run "$work/topology.toml" --node b --console "127.0.0.1:$ro_port" --console-read-only > "$work/b.log" 2>&1 &
 pids+=($!)
 "$oscloud" run "$work/topology.toml" --node c > "$work/c.log" 2>&1 &
 c_pid=$!
@@ -87,8 +90,9 @@ pids+=("$c_pid")
 disown "$c_pid" # the test SIGKILLs it: no "Killed" notice from bash
 
 url="http://127.0.0.1:$console_port/"
+ro_url="http://127.0.0.1:$ro_port/"
 deadline=$((SECONDS + 30))
-until node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$url"; do
+until node -e 'Promise.all(process.argv.slice(1).map((u) => fetch(u))).then((rs) => process.exit(rs.every((r) => r.ok) ? 0 : 1), () => process.exit(1))' "$url" "$ro_url"; do
   if (( SECONDS > deadline )); then
     echo "test-console: the console did not answer at $url" >&2
     cat "$work"/*.log >&2
@@ -107,7 +111,7 @@ fi
 shot=""
 if [[ ${SCREENSHOT:-0} == 1 ]]; then shot="$root/docs/console.png"; fi
 status=0
-CONSOLE_URL=$url KILL_PID=$c_pid KILL_NODE=c SCREENSHOT=$shot PY_SERVER=$py_server node test/browser.mjs || status=$?
+CONSOLE_URL=$url RO_URL=$ro_url KILL_PID=$c_pid KILL_NODE=c SCREENSHOT=$shot PY_SERVER=$py_server node test/browser.mjs || status=$?
 if (( status != 0 )); then
   echo "--- node logs" >&2
   tail -n 20 "$work"/*.log >&2

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The Python bindings (bindings-python, package `oscloud`): builds the
 # extension into a virtualenv it creates, runs the pytest suite (against
-# Python and Rust nodes), checks the stubs (mypy.stubtest) and the example
+# Python and Rust nodes) and the flood tests with Python servers
+# (tests/tests/flood.rs), checks the stubs (mypy.stubtest) and the example
 # (mypy --strict), then builds the release wheel, installs it into a fresh
-# virtualenv and runs the example there as a smoke test.
+# virtualenv and runs the example there as a smoke test, and a one-round
+# smoke run of the Python bench against zenoh-python
+# (bindings-python/benches/vs_zenoh.py --quick; scripts/bench-python.sh
+# runs it for figures).
 # Usage: scripts/test-python.sh   (from anywhere; needs python3 >= 3.9 with venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +41,10 @@ step "python: pytest"
   OSCLOUD_TESTNODE="$root/target/debug/oscloud-testnode" "$root/$venv/bin/python" -m pytest -q -p no:cacheprovider tests
 )
 
+step "python: Python servers flooded by a peer in another process (tests/tests/flood.rs)"
+OSCLOUD_FLOOD_PYTHON="$root/$venv/bin/python" \
+  cargo test --locked -p oscloud-tests --test flood python_server -- --ignored --test-threads 1 --nocapture
+
 step "python: stubs match the native module (mypy.stubtest), package and example type-check (mypy --strict)"
 "$venv/bin/python" -m mypy.stubtest --ignore-disjoint-bases oscloud._native
 "$venv/bin/python" -m mypy --strict --no-incremental bindings-python/python/oscloud examples/python
@@ -53,3 +61,7 @@ ls "$wheels"
 # Run from outside the source tree, so only the installed wheel can be used.
 (cd /tmp && "$root/$smoke/bin/python" "$root/examples/python/rules.py")
 (cd /tmp && "$root/$smoke/bin/python" -c 'import oscloud, sys; assert oscloud.decode(oscloud.encode([1, "a"])) == [1, "a"]; print("wheel ok:", oscloud.__file__)')
+
+step "python: bench smoke run against zenoh-python, release wheel (one round, a tenth of the messages)"
+"$smoke/bin/python" -m pip install --quiet --disable-pip-version-check eclipse-zenoh==1.10.2
+(cd /tmp && "$root/$smoke/bin/python" "$root/bindings-python/benches/vs_zenoh.py" --quick --rounds 1)

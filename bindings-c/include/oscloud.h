@@ -91,8 +91,10 @@
 // A Rust panic was caught at the boundary; the library is still usable.
 #define OSCLOUD_ERR_PANIC -13
 
-// The server's mailbox is full: the message was not queued. Retry later,
-// or slow down.
+// Busy: the message was not taken, nothing was done. Either the server's
+// mailbox is full, or the node serving the call is at the limit it sets
+// for the link the call came over (its `link_budget` of request bytes,
+// or its `max_serving` calls at once). Retry later, or slow down.
 #define OSCLOUD_ERR_BUSY -14
 
 // Any other failure; see `oscloud_last_error()`.
@@ -287,9 +289,11 @@ typedef struct {
   // (the keys are the fields of Rust's `NodeConfig`: keepalive,
   // idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame,
   // lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued,
-  // resume_grace, max_hops). NULL (the default) keeps every default. Read only
-  // during `oscloud_node_new`. An unknown key or bad value makes it fail
-  // with `OSCLOUD_ERR_INVALID`, naming the setting.
+  // link_budget, max_serving, resume_grace, max_hops). NULL (the
+  // default) keeps every default. Read only
+  // during `oscloud_node_new`. An unknown key, a bad value, or a
+  // keepalive not shorter than the idle timeout makes it fail with
+  // `OSCLOUD_ERR_INVALID`, naming the setting.
   const char *config;
 } oscloud_node_options_t;
 
@@ -445,12 +449,24 @@ int oscloud_msgpack_decode_str(const uint8_t *data, size_t len, const char **tex
 int oscloud_lookup(const oscloud_node_t *node, const char *name, bool *is_local);
 
 // Send the one-way message `data[0..len]` to the server `name`. Returns
-// once it is queued for the server (not handled).
+// once it is queued for the server (not handled); while the link to the
+// server's node holds as many bytes of messages as it may, blocks until
+// it has room (see `oscloud_try_cast` to fail at once instead).
 //
 // # Safety
 // `node` is a live node; `name` a NUL-terminated string; `data` valid for
 // `len` bytes (NULL if `len` is 0).
 int oscloud_cast(const oscloud_node_t *node, const char *name, const uint8_t *data, size_t len);
+
+// Send the one-way message `data[0..len]` to the server `name` without
+// waiting: when the link to the server's node is full, fails at once with
+// `OSCLOUD_ERR_LINK` and the message is not sent (for callers that prefer
+// dropping messages to waiting).
+//
+// # Safety
+// `node` is a live node; `name` a NUL-terminated string; `data` valid for
+// `len` bytes (NULL if `len` is 0).
+int oscloud_try_cast(const oscloud_node_t *node, const char *name, const uint8_t *data, size_t len);
 
 // Send the request `data[0..len]` to the server `name` and wait at most
 // `timeout_ms` for the reply, which is stored in `*reply` (may be NULL to

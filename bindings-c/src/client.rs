@@ -2,8 +2,12 @@
 //! this node and on a linked node.
 
 use std::ffi::{c_char, c_int};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use oscloud_core::{Endpoint, Error as CoreError};
 
 use crate::bytes::{OscloudBytes, put_bytes};
 use crate::error::{OSCLOUD_OK, bytes_arg, guard, str_arg};
@@ -39,7 +43,9 @@ pub unsafe extern "C" fn oscloud_lookup(
 }
 
 /// Send the one-way message `data[0..len]` to the server `name`. Returns
-/// once it is queued for the server (not handled).
+/// once it is queued for the server (not handled); while the link to the
+/// server's node holds as many bytes of messages as it may, blocks until
+/// it has room (see `oscloud_try_cast` to fail at once instead).
 ///
 /// # Safety
 /// `node` is a live node; `name` a NUL-terminated string; `data` valid for
@@ -51,6 +57,60 @@ pub unsafe extern "C" fn oscloud_cast(
     data: *const u8,
     len: usize,
 ) -> c_int {
+    // SAFETY: per the contract.
+    unsafe {
+        cast_with(node, name, data, len, |node, endpoint, msg| {
+            let mut sending = {
+                let _enter = node.rt.enter();
+                endpoint.cast(msg)
+            };
+            // Ready at once unless the link is full: only then is there
+            // anything to block on.
+            let mut cx = Context::from_waker(Waker::noop());
+            match Pin::new(&mut sending).poll(&mut cx) {
+                Poll::Ready(sent) => sent,
+                Poll::Pending => node.rt.block_on(sending),
+            }
+        })
+    }
+}
+
+/// Send the one-way message `data[0..len]` to the server `name` without
+/// waiting: when the link to the server's node is full, fails at once with
+/// `OSCLOUD_ERR_LINK` and the message is not sent (for callers that prefer
+/// dropping messages to waiting).
+///
+/// # Safety
+/// `node` is a live node; `name` a NUL-terminated string; `data` valid for
+/// `len` bytes (NULL if `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_try_cast(
+    node: *const OscloudNode,
+    name: *const c_char,
+    data: *const u8,
+    len: usize,
+) -> c_int {
+    // SAFETY: per the contract.
+    unsafe {
+        cast_with(node, name, data, len, |node, endpoint, msg| {
+            let _enter = node.rt.enter();
+            endpoint.try_cast(msg)
+        })
+    }
+}
+
+/// The arguments of `oscloud_cast` and `oscloud_try_cast`, checked, given
+/// to `send` with the server's endpoint.
+///
+/// # Safety
+/// As for `oscloud_cast`.
+unsafe fn cast_with(
+    node: *const OscloudNode,
+    name: *const c_char,
+    data: *const u8,
+    len: usize,
+    send: impl FnOnce(&OscloudNode, &dyn Endpoint, Bytes) -> Result<(), CoreError>,
+) -> c_int {
     guard(|| {
         // SAFETY: per the contract.
         let node = unsafe { node_arg(node) }?;
@@ -59,8 +119,7 @@ pub unsafe extern "C" fn oscloud_cast(
         // SAFETY: per the contract.
         let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
         let entry = node.kernel.registry().lookup(name)?;
-        let _enter = node.rt.enter();
-        entry.endpoint().cast(msg)?;
+        send(node, entry.endpoint().as_ref(), msg)?;
         Ok(OSCLOUD_OK)
     })
 }

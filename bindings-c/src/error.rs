@@ -40,8 +40,10 @@ pub const OSCLOUD_ERR_PIPE_CLOSED: c_int = -11;
 pub const OSCLOUD_ERR_DECODE: c_int = -12;
 /// A Rust panic was caught at the boundary; the library is still usable.
 pub const OSCLOUD_ERR_PANIC: c_int = -13;
-/// The server's mailbox is full: the message was not queued. Retry later,
-/// or slow down.
+/// Busy: the message was not taken, nothing was done. Either the server's
+/// mailbox is full, or the node serving the call is at the limit it sets
+/// for the link the call came over (its `link_budget` of request bytes,
+/// or its `max_serving` calls at once). Retry later, or slow down.
 pub const OSCLOUD_ERR_BUSY: c_int = -14;
 /// Any other failure; see `oscloud_last_error()`.
 pub const OSCLOUD_ERR_OTHER: c_int = -99;
@@ -112,9 +114,9 @@ impl Error {
                 CoreError::NoSuchPort { .. } => OSCLOUD_ERR_NO_SUCH_PORT,
                 CoreError::PipeClosed => OSCLOUD_ERR_PIPE_CLOSED,
                 CoreError::Decode(_) => OSCLOUD_ERR_DECODE,
-                CoreError::BadSetting { .. } | CoreError::FrameTooLarge { .. } => {
-                    OSCLOUD_ERR_INVALID
-                }
+                CoreError::BadSetting { .. }
+                | CoreError::WireConfig(_)
+                | CoreError::FrameTooLarge { .. } => OSCLOUD_ERR_INVALID,
                 _ => OSCLOUD_ERR_OTHER,
             },
         }
@@ -224,7 +226,9 @@ pub extern "C" fn oscloud_strerror(code: c_int) -> *const c_char {
         OSCLOUD_ERR_PIPE_CLOSED => c"pipe closed",
         OSCLOUD_ERR_DECODE => c"cannot decode payload",
         OSCLOUD_ERR_PANIC => c"panic caught in liboscloud",
-        OSCLOUD_ERR_BUSY => c"server busy: its mailbox is full",
+        OSCLOUD_ERR_BUSY => {
+            c"busy: the server's mailbox is full or its node is at the link's limit; retry later"
+        }
         _ => c"other error",
     };
     s.as_ptr()

@@ -36,9 +36,11 @@ pub struct OscloudNodeOptions {
     /// (the keys are the fields of Rust's `NodeConfig`: keepalive,
     /// idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame,
     /// lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued,
-    /// resume_grace, max_hops). NULL (the default) keeps every default. Read only
-    /// during `oscloud_node_new`. An unknown key or bad value makes it fail
-    /// with `OSCLOUD_ERR_INVALID`, naming the setting.
+    /// link_budget, max_serving, resume_grace, max_hops). NULL (the
+    /// default) keeps every default. Read only
+    /// during `oscloud_node_new`. An unknown key, a bad value, or a
+    /// keepalive not shorter than the idle timeout makes it fail with
+    /// `OSCLOUD_ERR_INVALID`, naming the setting.
     pub config: *const c_char,
 }
 
@@ -118,6 +120,7 @@ pub unsafe extern "C" fn oscloud_node_new(
             // SAFETY: non-NULL, a NUL-terminated string per the contract.
             config.apply(unsafe { str_arg(opts.config, "options.config") }?)?;
         }
+        config.validate()?;
         let threads = if opts.worker_threads == 0 {
             2
         } else {

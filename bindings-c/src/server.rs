@@ -19,9 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::{JoinHandle, ThreadId};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use oscloud_core::endpoint::{ServerCounters, ServerStats};
 use oscloud_core::{
     Capabilities, Endpoint, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
 };
@@ -213,6 +215,9 @@ pub(crate) struct Inbox {
     /// Jobs queued and not yet taken by the thread.
     queued: AtomicUsize,
     limit: usize,
+    /// Calls, casts, errors, latency and restarts, across incarnations
+    /// (what metrics exporters read through the registry entry).
+    counters: ServerCounters,
 }
 
 impl Inbox {
@@ -291,20 +296,35 @@ impl CEndpoint {
 
 #[async_trait]
 impl Endpoint for CEndpoint {
-    fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
-        self.post(Job::Cast(msg))
+    fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
+        let r = self.post(Job::Cast(msg));
+        match r {
+            Ok(()) => self.inbox.counters.cast(),
+            Err(_) => self.inbox.counters.error(),
+        }
+        r
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.post(Job::Call(msg, tx))?;
-        rx.await.map_err(|_| self.stopped())?
+        let r = match self.post(Job::Call(msg, tx)) {
+            Ok(()) => rx.await.map_err(|_| self.stopped()).and_then(|r| r),
+            Err(e) => Err(e),
+        };
+        self.inbox.counters.call(started.elapsed(), r.is_ok());
+        r
     }
 
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), CoreError> {
         let (tx, rx) = oneshot::channel();
         self.post(Job::Pipe(port.to_owned(), end, tx))?;
         rx.await.map_err(|_| self.stopped())?
+    }
+
+    fn stats(&self) -> Option<ServerStats> {
+        let queued = self.inbox.queued.load(Ordering::Relaxed);
+        Some(self.inbox.counters.stats(queued as u64))
     }
 }
 
@@ -415,6 +435,7 @@ impl Life {
             Ok(reg) => {
                 *self.entry.lock().unwrap_or_else(PoisonError::into_inner) = Some(reg);
                 self.incarnation += 1;
+                self.inbox.counters.started();
                 self.running = Some(endpoint);
                 Ok(())
             }
@@ -660,6 +681,7 @@ pub unsafe extern "C" fn oscloud_server_register_with(
             name: name.to_owned(),
             tx: Mutex::new(Some(tx)),
             queued: AtomicUsize::new(0),
+            counters: ServerCounters::default(),
             limit: match options.mailbox {
                 0 => OSCLOUD_DEFAULT_MAILBOX,
                 n => n,
@@ -852,4 +874,66 @@ pub unsafe extern "C" fn oscloud_reply_drop(reply: *mut *mut OscloudReply) {
             drop(r);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ptr;
+
+    use super::*;
+    use crate::client::{oscloud_call, oscloud_cast};
+    use crate::node::{oscloud_node_drop, oscloud_node_new};
+
+    unsafe extern "C" fn echo(
+        _ctx: *mut c_void,
+        data: *const u8,
+        len: usize,
+        reply: *mut OscloudReply,
+    ) {
+        let mut reply = reply;
+        unsafe { oscloud_reply_send(&mut reply, data, len) };
+    }
+
+    /// A C server's registry entry keeps the counters metrics exporters
+    /// read, as a Rust or Python server's does.
+    #[test]
+    fn a_c_server_counts_calls_and_casts_in_its_entry() {
+        let mut node = ptr::null_mut();
+        assert_eq!(
+            unsafe { oscloud_node_new(ptr::null(), &mut node) },
+            OSCLOUD_OK
+        );
+        let mut cb = oscloud_server_callbacks_default();
+        cb.on_call = Some(echo);
+        let mut server = ptr::null_mut();
+        assert_eq!(
+            unsafe { oscloud_server_register(node, c"echo".as_ptr(), &cb, &mut server) },
+            OSCLOUD_OK
+        );
+        for _ in 0..3 {
+            let rc = unsafe {
+                oscloud_call(
+                    node,
+                    c"echo".as_ptr(),
+                    b"x".as_ptr(),
+                    1,
+                    5000,
+                    ptr::null_mut(),
+                )
+            };
+            assert_eq!(rc, OSCLOUD_OK);
+        }
+        for _ in 0..2 {
+            let rc = unsafe { oscloud_cast(node, c"echo".as_ptr(), b"y".as_ptr(), 1) };
+            assert_eq!(rc, OSCLOUD_OK);
+        }
+        // SAFETY: the node is alive until dropped below.
+        let entry = unsafe { &*node }.kernel.registry().lookup("echo").unwrap();
+        let stats = entry.endpoint().stats().unwrap();
+        assert_eq!((stats.calls, stats.casts, stats.errors), (3, 2, 0));
+        assert_eq!(stats.latency_buckets.iter().sum::<u64>(), 3);
+        assert_eq!(stats.restarts, 0);
+        unsafe { oscloud_server_drop(&mut server) };
+        unsafe { oscloud_node_drop(&mut node) };
+    }
 }

@@ -138,7 +138,9 @@ fn core_class(err: &CoreError, attrs: &Bound<'_, PyDict>) -> PyResult<&'static s
         }
         CoreError::InvalidAddress { .. } | CoreError::UnknownScheme { .. } => "InvalidAddress",
         CoreError::PipeClosed | CoreError::PipeFull { .. } => "PipeClosed",
-        CoreError::BadSetting { .. } | CoreError::FrameTooLarge { .. } => "UsageError",
+        CoreError::BadSetting { .. }
+        | CoreError::WireConfig(_)
+        | CoreError::FrameTooLarge { .. } => "UsageError",
         CoreError::LinkFailed { .. }
         | CoreError::LinkBusy { .. }
         | CoreError::ConnectionRefused { .. }

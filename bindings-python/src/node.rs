@@ -201,6 +201,7 @@ impl PyNode {
         for (k, v) in &config {
             node_config.set(k, v).map_err(Error::from)?;
         }
+        node_config.validate().map_err(Error::from)?;
         let security = Security {
             key,
             allow,
@@ -569,18 +570,41 @@ impl PyServerRef {
         })
     }
 
-    /// Send `message` one way; returns once it is queued for the server.
+    /// Send `message` one way; returns once it is queued for the server,
+    /// waiting for room while the link to the server's node is full.
     fn cast<'py>(
         &self,
         py: Python<'py>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bytes = Bytes::from(encode_py(message)?);
-        let sent = self.raw.cast(bytes).map_err(Error::from);
-        future_into_py(py, async move {
-            sent?;
-            Ok(())
-        })
+        // Sent in this call when there is room, so that casts made one
+        // after another (awaited together or not) keep their order; only
+        // a full link leaves the awaitable waiting.
+        match self.raw.try_cast(bytes.clone()) {
+            Err(oscloud_actors::Error::Core(CoreError::LinkBusy { .. })) => {
+                let raw = self.raw.clone();
+                future_into_py(py, async move {
+                    raw.cast(bytes).await.map_err(Error::from)?;
+                    Ok(())
+                })
+            }
+            sent => {
+                let sent = sent.map_err(Error::from);
+                future_into_py(py, async move {
+                    sent?;
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    /// Send `message` one way without waiting: raises `LinkError` at once
+    /// (the message not sent) when the link to the server's node is full.
+    fn try_cast(&self, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = Bytes::from(encode_py(message)?);
+        self.raw.try_cast(bytes).map_err(Error::from)?;
+        Ok(())
     }
 
     /// Open a duplex pipe to the server's port `port`.

@@ -18,6 +18,8 @@ def test_node_settings_lists_every_key_with_its_kind() -> None:
     assert settings["resume_grace"] == "duration"
     assert settings["pipe_window"] == "bytes"
     assert settings["lossy_send_window"] == "count"
+    assert settings["link_budget"] == "bytes"
+    assert settings["max_serving"] == "count"
     assert all(help for _key, _kind, help in oscloud.node_settings())
 
 
@@ -27,6 +29,7 @@ async def test_bad_settings_are_refused_with_the_key() -> None:
         ({"idle_timeout": "soon"}, "not a duration"),
         ({"keepalive": 0}, "above zero"),
         ({"pipe_window": "lots"}, "not a size"),
+        ({"keepalive": 3, "idle_timeout": 3}, "not shorter than idle_timeout"),
     ]
     for config, expected in cases:
         with pytest.raises(oscloud.UsageError) as info:

@@ -76,6 +76,10 @@ pub struct Console {
     /// TLS (HTTPS and `wss://`), if configured
     /// ([`oscloud_transport_ws::tls_acceptor`]).
     pub tls: Option<oscloud_transport_ws::TlsAcceptor>,
+    /// The console's node id when it is read-only (`--console-read-only`):
+    /// the page joins with it, and the console node's access policy names
+    /// it read-only ([`oscloud_core::access`]).
+    pub read_only: Option<oscloud_core::NodeId>,
 }
 
 impl std::fmt::Debug for Console {
@@ -86,6 +90,7 @@ impl std::fmt::Debug for Console {
             .field("backend", &self.backend)
             .field("token", &self.token.as_ref().map(|_| "…"))
             .field("tls", &self.tls.is_some())
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -334,6 +339,8 @@ fn answer(head: &Head, console: &Console) -> Answer {
                 "node": console.node,
                 "nodes": console.nodes,
                 "ws": WS_PATH,
+                "readOnly": console.read_only.is_some(),
+                "identity": console.read_only.map(|id| id.to_string()),
             });
             Answer::Body(
                 200,
@@ -453,6 +460,7 @@ mod tests {
             backend: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
             token: token.map(str::to_owned),
             tls: None,
+            read_only: None,
         }
     }
 

@@ -300,6 +300,16 @@ fn rate(now: u64, before: Option<u64>, dt: f64) -> String {
     }
 }
 
+/// A round-trip time for people: `0.42ms`, `12ms`, `-` before it is
+/// measured.
+fn rtt(us: u64) -> String {
+    match us {
+        0 => "-".to_owned(),
+        us if us < 10_000 => format!("{:.2}ms", us as f64 / 1000.0),
+        us => format!("{}ms", us / 1000),
+    }
+}
+
 /// One screen of `oscloud top`; `prev` is the status a moment ago.
 pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let dt = prev.map_or(0.0, |p| st.uptime_s - p.uptime_s);
@@ -316,14 +326,24 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let _ = writeln!(o, "LINKS");
     let _ = writeln!(
         o,
-        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5}",
-        "REMOTE", "PEER", "FRAMES OUT", "FRAMES IN", "BYTES OUT", "BYTES IN", "RATE IN", "DOWN"
+        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>8} {:>6} {:>6} {:>5}",
+        "REMOTE",
+        "PEER",
+        "FRAMES OUT",
+        "FRAMES IN",
+        "BYTES OUT",
+        "BYTES IN",
+        "RATE IN",
+        "RTT",
+        "RETX",
+        "STALLS",
+        "DOWN"
     );
     for l in &st.links {
         let before = prev.and_then(|p| p.links.iter().find(|x| x.remote == l.remote));
         let _ = writeln!(
             o,
-            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>5}",
+            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>8} {:>6} {:>6} {:>5}",
             l.remote,
             if l.connected {
                 l.peer.as_str()
@@ -335,6 +355,9 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
             l.bytes_sent,
             l.bytes_received,
             rate(l.bytes_received, before.map(|b| b.bytes_received), dt).replace("/s", "B/s"),
+            rtt(l.rtt_us),
+            l.retransmissions,
+            l.credit_stalls,
             l.reconnects
         );
     }
@@ -342,7 +365,7 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let _ = writeln!(o, "SERVERS (messages: pipe frames through their ports)");
     let _ = writeln!(
         o,
-        "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5}",
+        "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5} {:>8} {:>7} {:>6} {:>5} {:>8}",
         "NAME",
         "KIND",
         "STATUS",
@@ -354,14 +377,19 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
         "IN B/s",
         "OUT B/s",
         "REWIRED",
-        "DROPS"
+        "DROPS",
+        "CALLS",
+        "CASTS",
+        "ERRORS",
+        "MBOX",
+        "CALL AVG"
     );
     for s in &st.servers {
         let now = server_totals(&st.ends, &s.name);
         let before = prev.map(|p| server_totals(&p.ends, &s.name));
         let _ = writeln!(
             o,
-            "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5}",
+            "  {:<18} {:<8} {:<8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7} {:>5} {:>8} {:>7} {:>6} {:>5} {:>8}",
             s.name,
             s.kind,
             if s.running { "running" } else { "stopped" },
@@ -373,7 +401,16 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
             rate(now.bytes_in, before.map(|b| b.bytes_in), dt),
             rate(now.bytes_out, before.map(|b| b.bytes_out), dt),
             now.rewires,
-            now.dropped
+            now.dropped,
+            s.calls,
+            s.casts,
+            s.errors,
+            s.mailbox,
+            if s.calls == 0 {
+                "-".to_owned()
+            } else {
+                format!("{}us", s.mean_call_us)
+            }
         );
     }
     let _ = writeln!(o);

@@ -61,6 +61,7 @@ pub mod console;
 pub mod graph;
 pub mod inspect;
 pub mod kinds;
+pub mod metrics;
 pub mod runtime;
 pub mod topology;
 pub mod yaml;
@@ -92,4 +93,7 @@ pub enum Error {
     /// An I/O error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The metrics endpoint could not start.
+    #[error("{0}")]
+    Metrics(#[from] oscloud_metrics::Error),
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use oscloud_cli::runtime::{self, Local, NodeRun, Outcome, Plan};
 use oscloud_cli::topology::Topology;
 use oscloud_cli::{Error, console, graph, inspect, kinds};
+use oscloud_core::NodeId;
 use oscloud_core::address::Address;
 use oscloud_core::transport::MemTransport;
 use tokio::sync::watch;
@@ -29,6 +30,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once per process: the size of the `run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Check a topology file and say what is wrong, with line numbers.
@@ -87,10 +90,25 @@ enum Cmd {
         /// The PEM private key of --console-tls-cert.
         #[arg(long, value_name = "FILE", requires = "console_tls_cert")]
         console_tls_key: Option<PathBuf>,
+        /// Serve OpenMetrics (Prometheus) at http://ADDR/metrics: links,
+        /// servers, pipes and registry of the nodes in this process,
+        /// labelled by node name (see docs/METRICS.md). Not with
+        /// --processes: give each `--node` run its own address.
+        #[arg(long, value_name = "ADDR", conflicts_with = "processes")]
+        metrics: Option<std::net::SocketAddr>,
+        /// The console may only look: its identity is read-only in the
+        /// console node's access policy (it sees the registry, the status
+        /// and taps; calls, casts and typing into a terminal are refused,
+        /// and the page disables them).
+        #[arg(long, requires = "console")]
+        console_read_only: bool,
         /// Internal (--processes): also listen on this ws:// address, for
         /// the console.
         #[arg(long, hide = true, value_name = "ADDR")]
         console_ws: Option<String>,
+        /// Internal (--processes): the console's read-only identity.
+        #[arg(long, hide = true, value_name = "NODE_ID", requires = "console_ws")]
+        console_read_only_id: Option<String>,
         /// Internal (--processes): replace addresses by sockets in DIR.
         #[arg(long, hide = true, value_name = "DIR")]
         socket_dir: Option<PathBuf>,
@@ -221,8 +239,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             console_node,
             console_token,
             console_ws,
+            console_read_only,
+            console_read_only_id,
             console_tls_cert,
             console_tls_key,
+            metrics,
         } => {
             let topo = Arc::new(Topology::load(&file)?);
             let console = match console {
@@ -234,7 +255,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                         )?),
                         _ => None,
                     };
-                    let options = (console_node, console_token, tls);
+                    let read_only = console_read_only.then(NodeId::random);
+                    let options = (console_node, console_token, tls, read_only);
                     Some(start_console(&topo, at, node.as_deref(), options).await?)
                 }
                 None => None,
@@ -242,16 +264,24 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             if processes {
                 return run_processes(&file, &topo, console.as_ref()).await;
             }
+            let console_read_only = match console_read_only_id {
+                Some(id) => Some(
+                    id.parse::<NodeId>()
+                        .map_err(|e| Error::Usage(format!("--console-read-only-id {id}: {e}")))?,
+                ),
+                None => None,
+            };
             let console_ws = match (&console, console_ws) {
-                (Some((node, ws)), _) => Some((node.clone(), ws.clone())),
-                (None, Some(ws)) => node.clone().map(|n| (n, ws)),
+                (Some((node, ws, ro)), _) => Some((node.clone(), ws.clone(), *ro)),
+                (None, Some(ws)) => node.clone().map(|n| (n, ws, console_read_only)),
                 (None, None) => None,
             };
             let console_ws = match console_ws {
-                Some((n, ws)) => Some((
+                Some((n, ws, ro)) => Some((
                     n,
                     ws.parse::<Address>()
                         .map_err(|e| Error::Address(format!("{ws}: {e}")))?,
+                    ro,
                 )),
                 None => None,
             };
@@ -303,8 +333,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     mem: mem.clone(),
                     console: console_ws
                         .as_ref()
-                        .filter(|(n, _)| *n == name)
-                        .map(|(_, a)| a.clone()),
+                        .filter(|(n, _, _)| *n == name)
+                        .map(|(_, a, _)| a.clone()),
+                    console_read_only: console_ws
+                        .as_ref()
+                        .filter(|(n, _, _)| *n == name)
+                        .and_then(|(_, _, ro)| *ro),
                     name,
                 })
                 .collect();
@@ -312,7 +346,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             // others are done: it runs until stopped.
             // With a console the run goes on until stopped, to be looked at.
             let standalone = node.is_some() && topo.nodes.len() > 1 || console.is_some();
-            let outcome = runtime::run_nodes(runs, standalone, done_file.as_deref(), stop).await?;
+            let outcome =
+                runtime::run_nodes(runs, standalone, done_file.as_deref(), metrics, stop).await?;
             match outcome {
                 Outcome::Finished => tracing::info!("topology finished"),
                 Outcome::Stopped => tracing::info!("stopped"),
@@ -412,18 +447,19 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
 
 /// Start the web console at `at` (loopback only): pick the console node
 /// and its WebSocket address, and serve the page in a task of this
-/// process. Returns the console node and the `ws://` address it must
-/// listen on.
+/// process. Returns the console node, the `ws://` address it must
+/// listen on, and the console's identity if it is read-only.
 async fn start_console(
     topo: &Topology,
     at: std::net::SocketAddr,
     run_node: Option<&str>,
-    (console_node, token, tls): (
+    (console_node, token, tls, read_only): (
         Option<String>,
         Option<String>,
         Option<oscloud_transport_ws::TlsAcceptor>,
+        Option<NodeId>,
     ),
-) -> Result<(String, String), Error> {
+) -> Result<ConsoleNode, Error> {
     let token = token.filter(|t| !t.is_empty());
     console::check_address(at, tls.is_some(), token.is_some())?;
     let node = match (console_node, run_node) {
@@ -450,6 +486,7 @@ async fn start_console(
         backend,
         token,
         tls,
+        read_only,
     };
     let listener = console::bind(at, &console).await?;
     let shown = listener.local_addr()?;
@@ -467,8 +504,12 @@ async fn start_console(
         }
     );
     tokio::spawn(console::serve(listener, console));
-    Ok((node, ws))
+    Ok((node, ws, read_only))
 }
+
+/// The node the console joins, the `ws://` address it listens on for the
+/// console, and the console's identity if it is read-only.
+type ConsoleNode = (String, String, Option<NodeId>);
 
 /// The extra listen address of every node when exposing in `dir`.
 fn exposed(topo: &Topology, dir: Option<&Path>) -> Result<HashMap<String, Address>, Error> {
@@ -491,7 +532,7 @@ fn exposed(topo: &Topology, dir: Option<&Path>) -> Result<HashMap<String, Addres
 async fn run_processes(
     file: &Path,
     topo: &Topology,
-    console: Option<&(String, String)>,
+    console: Option<&ConsoleNode>,
 ) -> Result<ExitCode, Error> {
     let dir = tempfile::Builder::new().prefix("oscloud-").tempdir()?;
     let exe = std::env::current_exe()?;
@@ -519,10 +560,13 @@ async fn run_processes(
             .arg(&done)
             .env_remove(console::TOKEN_ENV)
             .stdin(stdin);
-        if let Some((node, ws)) = console
+        if let Some((node, ws, read_only)) = console
             && *node == n.name
         {
             cmd.arg("--console-ws").arg(ws);
+            if let Some(id) = read_only {
+                cmd.arg("--console-read-only-id").arg(id.to_string());
+            }
         }
         let child = cmd.spawn();
         match child {

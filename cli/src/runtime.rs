@@ -23,7 +23,8 @@ use oscloud_core::address::Address;
 use oscloud_core::plumbing::{Branch, Split, merge, split};
 use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::{
-    Entry, EntryId, ExitReason, Kernel, Node, PipeEnd, PipeReader, PipeWriter, RegistryEvent,
+    Entry, EntryId, ExitReason, Kernel, Node, NodeId, PipeEnd, PipeReader, PipeWriter,
+    RegistryEvent,
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
@@ -240,6 +241,22 @@ pub struct ServerStatus {
     pub running: bool,
     /// How many times it was restarted.
     pub restarts: u64,
+    /// Calls, casts, errors and mailbox depth, as its registry endpoint
+    /// counts them (the numbers `--metrics` exports).
+    #[serde(default)]
+    pub calls: u64,
+    /// Casts taken.
+    #[serde(default)]
+    pub casts: u64,
+    /// Calls answered with an error and casts that failed.
+    #[serde(default)]
+    pub errors: u64,
+    /// Messages waiting in its mailbox.
+    #[serde(default)]
+    pub mailbox: u64,
+    /// Mean call latency in microseconds (0 before the first call).
+    #[serde(default)]
+    pub mean_call_us: u64,
 }
 
 /// One link of a node.
@@ -265,6 +282,17 @@ pub struct LinkInfo {
     pub bytes_received: u64,
     /// Frames dropped by the wire layer.
     pub dropped: u64,
+    /// The link's round-trip time in microseconds, as the node's probe
+    /// measures it (`oscloud_core::LinkStatus::rtt_us`; 0 until measured).
+    #[serde(default)]
+    pub rtt_us: u64,
+    /// Data packets the session sent again (lossy links; 0 on reliable
+    /// streams, which never retransmit).
+    #[serde(default)]
+    pub retransmissions: u64,
+    /// Times a pipe frame waited for the peer's credit on this link.
+    #[serde(default)]
+    pub credit_stalls: u64,
 }
 
 /// One pipe of the topology.
@@ -340,7 +368,7 @@ struct WiredPipe {
 }
 
 /// What a node shares with its control server.
-struct Shared {
+pub(crate) struct Shared {
     topo: Arc<Topology>,
     name: String,
     node: Node,
@@ -355,50 +383,10 @@ impl Shared {
         self.wired.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    async fn status(&self, kernel: &Kernel) -> NodeStatus {
-        let stats = ServerRef::new(kernel, &supervisor_name(&self.name))
-            .typed::<oscloud_actors::SupervisorRequest, oscloud_actors::SupervisorStats>()
-            .call(
-                &oscloud_actors::SupervisorRequest::Stats,
-                Duration::from_secs(2),
-            )
-            .await
-            .unwrap_or_default();
-        let servers = self
-            .topo
-            .servers
-            .iter()
-            .filter(|s| s.node == self.name)
-            .map(|s| {
-                let c = stats.children.iter().find(|c| c.id == s.name);
-                ServerStatus {
-                    name: s.name.clone(),
-                    kind: s.kind.name.to_owned(),
-                    running: c.is_some_and(|c| c.running),
-                    restarts: c.map_or(0, |c| c.restarts),
-                }
-            })
-            .collect();
-        let links = self
-            .node
-            .links()
-            .into_iter()
-            .map(|l| LinkInfo {
-                local: l.local,
-                remote: l.remote,
-                peer: l.peer.map(|p| p.short()).unwrap_or_default(),
-                connected: l.connected,
-                reconnects: l.reconnects,
-                frames_sent: l.stats.frames_sent,
-                frames_received: l.stats.frames_received,
-                bytes_sent: l.stats.bytes_sent,
-                bytes_received: l.stats.bytes_received,
-                dropped: l.stats.dropped,
-            })
-            .collect();
-        let wired = self.wired();
-        let pipes = self
-            .topo
+    /// Every pipe of the topology, with the counters of those wired here
+    /// (`wired`).
+    fn pipes(&self, wired: &[Arc<WiredPipe>]) -> Vec<PipeStatus> {
+        self.topo
             .pipes
             .iter()
             .map(|p| {
@@ -420,7 +408,81 @@ impl Shared {
                 }
                 st
             })
+            .collect()
+    }
+
+    /// The pipes wired on this node, with their counters.
+    pub(crate) fn wired_pipes(&self) -> Vec<PipeStatus> {
+        let mut pipes = self.pipes(&self.wired());
+        pipes.retain(|p| p.wired_on == self.name);
+        pipes
+    }
+
+    async fn status(&self, kernel: &Kernel) -> NodeStatus {
+        let stats = ServerRef::new(kernel, &supervisor_name(&self.name))
+            .typed::<oscloud_actors::SupervisorRequest, oscloud_actors::SupervisorStats>()
+            .call(
+                &oscloud_actors::SupervisorRequest::Stats,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap_or_default();
+        let servers = self
+            .topo
+            .servers
+            .iter()
+            .filter(|s| s.node == self.name)
+            .map(|s| {
+                let c = stats.children.iter().find(|c| c.id == s.name);
+                let counted = kernel
+                    .registry()
+                    .lookup_all(&s.name)
+                    .iter()
+                    .filter(|e| e.node() == kernel.node())
+                    .find_map(|e| e.endpoint().stats())
+                    .unwrap_or_default();
+                ServerStatus {
+                    name: s.name.clone(),
+                    kind: s.kind.name.to_owned(),
+                    running: c.is_some_and(|c| c.running),
+                    restarts: c.map_or(0, |c| c.restarts),
+                    calls: counted.calls,
+                    casts: counted.casts,
+                    errors: counted.errors,
+                    mailbox: counted.mailbox,
+                    mean_call_us: u64::try_from(
+                        counted
+                            .latency_sum
+                            .as_micros()
+                            .checked_div(u128::from(counted.calls))
+                            .unwrap_or(0),
+                    )
+                    .unwrap_or(u64::MAX),
+                }
+            })
             .collect();
+        let links = self
+            .node
+            .links()
+            .into_iter()
+            .map(|l| LinkInfo {
+                local: l.local,
+                remote: l.remote,
+                peer: l.peer.map(|p| p.short()).unwrap_or_default(),
+                connected: l.connected,
+                reconnects: l.reconnects,
+                frames_sent: l.stats.frames_sent,
+                frames_received: l.stats.frames_received,
+                bytes_sent: l.stats.bytes_sent,
+                bytes_received: l.stats.bytes_received,
+                dropped: l.stats.dropped,
+                rtt_us: l.rtt_us,
+                retransmissions: l.stats.retransmissions,
+                credit_stalls: l.credit_stalls,
+            })
+            .collect();
+        let wired = self.wired();
+        let pipes = self.pipes(&wired);
         let mut ends = Vec::new();
         for w in &wired {
             let tap_dropped = w
@@ -486,9 +548,20 @@ impl Shared {
     }
 }
 
+/// The port of a node's control server that streams its status: a
+/// [`NodeStatus`] (MessagePack, as a status call answers) when opened and
+/// every [`STATUS_EVERY`] after, while the pipe is read. A pipe opened on
+/// it reads only, so a read-only peer (the console with
+/// `--console-read-only`) gets live status without calling.
+pub const STATUS_PORT: &str = ".status";
+
+/// How often [`STATUS_PORT`] sends the status.
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// The control server of a node: `status` calls and taps.
 ///
 /// - A call with any request (`"status"`) gets the [`NodeStatus`].
+/// - A pipe opened on [`STATUS_PORT`] gets the status every second.
 /// - A pipe opened on port `SERVER.PORT` (an end of a pipe wired on this
 ///   node) or on a pipe's name gets a copy of the pipe's frames from now
 ///   on; a slow watcher loses frames, it never slows the pipe.
@@ -515,11 +588,29 @@ impl Server for Control {
 
     async fn handle_pipe(
         &self,
-        _ctx: &mut Context,
+        ctx: &mut Context,
         _state: &mut (),
         port: String,
         end: PipeEnd,
     ) -> Result<PipeOutcome, ServerError> {
+        if port == STATUS_PORT {
+            let (_reader, writer) = end.split();
+            let (shared, kernel) = (self.0.clone(), ctx.kernel().clone());
+            tokio::spawn(async move {
+                loop {
+                    let status = shared.status(&kernel).await;
+                    let Ok(frame) = oscloud_actors::encode(&status) else {
+                        break;
+                    };
+                    // Ends when the watcher closes the pipe.
+                    if writer.send(frame).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(STATUS_EVERY).await;
+                }
+            });
+            return Ok(PipeOutcome::Accepted);
+        }
         let wired = self.0.wired();
         let found = wired.iter().find(|w| {
             w.def.name == port
@@ -560,6 +651,9 @@ pub struct NodeRun {
     /// A loopback WebSocket address this node also listens on, for the
     /// web console (`run --console`): set on the console node only.
     pub console: Option<Address>,
+    /// The console's identity, read-only in this node's access policy
+    /// (`run --console-read-only`; console node only).
+    pub console_read_only: Option<NodeId>,
 }
 
 /// A node that is up.
@@ -567,6 +661,7 @@ pub struct RunningNode {
     /// The node's name.
     pub name: String,
     node: Node,
+    shared: Arc<Shared>,
     tree: SupervisorHandle,
     control: ServerHandle,
     pipes: Vec<tokio::task::JoinHandle<Result<(), Error>>>,
@@ -593,6 +688,10 @@ impl NodeRun {
         let (listen, dial) = self.plan.nodes.get(&self.name).cloned().unwrap_or_default();
         let kernel = Kernel::new();
         let node = Node::with_config(kernel.clone(), transports(&self.mem), def.config.clone());
+        if let Some(id) = self.console_read_only {
+            node.access_policy().set_text(&format!("readonly {id}\n"))?;
+            info!(node = %self.name, "the console ({}) is read-only here", id.short());
+        }
 
         // Servers, under the node's supervisor, in file order.
         let base = topo.base_dir();
@@ -710,6 +809,7 @@ impl NodeRun {
         Ok(RunningNode {
             name: self.name,
             node,
+            shared,
             tree,
             control,
             pipes,
@@ -1068,6 +1168,11 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
 }
 
 impl RunningNode {
+    /// The node, and what its control server reads (for `--metrics`).
+    pub(crate) fn observed(&self) -> (&Node, Arc<Shared>) {
+        (&self.node, self.shared.clone())
+    }
+
     /// Whether the node's part of the topology is done: every pipe it
     /// wires has ended and every sink it runs that is fed by a pipe has
     /// stopped. A node with neither is never done by itself.
@@ -1156,6 +1261,7 @@ pub async fn run_nodes(
     runs: Vec<NodeRun>,
     keep_running: bool,
     done_file: Option<&Path>,
+    metrics: Option<std::net::SocketAddr>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Outcome, Error> {
     // Every pipe is wired by one node, so the topology can finish, here
@@ -1174,6 +1280,18 @@ pub async fn run_nodes(
             }
         }
     }
+    let _metrics = match metrics {
+        Some(at) => match crate::metrics::serve(at, &nodes).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                for n in nodes.into_iter().rev() {
+                    n.stop().await;
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut reported = false;
     let outcome = loop {
         let mut failure = None;

@@ -28,27 +28,6 @@ pub const SCHEMES: &[&str] = &["tcp", "ws", "wss", "unix", "serial", "mem"];
 /// before the port is opened.
 pub const SERIAL_PEER: &str = "peer";
 
-/// `a` without its `key` parameter.
-fn without_param(a: &Address, key: &str) -> Address {
-    if a.param(key).is_none() {
-        return a.clone();
-    }
-    let text = a.to_string();
-    let Some((base, query)) = text.split_once('?') else {
-        return a.clone();
-    };
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|kv| kv.split('=').next() != Some(key))
-        .collect();
-    let text = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    text.parse().unwrap_or_else(|_| a.clone())
-}
-
 /// Whether dialling `connect` reaches a node listening on `listen`: the
 /// same address, or (TCP, WebSocket) the same scheme, port and path when
 /// the listener binds every interface (`0.0.0.0`, `[::]`); for WebSocket
@@ -363,13 +342,18 @@ fn check_name(check: &mut Check<'_>, name: &Spanned<String>, what: &str) -> bool
     true
 }
 
-/// A checked address; for `serial://`, also the `peer` it names (taken
-/// off the address).
-fn address(check: &mut Check<'_>, s: &Spanned<String>) -> Option<(Address, Option<String>)> {
+/// A checked address (for `wss://`, with the TLS files it names, read as
+/// `listening` on it or dialling it would); for `serial://`, also the
+/// `peer` it names (taken off the address).
+fn address(
+    check: &mut Check<'_>,
+    s: &Spanned<String>,
+    listening: bool,
+) -> Option<(Address, Option<String>)> {
     match s.get_ref().parse::<Address>() {
         Ok(a) if a.scheme() == oscloud_transport_serial::SCHEME => {
             let peer = a.param(SERIAL_PEER).map(str::to_owned);
-            let a = without_param(&a, SERIAL_PEER);
+            let a = a.without_param(SERIAL_PEER);
             match oscloud_transport_serial::SerialSettings::from_address(&a) {
                 Ok(_) => Some((a, peer)),
                 Err(e) => {
@@ -378,7 +362,15 @@ fn address(check: &mut Check<'_>, s: &Spanned<String>) -> Option<(Address, Optio
                 }
             }
         }
-        Ok(a) if SCHEMES.contains(&a.scheme()) => Some((a, None)),
+        Ok(a) if SCHEMES.contains(&a.scheme()) => {
+            match oscloud_transport_ws::check_tls(&a, listening) {
+                Ok(()) => Some((a, None)),
+                Err(e) => {
+                    check.err(s.span(), format!("bad address {:?}: {e}", s.get_ref()));
+                    None
+                }
+            }
+        }
         Ok(a) => {
             check.err(
                 s.span(),
@@ -494,10 +486,10 @@ impl Topology {
                 }
             };
             let mut serial_peers = Vec::new();
-            let mut addresses = |list: &[Spanned<String>]| {
+            let mut addresses = |list: &[Spanned<String>], listening: bool| {
                 let mut out = Vec::new();
                 for a in list {
-                    if let Some((a, peer)) = address(check, a) {
+                    if let Some((a, peer)) = address(check, a, listening) {
                         if let Some(peer) = peer {
                             serial_peers.push((a.clone(), peer));
                         }
@@ -506,9 +498,10 @@ impl Topology {
                 }
                 out
             };
-            let listen = addresses(&n.listen);
-            let connect = addresses(&n.connect);
+            let listen = addresses(&n.listen, true);
+            let connect = addresses(&n.connect, false);
             let mut config = NodeConfig::default();
+            let problems_before = check.problems.len();
             for (key, value) in &n.config {
                 // Numbers stand for themselves (seconds for a duration).
                 let text = match value.get_ref() {
@@ -530,6 +523,16 @@ impl Topology {
                 if let Err(e) = config.set(key.get_ref(), &text) {
                     check.err(value.span(), e.to_string());
                 }
+            }
+            // Settings valid alone may not be together (a keepalive not
+            // shorter than the idle timeout): point at the timers if set.
+            if let (true, Err(e)) = (check.problems.len() == problems_before, config.validate()) {
+                let span = n
+                    .config
+                    .iter()
+                    .find(|(k, _)| ["keepalive", "idle_timeout"].contains(&k.get_ref().as_str()))
+                    .map_or(name.span(), |(_, v)| v.span());
+                check.err(span, e.to_string());
             }
             nodes.push(NodeDef {
                 name: name.get_ref().clone(),

@@ -173,6 +173,7 @@ config = { idle_timeout = "soon", speed = 3, keepalive = true }
     assert_eq!(
         stderr.lines().collect::<Vec<_>>(),
         [
+            r#"settings.toml:2:49: invalid node setting "keepalive": 2s is not shorter than idle_timeout (1.5s): a quiet link would be closed before its peer's next ping"#,
             r#"settings.toml:4:27: invalid node setting "idle_timeout": "soon" is not a duration (like 250ms, 1.5s, 2m)"#,
             r#"settings.toml:4:43: invalid node setting "speed": unknown setting (known: keepalive, idle_timeout, reconnect_min, reconnect_max, pipe_window, max_frame, lossy_max_frame, lossy_send_window, lossy_initial_rto, max_queued, link_budget, max_serving, resume_grace, max_hops)"#,
             r#"settings.toml:4:58: setting "keepalive" wants a number or a string like "250ms", not a boolean"#,
@@ -291,4 +292,84 @@ fn yaml_gets_the_same_checks_with_yaml_lines() {
         stderr.trim(),
         r#"type.yaml:3:19: invalid type: string "lots", expected u32"#
     );
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in
+/// `dir`: (cert, key).
+fn cert_and_key(dir: &Path) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    ("cert.pem".into(), "key.pem".into())
+}
+
+#[test]
+fn wss_certificate_and_key_files_are_read_and_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_and_key(dir.path());
+    std::fs::write(dir.path().join("garbage.pem"), "not a PEM file\n").unwrap();
+    let topo = |listen: &str, connect: &str| {
+        format!("[nodes.a]\nlisten = [\"{listen}\"]\n\n[nodes.b]\nconnect = [\"{connect}\"]\n")
+    };
+    // Good files, and a dialler with the certificate as its CA: valid.
+    let good = topo(
+        &format!("wss://127.0.0.1:7443/o?cert={cert}&key={key}"),
+        &format!("wss://127.0.0.1:7443/o?ca={cert}"),
+    );
+    let (code, stdout, stderr) = check(dir.path(), "good.toml", &good);
+    assert_eq!((code, stderr.as_str()), (0, ""), "{stdout}");
+
+    for (listen, connect, problem) in [
+        (
+            "wss://127.0.0.1:7443/o?cert=cert.pem".to_owned(),
+            "wss://127.0.0.1:7443/o".to_owned(),
+            "a wss listener needs cert=<PEM chain>&key=<PEM key>; key is missing",
+        ),
+        (
+            "wss://127.0.0.1:7443/o?cert=missing.pem&key=key.pem".to_owned(),
+            "wss://127.0.0.1:7443/o".to_owned(),
+            "TLS certificate missing.pem: ",
+        ),
+        (
+            "wss://127.0.0.1:7443/o?cert=garbage.pem&key=key.pem".to_owned(),
+            "wss://127.0.0.1:7443/o".to_owned(),
+            "TLS certificate garbage.pem: no PEM certificate in it",
+        ),
+        (
+            "wss://127.0.0.1:7443/o?cert=cert.pem&key=garbage.pem".to_owned(),
+            "wss://127.0.0.1:7443/o".to_owned(),
+            "TLS private key garbage.pem: ",
+        ),
+        (
+            // A key that is not the certificate's.
+            format!("wss://127.0.0.1:7443/o?cert={cert}&key={}", {
+                let other = tempfile::tempdir_in(dir.path()).unwrap();
+                let (_, k) = cert_and_key(other.path());
+                let moved = dir.path().join("other-key.pem");
+                std::fs::rename(other.path().join(k), &moved).unwrap();
+                "other-key.pem"
+            }),
+            "wss://127.0.0.1:7443/o".to_owned(),
+            "TLS certificate cert.pem: ",
+        ),
+        (
+            format!("wss://127.0.0.1:7443/o?cert={cert}&key={key}"),
+            "wss://127.0.0.1:7443/o?ca=garbage.pem".to_owned(),
+            "CA certificate garbage.pem: no PEM certificate in it",
+        ),
+    ] {
+        let (code, stdout, stderr) = check(dir.path(), "bad.toml", &topo(&listen, &connect));
+        assert_eq!(code, 2, "{listen} / {connect}: {stdout}{stderr}");
+        let line = if connect.contains("ca=") { 5 } else { 2 };
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{listen} / {connect}: {stderr}");
+        assert!(
+            lines[0].starts_with(&format!("bad.toml:{line}:")) && lines[0].contains(problem),
+            "{listen} / {connect}: {stderr}"
+        );
+    }
 }

@@ -110,7 +110,9 @@ fn serves_the_page_and_relays_the_websocket_to_the_node() {
     assert!(js.contains("Content-Type: text/javascript"), "{js:.300}");
     let config = run.get("/config.json", "");
     assert!(
-        config.ends_with(r#"{"node":"a","nodes":["a","b"],"ws":"/oscloud"}"#),
+        config.ends_with(
+            r#"{"identity":null,"node":"a","nodes":["a","b"],"readOnly":false,"ws":"/oscloud"}"#
+        ),
         "{config}"
     );
     assert!(run.get("/nope", "").starts_with("HTTP/1.1 404"));
@@ -133,6 +135,32 @@ fn serves_the_page_and_relays_the_websocket_to_the_node() {
         out.status.success()
     });
     assert_eq!(reply, r#""THROUGH THE CONSOLE""#);
+}
+
+#[test]
+fn a_read_only_console_gets_an_identity_for_the_page() {
+    // --processes: the console node, a child process, takes the identity
+    // as read-only (a hidden option) and runs.
+    let run = Run::start(&["--processes", "--console-read-only"]);
+    let config = run.get("/config.json", "");
+    let body = config.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["readOnly"], true, "{config}");
+    let id = json["identity"].as_str().unwrap_or_default();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{config}"
+    );
+    // Another node (another id) still calls through the relay.
+    let ws = format!("ws://{}/oscloud", run.console);
+    wait_until(LIMIT, "a call through the console", || {
+        oscloud()
+            .args(["call", &ws, "upper", r#""x""#])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
 }
 
 #[test]

@@ -174,14 +174,15 @@ fn top_under_a_pseudo_terminal() {
         // that shows a rate for the pipe.
         let frames: Vec<&str> = text.split("\x1b[H\x1b[2J").collect();
         // The per-server row of `rules`: NAME KIND STATUS RESTARTS MSGS-IN
-        // MSGS-OUT IN/s OUT/s IN-B/s OUT-B/s REWIRED DROPS. Its input pipe
+        // MSGS-OUT IN/s OUT/s IN-B/s OUT-B/s REWIRED DROPS CALLS CASTS ERRORS
+        // MBOX CALL-AVG. Its input pipe
         // is wired on hub, its output pipe on ops: both count.
         let rules = |frame: &str| -> Option<Vec<String>> {
             let row = frame
                 .lines()
                 .find(|l| l.trim_start().starts_with("rules "))?;
             let cols: Vec<String> = row.split_whitespace().map(str::to_owned).collect();
-            (cols.len() == 12).then_some(cols)
+            (cols.len() == 17).then_some(cols)
         };
         if frames.len() >= 4
             && let Some(last) = frames[frames.len() - 2]

@@ -13,6 +13,18 @@ const assets = resolve(here, "../../cli/assets/console");
 const check = process.argv.includes("--check");
 const out = check ? mkdtempSync(join(tmpdir(), "oscloud-console-")) : assets;
 
+// The client's sources import @msgpack/msgpack too: take it from here
+// always, so the bundle is the same whether ../ts/node_modules exists
+// (after scripts/test-ts.sh) or not.
+const depsFromHere = {
+  name: "deps-from-here",
+  setup(b) {
+    b.onResolve({ filter: /^@msgpack\/msgpack$/ }, (args) =>
+      args.resolveDir === here ? undefined : b.resolve(args.path, { kind: args.kind, resolveDir: here }),
+    );
+  },
+};
+
 await build({
   entryPoints: { console: join(here, "src/main.ts") },
   bundle: true,
@@ -23,6 +35,7 @@ await build({
   outdir: out,
   alias: { "@oscloud/client": join(here, "../ts/src/index.ts") },
   nodePaths: [join(here, "node_modules")],
+  plugins: [depsFromHere],
   logLevel: "warning",
 });
 copyFileSync(join(here, "src/index.html"), join(out, "index.html"));

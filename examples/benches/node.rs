@@ -155,7 +155,7 @@ async fn node_casts(p: &Pair) -> Duration {
     assert_eq!(m.len(), 64);
     let start = Instant::now();
     for _ in 0..MESSAGES {
-        r.cast(m.clone()).unwrap();
+        r.cast(m.clone()).await.unwrap();
     }
     // The call queues behind every cast on the link and in the mailbox.
     r.call(m.clone(), Duration::from_secs(60)).await.unwrap();
@@ -239,7 +239,7 @@ async fn raw_ping_pong(unix: bool, through_actor: bool) -> Duration {
     let (c, mut s, _d) = raw_pair(unix).await;
     let echo = tokio::spawn(async move {
         if through_actor {
-            common::serve_through_actor(&mut s).await;
+            common::serve_through_actor(&mut s, CALLS).await;
             return;
         }
         let mut m = [0u8; 64];

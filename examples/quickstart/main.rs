@@ -340,7 +340,7 @@ impl Server for Rules {
                 celsius: reading.celsius,
                 rule: format!("above {ALERT_ABOVE} °C"),
             };
-            alert.cast(encode(&a)?)?;
+            alert.cast(encode(&a)?).await?;
         }
         Ok(())
     }
@@ -408,7 +408,7 @@ async fn feed_by_name(kernel: Kernel, mut input: PipeReader, to: &str, trace: Tr
     let mut fed = 0;
     while let Some(frame) = input.recv().await {
         loop {
-            match target.cast(frame.clone()) {
+            match target.cast(frame.clone()).await {
                 Ok(()) => break,
                 Err(err) => {
                     trace.say("feeder", format!("{to} unavailable ({err}); waiting"));

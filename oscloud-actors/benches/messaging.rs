@@ -113,7 +113,7 @@ async fn ours_casts(r: &TypedRef<Reading, u64>, counter: &AtomicU64) -> Duration
     let base = counter.load(Ordering::Relaxed);
     let t = Instant::now();
     for i in 0..CASTS {
-        r.cast(&reading(i)).unwrap();
+        r.cast(&reading(i)).await.unwrap();
     }
     wait_count(counter, base + CASTS).await;
     t.elapsed()

@@ -93,8 +93,8 @@
 //! .await?;
 //!
 //! let counter = ServerRef::lookup(&kernel, "counter")?.typed::<Request, u64>();
-//! counter.cast(&Request::Add(2))?;
-//! counter.cast(&Request::Add(3))?;
+//! counter.cast(&Request::Add(2)).await?;
+//! counter.cast(&Request::Add(3)).await?;
 //! assert_eq!(counter.call(&Request::Get, Duration::from_secs(1)).await?, 5);
 //!
 //! assert_eq!(tree.stats().total_restarts(), 0);

@@ -22,11 +22,13 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::FutureExt;
 use oscloud_core::access::{Caller, current_caller};
+use oscloud_core::endpoint::{Mailbox, ServerCounters, ServerStats};
 use oscloud_core::{
     Capabilities, Endpoint, EntryId, Error as CoreError, ExitReason, Kernel, PipeEnd,
     PortDirection, Registration,
@@ -254,6 +256,11 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) stop_reason: OnceLock<String>,
     pub(crate) decode_errors: AtomicU64,
+    /// Calls, casts, latency, mailbox depth, restarts (kept across the
+    /// restarts of a supervised server).
+    pub(crate) counters: Arc<ServerCounters>,
+    /// Messages in this run's mailbox.
+    pub(crate) mailbox: Mailbox,
     /// Held here rather than in the actor state so that whoever sees the
     /// actor end (the actor itself, or a supervisor that had to kill it)
     /// can remove the entry at once.
@@ -261,11 +268,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(name: String) -> Arc<Self> {
+    pub(crate) fn new(name: String, counters: Arc<ServerCounters>) -> Arc<Self> {
         Arc::new(Self {
             name,
             stop_reason: OnceLock::new(),
             decode_errors: AtomicU64::new(0),
+            counters,
+            mailbox: Mailbox::default(),
             registration: Mutex::new(None),
         })
     }
@@ -289,6 +298,11 @@ impl Shared {
         if let Some(registration) = registration {
             registration.unregister(reason);
         }
+    }
+
+    /// The server's counters, with this run's mailbox.
+    pub(crate) fn stats(&self) -> ServerStats {
+        self.counters.stats(self.mailbox.depth())
     }
 
     pub(crate) fn stopped(&self) -> CoreError {
@@ -320,18 +334,38 @@ impl fmt::Debug for LocalEndpoint {
 
 #[async_trait]
 impl Endpoint for LocalEndpoint {
-    fn cast(&self, msg: Bytes) -> Result<(), CoreError> {
-        self.actor
+    fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
+        let counters = &self.shared.counters;
+        self.shared.mailbox.put();
+        let r = self
+            .actor
             .cast(ServerMsg::Cast(msg, current_caller()))
-            .map_err(|_| self.shared.stopped())
+            .map_err(|_| self.shared.stopped());
+        match r {
+            Ok(()) => counters.cast(),
+            Err(_) => {
+                self.shared.mailbox.taken();
+                counters.error();
+            }
+        }
+        r
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
+        let counters = &self.shared.counters;
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.actor
-            .cast(ServerMsg::Call(msg, current_caller(), tx))
-            .map_err(|_| self.shared.stopped())?;
-        rx.await.map_err(|_| self.shared.stopped())?
+        self.shared.mailbox.put();
+        let posted = self.actor.cast(ServerMsg::Call(msg, current_caller(), tx));
+        let r = match posted {
+            Ok(()) => rx.await.map_err(|_| self.shared.stopped()).and_then(|r| r),
+            Err(_) => {
+                self.shared.mailbox.taken();
+                Err(self.shared.stopped())
+            }
+        };
+        counters.call(started.elapsed(), r.is_ok());
+        r
     }
 
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), CoreError> {
@@ -345,6 +379,10 @@ impl Endpoint for LocalEndpoint {
             ))))
             .map_err(|_| self.shared.stopped())?;
         rx.await.map_err(|_| self.shared.stopped())?
+    }
+
+    fn stats(&self) -> Option<ServerStats> {
+        Some(self.shared.stats())
     }
 }
 
@@ -455,14 +493,21 @@ impl<S: Server> Actor for ServerActor<S> {
         st: &mut Running<S>,
     ) -> Result<(), ActorProcessingErr> {
         let server = &self.0;
+        if matches!(msg, ServerMsg::Cast(..) | ServerMsg::Call(..)) {
+            st.shared.mailbox.taken();
+        }
         match msg {
             ServerMsg::Cast(bytes, caller) => {
                 let Ok(req) = st.decode(&bytes) else {
+                    st.shared.counters.error();
                     return Ok(());
                 };
                 st.ctx.set_caller(caller);
                 let r = guarded(server.handle_cast(&mut st.ctx, &mut st.state, req)).await;
-                r.map_err(|e| st.fail(e))
+                r.map_err(|e| {
+                    st.shared.counters.error();
+                    st.fail(e)
+                })
             }
             ServerMsg::Call(bytes, caller, reply) => {
                 let req = match st.decode(&bytes) {
@@ -549,9 +594,10 @@ pub(crate) async fn spawn_server<S: Server>(
     opts: ServerOptions,
     server: S,
     parent: Option<ActorCell>,
+    counters: Arc<ServerCounters>,
 ) -> Result<ServerHandle, Error> {
     let name = opts.name.clone();
-    let shared = Shared::new(name.clone());
+    let shared = Shared::new(name.clone(), counters);
     let args = ServerArgs {
         kernel: kernel.clone(),
         opts,
@@ -563,6 +609,7 @@ pub(crate) async fn spawn_server<S: Server>(
         None => Actor::spawn(None, actor, args).await,
     };
     let (actor, _join) = spawned.map_err(|e| spawn_err(&name, e))?;
+    shared.counters.started();
     Ok(ServerHandle {
         kernel: kernel.clone(),
         actor,
@@ -581,7 +628,7 @@ pub async fn start<S: Server>(
     options: impl Into<ServerOptions>,
     server: S,
 ) -> Result<ServerHandle, Error> {
-    spawn_server(kernel, options.into(), server, None).await
+    spawn_server(kernel, options.into(), server, None, Arc::default()).await
 }
 
 /// A running server started with [`start`]. Dropping the handle does not
@@ -615,6 +662,12 @@ impl ServerHandle {
     /// How many undecodable messages the server received and dropped.
     pub fn decode_errors(&self) -> u64 {
         self.shared.decode_errors.load(Ordering::Relaxed)
+    }
+
+    /// The server's counters now (calls, casts, errors, latency, mailbox
+    /// depth), as metrics exporters read them through the registry.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.stats()
     }
 
     /// Why the server stopped, once it has (`"normal exit"` or the failure).

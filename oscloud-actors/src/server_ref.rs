@@ -89,14 +89,51 @@ impl ServerRef {
     /// Send a one-way message (MessagePack bytes by convention).
     ///
     /// Returns once the message is queued for the server, not handled. An
-    /// undecodable message is dropped by the server (and counted).
-    pub fn cast(&self, msg: Bytes) -> Result<(), Error> {
-        self.cast_with(msg.clone(), || Ok(msg.clone()))
+    /// undecodable message is dropped by the server (and counted). When
+    /// the server is on another node and its link holds as many bytes of
+    /// messages as it may (`NodeConfig::max_queued`), this waits until the
+    /// link has room (back-pressure; see [`ServerRef::try_cast`] to drop
+    /// the message instead). Cancel-safe: dropped while it waits, it has
+    /// sent nothing. Casts awaited one after another arrive in order.
+    pub async fn cast(&self, msg: Bytes) -> Result<(), Error> {
+        let again = msg.clone();
+        self.cast_with(msg, || Ok(again)).await
     }
 
-    /// Cast `msg`; if the cached server has stopped, resolve the name again
-    /// and cast `again()` (so the hot path never clones the message).
-    pub(crate) fn cast_with(
+    /// Send a one-way message without waiting for room: like
+    /// [`ServerRef::cast`], but a full link fails at once with
+    /// [`CoreError::LinkBusy`] (the message was not sent), for callers that
+    /// prefer dropping messages to waiting.
+    pub fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
+        self.try_cast_with(msg.clone(), || Ok(msg.clone()))
+    }
+
+    /// Cast `msg`, waiting for room; if the cached server has stopped,
+    /// resolve the name again and cast `again()` (so the hot path never
+    /// clones the message).
+    pub(crate) async fn cast_with(
+        &self,
+        msg: Bytes,
+        again: impl FnOnce() -> Result<Bytes, Error>,
+    ) -> Result<(), Error> {
+        // The cached entry's cast, started under the lock and awaited
+        // after it; the message back if nothing is cached.
+        let sending = match self.lock().as_ref() {
+            Some(entry) => Ok(entry.endpoint().cast(msg)),
+            None => Err(msg),
+        };
+        match sending {
+            Ok(sending) => match sending.await {
+                Err(CoreError::ServerStopped { .. }) => {} // restarted? resolve again
+                r => return r.map_err(Error::from),
+            },
+            Err(msg) => return Ok(self.resolve()?.endpoint().cast(msg).await?),
+        }
+        Ok(self.resolve()?.endpoint().cast(again()?).await?)
+    }
+
+    /// [`ServerRef::cast_with`] without waiting for room.
+    pub(crate) fn try_cast_with(
         &self,
         msg: Bytes,
         again: impl FnOnce() -> Result<Bytes, Error>,
@@ -104,16 +141,16 @@ impl ServerRef {
         {
             let cached = self.lock();
             if let Some(entry) = cached.as_ref() {
-                match entry.endpoint().cast(msg) {
+                match entry.endpoint().try_cast(msg) {
                     Err(CoreError::ServerStopped { .. }) => {} // restarted? resolve again
                     r => return r.map_err(Error::from),
                 }
             } else {
                 drop(cached);
-                return Ok(self.resolve()?.endpoint().cast(msg)?);
+                return Ok(self.resolve()?.endpoint().try_cast(msg)?);
             }
         }
-        Ok(self.resolve()?.endpoint().cast(again()?)?)
+        Ok(self.resolve()?.endpoint().try_cast(again()?)?)
     }
 
     /// Send a request and wait at most `timeout` for the reply.
@@ -230,9 +267,16 @@ impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
         &self.raw
     }
 
-    /// Send a one-way request (see [`ServerRef::cast`]).
-    pub fn cast(&self, req: &Req) -> Result<(), Error> {
-        self.raw.cast_with(encode(req)?, || encode(req))
+    /// Send a one-way request, waiting for room on a full link (see
+    /// [`ServerRef::cast`]).
+    pub async fn cast(&self, req: &Req) -> Result<(), Error> {
+        self.raw.cast_with(encode(req)?, || encode(req)).await
+    }
+
+    /// Send a one-way request without waiting for room (see
+    /// [`ServerRef::try_cast`]).
+    pub fn try_cast(&self, req: &Req) -> Result<(), Error> {
+        self.raw.try_cast_with(encode(req)?, || encode(req))
     }
 
     /// Send a request and wait at most `timeout` for the reply (see

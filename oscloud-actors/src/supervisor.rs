@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use oscloud_core::endpoint::ServerCounters;
 use oscloud_core::{Capabilities, Error as CoreError, ExitReason, Kernel};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
@@ -85,11 +86,16 @@ impl ChildSpec {
         let options = options.into();
         let id = options.name.clone();
         let factory = Arc::new(factory);
+        // One set of counters for every start, so they count across
+        // restarts (and count the restarts).
+        let counters = Arc::new(ServerCounters::default());
         let start: StartFn = Arc::new(move |kernel: Kernel, parent: ActorCell| {
             let options = options.clone();
             let factory = factory.clone();
+            let counters = counters.clone();
             Box::pin(async move {
-                let handle = spawn_server(&kernel, options, factory(), Some(parent)).await?;
+                let handle =
+                    spawn_server(&kernel, options, factory(), Some(parent), counters).await?;
                 Ok((handle.actor.get_cell(), handle.shared))
             })
         });
@@ -359,7 +365,7 @@ async fn spawn_supervisor(
                 .collect(),
         }),
         outcome: Mutex::new(None),
-        endpoint: Shared::new(name.clone()),
+        endpoint: Shared::new(name.clone(), Arc::default()),
     });
     let args = SupArgs {
         kernel: kernel.clone(),
@@ -597,6 +603,9 @@ impl Actor for SupervisorActor {
         msg: ServerMsg,
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
+        if matches!(msg, ServerMsg::Cast(..) | ServerMsg::Call(..)) {
+            st.shared.endpoint.mailbox.taken();
+        }
         match msg {
             ServerMsg::Call(bytes, _, reply) => {
                 let _ = reply.send(st.handle_call(&bytes));

@@ -32,13 +32,13 @@ async fn cast_call_typed_and_raw() {
     let typed = ServerRef::lookup(&kernel, "counter")
         .unwrap()
         .typed::<Req, Rep>();
-    typed.cast(&Req::Add(2)).unwrap();
-    typed.cast(&Req::Add(3)).unwrap();
+    typed.cast(&Req::Add(2)).await.unwrap();
+    typed.cast(&Req::Add(3)).await.unwrap();
     assert_eq!(typed.call(&Req::Get, T).await.unwrap(), Rep::Count(5));
 
     // The raw form carries MessagePack bytes.
     let raw = h.server_ref();
-    raw.cast(encode(&Req::Add(10)).unwrap()).unwrap();
+    raw.cast(encode(&Req::Add(10)).unwrap()).await.unwrap();
     let reply = raw.call(encode(&Req::Get).unwrap(), T).await.unwrap();
     assert_eq!(decode::<Rep>(&reply).unwrap(), Rep::Count(15));
 
@@ -84,7 +84,7 @@ async fn not_found() {
     assert_eq!(err, CoreError::NotFound("nobody".into()));
     let r = ServerRef::new(&kernel, "nobody");
     assert_eq!(
-        core(r.cast(Bytes::from_static(b"x")).unwrap_err()),
+        core(r.cast(Bytes::from_static(b"x")).await.unwrap_err()),
         CoreError::NotFound("nobody".into())
     );
     assert!(matches!(
@@ -101,7 +101,7 @@ async fn undecodable_messages_do_not_stop_the_server() {
         .await
         .unwrap();
     let raw = h.server_ref();
-    raw.cast(Bytes::from_static(b"\xc1garbage")).unwrap();
+    raw.cast(Bytes::from_static(b"\xc1garbage")).await.unwrap();
     let err = core(raw.call(Bytes::from_static(b"\xc1"), T).await.unwrap_err());
     assert!(matches!(err, CoreError::Decode(_)), "{err:?}");
     // A well-formed message of the wrong type is a decode error too.
@@ -158,7 +158,7 @@ async fn failing_server_is_restarted_and_refs_follow() {
         let mut watch = kernel.registry().watch();
         skip(&mut watch, 2).await;
         let r = ServerRef::lookup(&kernel, "w").unwrap().typed::<Req, Rep>();
-        r.cast(&Req::Add(7)).unwrap();
+        r.cast(&Req::Add(7)).await.unwrap();
         assert_eq!(r.call(&Req::Get, T).await.unwrap(), Rep::Count(7));
 
         let err = core(r.call(&req, T).await.unwrap_err());
@@ -172,7 +172,7 @@ async fn failing_server_is_restarted_and_refs_follow() {
 
         // The same refs reach the fresh server (state is fresh too), for
         // casts (cached entry re-resolved) and calls alike.
-        r.cast(&Req::Add(1)).unwrap();
+        r.cast(&Req::Add(1)).await.unwrap();
         assert_eq!(r.call(&Req::Get, T).await.unwrap(), Rep::Count(1));
         tree.stop().await;
         tree.wait().await.unwrap();
@@ -240,7 +240,7 @@ async fn group_calls_are_round_robin() {
     );
     // Casts spread too.
     for _ in 0..6 {
-        r.cast(&Req::Add(1)).unwrap();
+        r.cast(&Req::Add(1)).await.unwrap();
     }
     let mut counts = Vec::new();
     for _ in 0..3 {

@@ -332,7 +332,7 @@ async fn a_stuck_child_is_killed_after_its_shutdown_timeout() {
     let r = ServerRef::lookup(&kernel, "stuck")
         .unwrap()
         .typed::<Req, Rep>();
-    r.cast(&Req::Slow).unwrap(); // never released
+    r.cast(&Req::Slow).await.unwrap(); // never released
     // Make sure the Slow message is being handled before stopping.
     let err = r
         .call(&Req::Get, Duration::from_millis(20))
@@ -345,4 +345,28 @@ async fn a_stuck_child_is_killed_after_its_shutdown_timeout() {
         ["-stuck:failed", "-a:normal", "-sup:normal"]
     );
     tree.wait().await.unwrap();
+}
+
+/// The counters a server's registry entry keeps (for metrics exporters).
+fn counted(kernel: &Kernel, name: &str) -> oscloud_core::endpoint::ServerStats {
+    let entry = kernel.registry().lookup(name).unwrap();
+    entry.endpoint().stats().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_counters_go_on_across_restarts_and_count_them() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let (tree, mut watch) = abc(&kernel, &probe, Strategy::OneForOne).await;
+    let before = counted(&kernel, "b");
+    fail(&kernel, "b").await;
+    assert_eq!(next_events(&mut watch, 2).await, ["-b:failed", "+b"]);
+    assert_eq!(call(&kernel, "b", Req::Get).await, Rep::Count(0));
+    let after = counted(&kernel, "b");
+    assert_eq!(after.calls, before.calls + 2, "{after:?}");
+    assert_eq!(after.errors, before.errors + 1);
+    assert_eq!((after.restarts, after.mailbox), (1, 0));
+    assert_eq!(after.latency_buckets.iter().sum::<u64>(), after.calls);
+    assert_eq!(counted(&kernel, "a").restarts, 0);
+    tree.stop().await;
 }

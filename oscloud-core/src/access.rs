@@ -12,6 +12,14 @@
 //! - **pipe**: opening a pipe to one of the server's ports; a denied open
 //!   closes the pipe with the reason.
 //!
+//! A peer can also be **read-only** (a role, whatever the rules say): it
+//! may look up and watch the servers the rules let it see, and open pipes
+//! to read from them (taps, output ports), but every call and cast it
+//! sends is refused, and a frame it writes on a pipe it opened closes that
+//! pipe with [`Error::PermissionDenied`]. Pipes this node opens to the
+//! peer's own servers are this node's doing and are not limited. A web
+//! console that should only watch is given such an identity.
+//!
 //! Local callers (same kernel) are never checked. The identity of the
 //! calling node reaches the server as a [`Caller`], available through
 //! [`current_caller`] while the endpoint's `cast`/`call`/`open_pipe` runs
@@ -34,7 +42,11 @@
 //! admin.*     all                none
 //! metrics     lookup,call,pipe   *
 //! default deny
+//! readonly    5f2a0c3e9d8b7a6f5e4d3c2b1a098765
 //! ```
+//!
+//! - `readonly PEERS`: these peers are read-only (see above); a line may
+//!   come anywhere, and several add up.
 //!
 //! - pattern: an exact name, or a prefix ending in `*` (`*` alone: every
 //!   name);
@@ -164,19 +176,43 @@ impl Rule {
     }
 
     fn admits(&self, caller: &Caller) -> bool {
-        self.peers.iter().any(|p| match p {
-            Peer::Any => true,
-            Peer::Key(k) => caller.key.as_ref() == Some(k),
-            Peer::Node(n) => caller.node == *n,
-        })
+        admits(&self.peers, caller)
     }
+}
+
+/// Whether `caller` is among `peers`.
+fn admits(peers: &[Peer], caller: &Caller) -> bool {
+    peers.iter().any(|p| match p {
+        Peer::Any => true,
+        Peer::Key(k) => caller.key.as_ref() == Some(k),
+        Peer::Node(n) => caller.node == *n,
+    })
 }
 
 #[derive(Debug)]
 struct PolicyInner {
     rules: Vec<Rule>,
     default_allow: bool,
+    /// Read-only peers (`readonly` lines).
+    read_only: Vec<Peer>,
     path: Option<PathBuf>,
+}
+
+/// What a policy's text says.
+struct Parsed {
+    rules: Vec<Rule>,
+    default_allow: bool,
+    read_only: Vec<Peer>,
+}
+
+impl Parsed {
+    fn everything(default_allow: bool) -> Self {
+        Self {
+            rules: Vec::new(),
+            default_allow,
+            read_only: Vec::new(),
+        }
+    }
 }
 
 /// Which peers may look up, call and open pipes to which local servers.
@@ -198,19 +234,20 @@ impl Default for AccessPolicy {
 impl AccessPolicy {
     /// Everything allowed to every peer (the default of a node).
     pub fn allow_all() -> Self {
-        Self::from_parts(Vec::new(), true, None)
+        Self::from_parts(Parsed::everything(true), None)
     }
 
     /// Nothing allowed until rules say otherwise.
     pub fn deny_all() -> Self {
-        Self::from_parts(Vec::new(), false, None)
+        Self::from_parts(Parsed::everything(false), None)
     }
 
-    fn from_parts(rules: Vec<Rule>, default_allow: bool, path: Option<PathBuf>) -> Self {
+    fn from_parts(parsed: Parsed, path: Option<PathBuf>) -> Self {
         Self {
             inner: Arc::new(RwLock::new(PolicyInner {
-                rules,
-                default_allow,
+                rules: parsed.rules,
+                default_allow: parsed.default_allow,
+                read_only: parsed.read_only,
                 path,
             })),
             changed: Arc::new(watch::Sender::new(0)),
@@ -219,13 +256,12 @@ impl AccessPolicy {
 
     /// A policy from its text (see the [module docs](self)).
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let (rules, default_allow) = parse(text, "<text>")?;
-        Ok(Self::from_parts(rules, default_allow, None))
+        Ok(Self::from_parts(parse(text, "<text>")?, None))
     }
 
     /// A policy read from a file, reloadable with [`reload`](Self::reload).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let policy = Self::from_parts(Vec::new(), false, Some(path.as_ref().to_owned()));
+        let policy = Self::from_parts(Parsed::everything(false), Some(path.as_ref().to_owned()));
         policy.reload()?;
         Ok(policy)
     }
@@ -242,16 +278,14 @@ impl AccessPolicy {
             path: name.clone(),
             reason: e.to_string(),
         })?;
-        let (rules, default_allow) = parse(&text, &name)?;
-        self.replace(rules, default_allow);
+        self.replace(parse(&text, &name)?);
         tracing::info!(path = %name, "access policy loaded");
         Ok(())
     }
 
     /// Replace the rules with those of `text`.
     pub fn set_text(&self, text: &str) -> Result<(), Error> {
-        let (rules, default_allow) = parse(text, "<text>")?;
-        self.replace(rules, default_allow);
+        self.replace(parse(text, "<text>")?);
         Ok(())
     }
 
@@ -261,31 +295,48 @@ impl AccessPolicy {
         if Arc::ptr_eq(&self.inner, &other.inner) {
             return;
         }
-        let (rules, default_allow, path) = {
+        let (parsed, path) = {
             let o = other.read();
-            (o.rules.clone(), o.default_allow, o.path.clone())
+            let parsed = Parsed {
+                rules: o.rules.clone(),
+                default_allow: o.default_allow,
+                read_only: o.read_only.clone(),
+            };
+            (parsed, o.path.clone())
         };
         self.inner.write().unwrap_or_else(|e| e.into_inner()).path = path;
-        self.replace(rules, default_allow);
+        self.replace(parsed);
     }
 
-    fn replace(&self, rules: Vec<Rule>, default_allow: bool) {
+    fn replace(&self, parsed: Parsed) {
         {
             let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-            inner.rules = rules;
-            inner.default_allow = default_allow;
+            inner.rules = parsed.rules;
+            inner.default_allow = parsed.default_allow;
+            inner.read_only = parsed.read_only;
         }
         self.changed.send_modify(|v| *v += 1);
     }
 
     /// Whether `caller` may do `action` with the server (or group) `name`.
+    /// A [read-only](Self::is_read_only) caller may never call.
     pub fn allows(&self, name: &str, action: Action, caller: &Caller) -> bool {
         let inner = self.read();
+        if action == Action::Call && admits(&inner.read_only, caller) {
+            return false;
+        }
         inner
             .rules
             .iter()
             .find(|r| r.actions & action.bit() != 0 && r.matches(name))
             .map_or(inner.default_allow, |r| r.admits(caller))
+    }
+
+    /// Whether `caller` is read-only here (a `readonly` line names it): it
+    /// may look up, watch and read pipes, never call, cast or write on a
+    /// pipe it opened (see the [module docs](self)).
+    pub fn is_read_only(&self, caller: &Caller) -> bool {
+        admits(&self.read().read_only, caller)
     }
 
     /// A receiver that sees every change of the policy.
@@ -298,7 +349,7 @@ impl AccessPolicy {
     }
 }
 
-fn parse(text: &str, name: &str) -> Result<(Vec<Rule>, bool), Error> {
+fn parse(text: &str, name: &str) -> Result<Parsed, Error> {
     let bad = |n: usize, reason: String| Error::BadKeyFile {
         what: "access policy",
         path: name.to_owned(),
@@ -306,33 +357,8 @@ fn parse(text: &str, name: &str) -> Result<(Vec<Rule>, bool), Error> {
     };
     let mut rules = Vec::new();
     let mut default_allow = true;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words[0] == "default" {
-            default_allow = match words.get(1) {
-                Some(&"allow") => true,
-                Some(&"deny") => false,
-                _ => return Err(bad(n, "expected `default allow` or `default deny`".into())),
-            };
-            continue;
-        }
-        let [pattern, actions, peers] = words[..] else {
-            return Err(bad(n, "expected `pattern actions peers`".into()));
-        };
-        let mut bits = 0u8;
-        for a in actions.split(',') {
-            bits |= match a {
-                "lookup" => Action::Lookup.bit(),
-                "call" => Action::Call.bit(),
-                "pipe" => Action::Pipe.bit(),
-                "all" => 7,
-                other => return Err(bad(n, format!("unknown action {other:?}"))),
-            };
-        }
+    let mut read_only = Vec::new();
+    let peer_list = |n: usize, peers: &str| -> Result<Vec<Peer>, Error> {
         let mut list = Vec::new();
         for p in peers.split(',') {
             match p {
@@ -348,6 +374,43 @@ fn parse(text: &str, name: &str) -> Result<(Vec<Rule>, bool), Error> {
                 other => return Err(bad(n, format!("unknown peer {other:?}"))),
             }
         }
+        Ok(list)
+    };
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words[0] == "default" {
+            default_allow = match words.get(1) {
+                Some(&"allow") => true,
+                Some(&"deny") => false,
+                _ => return Err(bad(n, "expected `default allow` or `default deny`".into())),
+            };
+            continue;
+        }
+        if words[0] == "readonly" {
+            let [_, peers] = words[..] else {
+                return Err(bad(n, "expected `readonly PEERS`".into()));
+            };
+            read_only.extend(peer_list(n, peers)?);
+            continue;
+        }
+        let [pattern, actions, peers] = words[..] else {
+            return Err(bad(n, "expected `pattern actions peers`".into()));
+        };
+        let mut bits = 0u8;
+        for a in actions.split(',') {
+            bits |= match a {
+                "lookup" => Action::Lookup.bit(),
+                "call" => Action::Call.bit(),
+                "pipe" => Action::Pipe.bit(),
+                "all" => 7,
+                other => return Err(bad(n, format!("unknown action {other:?}"))),
+            };
+        }
+        let list = peer_list(n, peers)?;
         let (pattern, prefix) = match pattern.strip_suffix('*') {
             Some(p) => (p.to_owned(), true),
             None => (pattern.to_owned(), false),
@@ -359,7 +422,11 @@ fn parse(text: &str, name: &str) -> Result<(Vec<Rule>, bool), Error> {
             peers: list,
         });
     }
-    Ok((rules, default_allow))
+    Ok(Parsed {
+        rules,
+        default_allow,
+        read_only,
+    })
 }
 
 #[cfg(test)]
@@ -414,6 +481,38 @@ mod tests {
         assert!(rx.has_changed().unwrap());
         assert!(!p.allows("x", Action::Call, &c));
         assert!(p.allows("y", Action::Call, &c));
+    }
+
+    #[test]
+    fn a_read_only_peer_may_look_up_and_read_never_call() {
+        let (viewer, other) = (caller(), caller());
+        let text = format!("calc all *\nreadonly {}\nsecret all none\n", viewer.node);
+        let p = AccessPolicy::parse(&text).unwrap();
+        assert!(p.is_read_only(&viewer));
+        assert!(!p.is_read_only(&other));
+        assert!(p.allows("calc", Action::Lookup, &viewer));
+        assert!(p.allows("calc", Action::Pipe, &viewer), "opens to read");
+        assert!(
+            !p.allows("calc", Action::Call, &viewer),
+            "even if a rule says all"
+        );
+        assert!(
+            !p.allows("anything", Action::Call, &viewer),
+            "even by default"
+        );
+        assert!(
+            !p.allows("secret", Action::Lookup, &viewer),
+            "rules still apply"
+        );
+        assert!(p.allows("calc", Action::Call, &other));
+        let everyone = AccessPolicy::parse("readonly *").unwrap();
+        assert!(everyone.is_read_only(&other));
+        assert!(AccessPolicy::parse("readonly").is_err());
+        assert!(AccessPolicy::parse("readonly somebody").is_err());
+        // Reloading or replacing the text replaces the role too.
+        p.set_text("default allow").unwrap();
+        assert!(!p.is_read_only(&viewer));
+        assert!(p.allows("calc", Action::Call, &viewer));
     }
 
     #[tokio::test]

@@ -184,6 +184,14 @@ impl Address {
         }
     }
 
+    /// The same address without the parameter `key` (unchanged if it has
+    /// none).
+    pub fn without_param(&self, key: &str) -> Self {
+        let mut a = self.clone();
+        a.params.remove(key);
+        a
+    }
+
     /// The same address with `port` instead (for example the port a
     /// listener bound for `:0`).
     pub fn with_port(mut self, port: u16) -> Self {

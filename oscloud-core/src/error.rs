@@ -145,7 +145,9 @@ pub enum Error {
         reason: String,
     },
     /// Messages for a linked node are piling up faster than its link
-    /// carries them: this one was not sent. Retry later, or slow down.
+    /// carries them: this one was not sent. Returned only by the calls
+    /// that do not wait for room (`Endpoint::try_cast` and the `try_cast`
+    /// of the layers above); `cast` and `call` wait instead.
     #[error(
         "the link to node {node} is busy: {queued} bytes of messages wait to be sent \
          (limit {limit}); this message was not sent"

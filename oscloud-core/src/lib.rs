@@ -61,7 +61,7 @@ pub mod registry;
 pub mod transport;
 pub mod wire;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Cast, Endpoint};
 pub use error::{Error, Result};
 pub use kernel::Kernel;
 pub use node::{LinkStatus, Node, NodeConfig, NodeId, Route};

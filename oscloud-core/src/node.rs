@@ -58,6 +58,7 @@ mod driver;
 mod held_casts;
 mod id;
 mod link_io;
+mod link_limits;
 #[cfg(test)]
 mod link_status_tests;
 mod remote;
@@ -66,6 +67,7 @@ mod router;
 pub(crate) mod routes;
 #[cfg(test)]
 mod routing_tests;
+mod rtt_probe;
 mod serving;
 mod settings;
 mod signals;
@@ -149,8 +151,11 @@ pub struct NodeConfig {
     /// milliseconds. [`LinkStatus::stats`] shows the measured RTT and the
     /// timeout in force (`srtt_us`, `rto_us`).
     pub lossy_initial_rto: Duration,
-    /// Bytes of casts and calls that may wait for one link; beyond, they
-    /// fail at once with [`Error::LinkBusy`] instead of growing memory.
+    /// Bytes of casts and calls that may wait for one link; beyond,
+    /// [`Endpoint::cast`](crate::Endpoint::cast) and calls wait for room
+    /// (back-pressure on the sender instead of growing memory) and
+    /// [`Endpoint::try_cast`](crate::Endpoint::try_cast) fails at once
+    /// with [`Error::LinkBusy`].
     pub max_queued: usize,
     /// Bytes one link's peer may make this node hold for it (default
     /// 16 MiB), counted twice over: replies to its calls waiting to be
@@ -163,11 +168,13 @@ pub struct NodeConfig {
     /// [`Error::NodeBusy`] at once. A peer that reads none of
     /// this node's bytes for `idle_timeout` while some wait loses its
     /// link. Peak memory for a link is a small multiple of this
-    /// (`BENCHMARKS.md`, "Flooding peers").
+    /// (`BENCHMARKS.md`, "Flooding peers"). A listen address may set its
+    /// own for the links it accepts (see [`Node::listen`]).
     pub link_budget: usize,
     /// Most calls from one link served at once (default 1024, the number
     /// of calls a session lets a peer have waiting); calls
-    /// beyond get [`Error::NodeBusy`] at once, unserved.
+    /// beyond get [`Error::NodeBusy`] at once, unserved. A listen address
+    /// may set its own for the links it accepts (see [`Node::listen`]).
     pub max_serving: usize,
     /// How long a session outlives its link (`docs/PROTOCOL.md` §12).
     /// Zero (the default) ends the session with its link: the peer's
@@ -278,6 +285,18 @@ pub struct LinkStatus {
     /// returned, the bytes of its request and reply are counted here on
     /// both sides.
     pub stats: wire::Stats,
+    /// The link's round-trip time in microseconds as this node measures
+    /// it, on every kind of link: the smoothed time a Call to the empty
+    /// name (which every node answers at once with `NotFound`) takes to
+    /// come back, one probe a second at most while the link is busy, one
+    /// per keepalive while it idles. 0 until the first answer. (The
+    /// session's own [`Stats::srtt_us`](wire::Stats::srtt_us) is measured
+    /// on lossy links only.)
+    pub rtt_us: u64,
+    /// Times a local pipe writer's frame had to wait for the peer's credit
+    /// on this link (the peer's reader was behind): a sign of a slow
+    /// consumer, not of a slow link.
+    pub credit_stalls: u64,
 }
 
 struct LinkRecord {
@@ -441,8 +460,19 @@ impl Node {
 
     /// Accept links at `addr` until the node shuts down. Returns the address
     /// actually bound (for example the port chosen for `tcp://host:0`).
+    ///
+    /// Parameters `link_budget` and `max_serving` on `addr`, written as
+    /// their settings are (`tcp://0.0.0.0:7000?link_budget=4MiB&max_serving=64`),
+    /// replace [`NodeConfig::link_budget`] and [`NodeConfig::max_serving`]
+    /// for the links accepted there; the transport does not see them, and
+    /// the address returned does not carry them.
+    ///
+    /// Settings that [`NodeConfig::validate`] refuses are refused here,
+    /// before anything listens.
     pub async fn listen(&self, addr: &Address) -> Result<Address, Error> {
-        let mut listener = self.inner.transports.listen(addr).await?;
+        self.inner.config.validate()?;
+        let (at, limits) = link_limits::listener(addr, &self.inner.config)?;
+        let mut listener = self.inner.transports.listen(&at).await?;
         let bound = listener.local_address();
         let node = self.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
@@ -454,7 +484,7 @@ impl Node {
                         accepted = listener.accept() => match accepted {
                             Ok(link) => {
                                 let node = node.clone();
-                                tokio::spawn(async move { node.run_link(link, None, None).await; });
+                                tokio::spawn(async move { node.run_link(link, limits).await; });
                             }
                             Err(err) => {
                                 warn!("accept failed: {err}");
@@ -491,8 +521,10 @@ impl Node {
     /// failover: one link at a time.
     ///
     /// Errors when no address gives a first handshake (the last error is
-    /// returned); nothing keeps dialling then.
+    /// returned); nothing keeps dialling then. Settings that
+    /// [`NodeConfig::validate`] refuses are refused before any dial.
     pub async fn connect_redundant(&self, addrs: &[Address]) -> Result<NodeId, Error> {
+        self.inner.config.validate()?;
         let mut last = Error::LinkFailed {
             address: String::new(),
             reason: "no address to dial".into(),
@@ -607,10 +639,10 @@ impl Node {
             let running = self.run_link_as(
                 id,
                 current,
-                Some(addr.clone()),
-                Some(tx),
+                Some((addr.clone(), tx)),
                 reconnects,
                 resumption,
+                link_limits::limits(config),
             );
             let running =
                 self.keep_linked(running, redial_rx, handover_tx, &addrs, &mut at, &resumed);
@@ -743,12 +775,8 @@ impl Node {
         }
     }
 
-    async fn run_link(
-        &self,
-        link: Link,
-        dialed: Option<Address>,
-        connected: Option<oneshot::Sender<NodeId>>,
-    ) -> driver::Ended {
+    /// Run a link a listener accepted, with `limits`.
+    async fn run_link(&self, link: Link, limits: driver::Limits) -> driver::Ended {
         let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
         let resumption = Resumption::new(
             self.inner.sessions.clone(),
@@ -758,7 +786,7 @@ impl Node {
             None,
         );
         let ended = self
-            .run_link_as(id, link, dialed, connected, 0, resumption)
+            .run_link_as(id, link, None, 0, resumption, limits)
             .await;
         self.lock_links().remove(&id);
         ended
@@ -768,11 +796,13 @@ impl Node {
         &self,
         id: u64,
         link: Link,
-        dialed: Option<Address>,
-        connected: Option<oneshot::Sender<NodeId>>,
+        dial: Option<(Address, oneshot::Sender<NodeId>)>,
         reconnects: u64,
         resumption: Resumption,
+        limits: driver::Limits,
     ) -> driver::Ended {
+        // A dialled link: its address, and who waits for its handshake.
+        let (dialed, connected) = dial.map_or((None, None), |(a, c)| (Some(a), Some(c)));
         let kernel = self.inner.kernel.clone();
         let framing = framing_of(link.info.kind);
         let shared = Arc::new(LinkShared::new(
@@ -817,11 +847,7 @@ impl Node {
             name,
             shared.clone(),
             connected,
-            driver::Limits {
-                max_queued: self.inner.config.max_queued,
-                budget: self.inner.config.link_budget,
-                max_serving: self.inner.config.max_serving,
-            },
+            limits,
             self.inner.policy.clone(),
             self.inner.security.as_ref().map(|s| s.allow.clone()),
             resumption,
@@ -853,6 +879,8 @@ impl Node {
                     connected: state.connected,
                     reconnects: state.reconnects,
                     stats: r.shared.stats(),
+                    rtt_us: r.shared.rtt_us(),
+                    credit_stalls: r.shared.credit_stalls(),
                 }
             })
             .collect();

@@ -690,7 +690,7 @@ mod tests {
 
     #[async_trait]
     impl Endpoint for Null {
-        fn cast(&self, _: Bytes) -> Result<(), Error> {
+        fn try_cast(&self, _: Bytes) -> Result<(), Error> {
             Ok(())
         }
         async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {

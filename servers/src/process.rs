@@ -432,7 +432,7 @@ impl Server for ProcessServer {
                             let _ = tokio::time::timeout(OUTPUT_FLUSH, writer.drained()).await;
                             *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
                             if let Ok(check) = oscloud_actors::encode(&()) {
-                                let _ = me.cast(check);
+                                let _ = me.cast(check).await;
                             }
                             // Its output pipe ends when the server stops
                             // (after its registry entry left with the
@@ -485,7 +485,7 @@ impl ProcessServer {
             debug!(%status, "process server child exited");
             let _ = exited_tx.send(Some(status));
             if let Ok(check) = oscloud_actors::encode(&()) {
-                let _ = me.cast(check);
+                let _ = me.cast(check).await;
             }
         });
         Ok(CallChild {

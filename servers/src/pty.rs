@@ -241,7 +241,7 @@ impl Server for PtyServer {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pumped).await;
             let _ = exited_tx.send(Some((ok, status)));
             if let Ok(check) = oscloud_actors::encode(&()) {
-                let _ = me.cast(check);
+                let _ = me.cast(check).await;
             }
         });
         Ok(PtyState {

@@ -133,7 +133,7 @@ impl SinkState {
             let _ = out.lock().await.flush().await;
             open.fetch_sub(1, Ordering::SeqCst);
             if let Ok(check) = oscloud_actors::encode(CHECK) {
-                let _ = me.cast(check);
+                let _ = me.cast(check).await;
             }
         });
     }

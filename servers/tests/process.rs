@@ -49,6 +49,7 @@ async fn lines_in_lines_out_and_restart_after_kill() {
     // Binary requests work too; a cast is a call whose reply is dropped.
     let raw = ServerRef::new(&kernel, "upper");
     raw.cast(oscloud_actors::encode(&serde_bytes::Bytes::new(b"cast")).unwrap())
+        .await
         .unwrap();
     assert_eq!(
         call(&kernel, "upper", "after cast").await.unwrap(),

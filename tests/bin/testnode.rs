@@ -490,6 +490,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for setting in &args.settings {
         config.apply(setting)?;
     }
+    config.validate()?;
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
         .with(Arc::new(WsTransport::ws()))

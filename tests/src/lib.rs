@@ -114,18 +114,26 @@ impl TestNode {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("--name")
             .arg(name)
             .args(args)
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::start_command(command, name).await
+    }
+
+    /// Start `command`, a program that answers like `oscloud-testnode`
+    /// (`listening <uri>` lines, then `ready`), and wait until it is ready.
+    pub async fn start_command(mut command: Command, name: &str) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("start oscloud-testnode");
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let stdin = child.stdin.take().expect("stdin");
         let stdout = lines_of(child.stdout.take().expect("stdout"));
         let stderr = lines_of(child.stderr.take().expect("stderr"));
@@ -360,7 +368,7 @@ pub struct Echo;
 
 #[async_trait::async_trait]
 impl oscloud_core::Endpoint for Echo {
-    fn cast(&self, _msg: Bytes) -> Result<(), oscloud_core::Error> {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), oscloud_core::Error> {
         Ok(())
     }
 

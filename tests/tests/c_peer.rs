@@ -135,7 +135,7 @@ struct RustEcho;
 
 #[async_trait]
 impl Endpoint for RustEcho {
-    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
         Ok(())
     }
 
@@ -204,7 +204,11 @@ async fn converse(node: &Node, c: &mut CPeer, rounds: usize, sizes: &[usize]) {
     println!("{rounds} Rust→C calls: {:?}", t.elapsed());
     let err = call(&upper, "fail").await.unwrap_err();
     assert!(matches!(err, Error::Remote { .. }), "{err:?}");
-    count.endpoint().cast(Bytes::from_static(b"tick")).unwrap();
+    count
+        .endpoint()
+        .cast(Bytes::from_static(b"tick"))
+        .await
+        .unwrap();
     assert!(c.expect("cast-received ").await.ends_with(" tick"));
     let t = Instant::now();
     for i in 0..rounds {

@@ -52,7 +52,7 @@ fn num(b: &[u8]) -> u64 {
 
 #[async_trait]
 impl Endpoint for Echo {
-    fn cast(&self, msg: Bytes) -> Result<(), Error> {
+    fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
         self.0.casts.lock().unwrap().push(num(&msg));
         Ok(())
     }
@@ -215,9 +215,9 @@ fn load(node: &Node, echo: &Entry) -> Load {
                 match echo
                     .endpoint()
                     .cast(Bytes::copy_from_slice(&n.to_be_bytes()))
+                    .await
                 {
                     Ok(()) => n += 1,
-                    Err(Error::LinkBusy { .. }) => {}
                     Err(e) => panic!("cast failed: {e}"),
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;

@@ -1,10 +1,19 @@
 //! A peer cannot make a node hold more memory than the node's link budget
-//! (`NodeConfig::link_budget`): a raw peer in this process floods an
-//! `oscloud-testnode` process and never reads, while a well-behaved node
-//! on another link keeps calling it. Each test asserts on the flooded
+//! (`NodeConfig::link_budget`): a raw peer in this process floods a node
+//! in another process and never reads, while a well-behaved node on
+//! another link keeps calling it. Each test asserts on the flooded
 //! node's peak resident memory (`VmHWM`) and prints it with the memory
 //! after the flooding link closed, as multiples of the budget
 //! (`BENCHMARKS.md`, "Flooding peers").
+//!
+//! The flooded node's servers are Rust servers (`oscloud-testnode`), C
+//! servers (`OSCLOUD_FLOOD_C_SERVER`: `scripts/test-c.sh` builds the
+//! program and runs these tests with it) or Python servers
+//! (`OSCLOUD_FLOOD_PYTHON`: `scripts/test-python.sh`). The C and Python
+//! tests are ignored by a plain `cargo test`; the scripts run them with
+//! `--ignored`, and without the variable they fail saying what is missing.
+//! `OSCLOUD_FLOOD_SETTINGS` adds node settings to the flooded node
+//! (`link_budget=4GiB` shows the tests fail without the budget).
 //!
 //! glibc's malloc keeps freed memory in its heaps, and serves blocks from
 //! them once its mmap threshold has moved up (it does after the first
@@ -130,27 +139,72 @@ impl Measured {
     }
 }
 
-/// Start node `n` (listening on TCP, with `extra` arguments) and a
-/// well-behaved node `p` linked to it.
-async fn nodes(extra: &[&str]) -> (TestNode, TestNode, String) {
-    let bin = Path::new(BIN);
-    let mut args = vec![
-        "--listen",
-        "tcp://127.0.0.1:0",
-        "--keepalive-ms",
-        "300",
-        "--idle-ms",
-        "2000",
-    ];
-    args.extend_from_slice(extra);
-    let env: &[(&str, &str)] = if default_malloc() {
-        &[]
-    } else {
-        &[("MALLOC_MMAP_THRESHOLD_", "65536")]
+/// The program hosting the flooded node's servers.
+#[derive(Debug, Clone, Copy)]
+enum Receiver {
+    /// `oscloud-testnode`: Rust servers.
+    Rust,
+    /// `bindings-c/c/tests/flood_server.c`, built by `scripts/test-c.sh`,
+    /// found through `OSCLOUD_FLOOD_C_SERVER`: C servers.
+    C,
+    /// `bindings-python/tests/flood_server.py`, run by the interpreter
+    /// `OSCLOUD_FLOOD_PYTHON` names (one with `oscloud` installed, as
+    /// `scripts/test-python.sh` sets it): Python servers.
+    Python,
+}
+
+impl Receiver {
+    /// The command starting node `n` with `settings`, listening on TCP;
+    /// `None` when the program is not given.
+    fn command(self, settings: &str) -> Option<tokio::process::Command> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (mut command, args) = match self {
+            Self::Rust => (
+                tokio::process::Command::new(BIN),
+                [
+                    "--name",
+                    "n",
+                    "--listen",
+                    "tcp://127.0.0.1:0",
+                    "--config",
+                    settings,
+                ]
+                .to_vec(),
+            ),
+            Self::C => (
+                tokio::process::Command::new(std::env::var_os("OSCLOUD_FLOOD_C_SERVER")?),
+                ["n", "tcp://127.0.0.1:0", settings].to_vec(),
+            ),
+            Self::Python => {
+                let mut c = tokio::process::Command::new(std::env::var_os("OSCLOUD_FLOOD_PYTHON")?);
+                c.arg(manifest.join("../bindings-python/tests/flood_server.py"));
+                (c, ["n", "tcp://127.0.0.1:0", settings].to_vec())
+            }
+        };
+        command.args(args).env("RUST_LOG", "info");
+        if !default_malloc() {
+            command.env("MALLOC_MMAP_THRESHOLD_", "65536");
+        }
+        Some(command)
+    }
+}
+
+/// Start node `n` (its servers hosted by `receiver`, listening on TCP,
+/// with `settings` and those of `OSCLOUD_FLOOD_SETTINGS`) and a
+/// well-behaved node `p` linked to it. Panics, naming the variable, if
+/// `receiver`'s program is not given.
+async fn nodes(receiver: Receiver, settings: &str) -> (TestNode, TestNode, String) {
+    let extra = std::env::var("OSCLOUD_FLOOD_SETTINGS").unwrap_or_default();
+    let settings = format!("keepalive=300ms, idle_timeout=2s, {settings}, {extra}");
+    let Some(command) = receiver.command(&settings) else {
+        panic!(
+            "no {receiver:?} flood server given: set OSCLOUD_FLOOD_C_SERVER or \
+             OSCLOUD_FLOOD_PYTHON (scripts/test-c.sh and scripts/test-python.sh do)"
+        );
     };
-    let n = TestNode::start_with_env(bin, "n", &args, env).await;
+    let n = TestNode::start_command(command, "n").await;
     let at = n.listening[0].clone();
-    let mut p = TestNode::start(bin, "p", &["--connect", &at]).await;
+    let mut p = TestNode::start(Path::new(BIN), "p", &["--connect", &at]).await;
     assert!(p.ask("wait upper-n").await.starts_with("found"));
     // Warm up both links' buffers before the baseline is taken.
     for i in 0..20 {
@@ -221,12 +275,12 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_never_reads_its_replies_is_held_to_the_budget() {
-    let (n, mut p, raw) = nodes(&[]).await;
+/// 2 000 calls of 512 KiB to the echoing server `upper-n`, from a peer
+/// that never reads the replies.
+async fn calls_flood(receiver: Receiver) {
+    let (n, mut p, raw) = nodes(receiver, "").await;
     let (mut session, r, mut w) = raw_peer(&raw, flood_config()).await;
     let flood = async move {
-        // 2 000 calls of 512 KiB to the echoing server; replies never read.
         let payload = msgpack_str(512 * 1024);
         let mut sent = 0;
         for _ in 0..2000 {
@@ -239,16 +293,16 @@ async fn a_peer_that_never_reads_its_replies_is_held_to_the_budget() {
         sent
     };
     let m = measure(&n, &mut p, r, flood).await;
-    m.check("calls flood");
+    m.check(&format!("calls flood ({receiver:?} server)"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn casts_to_a_slow_server_are_held_back_not_queued() {
-    let (n, mut p, raw) = nodes(&[]).await;
+/// Up to 100 000 casts of 2 KiB to `slow-n`, a server that handles
+/// 10 000 a second, for 4 s at most; then the peer ends its side of the
+/// link. Every cast the node read is handled.
+async fn casts_flood(receiver: Receiver) {
+    let (n, mut p, raw) = nodes(receiver, "").await;
     let (mut session, r, mut w) = raw_peer(&raw, flood_config()).await;
     let flood = async move {
-        // 100 000 casts of 2 KiB to a server that handles 10 000 a second,
-        // for 4 s at most; then the peer ends its side of the link.
         let payload = msgpack_str(2048);
         let until = Instant::now() + Duration::from_secs(4);
         let mut sent = 0;
@@ -263,7 +317,7 @@ async fn casts_to_a_slow_server_are_held_back_not_queued() {
         sent
     };
     let m = measure(&n, &mut p, r, flood).await;
-    m.check("casts flood");
+    m.check(&format!("casts flood ({receiver:?} server)"));
     // Nothing the node read was lost: the server handles every cast.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -285,10 +339,44 @@ async fn casts_to_a_slow_server_are_held_back_not_queued() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_its_replies_is_held_to_the_budget() {
+    calls_flood(Receiver::Rust).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the C flood server: run by scripts/test-c.sh"]
+async fn a_c_server_flooded_with_calls_never_read_is_held_to_the_budget() {
+    calls_flood(Receiver::C).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python flood server: run by scripts/test-python.sh"]
+async fn a_python_server_flooded_with_calls_never_read_is_held_to_the_budget() {
+    calls_flood(Receiver::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_to_a_slow_server_are_held_back_not_queued() {
+    casts_flood(Receiver::Rust).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the C flood server: run by scripts/test-c.sh"]
+async fn casts_to_a_slow_c_server_are_held_back_not_queued() {
+    casts_flood(Receiver::C).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python flood server: run by scripts/test-python.sh"]
+async fn casts_to_a_slow_python_server_are_held_back_not_queued() {
+    casts_flood(Receiver::Python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipes_whose_reader_never_grants_credit_are_held_to_the_budget() {
     // A longer idle timeout: the node gives up on the peer later, so the
     // servers' writes have time to pile up if nothing holds them back.
-    let (n, mut p, raw) = nodes(&["--idle-ms", "6000"]).await;
+    let (n, mut p, raw) = nodes(Receiver::Rust, "idle_timeout=6s").await;
     // A window as large as the protocol allows: the node may send that
     // much on each pipe before the peer grants more, and it never does.
     let mut config = flood_config();

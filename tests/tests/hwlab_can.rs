@@ -79,7 +79,7 @@ struct CountingEcho {
 
 #[async_trait]
 impl Endpoint for CountingEcho {
-    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
         Ok(())
     }
 

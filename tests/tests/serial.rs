@@ -551,7 +551,7 @@ mod secure {
 
     #[async_trait]
     impl Endpoint for Ledger {
-        fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+        fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
             Ok(())
         }
 

@@ -46,6 +46,7 @@ static void test_bounded_mailbox(oscloud_node_t *node) {
   CHECK_RC(oscloud_cast(node, "gate", &x, 1), OSCLOUD_OK);
   CHECK_RC(oscloud_cast(node, "gate", &x, 1), OSCLOUD_OK);
   CHECK_RC(oscloud_cast(node, "gate", &x, 1), OSCLOUD_ERR_BUSY);
+  CHECK_RC(oscloud_try_cast(node, "gate", &x, 1), OSCLOUD_ERR_BUSY);
   CHECK(strstr(oscloud_last_error(), "busy") != NULL);
   oscloud_bytes_t reply = oscloud_bytes_default();
   CHECK_RC(oscloud_call(node, "gate", &x, 1, 1000, &reply), OSCLOUD_ERR_BUSY);

@@ -78,6 +78,11 @@ static void test_errors(void) {
   opts.config = "no_such_setting=1";
   CHECK_RC(oscloud_node_new(&opts, &node), OSCLOUD_ERR_INVALID);
   CHECK(strstr(oscloud_last_error(), "unknown setting") != NULL);
+  /* Each valid alone, but every quiet link would be closed. */
+  opts.config = "keepalive=2s, idle_timeout=2s";
+  CHECK_RC(oscloud_node_new(&opts, &node), OSCLOUD_ERR_INVALID);
+  CHECK(node == NULL);
+  CHECK(strstr(oscloud_last_error(), "not shorter than idle_timeout") != NULL);
   opts.config = "resume_grace=30s; idle_timeout=1.5s\nkeepalive=250ms";
   CHECK_RC(oscloud_node_new(&opts, &node), OSCLOUD_OK);
 
@@ -104,6 +109,7 @@ static void test_errors(void) {
            OSCLOUD_ERR_NOT_FOUND);
   CHECK(strstr(oscloud_last_error(), "nobody") != NULL);
   CHECK_RC(oscloud_cast(node, "nobody", NULL, 0), OSCLOUD_ERR_NOT_FOUND);
+  CHECK_RC(oscloud_try_cast(node, "nobody", NULL, 0), OSCLOUD_ERR_NOT_FOUND);
   CHECK_RC(oscloud_lookup(node, "nobody", NULL), OSCLOUD_ERR_NOT_FOUND);
   CHECK_RC(oscloud_node_wait_for(node, "nobody", 50), OSCLOUD_ERR_TIMEOUT);
   oscloud_pipe_t *pipe = NULL;

@@ -145,9 +145,19 @@ class ServerRef:
 
     async def cast(self, message: Any) -> None:
         """Send ``message`` one way; returns once it is queued for the
-        server (not handled). Raises :class:`NotFound`,
-        :class:`ServerStopped`, :class:`EncodeError`."""
+        server (not handled). While the link to the server's node holds as
+        many bytes of messages as it may, this waits until it has room
+        (back-pressure). Raises :class:`NotFound`, :class:`ServerStopped`,
+        :class:`EncodeError`."""
         await self._native.cast(message)
+
+    def try_cast(self, message: Any) -> None:
+        """Send ``message`` one way without waiting: when the link to the
+        server's node is full, raises :class:`LinkError` at once and the
+        message is not sent (for callers that prefer dropping messages to
+        waiting). Raises :class:`NotFound`, :class:`ServerStopped`,
+        :class:`EncodeError` too."""
+        self._native.try_cast(message)
 
     async def open_pipe(self, port: str) -> "Pipe":
         """Open a duplex pipe to the server's ``port``: the server gets one
@@ -318,8 +328,12 @@ class Node:
         ``config``: node settings by name, e.g. ``{"resume_grace": 30,
         "idle_timeout": "1.5s", "pipe_window": "64KiB"}``; a number given for
         a duration is seconds. The names are the fields of Rust's
-        ``NodeConfig``, listed with their kinds by :func:`node_settings`; an unknown name or a bad
-        value raises :class:`UsageError` saying which.
+        ``NodeConfig``, listed with their kinds by :func:`node_settings`
+        (among them ``link_budget``, the bytes of replies and casts one
+        link's peer may make the node hold, and ``max_serving``, the calls
+        from one link served at once); an unknown name, a bad value or a
+        keepalive not shorter than the idle timeout raises
+        :class:`UsageError` saying which.
 
         Python servers of this node run on the event loop running now.
         """

@@ -121,7 +121,11 @@ class ServerRef:
         server failed handling it), DecodeError, EncodeError. Cancelling
         the await abandons the call (the server may still handle it)."""
     def cast(self, message: Any) -> Awaitable[None]:
-        """Send ``message`` one way; returns once it is queued."""
+        """Send ``message`` one way; returns once it is queued, waiting
+        for room while the link is full."""
+    def try_cast(self, message: Any) -> None:
+        """Send ``message`` one way without waiting; raises LinkError at
+        once when the link is full."""
     def open_pipe(self, port: str) -> Awaitable[Pipe]:
         """Open a duplex pipe to the server's ``port``; raises NoSuchPort
         if it takes none there."""

@@ -5,21 +5,28 @@
  * pipes and a terminal on `pty` servers. Everything goes over the wire
  * protocol with @oscloud/client.
  */
+import { Decoder } from "@msgpack/msgpack";
 import { connect, type Client, type Entry, type Pipe } from "@oscloud/client";
 import { Terminal } from "@xterm/xterm";
 import "@xterm/xterm/css/xterm.css";
 import "./console.css";
-import { decodeStatus, formatBytes, type NodeStatus } from "./status.js";
+import { decodeStatus, formatBytes, formatRtt, type NodeStatus } from "./status.js";
 
 /** What the console server says about the run (`/config.json`). */
 interface Config {
   node: string;
   nodes: string[];
   ws: string;
+  /** The console may only look (`--console-read-only`). */
+  readOnly?: boolean;
+  /** Its node id then (32 hex digits), read-only in the console node's access policy. */
+  identity?: string | null;
 }
 
 const CONTROL = "oscloud.node.";
-const POLL_MS = 1000;
+/** The control server's port that streams its status every second (cli/src/runtime.rs, STATUS_PORT). */
+const STATUS_PORT = ".status";
+const RENDER_MS = 1000;
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = <T extends HTMLElement>(id: string): T => {
@@ -52,7 +59,11 @@ function setStatus(text: string, ok: boolean): void {
 class State {
   entries = new Map<string, Entry>();
   status = new Map<string, NodeStatus>();
+  /** When each node's latest status arrived. */
+  at = new Map<string, number>();
   previous = new Map<string, { at: number; status: NodeStatus }>();
+  /** The status stream of each node, while open. */
+  streams = new Map<string, Pipe>();
   events: string[] = [];
 
   constructor(readonly config: Config) {}
@@ -85,8 +96,8 @@ function renderGraph(state: State): void {
       const peer = nodes.find((m) => m !== n && l.peer !== "" && (state.status.get(m)?.nodeId ?? "").startsWith(l.peer));
       const prev = state.previous.get(n);
       const before = prev?.status.links.find((p) => p.remote === l.remote && p.local === l.local);
-      const dt = prev ? (Date.now() - prev.at) / 1000 : 0;
-      const rate = before && dt > 0 ? Math.max(0, Math.round((l.bytesSent + l.bytesReceived - before.bytesSent - before.bytesReceived) / dt)) : 0;
+      const dt2 = prev ? ((state.at.get(n) ?? 0) - prev.at) / 1000 : 0;
+      const rate = before && dt2 > 0 ? Math.max(0, Math.round((l.bytesSent + l.bytesReceived - before.bytesSent - before.bytesReceived) / dt2)) : 0;
       const tr = el("tr", { "data-link": `${n}|${peer ?? l.remote}` });
       tr.append(
         el("td", {}, n),
@@ -96,6 +107,9 @@ function renderGraph(state: State): void {
         el("td", {}, formatBytes(l.bytesReceived)),
         el("td", {}, `${l.framesSent} / ${l.framesReceived}`),
         el("td", {}, `${formatBytes(rate)}/s`),
+        el("td", { class: "rtt" }, formatRtt(l.rttUs)),
+        el("td", { class: "retransmits" }, String(l.retransmissions)),
+        el("td", { class: "stalls" }, String(l.creditStalls)),
         el("td", {}, String(l.reconnects)),
         el("td", {}, String(l.dropped)),
       );
@@ -112,7 +126,7 @@ function renderGraph(state: State): void {
       const middle = (y1 - 26 + control) / 2;
       root.append(svg("path", { d: `M ${x1} ${y1 - 26} Q ${(x1 + x2) / 2} ${control} ${x2} ${y2 - 26}`, class: l.connected ? "link up" : "link down", "data-link": key }));
       root.append(
-        svg("text", { x: (x1 + x2) / 2, y: middle - 6, class: "link-label", "text-anchor": "middle" }, `${formatBytes(rate)}/s · ${l.framesSent + l.framesReceived} frames`),
+        svg("text", { x: (x1 + x2) / 2, y: middle - 6, class: "link-label", "text-anchor": "middle" }, `${formatBytes(rate)}/s · rtt ${formatRtt(l.rttUs)} · ${l.framesSent + l.framesReceived} frames`),
       );
     }
   }
@@ -181,25 +195,49 @@ function syncOptions(select: HTMLSelectElement, values: string[]): void {
   if (values.includes(keep)) select.value = keep;
 }
 
-async function poll(client: Client, state: State): Promise<void> {
+/**
+ * Reads a node's status stream (its control server's `.status` port: a
+ * status every second) until it ends. A pipe read only: a read-only
+ * console gets live status without calling.
+ */
+async function streamStatus(client: Client, state: State, node: string): Promise<void> {
+  const pipe = client.openPipe(CONTROL + node, STATUS_PORT);
+  state.streams.set(node, pipe);
+  const decoder = new Decoder({ useBigInt64: true });
+  try {
+    const reader = pipe.readable.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const old = state.status.get(node);
+      const oldAt = state.at.get(node);
+      if (old && oldAt !== undefined) state.previous.set(node, { at: oldAt, status: old });
+      state.status.set(node, decodeStatus(decoder.decode(value)));
+      state.at.set(node, Date.now());
+    }
+  } catch {
+    // The node left (or the pipe failed): it is opened again once the node is back.
+  } finally {
+    if (state.streams.get(node) === pipe) state.streams.delete(node);
+    state.status.delete(node);
+  }
+}
+
+/** Keeps a status stream open to every live node and redraws every second. */
+async function live(client: Client, state: State): Promise<void> {
   for (;;) {
     const nodes = state.liveNodes();
-    await Promise.all(
-      nodes.map(async (n) => {
-        try {
-          const st = decodeStatus(await client.call(CONTROL + n, "status", { timeout: POLL_MS }));
-          const old = state.status.get(n);
-          if (old) state.previous.set(n, { at: Date.now() - POLL_MS, status: old });
-          state.status.set(n, st);
-        } catch {
-          state.status.delete(n);
-        }
-      }),
-    );
-    for (const n of [...state.status.keys()]) if (!state.liveNodes().includes(n)) state.status.delete(n);
+    for (const n of nodes) if (!state.streams.has(n)) void streamStatus(client, state, n);
+    for (const [n, pipe] of [...state.streams]) {
+      if (!nodes.includes(n)) {
+        pipe.close();
+        state.streams.delete(n);
+        state.status.delete(n);
+      }
+    }
     renderGraph(state);
     renderPickers(state);
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await new Promise((r) => setTimeout(r, RENDER_MS));
   }
 }
 
@@ -213,8 +251,13 @@ async function watchRegistry(client: Client, state: State): Promise<void> {
   }
 }
 
-function setupCall(client: Client): void {
+function setupCall(client: Client, readOnly: boolean): void {
   const out = $("call-result");
+  if (readOnly) {
+    for (const id of ["call-name", "call-request", "call-button", "cast-button"]) ($(id) as HTMLInputElement).disabled = true;
+    out.textContent = "read-only console: calls and casts are refused by the node";
+    out.className = "";
+  }
   const send = async (cast: boolean): Promise<void> => {
     const name = ($("call-name") as HTMLInputElement).value.trim();
     let request: unknown;
@@ -280,7 +323,7 @@ function setupTap(client: Client): void {
   });
 }
 
-function setupTerminal(client: Client): void {
+function setupTerminal(client: Client, readOnly: boolean): void {
   const term = new Terminal({ rows: 24, cols: 80, convertEol: false, cursorBlink: true, fontSize: 13 });
   term.open($("terminal"));
   const encoder = new TextEncoder();
@@ -304,12 +347,13 @@ function setupTerminal(client: Client): void {
     term.reset();
     const pipeOut = client.openPipe(server, "out");
     screen = pipeOut;
+    // A read-only console watches the screen; it may not type.
     writer = keyboards.get(server);
-    if (!writer) {
+    if (!writer && !readOnly) {
       writer = client.openPipe(server, "in").writable.getWriter();
       keyboards.set(server, writer);
     }
-    $("term-state").textContent = `attached to ${server}`;
+    $("term-state").textContent = readOnly ? `watching ${server} (read-only)` : `attached to ${server}`;
     term.focus();
     void (async () => {
       try {
@@ -333,19 +377,26 @@ async function main(): Promise<void> {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const url = `${scheme}//${location.host}${config.ws}`;
   setStatus(`connecting to ${config.node}…`, true);
-  const client = await connect(url, { timeout: 10_000 });
+  const readOnly = config.readOnly === true;
+  const nodeId = config.identity ? Uint8Array.from(config.identity.match(/../g) ?? [], (h) => parseInt(h, 16)) : undefined;
+  const client = await connect(url, { timeout: 10_000, nodeId });
   setStatus(`connected to node ${config.node}`, true);
+  if (readOnly) {
+    $("mode").textContent = "read-only";
+    $("mode").title = "this console's identity is read-only in the node's access policy: it may look, not call or type";
+    document.body.dataset.readOnly = "true";
+  }
   document.body.dataset.connected = "true";
   void client.closed.then((e) => {
     setStatus(`disconnected: ${e.message}`, false);
     document.body.dataset.connected = "false";
   });
   const state = new State(config);
-  setupCall(client);
+  setupCall(client, readOnly);
   setupTap(client);
-  setupTerminal(client);
+  setupTerminal(client, readOnly);
   void watchRegistry(client, state);
-  void poll(client, state);
+  void live(client, state);
 }
 
 main().catch((e: unknown) => setStatus(`console: ${(e as Error).message}`, false));

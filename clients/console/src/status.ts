@@ -26,6 +26,12 @@ export interface LinkInfo {
   bytesSent: number;
   bytesReceived: number;
   dropped: number;
+  /** Round-trip time in microseconds, as the node's probe measures it (0: not yet). */
+  rttUs: number;
+  /** Data packets sent again (lossy links only). */
+  retransmissions: number;
+  /** Times a pipe frame waited for the peer's credit on this link. */
+  creditStalls: number;
 }
 
 /** One pipe of the topology. */
@@ -87,6 +93,9 @@ export function decodeStatus(v: unknown): NodeStatus {
       bytesSent: num(field(l, "bytes_sent", 7)),
       bytesReceived: num(field(l, "bytes_received", 8)),
       dropped: num(field(l, "dropped", 9)),
+      rttUs: num(field(l, "rtt_us", 10)),
+      retransmissions: num(field(l, "retransmissions", 11)),
+      creditStalls: num(field(l, "credit_stalls", 12)),
     })),
     pipes: list(field(v, "pipes", 6), (p) => ({
       name: str(field(p, "name", 0)),
@@ -107,4 +116,11 @@ export function formatBytes(n: number): string {
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
   if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
   return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+/** A round-trip time for people: 0.42 ms, 12 ms; "–" before it is measured. */
+export function formatRtt(us: number): string {
+  if (us <= 0) return "–";
+  if (us < 10_000) return `${(us / 1000).toFixed(2)} ms`;
+  return `${Math.round(us / 1000)} ms`;
 }

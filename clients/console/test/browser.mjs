@@ -7,6 +7,7 @@
 //   SCREENSHOT    where to save a screenshot of the console (optional)
 //   CHROMIUM      the browser (default /usr/bin/chromium)
 //   PY_SERVER     a Python server's name to call (optional; it reverses strings)
+//   RO_URL        a second console, started with --console-read-only (optional)
 // Every wait polls the page until a condition holds, with a deadline.
 import { chromium } from "playwright-core";
 
@@ -81,6 +82,27 @@ try {
     await page.waitForSelector("#graph path.link.up", { state: "attached", timeout: WAIT });
     await page.waitForSelector('#link-rows tr[data-link="a|b"]', { timeout: WAIT });
   });
+  /** The a|b link row's cells by class or column, as text. */
+  const linkRow = () =>
+    page.evaluate(() => {
+      const tr = document.querySelector('#link-rows tr[data-link="a|b"]');
+      if (!tr) return null;
+      const td = [...tr.querySelectorAll("td")].map((c) => c.textContent ?? "");
+      const cell = (c) => tr.querySelector(`td.${c}`)?.textContent ?? "";
+      return { frames: td[5], rtt: cell("rtt"), retransmits: cell("retransmits"), stalls: cell("stalls") };
+    });
+  await check("links show RTT, retransmits and credit stalls", async () => {
+    await page.waitForFunction(
+      () => /^\d+(\.\d+)? ms$/.test(document.querySelector('#link-rows tr[data-link="a|b"] td.rtt')?.textContent ?? ""),
+      null,
+      { timeout: WAIT },
+    );
+    const row = await linkRow();
+    if (!/^\d+$/.test(row?.retransmits ?? "") || !/^\d+$/.test(row?.stalls ?? "")) throw new Error(`link row ${JSON.stringify(row)}`);
+    await page.waitForFunction(() => [...document.querySelectorAll("#graph .link-label")].some((t) => /rtt \d/.test(t.textContent ?? "")), null, {
+      timeout: WAIT,
+    });
+  });
   await check("the registry lists the servers (watched)", async () => {
     await page.waitForSelector('#registry-rows tr[data-name="upper"]', { timeout: WAIT });
     await page.waitForSelector(`#registry-rows tr[data-name="oscloud.node.${killNode}"]`, { timeout: WAIT });
@@ -100,11 +122,22 @@ try {
       await page.waitForFunction(() => document.getElementById("call-result")?.textContent === '"elosnoc"', null, { timeout: WAIT });
     });
   }
-  await check("a call to a Rust server (process kind) from the form", async () => {
+  await check("a call to a Rust server (process kind) from the form; the link's stats move", async () => {
+    const before = await linkRow();
     await page.fill("#call-name", "upper");
     await page.fill("#call-request", '"hello console"');
     await page.click("#call-button");
     await page.waitForFunction(() => document.getElementById("call-result")?.textContent === '"HELLO CONSOLE"', null, { timeout: WAIT });
+    // The call crossed a→b: the next status shows more frames on the link.
+    await page.waitForFunction(
+      (was) => {
+        const tr = document.querySelector('#link-rows tr[data-link="a|b"]');
+        const frames = tr?.querySelectorAll("td")[5]?.textContent ?? "";
+        return frames !== "" && frames !== was;
+      },
+      before?.frames ?? "",
+      { timeout: WAIT },
+    );
   });
   await check("a tap of a pipe scrolls its frames", async () => {
     await page.waitForSelector('#tap-pipe option[value="ticks"]', { state: "attached", timeout: WAIT });
@@ -136,6 +169,44 @@ try {
     await check("screenshot", async () => {
       await page.screenshot({ path: screenshot, fullPage: true });
     });
+  }
+  if (process.env.RO_URL) {
+    const ro = await browser.newPage({ viewport: { width: 1280, height: 1100 } });
+    ro.on("pageerror", (e) => problems.push(`read-only page: ${e}`));
+    ro.on("console", (m) => {
+      if (m.type() === "error") problems.push(`read-only page: ${m.text()}`);
+    });
+    await ro.goto(process.env.RO_URL);
+    await check("a read-only console says so and disables the call form", async () => {
+      await ro.waitForSelector('body[data-connected="true"][data-read-only="true"]', { timeout: WAIT });
+      if ((await ro.textContent("#mode")) !== "read-only") throw new Error("no read-only badge");
+      for (const id of ["#call-button", "#cast-button", "#call-name"]) if (!(await ro.isDisabled(id))) throw new Error(`${id} enabled`);
+    });
+    await check("a read-only console gets live status (graph, link RTT) without calling", async () => {
+      await ro.waitForSelector('#graph [data-server="upper"]', { timeout: WAIT });
+      await ro.waitForFunction(() => /ms$/.test(document.querySelector('#link-rows tr[data-link="b|a"] td.rtt')?.textContent ?? ""), null, {
+        timeout: WAIT,
+      });
+    });
+    await check("a read-only console taps a pipe", async () => {
+      await ro.waitForSelector('#tap-pipe option[value="ticks"]', { state: "attached", timeout: WAIT });
+      await ro.selectOption("#tap-pipe", "ticks");
+      await ro.click("#tap-form button");
+      await ro.waitForFunction(() => (document.getElementById("tap-out")?.childElementCount ?? 0) >= 2, null, { timeout: WAIT });
+    });
+    await check("the node refuses a read-only console's call, saying why", async () => {
+      // Forms re-enabled by hand: the node, not the page, refuses.
+      await ro.evaluate(() => {
+        for (const id of ["call-name", "call-request", "call-button"]) document.getElementById(id).disabled = false;
+      });
+      await ro.fill("#call-name", "upper");
+      await ro.fill("#call-request", '"sneaky"');
+      await ro.click("#call-button");
+      await ro.waitForFunction(() => /read-only/.test(document.getElementById("call-result")?.textContent ?? ""), null, { timeout: WAIT });
+      const text = await ro.textContent("#call-result");
+      if (!/denied/i.test(text ?? "")) throw new Error(`call result ${JSON.stringify(text)}`);
+    });
+    await ro.close();
   }
   await check(`a killed node (${killNode}, SIGKILL) leaves the graph, the others stay`, async () => {
     if (!killPid) throw new Error("KILL_PID not set");

@@ -14,6 +14,15 @@ use tokio::sync::Notify;
 pub const PIPE_BYTES: usize = 256 << 20;
 /// The pipe's frame size.
 pub const FRAME: usize = 64 * 1024;
+
+/// The frame size of a pipe measure: `OSCLOUD_BENCH_FRAME` bytes, default
+/// [`FRAME`].
+pub fn frame() -> usize {
+    std::env::var("OSCLOUD_BENCH_FRAME")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(FRAME)
+}
 /// Casts in one message-rate measure.
 pub const MESSAGES: u64 = 200_000;
 /// Sequential calls in one round-trip measure.
@@ -165,9 +174,10 @@ pub fn row(link: &str, measure: &str, ours: &str, raw: &str, ratio: f64) {
 
 /// Run `f` where a server's code runs: in a task on a runtime worker
 /// (`OSCLOUD_BENCH_IN=main`: in `block_on` on the main thread instead).
-pub async fn on_worker<F>(f: F) -> Duration
+pub async fn on_worker<F, T>(f: F) -> T
 where
-    F: std::future::Future<Output = Duration> + Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
 {
     if std::env::var("OSCLOUD_BENCH_IN").as_deref() == Ok("main") {
         f.await
@@ -209,16 +219,16 @@ impl ractor::Actor for RawEcho {
     }
 }
 
-/// Answer `CALLS` 64-byte messages on `s`, each through a [`RawEcho`]
-/// actor call.
-pub async fn serve_through_actor<S>(s: &mut S)
+/// Answer `n` 64-byte messages on `s`, each through a [`RawEcho`] actor
+/// call.
+pub async fn serve_through_actor<S>(s: &mut S, n: u64)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (actor, handle) = ractor::Actor::spawn(None, RawEcho, ()).await.unwrap();
     let mut m = [0u8; 64];
-    for _ in 0..CALLS {
+    for _ in 0..n {
         s.read_exact(&mut m).await.unwrap();
         m = ractor::call!(actor, EchoCall, m).unwrap();
         s.write_all(&m).await.unwrap();
@@ -228,13 +238,14 @@ where
 }
 
 /// Open a pipe to `server`'s port `in` and write [`PIPE_BYTES`] into it in
-/// [`FRAME`]s; when the writing started.
+/// frames of [`frame()`] bytes; when the writing started.
 pub async fn write_pipe(server: &oscloud_actors::ServerRef) -> std::time::Instant {
     let end = server.open_pipe("in").await.unwrap();
-    let frame = bytes::Bytes::from(vec![7u8; FRAME]);
+    let size = frame();
+    let frame = bytes::Bytes::from(vec![7u8; size]);
     let start = std::time::Instant::now();
     let (_, w) = end.split();
-    for _ in 0..PIPE_BYTES / FRAME {
+    for _ in 0..PIPE_BYTES / size {
         w.send(frame.clone()).await.unwrap();
     }
     start

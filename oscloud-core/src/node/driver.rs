@@ -28,6 +28,7 @@ use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::Router;
 use super::routes::{Hop, LinkId};
+use super::rtt_probe::{PROBE_NAME, PROBE_PAYLOAD, RttProbe};
 use super::serving::Serving;
 use super::signals::{self, Doorbell, Sources};
 use super::stats::{LinkShared, Publisher};
@@ -64,7 +65,7 @@ pub(crate) struct Driver {
     /// polled, so nothing wakes the driver for it yet.
     watch_added: bool,
     /// Our calls waiting for the peer's reply.
-    calls: IdMap<CallId, (String, oneshot::Sender<Result<Bytes, Error>>)>,
+    calls: IdMap<CallId, (Arc<str>, ReplyTo)>,
     /// The peer's calls to local servers, waiting for their replies, with
     /// the length of each request. They are polled here rather than in
     /// tasks of their own: a reply then wakes this task once, instead of a
@@ -106,7 +107,15 @@ pub(crate) struct Driver {
     signals: Doorbell,
     /// Resumption after a lost link.
     resume: Resumption,
+    /// The round-trip probe (`Node::links`' `rtt_us`).
+    probe: RttProbe,
+    /// Pipes a read-only peer opened, with their server: a frame the peer
+    /// writes on one closes it.
+    read_pipes: IdMap<PipeId, String>,
 }
+
+/// Where the reply to one of our calls goes.
+type ReplyTo = oneshot::Sender<Result<Bytes, Error>>;
 
 /// What one link's peer may make this node hold (from [`NodeConfig`]).
 ///
@@ -234,6 +243,8 @@ impl Driver {
             published: Publisher::default(),
             connected,
             resume,
+            probe: RttProbe::default(),
+            read_pipes: IdMap::default(),
         }
     }
 
@@ -329,6 +340,7 @@ impl Driver {
                     continue;
                 }
             }
+            self.probe_rtt();
             // Take the session's output (including what handling its
             // events just produced) while the link has room for it.
             let mut drained = true;
@@ -437,7 +449,7 @@ impl Driver {
                     wake.mark(wakeups::INPUT | wakeups::WRITE);
                 }
                 Woke::Command(cmd) => {
-                    self.take_command(cmd);
+                    let mut taken = self.take_command(cmd);
                     // Take what else is queued, so that its packets leave
                     // together in one write.
                     for _ in 1..COMMAND_BATCH {
@@ -447,14 +459,19 @@ impl Driver {
                         let Ok(cmd) = self.commands.try_recv() else {
                             break;
                         };
-                        self.take_command(cmd);
+                        taken += self.take_command(cmd);
                     }
+                    // Room in the link's queue for senders, in one go.
+                    self.queue.release(taken);
                 }
                 Woke::Reply(id, len, result) => {
                     self.serving_bytes -= len;
                     self.send_reply(id, result);
                 }
-                Woke::Local(pipe, frame) => self.on_local_frame(pipe, frame),
+                Woke::Local(pipe, frame) => {
+                    self.on_local_frame(pipe, frame);
+                    self.take_local_frames();
+                }
                 Woke::Registry(ev) => self.on_local_change(ev),
                 Woke::Rung(rung) => {
                     // As if dropped mid-turn, as it was before the doorbell:
@@ -660,6 +677,25 @@ impl Driver {
         Dispatch::Continue
     }
 
+    /// Send a round-trip probe if one is due (see `rtt_probe`).
+    fn probe_rtt(&mut self) {
+        if !self.session.is_connected() {
+            return;
+        }
+        let now = Instant::now();
+        let (due, give_up) = self.probe.due(now);
+        if let Some(id) = give_up {
+            self.session.cancel_call(id);
+        }
+        if due
+            && let Ok(id) = self
+                .session
+                .call(PROBE_NAME, Bytes::from_static(PROBE_PAYLOAD))
+        {
+            self.probe.sent(id, now);
+        }
+    }
+
     /// Publish the session's counters, if bytes moved.
     fn publish_stats(&mut self) {
         let session = &self.session;
@@ -705,10 +741,43 @@ impl Driver {
         ok
     }
 
+    /// Whether the reply to call `id` answers the round-trip probe (then
+    /// the link's round trip is published).
+    fn probe_answered(&mut self, id: CallId) -> bool {
+        match self.probe.answered(id, Instant::now()) {
+            Some(rtt) => {
+                self.shared.set_rtt(rtt);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn denied(name: &str, action: Action) -> Error {
         Error::PermissionDenied {
             name: name.to_owned(),
             action: action.describe().to_owned(),
+        }
+    }
+
+    /// Why the peer may not do `action` with `name`: it is read-only here,
+    /// or the rules say no.
+    fn refusal(&self, name: &str, action: Action) -> Error {
+        if self.policy.is_read_only(&self.caller()) {
+            Self::read_only_denied(name, action.describe())
+        } else {
+            Self::denied(name, action)
+        }
+    }
+
+    /// A read-only peer may not `what` the server `name`.
+    fn read_only_denied(name: &str, what: &str) -> Error {
+        Error::PermissionDenied {
+            name: name.to_owned(),
+            action: format!(
+                "{what} (the caller is read-only on this node: it may look up, watch and \
+                 read pipes, not call, cast or write)"
+            ),
         }
     }
 
@@ -757,14 +826,25 @@ impl Driver {
                 Ok(entry) => {
                     let caller = self.caller();
                     let payload = self.casts.hold(payload);
-                    if let Err(err) = with_caller_sync(caller, || entry.endpoint().cast(payload)) {
+                    if let Err(err) =
+                        with_caller_sync(caller, || entry.endpoint().try_cast(payload))
+                    {
                         debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
                     }
                 }
                 Err(err) => debug!(link = %self.link, "cast from peer dropped: {err}"),
             },
+            // A round-trip probe: answered at once, by the node itself.
+            Event::Call { id, to, .. } if to == PROBE_NAME => self.send_reply(
+                id,
+                Err(RemoteError {
+                    kind: RemoteErrorKind::NotFound,
+                    message: "no server has the empty name (a round-trip probe)".into(),
+                }),
+            ),
             Event::Call { id, to, .. } if !self.permits(&to, Action::Call) => {
-                self.send_reply(id, Err(to_remote(&Self::denied(&to, Action::Call))))
+                let err = self.refusal(&to, Action::Call);
+                self.send_reply(id, Err(to_remote(&err)))
             }
             Event::Call { id, .. } if self.serving_full() => {
                 let busy = RemoteError {
@@ -789,12 +869,18 @@ impl Driver {
                 }
                 Err(err) => self.send_reply(id, Err(to_remote(&err))),
             },
+            Event::Reply { id, .. } if self.probe_answered(id) => {}
             Event::Reply { id, result } => {
                 if let Some((to, reply)) = self.calls.remove(&id) {
                     let _ = reply.send(result.map_err(|e| from_remote(&to, e)));
                 }
             }
             Event::PipeOpened { id, server, port } => self.on_pipe_opened(id, server, port),
+            Event::PipeData { id, .. } if self.read_pipes.contains_key(&id) => {
+                let server = self.read_pipes.get(&id).cloned().unwrap_or_default();
+                info!(link = %self.link, %server, "access denied: {} is read-only and may not write on a pipe", self.caller());
+                self.fail_pipe(id, &Self::read_only_denied(&server, "write to"));
+            }
             Event::PipeData { id, bytes } => {
                 let delivered = self.pipes.get_mut(&id).map(|b| b.deliver(bytes));
                 match delivered {
@@ -963,7 +1049,7 @@ impl Driver {
     /// this link.
     fn learn(&mut self, info: EntryInfo, route: RouteInfo) {
         let endpoint = Arc::new(RemoteEndpoint {
-            name: info.name.clone(),
+            name: Arc::from(info.name.as_str()),
             node: self.peer_node(),
             commands: self.commands_tx.clone(),
             queue: self.queue.clone(),
@@ -1029,11 +1115,14 @@ impl Driver {
 
     /// A command out of the channel: it no longer counts against the
     /// link's send queue (the session's own queue bounds it from here).
-    fn take_command(&mut self, cmd: Command) {
-        if let Command::Cast { msg, .. } | Command::Call { msg, .. } = &cmd {
-            self.queue.release(msg.len());
-        }
+    /// Returns what it counted there, for [`SendQueue::release`].
+    fn take_command(&mut self, cmd: Command) -> usize {
+        let taken = match &cmd {
+            Command::Cast { msg, .. } | Command::Call { msg, .. } => self.queue.taken(msg.len()),
+            _ => 0,
+        };
         self.on_command(cmd);
+        taken
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -1115,6 +1204,26 @@ impl Driver {
         }
     }
 
+    /// Take the frames local pipe writers have ready now (up to
+    /// [`COMMAND_BATCH`], while the peer's windows leave room), so that
+    /// their packets leave together in one write. Nothing waits for more:
+    /// a lone frame goes as it would alone.
+    fn take_local_frames(&mut self) {
+        // A waker that wakes nothing: the outbound source stays due (it
+        // just gave a frame), so the run loop polls it again with its own
+        // waker before it waits.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 1..COMMAND_BATCH {
+            if self.outbound.is_empty() || self.session.queued_pipe_bytes() > self.limits.budget {
+                break;
+            }
+            match self.outbound.poll_next(&mut cx) {
+                Poll::Ready((pipe, frame)) => self.on_local_frame(pipe, frame),
+                Poll::Pending => break,
+            }
+        }
+    }
+
     /// A frame (or the end) from a local pipe reader, for the peer.
     fn on_local_frame(&mut self, pipe: PipeId, frame: Option<Bytes>) {
         let Some(frame) = frame else {
@@ -1159,6 +1268,7 @@ impl Driver {
             Err(Error::WireWouldBlock { .. }) => {
                 if let Some(b) = self.pipes.get_mut(&pipe) {
                     b.waiting = Some(frame);
+                    self.shared.credit_stalled();
                 }
                 false
             }
@@ -1182,6 +1292,7 @@ impl Driver {
     /// Forget a pipe: its reader is no longer polled, its tasks stop.
     fn remove_pipe(&mut self, pipe: PipeId) -> Option<Bridge> {
         self.outbound.remove(pipe);
+        self.read_pipes.remove(&pipe);
         self.pipes.remove(&pipe)
     }
 
@@ -1219,8 +1330,11 @@ impl Driver {
         };
         let (mine, theirs) = self.kernel.duplex();
         self.bridge(id, mine);
-        let commands = self.commands_tx.clone();
         let caller = self.caller();
+        if self.policy.is_read_only(&caller) {
+            self.read_pipes.insert(id, server);
+        }
+        let commands = self.commands_tx.clone();
         tokio::spawn(async move {
             let result = with_caller(caller, entry.endpoint().open_pipe(&port, theirs)).await;
             let _ = commands.send(Command::PipeAttached { pipe: id, result });
@@ -1267,16 +1381,19 @@ impl Driver {
             .router
             .forget_link(self.routing.link, ExitReason::LinkDown(reason.to_owned()));
         for (_, (to, reply)) in self.calls.drain() {
-            let _ = reply.send(Err(failed(to)));
+            let _ = reply.send(Err(failed(to.to_string())));
         }
         for cmd in self.blocked.drain(..) {
             if let Command::Call { to, reply, .. } = cmd {
-                let _ = reply.send(Err(failed(to)));
+                let _ = reply.send(Err(failed(to.to_string())));
             }
         }
         self.pipes.clear();
+        self.read_pipes.clear();
         self.outbound.clear();
         self.commands.close();
+        // Senders waiting for room in the link's queue stop waiting.
+        self.queue.close();
         self.published.force(&self.shared, self.session.stats());
     }
 }

@@ -4,8 +4,10 @@
 //! On a stream link (TCP, Unix, serial) the driver reads and writes the
 //! stream itself, with no task in between: it reads into a receive buffer
 //! whose whole frames the session takes without a copy, and it writes what
-//! the session has queued in one vectored write (headers and payloads as
-//! they are). A datagram link's transport hands out channels; each
+//! the session has queued in one vectored write: large payloads as they
+//! are, small packets (headers, casts, calls, small pipe frames) copied
+//! together into one buffer, so that many of them go in one system call.
+//! A datagram link's transport hands out channels; each
 //! direction gets a task that forwards datagrams.
 
 use std::collections::VecDeque;
@@ -36,6 +38,13 @@ const WRITE_CHUNKS: usize = 64;
 /// ...and at most this many bytes: beyond, the session keeps its output
 /// (and pushes back on its senders) until the link takes more.
 const WRITE_BYTES: usize = 1024 * 1024;
+/// Chunks of output up to this long are copied together into one buffer
+/// (one slice of the vectored write) rather than written as slices of
+/// their own: copying a small chunk costs less than the slice, and the
+/// slices a write takes ([`WRITE_CHUNKS`]) then carry many more packets.
+const COALESCE: usize = 2048;
+/// The buffer small chunks are copied into grows by at least this much.
+const COALESCE_BUFFER: usize = 64 * 1024;
 /// How long a closing link may take to write its last packets.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
@@ -59,6 +68,7 @@ impl LinkPorts {
                     writer,
                     batch: VecDeque::new(),
                     bytes: 0,
+                    small: BytesMut::new(),
                 },
             },
             LinkIo::Datagram { mut rx, tx } => {
@@ -192,11 +202,13 @@ pub(crate) enum Outgoing {
         reserving: Option<Reserving>,
     },
     /// A byte stream written by the driver; `batch` is what waits to be
-    /// written (`bytes` long).
+    /// written (`bytes` long); `small` is where small chunks are copied
+    /// together (its written parts are reclaimed once written).
     Stream {
         writer: StreamWriter,
         batch: VecDeque<Bytes>,
         bytes: usize,
+        small: BytesMut,
     },
 }
 
@@ -228,15 +240,39 @@ impl Outgoing {
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 }
             },
-            Outgoing::Stream { batch, bytes, .. } => {
-                while batch.len() < WRITE_CHUNKS && *bytes < WRITE_BYTES {
+            Outgoing::Stream {
+                batch,
+                bytes,
+                small,
+                ..
+            } => {
+                // A turn pushes at most two slices (the small chunks so
+                // far, and a large one), and one more at the end.
+                let mut drained = false;
+                while batch.len() + 3 <= WRITE_CHUNKS && *bytes < WRITE_BYTES {
                     let Some(chunk) = session.poll_transmit(now) else {
-                        return true;
+                        drained = true;
+                        break;
                     };
                     *bytes += chunk.len();
-                    batch.push_back(chunk);
+                    if chunk.len() <= COALESCE {
+                        if small.capacity() - small.len() < chunk.len() {
+                            // In place once what was cut from it is
+                            // written and dropped.
+                            small.reserve(COALESCE_BUFFER);
+                        }
+                        small.extend_from_slice(&chunk);
+                    } else {
+                        if !small.is_empty() {
+                            batch.push_back(small.split().freeze());
+                        }
+                        batch.push_back(chunk);
+                    }
                 }
-                false
+                if !small.is_empty() {
+                    batch.push_back(small.split().freeze());
+                }
+                drained
             }
         }
     }
@@ -277,6 +313,7 @@ impl Outgoing {
                 writer,
                 batch,
                 bytes,
+                ..
             } => {
                 // On the stack: the batch holds at most WRITE_CHUNKS.
                 let mut slices = [IoSlice::new(&[]); WRITE_CHUNKS];

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::tests::{added, config, node, register, until};
+use super::tests::{added, config, node, pair, register, until};
 use super::*;
 use crate::RegistryEvent;
 use crate::transport::{Listener, MemTransport, Transport, io_error};
@@ -300,4 +300,71 @@ async fn names_follow_a_session_that_resumes_on_a_new_tcp_connection() {
     assert_eq!(reply.unwrap(), Bytes::from_static(b"again"));
     a.shutdown();
     b.shutdown();
+}
+
+#[tokio::test]
+async fn both_sides_measure_the_round_trip_of_an_idle_link() {
+    // Over a reliable link the session measures no round trip
+    // (`srtt_us` stays 0): the node's probe does, with only keepalives
+    // moving on the link.
+    let (_mem, a, b, _) = pair().await;
+    eventually("a round trip on both sides", || {
+        only(&a).rtt_us > 0 && only(&b).rtt_us > 0
+    })
+    .await;
+    assert_eq!(
+        only(&b).stats.srtt_us,
+        0,
+        "no session RTT on a reliable link"
+    );
+    // The probe's name is no server's: a call to it is NotFound, as for
+    // any unknown name, and the node keeps serving.
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    let echo = b.kernel().registry().lookup("echo").unwrap();
+    assert_eq!(
+        echo.endpoint()
+            .call(Bytes::from_static(b"x"))
+            .await
+            .unwrap(),
+        "x"
+    );
+}
+
+#[tokio::test]
+async fn a_pipe_writer_that_waits_for_credit_is_counted() {
+    // The second node writes into an echo pipe and reads nothing back:
+    // the echo's writer on the first node runs out of credit, then so
+    // does the second node's writer.
+    let (_mem, a, b, _) = pair().await;
+    let (_r, _) = register(&a, "echo");
+    until(&b, added("echo")).await;
+    assert_eq!((only(&a).credit_stalls, only(&b).credit_stalls), (0, 0));
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("echo", theirs).await.unwrap();
+    let (mut reader, writer) = mine.split();
+    let frame = Bytes::from(vec![5u8; 64 * 1024]);
+    let frames = 64;
+    let sending = {
+        let frame = frame.clone();
+        tokio::spawn(async move {
+            for _ in 0..frames {
+                writer.send(frame.clone()).await.unwrap();
+            }
+        })
+    };
+    eventually("credit stalls on both sides", || {
+        only(&a).credit_stalls > 0 && only(&b).credit_stalls > 0
+    })
+    .await;
+    // Once read, everything comes back.
+    for _ in 0..frames {
+        let got = tokio::time::timeout(Duration::from_secs(10), reader.recv())
+            .await
+            .expect("the pipe stalled")
+            .unwrap();
+        assert_eq!(got.len(), frame.len());
+    }
+    sending.await.unwrap();
 }

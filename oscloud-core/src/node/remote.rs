@@ -1,14 +1,13 @@
 //! Endpoints of servers that live on a linked node.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 
 use crate::wire::{RemoteError, RemoteErrorKind};
-use crate::{Endpoint, Error, NodeId, PipeEnd};
+use crate::{Cast, Endpoint, Error, NodeId, PipeEnd};
 
 /// What a [`RemoteEndpoint`] (or anything else on this node) asks a link's
 /// driver to do. The driver owns the session; everything else talks to it
@@ -16,10 +15,10 @@ use crate::{Endpoint, Error, NodeId, PipeEnd};
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Send a one-way message to `to` on the peer.
-    Cast { to: String, msg: Bytes },
+    Cast { to: Arc<str>, msg: Bytes },
     /// Send a request to `to` on the peer; answer on `reply`.
     Call {
-        to: String,
+        to: Arc<str>,
         msg: Bytes,
         reply: oneshot::Sender<Result<Bytes, Error>>,
     },
@@ -54,46 +53,94 @@ pub(crate) enum Command {
 /// The bytes of casts and calls waiting for one link's driver, shared by
 /// the endpoints of that link: the bound on what a fast sender can pile up
 /// in front of a slow link.
+///
+/// Room is counted in permits of a semaphore, one per byte: a message
+/// takes its length in permits (at most the whole limit: a single message
+/// larger than the limit goes when the queue is empty), and the driver
+/// gives them back once it took the message. Senders that wait for room
+/// get it in the order they began to wait, before anyone who merely tries.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
-    bytes: AtomicUsize,
-    limit: usize,
+    room: Semaphore,
+    limit: u32,
 }
 
 impl SendQueue {
     pub(crate) fn new(limit: usize) -> Self {
+        let limit = limit.clamp(1, (u32::MAX as usize).min(Semaphore::MAX_PERMITS));
         Self {
-            bytes: AtomicUsize::new(0),
-            limit,
+            room: Semaphore::new(limit),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
         }
     }
 
-    /// Count `n` more bytes in, unless that goes over the limit (a single
-    /// message larger than the limit goes when the queue is empty).
-    fn admit(&self, n: usize, node: NodeId) -> Result<(), Error> {
-        let before = self.bytes.fetch_add(n, Ordering::AcqRel);
-        if before > 0 && before + n > self.limit {
-            self.bytes.fetch_sub(n, Ordering::AcqRel);
-            return Err(Error::LinkBusy {
-                node: node.short(),
-                queued: before,
-                limit: self.limit,
-            });
+    /// The permits a message of `n` bytes takes.
+    fn permits(&self, n: usize) -> u32 {
+        u32::try_from(n).unwrap_or(u32::MAX).min(self.limit)
+    }
+
+    /// Count `n` more bytes in if there is room for them now; the error
+    /// says how full the queue is.
+    fn try_admit(&self, n: usize) -> Result<(), Full> {
+        match self.room.try_acquire_many(self.permits(n)) {
+            Ok(permit) => {
+                permit.forget();
+                Ok(())
+            }
+            Err(TryAcquireError::NoPermits) => Err(Full::Busy {
+                queued: (self.limit as usize).saturating_sub(self.room.available_permits()),
+                limit: self.limit as usize,
+            }),
+            Err(TryAcquireError::Closed) => Err(Full::Closed),
         }
+    }
+
+    /// Count `n` more bytes in once there is room for them. Cancel-safe:
+    /// dropped before it is ready, it took nothing.
+    async fn admit(&self, n: usize) -> Result<(), Full> {
+        let permit = self
+            .room
+            .acquire_many(self.permits(n))
+            .await
+            .map_err(|_| Full::Closed)?;
+        permit.forget();
         Ok(())
     }
 
-    /// The driver took `n` bytes out.
+    /// The driver took messages of `n` bytes in all out (`n` as the sum of
+    /// [`SendQueue::taken`] of each).
     pub(crate) fn release(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        if n > 0 {
+            self.room.add_permits(n);
+        }
     }
+
+    /// What a message of `n` bytes counted, to [`SendQueue::release`].
+    pub(crate) fn taken(&self, n: usize) -> usize {
+        self.permits(n) as usize
+    }
+
+    /// The link is over: senders waiting for room stop waiting (their
+    /// messages are not sent), and no more are let in.
+    pub(crate) fn close(&self) {
+        self.room.close();
+    }
+}
+
+/// Why a [`SendQueue`] did not let a message in.
+enum Full {
+    /// Too many bytes wait: `queued` of `limit`.
+    Busy { queued: usize, limit: usize },
+    /// The link is over.
+    Closed,
 }
 
 /// The endpoint of a server on another node: every operation becomes a
 /// [`Command`] for the driver of the link to that node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RemoteEndpoint {
-    pub(crate) name: String,
+    /// Shared by every cast and call to it, rather than copied.
+    pub(crate) name: Arc<str>,
     pub(crate) node: NodeId,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) queue: Arc<SendQueue>,
@@ -102,41 +149,74 @@ pub(crate) struct RemoteEndpoint {
 impl RemoteEndpoint {
     fn gone(&self) -> Error {
         Error::ServerStopped {
-            name: self.name.clone(),
+            name: self.name.to_string(),
             reason: format!("the link to node {} is down", self.node.short()),
         }
     }
 
-    /// Queue a cast or call for the driver, within the link's budget.
-    fn queue(&self, cmd: Command, len: usize) -> Result<(), Error> {
-        self.queue.admit(len, self.node)?;
+    /// The error for a message the queue did not let in.
+    fn refused(&self, full: Full) -> Error {
+        match full {
+            Full::Busy { queued, limit } => Error::LinkBusy {
+                node: self.node.short(),
+                queued,
+                limit,
+            },
+            Full::Closed => self.gone(),
+        }
+    }
+
+    /// Hand a cast or call, already counted in the link's queue, to the
+    /// driver.
+    fn send(&self, cmd: Command, len: usize) -> Result<(), Error> {
         self.commands.send(cmd).map_err(|_| {
-            self.queue.release(len);
+            self.queue.release(self.queue.taken(len));
             self.gone()
         })
+    }
+
+    fn cast_command(&self, msg: Bytes) -> Command {
+        Command::Cast {
+            to: self.name.clone(),
+            msg,
+        }
     }
 }
 
 #[async_trait]
 impl Endpoint for RemoteEndpoint {
-    fn cast(&self, msg: Bytes) -> Result<(), Error> {
+    fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
         let len = msg.len();
-        let cmd = Command::Cast {
-            to: self.name.clone(),
-            msg,
-        };
-        self.queue(cmd, len)
+        self.queue.try_admit(len).map_err(|f| self.refused(f))?;
+        self.send(self.cast_command(msg), len)
     }
 
+    fn cast(&self, msg: Bytes) -> Cast {
+        let len = msg.len();
+        match self.queue.try_admit(len) {
+            Ok(()) => Cast::done(self.send(self.cast_command(msg), len)),
+            Err(Full::Closed) => Cast::done(Err(self.gone())),
+            Err(Full::Busy { .. }) => {
+                let this = self.clone();
+                Cast::waiting(async move {
+                    this.queue.admit(len).await.map_err(|f| this.refused(f))?;
+                    this.send(this.cast_command(msg), len)
+                })
+            }
+        }
+    }
+
+    /// Waits for room in the link's queue as [`Endpoint::cast`] does.
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
         let (reply, answer) = oneshot::channel();
         let len = msg.len();
+        self.queue.admit(len).await.map_err(|f| self.refused(f))?;
         let cmd = Command::Call {
             to: self.name.clone(),
             msg,
             reply,
         };
-        self.queue(cmd, len)?;
+        self.send(cmd, len)?;
         answer.await.map_err(|_| self.gone())?
     }
 
@@ -144,7 +224,7 @@ impl Endpoint for RemoteEndpoint {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::OpenPipe {
-                server: self.name.clone(),
+                server: self.name.to_string(),
                 port: port.to_owned(),
                 end,
                 reply,

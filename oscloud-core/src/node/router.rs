@@ -321,8 +321,15 @@ impl RoutedEndpoint {
 
 #[async_trait]
 impl Endpoint for RoutedEndpoint {
-    fn cast(&self, msg: Bytes) -> Result<(), Error> {
-        self.route()?.0.cast(msg)
+    fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
+        self.route()?.0.try_cast(msg)
+    }
+
+    fn cast(&self, msg: Bytes) -> crate::Cast {
+        match self.route() {
+            Ok((endpoint, _)) => endpoint.cast(msg),
+            Err(err) => crate::Cast::done(Err(err)),
+        }
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {

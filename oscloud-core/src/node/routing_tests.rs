@@ -100,7 +100,7 @@ async fn chain_lookup_call_and_pipe_through_the_middle() {
         .await
         .unwrap();
     assert_eq!(&reply[..], b"hi");
-    far.endpoint().cast(Bytes::from_static(b"c")).unwrap();
+    far.endpoint().cast(Bytes::from_static(b"c")).await.unwrap();
     eventually("the cast arrives", || {
         echo.casts.load(Ordering::SeqCst) == 1
     })
@@ -268,7 +268,7 @@ async fn ring_uses_the_shorter_way_and_reroutes_when_cut() {
     loop_free(&nodes, "far");
     let reply = far.endpoint().call(Bytes::from_static(b"2")).await.unwrap();
     assert_eq!(&reply[..], b"2");
-    far.endpoint().cast(Bytes::from_static(b"c")).unwrap();
+    far.endpoint().cast(Bytes::from_static(b"c")).await.unwrap();
     eventually("the cast goes round", || {
         echo.casts.load(Ordering::SeqCst) == casts_before + 1
     })

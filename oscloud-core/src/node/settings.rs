@@ -7,10 +7,12 @@
 //! `2m`); a bare number is seconds. Sizes and counts are whole numbers,
 //! optionally with a binary suffix for sizes (`64KiB`, `1MiB`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::NodeConfig;
 use crate::Error;
+use crate::node::NodeId;
+use crate::wire::{FramingKind, LocalInfo, Session};
 
 /// How a setting's value is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +198,43 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// Check the settings together: what each setting accepts alone may
+    /// still make every link fail. A keepalive must be shorter than the
+    /// idle timeout (`docs/PROTOCOL.md` §6): a quiet peer sends its pings
+    /// every `keepalive`, and a node that hears nothing for
+    /// `idle_timeout` closes the link, so otherwise every quiet link would
+    /// be closed. The wire sessions' own checks (frame sizes, timers of at
+    /// most a day) are made here too, for reliable and lossy links.
+    /// [`Node::listen`](super::Node::listen) and
+    /// [`Node::connect`](super::Node::connect) refuse to start with
+    /// settings that fail this.
+    ///
+    /// # Errors
+    /// [`Error::BadSetting`] for a keepalive not shorter than the idle
+    /// timeout, [`Error::WireConfig`] for what a wire session refuses.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.keepalive >= self.idle_timeout {
+            return Err(Error::BadSetting {
+                key: "keepalive".into(),
+                reason: format!(
+                    "{:?} is not shorter than idle_timeout ({:?}): a quiet link would be \
+                     closed before its peer's next ping",
+                    self.keepalive, self.idle_timeout
+                ),
+            });
+        }
+        for framing in [FramingKind::ReliableStream, FramingKind::LossyStream] {
+            Session::new(
+                self.session_config(framing),
+                LocalInfo::new(NodeId::random()),
+                Instant::now(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// `250ms`, `1.5s`, `2m`, or a bare number of seconds.
 fn parse_duration(value: &str) -> Result<Duration, String> {
     let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
@@ -288,6 +327,23 @@ mod tests {
             assert!(err.contains(expected), "{input}: {err}");
         }
         assert_eq!(c, NodeConfig::default(), "refused settings change nothing");
+        c.apply("keepalive=3s, idle_timeout=3s")
+            .expect("each is valid alone");
+        let err = c
+            .validate()
+            .expect_err("keepalive = idle_timeout")
+            .to_string();
+        assert!(
+            err.contains("\"keepalive\"") && err.contains("not shorter than idle_timeout"),
+            "{err}"
+        );
+        c.apply("keepalive=2s").expect("valid");
+        c.validate().expect("keepalive below idle_timeout");
+        c.apply("max_frame=64").expect("above zero");
+        let err = c.validate().expect_err("a frame too small").to_string();
+        assert!(err.contains("max_frame"), "{err}");
+        c = NodeConfig::default();
+        c.validate().expect("the defaults are valid");
         c.set("resume_grace", "0").expect("zero grace is off");
         assert!(c.resume_grace.is_zero());
     }

@@ -49,6 +49,20 @@ pub(crate) struct LinkShared {
     seq: AtomicU64,
     /// [`Stats::counters`], in its order.
     counters: [AtomicU64; Stats::COUNTERS],
+    /// What the node layer measures itself (not a session counter).
+    node: NodeMeasures,
+}
+
+/// A link's figures that the node layer measures, beside the session's
+/// counters: each a single value, written by the link's driver alone.
+#[derive(Debug, Default)]
+struct NodeMeasures {
+    /// The smoothed round trip of the driver's probe, in microseconds
+    /// (`rtt_probe`); 0 before the first answer.
+    rtt_us: AtomicU64,
+    /// Times a local pipe writer had a frame ready and the peer's credit
+    /// was short, so the frame waited for more credit.
+    credit_stalls: AtomicU64,
 }
 
 impl LinkShared {
@@ -65,7 +79,31 @@ impl LinkShared {
             }),
             seq: AtomicU64::new(0),
             counters: Default::default(),
+            node: NodeMeasures::default(),
         }
+    }
+
+    /// The probe measured a smoothed round trip of `rtt`.
+    pub(crate) fn set_rtt(&self, rtt: std::time::Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        // At least 1 µs: 0 means "not measured yet".
+        self.node.rtt_us.store(us.max(1), Ordering::Relaxed);
+    }
+
+    /// The link's round trip as the probe measures it, in microseconds (0
+    /// before the first answer).
+    pub(crate) fn rtt_us(&self) -> u64 {
+        self.node.rtt_us.load(Ordering::Relaxed)
+    }
+
+    /// A pipe frame waited for the peer's credit.
+    pub(crate) fn credit_stalled(&self) {
+        self.node.credit_stalls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times a pipe frame waited for the peer's credit.
+    pub(crate) fn credit_stalls(&self) -> u64 {
+        self.node.credit_stalls.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::transport::MemTransport;
-use crate::{Capabilities, Endpoint, ExitReason, PipeEnd, Registration, RegistryEvent};
+use crate::{Capabilities, Endpoint, Entry, ExitReason, PipeEnd, Registration, RegistryEvent};
 
 /// A server for tests: echoes calls, counts casts, echoes pipe frames on
 /// port `echo`, swallows them on port `sink` (counting bytes), and never
@@ -22,7 +22,7 @@ pub(super) struct Echo {
 
 #[async_trait]
 impl Endpoint for Echo {
-    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
         self.casts.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -57,6 +57,14 @@ impl Endpoint for Echo {
                         total += f.len() as u64;
                     }
                     let _ = w.send(Bytes::from(total.to_be_bytes().to_vec())).await;
+                });
+                Ok(())
+            }
+            "greet" => {
+                // Writes one frame, reads nothing.
+                tokio::spawn(async move {
+                    let (_r, w) = end.split();
+                    let _ = w.send(Bytes::from_static(b"hello")).await;
                 });
                 Ok(())
             }
@@ -123,7 +131,7 @@ pub(super) fn added(name: &str) -> impl Fn(&RegistryEvent) -> bool + '_ {
     move |ev| matches!(ev, RegistryEvent::Added(e) if e.name() == name)
 }
 
-async fn pair() -> (MemTransport, Node, Node, Address) {
+pub(super) async fn pair() -> (MemTransport, Node, Node, Address) {
     let mem = MemTransport::new();
     let a = node(&mem);
     let b = node(&mem);
@@ -158,7 +166,7 @@ async fn remote_cast_and_call() {
     until(&b, added("echo")).await;
     let e = b.kernel().registry().lookup("echo").unwrap();
     for _ in 0..10 {
-        e.endpoint().cast(Bytes::from_static(b"x")).unwrap();
+        e.endpoint().cast(Bytes::from_static(b"x")).await.unwrap();
     }
     // Calls are ordered behind the casts on the link.
     let reply = e.endpoint().call(Bytes::from_static(b"hi")).await.unwrap();
@@ -173,10 +181,9 @@ async fn remote_cast_and_call() {
     assert!(matches!(err, Error::Decode(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
-    // The test's single thread does not let the driver run while it casts,
-    // so casts pile up in front of the link until the budget is spent.
+/// Nodes `a` and `b` linked over `mem://`, `b` with `max_queued` bytes
+/// of queue for the link; `echo` on `a`, as `b` sees it.
+async fn queued_pair(max_queued: usize) -> (Node, Node, Arc<Echo>, Registration, Entry) {
     let mem = MemTransport::new();
     let a = node(&mem);
     let mut t = Transports::new();
@@ -185,19 +192,27 @@ async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
         Kernel::new(),
         t,
         NodeConfig {
-            max_queued: 64 * 1024,
+            max_queued,
             ..config()
         },
     );
     let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
     b.connect(&at).await.unwrap();
-    let (_r, echo) = register(&a, "echo");
+    let (reg, echo) = register(&a, "echo");
     until(&b, added("echo")).await;
     let e = b.kernel().registry().lookup("echo").unwrap();
+    (a, b, echo, reg, e)
+}
+
+#[tokio::test]
+async fn try_casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
+    // The test's single thread does not let the driver run while it casts,
+    // so casts pile up in front of the link until the budget is spent.
+    let (_a, _b, echo, _r, e) = queued_pair(64 * 1024).await;
     let msg = Bytes::from(vec![1u8; 1024]);
     let mut sent = 0u64;
     let busy = loop {
-        match e.endpoint().cast(msg.clone()) {
+        match e.endpoint().try_cast(msg.clone()) {
             Ok(()) => sent += 1,
             Err(err) => break err,
         }
@@ -209,41 +224,135 @@ async fn casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
         "{busy:?}"
     );
     assert!(busy.to_string().contains("busy"), "{busy}");
-    // A call is refused too while the queue is full; once the driver ran,
-    // the budget is back and every accepted cast arrived (the call is
-    // ordered behind them).
-    let reply = loop {
-        match e.endpoint().call(Bytes::from_static(b"hi")).await {
-            Err(Error::LinkBusy { .. }) => tokio::task::yield_now().await,
-            other => break other,
-        }
-    };
+    // A cast that would wait for room, dropped before it got any, sends
+    // nothing.
+    drop(e.endpoint().cast(msg.clone()));
+    // A call waits for room too; once the driver ran, every accepted cast
+    // arrived (the call is ordered behind them).
+    let reply = e.endpoint().call(Bytes::from_static(b"hi")).await;
     assert_eq!(reply.unwrap(), Bytes::from_static(b"hi"));
     assert_eq!(echo.casts.load(Ordering::SeqCst), sent);
-    e.endpoint().cast(msg).unwrap();
+    e.endpoint().try_cast(msg).unwrap();
+}
+
+#[tokio::test]
+async fn a_caster_faster_than_its_link_waits_for_room_and_every_cast_arrives() {
+    // 64 KiB of queue and 8 MiB of casts, from a task the driver only
+    // runs beside when the caster waits: it outruns the link 128 times.
+    let (_a, _b, echo, _r, e) = queued_pair(64 * 1024).await;
+    let msg = Bytes::from(vec![1u8; 1024]);
+    const CASTS: u64 = 8 * 1024;
+    for _ in 0..CASTS {
+        e.endpoint().cast(msg.clone()).await.unwrap();
+    }
+    let reply = e.endpoint().call(Bytes::from_static(b"hi")).await;
+    assert_eq!(reply.unwrap(), Bytes::from_static(b"hi"));
+    assert_eq!(echo.casts.load(Ordering::SeqCst), CASTS);
+}
+
+#[tokio::test]
+async fn a_cast_waiting_for_room_fails_when_the_link_closes() {
+    let (_a, b, echo, _r, e) = queued_pair(1024).await;
+    let msg = Bytes::from(vec![1u8; 1024]);
+    e.endpoint().try_cast(msg.clone()).unwrap();
+    let waiting = e.endpoint().cast(msg);
+    let link = b.links()[0].id;
+    assert!(b.close_link(link));
+    let err = waiting.await.unwrap_err();
+    assert!(matches!(err, Error::ServerStopped { .. }), "{err:?}");
+    assert!(echo.casts.load(Ordering::SeqCst) <= 1);
 }
 
 #[tokio::test]
 async fn calls_beyond_max_serving_are_answered_busy_at_once() {
     let mem = MemTransport::new();
+    let a = serving_two(&mem);
+    let (_r, _echo) = register(&a, "echo");
+    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
+    five_hanging_calls(&mem, &at, 2).await;
+}
+
+#[tokio::test]
+async fn a_listen_address_sets_the_limits_of_the_links_it_accepts() {
+    let mem = MemTransport::new();
+    let a = serving_two(&mem);
+    let (_r, _echo) = register(&a, "echo");
+    let own = a
+        .listen(
+            &"mem://a-own?max_serving=4&link_budget=1MiB"
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        own.to_string(),
+        "mem://a-own",
+        "the parameters are the node's"
+    );
+    let plain = a.listen(&"mem://a-plain".parse().unwrap()).await.unwrap();
+    five_hanging_calls(&mem, &own, 4).await;
+    five_hanging_calls(&mem, &plain, 2).await;
+    let err = a
+        .listen(&"mem://a-bad?max_serving=none".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidAddress { reason, .. } if reason.contains("max_serving")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_keepalive_not_shorter_than_the_idle_timeout_is_refused_at_start() {
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let at = a.listen(&"mem://ok".parse().unwrap()).await.unwrap();
     let mut t = Transports::new();
     t.add(Arc::new(mem.clone()));
-    let a = Node::with_config(
+    let bad = Node::with_config(
+        Kernel::new(),
+        t,
+        NodeConfig {
+            keepalive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(2),
+            ..config()
+        },
+    );
+    let refused = |err: Error| {
+        assert!(
+            matches!(&err, Error::BadSetting { key, reason }
+                if key == "keepalive" && reason.contains("not shorter than idle_timeout")),
+            "{err:?}"
+        );
+    };
+    refused(bad.connect(&at).await.unwrap_err());
+    refused(bad.listen(&"mem://bad".parse().unwrap()).await.unwrap_err());
+    assert!(bad.links().is_empty());
+}
+
+/// A node on `mem` that serves two calls from each link at once.
+fn serving_two(mem: &MemTransport) -> Node {
+    let mut t = Transports::new();
+    t.add(Arc::new(mem.clone()));
+    Node::with_config(
         Kernel::new(),
         t,
         NodeConfig {
             max_serving: 2,
             ..config()
         },
-    );
-    let b = node(&mem);
-    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
-    b.connect(&at).await.unwrap();
-    let (_r, _echo) = register(&a, "echo");
+    )
+}
+
+/// Five calls that are never answered, to "echo" (an [`Echo`]) from a new
+/// node linked to the node at `at`, which serves `serving` of them: the
+/// others are answered busy at once.
+async fn five_hanging_calls(mem: &MemTransport, at: &Address, serving: usize) {
+    let b = node(mem);
+    b.connect(at).await.unwrap();
     until(&b, added("echo")).await;
     let e = b.kernel().registry().lookup("echo").unwrap();
-    // Five calls that are never answered: two take both serving slots,
-    // the other three are answered busy at once.
     let calls: Vec<_> = (0..5)
         .map(|_| {
             let e = e.clone();
@@ -251,7 +360,7 @@ async fn calls_beyond_max_serving_are_answered_busy_at_once() {
         })
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while calls.iter().filter(|c| c.is_finished()).count() < 3 {
+    while calls.iter().filter(|c| c.is_finished()).count() < 5 - serving {
         assert!(tokio::time::Instant::now() < deadline, "no busy answers");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -264,13 +373,13 @@ async fn calls_beyond_max_serving_are_answered_busy_at_once() {
         match call.await.unwrap() {
             Err(Error::NodeBusy { name, reason }) => {
                 assert_eq!(name, "echo");
-                assert!(reason.contains("2 calls"), "{reason}");
+                assert!(reason.contains(&format!("{serving} calls")), "{reason}");
                 busy += 1;
             }
             other => panic!("expected busy, got {other:?}"),
         }
     }
-    assert_eq!(busy, 3);
+    assert_eq!(busy, 5 - serving);
 }
 
 #[tokio::test]
@@ -522,4 +631,55 @@ async fn shutting_down_a_node_reports_its_peers_servers_as_link_down() {
     .await
     .unwrap();
     assert!(matches!(reason, ExitReason::LinkDown(_)), "{reason:?}");
+}
+
+#[tokio::test]
+async fn a_read_only_peer_looks_up_and_reads_but_may_not_call_or_write() {
+    let (_mem, a, b, _) = pair().await;
+    a.access_policy()
+        .set_text(&format!("readonly {}\n", b.kernel().node()))
+        .unwrap();
+    let (_r, echo) = register(&a, "echo");
+    // Lookup (and so watch) works.
+    until(&b, added("echo")).await;
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    // A call is refused by the node, saying why.
+    let err = e
+        .endpoint()
+        .call(Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    match &err {
+        Error::PermissionDenied { name, action } => {
+            assert_eq!(name, "echo");
+            assert!(action.contains("read-only"), "{err}");
+        }
+        other => panic!("not a refusal: {other:?}"),
+    }
+    // A pipe to read from (a tap) works.
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("greet", theirs).await.unwrap();
+    let (mut reader, _w) = mine.split();
+    let got = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("no frame")
+        .expect("the pipe closed");
+    assert_eq!(&got[..], b"hello");
+    // Writing on a pipe it opened closes that pipe; nothing reaches the server.
+    let (mine, theirs) = b.kernel().duplex();
+    e.endpoint().open_pipe("sink", theirs).await.unwrap();
+    let (mut reader, writer) = mine.split();
+    let _ = writer.send(Bytes::from_static(b"typed")).await;
+    let end = tokio::time::timeout(Duration::from_secs(5), reader.recv())
+        .await
+        .expect("the pipe stayed open");
+    assert_eq!(end, None);
+    assert_eq!(echo.sunk.load(Ordering::SeqCst), 0);
+    // The node goes on: the same peer, no longer read-only, may call.
+    a.access_policy().set_text("default allow").unwrap();
+    let e = b.kernel().registry().lookup("echo").unwrap();
+    assert_eq!(
+        e.endpoint().call(Bytes::from_static(b"x")).await.unwrap(),
+        "x"
+    );
 }

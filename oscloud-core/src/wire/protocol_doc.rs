@@ -122,6 +122,13 @@ fn timer_table_is_what_the_node_uses() {
         assert!(row.contains(&value), "{timer}: want {value}: {row}");
         assert!(row.contains(also), "{timer}: want {also}: {row}");
     }
+    // The rule between the two, as the doc states it, is enforced.
+    assert!(doc.contains("The keepalive must be shorter than the idle timeout"));
+    let equal = NodeConfig {
+        keepalive: node.idle_timeout,
+        ..NodeConfig::default()
+    };
+    assert!(equal.validate().is_err());
     let rto = timer_row(&doc, "retransmission");
     let max = written(session.max_rto.max(node.lossy_initial_rto));
     assert!(rto.contains(&format!("up to {max}")), "{rto}");

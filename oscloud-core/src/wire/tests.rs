@@ -555,6 +555,132 @@ fn garbage_on_lossy_links_is_dropped_and_counted() {
     }
 }
 
+/// Feed `packet` to `s` as the peer would frame it for `kind`.
+fn inject(s: &mut Session, kind: FramingKind, packet: &Packet) {
+    for chunk in framed(kind, packet) {
+        s.handle_input(Instant::now(), &chunk);
+    }
+}
+
+fn entry(id: u64) -> EntryInfo {
+    EntryInfo {
+        id,
+        name: "logger".into(),
+        capabilities: Capabilities::new(),
+        group: false,
+    }
+}
+
+/// An Announce for an entry id the peer announced before and did not
+/// withdraw closes the session with code 1 (PROTOCOL.md §4.1); after a
+/// Withdraw the id may be announced again.
+#[test]
+fn announce_of_a_live_entry_id_closes() {
+    for kind in KINDS {
+        let mut p = Pair::connected(kind);
+        let msgs = [
+            Msg::Announce(Box::new(entry(5))),
+            Msg::Withdraw {
+                id: 5,
+                reason: ExitReason::Normal,
+            },
+            Msg::Announce(Box::new(entry(5))),
+        ];
+        for (seq, msg) in (1..).zip(msgs) {
+            let packet = Packet::Data { seq, ack: 0, msg };
+            inject(&mut p.a, kind, &packet);
+        }
+        let events: Vec<Event> = std::iter::from_fn(|| p.a.poll_event()).collect();
+        assert_eq!(events.len(), 3, "{kind:?} {events:?}");
+        assert!(p.a.is_connected(), "{kind:?}");
+        let again = Packet::Data {
+            seq: 4,
+            ack: 0,
+            msg: Msg::Announce(Box::new(entry(5))),
+        };
+        inject(&mut p.a, kind, &again);
+        let r = expect_closed(&mut p.a, CloseCode::Protocol);
+        assert!(r.message.contains("entry 5 announced twice"), "{r}");
+    }
+}
+
+/// A Withdraw of an entry id the peer never announced (or withdrew
+/// already) is ignored and counted in `dropped` (PROTOCOL.md §4.1).
+#[test]
+fn withdraw_of_an_unknown_entry_id_is_dropped() {
+    for kind in KINDS {
+        let mut p = Pair::connected(kind);
+        let dropped = p.a.stats().dropped;
+        let packet = Packet::Data {
+            seq: 1,
+            ack: 0,
+            msg: Msg::Withdraw {
+                id: 9,
+                reason: ExitReason::Normal,
+            },
+        };
+        inject(&mut p.a, kind, &packet);
+        let events: Vec<Event> = std::iter::from_fn(|| p.a.poll_event()).collect();
+        assert_eq!(events, [], "{kind:?}");
+        assert!(p.a.is_connected(), "{kind:?}");
+        assert_eq!(p.a.stats().dropped, dropped + 1, "{kind:?}");
+    }
+}
+
+/// A HelloAck naming another session is ignored and counted in `dropped`
+/// (PROTOCOL.md §3.2), before and after the peer's Hello.
+#[test]
+fn hello_ack_for_another_session_is_dropped() {
+    for kind in KINDS {
+        let mut p = Pair::connected(kind);
+        let dropped = p.a.stats().dropped;
+        let foreign = p.a.local().session_id ^ 1;
+        inject(
+            &mut p.a,
+            kind,
+            &Packet::HelloAck {
+                session_id: foreign,
+            },
+        );
+        assert!(p.a.is_connected(), "{kind:?}");
+        assert_eq!(p.a.stats().dropped, dropped + 1, "{kind:?}");
+        assert_eq!(p.a.poll_event(), None, "{kind:?}");
+
+        let mut fresh = fresh(kind);
+        let foreign = fresh.local().session_id ^ 1;
+        inject(
+            &mut fresh,
+            kind,
+            &Packet::HelloAck {
+                session_id: foreign,
+            },
+        );
+        assert_eq!(fresh.stats().dropped, 1, "{kind:?}");
+        assert_eq!(fresh.poll_event(), None, "{kind:?}");
+    }
+}
+
+/// A Handshake packet at a side without a node key closes the session
+/// with code 10, as the peer's Hello with the Noise bit does (PROTOCOL.md
+/// §11), before and after the peer's Hello.
+#[test]
+fn handshake_at_a_plaintext_side_closes_unauthorized() {
+    let handshake = Packet::Handshake {
+        msg: Bytes::from_static(b"noise"),
+    };
+    for kind in KINDS {
+        let mut p = Pair::connected(kind);
+        inject(&mut p.a, kind, &handshake);
+        let r = expect_closed(&mut p.a, CloseCode::Unauthorized);
+        assert!(r.message.contains("has no key"), "{r}");
+
+        let mut fresh = fresh(kind);
+        inject(&mut fresh, kind, &handshake);
+        let r = expect_closed(&mut fresh, CloseCode::Unauthorized);
+        assert!(r.message.contains("has no key"), "{r}");
+    }
+}
+
 #[test]
 fn unknown_pipe_closes() {
     for kind in KINDS {

@@ -71,7 +71,7 @@ struct Server;
 
 #[async_trait]
 impl Endpoint for Server {
-    fn cast(&self, _msg: Bytes) -> Result<(), Error> {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
         Ok(())
     }
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {

@@ -95,6 +95,24 @@ pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, Error> {
     tls::acceptor(cert, key)
 }
 
+/// Check the TLS files a `wss://` address names, read and parsed as
+/// listening on it (`listening`: its `cert` and `key`, both required) or
+/// dialling it (its `ca`, if given) would, without binding or dialling:
+/// for `oscloud check`. A bad or missing file is
+/// [`BadKeyFile`](oscloud_core::Error::BadKeyFile), a missing parameter
+/// [`InvalidAddress`](oscloud_core::Error::InvalidAddress). Other schemes
+/// have nothing to check.
+pub fn check_tls(addr: &Address, listening: bool) -> Result<(), Error> {
+    if addr.scheme() != SCHEME_WSS {
+        return Ok(());
+    }
+    if listening {
+        tls::server(addr).map(drop)
+    } else {
+        tls::client(addr).map(drop)
+    }
+}
+
 /// The URI scheme of plaintext WebSocket links.
 pub const SCHEME_WS: &str = "ws";
 /// The URI scheme of WebSocket links over TLS.

@@ -1,0 +1,113 @@
+//! The message channel: casts, calls and their replies
+//! (`docs/PROTOCOL.md` §4.2).
+
+use bytes::Bytes;
+
+use super::{Event, Session};
+use crate::Error;
+use crate::wire::packet::{CloseCode, Msg, RemoteError};
+
+/// Identifies one outgoing or incoming call on a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+impl Session {
+    /// Send a one-way message to the server named `to` on the peer.
+    pub fn cast(&mut self, to: &str, payload: Bytes) -> Result<(), Error> {
+        let n = payload.len() as u64;
+        self.enqueue(Msg::Cast {
+            to: to.to_owned(),
+            payload,
+        })?;
+        self.stats.payload_bytes_sent += n;
+        Ok(())
+    }
+
+    /// Send a request to the server named `to` on the peer; the answer
+    /// comes as [`Event::Reply`] with the returned id.
+    pub fn call(&mut self, to: &str, payload: Bytes) -> Result<CallId, Error> {
+        if self.pending_calls.len() >= self.config.max_pending_calls {
+            self.check_open()?;
+            return Err(Error::WireLimit {
+                what: "pending calls",
+                limit: self.config.max_pending_calls,
+            });
+        }
+        let id = self.next_call;
+        let n = payload.len() as u64;
+        self.enqueue(Msg::Call {
+            id,
+            to: to.to_owned(),
+            payload,
+        })?;
+        self.next_call += 1;
+        self.pending_calls.insert(id);
+        self.stats.payload_bytes_sent += n;
+        Ok(CallId(id))
+    }
+
+    /// Stop waiting for a call's reply (e.g. after a timeout); a late reply
+    /// is then dropped. Returns whether the call was pending.
+    pub fn cancel_call(&mut self, id: CallId) -> bool {
+        self.pending_calls.remove(&id.0)
+    }
+
+    /// Answer a call received as [`Event::Call`].
+    pub fn reply(&mut self, id: CallId, result: Result<Bytes, RemoteError>) -> Result<(), Error> {
+        self.check_open()?;
+        if !self.incoming_calls.contains(&id.0) {
+            return Err(Error::WireUnknownCall(id.0));
+        }
+        let (msg, n) = match result {
+            Ok(payload) => {
+                let n = payload.len() as u64;
+                (Msg::ReplyOk { id: id.0, payload }, n)
+            }
+            Err(error) => (Msg::ReplyErr { id: id.0, error }, 0),
+        };
+        self.enqueue(msg)?;
+        self.incoming_calls.remove(&id.0);
+        self.stats.payload_bytes_sent += n;
+        Ok(())
+    }
+
+    /// A call from the peer: reported as [`Event::Call`], to be answered
+    /// with [`reply`](Self::reply).
+    pub(super) fn handle_call(&mut self, id: u64, to: String, payload: Bytes) {
+        if self.incoming_calls.len() >= self.config.max_pending_calls {
+            self.protocol_error(
+                CloseCode::Limit,
+                format!(
+                    "more than {} calls waiting for a reply",
+                    self.config.max_pending_calls
+                ),
+            );
+            return;
+        }
+        if !self.incoming_calls.insert(id) {
+            self.protocol_error(CloseCode::Protocol, format!("call id {id} reused"));
+            return;
+        }
+        self.stats.payload_bytes_received += payload.len() as u64;
+        self.events.push_back(Event::Call {
+            id: CallId(id),
+            to,
+            payload,
+        });
+    }
+
+    pub(super) fn handle_reply(&mut self, id: u64, result: Result<Bytes, RemoteError>) {
+        if self.pending_calls.remove(&id) {
+            self.events.push_back(Event::Reply {
+                id: CallId(id),
+                result,
+            });
+        } else if id >= self.next_call {
+            self.protocol_error(
+                CloseCode::Protocol,
+                format!("reply to call {id}, which was never made"),
+            );
+        }
+        // else: a cancelled call; drop the late reply.
+    }
+}
