@@ -78,12 +78,29 @@ mod tests {
         for ok in ["a", "node-1", "lab_2.b", &"x".repeat(64)] {
             assert!(valid_name(ok), "{ok}");
         }
-        for bad in ["", "a/b", "*", "**", "a*", "$x", "a?b", "a#b", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a/b",
+            "*",
+            "**",
+            "a*",
+            "$x",
+            "a?b",
+            "a#b",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
         let id = new_link_id();
         assert!(valid_link_id(&id), "{id}");
-        for bad in ["", "00ff", "00000000000000FF", "000000000000000g", "0000000000000000a"] {
+        for bad in [
+            "",
+            "00ff",
+            "00000000000000FF",
+            "000000000000000g",
+            "0000000000000000a",
+        ] {
             assert!(!valid_link_id(bad), "{bad}");
         }
     }

@@ -169,9 +169,9 @@ impl Target {
             ));
         }
         let path = addr.path().strip_prefix('/').unwrap_or(addr.path());
-        let (cloud, node) = path.split_once('/').ok_or_else(|| {
-            invalid(addr, "the path must be /<cloud>/<node>")
-        })?;
+        let (cloud, node) = path
+            .split_once('/')
+            .ok_or_else(|| invalid(addr, "the path must be /<cloud>/<node>"))?;
         for (what, name) in [("cloud", cloud), ("node", node)] {
             if !keys::valid_name(name) {
                 return Err(invalid(

@@ -149,11 +149,7 @@ pub(crate) async fn dial(session: &Session, target: &Target) -> Result<Link, Err
         }
     }
     ends.wait_peer(target).await?;
-    let local = format!(
-        "zenoh://{}/{}/{id}",
-        session.zid(),
-        target.cloud
-    );
+    let local = format!("zenoh://{}/{}/{id}", session.zid(), target.cloud);
     Ok(spawn_link(ends, local, target.addr.to_string(), &id))
 }
 
@@ -319,7 +315,10 @@ mod tests {
             judge(SampleKind::Put, Some(&n(5)), 4),
             Verdict::Broken(w) if w.contains("lost")
         ));
-        assert!(matches!(judge(SampleKind::Put, None, 0), Verdict::Broken(_)));
+        assert!(matches!(
+            judge(SampleKind::Put, None, 0),
+            Verdict::Broken(_)
+        ));
         assert!(matches!(
             judge(SampleKind::Put, Some(&[0, 1]), 0),
             Verdict::Broken(_)

@@ -49,7 +49,9 @@ fn bad_addresses_say_what_is_wrong() {
 async fn a_missing_config_file_is_named() {
     use oscloud_core::transport::Transport;
     let transport = crate::ZenohTransport::new();
-    let addr = "zenoh:///lab/a?config=/nonexistent/zenoh.json5".parse().unwrap();
+    let addr = "zenoh:///lab/a?config=/nonexistent/zenoh.json5"
+        .parse()
+        .unwrap();
     match transport.connect(&addr).await {
         Err(Error::InvalidAddress { reason, .. }) => {
             assert!(reason.contains("/nonexistent/zenoh.json5"), "{reason}")
