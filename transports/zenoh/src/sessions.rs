@@ -11,10 +11,13 @@ use zenoh::Session;
 
 use crate::{Target, invalid};
 
+/// What a session is opened for: the router and the configuration file.
+type SessionKey = (Option<String>, Option<String>);
+
 /// Open sessions, keyed by router and configuration file.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    open: Mutex<HashMap<(Option<String>, Option<String>), Session>>,
+    open: Mutex<HashMap<SessionKey, Session>>,
 }
 
 impl std::fmt::Debug for Sessions {
