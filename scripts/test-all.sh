@@ -18,6 +18,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "zenoh router for the zenoh tests (pinned, into target/tools)"
+scripts/install-zenohd.sh
+
 step "cargo test (unit, integration and doc tests)"
 results=$(mktemp)
 others=$(mktemp)

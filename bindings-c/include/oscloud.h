@@ -282,6 +282,9 @@ typedef struct {
   // Enable `ws://host:port/path` and `wss://host:port/path` (WebSocket)
   // links (default true).
   bool enable_ws;
+  // Enable `zenoh://router:port/<cloud>/<node>` links through zenoh
+  // routers (default true).
+  bool enable_zenoh;
   // Threads of the node's runtime (default 2; 0 means the default).
   uint32_t worker_threads;
   // Node settings as text, `key=value` items separated by commas,

@@ -10,6 +10,7 @@ use oscloud_core::{Error as CoreError, Kernel, NodeConfig, RegistryEvent};
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_ws::WsTransport;
+use oscloud_transport_zenoh::ZenohTransport;
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, OSCLOUD_OK, guard, guard_void, str_arg};
@@ -29,6 +30,9 @@ pub struct OscloudNodeOptions {
     /// Enable `ws://host:port/path` and `wss://host:port/path` (WebSocket)
     /// links (default true).
     pub enable_ws: bool,
+    /// Enable `zenoh://router:port/<cloud>/<node>` links through zenoh
+    /// routers (default true).
+    pub enable_zenoh: bool,
     /// Threads of the node's runtime (default 2; 0 means the default).
     pub worker_threads: u32,
     /// Node settings as text, `key=value` items separated by commas,
@@ -52,6 +56,7 @@ pub extern "C" fn oscloud_node_options_default() -> OscloudNodeOptions {
         enable_unix: true,
         enable_mem: true,
         enable_ws: true,
+        enable_zenoh: true,
         worker_threads: 2,
         config: std::ptr::null(),
     }
@@ -146,6 +151,9 @@ pub unsafe extern "C" fn oscloud_node_new(
         if opts.enable_ws {
             transports.add(Arc::new(WsTransport::ws()));
             transports.add(Arc::new(WsTransport::wss()));
+        }
+        if opts.enable_zenoh {
+            transports.add(Arc::new(ZenohTransport::new()));
         }
         if opts.enable_mem {
             transports.add(Arc::new(mem_transport()));

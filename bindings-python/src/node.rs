@@ -20,6 +20,7 @@ use oscloud_core::{
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_ws::WsTransport;
+use oscloud_transport_zenoh::ZenohTransport;
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
@@ -39,6 +40,7 @@ fn transports() -> Transports {
         .with(Arc::new(TcpTransport))
         .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(WsTransport::wss()))
+        .with(Arc::new(ZenohTransport::new()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(mem))
 }

@@ -29,6 +29,7 @@ use oscloud_core::{
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_ws::WsTransport;
+use oscloud_transport_zenoh::ZenohTransport;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -147,6 +148,7 @@ pub fn transports(mem: &MemTransport) -> Transports {
         .with(Arc::new(TcpTransport))
         .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(WsTransport::wss()))
+        .with(Arc::new(ZenohTransport::new()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(oscloud_transport_serial::SerialTransport))
 }

@@ -19,6 +19,11 @@
 //! cargo run --example node -- --listen ws://127.0.0.1:7780/oscloud --serve upper
 //! cargo run --example node -- --connect ws://127.0.0.1:7780/oscloud --call upper "hello"
 //!
+//! # through a zenoh router (zenohd on 127.0.0.1:7447): reachable as
+//! # "upper-node" in cloud "demo", dialled by that name
+//! cargo run --example node -- --listen zenoh://127.0.0.1:7447/demo/upper-node --serve upper
+//! cargo run --example node -- --connect zenoh://127.0.0.1:7447/demo/upper-node --call upper "hello"
+//!
 //! # two machines over a serial cable (either end may listen or connect)
 //! cargo run --example node -- --listen "serial:///dev/ttyUSB0?baud=115200" --serve upper
 //! cargo run --example node -- --connect "serial:///dev/ttyUSB0?baud=115200" --call upper "hello"
@@ -38,6 +43,7 @@ use oscloud_transport_serial::SerialTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_ws::WsTransport;
+use oscloud_transport_zenoh::ZenohTransport;
 
 /// The server: upper-cases text, and says which node answered.
 struct Upper;
@@ -163,6 +169,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with(Arc::new(TcpTransport))
         .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(WsTransport::wss()))
+        .with(Arc::new(ZenohTransport::new()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(SerialTransport));
     let node = Node::new(kernel.clone(), transports);

@@ -1,6 +1,6 @@
 //! A node for the multi-process tests, driven line by line on stdin.
 //!
-//! It runs one oscloud node (TCP, Unix, CAN, USB and BLE transports) with three servers
+//! It runs one oscloud node (TCP, WebSocket, zenoh, Unix, CAN, USB and BLE transports) with three servers
 //! under a supervisor, named after the node:
 //!
 //! - `upper-<name>`: a call with a string answers it upper-cased, tagged
@@ -33,6 +33,8 @@
 //! | `watch NAME` | `watching NAME`, then (later, by itself) `gone NAME <reason>` when it leaves |
 //! | `call SERVER TEXT` | `reply <text>` or `error <message>` |
 //! | `pipe SERVER PORT N` | `piped N <checksum>` once N bytes were written |
+//! | `casts SERVER N` | `cast N` once N casts of a string were sent |
+//! | `castwait SERVER N` | `handled <n>` once the `slow-` server SERVER handled N casts |
 //! | `sinkwait SERVER N` | `sink <bytes> <checksum>` once the sink counted N bytes |
 //! | `calls SERVER N` | `called N <µs>`: N sequential calls of a 64-byte string, timed (for scripts/bench-ts.sh) |
 //! | `fill SERVER PORT N` | `filled N <µs>` once N bytes were written in 64 KiB frames of one byte value, timed |
@@ -59,6 +61,7 @@ use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_usb::{UsbGadgetTransport, UsbHostTransport};
 use oscloud_transport_ws::WsTransport;
+use oscloud_transport_zenoh::ZenohTransport;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -407,6 +410,31 @@ async fn timed_calls(kernel: &Kernel, server: &str, n: u64) -> String {
     format!("called {n} {}", start.elapsed().as_micros())
 }
 
+async fn casts(kernel: &Kernel, server: &str, n: u64) -> String {
+    let r = ServerRef::new(kernel, server).typed::<String, String>();
+    for i in 0..n {
+        if let Err(e) = r.cast(&format!("cast {i}")).await {
+            return format!("error {e}");
+        }
+    }
+    format!("cast {n}")
+}
+
+async fn cast_wait(kernel: &Kernel, server: &str, n: u64) -> String {
+    let slow = ServerRef::new(kernel, server).typed::<String, String>();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match slow.call(&String::new(), CALL_TIMEOUT).await {
+            Ok(count) if count.parse::<u64>().is_ok_and(|c| c >= n) => {
+                return format!("handled {count}");
+            }
+            Ok(_) if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+            Ok(count) => return format!("timeout handled {count}"),
+            Err(e) => return format!("error {e}"),
+        }
+    }
+}
+
 async fn sink_wait(kernel: &Kernel, server: &str, n: u64) -> String {
     let sink = ServerRef::new(kernel, server).typed::<(), (u64, u64)>();
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -448,6 +476,14 @@ async fn command(node: &Node, line: &str) -> Option<String> {
         "calls" => match b.parse() {
             Ok(n) => timed_calls(kernel, a, n).await,
             Err(_) => format!("error bad call count {b:?}"),
+        },
+        "casts" => match b.parse() {
+            Ok(n) => casts(kernel, a, n).await,
+            Err(_) => format!("error bad cast count {b:?}"),
+        },
+        "castwait" => match b.parse() {
+            Ok(n) => cast_wait(kernel, a, n).await,
+            Err(_) => format!("error bad cast count {b:?}"),
         },
         "sinkwait" => match b.parse() {
             Ok(n) => sink_wait(kernel, a, n).await,
@@ -494,6 +530,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transports = Transports::new()
         .with(Arc::new(TcpTransport))
         .with(Arc::new(WsTransport::ws()))
+        .with(Arc::new(ZenohTransport::new()))
         .with(Arc::new(UnixTransport))
         .with(Arc::new(CanTransport))
         .with(Arc::new(UsbHostTransport))

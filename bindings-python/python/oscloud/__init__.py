@@ -310,8 +310,9 @@ class Node:
 
         ``listen``: addresses to accept links at (``tcp://host:port``, a port
         of 0 picks a free one; ``unix:///path``; ``ws://host:port/path`` and
-        ``wss://host:port/path`` (WebSocket); ``mem://name`` for nodes of
-        this process). ``connect``: addresses to dial; each is linked (the
+        ``wss://host:port/path`` (WebSocket);
+        ``zenoh://router:7447/<cloud>/<node>`` through zenoh routers;
+        ``mem://name`` for nodes of this process). ``connect``: addresses to dial; each is linked (the
         handshake done) before this returns, and dialled again with backoff
         if the link drops later.
 
