@@ -147,7 +147,15 @@ async fn kill9_of_a_node_fails_the_link_and_withdraws_its_servers() {
     let router = Router::start().await;
     let b_at = router.addr("t", "b");
     let mut b = node("b", &["--listen", &b_at]).await;
-    let mut a = node("a", &["--connect", &b_at]).await;
+    // `a` dials again while `b` is gone: a short backoff ceiling, so the
+    // redial after the restart does not wait out a long backoff, and room
+    // for a slow restart when the other tests load the machine.
+    let mut a = node(
+        "a",
+        &["--connect", &b_at, "--config", "reconnect_max=500ms"],
+    )
+    .await;
+    a.line_deadline = Duration::from_secs(60);
     assert!(a.ask("wait upper-b").await.starts_with("found upper-b"));
     assert!(a.ask("wait sink-b").await.starts_with("found sink-b"));
     assert_eq!(a.ask("watch upper-b").await, "watching upper-b");
