@@ -82,6 +82,9 @@ pub(crate) struct Driver {
     /// Since when output has waited for the link without the link taking
     /// any (reset by every write that moves bytes).
     stalled_since: Option<Instant>,
+    /// Since when the link has not been read because the peer holds more
+    /// of this node than the budget (input paused).
+    paused_since: Option<Instant>,
     pipes: IdMap<PipeId, Bridge>,
     /// The local readers of pipes with credit, polled here.
     outbound: Outbound,
@@ -235,6 +238,7 @@ impl Driver {
             blocked_reply_bytes: 0,
             casts: HeldCasts::new(limits.budget),
             stalled_since: None,
+            paused_since: None,
             pipes: IdMap::default(),
             outbound: Outbound::default(),
             blocked: VecDeque::new(),
@@ -357,17 +361,29 @@ impl Driver {
             } else {
                 self.stalled_since = None;
             }
+            // Input paused while the peer holds more of this node than the
+            // budget: the session's idle timeout does not run meanwhile.
+            if link.is_some() && self.over_budget(&wake) {
+                if self.paused_since.is_none() {
+                    let now = Instant::now();
+                    self.paused_since = Some(now);
+                    self.session.set_input_paused(now, true);
+                }
+            } else if self.paused_since.take().is_some() {
+                self.session.set_input_paused(Instant::now(), false);
+            }
             // Count what was just taken before it is written, so that the
             // peer cannot act on bytes this side does not show yet.
             self.publish_stats();
             // The session's next deadline, or the moment a peer that reads
-            // nothing has been waited for long enough.
+            // nothing, or a pause of input, has lasted long enough.
             let idle = self.session.config().idle_timeout;
             let stall = self.stalled_since.map(|since| since + idle);
-            let next = match (self.session.poll_timeout(), stall) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let paused = self.paused_since.map(|since| since + idle);
+            let next = [self.session.poll_timeout(), stall, paused]
+                .into_iter()
+                .flatten()
+                .min();
             match next {
                 Some(deadline) if armed.is_none_or(|at| deadline < at) => {
                     timer
@@ -431,6 +447,11 @@ impl Driver {
                     }
                 }
                 Woke::Input(input) => {
+                    // Read again: a pause, if the budget is spent again,
+                    // starts anew at the top of the loop.
+                    if self.paused_since.take().is_some() {
+                        self.session.set_input_paused(Instant::now(), false);
+                    }
                     if let Some(l) = link.as_mut() {
                         l.incoming.feed(&mut self.session, input);
                     }
@@ -503,9 +524,14 @@ impl Driver {
                 Woke::Timer => {
                     armed = None;
                     let now = Instant::now();
-                    match self.stalled_since {
-                        Some(since) if now >= since + self.session.config().idle_timeout => {
+                    let idle = self.session.config().idle_timeout;
+                    match (self.stalled_since, self.paused_since) {
+                        (Some(since), _) if now >= since + idle => {
                             self.session.close_unread(now - since);
+                        }
+                        (_, Some(since)) if now >= since + idle => {
+                            self.session
+                                .close_over_budget(now - since, self.limits.budget);
                         }
                         _ => self.session.handle_timeout(now),
                     }

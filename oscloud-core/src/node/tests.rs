@@ -263,6 +263,72 @@ async fn a_cast_waiting_for_room_fails_when_the_link_closes() {
     assert!(echo.casts.load(Ordering::SeqCst) <= 1);
 }
 
+/// A server that keeps every cast it gets (a server that never gets
+/// round to them): the casts stay held against the link's budget.
+#[derive(Debug, Default)]
+struct Hoard(std::sync::Mutex<Vec<Bytes>>);
+
+#[async_trait]
+impl Endpoint for Hoard {
+    fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+        Ok(())
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+        Ok(msg)
+    }
+
+    async fn open_pipe(&self, _port: &str, _end: PipeEnd) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_link_left_unread_over_its_budget_closes_as_a_limit_not_an_idle_peer() {
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let b = node(&mem);
+    let _reg = a
+        .kernel()
+        .registry()
+        .register("hoard", Capabilities::new(), Arc::new(Hoard::default()))
+        .unwrap();
+    let at = a
+        .listen(&"mem://a?link_budget=64KiB".parse().unwrap())
+        .await
+        .unwrap();
+    b.connect(&at).await.unwrap();
+    until(&b, added("hoard")).await;
+    let e = b.kernel().registry().lookup("hoard").unwrap();
+    let mut watch = b.kernel().registry().watch();
+    // 128 KiB of casts: `a` stops reading the link past 64 KiB held, and
+    // the peer keeps its keepalives coming, unread.
+    for _ in 0..128 {
+        e.endpoint()
+            .cast(Bytes::from(vec![1u8; 1024]))
+            .await
+            .unwrap();
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(RegistryEvent::Removed { entry, reason }) = watch.next().await
+                && entry.name() == "hoard"
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("the link closed within 5 s");
+    let ExitReason::LinkDown(why) = reason else {
+        panic!("{reason:?}");
+    };
+    assert!(why.contains("stopped reading the link"), "{why}");
+    assert!(why.contains("budget of 65536 bytes"), "{why}");
+    assert!(!why.contains("nothing heard"), "{why}");
+}
+
 #[tokio::test]
 async fn calls_beyond_max_serving_are_answered_busy_at_once() {
     let mem = MemTransport::new();

@@ -173,6 +173,9 @@ pub struct Session {
     reorder: BTreeMap<u64, Msg>,
     ack_at: Option<Instant>,
     last_recv: Instant,
+    /// The driver stopped reading the link (its budget is spent): the
+    /// idle timeout does not run, since the peer's packets wait unread.
+    input_paused: bool,
 
     // channels
     /// Entry ids the peer announced (by Announce or Route) and has not
@@ -293,6 +296,7 @@ impl Session {
             reorder: BTreeMap::new(),
             ack_at: None,
             last_recv: now,
+            input_paused: false,
             peer_entries: IdSet::default(),
             next_call: 1,
             pending_calls: IdSet::default(),

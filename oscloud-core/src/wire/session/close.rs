@@ -60,6 +60,19 @@ impl Session {
         );
     }
 
+    /// Close the session because this side stopped reading the link for
+    /// `waited` (input paused: what the peer holds of this node, replies
+    /// it has not read or casts local servers have not handled yet, was
+    /// over `budget` bytes the whole time), with [`CloseCode::Limit`].
+    /// Unlike an idle timeout, nothing says the peer is gone.
+    pub fn close_over_budget(&mut self, waited: Duration, budget: usize) {
+        self.close_with(
+            CloseCode::Limit,
+            // Short: the Close packet carries at most `MAX_CLOSE_TEXT` bytes.
+            format!("stopped reading the link for {waited:?}: over its budget of {budget} bytes"),
+        );
+    }
+
     /// Close the session because the peer is no longer admitted (its key
     /// left the allow-list): like [`close`](Self::close), with
     /// [`CloseCode::Unauthorized`] so both sides report a refused link.

@@ -12,7 +12,8 @@ use crate::wire::secure::Secure;
 
 impl Session {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next;
-    /// `None` once closed.
+    /// `None` once closed, or while input is paused and no other timer
+    /// runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == State::Closed {
             return None;
@@ -20,10 +21,13 @@ impl Session {
         if self.state == State::Detached {
             return self.grace_until;
         }
-        let mut t = self.last_recv + self.config.idle_timeout;
+        // While input is paused the peer's packets wait unread: the idle
+        // timeout does not run (the driver bounds the pause itself).
+        let mut t: Option<Instant> =
+            (!self.input_paused).then(|| self.last_recv + self.config.idle_timeout);
         let mut take = |x: Option<Instant>| {
             if let Some(x) = x {
-                t = t.min(x);
+                t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
         take(self.grace_until);
@@ -33,7 +37,20 @@ impl Session {
         if self.state == State::Open && !self.ping_due {
             take(Some(self.last_sent + self.config.keepalive));
         }
-        Some(t)
+        t
+    }
+
+    /// The driver stops (`true`) or starts again (`false`) reading the
+    /// link, because what the peer holds of this node is over its budget.
+    /// While paused the idle timeout does not run: the peer's packets wait
+    /// unread, so silence proves nothing. Reading again restarts the idle
+    /// timeout from `now`. The driver bounds a pause itself
+    /// ([`close_over_budget`](Self::close_over_budget)).
+    pub fn set_input_paused(&mut self, now: Instant, paused: bool) {
+        if self.input_paused && !paused {
+            self.last_recv = self.last_recv.max(now);
+        }
+        self.input_paused = paused;
     }
 
     /// Run the timers due at `now` (retransmission, delayed ack, keepalive,
@@ -58,7 +75,7 @@ impl Session {
         if self.state == State::Detached {
             return;
         }
-        if now >= self.last_recv + self.config.idle_timeout {
+        if !self.input_paused && now >= self.last_recv + self.config.idle_timeout {
             if self.resumable && matches!(self.state, State::Open | State::Resuming) {
                 let idle = self.config.idle_timeout;
                 self.detach(format!("nothing heard from the peer for {idle:?}"));
