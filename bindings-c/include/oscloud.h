@@ -193,7 +193,9 @@ typedef struct {
   uint64_t duplicates;
   // Data packets received ahead of a gap (buffered).
   uint64_t out_of_order;
-  // Packets dropped before the handshake or beyond the receive window.
+  // Packets dropped before the handshake, beyond the receive window or
+  // not for this session (a HelloAck naming another session), and
+  // Withdraws of entries the peer had not announced.
   uint64_t dropped;
   // Frames dropped for a bad CRC (lossy links).
   uint64_t crc_failures;

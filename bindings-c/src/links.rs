@@ -53,7 +53,9 @@ pub struct OscloudLinkStats {
     pub duplicates: u64,
     /// Data packets received ahead of a gap (buffered).
     pub out_of_order: u64,
-    /// Packets dropped before the handshake or beyond the receive window.
+    /// Packets dropped before the handshake, beyond the receive window or
+    /// not for this session (a HelloAck naming another session), and
+    /// Withdraws of entries the peer had not announced.
     pub dropped: u64,
     /// Frames dropped for a bad CRC (lossy links).
     pub crc_failures: u64,
