@@ -244,6 +244,36 @@ fn one_process_run_exposed_for_inspection() {
     assert!(wait_output(run, LIMIT).status.success());
 }
 
+/// `examples/topologies/pool.toml` in one process: the pool on the hub
+/// sees the four shell workers of group `square` on w1 and w2.
+#[test]
+fn the_pool_topology_gathers_its_workers() {
+    let dir = workdir();
+    let sockets = tempfile::tempdir().unwrap();
+    let run = oscloud()
+        .args(["run", "pool.toml", "--expose"])
+        .arg(sockets.path())
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let hub = sockets.path().join("hub.sock");
+    wait_until(LIMIT, "the hub's socket", || hub.exists());
+    let addr = format!("unix://{}", hub.display());
+    wait_until(LIMIT, "four workers of group square", || {
+        let out = oscloud()
+            .args(["call", &addr, "pool", "\"Stats\""])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // `GroupStats` as MessagePack writes it: [workers, running, queued].
+        out.status.success() && text.contains("\"square\":[4,")
+    });
+    signal(run.id(), Signal::SIGTERM);
+    assert!(wait_output(run, LIMIT).status.success());
+}
+
 #[test]
 fn ls_shows_the_servers_a_node_holds_back_at_the_hop_limit() {
     // A chain a - b - c where b's hop limit is 1: b reaches the servers of
