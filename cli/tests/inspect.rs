@@ -6,6 +6,7 @@ mod support;
 
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -213,6 +214,25 @@ fn top_under_a_pseudo_terminal() {
     }
 }
 
+/// `oscloud run FILE --expose` in `dir`, once node `node`'s socket is
+/// there: the run, the sockets' directory (kept while it lives) and that
+/// node's address.
+fn run_exposed(dir: &Path, file: &str, node: &str) -> (Child, tempfile::TempDir, String) {
+    let sockets = tempfile::tempdir().unwrap();
+    let run = oscloud()
+        .args(["run", file, "--expose"])
+        .arg(sockets.path())
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = sockets.path().join(format!("{node}.sock"));
+    wait_until(LIMIT, "the node's socket", || sock.exists());
+    let addr = format!("unix://{}", sock.display());
+    (run, sockets, addr)
+}
+
 #[test]
 fn one_process_run_exposed_for_inspection() {
     let dir = workdir();
@@ -220,18 +240,7 @@ fn one_process_run_exposed_for_inspection() {
         .unwrap()
         .replace("interval_ms = 2 }", "interval_ms = 5, repeat = true }");
     std::fs::write(dir.path().join("loop.toml"), text).unwrap();
-    let sockets = tempfile::tempdir().unwrap();
-    let run = oscloud()
-        .args(["run", "loop.toml", "--expose"])
-        .arg(sockets.path())
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ops = sockets.path().join("ops.sock");
-    wait_until(LIMIT, "the ops socket", || ops.exists());
-    let addr = format!("unix://{}", ops.display());
+    let (run, _sockets, addr) = run_exposed(dir.path(), "loop.toml", "ops");
     let ls = cli(&["ls", &addr]);
     assert!(
         ls.lines()
@@ -249,18 +258,7 @@ fn one_process_run_exposed_for_inspection() {
 #[test]
 fn the_pool_topology_gathers_its_workers() {
     let dir = workdir();
-    let sockets = tempfile::tempdir().unwrap();
-    let run = oscloud()
-        .args(["run", "pool.toml", "--expose"])
-        .arg(sockets.path())
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let hub = sockets.path().join("hub.sock");
-    wait_until(LIMIT, "the hub's socket", || hub.exists());
-    let addr = format!("unix://{}", hub.display());
+    let (run, _sockets, addr) = run_exposed(dir.path(), "pool.toml", "hub");
     wait_until(LIMIT, "four workers of group square", || {
         let out = oscloud()
             .args(["call", &addr, "pool", "\"Stats\""])
