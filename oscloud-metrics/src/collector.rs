@@ -120,7 +120,7 @@ const LINK_COUNTERS: &[LinkCounter] = &[
     ),
     (
         "dropped",
-        "Packets dropped before the handshake or beyond the receive window.",
+        "Packets dropped: before the handshake, beyond the receive window, or not for this session.",
         |l| l.stats.dropped,
     ),
     ("crc_failures", "Frames dropped for a bad CRC.", |l| {
