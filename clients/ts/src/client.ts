@@ -12,6 +12,7 @@ import {
   PayloadError,
   RemoteError,
   SessionClosedError,
+  SessionResetError,
   TimeoutError,
   TooLargeError,
 } from "./errors.js";
@@ -26,11 +27,49 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
+/** How the client links again after losing its link (PROTOCOL.md §12). */
+export interface ReconnectOptions {
+  /** The first wait between attempts that do not lead to a working session, ms [50]. */
+  minDelayMs?: number;
+  /** The longest wait: the wait doubles up to it, ms [5000]. */
+  maxDelayMs?: number;
+}
+
 /** Options of `connect`. */
 export interface ConnectOptions extends SessionOptions, WaitOptions {
   /** Makes the WebSocket (default: the global `WebSocket`). */
   wsFactory?: WebSocketFactory;
+  /**
+   * Link again when the link is lost [true]: the session resumes if the
+   * node keeps it (its Hello sets `RESUME`), else a new session starts.
+   * `false`: a lost link ends the client (`closed`). `timeout` bounds each
+   * attempt; `resumeGraceMs` (default 30 000 with reconnection) is how
+   * long this side keeps a session whose link is lost.
+   */
+  reconnect?: boolean | ReconnectOptions;
+  /**
+   * Opens a new link for reconnection (`connect` passes one that opens the
+   * same URL; give one to `Client.start` to reconnect over another transport).
+   */
+  dial?: () => Promise<Transport>;
 }
+
+/** Default `resumeGraceMs` of a client that reconnects. */
+export const DEFAULT_RESUME_GRACE_MS = 30_000;
+
+/** What happened to the client's link, as `on` reports it. */
+export type ClientEvent =
+  /** The link is lost; the client dials again (`resuming`: the session is kept for resumption). */
+  | { type: "disconnected"; reason: string; resuming: boolean }
+  /** The session continues on a new link: nothing was lost; `resent` packets went again. */
+  | { type: "resumed"; resent: number }
+  /**
+   * The session could not be resumed and a new one runs on a new link:
+   * calls, pipes and casts in flight on the old one were failed with
+   * `error` (or are unknown, for casts); served names are announced again;
+   * `watch` reports the old entries down and the new ones up.
+   */
+  | { type: "reset"; error: SessionResetError };
 
 /** A server known to the connection: announced by the peer node. */
 export interface Entry {
@@ -96,8 +135,15 @@ export async function connect(url: string, options: ConnectOptions = {}): Promis
     () => {},
     `connecting to ${url}`,
   );
+  const dial = () =>
+    withDeadline(
+      WebSocketTransport.open(url, { wsFactory: options.wsFactory }),
+      { timeout: options.timeout },
+      () => {},
+      `connecting to ${url}`,
+    );
   try {
-    return await Client.start(transport, options);
+    return await Client.start(transport, { dial, ...options });
   } catch (e) {
     transport.close();
     throw e;
@@ -111,7 +157,25 @@ export class Client {
   /** Resolves when the session ends, with why. */
   readonly closed: Promise<SessionClosedError>;
 
-  private readonly session: Session;
+  private session: Session;
+  /** The current link; undefined while there is none. */
+  private transport: Transport | undefined;
+  private readonly sessionOptions: SessionOptions;
+  private readonly dial: (() => Promise<Transport>) | undefined;
+  private readonly reconnect: { minDelayMs: number; maxDelayMs: number } | undefined;
+  /** The next wait before dialling; 0 right after a working session. */
+  private redialDelay = 0;
+  private redialing = false;
+  /** "disconnected" was reported and the link is not back yet. */
+  private linkDown = false;
+  /** The first session connected (later closes reconnect). */
+  private connectedOnce = false;
+  /** `close()` was called. */
+  private closing = false;
+  /** Why the last session was replaced, reported with "reset" once the new one is up. */
+  private resetError: SessionResetError | undefined;
+  private listeners = new Map<ClientEvent["type"], Set<(ev: never) => void>>();
+  private pipeHost: PipeHost;
   private readonly payloadDecoder: Decoder;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timerAt = Infinity;
@@ -123,16 +187,24 @@ export class Client {
   private watchers = new Set<{ name: string | undefined; queue: AsyncQueue<RegistryChange> }>();
   private calls = new Map<number, { resolve: (p: Uint8Array) => void; reject: (e: Error) => void }>();
   private pipes = new Map<number, Pipe>();
-  private served = new Map<string, { entryId: number; handler: Handler; raw: boolean }>();
+  private served = new Map<string, { entry: EntryInfo; handler: Handler; raw: boolean }>();
   private nextEntryId = 1;
   private driving = false;
   private drainTimer: ReturnType<typeof setTimeout> | undefined;
 
-  private constructor(
-    private readonly transport: Transport,
-    options: SessionOptions,
-  ) {
-    this.session = new Session(performance.now(), options);
+  private constructor(transport: Transport, options: ConnectOptions) {
+    this.transport = transport;
+    this.dial = options.dial;
+    if (options.dial && options.reconnect !== false) {
+      const r = typeof options.reconnect === "object" ? options.reconnect : {};
+      this.reconnect = { minDelayMs: r.minDelayMs ?? 50, maxDelayMs: r.maxDelayMs ?? 5000 };
+    }
+    this.sessionOptions = {
+      ...options,
+      resumeGraceMs: options.resumeGraceMs ?? (this.reconnect ? DEFAULT_RESUME_GRACE_MS : 0),
+    };
+    this.session = new Session(performance.now(), this.sessionOptions);
+    this.pipeHost = this.makePipeHost(this.session);
     this.nodeId = hex(this.session.hello.nodeId);
     const max = this.session.hello.maxFrame;
     this.payloadDecoder = new Decoder({
@@ -146,19 +218,34 @@ export class Client {
     this.closed = new Promise((r) => (this.resolveClosed = r));
   }
 
-  /** Runs a session over an open transport (a WebSocket, or anything that carries whole packets). */
+  /**
+   * Runs a session over an open transport (a WebSocket, or anything that
+   * carries whole packets); with `dial` it reconnects (`reconnect`).
+   */
   static async start(transport: Transport, options: ConnectOptions = {}): Promise<Client> {
     const c = new Client(transport, options);
     const connected = new Promise<void>((resolve, reject) => {
       c.onConnected = (e) => (e ? reject(e) : resolve());
     });
-    c.drive(() => {});
-    transport.start(
-      (f) => c.drive(() => c.session.receive(f, performance.now())),
-      (reason) => c.drive(() => c.session.linkLost(`link lost: ${reason}`)),
-    );
+    c.attach(transport);
     await withDeadline(connected, options, () => c.close(), "the Hello exchange");
     return c;
+  }
+
+  /**
+   * Listens to the link's events: `disconnected`, `resumed`, `reset`.
+   * Returns a function that removes the listener.
+   */
+  on<T extends ClientEvent["type"]>(type: T, listener: (ev: Extract<ClientEvent, { type: T }>) => void): () => void {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, (set = new Set()));
+    set.add(listener as (ev: never) => void);
+    return () => set.delete(listener as (ev: never) => void);
+  }
+
+  /** Whether the client has a working link now (false while it reconnects). */
+  get linked(): boolean {
+    return !this.linkDown && this.closeError === undefined;
   }
 
   /** The peer's node id (hex). */
@@ -212,10 +299,11 @@ export class Client {
     this.checkOpen();
     const payload = this.encodePayload(request, options.raw);
     let callId = 0;
+    const session = this.session;
     const reply = new Promise<Uint8Array>((resolve, reject) => {
       this.drive(() => {
         try {
-          callId = this.session.call(to, payload);
+          callId = session.call(to, payload);
         } catch (e) {
           reject(usageError(e));
           return;
@@ -224,8 +312,9 @@ export class Client {
       });
     });
     const bytes = await withDeadline(reply, options, () => {
+      if (this.session !== session) return;
       this.calls.delete(callId);
-      this.session.cancelCall(callId);
+      session.cancelCall(callId);
     }, `call to ${to}`);
     return (options.raw ? bytes : this.decodePayload(bytes)) as T;
   }
@@ -264,7 +353,6 @@ export class Client {
     if (this.served.has(name)) throw new OscloudError(`${name} is already served on this connection`);
     const h: Handler = typeof handler === "function" ? { call: handler } : handler;
     const entryId = this.nextEntryId++;
-    this.served.set(name, { entryId, handler: h, raw: options.raw ?? false });
     const c = options.capabilities ?? {};
     const entry: EntryInfo = {
       entryId,
@@ -278,51 +366,161 @@ export class Client {
         ports: c.ports ?? [],
       },
     };
+    this.served.set(name, { entry, handler: h, raw: options.raw ?? false });
     this.drive(() => this.session.announce(entry));
     return {
       name,
       close: () => {
         const s = this.served.get(name);
-        if (!s || s.entryId !== entryId) return;
+        if (!s || s.entry.entryId !== entryId) return;
         this.served.delete(name);
         if (this.session.state !== "closed") this.drive(() => this.session.withdraw(entryId));
       },
     };
   }
 
-  /** Closes the session (Close code 0) and the link. */
+  /** Closes the session (Close code 0) and the link; no reconnection follows. */
   async close(): Promise<void> {
+    this.closing = true;
     this.drive(() => this.session.close(CloseCode.Normal, "client closed"));
     await this.closed;
   }
 
   // ---- the driver ----
 
-  private readonly pipeHost: PipeHost = {
-    writeFrame: (id, frame) => {
-      if (this.transport.bufferedAmount > LINK_HIGH_WATER) {
-        this.waitForDrain();
-        return false;
-      }
-      let ok = false;
-      this.drive(() => {
-        try {
-          ok = this.session.writeFrame(id, frame);
-        } catch (e) {
-          throw usageError(e);
+  /** What the pipes of `session` use; a no-op once another session replaced it. */
+  private makePipeHost(session: Session): PipeHost {
+    const live = () => this.session === session;
+    return {
+      writeFrame: (id, frame) => {
+        if (!live()) return false;
+        if ((this.transport?.bufferedAmount ?? 0) > LINK_HIGH_WATER) {
+          this.waitForDrain();
+          return false;
         }
-      });
-      return ok;
-    },
-    peerWindow: () => this.session.peer?.pipeWindow ?? Infinity,
-    consumed: (id, n) => this.drive(() => this.session.consumed(id, n)),
-    endPipe: (id) => this.drive(() => this.session.endPipe(id)),
-    closePipe: (id, reason) =>
-      this.drive(() => {
-        this.pipes.delete(id);
-        this.session.closePipe(id, reason);
-      }),
-  };
+        let ok = false;
+        this.drive(() => {
+          try {
+            ok = session.writeFrame(id, frame);
+          } catch (e) {
+            throw usageError(e);
+          }
+        });
+        return ok;
+      },
+      peerWindow: () => session.peer?.pipeWindow ?? Infinity,
+      consumed: (id, n) => live() && this.drive(() => session.consumed(id, n)),
+      endPipe: (id) => live() && this.drive(() => session.endPipe(id)),
+      closePipe: (id, reason) =>
+        live() &&
+        this.drive(() => {
+          this.pipes.delete(id);
+          session.closePipe(id, reason);
+        }),
+    };
+  }
+
+  /** Runs the session on a new link: a detached session resumes on it, a new one says Hello. */
+  private attach(t: Transport): void {
+    this.transport = t;
+    this.drive(() => {
+      if (this.session.state === "detached") this.session.resume(performance.now());
+    });
+    t.start(
+      (f) => {
+        if (this.transport === t) this.drive(() => this.session.receive(f, performance.now()));
+      },
+      (reason) => {
+        if (this.transport !== t) return;
+        this.transport = undefined;
+        this.drive(() => this.session.linkLost(`link lost: ${reason}`));
+      },
+    );
+  }
+
+  /** Drops the current link, if any. */
+  private dropLink(): void {
+    const t = this.transport;
+    this.transport = undefined;
+    t?.close();
+  }
+
+  private emit(ev: ClientEvent): void {
+    for (const l of this.listeners.get(ev.type) ?? []) {
+      try {
+        (l as (ev: ClientEvent) => void)(ev);
+      } catch {
+        // a failing listener has no one to tell
+      }
+    }
+  }
+
+  private linkLost(reason: string, resuming: boolean): void {
+    this.dropLink();
+    if (!this.linkDown) {
+      this.linkDown = true;
+      this.emit({ type: "disconnected", reason, resuming });
+    }
+    this.redial();
+  }
+
+  /** Dials until a link opens (backoff from `minDelayMs` doubling to `maxDelayMs`), then attaches it. */
+  private redial(): void {
+    const r = this.reconnect;
+    const dial = this.dial;
+    if (this.redialing || !r || !dial) return;
+    this.redialing = true;
+    void (async () => {
+      try {
+        while (!this.closing && this.closeError === undefined) {
+          const delay = this.redialDelay;
+          this.redialDelay = Math.min(Math.max(r.minDelayMs, delay * 2), r.maxDelayMs);
+          if (delay > 0) await new Promise((res) => setTimeout(res, delay));
+          if (this.closing || this.closeError !== undefined) return;
+          let t: Transport;
+          try {
+            t = await dial();
+          } catch {
+            continue;
+          }
+          if (this.closing || this.closeError !== undefined) {
+            t.close();
+            return;
+          }
+          this.redialing = false;
+          this.attach(t);
+          return;
+        }
+      } finally {
+        this.redialing = false;
+      }
+    })();
+  }
+
+  /**
+   * The session ended and the client reconnects: fail what was in flight
+   * with a SessionResetError, start a new session (same node id), announce
+   * the served names again, and dial.
+   */
+  private resetSession(closed: SessionClosedError): void {
+    const err = new SessionResetError(
+      `the session was lost and a new one started (${closed.message}); a call in flight may or may not have run`,
+      closed.code,
+      { cause: closed },
+    );
+    this.resetError = err;
+    for (const c of this.calls.values()) c.reject(err);
+    this.calls.clear();
+    for (const p of this.pipes.values()) p.onClose({ code: 2, text: closed.message }, err);
+    this.pipes.clear();
+    const gone = [...this.entries.values()];
+    this.entries.clear();
+    for (const entry of gone) this.notify({ type: "down", entry, reason: { code: 2, text: closed.message } });
+    this.session = new Session(performance.now(), { ...this.sessionOptions, nodeId: this.session.hello.nodeId });
+    this.pipeHost = this.makePipeHost(this.session);
+    for (const s of this.served.values()) this.session.announce(s.entry);
+    this.linkLost(closed.message, false);
+  }
 
   /**
    * The link's send queue is above LINK_HIGH_WATER: the WebSocket API has
@@ -350,8 +548,9 @@ export class Client {
     try {
       f();
       for (;;) {
-        const out = this.session.takeOutput();
-        for (const frame of out) this.transport.send(frame);
+        // Without a link the packets wait in the session (a new session's Hello).
+        const out = this.transport ? this.session.takeOutput() : [];
+        for (const frame of out) this.transport?.send(frame);
         const events = this.session.takeEvents();
         if (out.length === 0 && events.length === 0) break;
         for (const ev of events) this.onEvent(ev);
@@ -387,6 +586,22 @@ export class Client {
       case "connected":
         this.onConnected?.();
         this.onConnected = undefined;
+        if (this.connectedOnce) {
+          this.linkDown = false;
+          this.redialDelay = 0;
+          if (this.resetError) this.emit({ type: "reset", error: this.resetError });
+          this.resetError = undefined;
+        }
+        this.connectedOnce = true;
+        return;
+      case "detached":
+        this.linkLost(ev.reason, true);
+        return;
+      case "resumed":
+        this.linkDown = false;
+        this.redialDelay = 0;
+        this.emit({ type: "resumed", resent: ev.resent });
+        for (const p of this.pipes.values()) p.onCredit();
         return;
       case "announce": {
         const entry: Entry = {
@@ -456,6 +671,7 @@ export class Client {
       return;
     }
     const from = this.peerNodeId;
+    const session = this.session;
     const handler = s.handler.call.bind(s.handler);
     void (async () => {
       let result: { ok: true; payload: Uint8Array } | { ok: false; kind: number; message: string };
@@ -465,7 +681,8 @@ export class Client {
       } catch (e) {
         result = { ok: false, kind: ErrorKind.Failed, message: e instanceof Error ? e.message : String(e) };
       }
-      if (this.session.state === "open") this.drive(() => this.session.reply(callId, result));
+      // Detached: the reply waits in the session for the next link.
+      if (this.session === session && session.state !== "closed") this.drive(() => session.reply(callId, result));
     })();
   }
 
@@ -503,6 +720,13 @@ export class Client {
           : `session closed (code ${code}): ${message}`,
       code,
     );
+    this.dropLink();
+    // A node that refuses this client for good (wrong version, magic, or it wants encryption) is not dialled again.
+    const lasting = byPeer && (code === CloseCode.Version || code === CloseCode.BadMagic || code === CloseCode.Unauthorized);
+    if (this.reconnect && this.connectedOnce && !this.closing && !lasting) {
+      this.resetSession(err);
+      return;
+    }
     this.closeError = err;
     this.onConnected?.(new ConnectError(`the session closed during the Hello exchange: ${message}`, { cause: err }));
     this.onConnected = undefined;
@@ -512,7 +736,6 @@ export class Client {
     this.pipes.clear();
     for (const w of this.watchers) w.queue.end();
     this.watchers.clear();
-    this.transport.close();
     this.resolveClosed(err);
   }
 

@@ -130,7 +130,7 @@ test("timers: Pings and Acks keep a session with a short idle timeout up; a sile
     assert.equal(await quiet.call("upper-n2", "still here", { timeout: 5000 }), "STILL HERE from n2");
     await quiet.close();
     // A client that waits only 300 ms for a packet (and never pings) gives up on the node.
-    const impatient = await connect(strict.url, { ...options, timeout: 5000, keepaliveMs: 60_000, idleMs: 300 });
+    const impatient = await connect(strict.url, { ...options, timeout: 5000, keepaliveMs: 60_000, idleMs: 300, reconnect: false });
     const closed = await impatient.closed;
     assert.equal(closed.code, 9, closed.message);
   } finally {
