@@ -3,7 +3,16 @@
  * node (it can serve). It drives a sans-IO Session over a Transport.
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
-import { CloseCode, ErrorKind, type Capabilities, type EntryInfo, type ExitReason, type Port } from "./codec.js";
+import {
+  CloseCode,
+  ErrorKind,
+  formatTraceparent,
+  parseTraceparent,
+  type Capabilities,
+  type EntryInfo,
+  type ExitReason,
+  type Port,
+} from "./codec.js";
 import {
   AbortedError,
   ConnectError,
@@ -93,12 +102,32 @@ export interface PayloadOptions {
   raw?: boolean;
 }
 
+/** Options of `call` and `cast` beyond the payload's. */
+export interface SendOptions extends PayloadOptions {
+  /**
+   * The W3C Trace Context `traceparent` header of the caller's span
+   * (`00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`): sent as the
+   * message's trace context, which the node passes on to the server. One
+   * that is not valid is not sent (as W3C Trace Context treats an invalid
+   * header: no context).
+   */
+  traceparent?: string;
+}
+
+/** What a handler learns about a call or cast besides its payload. */
+export interface MessageInfo {
+  /** The hex node id of the peer node that delivered it. */
+  from: string;
+  /** The sender's trace context as a version 00 `traceparent`, when it sent one. */
+  traceparent?: string;
+}
+
 /** What a served name does; every part is optional. */
 export interface Handler {
   /** Answers a call; a throw answers ReplyErr kind 5 (Failed) with its message. */
-  call?(request: unknown, info: { from: string }): unknown | Promise<unknown>;
+  call?(request: unknown, info: MessageInfo): unknown | Promise<unknown>;
   /** Takes a cast. */
-  cast?(message: unknown, info: { from: string }): void;
+  cast?(message: unknown, info: MessageInfo): void;
   /** Takes a pipe the peer opened to `port`. */
   pipe?(port: string, pipe: Pipe): void;
 }
@@ -295,15 +324,16 @@ export class Client {
   }
 
   /** Calls the server `to` on the peer; resolves with its reply. */
-  async call<T = unknown>(to: string, request: unknown, options: WaitOptions & PayloadOptions = {}): Promise<T> {
+  async call<T = unknown>(to: string, request: unknown, options: WaitOptions & SendOptions = {}): Promise<T> {
     this.checkOpen();
     const payload = this.encodePayload(request, options.raw);
+    const trace = options.traceparent === undefined ? undefined : parseTraceparent(options.traceparent);
     let callId = 0;
     const session = this.session;
     const reply = new Promise<Uint8Array>((resolve, reject) => {
       this.drive(() => {
         try {
-          callId = session.call(to, payload);
+          callId = session.call(to, payload, trace);
         } catch (e) {
           reject(usageError(e));
           return;
@@ -320,12 +350,13 @@ export class Client {
   }
 
   /** Sends a one-way message to the server `to` on the peer. */
-  cast(to: string, message: unknown, options: PayloadOptions = {}): void {
+  cast(to: string, message: unknown, options: SendOptions = {}): void {
     this.checkOpen();
     const payload = this.encodePayload(message, options.raw);
+    const trace = options.traceparent === undefined ? undefined : parseTraceparent(options.traceparent);
     this.drive(() => {
       try {
-        this.session.cast(to, payload);
+        this.session.cast(to, payload, trace);
       } catch (e) {
         throw usageError(e);
       }
@@ -632,9 +663,9 @@ export class Client {
         return;
       }
       case "call":
-        return this.onCall(ev.callId, ev.to, ev.payload);
+        return this.onCall(ev.callId, ev.to, ev.payload, this.info(ev.trace));
       case "cast":
-        return this.onCast(ev.to, ev.payload);
+        return this.onCast(ev.to, ev.payload, this.info(ev.trace));
       case "pipeOpen":
         return this.onPipeOpen(ev.pipeId, ev.server, ev.port);
       case "pipeFrame":
@@ -657,7 +688,12 @@ export class Client {
     }
   }
 
-  private onCall(callId: number, to: string, payload: Uint8Array): void {
+  private info(trace: Uint8Array | undefined): MessageInfo {
+    const from = this.peerNodeId;
+    return trace ? { from, traceparent: formatTraceparent(trace) } : { from };
+  }
+
+  private onCall(callId: number, to: string, payload: Uint8Array, info: MessageInfo): void {
     const s = this.served.get(to);
     if (!s?.handler.call) {
       this.session.reply(callId, { ok: false, kind: ErrorKind.NotFound, message: `no server ${to}` });
@@ -670,13 +706,12 @@ export class Client {
       this.session.reply(callId, { ok: false, kind: ErrorKind.Decode, message: (e as Error).message });
       return;
     }
-    const from = this.peerNodeId;
     const session = this.session;
     const handler = s.handler.call.bind(s.handler);
     void (async () => {
       let result: { ok: true; payload: Uint8Array } | { ok: false; kind: number; message: string };
       try {
-        const value = await handler(request, { from });
+        const value = await handler(request, info);
         result = { ok: true, payload: this.encodePayload(value, s.raw) };
       } catch (e) {
         result = { ok: false, kind: ErrorKind.Failed, message: e instanceof Error ? e.message : String(e) };
@@ -686,11 +721,11 @@ export class Client {
     })();
   }
 
-  private onCast(to: string, payload: Uint8Array): void {
+  private onCast(to: string, payload: Uint8Array, info: MessageInfo): void {
     const s = this.served.get(to);
     if (!s?.handler.cast) return; // casts to unknown names are dropped (§4.2)
     try {
-      s.handler.cast(s.raw ? payload : this.decodePayload(payload), { from: this.peerNodeId });
+      s.handler.cast(s.raw ? payload : this.decodePayload(payload), info);
     } catch {
       // a failing cast handler has no one to tell
     }

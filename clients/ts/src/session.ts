@@ -26,6 +26,7 @@ import {
   type Message,
   type Packet,
   PacketDecodeError,
+  validTrace,
 } from "./codec.js";
 
 /** Limits and timers of one session; every field has a default. */
@@ -71,8 +72,9 @@ export type SessionEvent =
   | { type: "connected"; peer: Hello }
   | { type: "announce"; entry: EntryInfo; route?: { originId: number; path: Uint8Array[]; cost: number } }
   | { type: "withdraw"; entryId: number; reason: ExitReason }
-  | { type: "cast"; to: string; payload: Uint8Array }
-  | { type: "call"; callId: number; to: string; payload: Uint8Array }
+  /** `trace`: the sender's trace context, when it sent a valid one. */
+  | { type: "cast"; to: string; payload: Uint8Array; trace?: Uint8Array }
+  | { type: "call"; callId: number; to: string; payload: Uint8Array; trace?: Uint8Array }
   | { type: "reply"; callId: number; ok: true; payload: Uint8Array }
   | { type: "reply"; callId: number; ok: false; kind: number; message: string }
   | { type: "pipeOpen"; pipeId: number; server: string; port: string }
@@ -359,15 +361,15 @@ export class Session {
     this.sendMessage({ type: "withdraw", entryId, reason });
   }
 
-  /** Sends a Cast to the server `to` on the peer. */
-  cast(to: string, payload: Uint8Array): void {
-    this.sendMessage({ type: "cast", to, payload });
+  /** Sends a Cast to the server `to` on the peer, with a trace context (`parseTraceparent`) if given. */
+  cast(to: string, payload: Uint8Array, trace?: Uint8Array): void {
+    this.sendMessage(trace ? { type: "cast", to, payload, trace: checkTrace(trace) } : { type: "cast", to, payload });
   }
 
-  /** Sends a Call; returns its call id (the reply event carries it). */
-  call(to: string, payload: Uint8Array): number {
+  /** Sends a Call (with a trace context if given); returns its call id (the reply event carries it). */
+  call(to: string, payload: Uint8Array, trace?: Uint8Array): number {
     const callId = this.lastCallId + 1;
-    this.sendMessage({ type: "call", callId, to, payload });
+    this.sendMessage(trace ? { type: "call", callId, to, payload, trace: checkTrace(trace) } : { type: "call", callId, to, payload });
     this.lastCallId = callId;
     this.pendingCalls.add(callId);
     return callId;
@@ -713,7 +715,7 @@ export class Session {
         this.events.push({ type: "withdraw", entryId: m.entryId, reason: m.reason });
         return;
       case "cast":
-        this.events.push({ type: "cast", to: m.to, payload: m.payload });
+        this.events.push(m.trace ? { type: "cast", to: m.to, payload: m.payload, trace: m.trace } : { type: "cast", to: m.to, payload: m.payload });
         return;
       case "call":
         if (this.incomingCalls.has(m.callId)) {
@@ -725,7 +727,11 @@ export class Session {
           return;
         }
         this.incomingCalls.add(m.callId);
-        this.events.push({ type: "call", callId: m.callId, to: m.to, payload: m.payload });
+        this.events.push(
+          m.trace
+            ? { type: "call", callId: m.callId, to: m.to, payload: m.payload, trace: m.trace }
+            : { type: "call", callId: m.callId, to: m.to, payload: m.payload },
+        );
         return;
       case "replyOk":
       case "replyErr":
@@ -812,6 +818,11 @@ export class Session {
         return;
     }
   }
+}
+
+function checkTrace(t: Uint8Array): Uint8Array {
+  if (!validTrace(t)) throw new SessionUsageError("a trace context is 25 bytes with non-zero trace-id and parent-id");
+  return t;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

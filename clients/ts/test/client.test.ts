@@ -251,3 +251,31 @@ test("a lost link ends the session without a Close code; waiting calls fail", as
   assert.equal(closed.code, undefined);
   assert.match(closed.message, /link lost/);
 });
+
+test("a traceparent given to call and cast reaches the served name's handler", async () => {
+  const [server, client] = await twoClients();
+  const seen: (string | undefined)[] = [];
+  let castArrived: () => void = () => {};
+  const arrived = new Promise<void>((r) => (castArrived = r));
+  server.serve("traced", {
+    call: (_req, info) => {
+      seen.push(info.traceparent);
+      return info.traceparent ?? "none";
+    },
+    cast: (_msg, info) => {
+      seen.push(info.traceparent);
+      castArrived();
+    },
+  });
+  await client.lookup("traced");
+  const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  assert.equal(await client.call("traced", 1, { traceparent: tp }), tp);
+  assert.equal(await client.call("traced", 2), "none");
+  // Not a valid header: sent without a context.
+  assert.equal(await client.call("traced", 3, { traceparent: "garbage" }), "none");
+  client.cast("traced", 4, { traceparent: tp });
+  await arrived;
+  assert.deepEqual(seen, [tp, undefined, undefined, tp]);
+  await client.close();
+  await server.closed;
+});

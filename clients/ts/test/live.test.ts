@@ -47,6 +47,10 @@ test("connect, lookup and call a Rust server; cast; a call to an unknown name is
     (e: unknown) => e instanceof RemoteError && e.kind === 1,
   );
   assert.equal(await client.call("upper-n1", "again", { timeout: 5000 }), "AGAIN from n1");
+  // A trace context rides along as the Call's and Cast's last element; the node takes the message either way.
+  const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  client.cast("upper-n1", "a traced cast", { traceparent });
+  assert.equal(await client.call("upper-n1", "traced", { timeout: 5000, traceparent }), "TRACED from n1");
 });
 
 test("a pipe into a Rust sink: every byte arrives, credit paces the writer", { skip }, async () => {
