@@ -158,18 +158,18 @@ test("cut links mid-traffic: calls complete exactly once, casts are neither lost
     await a.lookup("slow-r1", { timeout: 5000 });
     const N = 300;
     const calls: Promise<unknown>[] = [];
-    // Three cuts, each after about 8 KB more went up the link.
-    let cuts = 0;
-    a.on("resumed", () => {
-      if (++cuts < 3) proxy.cutAfter(8000);
-    });
-    proxy.cutAfter(8000);
-    for (let i = 0; i < N; i++) {
-      calls.push(a.call("ts-count", i, { timeout: 20_000 }));
-      calls.push(a.call("upper-r1", `c${i}`, { timeout: 20_000 }));
-      a.cast("slow-r1", `cast ${i}`);
-      a.cast("slow-r1", `cast ${i} again`);
-      if (i % 20 === 19) await new Promise((r) => setImmediate(r));
+    // Three batches of 100 rounds (each well above 3 KB up the link); the
+    // link is cut 3 KB into each, and resumes before the next batch.
+    for (let batch = 1; batch <= 3; batch++) {
+      proxy.cutAfter(3000);
+      for (let i = (batch - 1) * 100; i < batch * 100; i++) {
+        calls.push(a.call("ts-count", i, { timeout: 20_000 }));
+        calls.push(a.call("upper-r1", `c${i}`, { timeout: 20_000 }));
+        a.cast("slow-r1", `cast ${i}`);
+        a.cast("slow-r1", `cast ${i} again`);
+        if (i % 20 === 19) await new Promise((r) => setImmediate(r));
+      }
+      await until(`resumption ${batch}`, () => count(evs, "resumed") === batch);
     }
     const replies = await Promise.all(calls);
     for (let i = 0; i < N; i++) {
