@@ -195,6 +195,8 @@ export class Client {
   /** The next wait before dialling; 0 right after a working session. */
   private redialDelay = 0;
   private redialing = false;
+  /** Ends the wait before the next dial (`close()` calls it). */
+  private stopWaiting: (() => void) | undefined;
   /** "disconnected" was reported and the link is not back yet. */
   private linkDown = false;
   /** The first session connected (later closes reconnect). */
@@ -413,6 +415,7 @@ export class Client {
   /** Closes the session (Close code 0) and the link; no reconnection follows. */
   async close(): Promise<void> {
     this.closing = true;
+    this.stopWaiting?.();
     this.drive(() => this.session.close(CloseCode.Normal, "client closed"));
     await this.closed;
   }
@@ -506,7 +509,16 @@ export class Client {
         while (!this.closing && this.closeError === undefined) {
           const delay = this.redialDelay;
           this.redialDelay = Math.min(Math.max(r.minDelayMs, delay * 2), r.maxDelayMs);
-          if (delay > 0) await new Promise((res) => setTimeout(res, delay));
+          if (delay > 0) {
+            await new Promise<void>((res) => {
+              const timer = setTimeout(res, delay);
+              this.stopWaiting = () => {
+                clearTimeout(timer);
+                res();
+              };
+            });
+            this.stopWaiting = undefined;
+          }
           if (this.closing || this.closeError !== undefined) return;
           let t: Transport;
           try {
