@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import WebSocket from "ws";
 import { connect, RemoteError, type Client, type ConnectOptions } from "../src/index.js";
-import { Fnv, TestNode } from "./testnode.js";
+import { Fnv, readAll, TestNode, writePattern } from "./testnode.js";
 
 const started = await TestNode.start("n1");
 const skip = "skip" in started ? started.skip : false;
@@ -62,11 +62,7 @@ test("a pipe into a Rust sink: every byte arrives, credit paces the writer", { s
   const writer = pipe.writable.getWriter();
   const fnv = new Fnv();
   // 1 MiB in 16 KiB frames: well past one pipe window.
-  for (let i = 0; i < 64; i++) {
-    const frame = new Uint8Array(16 * 1024).map((_, j) => (i * 31 + j) & 0xff);
-    fnv.update(frame);
-    await writer.write(frame);
-  }
+  await writePattern(writer, 64, fnv);
   await writer.close();
   // The sink answers (bytes, checksum) so far; poll until it has all of it.
   const deadline = Date.now() + 10_000;
@@ -87,15 +83,10 @@ test("the Rust node calls a name this client serves, and pipes into it", { skip 
     call: (req) => `${String(req).toUpperCase()} from ts`,
     pipe: (port, pipe) => {
       assert.equal(port, "in");
-      void (async () => {
-        const reader = pipe.readable.getReader();
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          received.update(value);
-          frames += 1;
-        }
-      })();
+      void readAll(pipe, (frame) => {
+        received.update(frame);
+        frames += 1;
+      });
     },
   }, { capabilities: { ports: [{ name: "in", direction: 1 }] } });
   assert.equal(served.name, "ts-upper");
@@ -155,15 +146,7 @@ test("two clients reach each other through the node: a call and a pipe to a name
       {
         call: (req) => `tab-a got ${String(req)}`,
         pipe: (_port, pipe) => {
-          void (async () => {
-            const reader = pipe.readable.getReader();
-            for (;;) {
-              const { value, done } = await reader.read();
-              if (done) break;
-              sum += value.length;
-            }
-            ended();
-          })();
+          void readAll(pipe, (frame) => (sum += frame.length)).then(ended);
         },
       },
       { capabilities: { ports: [{ name: "in", direction: 1 }] } },

@@ -13,7 +13,7 @@ import { createServer, connect as tcpConnect, type Server, type Socket } from "n
 import { test } from "node:test";
 import WebSocket from "ws";
 import { connect, SessionResetError, type Client, type ClientEvent, type ConnectOptions } from "../src/index.js";
-import { Fnv, TestNode } from "./testnode.js";
+import { Fnv, readAll, TestNode, writePattern } from "./testnode.js";
 
 const GRACE = ["--config", "resume_grace=10s"];
 
@@ -210,11 +210,7 @@ test("pipes go on across cut links, both ways, every byte once and in order", { 
     proxy.cutAfter(200_000);
     const w = a.openPipe("sink-r2", "in").writable.getWriter();
     const sent = new Fnv();
-    for (let i = 0; i < 64; i++) {
-      const frame = new Uint8Array(16 * 1024).map((_, j) => (i * 31 + j) & 0xff);
-      sent.update(frame);
-      await w.write(frame);
-    }
+    await writePattern(w, 64, sent);
     await w.close();
     assert.equal(await node.ask(`sinkwait sink-r2 ${sent.bytes}`, (l) => /^(sink|timeout|error)/.test(l)), `sink ${sent.bytes} ${sent.hash}`);
     assert.equal(count(evs, "resumed"), 2);
@@ -225,15 +221,10 @@ test("pipes go on across cut links, both ways, every byte once and in order", { 
       "ts-in",
       {
         pipe: (_port, pipe) => {
-          void (async () => {
-            const reader = pipe.readable.getReader();
-            for (;;) {
-              const { value, done } = await reader.read();
-              if (done) break;
-              received.update(value);
-              if (received.bytes > 100_000 && proxy.cuts === 2) proxy.cut();
-            }
-          })();
+          void readAll(pipe, (frame) => {
+            received.update(frame);
+            if (received.bytes > 100_000 && proxy.cuts === 2) proxy.cut();
+          });
         },
       },
       { capabilities: { ports: [{ name: "in", direction: 1 }] } },

@@ -132,6 +132,19 @@ static void test_hello(void) {
     printf("ok hello layout (%ld bytes)\n", len);
 }
 
+/* Deliver what each of two nodes wrote to the other, then run both timers. */
+static void exchange(om_node *a, line_t *ab, om_node *b, line_t *ba, uint32_t t) {
+    static uint8_t x[sizeof ab->buf], y[sizeof ba->buf];
+    size_t n1 = ab->len, n2 = ba->len;
+    memcpy(x, ab->buf, n1);
+    memcpy(y, ba->buf, n2);
+    ab->len = ba->len = 0;
+    om_input(b, x, n1, t);
+    om_input(a, y, n2, t);
+    om_tick(a, t);
+    om_tick(b, t);
+}
+
 /* Two C nodes over an in-memory line, optionally damaging bytes. */
 static void test_two_nodes(unsigned damage_every) {
     static om_node a, b;
@@ -160,17 +173,7 @@ static void test_two_nodes(unsigned damage_every) {
                     damaged++;
                 }
         }
-        {
-            size_t n1 = ab.len, n2 = ba.len;
-            uint8_t x[sizeof ab.buf], y[sizeof ba.buf];
-            memcpy(x, ab.buf, n1);
-            memcpy(y, ba.buf, n2);
-            ab.len = ba.len = 0;
-            om_input(&b, x, n1, t);
-            om_input(&a, y, n2, t);
-        }
-        om_tick(&a, t);
-        om_tick(&b, t);
+        exchange(&a, &ab, &b, &ba, t);
         if (om_connected(&b)) {
             if (last_kind >= 0 && call_id) {
                 char expect[32];
@@ -381,16 +384,8 @@ static void test_trace_two_nodes(void) {
     CHECK(om_add_server(&traced, "upper", traced_upper, NULL, NULL) == OM_OK);
     CHECK(om_add_server(&traced, "count", NULL, traced_cast, NULL) == OM_OK);
     for (i = 0; i < 2000 && step < 4; i++) {
-        uint8_t x[sizeof ab.buf], y[sizeof ba.buf];
-        size_t n1 = ab.len, n2 = ba.len;
         t += 5;
-        memcpy(x, ab.buf, n1);
-        memcpy(y, ba.buf, n2);
-        ab.len = ba.len = 0;
-        om_input(&b, x, n1, t);
-        om_input(&traced, y, n2, t);
-        om_tick(&traced, t);
-        om_tick(&b, t);
+        exchange(&traced, &ab, &b, &ba, t);
         if (!om_connected(&b)) continue;
         if (step == 0 && om_call_traced(&b, "upper", (const uint8_t *)"a", 1, TRACE, &call_id) == OM_OK) {
             seen_has_trace = -1;
