@@ -180,7 +180,7 @@ mod tests {
                 Err(BLUER_ERROR.into())
             } else {
                 let _ = self.sent.send(datagram);
-                if self.fail == Fail::Spuriously && self.calls % 2 == 0 {
+                if self.fail == Fail::Spuriously && self.calls.is_multiple_of(2) {
                     Err(BLUER_ERROR.into())
                 } else {
                     Ok(())

@@ -280,7 +280,9 @@ impl Transport for BlePeripheralTransport {
             })
             .await
             .map_err(|e| failed(addr, format!("cannot advertise: {e}")))?;
-        info!(%addr, adapter = %adapter_name, address = %own, service = %s.service, "BLE peripheral advertising");
+        // The GATT application's D-Bus object (ApplicationHandle { path }),
+        // where BlueZ calls StartNotify and StopNotify.
+        info!(%addr, adapter = %adapter_name, address = %own, service = %s.service, gatt = ?app, "BLE peripheral advertising");
         Ok(Box::new(BleLinks {
             _app: app,
             _adv: adv,
