@@ -16,12 +16,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use oscloud_core::Error;
 use oscloud_core::address::Address;
-use oscloud_core::transport::{Link, LinkInfo, LinkIo, LinkKind, Listener, Transport};
+use oscloud_core::transport::{Link, Listener, Transport};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::PERIPHERAL_SCHEME;
-use crate::chan::{ChannelRx, ChannelTx, Incoming};
+use crate::chan::{self, Incoming};
 use crate::notifying::{self, Central, Disconnect, Notifier};
 use crate::settings::{FROM_PERIPHERAL, PeripheralSettings, TO_PERIPHERAL};
 
@@ -216,24 +216,13 @@ impl Transport for BlePeripheralTransport {
                                         .inbound
                                         .try_send(Err("another central subscribed".into()));
                                 }
-                                let remote = "ble central".to_owned();
-                                let _ = links_tx.send(Link {
-                                    info: LinkInfo {
-                                        kind: LinkKind::Datagram { mtu },
-                                        local: local2.clone(),
-                                        remote: remote.clone(),
-                                    },
-                                    io: LinkIo::Datagram {
-                                        rx: Box::new(ChannelRx {
-                                            rx: in_rx,
-                                            address: remote.clone(),
-                                        }),
-                                        tx: Box::new(ChannelTx {
-                                            tx: out_tx,
-                                            address: remote,
-                                        }),
-                                    },
-                                });
+                                let _ = links_tx.send(chan::link(
+                                    mtu,
+                                    local2.clone(),
+                                    "ble central".to_owned(),
+                                    in_rx,
+                                    out_tx,
+                                ));
                                 let sink = notify_sink.clone();
                                 let connections = AdapterConnections(notify_adapter.clone());
                                 async move {
