@@ -14,6 +14,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::name::{Name, NameSeed};
 use crate::{Capabilities, Error, ExitReason, NodeId, PortDirection};
 
 /// `"OSCL"` as a big-endian u32: the first field of every Hello.
@@ -292,12 +293,12 @@ pub(crate) enum Msg {
         reason: ExitReason,
     },
     Cast {
-        to: String,
+        to: Name,
         payload: Bytes,
     },
     Call {
         id: u64,
-        to: String,
+        to: Name,
         payload: Bytes,
     },
     ReplyOk {
@@ -638,10 +639,10 @@ pub(crate) const SPLIT_MIN: usize = 1024;
 /// Where decoded payloads come from: slices of the received frame when
 /// there is one, else copies.
 #[derive(Clone, Copy)]
-struct Src<'a>(Option<&'a Bytes>);
+pub(super) struct Src<'a>(Option<&'a Bytes>);
 
 impl Src<'_> {
-    fn bytes(self, v: &[u8]) -> Bytes {
+    pub(super) fn bytes(self, v: &[u8]) -> Bytes {
         match self.0 {
             Some(frame) => {
                 let (start, end) = (
@@ -907,12 +908,12 @@ impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
                         reason: next::<_, ReasonOwned>(s, "reason")?.0,
                     },
                     code::CAST => Msg::Cast {
-                        to: next(s, "to")?,
+                        to: next_seed(s, NameSeed(self.0), "to")?,
                         payload: next_seed(s, PayloadSeed(self.0), "payload")?,
                     },
                     code::CALL => Msg::Call {
                         id: next(s, "call id")?,
-                        to: next(s, "to")?,
+                        to: next_seed(s, NameSeed(self.0), "to")?,
                         payload: next_seed(s, PayloadSeed(self.0), "payload")?,
                     },
                     code::REPLY_OK => Msg::ReplyOk {
