@@ -95,6 +95,7 @@
 //! # }
 //! ```
 
+mod fast_decode;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;

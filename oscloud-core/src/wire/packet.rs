@@ -609,6 +609,15 @@ impl Packet {
     /// Decode one packet from a received frame; payloads are slices of
     /// `frame` (no copy).
     pub(crate) fn decode_frame(frame: &Bytes) -> Result<Packet, Error> {
+        match super::fast_decode::decode(frame) {
+            Some(p) => Ok(p),
+            None => Self::decode_serde(frame),
+        }
+    }
+
+    /// [`Packet::decode_frame`] without its fast path for the common
+    /// packets: the full decoder, which the fast path must agree with.
+    pub(super) fn decode_serde(frame: &Bytes) -> Result<Packet, Error> {
         Self::decode_from(frame, Some(frame))
     }
 
@@ -641,7 +650,12 @@ pub(crate) const SPLIT_MIN: usize = 1024;
 #[derive(Clone, Copy)]
 pub(super) struct Src<'a>(Option<&'a Bytes>);
 
-impl Src<'_> {
+impl<'a> Src<'a> {
+    /// Slices of `frame`.
+    pub(super) fn frame(frame: &'a Bytes) -> Self {
+        Self(Some(frame))
+    }
+
     pub(super) fn bytes(self, v: &[u8]) -> Bytes {
         match self.0 {
             Some(frame) => {
