@@ -95,9 +95,11 @@
 //! # }
 //! ```
 
+mod fast_decode;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
+mod name;
 mod packet;
 mod rtt;
 pub mod secure;
@@ -122,6 +124,7 @@ mod send_queue_tests;
 mod tests;
 
 pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, SegmentFraming};
+pub use name::Name;
 pub use packet::{
     CloseCode, EntryInfo, MAGIC, MAX_ROUTE_PATH, RemoteError, RemoteErrorKind, RouteInfo, VERSION,
 };

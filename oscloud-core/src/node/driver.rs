@@ -982,6 +982,17 @@ impl Driver {
     /// round-robin over group members.
     fn local_entry(&mut self, name: &str) -> Result<Entry, Error> {
         let local = self.kernel.node();
+        self.rr = self.rr.wrapping_add(1);
+        // Servers of this node only (the common case): picked under the
+        // registry's lock, with no list built.
+        let rr = self.rr;
+        let picked = self.kernel.registry().with_members(name, |members| {
+            (!members.is_empty() && members.iter().all(|e| e.node() == local))
+                .then(|| members[rr % members.len()].clone())
+        });
+        if let Some(entry) = picked {
+            return Ok(entry);
+        }
         let peer = self.peer_node();
         let (router, link) = (&self.routing.router, self.routing.link);
         // Filtered in place, after the registry's lock is released: the
@@ -993,8 +1004,7 @@ impl Driver {
         if members.is_empty() {
             return Err(Error::NotFound(name.to_owned()));
         }
-        self.rr = self.rr.wrapping_add(1);
-        Ok(members[self.rr % members.len()].clone())
+        Ok(members[rr % members.len()].clone())
     }
 
     fn on_local_change(&mut self, ev: RegistryEvent) {
