@@ -625,6 +625,26 @@ mod tests {
     }
 
     #[test]
+    fn every_close_code_is_exported_before_any_close() {
+        let node = Node::new(Kernel::new(), Transports::new());
+        let text = scrape(NodeCollector::new(node));
+        let totals: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("oscloud_node_link_closes_total{"))
+            .collect();
+        assert_eq!(totals.len(), 2 * CLOSE_CODES, "{text}");
+        assert!(totals.iter().all(|l| l.ends_with(" 0")), "{totals:?}");
+        for code in ["Normal", "IdleTimeout", "NoSession", "Other"] {
+            let line = format!(
+                "oscloud_node_link_closes_total{{code=\"{code}\",direction=\"received\"}} 0"
+            );
+            assert!(text.contains(&line), "{line} not in {text}");
+        }
+        // No peer closed anything: no per-peer series.
+        assert!(!text.contains("oscloud_link_closes_sent_total{"), "{text}");
+    }
+
+    #[test]
     fn capped_keeps_the_first_labels_in_order() {
         let items = [("z", 1), ("a", 2), ("m", 3), ("a", 4)].map(|(l, v)| (l.to_owned(), v));
         let out: BTreeMap<String, u64> = capped(items, 2, |sum: &mut u64, v| *sum += v);
