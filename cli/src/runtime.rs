@@ -230,6 +230,10 @@ pub struct EndStatus {
     pub rewires: u64,
     /// Frames the pipe's tap dropped for slow watchers (sources only).
     pub dropped: u64,
+    /// Times a frame waited for room in the end (destinations only; see
+    /// [`PipeStatus::credit_stalls`]).
+    #[serde(default)]
+    pub credit_stalls: u64,
 }
 
 /// One server of a node.
@@ -295,6 +299,10 @@ pub struct LinkInfo {
     /// Times a pipe frame waited for the peer's credit on this link.
     #[serde(default)]
     pub credit_stalls: u64,
+    /// Bytes waiting to be sent on the link
+    /// (`oscloud_core::LinkStatus::send_queue_bytes`).
+    #[serde(default)]
+    pub send_queue_bytes: u64,
 }
 
 /// One pipe of the topology.
@@ -314,6 +322,11 @@ pub struct PipeStatus {
     pub bytes: u64,
     /// Frames the tap branch dropped for slow watchers.
     pub tap_dropped: u64,
+    /// Times a frame waited for room at a destination: the server's port
+    /// was full, or, for a server on another node, the peer's credit
+    /// (its reader was behind).
+    #[serde(default)]
+    pub credit_stalls: u64,
     /// Whether it ended.
     pub finished: bool,
 }
@@ -403,6 +416,11 @@ impl Shared {
                     st.frames = w.hub.frames.load(Ordering::Relaxed);
                     st.bytes = w.hub.bytes.load(Ordering::Relaxed);
                     st.finished = w.hub.finished.load(Ordering::Relaxed);
+                    st.credit_stalls = w
+                        .ends
+                        .iter()
+                        .map(|(_, _, c)| c.stalls.load(Ordering::Relaxed))
+                        .sum();
                     if let Some(s) = w.split.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                         st.tap_dropped = s.dropped(w.tap_index);
                         st.frames = st.frames.max(s.delivered(0));
@@ -481,6 +499,7 @@ impl Shared {
                 rtt_us: l.rtt_us,
                 retransmissions: l.stats.retransmissions,
                 credit_stalls: l.credit_stalls,
+                send_queue_bytes: l.send_queue_bytes,
             })
             .collect();
         let wired = self.wired();
@@ -503,6 +522,7 @@ impl Shared {
                     bytes: c.bytes.load(Ordering::Relaxed),
                     rewires: c.rewires.load(Ordering::Relaxed),
                     dropped: if *input { 0 } else { tap_dropped },
+                    credit_stalls: c.stalls.load(Ordering::Relaxed),
                 });
             }
         }
@@ -874,6 +894,8 @@ struct EndCounters {
     frames: AtomicU64,
     bytes: AtomicU64,
     rewires: AtomicU64,
+    /// Times a frame found the end full and waited (destinations).
+    stalls: AtomicU64,
 }
 
 impl EndCounters {
@@ -1058,7 +1080,17 @@ impl Rewire {
                         () = writer.closed() => break,
                     },
                 };
-                match writer.send(frame.clone()).await {
+                // Tried first, so a frame that has to wait for room is
+                // counted as a stall.
+                let sent = match writer.try_send(frame.clone()) {
+                    Err((f, oscloud_core::Error::PipeFull { .. })) => {
+                        self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                        writer.send(f).await
+                    }
+                    Err((_, e)) => Err(e),
+                    Ok(()) => Ok(()),
+                };
+                match sent {
                     Ok(()) => {}
                     // No instance of the server could take it.
                     Err(e @ oscloud_core::Error::FrameTooLarge { .. }) => return Err(e.into()),

@@ -128,7 +128,7 @@ pub use name::Name;
 pub use packet::{
     CloseCode, EntryInfo, MAGIC, MAX_ROUTE_PATH, RemoteError, RemoteErrorKind, RouteInfo, VERSION,
 };
-pub use rtt::{DEFAULT_MIN_RTO, RTO_GRANULARITY};
+pub use rtt::{DEFAULT_MIN_RTO, RTO_GRANULARITY, RttHistogram};
 pub use secure::{
     FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig,
     Suite, has_aes_hardware,

@@ -199,6 +199,8 @@ impl Driver {
         (shutdown, closed): (watch::Receiver<bool>, watch::Receiver<bool>),
     ) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
+        let queue = Arc::new(SendQueue::new(limits.max_queued));
+        shared.watch_send_queue(queue.clone());
         let mut policy_changed = policy.subscribe();
         policy_changed.mark_unchanged();
         // Subscribed before the handshake checks the list, so no change
@@ -224,7 +226,7 @@ impl Driver {
             session,
             link,
             commands_tx,
-            queue: Arc::new(SendQueue::new(limits.max_queued)),
+            queue,
             commands,
             peer: None,
             routing,
@@ -271,6 +273,7 @@ impl Driver {
             match self.dispatch_events() {
                 Dispatch::Continue => {}
                 Dispatch::Closed(reason) => {
+                    self.shared.closed(&reason);
                     // A broken protocol is worth a warning on this side (the
                     // peer logs its own view); a clean close or a timeout is
                     // not. A refused admission is logged on both sides.
@@ -672,7 +675,7 @@ impl Driver {
                     // A stale one when the session already resumes on a
                     // newer link.
                     if self.session.awaiting_link() {
-                        self.published.force(&self.shared, self.session.stats());
+                        self.published.force(&self.shared, &self.session);
                         return Dispatch::Detached(reason);
                     }
                 }
@@ -724,9 +727,7 @@ impl Driver {
 
     /// Publish the session's counters, if bytes moved.
     fn publish_stats(&mut self) {
-        let session = &self.session;
-        self.published
-            .publish(&self.shared, session.bytes_moved(), || session.stats());
+        self.published.publish(&self.shared, &self.session);
     }
 
     /// The allow-list changed: drop the link if the peer's key is no
@@ -1430,7 +1431,7 @@ impl Driver {
         self.commands.close();
         // Senders waiting for room in the link's queue stop waiting.
         self.queue.close();
-        self.published.force(&self.shared, self.session.stats());
+        self.published.force(&self.shared, &self.session);
     }
 }
 

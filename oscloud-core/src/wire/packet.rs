@@ -186,6 +186,38 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// How many codes this version knows (0 to `KNOWN - 1`); the others
+    /// are [`CloseCode::Other`].
+    pub const KNOWN: u8 = 13;
+
+    /// Its name in `docs/PROTOCOL.md` §5.4 (`"Other"` for a code this
+    /// version does not know).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "Normal",
+            CloseCode::Protocol => "Protocol",
+            CloseCode::Version => "Version",
+            CloseCode::BadMagic => "BadMagic",
+            CloseCode::FrameTooLarge => "FrameTooLarge",
+            CloseCode::Decode => "Decode",
+            CloseCode::UnknownPipe => "UnknownPipe",
+            CloseCode::FlowControl => "FlowControl",
+            CloseCode::Limit => "Limit",
+            CloseCode::IdleTimeout => "IdleTimeout",
+            CloseCode::Unauthorized => "Unauthorized",
+            CloseCode::Crypto => "Crypto",
+            CloseCode::NoSession => "NoSession",
+            CloseCode::Other(_) => "Other",
+        }
+    }
+
+    /// Where closes with this code are counted, in arrays of
+    /// `KNOWN + 1` counters: the wire code for the known ones,
+    /// [`KNOWN`](Self::KNOWN) for every other.
+    pub fn index(self) -> usize {
+        usize::from(self.code().min(Self::KNOWN))
+    }
+
     /// The code on the wire.
     pub fn code(self) -> u8 {
         match self {
