@@ -129,6 +129,7 @@ struct RawPipe {
     name: Option<Spanned<String>>,
     from: Spanned<toml::Value>,
     to: Spanned<toml::Value>,
+    zenoh_tap: Option<Spanned<String>>,
 }
 
 // ------------------------------------------------------------------ model
@@ -231,6 +232,11 @@ pub struct PipeDef {
     pub from: Vec<End>,
     /// Destinations; several get every frame (split).
     pub to: Vec<End>,
+    /// Where the node that wires it publishes its frames on zenoh
+    /// (`zenoh_tap = "zenoh://ROUTER:PORT/<cloud>/<node>"`: key
+    /// `oscloud/<cloud>/pipe/<node>/<pipe name>`, see
+    /// `oscloud_transport_zenoh::tap_key`), if anywhere.
+    pub zenoh_tap: Option<Address>,
     /// The line it starts on.
     pub line: usize,
 }
@@ -845,10 +851,37 @@ impl Topology {
                     format!("duplicate pipe name {name:?} (also on line {other})"),
                 );
             }
+            let zenoh_tap = p.zenoh_tap.as_ref().and_then(|t| {
+                let checked = t
+                    .get_ref()
+                    .parse::<Address>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        if a.scheme() != oscloud_transport_zenoh::SCHEME {
+                            return Err(
+                                "a zenoh_tap is a zenoh://ROUTER:PORT/<cloud>/<node> address"
+                                    .into(),
+                            );
+                        }
+                        let path = a.path().trim_start_matches('/');
+                        let (cloud, node) = path.split_once('/').unwrap_or((path, ""));
+                        oscloud_transport_zenoh::tap_key(cloud, node, &name)
+                            .map(|_| a)
+                            .map_err(|e| e.to_string())
+                    });
+                match checked {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        check.err(t.span(), format!("bad zenoh_tap {:?}: {e}", t.get_ref()));
+                        None
+                    }
+                }
+            });
             pipes.push(PipeDef {
                 name,
                 from,
                 to,
+                zenoh_tap,
                 line,
             });
         }

@@ -142,12 +142,50 @@ fn bridge_mode_the_board_reached_through_zenohd() {
         .unwrap()
         .replace("/dev/ttyUSB0", &a.link.display().to_string())
         .replace("/dev/ttyACM0", &b.link.display().to_string())
-        .replace("router.example:7447", &format!("127.0.0.1:{}", router.port));
+        .replace("router.example:7447", &format!("127.0.0.1:{}", router.port))
+        .replace("# zenoh_tap = ", "zenoh_tap = ");
     assert!(text.contains("tty-edge?baud=115200") && text.contains("tty-bridge?baud"));
-    assert_eq!(text.matches("zenoh://127.0.0.1:").count(), 2);
+    assert_eq!(text.matches("zenoh://127.0.0.1:").count(), 3);
     std::fs::write(dir.path().join("bridge.toml"), text).unwrap();
 
+    // A plain zenoh subscriber (no oscloud code) taps the readings pipe.
+    use zenoh::Wait;
+    let mut config = zenoh::Config::default();
+    for (key, value) in [
+        ("mode", r#""client""#.to_owned()),
+        ("scouting/multicast/enabled", "false".to_owned()),
+        (
+            "connect/endpoints",
+            format!(r#"["tcp/127.0.0.1:{}"]"#, router.port),
+        ),
+    ] {
+        config.insert_json5(key, &value).unwrap();
+    }
+    let session = zenoh::open(config).wait().unwrap();
+    let samples = session
+        .declare_subscriber("oscloud/lab/pipe/**")
+        .wait()
+        .unwrap();
+    // A round trip through the router: it has the subscription now.
+    let _ = session.liveliness().get("oscloud/**").wait();
+
     run_nodes_until_every_alert(dir.path(), "bridge.toml", &["edge", "bridge", "ops"], LIMIT);
+
+    let mut tapped = Vec::new();
+    loop {
+        let sample = samples
+            .recv_timeout(LIMIT)
+            .unwrap()
+            .expect("the tap's samples in time");
+        assert_eq!(sample.key_expr().as_str(), "oscloud/lab/pipe/ops/readings");
+        if sample.kind() == zenoh::sample::SampleKind::Delete {
+            break;
+        }
+        tapped.push(String::from_utf8(sample.payload().to_bytes().into_owned()).unwrap());
+    }
+    tapped.sort();
+    assert_eq!(tapped, data_sorted(&dir.path().join("readings.jsonl")));
+    assert_eq!(tapped.len(), 80);
 }
 
 #[test]

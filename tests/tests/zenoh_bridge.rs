@@ -10,6 +10,10 @@
 //! ```text
 //! board ══serial══ bridge ──zenoh://── zenohd ──zenoh://── far
 //! ```
+//!
+//! A pipe tap: a plain zenoh subscriber (the `zenoh` crate, no oscloud
+//! code) sees exactly the frames written into a tapped pipe, one sample
+//! each, under `oscloud/<cloud>/pipe/<node>/<pipe>`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,10 +25,15 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use bytes::Bytes;
+use oscloud_core::Kernel;
+use oscloud_core::plumbing::{Branch, split};
 use oscloud_tests::zenohd::Router;
-use oscloud_tests::{TestNode, pipe_into_sink};
+use oscloud_tests::{TestNode, pipe_into_sink, pseudo_random_frames};
+use oscloud_transport_zenoh::ZenohTransport;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use zenoh::sample::SampleKind;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
 const RELAY: &str = env!("CARGO_BIN_EXE_oscloud-serial-relay");
@@ -117,4 +126,97 @@ async fn a_node_elsewhere_reaches_a_board_through_the_bridge() {
     println!("far → board, 512 KiB intact in {took:?}");
     let took = pipe_into_sink(&mut board, "sink-far", &mut far, "sink-far", N).await;
     println!("board → far, 512 KiB intact in {took:?}");
+}
+
+/// A plain zenoh session, a client of `router`.
+async fn plain_zenoh(router: &Router) -> zenoh::Session {
+    let mut config = zenoh::Config::default();
+    for (key, value) in [
+        ("mode", r#""client""#.to_owned()),
+        ("scouting/multicast/enabled", "false".to_owned()),
+        ("connect/endpoints", format!("[{:?}]", router.endpoint())),
+    ] {
+        config.insert_json5(key, &value).unwrap();
+    }
+    zenoh::open(config).await.unwrap()
+}
+
+/// Frames written into a pipe split between its reader and a tap: the
+/// reader gets them all, and a plain zenoh subscriber on
+/// `oscloud/lab/pipe/*/*` sees exactly the same frames, in order, numbered
+/// from 0, then a Delete sample at end of stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_zenoh_subscriber_sees_exactly_the_frames_of_a_tapped_pipe() {
+    let router = Router::start().await;
+    let watcher = plain_zenoh(&router).await;
+    let samples = watcher
+        .declare_subscriber("oscloud/lab/pipe/*/*")
+        .await
+        .unwrap();
+    // A round trip through the router on the same session: the router has
+    // the subscription before the tap publishes.
+    let _ = watcher
+        .liveliness()
+        .get("oscloud/lab/**")
+        .await
+        .unwrap()
+        .recv_async()
+        .await;
+
+    let kernel = Kernel::new();
+    let zenoh = ZenohTransport::new();
+    let (src_w, src_r) = kernel.pipe();
+    let (out_w, mut out_r) = kernel.pipe();
+    let (tap_w, tap_r) = kernel.pipe();
+    let at = router.addr("lab", "bridge").parse().unwrap();
+    let tap = zenoh.tap(&at, "readings", tap_r).await.unwrap();
+    assert_eq!(tap.key(), "oscloud/lab/pipe/bridge/readings");
+    let fanout = split(src_r, vec![Branch::block(out_w), Branch::block(tap_w)]);
+
+    const N: usize = 256 * 1024;
+    let written: Vec<Bytes> = pseudo_random_frames(N).collect();
+    let writer = {
+        let frames = written.clone();
+        tokio::spawn(async move {
+            for f in frames {
+                src_w.send(f).await.unwrap();
+            }
+        })
+    };
+    let mut read = Vec::new();
+    while let Some(f) = out_r.recv().await {
+        read.push(f);
+    }
+    writer.await.unwrap();
+    assert_eq!(read, written, "the pipe's own reader");
+    fanout.finished().await.unwrap();
+    assert_eq!(tap.finished().await.unwrap(), written.len() as u64);
+
+    let mut seen = Vec::new();
+    let sample_wait = Duration::from_secs(10);
+    loop {
+        let sample = tokio::time::timeout(sample_wait, samples.recv_async())
+            .await
+            .expect("the tap's samples in time")
+            .unwrap();
+        assert_eq!(
+            sample.key_expr().as_str(),
+            "oscloud/lab/pipe/bridge/readings"
+        );
+        if sample.kind() == SampleKind::Delete {
+            break;
+        }
+        let number = sample.attachment().unwrap().to_bytes();
+        assert_eq!(
+            u64::from_be_bytes(number.as_ref().try_into().unwrap()),
+            seen.len() as u64
+        );
+        seen.push(Bytes::from(sample.payload().to_bytes().into_owned()));
+    }
+    assert_eq!(seen.len(), written.len());
+    assert_eq!(seen, written, "the subscriber's frames");
+    println!(
+        "{} frames ({N} bytes) seen by a plain zenoh subscriber",
+        seen.len()
+    );
 }

@@ -91,6 +91,9 @@ mod keys;
 mod link;
 mod listener;
 mod sessions;
+mod tap;
+
+pub use tap::{PipeTap, tap_key};
 
 use std::time::Duration;
 
