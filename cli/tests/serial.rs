@@ -190,36 +190,10 @@ fn bridge_mode_the_board_reached_through_zenohd() {
 
 #[test]
 fn the_zenoh_bridge_example_runs_in_one_process() {
-    let dir = workdir();
-    let mut cmd = oscloud();
-    cmd.args(["run", "sensor-alert-zenoh.toml"])
-        .current_dir(dir.path());
-    let out = run_to_end(cmd, LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        data_sorted(&dir.path().join("alerts.jsonl")),
-        expected_alerts(dir.path())
-    );
+    run_example_in_one_process("sensor-alert-zenoh.toml", LIMIT);
 }
 
 #[test]
 fn the_serial_example_runs_in_one_process_with_the_cable_in_memory() {
-    let dir = workdir();
-    let mut cmd = oscloud();
-    cmd.args(["run", "sensor-alert-serial.toml"])
-        .current_dir(dir.path());
-    let out = run_to_end(cmd, LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        data_sorted(&dir.path().join("alerts.jsonl")),
-        expected_alerts(dir.path())
-    );
+    run_example_in_one_process("sensor-alert-serial.toml", LIMIT);
 }
