@@ -43,6 +43,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Frames a tap branch keeps for a slow watcher before dropping the oldest.
 pub const TAP_QUEUE: usize = 256;
+/// Once a pipe has ended, how long its zenoh tap may take to publish what
+/// it holds.
+const ZENOH_TAP_LINGER: Duration = Duration::from_secs(10);
 
 /// The control server's name for node `node`.
 pub fn control_name(node: &str) -> String {
@@ -143,12 +146,18 @@ impl Plan {
 
 /// The transports of this build; `mem` shared by every node of a process.
 pub fn transports(mem: &MemTransport) -> Transports {
+    transports_with(mem, Arc::new(ZenohTransport::new()))
+}
+
+/// [`transports`] with `zenoh` as the zenoh transport (its sessions shared
+/// with the node's pipe taps).
+fn transports_with(mem: &MemTransport, zenoh: Arc<ZenohTransport>) -> Transports {
     Transports::new()
         .with(Arc::new(mem.clone()))
         .with(Arc::new(TcpTransport))
         .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(WsTransport::wss()))
-        .with(Arc::new(ZenohTransport::new()))
+        .with(zenoh)
         .with(Arc::new(UnixTransport))
         .with(Arc::new(oscloud_transport_serial::SerialTransport))
 }
@@ -391,6 +400,8 @@ pub(crate) struct Shared {
     plan_nodes: Vec<NodeAddress>,
     wired: Mutex<Vec<Arc<WiredPipe>>>,
     exits: Arc<Mutex<std::collections::VecDeque<(String, u64, bool)>>>,
+    /// The node's zenoh transport, for its pipes' zenoh taps.
+    zenoh: Arc<ZenohTransport>,
 }
 
 impl Shared {
@@ -709,7 +720,12 @@ impl NodeRun {
             .clone();
         let (listen, dial) = self.plan.nodes.get(&self.name).cloned().unwrap_or_default();
         let kernel = Kernel::new();
-        let node = Node::with_config(kernel.clone(), transports(&self.mem), def.config.clone());
+        let zenoh = Arc::new(ZenohTransport::new());
+        let node = Node::with_config(
+            kernel.clone(),
+            transports_with(&self.mem, zenoh.clone()),
+            def.config.clone(),
+        );
         if let Some(id) = self.console_read_only {
             node.access_policy().set_text(&format!("readonly {id}\n"))?;
             info!(node = %self.name, "the console ({}) is read-only here", id.short());
@@ -769,6 +785,7 @@ impl NodeRun {
             plan_nodes,
             wired: Mutex::new(Vec::new()),
             exits: Arc::default(),
+            zenoh,
         });
         // Remember how this node's servers leave, for the nodes that wire
         // their pipes (see `Rewire::restarted`).
@@ -1145,6 +1162,24 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
     let (tap_w, mut tap_r) = kernel.pipe();
     let tap_index = branches.len();
     branches.push(Branch::drop_oldest(tap_w, TAP_QUEUE));
+    // Published on zenoh when the topology asks; never holds the pipe up
+    // (a drop-oldest branch), and a tap that cannot start is only logged.
+    let zenoh_tap = p.zenoh_tap.clone().map(|at| {
+        let (w, r) = kernel.pipe();
+        branches.push(Branch::drop_oldest(w, TAP_QUEUE));
+        let (zenoh, name) = (shared.zenoh.clone(), p.name.clone());
+        tokio::spawn(async move {
+            match zenoh.tap(&at, &name, r).await {
+                Ok(tap) => {
+                    info!(pipe = %name, key = %tap.key(), "pipe tapped on zenoh");
+                    if let Err(e) = tap.finished().await {
+                        warn!(pipe = %name, "the zenoh tap stopped: {e}");
+                    }
+                }
+                Err(e) => warn!(pipe = %name, "no zenoh tap: {e}"),
+            }
+        })
+    });
     let hub = Arc::new(TapHub::default());
     let wired = Arc::new(WiredPipe {
         def: p.clone(),
@@ -1195,6 +1230,17 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
             return Err(e);
+        }
+    }
+    if let Some(mut tap) = zenoh_tap {
+        // It has every frame once the split ended: let it publish them
+        // (not waiting forever for a router that is not there).
+        if tokio::time::timeout(ZENOH_TAP_LINGER, &mut tap)
+            .await
+            .is_err()
+        {
+            warn!(pipe = %p.name, "the zenoh tap did not finish within {ZENOH_TAP_LINGER:?}");
+            tap.abort();
         }
     }
     info!(pipe = %p.name, frames = hub.frames.load(Ordering::Relaxed), "pipe ended");
