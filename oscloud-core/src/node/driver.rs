@@ -295,7 +295,7 @@ impl Driver {
                 }
                 Dispatch::Detached(reason) => {
                     link = None;
-                    self.w().out = None;
+                    self.wire.take_out();
                     self.resume.detached = true;
                     self.shared.lost();
                     info!(
@@ -555,7 +555,7 @@ impl Driver {
         // Send what is left (the Close packet, if any) and end the stream.
         // Taken out of the lock for the last writes: senders no longer
         // write directly.
-        let out = self.w().out.take();
+        let out = self.wire.take_out();
         if let Some(mut out) = out {
             out.finish(&self.wire).await;
         }
@@ -603,8 +603,8 @@ impl Driver {
                 Some(incoming) => incoming.poll_next(cx).map(Woke::Input),
                 None => Poll::Pending,
             },
-            wakeups::WRITE => match self.w().out.as_mut() {
-                Some(out) => out.poll_write(cx).map(Woke::Written),
+            wakeups::WRITE => match self.wire.write_once(self.w(), cx).1 {
+                Some(written) => written.map(Woke::Written),
                 None => Poll::Pending,
             },
             wakeups::RESUME => match self.resume.rx.poll_recv(cx) {
@@ -655,7 +655,7 @@ impl Driver {
         let resumable = self.w().session.link_lost(Instant::now(), reason);
         if resumable {
             *link = None;
-            self.w().out = None;
+            self.wire.take_out();
             return None;
         }
         Some(Ended {
@@ -675,7 +675,7 @@ impl Driver {
         if let Err(err) = moved {
             debug!(link = %self.link, "a new link came, but the session cannot move to it: {err}");
             *link = None;
-            self.w().out = None;
+            self.wire.take_out();
             return;
         }
         let resumed = self.w().session.resume(Instant::now(), handover.hello);
@@ -688,7 +688,7 @@ impl Driver {
             Err(err) => {
                 debug!(link = %self.link, "a new link came, but the session cannot resume: {err}");
                 *link = None;
-                self.w().out = None;
+                self.wire.take_out();
             }
         }
     }
@@ -701,13 +701,13 @@ impl Driver {
     /// Take a link: its writer goes where senders write it, its reader
     /// stays with the driver.
     fn attach(&self, io: LinkPorts) -> Incoming {
-        self.w().out = Some(io.outgoing);
+        self.wire.put_out(io.outgoing);
         io.incoming
     }
 
     /// Give the link up (to a session it resumes): its two halves.
     fn detach(&self, incoming: Incoming) -> Option<LinkPorts> {
-        let outgoing = self.w().out.take()?;
+        let outgoing = self.wire.take_out()?;
         Some(LinkPorts { incoming, outgoing })
     }
 

@@ -2,14 +2,17 @@
 //! writer and our calls waiting for their replies, under one short lock.
 //!
 //! A cast or call to the peer is encoded into the session by the caller
-//! itself, and the caller writes the link if it has room: whoever finds
-//! output waiting writes all of it (what other callers and the driver
-//! queued too) in one vectored write. No task stands between a caller and
-//! the link. The driver still reads the link, runs the session's timers and
-//! writes when the link had no room for a caller: a caller that leaves
-//! output waiting registers the driver's write waker, and wakes the driver
-//! ("kicks" it) when its turn has work a caller does not do (output the
-//! write could not take, a timer to arm earlier).
+//! itself, under the lock, with no channel or command in between. A call
+//! is written at once by its caller, if the link has room: the write takes
+//! everything waiting (what other senders and the driver queued too) in
+//! one vectored write, and no task stands between the caller and the
+//! link. A cast wakes the driver ("kicks" it) once for a burst: its turn
+//! writes every cast put in meanwhile in one write, where a write per cast
+//! would cost a system call each. The driver also reads the link, runs the
+//! session's timers and writes when the link had no room for a caller: a
+//! caller that leaves output waiting registers the driver's write waker,
+//! and kicks the driver when its turn has work a caller does not do
+//! (output the write could not take, a timer to arm earlier).
 //!
 //! Casts and calls go through the driver instead (as [`Command`]s) while
 //! the link is not a connected stream link, while output waits for the
@@ -33,7 +36,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::link_io::Outgoing;
+use super::link_io::{Outgoing, WriteFailed};
 use super::stats::{LinkShared, Publisher};
 use crate::Error;
 use crate::id_hash::IdMap;
@@ -58,8 +61,15 @@ pub(crate) struct LinkWire {
 /// What [`LinkWire`]'s lock guards.
 pub(crate) struct Wire {
     pub(crate) session: Session,
-    /// The link's writer, while the driver has a link.
+    /// The link's writer, while the driver has a link and no one is
+    /// writing it (see `writing`).
     pub(crate) out: Option<Outgoing>,
+    /// Someone (a sender or the driver) took `out` to write it with the
+    /// lock released; they put it back after the write.
+    writing: bool,
+    /// The link is a stream link the driver has (whether or not `out` is
+    /// out being written).
+    stream: bool,
     pub(crate) calls: Calls,
     /// Casts and calls handed to the driver and not yet taken into the
     /// session (in its command channel, or refused by a full session and
@@ -89,6 +99,8 @@ impl LinkWire {
             state: Mutex::new(Wire {
                 session,
                 out: None,
+                writing: false,
+                stream: false,
                 calls: IdMap::default(),
                 backlog: 0,
                 published: Publisher::default(),
@@ -106,10 +118,12 @@ impl LinkWire {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Ask the driver for a turn: its kick source becomes ready.
+    /// Ask the driver for a turn: its kick source becomes ready. Once per
+    /// turn: senders that kick before the driver looked wake nothing more.
     fn kick(&self, w: &Wire) {
-        self.kicked.store(true, Ordering::Release);
-        if let Some((_, kick)) = &w.wakers {
+        if !self.kicked.swap(true, Ordering::AcqRel)
+            && let Some((_, kick)) = &w.wakers
+        {
             kick.wake_by_ref();
         }
     }
@@ -128,7 +142,10 @@ impl LinkWire {
         published.publish(&self.shared, session.bytes_moved(), || session.stats());
     }
 
-    /// Send a cast directly, if nothing stands in the way.
+    /// Put a cast into the session directly, if nothing stands in the
+    /// way. The driver writes it, with every cast put in before its turn
+    /// (one wake-up and one write for a burst of casts): a cast has no
+    /// caller waiting for it, a call does (see [`LinkWire::call`]).
     pub(crate) fn cast(&self, w: &mut Wire, to: &str, msg: &Bytes) -> Direct<()> {
         if !w.direct() {
             return Direct::Queue;
@@ -138,12 +155,13 @@ impl LinkWire {
             Err(Error::WireWouldBlock { .. }) => return Direct::Queue,
             Err(err) => return Direct::Failed(err),
         }
-        self.flush(w);
+        self.kick(w);
         Direct::Sent(())
     }
 
-    /// Send a call directly, if nothing stands in the way; its reply goes
-    /// to `reply`, which is given back if the call goes through the driver.
+    /// Put a call into the session directly, if nothing stands in the way
+    /// (the caller then writes it: [`LinkWire::flush`]); its reply goes to
+    /// `reply`, which is given back if the call goes through the driver.
     pub(crate) fn call(
         &self,
         w: &mut Wire,
@@ -162,37 +180,99 @@ impl LinkWire {
             Err(Error::WireWouldBlock { .. }) => return Err(reply),
             Err(err) => return Ok(Direct::Failed(err)),
         }
-        self.flush(w);
         Ok(Direct::Sent(()))
     }
 
-    /// Take the session's output and write what the link takes now; kick
-    /// the driver for what is left to it.
-    fn flush(&self, w: &mut Wire) {
-        let drained = match w.out.as_mut() {
-            Some(out) => out.fill(&mut w.session),
-            None => return,
+    /// Give the driver's link writer to senders.
+    pub(crate) fn put_out(&self, out: Outgoing) {
+        let mut w = self.lock();
+        w.stream = matches!(out, Outgoing::Stream { .. });
+        w.out = Some(out);
+    }
+
+    /// Take the link's writer back (the link is lost, handed over or
+    /// closing), once no one is writing it: a write takes one system call,
+    /// without waiting.
+    pub(crate) fn take_out(&self) -> Option<Outgoing> {
+        loop {
+            let mut w = self.lock();
+            if !w.writing {
+                w.stream = false;
+                return w.out.take();
+            }
+            drop(w);
+            std::thread::yield_now();
+        }
+    }
+
+    /// One write of what waits for the link, with the lock released
+    /// meanwhile (senders go on putting messages in). `None` if someone
+    /// else is writing (they take what waits after their write) or there
+    /// is no link.
+    pub(crate) fn write_once<'a>(
+        &'a self,
+        mut w: MutexGuard<'a, Wire>,
+        cx: &mut Context<'_>,
+    ) -> (MutexGuard<'a, Wire>, Option<Poll<Result<(), WriteFailed>>>) {
+        if w.writing {
+            return (w, None);
+        }
+        let Some(mut out) = w.out.take() else {
+            return (w, None);
         };
-        // Counted before it is written (as the driver does).
-        self.publish(w);
-        let mut kick = !drained;
-        if let (Some(out), Some((write, _))) = (w.out.as_mut(), w.wakers.as_ref()) {
-            let mut cx = Context::from_waker(write);
-            while out.has_pending() {
-                match out.poll_write(&mut cx) {
-                    Poll::Ready(Ok(())) => {}
-                    // The driver finds the failure when it writes.
-                    Poll::Ready(Err(_)) => {
-                        write.wake_by_ref();
-                        break;
-                    }
-                    // The driver is woken when the link takes more; its
-                    // turn notes that output waits.
-                    Poll::Pending => {
-                        kick = true;
-                        break;
-                    }
+        w.writing = true;
+        drop(w);
+        let written = out.poll_write(cx);
+        let mut w = self.lock();
+        w.out = Some(out);
+        w.writing = false;
+        (w, Some(written))
+    }
+
+    /// Take the session's output and write it while the link takes it,
+    /// the lock released during each write: what other senders put in
+    /// meanwhile goes in the next write. Kick the driver for what is left
+    /// to it. Nothing is written if someone else is writing: they take
+    /// this output after their write.
+    pub(crate) fn flush<'a>(&'a self, mut w: MutexGuard<'a, Wire>) {
+        let mut kick = false;
+        let Some(write) = w.wakers.as_ref().map(|(write, _)| write.clone()) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&write);
+        loop {
+            if w.writing {
+                break;
+            }
+            let wire = &mut *w;
+            let Some(out) = wire.out.as_mut() else {
+                break;
+            };
+            if !out.fill(&mut wire.session) {
+                kick = true;
+            }
+            let pending = out.has_pending();
+            // Counted before it is written (as the driver does).
+            self.publish(wire);
+            if !pending {
+                break;
+            }
+            let (again, written) = self.write_once(w, &mut cx);
+            w = again;
+            match written {
+                Some(Poll::Ready(Ok(()))) => {}
+                // The driver finds the failure when it writes.
+                Some(Poll::Ready(Err(_))) => {
+                    write.wake_by_ref();
+                    break;
                 }
+                // The driver is woken when the link takes more; its turn
+                // notes that output waits.
+                Some(Poll::Pending) => {
+                    kick = true;
+                    break;
+                }
+                None => break,
             }
         }
         if w.session
@@ -202,22 +282,18 @@ impl LinkWire {
             kick = true;
         }
         if kick {
-            self.kick(w);
+            self.kick(&w);
         }
     }
 }
 
 impl Wire {
     /// Whether a sender may send directly: the session is connected on a
-    /// stream link the driver runs, the link took everything written to it
-    /// so far, and no cast or call waits in the driver. A link that has no
-    /// room makes senders queue in front of it (bounded by the link's
-    /// `SendQueue`), as they did before the link was idle.
+    /// stream link the driver runs, and no cast or call waits in the
+    /// driver. The session's send queue bounds what senders put in (then
+    /// they queue in front of it, bounded by the link's `SendQueue`).
     fn direct(&self) -> bool {
-        self.backlog == 0
-            && self.wakers.is_some()
-            && matches!(&self.out, Some(out @ Outgoing::Stream { .. }) if !out.has_pending())
-            && self.session.is_connected()
+        self.backlog == 0 && self.stream && self.wakers.is_some() && self.session.is_connected()
     }
 
     /// Forget calls whose caller gave up (timed out or was cancelled), so

@@ -251,7 +251,8 @@ impl RemoteEndpoint {
             Err(reply) => Some(reply),
         };
         let Some(reply) = reply else {
-            drop(w);
+            // Written now if the link has room.
+            self.wire.flush(w);
             if admitted {
                 self.queue.release(self.queue.taken(len));
             }

@@ -206,15 +206,15 @@ async fn queued_pair(max_queued: usize) -> (Node, Node, Arc<Echo>, Registration,
 
 #[tokio::test]
 async fn try_casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
-    // The test's single thread does not let either driver run while it
-    // casts: casts go straight onto the link while it takes them (the
-    // mem link buffers 256 KiB), then pile up in front of it until the
-    // budget is spent.
+    // The test's single thread does not let the driver run while it
+    // casts: casts go straight into the idle link's session until its send
+    // queue is full, then pile up in front of it until the budget is
+    // spent.
     let (_a, _b, echo, _r, e) = queued_pair(64 * 1024).await;
     let msg = Bytes::from(vec![1u8; 1024]);
-    // At most: what the link buffers, a packet it took in part, and the
-    // budget.
-    let bound = 256 + 1 + 64 + 8;
+    let bound = crate::wire::Config::new(crate::wire::FramingKind::ReliableStream).max_send_queue
+        as u64
+        + 64;
     let mut sent = 0u64;
     let busy = loop {
         match e.endpoint().try_cast(msg.clone()) {
@@ -263,7 +263,7 @@ async fn a_cast_waiting_for_room_fails_when_the_link_closes() {
     let mut sent = 0u64;
     while e.endpoint().try_cast(msg.clone()).is_ok() {
         sent += 1;
-        assert!(sent < 1024, "the link never filled");
+        assert!(sent < 4096, "the link never filled");
     }
     let waiting = e.endpoint().cast(msg);
     let link = b.links()[0].id;
