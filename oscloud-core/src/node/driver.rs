@@ -1,10 +1,14 @@
 //! The driver of one link: joins a wire [`Session`] to the link's bytes and
 //! to the local kernel.
 //!
-//! The session is sans-IO; this is the thin async part. One task owns the
-//! session and reacts to what happens: bytes from the link, room to write
-//! on the link, commands from endpoints, frames from local pipe readers,
-//! changes in the local registry, and the session's timer. Output waiting
+//! The session is sans-IO; this is the thin async part. One task drives
+//! the session and reacts to what happens: bytes from the link, room to
+//! write on the link, commands from endpoints, frames from local pipe
+//! readers, changes in the local registry, the session's timer, and kicks
+//! from senders. The session and the link's writer sit under a lock the
+//! driver shares with the link's senders, which put casts and calls into
+//! the session and write calls to the link themselves (see `link_wire`);
+//! the driver holds it only for steps on the session. Output waiting
 //! for the link is bounded (see `link_io`), so a slow link pushes back on
 //! the session instead of growing memory, and reading never waits for
 //! writing.
