@@ -759,3 +759,59 @@ async fn a_read_only_peer_looks_up_and_reads_but_may_not_call_or_write() {
         "x"
     );
 }
+
+/// `n` numbered casts (and a call every 700) from `b` to a hoard on `a`,
+/// with `max_queued` bytes of queue on `b`'s link: they arrive in order,
+/// whichever way each went (straight into the session, or queued in the
+/// driver while the session's queue was full or others waited there).
+async fn casts_arrive_in_order(max_queued: usize, n: u64) {
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let mut t = Transports::new();
+    t.add(Arc::new(mem.clone()));
+    let b = Node::with_config(
+        Kernel::new(),
+        t,
+        NodeConfig {
+            max_queued,
+            ..config()
+        },
+    );
+    let hoard = Arc::new(Hoard::default());
+    let _reg = a
+        .kernel()
+        .registry()
+        .register("hoard", Capabilities::new(), hoard.clone())
+        .unwrap();
+    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
+    b.connect(&at).await.unwrap();
+    until(&b, added("hoard")).await;
+    let e = b.kernel().registry().lookup("hoard").unwrap();
+    for i in 0..n {
+        let msg = Bytes::copy_from_slice(&i.to_be_bytes());
+        if i % 700 == 699 {
+            assert_eq!(e.endpoint().call(msg.clone()).await.unwrap(), msg);
+        }
+        e.endpoint().cast(msg).await.unwrap();
+    }
+    // The call is ordered behind every cast.
+    e.endpoint().call(Bytes::from_static(b"end")).await.unwrap();
+    let got = hoard.0.lock().unwrap_or_else(|e| e.into_inner());
+    let numbers: Vec<u64> = got
+        .iter()
+        .map(|m| u64::from_be_bytes(m[..8].try_into().unwrap()))
+        .collect();
+    assert_eq!(numbers, (0..n).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn casts_keep_their_order_across_the_direct_and_queued_paths() {
+    // One thread: casts go straight into the session until its queue is
+    // full, then queue in the driver, then go straight in again.
+    casts_arrive_in_order(4 * 1024, 5000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn casts_keep_their_order_while_the_driver_writes_beside_the_sender() {
+    casts_arrive_in_order(4 * 1024, 20_000).await;
+}
