@@ -62,6 +62,7 @@ mod link_io;
 mod link_limits;
 #[cfg(test)]
 mod link_status_tests;
+mod link_wire;
 mod remote;
 mod resume;
 mod router;

@@ -1,10 +1,14 @@
 //! The driver of one link: joins a wire [`Session`] to the link's bytes and
 //! to the local kernel.
 //!
-//! The session is sans-IO; this is the thin async part. One task owns the
-//! session and reacts to what happens: bytes from the link, room to write
-//! on the link, commands from endpoints, frames from local pipe readers,
-//! changes in the local registry, and the session's timer. Output waiting
+//! The session is sans-IO; this is the thin async part. One task drives
+//! the session and reacts to what happens: bytes from the link, room to
+//! write on the link, commands from endpoints, frames from local pipe
+//! readers, changes in the local registry, the session's timer, and kicks
+//! from senders. The session and the link's writer sit under a lock the
+//! driver shares with the link's senders, which put casts and calls into
+//! the session and write calls to the link themselves (see `link_wire`);
+//! the driver holds it only for steps on the session. Output waiting
 //! for the link is bounded (see `link_io`), so a slow link pushes back on
 //! the session instead of growing memory, and reading never waits for
 //! writing.
@@ -23,7 +27,8 @@ use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
 use super::held_casts::HeldCasts;
-use super::link_io::{Input, LinkPorts, WriteFailed};
+use super::link_io::{Incoming, Input, LinkPorts, WriteFailed};
+use super::link_wire::{LinkWire, Wire};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::Router;
@@ -31,7 +36,7 @@ use super::routes::{Hop, LinkId};
 use super::rtt_probe::{PROBE_NAME, PROBE_PAYLOAD, RttProbe};
 use super::serving::Serving;
 use super::signals::{self, Doorbell, Sources};
-use super::stats::{LinkShared, Publisher};
+use super::stats::LinkShared;
 use super::wakeups::{self, Wakeups};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::id_hash::IdMap;
@@ -48,7 +53,9 @@ const COMMAND_BATCH: usize = 64;
 /// The state of one link's driver.
 pub(crate) struct Driver {
     kernel: Kernel,
-    session: Session,
+    /// The session, the link's writer and our calls, shared with the
+    /// link's senders.
+    wire: Arc<LinkWire>,
     link: String,
     commands_tx: mpsc::UnboundedSender<Command>,
     /// The budget of casts and calls queued for this link.
@@ -64,8 +71,6 @@ pub(crate) struct Driver {
     /// `watch` was set since the run loop last looked: it has not been
     /// polled, so nothing wakes the driver for it yet.
     watch_added: bool,
-    /// Our calls waiting for the peer's reply.
-    calls: IdMap<CallId, (Arc<str>, ReplyTo)>,
     /// The peer's calls to local servers, waiting for their replies, with
     /// the length of each request. They are polled here rather than in
     /// tasks of their own: a reply then wakes this task once, instead of a
@@ -95,8 +100,6 @@ pub(crate) struct Driver {
     /// What `Node::links` shows of this link: written here, in the same
     /// step as what it describes.
     shared: Arc<LinkShared>,
-    /// The counters last published to `shared`.
-    published: Publisher,
     connected: Option<oneshot::Sender<NodeId>>,
     /// What the peer may do with local servers.
     policy: AccessPolicy,
@@ -116,9 +119,6 @@ pub(crate) struct Driver {
     /// writes on one closes it.
     read_pipes: IdMap<PipeId, String>,
 }
-
-/// Where the reply to one of our calls goes.
-type ReplyTo = oneshot::Sender<Result<Bytes, Error>>;
 
 /// What one link's peer may make this node hold (from [`NodeConfig`]).
 ///
@@ -173,6 +173,8 @@ enum Woke {
     Registry(RegistryEvent),
     Rung(u8),
     Timer,
+    /// A sender asked for a turn.
+    Kick,
 }
 
 /// How a link ended.
@@ -223,7 +225,7 @@ impl Driver {
             policy,
             announced: HashSet::new(),
             kernel,
-            session,
+            wire: Arc::new(LinkWire::new(session, shared.clone())),
             link,
             commands_tx,
             queue,
@@ -233,7 +235,6 @@ impl Driver {
             exported: HashMap::new(),
             watch: None,
             watch_added: false,
-            calls: IdMap::default(),
             serving: Serving::new(),
             limits,
             serving_bytes: 0,
@@ -246,7 +247,6 @@ impl Driver {
             blocked: VecDeque::new(),
             rr: 0,
             shared,
-            published: Publisher::default(),
             connected,
             resume,
             probe: RttProbe::default(),
@@ -257,7 +257,7 @@ impl Driver {
     /// Run until the session closes (a resumable session outlives its
     /// links: it waits for a new one while detached).
     pub(crate) async fn run(mut self, io: LinkPorts) -> Ended {
-        let mut link = Some(io);
+        let mut link = Some(self.attach(io));
         // One timer for the whole link, armed no later than the session's
         // next deadline. Deadlines mostly move later (every packet pushes
         // the keepalive and idle timeouts back), so the timer is only reset
@@ -268,6 +268,10 @@ impl Driver {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         let mut wake = Wakeups::new();
+        self.w().wakers = Some((
+            wake.waker(wakeups::WRITE).clone(),
+            wake.waker(wakeups::KICK).clone(),
+        ));
         let mut first = 0;
         let ended = loop {
             match self.dispatch_events() {
@@ -298,6 +302,7 @@ impl Driver {
                 }
                 Dispatch::Detached(reason) => {
                     link = None;
+                    self.wire.take_out();
                     self.resume.detached = true;
                     self.shared.lost();
                     info!(
@@ -317,14 +322,20 @@ impl Driver {
                     session,
                     hello,
                 } => {
-                    let Some(io) = link.take() else { continue };
+                    let Some(incoming) = link.take() else {
+                        continue;
+                    };
+                    let Some(io) = self.detach(incoming) else {
+                        continue;
+                    };
                     let state = self.shared.state();
+                    let config = self.w().session.config().clone();
                     let handover = Handover {
                         io,
                         hello: Some(hello),
                         local: state.local,
                         remote: state.remote,
-                        config: self.session.config().clone(),
+                        config,
                     };
                     match self.resume.find(session, node, peer_session) {
                         Some(tx) => match tx.send(handover) {
@@ -335,13 +346,13 @@ impl Driver {
                                     was_connected: false,
                                 };
                             }
-                            Err(back) => link = Some(back.0.io),
+                            Err(back) => link = Some(self.attach(back.0.io)),
                         },
-                        None => link = Some(handover.io),
+                        None => link = Some(self.attach(handover.io)),
                     }
                     wake.mark(wakeups::INPUT | wakeups::WRITE);
                     info!(link = %self.link, peer = %node.short(), "refusing to resume an unknown session");
-                    self.session.refuse_resume(&format!(
+                    self.w().session.refuse_resume(&format!(
                         "no session {session:#x} to resume here (the node restarted, or the grace period passed)"
                     ));
                     continue;
@@ -352,11 +363,14 @@ impl Driver {
             // events just produced) while the link has room for it.
             let mut drained = true;
             let mut pending = false;
-            if let Some(l) = link.as_mut() {
-                drained = l.outgoing.fill(&mut self.session);
-                pending = l.outgoing.has_pending();
-                if pending {
-                    wake.mark(wakeups::WRITE);
+            {
+                let w = &mut *self.w();
+                if let Some(out) = w.out.as_mut() {
+                    drained = out.fill(&mut w.session);
+                    pending = out.has_pending();
+                    if pending {
+                        wake.mark(wakeups::WRITE);
+                    }
                 }
             }
             if pending {
@@ -370,23 +384,23 @@ impl Driver {
                 if self.paused_since.is_none() {
                     let now = Instant::now();
                     self.paused_since = Some(now);
-                    self.session.set_input_paused(now, true);
+                    self.w().session.set_input_paused(now, true);
                 }
             } else if self.paused_since.take().is_some() {
-                self.session.set_input_paused(Instant::now(), false);
+                self.w().session.set_input_paused(Instant::now(), false);
             }
             // Count what was just taken before it is written, so that the
             // peer cannot act on bytes this side does not show yet.
             self.publish_stats();
             // The session's next deadline, or the moment a peer that reads
             // nothing, or a pause of input, has lasted long enough.
-            let idle = self.session.config().idle_timeout;
+            let (idle, timeout) = {
+                let w = self.w();
+                (w.session.config().idle_timeout, w.session.poll_timeout())
+            };
             let stall = self.stalled_since.map(|since| since + idle);
             let paused = self.paused_since.map(|since| since + idle);
-            let next = [self.session.poll_timeout(), stall, paused]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = [timeout, stall, paused].into_iter().flatten().min();
             match next {
                 Some(deadline) if armed.is_none_or(|at| deadline < at) => {
                     timer
@@ -398,6 +412,7 @@ impl Driver {
                 Some(_) => {}
                 None => armed = None,
             }
+            self.w().armed = armed;
             // What this turn changed that only this driver knows of: a
             // call to serve, a pipe to read, the registry to watch.
             if self.serving.has_due() {
@@ -426,7 +441,7 @@ impl Driver {
                         // the loop to do: go on waiting.
                         if matches!(woke, Woke::Written(Ok(())))
                             && drained
-                            && !link.as_ref().is_some_and(|l| l.outgoing.has_pending())
+                            && !self.w().out.as_ref().is_some_and(|o| o.has_pending())
                         {
                             // Everything was written: nothing is stalled.
                             self.stalled_since = None;
@@ -453,10 +468,10 @@ impl Driver {
                     // Read again: a pause, if the budget is spent again,
                     // starts anew at the top of the loop.
                     if self.paused_since.take().is_some() {
-                        self.session.set_input_paused(Instant::now(), false);
+                        self.w().session.set_input_paused(Instant::now(), false);
                     }
-                    if let Some(l) = link.as_mut() {
-                        l.incoming.feed(&mut self.session, input);
+                    if let Some(incoming) = link.as_mut() {
+                        incoming.feed(&mut self.w().session, input);
                     }
                 }
                 Woke::Written(written) => {
@@ -524,26 +539,32 @@ impl Driver {
                         self.check_admission();
                     }
                 }
+                Woke::Kick => {}
                 Woke::Timer => {
                     armed = None;
                     let now = Instant::now();
-                    let idle = self.session.config().idle_timeout;
-                    match (self.stalled_since, self.paused_since) {
+                    let budget = self.limits.budget;
+                    let (stalled, paused) = (self.stalled_since, self.paused_since);
+                    let w = &mut *self.w();
+                    let idle = w.session.config().idle_timeout;
+                    match (stalled, paused) {
                         (Some(since), _) if now >= since + idle => {
-                            self.session.close_unread(now - since);
+                            w.session.close_unread(now - since);
                         }
                         (_, Some(since)) if now >= since + idle => {
-                            self.session
-                                .close_over_budget(now - since, self.limits.budget);
+                            w.session.close_over_budget(now - since, budget);
                         }
-                        _ => self.session.handle_timeout(now),
+                        _ => w.session.handle_timeout(now),
                     }
                 }
             }
         };
         // Send what is left (the Close packet, if any) and end the stream.
-        if let Some(l) = link.as_mut() {
-            l.outgoing.finish(&mut self.session).await;
+        // Taken out of the lock for the last writes: senders no longer
+        // write directly.
+        let out = self.wire.take_out();
+        if let Some(mut out) = out {
+            out.finish(&self.wire).await;
         }
         self.shut_down(&ended.reason);
         ended
@@ -556,7 +577,7 @@ impl Driver {
         &mut self,
         source: wakeups::Sources,
         wake: &mut Wakeups,
-        link: Option<&mut LinkPorts>,
+        link: Option<&mut Incoming>,
         timer: Pin<&mut tokio::time::Sleep>,
         armed: bool,
     ) -> Poll<Woke> {
@@ -564,13 +585,14 @@ impl Driver {
             // Not read while the peer holds too much of this node: the
             // peer's writes stop when the socket's buffers are full.
             wakeups::INPUT => link.is_some() && !self.over_budget(wake),
-            wakeups::WRITE => link.as_ref().is_some_and(|l| l.outgoing.has_pending()),
+            wakeups::WRITE => self.w().out.as_ref().is_some_and(|o| o.has_pending()),
             wakeups::COMMANDS => self.blocked.is_empty(),
             wakeups::SERVING => !self.serving.is_empty(),
             // Local pipe writers wait while the peer's windows, which it
             // chooses, let more pipe data queue for it than the budget.
             wakeups::OUTBOUND => {
-                !self.outbound.is_empty() && self.session.queued_pipe_bytes() <= self.limits.budget
+                !self.outbound.is_empty()
+                    && self.w().session.queued_pipe_bytes() <= self.limits.budget
             }
             wakeups::WATCH => self.watch.is_some(),
             wakeups::TIMER => armed,
@@ -585,11 +607,11 @@ impl Driver {
         let cx = &mut cx;
         match source {
             wakeups::INPUT => match link {
-                Some(l) => l.incoming.poll_next(cx).map(Woke::Input),
+                Some(incoming) => incoming.poll_next(cx).map(Woke::Input),
                 None => Poll::Pending,
             },
-            wakeups::WRITE => match link {
-                Some(l) => l.outgoing.poll_write(cx).map(Woke::Written),
+            wakeups::WRITE => match self.wire.write_once(self.w(), cx).1 {
+                Some(written) => written.map(Woke::Written),
                 None => Poll::Pending,
             },
             wakeups::RESUME => match self.resume.rx.poll_recv(cx) {
@@ -614,6 +636,13 @@ impl Driver {
             },
             wakeups::SIGNALS => self.signals.poll_rung(cx).map(Woke::Rung),
             wakeups::TIMER => timer.poll(cx).map(|()| Woke::Timer),
+            wakeups::KICK => {
+                if self.wire.take_kick() {
+                    Poll::Ready(Woke::Kick)
+                } else {
+                    Poll::Pending
+                }
+            }
             _ => Poll::Pending,
         }
     }
@@ -623,15 +652,17 @@ impl Driver {
     /// casts not yet handled by local servers. If it is the casts, the
     /// input source is woken once they are handled.
     fn over_budget(&self, wake: &Wakeups) -> bool {
-        self.session.queued_reply_bytes() + self.blocked_reply_bytes > self.limits.budget
+        self.w().session.queued_reply_bytes() + self.blocked_reply_bytes > self.limits.budget
             || self.casts.over(wake.waker(wakeups::INPUT))
     }
 
     /// The link is gone: a resumable session waits for another (its
     /// `Detached` event follows), any other ends here.
-    fn lost(&mut self, link: &mut Option<LinkPorts>, reason: &str) -> Option<Ended> {
-        if self.session.link_lost(Instant::now(), reason) {
+    fn lost(&mut self, link: &mut Option<Incoming>, reason: &str) -> Option<Ended> {
+        let resumable = self.w().session.link_lost(Instant::now(), reason);
+        if resumable {
             *link = None;
+            self.wire.take_out();
             return None;
         }
         Some(Ended {
@@ -641,15 +672,21 @@ impl Driver {
     }
 
     /// A new link for this session: resume on it.
-    fn take_link(&mut self, handover: Handover, link: &mut Option<LinkPorts>) {
+    fn take_link(&mut self, handover: Handover, link: &mut Option<Incoming>) {
         let name = handover.name();
-        *link = Some(handover.io);
-        if let Err(err) = self.session.set_link_kind(Instant::now(), &handover.config) {
+        *link = Some(self.attach(handover.io));
+        let moved = self
+            .w()
+            .session
+            .set_link_kind(Instant::now(), &handover.config);
+        if let Err(err) = moved {
             debug!(link = %self.link, "a new link came, but the session cannot move to it: {err}");
             *link = None;
+            self.wire.take_out();
             return;
         }
-        match self.session.resume(Instant::now(), handover.hello) {
+        let resumed = self.w().session.resume(Instant::now(), handover.hello);
+        match resumed {
             Ok(()) => {
                 debug!(link = %self.link, new = %name, "resuming on a new link");
                 self.link = name;
@@ -658,8 +695,27 @@ impl Driver {
             Err(err) => {
                 debug!(link = %self.link, "a new link came, but the session cannot resume: {err}");
                 *link = None;
+                self.wire.take_out();
             }
         }
+    }
+
+    /// The lock on what senders share with this driver.
+    fn w(&self) -> std::sync::MutexGuard<'_, Wire> {
+        self.wire.lock()
+    }
+
+    /// Take a link: its writer goes where senders write it, its reader
+    /// stays with the driver.
+    fn attach(&self, io: LinkPorts) -> Incoming {
+        self.wire.put_out(io.outgoing);
+        io.incoming
+    }
+
+    /// Give the link up (to a session it resumes): its two halves.
+    fn detach(&self, incoming: Incoming) -> Option<LinkPorts> {
+        let outgoing = self.wire.take_out()?;
+        Some(LinkPorts { incoming, outgoing })
     }
 
     /// Act on every event the session has; returns the close reason once
@@ -668,14 +724,19 @@ impl Driver {
         // Count what came in before acting on it: a reply reaches its
         // caller after the bytes that carried it show in the counters.
         self.publish_stats();
-        while let Some(ev) = self.session.poll_event() {
+        loop {
+            // Not held while the event is handled: handling it may send
+            // to another link, or to this one.
+            let ev = self.w().session.poll_event();
+            let Some(ev) = ev else { break };
             match ev {
                 Event::Closed { reason } => return Dispatch::Closed(reason),
                 Event::Detached { reason } => {
                     // A stale one when the session already resumes on a
                     // newer link.
-                    if self.session.awaiting_link() {
-                        self.published.force(&self.shared, &self.session);
+                    let w = &mut *self.w();
+                    if w.session.awaiting_link() {
+                        w.published.force(&self.shared, &w.session);
                         return Dispatch::Detached(reason);
                     }
                 }
@@ -708,26 +769,28 @@ impl Driver {
 
     /// Send a round-trip probe if one is due (see `rtt_probe`).
     fn probe_rtt(&mut self) {
-        if !self.session.is_connected() {
+        if !self.w().session.is_connected() {
             return;
         }
         let now = Instant::now();
         let (due, give_up) = self.probe.due(now);
         if let Some(id) = give_up {
-            self.session.cancel_call(id);
+            self.w().session.cancel_call(id);
         }
-        if due
-            && let Ok(id) = self
+        if due {
+            let sent = self
+                .w()
                 .session
-                .call(PROBE_NAME, Bytes::from_static(PROBE_PAYLOAD))
-        {
-            self.probe.sent(id, now);
+                .call(PROBE_NAME, Bytes::from_static(PROBE_PAYLOAD));
+            if let Ok(id) = sent {
+                self.probe.sent(id, now);
+            }
         }
     }
 
     /// Publish the session's counters, if bytes moved.
     fn publish_stats(&mut self) {
-        self.published.publish(&self.shared, &self.session);
+        self.wire.publish(&mut self.w());
     }
 
     /// The allow-list changed: drop the link if the peer's key is no
@@ -737,7 +800,7 @@ impl Driver {
             return;
         };
         if !list.allows(&key) {
-            self.session.revoke(&format!(
+            self.w().session.revoke(&format!(
                 "key {}… (node {}) was removed from the allow-list",
                 key.short(),
                 key.node_id().short()
@@ -823,8 +886,8 @@ impl Driver {
                 if let Some(tx) = self.connected.take() {
                     let _ = tx.send(peer.node);
                 }
-                if self.session.is_resumable() {
-                    let ours = self.session.local().session_id;
+                if self.w().session.is_resumable() {
+                    let ours = self.w().session.local().session_id;
                     self.resume.register(ours, peer.node, peer.session_id);
                 }
                 self.peer = Some(*peer);
@@ -898,7 +961,8 @@ impl Driver {
             },
             Event::Reply { id, .. } if self.probe_answered(id) => {}
             Event::Reply { id, result } => {
-                if let Some((to, reply)) = self.calls.remove(&id) {
+                let waiting = self.w().calls.remove(&id);
+                if let Some((to, reply)) = waiting {
                     let _ = reply.send(result.map_err(|e| from_remote(&to, e)));
                 }
             }
@@ -912,7 +976,7 @@ impl Driver {
                 let delivered = self.pipes.get_mut(&id).map(|b| b.deliver(bytes));
                 match delivered {
                     Some(Delivered::Now(n)) => {
-                        let _ = self.session.pipe_consumed(id, n);
+                        let _ = self.w().session.pipe_consumed(id, n);
                     }
                     Some(Delivered::Queued) => {}
                     Some(Delivered::Refused(err)) => self.fail_pipe(id, &err),
@@ -1018,7 +1082,7 @@ impl Driver {
             // A routed server left: tell the peer why, as it happened.
             RegistryEvent::Removed { entry, reason } => {
                 if self.exported.remove(&entry.id().0).is_some()
-                    && let Err(err) = self.session.withdraw(entry.id().0, reason.clone())
+                    && let Err(err) = self.w().session.withdraw(entry.id().0, reason.clone())
                 {
                     warn!(link = %self.link, "registry sync failed: {err}");
                 }
@@ -1033,7 +1097,7 @@ impl Driver {
         if self.announced.contains(&id) || !self.permits(e.name(), Action::Lookup) {
             return;
         }
-        let result = self.session.announce(crate::wire::EntryInfo {
+        let result = self.w().session.announce(crate::wire::EntryInfo {
             id,
             name: e.name().to_owned(),
             capabilities: e.capabilities().clone(),
@@ -1049,7 +1113,7 @@ impl Driver {
 
     fn withdraw(&mut self, id: u64, reason: ExitReason) {
         if self.announced.remove(&id)
-            && let Err(err) = self.session.withdraw(id, reason)
+            && let Err(err) = self.w().session.withdraw(id, reason)
         {
             warn!(link = %self.link, "registry sync failed: {err}");
         }
@@ -1090,6 +1154,7 @@ impl Driver {
             node: self.peer_node(),
             commands: self.commands_tx.clone(),
             queue: self.queue.clone(),
+            wire: self.wire.clone(),
         });
         let hop = Hop {
             link: self.routing.link,
@@ -1120,7 +1185,8 @@ impl Driver {
             if self.exported.get(&id) == Some(&route) {
                 continue;
             }
-            match self.session.announce_route(info, route.clone()) {
+            let announced = self.w().session.announce_route(info, route.clone());
+            match announced {
                 Ok(()) => {
                     self.exported.insert(id, route);
                 }
@@ -1136,14 +1202,15 @@ impl Driver {
         for id in gone {
             self.exported.remove(&id);
             let reason = ExitReason::LinkDown("no route from the announcing node any more".into());
-            if let Err(err) = self.session.withdraw(id, reason) {
+            if let Err(err) = self.w().session.withdraw(id, reason) {
                 warn!(link = %self.link, "route sync failed: {err}");
             }
         }
     }
 
     fn send_reply(&mut self, id: CallId, result: Result<Bytes, crate::wire::RemoteError>) {
-        match self.session.reply(id, result.clone()) {
+        let sent = self.w().session.reply(id, result.clone());
+        match sent {
             Ok(()) => {}
             Err(Error::WireWouldBlock { .. }) => self.push_blocked(Command::Reply { id, result }),
             Err(err) => debug!(link = %self.link, "reply not sent: {err}"),
@@ -1164,24 +1231,43 @@ impl Driver {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Cast { to, msg } => match self.session.cast(&to, msg.clone()) {
-                Ok(()) => {}
-                Err(Error::WireWouldBlock { .. }) => self.push_blocked(Command::Cast { to, msg }),
-                Err(err) => debug!(link = %self.link, "cast to {to:?} not sent: {err}"),
-            },
+            Command::Cast { to, msg } => {
+                let sent = {
+                    let mut w = self.w();
+                    let sent = w.session.cast(&to, msg.clone());
+                    if !matches!(sent, Err(Error::WireWouldBlock { .. })) {
+                        // Out of the backlog: senders may go direct again.
+                        w.backlog -= 1;
+                    }
+                    sent
+                };
+                match sent {
+                    Ok(()) => {}
+                    Err(Error::WireWouldBlock { .. }) => {
+                        self.push_blocked(Command::Cast { to, msg })
+                    }
+                    Err(err) => debug!(link = %self.link, "cast to {to:?} not sent: {err}"),
+                }
+            }
             Command::Call { to, msg, reply } => {
+                let mut w = self.w();
                 if reply.is_closed() {
+                    w.backlog -= 1;
                     return; // the caller gave up already
                 }
-                self.sweep_abandoned_calls();
-                match self.session.call(&to, msg.clone()) {
+                w.sweep_abandoned_calls();
+                match w.session.call(&to, msg.clone()) {
                     Ok(id) => {
-                        self.calls.insert(id, (to, reply));
+                        w.backlog -= 1;
+                        w.calls.insert(id, (to, reply));
                     }
                     Err(Error::WireWouldBlock { .. }) => {
+                        drop(w);
                         self.push_blocked(Command::Call { to, msg, reply })
                     }
                     Err(err) => {
+                        w.backlog -= 1;
+                        drop(w);
                         let _ = reply.send(Err(err));
                     }
                 }
@@ -1191,18 +1277,21 @@ impl Driver {
                 port,
                 end,
                 reply,
-            } => match self.session.open_pipe(&server, &port) {
-                Ok(id) => {
-                    self.bridge(id, end);
-                    let _ = reply.send(Ok(()));
+            } => {
+                let opened = self.w().session.open_pipe(&server, &port);
+                match opened {
+                    Ok(id) => {
+                        self.bridge(id, end);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
                 }
-                Err(err) => {
-                    let _ = reply.send(Err(err));
-                }
-            },
+            }
             Command::Reply { id, result } => self.send_reply(id, result),
             Command::PipeConsumed { pipe, n } => {
-                let _ = self.session.pipe_consumed(pipe, n);
+                let _ = self.w().session.pipe_consumed(pipe, n);
             }
             Command::PipeFailed { pipe, error } => self.fail_pipe(pipe, &error),
             Command::PipeInDone { pipe } => {
@@ -1216,28 +1305,11 @@ impl Driver {
                     debug!(link = %self.link, %pipe, "pipe refused: {err}");
                     self.remove_pipe(pipe);
                     let _ = self
+                        .w()
                         .session
                         .close_pipe(pipe, ExitReason::Failed(err.to_string()));
                 }
             }
-        }
-    }
-
-    /// Forget calls whose caller gave up (timed out or was cancelled), so
-    /// they do not hold the session's pending-call slots.
-    fn sweep_abandoned_calls(&mut self) {
-        if self.calls.len() < 64 {
-            return;
-        }
-        let abandoned: Vec<CallId> = self
-            .calls
-            .iter()
-            .filter(|(_, (_, reply))| reply.is_closed())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in abandoned {
-            self.calls.remove(&id);
-            self.session.cancel_call(id);
         }
     }
 
@@ -1251,7 +1323,8 @@ impl Driver {
         // waker before it waits.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         for _ in 1..COMMAND_BATCH {
-            if self.outbound.is_empty() || self.session.queued_pipe_bytes() > self.limits.budget {
+            if self.outbound.is_empty() || self.w().session.queued_pipe_bytes() > self.limits.budget
+            {
                 break;
             }
             match self.outbound.poll_next(&mut cx) {
@@ -1269,7 +1342,7 @@ impl Driver {
             self.outbound.remove(pipe);
             if let Some(b) = self.pipes.get_mut(&pipe) {
                 b.out_done = true;
-                let _ = self.session.end_pipe(pipe);
+                let _ = self.w().session.end_pipe(pipe);
             }
             self.maybe_close_pipe(pipe);
             return;
@@ -1300,7 +1373,8 @@ impl Driver {
     /// Hand one frame to the session; false when it is short of credit
     /// (the frame then waits in the bridge) or the pipe is gone.
     fn pipe_send(&mut self, pipe: PipeId, frame: Bytes) -> bool {
-        match self.session.pipe_send(pipe, frame.clone()) {
+        let sent = self.w().session.pipe_send(pipe, frame.clone());
+        match sent {
             Ok(()) => true,
             Err(Error::WireWouldBlock { .. }) => {
                 if let Some(b) = self.pipes.get_mut(&pipe) {
@@ -1322,6 +1396,7 @@ impl Driver {
         warn!(link = %self.link, %pipe, "pipe frame not passed on, closing the pipe: {err}");
         self.remove_pipe(pipe);
         let _ = self
+            .w()
             .session
             .close_pipe(pipe, ExitReason::Failed(err.to_string()));
     }
@@ -1344,7 +1419,7 @@ impl Driver {
         {
             // Let the delivery task drain to the local reader; do not abort.
             bridge.drain_on_drop();
-            let _ = self.session.close_pipe(pipe, ExitReason::Normal);
+            let _ = self.w().session.close_pipe(pipe, ExitReason::Normal);
         }
     }
 
@@ -1352,6 +1427,7 @@ impl Driver {
         if !self.permits(&server, Action::Pipe) {
             let err = Self::denied(&server, Action::Pipe);
             let _ = self
+                .w()
                 .session
                 .close_pipe(id, ExitReason::Failed(err.to_string()));
             return;
@@ -1360,6 +1436,7 @@ impl Driver {
             Ok(entry) => entry,
             Err(err) => {
                 let _ = self
+                    .w()
                     .session
                     .close_pipe(id, ExitReason::Failed(err.to_string()));
                 return;
@@ -1383,8 +1460,9 @@ impl Driver {
     /// the session could never send.
     fn bridge(&mut self, id: PipeId, end: PipeEnd) {
         let (reader, writer) = end.split();
-        if let Some(peer) = self.session.peer() {
-            reader.limit_frames(peer.pipe_window as usize);
+        let window = self.w().session.peer().map(|p| p.pipe_window);
+        if let Some(window) = window {
+            reader.limit_frames(window as usize);
         }
         self.outbound.insert(id, reader);
         self.pipes
@@ -1417,7 +1495,8 @@ impl Driver {
         self.routing
             .router
             .forget_link(self.routing.link, ExitReason::LinkDown(reason.to_owned()));
-        for (_, (to, reply)) in self.calls.drain() {
+        let calls = std::mem::take(&mut self.w().calls);
+        for (_, (to, reply)) in calls {
             let _ = reply.send(Err(failed(to.to_string())));
         }
         for cmd in self.blocked.drain(..) {
@@ -1431,7 +1510,8 @@ impl Driver {
         self.commands.close();
         // Senders waiting for room in the link's queue stop waiting.
         self.queue.close();
-        self.published.force(&self.shared, &self.session);
+        let w = &mut *self.w();
+        w.published.force(&self.shared, &w.session);
     }
 }
 

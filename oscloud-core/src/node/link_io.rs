@@ -21,6 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::link_wire::LinkWire;
 use crate::transport::{LinkIo, StreamReader, StreamWriter};
 use crate::wire::Session;
 
@@ -349,10 +350,10 @@ impl Outgoing {
 
     /// Write everything the session still has (its Close packet), for a
     /// short while at most, and end the stream.
-    pub(crate) async fn finish(&mut self, session: &mut Session) {
+    pub(crate) async fn finish(&mut self, wire: &LinkWire) {
         let flush = async {
             loop {
-                self.fill(session);
+                self.fill(&mut wire.lock().session);
                 if !self.has_pending() {
                     break;
                 }

@@ -6,12 +6,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 
+use super::link_wire::ReplyTo;
+
+use super::link_wire::{Direct, LinkWire, Wire};
 use crate::wire::{RemoteError, RemoteErrorKind};
 use crate::{Cast, Endpoint, Error, NodeId, PipeEnd};
 
 /// What a [`RemoteEndpoint`] (or anything else on this node) asks a link's
-/// driver to do. The driver owns the session; everything else talks to it
-/// through these.
+/// driver to do. Casts and calls go to the session directly when they can
+/// (see `link_wire`); everything else, and they when they cannot, goes to
+/// the driver through these.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Send a one-way message to `to` on the peer.
@@ -141,15 +145,26 @@ enum Full {
     Closed,
 }
 
-/// The endpoint of a server on another node: every operation becomes a
-/// [`Command`] for the driver of the link to that node.
-#[derive(Debug, Clone)]
+/// The endpoint of a server on another node: casts and calls go into the
+/// link's session directly when they can, else (like every other
+/// operation) become [`Command`]s for the driver of the link to that node.
+#[derive(Clone)]
 pub(crate) struct RemoteEndpoint {
     /// Shared by every cast and call to it, rather than copied.
     pub(crate) name: Arc<str>,
     pub(crate) node: NodeId,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) queue: Arc<SendQueue>,
+    pub(crate) wire: Arc<LinkWire>,
+}
+
+impl std::fmt::Debug for RemoteEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteEndpoint")
+            .field("name", &self.name)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RemoteEndpoint {
@@ -173,40 +188,112 @@ impl RemoteEndpoint {
     }
 
     /// Hand a cast or call, already counted in the link's queue, to the
-    /// driver.
-    fn send(&self, cmd: Command, len: usize) -> Result<(), Error> {
-        self.commands.send(cmd).map_err(|_| {
-            self.queue.release(self.queue.taken(len));
-            self.gone()
-        })
+    /// driver, behind the casts and calls already there (the lock held
+    /// makes that order the order of the session).
+    fn send(&self, w: &mut Wire, cmd: Command, len: usize) -> Result<(), Error> {
+        match self.commands.send(cmd) {
+            Ok(()) => {
+                w.backlog += 1;
+                Ok(())
+            }
+            Err(_) => {
+                self.queue.release(self.queue.taken(len));
+                Err(self.gone())
+            }
+        }
     }
 
-    fn cast_command(&self, msg: Bytes) -> Command {
-        Command::Cast {
+    /// A cast into the session directly if it can go now, else to the
+    /// driver; `admitted` when it was counted in the link's queue (given
+    /// back if it goes directly), else it is counted here if there is room.
+    fn cast_now(&self, msg: Bytes, admitted: bool) -> Result<(), Full> {
+        let len = msg.len();
+        let mut w = self.wire.lock();
+        match self.wire.cast(&mut w, &self.name, &msg) {
+            Direct::Sent(()) => {}
+            // As a cast through the driver would: the cast is dropped,
+            // and only a debug log says why.
+            Direct::Failed(err) => {
+                tracing::debug!(to = %self.name, "cast not sent: {err}");
+            }
+            Direct::Queue => {
+                if !admitted {
+                    self.queue.try_admit(len)?;
+                }
+                let cmd = Command::Cast {
+                    to: self.name.clone(),
+                    msg,
+                };
+                return self.send(&mut w, cmd, len).map_err(|_| Full::Closed);
+            }
+        }
+        drop(w);
+        if admitted {
+            self.queue.release(self.queue.taken(len));
+        }
+        Ok(())
+    }
+
+    /// A call into the session directly if it can go now, else to the
+    /// driver (counted in the link's queue: `admitted` if it was already,
+    /// given back if it goes directly).
+    fn call_now(
+        &self,
+        msg: Bytes,
+        reply: ReplyTo,
+        admitted: bool,
+    ) -> Result<Option<ReplyTo>, Error> {
+        let len = msg.len();
+        let mut w = self.wire.lock();
+        let reply = match self.wire.call(&mut w, &self.name, &msg, reply) {
+            Ok(Direct::Sent(())) | Ok(Direct::Queue) => None,
+            Ok(Direct::Failed(err)) => {
+                drop(w);
+                if admitted {
+                    self.queue.release(self.queue.taken(len));
+                }
+                return Err(err);
+            }
+            Err(reply) => Some(reply),
+        };
+        let Some(reply) = reply else {
+            // Written now if the link has room.
+            self.wire.flush(w);
+            if admitted {
+                self.queue.release(self.queue.taken(len));
+            }
+            return Ok(None);
+        };
+        if !admitted {
+            // Not admitted yet: the caller waits for room, then comes back.
+            return Ok(Some(reply));
+        }
+        let cmd = Command::Call {
             to: self.name.clone(),
             msg,
-        }
+            reply,
+        };
+        self.send(&mut w, cmd, len)?;
+        Ok(None)
     }
 }
 
 #[async_trait]
 impl Endpoint for RemoteEndpoint {
     fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
-        let len = msg.len();
-        self.queue.try_admit(len).map_err(|f| self.refused(f))?;
-        self.send(self.cast_command(msg), len)
+        self.cast_now(msg, false).map_err(|f| self.refused(f))
     }
 
     fn cast(&self, msg: Bytes) -> Cast {
         let len = msg.len();
-        match self.queue.try_admit(len) {
-            Ok(()) => Cast::done(self.send(self.cast_command(msg), len)),
+        match self.cast_now(msg.clone(), false) {
+            Ok(()) => Cast::done(Ok(())),
             Err(Full::Closed) => Cast::done(Err(self.gone())),
             Err(Full::Busy { .. }) => {
                 let this = self.clone();
                 Cast::waiting(async move {
                     this.queue.admit(len).await.map_err(|f| this.refused(f))?;
-                    this.send(this.cast_command(msg), len)
+                    this.cast_now(msg, true).map_err(|f| this.refused(f))
                 })
             }
         }
@@ -216,13 +303,10 @@ impl Endpoint for RemoteEndpoint {
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
         let (reply, answer) = oneshot::channel();
         let len = msg.len();
-        self.queue.admit(len).await.map_err(|f| self.refused(f))?;
-        let cmd = Command::Call {
-            to: self.name.clone(),
-            msg,
-            reply,
-        };
-        self.send(cmd, len)?;
+        if let Some(reply) = self.call_now(msg.clone(), reply, false)? {
+            self.queue.admit(len).await.map_err(|f| self.refused(f))?;
+            let _ = self.call_now(msg, reply, true)?;
+        }
         answer.await.map_err(|_| self.gone())?
     }
 

@@ -1,8 +1,8 @@
 //! Which of a link driver's sources woke it, so that it polls those only.
 //!
-//! A driver waits on nine sources at once (its link's input and output,
+//! A driver waits on ten sources at once (its link's input and output,
 //! its commands, its servers' replies, pipes, the registry, resumptions,
-//! its doorbell and its timer). `tokio::select!` polls every one of them
+//! its doorbell, its timer and its senders' kicks). `tokio::select!` polls every one of them
 //! each time the driver wakes, and each poll registers a waker again: in a
 //! call between two nodes that was over a third of a driver's own CPU
 //! time. Here each source is polled with a waker of its own, which marks
@@ -36,8 +36,11 @@ pub(crate) const WATCH: Sources = 1 << 6;
 pub(crate) const SIGNALS: Sources = 1 << 7;
 /// The session's timer.
 pub(crate) const TIMER: Sources = 1 << 8;
+/// A sender that wrote the link itself left the driver work (see
+/// `link_wire`).
+pub(crate) const KICK: Sources = 1 << 9;
 /// How many sources there are.
-pub(crate) const COUNT: usize = 9;
+pub(crate) const COUNT: usize = 10;
 /// Every source.
 pub(crate) const ALL: Sources = (1 << COUNT) - 1;
 
