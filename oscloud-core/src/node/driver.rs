@@ -36,6 +36,7 @@ use super::wakeups::{self, Wakeups};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::id_hash::IdMap;
 use crate::identity::AllowList;
+use crate::trace;
 use crate::wire::{
     CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_ROUTING, PeerInfo, PipeId,
     RemoteError, RemoteErrorKind, RouteInfo, Session,
@@ -848,13 +849,15 @@ impl Driver {
                 self.routing.router.forget(self.routing.link, id, reason)
             }
             Event::Cast { to, .. } if !self.permits(&to, Action::Call) => {}
-            Event::Cast { to, payload } => match self.local_entry(&to) {
+            Event::Cast { to, payload, trace } => match self.local_entry(&to) {
                 Ok(entry) => {
                     let caller = self.caller();
                     let payload = self.casts.hold(payload);
-                    if let Err(err) =
-                        with_caller_sync(caller, || entry.endpoint().try_cast(payload))
-                    {
+                    if let Err(err) = with_caller_sync(caller, || {
+                        trace::deliver_sync("cast", &to, trace, || {
+                            entry.endpoint().try_cast(payload)
+                        })
+                    }) {
                         debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
                     }
                 }
@@ -883,13 +886,20 @@ impl Driver {
                 };
                 self.send_reply(id, Err(busy));
             }
-            Event::Call { id, to, payload } => match self.local_entry(&to) {
+            Event::Call {
+                id,
+                to,
+                payload,
+                trace,
+            } => match self.local_entry(&to) {
                 Ok(entry) => {
                     let caller = self.caller();
                     let len = payload.len();
                     self.serving_bytes += len;
                     self.serving.push(Box::pin(async move {
-                        let result = with_caller(caller, entry.endpoint().call(payload)).await;
+                        let call = entry.endpoint().call(payload);
+                        let call = trace::deliver("call", &to, trace, call);
+                        let result = with_caller(caller, call).await;
                         (id, len, result.map_err(|e| to_remote(&e)))
                     }));
                 }
@@ -1153,23 +1163,35 @@ impl Driver {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Cast { to, msg } => match self.session.cast(&to, msg.clone()) {
-                Ok(()) => {}
-                Err(Error::WireWouldBlock { .. }) => self.push_blocked(Command::Cast { to, msg }),
-                Err(err) => debug!(link = %self.link, "cast to {to:?} not sent: {err}"),
-            },
-            Command::Call { to, msg, reply } => {
+            Command::Cast { to, msg, trace } => {
+                match self.session.cast_traced(&to, msg.clone(), trace) {
+                    Ok(()) => {}
+                    Err(Error::WireWouldBlock { .. }) => {
+                        self.push_blocked(Command::Cast { to, msg, trace })
+                    }
+                    Err(err) => debug!(link = %self.link, "cast to {to:?} not sent: {err}"),
+                }
+            }
+            Command::Call {
+                to,
+                msg,
+                trace,
+                reply,
+            } => {
                 if reply.is_closed() {
                     return; // the caller gave up already
                 }
                 self.sweep_abandoned_calls();
-                match self.session.call(&to, msg.clone()) {
+                match self.session.call_traced(&to, msg.clone(), trace) {
                     Ok(id) => {
                         self.calls.insert(id, (to, reply));
                     }
-                    Err(Error::WireWouldBlock { .. }) => {
-                        self.push_blocked(Command::Call { to, msg, reply })
-                    }
+                    Err(Error::WireWouldBlock { .. }) => self.push_blocked(Command::Call {
+                        to,
+                        msg,
+                        trace,
+                        reply,
+                    }),
                     Err(err) => {
                         let _ = reply.send(Err(err));
                     }

@@ -6,20 +6,26 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 
+use crate::trace::current_trace;
 use crate::wire::{RemoteError, RemoteErrorKind};
-use crate::{Cast, Endpoint, Error, NodeId, PipeEnd};
+use crate::{Cast, Endpoint, Error, NodeId, PipeEnd, TraceContext};
 
 /// What a [`RemoteEndpoint`] (or anything else on this node) asks a link's
 /// driver to do. The driver owns the session; everything else talks to it
 /// through these.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Send a one-way message to `to` on the peer.
-    Cast { to: Arc<str>, msg: Bytes },
-    /// Send a request to `to` on the peer; answer on `reply`.
+    /// Send a one-way message to `to` on the peer, in `trace`.
+    Cast {
+        to: Arc<str>,
+        msg: Bytes,
+        trace: Option<TraceContext>,
+    },
+    /// Send a request to `to` on the peer, in `trace`; answer on `reply`.
     Call {
         to: Arc<str>,
         msg: Bytes,
+        trace: Option<TraceContext>,
         reply: oneshot::Sender<Result<Bytes, Error>>,
     },
     /// Open a pipe to `server`'s `port` on the peer, bridged to `end`.
@@ -175,10 +181,11 @@ impl RemoteEndpoint {
         })
     }
 
-    fn cast_command(&self, msg: Bytes) -> Command {
+    fn cast_command(&self, msg: Bytes, trace: Option<TraceContext>) -> Command {
         Command::Cast {
             to: self.name.clone(),
             msg,
+            trace,
         }
     }
 }
@@ -188,19 +195,20 @@ impl Endpoint for RemoteEndpoint {
     fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
         let len = msg.len();
         self.queue.try_admit(len).map_err(|f| self.refused(f))?;
-        self.send(self.cast_command(msg), len)
+        self.send(self.cast_command(msg, current_trace()), len)
     }
 
     fn cast(&self, msg: Bytes) -> Cast {
         let len = msg.len();
+        let trace = current_trace();
         match self.queue.try_admit(len) {
-            Ok(()) => Cast::done(self.send(self.cast_command(msg), len)),
+            Ok(()) => Cast::done(self.send(self.cast_command(msg, trace), len)),
             Err(Full::Closed) => Cast::done(Err(self.gone())),
             Err(Full::Busy { .. }) => {
                 let this = self.clone();
                 Cast::waiting(async move {
                     this.queue.admit(len).await.map_err(|f| this.refused(f))?;
-                    this.send(this.cast_command(msg), len)
+                    this.send(this.cast_command(msg, trace), len)
                 })
             }
         }
@@ -210,10 +218,12 @@ impl Endpoint for RemoteEndpoint {
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
         let (reply, answer) = oneshot::channel();
         let len = msg.len();
+        let trace = current_trace();
         self.queue.admit(len).await.map_err(|f| self.refused(f))?;
         let cmd = Command::Call {
             to: self.name.clone(),
             msg,
+            trace,
             reply,
         };
         self.send(cmd, len)?;

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{CallId, CloseReason, PeerInfo, PipeId};
 use crate::wire::packet::{EntryInfo, RemoteError, RouteInfo};
-use crate::{ExitReason, NodeId};
+use crate::{ExitReason, NodeId, TraceContext};
 
 /// Something the application (the node driver) must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub enum Event {
         to: String,
         /// The message.
         payload: Bytes,
+        /// The trace the message belongs to, if the sender gave one
+        /// (`docs/PROTOCOL.md` §4.2).
+        trace: Option<TraceContext>,
     },
     /// A request for the server named `to`; answer with
     /// [`Session::reply`](super::Session::reply).
@@ -38,6 +41,9 @@ pub enum Event {
         to: String,
         /// The request.
         payload: Bytes,
+        /// The trace the call belongs to, if the caller gave one
+        /// (`docs/PROTOCOL.md` §4.2).
+        trace: Option<TraceContext>,
     },
     /// The answer to a call made with [`Session::call`](super::Session::call).
     Reply {
