@@ -15,6 +15,9 @@
 //!   carry it on; a node that forwards a message to another node (routing)
 //!   passes it on the same way;
 //! - a caller starts or joins a trace with [`with_trace`] around its calls.
+//!   The context is taken when the call or cast is made: an async call
+//!   when it first runs, [`Endpoint::cast`](crate::Endpoint::cast) and
+//!   `try_cast` when called, so make them inside the scope.
 //!
 //! A tracing system (the `otel` feature of `oscloud-metrics`, which uses
 //! OpenTelemetry) plugs in with [`set_trace_hook`]: outgoing messages then
@@ -209,14 +212,21 @@ pub fn current_trace() -> Option<TraceContext> {
 }
 
 /// Run `f` with `ctx` as the [`current_trace`]: the calls and casts it
-/// makes carry `ctx`.
-pub async fn with_trace<F: Future>(ctx: TraceContext, f: F) -> F::Output {
-    TRACE.scope(ctx, f).await
+/// makes carry `ctx`. `None` runs `f` as it is (in the trace around it, if
+/// any).
+pub async fn with_trace<F: Future>(ctx: impl Into<Option<TraceContext>>, f: F) -> F::Output {
+    match ctx.into() {
+        Some(ctx) => TRACE.scope(ctx, f).await,
+        None => f.await,
+    }
 }
 
 /// Synchronous form of [`with_trace`].
-pub fn with_trace_sync<R>(ctx: TraceContext, f: impl FnOnce() -> R) -> R {
-    TRACE.sync_scope(ctx, f)
+pub fn with_trace_sync<R>(ctx: impl Into<Option<TraceContext>>, f: impl FnOnce() -> R) -> R {
+    match ctx.into() {
+        Some(ctx) => TRACE.sync_scope(ctx, f),
+        None => f(),
+    }
 }
 
 /// What a tracing system plugs into the node, with [`set_trace_hook`].
