@@ -20,8 +20,9 @@
 //!   `try_cast` when called, so make them inside the scope.
 //!
 //! A tracing system (the `otel` feature of `oscloud-metrics`, which uses
-//! OpenTelemetry) plugs in with [`set_trace_hook`]: outgoing messages then
-//! carry the context of the caller's current `tracing` span, and every
+//! OpenTelemetry) plugs in with [`set_trace_hook`]: outgoing messages made
+//! outside [`with_trace`] then carry the context of the caller's current
+//! `tracing` span, and every
 //! delivery from a link runs in a span whose parent is the remote context.
 //! Without a hook nothing is recorded and nothing is added to a message
 //! that had no context.
@@ -200,15 +201,15 @@ tokio::task_local! {
     static TRACE: TraceContext;
 }
 
-/// The context a call or cast made here now carries: the hook's (the
-/// current span's, see [`set_trace_hook`]) when one is installed and has
-/// one, else the one set by the innermost [`with_trace`] (the node sets it
-/// around the delivery of every message that carried one). `None` outside
-/// any trace.
+/// The context a call or cast made here now carries: the one set by the
+/// innermost [`with_trace`] (the node sets it around the delivery of every
+/// message that carried one), else the trace hook's (the current span's,
+/// see [`set_trace_hook`]) when one is installed. `None` outside any trace.
 pub fn current_trace() -> Option<TraceContext> {
-    HOOK.get()
-        .and_then(|h| h.outgoing())
-        .or_else(|| TRACE.try_with(|t| *t).ok())
+    TRACE
+        .try_with(|t| *t)
+        .ok()
+        .or_else(|| HOOK.get().and_then(|h| h.outgoing()))
 }
 
 /// Run `f` with `ctx` as the [`current_trace`]: the calls and casts it
@@ -232,7 +233,7 @@ pub fn with_trace_sync<R>(ctx: impl Into<Option<TraceContext>>, f: impl FnOnce()
 /// What a tracing system plugs into the node, with [`set_trace_hook`].
 pub trait TraceHook: Send + Sync + 'static {
     /// The context of the caller's current span, for an outgoing call or
-    /// cast; `None` to fall back to [`with_trace`]'s.
+    /// cast made outside any [`with_trace`]; `None`: it carries none.
     fn outgoing(&self) -> Option<TraceContext>;
 
     /// A span for delivering one message that came over a link with the
