@@ -109,11 +109,16 @@ impl Otlp {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let targets = ["oscloud_core", "oscloud_transport", "oscloud_actors", "ractor"]
-            .into_iter()
-            .fold(Targets::new().with_default(LevelFilter::INFO), |t, name| {
-                t.with_target(name, LevelFilter::OFF)
-            });
+        let targets = [
+            "oscloud_core",
+            "oscloud_transport",
+            "oscloud_actors",
+            "ractor",
+        ]
+        .into_iter()
+        .fold(Targets::new().with_default(LevelFilter::INFO), |t, name| {
+            t.with_target(name, LevelFilter::OFF)
+        });
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("oscloud"))
             .with_filter(targets)

@@ -264,7 +264,11 @@ impl Server for Hop {
             return Ok(text);
         };
         let next = ServerRef::new(ctx.kernel(), to).typed::<String, String>();
-        Ok(format!("{}>{}", self.node, next.call(&text, CALL_TIMEOUT).await?))
+        Ok(format!(
+            "{}>{}",
+            self.node,
+            next.call(&text, CALL_TIMEOUT).await?
+        ))
     }
 }
 

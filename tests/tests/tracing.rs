@@ -110,7 +110,8 @@ async fn serve(stream: TcpStream, spans: Spans) {
                 }
             }
         }
-        let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        let ok =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
         if write.write_all(ok.as_bytes()).await.is_err() {
             return;
         }
