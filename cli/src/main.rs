@@ -230,21 +230,32 @@ fn main() -> ExitCode {
     };
     // A blocking read of stdin (the stdin source) must not hold the exit.
     rt.shutdown_timeout(Duration::from_millis(200));
-    #[cfg(feature = "otel")]
     if let Some(otlp) = otlp {
-        otlp.shutdown();
+        shutdown_export(otlp);
     }
-    #[cfg(not(feature = "otel"))]
-    let () = otlp;
     code
+}
+
+/// The trace exporter of `--otlp` (none without the `otel` feature).
+#[cfg(feature = "otel")]
+type Exporter = oscloud_metrics::otel::Otlp;
+#[cfg(not(feature = "otel"))]
+type Exporter = std::convert::Infallible;
+
+/// Send the spans still buffered.
+#[cfg(feature = "otel")]
+fn shutdown_export(otlp: Exporter) {
+    otlp.shutdown();
+}
+#[cfg(not(feature = "otel"))]
+fn shutdown_export(otlp: Exporter) {
+    match otlp {}
 }
 
 /// Log to stderr (`RUST_LOG`, default `warn`), and with `otlp` (the
 /// `--otlp` URL and the `--node` name) export traces too.
 #[cfg(feature = "otel")]
-fn init_tracing(
-    otlp: Option<(&str, Option<&str>)>,
-) -> Result<Option<oscloud_metrics::otel::Otlp>, Error> {
+fn init_tracing(otlp: Option<(&str, Option<&str>)>) -> Result<Option<Exporter>, Error> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let otlp = match otlp {
@@ -264,7 +275,7 @@ fn init_tracing(
 /// Log to stderr (`RUST_LOG`, default `warn`); `--otlp` needs the `otel`
 /// feature.
 #[cfg(not(feature = "otel"))]
-fn init_tracing(otlp: Option<(&str, Option<&str>)>) -> Result<(), Error> {
+fn init_tracing(otlp: Option<(&str, Option<&str>)>) -> Result<Option<Exporter>, Error> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     tracing_subscriber::registry().with(log_layer()).init();
@@ -274,7 +285,7 @@ fn init_tracing(otlp: Option<(&str, Option<&str>)>) -> Result<(), Error> {
              (cargo build -p oscloud-cli --features otel)"
                 .into(),
         )),
-        None => Ok(()),
+        None => Ok(None),
     }
 }
 
