@@ -125,6 +125,9 @@
 // then restart it and them in registration order.
 #define OSCLOUD_STRATEGY_REST_FOR_ONE 2
 
+// Bytes of a version-00 `traceparent` and its NUL.
+#define OSCLOUD_TRACEPARENT_LEN 56
+
 // A server was registered.
 #define OSCLOUD_EVENT_ADDED 1
 
@@ -756,6 +759,26 @@ int oscloud_supervisor_status(const oscloud_supervisor_t *supervisor, oscloud_su
 // `supervisor` is NULL or points to NULL or to a supervisor from this
 // library.
 void oscloud_supervisor_drop(oscloud_supervisor_t **supervisor);
+
+// Set this thread's trace context: the calls and casts it makes from now
+// on carry it. `traceparent` is a W3C `traceparent` header
+// (`00-<32 hex>-<16 hex>-<2 hex>`), or NULL to make them carry none.
+// Errors: `OSCLOUD_ERR_INVALID` (not a traceparent; the context is left
+// as it was).
+//
+// # Safety
+// `traceparent` is NULL or a NUL-terminated string.
+int oscloud_trace_set(const char *traceparent);
+
+// Write this thread's trace context as a `traceparent` header, with its
+// NUL, into `buf` (`len` bytes; `OSCLOUD_TRACEPARENT_LEN` suffice). In a
+// server's `on_call` or `on_cast`: the context of the message being
+// handled. `OSCLOUD_ERR_NOT_FOUND` when there is none (the message came
+// without one); `OSCLOUD_ERR_INVALID` when `len` is too small.
+//
+// # Safety
+// `buf` is valid for writes of `len` bytes.
+int oscloud_trace_get(char *buf, size_t len);
 
 // Call `callback(context, event)` for every registry change of `node`, on
 // a thread of the watch's own (named `oscloud-watch`), starting with one

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use oscloud_core::trace::{with_trace, with_trace_sync};
 use oscloud_core::{Endpoint, Error as CoreError};
 
 use crate::bytes::{OscloudBytes, put_bytes};
@@ -119,7 +120,9 @@ unsafe fn cast_with(
         // SAFETY: per the contract.
         let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
         let entry = node.kernel.registry().lookup(name)?;
-        send(node, entry.endpoint().as_ref(), msg)?;
+        with_trace_sync(crate::trace::current(), || {
+            send(node, entry.endpoint().as_ref(), msg)
+        })?;
         Ok(OSCLOUD_OK)
     })
 }
@@ -152,7 +155,8 @@ pub unsafe extern "C" fn oscloud_call(
         // SAFETY: per the contract.
         let msg = Bytes::copy_from_slice(unsafe { bytes_arg(data, len) }?);
         let entry = node.kernel.registry().lookup(name)?;
-        let answer = wait(&node.rt, timeout_ms, name, entry.endpoint().call(msg))??;
+        let call = with_trace(crate::trace::current(), entry.endpoint().call(msg));
+        let answer = wait(&node.rt, timeout_ms, name, call)??;
         // SAFETY: per the contract.
         unsafe { put_bytes(reply, &answer) };
         Ok(OSCLOUD_OK)

@@ -60,6 +60,7 @@ mod node;
 mod pipe;
 mod server;
 mod supervisor;
+mod trace;
 mod wait;
 mod watch;
 
@@ -71,4 +72,5 @@ pub use node::*;
 pub use pipe::*;
 pub use server::*;
 pub use supervisor::*;
+pub use trace::*;
 pub use watch::*;

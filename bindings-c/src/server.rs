@@ -23,7 +23,9 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use oscloud_core::TraceContext;
 use oscloud_core::endpoint::{ServerCounters, ServerStats};
+use oscloud_core::trace::current_trace;
 use oscloud_core::{
     Capabilities, Endpoint, Error as CoreError, ExitReason, Kernel, PipeEnd, Registration,
 };
@@ -184,9 +186,14 @@ impl Drop for OscloudReply {
 }
 
 /// One unit of work for the server thread.
+/// Casts and calls carry the trace context they were made in.
 enum Job {
-    Cast(Bytes),
-    Call(Bytes, oneshot::Sender<Result<Bytes, CoreError>>),
+    Cast(Bytes, Option<TraceContext>),
+    Call(
+        Bytes,
+        Option<TraceContext>,
+        oneshot::Sender<Result<Bytes, CoreError>>,
+    ),
     Pipe(String, PipeEnd, oneshot::Sender<Result<(), CoreError>>),
 }
 
@@ -297,7 +304,7 @@ impl CEndpoint {
 #[async_trait]
 impl Endpoint for CEndpoint {
     fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
-        let r = self.post(Job::Cast(msg));
+        let r = self.post(Job::Cast(msg, current_trace()));
         match r {
             Ok(()) => self.inbox.counters.cast(),
             Err(_) => self.inbox.counters.error(),
@@ -308,7 +315,7 @@ impl Endpoint for CEndpoint {
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        let r = match self.post(Job::Call(msg, tx)) {
+        let r = match self.post(Job::Call(msg, current_trace(), tx)) {
             Ok(()) => rx.await.map_err(|_| self.stopped()).and_then(|r| r),
             Err(e) => Err(e),
         };
@@ -496,8 +503,8 @@ impl Life {
             reason: self.last_end.clone(),
         };
         match job {
-            Job::Cast(_) => {}
-            Job::Call(_, tx) => {
+            Job::Cast(..) => {}
+            Job::Call(_, _, tx) => {
                 let _ = tx.send(Err(stopped()));
             }
             Job::Pipe(_, _, tx) => {
@@ -570,14 +577,16 @@ fn serve(mut life: Life, jobs: mpsc::Receiver<Msg>, first: mpsc::Sender<Result<(
 
 fn handle(cb: &OscloudServerCallbacks, job: Job, rt: &Weak<Runtime>, name: &str) {
     match job {
-        Job::Cast(msg) => {
+        Job::Cast(msg, trace) => {
             if let Some(on_cast) = cb.on_cast {
                 // SAFETY: `msg` outlives the call; the callback was
                 // registered for `context`.
-                unsafe { on_cast(cb.context, msg.as_ptr(), msg.len()) };
+                crate::trace::with(trace, || unsafe {
+                    on_cast(cb.context, msg.as_ptr(), msg.len())
+                });
             }
         }
-        Job::Call(msg, tx) => {
+        Job::Call(msg, trace, tx) => {
             let mut reply = Box::new(OscloudReply {
                 name: name.to_owned(),
                 tx: Some(tx),
@@ -586,7 +595,9 @@ fn handle(cb: &OscloudServerCallbacks, job: Job, rt: &Weak<Runtime>, name: &str)
                 Some(on_call) => {
                     let raw = Box::into_raw(reply);
                     // SAFETY: as above; `raw` is moved to the callback.
-                    unsafe { on_call(cb.context, msg.as_ptr(), msg.len(), raw) };
+                    crate::trace::with(trace, || unsafe {
+                        on_call(cb.context, msg.as_ptr(), msg.len(), raw)
+                    });
                 }
                 None => reply.answer(Err(CoreError::Remote {
                     name: name.to_owned(),

@@ -139,6 +139,7 @@ fn core_class(err: &CoreError, attrs: &Bound<'_, PyDict>) -> PyResult<&'static s
         CoreError::InvalidAddress { .. } | CoreError::UnknownScheme { .. } => "InvalidAddress",
         CoreError::PipeClosed | CoreError::PipeFull { .. } => "PipeClosed",
         CoreError::BadSetting { .. }
+        | CoreError::BadTraceparent { .. }
         | CoreError::WireConfig(_)
         | CoreError::FrameTooLarge { .. } => "UsageError",
         CoreError::LinkFailed { .. }

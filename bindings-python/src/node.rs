@@ -11,11 +11,12 @@ use oscloud_actors::{
 };
 use oscloud_core::address::Address;
 use oscloud_core::identity::{AllowList, NodeKey, PublicKey};
+use oscloud_core::trace::{with_trace, with_trace_sync};
 use oscloud_core::transport::{MemTransport, Transports};
 use oscloud_core::wire::SecureConfig;
 use oscloud_core::{
     Capabilities, Entry, Error as CoreError, Kernel, LinkStatus, Node, NodeConfig, PortDirection,
-    RegistryEvent, Route, Watch,
+    RegistryEvent, Route, TraceContext, Watch,
 };
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
@@ -403,7 +404,7 @@ impl PyNode {
 
     /// Start a Python server under its own supervisor. Used by
     /// `Node.server`; returns once it is registered.
-    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period, with_caller = false, ports = Vec::new()))]
+    #[pyo3(signature = (name, target, is_class, accepts, produces, group, restart, max_restarts, period, with_caller = false, ports = Vec::new(), with_trace = false))]
     #[allow(clippy::too_many_arguments)]
     fn _serve(
         &self,
@@ -419,6 +420,7 @@ impl PyNode {
         period: f64,
         with_caller: bool,
         ports: Vec<(String, String)>,
+        with_trace: bool,
     ) -> PyResult<PyServerHandle> {
         let restart = match restart {
             "permanent" => Restart::Permanent,
@@ -462,6 +464,7 @@ impl PyNode {
             target,
             is_class,
             with_caller,
+            with_trace,
             locals: self.inner.locals.clone(),
         }));
         let spec = SupervisorSpec::new(format!("python-supervisor:{name}"))
@@ -540,6 +543,17 @@ impl PyNode {
     }
 }
 
+/// A `traceparent` argument as a context (`UsageError` if it is not one).
+fn parse_trace(traceparent: Option<&str>) -> PyResult<Option<TraceContext>> {
+    traceparent
+        .map(|t| {
+            t.parse::<TraceContext>()
+                .map_err(Error::from)
+                .map_err(PyErr::from)
+        })
+        .transpose()
+}
+
 /// A reference to a server by name, local or remote (`oscloud.ServerRef`).
 #[pyclass(name = "ServerRef", module = "oscloud._native", frozen)]
 #[derive(Debug)]
@@ -555,39 +569,50 @@ impl PyServerRef {
         self.raw.name()
     }
 
-    /// Send `message` and wait at most `timeout` seconds for the reply.
-    #[pyo3(signature = (message, timeout = 5.0))]
+    /// Send `message` and wait at most `timeout` seconds for the reply;
+    /// with `traceparent`, the call belongs to that trace.
+    #[pyo3(signature = (message, timeout = 5.0, traceparent = None))]
     fn call<'py>(
         &self,
         py: Python<'py>,
         message: &Bound<'py, PyAny>,
         timeout: f64,
+        traceparent: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bytes = Bytes::from(encode_py(message)?);
         let timeout = duration(timeout, "timeout")?;
+        let trace = parse_trace(traceparent)?;
         let raw = self.raw.clone();
         future_into_py(py, async move {
-            let reply = raw.call(bytes, timeout).await.map_err(Error::from)?;
+            let reply = with_trace(trace, raw.call(bytes, timeout))
+                .await
+                .map_err(Error::from)?;
             Python::attach(|py| Ok(decode_py(py, &reply)?.unbind()))
         })
     }
 
     /// Send `message` one way; returns once it is queued for the server,
-    /// waiting for room while the link to the server's node is full.
+    /// waiting for room while the link to the server's node is full; with
+    /// `traceparent`, the cast belongs to that trace.
+    #[pyo3(signature = (message, traceparent = None))]
     fn cast<'py>(
         &self,
         py: Python<'py>,
         message: &Bound<'py, PyAny>,
+        traceparent: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bytes = Bytes::from(encode_py(message)?);
+        let trace = parse_trace(traceparent)?;
         // Sent in this call when there is room, so that casts made one
         // after another (awaited together or not) keep their order; only
         // a full link leaves the awaitable waiting.
-        match self.raw.try_cast(bytes.clone()) {
+        match with_trace_sync(trace, || self.raw.try_cast(bytes.clone())) {
             Err(oscloud_actors::Error::Core(CoreError::LinkBusy { .. })) => {
                 let raw = self.raw.clone();
                 future_into_py(py, async move {
-                    raw.cast(bytes).await.map_err(Error::from)?;
+                    with_trace(trace, raw.cast(bytes))
+                        .await
+                        .map_err(Error::from)?;
                     Ok(())
                 })
             }
@@ -603,9 +628,11 @@ impl PyServerRef {
 
     /// Send `message` one way without waiting: raises `LinkError` at once
     /// (the message not sent) when the link to the server's node is full.
-    fn try_cast(&self, message: &Bound<'_, PyAny>) -> PyResult<()> {
+    #[pyo3(signature = (message, traceparent = None))]
+    fn try_cast(&self, message: &Bound<'_, PyAny>, traceparent: Option<&str>) -> PyResult<()> {
         let bytes = Bytes::from(encode_py(message)?);
-        self.raw.try_cast(bytes).map_err(Error::from)?;
+        let trace = parse_trace(traceparent)?;
+        with_trace_sync(trace, || self.raw.try_cast(bytes)).map_err(Error::from)?;
         Ok(())
     }
 

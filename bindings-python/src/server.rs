@@ -36,6 +36,9 @@ pub(crate) struct Spec {
     /// Whether handlers of calls and casts get the caller as a second
     /// argument.
     pub(crate) with_caller: bool,
+    /// Whether handlers of calls and casts get the message's
+    /// `traceparent` (or `None`) as their last argument.
+    pub(crate) with_trace: bool,
     /// The event loop the handlers run on.
     pub(crate) locals: Arc<TaskLocals>,
 }
@@ -127,23 +130,25 @@ impl PyCaller {
     }
 }
 
-/// The handler's arguments: the message, and the caller if asked for.
+/// The handler's arguments: the message, then the caller and the
+/// message's `traceparent` if asked for.
 fn message_args<'py>(
     py: Python<'py>,
     msg: &Value,
     caller: Option<Option<PyCaller>>,
+    trace: Option<Option<String>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let obj = from_value(py, msg)?;
-    match caller {
-        None => PyTuple::new(py, [obj]),
-        Some(c) => {
-            let c = match c {
-                Some(c) => Bound::new(py, c)?.into_any(),
-                None => py.None().into_bound(py),
-            };
-            PyTuple::new(py, [obj, c])
-        }
+    let mut args = vec![from_value(py, msg)?];
+    if let Some(c) = caller {
+        args.push(match c {
+            Some(c) => Bound::new(py, c)?.into_any(),
+            None => py.None().into_bound(py),
+        });
     }
+    if let Some(t) = trace {
+        args.push(t.into_pyobject(py)?.into_any());
+    }
+    PyTuple::new(py, args)
 }
 
 impl PyServer {
@@ -155,6 +160,14 @@ impl PyServer {
                 key: c.key.map(|k| k.to_string()),
             })
         })
+    }
+
+    /// The message's `traceparent` to hand over, if the server asked for
+    /// it.
+    fn trace(&self, ctx: &Context) -> Option<Option<String>> {
+        self.0
+            .with_trace
+            .then(|| ctx.trace().map(|t| t.traceparent()))
     }
 }
 
@@ -201,10 +214,12 @@ impl Server for PyServer {
             tracing::debug!(server = %self.0.name, "cast dropped: no handle_cast");
             return Ok(());
         };
-        let caller = self.caller(ctx);
-        invoke(&self.0.locals, handler, |py| message_args(py, &msg, caller))
-            .await
-            .map_err(raised)?;
+        let (caller, trace) = (self.caller(ctx), self.trace(ctx));
+        invoke(&self.0.locals, handler, |py| {
+            message_args(py, &msg, caller, trace)
+        })
+        .await
+        .map_err(raised)?;
         Ok(())
     }
 
@@ -221,10 +236,12 @@ impl Server for PyServer {
             )
             .into());
         };
-        let caller = self.caller(ctx);
-        let reply = invoke(&self.0.locals, handler, |py| message_args(py, &msg, caller))
-            .await
-            .map_err(raised)?;
+        let (caller, trace) = (self.caller(ctx), self.trace(ctx));
+        let reply = invoke(&self.0.locals, handler, |py| {
+            message_args(py, &msg, caller, trace)
+        })
+        .await
+        .map_err(raised)?;
         Python::attach(|py| to_value(reply.bind(py)))
             .map_err(|e| format!("{RAISED}oscloud.errors.EncodeError: {e}").into())
     }

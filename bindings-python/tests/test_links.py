@@ -141,3 +141,39 @@ async def test_watch_sees_remote_servers_and_link_down(linked: Tuple[oscloud.Nod
     ev = await next_event(watch, "remote-one")
     assert ev.kind == "removed"
     assert ev.reason is not None
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_trace_context_across_link(linked: Tuple[oscloud.Node, oscloud.Node]) -> None:
+    """A caller's traceparent reaches a server on the other node; a server
+    that calls further passes it on (docs/PROTOCOL.md §4.2)."""
+    a, b = linked
+    casts: list = []
+
+    @a.server("tp", with_trace=True)
+    class Tp:
+        async def handle_call(self, msg: Any, traceparent: Any) -> Any:
+            return traceparent
+
+        async def handle_cast(self, msg: Any, traceparent: Any) -> None:
+            casts.append(traceparent)
+
+    @b.server("hop", with_caller=True, with_trace=True)
+    async def hop(msg: Any, caller: Any, traceparent: Any) -> Any:
+        tp = await b.lookup("tp", wait=5)
+        return [caller is None, await tp.call(msg, traceparent=traceparent)]
+
+    tp = await b.lookup("tp", wait=5)
+    assert await tp.call("x", traceparent=TRACEPARENT) == TRACEPARENT
+    assert await tp.call("x") is None
+    await tp.cast("c", traceparent=TRACEPARENT)
+    tp.try_cast("d")
+    await tp.call("sync")
+    assert casts == [TRACEPARENT, None]
+    hop_ref = await a.lookup("hop", wait=5)
+    assert await hop_ref.call("y", traceparent=TRACEPARENT) == [False, TRACEPARENT]
+    assert await hop_ref.call("y") == [False, None]
+    with pytest.raises(oscloud.UsageError):
+        await tp.call("x", traceparent="00-not-a-trace")

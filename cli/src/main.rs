@@ -96,6 +96,13 @@ enum Cmd {
         /// --processes: give each `--node` run its own address.
         #[arg(long, value_name = "ADDR", conflicts_with = "processes")]
         metrics: Option<std::net::SocketAddr>,
+        /// Export OpenTelemetry traces of calls and casts to the OTLP/HTTP
+        /// receiver at URL (e.g. http://127.0.0.1:4318; spans go to
+        /// URL/v1/traces): one trace follows a call from node to node
+        /// (see docs/TRACING.md). Needs a build with the `otel` feature;
+        /// off by default. With --processes every node exports.
+        #[arg(long, value_name = "URL")]
+        otlp: Option<String>,
         /// The console may only look: its identity is read-only in the
         /// console node's access policy (it sees the registry, the status
         /// and taps; calls, casts and typing into a terminal are refused,
@@ -181,13 +188,24 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let otlp = match &cli.command {
+        // Under --processes the node processes export, not this one.
+        Cmd::Run {
+            otlp: Some(url),
+            processes: false,
+            node,
+            ..
+        } => Some((url.as_str(), node.as_deref())),
+        _ => None,
+    };
+    let otlp = match init_tracing(otlp) {
+        Ok(otlp) => otlp,
+        Err(e) => {
+            eprintln!("oscloud: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -212,7 +230,76 @@ fn main() -> ExitCode {
     };
     // A blocking read of stdin (the stdin source) must not hold the exit.
     rt.shutdown_timeout(Duration::from_millis(200));
+    if let Some(otlp) = otlp {
+        shutdown_export(otlp);
+    }
     code
+}
+
+/// The trace exporter of `--otlp` (none without the `otel` feature).
+#[cfg(feature = "otel")]
+type Exporter = oscloud_metrics::otel::Otlp;
+#[cfg(not(feature = "otel"))]
+type Exporter = std::convert::Infallible;
+
+/// Send the spans still buffered.
+#[cfg(feature = "otel")]
+fn shutdown_export(otlp: Exporter) {
+    otlp.shutdown();
+}
+#[cfg(not(feature = "otel"))]
+fn shutdown_export(otlp: Exporter) {
+    match otlp {}
+}
+
+/// Log to stderr (`RUST_LOG`, default `warn`), and with `otlp` (the
+/// `--otlp` URL and the `--node` name) export traces too.
+#[cfg(feature = "otel")]
+fn init_tracing(otlp: Option<(&str, Option<&str>)>) -> Result<Option<Exporter>, Error> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let otlp = match otlp {
+        Some((url, node)) => {
+            let service = node.map_or_else(|| "oscloud".to_owned(), |n| format!("oscloud-{n}"));
+            Some(oscloud_metrics::otel::Otlp::start(url, &service)?)
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(log_layer())
+        .with(otlp.as_ref().map(|o| o.layer()))
+        .init();
+    Ok(otlp)
+}
+
+/// Log to stderr (`RUST_LOG`, default `warn`); `--otlp` needs the `otel`
+/// feature.
+#[cfg(not(feature = "otel"))]
+fn init_tracing(otlp: Option<(&str, Option<&str>)>) -> Result<Option<Exporter>, Error> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry().with(log_layer()).init();
+    match otlp {
+        Some(_) => Err(Error::Usage(
+            "--otlp: this oscloud was built without the `otel` feature \
+             (cargo build -p oscloud-cli --features otel)"
+                .into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The stderr log, filtered by `RUST_LOG` (default `warn`).
+fn log_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
@@ -244,6 +331,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             console_tls_cert,
             console_tls_key,
             metrics,
+            otlp,
         } => {
             let topo = Arc::new(Topology::load(&file)?);
             let console = match console {
@@ -262,7 +350,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 None => None,
             };
             if processes {
-                return run_processes(&file, &topo, console.as_ref()).await;
+                return run_processes(&file, &topo, console.as_ref(), otlp.as_deref()).await;
             }
             let console_read_only = match console_read_only_id {
                 Some(id) => Some(
@@ -533,6 +621,7 @@ async fn run_processes(
     file: &Path,
     topo: &Topology,
     console: Option<&ConsoleNode>,
+    otlp: Option<&str>,
 ) -> Result<ExitCode, Error> {
     let dir = tempfile::Builder::new().prefix("oscloud-").tempdir()?;
     let exe = std::env::current_exe()?;
@@ -560,6 +649,9 @@ async fn run_processes(
             .arg(&done)
             .env_remove(console::TOKEN_ENV)
             .stdin(stdin);
+        if let Some(url) = otlp {
+            cmd.arg("--otlp").arg(url);
+        }
         if let Some((node, ws, read_only)) = console
             && *node == n.name
         {

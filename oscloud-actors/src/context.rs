@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use bytes::Bytes;
+use oscloud_core::TraceContext;
 use oscloud_core::access::Caller;
 use oscloud_core::{Error as CoreError, ExitReason, Kernel, RegistryEvent};
 use ractor::ActorRef;
@@ -12,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::server::{Down, ServerMsg};
+use crate::server::{Down, Origin, ServerMsg};
 use crate::{Error, ServerRef};
 
 /// Identifies one monitor set up with [`Context::monitor`].
@@ -28,6 +29,7 @@ pub struct Context {
     monitors: HashMap<MonitorRef, Option<AbortHandle>>,
     next_monitor: u64,
     caller: Option<Caller>,
+    trace: Option<TraceContext>,
     /// Where the reply of the call being handled goes, until
     /// [`Context::defer_reply`] takes it.
     reply: Option<oneshot::Sender<Result<Bytes, CoreError>>>,
@@ -85,6 +87,7 @@ impl Context {
             monitors: HashMap::new(),
             next_monitor: 0,
             caller: None,
+            trace: None,
             reply: None,
         }
     }
@@ -122,8 +125,23 @@ impl Context {
         self.caller.as_ref()
     }
 
-    pub(crate) fn set_caller(&mut self, caller: Option<Caller>) {
-        self.caller = caller;
+    /// The trace the cast or call being handled belongs to (its caller's
+    /// [`current_trace`](oscloud_core::trace::current_trace) when it was
+    /// made, carried over links in the message, `docs/PROTOCOL.md` §4.2),
+    /// or `None`: the caller was in no trace (and in `init`, `handle_pipe`
+    /// and `handle_down`). The handler runs inside it, so the calls and
+    /// casts it makes carry it on; a task that answers later
+    /// ([`defer_reply`](Self::defer_reply)) and calls further passes it
+    /// with [`with_trace`](oscloud_core::trace::with_trace). With a trace
+    /// hook (OpenTelemetry) the parent is the span in which the receiving
+    /// node delivered the message.
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.trace
+    }
+
+    pub(crate) fn set_origin(&mut self, origin: Origin) {
+        self.caller = origin.caller;
+        self.trace = origin.trace;
     }
 
     /// The server's registered name.

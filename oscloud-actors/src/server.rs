@@ -29,6 +29,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use oscloud_core::access::{Caller, current_caller};
 use oscloud_core::endpoint::{Mailbox, ServerCounters, ServerStats};
+use oscloud_core::trace::{TraceContext, current_trace, with_trace};
 use oscloud_core::{
     Capabilities, Endpoint, EntryId, Error as CoreError, ExitReason, Kernel, PipeEnd,
     PortDirection, Registration,
@@ -236,15 +237,28 @@ pub(crate) type PipeOffer = (
     Option<Caller>,
 );
 
+/// Where a cast or call comes from: the remote node it came from
+/// (`None`: local) and the trace it belongs to, as they were when it was
+/// posted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub(crate) caller: Option<Caller>,
+    pub(crate) trace: Option<TraceContext>,
+}
+
+impl Origin {
+    fn current() -> Self {
+        Self {
+            caller: current_caller(),
+            trace: current_trace(),
+        }
+    }
+}
+
 /// What goes into a server's (or supervisor's) mailbox.
 pub(crate) enum ServerMsg {
-    /// The caller is the remote node it came from (`None`: local).
-    Cast(Bytes, Option<Caller>),
-    Call(
-        Bytes,
-        Option<Caller>,
-        oneshot::Sender<Result<Bytes, CoreError>>,
-    ),
+    Cast(Bytes, Origin),
+    Call(Bytes, Origin, oneshot::Sender<Result<Bytes, CoreError>>),
     // Rare and large: boxed so the common messages stay small.
     Pipe(Box<PipeOffer>),
     Down(Box<Down>),
@@ -339,7 +353,7 @@ impl Endpoint for LocalEndpoint {
         self.shared.mailbox.put();
         let r = self
             .actor
-            .cast(ServerMsg::Cast(msg, current_caller()))
+            .cast(ServerMsg::Cast(msg, Origin::current()))
             .map_err(|_| self.shared.stopped());
         match r {
             Ok(()) => counters.cast(),
@@ -356,7 +370,7 @@ impl Endpoint for LocalEndpoint {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         self.shared.mailbox.put();
-        let posted = self.actor.cast(ServerMsg::Call(msg, current_caller(), tx));
+        let posted = self.actor.cast(ServerMsg::Call(msg, Origin::current(), tx));
         let r = match posted {
             Ok(()) => rx.await.map_err(|_| self.shared.stopped()).and_then(|r| r),
             Err(_) => {
@@ -497,19 +511,20 @@ impl<S: Server> Actor for ServerActor<S> {
             st.shared.mailbox.taken();
         }
         match msg {
-            ServerMsg::Cast(bytes, caller) => {
+            ServerMsg::Cast(bytes, origin) => {
                 let Ok(req) = st.decode(&bytes) else {
                     st.shared.counters.error();
                     return Ok(());
                 };
-                st.ctx.set_caller(caller);
-                let r = guarded(server.handle_cast(&mut st.ctx, &mut st.state, req)).await;
+                st.ctx.set_origin(origin);
+                let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
+                let r = guarded(with_trace(origin.trace, handled)).await;
                 r.map_err(|e| {
                     st.shared.counters.error();
                     st.fail(e)
                 })
             }
-            ServerMsg::Call(bytes, caller, reply) => {
+            ServerMsg::Call(bytes, origin, reply) => {
                 let req = match st.decode(&bytes) {
                     Ok(req) => req,
                     Err(e) => {
@@ -517,9 +532,10 @@ impl<S: Server> Actor for ServerActor<S> {
                         return Ok(());
                     }
                 };
-                st.ctx.set_caller(caller);
+                st.ctx.set_origin(origin);
                 st.ctx.set_reply(Some(reply));
-                let r = guarded(server.handle_call(&mut st.ctx, &mut st.state, req)).await;
+                let handled = server.handle_call(&mut st.ctx, &mut st.state, req);
+                let r = guarded(with_trace(origin.trace, handled)).await;
                 // `None`: the handler deferred the reply (Context::defer_reply).
                 let reply = st.ctx.take_reply();
                 match r {
@@ -535,7 +551,10 @@ impl<S: Server> Actor for ServerActor<S> {
             }
             ServerMsg::Pipe(pipe) => {
                 let (port, end, reply, caller) = *pipe;
-                st.ctx.set_caller(caller);
+                st.ctx.set_origin(Origin {
+                    caller,
+                    trace: None,
+                });
                 let r = guarded(server.handle_pipe(&mut st.ctx, &mut st.state, port.clone(), end))
                     .await;
                 match r {
@@ -555,7 +574,10 @@ impl<S: Server> Actor for ServerActor<S> {
             }
             ServerMsg::Down(down) => {
                 let down = *down;
-                st.ctx.set_caller(None);
+                st.ctx.set_origin(Origin {
+                    caller: None,
+                    trace: None,
+                });
                 if !st.ctx.take_monitor(down.monitor) {
                     return Ok(()); // demonitored meanwhile
                 }

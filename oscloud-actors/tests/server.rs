@@ -314,3 +314,65 @@ async fn deferred_replies_let_calls_overlap() {
     assert_eq!(r.call(&0, T).await.unwrap(), 0);
     h.stop().await;
 }
+
+/// Answers the `traceparent` of the call it handles ("" outside a trace),
+/// or, with `calls_on`, what that server answers when called while
+/// handling it.
+struct TraceEcho {
+    calls_on: Option<&'static str>,
+}
+
+#[oscloud_actors::async_trait]
+impl oscloud_actors::Server for TraceEcho {
+    type Request = ();
+    type Reply = String;
+    type State = ();
+    async fn init(
+        &self,
+        _: &mut oscloud_actors::Context,
+    ) -> Result<(), oscloud_actors::ServerError> {
+        Ok(())
+    }
+    async fn handle_call(
+        &self,
+        ctx: &mut oscloud_actors::Context,
+        _: &mut (),
+        _: (),
+    ) -> Result<String, oscloud_actors::ServerError> {
+        match self.calls_on {
+            Some(name) => {
+                let next = ctx.lookup(name)?.typed::<(), String>();
+                Ok(next.call(&(), T).await?)
+            }
+            None => Ok(ctx.trace().map(|t| t.traceparent()).unwrap_or_default()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_sees_the_callers_trace_and_passes_it_on() {
+    use oscloud_core::trace::with_trace;
+    let kernel = Kernel::new();
+    let echo = start(&kernel, "trace-echo", TraceEcho { calls_on: None })
+        .await
+        .unwrap();
+    let on = start(
+        &kernel,
+        "calls-on",
+        TraceEcho {
+            calls_on: Some("trace-echo"),
+        },
+    )
+    .await
+    .unwrap();
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let t: oscloud_core::TraceContext = tp.parse().unwrap();
+    let calls_on = ServerRef::lookup(&kernel, "calls-on")
+        .unwrap()
+        .typed::<(), String>();
+    assert_eq!(with_trace(t, calls_on.call(&(), T)).await.unwrap(), tp);
+    // Outside any trace, the next call (to the same servers) has none.
+    assert_eq!(calls_on.call(&(), T).await.unwrap(), "");
+    on.stop().await;
+    echo.stop().await;
+}

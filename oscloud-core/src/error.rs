@@ -269,6 +269,15 @@ pub enum Error {
     /// A wire session configuration that cannot work.
     #[error("invalid wire configuration: {0}")]
     WireConfig(String),
+    /// A `traceparent` text that is not a W3C Trace Context header of a
+    /// version this code reads (see [`TraceContext`](crate::trace::TraceContext)).
+    #[error("invalid traceparent {text:?}: {reason}")]
+    BadTraceparent {
+        /// The text as given.
+        text: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A node setting given as text ([`NodeConfig::set`](crate::NodeConfig::set))
     /// that is unknown or whose value does not parse or is out of range.
     #[error("invalid node setting {key:?}: {reason}")]

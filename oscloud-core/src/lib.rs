@@ -58,6 +58,7 @@ pub mod node;
 pub mod pipe;
 pub mod plumbing;
 pub mod registry;
+pub mod trace;
 pub mod transport;
 pub mod wire;
 
@@ -72,3 +73,4 @@ pub use registry::{
     Capabilities, Entry, EntryId, EntrySpec, ExitReason, Filter, PortDirection, Registration,
     Registry, RegistryEvent, Watch,
 };
+pub use trace::TraceContext;

@@ -89,7 +89,7 @@
 //! pump(&mut a, &mut b, now);
 //! assert_eq!(
 //!     b.poll_event(),
-//!     Some(Event::Cast { to: "logger".into(), payload: Bytes::from_static(b"hello") })
+//!     Some(Event::Cast { to: "logger".into(), payload: Bytes::from_static(b"hello"), trace: None })
 //! );
 //! # Ok(())
 //! # }

@@ -121,7 +121,7 @@ const LINK_COUNTERS: &[LinkCounter] = &[
     ),
     (
         "dropped",
-        "Packets dropped: before the handshake, beyond the receive window, or not for this session.",
+        "Packets dropped: before the handshake, beyond the receive window, or not for this session; Withdraws of unannounced entries; trace elements that are not a trace context.",
         |l| l.stats.dropped,
     ),
     ("crc_failures", "Frames dropped for a bad CRC.", |l| {

@@ -20,6 +20,10 @@
 //!
 //! Minimum supported Rust version: 1.88.
 //!
+//! Feature `otel` (off by default): [`otel`], OpenTelemetry traces of
+//! calls and casts across nodes, exported over OTLP/HTTP
+//! (`docs/TRACING.md`).
+//!
 //! Every metric name starts with `oscloud_`; the full list, with labels
 //! and their bounds, is in `docs/METRICS.md`. The `oscloud` command
 //! serves them with `oscloud run --metrics 127.0.0.1:9464`.
@@ -49,6 +53,8 @@
 
 mod collector;
 mod http;
+#[cfg(feature = "otel")]
+pub mod otel;
 
 pub use collector::{MAX_PEERS, MAX_SERVERS, NO_PEER, NodeCollector, OTHER};
 pub use http::{CONTENT_TYPE, MetricsServer, serve};
@@ -75,6 +81,9 @@ pub enum Error {
     /// A collector failed to encode its metrics.
     #[error("metrics: encoding failed")]
     Encode(#[from] std::fmt::Error),
+    /// The OTLP trace exporter could not be set up (feature `otel`).
+    #[error("OTLP export: {0}")]
+    Otlp(String),
 }
 
 /// A registry (prefix [`PREFIX`]) with a [`NodeCollector`] for `node`;

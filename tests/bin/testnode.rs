@@ -12,6 +12,9 @@
 //!   most); a call answers how many casts it handled (as a string);
 //! - `relay-<name>`: pipe port `in` forwards every frame to the server and
 //!   port given by `--relay-to server:port`;
+//! - `hop-<name>`: a call with a string calls the server given by
+//!   `--hop-to SERVER` with it and answers `<name>>` and that reply (or the
+//!   string itself without `--hop-to`): a call chain across nodes;
 //! - with `--pool-worker GROUP`, `GROUP/<name>`: a pool worker (see
 //!   `oscloud_servers::pool`): a call with `(n, rounds)` answers
 //!   `oscloud_tests::pool_work(n, rounds)`.
@@ -22,7 +25,9 @@
 //! (a secure node: every link encrypted, its node key read from FILE, or
 //! made there if missing; prints `key <public key>` first) and `--allow
 //! KEY` (repeatable: a peer public key the secure node admits), `--config
-//! key=value` (repeatable: a node setting, `NodeConfig::set`).
+//! key=value` (repeatable: a node setting, `NodeConfig::set`), `--hop-to
+//! SERVER`, `--otlp URL` (export OpenTelemetry spans over OTLP/HTTP to URL,
+//! as the service `testnode-<name>`; sent at `quit`).
 //!
 //! Output lines (stdout): `listening <uri>` for every bound address, `ready`,
 //! then one answer per command:
@@ -32,6 +37,7 @@
 //! | `wait NAME` | `found NAME <node>` once NAME is in the registry |
 //! | `watch NAME` | `watching NAME`, then (later, by itself) `gone NAME <reason>` when it leaves |
 //! | `call SERVER TEXT` | `reply <text>` or `error <message>` |
+//! | `tracedcall SERVER TEXT` | the same, made in a new `testnode.call` span (a new trace with `--otlp`) |
 //! | `pipe SERVER PORT N` | `piped N <checksum>` once N bytes were written |
 //! | `casts SERVER N` | `cast N` once N casts of a string were sent |
 //! | `castwait SERVER N` | `handled <n>` once the `slow-` server SERVER handled N casts |
@@ -234,6 +240,39 @@ impl Server for Relay {
 }
 
 /// A pool worker: `(n, rounds)` → [`pool_work`]`(n, rounds)`.
+struct Hop {
+    node: String,
+    to: Option<String>,
+}
+
+#[async_trait]
+impl Server for Hop {
+    type Request = String;
+    type Reply = String;
+    type State = ();
+
+    async fn init(&self, _ctx: &mut Context) -> Result<(), ServerError> {
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        ctx: &mut Context,
+        _: &mut (),
+        text: String,
+    ) -> Result<String, ServerError> {
+        let Some(to) = &self.to else {
+            return Ok(text);
+        };
+        let next = ServerRef::new(ctx.kernel(), to).typed::<String, String>();
+        Ok(format!(
+            "{}>{}",
+            self.node,
+            next.call(&text, CALL_TIMEOUT).await?
+        ))
+    }
+}
+
 struct PoolWorker;
 
 #[async_trait]
@@ -268,6 +307,8 @@ struct Args {
     allow: Vec<String>,
     settings: Vec<String>,
     pool_worker: Option<String>,
+    hop_to: Option<String>,
+    otlp: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -295,6 +336,8 @@ fn parse_args() -> Result<Args, String> {
                 ))
             }
             "--pool-worker" => a.pool_worker = Some(value()?),
+            "--hop-to" => a.hop_to = Some(value()?),
+            "--otlp" => a.otlp = Some(value()?),
             "--relay-to" => {
                 let v = value()?;
                 let (s, p) = v.split_once(':').ok_or("--relay-to wants server:port")?;
@@ -458,9 +501,16 @@ async fn command(node: &Node, line: &str) -> Option<String> {
     Some(match verb {
         "wait" => wait_for(kernel, a).await,
         "watch" => watch_gone(kernel, a),
-        "call" => {
+        "call" | "tracedcall" => {
+            use tracing::Instrument;
             let r = ServerRef::new(kernel, a).typed::<String, String>();
-            match r.call(&b.to_owned(), CALL_TIMEOUT).await {
+            let text = b.to_owned();
+            let call = r.call(&text, CALL_TIMEOUT);
+            let span = match verb {
+                "tracedcall" => tracing::info_span!("testnode.call", server = a),
+                _ => tracing::Span::none(),
+            };
+            match call.instrument(span).await {
                 Ok(text) => format!("reply {text}"),
                 Err(e) => format!("error {e}"),
             }
@@ -501,14 +551,27 @@ async fn command(node: &Node, line: &str) -> Option<String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let args = parse_args()?;
+    let otlp = match &args.otlp {
+        Some(url) => Some(oscloud_metrics::otel::Otlp::start(
+            url,
+            &format!("testnode-{}", args.name),
+        )?),
+        None => None,
+    };
+    let log = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(std::io::stderr)
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        );
+    tracing_subscriber::registry()
+        .with(log)
+        .with(otlp.as_ref().map(|o| o.layer()))
         .init();
-    let args = parse_args()?;
     let key = match &args.key {
         Some(path) => Some(oscloud_core::identity::NodeKey::load_or_generate(path)?),
         None => None,
@@ -558,6 +621,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let name = args.name.clone();
     let relay_to = args.relay_to.clone();
+    let hop_to = args.hop_to.clone();
     let mut spec = SupervisorSpec::new(format!("root-{name}"));
     if let Some(group) = &args.pool_worker {
         spec = spec.child(ChildSpec::server(format!("{group}/{name}"), || PoolWorker));
@@ -567,6 +631,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         spec.child(ChildSpec::server(format!("upper-{name}"), {
             let name = name.clone();
             move || Upper { node: name.clone() }
+        }))
+        .child(ChildSpec::server(format!("hop-{name}"), {
+            let name = name.clone();
+            move || Hop {
+                node: name.clone(),
+                to: hop_to.clone(),
+            }
         }))
         .child(ChildSpec::server(format!("sink-{name}"), || Sink))
         .child(ChildSpec::server(format!("slow-{name}"), || Slow))
@@ -608,5 +679,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     node.shutdown();
+    if let Some(otlp) = otlp {
+        otlp.shutdown();
+    }
     Ok(())
 }

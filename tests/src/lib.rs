@@ -247,6 +247,16 @@ impl TestNode {
         self.child.id().expect("running")
     }
 
+    /// Send `quit` and wait until it has exited (within the line deadline).
+    pub async fn quit(&mut self) {
+        self.send("quit").await;
+        let exited = tokio::time::timeout(self.line_deadline, self.child.wait()).await;
+        if !matches!(exited, Ok(Ok(_))) {
+            let log = self.stderr_now();
+            panic!("{}: did not exit after quit; stderr:\n{log}", self.name);
+        }
+    }
+
     /// Kill it with SIGKILL and wait until it is gone.
     pub async fn kill9(&mut self) {
         self.child.start_kill().expect("kill");

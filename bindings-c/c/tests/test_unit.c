@@ -1,7 +1,7 @@
 /* liboscloud in one process: two nodes linked over mem://, a C server,
  * calls, casts, replies from another thread, pipes both ways, the registry
- * watch, and every error path (bad URI, unknown server, timeout, double
- * drop, NULL arguments, a provoked panic). Ends by itself within seconds. */
+ * watch, trace contexts, and every error path (bad URI, unknown server,
+ * timeout, double drop, NULL arguments, a provoked panic). Ends by itself within seconds. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "common_server.h"
@@ -288,9 +288,93 @@ static void test_server_and_links(void) {
   oscloud_node_drop(&a);
 }
 
+/* ---- trace context (docs/PROTOCOL.md section 4.2) ---- */
+
+#define TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+/* Answers the traceparent of the call it handles, or "none". */
+static void tp_call(void *ctx, const uint8_t *data, size_t len,
+                    oscloud_reply_t *reply) {
+  (void)ctx;
+  (void)data;
+  (void)len;
+  char tp[OSCLOUD_TRACEPARENT_LEN];
+  char small[8];
+  int rc = oscloud_trace_get(tp, sizeof tp);
+  if (rc == OSCLOUD_OK) {
+    CHECK_RC(oscloud_trace_get(small, sizeof small), OSCLOUD_ERR_INVALID);
+  } else {
+    CHECK_RC(rc, OSCLOUD_ERR_NOT_FOUND);
+  }
+  oscloud_bytes_t out = oscloud_bytes_default();
+  msgpack_str(rc == OSCLOUD_OK ? tp : "none", &out);
+  oscloud_reply_send(&reply, out.data, out.len);
+  oscloud_bytes_drop(&out);
+}
+
+/* Calls "tp" on the node in ctx while handling a call: the trace goes on. */
+static void hop_call(void *ctx, const uint8_t *data, size_t len,
+                     oscloud_reply_t *reply) {
+  (void)data;
+  (void)len;
+  char buf[128];
+  int rc = call_str(ctx, "tp", "?", 2000, buf, sizeof buf);
+  oscloud_bytes_t out = oscloud_bytes_default();
+  msgpack_str(rc == OSCLOUD_OK ? buf : "error", &out);
+  oscloud_reply_send(&reply, out.data, out.len);
+  oscloud_bytes_drop(&out);
+}
+
+static void test_trace(void) {
+  oscloud_node_t *a = NULL, *b = NULL;
+  CHECK_RC(oscloud_node_new(NULL, &a), OSCLOUD_OK);
+  CHECK_RC(oscloud_node_new(NULL, &b), OSCLOUD_OK);
+  oscloud_server_callbacks_t tcb = oscloud_server_callbacks_default();
+  tcb.on_call = tp_call;
+  oscloud_server_t *tp = NULL;
+  CHECK_RC(oscloud_server_register(a, "tp", &tcb, &tp), OSCLOUD_OK);
+  oscloud_server_callbacks_t hcb = oscloud_server_callbacks_default();
+  hcb.on_call = hop_call;
+  hcb.context = b;
+  oscloud_server_t *hop = NULL;
+  CHECK_RC(oscloud_server_register(b, "hop", &hcb, &hop), OSCLOUD_OK);
+  char at[128];
+  CHECK_RC(oscloud_node_listen(a, "mem://unit-trace", at, sizeof at),
+           OSCLOUD_OK);
+  CHECK_RC(oscloud_node_connect(b, at, 2000), OSCLOUD_OK);
+  CHECK_RC(oscloud_node_wait_for(b, "tp", 5000), OSCLOUD_OK);
+  CHECK_RC(oscloud_node_wait_for(a, "hop", 5000), OSCLOUD_OK);
+
+  char buf[128];
+  char got[OSCLOUD_TRACEPARENT_LEN];
+  CHECK_RC(oscloud_trace_get(got, sizeof got), OSCLOUD_ERR_NOT_FOUND);
+  CHECK_RC(call_str(a, "tp", "?", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(strcmp(buf, "none") == 0);
+  CHECK_RC(oscloud_trace_set("00-not-a-trace"), OSCLOUD_ERR_INVALID);
+  CHECK_RC(oscloud_trace_set(TP), OSCLOUD_OK);
+  CHECK_RC(oscloud_trace_get(got, sizeof got), OSCLOUD_OK);
+  CHECK(strcmp(got, TP) == 0);
+  /* Local, over the link, and through a server on b that calls a. */
+  CHECK_RC(call_str(a, "tp", "?", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(strcmp(buf, TP) == 0);
+  CHECK_RC(call_str(b, "tp", "?", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(strcmp(buf, TP) == 0);
+  CHECK_RC(call_str(a, "hop", "?", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(strcmp(buf, TP) == 0);
+  CHECK_RC(oscloud_trace_set(NULL), OSCLOUD_OK);
+  CHECK_RC(call_str(a, "hop", "?", 2000, buf, sizeof buf), OSCLOUD_OK);
+  CHECK(strcmp(buf, "none") == 0);
+
+  oscloud_server_drop(&hop);
+  oscloud_server_drop(&tp);
+  oscloud_node_drop(&b);
+  oscloud_node_drop(&a);
+}
+
 int main(void) {
   test_errors();
   test_server_and_links();
+  test_trace();
   if (check_failures) {
     fprintf(stderr, "test_unit: %d check(s) failed\n", check_failures);
     return 1;

@@ -131,8 +131,17 @@ class ServerRef:
         """The server's name."""
         return self._native.name
 
-    async def call(self, message: Any, timeout: float = 5.0) -> Any:
+    async def call(
+        self, message: Any, timeout: float = 5.0, traceparent: Optional[str] = None
+    ) -> Any:
         """Send ``message`` and wait at most ``timeout`` seconds for the reply.
+
+        With ``traceparent`` (a W3C Trace Context header,
+        ``00-<32 hex>-<16 hex>-<2 hex>``) the call belongs to that trace:
+        the server gets it (``with_trace=True``), and so does every node on
+        the way (docs/PROTOCOL.md §4.2, docs/TRACING.md). A handler passes
+        the one it got on with the calls it makes. :class:`UsageError` if it
+        is not a traceparent.
 
         Raises :class:`NotFound`, :class:`Timeout` (the server may still
         handle it), :class:`RemoteError` (the server failed handling it),
@@ -141,23 +150,23 @@ class ServerRef:
         form). Cancelling the await abandons the call: the server may still
         handle it, and the reply is dropped.
         """
-        return await self._native.call(message, timeout)
+        return await self._native.call(message, timeout, traceparent)
 
-    async def cast(self, message: Any) -> None:
+    async def cast(self, message: Any, traceparent: Optional[str] = None) -> None:
         """Send ``message`` one way; returns once it is queued for the
         server (not handled). While the link to the server's node holds as
         many bytes of messages as it may, this waits until it has room
         (back-pressure). Raises :class:`NotFound`, :class:`ServerStopped`,
-        :class:`EncodeError`."""
-        await self._native.cast(message)
+        :class:`EncodeError`. ``traceparent`` as for :meth:`call`."""
+        await self._native.cast(message, traceparent)
 
-    def try_cast(self, message: Any) -> None:
+    def try_cast(self, message: Any, traceparent: Optional[str] = None) -> None:
         """Send ``message`` one way without waiting: when the link to the
         server's node is full, raises :class:`LinkError` at once and the
         message is not sent (for callers that prefer dropping messages to
         waiting). Raises :class:`NotFound`, :class:`ServerStopped`,
-        :class:`EncodeError` too."""
-        self._native.try_cast(message)
+        :class:`EncodeError` too. ``traceparent`` as for :meth:`call`."""
+        self._native.try_cast(message, traceparent)
 
     async def open_pipe(self, port: str) -> "Pipe":
         """Open a duplex pipe to the server's ``port``: the server gets one
@@ -441,6 +450,7 @@ class Node:
         period: float = 5.0,
         with_caller: bool = False,
         ports: Mapping[str, str] = {},
+        with_trace: bool = False,
     ) -> Callable[[Any], ServerHandle]:
         """Register a Python server under ``name``: a decorator for an async
         function or a class.
@@ -471,6 +481,12 @@ class Node:
         on encrypted links, verified by the handshake), or None when the
         message came from this node.
 
+        With ``with_trace=True``, call and cast handlers get one more, last
+        argument: the ``traceparent`` of the trace the message belongs to
+        (a W3C Trace Context header, as a str), or None when the caller
+        gave none (docs/PROTOCOL.md §4.2). To keep the calls a handler makes
+        in the same trace, pass it on: ``ref.call(x, traceparent=tp)``.
+
         ``accepts``/``produces`` are advertised in the registry, and so
         are ``ports``, the pipe ports ``handle_pipe`` takes, each with the
         way data flows (``{"in": "in", "out": "out"}``; ``"in"``: the server
@@ -499,6 +515,7 @@ class Node:
                 period,
                 with_caller,
                 list(ports.items()),
+                with_trace,
             )
             return ServerHandle(native, target)
 

@@ -101,6 +101,7 @@ class Node:
         period: float,
         with_caller: bool = False,
         ports: List[Tuple[str, str]] = ...,
+        with_trace: bool = False,
     ) -> ServerHandle: ...
     def servers(self, prefix: Optional[str] = None) -> List[Entry]: ...
     def watch(self) -> Watch: ...
@@ -115,15 +116,18 @@ class ServerRef:
     @property
     def name(self) -> str:
         """The server's name."""
-    def call(self, message: Any, timeout: float = 5.0) -> Awaitable[Any]:
+    def call(
+        self, message: Any, timeout: float = 5.0, traceparent: Optional[str] = None
+    ) -> Awaitable[Any]:
         """Send ``message`` and wait at most ``timeout`` seconds for the
         reply. Raises NotFound, Timeout, ServerStopped, RemoteError (the
         server failed handling it), DecodeError, EncodeError. Cancelling
-        the await abandons the call (the server may still handle it)."""
-    def cast(self, message: Any) -> Awaitable[None]:
+        the await abandons the call (the server may still handle it).
+        With ``traceparent`` the call belongs to that trace."""
+    def cast(self, message: Any, traceparent: Optional[str] = None) -> Awaitable[None]:
         """Send ``message`` one way; returns once it is queued, waiting
         for room while the link is full."""
-    def try_cast(self, message: Any) -> None:
+    def try_cast(self, message: Any, traceparent: Optional[str] = None) -> None:
         """Send ``message`` one way without waiting; raises LinkError at
         once when the link is full."""
     def open_pipe(self, port: str) -> Awaitable[Pipe]:

@@ -41,6 +41,7 @@ use super::wakeups::{self, Wakeups};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::id_hash::IdMap;
 use crate::identity::AllowList;
+use crate::trace;
 use crate::wire::{
     CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_ROUTING, PeerInfo, PipeId,
     RemoteError, RemoteErrorKind, RouteInfo, Session,
@@ -912,13 +913,15 @@ impl Driver {
                 self.routing.router.forget(self.routing.link, id, reason)
             }
             Event::Cast { to, .. } if !self.permits(&to, Action::Call) => {}
-            Event::Cast { to, payload } => match self.local_entry(&to) {
+            Event::Cast { to, payload, trace } => match self.local_entry(&to) {
                 Ok(entry) => {
                     let caller = self.caller();
                     let payload = self.casts.hold(payload);
-                    if let Err(err) =
-                        with_caller_sync(caller, || entry.endpoint().try_cast(payload))
-                    {
+                    if let Err(err) = with_caller_sync(caller, || {
+                        trace::deliver_sync("cast", &to, trace, || {
+                            entry.endpoint().try_cast(payload)
+                        })
+                    }) {
                         debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
                     }
                 }
@@ -947,13 +950,20 @@ impl Driver {
                 };
                 self.send_reply(id, Err(busy));
             }
-            Event::Call { id, to, payload } => match self.local_entry(&to) {
+            Event::Call {
+                id,
+                to,
+                payload,
+                trace,
+            } => match self.local_entry(&to) {
                 Ok(entry) => {
                     let caller = self.caller();
                     let len = payload.len();
                     self.serving_bytes += len;
                     self.serving.push(Box::pin(async move {
-                        let result = with_caller(caller, entry.endpoint().call(payload)).await;
+                        let call = entry.endpoint().call(payload);
+                        let call = trace::deliver("call", &to, trace, call);
+                        let result = with_caller(caller, call).await;
                         (id, len, result.map_err(|e| to_remote(&e)))
                     }));
                 }
@@ -1231,10 +1241,10 @@ impl Driver {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Cast { to, msg } => {
+            Command::Cast { to, msg, trace } => {
                 let sent = {
                     let mut w = self.w();
-                    let sent = w.session.cast(&to, msg.clone());
+                    let sent = w.session.cast_traced(&to, msg.clone(), trace);
                     if !matches!(sent, Err(Error::WireWouldBlock { .. })) {
                         // Out of the backlog: senders may go direct again.
                         w.backlog -= 1;
@@ -1244,26 +1254,36 @@ impl Driver {
                 match sent {
                     Ok(()) => {}
                     Err(Error::WireWouldBlock { .. }) => {
-                        self.push_blocked(Command::Cast { to, msg })
+                        self.push_blocked(Command::Cast { to, msg, trace })
                     }
                     Err(err) => debug!(link = %self.link, "cast to {to:?} not sent: {err}"),
                 }
             }
-            Command::Call { to, msg, reply } => {
+            Command::Call {
+                to,
+                msg,
+                trace,
+                reply,
+            } => {
                 let mut w = self.w();
                 if reply.is_closed() {
                     w.backlog -= 1;
                     return; // the caller gave up already
                 }
                 w.sweep_abandoned_calls();
-                match w.session.call(&to, msg.clone()) {
+                match w.session.call_traced(&to, msg.clone(), trace) {
                     Ok(id) => {
                         w.backlog -= 1;
                         w.calls.insert(id, (to, reply));
                     }
                     Err(Error::WireWouldBlock { .. }) => {
                         drop(w);
-                        self.push_blocked(Command::Call { to, msg, reply })
+                        self.push_blocked(Command::Call {
+                            to,
+                            msg,
+                            trace,
+                            reply,
+                        })
                     }
                     Err(err) => {
                         w.backlog -= 1;

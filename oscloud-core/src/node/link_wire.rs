@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 
 use super::link_io::{Outgoing, WriteFailed};
 use super::stats::{LinkShared, Publisher};
-use crate::Error;
+use crate::{Error, TraceContext};
 use crate::id_hash::IdMap;
 use crate::wire::{CallId, Session};
 
@@ -146,11 +146,17 @@ impl LinkWire {
     /// way. The driver writes it, with every cast put in before its turn
     /// (one wake-up and one write for a burst of casts): a cast has no
     /// caller waiting for it, a call does (see [`LinkWire::call`]).
-    pub(crate) fn cast(&self, w: &mut Wire, to: &str, msg: &Bytes) -> Direct<()> {
+    pub(crate) fn cast(
+        &self,
+        w: &mut Wire,
+        to: &str,
+        msg: &Bytes,
+        trace: Option<TraceContext>,
+    ) -> Direct<()> {
         if !w.direct() {
             return Direct::Queue;
         }
-        match w.session.cast(to, msg.clone()) {
+        match w.session.cast_traced(to, msg.clone(), trace) {
             Ok(()) => {}
             Err(Error::WireWouldBlock { .. }) => return Direct::Queue,
             Err(err) => return Direct::Failed(err),
@@ -167,13 +173,14 @@ impl LinkWire {
         w: &mut Wire,
         to: &Arc<str>,
         msg: &Bytes,
+        trace: Option<TraceContext>,
         reply: ReplyTo,
     ) -> Result<Direct<()>, ReplyTo> {
         if !w.direct() {
             return Err(reply);
         }
         w.sweep_abandoned_calls();
-        match w.session.call(to, msg.clone()) {
+        match w.session.call_traced(to, msg.clone(), trace) {
             Ok(id) => {
                 w.calls.insert(id, (to.clone(), reply));
             }

@@ -6,11 +6,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 
-use super::link_wire::ReplyTo;
-
-use super::link_wire::{Direct, LinkWire, Wire};
+use super::link_wire::{Direct, LinkWire, ReplyTo, Wire};
+use crate::trace::current_trace;
 use crate::wire::{RemoteError, RemoteErrorKind};
-use crate::{Cast, Endpoint, Error, NodeId, PipeEnd};
+use crate::{Cast, Endpoint, Error, NodeId, PipeEnd, TraceContext};
 
 /// What a [`RemoteEndpoint`] (or anything else on this node) asks a link's
 /// driver to do. Casts and calls go to the session directly when they can
@@ -18,12 +17,17 @@ use crate::{Cast, Endpoint, Error, NodeId, PipeEnd};
 /// the driver through these.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Send a one-way message to `to` on the peer.
-    Cast { to: Arc<str>, msg: Bytes },
-    /// Send a request to `to` on the peer; answer on `reply`.
+    /// Send a one-way message to `to` on the peer, in `trace`.
+    Cast {
+        to: Arc<str>,
+        msg: Bytes,
+        trace: Option<TraceContext>,
+    },
+    /// Send a request to `to` on the peer, in `trace`; answer on `reply`.
     Call {
         to: Arc<str>,
         msg: Bytes,
+        trace: Option<TraceContext>,
         reply: oneshot::Sender<Result<Bytes, Error>>,
     },
     /// Open a pipe to `server`'s `port` on the peer, bridged to `end`.
@@ -206,10 +210,15 @@ impl RemoteEndpoint {
     /// A cast into the session directly if it can go now, else to the
     /// driver; `admitted` when it was counted in the link's queue (given
     /// back if it goes directly), else it is counted here if there is room.
-    fn cast_now(&self, msg: Bytes, admitted: bool) -> Result<(), Full> {
+    fn cast_now(
+        &self,
+        msg: Bytes,
+        trace: Option<TraceContext>,
+        admitted: bool,
+    ) -> Result<(), Full> {
         let len = msg.len();
         let mut w = self.wire.lock();
-        match self.wire.cast(&mut w, &self.name, &msg) {
+        match self.wire.cast(&mut w, &self.name, &msg, trace) {
             Direct::Sent(()) => {}
             // As a cast through the driver would: the cast is dropped,
             // and only a debug log says why.
@@ -223,6 +232,7 @@ impl RemoteEndpoint {
                 let cmd = Command::Cast {
                     to: self.name.clone(),
                     msg,
+                    trace,
                 };
                 return self.send(&mut w, cmd, len).map_err(|_| Full::Closed);
             }
@@ -240,12 +250,13 @@ impl RemoteEndpoint {
     fn call_now(
         &self,
         msg: Bytes,
+        trace: Option<TraceContext>,
         reply: ReplyTo,
         admitted: bool,
     ) -> Result<Option<ReplyTo>, Error> {
         let len = msg.len();
         let mut w = self.wire.lock();
-        let reply = match self.wire.call(&mut w, &self.name, &msg, reply) {
+        let reply = match self.wire.call(&mut w, &self.name, &msg, trace, reply) {
             Ok(Direct::Sent(())) | Ok(Direct::Queue) => None,
             Ok(Direct::Failed(err)) => {
                 drop(w);
@@ -271,6 +282,7 @@ impl RemoteEndpoint {
         let cmd = Command::Call {
             to: self.name.clone(),
             msg,
+            trace,
             reply,
         };
         self.send(&mut w, cmd, len)?;
@@ -281,19 +293,22 @@ impl RemoteEndpoint {
 #[async_trait]
 impl Endpoint for RemoteEndpoint {
     fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
-        self.cast_now(msg, false).map_err(|f| self.refused(f))
+        self.cast_now(msg, current_trace(), false)
+            .map_err(|f| self.refused(f))
     }
 
     fn cast(&self, msg: Bytes) -> Cast {
         let len = msg.len();
-        match self.cast_now(msg.clone(), false) {
+        let trace = current_trace();
+        match self.cast_now(msg.clone(), trace, false) {
             Ok(()) => Cast::done(Ok(())),
             Err(Full::Closed) => Cast::done(Err(self.gone())),
             Err(Full::Busy { .. }) => {
                 let this = self.clone();
                 Cast::waiting(async move {
                     this.queue.admit(len).await.map_err(|f| this.refused(f))?;
-                    this.cast_now(msg, true).map_err(|f| this.refused(f))
+                    this.cast_now(msg, trace, true)
+                        .map_err(|f| this.refused(f))
                 })
             }
         }
@@ -303,9 +318,10 @@ impl Endpoint for RemoteEndpoint {
     async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
         let (reply, answer) = oneshot::channel();
         let len = msg.len();
-        if let Some(reply) = self.call_now(msg.clone(), reply, false)? {
+        let trace = current_trace();
+        if let Some(reply) = self.call_now(msg.clone(), trace, reply, false)? {
             self.queue.admit(len).await.map_err(|f| self.refused(f))?;
-            let _ = self.call_now(msg, reply, true)?;
+            let _ = self.call_now(msg, trace, reply, true)?;
         }
         answer.await.map_err(|_| self.gone())?
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::tests::{added, node, register, until};
 use super::*;
 use crate::transport::MemTransport;
-use crate::{ExitReason, RegistryEvent};
+use crate::{Capabilities, Endpoint, ExitReason, PipeEnd, RegistryEvent};
 
 /// Poll `ok` until it holds, for at most 5 s.
 async fn eventually(what: &str, ok: impl Fn() -> bool) {
@@ -514,4 +514,60 @@ async fn a_frame_too_long_for_a_later_hop_fails_at_the_writer() {
     let most = Bytes::from(vec![8u8; 64 * 1024]);
     tx.send(most.clone()).await.unwrap();
     assert_eq!(next_frame(&mut rx).await, Some(most));
+}
+
+/// An endpoint that keeps the trace context each call and cast it gets
+/// runs in.
+#[derive(Debug, Default)]
+struct TraceSeen(std::sync::Mutex<Vec<Option<crate::TraceContext>>>);
+
+impl TraceSeen {
+    fn seen(&self) -> Vec<Option<crate::TraceContext>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn record(&self) {
+        let t = crate::trace::current_trace();
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+    }
+}
+
+#[async_trait::async_trait]
+impl Endpoint for TraceSeen {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
+        self.record();
+        Ok(())
+    }
+    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+        self.record();
+        Ok(msg)
+    }
+    async fn open_pipe(&self, _port: &str, _end: PipeEnd) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn trace_context_goes_through_the_middle_node() {
+    use crate::trace::with_trace;
+    let (_mem, a, _b, c, _) = chain().await;
+    let seen = Arc::new(TraceSeen::default());
+    let _reg = c
+        .kernel()
+        .registry()
+        .register("traced", Capabilities::new(), seen.clone())
+        .unwrap();
+    let far = until(&a, added("traced")).await.entry().clone();
+    let t: crate::TraceContext = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        .parse()
+        .unwrap();
+    // A call and a cast made in the trace, then a call outside any trace.
+    with_trace(t, async {
+        far.endpoint().call(Bytes::from_static(b"x")).await?;
+        far.endpoint().cast(Bytes::from_static(b"y")).await
+    })
+    .await
+    .unwrap();
+    eventually("the cast arrives", || seen.seen().len() == 2).await;
+    far.endpoint().call(Bytes::from_static(b"z")).await.unwrap();
+    assert_eq!(seen.seen(), vec![Some(t), Some(t), None]);
 }

@@ -4,7 +4,8 @@
 //! a small cast's receive time walking them.
 //!
 //! Only the exact shape this code's encoder writes is taken (arrays with
-//! no extra element, unsigned integers, `str` names and `bin` payloads);
+//! no extra element, so a Cast or Call with a trace element goes to the
+//! full decoder, unsigned integers, `str` names and `bin` payloads);
 //! anything else, valid or not, is left to the full decoder
 //! ([`Packet::decode_frame`](super::packet::Packet)), so both always
 //! agree (property-tested below and checked by the `packet` fuzz target).
@@ -12,7 +13,7 @@
 use bytes::Bytes;
 
 use super::name::Name;
-use super::packet::{Msg, Packet, Src, code};
+use super::packet::{Msg, Packet, Src, Trace, code};
 
 /// A cursor over a frame's bytes.
 struct Cursor<'a> {
@@ -112,6 +113,7 @@ pub(super) fn decode(frame: &Bytes) -> Option<Packet> {
                     Msg::Cast {
                         to,
                         payload: src.bytes(c.bin()?),
+                        trace: Trace::None,
                     }
                 }
                 (4, t) if t == u64::from(code::CALL) => {
@@ -121,6 +123,7 @@ pub(super) fn decode(frame: &Bytes) -> Option<Packet> {
                         id,
                         to,
                         payload: src.bytes(c.bin()?),
+                        trace: Trace::None,
                     }
                 }
                 (3, t) if t == u64::from(code::REPLY_OK) => Msg::ReplyOk {
@@ -161,12 +164,14 @@ mod tests {
             prop_oneof![
                 (name, payload.clone()).prop_map(|(to, payload)| Msg::Cast {
                     to: Name::from(to),
-                    payload
+                    payload,
+                    trace: Trace::None,
                 }),
                 (any::<u64>(), name, payload.clone()).prop_map(|(id, to, payload)| Msg::Call {
                     id,
                     to: Name::from(to),
-                    payload
+                    payload,
+                    trace: Trace::None,
                 }),
                 (any::<u64>(), payload.clone())
                     .prop_map(|(id, payload)| Msg::ReplyOk { id, payload }),
@@ -224,11 +229,12 @@ mod tests {
             msg: Msg::Cast {
                 to: Name::from("bench"),
                 payload: Bytes::from_static(&[7; 64]),
+                trace: Trace::None,
             },
         };
         let frame = Bytes::from(p.encode().unwrap());
         let Some(Packet::Data {
-            msg: Msg::Cast { to, payload },
+            msg: Msg::Cast { to, payload, .. },
             ..
         }) = decode(&frame)
         else {

@@ -61,6 +61,34 @@ pub fn route(data: &[u8]) {
     }
 }
 
+/// Decode `data` as the trace element of a Call and of a Cast (their
+/// heads are given, so the fuzzer starts at the element): whatever it is,
+/// the message decodes, with a context only if the element is one
+/// (`docs/PROTOCOL.md` §4.2).
+pub fn trace(data: &[u8]) {
+    use super::packet::{Msg, Trace};
+    // [3, 0, 0, [33, 1, "s", bin, ...data]] and [3, 0, 0, [32, "s", bin, ...data]]
+    for head in [
+        &[
+            0x94, 0x03, 0x00, 0x00, 0x95, 0x21, 0x01, 0xa1, b's', 0xc4, 0x00,
+        ][..],
+        &[0x94, 0x03, 0x00, 0x00, 0x94, 0x20, 0xa1, b's', 0xc4, 0x00][..],
+    ] {
+        let mut frame = head.to_vec();
+        frame.extend_from_slice(data);
+        if let Ok(Packet::Data {
+            msg: Msg::Call { trace, .. } | Msg::Cast { trace, .. },
+            ..
+        }) = Packet::decode_frame(&Bytes::from(frame))
+        {
+            assert!(trace != Trace::None, "the element was there");
+            if let Some(t) = trace.context() {
+                assert_eq!(crate::TraceContext::from_bytes(&t.to_bytes()), Some(t));
+            }
+        }
+    }
+}
+
 /// The length framing, both decoders, on `data` cut at the first byte's
 /// value; every frame found is decoded as a packet.
 pub fn length(data: &[u8]) {

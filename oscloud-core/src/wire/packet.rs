@@ -15,7 +15,7 @@ use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::name::{Name, NameSeed};
-use crate::{Capabilities, Error, ExitReason, NodeId, PortDirection};
+use crate::{Capabilities, Error, ExitReason, NodeId, PortDirection, TraceContext};
 
 /// `"OSCL"` as a big-endian u32: the first field of every Hello.
 pub const MAGIC: u32 = 0x4F53_434C;
@@ -327,11 +327,13 @@ pub(crate) enum Msg {
     Cast {
         to: Name,
         payload: Bytes,
+        trace: Trace,
     },
     Call {
         id: u64,
         to: Name,
         payload: Bytes,
+        trace: Trace,
     },
     ReplyOk {
         id: u64,
@@ -363,6 +365,93 @@ pub(crate) enum Msg {
     PipeEnd {
         pipe: u64,
     },
+}
+
+/// The optional `trace` element of a Cast or Call (`docs/PROTOCOL.md`
+/// §4.2), as sent or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Trace {
+    /// No element: the sender has no context (nothing is encoded).
+    #[default]
+    None,
+    /// A trace context.
+    Context(TraceContext),
+    /// An element that is not a bin of 25 bytes with non-zero ids: the
+    /// message is delivered without a context, and the receiver counts it
+    /// as dropped. Encoded as no element.
+    Ignored,
+}
+
+impl Trace {
+    /// The context, if there is one.
+    pub(crate) fn context(self) -> Option<TraceContext> {
+        match self {
+            Trace::Context(t) => Some(t),
+            Trace::None | Trace::Ignored => None,
+        }
+    }
+}
+
+impl From<Option<TraceContext>> for Trace {
+    fn from(t: Option<TraceContext>) -> Self {
+        t.map_or(Trace::None, Trace::Context)
+    }
+}
+
+/// A `trace` element being decoded: any msgpack value; a bin of the right
+/// size with non-zero ids is a context, anything else is ignored.
+struct TraceSeed;
+
+impl<'de> DeserializeSeed<'de> for TraceSeed {
+    type Value = Trace;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Trace, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Trace;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a trace context")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Trace, E> {
+                Ok(TraceContext::from_bytes(v).map_or(Trace::Ignored, Trace::Context))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Trace, A::Error> {
+                drain(&mut seq)?;
+                Ok(Trace::Ignored)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Trace, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Trace::Ignored)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Trace, E> {
+                Ok(Trace::Ignored)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Trace, E> {
+                Ok(Trace::Ignored)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Trace, E> {
+                Ok(Trace::Ignored)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Trace, E> {
+                Ok(Trace::Ignored)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Trace, E> {
+                Ok(Trace::Ignored)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Trace, E> {
+                Ok(Trace::Ignored)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Trace, E> {
+                Ok(Trace::Ignored)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Trace, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Trace, D::Error> {
+                d.deserialize_any(V)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Largest overhead of a Data packet around its message: array header,
@@ -451,7 +540,8 @@ impl Serialize for Msg {
 }
 
 impl Msg {
-    /// The payload carried last in this message, if it has one.
+    /// The payload carried last in this message, if it has one (a Cast or
+    /// Call with a trace context carries the context after it).
     fn payload(&self) -> Option<&Bytes> {
         match self {
             Msg::Cast { payload, .. }
@@ -459,6 +549,14 @@ impl Msg {
             | Msg::ReplyOk { payload, .. } => Some(payload),
             Msg::PipeData { data, .. } => Some(data),
             _ => None,
+        }
+    }
+
+    /// Whether this is a Cast or Call that carries a trace context.
+    fn has_trace(&self) -> bool {
+        match self {
+            Msg::Cast { trace, .. } | Msg::Call { trace, .. } => trace.context().is_some(),
+            _ => false,
         }
     }
 
@@ -498,8 +596,21 @@ impl Msg {
                 }
             }
             Msg::Withdraw { id, reason } => (code::WITHDRAW, id, Reason(reason)).serialize(s),
-            Msg::Cast { to, payload } => (code::CAST, to, p(payload, e)).serialize(s),
-            Msg::Call { id, to, payload } => (code::CALL, id, to, p(payload, e)).serialize(s),
+            // The trace element is appended last, only when there is a
+            // context: a receiver that does not know it skips it.
+            Msg::Cast { to, payload, trace } => match trace.context() {
+                None => (code::CAST, to, p(payload, e)).serialize(s),
+                Some(t) => (code::CAST, to, p(payload, e), B(&t.to_bytes())).serialize(s),
+            },
+            Msg::Call {
+                id,
+                to,
+                payload,
+                trace,
+            } => match trace.context() {
+                None => (code::CALL, id, to, p(payload, e)).serialize(s),
+                Some(t) => (code::CALL, id, to, p(payload, e), B(&t.to_bytes())).serialize(s),
+            },
             Msg::ReplyOk { id, payload } => (code::REPLY_OK, id, p(payload, e)).serialize(s),
             Msg::ReplyErr { id, error } => {
                 (code::REPLY_ERR, id, error.kind.code(), &error.message).serialize(s)
@@ -614,7 +725,11 @@ impl Packet {
         let Packet::Data { seq, ack, msg } = self else {
             return Ok((to_vec_after(prefix, HEAD_HINT, self)?, Bytes::new()));
         };
-        let Some(payload) = msg.payload().filter(|p| p.len() >= SPLIT_MIN) else {
+        // A traced Cast or Call has its context after the payload: whole.
+        let Some(payload) = msg
+            .payload()
+            .filter(|p| p.len() >= SPLIT_MIN && !msg.has_trace())
+        else {
             let hint = HEAD_HINT + msg.payload().map_or(0, Bytes::len);
             return Ok((to_vec_after(prefix, hint, self)?, Bytes::new()));
         };
@@ -956,11 +1071,13 @@ impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
                     code::CAST => Msg::Cast {
                         to: next_seed(s, NameSeed(self.0), "to")?,
                         payload: next_seed(s, PayloadSeed(self.0), "payload")?,
+                        trace: s.next_element_seed(TraceSeed)?.unwrap_or_default(),
                     },
                     code::CALL => Msg::Call {
                         id: next(s, "call id")?,
                         to: next_seed(s, NameSeed(self.0), "to")?,
                         payload: next_seed(s, PayloadSeed(self.0), "payload")?,
+                        trace: s.next_element_seed(TraceSeed)?.unwrap_or_default(),
                     },
                     code::REPLY_OK => Msg::ReplyOk {
                         id: next(s, "call id")?,
@@ -1196,6 +1313,7 @@ mod tests {
                 to: "log".into(),
                 // The MessagePack str "hi" (§4.2: payloads are MessagePack).
                 payload: Bytes::from_static(b"\xa2hi"),
+                trace: Trace::None,
             },
         };
         // [3, 1, 0, [32, "log", bin a2 68 69]]
@@ -1384,6 +1502,7 @@ mod tests {
                 id: 1,
                 to: "upper".into(),
                 payload: Bytes::from_static(b"\xa5hello"),
+                trace: Trace::None,
             },
         });
         assert_eq!(
@@ -1404,6 +1523,115 @@ mod tests {
             "94030101 932201 c406a548454c4c4f".replace(' ', "")
         );
         assert_in_doc(&reply);
+    }
+
+    /// The W3C Trace Context example: trace-id 4bf9…4736, parent-id
+    /// 00f0…02b7, flags 01 (sampled).
+    fn w3c_example() -> TraceContext {
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap()
+    }
+
+    /// §4.2 trace context: the golden Cast and Call of §4 with a trace
+    /// element, and the receiver's rule for one that is not a context.
+    #[test]
+    fn golden_trace() {
+        let t = w3c_example();
+        let trace_hex = "c419 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7 01";
+        // [3,1,0,[32,"log",bin a2 68 69, bin trace]]
+        let cast = roundtrip(Packet::Data {
+            seq: 1,
+            ack: 0,
+            msg: Msg::Cast {
+                to: "log".into(),
+                payload: Bytes::from_static(b"\xa2hi"),
+                trace: Trace::Context(t),
+            },
+        });
+        assert_eq!(
+            hex(&cast),
+            format!("94030100 9420 a36c6f67 c403a26869 {trace_hex}").replace(' ', "")
+        );
+        assert_in_doc(&cast);
+        // [3,1,0,[33,1,"upper",bin a5 "hello", bin trace]]
+        let call = roundtrip(Packet::Data {
+            seq: 1,
+            ack: 0,
+            msg: Msg::Call {
+                id: 1,
+                to: "upper".into(),
+                payload: Bytes::from_static(b"\xa5hello"),
+                trace: Trace::Context(t),
+            },
+        });
+        assert_eq!(
+            hex(&call),
+            format!("94030100 952101 a57570706572 c406a568656c6c6f {trace_hex}").replace(' ', "")
+        );
+        assert_in_doc(&call);
+        // A later element after the trace is skipped (§1).
+        let mut later = call.clone();
+        later[4] = 0x96;
+        later.push(0xc0);
+        assert_eq!(
+            Packet::decode(&later).unwrap(),
+            Packet::decode(&call).unwrap()
+        );
+        // Not a context: ignored, the call still decodes (the session
+        // counts it as dropped).
+        let head = hex_bytes("94030100 952101 a57570706572 c406a568656c6c6f");
+        let zero_trace = format!("c419{}{}01", "00".repeat(16), "11".repeat(8));
+        let zero_parent = format!("c419{}{}01", "11".repeat(16), "00".repeat(8));
+        for element in [
+            "c418 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7", // 24 bytes
+            "c41a 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7 0100", // 26
+            zero_trace.as_str(),
+            zero_parent.as_str(),
+            "c0",             // nil
+            "07",             // an integer
+            "a3 616263",      // a str
+            "93 01 02 03",    // an array
+            "81 a1 6b a1 76", // a map
+            "c7 01 05 00",    // an ext
+            "d9 03 616263",   // a str8
+        ] {
+            let mut b = head.clone();
+            b.extend(hex_bytes(element));
+            match Packet::decode(&b) {
+                Ok(Packet::Data {
+                    msg: Msg::Call { trace, id: 1, .. },
+                    ..
+                }) => assert_eq!(trace, Trace::Ignored, "{element}"),
+                other => panic!("{element}: {other:?}"),
+            }
+        }
+        // Without the element: no trace (the §4 vector).
+        let plain = hex_bytes("94030100 942101 a57570706572 c406a568656c6c6f");
+        assert!(matches!(
+            Packet::decode(&plain),
+            Ok(Packet::Data {
+                msg: Msg::Call {
+                    trace: Trace::None,
+                    ..
+                },
+                ..
+            })
+        ));
+        // A traced payload of any size is encoded whole: the split
+        // encoding is the same bytes.
+        let big = Packet::Data {
+            seq: 1,
+            ack: 0,
+            msg: Msg::Cast {
+                to: "log".into(),
+                payload: Bytes::from(vec![7; 4 * SPLIT_MIN]),
+                trace: Trace::Context(t),
+            },
+        };
+        let (head, tail) = big.encode_split().unwrap();
+        assert!(tail.is_empty());
+        assert_eq!(head, big.encode().unwrap());
     }
 
     #[test]
@@ -1432,6 +1660,7 @@ mod tests {
                 id: u64::MAX,
                 to: "s".into(),
                 payload: Bytes::new(),
+                trace: Trace::None,
             },
             Msg::ReplyOk {
                 id: 2,
@@ -1468,11 +1697,13 @@ mod tests {
             Msg::Cast {
                 to: "sink".into(),
                 payload: big.slice(..SPLIT_MIN),
+                trace: Trace::None,
             },
             Msg::Call {
                 id: 7,
                 to: "s".into(),
                 payload: big.slice(..300),
+                trace: Trace::None,
             },
             Msg::ReplyOk {
                 id: 8,
@@ -1554,6 +1785,39 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, .. Default::default() })]
+
+        /// Casts and Calls with any trace context round-trip; any bytes as
+        /// the trace element decode to a context or are ignored, never
+        /// fail the message (what the `trace` fuzz target runs).
+        #[test]
+        fn trace_elements_never_fail_the_message(
+            trace_id in proptest::prelude::any::<[u8; 16]>(),
+            parent_id in proptest::prelude::any::<[u8; 8]>(),
+            flags in proptest::prelude::any::<u8>(),
+            element in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let trace = Trace::from(TraceContext::new(trace_id, parent_id, flags));
+            for msg in [
+                Msg::Cast { to: "s".into(), payload: Bytes::from_static(b"\xc0"), trace },
+                Msg::Call { id: 3, to: "s".into(), payload: Bytes::new(), trace },
+            ] {
+                roundtrip(Packet::Data { seq: 1, ack: 0, msg });
+            }
+            // The element as a bin of any length: a context only at 25.
+            let mut b = hex_bytes("94030100 952103 a173 c400");
+            rmp::encode::write_bin(&mut b, &element).unwrap();
+            let decoded = Packet::decode(&b).unwrap();
+            let Packet::Data { msg: Msg::Call { trace, .. }, .. } = decoded else {
+                return Err(proptest::test_runner::TestCaseError::fail("not a call"));
+            };
+            proptest::prop_assert_eq!(
+                trace.context().is_some(),
+                TraceContext::from_bytes(&element).is_some()
+            );
+            proptest::prop_assert_ne!(trace, Trace::None);
+            crate::wire::fuzzing::trace(&element);
+            crate::wire::fuzzing::trace(&b[11..]);
+        }
 
         /// Route messages: a path of 1 to MAX_ROUTE_PATH nodes round-trips,
         /// others are refused; any one byte changed in the encoding

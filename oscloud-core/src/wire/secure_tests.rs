@@ -535,6 +535,7 @@ fn injected_cleartext_is_refused_after_the_handshake() {
         msg: super::packet::Msg::Cast {
             to: "log".into(),
             payload: Bytes::from_static(b"forged"),
+            trace: Default::default(),
         },
     }
     .encode()

@@ -198,6 +198,7 @@ mod tests {
         Msg::Cast {
             to: "c".into(),
             payload: Bytes::from(vec![i]),
+            trace: Default::default(),
         }
     }
 

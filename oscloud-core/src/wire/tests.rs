@@ -98,10 +98,17 @@ fn registry_and_messages() {
             ev[1],
             Event::Cast {
                 to: "logger".into(),
-                payload: Bytes::from_static(b"one")
+                payload: Bytes::from_static(b"one"),
+                trace: None,
             }
         );
-        let Event::Call { id, to, payload } = &ev[2] else {
+        let Event::Call {
+            id,
+            to,
+            payload,
+            trace: None,
+        } = &ev[2]
+        else {
             panic!("{ev:?}")
         };
         assert_eq!((to.as_str(), &payload[..]), ("calc", &b"1+1"[..]));
@@ -682,6 +689,72 @@ fn handshake_at_a_plaintext_side_closes_unauthorized() {
 }
 
 #[test]
+fn trace_contexts_reach_the_receiver_and_bad_ones_are_ignored() {
+    let t: crate::TraceContext = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        .parse()
+        .unwrap();
+    for kind in KINDS {
+        let mut p = Pair::connected(kind);
+        p.a.cast_traced("log", Bytes::from_static(b"c"), Some(t))
+            .unwrap();
+        let id =
+            p.a.call_traced("calc", Bytes::from_static(b"q"), Some(t))
+                .unwrap();
+        p.drive();
+        let ev = std::mem::take(&mut p.b_events);
+        assert!(ev.contains(&Event::Cast {
+            to: "log".into(),
+            payload: Bytes::from_static(b"c"),
+            trace: Some(t),
+        }));
+        let Some(&Event::Call { id: got, trace, .. }) =
+            ev.iter().find(|e| matches!(e, Event::Call { .. }))
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(trace, Some(t));
+        p.b.reply(got, Ok(Bytes::new())).unwrap();
+        p.drive();
+        assert!(
+            p.a_events
+                .iter()
+                .any(|e| matches!(e, Event::Reply { id: r, .. } if *r == id))
+        );
+        // A trace element that is not a context (24 bytes): the call is
+        // delivered without one and counted as dropped; the session stays.
+        // (Sent as b's first Data packet, on a fresh pair.)
+        let mut p = Pair::connected(kind);
+        let dropped = p.a.stats().dropped;
+        let mut bad = hex_bytes("9403 01 00 95 21 01 a4 63 61 6c 63 c4 01 71 c4 18");
+        bad.extend([7; 24]);
+        let mut f = Framer::new(kind, 64 * 1024, Duration::from_secs(1)).unwrap();
+        let mut out = VecDeque::new();
+        f.encode(&bad, &mut out).unwrap();
+        for chunk in out {
+            p.a.handle_input(p.now, &chunk);
+        }
+        let events: Vec<Event> = std::iter::from_fn(|| p.a.poll_event()).collect();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Event::Call { to, trace: None, .. } if to == "calc"
+            )),
+            "{kind:?}: {events:?}"
+        );
+        assert!(closed_reason(&events).is_none(), "{events:?}");
+        assert_eq!(p.a.stats().dropped, dropped + 1);
+    }
+}
+
+fn hex_bytes(h: &str) -> Vec<u8> {
+    let h = h.replace(' ', "");
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
 fn unknown_pipe_closes() {
     for kind in KINDS {
         let mut p = Pair::connected(kind);
@@ -745,6 +818,7 @@ proptest! {
         super::fuzzing::session(&data);
         super::fuzzing::secure_handshake(&data);
         super::fuzzing::route(&data);
+        super::fuzzing::trace(&data);
     }
 }
 
@@ -1043,6 +1117,7 @@ fn protocol_doc_examples() {
         msg: Msg::Cast {
             to: "log".into(),
             payload: Bytes::from_static(b"\xa2hi"),
+            trace: Default::default(),
         },
     };
     let b = framed(FramingKind::ReliableStream, &cast);

@@ -4,9 +4,9 @@
 use bytes::Bytes;
 
 use super::{Event, Session};
-use crate::Error;
 use crate::wire::Name;
-use crate::wire::packet::{CloseCode, Msg, RemoteError};
+use crate::wire::packet::{CloseCode, Msg, RemoteError, Trace};
+use crate::{Error, TraceContext};
 
 /// Identifies one outgoing or incoming call on a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,10 +15,22 @@ pub struct CallId(pub u64);
 impl Session {
     /// Send a one-way message to the server named `to` on the peer.
     pub fn cast(&mut self, to: &str, payload: Bytes) -> Result<(), Error> {
+        self.cast_traced(to, payload, None)
+    }
+
+    /// [`cast`](Self::cast) with the trace the message belongs to
+    /// (`docs/PROTOCOL.md` §4.2; `None`: no trace element is sent).
+    pub fn cast_traced(
+        &mut self,
+        to: &str,
+        payload: Bytes,
+        trace: Option<TraceContext>,
+    ) -> Result<(), Error> {
         let n = payload.len() as u64;
         self.enqueue(Msg::Cast {
             to: to.into(),
             payload,
+            trace: trace.into(),
         })?;
         self.stats.payload_bytes_sent += n;
         Ok(())
@@ -27,6 +39,17 @@ impl Session {
     /// Send a request to the server named `to` on the peer; the answer
     /// comes as [`Event::Reply`] with the returned id.
     pub fn call(&mut self, to: &str, payload: Bytes) -> Result<CallId, Error> {
+        self.call_traced(to, payload, None)
+    }
+
+    /// [`call`](Self::call) with the trace the call belongs to
+    /// (`docs/PROTOCOL.md` §4.2; `None`: no trace element is sent).
+    pub fn call_traced(
+        &mut self,
+        to: &str,
+        payload: Bytes,
+        trace: Option<TraceContext>,
+    ) -> Result<CallId, Error> {
         if self.pending_calls.len() >= self.config.max_pending_calls {
             self.check_open()?;
             return Err(Error::WireLimit {
@@ -40,6 +63,7 @@ impl Session {
             id,
             to: to.into(),
             payload,
+            trace: trace.into(),
         })?;
         self.next_call += 1;
         self.pending_calls.insert(id);
@@ -74,7 +98,13 @@ impl Session {
 
     /// A call from the peer: reported as [`Event::Call`], to be answered
     /// with [`reply`](Self::reply).
-    pub(super) fn handle_call(&mut self, id: u64, to: Name, payload: Bytes) {
+    pub(super) fn handle_call(
+        &mut self,
+        id: u64,
+        to: Name,
+        payload: Bytes,
+        trace: Option<TraceContext>,
+    ) {
         if self.incoming_calls.len() >= self.config.max_pending_calls {
             self.protocol_error(
                 CloseCode::Limit,
@@ -94,7 +124,20 @@ impl Session {
             id: CallId(id),
             to,
             payload,
+            trace,
         });
+    }
+
+    /// The context of a received `trace` element; one that is not a
+    /// context is ignored and counted in
+    /// [`Stats::dropped`](super::Stats::dropped) (the message is delivered
+    /// without it).
+    pub(super) fn trace_received(&mut self, trace: Trace) -> Option<TraceContext> {
+        if trace == Trace::Ignored {
+            tracing::debug!("ignored a trace element that is not a trace context");
+            self.stats.dropped += 1;
+        }
+        trace.context()
     }
 
     pub(super) fn handle_reply(&mut self, id: u64, result: Result<Bytes, RemoteError>) {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use super::{CallId, CloseReason, PeerInfo, PipeId};
 use crate::wire::Name;
 use crate::wire::packet::{EntryInfo, RemoteError, RouteInfo};
-use crate::{ExitReason, NodeId};
+use crate::{ExitReason, NodeId, TraceContext};
 
 /// Something the application (the node driver) must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub enum Event {
         to: Name,
         /// The message.
         payload: Bytes,
+        /// The trace the message belongs to, if the sender gave one
+        /// (`docs/PROTOCOL.md` §4.2).
+        trace: Option<TraceContext>,
     },
     /// A request for the server named `to`; answer with
     /// [`Session::reply`](super::Session::reply).
@@ -39,6 +42,9 @@ pub enum Event {
         to: Name,
         /// The request.
         payload: Bytes,
+        /// The trace the call belongs to, if the caller gave one
+        /// (`docs/PROTOCOL.md` §4.2).
+        trace: Option<TraceContext>,
     },
     /// The answer to a call made with [`Session::call`](super::Session::call).
     Reply {

@@ -132,11 +132,20 @@ impl Session {
             Msg::Announce(e) => self.handle_announce(e),
             Msg::Route(e, r) => self.handle_route(e, r),
             Msg::Withdraw { id, reason } => self.handle_withdraw(id, reason),
-            Msg::Cast { to, payload } => {
+            Msg::Cast { to, payload, trace } => {
+                let trace = self.trace_received(trace);
                 self.stats.payload_bytes_received += payload.len() as u64;
-                self.events.push_back(Event::Cast { to, payload });
+                self.events.push_back(Event::Cast { to, payload, trace });
             }
-            Msg::Call { id, to, payload } => self.handle_call(id, to, payload),
+            Msg::Call {
+                id,
+                to,
+                payload,
+                trace,
+            } => {
+                let trace = self.trace_received(trace);
+                self.handle_call(id, to, payload, trace)
+            }
             Msg::ReplyOk { id, payload } => {
                 self.stats.payload_bytes_received += payload.len() as u64;
                 self.handle_reply(id, Ok(payload));

@@ -33,8 +33,10 @@ pub struct Stats {
     /// Data packets received ahead of a gap (buffered).
     pub out_of_order: u64,
     /// Packets dropped before the handshake, beyond the receive window or
-    /// not for this session (a HelloAck naming another session), and
-    /// Withdraws of entries the peer had not announced.
+    /// not for this session (a HelloAck naming another session),
+    /// Withdraws of entries the peer had not announced, and trace elements
+    /// of casts and calls that are not a trace context (the message itself
+    /// is delivered, without one).
     pub dropped: u64,
     /// Frames dropped by the framing for a bad CRC.
     pub crc_failures: u64,
