@@ -9,6 +9,8 @@
     clippy::print_stdout
 )]
 
+pub mod zenohd;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;

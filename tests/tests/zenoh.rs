@@ -18,88 +18,20 @@
     clippy::print_stdout
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oscloud_core::Error;
 use oscloud_core::transport::Transports;
+use oscloud_tests::zenohd::Router;
 use oscloud_tests::{TestNode, pipe_into_sink, status_kib};
 use oscloud_transport_zenoh::ZenohTransport;
-use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
 /// Liveness far beyond every deadline of these tests: the transport must
 /// notice a dead peer by itself.
 const LIVENESS: [&str; 4] = ["--keepalive-ms", "1000", "--idle-ms", "60000"];
-
-/// The zenohd binary: `$ZENOHD`, or `target/tools/bin/zenohd`.
-fn zenohd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("ZENOHD") {
-        return PathBuf::from(path);
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/bin/zenohd");
-    assert!(
-        path.exists(),
-        "zenohd not found at {}: run scripts/install-zenohd.sh (or set ZENOHD)",
-        path.display()
-    );
-    path
-}
-
-/// A free TCP port on loopback (bound, then freed).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A zenohd process listening on a loopback port.
-struct Router {
-    port: u16,
-    child: Child,
-}
-
-impl Router {
-    async fn start() -> Self {
-        Self::start_on(free_port()).await
-    }
-
-    /// Start zenohd on `port` and wait until it takes connections.
-    async fn start_on(port: u16) -> Self {
-        let child = Command::new(zenohd_binary())
-            .args(["--listen", &format!("tcp/127.0.0.1:{port}")])
-            .arg("--no-multicast-scouting")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start zenohd");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "zenohd did not listen on {port}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { port, child }
-    }
-
-    /// The address of node `node` in cloud `cloud` through this router.
-    fn addr(&self, cloud: &str, node: &str) -> String {
-        format!("zenoh://127.0.0.1:{}/{cloud}/{node}", self.port)
-    }
-
-    async fn kill9(&mut self) {
-        self.child.start_kill().expect("kill zenohd");
-        let _ = self.child.wait().await;
-    }
-}
 
 async fn node(name: &str, extra: &[&str]) -> TestNode {
     let mut args: Vec<&str> = LIVENESS.to_vec();
@@ -445,7 +377,7 @@ async fn fleet_bench() {
     let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0;
     let max = *rss.iter().max().unwrap() as f64 / 1024.0;
     println!("RSS per node: mean {mean:.1} MiB, max {max:.1} MiB (n = {n})");
-    if let Some(r) = status_kib(router.child.id().unwrap(), "VmRSS") {
+    if let Some(r) = status_kib(router.pid(), "VmRSS") {
         println!("zenohd RSS {:.1} MiB", r as f64 / 1024.0);
     }
     let _ = newcomer.ask("wait upper-f0").await;

@@ -87,6 +87,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+mod directory;
 mod keys;
 mod link;
 mod listener;
@@ -107,6 +108,7 @@ pub const DEFAULT_ROUTER_PORT: u16 = 7447;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Address parameter: a zenoh configuration file (JSON5).
 pub const PARAM_CONFIG: &str = "config";
+pub use directory::PARAM_DIRECTORY;
 
 /// Links through zenoh routers (`zenoh://router:7447/<cloud>/<node>`).
 #[derive(Debug, Default)]
@@ -135,11 +137,14 @@ pub(crate) struct Target {
     pub(crate) cloud: String,
     /// The node listened as or dialled.
     pub(crate) node: String,
+    /// Whether the address asks for the directory (`directory=1`).
+    pub(crate) directory: bool,
 }
 
 impl Target {
     pub(crate) fn parse(addr: &Address) -> Result<Self, Error> {
-        addr.check_params(&[PARAM_CONFIG])?;
+        addr.check_params(&[PARAM_CONFIG, PARAM_DIRECTORY])?;
+        let directory = directory::wanted(addr)?;
         let config = addr.param(PARAM_CONFIG).map(str::to_owned);
         let router = if addr.host().is_empty() {
             if addr.port_or_text().is_some() {
@@ -189,6 +194,7 @@ impl Target {
             config,
             cloud: cloud.to_owned(),
             node: node.to_owned(),
+            directory,
         })
     }
 }
