@@ -377,6 +377,11 @@ async fn fleet_bench() {
     let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0;
     let max = *rss.iter().max().unwrap() as f64 / 1024.0;
     println!("RSS per node: mean {mean:.1} MiB, max {max:.1} MiB (n = {n})");
+    let (hub, leaf) = (
+        nodes[0].ask("entries").await,
+        nodes[n - 1].ask("entries").await,
+    );
+    println!("registry: hub {hub}; a leaf {leaf} (n = {n})");
     if let Some(r) = status_kib(router.pid(), "VmRSS") {
         println!("zenohd RSS {:.1} MiB", r as f64 / 1024.0);
     }

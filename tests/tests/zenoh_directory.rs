@@ -170,6 +170,8 @@ async fn stopped_servers_and_killed_nodes_leave_the_directory() {
     let mut c = dir_node(&router, 2).await;
 
     assert_eq!(b.ask("register extra-f1").await, "registered extra-f1");
+    // Published a moment after it is registered.
+    until_published(&router, "extra-f1", &["f1"]).await;
     assert_eq!(a.ask("call extra-f1 echo").await, "reply echo");
     assert_eq!(a.ask("watch extra-f1").await, "watching extra-f1");
     assert_eq!(b.ask("unregister extra-f1").await, "unregistered extra-f1");

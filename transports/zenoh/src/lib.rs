@@ -30,12 +30,38 @@
 //! All links of one [`ZenohTransport`] through the same router (and file)
 //! share one zenoh session.
 //!
+//! ## The directory (`?directory=1`)
+//!
+//! A listen address with `directory=1`
+//! (`zenoh://router:7447/lab/b?directory=1`) also makes the node use the
+//! cloud's directory in zenoh
+//! ([`Node::use_directory`](oscloud_core::Node::use_directory)):
+//!
+//! - every server the node publishes (its own, and those it reaches over
+//!   mesh links, so a bridge node publishes its boards' servers) is a
+//!   liveliness token `oscloud/<cloud>/srv/<name>/<node>`, withdrawn when
+//!   the server leaves the registry, and by the router when the node's
+//!   zenoh session goes (a node killed with SIGKILL);
+//! - a call, cast or pipe to a name the node does not hold asks
+//!   `oscloud/<cloud>/srv/<name>/*` (a liveliness query), dials the node
+//!   found (`zenoh://router/<cloud>/<node>`, through the same router) as a
+//!   *directory link*, and goes on once the name arrives over it. The
+//!   link is reused by later lookups and not dialled again once it ends.
+//!
+//! Over a directory link each side announces only what it publishes, and
+//! forwards what it learns over it to no one (`docs/PROTOCOL.md` §13.1):
+//! nodes that only use the directory dial no one by name and hold only
+//! their own servers and those of the nodes they talk to, however large
+//! the cloud. Explicit `connect`s and the mesh over them are unchanged;
+//! the two mix. `directory` is read on listen addresses only.
+//!
 //! ## On the zenoh side
 //!
 //! | key | what |
 //! |---|---|
 //! | `oscloud/<cloud>/node/<node>` | liveliness token: the node listens |
 //! | `oscloud/<cloud>/node/<node>/accept` | queryable: a get with a fresh link id (16 hex digits) as payload asks for a link |
+//! | `oscloud/<cloud>/srv/<name>/<node>` | liveliness token: `<node>` publishes server `<name>` in the directory (`<name>` as one chunk: ASCII letters, digits, `-`, `_`, `.` as they are, every other byte as `%XX`, so `pool/w1` is `pool%2Fw1`) |
 //! | `oscloud/<cloud>/link/<id>/d`, `…/l` | the dialler's (`d`) and listener's (`l`) frames; each side also holds a liveliness token on its key |
 //!
 //! A dialler declares its side of the link (subscriptions, publisher,
