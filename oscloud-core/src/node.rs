@@ -651,11 +651,10 @@ impl Node {
             let running = self.run_link_as(
                 id,
                 current,
-                Some((addr.clone(), tx)),
+                Some((addr.clone(), tx, on_demand)),
                 reconnects,
                 resumption,
                 link_limits::limits(config),
-                on_demand,
             );
             let running =
                 self.keep_linked(running, redial_rx, handover_tx, &addrs, &mut at, &resumed);
@@ -801,7 +800,7 @@ impl Node {
             None,
         );
         let ended = self
-            .run_link_as(id, link, None, 0, resumption, limits, false)
+            .run_link_as(id, link, None, 0, resumption, limits)
             .await;
         self.lock_links().remove(&id);
         ended
@@ -811,14 +810,15 @@ impl Node {
         &self,
         id: u64,
         link: Link,
-        dial: Option<(Address, oneshot::Sender<NodeId>)>,
+        dial: Option<(Address, oneshot::Sender<NodeId>, bool)>,
         reconnects: u64,
         resumption: Resumption,
         limits: driver::Limits,
-        directory: bool,
     ) -> driver::Ended {
-        // A dialled link: its address, and who waits for its handshake.
-        let (dialed, connected) = dial.map_or((None, None), |(a, c)| (Some(a), Some(c)));
+        // A dialled link: its address, who waits for its handshake, and
+        // whether it is a directory link.
+        let (dialed, connected, directory) =
+            dial.map_or((None, None, false), |(a, c, d)| (Some(a), Some(c), d));
         let kernel = self.inner.kernel.clone();
         let framing = framing_of(link.info.kind);
         let shared = Arc::new(LinkShared::new(

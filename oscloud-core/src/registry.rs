@@ -757,6 +757,35 @@ mod tests {
         Registry::new(NodeId::random())
     }
 
+    /// Registers the name it is asked for, and keeps the registration.
+    #[derive(Debug)]
+    struct Registers(Registry, Mutex<Vec<Registration>>);
+
+    #[async_trait]
+    impl Resolver for Registers {
+        async fn resolve(&self, name: &str) -> Result<(), Error> {
+            if name == "nowhere" {
+                return Err(Error::NotFound(name.into()));
+            }
+            let reg = self.0.register(name, Capabilities::new(), ep())?;
+            self.1.lock().unwrap().push(reg);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn find_asks_the_resolver_for_a_missing_name() {
+        let r = reg();
+        let t = std::time::Duration::from_secs(5);
+        assert!(matches!(r.find("far", t).await, Err(Error::NotFound(_))));
+        r.set_resolver(Arc::new(Registers(r.clone(), Mutex::new(Vec::new()))));
+        assert_eq!(r.find("far", t).await.unwrap().name(), "far");
+        assert!(matches!(
+            r.find("nowhere", t).await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
     #[test]
     fn register_lookup_unregister() {
         let r = reg();

@@ -142,11 +142,9 @@ async fn nodes_that_dial_no_one_call_each_other_by_name() {
     );
 
     let started = Instant::now();
-    for i in 0..N {
-        for j in 0..N {
-            if i != j {
-                call(&mut nodes[i], j).await;
-            }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        for j in (0..N).filter(|&j| j != i) {
+            call(node, j).await;
         }
     }
     println!(
@@ -236,9 +234,9 @@ async fn directory_bench() {
     println!("{n} nodes up and published in {:?}", started.elapsed());
     // Every node calls three others (a working set that does not grow
     // with the cloud).
-    for i in 0..n {
+    for (i, node) in nodes.iter_mut().enumerate() {
         for k in 1..=3 {
-            call(&mut nodes[i], (i + k * 7) % n).await;
+            call(node, (i + k * 7) % n).await;
         }
     }
     let mut counts = Vec::new();
