@@ -24,14 +24,11 @@ use std::time::{Duration, Instant};
 
 use oscloud_core::Error;
 use oscloud_core::transport::Transports;
-use oscloud_tests::zenohd::Router;
+use oscloud_tests::zenohd::{LIVENESS, Router};
 use oscloud_tests::{TestNode, pipe_into_sink, status_kib};
 use oscloud_transport_zenoh::ZenohTransport;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
-/// Liveness far beyond every deadline of these tests: the transport must
-/// notice a dead peer by itself.
-const LIVENESS: [&str; 4] = ["--keepalive-ms", "1000", "--idle-ms", "60000"];
 
 async fn node(name: &str, extra: &[&str]) -> TestNode {
     let mut args: Vec<&str> = LIVENESS.to_vec();

@@ -16,13 +16,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oscloud_tests::zenohd::Router;
+use oscloud_tests::zenohd::{LIVENESS, Router};
 use oscloud_tests::{TestNode, status_kib};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
-/// Liveness far beyond every deadline: the transport must notice a dead
-/// peer by itself.
-const LIVENESS: [&str; 4] = ["--keepalive-ms", "1000", "--idle-ms", "60000"];
 const CLOUD: &str = "dir";
 
 /// Node `f<i>` listening through `router` with the directory, dialling no one.
