@@ -3,7 +3,8 @@
 # locked dependencies (npm ci), type-checks and builds it (tsc, strict),
 # then runs its node:test suite: the golden vectors of docs/PROTOCOL.md, the
 # sans-IO session, the API between two clients in memory, and live tests
-# against the Rust test node over a WebSocket. The live tests run with the
+# against the Rust test node over a WebSocket (with links cut mid-traffic by
+# a TCP proxy, for reconnection and resumption). The live tests run with the
 # `ws` package on Node 20 and once more with Node's own WebSocket where
 # available (the browser API).
 # Usage: scripts/test-ts.sh   (from anywhere; needs node >= 20 and npm)
@@ -40,5 +41,5 @@ npm test
 if ! node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' &&
   node --experimental-websocket -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' 2>/dev/null; then
   step "ts: live tests again with Node's WebSocket (--experimental-websocket)"
-  node --experimental-websocket --test build-test/test/live.test.js
+  node --experimental-websocket --test build-test/test/live.test.js build-test/test/reconnect.test.js
 fi

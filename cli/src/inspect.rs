@@ -326,7 +326,7 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let _ = writeln!(o, "LINKS");
     let _ = writeln!(
         o,
-        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>8} {:>6} {:>6} {:>5}",
+        "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>8} {:>6} {:>6} {:>9} {:>5}",
         "REMOTE",
         "PEER",
         "FRAMES OUT",
@@ -337,13 +337,14 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
         "RTT",
         "RETX",
         "STALLS",
+        "QUEUED",
         "DOWN"
     );
     for l in &st.links {
         let before = prev.and_then(|p| p.links.iter().find(|x| x.remote == l.remote));
         let _ = writeln!(
             o,
-            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>8} {:>6} {:>6} {:>5}",
+            "  {:<34} {:<9} {:>10} {:>10} {:>12} {:>12} {:>9} {:>8} {:>6} {:>6} {:>9} {:>5}",
             l.remote,
             if l.connected {
                 l.peer.as_str()
@@ -358,6 +359,7 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
             rtt(l.rtt_us),
             l.retransmissions,
             l.credit_stalls,
+            l.send_queue_bytes,
             l.reconnects
         );
     }
@@ -417,19 +419,20 @@ pub fn render(st: &NodeStatus, prev: Option<&NodeStatus>) -> String {
     let _ = writeln!(o, "PIPES (wired on this node)");
     let _ = writeln!(
         o,
-        "  {:<24} {:>10} {:>12} {:>9} {:>10} {:<6}",
-        "PIPE", "FRAMES", "BYTES", "RATE", "TAP DROPS", "STATE"
+        "  {:<24} {:>10} {:>12} {:>9} {:>10} {:>7} {:<6}",
+        "PIPE", "FRAMES", "BYTES", "RATE", "TAP DROPS", "STALLS", "STATE"
     );
     for p in st.pipes.iter().filter(|p| p.wired_on == st.node) {
         let before = prev.and_then(|x| x.pipes.iter().find(|y| y.name == p.name));
         let _ = writeln!(
             o,
-            "  {:<24} {:>10} {:>12} {:>9} {:>10} {:<6}",
+            "  {:<24} {:>10} {:>12} {:>9} {:>10} {:>7} {:<6}",
             p.name,
             p.frames,
             p.bytes,
             rate(p.frames, before.map(|b| b.frames), dt),
             p.tap_dropped,
+            p.credit_stalls,
             if p.finished { "ended" } else { "open" }
         );
     }

@@ -5,7 +5,7 @@
 //! registry), each node exports the pipes it wires (names from the
 //! topology, so bounded): `oscloud_pipe_frames_total`,
 //! `oscloud_pipe_bytes_total`, `oscloud_pipe_tap_dropped_total`,
-//! `oscloud_pipe_open`.
+//! `oscloud_pipe_credit_stalls_total`, `oscloud_pipe_open`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,13 +50,18 @@ type PipeCounter = (
     fn(&crate::runtime::PipeStatus) -> u64,
 );
 
-const PIPE_COUNTERS: [PipeCounter; 3] = [
+const PIPE_COUNTERS: [PipeCounter; 4] = [
     ("pipe_frames", "Frames through the pipe.", |p| p.frames),
     ("pipe_bytes", "Bytes through the pipe.", |p| p.bytes),
     (
         "pipe_tap_dropped",
         "Frames the pipe's tap branch dropped for slow watchers.",
         |p| p.tap_dropped,
+    ),
+    (
+        "pipe_credit_stalls",
+        "Times a frame waited for room at a destination of the pipe (the server's port full, or the peer's credit short).",
+        |p| p.credit_stalls,
     ),
 ];
 

@@ -43,6 +43,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Frames a tap branch keeps for a slow watcher before dropping the oldest.
 pub const TAP_QUEUE: usize = 256;
+/// Once a pipe has ended, how long its zenoh tap may take to publish what
+/// it holds.
+const ZENOH_TAP_LINGER: Duration = Duration::from_secs(10);
 
 /// The control server's name for node `node`.
 pub fn control_name(node: &str) -> String {
@@ -143,12 +146,18 @@ impl Plan {
 
 /// The transports of this build; `mem` shared by every node of a process.
 pub fn transports(mem: &MemTransport) -> Transports {
+    transports_with(mem, Arc::new(ZenohTransport::new()))
+}
+
+/// [`transports`] with `zenoh` as the zenoh transport (its sessions shared
+/// with the node's pipe taps).
+fn transports_with(mem: &MemTransport, zenoh: Arc<ZenohTransport>) -> Transports {
     Transports::new()
         .with(Arc::new(mem.clone()))
         .with(Arc::new(TcpTransport))
         .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(WsTransport::wss()))
-        .with(Arc::new(ZenohTransport::new()))
+        .with(zenoh)
         .with(Arc::new(UnixTransport))
         .with(Arc::new(oscloud_transport_serial::SerialTransport))
 }
@@ -230,6 +239,10 @@ pub struct EndStatus {
     pub rewires: u64,
     /// Frames the pipe's tap dropped for slow watchers (sources only).
     pub dropped: u64,
+    /// Times a frame waited for room in the end (destinations only; see
+    /// [`PipeStatus::credit_stalls`]).
+    #[serde(default)]
+    pub credit_stalls: u64,
 }
 
 /// One server of a node.
@@ -295,6 +308,10 @@ pub struct LinkInfo {
     /// Times a pipe frame waited for the peer's credit on this link.
     #[serde(default)]
     pub credit_stalls: u64,
+    /// Bytes waiting to be sent on the link
+    /// (`oscloud_core::LinkStatus::send_queue_bytes`).
+    #[serde(default)]
+    pub send_queue_bytes: u64,
 }
 
 /// One pipe of the topology.
@@ -314,6 +331,11 @@ pub struct PipeStatus {
     pub bytes: u64,
     /// Frames the tap branch dropped for slow watchers.
     pub tap_dropped: u64,
+    /// Times a frame waited for room at a destination: the server's port
+    /// was full, or, for a server on another node, the peer's credit
+    /// (its reader was behind).
+    #[serde(default)]
+    pub credit_stalls: u64,
     /// Whether it ended.
     pub finished: bool,
 }
@@ -378,6 +400,8 @@ pub(crate) struct Shared {
     plan_nodes: Vec<NodeAddress>,
     wired: Mutex<Vec<Arc<WiredPipe>>>,
     exits: Arc<Mutex<std::collections::VecDeque<(String, u64, bool)>>>,
+    /// The node's zenoh transport, for its pipes' zenoh taps.
+    zenoh: Arc<ZenohTransport>,
 }
 
 impl Shared {
@@ -403,6 +427,11 @@ impl Shared {
                     st.frames = w.hub.frames.load(Ordering::Relaxed);
                     st.bytes = w.hub.bytes.load(Ordering::Relaxed);
                     st.finished = w.hub.finished.load(Ordering::Relaxed);
+                    st.credit_stalls = w
+                        .ends
+                        .iter()
+                        .map(|(_, _, c)| c.stalls.load(Ordering::Relaxed))
+                        .sum();
                     if let Some(s) = w.split.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                         st.tap_dropped = s.dropped(w.tap_index);
                         st.frames = st.frames.max(s.delivered(0));
@@ -481,6 +510,7 @@ impl Shared {
                 rtt_us: l.rtt_us,
                 retransmissions: l.stats.retransmissions,
                 credit_stalls: l.credit_stalls,
+                send_queue_bytes: l.send_queue_bytes,
             })
             .collect();
         let wired = self.wired();
@@ -503,6 +533,7 @@ impl Shared {
                     bytes: c.bytes.load(Ordering::Relaxed),
                     rewires: c.rewires.load(Ordering::Relaxed),
                     dropped: if *input { 0 } else { tap_dropped },
+                    credit_stalls: c.stalls.load(Ordering::Relaxed),
                 });
             }
         }
@@ -689,7 +720,12 @@ impl NodeRun {
             .clone();
         let (listen, dial) = self.plan.nodes.get(&self.name).cloned().unwrap_or_default();
         let kernel = Kernel::new();
-        let node = Node::with_config(kernel.clone(), transports(&self.mem), def.config.clone());
+        let zenoh = Arc::new(ZenohTransport::new());
+        let node = Node::with_config(
+            kernel.clone(),
+            transports_with(&self.mem, zenoh.clone()),
+            def.config.clone(),
+        );
         if let Some(id) = self.console_read_only {
             node.access_policy().set_text(&format!("readonly {id}\n"))?;
             info!(node = %self.name, "the console ({}) is read-only here", id.short());
@@ -749,6 +785,7 @@ impl NodeRun {
             plan_nodes,
             wired: Mutex::new(Vec::new()),
             exits: Arc::default(),
+            zenoh,
         });
         // Remember how this node's servers leave, for the nodes that wire
         // their pipes (see `Rewire::restarted`).
@@ -874,6 +911,8 @@ struct EndCounters {
     frames: AtomicU64,
     bytes: AtomicU64,
     rewires: AtomicU64,
+    /// Times a frame found the end full and waited (destinations).
+    stalls: AtomicU64,
 }
 
 impl EndCounters {
@@ -1058,7 +1097,17 @@ impl Rewire {
                         () = writer.closed() => break,
                     },
                 };
-                match writer.send(frame.clone()).await {
+                // Tried first, so a frame that has to wait for room is
+                // counted as a stall.
+                let sent = match writer.try_send(frame.clone()) {
+                    Err((f, oscloud_core::Error::PipeFull { .. })) => {
+                        self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                        writer.send(f).await
+                    }
+                    Err((_, e)) => Err(e),
+                    Ok(()) => Ok(()),
+                };
+                match sent {
                     Ok(()) => {}
                     // No instance of the server could take it.
                     Err(e @ oscloud_core::Error::FrameTooLarge { .. }) => return Err(e.into()),
@@ -1113,6 +1162,24 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
     let (tap_w, mut tap_r) = kernel.pipe();
     let tap_index = branches.len();
     branches.push(Branch::drop_oldest(tap_w, TAP_QUEUE));
+    // Published on zenoh when the topology asks; never holds the pipe up
+    // (a drop-oldest branch), and a tap that cannot start is only logged.
+    let zenoh_tap = p.zenoh_tap.clone().map(|at| {
+        let (w, r) = kernel.pipe();
+        branches.push(Branch::drop_oldest(w, TAP_QUEUE));
+        let (zenoh, name) = (shared.zenoh.clone(), p.name.clone());
+        tokio::spawn(async move {
+            match zenoh.tap(&at, &name, r).await {
+                Ok(tap) => {
+                    info!(pipe = %name, key = %tap.key(), "pipe tapped on zenoh");
+                    if let Err(e) = tap.finished().await {
+                        warn!(pipe = %name, "the zenoh tap stopped: {e}");
+                    }
+                }
+                Err(e) => warn!(pipe = %name, "no zenoh tap: {e}"),
+            }
+        })
+    });
     let hub = Arc::new(TapHub::default());
     let wired = Arc::new(WiredPipe {
         def: p.clone(),
@@ -1163,6 +1230,17 @@ async fn wire(kernel: &Kernel, p: PipeDef, shared: &Shared) -> Result<(), Error>
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
             return Err(e);
+        }
+    }
+    if let Some(mut tap) = zenoh_tap {
+        // It has every frame once the split ended: let it publish them
+        // (not waiting forever for a router that is not there).
+        if tokio::time::timeout(ZENOH_TAP_LINGER, &mut tap)
+            .await
+            .is_err()
+        {
+            warn!(pipe = %p.name, "the zenoh tap did not finish within {ZENOH_TAP_LINGER:?}");
+            tap.abort();
         }
     }
     info!(pipe = %p.name, frames = hub.frames.load(Ordering::Relaxed), "pipe ended");

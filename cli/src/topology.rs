@@ -20,7 +20,7 @@ use toml::Spanned;
 use crate::kinds::{self, Kind};
 
 /// Address schemes the `oscloud` command can link over.
-pub const SCHEMES: &[&str] = &["tcp", "ws", "wss", "unix", "serial", "mem"];
+pub const SCHEMES: &[&str] = &["tcp", "ws", "wss", "unix", "serial", "zenoh", "mem"];
 
 /// The parameter of a `serial://` address that names the node at the
 /// other end of the cable (`serial:///dev/ttyUSB0?baud=115200&peer=edge`).
@@ -129,6 +129,7 @@ struct RawPipe {
     name: Option<Spanned<String>>,
     from: Spanned<toml::Value>,
     to: Spanned<toml::Value>,
+    zenoh_tap: Option<Spanned<String>>,
 }
 
 // ------------------------------------------------------------------ model
@@ -231,6 +232,11 @@ pub struct PipeDef {
     pub from: Vec<End>,
     /// Destinations; several get every frame (split).
     pub to: Vec<End>,
+    /// Where the node that wires it publishes its frames on zenoh
+    /// (`zenoh_tap = "zenoh://ROUTER:PORT/<cloud>/<node>"`: key
+    /// `oscloud/<cloud>/pipe/<node>/<pipe name>`, see
+    /// `oscloud_transport_zenoh::tap_key`), if anywhere.
+    pub zenoh_tap: Option<Address>,
     /// The line it starts on.
     pub line: usize,
 }
@@ -845,10 +851,37 @@ impl Topology {
                     format!("duplicate pipe name {name:?} (also on line {other})"),
                 );
             }
+            let zenoh_tap = p.zenoh_tap.as_ref().and_then(|t| {
+                let checked = t
+                    .get_ref()
+                    .parse::<Address>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|a| {
+                        if a.scheme() != oscloud_transport_zenoh::SCHEME {
+                            return Err(
+                                "a zenoh_tap is a zenoh://ROUTER:PORT/<cloud>/<node> address"
+                                    .into(),
+                            );
+                        }
+                        let path = a.path().trim_start_matches('/');
+                        let (cloud, node) = path.split_once('/').unwrap_or((path, ""));
+                        oscloud_transport_zenoh::tap_key(cloud, node, &name)
+                            .map(|_| a)
+                            .map_err(|e| e.to_string())
+                    });
+                match checked {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        check.err(t.span(), format!("bad zenoh_tap {:?}: {e}", t.get_ref()));
+                        None
+                    }
+                }
+            });
             pipes.push(PipeDef {
                 name,
                 from,
                 to,
+                zenoh_tap,
                 line,
             });
         }
@@ -860,7 +893,9 @@ impl Topology {
             pipes,
         };
         // A pipe is wired on the node of its first destination: every
-        // other end must be on that node or on a node linked to it.
+        // other end must be on that node or on a node it reaches over
+        // links (directly, or through other nodes within both nodes'
+        // `max_hops`: the nodes route for each other).
         if check.problems.is_empty() {
             let serial = topo.nodes.iter().any(|n| {
                 n.listen
@@ -872,7 +907,7 @@ impl Topology {
                 let at = topo.wiring_node(p);
                 for end in p.from.iter().chain(&p.to) {
                     let node = topo.node_of(&end.server);
-                    if node != at && !topo.linked(node, at) {
+                    if node != at && !topo.reaches_within_hops(node, at) {
                         let (line, column) = (p.line, 1);
                         check.problems.push((
                             usize::MAX,
@@ -880,7 +915,7 @@ impl Topology {
                                 line,
                                 column,
                                 message: format!(
-                                    "pipe {:?}: {end} is on node {node:?} and the pipe is wired on node {at:?}, but the two nodes are not linked (add a listen/connect pair{})",
+                                    "pipe {:?}: {end} is on node {node:?} and the pipe is wired on node {at:?}, but the two nodes are not linked, directly or through other nodes within max_hops (add a listen/connect pair{})",
                                     p.name,
                                     if serial { "; a serial address names the node at the other end of its cable with ?peer=NODE" } else { "" }
                                 ),
@@ -925,6 +960,44 @@ impl Topology {
         };
         let cabled = |x: &NodeDef, y: &NodeDef| x.serial_peers.iter().any(|(_, p)| *p == y.name);
         dials(a, b) || dials(b, a) || cabled(a, b) || cabled(b, a)
+    }
+
+    /// How many links the shortest way from node `a` to node `b` crosses
+    /// (0 from a node to itself), if there is one.
+    pub fn hops(&self, a: &str, b: &str) -> Option<usize> {
+        let mut seen = vec![a];
+        let mut frontier = vec![a];
+        let mut hops = 0;
+        while !frontier.is_empty() {
+            if frontier.contains(&b) {
+                return Some(hops);
+            }
+            hops += 1;
+            let mut next = Vec::new();
+            for x in frontier {
+                for n in &self.nodes {
+                    if !seen.contains(&n.name.as_str()) && self.linked(x, &n.name) {
+                        seen.push(&n.name);
+                        next.push(n.name.as_str());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        None
+    }
+
+    /// Whether a server on node `a` is reachable from node `b` (or the
+    /// other way): linked directly, or through other nodes by a way no
+    /// longer than either node's `max_hops`.
+    pub fn reaches_within_hops(&self, a: &str, b: &str) -> bool {
+        let limit = [a, b]
+            .iter()
+            .filter_map(|n| self.node(n))
+            .map(|n| n.config.max_hops)
+            .min()
+            .unwrap_or(0);
+        self.hops(a, b).is_some_and(|h| h <= limit)
     }
 
     /// The node called `name`.

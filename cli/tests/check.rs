@@ -84,7 +84,7 @@ fn bad_file_lists_every_problem_with_its_line() {
     let expected = [
         r#"bad.toml:2:11: bad address "tcp://127.0.0.1:notaport": invalid address "tcp://127.0.0.1:notaport": bad port "notaport": expected 0 to 65535"#,
         r#"bad.toml:3:12: bad address "serial:///dev/ttyUSB0?baud=fast": invalid address "serial:///dev/ttyUSB0?baud=fast": parameter baud="fast" is not valid: invalid digit found in string"#,
-        r#"bad.toml:3:47: bad address "can://vcan0": no transport for scheme "can" (this build has tcp, ws, wss, unix, serial, mem)"#,
+        r#"bad.toml:3:47: bad address "can://vcan0": no transport for scheme "can" (this build has tcp, ws, wss, unix, serial, zenoh, mem)"#,
         r#"bad.toml:6:8: unknown server kind "fiel" (known kinds: process, pty, file, stdin, jsonl, stdout, tee, pool)"#,
         r#"bad.toml:11:10: kind "jsonl" takes no argument "paht" (it takes: path, append, timestamps)"#,
         r#"bad.toml:13:10: server "p" (kind "process") needs argument "program": the program (looked up in PATH)"#,
@@ -128,8 +128,47 @@ to = "l.in"
     assert_eq!(code, 2);
     assert_eq!(
         stderr.trim(),
-        r#"unlinked.toml:11:1: pipe "s.out": s.out is on node "a" and the pipe is wired on node "b", but the two nodes are not linked (add a listen/connect pair)"#
+        r#"unlinked.toml:11:1: pipe "s.out": s.out is on node "a" and the pipe is wired on node "b", but the two nodes are not linked, directly or through other nodes within max_hops (add a listen/connect pair)"#
     );
+}
+
+/// A chain a – b – c: a pipe from a's server wired on c is fine (b
+/// routes between them), unless the way is longer than `max_hops`.
+#[test]
+fn pipe_through_a_middle_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |c_config: &str| {
+        format!(
+            r#"[nodes.a]
+listen = ["tcp://127.0.0.1:1"]
+[nodes.b]
+connect = ["tcp://127.0.0.1:1"]
+listen = ["tcp://127.0.0.1:2"]
+[nodes.c]
+connect = ["tcp://127.0.0.1:2"]
+{c_config}
+[servers.s]
+node = "a"
+kind = "file"
+args = {{ path = "r.txt" }}
+[servers.l]
+node = "c"
+kind = "jsonl"
+[[pipes]]
+from = "s.out"
+to = "l.in"
+"#
+        )
+    };
+    let (code, _, stderr) = check(dir.path(), "chain.toml", &text(""));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = check(
+        dir.path(),
+        "chain1.toml",
+        &text("[nodes.c.config]\nmax_hops = 1\n"),
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("within max_hops"), "{stderr}");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! `oscloud run --metrics`: a real `oscloud` process serves OpenMetrics;
 //! this test process links to it as a node, makes calls of a known size,
 //! scrapes the endpoint with `curl` and checks the numbers against what
-//! it sent, and that the text is well-formed OpenMetrics.
+//! it sent, and that the text is well-formed OpenMetrics. Two bare wire
+//! sessions end with known close codes (one closes, one makes the hub
+//! close), and a pipe into a program that never reads stalls.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -14,7 +16,11 @@ use nix::sys::signal::Signal;
 use oscloud_actors::ServerRef;
 use oscloud_core::address::Address;
 use oscloud_core::transport::MemTransport;
-use oscloud_core::{Kernel, Node};
+use oscloud_core::wire::{CloseCode, Config, FramingKind, LocalInfo, Session};
+use oscloud_core::{Kernel, Node, NodeId};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -38,7 +44,76 @@ args = { path = "log.jsonl" }
 name = "readings"
 from = "sensor.out"
 to = "log.in"
+
+[servers.blob]
+node = "hub"
+kind = "file"
+args = { path = "blob.txt", mode = "chunks", repeat = true }
+
+[servers.sink]
+node = "hub"
+kind = "process"
+args = { program = "sleep", args = ["120"], lines = false }
+
+[[pipes]]
+name = "stuck"
+from = "blob.out"
+to = "sink.in"
 "#;
+
+/// A wire session without a node, to the hub's Unix socket: the test
+/// chooses what it sends (how it closes).
+struct Bare {
+    session: Session,
+    sock: UnixStream,
+}
+
+impl Bare {
+    /// Linked (handshake done) to the hub at `path`.
+    fn connect(path: &std::path::Path) -> Self {
+        let sock = UnixStream::connect(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let session = Session::new(
+            Config::new(FramingKind::ReliableStream),
+            LocalInfo::new(NodeId::random()),
+            Instant::now(),
+        )
+        .unwrap();
+        let mut bare = Self { session, sock };
+        bare.run_until("the handshake", |s| s.is_connected());
+        bare
+    }
+
+    /// The peer label the hub gives this session.
+    fn peer(&self) -> String {
+        self.session.local().node.short()
+    }
+
+    /// Write what the session has to send, read what comes, until `done`.
+    fn run_until(&mut self, what: &str, done: impl Fn(&Session) -> bool) {
+        let deadline = Instant::now() + LIMIT;
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            while let Some(bytes) = self.session.poll_transmit(Instant::now()) {
+                // The hub may have closed the socket already.
+                let _ = self.sock.write_all(&bytes);
+            }
+            while self.session.poll_event().is_some() {}
+            if done(&self.session) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {what} within {LIMIT:?}");
+            match self.sock.read(&mut buf) {
+                Ok(0) => {}
+                Ok(n) => self.session.handle_input(Instant::now(), &buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("{what}: {e}"),
+            }
+            self.session.handle_timeout(Instant::now());
+        }
+    }
+}
 
 /// A free TCP port on loopback (the test's own process chooses it).
 fn free_port() -> u16 {
@@ -155,6 +230,7 @@ fn metrics_endpoint_counts_what_another_process_sent() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("topology.toml"), TOPOLOGY).unwrap();
     std::fs::write(dir.path().join("readings.txt"), "t=1\nt=2\nt=3\n").unwrap();
+    std::fs::write(dir.path().join("blob.txt"), vec![b'b'; 64 * 1024]).unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let sockets = dir.path().join("sockets");
@@ -207,9 +283,56 @@ fn metrics_endpoint_counts_what_another_process_sent() {
     let me = kernel.node().short();
     let sent = node.links()[0].stats;
 
-    let text = curl(&url).unwrap();
-    let samples = parse_openmetrics(&text);
+    // One bare session closes (Normal); another sends a packet that does
+    // not decode, so the hub closes it (with the code it tells it).
+    let socket = sockets.join("hub.sock");
+    let mut closer = Bare::connect(&socket);
+    closer.session.close("done");
+    closer.run_until("the Close written", |_| true);
+    let closer_peer = closer.peer();
+    drop(closer);
+    let mut garbler = Bare::connect(&socket);
+    // A 1-byte frame (length prefix, `docs/PROTOCOL.md` §2.1): 0xc1 is
+    // never valid MessagePack.
+    garbler.sock.write_all(&[0, 0, 0, 1, 0xc1]).unwrap();
+    garbler.run_until("the hub's Close", |s| s.close_reason().is_some());
+    let reason = garbler.session.close_reason().unwrap().clone();
+    assert!(reason.remote, "{reason}");
+    assert_eq!(reason.code, CloseCode::Decode, "{reason}");
+    let garbler_peer = garbler.peer();
+    drop(garbler);
+
+    // Scrape once the hub saw both closes, the probe's first answer and
+    // the stuck pipe's first stall.
     let hub = ("node", "hub");
+    let mut text = String::new();
+    wait_until(LIMIT, "closes, round trips and stalls counted", || {
+        text = curl(&url).unwrap();
+        let samples = parse_openmetrics(&text);
+        let got = |name: &str, labels: &[(&str, &str)]| {
+            samples.iter().any(|(n, l, v)| {
+                n == name
+                    && *v >= 1.0
+                    && labels
+                        .iter()
+                        .all(|(k, x)| l.get(*k).map(String::as_str) == Some(*x))
+            })
+        };
+        got(
+            "oscloud_node_link_closes_total",
+            &[hub, ("code", "Decode"), ("direction", "sent")],
+        ) && got(
+            "oscloud_node_link_closes_total",
+            &[hub, ("code", "Normal"), ("direction", "received")],
+        ) && got(
+            "oscloud_link_round_trip_seconds_count",
+            &[hub, ("peer", me.as_str()), ("source", "probe")],
+        ) && got(
+            "oscloud_pipe_credit_stalls_total",
+            &[hub, ("pipe", "stuck")],
+        )
+    });
+    let samples = parse_openmetrics(&text);
     let server = ("server", "log");
     // Every call this process made, and nothing else (nobody else calls
     // the logger).
@@ -272,6 +395,75 @@ fn metrics_endpoint_counts_what_another_process_sent() {
             "oscloud_registry_entries",
             &[hub, ("scope", "local")]
         ) >= 4.0
+    );
+    // Each close once, under its peer and code, though both links are
+    // gone; nothing else closed.
+    let closes = |name: &str, peer: &str, code: &str| {
+        value(&samples, name, &[hub, ("peer", peer), ("code", code)])
+    };
+    assert_eq!(
+        closes("oscloud_link_closes_received_total", &closer_peer, "Normal"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        closes("oscloud_link_closes_sent_total", &garbler_peer, "Decode"),
+        1.0
+    );
+    assert_eq!(
+        closes("oscloud_link_closes_sent_total", &closer_peer, "Normal"),
+        0.0
+    );
+    let total = |direction: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == "oscloud_node_link_closes_total"
+                    && l.get("direction").map(String::as_str) == Some(direction)
+            })
+            .map(|s| s.2)
+            .sum()
+    };
+    assert_eq!((total("sent"), total("received")), (1.0, 1.0), "{text}");
+    // Every code of PROTOCOL.md §5.4 and `Other`, in each direction.
+    let codes = samples
+        .iter()
+        .filter(|s| s.0 == "oscloud_node_link_closes_total")
+        .count();
+    assert_eq!(codes, 2 * 14);
+    // The probe's round trips to this process, in the histogram; none
+    // measured by the session on a reliable stream.
+    let rtt = |source: &str, sample: &str| {
+        value(
+            &samples,
+            &format!("oscloud_link_round_trip_seconds_{sample}"),
+            &[hub, peer, ("source", source)],
+        )
+    };
+    assert!(rtt("probe", "count") >= 1.0);
+    assert!(rtt("probe", "sum") > 0.0);
+    assert_eq!(rtt("session", "count"), 0.0);
+    // Nothing waits to be sent to this process once its calls returned.
+    assert_eq!(
+        value(&samples, "oscloud_link_send_queue_bytes", &[hub, peer]),
+        0.0
+    );
+    // The pipe into a program that never reads stalls; the logger keeps
+    // up with its 200 frames a second.
+    assert!(
+        value(
+            &samples,
+            "oscloud_pipe_credit_stalls_total",
+            &[hub, ("pipe", "stuck")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "oscloud_pipe_credit_stalls_total",
+            &[hub, ("pipe", "readings")]
+        ),
+        0.0
     );
     // The pipe wired on the hub moves frames.
     assert!(

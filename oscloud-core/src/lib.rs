@@ -65,7 +65,9 @@ pub mod wire;
 pub use endpoint::{Cast, Endpoint};
 pub use error::{Error, Result};
 pub use kernel::Kernel;
-pub use node::{LinkStatus, Node, NodeConfig, NodeId, Route};
+pub use node::{
+    CLOSE_CODES, LinkCloses, LinkStatus, MAX_CLOSE_PEERS, Node, NodeConfig, NodeId, Route,
+};
 pub use pipe::{PipeConfig, PipeEnd, PipeReader, PipeWriter};
 pub use registry::{
     Capabilities, Entry, EntryId, EntrySpec, ExitReason, Filter, PortDirection, Registration,

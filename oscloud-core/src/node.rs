@@ -58,6 +58,7 @@ mod directory;
 mod driver;
 mod held_casts;
 mod id;
+mod link_closes;
 mod link_io;
 mod link_limits;
 #[cfg(test)]
@@ -86,6 +87,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info_span, warn};
 
 pub use id::NodeId;
+pub use link_closes::{CLOSE_CODES, LinkCloses, MAX_CLOSE_PEERS};
 pub use router::Route;
 pub use settings::{SETTINGS, Setting, SettingKind};
 
@@ -298,6 +300,21 @@ pub struct LinkStatus {
     /// on this link (the peer's reader was behind): a sign of a slow
     /// consumer, not of a slow link.
     pub credit_stalls: u64,
+    /// Bytes waiting to be sent on the link: casts and calls waiting for
+    /// its driver (at most [`NodeConfig::max_queued`]) and the replies
+    /// and pipe data queued in its session (for a sequence number, the
+    /// send window or the link to take them).
+    pub send_queue_bytes: u64,
+    /// How the link's session closed, once it did: the code, and whether
+    /// the peer closed it. (A link's record goes when it ends for good;
+    /// [`Node::link_closes`] keeps counting.)
+    pub closed: Option<wire::CloseReason>,
+    /// Every round trip the node's probe measured on the link (see
+    /// `rtt_us`), bucketed: the samples themselves, not smoothed.
+    pub probe_rtt: wire::RttHistogram,
+    /// The round trips the session's retransmission timer measured
+    /// (lossy links; empty on reliable streams), bucketed.
+    pub session_rtt: wire::RttHistogram,
 }
 
 struct LinkRecord {
@@ -325,6 +342,8 @@ struct Inner {
     /// Routes to the servers of other nodes.
     router: Arc<router::Router>,
     next_link: AtomicU64,
+    /// How the links' sessions closed, per peer and code.
+    closes: Arc<link_closes::CloseCounts>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -422,6 +441,7 @@ impl Node {
                 links: Mutex::new(HashMap::new()),
                 sessions: Default::default(),
                 next_link: AtomicU64::new(1),
+                closes: Default::default(),
                 shutdown: watch::Sender::new(false),
             }),
         }
@@ -825,6 +845,7 @@ impl Node {
             link.info.local.clone(),
             link.info.remote.clone(),
             reconnects,
+            self.inner.closes.clone(),
         ));
         let name = resume::link_name(&link.info.local, &link.info.remote);
         let cost = link_cost(link.info.kind);
@@ -901,11 +922,22 @@ impl Node {
                     stats: r.shared.stats(),
                     rtt_us: r.shared.rtt_us(),
                     credit_stalls: r.shared.credit_stalls(),
+                    send_queue_bytes: r.shared.send_queue_bytes(),
+                    closed: state.closed,
+                    probe_rtt: state.probe_rtt,
+                    session_rtt: state.session_rtt,
                 }
             })
             .collect();
         out.sort_by_key(|l| l.id);
         out
+    }
+
+    /// How the sessions of this node's links closed since it started, per
+    /// peer (see [`LinkCloses`]): counted when a session closes, so links
+    /// gone for good are still in.
+    pub fn link_closes(&self) -> Vec<LinkCloses> {
+        self.inner.closes.snapshot()
     }
 
     /// Close the link `id` (as [`links`](Self::links) numbers it) for

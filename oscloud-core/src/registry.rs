@@ -598,6 +598,14 @@ impl Registry {
         self.inner.lock().resolver = Some(resolver);
     }
 
+    /// `f` of the entries under `name` (all members of a group, oldest
+    /// first; empty if none), under the registry's lock: a look at them
+    /// without a list of their own.
+    pub(crate) fn with_members<R>(&self, name: &str, f: impl FnOnce(&[Entry]) -> R) -> R {
+        let state = self.inner.lock();
+        f(state.names.get(name).map_or(&[], |s| &s.members[..]))
+    }
+
     /// Every entry under `name` (all members of a group), oldest first.
     pub fn lookup_all(&self, name: &str) -> Vec<Entry> {
         self.inner

@@ -95,9 +95,11 @@
 //! # }
 //! ```
 
+mod fast_decode;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
+mod name;
 mod packet;
 mod rtt;
 pub mod secure;
@@ -122,10 +124,11 @@ mod send_queue_tests;
 mod tests;
 
 pub use framing::{CobsFraming, FramingCounters, FramingKind, LengthFraming, SegmentFraming};
+pub use name::Name;
 pub use packet::{
     CloseCode, EntryInfo, MAGIC, MAX_ROUTE_PATH, RemoteError, RemoteErrorKind, RouteInfo, VERSION,
 };
-pub use rtt::{DEFAULT_MIN_RTO, RTO_GRANULARITY};
+pub use rtt::{DEFAULT_MIN_RTO, RTO_GRANULARITY, RttHistogram};
 pub use secure::{
     FEATURE_AEGIS, FEATURE_AESGCM, FEATURE_NOISE, FEATURE_PSK, SECURE_OVERHEAD, SecureConfig,
     Suite, has_aes_hardware,

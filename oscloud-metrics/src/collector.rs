@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use oscloud_core::endpoint::{LATENCY_BUCKETS_NS, ServerStats};
-use oscloud_core::{LinkStatus, Node};
+use oscloud_core::wire::{CloseCode, RttHistogram};
+use oscloud_core::{CLOSE_CODES, LinkCloses, LinkStatus, Node};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -175,6 +176,9 @@ struct PeerLinks {
     rtt_us: u64,
     srtt_us: u64,
     rto_us: u64,
+    send_queue_bytes: u64,
+    probe_rtt: RttHistogram,
+    session_rtt: RttHistogram,
 }
 
 impl PeerLinks {
@@ -190,7 +194,61 @@ impl PeerLinks {
         self.rtt_us = self.rtt_us.max(l.rtt_us);
         self.srtt_us = self.srtt_us.max(l.stats.srtt_us);
         self.rto_us = self.rto_us.max(l.stats.rto_us);
+        self.send_queue_bytes += l.send_queue_bytes;
+        self.probe_rtt = self.probe_rtt.merged(&l.probe_rtt);
+        self.session_rtt = self.session_rtt.merged(&l.session_rtt);
     }
+}
+
+/// The closes of the links to one peer (or several, beyond the cap).
+#[derive(Default)]
+struct PeerCloses {
+    sent: [u64; CLOSE_CODES],
+    received: [u64; CLOSE_CODES],
+}
+
+impl PeerCloses {
+    fn add(&mut self, c: &LinkCloses) {
+        for (a, b) in self.sent.iter_mut().zip(c.sent) {
+            *a += b;
+        }
+        for (a, b) in self.received.iter_mut().zip(c.received) {
+            *a += b;
+        }
+    }
+}
+
+/// The `code` label of counter `i` of a [`LinkCloses`]: the code's name
+/// in `docs/PROTOCOL.md` §5.4, `Other` for the codes a node does not
+/// know.
+fn close_code_label(i: usize) -> &'static str {
+    u8::try_from(i).map_or("Other", |c| CloseCode::from_code(c).name())
+}
+
+/// The bounds of the round-trip histogram's buckets, in seconds, `+Inf`
+/// last.
+fn latency_bounds() -> Vec<f64> {
+    LATENCY_BUCKETS_NS
+        .iter()
+        .map(|&ns| Duration::from_nanos(ns).as_secs_f64())
+        .chain([f64::INFINITY])
+        .collect()
+}
+
+/// Encode one histogram sample: `buckets` (per bucket, not cumulative) over
+/// `bounds`, with `sum` in seconds.
+fn histogram(
+    e: &mut MetricEncoder<'_>,
+    bounds: &[f64],
+    buckets: &[u64],
+    sum: f64,
+) -> Result<(), std::fmt::Error> {
+    let rows: Vec<(f64, u64)> = bounds
+        .iter()
+        .copied()
+        .zip(buckets.iter().copied())
+        .collect();
+    e.encode_histogram::<NoLabelSet>(sum, buckets.iter().sum(), &rows, None)
 }
 
 /// Group `items` by label: the first `cap` labels (in order) keep theirs,
@@ -213,6 +271,11 @@ fn capped<T, A: Default>(
         }
     }
     out
+}
+
+/// The `peer` label of a peer (before the cap).
+fn peer_label(peer: Option<oscloud_core::NodeId>) -> String {
+    peer.map_or_else(|| NO_PEER.to_owned(), |p| p.short())
 }
 
 fn seconds_us(us: u64) -> f64 {
@@ -246,10 +309,7 @@ impl NodeCollector {
     fn encode_links(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let links = self.node.links();
         let peers: BTreeMap<String, PeerLinks> = capped(
-            links.iter().map(|l| {
-                let peer = l.peer.map_or_else(|| NO_PEER.to_owned(), |p| p.short());
-                (peer, l)
-            }),
+            links.iter().map(|l| (peer_label(l.peer), l)),
             self.max_peers,
             PeerLinks::add,
         );
@@ -310,7 +370,82 @@ impl NodeCollector {
             "peer",
             peers.iter().map(|(k, p)| (k, p.rto_us)),
             |e, v| e.encode_gauge(&seconds_us(v)),
-        )
+        )?;
+        family(
+            enc,
+            "link_send_queue_bytes",
+            "Bytes waiting to be sent on the links to the peer: casts and calls waiting for the link, replies and pipe data queued in the session.",
+            MetricType::Gauge,
+            "peer",
+            peers.iter().map(|(k, p)| (k, p.send_queue_bytes)),
+            |e, v| e.encode_gauge(&(v as i64)),
+        )?;
+        let bounds = latency_bounds();
+        let mut m = enc.encode_descriptor(
+            "link_round_trip_seconds",
+            "Round-trip times measured on the links to the peer: source=\"probe\" by the node's probe (every link), source=\"session\" by the retransmission timer (lossy links).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (peer, p) in &peers {
+            for (source, h) in [("probe", &p.probe_rtt), ("session", &p.session_rtt)] {
+                let labels = [("peer", peer.as_str()), ("source", source)];
+                let mut e = m.encode_family(&labels)?;
+                histogram(&mut e, &bounds, &h.buckets, seconds_us(h.sum_us))?;
+            }
+        }
+        self.encode_closes(enc)
+    }
+
+    /// The closes of link sessions: per peer (the peers with a close), and
+    /// node totals with every code (so an alert sees the first close).
+    fn encode_closes(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let closes = self.node.link_closes();
+        let peers: BTreeMap<String, PeerCloses> = capped(
+            closes.iter().map(|c| (peer_label(c.peer), c)),
+            self.max_peers,
+            PeerCloses::add,
+        );
+        let mut total = PeerCloses::default();
+        for c in &closes {
+            total.add(c);
+        }
+        type Side = fn(&PeerCloses) -> &[u64; CLOSE_CODES];
+        let sides: [(&str, &str, Side); 2] = [
+            (
+                "sent",
+                "Link sessions this node closed, per close code (docs/PROTOCOL.md 5.4), since it started.",
+                |c| &c.sent,
+            ),
+            (
+                "received",
+                "Link sessions the peer closed (its Close packet arrived), per close code, since this node started.",
+                |c| &c.received,
+            ),
+        ];
+        for (direction, help, side) in sides {
+            let name = format!("link_closes_{direction}");
+            let mut m = enc.encode_descriptor(&name, help, None, MetricType::Counter)?;
+            for (peer, c) in &peers {
+                for (i, n) in side(c).iter().enumerate() {
+                    let labels = [("peer", peer.as_str()), ("code", close_code_label(i))];
+                    counter(&mut m.encode_family(&labels)?, *n)?;
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "node_link_closes",
+            "Link sessions closed, per close code and direction (sent: this node closed it; received: the peer did), since the node started.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (direction, _, side) in sides {
+            for (i, n) in side(&total).iter().enumerate() {
+                let labels = [("code", close_code_label(i)), ("direction", direction)];
+                counter(&mut m.encode_family(&labels)?, *n)?;
+            }
+        }
+        Ok(())
     }
 
     fn encode_servers(&self, enc: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -357,11 +492,7 @@ impl NodeCollector {
             rows(),
             |e, s| e.encode_gauge(&(s.mailbox as i64)),
         )?;
-        let bounds: Vec<f64> = LATENCY_BUCKETS_NS
-            .iter()
-            .map(|&ns| Duration::from_nanos(ns).as_secs_f64())
-            .chain([f64::INFINITY])
-            .collect();
+        let bounds = latency_bounds();
         family(
             enc,
             "server_call_duration_seconds",
@@ -369,19 +500,7 @@ impl NodeCollector {
             MetricType::Histogram,
             "server",
             rows(),
-            |e, s| {
-                let buckets: Vec<(f64, u64)> = bounds
-                    .iter()
-                    .copied()
-                    .zip(s.latency_buckets.iter().copied())
-                    .collect();
-                e.encode_histogram::<NoLabelSet>(
-                    s.latency_sum.as_secs_f64(),
-                    s.latency_buckets.iter().sum(),
-                    &buckets,
-                    None,
-                )
-            },
+            |e, s| histogram(e, &bounds, &s.latency_buckets, s.latency_sum.as_secs_f64()),
         )
     }
 }
@@ -503,6 +622,26 @@ mod tests {
             text.contains("oscloud_server_casts_total{server=\"other\"} 7\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_close_code_is_exported_before_any_close() {
+        let node = Node::new(Kernel::new(), Transports::new());
+        let text = scrape(NodeCollector::new(node));
+        let totals: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("oscloud_node_link_closes_total{"))
+            .collect();
+        assert_eq!(totals.len(), 2 * CLOSE_CODES, "{text}");
+        assert!(totals.iter().all(|l| l.ends_with(" 0")), "{totals:?}");
+        for code in ["Normal", "IdleTimeout", "NoSession", "Other"] {
+            let line = format!(
+                "oscloud_node_link_closes_total{{code=\"{code}\",direction=\"received\"}} 0"
+            );
+            assert!(text.contains(&line), "{line} not in {text}");
+        }
+        // No peer closed anything: no per-peer series.
+        assert!(!text.contains("oscloud_link_closes_sent_total{"), "{text}");
     }
 
     #[test]

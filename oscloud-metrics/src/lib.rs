@@ -1,14 +1,16 @@
 //! # oscloud-metrics: an oscloud node's counters as OpenMetrics
 //!
 //! Exports what a [`Node`] already counts — per link (bytes, frames,
-//! retransmissions, resumes, authentication failures, round-trip time),
-//! per local server (calls, casts, errors, call latency histogram,
-//! mailbox depth, restarts) and the registry's size — in the OpenMetrics
-//! text format that Prometheus scrapes, using `prometheus-client`.
+//! retransmissions, resumes, authentication failures, round-trip time and
+//! its histogram, bytes queued to send), how link sessions closed (per
+//! peer and close code), per local server (calls, casts, errors, call
+//! latency histogram, mailbox depth, restarts) and the registry's size —
+//! in the OpenMetrics text format that Prometheus scrapes, using
+//! `prometheus-client`.
 //!
 //! The counters are read when scraped ([`NodeCollector`] is a
 //! `prometheus_client` collector); nothing is added to the node's hot
-//! paths. Servers written in Python or C show up like Rust ones: their
+//! paths for it. Servers written in Python or C show up like Rust ones: their
 //! registry endpoints keep the same counters.
 //!
 //! ```toml

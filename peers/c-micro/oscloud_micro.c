@@ -238,6 +238,37 @@ static void r_rest(rbuf *r, uint32_t left) {
     for (i = 0; i < left && !r->err; i++) r_skip(r, 0);
 }
 
+/* Whether `t` (OM_TRACE_LEN bytes) has a non-zero trace-id and parent-id. */
+static int trace_valid(const uint8_t *t) {
+    int i, id = 0, parent = 0;
+    for (i = 0; i < 16; i++) id |= t[i];
+    for (i = 16; i < 24; i++) parent |= t[i];
+    return id && parent;
+}
+
+/* The optional trace element (PROTOCOL.md 4.2): a bin of OM_TRACE_LEN
+ * bytes with non-zero ids, else NULL. Any other value is skipped and
+ * `*ignored` set: it never fails the message. */
+static const uint8_t *r_trace(rbuf *r, int *ignored) {
+    const uint8_t *t;
+    size_t n;
+    uint8_t tag;
+    if (!r_have(r, 1)) return NULL;
+    tag = r->p[r->pos];
+    if (tag != 0xc4 && tag != 0xc5 && tag != 0xc6) {
+        r_skip(r, 0);
+        *ignored = 1;
+        return NULL;
+    }
+    t = r_bin(r, &n);
+    if (r->err) return NULL;
+    if (n != OM_TRACE_LEN || !trace_valid(t)) {
+        *ignored = 1;
+        return NULL;
+    }
+    return t;
+}
+
 /* --------------------------------------------------------------- framing */
 
 /* Write `packet` framed: COBS(packet || crc32_le) 0x00. Streams through the
@@ -488,8 +519,9 @@ static const om_server *find_server(const om_node *n, const uint8_t *name, size_
 static int handle_message(om_node *n, rbuf *r, int dry_run) {
     uint32_t count = r_array(r);
     uint64_t type, id;
-    const uint8_t *to, *payload;
+    const uint8_t *to, *payload, *trace = NULL;
     size_t to_len, len;
+    int ignored = 0;
     if (r->err || count < 1) return -1;
     type = r_uint(r);
     switch (type) {
@@ -497,13 +529,17 @@ static int handle_message(om_node *n, rbuf *r, int dry_run) {
         if (count < 3) return -1;
         to = r_str(r, &to_len);
         payload = r_bin(r, &len);
-        r_rest(r, count - 3);
+        if (count > 3) trace = r_trace(r, &ignored);
+        r_rest(r, count > 4 ? count - 4 : 0);
         if (r->err) return -1;
         if (!dry_run) {
             const om_server *s = find_server(n, to, to_len);
+            if (ignored) n->stats.traces_ignored++;
             if (s && s->cast) {
                 n->in_handler = 1;
+                n->trace = trace;
                 s->cast(s->ctx, payload, len);
+                n->trace = NULL;
                 n->in_handler = 0;
             }
         }
@@ -518,11 +554,13 @@ static int handle_message(om_node *n, rbuf *r, int dry_run) {
         id = r_uint(r);
         to = r_str(r, &to_len);
         payload = r_bin(r, &len);
-        r_rest(r, count - 4);
+        if (count > 4) trace = r_trace(r, &ignored);
+        r_rest(r, count > 5 ? count - 5 : 0);
         if (r->err) return -1;
         slot = free_slot(n);
         if (!slot) return 1;
         if (dry_run) return 0;
+        if (ignored) n->stats.traces_ignored++;
         s = find_server(n, to, to_len);
         w.p = slot->msg;
         w.len = 0;
@@ -538,7 +576,9 @@ static int handle_message(om_node *n, rbuf *r, int dry_run) {
             /* Room for [34, id, bin16 header]: 1 + 1 + 9 + 3. */
             size_t room = max_message(n) > 14 ? max_message(n) - 14 : 0;
             n->in_handler = 1;
+            n->trace = trace;
             kind = s->call(s->ctx, payload, len, n->scratch, room, &reply_len);
+            n->trace = NULL;
             n->in_handler = 0;
             if (kind == 0 && reply_len <= room) {
                 w_array(&w, 3);
@@ -892,9 +932,10 @@ void om_tick(om_node *n, uint32_t now_ms) {
 int om_connected(const om_node *n) { return n->state == 1; }
 
 static om_result send_message(om_node *n, uint8_t type, uint64_t id, const char *to,
-                              const uint8_t *payload, size_t len) {
+                              const uint8_t *payload, size_t len, const uint8_t *trace) {
     om_slot *s;
     wbuf w;
+    if (trace && !trace_valid(trace)) return OM_BAD_TRACE;
     if (n->state != 1) return OM_NOT_CONNECTED;
     if (n->in_handler) return OM_BUSY; /* handlers must not send: see the header */
     s = free_slot(n);
@@ -903,28 +944,41 @@ static om_result send_message(om_node *n, uint8_t type, uint64_t id, const char 
     w.len = 0;
     w.cap = sizeof s->msg;
     w.err = 0;
-    w_array(&w, type == M_CALL ? 4 : 3);
+    w_array(&w, (uint8_t)((type == M_CALL ? 4 : 3) + (trace ? 1 : 0)));
     w_uint(&w, type);
     if (type == M_CALL) w_uint(&w, id);
     w_str(&w, to, strlen(to));
     w_bin(&w, payload, len);
+    if (trace) w_bin(&w, trace, OM_TRACE_LEN);
     if (queue(n, s, &w) != OM_OK) return OM_TOO_BIG;
     pump(n);
     return OM_OK;
 }
 
 om_result om_cast(om_node *n, const char *to, const uint8_t *payload, size_t len) {
-    return send_message(n, M_CAST, 0, to, payload, len);
+    return send_message(n, M_CAST, 0, to, payload, len, NULL);
 }
 
-om_result om_call(om_node *n, const char *to, const uint8_t *payload, size_t len,
-                  uint64_t *call_id) {
-    om_result res = send_message(n, M_CALL, n->next_call, to, payload, len);
+om_result om_cast_traced(om_node *n, const char *to, const uint8_t *payload, size_t len,
+                         const uint8_t *trace) {
+    return send_message(n, M_CAST, 0, to, payload, len, trace);
+}
+
+om_result om_call_traced(om_node *n, const char *to, const uint8_t *payload, size_t len,
+                         const uint8_t *trace, uint64_t *call_id) {
+    om_result res = send_message(n, M_CALL, n->next_call, to, payload, len, trace);
     if (res == OM_OK) {
         if (call_id) *call_id = n->next_call;
         n->next_call++;
     }
     return res;
 }
+
+om_result om_call(om_node *n, const char *to, const uint8_t *payload, size_t len,
+                  uint64_t *call_id) {
+    return om_call_traced(n, to, payload, len, NULL, call_id);
+}
+
+const uint8_t *om_trace(const om_node *n) { return n->trace; }
 
 const om_stats *om_get_stats(const om_node *n) { return &n->stats; }

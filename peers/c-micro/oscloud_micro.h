@@ -11,7 +11,8 @@
  *     window of 1 (packets out of order are dropped and re-sent by the peer);
  *   - keepalive pings, Ping -> Ack, idle timeout;
  *   - Announce of the node's named servers on every new session;
- *   - Cast and Call/Reply both ways;
+ *   - Cast and Call/Reply both ways, with the optional trace context
+ *     (a W3C traceparent's 25 bytes) both ways;
  *   - Close; a PipeOpen is refused with PipeClose (no pipes).
  *
  * No malloc, no OS, no clock of its own: the node lives in a caller-owned
@@ -68,8 +69,14 @@ typedef enum {
     OM_NOT_CONNECTED = -1, /* no session open yet */
     OM_BUSY = -2,          /* every send slot is taken: retry later */
     OM_TOO_BIG = -3,       /* the message does not fit a packet */
-    OM_FULL = -4           /* too many servers */
+    OM_FULL = -4,          /* too many servers */
+    OM_BAD_TRACE = -5      /* a trace context with a zero trace-id or parent-id */
 } om_result;
+
+/* Bytes of a trace context (the optional last element of Cast and Call):
+ * trace-id (16), parent-id (8), trace-flags (1), the values of a W3C
+ * Trace Context `traceparent` of version 00. */
+#define OM_TRACE_LEN 25
 
 /* Remote error kinds (PROTOCOL.md 5.3) a call handler may return. */
 enum {
@@ -105,6 +112,7 @@ typedef struct {
     uint32_t retransmissions;   /* Data packets (and Hellos) sent again */
     uint32_t dropped;           /* Data packets dropped (out of order, no room) */
     uint32_t sessions;          /* sessions opened */
+    uint32_t traces_ignored;    /* trace elements ignored: not a bin of 25 bytes, or a zero id */
 } om_stats;
 
 typedef struct {
@@ -149,6 +157,7 @@ typedef struct {
     uint64_t next_call;   /* our next call id */
     uint8_t ack_due;
     uint8_t in_handler;
+    const uint8_t *trace; /* the trace context of the message being handled */
     om_slot slots[OM_TX_SLOTS];
     uint8_t n_slots;   /* queued messages */
     uint8_t n_sent;    /* of which sent (unacknowledged) */
@@ -189,6 +198,22 @@ om_result om_cast(om_node *node, const char *to, const uint8_t *payload, size_t 
  * answer to the on_reply callback. */
 om_result om_call(om_node *node, const char *to, const uint8_t *payload, size_t len,
                   uint64_t *call_id);
+
+/* The same, with a trace context (OM_TRACE_LEN bytes; NULL: none), e.g.
+ * the one om_trace() gave for a message this device passes on. A context
+ * whose trace-id or parent-id is all zero is refused (OM_BAD_TRACE). */
+om_result om_cast_traced(om_node *node, const char *to, const uint8_t *payload, size_t len,
+                         const uint8_t *trace);
+om_result om_call_traced(om_node *node, const char *to, const uint8_t *payload, size_t len,
+                         const uint8_t *trace, uint64_t *call_id);
+
+/* Inside a call or cast handler: the trace context (OM_TRACE_LEN bytes)
+ * the sender gave the message, or NULL when it gave none (or one that is
+ * not a bin of 25 bytes with non-zero ids: ignored, the message is
+ * delivered and counted in `traces_ignored`). NULL outside handlers; the
+ * bytes are valid until the handler returns (copy them to pass the
+ * context on later with om_cast_traced / om_call_traced). */
+const uint8_t *om_trace(const om_node *node);
 
 /* Counters. */
 const om_stats *om_get_stats(const om_node *node);

@@ -1,6 +1,6 @@
 //! A node for the multi-process tests, driven line by line on stdin.
 //!
-//! It runs one oscloud node (TCP, WebSocket, zenoh, Unix, CAN, USB and BLE transports) with three servers
+//! It runs one oscloud node (TCP, WebSocket, zenoh, Unix, serial, CAN, USB and BLE transports) with three servers
 //! under a supervisor, named after the node:
 //!
 //! - `upper-<name>`: a call with a string answers it upper-cased, tagged
@@ -60,6 +60,7 @@ use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, PortDirection, RegistryEve
 use oscloud_tests::{Fnv, pool_work, pseudo_random_frames};
 use oscloud_transport_ble::{BleCentralTransport, BlePeripheralTransport};
 use oscloud_transport_can::CanTransport;
+use oscloud_transport_serial::SerialTransport;
 use oscloud_transport_tcp::TcpTransport;
 use oscloud_transport_unix::UnixTransport;
 use oscloud_transport_usb::{UsbGadgetTransport, UsbHostTransport};
@@ -573,6 +574,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(Arc::new(WsTransport::ws()))
         .with(Arc::new(ZenohTransport::new()))
         .with(Arc::new(UnixTransport))
+        .with(Arc::new(SerialTransport))
         .with(Arc::new(CanTransport))
         .with(Arc::new(UsbHostTransport))
         .with(Arc::new(UsbGadgetTransport))

@@ -1,5 +1,5 @@
-//! A real zenoh router (`zenohd`) for the zenoh tests: installed by
-//! `scripts/install-zenohd.sh` into `target/tools/bin`, or named by the
+//! A real zenoh router (`zenohd`) for the multi-process tests: installed
+//! by `scripts/install-zenohd.sh` into `target/tools/bin`, or named by the
 //! `ZENOHD` environment variable.
 
 use std::path::{Path, PathBuf};
@@ -30,10 +30,9 @@ pub fn zenohd_binary() -> PathBuf {
 /// A free TCP port on loopback (bound, then freed).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on loopback")
 }
 
 /// A zenohd process listening on a loopback port (killed when dropped).
@@ -72,17 +71,24 @@ impl Router {
         Self { port, child }
     }
 
-    /// The address of node `node` in cloud `cloud` through this router.
+    /// The oscloud address of node `node` in cloud `cloud` through this
+    /// router.
     pub fn addr(&self, cloud: &str, node: &str) -> String {
         format!("zenoh://127.0.0.1:{}/{cloud}/{node}", self.port)
     }
 
-    /// The router's process id (0 once it is gone).
-    pub fn pid(&self) -> u32 {
-        self.child.id().unwrap_or(0)
+    /// The router's zenoh endpoint (`tcp/127.0.0.1:PORT`), for a plain
+    /// zenoh session.
+    pub fn endpoint(&self) -> String {
+        format!("tcp/127.0.0.1:{}", self.port)
     }
 
-    /// Kill it with SIGKILL and reap it.
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kill it with SIGKILL and wait until it is gone.
     pub async fn kill9(&mut self) {
         self.child.start_kill().expect("kill zenohd");
         let _ = self.child.wait().await;

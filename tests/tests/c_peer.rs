@@ -260,6 +260,16 @@ async fn c_peer_on_a_pty_serves_and_calls_back() {
     c.expect("linked").await;
     converse(&rust, &mut c, 50, SIZES).await;
 
+    // A call with a trace context (its optional last element): the Rust
+    // node answers it as any other.
+    c.send("tcall rust-echo 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 traced")
+        .await;
+    let sent = c.expect("call-sent ").await;
+    let line = c
+        .expect(&format!("reply {} ", &sent["call-sent ".len()..]))
+        .await;
+    assert!(line.ends_with(" 0 rust:traced"), "{line}");
+
     // Garbage from the C side's line: the Rust node drops it, the link
     // stays up and works.
     c.send("garbage 20000").await;

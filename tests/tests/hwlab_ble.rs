@@ -248,7 +248,23 @@ fn start_bluetooth() -> Vec<Daemon> {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("bluetoothd (package bluez)");
-    daemons.push(daemon(bluetoothd, &["-n"]));
+    // OSCLOUD_BLE_BLUETOOTHD_LOG=FILE: bluetoothd's debug log goes there
+    // (see `bluetoothd_log`).
+    match std::env::var("OSCLOUD_BLE_BLUETOOTHD_LOG") {
+        Ok(file) => {
+            let log = std::fs::File::create(&file).unwrap();
+            daemons.push(Daemon(
+                Command::new(bluetoothd)
+                    .args(["-n", "-d"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            ));
+        }
+        Err(_) => daemons.push(daemon(bluetoothd, &["-n"])),
+    }
     assert!(
         poll(Duration::from_secs(30), || run("bluetoothctl", &["list"])
             .matches("Controller")
@@ -505,10 +521,8 @@ async fn calls_and_64_kib_pipes_both_ways() {
     no_panics("before the test");
     let t0 = Instant::now();
     let _lab = Lab::start().await;
-    // With a resume grace, as a BLE deployment would run: in one of the
-    // first lab runs the peripheral's notification session stopped in the
-    // middle of a pipe ("the receiving Bluetooth device has stopped the
-    // notification session"); the session resumes on the next link.
+    // With a resume grace, as a BLE deployment would run: a link that
+    // ends in the middle of a pipe resumes on the next one.
     let grace = Duration::from_secs(60);
     let dev = Node::with_config(Kernel::new(), transports(), config(grace));
     let pc = Node::with_config(Kernel::new(), transports(), config(grace));
@@ -538,13 +552,16 @@ async fn calls_and_64_kib_pipes_both_ways() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(64 * 1024);
     let within = Duration::from_secs((n as u64 / 1024 * 2).max(360));
-    let up = oscloud_tests::collect_transfer(&pc, &on_dev, n, within).await;
-    println!(
-        "BLE: {} KiB pipe central->peripheral: {:.2} s, {:.1} KiB/s",
-        n / 1024,
-        up.as_secs_f64(),
-        kib_s(n, up)
-    );
+    // OSCLOUD_BLE_DOWN_ONLY=1 leaves the central -> peripheral pipe out.
+    if std::env::var("OSCLOUD_BLE_DOWN_ONLY").is_err() {
+        let up = oscloud_tests::collect_transfer(&pc, &on_dev, n, within).await;
+        println!(
+            "BLE: {} KiB pipe central->peripheral: {:.2} s, {:.1} KiB/s",
+            n / 1024,
+            up.as_secs_f64(),
+            kib_s(n, up)
+        );
+    }
     let down = oscloud_tests::collect_transfer(&dev, &on_pc, n, within).await;
     println!(
         "BLE: {} KiB pipe peripheral->central: {:.2} s, {:.1} KiB/s",
@@ -554,6 +571,7 @@ async fn calls_and_64_kib_pipes_both_ways() {
     );
     show_link("central", &link(&pc));
     show_link("peripheral", &link(&dev));
+    bluetoothd_log();
     assert_eq!(link(&pc).stats.crc_failures, 0);
 
     // Interop: BlueZ's own client, on the central's adapter, shows the
@@ -571,6 +589,35 @@ async fn calls_and_64_kib_pipes_both_ways() {
     dev.shutdown();
     no_panics("in the test");
     println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
+}
+
+/// With `OSCLOUD_BLE_BLUETOOTHD_LOG=FILE` (bluetoothd then runs with `-d`
+/// and logs there): how often each bluetoothd function logged, and the
+/// lines of those that logged fewer than 40 times (what is left once the
+/// per-notification and per-write lines are left out: connections, CCC
+/// writes, StartNotify and StopNotify).
+fn bluetoothd_log() {
+    let Ok(file) = std::env::var("OSCLOUD_BLE_BLUETOOTHD_LOG") else {
+        return;
+    };
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    println!("== bluetoothd log: {} lines", text.lines().count());
+    let key = |l: &str| {
+        l.split_whitespace()
+            .find(|w| w.ends_with("()"))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for l in text.lines() {
+        *counts.entry(key(l)).or_default() += 1;
+    }
+    for (k, c) in &counts {
+        println!("bluetoothd: {c:7} {k}");
+    }
+    for l in text.lines().filter(|l| counts[&key(l)] < 40) {
+        println!("bluetoothd| {l}");
+    }
 }
 
 /// Run `bluetoothctl` with `commands` on its input until its output has
@@ -780,6 +827,135 @@ async fn encrypted_session_and_a_refused_stranger() {
     let l = link(&pc);
     assert!(l.connected && l.peer == Some(kd.node_id()));
     assert_eq!(l.stats.auth_failures, 0);
+    pc.shutdown();
+    dev.shutdown();
+    no_panics("in the test");
+    println!("whole test {:.2} s", t0.elapsed().as_secs_f64());
+}
+
+/// Ask the peripheral's GATT application to stop its notification session,
+/// as BlueZ does with `StopNotify` (the call goes to every D-Bus client
+/// until the one that has the object answers). The path comes from the
+/// peripheral's `BLE peripheral advertising ... gatt=ApplicationHandle {
+/// PATH }` log line.
+fn stop_notify(logs: &str) {
+    let start = logs
+        .rfind("/org/bluez/bluer/gatt/app/")
+        .expect("the GATT application's path in the log");
+    let app: String = logs[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '/' || *c == '_')
+        .collect();
+    let path = format!("{app}/service0/char1");
+    let names = run(
+        "dbus-send",
+        &[
+            "--system",
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.ListNames",
+        ],
+    );
+    for name in names.split('"').filter(|w| w.starts_with(":1.")) {
+        let ok = Command::new("dbus-send")
+            .args([
+                "--system",
+                "--print-reply",
+                &format!("--dest={name}"),
+                &path,
+                "org.bluez.GattCharacteristic1.StopNotify",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            println!("  StopNotify on {path} at {name}");
+            return;
+        }
+    }
+    panic!("no D-Bus client took StopNotify on {path}");
+}
+
+/// The peripheral's notification session stops in the middle of a pipe
+/// while the connection stays up (BlueZ's `StopNotify`): the central,
+/// which cannot see that, still has its link down within seconds (the
+/// peripheral disconnects it), far below its idle timeout, dials again,
+/// the session resumes and the pipe arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the hardware lab (hci_vhci, btvirt, bluetoothd): scripts/test-hwlab-usb-ble.sh"]
+async fn a_stopped_notification_session_ends_the_link_on_both_sides() {
+    let logs = logs();
+    no_panics("before the test");
+    let t0 = Instant::now();
+    let _lab = Lab::start().await;
+    // An idle timeout no wait in this test reaches: only the peripheral's
+    // disconnect can end the central's link in time.
+    let config = NodeConfig {
+        idle_timeout: Duration::from_secs(300),
+        ..config(Duration::from_secs(300))
+    };
+    let dev = Node::with_config(Kernel::new(), transports(), config.clone());
+    let pc = Node::with_config(Kernel::new(), transports(), config);
+    let _r = echo(&pc, "echo-pc");
+    dev.listen(&PERIPHERAL.parse().unwrap()).await.unwrap();
+    dial(&pc).await.unwrap();
+    let on_pc = lookup(&dev, "echo-pc").await;
+    let n = 64 * 1024;
+    let transfer = {
+        let (dev, on_pc) = (dev.clone(), on_pc.clone());
+        tokio::spawn(async move {
+            oscloud_tests::collect_transfer(&dev, &on_pc, n, Duration::from_secs(280)).await
+        })
+    };
+    until(
+        "a quarter of the pipe on its way",
+        Duration::from_secs(120),
+        || link(&pc).stats.payload_bytes_received >= (n / 4) as u64,
+    )
+    .await;
+    let text = logs.text();
+    tokio::task::spawn_blocking(move || stop_notify(&text))
+        .await
+        .unwrap();
+    let stopped = Instant::now();
+    until(
+        "the central's link down (60 s, the idle timeout is 300 s)",
+        Duration::from_secs(60),
+        || {
+            let l = link(&pc);
+            !l.connected || l.stats.resumes >= 1
+        },
+    )
+    .await;
+    println!(
+        "  central's link down {:.2} s after StopNotify",
+        stopped.elapsed().as_secs_f64()
+    );
+    until("the session to resume", Duration::from_secs(180), || {
+        let l = link(&pc);
+        l.connected && l.stats.resumes >= 1
+    })
+    .await;
+    println!(
+        "  resumed {:.2} s after StopNotify",
+        stopped.elapsed().as_secs_f64()
+    );
+    let took = tokio::time::timeout(Duration::from_secs(290), transfer)
+        .await
+        .expect("the pipe finished after the resume")
+        .unwrap();
+    println!(
+        "BLE: 64 KiB pipe peripheral->central across a stopped notification session: {:.2} s, intact",
+        took.as_secs_f64()
+    );
+    show_link("central", &link(&pc));
+    show_link("peripheral", &link(&dev));
+    assert!(
+        logs.text().contains("disconnected the central"),
+        "the peripheral's disconnect line"
+    );
     pc.shutdown();
     dev.shutdown();
     no_panics("in the test");

@@ -379,7 +379,7 @@ async fn fleet_bench() {
         nodes[n - 1].ask("entries").await,
     );
     println!("registry: hub {hub}; a leaf {leaf} (n = {n})");
-    if let Some(r) = status_kib(router.pid(), "VmRSS") {
+    if let Some(r) = status_kib(router.pid().unwrap(), "VmRSS") {
         println!("zenohd RSS {:.1} MiB", r as f64 / 1024.0);
     }
     let _ = newcomer.ask("wait upper-f0").await;

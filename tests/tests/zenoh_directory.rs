@@ -261,7 +261,7 @@ async fn directory_bench() {
     );
     println!(
         "zenohd RSS {:.1} MiB",
-        status_kib(router.pid(), "VmRSS").unwrap_or(0) as f64 / 1024.0
+        status_kib(router.pid().unwrap_or(0), "VmRSS").unwrap_or(0) as f64 / 1024.0
     );
 
     // A new server on one node, called from a node that never linked to

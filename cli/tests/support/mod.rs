@@ -94,6 +94,26 @@ pub(crate) fn expected_alerts(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Run example topology `file` in one process (a copy in a fresh work
+/// directory) to its end, at most `limit`: it must succeed and deliver
+/// every alert. Returns the work directory.
+pub(crate) fn run_example_in_one_process(file: &str, limit: Duration) -> tempfile::TempDir {
+    let dir = workdir();
+    let mut cmd = oscloud();
+    cmd.args(["run", file]).current_dir(dir.path());
+    let out = run_to_end(cmd, limit);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        data_sorted(&dir.path().join("alerts.jsonl")),
+        expected_alerts(dir.path())
+    );
+    dir
+}
+
 /// The parent pid of `pid`, from /proc.
 pub(crate) fn ppid(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -387,6 +387,17 @@ async function main(): Promise<void> {
     document.body.dataset.readOnly = "true";
   }
   document.body.dataset.connected = "true";
+  // The client links again by itself; the status follows it.
+  const linked = (how: string) => {
+    setStatus(`connected to node ${config.node}${how}`, true);
+    document.body.dataset.connected = "true";
+  };
+  client.on("disconnected", (e) => {
+    setStatus(`disconnected (${e.reason}): linking again…`, false);
+    document.body.dataset.connected = "false";
+  });
+  client.on("resumed", () => linked(" (link resumed)"));
+  client.on("reset", () => linked(" (new session: open taps and terminals ended)"));
   void client.closed.then((e) => {
     setStatus(`disconnected: ${e.message}`, false);
     document.body.dataset.connected = "false";

@@ -3,7 +3,16 @@
  * node (it can serve). It drives a sans-IO Session over a Transport.
  */
 import { Decoder, Encoder } from "@msgpack/msgpack";
-import { CloseCode, ErrorKind, type Capabilities, type EntryInfo, type ExitReason, type Port } from "./codec.js";
+import {
+  CloseCode,
+  ErrorKind,
+  formatTraceparent,
+  parseTraceparent,
+  type Capabilities,
+  type EntryInfo,
+  type ExitReason,
+  type Port,
+} from "./codec.js";
 import {
   AbortedError,
   ConnectError,
@@ -12,6 +21,7 @@ import {
   PayloadError,
   RemoteError,
   SessionClosedError,
+  SessionResetError,
   TimeoutError,
   TooLargeError,
 } from "./errors.js";
@@ -26,11 +36,49 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
+/** How the client links again after losing its link (PROTOCOL.md §12). */
+export interface ReconnectOptions {
+  /** The first wait between attempts that do not lead to a working session, ms [50]. */
+  minDelayMs?: number;
+  /** The longest wait: the wait doubles up to it, ms [5000]. */
+  maxDelayMs?: number;
+}
+
 /** Options of `connect`. */
 export interface ConnectOptions extends SessionOptions, WaitOptions {
   /** Makes the WebSocket (default: the global `WebSocket`). */
   wsFactory?: WebSocketFactory;
+  /**
+   * Link again when the link is lost [true]: the session resumes if the
+   * node keeps it (its Hello sets `RESUME`), else a new session starts.
+   * `false`: a lost link ends the client (`closed`). `timeout` bounds each
+   * attempt; `resumeGraceMs` (default 30 000 with reconnection) is how
+   * long this side keeps a session whose link is lost.
+   */
+  reconnect?: boolean | ReconnectOptions;
+  /**
+   * Opens a new link for reconnection (`connect` passes one that opens the
+   * same URL; give one to `Client.start` to reconnect over another transport).
+   */
+  dial?: () => Promise<Transport>;
 }
+
+/** Default `resumeGraceMs` of a client that reconnects. */
+export const DEFAULT_RESUME_GRACE_MS = 30_000;
+
+/** What happened to the client's link, as `on` reports it. */
+export type ClientEvent =
+  /** The link is lost; the client dials again (`resuming`: the session is kept for resumption). */
+  | { type: "disconnected"; reason: string; resuming: boolean }
+  /** The session continues on a new link: nothing was lost; `resent` packets went again. */
+  | { type: "resumed"; resent: number }
+  /**
+   * The session could not be resumed and a new one runs on a new link:
+   * calls, pipes and casts in flight on the old one were failed with
+   * `error` (or are unknown, for casts); served names are announced again;
+   * `watch` reports the old entries down and the new ones up.
+   */
+  | { type: "reset"; error: SessionResetError };
 
 /** A server known to the connection: announced by the peer node. */
 export interface Entry {
@@ -54,12 +102,32 @@ export interface PayloadOptions {
   raw?: boolean;
 }
 
+/** Options of `call` and `cast` beyond the payload's. */
+export interface SendOptions extends PayloadOptions {
+  /**
+   * The W3C Trace Context `traceparent` header of the caller's span
+   * (`00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`): sent as the
+   * message's trace context, which the node passes on to the server. One
+   * that is not valid is not sent (as W3C Trace Context treats an invalid
+   * header: no context).
+   */
+  traceparent?: string;
+}
+
+/** What a handler learns about a call or cast besides its payload. */
+export interface MessageInfo {
+  /** The hex node id of the peer node that delivered it. */
+  from: string;
+  /** The sender's trace context as a version 00 `traceparent`, when it sent one. */
+  traceparent?: string;
+}
+
 /** What a served name does; every part is optional. */
 export interface Handler {
   /** Answers a call; a throw answers ReplyErr kind 5 (Failed) with its message. */
-  call?(request: unknown, info: { from: string }): unknown | Promise<unknown>;
+  call?(request: unknown, info: MessageInfo): unknown | Promise<unknown>;
   /** Takes a cast. */
-  cast?(message: unknown, info: { from: string }): void;
+  cast?(message: unknown, info: MessageInfo): void;
   /** Takes a pipe the peer opened to `port`. */
   pipe?(port: string, pipe: Pipe): void;
 }
@@ -96,8 +164,15 @@ export async function connect(url: string, options: ConnectOptions = {}): Promis
     () => {},
     `connecting to ${url}`,
   );
+  const dial = () =>
+    withDeadline(
+      WebSocketTransport.open(url, { wsFactory: options.wsFactory }),
+      { timeout: options.timeout },
+      () => {},
+      `connecting to ${url}`,
+    );
   try {
-    return await Client.start(transport, options);
+    return await Client.start(transport, { dial, ...options });
   } catch (e) {
     transport.close();
     throw e;
@@ -111,7 +186,27 @@ export class Client {
   /** Resolves when the session ends, with why. */
   readonly closed: Promise<SessionClosedError>;
 
-  private readonly session: Session;
+  private session: Session;
+  /** The current link; undefined while there is none. */
+  private transport: Transport | undefined;
+  private readonly sessionOptions: SessionOptions;
+  private readonly dial: (() => Promise<Transport>) | undefined;
+  private readonly reconnect: { minDelayMs: number; maxDelayMs: number } | undefined;
+  /** The next wait before dialling; 0 right after a working session. */
+  private redialDelay = 0;
+  private redialing = false;
+  /** Ends the wait before the next dial (`close()` calls it). */
+  private stopWaiting: (() => void) | undefined;
+  /** "disconnected" was reported and the link is not back yet. */
+  private linkDown = false;
+  /** The first session connected (later closes reconnect). */
+  private connectedOnce = false;
+  /** `close()` was called. */
+  private closing = false;
+  /** Why the last session was replaced, reported with "reset" once the new one is up. */
+  private resetError: SessionResetError | undefined;
+  private listeners = new Map<ClientEvent["type"], Set<(ev: never) => void>>();
+  private pipeHost: PipeHost;
   private readonly payloadDecoder: Decoder;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timerAt = Infinity;
@@ -123,16 +218,24 @@ export class Client {
   private watchers = new Set<{ name: string | undefined; queue: AsyncQueue<RegistryChange> }>();
   private calls = new Map<number, { resolve: (p: Uint8Array) => void; reject: (e: Error) => void }>();
   private pipes = new Map<number, Pipe>();
-  private served = new Map<string, { entryId: number; handler: Handler; raw: boolean }>();
+  private served = new Map<string, { entry: EntryInfo; handler: Handler; raw: boolean }>();
   private nextEntryId = 1;
   private driving = false;
   private drainTimer: ReturnType<typeof setTimeout> | undefined;
 
-  private constructor(
-    private readonly transport: Transport,
-    options: SessionOptions,
-  ) {
-    this.session = new Session(performance.now(), options);
+  private constructor(transport: Transport, options: ConnectOptions) {
+    this.transport = transport;
+    this.dial = options.dial;
+    if (options.dial && options.reconnect !== false) {
+      const r = typeof options.reconnect === "object" ? options.reconnect : {};
+      this.reconnect = { minDelayMs: r.minDelayMs ?? 50, maxDelayMs: r.maxDelayMs ?? 5000 };
+    }
+    this.sessionOptions = {
+      ...options,
+      resumeGraceMs: options.resumeGraceMs ?? (this.reconnect ? DEFAULT_RESUME_GRACE_MS : 0),
+    };
+    this.session = new Session(performance.now(), this.sessionOptions);
+    this.pipeHost = this.makePipeHost(this.session);
     this.nodeId = hex(this.session.hello.nodeId);
     const max = this.session.hello.maxFrame;
     this.payloadDecoder = new Decoder({
@@ -146,19 +249,34 @@ export class Client {
     this.closed = new Promise((r) => (this.resolveClosed = r));
   }
 
-  /** Runs a session over an open transport (a WebSocket, or anything that carries whole packets). */
+  /**
+   * Runs a session over an open transport (a WebSocket, or anything that
+   * carries whole packets); with `dial` it reconnects (`reconnect`).
+   */
   static async start(transport: Transport, options: ConnectOptions = {}): Promise<Client> {
     const c = new Client(transport, options);
     const connected = new Promise<void>((resolve, reject) => {
       c.onConnected = (e) => (e ? reject(e) : resolve());
     });
-    c.drive(() => {});
-    transport.start(
-      (f) => c.drive(() => c.session.receive(f, performance.now())),
-      (reason) => c.drive(() => c.session.linkLost(`link lost: ${reason}`)),
-    );
+    c.attach(transport);
     await withDeadline(connected, options, () => c.close(), "the Hello exchange");
     return c;
+  }
+
+  /**
+   * Listens to the link's events: `disconnected`, `resumed`, `reset`.
+   * Returns a function that removes the listener.
+   */
+  on<T extends ClientEvent["type"]>(type: T, listener: (ev: Extract<ClientEvent, { type: T }>) => void): () => void {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, (set = new Set()));
+    set.add(listener as (ev: never) => void);
+    return () => set.delete(listener as (ev: never) => void);
+  }
+
+  /** Whether the client has a working link now (false while it reconnects). */
+  get linked(): boolean {
+    return !this.linkDown && this.closeError === undefined;
   }
 
   /** The peer's node id (hex). */
@@ -208,14 +326,16 @@ export class Client {
   }
 
   /** Calls the server `to` on the peer; resolves with its reply. */
-  async call<T = unknown>(to: string, request: unknown, options: WaitOptions & PayloadOptions = {}): Promise<T> {
+  async call<T = unknown>(to: string, request: unknown, options: WaitOptions & SendOptions = {}): Promise<T> {
     this.checkOpen();
     const payload = this.encodePayload(request, options.raw);
+    const trace = options.traceparent === undefined ? undefined : parseTraceparent(options.traceparent);
     let callId = 0;
+    const session = this.session;
     const reply = new Promise<Uint8Array>((resolve, reject) => {
       this.drive(() => {
         try {
-          callId = this.session.call(to, payload);
+          callId = session.call(to, payload, trace);
         } catch (e) {
           reject(usageError(e));
           return;
@@ -224,19 +344,21 @@ export class Client {
       });
     });
     const bytes = await withDeadline(reply, options, () => {
+      if (this.session !== session) return;
       this.calls.delete(callId);
-      this.session.cancelCall(callId);
+      session.cancelCall(callId);
     }, `call to ${to}`);
     return (options.raw ? bytes : this.decodePayload(bytes)) as T;
   }
 
   /** Sends a one-way message to the server `to` on the peer. */
-  cast(to: string, message: unknown, options: PayloadOptions = {}): void {
+  cast(to: string, message: unknown, options: SendOptions = {}): void {
     this.checkOpen();
     const payload = this.encodePayload(message, options.raw);
+    const trace = options.traceparent === undefined ? undefined : parseTraceparent(options.traceparent);
     this.drive(() => {
       try {
-        this.session.cast(to, payload);
+        this.session.cast(to, payload, trace);
       } catch (e) {
         throw usageError(e);
       }
@@ -264,7 +386,6 @@ export class Client {
     if (this.served.has(name)) throw new OscloudError(`${name} is already served on this connection`);
     const h: Handler = typeof handler === "function" ? { call: handler } : handler;
     const entryId = this.nextEntryId++;
-    this.served.set(name, { entryId, handler: h, raw: options.raw ?? false });
     const c = options.capabilities ?? {};
     const entry: EntryInfo = {
       entryId,
@@ -278,51 +399,171 @@ export class Client {
         ports: c.ports ?? [],
       },
     };
+    this.served.set(name, { entry, handler: h, raw: options.raw ?? false });
     this.drive(() => this.session.announce(entry));
     return {
       name,
       close: () => {
         const s = this.served.get(name);
-        if (!s || s.entryId !== entryId) return;
+        if (!s || s.entry.entryId !== entryId) return;
         this.served.delete(name);
         if (this.session.state !== "closed") this.drive(() => this.session.withdraw(entryId));
       },
     };
   }
 
-  /** Closes the session (Close code 0) and the link. */
+  /** Closes the session (Close code 0) and the link; no reconnection follows. */
   async close(): Promise<void> {
+    this.closing = true;
+    this.stopWaiting?.();
     this.drive(() => this.session.close(CloseCode.Normal, "client closed"));
     await this.closed;
   }
 
   // ---- the driver ----
 
-  private readonly pipeHost: PipeHost = {
-    writeFrame: (id, frame) => {
-      if (this.transport.bufferedAmount > LINK_HIGH_WATER) {
-        this.waitForDrain();
-        return false;
-      }
-      let ok = false;
-      this.drive(() => {
-        try {
-          ok = this.session.writeFrame(id, frame);
-        } catch (e) {
-          throw usageError(e);
+  /** What the pipes of `session` use; a no-op once another session replaced it. */
+  private makePipeHost(session: Session): PipeHost {
+    const live = () => this.session === session;
+    return {
+      writeFrame: (id, frame) => {
+        if (!live()) return false;
+        if ((this.transport?.bufferedAmount ?? 0) > LINK_HIGH_WATER) {
+          this.waitForDrain();
+          return false;
         }
-      });
-      return ok;
-    },
-    peerWindow: () => this.session.peer?.pipeWindow ?? Infinity,
-    consumed: (id, n) => this.drive(() => this.session.consumed(id, n)),
-    endPipe: (id) => this.drive(() => this.session.endPipe(id)),
-    closePipe: (id, reason) =>
-      this.drive(() => {
-        this.pipes.delete(id);
-        this.session.closePipe(id, reason);
-      }),
-  };
+        let ok = false;
+        this.drive(() => {
+          try {
+            ok = session.writeFrame(id, frame);
+          } catch (e) {
+            throw usageError(e);
+          }
+        });
+        return ok;
+      },
+      peerWindow: () => session.peer?.pipeWindow ?? Infinity,
+      consumed: (id, n) => live() && this.drive(() => session.consumed(id, n)),
+      endPipe: (id) => live() && this.drive(() => session.endPipe(id)),
+      closePipe: (id, reason) =>
+        live() &&
+        this.drive(() => {
+          this.pipes.delete(id);
+          session.closePipe(id, reason);
+        }),
+    };
+  }
+
+  /** Runs the session on a new link: a detached session resumes on it, a new one says Hello. */
+  private attach(t: Transport): void {
+    this.transport = t;
+    this.drive(() => {
+      if (this.session.state === "detached") this.session.resume(performance.now());
+    });
+    t.start(
+      (f) => {
+        if (this.transport === t) this.drive(() => this.session.receive(f, performance.now()));
+      },
+      (reason) => {
+        if (this.transport !== t) return;
+        this.transport = undefined;
+        this.drive(() => this.session.linkLost(`link lost: ${reason}`));
+      },
+    );
+  }
+
+  /** Drops the current link, if any. */
+  private dropLink(): void {
+    const t = this.transport;
+    this.transport = undefined;
+    t?.close();
+  }
+
+  private emit(ev: ClientEvent): void {
+    for (const l of this.listeners.get(ev.type) ?? []) {
+      try {
+        (l as (ev: ClientEvent) => void)(ev);
+      } catch {
+        // a failing listener has no one to tell
+      }
+    }
+  }
+
+  private linkLost(reason: string, resuming: boolean): void {
+    this.dropLink();
+    if (!this.linkDown) {
+      this.linkDown = true;
+      this.emit({ type: "disconnected", reason, resuming });
+    }
+    this.redial();
+  }
+
+  /** Dials until a link opens (backoff from `minDelayMs` doubling to `maxDelayMs`), then attaches it. */
+  private redial(): void {
+    const r = this.reconnect;
+    const dial = this.dial;
+    if (this.redialing || !r || !dial) return;
+    this.redialing = true;
+    void (async () => {
+      try {
+        while (!this.closing && this.closeError === undefined) {
+          const delay = this.redialDelay;
+          this.redialDelay = Math.min(Math.max(r.minDelayMs, delay * 2), r.maxDelayMs);
+          if (delay > 0) {
+            await new Promise<void>((res) => {
+              const timer = setTimeout(res, delay);
+              this.stopWaiting = () => {
+                clearTimeout(timer);
+                res();
+              };
+            });
+            this.stopWaiting = undefined;
+          }
+          if (this.closing || this.closeError !== undefined) return;
+          let t: Transport;
+          try {
+            t = await dial();
+          } catch {
+            continue;
+          }
+          if (this.closing || this.closeError !== undefined) {
+            t.close();
+            return;
+          }
+          this.redialing = false;
+          this.attach(t);
+          return;
+        }
+      } finally {
+        this.redialing = false;
+      }
+    })();
+  }
+
+  /**
+   * The session ended and the client reconnects: fail what was in flight
+   * with a SessionResetError, start a new session (same node id), announce
+   * the served names again, and dial.
+   */
+  private resetSession(closed: SessionClosedError): void {
+    const err = new SessionResetError(
+      `the session was lost and a new one started (${closed.message}); a call in flight may or may not have run`,
+      closed.code,
+      { cause: closed },
+    );
+    this.resetError = err;
+    for (const c of this.calls.values()) c.reject(err);
+    this.calls.clear();
+    for (const p of this.pipes.values()) p.onClose({ code: 2, text: closed.message }, err);
+    this.pipes.clear();
+    const gone = [...this.entries.values()];
+    this.entries.clear();
+    for (const entry of gone) this.notify({ type: "down", entry, reason: { code: 2, text: closed.message } });
+    this.session = new Session(performance.now(), { ...this.sessionOptions, nodeId: this.session.hello.nodeId });
+    this.pipeHost = this.makePipeHost(this.session);
+    for (const s of this.served.values()) this.session.announce(s.entry);
+    this.linkLost(closed.message, false);
+  }
 
   /**
    * The link's send queue is above LINK_HIGH_WATER: the WebSocket API has
@@ -350,8 +591,9 @@ export class Client {
     try {
       f();
       for (;;) {
-        const out = this.session.takeOutput();
-        for (const frame of out) this.transport.send(frame);
+        // Without a link the packets wait in the session (a new session's Hello).
+        const out = this.transport ? this.session.takeOutput() : [];
+        for (const frame of out) this.transport?.send(frame);
         const events = this.session.takeEvents();
         if (out.length === 0 && events.length === 0) break;
         for (const ev of events) this.onEvent(ev);
@@ -387,6 +629,22 @@ export class Client {
       case "connected":
         this.onConnected?.();
         this.onConnected = undefined;
+        if (this.connectedOnce) {
+          this.linkDown = false;
+          this.redialDelay = 0;
+          if (this.resetError) this.emit({ type: "reset", error: this.resetError });
+          this.resetError = undefined;
+        }
+        this.connectedOnce = true;
+        return;
+      case "detached":
+        this.linkLost(ev.reason, true);
+        return;
+      case "resumed":
+        this.linkDown = false;
+        this.redialDelay = 0;
+        this.emit({ type: "resumed", resent: ev.resent });
+        for (const p of this.pipes.values()) p.onCredit();
         return;
       case "announce": {
         const entry: Entry = {
@@ -417,9 +675,9 @@ export class Client {
         return;
       }
       case "call":
-        return this.onCall(ev.callId, ev.to, ev.payload);
+        return this.onCall(ev.callId, ev.to, ev.payload, this.info(ev.trace));
       case "cast":
-        return this.onCast(ev.to, ev.payload);
+        return this.onCast(ev.to, ev.payload, this.info(ev.trace));
       case "pipeOpen":
         return this.onPipeOpen(ev.pipeId, ev.server, ev.port);
       case "pipeFrame":
@@ -442,7 +700,12 @@ export class Client {
     }
   }
 
-  private onCall(callId: number, to: string, payload: Uint8Array): void {
+  private info(trace: Uint8Array | undefined): MessageInfo {
+    const from = this.peerNodeId;
+    return trace ? { from, traceparent: formatTraceparent(trace) } : { from };
+  }
+
+  private onCall(callId: number, to: string, payload: Uint8Array, info: MessageInfo): void {
     const s = this.served.get(to);
     if (!s?.handler.call) {
       this.session.reply(callId, { ok: false, kind: ErrorKind.NotFound, message: `no server ${to}` });
@@ -455,25 +718,26 @@ export class Client {
       this.session.reply(callId, { ok: false, kind: ErrorKind.Decode, message: (e as Error).message });
       return;
     }
-    const from = this.peerNodeId;
+    const session = this.session;
     const handler = s.handler.call.bind(s.handler);
     void (async () => {
       let result: { ok: true; payload: Uint8Array } | { ok: false; kind: number; message: string };
       try {
-        const value = await handler(request, { from });
+        const value = await handler(request, info);
         result = { ok: true, payload: this.encodePayload(value, s.raw) };
       } catch (e) {
         result = { ok: false, kind: ErrorKind.Failed, message: e instanceof Error ? e.message : String(e) };
       }
-      if (this.session.state === "open") this.drive(() => this.session.reply(callId, result));
+      // Detached: the reply waits in the session for the next link.
+      if (this.session === session && session.state !== "closed") this.drive(() => session.reply(callId, result));
     })();
   }
 
-  private onCast(to: string, payload: Uint8Array): void {
+  private onCast(to: string, payload: Uint8Array, info: MessageInfo): void {
     const s = this.served.get(to);
     if (!s?.handler.cast) return; // casts to unknown names are dropped (§4.2)
     try {
-      s.handler.cast(s.raw ? payload : this.decodePayload(payload), { from: this.peerNodeId });
+      s.handler.cast(s.raw ? payload : this.decodePayload(payload), info);
     } catch {
       // a failing cast handler has no one to tell
     }
@@ -503,6 +767,13 @@ export class Client {
           : `session closed (code ${code}): ${message}`,
       code,
     );
+    this.dropLink();
+    // A node that refuses this client for good (wrong version, magic, or it wants encryption) is not dialled again.
+    const lasting = byPeer && (code === CloseCode.Version || code === CloseCode.BadMagic || code === CloseCode.Unauthorized);
+    if (this.reconnect && this.connectedOnce && !this.closing && !lasting) {
+      this.resetSession(err);
+      return;
+    }
     this.closeError = err;
     this.onConnected?.(new ConnectError(`the session closed during the Hello exchange: ${message}`, { cause: err }));
     this.onConnected = undefined;
@@ -512,7 +783,6 @@ export class Client {
     this.pipes.clear();
     for (const w of this.watchers) w.queue.end();
     this.watchers.clear();
-    this.transport.close();
     this.resolveClosed(err);
   }
 

@@ -128,8 +128,9 @@ export type Message =
       /** The longest pipe frame the route carries from its sender (§4.1, §13); absent when the sender did not say. */
       pipeFrame?: number;
     }
-  | { type: "cast"; to: string; payload: Uint8Array }
-  | { type: "call"; callId: number; to: string; payload: Uint8Array }
+  /** `trace`: the optional trace context (`TRACE_LEN` bytes, see `parseTraceparent`). */
+  | { type: "cast"; to: string; payload: Uint8Array; trace?: Uint8Array }
+  | { type: "call"; callId: number; to: string; payload: Uint8Array; trace?: Uint8Array }
   | { type: "replyOk"; callId: number; payload: Uint8Array }
   | { type: "replyErr"; callId: number; kind: number; message: string }
   | { type: "pipeOpen"; pipeId: number; server: string; port: string }
@@ -242,9 +243,11 @@ function encodeMessage(m: Message): unknown[] {
       return route;
     }
     case "cast":
-      return [MsgType.Cast, m.to, m.payload];
+      return m.trace ? [MsgType.Cast, m.to, m.payload, m.trace] : [MsgType.Cast, m.to, m.payload];
     case "call":
-      return [MsgType.Call, u64(m.callId), m.to, m.payload];
+      return m.trace
+        ? [MsgType.Call, u64(m.callId), m.to, m.payload, m.trace]
+        : [MsgType.Call, u64(m.callId), m.to, m.payload];
     case "replyOk":
       return [MsgType.ReplyOk, u64(m.callId), m.payload];
     case "replyErr":
@@ -427,12 +430,20 @@ function decodeMessage(v: unknown): Message {
       if (a.length > 8 && a[8] !== null) route.pipeFrame = u32(a[8], "pipe_frame");
       return route;
     }
-    case MsgType.Cast:
+    case MsgType.Cast: {
       arr(a, 3, "Cast");
-      return { type: "cast", to: str(a[1], "to"), payload: bin(a[2], "payload") };
-    case MsgType.Call:
+      const cast: Message = { type: "cast", to: str(a[1], "to"), payload: bin(a[2], "payload") };
+      const trace = decodeTrace(a[3]);
+      if (trace) cast.trace = trace;
+      return cast;
+    }
+    case MsgType.Call: {
       arr(a, 4, "Call");
-      return { type: "call", callId: safeU64(a[1], "call_id"), to: str(a[2], "to"), payload: bin(a[3], "payload") };
+      const call: Message = { type: "call", callId: safeU64(a[1], "call_id"), to: str(a[2], "to"), payload: bin(a[3], "payload") };
+      const trace = decodeTrace(a[4]);
+      if (trace) call.trace = trace;
+      return call;
+    }
     case MsgType.ReplyOk:
       arr(a, 3, "ReplyOk");
       return { type: "replyOk", callId: safeU64(a[1], "call_id"), payload: bin(a[2], "payload") };
@@ -462,6 +473,52 @@ function decodeMessage(v: unknown): Message {
     default:
       fail(`unknown message type ${code}`);
   }
+}
+
+/**
+ * The optional `trace` element of Cast and Call: a bin of `TRACE_LEN`
+ * bytes whose trace-id and parent-id are not all zero. Anything else
+ * (absent, another type or length, a zero id) is no context: ignored,
+ * never an error.
+ */
+function decodeTrace(v: unknown): Uint8Array | undefined {
+  return v instanceof Uint8Array && validTrace(v) ? v : undefined;
+}
+
+// ---- trace context (W3C Trace Context `traceparent`, version 00) ----
+
+/** Bytes of the `trace` element: trace-id (16), parent-id (8), trace-flags (1). */
+export const TRACE_LEN = 25;
+
+/** Whether `t` is a usable trace context: 25 bytes, neither id all zero. */
+export function validTrace(t: Uint8Array): boolean {
+  return t.length === TRACE_LEN && t.subarray(0, 16).some((b) => b !== 0) && t.subarray(16, 24).some((b) => b !== 0);
+}
+
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+
+/**
+ * The `trace` element for a W3C `traceparent` header
+ * (`00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>`), or undefined
+ * when it is not a valid one (version `ff`, a zero id, upper-case hex,
+ * extra fields on version 00). A later version's header gives its first
+ * four fields, as W3C Trace Context says.
+ */
+export function parseTraceparent(header: string): Uint8Array | undefined {
+  const m = TRACEPARENT.exec(header);
+  if (!m) return undefined;
+  const [, version, traceId, parentId, flags, rest] = m as unknown as [string, string, string, string, string, string?];
+  if (version === "ff" || (version === "00" && rest !== undefined)) return undefined;
+  const hex = traceId + parentId + flags;
+  const t = new Uint8Array(TRACE_LEN);
+  for (let i = 0; i < TRACE_LEN; i++) t[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return validTrace(t) ? t : undefined;
+}
+
+/** The version 00 `traceparent` header of a `trace` element. */
+export function formatTraceparent(t: Uint8Array): string {
+  const hex = Array.from(t, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `00-${hex.slice(0, 32)}-${hex.slice(32, 48)}-${hex.slice(48, 50)}`;
 }
 
 function decodeHello(a: unknown[]): Hello {

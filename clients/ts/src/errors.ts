@@ -29,6 +29,19 @@ export class SessionClosedError extends OscloudError {
   }
 }
 
+/**
+ * The link was lost and the session could not be resumed (the node no
+ * longer had it: Close code 12, or it does not resume sessions, or the
+ * grace passed), so the client started a new session: what was in flight
+ * on the old one (calls waiting for a reply, pipes) failed with this. A
+ * call that fails so may or may not have run on the server; casts sent
+ * shortly before may or may not have arrived. `code` is the Close code
+ * that ended the old session, when there was one.
+ */
+export class SessionResetError extends SessionClosedError {
+  override name = "SessionResetError";
+}
+
 /** The operation took longer than its `timeout`. */
 export class TimeoutError extends OscloudError {
   override name = "TimeoutError";

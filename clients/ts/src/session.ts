@@ -1,7 +1,11 @@
 /**
  * A sans-IO oscloud session (docs/PROTOCOL.md §6–§8) on a reliable link
  * (a stream or a reliable message link such as a WebSocket): nothing is
- * retransmitted, the send window does not apply, acks are still sent.
+ * retransmitted on one link, the send window does not apply, acks are
+ * still sent. With `resumeGraceMs` it can resume on a new link (§12, as
+ * the side that dials): Data packets are kept until acknowledged, a lost
+ * link detaches the session, `resume` continues it on the next link and
+ * sends again what the peer lacks.
  *
  * It owns no socket and no timer. The driver feeds it received packets
  * (`receive`) and the time (`tick`), asks it to do things (cast, call,
@@ -22,6 +26,7 @@ import {
   type Message,
   type Packet,
   PacketDecodeError,
+  validTrace,
 } from "./codec.js";
 
 /** Limits and timers of one session; every field has a default. */
@@ -53,6 +58,13 @@ export interface SessionOptions {
    * (it is a leaf).
    */
   routing?: boolean;
+  /**
+   * Keep the session this long after its link is lost, waiting for a new
+   * one (`resume`), and set Hello feature bit 3 `RESUME` (PROTOCOL.md §12)
+   * [0: off, a lost link closes the session]. The session resumes only if
+   * the peer's Hello sets `RESUME` too.
+   */
+  resumeGraceMs?: number;
 }
 
 /** What the session reports to the application. */
@@ -60,8 +72,9 @@ export type SessionEvent =
   | { type: "connected"; peer: Hello }
   | { type: "announce"; entry: EntryInfo; route?: { originId: number; path: Uint8Array[]; cost: number } }
   | { type: "withdraw"; entryId: number; reason: ExitReason }
-  | { type: "cast"; to: string; payload: Uint8Array }
-  | { type: "call"; callId: number; to: string; payload: Uint8Array }
+  /** `trace`: the sender's trace context, when it sent a valid one. */
+  | { type: "cast"; to: string; payload: Uint8Array; trace?: Uint8Array }
+  | { type: "call"; callId: number; to: string; payload: Uint8Array; trace?: Uint8Array }
   | { type: "reply"; callId: number; ok: true; payload: Uint8Array }
   | { type: "reply"; callId: number; ok: false; kind: number; message: string }
   | { type: "pipeOpen"; pipeId: number; server: string; port: string }
@@ -69,11 +82,18 @@ export type SessionEvent =
   | { type: "pipeCredit"; pipeId: number; credit: number }
   | { type: "pipeEnd"; pipeId: number }
   | { type: "pipeClose"; pipeId: number; reason: ExitReason }
+  /** The link was lost (or went silent) and the session waits for a new one (`resume`). */
+  | { type: "detached"; reason: string }
+  /** The session runs again on a new link; what the peer lacked was sent again. */
+  | { type: "resumed"; resent: number }
   /** `code` is the Close code sent or received; undefined when the link was lost without one. */
   | { type: "closed"; code: number | undefined; message: string; byPeer: boolean };
 
-/** Session state (§6); the reliable link kind has no DETACHED/RESUMING. */
-export type SessionState = "handshake" | "open" | "closed";
+/**
+ * Session state (§6): DETACHED (no link) and RESUMING (our resume Hello
+ * sent on a new link) only for resumable sessions (§12).
+ */
+export type SessionState = "handshake" | "open" | "detached" | "resuming" | "closed";
 
 /** A local misuse the session refuses (the session itself stays open). */
 export class SessionUsageError extends Error {
@@ -86,6 +106,13 @@ export class SessionUsageError extends Error {
  * pipe id (≤ 9) + bool + bin32 header (5) = 37.
  */
 export const PIPE_DATA_OVERHEAD = 37;
+
+/**
+ * Most Data packets kept for resumption while unacknowledged, as a Rust
+ * node (the peer acknowledges within its ack delay; past this the peer has
+ * stopped acknowledging and the session closes with code 8).
+ */
+export const RETAIN_MAX = 1 << 16;
 
 interface PipeState {
   /** Bytes we may still send. */
@@ -119,6 +146,7 @@ export class Session {
   private readonly ackDelayMs: number;
   private readonly maxPendingCalls: number;
   private readonly maxPipes: number;
+  private readonly resumeGraceMs: number;
 
   private stateValue: SessionState = "handshake";
   private peerHello: Hello | undefined;
@@ -137,6 +165,12 @@ export class Session {
   /** Highest seq received in order from the peer. */
   private recvAck = 0;
   private outOfOrder = new Map<number, Message>();
+  /** Both Hellos set RESUME. */
+  private resumable = false;
+  /** Data packets sent (or numbered while detached) and not yet acknowledged, oldest first (resumable sessions). */
+  private retained: { seq: number; msg: Message }[] = [];
+  /** When a detached session gives up. */
+  private graceUntil: number | undefined;
 
   private lastCallId = 0;
   private pendingCalls = new Set<number>();
@@ -154,7 +188,7 @@ export class Session {
     this.lastReceived = now;
     this.hello = {
       nodeId: options.nodeId ?? randomBytes(16),
-      features: options.routing === false ? 0n : Feature.Routing,
+      features: (options.routing === false ? 0n : Feature.Routing) | ((options.resumeGraceMs ?? 0) > 0 ? Feature.Resume : 0n),
       sessionId: options.sessionId ?? randomU64(),
       auth: null,
       maxFrame: options.maxFrame ?? 65536,
@@ -170,6 +204,7 @@ export class Session {
     this.ackDelayMs = options.ackDelayMs ?? 10;
     this.maxPendingCalls = options.maxPendingCalls ?? 1024;
     this.maxPipes = options.maxPipes ?? 256;
+    this.resumeGraceMs = options.resumeGraceMs ?? 0;
     this.send({ type: "hello", hello: this.hello });
   }
 
@@ -199,17 +234,34 @@ export class Session {
   /** When the session next wants `tick`, or undefined when closed. */
   nextDeadline(): number | undefined {
     if (this.stateValue === "closed") return undefined;
+    if (this.stateValue === "detached") return this.graceUntil;
     let d = this.lastReceived + this.idleMs;
+    if (this.graceUntil !== undefined) d = Math.min(d, this.graceUntil);
     if (this.stateValue === "open") d = Math.min(d, this.lastSent + this.keepaliveMs);
     if (this.ackDue !== undefined) d = Math.min(d, this.ackDue);
     return d;
   }
 
-  /** Runs the timers: delayed ack, keepalive, idle timeout. */
+  /** Runs the timers: delayed ack, keepalive, idle timeout, resume grace. */
   tick(now: number): void {
     this.now = Math.max(this.now, now);
     if (this.stateValue === "closed") return;
+    if (this.graceUntil !== undefined && this.now >= this.graceUntil) {
+      this.stateValue = "closed";
+      this.events.push({
+        type: "closed",
+        code: undefined,
+        message: `the link was lost and the session not resumed within its grace of ${this.resumeGraceMs} ms`,
+        byPeer: false,
+      });
+      return;
+    }
+    if (this.stateValue === "detached") return;
     if (this.now >= this.lastReceived + this.idleMs) {
+      if (this.isResumable()) {
+        this.detach(`nothing received for ${this.idleMs} ms`);
+        return;
+      }
       this.fatal(CloseCode.IdleTimeout, `nothing received for ${this.idleMs} ms`);
       return;
     }
@@ -225,7 +277,7 @@ export class Session {
   /** Feeds one received frame (one packet). */
   receive(bytes: Uint8Array, now: number): void {
     this.now = Math.max(this.now, now);
-    if (this.stateValue === "closed") return;
+    if (this.stateValue === "closed" || this.stateValue === "detached") return;
     if (bytes.length > this.hello.maxFrame) {
       this.fatal(CloseCode.FrameTooLarge, `frame of ${bytes.length} bytes above max_frame ${this.hello.maxFrame}`);
       return;
@@ -249,12 +301,52 @@ export class Session {
   }
 
   /**
-   * The link failed: the session is closed without sending anything.
+   * The link failed. A resumable session detaches (a `detached` event;
+   * true is returned) and waits for `resume` until its grace ends; any
+   * other session is closed without sending anything (false).
    */
-  linkLost(message: string): void {
-    if (this.stateValue === "closed") return;
+  linkLost(message: string): boolean {
+    if (this.stateValue === "closed") return false;
+    if (this.isResumable()) {
+      this.detach(message);
+      return true;
+    }
     this.stateValue = "closed";
     this.events.push({ type: "closed", code: undefined, message, byPeer: false });
+    return false;
+  }
+
+  /** Whether a lost link detaches this session instead of closing it (both Hellos set RESUME). */
+  isResumable(): boolean {
+    return this.resumable && (this.stateValue === "open" || this.stateValue === "detached" || this.stateValue === "resuming");
+  }
+
+  /**
+   * Continues a detached session on a new link: our resume Hello (§12.2)
+   * is the first packet to send on it. The peer answers with its own
+   * resume Hello (a `resumed` event; what it lacks is sent again), or with
+   * Close code 12 `NoSession` (a `closed` event) when it no longer has the
+   * session; then start a new Session.
+   */
+  resume(now: number): void {
+    this.now = Math.max(this.now, now);
+    if (!this.isResumable()) throw new SessionUsageError("the session cannot resume");
+    if (this.stateValue !== "detached") this.detach("resumed on another link");
+    const peer = this.peerHello as Hello;
+    this.stateValue = "resuming";
+    this.lastReceived = this.now;
+    this.send({ type: "hello", hello: { ...this.hello, resume: { sessionId: peer.sessionId, ack: BigInt(this.recvAck) } } });
+  }
+
+  /** The session has no link: packets not yet sent are dropped (Data is retained and sent again on resumption). */
+  private detach(reason: string): void {
+    if (this.stateValue === "detached") return;
+    this.stateValue = "detached";
+    this.graceUntil ??= this.now + this.resumeGraceMs;
+    this.output = [];
+    this.ackDue = undefined;
+    this.outOfOrder.clear();
+    this.events.push({ type: "detached", reason });
   }
 
   // ---- application operations ----
@@ -269,15 +361,15 @@ export class Session {
     this.sendMessage({ type: "withdraw", entryId, reason });
   }
 
-  /** Sends a Cast to the server `to` on the peer. */
-  cast(to: string, payload: Uint8Array): void {
-    this.sendMessage({ type: "cast", to, payload });
+  /** Sends a Cast to the server `to` on the peer, with a trace context (`parseTraceparent`) if given. */
+  cast(to: string, payload: Uint8Array, trace?: Uint8Array): void {
+    this.sendMessage(trace ? { type: "cast", to, payload, trace: checkTrace(trace) } : { type: "cast", to, payload });
   }
 
-  /** Sends a Call; returns its call id (the reply event carries it). */
-  call(to: string, payload: Uint8Array): number {
+  /** Sends a Call (with a trace context if given); returns its call id (the reply event carries it). */
+  call(to: string, payload: Uint8Array, trace?: Uint8Array): number {
     const callId = this.lastCallId + 1;
-    this.sendMessage({ type: "call", callId, to, payload });
+    this.sendMessage(trace ? { type: "call", callId, to, payload, trace: checkTrace(trace) } : { type: "call", callId, to, payload });
     this.lastCallId = callId;
     this.pendingCalls.add(callId);
     return callId;
@@ -416,11 +508,21 @@ export class Session {
       return;
     }
     const peer = this.peerHello as Hello;
-    const bytes = encodePacket({ type: "data", seq: this.nextSeq, ack: this.recvAck, msg });
+    const seq = this.nextSeq;
+    const bytes = encodePacket({ type: "data", seq, ack: this.recvAck, msg });
     if (bytes.length > peer.maxFrame) {
       throw new SessionUsageError(`message of ${bytes.length} bytes above the peer's max_frame ${peer.maxFrame}`);
     }
+    if (this.resumable) {
+      if (this.retained.length >= RETAIN_MAX) {
+        this.fatal(CloseCode.Limit, `the peer left ${RETAIN_MAX} packets unacknowledged`);
+        throw new SessionUsageError("session closed");
+      }
+      this.retained.push({ seq, msg });
+    }
     this.nextSeq += 1;
+    // Detached or resuming: numbered and kept, sent once the session resumes.
+    if (this.stateValue !== "open") return;
     this.ackDue = undefined;
     this.output.push(bytes);
     this.lastSent = this.now;
@@ -472,10 +574,60 @@ export class Session {
       return false;
     }
     if (ack > this.peerAcked) this.peerAcked = ack;
+    this.dropRetained(ack);
     return true;
   }
 
+  /** Forgets retained packets up to `ack`, which the peer has. */
+  private dropRetained(ack: number): void {
+    let n = 0;
+    while (n < this.retained.length && (this.retained[n] as { seq: number }).seq <= ack) n += 1;
+    if (n > 0) this.retained.splice(0, n);
+  }
+
+  /** A Hello on the new link of a resuming session (§12.2). */
+  private onResumeHello(h: Hello): void {
+    const peer = this.peerHello as Hello;
+    const ours = h.resume?.sessionId === this.hello.sessionId;
+    if (!sameBytes(peer.nodeId, h.nodeId) || peer.sessionId !== h.sessionId || !ours || !h.resume) {
+      return; // the Hello of the fresh session the peer's node started on this link: ignored
+    }
+    this.send({ type: "helloAck", sessionId: h.sessionId });
+    if (
+      h.maxFrame !== peer.maxFrame ||
+      h.recvWindow !== peer.recvWindow ||
+      h.pipeWindow !== peer.pipeWindow ||
+      h.features !== peer.features
+    ) {
+      this.fatal(CloseCode.Protocol, "cannot resume: the peer's limits or features changed");
+      return;
+    }
+    const ack = h.resume.ack;
+    const lowest = this.retained[0]?.seq ?? this.nextSeq;
+    if (ack >= BigInt(this.nextSeq) || ack + 1n < BigInt(lowest)) {
+      this.fatal(
+        CloseCode.Protocol,
+        `cannot resume: the peer acknowledges packet ${ack}, but packets ${lowest} to ${this.nextSeq - 1} are what it may lack`,
+      );
+      return;
+    }
+    this.dropRetained(Number(ack));
+    if (Number(ack) > this.peerAcked) this.peerAcked = Number(ack);
+    this.stateValue = "open";
+    this.graceUntil = undefined;
+    for (const r of this.retained) {
+      this.output.push(encodePacket({ type: "data", seq: r.seq, ack: this.recvAck, msg: r.msg }));
+    }
+    this.lastSent = this.now;
+    this.ackDue = this.now;
+    this.events.push({ type: "resumed", resent: this.retained.length });
+  }
+
   private onHello(h: Hello): void {
+    if (this.stateValue === "resuming") {
+      this.onResumeHello(h);
+      return;
+    }
     const peer = this.peerHello;
     if (peer) {
       if (sameBytes(peer.nodeId, h.nodeId) && peer.sessionId === h.sessionId) {
@@ -498,6 +650,7 @@ export class Session {
       return;
     }
     this.peerHello = h;
+    this.resumable = (this.hello.features & h.features & Feature.Resume) !== 0n;
     this.send({ type: "helloAck", sessionId: h.sessionId });
     this.stateValue = "open";
     for (const p of this.pipes.values()) p.sendCredit = h.pipeWindow;
@@ -562,7 +715,7 @@ export class Session {
         this.events.push({ type: "withdraw", entryId: m.entryId, reason: m.reason });
         return;
       case "cast":
-        this.events.push({ type: "cast", to: m.to, payload: m.payload });
+        this.events.push(m.trace ? { type: "cast", to: m.to, payload: m.payload, trace: m.trace } : { type: "cast", to: m.to, payload: m.payload });
         return;
       case "call":
         if (this.incomingCalls.has(m.callId)) {
@@ -574,7 +727,11 @@ export class Session {
           return;
         }
         this.incomingCalls.add(m.callId);
-        this.events.push({ type: "call", callId: m.callId, to: m.to, payload: m.payload });
+        this.events.push(
+          m.trace
+            ? { type: "call", callId: m.callId, to: m.to, payload: m.payload, trace: m.trace }
+            : { type: "call", callId: m.callId, to: m.to, payload: m.payload },
+        );
         return;
       case "replyOk":
       case "replyErr":
@@ -661,6 +818,11 @@ export class Session {
         return;
     }
   }
+}
+
+function checkTrace(t: Uint8Array): Uint8Array {
+  if (!validTrace(t)) throw new SessionUsageError("a trace context is 25 bytes with non-zero trace-id and parent-id");
+  return t;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -13,6 +13,7 @@ import {
   PipeClosedError,
   RemoteError,
   SessionClosedError,
+  SessionResetError,
   TimeoutError,
   type Transport,
 } from "../src/index.js";
@@ -250,4 +251,63 @@ test("a lost link ends the session without a Close code; waiting calls fail", as
   const closed = await client.closed;
   assert.equal(closed.code, undefined);
   assert.match(closed.message, /link lost/);
+});
+
+test("a traceparent given to call and cast reaches the served name's handler", async () => {
+  const [server, client] = await twoClients();
+  const seen: (string | undefined)[] = [];
+  let castArrived: () => void = () => {};
+  const arrived = new Promise<void>((r) => (castArrived = r));
+  server.serve("traced", {
+    call: (_req, info) => {
+      seen.push(info.traceparent);
+      return info.traceparent ?? "none";
+    },
+    cast: (_msg, info) => {
+      seen.push(info.traceparent);
+      castArrived();
+    },
+  });
+  await client.lookup("traced");
+  const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  assert.equal(await client.call("traced", 1, { traceparent: tp }), tp);
+  assert.equal(await client.call("traced", 2), "none");
+  // Not a valid header: sent without a context.
+  assert.equal(await client.call("traced", 3, { traceparent: "garbage" }), "none");
+  client.cast("traced", 4, { traceparent: tp });
+  await arrived;
+  assert.deepEqual(seen, [tp, undefined, undefined, tp]);
+  await client.close();
+  await server.closed;
+});
+
+test("the peer ends the session: calls in flight fail with SessionResetError, the client dials again with backoff until close()", async () => {
+  const [ta, tb] = transportPair();
+  let dials = 0;
+  const [client, other] = await Promise.all([
+    Client.start(ta, {
+      dial: async () => {
+        dials += 1;
+        throw new Error("refused");
+      },
+      reconnect: { minDelayMs: 1, maxDelayMs: 4 },
+    }),
+    Client.start(tb),
+  ]);
+  const events: string[] = [];
+  client.on("disconnected", (e) => events.push(`disconnected ${e.resuming}`));
+  client.on("reset", () => events.push("reset"));
+  other.serve("never", { call: () => new Promise(() => {}) });
+  await client.lookup("never");
+  const pending = client.call("never", 1, { timeout: 0 });
+  await other.close();
+  await assert.rejects(pending, (e: unknown) => e instanceof SessionResetError && e.code === 0);
+  const deadline = Date.now() + 5000;
+  while (dials < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(dials >= 5, `dialled ${dials} times`);
+  assert.equal(client.linked, false);
+  assert.deepEqual(events, ["disconnected false"]);
+  // close() ends the waits between dials: closed resolves at once.
+  await client.close();
+  assert.ok((await client.closed) instanceof SessionClosedError);
 });

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import WebSocket from "ws";
 import { connect, RemoteError, type Client, type ConnectOptions } from "../src/index.js";
-import { Fnv, TestNode } from "./testnode.js";
+import { Fnv, readAll, TestNode, writePattern } from "./testnode.js";
 
 const started = await TestNode.start("n1");
 const skip = "skip" in started ? started.skip : false;
@@ -47,6 +47,10 @@ test("connect, lookup and call a Rust server; cast; a call to an unknown name is
     (e: unknown) => e instanceof RemoteError && e.kind === 1,
   );
   assert.equal(await client.call("upper-n1", "again", { timeout: 5000 }), "AGAIN from n1");
+  // A trace context rides along as the Call's and Cast's last element; the node takes the message either way.
+  const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  client.cast("upper-n1", "a traced cast", { traceparent });
+  assert.equal(await client.call("upper-n1", "traced", { timeout: 5000, traceparent }), "TRACED from n1");
 });
 
 test("a pipe into a Rust sink: every byte arrives, credit paces the writer", { skip }, async () => {
@@ -58,11 +62,7 @@ test("a pipe into a Rust sink: every byte arrives, credit paces the writer", { s
   const writer = pipe.writable.getWriter();
   const fnv = new Fnv();
   // 1 MiB in 16 KiB frames: well past one pipe window.
-  for (let i = 0; i < 64; i++) {
-    const frame = new Uint8Array(16 * 1024).map((_, j) => (i * 31 + j) & 0xff);
-    fnv.update(frame);
-    await writer.write(frame);
-  }
+  await writePattern(writer, 64, fnv);
   await writer.close();
   // The sink answers (bytes, checksum) so far; poll until it has all of it.
   const deadline = Date.now() + 10_000;
@@ -83,15 +83,10 @@ test("the Rust node calls a name this client serves, and pipes into it", { skip 
     call: (req) => `${String(req).toUpperCase()} from ts`,
     pipe: (port, pipe) => {
       assert.equal(port, "in");
-      void (async () => {
-        const reader = pipe.readable.getReader();
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          received.update(value);
-          frames += 1;
-        }
-      })();
+      void readAll(pipe, (frame) => {
+        received.update(frame);
+        frames += 1;
+      });
     },
   }, { capabilities: { ports: [{ name: "in", direction: 1 }] } });
   assert.equal(served.name, "ts-upper");
@@ -130,7 +125,7 @@ test("timers: Pings and Acks keep a session with a short idle timeout up; a sile
     assert.equal(await quiet.call("upper-n2", "still here", { timeout: 5000 }), "STILL HERE from n2");
     await quiet.close();
     // A client that waits only 300 ms for a packet (and never pings) gives up on the node.
-    const impatient = await connect(strict.url, { ...options, timeout: 5000, keepaliveMs: 60_000, idleMs: 300 });
+    const impatient = await connect(strict.url, { ...options, timeout: 5000, keepaliveMs: 60_000, idleMs: 300, reconnect: false });
     const closed = await impatient.closed;
     assert.equal(closed.code, 9, closed.message);
   } finally {
@@ -151,15 +146,7 @@ test("two clients reach each other through the node: a call and a pipe to a name
       {
         call: (req) => `tab-a got ${String(req)}`,
         pipe: (_port, pipe) => {
-          void (async () => {
-            const reader = pipe.readable.getReader();
-            for (;;) {
-              const { value, done } = await reader.read();
-              if (done) break;
-              sum += value.length;
-            }
-            ended();
-          })();
+          void readAll(pipe, (frame) => (sum += frame.length)).then(ended);
         },
       },
       { capabilities: { ports: [{ name: "in", direction: 1 }] } },

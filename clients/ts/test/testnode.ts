@@ -6,6 +6,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import type { Pipe } from "../src/index.js";
 
 /** Where the test node binary is: $OSCLOUD_TESTNODE, else the workspace's target/debug. */
 export function testnodePath(): string {
@@ -109,5 +110,24 @@ export class Fnv {
     for (const b of data) h = BigInt.asUintN(64, (h ^ BigInt(b)) * 0x100000001b3n);
     this.hash = h;
     this.bytes += data.length;
+  }
+}
+
+/** Writes `count` frames of 16 KiB (byte j of frame i is `(i * 31 + j) & 0xff`), adding them to `fnv`. */
+export async function writePattern(writer: WritableStreamDefaultWriter<Uint8Array>, count: number, fnv: Fnv): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const frame = new Uint8Array(16 * 1024).map((_, j) => (i * 31 + j) & 0xff);
+    fnv.update(frame);
+    await writer.write(frame);
+  }
+}
+
+/** Reads a pipe's frames into `each` until the peer ends it. */
+export async function readAll(pipe: Pipe, each: (frame: Uint8Array) => void): Promise<void> {
+  const reader = pipe.readable.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    each(value);
   }
 }

@@ -202,6 +202,8 @@ impl Driver {
         (shutdown, closed): (watch::Receiver<bool>, watch::Receiver<bool>),
     ) -> Self {
         let (commands_tx, commands) = mpsc::unbounded_channel();
+        let queue = Arc::new(SendQueue::new(limits.max_queued));
+        shared.watch_send_queue(queue.clone());
         let mut policy_changed = policy.subscribe();
         policy_changed.mark_unchanged();
         // Subscribed before the handshake checks the list, so no change
@@ -227,7 +229,7 @@ impl Driver {
             session,
             link,
             commands_tx,
-            queue: Arc::new(SendQueue::new(limits.max_queued)),
+            queue,
             commands,
             peer: None,
             routing,
@@ -274,6 +276,7 @@ impl Driver {
             match self.dispatch_events() {
                 Dispatch::Continue => {}
                 Dispatch::Closed(reason) => {
+                    self.shared.closed(&reason);
                     // A broken protocol is worth a warning on this side (the
                     // peer logs its own view); a clean close or a timeout is
                     // not. A refused admission is logged on both sides.
@@ -675,7 +678,7 @@ impl Driver {
                     // A stale one when the session already resumes on a
                     // newer link.
                     if self.session.awaiting_link() {
-                        self.published.force(&self.shared, self.session.stats());
+                        self.published.force(&self.shared, &self.session);
                         return Dispatch::Detached(reason);
                     }
                 }
@@ -727,9 +730,7 @@ impl Driver {
 
     /// Publish the session's counters, if bytes moved.
     fn publish_stats(&mut self) {
-        let session = &self.session;
-        self.published
-            .publish(&self.shared, session.bytes_moved(), || session.stats());
+        self.published.publish(&self.shared, &self.session);
     }
 
     /// The allow-list changed: drop the link if the peer's key is no
@@ -988,6 +989,17 @@ impl Driver {
     /// round-robin over group members.
     fn local_entry(&mut self, name: &str) -> Result<Entry, Error> {
         let local = self.kernel.node();
+        self.rr = self.rr.wrapping_add(1);
+        // Servers of this node only (the common case): picked under the
+        // registry's lock, with no list built.
+        let rr = self.rr;
+        let picked = self.kernel.registry().with_members(name, |members| {
+            (!members.is_empty() && members.iter().all(|e| e.node() == local))
+                .then(|| members[rr % members.len()].clone())
+        });
+        if let Some(entry) = picked {
+            return Ok(entry);
+        }
         let peer = self.peer_node();
         let (router, link) = (&self.routing.router, self.routing.link);
         // Filtered in place, after the registry's lock is released: the
@@ -999,8 +1011,7 @@ impl Driver {
         if members.is_empty() {
             return Err(Error::NotFound(name.to_owned()));
         }
-        self.rr = self.rr.wrapping_add(1);
-        Ok(members[self.rr % members.len()].clone())
+        Ok(members[rr % members.len()].clone())
     }
 
     fn on_local_change(&mut self, ev: RegistryEvent) {
@@ -1426,7 +1437,7 @@ impl Driver {
         self.commands.close();
         // Senders waiting for room in the link's queue stop waiting.
         self.queue.close();
-        self.published.force(&self.shared, self.session.stats());
+        self.published.force(&self.shared, &self.session);
     }
 }
 

@@ -88,7 +88,7 @@ impl SendQueue {
                 Ok(())
             }
             Err(TryAcquireError::NoPermits) => Err(Full::Busy {
-                queued: (self.limit as usize).saturating_sub(self.room.available_permits()),
+                queued: self.queued(),
                 limit: self.limit as usize,
             }),
             Err(TryAcquireError::Closed) => Err(Full::Closed),
@@ -113,6 +113,12 @@ impl SendQueue {
         if n > 0 {
             self.room.add_permits(n);
         }
+    }
+
+    /// Bytes waiting now (taken by senders, not yet released by the
+    /// driver).
+    pub(crate) fn queued(&self) -> usize {
+        (self.limit as usize).saturating_sub(self.room.available_permits())
     }
 
     /// What a message of `n` bytes counted, to [`SendQueue::release`].

@@ -29,6 +29,15 @@ const EVERY: Duration = Duration::from_secs(1);
 /// A probe not answered after this long is given up (and another sent).
 const GIVE_UP: Duration = Duration::from_secs(30);
 
+/// An answered probe: its round trip, and the smoothed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProbeAnswer {
+    /// This probe's round trip.
+    pub(crate) sample: Duration,
+    /// The smoothed round trip, this sample included.
+    pub(crate) srtt: Duration,
+}
+
 /// One link's probe.
 #[derive(Debug, Default)]
 pub(crate) struct RttProbe {
@@ -61,9 +70,9 @@ impl RttProbe {
         self.last = Some(now);
     }
 
-    /// The reply to call `id` arrived at `now`: the smoothed round trip if
-    /// it answers the probe, `None` for any other call.
-    pub(crate) fn answered(&mut self, id: CallId, now: Instant) -> Option<Duration> {
+    /// The reply to call `id` arrived at `now`: the round trips if it
+    /// answers the probe, `None` for any other call.
+    pub(crate) fn answered(&mut self, id: CallId, now: Instant) -> Option<ProbeAnswer> {
         let (probe, sent) = self.pending?;
         if probe != id {
             return None;
@@ -75,7 +84,7 @@ impl RttProbe {
             Some(old) => old * 7 / 8 + sample / 8,
         };
         self.srtt = Some(srtt);
-        Some(srtt)
+        Some(ProbeAnswer { sample, srtt })
     }
 }
 
@@ -92,13 +101,20 @@ mod tests {
         assert_eq!(p.due(t0 + EVERY * 2), (false, None), "one out at a time");
         assert_eq!(p.answered(CallId(2), t0), None, "another call");
         let ms = Duration::from_millis;
-        assert_eq!(p.answered(CallId(1), t0 + ms(8)), Some(ms(8)));
+        let srtt = |p: &mut RttProbe, id, at| p.answered(CallId(id), at).map(|a| a.srtt);
+        assert_eq!(srtt(&mut p, 1, t0 + ms(8)), Some(ms(8)));
         assert_eq!(p.answered(CallId(1), t0 + ms(9)), None, "answered once");
         assert_eq!(p.due(t0 + ms(500)), (false, None), "not before a second");
         let t1 = t0 + EVERY;
         assert_eq!(p.due(t1), (true, None));
         p.sent(CallId(3), t1);
-        assert_eq!(p.answered(CallId(3), t1 + ms(16)), Some(ms(9)));
+        assert_eq!(
+            p.answered(CallId(3), t1 + ms(16)),
+            Some(ProbeAnswer {
+                sample: ms(16),
+                srtt: ms(9)
+            })
+        );
         let t2 = t1 + EVERY;
         p.sent(CallId(4), t2);
         assert_eq!(p.due(t2 + GIVE_UP), (true, Some(CallId(4))));

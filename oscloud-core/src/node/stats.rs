@@ -19,11 +19,14 @@
 //! two comparisons on one that did not), never a lock; readers retry in
 //! the rare case they overlap a write.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use super::link_closes::CloseCounts;
+use super::remote::SendQueue;
+use super::rtt_probe::ProbeAnswer;
 use crate::NodeId;
-use crate::wire::Stats;
+use crate::wire::{CloseReason, RttHistogram, Session, Stats};
 
 /// The state of a link as [`Node::links`](super::Node::links) shows it.
 #[derive(Debug, Clone)]
@@ -38,6 +41,13 @@ pub(crate) struct LinkState {
     pub(crate) connected: bool,
     /// Times the link came back (dialled again, or resumed).
     pub(crate) reconnects: u64,
+    /// How the session closed, once it did.
+    pub(crate) closed: Option<CloseReason>,
+    /// Every round trip the probe measured.
+    pub(crate) probe_rtt: RttHistogram,
+    /// The round trips the session measured (lossy links), as last
+    /// published.
+    pub(crate) session_rtt: RttHistogram,
 }
 
 /// One link's state and counters, shared by its driver (the only writer)
@@ -51,6 +61,10 @@ pub(crate) struct LinkShared {
     counters: [AtomicU64; Stats::COUNTERS],
     /// What the node layer measures itself (not a session counter).
     node: NodeMeasures,
+    /// The casts and calls waiting for the driver (set by the driver).
+    send_queue: OnceLock<Arc<SendQueue>>,
+    /// The node's close counters, where this link's close is counted.
+    closes: Arc<CloseCounts>,
 }
 
 /// A link's figures that the node layer measures, beside the session's
@@ -63,12 +77,20 @@ struct NodeMeasures {
     /// Times a local pipe writer had a frame ready and the peer's credit
     /// was short, so the frame waited for more credit.
     credit_stalls: AtomicU64,
+    /// Bytes queued in the session ([`Session::queued_bytes`]), as last
+    /// published.
+    session_queued: AtomicU64,
 }
 
 impl LinkShared {
     /// A link between `local` and `remote`, not connected yet, that came
-    /// back `reconnects` times before.
-    pub(crate) fn new(local: String, remote: String, reconnects: u64) -> Self {
+    /// back `reconnects` times before; its close is counted in `closes`.
+    pub(crate) fn new(
+        local: String,
+        remote: String,
+        reconnects: u64,
+        closes: Arc<CloseCounts>,
+    ) -> Self {
         Self {
             state: Mutex::new(LinkState {
                 local,
@@ -76,18 +98,45 @@ impl LinkShared {
                 peer: None,
                 connected: false,
                 reconnects,
+                closed: None,
+                probe_rtt: RttHistogram::default(),
+                session_rtt: RttHistogram::default(),
             }),
             seq: AtomicU64::new(0),
             counters: Default::default(),
             node: NodeMeasures::default(),
+            send_queue: OnceLock::new(),
+            closes,
         }
     }
 
-    /// The probe measured a smoothed round trip of `rtt`.
-    pub(crate) fn set_rtt(&self, rtt: std::time::Duration) {
-        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+    /// The probe was answered: `rtt` has its sample and the smoothed
+    /// round trip.
+    pub(crate) fn set_rtt(&self, rtt: ProbeAnswer) {
+        let us = u64::try_from(rtt.srtt.as_micros()).unwrap_or(u64::MAX);
         // At least 1 µs: 0 means "not measured yet".
         self.node.rtt_us.store(us.max(1), Ordering::Relaxed);
+        // Once a second at most: a lock is cheap enough.
+        self.lock().probe_rtt.record(rtt.sample);
+    }
+
+    /// The queue of casts and calls that wait for the link's driver.
+    pub(crate) fn watch_send_queue(&self, queue: Arc<SendQueue>) {
+        let _ = self.send_queue.set(queue);
+    }
+
+    /// Bytes waiting to be sent on the link: casts and calls waiting for
+    /// the driver, and the replies and pipe data queued in the session.
+    pub(crate) fn send_queue_bytes(&self) -> u64 {
+        let waiting = self.send_queue.get().map_or(0, |q| q.queued() as u64);
+        waiting + self.node.session_queued.load(Ordering::Relaxed)
+    }
+
+    /// The session closed for `reason` (counted for the node too).
+    pub(crate) fn closed(&self, reason: &CloseReason) {
+        let mut s = self.lock();
+        self.closes.count(s.peer, reason);
+        s.closed = Some(reason.clone());
     }
 
     /// The link's round trip as the probe measures it, in microseconds (0
@@ -179,30 +228,48 @@ impl LinkShared {
 /// detach, the end of the session) is published with [`force`].
 ///
 /// [`force`]: Publisher::force
+///
+/// The bytes queued in the session are published on every turn (when
+/// they changed): they grow without bytes moving while the link is
+/// stalled.
 #[derive(Debug, Default)]
 pub(crate) struct Publisher {
     /// `bytes_sent` and `bytes_received` as last published.
     last: (u64, u64),
+    /// [`Stats::rtt_samples`] as last published.
+    rtt_samples: u64,
+    /// [`Session::queued_bytes`] as last published.
+    queued: u64,
 }
 
 impl Publisher {
-    /// Publish the counters `stats` gives to `shared` if `bytes` (sent,
-    /// received) moved since the last time; `stats` is only asked then.
-    pub(crate) fn publish(
-        &mut self,
-        shared: &LinkShared,
-        bytes: (u64, u64),
-        stats: impl FnOnce() -> Stats,
-    ) {
-        if bytes != self.last {
-            self.force(shared, stats());
+    /// Publish `session`'s counters to `shared` if bytes moved (sent or
+    /// received) since the last time, and its queued bytes if they
+    /// changed.
+    pub(crate) fn publish(&mut self, shared: &LinkShared, session: &Session) {
+        let queued = session.queued_bytes() as u64;
+        if queued != self.queued {
+            shared.node.session_queued.store(queued, Ordering::Relaxed);
+            self.queued = queued;
+        }
+        if session.bytes_moved() != self.last {
+            self.force(shared, session);
         }
     }
 
-    /// Publish `stats` to `shared`.
-    pub(crate) fn force(&mut self, shared: &LinkShared, stats: Stats) {
+    /// Publish `session`'s counters to `shared`.
+    pub(crate) fn force(&mut self, shared: &LinkShared, session: &Session) {
+        let stats = session.stats();
         shared.update(&stats);
         self.last = (stats.bytes_sent, stats.bytes_received);
+        // One sample per round trip at most: the lock is taken that often.
+        if stats.rtt_samples != self.rtt_samples {
+            self.rtt_samples = stats.rtt_samples;
+            shared.lock().session_rtt = session.rtt_histogram();
+        }
+        let queued = session.queued_bytes() as u64;
+        shared.node.session_queued.store(queued, Ordering::Relaxed);
+        self.queued = queued;
     }
 }
 
@@ -220,7 +287,7 @@ mod tests {
         let a: [u64; Stats::COUNTERS] = std::array::from_fn(|i| i as u64 + 1);
         let s = Stats::from_counters(a);
         assert_eq!(values(&s), a);
-        let shared = LinkShared::new("l".into(), "r".into(), 0);
+        let shared = LinkShared::new("l".into(), "r".into(), 0, Default::default());
         shared.update(&s);
         assert_eq!(shared.stats(), s);
         assert_eq!(s.frames_sent, 1);
@@ -229,7 +296,12 @@ mod tests {
 
     #[test]
     fn a_reader_never_sees_a_half_written_snapshot() {
-        let shared = std::sync::Arc::new(LinkShared::new(String::new(), String::new(), 0));
+        let shared = Arc::new(LinkShared::new(
+            String::new(),
+            String::new(),
+            0,
+            Default::default(),
+        ));
         let writer = {
             let shared = shared.clone();
             std::thread::spawn(move || {

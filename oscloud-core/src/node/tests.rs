@@ -208,7 +208,7 @@ async fn queued_pair(max_queued: usize) -> (Node, Node, Arc<Echo>, Registration,
 async fn try_casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
     // The test's single thread does not let the driver run while it casts,
     // so casts pile up in front of the link until the budget is spent.
-    let (_a, _b, echo, _r, e) = queued_pair(64 * 1024).await;
+    let (_a, b, echo, _r, e) = queued_pair(64 * 1024).await;
     let msg = Bytes::from(vec![1u8; 1024]);
     let mut sent = 0u64;
     let busy = loop {
@@ -224,6 +224,8 @@ async fn try_casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
         "{busy:?}"
     );
     assert!(busy.to_string().contains("busy"), "{busy}");
+    // The link shows what waits to be sent: every accepted cast.
+    assert_eq!(b.links()[0].send_queue_bytes, 64 * 1024);
     // A cast that would wait for room, dropped before it got any, sends
     // nothing.
     drop(e.endpoint().cast(msg.clone()));
@@ -232,6 +234,7 @@ async fn try_casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
     let reply = e.endpoint().call(Bytes::from_static(b"hi")).await;
     assert_eq!(reply.unwrap(), Bytes::from_static(b"hi"));
     assert_eq!(echo.casts.load(Ordering::SeqCst), sent);
+    assert_eq!(b.links()[0].send_queue_bytes, 0, "all sent");
     e.endpoint().try_cast(msg).unwrap();
 }
 

@@ -14,9 +14,14 @@ use super::{
 use crate::NodeId;
 use crate::identity::{AllowList, NodeKey};
 
-/// Decode one packet from a frame.
+/// Decode one packet from a frame; a packet the fast path for the common
+/// packets takes must be the one the full decoder reads.
 pub fn packet(data: &[u8]) {
-    let _ = Packet::decode_frame(&Bytes::copy_from_slice(data));
+    let frame = Bytes::copy_from_slice(data);
+    let _ = Packet::decode_frame(&frame);
+    if let Some(fast) = super::fast_decode::decode(&frame) {
+        assert_eq!(Packet::decode_serde(&frame).ok(), Some(fast));
+    }
 }
 
 /// Decode `data` as the fields of a Route message (its head is given, so

@@ -14,6 +14,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::name::{Name, NameSeed};
 use crate::{Capabilities, Error, ExitReason, NodeId, PortDirection};
 
 /// `"OSCL"` as a big-endian u32: the first field of every Hello.
@@ -185,6 +186,38 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// How many codes this version knows (0 to `KNOWN - 1`); the others
+    /// are [`CloseCode::Other`].
+    pub const KNOWN: u8 = 13;
+
+    /// Its name in `docs/PROTOCOL.md` §5.4 (`"Other"` for a code this
+    /// version does not know).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "Normal",
+            CloseCode::Protocol => "Protocol",
+            CloseCode::Version => "Version",
+            CloseCode::BadMagic => "BadMagic",
+            CloseCode::FrameTooLarge => "FrameTooLarge",
+            CloseCode::Decode => "Decode",
+            CloseCode::UnknownPipe => "UnknownPipe",
+            CloseCode::FlowControl => "FlowControl",
+            CloseCode::Limit => "Limit",
+            CloseCode::IdleTimeout => "IdleTimeout",
+            CloseCode::Unauthorized => "Unauthorized",
+            CloseCode::Crypto => "Crypto",
+            CloseCode::NoSession => "NoSession",
+            CloseCode::Other(_) => "Other",
+        }
+    }
+
+    /// Where closes with this code are counted, in arrays of
+    /// `KNOWN + 1` counters: the wire code for the known ones,
+    /// [`KNOWN`](Self::KNOWN) for every other.
+    pub fn index(self) -> usize {
+        usize::from(self.code().min(Self::KNOWN))
+    }
+
     /// The code on the wire.
     pub fn code(self) -> u8 {
         match self {
@@ -292,12 +325,12 @@ pub(crate) enum Msg {
         reason: ExitReason,
     },
     Cast {
-        to: String,
+        to: Name,
         payload: Bytes,
     },
     Call {
         id: u64,
-        to: String,
+        to: Name,
         payload: Bytes,
     },
     ReplyOk {
@@ -608,6 +641,15 @@ impl Packet {
     /// Decode one packet from a received frame; payloads are slices of
     /// `frame` (no copy).
     pub(crate) fn decode_frame(frame: &Bytes) -> Result<Packet, Error> {
+        match super::fast_decode::decode(frame) {
+            Some(p) => Ok(p),
+            None => Self::decode_serde(frame),
+        }
+    }
+
+    /// [`Packet::decode_frame`] without its fast path for the common
+    /// packets: the full decoder, which the fast path must agree with.
+    pub(super) fn decode_serde(frame: &Bytes) -> Result<Packet, Error> {
         Self::decode_from(frame, Some(frame))
     }
 
@@ -638,10 +680,15 @@ pub(crate) const SPLIT_MIN: usize = 1024;
 /// Where decoded payloads come from: slices of the received frame when
 /// there is one, else copies.
 #[derive(Clone, Copy)]
-struct Src<'a>(Option<&'a Bytes>);
+pub(super) struct Src<'a>(Option<&'a Bytes>);
 
-impl Src<'_> {
-    fn bytes(self, v: &[u8]) -> Bytes {
+impl<'a> Src<'a> {
+    /// Slices of `frame`.
+    pub(super) fn frame(frame: &'a Bytes) -> Self {
+        Self(Some(frame))
+    }
+
+    pub(super) fn bytes(self, v: &[u8]) -> Bytes {
         match self.0 {
             Some(frame) => {
                 let (start, end) = (
@@ -907,12 +954,12 @@ impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
                         reason: next::<_, ReasonOwned>(s, "reason")?.0,
                     },
                     code::CAST => Msg::Cast {
-                        to: next(s, "to")?,
+                        to: next_seed(s, NameSeed(self.0), "to")?,
                         payload: next_seed(s, PayloadSeed(self.0), "payload")?,
                     },
                     code::CALL => Msg::Call {
                         id: next(s, "call id")?,
-                        to: next(s, "to")?,
+                        to: next_seed(s, NameSeed(self.0), "to")?,
                         payload: next_seed(s, PayloadSeed(self.0), "payload")?,
                     },
                     code::REPLY_OK => Msg::ReplyOk {

@@ -157,3 +157,33 @@ fn pipe_data_overhead_is_as_documented() {
     let sealed = format!("{} + {SECURE_OVERHEAD} =", overhead);
     assert!(doc.contains(&sealed), "§8 should say {sealed:?}");
 }
+
+#[test]
+fn close_code_names_are_the_table_of_section_5_4() {
+    use crate::wire::CloseCode;
+    let doc = doc();
+    let table = doc
+        .split_once("### 5.4 close codes")
+        .expect("§5.4 in docs/PROTOCOL.md")
+        .1;
+    let mut rows = 0;
+    for line in table.lines().skip_while(|l| !l.starts_with('|')) {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Ok(code) = cells[1].parse::<u8>() else {
+            continue;
+        };
+        let c = CloseCode::from_code(code);
+        assert_eq!(c.name(), cells[2], "code {code}");
+        assert_eq!(c.index(), usize::from(code));
+        rows += 1;
+    }
+    assert_eq!(rows, usize::from(CloseCode::KNOWN));
+    assert_eq!(CloseCode::from_code(200).name(), "Other");
+    assert_eq!(
+        CloseCode::from_code(200).index(),
+        usize::from(CloseCode::KNOWN)
+    );
+}

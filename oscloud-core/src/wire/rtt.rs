@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::Config;
+use crate::endpoint::LATENCY_BUCKETS_NS;
 
 /// The clock granularity term G of RFC 6298: the RTO stays at least this
 /// far above the smoothed RTT, however steady the samples. Drivers wake on
@@ -39,6 +40,50 @@ pub(crate) struct RttEstimator {
     /// [`clear_backoff`]: Self::clear_backoff
     backoff: u32,
     samples: u64,
+    /// Every sample, bucketed.
+    histogram: RttHistogram,
+}
+
+/// Round-trip times counted per bucket: the bounds of
+/// [`LATENCY_BUCKETS_NS`] (25 µs to 5 s), then `+Inf`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RttHistogram {
+    /// Samples per bucket ([`LATENCY_BUCKETS_NS`], then `+Inf`), not
+    /// cumulative.
+    pub buckets: [u64; LATENCY_BUCKETS_NS.len() + 1],
+    /// The samples' sum, in microseconds.
+    pub sum_us: u64,
+}
+
+impl RttHistogram {
+    /// The bucket a round trip of `rtt` falls in.
+    pub fn bucket(rtt: Duration) -> usize {
+        let ns = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+        LATENCY_BUCKETS_NS.partition_point(|&b| b < ns)
+    }
+
+    /// Count one round trip of `rtt`.
+    pub fn record(&mut self, rtt: Duration) {
+        if let Some(slot) = self.buckets.get_mut(Self::bucket(rtt)) {
+            *slot += 1;
+        }
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// Samples counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Both histograms' samples.
+    pub fn merged(mut self, other: &Self) -> Self {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+        self
+    }
 }
 
 impl RttEstimator {
@@ -53,6 +98,7 @@ impl RttEstimator {
             base: config.initial_rto.clamp(config.min_rto, config.max_rto),
             backoff: 0,
             samples: 0,
+            histogram: RttHistogram::default(),
         }
     }
 
@@ -105,6 +151,12 @@ impl RttEstimator {
         self.base = (srtt + RTO_GRANULARITY.max(self.rttvar * 4)).clamp(self.min, self.max);
         self.backoff = 0;
         self.samples += 1;
+        self.histogram.record(rtt);
+    }
+
+    /// Every sample taken, bucketed.
+    pub(crate) fn histogram(&self) -> &RttHistogram {
+        &self.histogram
     }
 
     /// The smoothed round-trip time, once sampled.
@@ -132,6 +184,28 @@ mod tests {
     }
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn samples_land_in_their_bucket_and_sum() {
+        let mut e = est(100, 20, 60_000);
+        let ms = Duration::from_millis;
+        for rtt in [
+            Duration::from_micros(20),
+            ms(3),
+            ms(3),
+            Duration::from_secs(9),
+        ] {
+            e.sample(rtt);
+        }
+        let h = *e.histogram();
+        assert_eq!(h.count(), 4);
+        assert_eq!(h.buckets[0], 1, "20 µs: the first bucket (≤ 25 µs)");
+        assert_eq!(h.buckets[RttHistogram::bucket(ms(3))], 2);
+        assert_eq!(RttHistogram::bucket(ms(3)), 7, "≤ 5 ms");
+        assert_eq!(h.buckets[LATENCY_BUCKETS_NS.len()], 1, "+Inf");
+        assert_eq!(h.sum_us, 20 + 6_000 + 9_000_000);
+        assert_eq!(h.merged(&h).count(), 8);
+    }
 
     #[test]
     fn the_first_sample_gives_three_times_the_rtt() {

@@ -10,9 +10,14 @@
  *             answers a Failed error), "count" (cast: counted)
  *   commands: "call SERVER TEXT"  -> prints "reply ID KIND TEXT" later
  *             "cast SERVER TEXT"  -> prints "cast-sent" or "error N"
+ *             "tcall SERVER TRACEPARENT TEXT", "tcast SERVER TRACEPARENT TEXT":
+ *                                    the same with a trace context (a W3C
+ *                                    traceparent, version 00)
  *             "stats"             -> prints the counters
  *             "garbage N"         -> writes N random bytes to the line
- *   events:   "linked" / "unlinked", "cast-received COUNT TEXT"
+ *   events:   "linked" / "unlinked", "cast-received COUNT TEXT", and
+ *             "trace TRACEPARENT" before a call's or cast's handling when it
+ *             carried a trace context
  *
  * End of stdin ends the program.
  */
@@ -55,10 +60,38 @@ static void line_write(void *ctx, const uint8_t *data, size_t len) {
     }
 }
 
+static om_node node;
+
+/* Prints "trace TRACEPARENT" when the message being handled carried one. */
+static void print_trace(void) {
+    const uint8_t *t = om_trace(&node);
+    int i;
+    if (!t) return;
+    printf("trace 00-");
+    for (i = 0; i < OM_TRACE_LEN; i++) printf(i == 16 || i == 24 ? "-%02x" : "%02x", t[i]);
+    printf("\n");
+}
+
+/* The trace context of a version 00 traceparent; 0 if it is not one. */
+static int parse_traceparent(const char *s, uint8_t t[OM_TRACE_LEN]) {
+    int i, o = 0;
+    if (strlen(s) != 55 || strncmp(s, "00-", 3) != 0 || s[35] != '-' || s[52] != '-') return 0;
+    for (i = 3; i < 55 && o < OM_TRACE_LEN; i += 2) {
+        unsigned v;
+        if (s[i] == '-') i++;
+        if (!isxdigit((unsigned char)s[i]) || !isxdigit((unsigned char)s[i + 1]) ||
+            sscanf(s + i, "%2x", &v) != 1)
+            return 0;
+        t[o++] = (uint8_t)v;
+    }
+    return o == OM_TRACE_LEN;
+}
+
 static int upper(void *ctx, const uint8_t *req, size_t len, uint8_t *reply, size_t cap,
                  size_t *reply_len) {
     size_t i;
     (void)ctx;
+    print_trace();
     if (len == 4 && memcmp(req, "fail", 4) == 0) return OM_ERR_FAILED;
     if (len > cap) return OM_ERR_FAILED;
     for (i = 0; i < len; i++) reply[i] = (uint8_t)toupper(req[i]);
@@ -68,6 +101,7 @@ static int upper(void *ctx, const uint8_t *req, size_t len, uint8_t *reply, size
 
 static void count(void *ctx, const uint8_t *msg, size_t len) {
     (void)ctx;
+    print_trace();
     casts_received++;
     printf("cast-received %u %.*s\n", casts_received, (int)len, (const char *)msg);
     fflush(stdout);
@@ -85,8 +119,6 @@ static void on_link(void *ctx, int up) {
     fflush(stdout);
 }
 
-static om_node node;
-
 static void command(char *line) {
     char *verb = strtok(line, " \n");
     char *server = strtok(NULL, " \n");
@@ -102,14 +134,33 @@ static void command(char *line) {
         om_result r = om_cast(&node, server, (const uint8_t *)text, strlen(text));
         if (r == OM_OK) printf("cast-sent\n");
         else printf("error %d\n", (int)r);
+    } else if ((strcmp(verb, "tcall") == 0 || strcmp(verb, "tcast") == 0) && server) {
+        uint8_t trace[OM_TRACE_LEN];
+        char *tp = strtok(text, " ");
+        char *rest = strtok(NULL, "");
+        om_result r;
+        uint64_t id = 0;
+        if (!rest) rest = "";
+        if (!tp || !parse_traceparent(tp, trace)) {
+            printf("error bad traceparent\n");
+        } else if (verb[1] == 'c' && verb[2] == 'a' && verb[3] == 'l') {
+            r = om_call_traced(&node, server, (const uint8_t *)rest, strlen(rest), trace, &id);
+            if (r == OM_OK) printf("call-sent %llu\n", (unsigned long long)id);
+            else printf("error %d\n", (int)r);
+        } else {
+            r = om_cast_traced(&node, server, (const uint8_t *)rest, strlen(rest), trace);
+            if (r == OM_OK) printf("cast-sent\n");
+            else printf("error %d\n", (int)r);
+        }
     } else if (strcmp(verb, "stats") == 0) {
         const om_stats *s = om_get_stats(&node);
         printf("stats frames_sent=%lu frames_received=%lu crc_failures=%lu framing_failures=%lu "
-               "decode_failures=%lu retransmissions=%lu dropped=%lu sessions=%lu\n",
+               "decode_failures=%lu retransmissions=%lu dropped=%lu sessions=%lu traces_ignored=%lu\n",
                (unsigned long)s->frames_sent, (unsigned long)s->frames_received,
                (unsigned long)s->crc_failures, (unsigned long)s->framing_failures,
                (unsigned long)s->decode_failures, (unsigned long)s->retransmissions,
-               (unsigned long)s->dropped, (unsigned long)s->sessions);
+               (unsigned long)s->dropped, (unsigned long)s->sessions,
+               (unsigned long)s->traces_ignored);
     } else if (strcmp(verb, "garbage") == 0 && server) {
         long n = strtol(server, NULL, 10);
         uint8_t buf[256];

@@ -132,6 +132,19 @@ static void test_hello(void) {
     printf("ok hello layout (%ld bytes)\n", len);
 }
 
+/* Deliver what each of two nodes wrote to the other, then run both timers. */
+static void exchange(om_node *a, line_t *ab, om_node *b, line_t *ba, uint32_t t) {
+    static uint8_t x[sizeof ab->buf], y[sizeof ba->buf];
+    size_t n1 = ab->len, n2 = ba->len;
+    memcpy(x, ab->buf, n1);
+    memcpy(y, ba->buf, n2);
+    ab->len = ba->len = 0;
+    om_input(b, x, n1, t);
+    om_input(a, y, n2, t);
+    om_tick(a, t);
+    om_tick(b, t);
+}
+
 /* Two C nodes over an in-memory line, optionally damaging bytes. */
 static void test_two_nodes(unsigned damage_every) {
     static om_node a, b;
@@ -160,17 +173,7 @@ static void test_two_nodes(unsigned damage_every) {
                     damaged++;
                 }
         }
-        {
-            size_t n1 = ab.len, n2 = ba.len;
-            uint8_t x[sizeof ab.buf], y[sizeof ba.buf];
-            memcpy(x, ab.buf, n1);
-            memcpy(y, ba.buf, n2);
-            ab.len = ba.len = 0;
-            om_input(&b, x, n1, t);
-            om_input(&a, y, n2, t);
-        }
-        om_tick(&a, t);
-        om_tick(&b, t);
+        exchange(&a, &ab, &b, &ba, t);
         if (om_connected(&b)) {
             if (last_kind >= 0 && call_id) {
                 char expect[32];
@@ -198,6 +201,213 @@ static void test_two_nodes(unsigned damage_every) {
            (unsigned long)om_get_stats(&a)->retransmissions,
            (unsigned long)om_get_stats(&b)->retransmissions);
     CHECK(om_connected(&a) && om_connected(&b));
+}
+
+/* ---- trace context: the optional last element of Cast and Call */
+
+/* The W3C Trace Context example: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 */
+static const uint8_t TRACE[OM_TRACE_LEN] = {0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84,
+                                            0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c, 0xb7, 0xad,
+                                            0x6b, 0x71, 0x69, 0x20, 0x33, 0x31, 0x01};
+
+static om_node traced; /* the node whose handlers record om_trace() */
+static uint8_t seen_trace[OM_TRACE_LEN];
+static int seen_has_trace = -1; /* -1: no handler ran */
+static unsigned traced_casts;
+
+static void record_trace(void) {
+    const uint8_t *t = om_trace(&traced);
+    seen_has_trace = t != NULL;
+    if (t) memcpy(seen_trace, t, OM_TRACE_LEN);
+}
+
+static int traced_upper(void *ctx, const uint8_t *req, size_t len, uint8_t *reply, size_t cap,
+                        size_t *reply_len) {
+    record_trace();
+    return upper(ctx, req, len, reply, cap, reply_len);
+}
+
+static void traced_cast(void *ctx, const uint8_t *msg, size_t len) {
+    (void)ctx;
+    (void)msg;
+    (void)len;
+    record_trace();
+    traced_casts++;
+}
+
+/* A peer's Hello (node 07.., session 5, max_frame 256, recv_window 4). */
+static const uint8_t PEER_HELLO[] = {0x9a, 0x01, 0xce, 0x4f, 0x53, 0x43, 0x4c, 0x01, 0xc4, 0x10,
+                                     7,    7,    7,    7,    7,    7,    7,    7,    7,    7,
+                                     7,    7,    7,    7,    7,    7,    0x00, 0x05, 0xc0, 0xcd,
+                                     0x01, 0x00, 0x04, 0xcd, 0x10, 0x00};
+
+/* Feed `n` one packet, framed. */
+static void feed(om_node *n, const uint8_t *packet, size_t len, uint32_t t) {
+    uint8_t buf[1100];
+    om_input(n, buf, frame(packet, len, buf), t);
+}
+
+/* A Data packet [3, seq, 0, msg] around the message bytes `msg`. */
+static size_t data_packet(uint8_t *out, uint8_t seq, const uint8_t *msg, size_t len) {
+    out[0] = 0x94;
+    out[1] = 0x03;
+    out[2] = seq;
+    out[3] = 0x00;
+    memcpy(out + 4, msg, len);
+    return len + 4;
+}
+
+/* Bytes written by hand from the wire layout (PROTOCOL.md 4, trace element):
+ * [33, 1, "upper", bin (str "hello"), bin trace] and [32, "count", bin (str "hi"), bin trace]. */
+static const uint8_t CALL_TRACED[] = {
+    0x95, 0x21, 0x01, 0xa5, 0x75, 0x70, 0x70, 0x65, 0x72, 0xc4, 0x06, 0xa5, 0x68, 0x65, 0x6c, 0x6c,
+    0x6f, 0xc4, 0x19, 0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c,
+    0x80, 0x31, 0x9c, 0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31, 0x01};
+static const uint8_t CAST_TRACED[] = {
+    0x94, 0x20, 0xa5, 0x63, 0x6f, 0x75, 0x6e, 0x74, 0xc4, 0x03, 0xa2, 0x68, 0x69, 0xc4, 0x19, 0x0a,
+    0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c, 0xb7,
+    0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31, 0x01};
+
+/* Received: a handler sees the trace of the message; bad traces are ignored, never fatal. */
+static void test_trace_received(void) {
+    static line_t out;
+    uint8_t id[16] = {3}, pkt[600], msg[128];
+    size_t len, k;
+    uint8_t seq = 1;
+    out.len = 0;
+    om_init(&traced, id, 11, line_write, NULL, NULL, &out, 0);
+    CHECK(om_add_server(&traced, "upper", traced_upper, NULL, NULL) == OM_OK);
+    CHECK(om_add_server(&traced, "count", NULL, traced_cast, NULL) == OM_OK);
+    feed(&traced, PEER_HELLO, sizeof PEER_HELLO, 1);
+    CHECK(om_connected(&traced));
+    CHECK(om_trace(&traced) == NULL);
+
+    seen_has_trace = -1;
+    feed(&traced, pkt, data_packet(pkt, seq++, CALL_TRACED, sizeof CALL_TRACED), 2);
+    CHECK(seen_has_trace == 1 && memcmp(seen_trace, TRACE, OM_TRACE_LEN) == 0);
+    CHECK(om_trace(&traced) == NULL); /* only inside the handler */
+    seen_has_trace = -1;
+    feed(&traced, pkt, data_packet(pkt, seq++, CAST_TRACED, sizeof CAST_TRACED), 3);
+    CHECK(seen_has_trace == 1 && memcmp(seen_trace, TRACE, OM_TRACE_LEN) == 0);
+    CHECK(traced_casts == 1);
+
+    /* Bad trace elements (24 bytes, a str, nil, zero trace-id, zero parent-id), and
+     * one more element after a good trace: delivered, the bad ones without a context. */
+    {
+        static const struct {
+            uint8_t tail[30];
+            size_t len;
+            int has;
+        } tails[] = {
+            {{0xc4, 0x18, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 26, 0},
+            {{0xa3, 0x61, 0x62, 0x63}, 4, 0},
+            {{0xc0}, 1, 0},
+            {{0xc4, 0x19, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 27, 0},
+            {{0xc4, 0x19, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 27, 0},
+            {{0xc4, 0x19, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 1, 0xc3}, 28, 1},
+        };
+        size_t i;
+        for (i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+            /* [33, id, "upper", bin "x", tail...] (one more element when the tail has two) */
+            uint8_t head[] = {0x95, 0x21, 0x00, 0xa5, 0x75, 0x70, 0x70, 0x65, 0x72, 0xc4, 0x01, 0x78};
+            uint32_t before = om_get_stats(&traced)->traces_ignored;
+            head[0] = (uint8_t)(i == 5 ? 0x96 : 0x95);
+            head[2] = (uint8_t)(i + 2);
+            memcpy(msg, head, sizeof head);
+            memcpy(msg + sizeof head, tails[i].tail, tails[i].len);
+            len = data_packet(pkt, seq++, msg, sizeof head + tails[i].len);
+            seen_has_trace = -1;
+            feed(&traced, pkt, len, 4 + (uint32_t)i);
+            CHECK(seen_has_trace == tails[i].has);
+            CHECK(om_get_stats(&traced)->traces_ignored == before + (tails[i].has ? 0u : 1u));
+            CHECK(om_connected(&traced));
+            /* Answers (and acknowledgements) leave room for the next call. */
+            feed(&traced, (const uint8_t[]){0x92, 0x04, (uint8_t)(traced.next_seq - 1)}, 3, 4 + (uint32_t)i);
+        }
+    }
+    CHECK(om_get_stats(&traced)->sessions == 1);
+    CHECK(om_get_stats(&traced)->decode_failures == 0);
+    k = om_get_stats(&traced)->traces_ignored;
+    printf("ok trace received: handlers see it, %lu bad trace elements ignored, session kept\n",
+           (unsigned long)k);
+}
+
+/* Sent: om_call_traced / om_cast_traced write the trace element (bytes by hand). */
+static void test_trace_sent(void) {
+    static om_node n;
+    static line_t out;
+    uint8_t id[16] = {4}, pkt[600], expect[128];
+    static const uint8_t hello[] = {0xa5, 0x68, 0x65, 0x6c, 0x6c, 0x6f};
+    static const uint8_t hi[] = {0xa2, 0x68, 0x69};
+    static const uint8_t zero[OM_TRACE_LEN] = {0};
+    uint64_t call_id = 0;
+    long len;
+    out.len = 0;
+    om_init(&n, id, 12, line_write, NULL, NULL, &out, 0);
+    feed(&n, PEER_HELLO, sizeof PEER_HELLO, 1); /* no servers: nothing announced */
+    CHECK(om_connected(&n));
+    out.len = 0;
+    CHECK(om_call_traced(&n, "upper", hello, sizeof hello, TRACE, &call_id) == OM_OK);
+    CHECK(call_id == 1);
+    len = unframe(out.buf, out.len, pkt);
+    CHECK(len == (long)data_packet(expect, 1, CALL_TRACED, sizeof CALL_TRACED));
+    CHECK(len > 0 && memcmp(pkt, expect, (size_t)len) == 0);
+    feed(&n, (const uint8_t[]){0x92, 0x04, 0x01}, 3, 2);
+    out.len = 0;
+    CHECK(om_cast_traced(&n, "count", hi, sizeof hi, TRACE) == OM_OK);
+    len = unframe(out.buf, out.len, pkt);
+    CHECK(len == (long)data_packet(expect, 2, CAST_TRACED, sizeof CAST_TRACED));
+    CHECK(len > 0 && memcmp(pkt + 4, CAST_TRACED, sizeof CAST_TRACED) == 0 && pkt[2] == 2);
+    /* No trace: the element is left out (the golden vectors are unchanged). */
+    out.len = 0;
+    CHECK(om_cast_traced(&n, "count", hi, sizeof hi, NULL) == OM_OK);
+    len = unframe(out.buf, out.len, pkt);
+    CHECK(len == 4 + 13 && pkt[4] == 0x93);
+    CHECK(om_cast_traced(&n, "count", hi, sizeof hi, zero) == OM_BAD_TRACE);
+    CHECK(om_call_traced(&n, "upper", hi, sizeof hi, zero, &call_id) == OM_BAD_TRACE);
+    printf("ok trace sent: Call and Cast carry it as their last element\n");
+}
+
+/* Two C nodes: a traced call and cast arrive with their context, an untraced one without. */
+static void test_trace_two_nodes(void) {
+    static om_node b;
+    static line_t ab, ba;
+    uint8_t ida[16] = {5}, idb[16] = {6};
+    uint32_t t = 0;
+    int i, step = 0;
+    uint64_t call_id;
+    ab.len = ba.len = 0;
+    last_kind = -1;
+    traced_casts = 0;
+    om_init(&traced, ida, 21, line_write, NULL, NULL, &ab, t);
+    om_init(&b, idb, 22, line_write, on_reply, NULL, &ba, t);
+    CHECK(om_add_server(&traced, "upper", traced_upper, NULL, NULL) == OM_OK);
+    CHECK(om_add_server(&traced, "count", NULL, traced_cast, NULL) == OM_OK);
+    for (i = 0; i < 2000 && step < 4; i++) {
+        t += 5;
+        exchange(&traced, &ab, &b, &ba, t);
+        if (!om_connected(&b)) continue;
+        if (step == 0 && om_call_traced(&b, "upper", (const uint8_t *)"a", 1, TRACE, &call_id) == OM_OK) {
+            seen_has_trace = -1;
+            step = 1;
+        } else if (step == 1 && last_kind == 0) {
+            CHECK(seen_has_trace == 1 && memcmp(seen_trace, TRACE, OM_TRACE_LEN) == 0);
+            CHECK(strcmp(last_reply, "A") == 0);
+            last_kind = -1;
+            if (om_call(&b, "upper", (const uint8_t *)"b", 1, &call_id) == OM_OK) step = 2;
+        } else if (step == 2 && last_kind == 0) {
+            CHECK(seen_has_trace == 0);
+            if (om_cast_traced(&b, "count", (const uint8_t *)"c", 1, TRACE) == OM_OK) {
+                seen_has_trace = -1;
+                step = 3;
+            }
+        } else if (step == 3 && traced_casts == 1) {
+            CHECK(seen_has_trace == 1 && memcmp(seen_trace, TRACE, OM_TRACE_LEN) == 0);
+            step = 4;
+        }
+    }
+    CHECK(step == 4);
+    printf("ok trace between two C nodes: a traced call and cast keep their context\n");
 }
 
 static void sink(void *ctx, const uint8_t *d, size_t n) {
@@ -287,6 +497,9 @@ int main(int argc, char **argv) {
     test_hello();
     test_two_nodes(0);
     test_two_nodes(500);
+    test_trace_received();
+    test_trace_sent();
+    test_trace_two_nodes();
     test_garbage(rounds);
     if (failures) {
         fprintf(stderr, "%d checks failed\n", failures);

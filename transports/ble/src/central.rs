@@ -12,12 +12,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use oscloud_core::Error;
 use oscloud_core::address::Address;
-use oscloud_core::transport::{Link, LinkInfo, LinkIo, LinkKind, Listener, Transport};
+use oscloud_core::transport::{Link, Listener, Transport};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::CENTRAL_SCHEME;
-use crate::chan::{ChannelRx, ChannelTx};
+use crate::chan;
 use crate::settings::{CentralSettings, FROM_PERIPHERAL, TO_PERIPHERAL};
 
 /// BLE links from the central side (`ble://?service=UUID`,
@@ -264,23 +264,7 @@ impl Transport for BleCentralTransport {
             .await
             .map(|i| format!("ble central {i}"))
             .unwrap_or_else(|_| "ble central".into());
-        Ok(Link {
-            info: LinkInfo {
-                kind: LinkKind::Datagram { mtu: s.mtu },
-                local,
-                remote: remote.clone(),
-            },
-            io: LinkIo::Datagram {
-                rx: Box::new(ChannelRx {
-                    rx: in_rx,
-                    address: remote.clone(),
-                }),
-                tx: Box::new(ChannelTx {
-                    tx: out_tx,
-                    address: remote,
-                }),
-            },
-        })
+        Ok(chan::link(s.mtu, local, remote, in_rx, out_tx))
     }
 
     async fn listen(&self, addr: &Address) -> Result<Box<dyn Listener>, Error> {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use oscloud_core::Error;
-use oscloud_core::transport::{DatagramRx, DatagramTx};
+use oscloud_core::transport::{DatagramRx, DatagramTx, Link, LinkInfo, LinkIo, LinkKind};
 use tokio::sync::mpsc;
 
 /// What the stack's task passes on: a datagram, or why the link is down.
@@ -48,6 +48,34 @@ impl DatagramTx for ChannelTx {
             address: self.address.clone(),
             reason: "the BLE link closed".into(),
         })
+    }
+}
+
+/// A datagram link of `mtu` bytes over the two channels: datagrams (or
+/// why the link is down) come in on `inbound`, and go out on `outbound`.
+pub(crate) fn link(
+    mtu: usize,
+    local: String,
+    remote: String,
+    inbound: mpsc::Receiver<Incoming>,
+    outbound: mpsc::Sender<Bytes>,
+) -> Link {
+    Link {
+        info: LinkInfo {
+            kind: LinkKind::Datagram { mtu },
+            local,
+            remote: remote.clone(),
+        },
+        io: LinkIo::Datagram {
+            rx: Box::new(ChannelRx {
+                rx: inbound,
+                address: remote.clone(),
+            }),
+            tx: Box::new(ChannelTx {
+                tx: outbound,
+                address: remote,
+            }),
+        },
     }
 }
 

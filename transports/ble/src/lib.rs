@@ -91,6 +91,8 @@
 mod central;
 mod chan;
 #[cfg(target_os = "linux")]
+mod notifying;
+#[cfg(target_os = "linux")]
 mod peripheral;
 mod settings;
 

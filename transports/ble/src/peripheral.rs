@@ -5,21 +5,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bluer::Adapter;
 use bluer::adv::{Advertisement, AdvertisementHandle, Type};
 use bluer::gatt::local::{
-    Application, ApplicationHandle, Characteristic, CharacteristicNotify,
+    Application, ApplicationHandle, Characteristic, CharacteristicNotifier, CharacteristicNotify,
     CharacteristicNotifyMethod, CharacteristicWrite, CharacteristicWriteMethod, Service,
 };
 use bytes::Bytes;
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use oscloud_core::Error;
 use oscloud_core::address::Address;
-use oscloud_core::transport::{Link, LinkInfo, LinkIo, LinkKind, Listener, Transport};
+use oscloud_core::transport::{Link, Listener, Transport};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::PERIPHERAL_SCHEME;
-use crate::chan::{ChannelRx, ChannelTx, Incoming};
+use crate::chan::{self, Incoming};
+use crate::notifying::{self, Central, Disconnect, Notifier};
 use crate::settings::{FROM_PERIPHERAL, PeripheralSettings, TO_PERIPHERAL};
 
 /// BLE links from the peripheral side (`bleperipheral://?adapter=hci0`),
@@ -41,11 +44,57 @@ fn failed(addr: &Address, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Where written datagrams go: the current link's receiver.
-type Sink = Arc<Mutex<Option<mpsc::Sender<Incoming>>>>;
+/// The current link: its receiver, where written datagrams go, and its
+/// central (learnt from the writes).
+#[derive(Clone)]
+struct Current {
+    inbound: mpsc::Sender<Incoming>,
+    central: Central,
+}
 
-fn sink_of(sink: &Sink) -> Option<mpsc::Sender<Incoming>> {
+/// Where written datagrams go: the current link, if any.
+type Sink = Arc<Mutex<Option<Current>>>;
+
+fn sink_of(sink: &Sink) -> Option<Current> {
     sink.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// BlueZ's notification session, as the link's task uses it.
+impl Notifier for CharacteristicNotifier {
+    fn notify(&mut self, datagram: Vec<u8>) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            CharacteristicNotifier::notify(self, datagram)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    fn stopped(&self) -> BoxFuture<'static, ()> {
+        CharacteristicNotifier::stopped(self).boxed()
+    }
+
+    fn is_stopped(&self) -> bool {
+        CharacteristicNotifier::is_stopped(self)
+    }
+}
+
+/// Ends a central's connection through BlueZ (`Device1.Disconnect` on the
+/// peripheral's adapter).
+struct AdapterConnections(Adapter);
+
+impl Disconnect for AdapterConnections {
+    fn disconnect(&self, central: bluer::Address) -> BoxFuture<'static, Result<(), String>> {
+        let device = self.0.device(central);
+        async move {
+            device
+                .map_err(|e| e.to_string())?
+                .disconnect()
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
 }
 
 #[async_trait]
@@ -101,6 +150,7 @@ impl Transport for BlePeripheralTransport {
         let write_sink = sink.clone();
         let warned = Arc::new(AtomicBool::new(false));
         let notify_sink = sink.clone();
+        let notify_adapter = adapter.clone();
         let mtu = s.mtu;
         let local = format!("bleperipheral {adapter_name} [{own}]");
         let local2 = local.clone();
@@ -135,8 +185,9 @@ impl Transport for BlePeripheralTransport {
                                         "BLE write larger than mtu=: use the same mtu= on both ends"
                                     );
                                 }
-                                if let Some(sink) = sink_of(&write_sink) {
-                                    let _ = sink.try_send(Ok(Bytes::from(value)));
+                                if let Some(current) = sink_of(&write_sink) {
+                                    current.central.wrote(req.device_address);
+                                    let _ = current.inbound.try_send(Ok(Bytes::from(value)));
                                 }
                                 async move { Ok(()) }.boxed()
                             })),
@@ -148,69 +199,53 @@ impl Transport for BlePeripheralTransport {
                         uuid: FROM_PERIPHERAL,
                         notify: Some(CharacteristicNotify {
                             notify: true,
-                            method: CharacteristicNotifyMethod::Fun(Box::new(
-                                move |mut notifier| {
-                                    // A central subscribed: a new link.
-                                    let (in_tx, in_rx) = mpsc::channel(1024);
-                                    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(16);
-                                    let previous = notify_sink
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .replace(in_tx.clone());
-                                    if let Some(old) = previous {
-                                        let _ =
-                                            old.try_send(Err("another central subscribed".into()));
-                                    }
-                                    let remote = "ble central".to_owned();
-                                    let _ = links_tx.send(Link {
-                                        info: LinkInfo {
-                                            kind: LinkKind::Datagram { mtu },
-                                            local: local2.clone(),
-                                            remote: remote.clone(),
-                                        },
-                                        io: LinkIo::Datagram {
-                                            rx: Box::new(ChannelRx {
-                                                rx: in_rx,
-                                                address: remote.clone(),
-                                            }),
-                                            tx: Box::new(ChannelTx {
-                                                tx: out_tx,
-                                                address: remote,
-                                            }),
-                                        },
+                            method: CharacteristicNotifyMethod::Fun(Box::new(move |notifier| {
+                                // A central subscribed: a new link.
+                                let (in_tx, in_rx) = mpsc::channel(1024);
+                                let (out_tx, out_rx) = mpsc::channel::<Bytes>(16);
+                                let central = Central::default();
+                                let previous = notify_sink
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .replace(Current {
+                                        inbound: in_tx.clone(),
+                                        central: central.clone(),
                                     });
-                                    let sink = notify_sink.clone();
-                                    async move {
+                                if let Some(old) = previous {
+                                    let _ = old
+                                        .inbound
+                                        .try_send(Err("another central subscribed".into()));
+                                }
+                                let _ = links_tx.send(chan::link(
+                                    mtu,
+                                    local2.clone(),
+                                    "ble central".to_owned(),
+                                    in_rx,
+                                    out_tx,
+                                ));
+                                let sink = notify_sink.clone();
+                                let connections = AdapterConnections(notify_adapter.clone());
+                                async move {
                                     debug!("BLE central subscribed");
-                                    let why = loop {
-                                        tokio::select! {
-                                            d = out_rx.recv() => match d {
-                                                Some(d) => {
-                                                    if let Err(e) = notifier.notify(d.to_vec()).await {
-                                                        break Some(format!("notifying the central failed: {e}"));
-                                                    }
-                                                }
-                                                None => break None,
-                                            },
-                                            () = notifier.stopped() => {
-                                                break Some("the BLE central unsubscribed or disconnected".to_owned());
-                                            }
-                                        }
-                                    };
+                                    notifying::run(
+                                        notifier,
+                                        out_rx,
+                                        &in_tx,
+                                        &central,
+                                        &connections,
+                                    )
+                                    .await;
+                                    let mut current =
+                                        sink.lock().unwrap_or_else(|p| p.into_inner());
+                                    if current
+                                        .as_ref()
+                                        .is_some_and(|c| c.inbound.same_channel(&in_tx))
                                     {
-                                        let mut current = sink.lock().unwrap_or_else(|p| p.into_inner());
-                                        if current.as_ref().is_some_and(|c| c.same_channel(&in_tx)) {
-                                            *current = None;
-                                        }
-                                    }
-                                    if let Some(why) = why {
-                                        info!("BLE link down: {why}");
-                                        let _ = in_tx.send(Err(why)).await;
+                                        *current = None;
                                     }
                                 }
                                 .boxed()
-                                },
-                            )),
+                            })),
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -234,7 +269,9 @@ impl Transport for BlePeripheralTransport {
             })
             .await
             .map_err(|e| failed(addr, format!("cannot advertise: {e}")))?;
-        info!(%addr, adapter = %adapter_name, address = %own, service = %s.service, "BLE peripheral advertising");
+        // The GATT application's D-Bus object (ApplicationHandle { path }),
+        // where BlueZ calls StartNotify and StopNotify.
+        info!(%addr, adapter = %adapter_name, address = %own, service = %s.service, gatt = ?app, "BLE peripheral advertising");
         Ok(Box::new(BleLinks {
             _app: app,
             _adv: adv,

@@ -34,6 +34,12 @@ pub(crate) fn link(cloud: &str, id: &str, side: Side) -> String {
     format!("oscloud/{cloud}/link/{id}/{}", side.tag())
 }
 
+/// The key the frames of pipe `pipe` of node `node` are published on
+/// when tapped.
+pub(crate) fn pipe(cloud: &str, node: &str, pipe: &str) -> String {
+    format!("oscloud/{cloud}/pipe/{node}/{pipe}")
+}
+
 /// Whether `part` may be a cloud or node name: 1 to 64 ASCII letters,
 /// digits, `-`, `_` or `.` (so it is one chunk of a key expression, with
 /// no wildcard or separator in it).
@@ -71,6 +77,7 @@ mod tests {
             link("lab", "00ff", Side::Listener),
             "oscloud/lab/link/00ff/l"
         );
+        assert_eq!(pipe("lab", "a", "readings"), "oscloud/lab/pipe/a/readings");
     }
 
     #[test]

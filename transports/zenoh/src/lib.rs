@@ -63,6 +63,7 @@
 //! | `oscloud/<cloud>/node/<node>/accept` | queryable: a get with a fresh link id (16 hex digits) as payload asks for a link |
 //! | `oscloud/<cloud>/srv/<name>/<node>` | liveliness token: `<node>` publishes server `<name>` in the directory (`<name>` as one chunk: ASCII letters, digits, `-`, `_`, `.` as they are, every other byte as `%XX`, so `pool/w1` is `pool%2Fw1`) |
 //! | `oscloud/<cloud>/link/<id>/d`, `…/l` | the dialler's (`d`) and listener's (`l`) frames; each side also holds a liveliness token on its key |
+//! | `oscloud/<cloud>/pipe/<node>/<pipe>` | a tapped pipe's frames (see "Pipe taps") |
 //!
 //! A dialler declares its side of the link (subscriptions, publisher,
 //! token) before it asks, and the listener declares its side before it
@@ -94,6 +95,46 @@
 //! it blocks the zenoh session's receiving side, which holds up every link
 //! through the same session until the session reads again.
 //!
+//! ## Pipe taps
+//!
+//! A plain zenoh subscriber (any zenoh client, no oscloud code) can watch
+//! a pipe by key expression once the node tapping it publishes its frames
+//! with [`ZenohTransport::tap`] (opt-in: a tap costs one zenoh sample per
+//! frame). The key is `oscloud/<cloud>/pipe/<node>/<pipe>` ([`tap_key`]);
+//! each frame is one `Put` sample, reliable, congestion control `Block`,
+//! its payload the frame's bytes as written and its attachment the
+//! frame's number (u64, big-endian, from 0); a `Delete` sample on the key
+//! marks the end of the pipe. `oscloud/lab/pipe/**` watches every tapped
+//! pipe of cloud `lab`, `oscloud/*/pipe/gw/*` every pipe tapped on node
+//! `gw`. The tap is fed by a branch of a
+//! [`split`](oscloud_core::plumbing::split); a drop-oldest branch keeps a
+//! slow router from holding the pipe up (frames it drops get no number,
+//! so a subscriber sees the gap). `oscloud run` taps a pipe with
+//! `zenoh_tap = "zenoh://ROUTER:PORT/<cloud>/<node>"` in its `[[pipes]]`
+//! table.
+//!
+//! ```no_run
+//! use oscloud_core::Kernel;
+//! use oscloud_core::plumbing::{Branch, split};
+//! use oscloud_transport_zenoh::ZenohTransport;
+//!
+//! # #[allow(dead_code)]
+//! # async fn demo(kernel: Kernel, readings: oscloud_core::PipeReader,
+//! #     rules: oscloud_core::PipeWriter) -> Result<(), oscloud_core::Error> {
+//! let zenoh = ZenohTransport::new();
+//! let (tap_w, tap_r) = kernel.pipe();
+//! // Published as oscloud/lab/pipe/gw/readings.
+//! let tap = zenoh
+//!     .tap(&"zenoh://127.0.0.1:7447/lab/gw".parse()?, "readings", tap_r)
+//!     .await?;
+//! let fanout = split(readings, vec![Branch::block(rules), Branch::drop_oldest(tap_w, 256)]);
+//! # drop((tap, fanout));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Example
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use oscloud_core::transport::Transports;
@@ -118,6 +159,9 @@ mod keys;
 mod link;
 mod listener;
 mod sessions;
+mod tap;
+
+pub use tap::{PipeTap, tap_key};
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::{Event, Session};
 use crate::Error;
+use crate::wire::Name;
 use crate::wire::packet::{CloseCode, Msg, RemoteError};
 
 /// Identifies one outgoing or incoming call on a session.
@@ -16,7 +17,7 @@ impl Session {
     pub fn cast(&mut self, to: &str, payload: Bytes) -> Result<(), Error> {
         let n = payload.len() as u64;
         self.enqueue(Msg::Cast {
-            to: to.to_owned(),
+            to: to.into(),
             payload,
         })?;
         self.stats.payload_bytes_sent += n;
@@ -37,7 +38,7 @@ impl Session {
         let n = payload.len() as u64;
         self.enqueue(Msg::Call {
             id,
-            to: to.to_owned(),
+            to: to.into(),
             payload,
         })?;
         self.next_call += 1;
@@ -73,7 +74,7 @@ impl Session {
 
     /// A call from the peer: reported as [`Event::Call`], to be answered
     /// with [`reply`](Self::reply).
-    pub(super) fn handle_call(&mut self, id: u64, to: String, payload: Bytes) {
+    pub(super) fn handle_call(&mut self, id: u64, to: Name, payload: Bytes) {
         if self.incoming_calls.len() >= self.config.max_pending_calls {
             self.protocol_error(
                 CloseCode::Limit,

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::{CallId, CloseReason, PeerInfo, PipeId};
+use crate::wire::Name;
 use crate::wire::packet::{EntryInfo, RemoteError, RouteInfo};
 use crate::{ExitReason, NodeId};
 
@@ -25,7 +26,7 @@ pub enum Event {
     /// A one-way message for the server named `to` on this node.
     Cast {
         /// Target server name (a group name picks a member here).
-        to: String,
+        to: Name,
         /// The message.
         payload: Bytes,
     },
@@ -35,7 +36,7 @@ pub enum Event {
         /// Correlation id to reply with.
         id: CallId,
         /// Target server name.
-        to: String,
+        to: Name,
         /// The request.
         payload: Bytes,
     },

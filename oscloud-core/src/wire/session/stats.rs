@@ -1,6 +1,7 @@
 //! The counters of a session: [`Stats`].
 
 use super::Session;
+use crate::wire::RttHistogram;
 use std::time::Duration;
 
 /// Counters of one session.
@@ -136,6 +137,23 @@ impl Session {
             rto_us: if lossy { us(self.rtt.rto()) } else { 0 },
             ..self.stats
         }
+    }
+
+    /// The round-trip times the retransmission timer measured, bucketed
+    /// (lossy links; empty on reliable streams, which measure none).
+    pub fn rtt_histogram(&self) -> RttHistogram {
+        *self.rtt.histogram()
+    }
+
+    /// Bytes queued for the peer and not yet taken by
+    /// [`poll_transmit`](Self::poll_transmit) that the session counts:
+    /// replies and pipe data ([`queued_reply_bytes`] and
+    /// [`queued_pipe_bytes`]).
+    ///
+    /// [`queued_reply_bytes`]: Self::queued_reply_bytes
+    /// [`queued_pipe_bytes`]: Self::queued_pipe_bytes
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_reply_bytes() + self.queued_pipe_bytes()
     }
 
     pub(super) fn sync_framing_stats(&mut self) {
