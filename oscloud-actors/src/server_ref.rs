@@ -9,6 +9,7 @@ use std::time::Duration;
 use std::cell::RefCell;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use oscloud_core::directory::FIND_TIMEOUT;
 use oscloud_core::{Entry, Error as CoreError, Kernel, PipeEnd};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -86,6 +87,15 @@ impl ServerRef {
         Ok(entry)
     }
 
+    /// [`resolve`](Self::resolve), and for a name not in the registry,
+    /// ask the node's directory, if it uses one, for at most `timeout`
+    /// ([`Registry::find`](oscloud_core::Registry::find)).
+    async fn find(&self, timeout: Duration) -> Result<Entry, CoreError> {
+        let entry = self.kernel.registry().find(&self.name, timeout).await?;
+        *self.lock() = (!entry.is_group_member()).then(|| entry.clone());
+        Ok(entry)
+    }
+
     /// Send a one-way message (MessagePack bytes by convention).
     ///
     /// Returns once the message is queued for the server, not handled. An
@@ -127,9 +137,14 @@ impl ServerRef {
                 Err(CoreError::ServerStopped { .. }) => {} // restarted? resolve again
                 r => return r.map_err(Error::from),
             },
-            Err(msg) => return Ok(self.resolve()?.endpoint().cast(msg).await?),
+            Err(msg) => return Ok(self.find(FIND_TIMEOUT).await?.endpoint().cast(msg).await?),
         }
-        Ok(self.resolve()?.endpoint().cast(again()?).await?)
+        Ok(self
+            .find(FIND_TIMEOUT)
+            .await?
+            .endpoint()
+            .cast(again()?)
+            .await?)
     }
 
     /// [`ServerRef::cast_with`] without waiting for room.
@@ -153,7 +168,8 @@ impl ServerRef {
         Ok(self.resolve()?.endpoint().try_cast(again()?)?)
     }
 
-    /// Send a request and wait at most `timeout` for the reply.
+    /// Send a request and wait at most `timeout` for the reply (finding the
+    /// server through the node's directory, if it takes that, included).
     ///
     /// Errors: [`CoreError::NotFound`], [`CoreError::Timeout`] (the server
     /// may still handle the request), [`CoreError::ServerStopped`] (it
@@ -163,8 +179,10 @@ impl ServerRef {
     /// Cancel-safe in the sense that dropping the future abandons the call;
     /// the server may still handle it.
     pub async fn call(&self, msg: Bytes, timeout: Duration) -> Result<Bytes, Error> {
-        let entry = self.resolve()?;
-        match tokio::time::timeout(timeout, entry.endpoint().call(msg)).await {
+        let start = tokio::time::Instant::now();
+        let entry = self.find(timeout).await?;
+        let left = timeout.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, entry.endpoint().call(msg)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(CoreError::Timeout {
                 name: self.name.to_string(),
@@ -178,7 +196,7 @@ impl ServerRef {
     /// end (in [`Server::handle_pipe`](crate::Server::handle_pipe)), the
     /// caller the other.
     pub async fn open_pipe(&self, port: &str) -> Result<PipeEnd, Error> {
-        let entry = self.resolve()?;
+        let entry = self.find(FIND_TIMEOUT).await?;
         let (mine, theirs) = self.kernel.duplex();
         entry.endpoint().open_pipe(port, theirs).await?;
         Ok(mine)

@@ -49,6 +49,7 @@
 
 pub mod access;
 pub mod address;
+pub mod directory;
 pub mod endpoint;
 pub mod error;
 mod id_hash;

@@ -54,6 +54,7 @@
 mod bridge;
 #[cfg(test)]
 mod counting_waker;
+mod directory;
 mod driver;
 mod held_casts;
 mod id;
@@ -495,6 +496,9 @@ impl Node {
         let (at, limits) = link_limits::listener(addr, &self.inner.config)?;
         let mut listener = self.inner.transports.listen(&at).await?;
         let bound = listener.local_address();
+        if let Some(directory) = listener.directory() {
+            self.use_directory(directory);
+        }
         let node = self.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
         let span = info_span!("listen", node = %self.inner.kernel.node().short(), at = %bound);
@@ -545,6 +549,13 @@ impl Node {
     /// returned); nothing keeps dialling then. Settings that
     /// [`NodeConfig::validate`] refuses are refused before any dial.
     pub async fn connect_redundant(&self, addrs: &[Address]) -> Result<NodeId, Error> {
+        self.dial(addrs, false).await
+    }
+
+    /// Dial `addrs` as [`connect_redundant`](Self::connect_redundant)
+    /// does; `on_demand` makes a directory link, not dialled again once
+    /// it ends (see [`Node::use_directory`]).
+    async fn dial(&self, addrs: &[Address], on_demand: bool) -> Result<NodeId, Error> {
         self.inner.config.validate()?;
         let mut last = Error::LinkFailed {
             address: String::new(),
@@ -561,7 +572,7 @@ impl Node {
             let (connected, handshake) = oneshot::channel();
             let node = self.clone();
             let all = addrs.to_vec();
-            tokio::spawn(async move { node.dial_loop(all, i, link, connected).await });
+            tokio::spawn(async move { node.dial_loop(all, i, link, connected, on_demand).await });
             match handshake.await {
                 Ok(Ok(peer)) => return Ok(peer),
                 Ok(Err(e)) => last = e,
@@ -614,6 +625,7 @@ impl Node {
         mut at: usize,
         first: Link,
         connected: oneshot::Sender<Result<NodeId, Error>>,
+        on_demand: bool,
     ) {
         let config = &self.inner.config;
         let mut shutdown = self.inner.shutdown.subscribe();
@@ -660,7 +672,7 @@ impl Node {
             let running = self.run_link_as(
                 id,
                 current,
-                Some((addr.clone(), tx)),
+                Some((addr.clone(), tx, on_demand)),
                 reconnects,
                 resumption,
                 link_limits::limits(config),
@@ -712,7 +724,9 @@ impl Node {
             if *shutdown.borrow() {
                 return;
             }
-            if ended.reason == CLOSED_HERE {
+            // A directory link is not dialled again: the next lookup asks
+            // the directory again.
+            if ended.reason == CLOSED_HERE || on_demand {
                 self.lock_links().remove(&id);
                 return;
             }
@@ -817,13 +831,15 @@ impl Node {
         &self,
         id: u64,
         link: Link,
-        dial: Option<(Address, oneshot::Sender<NodeId>)>,
+        dial: Option<(Address, oneshot::Sender<NodeId>, bool)>,
         reconnects: u64,
         resumption: Resumption,
         limits: driver::Limits,
     ) -> driver::Ended {
-        // A dialled link: its address, and who waits for its handshake.
-        let (dialed, connected) = dial.map_or((None, None), |(a, c)| (Some(a), Some(c)));
+        // A dialled link: its address, who waits for its handshake, and
+        // whether it is a directory link.
+        let (dialed, connected, directory) =
+            dial.map_or((None, None, false), |(a, c, d)| (Some(a), Some(c), d));
         let kernel = self.inner.kernel.clone();
         let framing = framing_of(link.info.kind);
         let shared = Arc::new(LinkShared::new(
@@ -846,6 +862,9 @@ impl Node {
         let session_config = self.inner.config.session_config(framing);
         let mut local = LocalInfo::new(kernel.node());
         local.features |= wire::FEATURE_ROUTING;
+        if directory {
+            local.features |= wire::FEATURE_DIRECTORY;
+        }
         let now = std::time::Instant::now();
         let session = match &self.inner.security {
             Some(sec) => Session::new_secure(session_config, local, sec.clone(), now),
@@ -877,6 +896,7 @@ impl Node {
                 router: self.inner.router.clone(),
                 link: id,
                 cost,
+                directory,
             },
             (shutdown, closed),
         );

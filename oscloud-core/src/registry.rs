@@ -20,6 +20,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::directory::Resolver;
 use crate::{Endpoint, Error, NodeId};
 
 /// The longest server name accepted, in bytes.
@@ -376,6 +377,8 @@ struct Inner {
 struct State {
     names: HashMap<String, Slot>,
     watchers: Vec<mpsc::UnboundedSender<RegistryEvent>>,
+    /// Asked by [`Registry::find`] for a name not here.
+    resolver: Option<Arc<dyn Resolver>>,
 }
 
 struct Slot {
@@ -553,6 +556,48 @@ impl Registry {
         Ok(slot.members[i].clone())
     }
 
+    /// Like [`lookup`](Self::lookup), but a name not here is asked of the
+    /// [`Resolver`] (see [`set_resolver`](Self::set_resolver)), and the
+    /// entry awaited, for at most `timeout` in all: with a node that uses
+    /// a [`Directory`](crate::directory::Directory), this finds servers of
+    /// nodes it is not linked to yet. Without a resolver, it is
+    /// [`lookup`](Self::lookup). Fails with [`Error::NotFound`] when the
+    /// name did not come within `timeout`, or with the resolver's error.
+    pub async fn find(&self, name: &str, timeout: std::time::Duration) -> Result<Entry, Error> {
+        let resolver = match self.lookup(name) {
+            Ok(entry) => return Ok(entry),
+            Err(missing) => match self.inner.lock().resolver.clone() {
+                Some(r) => r,
+                None => return Err(missing),
+            },
+        };
+        // Watching from before the resolver runs: an entry that comes while
+        // it runs is not missed.
+        let mut watch = self.watch();
+        let found = async {
+            resolver.resolve(name).await?;
+            loop {
+                if let Ok(entry) = self.lookup(name) {
+                    return Ok(entry);
+                }
+                match watch.next().await {
+                    Some(RegistryEvent::Added(e)) if e.name() == name => {}
+                    Some(_) => continue,
+                    None => return Err(Error::NotFound(name.to_owned())),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, found)
+            .await
+            .unwrap_or_else(|_| Err(Error::NotFound(name.to_owned())))
+    }
+
+    /// Ask `resolver` for the names [`find`](Self::find) does not find
+    /// here (replacing any resolver set before).
+    pub fn set_resolver(&self, resolver: Arc<dyn Resolver>) {
+        self.inner.lock().resolver = Some(resolver);
+    }
+
     /// `f` of the entries under `name` (all members of a group, oldest
     /// first; empty if none), under the registry's lock: a look at them
     /// without a list of their own.
@@ -718,6 +763,35 @@ mod tests {
 
     fn reg() -> Registry {
         Registry::new(NodeId::random())
+    }
+
+    /// Registers the name it is asked for, and keeps the registration.
+    #[derive(Debug)]
+    struct Registers(Registry, Mutex<Vec<Registration>>);
+
+    #[async_trait]
+    impl Resolver for Registers {
+        async fn resolve(&self, name: &str) -> Result<(), Error> {
+            if name == "nowhere" {
+                return Err(Error::NotFound(name.into()));
+            }
+            let reg = self.0.register(name, Capabilities::new(), ep())?;
+            self.1.lock().unwrap().push(reg);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn find_asks_the_resolver_for_a_missing_name() {
+        let r = reg();
+        let t = std::time::Duration::from_secs(5);
+        assert!(matches!(r.find("far", t).await, Err(Error::NotFound(_))));
+        r.set_resolver(Arc::new(Registers(r.clone(), Mutex::new(Vec::new()))));
+        assert_eq!(r.find("far", t).await.unwrap().name(), "far");
+        assert!(matches!(
+            r.find("nowhere", t).await,
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[test]

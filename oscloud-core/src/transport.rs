@@ -143,6 +143,15 @@ pub trait Listener: Send + 'static {
 
     /// The address actually bound (e.g. with the port chosen for port 0).
     fn local_address(&self) -> Address;
+
+    /// The directory this listener publishes in and finds servers through,
+    /// if its address asked for one (for zenoh, `?directory=1`);
+    /// [`Node::listen`](crate::Node::listen) then uses it (see
+    /// [`Node::use_directory`](crate::Node::use_directory)). None by
+    /// default.
+    fn directory(&self) -> Option<Arc<dyn crate::directory::Directory>> {
+        None
+    }
 }
 
 /// One kind of link, named by its URI scheme.

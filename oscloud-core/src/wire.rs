@@ -136,5 +136,6 @@ pub use secure::{
 pub use send_queue::MESSAGE_BURST;
 pub use session::{
     CallId, CloseReason, Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE, DUP_ACK_THRESHOLD, Event,
-    FEATURE_RESUME, FEATURE_ROUTING, LocalInfo, MIN_FRAME, PeerInfo, PipeId, Session, Stats,
+    FEATURE_DIRECTORY, FEATURE_RESUME, FEATURE_ROUTING, LocalInfo, MIN_FRAME, PeerInfo, PipeId,
+    Session, Stats,
 };

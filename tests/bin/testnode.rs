@@ -45,6 +45,9 @@
 //! | `calls SERVER N` | `called N <µs>`: N sequential calls of a 64-byte string, timed (for scripts/bench-ts.sh) |
 //! | `fill SERVER PORT N` | `filled N <µs>` once N bytes were written in 64 KiB frames of one byte value, timed |
 //! | `route NAME` | `route NAME hops <n> cost <c>` for the route in use to a server of another node, or `noroute NAME` |
+//! | `register NAME` | `registered NAME`: an echo server (a call answers its request) under NAME |
+//! | `unregister NAME` | `unregistered NAME`: the server `register` made leaves the registry |
+//! | `entries` | `entries <n> routes <r> links <l>`: the registry's entries (this node's servers included), the routes and the links it holds |
 //! | `quit` | (exits) |
 //!
 //! Every wait has a deadline and answers `timeout <what>` when it expires.
@@ -492,6 +495,18 @@ async fn sink_wait(kernel: &Kernel, server: &str, n: u64) -> String {
     }
 }
 
+/// The servers `register` made (echo servers), until `unregister`.
+fn extra()
+-> std::sync::MutexGuard<'static, std::collections::HashMap<String, oscloud_core::Registration>> {
+    static EXTRA: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, oscloud_core::Registration>>,
+    > = std::sync::OnceLock::new();
+    EXTRA
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 async fn command(node: &Node, line: &str) -> Option<String> {
     let kernel = node.kernel();
     let mut words = line.splitn(3, ' ');
@@ -540,6 +555,32 @@ async fn command(node: &Node, line: &str) -> Option<String> {
             Ok(n) => sink_wait(kernel, a, n).await,
             Err(_) => format!("error bad byte count {b:?}"),
         },
+        "register" => {
+            let echo = Arc::new(oscloud_tests::Echo);
+            match kernel
+                .registry()
+                .register(a, oscloud_core::Capabilities::new(), echo)
+            {
+                Ok(reg) => {
+                    extra().insert(a.to_owned(), reg);
+                    format!("registered {a}")
+                }
+                Err(e) => format!("error {e}"),
+            }
+        }
+        "unregister" => match extra().remove(a) {
+            Some(reg) => {
+                drop(reg);
+                format!("unregistered {a}")
+            }
+            None => format!("error {a} was not registered here"),
+        },
+        "entries" => format!(
+            "entries {} routes {} links {}",
+            kernel.registry().entries().len(),
+            node.routes().len(),
+            node.links().len()
+        ),
         "route" => match node.routes().into_iter().find(|r| r.best && r.name == a) {
             Some(r) => format!("route {a} hops {} cost {}", r.path.len(), r.cost),
             None => format!("noroute {a}"),

@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
+/// Test node arguments: a node liveness (60 s) far beyond every deadline
+/// of the zenoh tests, so a link that fails within them was failed by the
+/// transport (the peer's zenoh liveliness token going).
+pub const LIVENESS: [&str; 4] = ["--keepalive-ms", "1000", "--idle-ms", "60000"];
+
 /// The zenohd binary: `$ZENOHD`, or `target/tools/bin/zenohd`.
 pub fn zenohd_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("ZENOHD") {

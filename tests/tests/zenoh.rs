@@ -24,14 +24,11 @@ use std::time::{Duration, Instant};
 
 use oscloud_core::Error;
 use oscloud_core::transport::Transports;
-use oscloud_tests::zenohd::Router;
+use oscloud_tests::zenohd::{LIVENESS, Router};
 use oscloud_tests::{TestNode, pipe_into_sink, status_kib};
 use oscloud_transport_zenoh::ZenohTransport;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oscloud-testnode");
-/// Liveness far beyond every deadline of these tests: the transport must
-/// notice a dead peer by itself.
-const LIVENESS: [&str; 4] = ["--keepalive-ms", "1000", "--idle-ms", "60000"];
 
 async fn node(name: &str, extra: &[&str]) -> TestNode {
     let mut args: Vec<&str> = LIVENESS.to_vec();
@@ -377,6 +374,11 @@ async fn fleet_bench() {
     let mean = rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0;
     let max = *rss.iter().max().unwrap() as f64 / 1024.0;
     println!("RSS per node: mean {mean:.1} MiB, max {max:.1} MiB (n = {n})");
+    let (hub, leaf) = (
+        nodes[0].ask("entries").await,
+        nodes[n - 1].ask("entries").await,
+    );
+    println!("registry: hub {hub}; a leaf {leaf} (n = {n})");
     if let Some(r) = status_kib(router.pid().unwrap(), "VmRSS") {
         println!("zenohd RSS {:.1} MiB", r as f64 / 1024.0);
     }

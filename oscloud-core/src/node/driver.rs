@@ -43,8 +43,8 @@ use crate::id_hash::IdMap;
 use crate::identity::AllowList;
 use crate::trace;
 use crate::wire::{
-    CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_ROUTING, PeerInfo, PipeId,
-    RemoteError, RemoteErrorKind, RouteInfo, Session,
+    CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_DIRECTORY, FEATURE_ROUTING, PeerInfo,
+    PipeId, RemoteError, RemoteErrorKind, RouteInfo, Session,
 };
 use crate::{Entry, Error, ExitReason, Kernel, NodeId, PipeEnd, RegistryEvent, Watch};
 
@@ -143,6 +143,9 @@ pub(crate) struct Routing {
     pub(crate) link: LinkId,
     /// The link's cost (see [`super::link_cost`]).
     pub(crate) cost: u32,
+    /// This node dialled the link on demand, through a directory (the
+    /// peer may say so too, with `FEATURE_DIRECTORY`).
+    pub(crate) directory: bool,
 }
 
 /// What the session's events ask of the run loop.
@@ -890,6 +893,9 @@ impl Driver {
                 if self.w().session.is_resumable() {
                     let ours = self.w().session.local().session_id;
                     self.resume.register(ours, peer.node, peer.session_id);
+                }
+                if self.routing.directory || peer.features & FEATURE_DIRECTORY != 0 {
+                    self.routing.router.mark_directory_link(self.routing.link);
                 }
                 self.peer = Some(*peer);
                 // The watch starts with every local entry: announce them.

@@ -45,6 +45,9 @@ struct State {
     /// Servers whose routes were refused as too far, already logged (at
     /// most [`FAR_LOGGED`]: the keys come from peers).
     too_far_logged: HashSet<RouteKey>,
+    /// Directory links (dialled on demand, `docs/PROTOCOL.md` §13.1): what
+    /// is learned over them is announced to no one.
+    directory_links: HashSet<LinkId>,
 }
 
 /// How many servers refused as too far are remembered so that each is
@@ -99,6 +102,7 @@ impl Router {
                 by_entry: HashMap::new(),
                 at_limit_logged: HashSet::new(),
                 too_far_logged: HashSet::new(),
+                directory_links: HashSet::new(),
             }),
             changed: watch::Sender::new(0),
             this: this.clone(),
@@ -155,9 +159,28 @@ impl Router {
         self.apply(&mut state, keys, reason);
     }
 
+    /// `link` is a directory link: routes learned over it are not
+    /// forwarded (until [`forget_link`](Self::forget_link)).
+    pub(crate) fn mark_directory_link(&self, link: LinkId) {
+        self.lock().directory_links.insert(link);
+    }
+
+    /// Whether the registry entry `entry_id` is a server of another node
+    /// reached over a link that is not a directory link (what a node
+    /// publishes in a directory besides its own servers: a bridge's boards).
+    pub(crate) fn via_mesh(&self, entry_id: u64) -> bool {
+        let state = self.lock();
+        state
+            .by_entry
+            .get(&entry_id)
+            .and_then(|k| state.table.best(k))
+            .is_some_and(|best| !state.directory_links.contains(&best.link))
+    }
+
     /// `link` is down: every route through it goes.
     pub(crate) fn forget_link(&self, link: LinkId, reason: ExitReason) {
         let mut state = self.lock();
+        state.directory_links.remove(&link);
         let keys = state.table.forget_link(link);
         self.apply(&mut state, keys, reason);
     }
@@ -233,14 +256,21 @@ impl Router {
     }
 
     /// What this node announces to `peer` on `link`: the best route to
-    /// every reachable server, unless it leads back through `peer` or
-    /// would pass the hop limit.
+    /// every reachable server, unless it leads back through `peer`, would
+    /// pass the hop limit, or was learned over a directory link.
     pub(crate) fn exports(&self, link: LinkId, peer: NodeId) -> Vec<Export> {
         let state = self.lock();
         state
             .installed
             .iter()
             .filter_map(|(key, reg)| {
+                if state
+                    .table
+                    .best(key)
+                    .is_some_and(|b| state.directory_links.contains(&b.link))
+                {
+                    return None;
+                }
                 let route = state.table.export(key, link, peer)?;
                 let e = reg.entry();
                 let info = EntryInfo {

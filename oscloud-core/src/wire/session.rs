@@ -69,6 +69,12 @@ pub const FEATURE_RESUME: u64 = 8;
 /// messages only to peers that set it.
 pub const FEATURE_ROUTING: u64 = 16;
 
+/// Hello feature bit 6: this side dialled the link on demand, after
+/// finding the peer in a directory (`docs/PROTOCOL.md` §13.1): each side
+/// announces over it only what it publishes in the directory, and
+/// forwards nothing learned over it to anyone.
+pub const FEATURE_DIRECTORY: u64 = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Handshake,

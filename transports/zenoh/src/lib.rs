@@ -30,12 +30,38 @@
 //! All links of one [`ZenohTransport`] through the same router (and file)
 //! share one zenoh session.
 //!
+//! ## The directory (`?directory=1`)
+//!
+//! A listen address with `directory=1`
+//! (`zenoh://router:7447/lab/b?directory=1`) also makes the node use the
+//! cloud's directory in zenoh
+//! ([`Node::use_directory`](oscloud_core::Node::use_directory)):
+//!
+//! - every server the node publishes (its own, and those it reaches over
+//!   mesh links, so a bridge node publishes its boards' servers) is a
+//!   liveliness token `oscloud/<cloud>/srv/<name>/<node>`, withdrawn when
+//!   the server leaves the registry, and by the router when the node's
+//!   zenoh session goes (a node killed with SIGKILL);
+//! - a call, cast or pipe to a name the node does not hold asks
+//!   `oscloud/<cloud>/srv/<name>/*` (a liveliness query), dials the node
+//!   found (`zenoh://router/<cloud>/<node>`, through the same router) as a
+//!   *directory link*, and goes on once the name arrives over it. The
+//!   link is reused by later lookups and not dialled again once it ends.
+//!
+//! Over a directory link each side announces only what it publishes, and
+//! forwards what it learns over it to no one (`docs/PROTOCOL.md` §13.1):
+//! nodes that only use the directory dial no one by name and hold only
+//! their own servers and those of the nodes they talk to, however large
+//! the cloud. Explicit `connect`s and the mesh over them are unchanged;
+//! the two mix. `directory` is read on listen addresses only.
+//!
 //! ## On the zenoh side
 //!
 //! | key | what |
 //! |---|---|
 //! | `oscloud/<cloud>/node/<node>` | liveliness token: the node listens |
 //! | `oscloud/<cloud>/node/<node>/accept` | queryable: a get with a fresh link id (16 hex digits) as payload asks for a link |
+//! | `oscloud/<cloud>/srv/<name>/<node>` | liveliness token: `<node>` publishes server `<name>` in the directory (`<name>` as one chunk: ASCII letters, digits, `-`, `_`, `.` as they are, every other byte as `%XX`, so `pool/w1` is `pool%2Fw1`) |
 //! | `oscloud/<cloud>/link/<id>/d`, `…/l` | the dialler's (`d`) and listener's (`l`) frames; each side also holds a liveliness token on its key |
 //! | `oscloud/<cloud>/pipe/<node>/<pipe>` | a tapped pipe's frames (see "Pipe taps") |
 //!
@@ -128,6 +154,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+mod directory;
 mod keys;
 mod link;
 mod listener;
@@ -151,6 +178,7 @@ pub const DEFAULT_ROUTER_PORT: u16 = 7447;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Address parameter: a zenoh configuration file (JSON5).
 pub const PARAM_CONFIG: &str = "config";
+pub use directory::PARAM_DIRECTORY;
 
 /// Links through zenoh routers (`zenoh://router:7447/<cloud>/<node>`).
 #[derive(Debug, Default)]
@@ -179,11 +207,14 @@ pub(crate) struct Target {
     pub(crate) cloud: String,
     /// The node listened as or dialled.
     pub(crate) node: String,
+    /// Whether the address asks for the directory (`directory=1`).
+    pub(crate) directory: bool,
 }
 
 impl Target {
     pub(crate) fn parse(addr: &Address) -> Result<Self, Error> {
-        addr.check_params(&[PARAM_CONFIG])?;
+        addr.check_params(&[PARAM_CONFIG, PARAM_DIRECTORY])?;
+        let directory = directory::wanted(addr)?;
         let config = addr.param(PARAM_CONFIG).map(str::to_owned);
         let router = if addr.host().is_empty() {
             if addr.port_or_text().is_some() {
@@ -233,6 +264,7 @@ impl Target {
             config,
             cloud: cloud.to_owned(),
             node: node.to_owned(),
+            directory,
         })
     }
 }

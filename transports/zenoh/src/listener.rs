@@ -4,9 +4,12 @@
 //! dialler holds up no one) and hands the links that come up to
 //! [`ZenohLinks::accept`].
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use oscloud_core::Error;
 use oscloud_core::address::Address;
+use oscloud_core::directory::Directory;
 use oscloud_core::transport::{Link, Listener};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
@@ -16,6 +19,7 @@ use zenoh::handlers::FifoChannelHandler;
 use zenoh::liveliness::LivelinessToken;
 use zenoh::query::{Query, Queryable};
 
+use crate::directory::ZenohDirectory;
 use crate::keys::{self, Side};
 use crate::link::{Ends, failed, spawn_link};
 use crate::{HANDSHAKE_TIMEOUT, Target};
@@ -29,6 +33,8 @@ pub(crate) struct ZenohLinks {
     links: mpsc::Receiver<Link>,
     address: Address,
     task: AbortHandle,
+    /// The cloud's directory, if the address asked for it.
+    directory: Option<Arc<dyn Directory>>,
 }
 
 impl Drop for ZenohLinks {
@@ -63,6 +69,11 @@ impl ZenohLinks {
             .declare_token(presence)
             .await
             .map_err(|e| failed(&target, "zenoh liveliness token", e))?;
+        let directory = target.directory.then(|| {
+            let d: Arc<dyn Directory> =
+                Arc::new(ZenohDirectory::new(session.clone(), target.clone()));
+            d
+        });
         let (tx, links) = mpsc::channel(BACKLOG);
         let address = target.addr.clone();
         let span = info_span!("zenoh listener", at = %address);
@@ -71,6 +82,7 @@ impl ZenohLinks {
             links,
             address,
             task: task.abort_handle(),
+            directory,
         }))
     }
 }
@@ -153,5 +165,9 @@ impl Listener for ZenohLinks {
 
     fn local_address(&self) -> Address {
         self.address.clone()
+    }
+
+    fn directory(&self) -> Option<Arc<dyn Directory>> {
+        self.directory.clone()
     }
 }
