@@ -38,9 +38,9 @@ use tokio::sync::oneshot;
 
 use super::link_io::{Outgoing, WriteFailed};
 use super::stats::{LinkShared, Publisher};
-use crate::{Error, TraceContext};
 use crate::id_hash::IdMap;
 use crate::wire::{CallId, Session};
+use crate::{Error, TraceContext};
 
 /// Where the reply to one of our calls goes.
 pub(crate) type ReplyTo = oneshot::Sender<Result<Bytes, Error>>;

@@ -307,8 +307,7 @@ impl Endpoint for RemoteEndpoint {
                 let this = self.clone();
                 Cast::waiting(async move {
                     this.queue.admit(len).await.map_err(|f| this.refused(f))?;
-                    this.cast_now(msg, trace, true)
-                        .map_err(|f| this.refused(f))
+                    this.cast_now(msg, trace, true).map_err(|f| this.refused(f))
                 })
             }
         }
