@@ -323,6 +323,12 @@ impl Outgoing {
                     *slice = IoSlice::new(chunk);
                     count += 1;
                 }
+                if count == 0 {
+                    // Nothing waits: a sender wrote it between the
+                    // driver's look and its turn (`link_wire`). A write of
+                    // nothing is not a closed link.
+                    return Poll::Ready(Ok(()));
+                }
                 let slices = slices.get(..count).unwrap_or_default();
                 let n = ready!(Pin::new(&mut *writer).poll_write_vectored(cx, slices))
                     .map_err(|_| WriteFailed)?;
@@ -378,6 +384,37 @@ mod tests {
         let room = buf.capacity() - buf.len();
         buf.extend_from_slice(&vec![7u8; room]);
         buf.split().freeze()
+    }
+
+    /// The driver may find nothing to write when its turn comes: a sender
+    /// wrote it meanwhile (`link_wire`). That is not a failed link.
+    #[tokio::test]
+    async fn a_write_with_nothing_waiting_succeeds() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut out = Outgoing::Stream {
+            writer: Box::new(ours),
+            batch: VecDeque::new(),
+            bytes: 0,
+            small: BytesMut::new(),
+        };
+        assert!(!out.has_pending());
+        assert!(out.write_some().await.is_ok());
+        // And the link still works.
+        out = match out {
+            Outgoing::Stream { writer, .. } => Outgoing::Stream {
+                writer,
+                batch: VecDeque::from([Bytes::from_static(b"hi")]),
+                bytes: 2,
+                small: BytesMut::new(),
+            },
+            other => other,
+        };
+        assert!(out.write_some().await.is_ok());
+        let mut got = [0u8; 2];
+        tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(&got, b"hi");
     }
 
     #[test]
