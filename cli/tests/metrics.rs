@@ -90,6 +90,27 @@ impl Bare {
         self.session.local().node.short()
     }
 
+    /// Stop writing and read until the hub ends the link. A peer that
+    /// drops its socket right after its Close may find the hub writing
+    /// to it, and then the hub sees a broken link, not the Close.
+    fn wait_for_the_hub_to_end_the_link(mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        let deadline = Instant::now() + LIMIT;
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match self.sock.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the hub did not end the link within {LIMIT:?}"
+            );
+        }
+    }
+
     /// Write what the session has to send, read what comes, until `done`.
     fn run_until(&mut self, what: &str, done: impl Fn(&Session) -> bool) {
         let deadline = Instant::now() + LIMIT;
@@ -290,7 +311,7 @@ fn metrics_endpoint_counts_what_another_process_sent() {
     closer.session.close("done");
     closer.run_until("the Close written", |_| true);
     let closer_peer = closer.peer();
-    drop(closer);
+    closer.wait_for_the_hub_to_end_the_link();
     let mut garbler = Bare::connect(&socket);
     // A 1-byte frame (length prefix, `docs/PROTOCOL.md` §2.1): 0xc1 is
     // never valid MessagePack.
