@@ -202,9 +202,11 @@ try {
       await ro.fill("#call-name", "upper");
       await ro.fill("#call-request", '"sneaky"');
       await ro.click("#call-button");
-      await ro.waitForFunction(() => /read-only/.test(document.getElementById("call-result")?.textContent ?? ""), null, { timeout: WAIT });
+      // The page's own note already says "read-only": wait for the node's
+      // answer, which says denied and why.
+      await ro.waitForFunction(() => /denied/i.test(document.getElementById("call-result")?.textContent ?? ""), null, { timeout: WAIT });
       const text = await ro.textContent("#call-result");
-      if (!/denied/i.test(text ?? "")) throw new Error(`call result ${JSON.stringify(text)}`);
+      if (!/read-only/.test(text ?? "")) throw new Error(`call result ${JSON.stringify(text)}`);
     });
     await ro.close();
   }
