@@ -181,21 +181,26 @@ async fn remote_cast_and_call() {
     assert!(matches!(err, Error::Decode(_)), "{err:?}");
 }
 
-/// Nodes `a` and `b` linked over `mem://`, `b` with `max_queued` bytes
-/// of queue for the link; `echo` on `a`, as `b` sees it.
-async fn queued_pair(max_queued: usize) -> (Node, Node, Arc<Echo>, Registration, Entry) {
-    let mem = MemTransport::new();
-    let a = node(&mem);
+/// A node on `mem` with `max_queued` bytes of queue for each link.
+fn queued_node(mem: &MemTransport, max_queued: usize) -> Node {
     let mut t = Transports::new();
     t.add(Arc::new(mem.clone()));
-    let b = Node::with_config(
+    Node::with_config(
         Kernel::new(),
         t,
         NodeConfig {
             max_queued,
             ..config()
         },
-    );
+    )
+}
+
+/// Nodes `a` and `b` linked over `mem://`, `b` with `max_queued` bytes
+/// of queue for the link; `echo` on `a`, as `b` sees it.
+async fn queued_pair(max_queued: usize) -> (Node, Node, Arc<Echo>, Registration, Entry) {
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let b = queued_node(&mem, max_queued);
     let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
     b.connect(&at).await.unwrap();
     let (reg, echo) = register(&a, "echo");
@@ -770,16 +775,7 @@ async fn a_read_only_peer_looks_up_and_reads_but_may_not_call_or_write() {
 async fn casts_arrive_in_order(max_queued: usize, n: u64) {
     let mem = MemTransport::new();
     let a = node(&mem);
-    let mut t = Transports::new();
-    t.add(Arc::new(mem.clone()));
-    let b = Node::with_config(
-        Kernel::new(),
-        t,
-        NodeConfig {
-            max_queued,
-            ..config()
-        },
-    );
+    let b = queued_node(&mem, max_queued);
     let hoard = Arc::new(Hoard::default());
     let _reg = a
         .kernel()
