@@ -180,10 +180,14 @@ impl Transport for BleCentralTransport {
         let adapter = pick_adapter(addr, &s).await?;
         let p = find(addr, &adapter, &s).await?;
         let remote = format!("ble://[{}]", p.address());
-        if !p.is_connected().await.unwrap_or(false) {
-            p.connect()
-                .await
-                .map_err(|e| failed(addr, format!("cannot connect to {remote}: {e}")))?;
+        if !p.is_connected().await.unwrap_or(false)
+            && let Err(e) = p.connect().await
+        {
+            // A connect that timed out on our side may still be pending
+            // in BlueZ, and the next dial would then fail with
+            // "Operation already in progress": cancel it.
+            let _ = p.disconnect().await;
+            return Err(failed(addr, format!("cannot connect to {remote}: {e}")));
         }
         let ready = async {
             p.discover_services()
