@@ -37,6 +37,10 @@ use crate::address::Address;
 /// when the caller gives no timeout of its own.
 pub const FIND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a link dialled on demand may go unused before its node closes
+/// it, unless the directory says otherwise ([`Directory::link_idle`]).
+pub const LINK_IDLE: Duration = Duration::from_secs(60);
+
 /// A directory of the servers of a cloud, by name.
 #[async_trait]
 pub trait Directory: Send + Sync + fmt::Debug + 'static {
@@ -49,6 +53,14 @@ pub trait Directory: Send + Sync + fmt::Debug + 'static {
     /// [`Publication`] is dropped (or the node's process ends: a
     /// directory must withdraw what a dead node published).
     async fn publish(&self, name: &str) -> Result<Publication, Error>;
+
+    /// How long a link dialled on demand through this directory may carry
+    /// nothing (no cast, call, reply or pipe packet either way, nothing
+    /// waiting on it) before the node closes it; `None`: never.
+    /// [`LINK_IDLE`] unless the directory says otherwise.
+    fn link_idle(&self) -> Option<Duration> {
+        Some(LINK_IDLE)
+    }
 }
 
 /// A name published in a [`Directory`]: dropping it withdraws the name.

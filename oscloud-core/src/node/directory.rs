@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Mutex as AsyncMutex;
@@ -32,6 +33,14 @@ impl Node {
     ///   that link. A link so made is reused by later lookups; it is not
     ///   dialled again when it ends (the next lookup asks the directory
     ///   again, so a node that died is not dialled forever).
+    /// - **Idle links close**: a link dialled on demand that carried no
+    ///   cast, call, reply or pipe packet either way for
+    ///   [`Directory::link_idle`] (the zenoh transport's
+    ///   `directory_idle`, 60 s by default), with no call waiting for a
+    ///   reply and no pipe open, is closed by this node with a Normal
+    ///   Close; the peer's servers leave the registry with it, and the
+    ///   next lookup dials again. A node that talked once to every other
+    ///   thus holds links only to those it talks to now.
     /// - **Directory links** carry less than mesh links: each side
     ///   announces what it publishes (its servers and what it routes for
     ///   over mesh links), and a node announces what it learned over a
@@ -45,6 +54,9 @@ impl Node {
     pub fn use_directory(&self, directory: Arc<dyn Directory>) {
         let resolver = OnDemand {
             node: Arc::downgrade(&self.inner),
+            link: OnDemandLink {
+                idle: directory.link_idle(),
+            },
             directory: directory.clone(),
             dials: AsyncMutex::default(),
         };
@@ -107,10 +119,19 @@ impl Node {
     }
 }
 
+/// What makes a dialled link a directory link.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OnDemandLink {
+    /// How long it may go unused before this node closes it (None: never).
+    pub(super) idle: Option<Duration>,
+}
+
 /// The registry's resolver for a node that uses a directory: find the
 /// name, dial a node that publishes it.
 struct OnDemand {
     node: Weak<Inner>,
+    /// The kind of link it dials.
+    link: OnDemandLink,
     directory: Arc<dyn Directory>,
     /// One lock per address dialled, so that concurrent lookups make one
     /// link.
@@ -137,14 +158,17 @@ impl OnDemand {
             .or_default()
             .clone();
         let _dialling = lock.lock().await;
+        // A link closing (idle, say) is dialled again: what it brought
+        // leaves the registry.
         if node
             .lock_links()
             .values()
-            .any(|r| r.dialed.as_ref() == Some(addr))
+            .any(|r| r.dialed.as_ref() == Some(addr) && r.shared.state().closed.is_none())
         {
             return Ok(());
         }
-        node.dial(std::slice::from_ref(addr), true).await?;
+        node.dial(std::slice::from_ref(addr), Some(self.link))
+            .await?;
         debug!(%addr, "linked on demand");
         Ok(())
     }

@@ -3,10 +3,13 @@
 //! liveliness query on `oscloud/<cloud>/srv/<name>/*` (layout in the crate
 //! root).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use oscloud_core::Error;
 use oscloud_core::address::Address;
-use oscloud_core::directory::{Directory, Publication};
+use oscloud_core::directory::{Directory, LINK_IDLE, Publication};
+use oscloud_core::node::parse_duration;
 use tracing::debug;
 use zenoh::Session;
 
@@ -16,6 +19,25 @@ use crate::{HANDSHAKE_TIMEOUT, PARAM_CONFIG, SCHEME, Target, invalid};
 /// Address parameter: `directory=1` on a listen address publishes the
 /// node's servers and finds others through zenoh.
 pub const PARAM_DIRECTORY: &str = "directory";
+
+/// Address parameter: `directory_idle=DURATION` (`30s`, `500ms`, `2m`)
+/// on a listen address with the directory: how long a link dialled on
+/// demand may go unused before the node closes it (`0`: never; 60 s by
+/// default).
+pub const PARAM_DIRECTORY_IDLE: &str = "directory_idle";
+
+/// The idle time `addr` asks for its directory links (see
+/// [`PARAM_DIRECTORY_IDLE`]): `None` for never.
+pub(crate) fn idle(addr: &Address) -> Result<Option<Duration>, Error> {
+    match addr.param(PARAM_DIRECTORY_IDLE) {
+        None => Ok(Some(LINK_IDLE)),
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d.is_zero() => Ok(None),
+            Ok(d) => Ok(Some(d)),
+            Err(why) => Err(invalid(addr, format!("{PARAM_DIRECTORY_IDLE}: {why}"))),
+        },
+    }
+}
 
 /// Whether `addr` asks for the directory (`directory=1` or `true`; `0`,
 /// `false` or absent: no).
@@ -118,6 +140,10 @@ impl Directory for ZenohDirectory {
             .map_err(|e| failed(t, "zenoh liveliness token", e))?;
         Ok(Publication::new(token))
     }
+
+    fn link_idle(&self) -> Option<Duration> {
+        self.target.directory_idle
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +174,12 @@ mod tests {
         assert!(!wanted(&a("zenoh://r/lab/a?directory=0")).unwrap());
         assert!(!wanted(&a("zenoh://r/lab/a")).unwrap());
         assert!(wanted(&a("zenoh://r/lab/a?directory=yes")).is_err());
+        assert_eq!(idle(&a("zenoh://r/lab/a")).unwrap(), Some(LINK_IDLE));
+        assert_eq!(
+            idle(&a("zenoh://r/lab/a?directory_idle=250ms")).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(idle(&a("zenoh://r/lab/a?directory_idle=0")).unwrap(), None);
+        assert!(idle(&a("zenoh://r/lab/a?directory_idle=soon")).is_err());
     }
 }
