@@ -339,6 +339,8 @@ struct Inner {
     security: Option<SecureConfig>,
     /// What each peer may do with the local servers.
     policy: AccessPolicy,
+    /// The directory the node finds servers in, if it uses one.
+    directory: Mutex<Option<Arc<dyn crate::directory::Directory>>>,
     links: Mutex<HashMap<u64, LinkRecord>>,
     /// Sessions that may resume on a new link.
     sessions: resume::Table,
@@ -441,6 +443,7 @@ impl Node {
                 config,
                 security,
                 policy: AccessPolicy::allow_all(),
+                directory: Mutex::new(None),
                 links: Mutex::new(HashMap::new()),
                 sessions: Default::default(),
                 next_link: AtomicU64::new(1),

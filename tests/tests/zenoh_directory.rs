@@ -278,6 +278,69 @@ async fn idle_directory_links_close_and_the_next_call_dials_again() {
     assert_eq!(links(&mut a).await, 1);
 }
 
+/// A directory watch reports the servers other nodes publish and
+/// withdraw, nodes this one never linked to included, without linking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_watch_sees_servers_come_and_go_elsewhere() {
+    let router = Router::start().await;
+    let mut a = dir_node(&router, 0).await;
+    let mut b = dir_node(&router, 1).await;
+    let own = entries(&mut a).await;
+
+    assert_eq!(a.ask("dwatch late-f1").await, "dwatching late-f1");
+    assert_eq!(b.ask("register late-f1").await, "registered late-f1");
+    assert_eq!(a.expect("published late-f1").await, "published late-f1 f1");
+    assert_eq!(b.ask("unregister late-f1").await, "unregistered late-f1");
+    assert_eq!(a.expect("withdrawn late-f1").await, "withdrawn late-f1 f1");
+    assert_eq!(entries(&mut a).await, own, "watching links to no one");
+    assert_eq!(links(&mut a).await, 0);
+
+    // Every name: what is published already, then a node that comes and
+    // one killed with SIGKILL.
+    // What is published already may come before the answer.
+    a.send("dwatch *").await;
+    assert_eq!(
+        a.expect("published upper-f1").await,
+        "published upper-f1 f1"
+    );
+    let mut c = dir_node(&router, 2).await;
+    assert_eq!(
+        a.expect("published upper-f2").await,
+        "published upper-f2 f2"
+    );
+    c.kill9().await;
+    assert_eq!(
+        a.expect("withdrawn upper-f2").await,
+        "withdrawn upper-f2 f2"
+    );
+}
+
+/// A server the access policy hides from every peer is not published
+/// (nor found); published once the policy lets a peer see it, withdrawn
+/// when it hides it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_the_policy_hides_are_not_published() {
+    let router = Router::start().await;
+    let mut a = dir_node(&router, 0).await;
+    let mut b = dir_node(&router, 1).await;
+    assert_eq!(b.ask("policy hidden-f1 all none").await, "policy set");
+    assert_eq!(b.ask("register hidden-f1").await, "registered hidden-f1");
+    assert_eq!(b.ask("register shown-f1").await, "registered shown-f1");
+    // Published in order: shown-f1 came after hidden-f1 would have.
+    until_published(&router, "shown-f1", &["f1"]).await;
+    assert_eq!(published(&router, "hidden-f1").await, Vec::<String>::new());
+    let answer = a.ask("call hidden-f1 x").await;
+    assert!(answer.contains("no server named"), "{answer}");
+
+    assert_eq!(b.ask("policy").await, "policy set");
+    until_published(&router, "hidden-f1", &["f1"]).await;
+    assert_eq!(a.ask("call hidden-f1 x").await, "reply x");
+
+    assert_eq!(b.ask("policy hidden-f1 all none").await, "policy set");
+    until_published(&router, "hidden-f1", &[]).await;
+    assert_eq!(published(&router, "shown-f1").await, ["f1"]);
+}
+
 /// Registry entries, links and RSS per node, and how long a new server
 /// takes to be callable from a node that never saw it, for
 /// `OSCLOUD_FLEET_N` nodes (default 50) through the directory; not run in

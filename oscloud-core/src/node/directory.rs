@@ -12,8 +12,9 @@ use tokio::sync::Mutex as AsyncMutex;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{Inner, Node, stopped};
+use crate::access::AccessPolicy;
 use crate::address::Address;
-use crate::directory::{Directory, Publication, Resolver};
+use crate::directory::{Directory, DirectoryWatch, Publication, Resolver};
 use crate::{Error, RegistryEvent};
 
 impl Node {
@@ -25,7 +26,14 @@ impl Node {
     /// - **Published**: every server of this node, and every server of
     ///   another node it reaches over a link that is not a directory link
     ///   (a bridge node thus publishes the servers of the boards behind
-    ///   it), under its name, for as long as it is in the registry.
+    ///   it), under its name, for as long as it is in the registry and
+    ///   the node's [access policy](crate::access) lets some peer look it
+    ///   up ([`AccessPolicy::visible_to_some`]: a server no peer may see
+    ///   is not published, and is withdrawn when the policy changes so).
+    ///   A server only some peers may see is published: the directory
+    ///   tells anyone that the node has it, and the link then announces
+    ///   it only to the peers the policy lets see it (a lookup by another
+    ///   peer links, finds nothing and fails as for a name no one has).
     /// - **Found**: [`Registry::find`](crate::Registry::find) (which
     ///   calls, casts and pipes by name go through) asks the directory
     ///   for a name not in the registry, dials the nodes that publish it
@@ -52,6 +60,11 @@ impl Node {
     /// the routes over them are unchanged. Using a second directory
     /// replaces the first for lookups; both publish.
     pub fn use_directory(&self, directory: Arc<dyn Directory>) {
+        *self
+            .inner
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(directory.clone());
         let resolver = OnDemand {
             node: Arc::downgrade(&self.inner),
             link: OnDemandLink {
@@ -68,22 +81,60 @@ impl Node {
         tokio::spawn(self.clone().publish(directory).instrument(span));
     }
 
-    /// Keep in `directory` one publication per name this node publishes,
-    /// until the node shuts down.
+    /// Follow, in this node's directory, the nodes that publish server
+    /// `name` (`*`: every server), this node left out: servers of nodes
+    /// this node is not linked to (so not in its registry, whose
+    /// [`watch`](crate::Registry::watch) reports what it holds) included.
+    /// The watch first reports every publication as it stands, then each
+    /// that comes or goes, for as long as it is kept. It costs nothing
+    /// until asked (for zenoh: one liveliness subscription on
+    /// `oscloud/<cloud>/srv/<name>/*`). Fails with
+    /// [`Error::BadSetting`] when the node uses no directory.
+    pub async fn watch_directory(&self, name: &str) -> Result<DirectoryWatch, Error> {
+        let directory = self
+            .inner
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match directory {
+            Some(directory) => directory.watch(name).await,
+            None => Err(Error::BadSetting {
+                key: "directory".into(),
+                reason: "this node uses no directory (listen with one, such as \
+                         zenoh's ?directory=1, or call Node::use_directory)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Keep in `directory` one publication per name this node publishes
+    /// and some peer may see, until the node shuts down.
     async fn publish(self, directory: Arc<dyn Directory>) {
         let mut shutdown = self.inner.shutdown.subscribe();
         let registry = self.inner.kernel.registry().clone();
+        let policy = self.inner.policy.clone();
+        let mut policy_changed = policy.subscribe();
+        policy_changed.mark_unchanged();
         let me = registry.node();
         let mut watch = registry.watch();
-        // The entries published, by id, and each name's count of them.
-        let mut entries: HashMap<u64, String> = HashMap::new();
-        let mut names: HashMap<String, (usize, Option<Publication>)> = HashMap::new();
+        let mut published = Published::default();
         loop {
             let event = tokio::select! {
                 event = watch.next() => match event {
                     Some(event) => event,
                     None => return,
                 },
+                changed = policy_changed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let names: Vec<String> = published.counts.keys().cloned().collect();
+                    for name in names {
+                        published.sync(&name, &policy, directory.as_ref()).await;
+                    }
+                    continue;
+                }
                 () = stopped(&mut shutdown) => return,
             };
             match event {
@@ -91,30 +142,54 @@ impl Node {
                     if e.node() != me && !self.inner.router.via_mesh(e.id().0) {
                         continue;
                     }
-                    entries.insert(e.id().0, e.name().to_owned());
-                    let slot = names.entry(e.name().to_owned()).or_insert((0, None));
-                    slot.0 += 1;
-                    if slot.1.is_none() {
-                        match directory.publish(e.name()).await {
-                            Ok(p) => slot.1 = Some(p),
-                            Err(err) => {
-                                warn!(server = %e.name(), "not published in the directory: {err}")
-                            }
-                        }
-                    }
+                    published.entries.insert(e.id().0, e.name().to_owned());
+                    *published.counts.entry(e.name().to_owned()).or_default() += 1;
+                    published.sync(e.name(), &policy, directory.as_ref()).await;
                 }
                 RegistryEvent::Removed { entry, .. } => {
-                    let Some(name) = entries.remove(&entry.id().0) else {
+                    let Some(name) = published.entries.remove(&entry.id().0) else {
                         continue;
                     };
-                    if let Some(slot) = names.get_mut(&name) {
-                        slot.0 -= 1;
-                        if slot.0 == 0 {
-                            names.remove(&name);
+                    if let Some(count) = published.counts.get_mut(&name) {
+                        *count -= 1;
+                        if *count == 0 {
+                            published.counts.remove(&name);
                         }
                     }
+                    published.sync(&name, &policy, directory.as_ref()).await;
                 }
             }
+        }
+    }
+}
+
+/// What a node publishes in its directory.
+#[derive(Default)]
+struct Published {
+    /// The entries it would publish, by id, with their names.
+    entries: HashMap<u64, String>,
+    /// Each name's count of them.
+    counts: HashMap<String, usize>,
+    /// The names published, while they are.
+    publications: HashMap<String, Publication>,
+}
+
+impl Published {
+    /// Publish `name` if an entry has it and some peer may see it (the
+    /// access policy), withdraw it otherwise.
+    async fn sync(&mut self, name: &str, policy: &AccessPolicy, directory: &dyn Directory) {
+        let wanted = self.counts.contains_key(name) && policy.visible_to_some(name);
+        match (wanted, self.publications.contains_key(name)) {
+            (true, false) => match directory.publish(name).await {
+                Ok(p) => {
+                    self.publications.insert(name.to_owned(), p);
+                }
+                Err(err) => warn!(server = %name, "not published in the directory: {err}"),
+            },
+            (false, true) => {
+                self.publications.remove(name);
+            }
+            _ => {}
         }
     }
 }
