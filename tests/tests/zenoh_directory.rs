@@ -242,7 +242,7 @@ async fn until_links(node: &mut TestNode, n: usize) {
 
 /// A link dialled on demand is closed once nothing used it for
 /// `directory_idle`, on both sides, with the servers it brought; the next
-/// call dials again. A pipe open over it keeps it.
+/// call dials again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_directory_links_close_and_the_next_call_dials_again() {
     let router = Router::start().await;

@@ -51,7 +51,13 @@
 //!   either way for `directory_idle` (`?directory=1&directory_idle=30s`;
 //!   60 s by default, `0` for never), with no call waiting for its reply
 //!   and no pipe open, is closed by the node that dialled it (a Normal
-//!   Close); the next lookup dials again.
+//!   Close); the next lookup dials again;
+//! - [`Node::watch_directory`](oscloud_core::Node::watch_directory)
+//!   follows who publishes a name (`*`: every name) with a liveliness
+//!   subscription on `oscloud/<cloud>/srv/<name>/*`, declared when asked:
+//!   servers of nodes this node is not linked to show there too;
+//! - a server the node's access policy lets no peer look up is not
+//!   published.
 //!
 //! Over a directory link each side announces only what it publishes, and
 //! forwards what it learns over it to no one (`docs/PROTOCOL.md` §13.1):
