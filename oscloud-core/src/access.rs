@@ -332,6 +332,19 @@ impl AccessPolicy {
             .map_or(inner.default_allow, |r| r.admits(caller))
     }
 
+    /// Whether some peer may look up the server `name`: the rule that
+    /// decides its lookups names a peer (or `*`), or no rule does and the
+    /// default allows. A node publishes in a directory only the servers
+    /// some peer may see ([`Node::use_directory`](crate::Node::use_directory)).
+    pub fn visible_to_some(&self, name: &str) -> bool {
+        let inner = self.read();
+        inner
+            .rules
+            .iter()
+            .find(|r| r.actions & Action::Lookup.bit() != 0 && r.matches(name))
+            .map_or(inner.default_allow, |r| !r.peers.is_empty())
+    }
+
     /// Whether `caller` is read-only here (a `readonly` line names it): it
     /// may look up, watch and read pipes, never call, cast or write on a
     /// pipe it opened (see the [module docs](self)).
@@ -462,6 +475,16 @@ mod tests {
         assert!(!p.allows("node-only", Action::Call, &a));
         assert!(AccessPolicy::allow_all().allows("x", Action::Pipe, &a));
         assert!(!AccessPolicy::deny_all().allows("x", Action::Lookup, &a));
+        // Visible to some peer: published in a directory.
+        assert!(p.visible_to_some("calc"), "one key may look it up");
+        assert!(!p.visible_to_some("admin.users"), "no peer may");
+        assert!(p.visible_to_some("pub.x"));
+        assert!(
+            !p.visible_to_some("node-only"),
+            "no lookup rule: default deny"
+        );
+        assert!(AccessPolicy::allow_all().visible_to_some("x"));
+        assert!(!AccessPolicy::deny_all().visible_to_some("x"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::address::Address;
@@ -36,6 +37,10 @@ use crate::address::Address;
 /// cast's or pipe's) may take to find a server and link to its node,
 /// when the caller gives no timeout of its own.
 pub const FIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a link dialled on demand may go unused before its node closes
+/// it, unless the directory says otherwise ([`Directory::link_idle`]).
+pub const LINK_IDLE: Duration = Duration::from_secs(60);
 
 /// A directory of the servers of a cloud, by name.
 #[async_trait]
@@ -49,6 +54,20 @@ pub trait Directory: Send + Sync + fmt::Debug + 'static {
     /// [`Publication`] is dropped (or the node's process ends: a
     /// directory must withdraw what a dead node published).
     async fn publish(&self, name: &str) -> Result<Publication, Error>;
+
+    /// Follow who publishes `name` (`*`: every name) from now on, except
+    /// this node: the returned watch first reports every publication as
+    /// it stands, then each one that comes or goes (see
+    /// [`Node::watch_directory`](crate::Node::watch_directory)).
+    async fn watch(&self, name: &str) -> Result<DirectoryWatch, Error>;
+
+    /// How long a link dialled on demand through this directory may carry
+    /// nothing (no cast, call, reply or pipe packet either way, nothing
+    /// waiting on it) before the node closes it; `None`: never.
+    /// [`LINK_IDLE`] unless the directory says otherwise.
+    fn link_idle(&self) -> Option<Duration> {
+        Some(LINK_IDLE)
+    }
 }
 
 /// A name published in a [`Directory`]: dropping it withdraws the name.
@@ -69,6 +88,61 @@ impl Publication {
 impl fmt::Debug for Publication {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publication").finish_non_exhaustive()
+    }
+}
+
+/// A change in a [`Directory`], as a [`DirectoryWatch`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectoryEvent {
+    /// `node` publishes server `name` (it did already when the watch
+    /// began, or it does from now on).
+    Published {
+        /// The server's name.
+        name: String,
+        /// The node that publishes it, as the directory names it (for
+        /// zenoh, its name in the cloud).
+        node: String,
+    },
+    /// `node` no longer publishes `name`: the server left its registry,
+    /// or the node is gone.
+    Withdrawn {
+        /// The server's name.
+        name: String,
+        /// The node that published it.
+        node: String,
+    },
+}
+
+/// The changes of a [`Directory`] for one name or pattern
+/// ([`Directory::watch`]); dropping it stops the watch.
+pub struct DirectoryWatch {
+    events: mpsc::UnboundedReceiver<DirectoryEvent>,
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl DirectoryWatch {
+    /// A watch that reports what `events` receives, for as long as
+    /// `guard` (whatever feeds it, such as a subscription) is kept.
+    pub fn new(
+        events: mpsc::UnboundedReceiver<DirectoryEvent>,
+        guard: impl Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            events,
+            _guard: Box::new(guard),
+        }
+    }
+
+    /// The next change; `None` once the directory stops reporting (its
+    /// session closed).
+    pub async fn next(&mut self) -> Option<DirectoryEvent> {
+        self.events.recv().await
+    }
+}
+
+impl fmt::Debug for DirectoryWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectoryWatch").finish_non_exhaustive()
     }
 }
 

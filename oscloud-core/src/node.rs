@@ -58,6 +58,7 @@ mod directory;
 mod driver;
 mod held_casts;
 mod id;
+mod idle_close;
 mod link_closes;
 mod link_io;
 mod link_limits;
@@ -90,13 +91,14 @@ use tracing::{Instrument, debug, info_span, warn};
 pub use id::NodeId;
 pub use link_closes::{CLOSE_CODES, LinkCloses, MAX_CLOSE_PEERS};
 pub use router::Route;
-pub use settings::{SETTINGS, Setting, SettingKind};
+pub use settings::{SETTINGS, Setting, SettingKind, parse_duration};
 
 use crate::access::AccessPolicy;
 use crate::address::Address;
 use crate::transport::{Link, LinkKind, Transports};
 use crate::wire::{self, FramingKind, LocalInfo, SecureConfig, Session};
 use crate::{Error, Kernel};
+use directory::OnDemandLink;
 use driver::Driver;
 use link_io::LinkPorts;
 use resume::{Handover, Resumption};
@@ -337,6 +339,8 @@ struct Inner {
     security: Option<SecureConfig>,
     /// What each peer may do with the local servers.
     policy: AccessPolicy,
+    /// The directory the node finds servers in, if it uses one.
+    directory: Mutex<Option<Arc<dyn crate::directory::Directory>>>,
     links: Mutex<HashMap<u64, LinkRecord>>,
     /// Sessions that may resume on a new link.
     sessions: resume::Table,
@@ -439,6 +443,7 @@ impl Node {
                 config,
                 security,
                 policy: AccessPolicy::allow_all(),
+                directory: Mutex::new(None),
                 links: Mutex::new(HashMap::new()),
                 sessions: Default::default(),
                 next_link: AtomicU64::new(1),
@@ -549,13 +554,17 @@ impl Node {
     /// returned); nothing keeps dialling then. Settings that
     /// [`NodeConfig::validate`] refuses are refused before any dial.
     pub async fn connect_redundant(&self, addrs: &[Address]) -> Result<NodeId, Error> {
-        self.dial(addrs, false).await
+        self.dial(addrs, None).await
     }
 
     /// Dial `addrs` as [`connect_redundant`](Self::connect_redundant)
     /// does; `on_demand` makes a directory link, not dialled again once
     /// it ends (see [`Node::use_directory`]).
-    async fn dial(&self, addrs: &[Address], on_demand: bool) -> Result<NodeId, Error> {
+    async fn dial(
+        &self,
+        addrs: &[Address],
+        on_demand: Option<OnDemandLink>,
+    ) -> Result<NodeId, Error> {
         self.inner.config.validate()?;
         let mut last = Error::LinkFailed {
             address: String::new(),
@@ -625,7 +634,7 @@ impl Node {
         mut at: usize,
         first: Link,
         connected: oneshot::Sender<Result<NodeId, Error>>,
-        on_demand: bool,
+        on_demand: Option<OnDemandLink>,
     ) {
         let config = &self.inner.config;
         let mut shutdown = self.inner.shutdown.subscribe();
@@ -726,7 +735,7 @@ impl Node {
             }
             // A directory link is not dialled again: the next lookup asks
             // the directory again.
-            if ended.reason == CLOSED_HERE || on_demand {
+            if ended.reason == CLOSED_HERE || on_demand.is_some() {
                 self.lock_links().remove(&id);
                 return;
             }
@@ -831,15 +840,16 @@ impl Node {
         &self,
         id: u64,
         link: Link,
-        dial: Option<(Address, oneshot::Sender<NodeId>, bool)>,
+        dial: Option<(Address, oneshot::Sender<NodeId>, Option<OnDemandLink>)>,
         reconnects: u64,
         resumption: Resumption,
         limits: driver::Limits,
     ) -> driver::Ended {
         // A dialled link: its address, who waits for its handshake, and
         // whether it is a directory link.
-        let (dialed, connected, directory) =
-            dial.map_or((None, None, false), |(a, c, d)| (Some(a), Some(c), d));
+        let (dialed, connected, on_demand) =
+            dial.map_or((None, None, None), |(a, c, d)| (Some(a), Some(c), d));
+        let directory = on_demand.is_some();
         let kernel = self.inner.kernel.clone();
         let framing = framing_of(link.info.kind);
         let shared = Arc::new(LinkShared::new(
@@ -897,6 +907,7 @@ impl Node {
                 link: id,
                 cost,
                 directory,
+                idle: on_demand.and_then(|d| d.idle),
             },
             (shutdown, closed),
         );

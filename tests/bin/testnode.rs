@@ -36,6 +36,8 @@
 //! |---|---|
 //! | `wait NAME` | `found NAME <node>` once NAME is in the registry |
 //! | `watch NAME` | `watching NAME`, then (later, by itself) `gone NAME <reason>` when it leaves |
+//! | `dwatch NAME` | `dwatching NAME`, then (later, by itself) `published NAME NODE` / `withdrawn NAME NODE` for every node that publishes NAME in the directory (`*`: every name), this node left out |
+//! | `policy TEXT` | `policy set`: the access policy becomes TEXT, its lines separated by `;` |
 //! | `call SERVER TEXT` | `reply <text>` or `error <message>` |
 //! | `tracedcall SERVER TEXT` | the same, made in a new `testnode.call` span (a new trace with `--otlp`) |
 //! | `pipe SERVER PORT N` | `piped N <checksum>` once N bytes were written |
@@ -61,6 +63,7 @@ use oscloud_actors::{
     async_trait,
 };
 use oscloud_core::address::Address;
+use oscloud_core::directory::DirectoryEvent;
 use oscloud_core::transport::Transports;
 use oscloud_core::{Kernel, Node, NodeConfig, PipeEnd, PortDirection, RegistryEvent};
 use oscloud_tests::{Fnv, pool_work, pseudo_random_frames};
@@ -402,6 +405,25 @@ fn watch_gone(kernel: &Kernel, name: &str) -> String {
     reply
 }
 
+/// Answer `dwatching`, then report by itself every node that publishes or
+/// withdraws `name` in the directory (`published NAME NODE`, `withdrawn
+/// NAME NODE`), for as long as the node runs.
+async fn watch_directory(node: &Node, name: &str) -> String {
+    let mut watch = match node.watch_directory(name).await {
+        Ok(w) => w,
+        Err(e) => return format!("error {e}"),
+    };
+    tokio::spawn(async move {
+        while let Some(ev) = watch.next().await {
+            match ev {
+                DirectoryEvent::Published { name, node } => println!("published {name} {node}"),
+                DirectoryEvent::Withdrawn { name, node } => println!("withdrawn {name} {node}"),
+            }
+        }
+    });
+    format!("dwatching {name}")
+}
+
 /// `n` bytes into `server`'s `port`: for `pipe`, the checksummed
 /// pseudo-random frames (`piped n <checksum>`); for `fill`, 64 KiB frames of
 /// one value, no per-byte work in the writer (`filled n <µs>`, timed).
@@ -516,6 +538,15 @@ async fn command(node: &Node, line: &str) -> Option<String> {
     Some(match verb {
         "wait" => wait_for(kernel, a).await,
         "watch" => watch_gone(kernel, a),
+        "dwatch" => watch_directory(node, a).await,
+        // The access policy's text, lines separated by `;`.
+        "policy" => {
+            let text = line.trim_start_matches("policy").replace(';', "\n");
+            match node.access_policy().set_text(&text) {
+                Ok(()) => "policy set".to_owned(),
+                Err(e) => format!("error {e}"),
+            }
+        }
         "call" | "tracedcall" => {
             use tracing::Instrument;
             let r = ServerRef::new(kernel, a).typed::<String, String>();

@@ -24,7 +24,15 @@ const CLOUD: &str = "dir";
 
 /// Node `f<i>` listening through `router` with the directory, dialling no one.
 async fn dir_node(router: &Router, i: usize) -> TestNode {
-    let at = format!("{}?directory=1", router.addr(CLOUD, &format!("f{i}")));
+    dir_node_with(router, i, "").await
+}
+
+/// [`dir_node`] with more address parameters (`&directory_idle=1s`).
+async fn dir_node_with(router: &Router, i: usize, params: &str) -> TestNode {
+    let at = format!(
+        "{}?directory=1{params}",
+        router.addr(CLOUD, &format!("f{i}"))
+    );
     let mut args: Vec<&str> = LIVENESS.to_vec();
     args.extend_from_slice(&["--listen", &at]);
     TestNode::start(Path::new(BIN), &format!("f{i}"), &args).await
@@ -203,6 +211,134 @@ async fn stopped_servers_and_killed_nodes_leave_the_directory() {
     let _c = dir_node(&router, 2).await;
     until_published(&router, "upper-f2", &["f2"]).await;
     call(&mut a, 2).await;
+}
+
+/// The links `node` has now.
+async fn links(node: &mut TestNode) -> usize {
+    let answer = node.ask("entries").await;
+    answer
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}: {answer}", node.name))
+}
+
+/// Poll until `node` has `n` links (with a deadline).
+async fn until_links(node: &mut TestNode, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = links(node).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has {now} links, not {n}",
+            node.name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A link dialled on demand is closed once nothing used it for
+/// `directory_idle`, on both sides, with the servers it brought; the next
+/// call dials again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_directory_links_close_and_the_next_call_dials_again() {
+    let router = Router::start().await;
+    let mut a = dir_node_with(&router, 0, "&directory_idle=300ms").await;
+    let mut b = dir_node(&router, 1).await;
+    let own = entries(&mut b).await;
+    until_published(&router, "upper-f1", &["f1"]).await;
+
+    call(&mut a, 1).await;
+    assert_eq!(entries(&mut a).await, 2 * own);
+    until_links(&mut a, 0).await;
+    until_links(&mut b, 0).await;
+    assert_eq!(
+        entries(&mut a).await,
+        own,
+        "f1's servers left with the link"
+    );
+    assert_eq!(
+        entries(&mut b).await,
+        own,
+        "f0's servers left with the link"
+    );
+
+    // Called again: linked again, and closed again once idle.
+    call(&mut a, 1).await;
+    call(&mut b, 0).await;
+    until_links(&mut a, 0).await;
+    until_links(&mut b, 0).await;
+
+    // b dialled with the default idle time (60 s): its link to a stays.
+    call(&mut b, 0).await;
+    assert_eq!(links(&mut b).await, 1);
+    assert_eq!(links(&mut a).await, 1);
+}
+
+/// A directory watch reports the servers other nodes publish and
+/// withdraw, nodes this one never linked to included, without linking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_watch_sees_servers_come_and_go_elsewhere() {
+    let router = Router::start().await;
+    let mut a = dir_node(&router, 0).await;
+    let mut b = dir_node(&router, 1).await;
+    let own = entries(&mut a).await;
+
+    assert_eq!(a.ask("dwatch late-f1").await, "dwatching late-f1");
+    assert_eq!(b.ask("register late-f1").await, "registered late-f1");
+    assert_eq!(a.expect("published late-f1").await, "published late-f1 f1");
+    assert_eq!(b.ask("unregister late-f1").await, "unregistered late-f1");
+    assert_eq!(a.expect("withdrawn late-f1").await, "withdrawn late-f1 f1");
+    assert_eq!(entries(&mut a).await, own, "watching links to no one");
+    assert_eq!(links(&mut a).await, 0);
+
+    // Every name: what is published already, then a node that comes and
+    // one killed with SIGKILL.
+    // What is published already may come before the answer.
+    a.send("dwatch *").await;
+    assert_eq!(
+        a.expect("published upper-f1").await,
+        "published upper-f1 f1"
+    );
+    let mut c = dir_node(&router, 2).await;
+    assert_eq!(
+        a.expect("published upper-f2").await,
+        "published upper-f2 f2"
+    );
+    c.kill9().await;
+    assert_eq!(
+        a.expect("withdrawn upper-f2").await,
+        "withdrawn upper-f2 f2"
+    );
+}
+
+/// A server the access policy hides from every peer is not published
+/// (nor found); published once the policy lets a peer see it, withdrawn
+/// when it hides it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_the_policy_hides_are_not_published() {
+    let router = Router::start().await;
+    let mut a = dir_node(&router, 0).await;
+    let mut b = dir_node(&router, 1).await;
+    assert_eq!(b.ask("policy hidden-f1 all none").await, "policy set");
+    assert_eq!(b.ask("register hidden-f1").await, "registered hidden-f1");
+    assert_eq!(b.ask("register shown-f1").await, "registered shown-f1");
+    // Published in order: shown-f1 came after hidden-f1 would have.
+    until_published(&router, "shown-f1", &["f1"]).await;
+    assert_eq!(published(&router, "hidden-f1").await, Vec::<String>::new());
+    let answer = a.ask("call hidden-f1 x").await;
+    assert!(answer.contains("no server named"), "{answer}");
+
+    assert_eq!(b.ask("policy").await, "policy set");
+    until_published(&router, "hidden-f1", &["f1"]).await;
+    assert_eq!(a.ask("call hidden-f1 x").await, "reply x");
+
+    assert_eq!(b.ask("policy hidden-f1 all none").await, "policy set");
+    until_published(&router, "hidden-f1", &[]).await;
+    assert_eq!(published(&router, "shown-f1").await, ["f1"]);
 }
 
 /// Registry entries, links and RSS per node, and how long a new server

@@ -5,14 +5,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{Inner, Node, stopped};
+use crate::access::AccessPolicy;
 use crate::address::Address;
-use crate::directory::{Directory, Publication, Resolver};
+use crate::directory::{Directory, DirectoryWatch, Publication, Resolver};
 use crate::{Error, RegistryEvent};
 
 impl Node {
@@ -24,7 +26,14 @@ impl Node {
     /// - **Published**: every server of this node, and every server of
     ///   another node it reaches over a link that is not a directory link
     ///   (a bridge node thus publishes the servers of the boards behind
-    ///   it), under its name, for as long as it is in the registry.
+    ///   it), under its name, for as long as it is in the registry and
+    ///   the node's [access policy](crate::access) lets some peer look it
+    ///   up ([`AccessPolicy::visible_to_some`]: a server no peer may see
+    ///   is not published, and is withdrawn when the policy changes so).
+    ///   A server only some peers may see is published: the directory
+    ///   tells anyone that the node has it, and the link then announces
+    ///   it only to the peers the policy lets see it (a lookup by another
+    ///   peer links, finds nothing and fails as for a name no one has).
     /// - **Found**: [`Registry::find`](crate::Registry::find) (which
     ///   calls, casts and pipes by name go through) asks the directory
     ///   for a name not in the registry, dials the nodes that publish it
@@ -32,6 +41,14 @@ impl Node {
     ///   that link. A link so made is reused by later lookups; it is not
     ///   dialled again when it ends (the next lookup asks the directory
     ///   again, so a node that died is not dialled forever).
+    /// - **Idle links close**: a link dialled on demand that carried no
+    ///   cast, call, reply or pipe packet either way for
+    ///   [`Directory::link_idle`] (the zenoh transport's
+    ///   `directory_idle`, 60 s by default), with no call waiting for a
+    ///   reply and no pipe open, is closed by this node with a Normal
+    ///   Close; the peer's servers leave the registry with it, and the
+    ///   next lookup dials again. A node that talked once to every other
+    ///   thus holds links only to those it talks to now.
     /// - **Directory links** carry less than mesh links: each side
     ///   announces what it publishes (its servers and what it routes for
     ///   over mesh links), and a node announces what it learned over a
@@ -43,8 +60,16 @@ impl Node {
     /// the routes over them are unchanged. Using a second directory
     /// replaces the first for lookups; both publish.
     pub fn use_directory(&self, directory: Arc<dyn Directory>) {
+        *self
+            .inner
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(directory.clone());
         let resolver = OnDemand {
             node: Arc::downgrade(&self.inner),
+            link: OnDemandLink {
+                idle: directory.link_idle(),
+            },
             directory: directory.clone(),
             dials: AsyncMutex::default(),
         };
@@ -56,22 +81,60 @@ impl Node {
         tokio::spawn(self.clone().publish(directory).instrument(span));
     }
 
-    /// Keep in `directory` one publication per name this node publishes,
-    /// until the node shuts down.
+    /// Follow, in this node's directory, the nodes that publish server
+    /// `name` (`*`: every server), this node left out: servers of nodes
+    /// this node is not linked to (so not in its registry, whose
+    /// [`watch`](crate::Registry::watch) reports what it holds) included.
+    /// The watch first reports every publication as it stands, then each
+    /// that comes or goes, for as long as it is kept. It costs nothing
+    /// until asked (for zenoh: one liveliness subscription on
+    /// `oscloud/<cloud>/srv/<name>/*`). Fails with
+    /// [`Error::BadSetting`] when the node uses no directory.
+    pub async fn watch_directory(&self, name: &str) -> Result<DirectoryWatch, Error> {
+        let directory = self
+            .inner
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match directory {
+            Some(directory) => directory.watch(name).await,
+            None => Err(Error::BadSetting {
+                key: "directory".into(),
+                reason: "this node uses no directory (listen with one, such as \
+                         zenoh's ?directory=1, or call Node::use_directory)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Keep in `directory` one publication per name this node publishes
+    /// and some peer may see, until the node shuts down.
     async fn publish(self, directory: Arc<dyn Directory>) {
         let mut shutdown = self.inner.shutdown.subscribe();
         let registry = self.inner.kernel.registry().clone();
+        let policy = self.inner.policy.clone();
+        let mut policy_changed = policy.subscribe();
+        policy_changed.mark_unchanged();
         let me = registry.node();
         let mut watch = registry.watch();
-        // The entries published, by id, and each name's count of them.
-        let mut entries: HashMap<u64, String> = HashMap::new();
-        let mut names: HashMap<String, (usize, Option<Publication>)> = HashMap::new();
+        let mut published = Published::default();
         loop {
             let event = tokio::select! {
                 event = watch.next() => match event {
                     Some(event) => event,
                     None => return,
                 },
+                changed = policy_changed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let names: Vec<String> = published.counts.keys().cloned().collect();
+                    for name in names {
+                        published.sync(&name, &policy, directory.as_ref()).await;
+                    }
+                    continue;
+                }
                 () = stopped(&mut shutdown) => return,
             };
             match event {
@@ -79,38 +142,71 @@ impl Node {
                     if e.node() != me && !self.inner.router.via_mesh(e.id().0) {
                         continue;
                     }
-                    entries.insert(e.id().0, e.name().to_owned());
-                    let slot = names.entry(e.name().to_owned()).or_insert((0, None));
-                    slot.0 += 1;
-                    if slot.1.is_none() {
-                        match directory.publish(e.name()).await {
-                            Ok(p) => slot.1 = Some(p),
-                            Err(err) => {
-                                warn!(server = %e.name(), "not published in the directory: {err}")
-                            }
-                        }
-                    }
+                    published.entries.insert(e.id().0, e.name().to_owned());
+                    *published.counts.entry(e.name().to_owned()).or_default() += 1;
+                    published.sync(e.name(), &policy, directory.as_ref()).await;
                 }
                 RegistryEvent::Removed { entry, .. } => {
-                    let Some(name) = entries.remove(&entry.id().0) else {
+                    let Some(name) = published.entries.remove(&entry.id().0) else {
                         continue;
                     };
-                    if let Some(slot) = names.get_mut(&name) {
-                        slot.0 -= 1;
-                        if slot.0 == 0 {
-                            names.remove(&name);
+                    if let Some(count) = published.counts.get_mut(&name) {
+                        *count -= 1;
+                        if *count == 0 {
+                            published.counts.remove(&name);
                         }
                     }
+                    published.sync(&name, &policy, directory.as_ref()).await;
                 }
             }
         }
     }
 }
 
+/// What a node publishes in its directory.
+#[derive(Default)]
+struct Published {
+    /// The entries it would publish, by id, with their names.
+    entries: HashMap<u64, String>,
+    /// Each name's count of them.
+    counts: HashMap<String, usize>,
+    /// The names published, while they are.
+    publications: HashMap<String, Publication>,
+}
+
+impl Published {
+    /// Publish `name` if an entry has it and some peer may see it (the
+    /// access policy), withdraw it otherwise.
+    async fn sync(&mut self, name: &str, policy: &AccessPolicy, directory: &dyn Directory) {
+        let wanted = self.counts.contains_key(name) && policy.visible_to_some(name);
+        match (wanted, self.publications.contains_key(name)) {
+            (true, false) => match directory.publish(name).await {
+                Ok(p) => {
+                    self.publications.insert(name.to_owned(), p);
+                }
+                Err(err) => warn!(server = %name, "not published in the directory: {err}"),
+            },
+            (false, true) => {
+                self.publications.remove(name);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What makes a dialled link a directory link.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OnDemandLink {
+    /// How long it may go unused before this node closes it (None: never).
+    pub(super) idle: Option<Duration>,
+}
+
 /// The registry's resolver for a node that uses a directory: find the
 /// name, dial a node that publishes it.
 struct OnDemand {
     node: Weak<Inner>,
+    /// The kind of link it dials.
+    link: OnDemandLink,
     directory: Arc<dyn Directory>,
     /// One lock per address dialled, so that concurrent lookups make one
     /// link.
@@ -137,14 +233,17 @@ impl OnDemand {
             .or_default()
             .clone();
         let _dialling = lock.lock().await;
+        // A link closing (idle, say) is dialled again: what it brought
+        // leaves the registry.
         if node
             .lock_links()
             .values()
-            .any(|r| r.dialed.as_ref() == Some(addr))
+            .any(|r| r.dialed.as_ref() == Some(addr) && r.shared.state().closed.is_none())
         {
             return Ok(());
         }
-        node.dial(std::slice::from_ref(addr), true).await?;
+        node.dial(std::slice::from_ref(addr), Some(self.link))
+            .await?;
         debug!(%addr, "linked on demand");
         Ok(())
     }

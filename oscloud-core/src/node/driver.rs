@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
 use super::held_casts::HeldCasts;
+use super::idle_close::IdleClose;
 use super::link_io::{Incoming, Input, LinkPorts, WriteFailed};
 use super::link_wire::{LinkWire, Wire};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
@@ -119,6 +120,12 @@ pub(crate) struct Driver {
     /// Pipes a read-only peer opened, with their server: a frame the peer
     /// writes on one closes it.
     read_pipes: IdMap<PipeId, String>,
+    /// A directory link this node dialled: closed once nothing uses it
+    /// (see `idle_close`).
+    idle: Option<IdleClose>,
+    /// Messages the driver saw go either way (the probe's left out),
+    /// counted for `idle`; senders count theirs in the wire.
+    used: u64,
 }
 
 /// What one link's peer may make this node hold (from [`NodeConfig`]).
@@ -146,6 +153,9 @@ pub(crate) struct Routing {
     /// This node dialled the link on demand, through a directory (the
     /// peer may say so too, with `FEATURE_DIRECTORY`).
     pub(crate) directory: bool,
+    /// For a directory link this node dialled: how long it may go unused
+    /// before this node closes it (None: never).
+    pub(crate) idle: Option<Duration>,
 }
 
 /// What the session's events ask of the run loop.
@@ -235,7 +245,6 @@ impl Driver {
             queue,
             commands,
             peer: None,
-            routing,
             exported: HashMap::new(),
             watch: None,
             watch_added: false,
@@ -255,6 +264,11 @@ impl Driver {
             resume,
             probe: RttProbe::default(),
             read_pipes: IdMap::default(),
+            idle: routing
+                .idle
+                .map(|after| IdleClose::new(after, Instant::now())),
+            used: 0,
+            routing,
         }
     }
 
@@ -404,7 +418,8 @@ impl Driver {
             };
             let stall = self.stalled_since.map(|since| since + idle);
             let paused = self.paused_since.map(|since| since + idle);
-            let next = [timeout, stall, paused].into_iter().flatten().min();
+            let unused = self.note_idle();
+            let next = [timeout, stall, paused, unused].into_iter().flatten().min();
             match next {
                 Some(deadline) if armed.is_none_or(|at| deadline < at) => {
                     timer
@@ -547,6 +562,9 @@ impl Driver {
                 Woke::Timer => {
                     armed = None;
                     let now = Instant::now();
+                    if self.idle_due(now) {
+                        continue;
+                    }
                     let budget = self.limits.budget;
                     let (stalled, paused) = (self.stalled_since, self.paused_since);
                     let w = &mut *self.w();
@@ -792,6 +810,49 @@ impl Driver {
         }
     }
 
+    /// Whether something waits on the link: a call of this node not
+    /// answered yet (its caller still waiting), a call of the peer being
+    /// served, an open pipe, a message the session has not taken yet.
+    fn busy(&self) -> bool {
+        !self.serving.is_empty()
+            || !self.pipes.is_empty()
+            || !self.blocked.is_empty()
+            || self.w().calls.values().any(|(_, reply)| !reply.is_closed())
+    }
+
+    /// Look at a directory link's use (see `idle_close`); when it is to
+    /// be closed if nothing uses it meanwhile.
+    fn note_idle(&mut self) -> Option<Instant> {
+        self.idle?;
+        let used = self.used + self.w().used;
+        let busy = self.busy();
+        let idle = self.idle.as_mut()?;
+        idle.note(used, busy, Instant::now());
+        Some(idle.deadline())
+    }
+
+    /// Close a directory link that nothing used for its idle time, with a
+    /// Normal Close (the next lookup dials again). True if it closed.
+    fn idle_due(&mut self, now: Instant) -> bool {
+        if self.idle.is_none() || self.peer.is_none() || self.resume.detached {
+            return false;
+        }
+        let used = self.used + self.w().used;
+        let busy = self.busy();
+        let Some(idle) = self.idle.as_mut() else {
+            return false;
+        };
+        if !idle.due(used, busy, now) {
+            return false;
+        }
+        let after = idle.after();
+        debug!(link = %self.link, "closing a directory link unused for {after:?}");
+        self.w()
+            .session
+            .close(&format!("a directory link unused for {after:?}"));
+        true
+    }
+
     /// Publish the session's counters, if bytes moved.
     fn publish_stats(&mut self) {
         self.wire.publish(&mut self.w());
@@ -876,6 +937,9 @@ impl Driver {
     }
 
     fn on_event(&mut self, ev: Event) {
+        if self.idle.is_some() && self.uses(&ev) {
+            self.used += 1;
+        }
         match ev {
             Event::Connected(peer) => {
                 match &peer.key {
@@ -1023,6 +1087,21 @@ impl Driver {
             | Event::ResumeRequested { .. }
             | Event::Detached { .. }
             | Event::Resumed => {}
+        }
+    }
+
+    /// Whether `ev` is a use of the link for its idle time: a message, not
+    /// the round-trip probe, nor its answer, nor a registry update.
+    fn uses(&self, ev: &Event) -> bool {
+        match ev {
+            Event::Call { to, .. } => to != PROBE_NAME,
+            Event::Reply { id, .. } => !self.probe.is_out(*id),
+            Event::Cast { .. }
+            | Event::PipeOpened { .. }
+            | Event::PipeData { .. }
+            | Event::PipeEnded { .. }
+            | Event::PipeClosed { .. } => true,
+            _ => false,
         }
     }
 
@@ -1237,6 +1316,7 @@ impl Driver {
     /// link's send queue (the session's own queue bounds it from here).
     /// Returns what it counted there, for [`SendQueue::release`].
     fn take_command(&mut self, cmd: Command) -> usize {
+        self.used += 1;
         let taken = match &cmd {
             Command::Cast { msg, .. } | Command::Call { msg, .. } => self.queue.taken(msg.len()),
             _ => 0,
@@ -1362,6 +1442,7 @@ impl Driver {
 
     /// A frame (or the end) from a local pipe reader, for the peer.
     fn on_local_frame(&mut self, pipe: PipeId, frame: Option<Bytes>) {
+        self.used += 1;
         let Some(frame) = frame else {
             // Every local writer is gone and every frame was sent: tell
             // the peer (half-close), keep reading what it still sends.

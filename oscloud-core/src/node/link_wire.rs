@@ -81,6 +81,9 @@ pub(crate) struct Wire {
     pub(crate) armed: Option<Instant>,
     /// The driver's write waker and kick waker, once it runs.
     pub(crate) wakers: Option<(Waker, Waker)>,
+    /// Casts and calls senders put in directly (the driver counts the
+    /// rest), for the idle time of a directory link.
+    pub(crate) used: u64,
 }
 
 /// What a sender's direct attempt came to.
@@ -106,6 +109,7 @@ impl LinkWire {
                 published: Publisher::default(),
                 armed: None,
                 wakers: None,
+                used: 0,
             }),
             kicked: AtomicBool::new(false),
             shared,
@@ -161,6 +165,7 @@ impl LinkWire {
             Err(Error::WireWouldBlock { .. }) => return Direct::Queue,
             Err(err) => return Direct::Failed(err),
         }
+        w.used += 1;
         self.kick(w);
         Direct::Sent(())
     }
@@ -182,6 +187,7 @@ impl LinkWire {
         w.sweep_abandoned_calls();
         match w.session.call_traced(to, msg.clone(), trace) {
             Ok(id) => {
+                w.used += 1;
                 w.calls.insert(id, (to.clone(), reply));
             }
             Err(Error::WireWouldBlock { .. }) => return Err(reply),

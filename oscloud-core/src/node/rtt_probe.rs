@@ -70,6 +70,11 @@ impl RttProbe {
         self.last = Some(now);
     }
 
+    /// Whether `id` is the probe out now.
+    pub(crate) fn is_out(&self, id: CallId) -> bool {
+        self.pending.is_some_and(|(probe, _)| probe == id)
+    }
+
     /// The reply to call `id` arrived at `now`: the round trips if it
     /// answers the probe, `None` for any other call.
     pub(crate) fn answered(&mut self, id: CallId, now: Instant) -> Option<ProbeAnswer> {

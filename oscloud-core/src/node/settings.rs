@@ -235,8 +235,10 @@ impl NodeConfig {
     }
 }
 
-/// `250ms`, `1.5s`, `2m`, or a bare number of seconds.
-fn parse_duration(value: &str) -> Result<Duration, String> {
+/// A duration written as the settings' are: `250ms`, `1.5s`, `2m`, or a
+/// bare number of seconds (for address parameters that take one). The
+/// error says what was wrong, in words.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let (number, scale) = if let Some(n) = value.strip_suffix("ms") {
         (n, 0.001)
     } else if let Some(n) = value.strip_suffix('s') {

@@ -3,12 +3,17 @@
 //! liveliness query on `oscloud/<cloud>/srv/<name>/*` (layout in the crate
 //! root).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use oscloud_core::Error;
 use oscloud_core::address::Address;
-use oscloud_core::directory::{Directory, Publication};
+use oscloud_core::directory::{Directory, DirectoryEvent, DirectoryWatch, LINK_IDLE, Publication};
+use oscloud_core::node::parse_duration;
+use tokio::sync::mpsc;
 use tracing::debug;
 use zenoh::Session;
+use zenoh::sample::SampleKind;
 
 use crate::link::failed;
 use crate::{HANDSHAKE_TIMEOUT, PARAM_CONFIG, SCHEME, Target, invalid};
@@ -16,6 +21,25 @@ use crate::{HANDSHAKE_TIMEOUT, PARAM_CONFIG, SCHEME, Target, invalid};
 /// Address parameter: `directory=1` on a listen address publishes the
 /// node's servers and finds others through zenoh.
 pub const PARAM_DIRECTORY: &str = "directory";
+
+/// Address parameter: `directory_idle=DURATION` (`30s`, `500ms`, `2m`)
+/// on a listen address with the directory: how long a link dialled on
+/// demand may go unused before the node closes it (`0`: never; 60 s by
+/// default).
+pub const PARAM_DIRECTORY_IDLE: &str = "directory_idle";
+
+/// The idle time `addr` asks for its directory links (see
+/// [`PARAM_DIRECTORY_IDLE`]): `None` for never.
+pub(crate) fn idle(addr: &Address) -> Result<Option<Duration>, Error> {
+    match addr.param(PARAM_DIRECTORY_IDLE) {
+        None => Ok(Some(LINK_IDLE)),
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d.is_zero() => Ok(None),
+            Ok(d) => Ok(Some(d)),
+            Err(why) => Err(invalid(addr, format!("{PARAM_DIRECTORY_IDLE}: {why}"))),
+        },
+    }
+}
 
 /// Whether `addr` asks for the directory (`directory=1` or `true`; `0`,
 /// `false` or absent: no).
@@ -43,6 +67,33 @@ pub(crate) fn encode_name(name: &str) -> String {
         }
     }
     out
+}
+
+/// The server name a key chunk spells ([`encode_name`] undone); `None`
+/// if it is not one.
+fn decode_name(chunk: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(chunk.len());
+    let mut bytes = chunk.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The server and node of a server token's key in `cloud`.
+fn server_of(key: &str, cloud: &str) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&format!("oscloud/{cloud}/srv/"))?;
+    let (chunk, node) = rest.split_once('/')?;
+    if !crate::keys::valid_name(node) {
+        return None;
+    }
+    Some((decode_name(chunk)?, node.to_owned()))
 }
 
 /// The token of server `name` published by `node` in `cloud`.
@@ -118,6 +169,40 @@ impl Directory for ZenohDirectory {
             .map_err(|e| failed(t, "zenoh liveliness token", e))?;
         Ok(Publication::new(token))
     }
+
+    async fn watch(&self, name: &str) -> Result<DirectoryWatch, Error> {
+        let t = &self.target;
+        let chunk = match name {
+            "*" => "*".to_owned(),
+            name => encode_name(name),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (cloud, me) = (t.cloud.clone(), t.node.clone());
+        let subscriber = self
+            .session
+            .liveliness()
+            .declare_subscriber(format!("oscloud/{}/srv/{chunk}/*", t.cloud))
+            .history(true)
+            .callback(move |sample| {
+                let Some((name, node)) = server_of(sample.key_expr().as_str(), &cloud) else {
+                    return;
+                };
+                if node == me {
+                    return;
+                }
+                let _ = tx.send(match sample.kind() {
+                    SampleKind::Put => DirectoryEvent::Published { name, node },
+                    SampleKind::Delete => DirectoryEvent::Withdrawn { name, node },
+                });
+            })
+            .await
+            .map_err(|e| failed(t, "zenoh liveliness subscriber", e))?;
+        Ok(DirectoryWatch::new(rx, subscriber))
+    }
+
+    fn link_idle(&self) -> Option<Duration> {
+        self.target.directory_idle
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +223,18 @@ mod tests {
         assert_eq!(node_of(&key, "lab", "x y"), Some("n1"));
         assert_eq!(node_of(&key, "lab", "x"), None);
         assert_eq!(node_of("oscloud/lab/srv/x/a/b", "lab", "x"), None);
+        for name in ["upper-f1", "pool/w1", "a*b$c%", "é", "x y"] {
+            assert_eq!(decode_name(&encode_name(name)).as_deref(), Some(name));
+            assert_eq!(
+                server_of(&server_key("lab", name, "n1"), "lab"),
+                Some((name.to_owned(), "n1".to_owned()))
+            );
+        }
+        assert_eq!(decode_name("%4"), None);
+        assert_eq!(decode_name("%ZZ"), None);
+        assert_eq!(decode_name("%FF"), None, "not UTF-8");
+        assert_eq!(server_of("oscloud/lab/srv/x/a/b", "lab"), None);
+        assert_eq!(server_of("oscloud/other/srv/x/n1", "lab"), None);
     }
 
     #[test]
@@ -148,5 +245,12 @@ mod tests {
         assert!(!wanted(&a("zenoh://r/lab/a?directory=0")).unwrap());
         assert!(!wanted(&a("zenoh://r/lab/a")).unwrap());
         assert!(wanted(&a("zenoh://r/lab/a?directory=yes")).is_err());
+        assert_eq!(idle(&a("zenoh://r/lab/a")).unwrap(), Some(LINK_IDLE));
+        assert_eq!(
+            idle(&a("zenoh://r/lab/a?directory_idle=250ms")).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(idle(&a("zenoh://r/lab/a?directory_idle=0")).unwrap(), None);
+        assert!(idle(&a("zenoh://r/lab/a?directory_idle=soon")).is_err());
     }
 }

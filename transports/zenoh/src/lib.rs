@@ -46,7 +46,18 @@
 //!   `oscloud/<cloud>/srv/<name>/*` (a liveliness query), dials the node
 //!   found (`zenoh://router/<cloud>/<node>`, through the same router) as a
 //!   *directory link*, and goes on once the name arrives over it. The
-//!   link is reused by later lookups and not dialled again once it ends.
+//!   link is reused by later lookups and not dialled again once it ends;
+//! - a directory link that carried no cast, call, reply or pipe packet
+//!   either way for `directory_idle` (`?directory=1&directory_idle=30s`;
+//!   60 s by default, `0` for never), with no call waiting for its reply
+//!   and no pipe open, is closed by the node that dialled it (a Normal
+//!   Close); the next lookup dials again;
+//! - [`Node::watch_directory`](oscloud_core::Node::watch_directory)
+//!   follows who publishes a name (`*`: every name) with a liveliness
+//!   subscription on `oscloud/<cloud>/srv/<name>/*`, declared when asked:
+//!   servers of nodes this node is not linked to show there too;
+//! - a server the node's access policy lets no peer look up is not
+//!   published.
 //!
 //! Over a directory link each side announces only what it publishes, and
 //! forwards what it learns over it to no one (`docs/PROTOCOL.md` §13.1):
@@ -178,7 +189,7 @@ pub const DEFAULT_ROUTER_PORT: u16 = 7447;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Address parameter: a zenoh configuration file (JSON5).
 pub const PARAM_CONFIG: &str = "config";
-pub use directory::PARAM_DIRECTORY;
+pub use directory::{PARAM_DIRECTORY, PARAM_DIRECTORY_IDLE};
 
 /// Links through zenoh routers (`zenoh://router:7447/<cloud>/<node>`).
 #[derive(Debug, Default)]
@@ -209,12 +220,16 @@ pub(crate) struct Target {
     pub(crate) node: String,
     /// Whether the address asks for the directory (`directory=1`).
     pub(crate) directory: bool,
+    /// How long a directory link may go unused (`directory_idle`; None:
+    /// never).
+    pub(crate) directory_idle: Option<Duration>,
 }
 
 impl Target {
     pub(crate) fn parse(addr: &Address) -> Result<Self, Error> {
-        addr.check_params(&[PARAM_CONFIG, PARAM_DIRECTORY])?;
+        addr.check_params(&[PARAM_CONFIG, PARAM_DIRECTORY, PARAM_DIRECTORY_IDLE])?;
         let directory = directory::wanted(addr)?;
+        let directory_idle = directory::idle(addr)?;
         let config = addr.param(PARAM_CONFIG).map(str::to_owned);
         let router = if addr.host().is_empty() {
             if addr.port_or_text().is_some() {
@@ -265,6 +280,7 @@ impl Target {
             cloud: cloud.to_owned(),
             node: node.to_owned(),
             directory,
+            directory_idle,
         })
     }
 }
