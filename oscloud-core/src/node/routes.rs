@@ -18,8 +18,18 @@
 //! pipe window of the nodes on its way, the one of the link it came over
 //! included, so a pipe along it refuses at once a frame that a later hop
 //! could not pass on.
+//!
+//! A route holds nothing of its own but its numbers: the server's name
+//! and capabilities are shared with the other routes to the server (and
+//! with its registry entry and what each link announces of it), and its
+//! path is stored once, with this node appended, as the path every
+//! neighbour is told. What this node announces of a server is numbered
+//! ([`RouteTable::version`]): a link remembers the number of what it
+//! announced, not a copy of the route.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::NodeId;
 use crate::registry::Capabilities;
@@ -44,11 +54,13 @@ pub(crate) struct Candidate<E> {
     pub(crate) link: LinkId,
     /// The entry's id on the neighbour (what it withdraws).
     pub(crate) peer_id: u64,
-    pub(crate) name: String,
-    pub(crate) capabilities: Capabilities,
+    pub(crate) name: Arc<str>,
+    pub(crate) capabilities: Arc<Capabilities>,
     pub(crate) group: bool,
-    /// From the origin to the neighbour, both included.
-    pub(crate) path: Vec<NodeId>,
+    /// From the origin to this node, both included: the path as the
+    /// neighbour announced it with this node appended (what this node
+    /// announces onwards, one path for all its neighbours).
+    onward: Arc<[NodeId]>,
     /// Total cost from this node: the neighbour's cost plus the link's.
     pub(crate) cost: u64,
     /// The longest pipe frame the route carries from this node: the
@@ -61,17 +73,20 @@ pub(crate) struct Candidate<E> {
 
 impl<E> Candidate<E> {
     fn rank(&self) -> (u64, usize, LinkId, u64) {
-        (self.cost, self.path.len(), self.link, self.peer_id)
+        (self.cost, self.path().len(), self.link, self.peer_id)
     }
 
-    /// The route this node announces for it to a neighbour: the path with
-    /// this node appended.
-    pub(crate) fn onward(&self, me: NodeId) -> RouteInfo {
-        let mut path = self.path.clone();
-        path.push(me);
+    /// From the origin to the neighbour, both included.
+    pub(crate) fn path(&self) -> &[NodeId] {
+        self.onward.split_last().map_or(&[], |(_me, path)| path)
+    }
+
+    /// The route to the server `origin_id` of its node that this node
+    /// announces for it to a neighbour: the path with this node appended.
+    fn onward(&self, origin_id: u64) -> RouteInfo {
         RouteInfo {
-            origin_id: 0, // set by the caller, which knows the key
-            path,
+            origin_id,
+            path: self.onward.clone(),
             cost: u32::try_from(self.cost).unwrap_or(u32::MAX),
             pipe_frame: Some(self.pipe_frame),
         }
@@ -118,14 +133,50 @@ pub(crate) struct Hop {
     pub(crate) pipe_window: u32,
 }
 
+/// The routes to one server.
+#[derive(Debug)]
+struct Routes<E> {
+    candidates: Vec<Candidate<E>>,
+    /// What this node announces of the server: its best route's path
+    /// onwards, cost and pipe frame, numbered.
+    shown: Shown,
+}
+
+/// What this node announces of a server, and its number: the number
+/// changes when what is announced does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    path: Arc<[NodeId]>,
+    cost: u64,
+    pipe_frame: u32,
+    version: u64,
+}
+
+impl Shown {
+    fn of<E>(best: &Candidate<E>, version: u64) -> Self {
+        Self {
+            path: best.onward.clone(),
+            cost: best.cost,
+            pipe_frame: best.pipe_frame,
+            version,
+        }
+    }
+
+    fn same_as<E>(&self, best: &Candidate<E>) -> bool {
+        self.path == best.onward && self.cost == best.cost && self.pipe_frame == best.pipe_frame
+    }
+}
+
 /// Every route this node knows.
 #[derive(Debug)]
 pub(crate) struct RouteTable<E> {
     me: NodeId,
     max_hops: usize,
-    routes: BTreeMap<RouteKey, Vec<Candidate<E>>>,
+    routes: BTreeMap<RouteKey, Routes<E>>,
     /// Which key each (link, neighbour's entry id) announced.
     by_peer: HashMap<(LinkId, u64), RouteKey>,
+    /// The number of the next change of what is announced of a server.
+    next_version: u64,
 }
 
 impl<E: Clone> RouteTable<E> {
@@ -136,6 +187,7 @@ impl<E: Clone> RouteTable<E> {
             max_hops,
             routes: BTreeMap::new(),
             by_peer: HashMap::new(),
+            next_version: 1,
         }
     }
 
@@ -180,22 +232,47 @@ impl<E: Clone> RouteTable<E> {
             origin: path[0],
             origin_id: route.origin_id,
         };
-        let mut changed = self.forget(link, entry.id);
+        let mut changed: Vec<RouteKey> = self.remove(link, entry.id).into_iter().collect();
+        // One name and one set of capabilities per server, whichever
+        // links announce it.
+        let (mut name, mut capabilities) = (entry.name, entry.capabilities);
+        for other in self.candidates(&key) {
+            if other.name == name {
+                name = other.name.clone();
+            }
+            if other.capabilities == capabilities {
+                capabilities = other.capabilities.clone();
+            }
+        }
         let cand = Candidate {
             link,
             peer_id: entry.id,
-            name: entry.name,
-            capabilities: entry.capabilities,
+            name,
+            capabilities,
             group: entry.group,
-            path,
+            onward: path.iter().copied().chain([self.me]).collect(),
             cost: u64::from(route.cost) + u64::from(link_cost),
             pipe_frame: route.pipe_frame.map_or(pipe_window, |m| m.min(pipe_window)),
             endpoint,
         };
-        self.routes.entry(key).or_default().push(cand);
+        match self.routes.entry(key) {
+            Entry::Vacant(v) => {
+                let version = self.next_version;
+                self.next_version += 1;
+                v.insert(Routes {
+                    shown: Shown::of(&cand, version),
+                    // Most servers have one route: room for that one only.
+                    candidates: vec![cand],
+                });
+            }
+            Entry::Occupied(mut o) => o.get_mut().candidates.push(cand),
+        }
         self.by_peer.insert((link, entry.id), key);
         if !changed.contains(&key) {
             changed.push(key);
+        }
+        for key in &changed {
+            self.renumber(key);
         }
         Ok(changed)
     }
@@ -203,16 +280,49 @@ impl<E: Clone> RouteTable<E> {
     /// The neighbour on `link` withdrew its entry `peer_id`: the key whose
     /// routes changed, if any.
     pub(crate) fn forget(&mut self, link: LinkId, peer_id: u64) -> Vec<RouteKey> {
-        let Some(key) = self.by_peer.remove(&(link, peer_id)) else {
+        let Some(key) = self.remove(link, peer_id) else {
             return Vec::new();
         };
-        if let Some(cands) = self.routes.get_mut(&key) {
-            cands.retain(|c| !(c.link == link && c.peer_id == peer_id));
-            if cands.is_empty() {
+        self.renumber(&key);
+        vec![key]
+    }
+
+    /// Take out the route of `link`'s entry `peer_id`: its key, if there
+    /// was one (to be [`renumber`](Self::renumber)ed).
+    fn remove(&mut self, link: LinkId, peer_id: u64) -> Option<RouteKey> {
+        let key = self.by_peer.remove(&(link, peer_id))?;
+        if let Some(routes) = self.routes.get_mut(&key) {
+            routes
+                .candidates
+                .retain(|c| !(c.link == link && c.peer_id == peer_id));
+            if routes.candidates.is_empty() {
                 self.routes.remove(&key);
             }
         }
-        vec![key]
+        Some(key)
+    }
+
+    /// The routes to `key` changed: number what is announced of it anew
+    /// if that changed.
+    fn renumber(&mut self, key: &RouteKey) {
+        let Some(routes) = self.routes.get_mut(key) else {
+            return;
+        };
+        let Some(best) = routes.candidates.iter().min_by_key(|c| c.rank()) else {
+            return;
+        };
+        if !routes.shown.same_as(best) {
+            routes.shown = Shown::of(best, self.next_version);
+            self.next_version += 1;
+        }
+    }
+
+    /// The number of what this node announces of `key` (see
+    /// [`export`](Self::export)): it changes when that does, so a link
+    /// that announced a route remembers its number to tell whether to
+    /// announce it again. 0 for a server with no route.
+    pub(crate) fn version(&self, key: &RouteKey) -> u64 {
+        self.routes.get(key).map_or(0, |r| r.shown.version)
     }
 
     /// `link` went down: every route through it goes. Returns the keys
@@ -235,25 +345,29 @@ impl<E: Clone> RouteTable<E> {
 
     /// The best route to `key`, if there is one.
     pub(crate) fn best(&self, key: &RouteKey) -> Option<&Candidate<E>> {
-        self.routes.get(key)?.iter().min_by_key(|c| c.rank())
+        self.routes
+            .get(key)?
+            .candidates
+            .iter()
+            .min_by_key(|c| c.rank())
     }
 
     /// Whether `route` is as long as the hop limit lets a route go: this
     /// node takes it but announces it to no neighbour.
     pub(crate) fn at_hop_limit(&self, route: &Candidate<E>) -> bool {
-        route.path.len() >= self.max_hops
+        route.path().len() >= self.max_hops
     }
 
     /// Every route to `key`.
     pub(crate) fn candidates(&self, key: &RouteKey) -> &[Candidate<E>] {
-        self.routes.get(key).map_or(&[], Vec::as_slice)
+        self.routes.get(key).map_or(&[], |r| &r.candidates[..])
     }
 
     /// Every key with at least one route, with its best route.
     pub(crate) fn bests(&self) -> impl Iterator<Item = (&RouteKey, &Candidate<E>)> {
         self.routes
             .iter()
-            .filter_map(|(k, c)| Some((k, c.iter().min_by_key(|c| c.rank())?)))
+            .filter_map(|(k, r)| Some((k, r.candidates.iter().min_by_key(|c| c.rank())?)))
     }
 
     /// The route to `key` this node announces to `peer`, reached over
@@ -261,25 +375,23 @@ impl<E: Clone> RouteTable<E> {
     /// on the path), or when one more hop would pass the hop limit.
     pub(crate) fn export(&self, key: &RouteKey, link: LinkId, peer: NodeId) -> Option<RouteInfo> {
         let best = self.best(key)?;
-        if best.link == link || best.path.contains(&peer) || self.at_hop_limit(best) {
+        if best.link == link || best.path().contains(&peer) || self.at_hop_limit(best) {
             return None;
         }
-        let mut route = best.onward(self.me);
-        route.origin_id = key.origin_id;
-        Some(route)
+        Some(best.onward(key.origin_id))
     }
 
     /// Whether a message for `key` that arrived from `peer` over `link`
     /// may be forwarded along the best route (which must not lead back).
     pub(crate) fn forwards(&self, key: &RouteKey, link: LinkId, peer: NodeId) -> bool {
         self.best(key)
-            .is_some_and(|b| b.link != link && !b.path.contains(&peer))
+            .is_some_and(|b| b.link != link && !b.path().contains(&peer))
     }
 
     /// How many routes (all candidates) the table holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.routes.values().map(Vec::len).sum()
+        self.routes.values().map(|r| r.candidates.len()).sum()
     }
 }
 
@@ -296,8 +408,8 @@ mod tests {
     fn entry(id: u64) -> EntryInfo {
         EntryInfo {
             id,
-            name: format!("s{id}"),
-            capabilities: Capabilities::new(),
+            name: format!("s{id}").into(),
+            capabilities: Capabilities::new().into(),
             group: false,
         }
     }
@@ -367,7 +479,7 @@ mod tests {
         assert_eq!(t.forget(40, 1), vec![k]);
         // Announced to 3 with this node appended; never back to 1.
         let out = t.export(&k, 30, n(3)).unwrap();
-        assert_eq!(out.path, vec![n(2), n(1), n(0)]);
+        assert_eq!(*out.path, [n(2), n(1), n(0)]);
         assert_eq!(out.cost, 2);
         assert_eq!(out.origin_id, 9);
         assert_eq!(t.export(&k, 10, n(1)), None);
@@ -462,11 +574,11 @@ mod tests {
             }
             let keys: Vec<RouteKey> = t.bests().map(|(k, _)| *k).collect();
             for k in keys {
-                let cands = &t.routes[&k];
+                let cands = t.candidates(&k);
                 let best = t.best(&k).unwrap();
                 for c in cands {
-                    prop_assert!(!c.path.contains(&n(0)));
-                    prop_assert!(c.path.len() <= limit);
+                    prop_assert!(!c.path().contains(&n(0)));
+                    prop_assert!(c.path().len() <= limit);
                     prop_assert!(best.cost <= c.cost);
                 }
                 for link in 0..4u64 {
@@ -540,7 +652,7 @@ mod tests {
                     },
                     RouteInfo {
                         origin_id: 1,
-                        path: vec![me],
+                        path: Arc::new([me]),
                         cost: 0,
                         pipe_frame: None,
                     },
@@ -559,7 +671,7 @@ mod tests {
                         let e = EntryInfo {
                             id: Self::id(k),
                             name: "s".into(),
-                            capabilities: Capabilities::new(),
+                            capabilities: Capabilities::new().into(),
                             group: false,
                         };
                         let h = Hop {
@@ -636,10 +748,10 @@ mod tests {
                             let b = best.ok_or_else(|| {
                                 TestCaseError::fail(format!("{j} has no route to {o}"))
                             })?;
-                            prop_assert_eq!(b.path.len(), h);
+                            prop_assert_eq!(b.path().len(), h);
                             prop_assert_eq!(b.cost, h as u64);
                             let smallest = b
-                                .path
+                                .path()
                                 .iter()
                                 .map(|p| Self::window(usize::from(p.as_bytes()[0] - 1)))
                                 .min();
