@@ -272,7 +272,7 @@ impl<E: Clone> RouteTable<E> {
             changed.push(key);
         }
         for key in &changed {
-            self.renumber(key);
+            self.settle(key);
         }
         Ok(changed)
     }
@@ -283,32 +283,32 @@ impl<E: Clone> RouteTable<E> {
         let Some(key) = self.remove(link, peer_id) else {
             return Vec::new();
         };
-        self.renumber(&key);
+        self.settle(&key);
         vec![key]
     }
 
     /// Take out the route of `link`'s entry `peer_id`: its key, if there
-    /// was one (to be [`renumber`](Self::renumber)ed).
+    /// was one (to be [`settle`](Self::settle)d; until then the key stays
+    /// even with no route left, so that a route replaced by the same one
+    /// keeps its number).
     fn remove(&mut self, link: LinkId, peer_id: u64) -> Option<RouteKey> {
         let key = self.by_peer.remove(&(link, peer_id))?;
         if let Some(routes) = self.routes.get_mut(&key) {
             routes
                 .candidates
                 .retain(|c| !(c.link == link && c.peer_id == peer_id));
-            if routes.candidates.is_empty() {
-                self.routes.remove(&key);
-            }
         }
         Some(key)
     }
 
-    /// The routes to `key` changed: number what is announced of it anew
-    /// if that changed.
-    fn renumber(&mut self, key: &RouteKey) {
+    /// The routes to `key` changed: drop it if it has none left, else
+    /// number what is announced of it anew if that changed.
+    fn settle(&mut self, key: &RouteKey) {
         let Some(routes) = self.routes.get_mut(key) else {
             return;
         };
         let Some(best) = routes.candidates.iter().min_by_key(|c| c.rank()) else {
+            self.routes.remove(key);
             return;
         };
         if !routes.shown.same_as(best) {
@@ -531,6 +531,48 @@ mod tests {
     }
 
     #[test]
+    fn what_is_announced_is_numbered() {
+        let mut t = RouteTable::new(n(0), 8);
+        let k = key(2, 9);
+        assert_eq!(t.version(&k), 0);
+        t.learn(hop(1, n(1), 1), entry(5), route(9, &[2, 1], 1), ())
+            .unwrap();
+        let v = t.version(&k);
+        assert_ne!(v, 0);
+        // Announced again as it was, or a second link to the same
+        // neighbour with the same route: the same number.
+        t.learn(hop(1, n(1), 1), entry(5), route(9, &[2, 1], 1), ())
+            .unwrap();
+        t.learn(hop(3, n(1), 1), entry(5), route(9, &[2, 1], 1), ())
+            .unwrap();
+        assert_eq!(t.version(&k), v);
+        // Failing over to it changes nothing that is announced.
+        t.forget_link(1);
+        assert_eq!(t.version(&k), v);
+        // A worse route besides: the best is the same, so is the number.
+        t.learn(hop(2, n(4), 1), entry(6), route(9, &[2, 4], 4), ())
+            .unwrap();
+        assert_eq!(t.version(&k), v);
+        // The best route costs more: a new number.
+        t.learn(hop(3, n(1), 1), entry(5), route(9, &[2, 1], 2), ())
+            .unwrap();
+        let v2 = t.version(&k);
+        assert_ne!(v2, v);
+        // Every neighbour is told the one path.
+        let (a, b) = (
+            t.export(&k, 5, n(5)).unwrap(),
+            t.export(&k, 6, n(6)).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.path, &b.path));
+        // The best route goes, the other takes over: a new number.
+        t.forget(3, 5);
+        assert_ne!(t.version(&k), v2);
+        assert_eq!(*t.export(&k, 5, n(5)).unwrap().path, [n(2), n(4), n(0)]);
+        t.forget(2, 6);
+        assert_eq!(t.version(&k), 0);
+    }
+
+    #[test]
     fn announcing_again_replaces() {
         let mut t = RouteTable::new(n(0), 8);
         t.learn(hop(1, n(1), 1), entry(5), route(9, &[2, 1], 4), ())
@@ -555,22 +597,36 @@ mod tests {
         )) {
             let limit = 4;
             let mut t = RouteTable::new(n(0), limit);
+            // What was announced of each server, and its number.
+            let mut shown: HashMap<RouteKey, (RouteInfo, u64)> = HashMap::new();
             for (link, id, mut path, cost, withdraw) in ops {
                 let link = u64::from(link);
                 // The neighbour on link L is node L+1 (so also a path node).
                 let peer = n(link as u8 + 1);
                 if withdraw {
                     t.forget(link, id);
-                    continue;
+                } else {
+                    path.push(link as u8 + 1);
+                    let r = route(id % 2, &path, cost);
+                    let res = t.learn(hop(link, peer, 1), entry(id), r.clone(), link);
+                    let dup = {
+                        let s: HashSet<_> = r.path.iter().collect();
+                        s.len() != r.path.len()
+                    };
+                    prop_assert_eq!(res.is_ok(), !dup && r.path.len() <= limit);
                 }
-                path.push(link as u8 + 1);
-                let r = route(id % 2, &path, cost);
-                let res = t.learn(hop(link, peer, 1), entry(id), r.clone(), link);
-                let dup = {
-                    let s: HashSet<_> = r.path.iter().collect();
-                    s.len() != r.path.len()
-                };
-                prop_assert_eq!(res.is_ok(), !dup && r.path.len() <= limit);
+                // The number of what is announced of a server changes
+                // when (and only when) that changes.
+                let now: HashMap<RouteKey, (RouteInfo, u64)> = t
+                    .bests()
+                    .map(|(k, best)| (*k, (best.onward(k.origin_id), t.version(k))))
+                    .collect();
+                for (k, (route, version)) in &now {
+                    if let Some((was, was_version)) = shown.get(k) {
+                        prop_assert_eq!(was == route, was_version == version);
+                    }
+                }
+                shown = now;
             }
             let keys: Vec<RouteKey> = t.bests().map(|(k, _)| *k).collect();
             for k in keys {
