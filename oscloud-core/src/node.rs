@@ -67,6 +67,8 @@ mod link_status_tests;
 mod link_wire;
 mod remote;
 mod resume;
+#[cfg(test)]
+mod route_memory_tests;
 mod router;
 pub(crate) mod routes;
 #[cfg(test)]

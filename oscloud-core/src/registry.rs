@@ -239,9 +239,9 @@ pub struct Entry(Arc<EntryInner>);
 
 struct EntryInner {
     id: EntryId,
-    name: String,
+    name: Arc<str>,
     node: NodeId,
-    capabilities: Capabilities,
+    capabilities: Arc<Capabilities>,
     group: bool,
     endpoint: Arc<dyn Endpoint>,
 }
@@ -264,6 +264,17 @@ impl Entry {
 
     /// What the server advertised.
     pub fn capabilities(&self) -> &Capabilities {
+        &self.0.capabilities
+    }
+
+    /// The server's name, shared (what announcements of it carry).
+    pub(crate) fn shared_name(&self) -> &Arc<str> {
+        &self.0.name
+    }
+
+    /// What the server advertised, shared (what announcements of it
+    /// carry).
+    pub(crate) fn shared_capabilities(&self) -> &Arc<Capabilities> {
         &self.0.capabilities
     }
 
@@ -345,15 +356,16 @@ impl RegistryEvent {
 
 /// Everything needed to register an entry, for callers that need more
 /// control than [`Registry::register`] gives (such as the node layer, which
-/// registers servers living on other nodes).
+/// registers servers living on other nodes). The name and capabilities are
+/// shared: the entry holds them without a copy.
 #[derive(Debug, Clone)]
 pub struct EntrySpec {
     /// The server's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The node it lives on.
     pub node: NodeId,
     /// What it advertises.
-    pub capabilities: Capabilities,
+    pub capabilities: Arc<Capabilities>,
     /// Join (or found) a group of that name instead of taking it alone.
     pub group: bool,
     /// How to reach it.
@@ -375,7 +387,8 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    names: HashMap<String, Slot>,
+    /// Keyed by the name its entries hold (shared, not a copy).
+    names: HashMap<Arc<str>, Slot>,
     watchers: Vec<mpsc::UnboundedSender<RegistryEvent>>,
     /// Asked by [`Registry::find`] for a name not here.
     resolver: Option<Arc<dyn Resolver>>,
@@ -457,9 +470,9 @@ impl Registry {
         endpoint: Arc<dyn Endpoint>,
     ) -> Result<Registration, Error> {
         self.insert(EntrySpec {
-            name: name.into(),
+            name: Arc::from(Into::<String>::into(name)),
             node: self.inner.node,
-            capabilities,
+            capabilities: Arc::new(capabilities),
             group: false,
             endpoint,
         })
@@ -474,9 +487,9 @@ impl Registry {
         endpoint: Arc<dyn Endpoint>,
     ) -> Result<Registration, Error> {
         self.insert(EntrySpec {
-            name: name.into(),
+            name: Arc::from(Into::<String>::into(name)),
             node: self.inner.node,
-            capabilities,
+            capabilities: Arc::new(capabilities),
             group: true,
             endpoint,
         })
@@ -490,7 +503,7 @@ impl Registry {
             && !(slot.group && spec.group)
         {
             return Err(Error::NameTaken {
-                name: spec.name,
+                name: spec.name.to_string(),
                 group: slot.group,
             });
         }

@@ -32,7 +32,7 @@ use super::link_io::{Incoming, Input, LinkPorts, WriteFailed};
 use super::link_wire::{LinkWire, Wire};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
-use super::router::Router;
+use super::router::{Export, Router};
 use super::routes::{Hop, LinkId};
 use super::rtt_probe::{PROBE_NAME, PROBE_PAYLOAD, RttProbe};
 use super::serving::Serving;
@@ -66,8 +66,9 @@ pub(crate) struct Driver {
     peer: Option<PeerInfo>,
     /// The node's routes, which this link feeds and exports.
     routing: Routing,
-    /// Routed entries announced to the peer, by registry entry id.
-    exported: HashMap<u64, RouteInfo>,
+    /// Routed entries announced to the peer: the version of the route
+    /// announced (`RouteTable::version`), by registry entry id.
+    exported: HashMap<u64, u64>,
     /// Local registry changes, once connected.
     watch: Option<Watch>,
     /// `watch` was set since the run loop last looked: it has not been
@@ -972,7 +973,7 @@ impl Driver {
                 // The peer's own server: a one-hop route.
                 let route = RouteInfo {
                     origin_id: info.id,
-                    path: vec![self.peer_node()],
+                    path: Arc::new([self.peer_node()]),
                     cost: 0,
                     pipe_frame: None,
                 };
@@ -1194,8 +1195,8 @@ impl Driver {
         }
         let result = self.w().session.announce(crate::wire::EntryInfo {
             id,
-            name: e.name().to_owned(),
-            capabilities: e.capabilities().clone(),
+            name: e.shared_name().clone(),
+            capabilities: e.shared_capabilities().clone(),
             group: e.is_group_member(),
         });
         match result {
@@ -1245,7 +1246,7 @@ impl Driver {
     /// this link.
     fn learn(&mut self, info: EntryInfo, route: RouteInfo) {
         let endpoint = Arc::new(RemoteEndpoint {
-            name: Arc::from(info.name.as_str()),
+            name: info.name.clone(),
             node: self.peer_node(),
             commands: self.commands_tx.clone(),
             queue: self.queue.clone(),
@@ -1272,18 +1273,24 @@ impl Driver {
             .router
             .exports(self.routing.link, self.peer_node());
         let mut keep = HashSet::new();
-        for (id, info, route) in exports {
-            if !self.permits(&info.name, Action::Lookup) {
+        for Export {
+            id,
+            entry,
+            route,
+            version,
+        } in exports
+        {
+            if !self.permits(&entry.name, Action::Lookup) {
                 continue;
             }
             keep.insert(id);
-            if self.exported.get(&id) == Some(&route) {
+            if self.exported.get(&id) == Some(&version) {
                 continue;
             }
-            let announced = self.w().session.announce_route(info, route.clone());
+            let announced = self.w().session.announce_route(entry, route);
             match announced {
                 Ok(()) => {
-                    self.exported.insert(id, route);
+                    self.exported.insert(id, version);
                 }
                 Err(err) => warn!(link = %self.link, "route sync failed: {err}"),
             }

@@ -87,8 +87,17 @@ pub struct Route {
     pub at_hop_limit: bool,
 }
 
-/// An export to one neighbour: (registry entry id, entry, route).
-pub(crate) type Export = (u64, EntryInfo, RouteInfo);
+/// A route announced to one neighbour.
+#[derive(Debug)]
+pub(crate) struct Export {
+    /// The registry entry id (what the neighbour knows it by).
+    pub(crate) id: u64,
+    pub(crate) entry: EntryInfo,
+    pub(crate) route: RouteInfo,
+    /// The number of the route (see [`RouteTable::version`]): what the
+    /// link remembers of what it announced.
+    pub(crate) version: u64,
+}
 
 impl Router {
     pub(crate) fn new(registry: Registry, max_hops: usize) -> Arc<Self> {
@@ -240,7 +249,7 @@ impl Router {
                         warn!(
                             server = %best.name,
                             node = %key.origin.short(),
-                            hops = best.path.len(),
+                            hops = best.path().len(),
                             "the server is as far as the hop limit lets a route go \
                              (NodeConfig::max_hops): this node reaches it but does not \
                              announce it, so nodes further away cannot reach it"
@@ -275,11 +284,16 @@ impl Router {
                 let e = reg.entry();
                 let info = EntryInfo {
                     id: e.id().0,
-                    name: e.name().to_owned(),
-                    capabilities: e.capabilities().clone(),
+                    name: e.shared_name().clone(),
+                    capabilities: e.shared_capabilities().clone(),
                     group: e.is_group_member(),
                 };
-                Some((e.id().0, info, route))
+                Some(Export {
+                    id: e.id().0,
+                    entry: info,
+                    route,
+                    version: state.table.version(key),
+                })
             })
             .collect()
     }
@@ -310,9 +324,9 @@ impl Router {
         for (key, best) in state.table.bests() {
             for c in state.table.candidates(key) {
                 out.push(Route {
-                    name: c.name.clone(),
+                    name: c.name.to_string(),
                     node: key.origin,
-                    path: c.path.clone(),
+                    path: c.path().to_vec(),
                     cost: c.cost,
                     link: c.link,
                     best: c.link == best.link && c.peer_id == best.peer_id,
@@ -336,7 +350,7 @@ impl Router {
 struct RoutedEndpoint {
     router: Weak<Router>,
     key: RouteKey,
-    name: String,
+    name: Arc<str>,
 }
 
 impl RoutedEndpoint {
@@ -345,7 +359,7 @@ impl RoutedEndpoint {
             .upgrade()
             .and_then(|r| r.best(&self.key))
             // As for a stale entry of a neighbour: no such server (now).
-            .ok_or_else(|| Error::NotFound(self.name.clone()))
+            .ok_or_else(|| Error::NotFound(self.name.to_string()))
     }
 }
 

@@ -18,8 +18,18 @@
 //! pipe window of the nodes on its way, the one of the link it came over
 //! included, so a pipe along it refuses at once a frame that a later hop
 //! could not pass on.
+//!
+//! A route holds nothing of its own but its numbers: the server's name
+//! and capabilities are shared with the other routes to the server (and
+//! with its registry entry and what each link announces of it), and its
+//! path is stored once, with this node appended, as the path every
+//! neighbour is told. What this node announces of a server is numbered
+//! ([`RouteTable::version`]): a link remembers the number of what it
+//! announced, not a copy of the route.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::NodeId;
 use crate::registry::Capabilities;
@@ -44,11 +54,13 @@ pub(crate) struct Candidate<E> {
     pub(crate) link: LinkId,
     /// The entry's id on the neighbour (what it withdraws).
     pub(crate) peer_id: u64,
-    pub(crate) name: String,
-    pub(crate) capabilities: Capabilities,
+    pub(crate) name: Arc<str>,
+    pub(crate) capabilities: Arc<Capabilities>,
     pub(crate) group: bool,
-    /// From the origin to the neighbour, both included.
-    pub(crate) path: Vec<NodeId>,
+    /// From the origin to this node, both included: the path as the
+    /// neighbour announced it with this node appended (what this node
+    /// announces onwards, one path for all its neighbours).
+    onward: Arc<[NodeId]>,
     /// Total cost from this node: the neighbour's cost plus the link's.
     pub(crate) cost: u64,
     /// The longest pipe frame the route carries from this node: the
@@ -61,17 +73,20 @@ pub(crate) struct Candidate<E> {
 
 impl<E> Candidate<E> {
     fn rank(&self) -> (u64, usize, LinkId, u64) {
-        (self.cost, self.path.len(), self.link, self.peer_id)
+        (self.cost, self.path().len(), self.link, self.peer_id)
     }
 
-    /// The route this node announces for it to a neighbour: the path with
-    /// this node appended.
-    pub(crate) fn onward(&self, me: NodeId) -> RouteInfo {
-        let mut path = self.path.clone();
-        path.push(me);
+    /// From the origin to the neighbour, both included.
+    pub(crate) fn path(&self) -> &[NodeId] {
+        self.onward.split_last().map_or(&[], |(_me, path)| path)
+    }
+
+    /// The route to the server `origin_id` of its node that this node
+    /// announces for it to a neighbour: the path with this node appended.
+    fn onward(&self, origin_id: u64) -> RouteInfo {
         RouteInfo {
-            origin_id: 0, // set by the caller, which knows the key
-            path,
+            origin_id,
+            path: self.onward.clone(),
             cost: u32::try_from(self.cost).unwrap_or(u32::MAX),
             pipe_frame: Some(self.pipe_frame),
         }
@@ -118,14 +133,50 @@ pub(crate) struct Hop {
     pub(crate) pipe_window: u32,
 }
 
+/// The routes to one server.
+#[derive(Debug)]
+struct Routes<E> {
+    candidates: Vec<Candidate<E>>,
+    /// What this node announces of the server: its best route's path
+    /// onwards, cost and pipe frame, numbered.
+    shown: Shown,
+}
+
+/// What this node announces of a server, and its number: the number
+/// changes when what is announced does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    path: Arc<[NodeId]>,
+    cost: u64,
+    pipe_frame: u32,
+    version: u64,
+}
+
+impl Shown {
+    fn of<E>(best: &Candidate<E>, version: u64) -> Self {
+        Self {
+            path: best.onward.clone(),
+            cost: best.cost,
+            pipe_frame: best.pipe_frame,
+            version,
+        }
+    }
+
+    fn same_as<E>(&self, best: &Candidate<E>) -> bool {
+        self.path == best.onward && self.cost == best.cost && self.pipe_frame == best.pipe_frame
+    }
+}
+
 /// Every route this node knows.
 #[derive(Debug)]
 pub(crate) struct RouteTable<E> {
     me: NodeId,
     max_hops: usize,
-    routes: BTreeMap<RouteKey, Vec<Candidate<E>>>,
+    routes: BTreeMap<RouteKey, Routes<E>>,
     /// Which key each (link, neighbour's entry id) announced.
     by_peer: HashMap<(LinkId, u64), RouteKey>,
+    /// The number of the next change of what is announced of a server.
+    next_version: u64,
 }
 
 impl<E: Clone> RouteTable<E> {
@@ -136,6 +187,7 @@ impl<E: Clone> RouteTable<E> {
             max_hops,
             routes: BTreeMap::new(),
             by_peer: HashMap::new(),
+            next_version: 1,
         }
     }
 
@@ -180,22 +232,47 @@ impl<E: Clone> RouteTable<E> {
             origin: path[0],
             origin_id: route.origin_id,
         };
-        let mut changed = self.forget(link, entry.id);
+        let mut changed: Vec<RouteKey> = self.remove(link, entry.id).into_iter().collect();
+        // One name and one set of capabilities per server, whichever
+        // links announce it.
+        let (mut name, mut capabilities) = (entry.name, entry.capabilities);
+        for other in self.candidates(&key) {
+            if other.name == name {
+                name = other.name.clone();
+            }
+            if other.capabilities == capabilities {
+                capabilities = other.capabilities.clone();
+            }
+        }
         let cand = Candidate {
             link,
             peer_id: entry.id,
-            name: entry.name,
-            capabilities: entry.capabilities,
+            name,
+            capabilities,
             group: entry.group,
-            path,
+            onward: path.iter().copied().chain([self.me]).collect(),
             cost: u64::from(route.cost) + u64::from(link_cost),
             pipe_frame: route.pipe_frame.map_or(pipe_window, |m| m.min(pipe_window)),
             endpoint,
         };
-        self.routes.entry(key).or_default().push(cand);
+        match self.routes.entry(key) {
+            Entry::Vacant(v) => {
+                let version = self.next_version;
+                self.next_version += 1;
+                v.insert(Routes {
+                    shown: Shown::of(&cand, version),
+                    // Most servers have one route: room for that one only.
+                    candidates: vec![cand],
+                });
+            }
+            Entry::Occupied(mut o) => o.get_mut().candidates.push(cand),
+        }
         self.by_peer.insert((link, entry.id), key);
         if !changed.contains(&key) {
             changed.push(key);
+        }
+        for key in &changed {
+            self.settle(key);
         }
         Ok(changed)
     }
@@ -203,16 +280,49 @@ impl<E: Clone> RouteTable<E> {
     /// The neighbour on `link` withdrew its entry `peer_id`: the key whose
     /// routes changed, if any.
     pub(crate) fn forget(&mut self, link: LinkId, peer_id: u64) -> Vec<RouteKey> {
-        let Some(key) = self.by_peer.remove(&(link, peer_id)) else {
+        let Some(key) = self.remove(link, peer_id) else {
             return Vec::new();
         };
-        if let Some(cands) = self.routes.get_mut(&key) {
-            cands.retain(|c| !(c.link == link && c.peer_id == peer_id));
-            if cands.is_empty() {
-                self.routes.remove(&key);
-            }
-        }
+        self.settle(&key);
         vec![key]
+    }
+
+    /// Take out the route of `link`'s entry `peer_id`: its key, if there
+    /// was one (to be [`settle`](Self::settle)d; until then the key stays
+    /// even with no route left, so that a route replaced by the same one
+    /// keeps its number).
+    fn remove(&mut self, link: LinkId, peer_id: u64) -> Option<RouteKey> {
+        let key = self.by_peer.remove(&(link, peer_id))?;
+        if let Some(routes) = self.routes.get_mut(&key) {
+            routes
+                .candidates
+                .retain(|c| !(c.link == link && c.peer_id == peer_id));
+        }
+        Some(key)
+    }
+
+    /// The routes to `key` changed: drop it if it has none left, else
+    /// number what is announced of it anew if that changed.
+    fn settle(&mut self, key: &RouteKey) {
+        let Some(routes) = self.routes.get_mut(key) else {
+            return;
+        };
+        let Some(best) = routes.candidates.iter().min_by_key(|c| c.rank()) else {
+            self.routes.remove(key);
+            return;
+        };
+        if !routes.shown.same_as(best) {
+            routes.shown = Shown::of(best, self.next_version);
+            self.next_version += 1;
+        }
+    }
+
+    /// The number of what this node announces of `key` (see
+    /// [`export`](Self::export)): it changes when that does, so a link
+    /// that announced a route remembers its number to tell whether to
+    /// announce it again. 0 for a server with no route.
+    pub(crate) fn version(&self, key: &RouteKey) -> u64 {
+        self.routes.get(key).map_or(0, |r| r.shown.version)
     }
 
     /// `link` went down: every route through it goes. Returns the keys
@@ -235,25 +345,29 @@ impl<E: Clone> RouteTable<E> {
 
     /// The best route to `key`, if there is one.
     pub(crate) fn best(&self, key: &RouteKey) -> Option<&Candidate<E>> {
-        self.routes.get(key)?.iter().min_by_key(|c| c.rank())
+        self.routes
+            .get(key)?
+            .candidates
+            .iter()
+            .min_by_key(|c| c.rank())
     }
 
     /// Whether `route` is as long as the hop limit lets a route go: this
     /// node takes it but announces it to no neighbour.
     pub(crate) fn at_hop_limit(&self, route: &Candidate<E>) -> bool {
-        route.path.len() >= self.max_hops
+        route.path().len() >= self.max_hops
     }
 
     /// Every route to `key`.
     pub(crate) fn candidates(&self, key: &RouteKey) -> &[Candidate<E>] {
-        self.routes.get(key).map_or(&[], Vec::as_slice)
+        self.routes.get(key).map_or(&[], |r| &r.candidates[..])
     }
 
     /// Every key with at least one route, with its best route.
     pub(crate) fn bests(&self) -> impl Iterator<Item = (&RouteKey, &Candidate<E>)> {
         self.routes
             .iter()
-            .filter_map(|(k, c)| Some((k, c.iter().min_by_key(|c| c.rank())?)))
+            .filter_map(|(k, r)| Some((k, r.candidates.iter().min_by_key(|c| c.rank())?)))
     }
 
     /// The route to `key` this node announces to `peer`, reached over
@@ -261,25 +375,23 @@ impl<E: Clone> RouteTable<E> {
     /// on the path), or when one more hop would pass the hop limit.
     pub(crate) fn export(&self, key: &RouteKey, link: LinkId, peer: NodeId) -> Option<RouteInfo> {
         let best = self.best(key)?;
-        if best.link == link || best.path.contains(&peer) || self.at_hop_limit(best) {
+        if best.link == link || best.path().contains(&peer) || self.at_hop_limit(best) {
             return None;
         }
-        let mut route = best.onward(self.me);
-        route.origin_id = key.origin_id;
-        Some(route)
+        Some(best.onward(key.origin_id))
     }
 
     /// Whether a message for `key` that arrived from `peer` over `link`
     /// may be forwarded along the best route (which must not lead back).
     pub(crate) fn forwards(&self, key: &RouteKey, link: LinkId, peer: NodeId) -> bool {
         self.best(key)
-            .is_some_and(|b| b.link != link && !b.path.contains(&peer))
+            .is_some_and(|b| b.link != link && !b.path().contains(&peer))
     }
 
     /// How many routes (all candidates) the table holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.routes.values().map(Vec::len).sum()
+        self.routes.values().map(|r| r.candidates.len()).sum()
     }
 }
 
@@ -296,8 +408,8 @@ mod tests {
     fn entry(id: u64) -> EntryInfo {
         EntryInfo {
             id,
-            name: format!("s{id}"),
-            capabilities: Capabilities::new(),
+            name: format!("s{id}").into(),
+            capabilities: Capabilities::new().into(),
             group: false,
         }
     }
@@ -367,7 +479,7 @@ mod tests {
         assert_eq!(t.forget(40, 1), vec![k]);
         // Announced to 3 with this node appended; never back to 1.
         let out = t.export(&k, 30, n(3)).unwrap();
-        assert_eq!(out.path, vec![n(2), n(1), n(0)]);
+        assert_eq!(*out.path, [n(2), n(1), n(0)]);
         assert_eq!(out.cost, 2);
         assert_eq!(out.origin_id, 9);
         assert_eq!(t.export(&k, 10, n(1)), None);
@@ -419,6 +531,48 @@ mod tests {
     }
 
     #[test]
+    fn what_is_announced_is_numbered() {
+        let mut t = RouteTable::new(n(0), 8);
+        let k = key(2, 9);
+        assert_eq!(t.version(&k), 0);
+        t.learn(hop(1, n(1), 1), entry(5), route(9, &[2, 1], 1), ())
+            .unwrap();
+        let v = t.version(&k);
+        assert_ne!(v, 0);
+        // Announced again as it was, or a second link to the same
+        // neighbour with the same route: the same number.
+        t.learn(hop(1, n(1), 1), entry(5), route(9, &[2, 1], 1), ())
+            .unwrap();
+        t.learn(hop(3, n(1), 1), entry(5), route(9, &[2, 1], 1), ())
+            .unwrap();
+        assert_eq!(t.version(&k), v);
+        // Failing over to it changes nothing that is announced.
+        t.forget_link(1);
+        assert_eq!(t.version(&k), v);
+        // A worse route besides: the best is the same, so is the number.
+        t.learn(hop(2, n(4), 1), entry(6), route(9, &[2, 4], 4), ())
+            .unwrap();
+        assert_eq!(t.version(&k), v);
+        // The best route costs more: a new number.
+        t.learn(hop(3, n(1), 1), entry(5), route(9, &[2, 1], 2), ())
+            .unwrap();
+        let v2 = t.version(&k);
+        assert_ne!(v2, v);
+        // Every neighbour is told the one path.
+        let (a, b) = (
+            t.export(&k, 5, n(5)).unwrap(),
+            t.export(&k, 6, n(6)).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a.path, &b.path));
+        // The best route goes, the other takes over: a new number.
+        t.forget(3, 5);
+        assert_ne!(t.version(&k), v2);
+        assert_eq!(*t.export(&k, 5, n(5)).unwrap().path, [n(2), n(4), n(0)]);
+        t.forget(2, 6);
+        assert_eq!(t.version(&k), 0);
+    }
+
+    #[test]
     fn announcing_again_replaces() {
         let mut t = RouteTable::new(n(0), 8);
         t.learn(hop(1, n(1), 1), entry(5), route(9, &[2, 1], 4), ())
@@ -443,30 +597,44 @@ mod tests {
         )) {
             let limit = 4;
             let mut t = RouteTable::new(n(0), limit);
+            // What was announced of each server, and its number.
+            let mut shown: HashMap<RouteKey, (RouteInfo, u64)> = HashMap::new();
             for (link, id, mut path, cost, withdraw) in ops {
                 let link = u64::from(link);
                 // The neighbour on link L is node L+1 (so also a path node).
                 let peer = n(link as u8 + 1);
                 if withdraw {
                     t.forget(link, id);
-                    continue;
+                } else {
+                    path.push(link as u8 + 1);
+                    let r = route(id % 2, &path, cost);
+                    let res = t.learn(hop(link, peer, 1), entry(id), r.clone(), link);
+                    let dup = {
+                        let s: HashSet<_> = r.path.iter().collect();
+                        s.len() != r.path.len()
+                    };
+                    prop_assert_eq!(res.is_ok(), !dup && r.path.len() <= limit);
                 }
-                path.push(link as u8 + 1);
-                let r = route(id % 2, &path, cost);
-                let res = t.learn(hop(link, peer, 1), entry(id), r.clone(), link);
-                let dup = {
-                    let s: HashSet<_> = r.path.iter().collect();
-                    s.len() != r.path.len()
-                };
-                prop_assert_eq!(res.is_ok(), !dup && r.path.len() <= limit);
+                // The number of what is announced of a server changes
+                // when (and only when) that changes.
+                let now: HashMap<RouteKey, (RouteInfo, u64)> = t
+                    .bests()
+                    .map(|(k, best)| (*k, (best.onward(k.origin_id), t.version(k))))
+                    .collect();
+                for (k, (route, version)) in &now {
+                    if let Some((was, was_version)) = shown.get(k) {
+                        prop_assert_eq!(was == route, was_version == version);
+                    }
+                }
+                shown = now;
             }
             let keys: Vec<RouteKey> = t.bests().map(|(k, _)| *k).collect();
             for k in keys {
-                let cands = &t.routes[&k];
+                let cands = t.candidates(&k);
                 let best = t.best(&k).unwrap();
                 for c in cands {
-                    prop_assert!(!c.path.contains(&n(0)));
-                    prop_assert!(c.path.len() <= limit);
+                    prop_assert!(!c.path().contains(&n(0)));
+                    prop_assert!(c.path().len() <= limit);
                     prop_assert!(best.cost <= c.cost);
                 }
                 for link in 0..4u64 {
@@ -540,7 +708,7 @@ mod tests {
                     },
                     RouteInfo {
                         origin_id: 1,
-                        path: vec![me],
+                        path: Arc::new([me]),
                         cost: 0,
                         pipe_frame: None,
                     },
@@ -559,7 +727,7 @@ mod tests {
                         let e = EntryInfo {
                             id: Self::id(k),
                             name: "s".into(),
-                            capabilities: Capabilities::new(),
+                            capabilities: Capabilities::new().into(),
                             group: false,
                         };
                         let h = Hop {
@@ -636,10 +804,10 @@ mod tests {
                             let b = best.ok_or_else(|| {
                                 TestCaseError::fail(format!("{j} has no route to {o}"))
                             })?;
-                            prop_assert_eq!(b.path.len(), h);
+                            prop_assert_eq!(b.path().len(), h);
                             prop_assert_eq!(b.cost, h as u64);
                             let smallest = b
-                                .path
+                                .path()
                                 .iter()
                                 .map(|p| Self::window(usize::from(p.as_bytes()[0] - 1)))
                                 .min();

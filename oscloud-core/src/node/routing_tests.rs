@@ -424,8 +424,8 @@ async fn a_peer_without_routing_gets_no_routes_but_is_forwarded() {
                 }
                 Event::PeerRouted(e, _) => panic!("a Route message to an old peer: {e:?}"),
                 Event::PeerAnnounced(e) => {
-                    assert_ne!(e.name, "far", "A's server announced as B's own");
-                    saw_marker |= e.name == "marker";
+                    assert_ne!(&*e.name, "far", "A's server announced as B's own");
+                    saw_marker |= &*e.name == "marker";
                 }
                 Event::Reply { id, result } if Some(id) == call => {
                     assert_eq!(&result.unwrap()[..], b"via b");

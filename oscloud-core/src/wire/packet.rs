@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
@@ -46,15 +47,17 @@ pub(crate) mod code {
     pub(crate) const PIPE_END: u8 = 52;
 }
 
-/// A registry entry as announced to the peer.
+/// A registry entry as announced to the peer. The name and capabilities
+/// are shared (cheap to clone): one copy per server serves its registry
+/// entry, its routes and what every link announces of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryInfo {
     /// The entry's id on the announcing node (used by `withdraw`).
     pub id: u64,
     /// The server's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// What the server advertises.
-    pub capabilities: Capabilities,
+    pub capabilities: Arc<Capabilities>,
     /// Whether the entry is one member of a group.
     pub group: bool,
 }
@@ -72,7 +75,9 @@ pub struct RouteInfo {
     pub origin_id: u64,
     /// The nodes the announcement went through: the node the server lives
     /// on first, the announcing node last; 1 to [`MAX_ROUTE_PATH`] ids.
-    pub path: Vec<NodeId>,
+    /// Shared: the route a node announces to each of its neighbours is
+    /// one path.
+    pub path: Arc<[NodeId]>,
     /// The cost of the route from the announcing node to the server (the
     /// sum of the link costs on the way; 0 for the announcer's own server).
     pub cost: u32,
@@ -569,7 +574,7 @@ impl Msg {
             Msg::Announce(e) => (
                 code::ANNOUNCE,
                 e.id,
-                &e.name,
+                &*e.name,
                 Caps(&e.capabilities),
                 e.group,
             )
@@ -578,7 +583,7 @@ impl Msg {
                 let head = (
                     code::ROUTE,
                     e.id,
-                    &e.name,
+                    &*e.name,
                     Caps(&e.capabilities),
                     e.group,
                     r.origin_id,
@@ -1046,20 +1051,20 @@ impl<'de> DeserializeSeed<'de> for MsgSeed<'_> {
                 let msg = match ty {
                     code::ANNOUNCE => Msg::Announce(Box::new(EntryInfo {
                         id: next(s, "id")?,
-                        name: next(s, "name")?,
-                        capabilities: next::<_, CapsOwned>(s, "capabilities")?.0,
+                        name: next::<_, String>(s, "name")?.into(),
+                        capabilities: Arc::new(next::<_, CapsOwned>(s, "capabilities")?.0),
                         group: next(s, "group")?,
                     })),
                     code::ROUTE => Msg::Route(
                         Box::new(EntryInfo {
                             id: next(s, "id")?,
-                            name: next(s, "name")?,
-                            capabilities: next::<_, CapsOwned>(s, "capabilities")?.0,
+                            name: next::<_, String>(s, "name")?.into(),
+                            capabilities: Arc::new(next::<_, CapsOwned>(s, "capabilities")?.0),
                             group: next(s, "group")?,
                         }),
                         RouteInfo {
                             origin_id: next(s, "origin id")?,
-                            path: next::<_, PathOwned>(s, "path")?.0,
+                            path: next::<_, PathOwned>(s, "path")?.0.into(),
                             cost: next(s, "cost")?,
                             pipe_frame: s.next_element()?,
                         },
@@ -1353,7 +1358,11 @@ mod tests {
             msg: Msg::Announce(Box::new(EntryInfo {
                 id: 5,
                 name: "a".into(),
-                capabilities: Capabilities::new().accepts("r").feature("f").meta("k", "v"),
+                capabilities: Capabilities::new()
+                    .accepts("r")
+                    .feature("f")
+                    .meta("k", "v")
+                    .into(),
                 group: true,
             })),
         };
@@ -1382,12 +1391,12 @@ mod tests {
                 Box::new(EntryInfo {
                     id: 5,
                     name: "a".into(),
-                    capabilities: Capabilities::new(),
+                    capabilities: Capabilities::new().into(),
                     group: false,
                 }),
                 RouteInfo {
                     origin_id: 2,
-                    path: vec![NodeId::from_bytes([0xcc; 16])],
+                    path: vec![NodeId::from_bytes([0xcc; 16])].into(),
                     cost: 1,
                     pipe_frame: None,
                 },
@@ -1466,7 +1475,8 @@ mod tests {
                 name: "cat".into(),
                 capabilities: Capabilities::new()
                     .port("out", PortDirection::Out)
-                    .port("in", PortDirection::In),
+                    .port("in", PortDirection::In)
+                    .into(),
                 group: false,
             })),
         });
@@ -1641,12 +1651,12 @@ mod tests {
                 Box::new(EntryInfo {
                     id: 7,
                     name: "far".into(),
-                    capabilities: Capabilities::new().accepts("r"),
+                    capabilities: Capabilities::new().accepts("r").into(),
                     group: false,
                 }),
                 RouteInfo {
                     origin_id: 3,
-                    path: vec![NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16])],
+                    path: vec![NodeId::from_bytes([1; 16]), NodeId::from_bytes([2; 16])].into(),
                     cost: 11,
                     pipe_frame: Some(4096),
                 },
@@ -1842,10 +1852,10 @@ mod tests {
                     Box::new(EntryInfo {
                         id: 3,
                         name: "s".into(),
-                        capabilities: Capabilities::new(),
+                        capabilities: Capabilities::new().into(),
                         group: false,
                     }),
-                    RouteInfo { origin_id, path, cost, pipe_frame },
+                    RouteInfo { origin_id, path: path.into(), cost, pipe_frame },
                 ),
             };
             let bytes = p.encode().unwrap();

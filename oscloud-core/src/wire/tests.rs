@@ -83,7 +83,7 @@ fn registry_and_messages() {
         let info = EntryInfo {
             id: 7,
             name: "logger".into(),
-            capabilities: Capabilities::new().accepts("line"),
+            capabilities: Capabilities::new().accepts("line").into(),
             group: false,
         };
         p.a.announce(info.clone()).unwrap();
@@ -573,7 +573,7 @@ fn entry(id: u64) -> EntryInfo {
     EntryInfo {
         id,
         name: "logger".into(),
-        capabilities: Capabilities::new(),
+        capabilities: Capabilities::new().into(),
         group: false,
     }
 }
