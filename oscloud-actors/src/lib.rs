@@ -115,7 +115,7 @@ pub use async_trait::async_trait;
 pub use context::{Context, MonitorRef, ReplyTo};
 pub use error::{Error, Result};
 pub use server::{Down, PipeOutcome, Server, ServerError, ServerHandle, ServerOptions, start};
-pub use server_ref::{ServerRef, TypedRef, decode, encode};
+pub use server_ref::{Outgoing, ServerRef, TypedRef, decode, encode};
 pub use supervisor::{
     ChildSpec, ChildStats, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorRequest,
     SupervisorSpec, SupervisorStats,

@@ -274,6 +274,43 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(rmp_serde::from_slice(bytes).map_err(|e| CoreError::Decode(e.to_string()))?)
 }
 
+/// A request handed to a [`TypedRef`]: borrowed or owned.
+///
+/// Both convert into it, so `cast(&req)` and `cast(req)` both work. A
+/// borrowed request is always encoded as MessagePack. An owned one is
+/// moved, without encoding, to a server in this process whose
+/// [`Server::Request`](crate::Server::Request) is the same type; to any
+/// other server it is encoded like a borrowed one.
+#[derive(Debug)]
+pub enum Outgoing<'a, T> {
+    /// A borrowed request, encoded.
+    Borrowed(&'a T),
+    /// An owned request, moved when the server is local and takes `T`.
+    Owned(T),
+}
+
+impl<'a, T> From<&'a T> for Outgoing<'a, T> {
+    fn from(value: &'a T) -> Self {
+        Outgoing::Borrowed(value)
+    }
+}
+
+impl<T> From<T> for Outgoing<'_, T> {
+    fn from(value: T) -> Self {
+        Outgoing::Owned(value)
+    }
+}
+
+impl<T: Serialize> Outgoing<'_, T> {
+    /// The request as MessagePack bytes.
+    fn encode(&self) -> Result<Bytes, Error> {
+        match self {
+            Outgoing::Borrowed(v) => encode(*v),
+            Outgoing::Owned(v) => encode(v),
+        }
+    }
+}
+
 impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
     /// The server's name.
     pub fn name(&self) -> &str {
@@ -285,22 +322,37 @@ impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
         &self.raw
     }
 
-    /// Send a one-way request, waiting for room on a full link (see
-    /// [`ServerRef::cast`]).
-    pub async fn cast(&self, req: &Req) -> Result<(), Error> {
-        self.raw.cast_with(encode(req)?, || encode(req)).await
+    /// Send a one-way request, `&req` or `req` (see [`Outgoing`]),
+    /// waiting for room on a full link (see [`ServerRef::cast`]).
+    pub async fn cast<'a>(&self, req: impl Into<Outgoing<'a, Req>>) -> Result<(), Error>
+    where
+        Req: 'a,
+    {
+        let req = req.into();
+        self.raw.cast_with(req.encode()?, || req.encode()).await
     }
 
     /// Send a one-way request without waiting for room (see
     /// [`ServerRef::try_cast`]).
-    pub fn try_cast(&self, req: &Req) -> Result<(), Error> {
-        self.raw.try_cast_with(encode(req)?, || encode(req))
+    pub fn try_cast<'a>(&self, req: impl Into<Outgoing<'a, Req>>) -> Result<(), Error>
+    where
+        Req: 'a,
+    {
+        let req = req.into();
+        self.raw.try_cast_with(req.encode()?, || req.encode())
     }
 
-    /// Send a request and wait at most `timeout` for the reply (see
-    /// [`ServerRef::call`]).
-    pub async fn call(&self, req: &Req, timeout: Duration) -> Result<Rep, Error> {
-        let reply = self.raw.call(encode(req)?, timeout).await?;
+    /// Send a request, `&req` or `req` (see [`Outgoing`]), and wait at
+    /// most `timeout` for the reply (see [`ServerRef::call`]).
+    pub async fn call<'a>(
+        &self,
+        req: impl Into<Outgoing<'a, Req>>,
+        timeout: Duration,
+    ) -> Result<Rep, Error>
+    where
+        Req: 'a,
+    {
+        let reply = self.raw.call(req.into().encode()?, timeout).await?;
         decode(&reply)
     }
 
