@@ -12,6 +12,10 @@
 //! core, as `#[tokio::main]` builds it) and once with one worker. The
 //! client loops run in a task on a worker, as a server's code would.
 //!
+//! `OSCLOUD_BENCH_SIDE=ours|raw` runs one side only, in place of both
+//! (for a profile; the ratios are then 1); `OSCLOUD_BENCH=casts|calls`
+//! runs only the rows whose label starts so.
+//!
 //! Rows: casts by value (`cast(req)`), calls by value (`call(req, ..)`)
 //! and calls by reference (`call(&req, ..)`, encoded as MessagePack).
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs, unsafe_code)]
@@ -177,6 +181,20 @@ impl Measure {
     }
 
     async fn ours(self, t: &Targets) -> Cost {
+        if side() == Some("raw") {
+            return self.raw_side(t).await;
+        }
+        self.ours_side(t).await
+    }
+
+    async fn raw(self, t: &Targets) -> Cost {
+        if side() == Some("ours") {
+            return self.ours_side(t).await;
+        }
+        self.raw_side(t).await
+    }
+
+    async fn ours_side(self, t: &Targets) -> Cost {
         let n = self.count();
         match self {
             Measure::Casts => {
@@ -208,7 +226,7 @@ impl Measure {
         }
     }
 
-    async fn raw(self, t: &Targets) -> Cost {
+    async fn raw_side(self, t: &Targets) -> Cost {
         let n = self.count();
         match self {
             Measure::Casts => {
@@ -244,6 +262,13 @@ fn median_f(v: &[f64]) -> f64 {
     spread(v.to_vec()).0
 }
 
+/// `OSCLOUD_BENCH_SIDE`, if set.
+fn side() -> Option<&'static str> {
+    static SIDE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SIDE.get_or_init(|| std::env::var("OSCLOUD_BENCH_SIDE").ok())
+        .as_deref()
+}
+
 fn rounds() -> usize {
     std::env::var("OSCLOUD_BENCH_RUNS")
         .ok()
@@ -273,7 +298,11 @@ fn bench(runtime: &str, rt: tokio::runtime::Runtime, rounds: usize) {
                 raw_count,
             };
             let mut rows = Vec::new();
+            let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
             for m in [Measure::Casts, Measure::CallsByValue, Measure::CallsByRef] {
+                if !m.label().starts_with(only.as_str()) {
+                    continue;
+                }
                 let (mut ours, mut raws) = (Vec::new(), Vec::new());
                 for round in 0..rounds {
                     if round % 2 == 0 {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
+use crate::server::{LocalEndpoint, Payload};
 
 /// A reference to a server **by name**, local or remote.
 ///
@@ -179,16 +180,55 @@ impl ServerRef {
     /// Cancel-safe in the sense that dropping the future abandons the call;
     /// the server may still handle it.
     pub async fn call(&self, msg: Bytes, timeout: Duration) -> Result<Bytes, Error> {
-        let start = tokio::time::Instant::now();
-        let entry = self.find(timeout).await?;
-        let left = timeout.saturating_sub(start.elapsed());
-        match tokio::time::timeout(left, entry.endpoint().call(msg)).await {
+        self.call_with(
+            timeout,
+            |entry| async move { entry.endpoint().call(msg).await },
+        )
+        .await
+    }
+
+    /// Resolve the name (through the directory if need be) and run `send`
+    /// on the entry, all within `timeout`.
+    pub(crate) async fn call_with<T, F>(
+        &self,
+        timeout: Duration,
+        send: impl FnOnce(Entry) -> F,
+    ) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, CoreError>>,
+    {
+        // A name registered here is found without waiting (nor a clock read).
+        let (entry, left) = match self.resolve() {
+            Ok(entry) => (entry, timeout),
+            Err(_) => {
+                let start = tokio::time::Instant::now();
+                let entry = self.find(timeout).await?;
+                (entry, timeout.saturating_sub(start.elapsed()))
+            }
+        };
+        match tokio::time::timeout(left, send(entry)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(CoreError::Timeout {
                 name: self.name.to_string(),
                 after: timeout,
             }
             .into()),
+        }
+    }
+
+    /// Cast `value` to the cached server if it is in this process and
+    /// takes `T`, without encoding it. The value back when nothing is
+    /// cached, the server is elsewhere or takes another type, or it has
+    /// stopped: for the bytes path, which resolves the name again.
+    pub(crate) fn cast_value<T: Send + 'static>(&self, value: T) -> Result<Result<(), Error>, T> {
+        let cached = self.lock();
+        let Some(local) = cached.as_ref().and_then(LocalEndpoint::<T>::of) else {
+            return Err(value);
+        };
+        match local.post_cast(Payload::Value(value)) {
+            Ok(()) => Ok(Ok(())),
+            Err((_, Some(Payload::Value(value)))) => Err(value),
+            Err((e, _)) => Ok(Err(e.into())),
         }
     }
 
@@ -304,14 +344,18 @@ impl<T> From<T> for Outgoing<'_, T> {
 impl<T: Serialize> Outgoing<'_, T> {
     /// The request as MessagePack bytes.
     fn encode(&self) -> Result<Bytes, Error> {
+        Ok(self.encode_core()?)
+    }
+
+    fn encode_core(&self) -> Result<Bytes, CoreError> {
         match self {
-            Outgoing::Borrowed(v) => encode(*v),
-            Outgoing::Owned(v) => encode(v),
+            Outgoing::Borrowed(v) => encode_core(*v),
+            Outgoing::Owned(v) => encode_core(v),
         }
     }
 }
 
-impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
+impl<Req: Serialize + Send + 'static, Rep: DeserializeOwned + Send + 'static> TypedRef<Req, Rep> {
     /// The server's name.
     pub fn name(&self) -> &str {
         self.raw.name()
@@ -328,7 +372,13 @@ impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
     where
         Req: 'a,
     {
-        let req = req.into();
+        let req = match req.into() {
+            Outgoing::Owned(v) => match self.raw.cast_value(v) {
+                Ok(sent) => return sent,
+                Err(v) => Outgoing::Owned(v),
+            },
+            borrowed => borrowed,
+        };
         self.raw.cast_with(req.encode()?, || req.encode()).await
     }
 
@@ -338,7 +388,13 @@ impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
     where
         Req: 'a,
     {
-        let req = req.into();
+        let req = match req.into() {
+            Outgoing::Owned(v) => match self.raw.cast_value(v) {
+                Ok(sent) => return sent,
+                Err(v) => Outgoing::Owned(v),
+            },
+            borrowed => borrowed,
+        };
         self.raw.try_cast_with(req.encode()?, || req.encode())
     }
 
@@ -352,8 +408,23 @@ impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
     where
         Req: 'a,
     {
-        let reply = self.raw.call(req.into().encode()?, timeout).await?;
-        decode(&reply)
+        let req = req.into();
+        self.raw
+            .call_with(timeout, |entry| async move {
+                let Some(local) = LocalEndpoint::<Req>::of(&entry) else {
+                    let reply = entry.endpoint().call(req.encode_core()?).await?;
+                    return Payload::Bytes(reply).into_value();
+                };
+                let msg = match req {
+                    Outgoing::Owned(v) => Payload::Value(v),
+                    req => Payload::Bytes(req.encode_core()?),
+                };
+                local
+                    .post_call(msg, local.replies::<Rep>())
+                    .await?
+                    .into_value()
+            })
+            .await
     }
 
     /// Open a duplex pipe to the server's port `port` (see
