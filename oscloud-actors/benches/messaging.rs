@@ -20,10 +20,14 @@
 //! and calls by reference (`call(&req, ..)`, encoded as MessagePack).
 #![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs, unsafe_code)]
 
-use std::future::Future;
+#[path = "../../oscloud-core/benches/common/mod.rs"]
+mod common;
+
+use common::{Cost, rounds, spread, timed};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oscloud_actors::{Context, Server, ServerError, ServerRef, TypedRef, async_trait, start};
 use oscloud_core::Kernel;
@@ -121,31 +125,6 @@ fn reading(i: u64) -> Reading {
 async fn wait_count(counter: &AtomicU64, target: u64) {
     while counter.load(Ordering::Relaxed) < target {
         tokio::task::yield_now().await;
-    }
-}
-
-/// CPU time (user + system) this process has used so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct it is given and nothing else.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-/// Wall and CPU time of one run.
-#[derive(Clone, Copy)]
-struct Cost {
-    wall: Duration,
-    cpu: Duration,
-}
-
-async fn timed(run: impl Future<Output = ()>) -> Cost {
-    let (t, c) = (Instant::now(), cpu_time());
-    run.await;
-    Cost {
-        wall: t.elapsed(),
-        cpu: cpu_time() - c,
     }
 }
 
@@ -252,12 +231,6 @@ impl Measure {
     }
 }
 
-/// Median and min–max of `v` (not empty).
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 fn median_f(v: &[f64]) -> f64 {
     spread(v.to_vec()).0
 }
@@ -267,13 +240,6 @@ fn side() -> Option<&'static str> {
     static SIDE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     SIDE.get_or_init(|| std::env::var("OSCLOUD_BENCH_SIDE").ok())
         .as_deref()
-}
-
-fn rounds() -> usize {
-    std::env::var("OSCLOUD_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5)
 }
 
 fn bench(runtime: &str, rt: tokio::runtime::Runtime, rounds: usize) {

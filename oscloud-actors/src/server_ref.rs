@@ -372,12 +372,9 @@ impl<Req: Serialize + Send + 'static, Rep: DeserializeOwned + Send + 'static> Ty
     where
         Req: 'a,
     {
-        let req = match req.into() {
-            Outgoing::Owned(v) => match self.raw.cast_value(v) {
-                Ok(sent) => return sent,
-                Err(v) => Outgoing::Owned(v),
-            },
-            borrowed => borrowed,
+        let req = match self.cast_local(req.into()) {
+            Ok(sent) => return sent,
+            Err(req) => req,
         };
         self.raw.cast_with(req.encode()?, || req.encode()).await
     }
@@ -388,14 +385,23 @@ impl<Req: Serialize + Send + 'static, Rep: DeserializeOwned + Send + 'static> Ty
     where
         Req: 'a,
     {
-        let req = match req.into() {
-            Outgoing::Owned(v) => match self.raw.cast_value(v) {
-                Ok(sent) => return sent,
-                Err(v) => Outgoing::Owned(v),
-            },
-            borrowed => borrowed,
+        let req = match self.cast_local(req.into()) {
+            Ok(sent) => return sent,
+            Err(req) => req,
         };
         self.raw.try_cast_with(req.encode()?, || req.encode())
+    }
+
+    /// Cast an owned request to the cached server as a value, if it is in
+    /// this process and takes `Req`; the request back otherwise, to encode.
+    fn cast_local<'a>(
+        &self,
+        req: Outgoing<'a, Req>,
+    ) -> Result<Result<(), Error>, Outgoing<'a, Req>> {
+        match req {
+            Outgoing::Owned(v) => self.raw.cast_value(v).map_err(Outgoing::Owned),
+            borrowed => Err(borrowed),
+        }
     }
 
     /// Send a request, `&req` or `req` (see [`Outgoing`]), and wait at

@@ -16,8 +16,11 @@
 //! given for information, against the same round's pipe.
 #![allow(clippy::print_stdout, missing_docs, unsafe_code)]
 
+mod common;
+
+use common::{Cost, rounds, spread, timed};
+
 use std::future::Future;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use oscloud_core::PipeConfig;
@@ -28,31 +31,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CAPACITY: usize = 256 * 1024;
 /// Frames per `send_many` in the batched row.
 const BATCH: usize = 64;
-
-/// CPU time (user + system) this process has used so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct it is given and nothing else.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
-/// Wall and CPU time of one run.
-#[derive(Clone, Copy)]
-struct Cost {
-    wall: Duration,
-    cpu: Duration,
-}
-
-async fn timed(run: impl Future<Output = ()>) -> Cost {
-    let (t, c) = (Instant::now(), cpu_time());
-    run.await;
-    Cost {
-        wall: t.elapsed(),
-        cpu: cpu_time() - c,
-    }
-}
 
 async fn ours(frame: usize, total: usize, batch: usize) -> Cost {
     let (w, mut r) = pipe(PipeConfig::with_capacity(CAPACITY));
@@ -124,19 +102,6 @@ async fn split2(frame: usize, total: usize) -> Cost {
         s.finished().await.expect("split");
     })
     .await
-}
-
-/// Median and min–max of `v` (not empty).
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
-fn rounds() -> usize {
-    std::env::var("OSCLOUD_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5)
 }
 
 fn bench(runtime: &str, rt: &tokio::runtime::Runtime, rounds: usize) {

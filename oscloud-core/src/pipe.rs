@@ -303,7 +303,7 @@ impl PipeReader {
     /// Cancel-safe: a frame is never lost by dropping this future.
     pub async fn recv(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(frame) = self.from_batch() {
+            if let Some(frame) = self.next_of_batch() {
                 return Some(frame);
             }
             let item = self.rx.recv().await?;
@@ -314,7 +314,7 @@ impl PipeReader {
     }
 
     /// The next frame of the batch being read, if any.
-    fn from_batch(&mut self) -> Option<Bytes> {
+    fn next_of_batch(&mut self) -> Option<Bytes> {
         let (frames, credit) = self.batch.as_mut()?;
         let frame = frames.next();
         if frames.as_slice().is_empty() {
@@ -334,7 +334,7 @@ impl PipeReader {
             }
             Item::Many(frames, credit) => {
                 self.batch = Some((frames, credit));
-                self.from_batch()
+                self.next_of_batch()
             }
         }
     }
@@ -345,7 +345,7 @@ impl PipeReader {
     #[allow(clippy::result_unit_err)]
     pub fn try_recv(&mut self) -> Result<Option<Bytes>, ()> {
         loop {
-            if let Some(frame) = self.from_batch() {
+            if let Some(frame) = self.next_of_batch() {
                 return Ok(Some(frame));
             }
             match self.rx.try_recv() {
@@ -402,7 +402,7 @@ impl Stream for PipeReader {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         loop {
-            if let Some(frame) = self.from_batch() {
+            if let Some(frame) = self.next_of_batch() {
                 return Poll::Ready(Some(frame));
             }
             match self.rx.poll_recv(cx) {
