@@ -221,13 +221,17 @@ impl ServerRef {
     /// cached, the server is elsewhere or takes another type, or it has
     /// stopped: for the bytes path, which resolves the name again.
     pub(crate) fn cast_value<T: Send + 'static>(&self, value: T) -> Result<Result<(), Error>, T> {
-        let cached = self.lock();
+        let mut cached = self.lock();
         let Some(local) = cached.as_ref().and_then(LocalEndpoint::<T>::of) else {
             return Err(value);
         };
         match local.post_cast(Payload::Value(value)) {
             Ok(()) => Ok(Ok(())),
-            Err((_, Some(Payload::Value(value)))) => Err(value),
+            Err((_, Some(Payload::Value(value)))) => {
+                // Stopped: the bytes path resolves the name at once.
+                *cached = None;
+                Err(value)
+            }
             Err((e, _)) => Ok(Err(e.into())),
         }
     }
