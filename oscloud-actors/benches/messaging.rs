@@ -1,22 +1,41 @@
-//! Messaging cost: oscloud servers (`TypedRef`, MessagePack through the
-//! kernel endpoint) against raw ractor (`ActorRef::cast` / `call!`, no
-//! serialization), in the same process.
+//! Messaging cost in one process: oscloud servers (`TypedRef` through the
+//! kernel endpoint) against raw ractor (`ActorRef::cast` / `call!`), the
+//! same struct either way.
 //!
-//! Run with `cargo bench -p oscloud-actors --bench messaging`.
-#![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
+//! `cargo bench -p oscloud-actors --bench messaging`. oscloud and raw
+//! ractor run interleaved in rounds (A B, B A, ...; `OSCLOUD_BENCH_RUNS`
+//! rounds, default 5); each round's oscloud figure is divided by the same
+//! round's raw figure, and the table gives the median ratio and its
+//! min–max. Beside the time: CPU time (user + system, `getrusage` of the
+//! process: both sides are in it) per message, and its ratio taken the
+//! same way. Once on tokio's default multi-thread runtime (a worker per
+//! core, as `#[tokio::main]` builds it) and once with one worker. The
+//! client loops run in a task on a worker, as a server's code would.
+//!
+//! `OSCLOUD_BENCH_SIDE=ours|raw` runs one side only, in place of both
+//! (for a profile; the ratios are then 1); `OSCLOUD_BENCH=casts|calls`
+//! runs only the rows whose label starts so.
+//!
+//! Rows: casts by value (`cast(req)`), calls by value (`call(req, ..)`)
+//! and calls by reference (`call(&req, ..)`, encoded as MessagePack).
+#![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs, unsafe_code)]
+
+#[path = "../../oscloud-core/benches/common/mod.rs"]
+mod common;
+
+use common::{Cost, rounds, spread, timed};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oscloud_actors::{Context, Server, ServerError, ServerRef, TypedRef, async_trait, start};
 use oscloud_core::Kernel;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-const CASTS: u64 = 1_000_000;
+const CASTS: u64 = 500_000;
 const CALLS: u64 = 100_000;
-const RUNS: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,102 +128,221 @@ async fn wait_count(counter: &AtomicU64, target: u64) {
     }
 }
 
-async fn ours_casts(r: &TypedRef<Reading, u64>, counter: &AtomicU64) -> Duration {
-    let base = counter.load(Ordering::Relaxed);
-    let t = Instant::now();
-    for i in 0..CASTS {
-        r.cast(&reading(i)).await.unwrap();
-    }
-    wait_count(counter, base + CASTS).await;
-    t.elapsed()
+#[derive(Clone)]
+struct Targets {
+    ours: TypedRef<Reading, u64>,
+    ours_count: Arc<AtomicU64>,
+    raw: ActorRef<RawMsg>,
+    raw_count: Arc<AtomicU64>,
 }
 
-async fn raw_casts(a: &ActorRef<RawMsg>, counter: &AtomicU64) -> Duration {
-    let base = counter.load(Ordering::Relaxed);
-    let t = Instant::now();
-    for i in 0..CASTS {
-        a.cast(RawMsg::Cast(reading(i))).unwrap();
-    }
-    wait_count(counter, base + CASTS).await;
-    t.elapsed()
+#[derive(Clone, Copy)]
+enum Measure {
+    Casts,
+    CallsByValue,
+    CallsByRef,
 }
 
-async fn ours_calls(r: &TypedRef<Reading, u64>) -> Duration {
-    let t = Instant::now();
-    for i in 0..CALLS {
-        std::hint::black_box(r.call(&reading(i), TIMEOUT).await.unwrap());
+impl Measure {
+    fn label(self) -> &'static str {
+        match self {
+            Measure::Casts => "casts",
+            Measure::CallsByValue => "calls",
+            Measure::CallsByRef => "calls, &req (encoded)",
+        }
     }
-    t.elapsed()
+
+    fn count(self) -> u64 {
+        match self {
+            Measure::Casts => CASTS,
+            _ => CALLS,
+        }
+    }
+
+    async fn ours(self, t: &Targets) -> Cost {
+        if side() == Some("raw") {
+            return self.raw_side(t).await;
+        }
+        self.ours_side(t).await
+    }
+
+    async fn raw(self, t: &Targets) -> Cost {
+        if side() == Some("ours") {
+            return self.ours_side(t).await;
+        }
+        self.raw_side(t).await
+    }
+
+    async fn ours_side(self, t: &Targets) -> Cost {
+        let n = self.count();
+        match self {
+            Measure::Casts => {
+                let base = t.ours_count.load(Ordering::Relaxed);
+                timed(async {
+                    for i in 0..n {
+                        t.ours.cast(reading(i)).await.unwrap();
+                    }
+                    wait_count(&t.ours_count, base + n).await;
+                })
+                .await
+            }
+            Measure::CallsByValue => {
+                timed(async {
+                    for i in 0..n {
+                        std::hint::black_box(t.ours.call(reading(i), TIMEOUT).await.unwrap());
+                    }
+                })
+                .await
+            }
+            Measure::CallsByRef => {
+                timed(async {
+                    for i in 0..n {
+                        std::hint::black_box(t.ours.call(&reading(i), TIMEOUT).await.unwrap());
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    async fn raw_side(self, t: &Targets) -> Cost {
+        let n = self.count();
+        match self {
+            Measure::Casts => {
+                let base = t.raw_count.load(Ordering::Relaxed);
+                timed(async {
+                    for i in 0..n {
+                        t.raw.cast(RawMsg::Cast(reading(i))).unwrap();
+                    }
+                    wait_count(&t.raw_count, base + n).await;
+                })
+                .await
+            }
+            Measure::CallsByValue | Measure::CallsByRef => {
+                timed(async {
+                    for i in 0..n {
+                        let got = ractor::call!(t.raw, RawMsg::Call, reading(i)).unwrap();
+                        std::hint::black_box(got);
+                    }
+                })
+                .await
+            }
+        }
+    }
 }
 
-async fn raw_calls(a: &ActorRef<RawMsg>) -> Duration {
-    let t = Instant::now();
-    for i in 0..CALLS {
-        let n = ractor::call_t!(a, RawMsg::Call, TIMEOUT.as_millis() as u64, reading(i)).unwrap();
-        std::hint::black_box(n);
-    }
-    t.elapsed()
+fn median_f(v: &[f64]) -> f64 {
+    spread(v.to_vec()).0
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// `OSCLOUD_BENCH_SIDE`, if set.
+fn side() -> Option<&'static str> {
+    static SIDE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SIDE.get_or_init(|| std::env::var("OSCLOUD_BENCH_SIDE").ok())
+        .as_deref()
+}
+
+fn bench(runtime: &str, rt: tokio::runtime::Runtime, rounds: usize) {
+    let rows = rt.block_on(async move {
+        tokio::spawn(async move {
+            let kernel = Kernel::new();
+            let ours_count = Arc::new(AtomicU64::new(0));
+            let server = start(&kernel, "sink", Sink(ours_count.clone()))
+                .await
+                .unwrap();
+            let ours = ServerRef::lookup(&kernel, "sink")
+                .unwrap()
+                .typed::<Reading, u64>();
+            let raw_count = Arc::new(AtomicU64::new(0));
+            let (raw, _join) = Actor::spawn(None, RawSink(raw_count.clone()), ())
+                .await
+                .unwrap();
+            let t = Targets {
+                ours,
+                ours_count,
+                raw: raw.clone(),
+                raw_count,
+            };
+            let mut rows = Vec::new();
+            let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
+            for m in [Measure::Casts, Measure::CallsByValue, Measure::CallsByRef] {
+                if !m.label().starts_with(only.as_str()) {
+                    continue;
+                }
+                let (mut ours, mut raws) = (Vec::new(), Vec::new());
+                for round in 0..rounds {
+                    if round % 2 == 0 {
+                        ours.push(m.ours(&t).await);
+                        raws.push(m.raw(&t).await);
+                    } else {
+                        raws.push(m.raw(&t).await);
+                        ours.push(m.ours(&t).await);
+                    }
+                }
+                rows.push((m, ours, raws));
+            }
+            raw.stop(None);
+            server.stop().await;
+            rows
+        })
+        .await
+        .unwrap()
+    });
+    for (m, ours, raws) in rows {
+        let n = m.count() as f64;
+        let per = |c: &[Cost], f: fn(&Cost) -> Duration| {
+            median_f(
+                &c.iter()
+                    .map(|c| f(c).as_nanos() as f64 / n)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let ratio = |f: fn(&Cost) -> Duration| {
+            spread(
+                ours.iter()
+                    .zip(&raws)
+                    .map(|(o, r)| f(o).as_secs_f64() / f(r).as_secs_f64())
+                    .collect(),
+            )
+        };
+        let (tr, tmin, tmax) = ratio(|c| c.wall);
+        let (cr, cmin, cmax) = ratio(|c| c.cpu);
+        println!(
+            "{:<10} {:<22} {:>8.0} {:>8.0} {:>6.2}x ({:.2}-{:.2}) {:>8.0} {:>8.0} {:>6.2}x ({:.2}-{:.2})",
+            runtime,
+            m.label(),
+            per(&ours, |c| c.wall),
+            per(&raws, |c| c.wall),
+            tr,
+            tmin,
+            tmax,
+            per(&ours, |c| c.cpu),
+            per(&raws, |c| c.cpu),
+            cr,
+            cmin,
+            cmax,
+        );
+    }
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rounds = rounds();
+    println!(
+        "{rounds} interleaved rounds; {CASTS} casts, {CALLS} calls per run; ns per message (medians)"
+    );
+    println!(
+        "{:<10} {:<22} {:>8} {:>8} {:>20} {:>8} {:>8} {:>20}",
+        "runtime", "measure", "ours", "raw", "time ours/raw", "CPU ours", "CPU raw", "CPU ours/raw"
+    );
+    let default = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let kernel = Kernel::new();
-        let ours_count = Arc::new(AtomicU64::new(0));
-        let _server = start(&kernel, "sink", Sink(ours_count.clone()))
-            .await
-            .unwrap();
-        let ours = ServerRef::lookup(&kernel, "sink")
-            .unwrap()
-            .typed::<Reading, u64>();
-        let raw_count = Arc::new(AtomicU64::new(0));
-        let (raw, _join) = Actor::spawn(None, RawSink(raw_count.clone()), ())
-            .await
-            .unwrap();
-
-        let (mut oc, mut rc, mut ol, mut rl) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..RUNS {
-            oc.push(ours_casts(&ours, &ours_count).await);
-            rc.push(raw_casts(&raw, &raw_count).await);
-            ol.push(ours_calls(&ours).await);
-            rl.push(raw_calls(&raw).await);
-        }
-        let (oc, rc, ol, rl) = (median(oc), median(rc), median(ol), median(rl));
-        let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
-        println!("median of {RUNS} runs; 2 tokio workers");
-        println!(
-            "{:<32} {:>14} {:>14} {:>12}",
-            "benchmark", "oscloud", "raw ractor", "time ours/raw"
-        );
-        println!(
-            "{:<32} {:>10.0} /s {:>10.0} /s {:>11.2}x",
-            format!("cast throughput ({CASTS} casts)"),
-            rate(CASTS, oc),
-            rate(CASTS, rc),
-            oc.as_secs_f64() / rc.as_secs_f64()
-        );
-        println!(
-            "{:<32} {:>10.0} /s {:>10.0} /s {:>11.2}x",
-            format!("call round-trip ({CALLS} calls)"),
-            rate(CALLS, ol),
-            rate(CALLS, rl),
-            ol.as_secs_f64() / rl.as_secs_f64()
-        );
-        println!(
-            "{:<32} {:>11.0} ns {:>11.0} ns",
-            "call latency",
-            ol.as_nanos() as f64 / CALLS as f64,
-            rl.as_nanos() as f64 / CALLS as f64
-        );
-        raw.stop(None);
-    });
+    bench("default", default, rounds);
+    let one = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    bench("1 worker", one, rounds);
 }

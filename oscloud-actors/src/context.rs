@@ -4,16 +4,17 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use bytes::Bytes;
 use oscloud_core::TraceContext;
 use oscloud_core::access::Caller;
-use oscloud_core::{Error as CoreError, ExitReason, Kernel, RegistryEvent};
-use ractor::ActorRef;
+use oscloud_core::{ExitReason, Kernel, RegistryEvent};
+use ractor::ActorCell;
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::server::{Down, Origin, ServerMsg};
+use crate::server::{Down, Origin, ReplyTx};
+
+/// Posts a [`Down`] into a server's mailbox.
+pub(crate) type PostDown = std::sync::Arc<dyn Fn(Down) + Send + Sync>;
 use crate::{Error, ServerRef};
 
 /// Identifies one monitor set up with [`Context::monitor`].
@@ -24,7 +25,9 @@ pub struct MonitorRef(u64);
 pub struct Context {
     kernel: Kernel,
     name: String,
-    myself: ActorRef<ServerMsg>,
+    myself: ActorCell,
+    /// Posts a [`Down`] into this server's mailbox.
+    post_down: PostDown,
     tasks: JoinSet<()>,
     monitors: HashMap<MonitorRef, Option<AbortHandle>>,
     next_monitor: u64,
@@ -32,7 +35,7 @@ pub struct Context {
     trace: Option<TraceContext>,
     /// Where the reply of the call being handled goes, until
     /// [`Context::defer_reply`] takes it.
-    reply: Option<oneshot::Sender<Result<Bytes, CoreError>>>,
+    reply: Option<ReplyTx>,
 }
 
 /// Where the reply to one call goes, taken out of the handler with
@@ -42,7 +45,7 @@ pub struct Context {
 /// [`ServerStopped`](oscloud_core::Error::ServerStopped).
 pub struct ReplyTo {
     server: String,
-    tx: oneshot::Sender<Result<Bytes, CoreError>>,
+    tx: ReplyTx,
 }
 
 impl fmt::Debug for ReplyTo {
@@ -58,7 +61,7 @@ impl ReplyTo {
     /// reply is). Returns false if the caller gave up already (it timed out
     /// or its link went down); the reply is then dropped.
     pub fn send<T: Serialize + ?Sized>(self, reply: &T) -> bool {
-        self.tx.send(crate::server_ref::encode_core(reply)).is_ok()
+        self.tx.send_bytes(crate::server_ref::encode_core(reply))
     }
 
     /// Whether the caller gave up already (nobody would read a reply).
@@ -78,11 +81,17 @@ impl fmt::Debug for Context {
 }
 
 impl Context {
-    pub(crate) fn new(kernel: Kernel, name: String, myself: ActorRef<ServerMsg>) -> Self {
+    pub(crate) fn new(
+        kernel: Kernel,
+        name: String,
+        myself: ActorCell,
+        post_down: PostDown,
+    ) -> Self {
         Self {
             kernel,
             name,
             myself,
+            post_down,
             tasks: JoinSet::new(),
             monitors: HashMap::new(),
             next_monitor: 0,
@@ -92,11 +101,11 @@ impl Context {
         }
     }
 
-    pub(crate) fn set_reply(&mut self, reply: Option<oneshot::Sender<Result<Bytes, CoreError>>>) {
+    pub(crate) fn set_reply(&mut self, reply: Option<ReplyTx>) {
         self.reply = reply;
     }
 
-    pub(crate) fn take_reply(&mut self) -> Option<oneshot::Sender<Result<Bytes, CoreError>>> {
+    pub(crate) fn take_reply(&mut self) -> Option<ReplyTx> {
         self.reply.take()
     }
 
@@ -139,9 +148,9 @@ impl Context {
         self.trace
     }
 
-    pub(crate) fn set_origin(&mut self, origin: Origin) {
-        self.caller = origin.caller;
-        self.trace = origin.trace;
+    pub(crate) fn set_origin(&mut self, origin: &Origin) {
+        self.caller = origin.caller();
+        self.trace = origin.trace();
     }
 
     /// The server's registered name.
@@ -189,16 +198,16 @@ impl Context {
         // Watch first, then look: a removal after `watch()` is in the stream.
         let mut watch = registry.watch();
         let present: HashSet<_> = registry.lookup_all(name).iter().map(|e| e.id()).collect();
-        let myself = self.myself.clone();
+        let post_down = self.post_down.clone();
         let name = name.to_owned();
         if present.is_empty() {
             self.monitors.insert(monitor, None);
-            let _ = myself.cast(ServerMsg::Down(Box::new(Down {
+            post_down(Down {
                 name,
                 entry: None,
                 reason: ExitReason::Failed("noproc".to_owned()),
                 monitor,
-            })));
+            });
             return monitor;
         }
         let task = self.spawn(async move {
@@ -206,12 +215,12 @@ impl Context {
                 if let RegistryEvent::Removed { entry, reason } = event
                     && present.contains(&entry.id())
                 {
-                    let _ = myself.cast(ServerMsg::Down(Box::new(Down {
+                    post_down(Down {
                         name,
                         entry: Some(entry.id()),
                         reason,
                         monitor,
-                    })));
+                    });
                     return;
                 }
             }

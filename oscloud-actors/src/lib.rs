@@ -12,7 +12,9 @@
 //! - messages cross the server boundary as MessagePack bytes through the
 //!   registry entry's [`Endpoint`](oscloud_core::Endpoint), so a
 //!   [`ServerRef`] / [`TypedRef`] works the same whether the server is in
-//!   this process or on another node;
+//!   this process or on another node (a request a [`TypedRef`] is given
+//!   by value, for a server in this process that takes its type, is moved
+//!   rather than encoded: see [`Outgoing`]);
 //! - a [`Supervisor`] (itself a registered server) restarts failed servers
 //!   with OTP's strategies, restart policies and restart intensity;
 //! - [`Context::monitor`] watches another server **by name**.
@@ -115,7 +117,7 @@ pub use async_trait::async_trait;
 pub use context::{Context, MonitorRef, ReplyTo};
 pub use error::{Error, Result};
 pub use server::{Down, PipeOutcome, Server, ServerError, ServerHandle, ServerOptions, start};
-pub use server_ref::{ServerRef, TypedRef, decode, encode};
+pub use server_ref::{Outgoing, ServerRef, TypedRef, decode, encode};
 pub use supervisor::{
     ChildSpec, ChildStats, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorRequest,
     SupervisorSpec, SupervisorStats,

@@ -3,7 +3,10 @@
 //!
 //! A server is a [ractor] actor whose messages arrive as MessagePack bytes
 //! through the kernel's [`Endpoint`]. The framework decodes them, calls the
-//! matching handler, and encodes the reply.
+//! matching handler, and encodes the reply. A [`TypedRef`](crate::TypedRef)
+//! in the same process whose request (or reply) type is the server's
+//! passes the value itself instead, boxed, with neither encoding nor
+//! decoding (see [`Outgoing`](crate::Outgoing)).
 //!
 //! Failure semantics follow OTP's "let it crash":
 //!
@@ -18,6 +21,7 @@
 //!
 //! Application-level errors belong in the `Reply` type.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -239,26 +243,102 @@ pub(crate) type PipeOffer = (
 
 /// Where a cast or call comes from: the remote node it came from
 /// (`None`: local) and the trace it belongs to, as they were when it was
-/// posted.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Origin {
-    pub(crate) caller: Option<Caller>,
-    pub(crate) trace: Option<TraceContext>,
-}
+/// posted. Boxed when there is either, so that a local message outside
+/// any trace stays small in the mailbox.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Origin(Option<Box<(Option<Caller>, Option<TraceContext>)>>);
 
 impl Origin {
     fn current() -> Self {
-        Self {
-            caller: current_caller(),
-            trace: current_trace(),
+        Self::new(current_caller(), current_trace())
+    }
+
+    pub(crate) fn new(caller: Option<Caller>, trace: Option<TraceContext>) -> Self {
+        match (caller, trace) {
+            (None, None) => Self(None),
+            both => Self(Some(Box::new(both))),
+        }
+    }
+
+    pub(crate) fn caller(&self) -> Option<Caller> {
+        self.0.as_ref().and_then(|o| o.0)
+    }
+
+    pub(crate) fn trace(&self) -> Option<TraceContext> {
+        self.0.as_ref().and_then(|o| o.1)
+    }
+}
+
+/// A request or a reply: MessagePack bytes, or the value itself, between
+/// a typed reference and a server in this process that agree on its type.
+/// A request's value travels in the mailbox message itself; a reply's is
+/// boxed (`T` is `Box<dyn Any + Send>`).
+pub(crate) enum Payload<T = Box<dyn Any + Send>> {
+    Bytes(Bytes),
+    Value(T),
+}
+
+impl<T: DeserializeOwned> Payload<T> {
+    /// The value in this payload, decoded if it is bytes.
+    pub(crate) fn into_typed(self) -> Result<T, CoreError> {
+        match self {
+            Payload::Bytes(bytes) => {
+                rmp_serde::from_slice(&bytes).map_err(|e| CoreError::Decode(e.to_string()))
+            }
+            Payload::Value(value) => Ok(value),
         }
     }
 }
 
-/// What goes into a server's (or supervisor's) mailbox.
-pub(crate) enum ServerMsg {
-    Cast(Bytes, Origin),
-    Call(Bytes, Origin, oneshot::Sender<Result<Bytes, CoreError>>),
+impl Payload {
+    /// The value of type `T` in this payload, decoded if it is bytes.
+    pub(crate) fn into_value<T: DeserializeOwned + 'static>(self) -> Result<T, CoreError> {
+        match self {
+            Payload::Bytes(bytes) => {
+                rmp_serde::from_slice(&bytes).map_err(|e| CoreError::Decode(e.to_string()))
+            }
+            Payload::Value(value) => value.downcast::<T>().map(|v| *v).map_err(|_| {
+                CoreError::Decode(format!("not a value of {}", std::any::type_name::<T>()))
+            }),
+        }
+    }
+}
+
+/// Where the reply to one call goes, and whether the caller takes it as
+/// a value (a typed reference in this process whose reply type is the
+/// server's) or as bytes.
+pub(crate) struct ReplyTx {
+    tx: oneshot::Sender<Result<Payload, CoreError>>,
+    value: bool,
+}
+
+impl ReplyTx {
+    /// Answer with bytes, or with an error.
+    pub(crate) fn send_bytes(self, reply: Result<Bytes, CoreError>) -> bool {
+        self.tx.send(reply.map(Payload::Bytes)).is_ok()
+    }
+
+    /// Answer with `reply`: moved if the caller takes values, encoded
+    /// otherwise.
+    fn send_reply<T: Serialize + Send + 'static>(self, reply: T) -> bool {
+        if self.value {
+            self.tx.send(Ok(Payload::Value(Box::new(reply)))).is_ok()
+        } else {
+            self.send_bytes(crate::server_ref::encode_core(&reply))
+        }
+    }
+
+    /// Whether the caller gave up already.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// What goes into a server's (or supervisor's) mailbox; `T` is the
+/// server's request type.
+pub(crate) enum ServerMsg<T> {
+    Cast(Payload<T>, Origin),
+    Call(Payload<T>, Origin, ReplyTx),
     // Rare and large: boxed so the common messages stay small.
     Pipe(Box<PipeOffer>),
     Down(Box<Down>),
@@ -332,45 +412,64 @@ impl Shared {
 }
 
 /// The kernel endpoint of a local server: posts into its ractor mailbox.
-pub(crate) struct LocalEndpoint {
-    pub(crate) actor: ActorRef<ServerMsg>,
+/// `T` is the server's request type.
+pub(crate) struct LocalEndpoint<T> {
+    pub(crate) actor: ActorRef<ServerMsg<T>>,
     pub(crate) shared: Arc<Shared>,
+    /// The server's reply type (`None`: it replies with bytes only).
+    pub(crate) reply: Option<TypeId>,
 }
 
-impl fmt::Debug for LocalEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalEndpoint")
-            .field("name", &self.shared.name)
-            .field("actor", &self.actor.get_id())
-            .finish()
+impl<T: Send + 'static> LocalEndpoint<T> {
+    /// The local server behind `entry`, if it is one of ours and takes
+    /// requests of type `T`.
+    pub(crate) fn of(entry: &oscloud_core::Entry) -> Option<&LocalEndpoint<T>> {
+        entry.endpoint().as_any()?.downcast_ref()
     }
-}
 
-#[async_trait]
-impl Endpoint for LocalEndpoint {
-    fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
+    /// Whether the server's replies are of type `R`.
+    pub(crate) fn replies<R: 'static>(&self) -> bool {
+        self.reply == Some(TypeId::of::<R>())
+    }
+
+    /// Post a cast; if the server has stopped, the payload comes back
+    /// with the error.
+    pub(crate) fn post_cast(&self, msg: Payload<T>) -> Result<(), (CoreError, Option<Payload<T>>)> {
         let counters = &self.shared.counters;
         self.shared.mailbox.put();
-        let r = self
-            .actor
-            .cast(ServerMsg::Cast(msg, Origin::current()))
-            .map_err(|_| self.shared.stopped());
-        match r {
-            Ok(()) => counters.cast(),
-            Err(_) => {
+        match self.actor.cast(ServerMsg::Cast(msg, Origin::current())) {
+            Ok(()) => {
+                counters.cast();
+                Ok(())
+            }
+            Err(e) => {
                 self.shared.mailbox.taken();
                 counters.error();
+                let back = match e {
+                    ractor::MessagingErr::SendErr(ServerMsg::Cast(msg, _)) => Some(msg),
+                    _ => None,
+                };
+                Err((self.shared.stopped(), back))
             }
         }
-        r
     }
 
-    async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
+    /// Post a call and wait for its reply, as a value if `value` (and the
+    /// server replies with one) or as bytes.
+    pub(crate) async fn post_call(
+        &self,
+        msg: Payload<T>,
+        value: bool,
+    ) -> Result<Payload, CoreError> {
         let counters = &self.shared.counters;
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         self.shared.mailbox.put();
-        let posted = self.actor.cast(ServerMsg::Call(msg, Origin::current(), tx));
+        let posted = self.actor.cast(ServerMsg::Call(
+            msg,
+            Origin::current(),
+            ReplyTx { tx, value },
+        ));
         let r = match posted {
             Ok(()) => rx.await.map_err(|_| self.shared.stopped()).and_then(|r| r),
             Err(_) => {
@@ -380,6 +479,30 @@ impl Endpoint for LocalEndpoint {
         };
         counters.call(started.elapsed(), r.is_ok());
         r
+    }
+}
+
+impl<T> fmt::Debug for LocalEndpoint<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalEndpoint")
+            .field("name", &self.shared.name)
+            .field("actor", &self.actor.get_id())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<T: Send + 'static> Endpoint for LocalEndpoint<T> {
+    fn try_cast(&self, msg: Bytes) -> Result<(), CoreError> {
+        self.post_cast(Payload::Bytes(msg)).map_err(|(e, _)| e)
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
+        match self.post_call(Payload::Bytes(msg), false).await? {
+            Payload::Bytes(reply) => Ok(reply),
+            // A server answers a bytes caller with bytes.
+            Payload::Value(_) => Err(CoreError::Encode("a reply as a value".to_owned())),
+        }
     }
 
     async fn open_pipe(&self, port: &str, end: PipeEnd) -> Result<(), CoreError> {
@@ -397,6 +520,10 @@ impl Endpoint for LocalEndpoint {
 
     fn stats(&self) -> Option<ServerStats> {
         Some(self.shared.stats())
+    }
+
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
@@ -464,8 +591,8 @@ impl<S: Server> Running<S> {
         err
     }
 
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CoreError> {
-        rmp_serde::from_slice(bytes).map_err(|e| {
+    fn decode(&self, msg: Payload<S::Request>) -> Result<S::Request, CoreError> {
+        msg.into_typed().map_err(|e| {
             self.shared.decode_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(server = %self.shared.name, error = %e, "undecodable message");
             CoreError::Decode(e.to_string())
@@ -474,13 +601,13 @@ impl<S: Server> Running<S> {
 }
 
 impl<S: Server> Actor for ServerActor<S> {
-    type Msg = ServerMsg;
+    type Msg = ServerMsg<S::Request>;
     type State = Running<S>;
     type Arguments = ServerArgs;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<ServerMsg>,
+        myself: ActorRef<ServerMsg<S::Request>>,
         args: ServerArgs,
     ) -> Result<Running<S>, ActorProcessingErr> {
         let ServerArgs {
@@ -489,11 +616,21 @@ impl<S: Server> Actor for ServerActor<S> {
             shared,
         } = args;
         opts.capabilities.ports.extend(self.0.ports());
-        let mut ctx = Context::new(kernel.clone(), opts.name.clone(), myself.clone());
+        let down_to = myself.clone();
+        let post_down = Arc::new(move |down: Down| {
+            let _ = down_to.cast(ServerMsg::Down(Box::new(down)));
+        });
+        let mut ctx = Context::new(
+            kernel.clone(),
+            opts.name.clone(),
+            myself.get_cell(),
+            post_down,
+        );
         let state = guarded(self.0.init(&mut ctx)).await?;
         let endpoint = Arc::new(LocalEndpoint {
             actor: myself,
             shared: shared.clone(),
+            reply: Some(TypeId::of::<S::Reply>()),
         });
         shared.set_registration(register(&kernel, &opts, endpoint)?);
         tracing::debug!(server = %opts.name, "server started");
@@ -502,8 +639,8 @@ impl<S: Server> Actor for ServerActor<S> {
 
     async fn handle(
         &self,
-        _myself: ActorRef<ServerMsg>,
-        msg: ServerMsg,
+        _myself: ActorRef<ServerMsg<S::Request>>,
+        msg: ServerMsg<S::Request>,
         st: &mut Running<S>,
     ) -> Result<(), ActorProcessingErr> {
         let server = &self.0;
@@ -511,37 +648,39 @@ impl<S: Server> Actor for ServerActor<S> {
             st.shared.mailbox.taken();
         }
         match msg {
-            ServerMsg::Cast(bytes, origin) => {
-                let Ok(req) = st.decode(&bytes) else {
+            ServerMsg::Cast(msg, origin) => {
+                let Ok(req) = st.decode(msg) else {
                     st.shared.counters.error();
                     return Ok(());
                 };
-                st.ctx.set_origin(origin);
+                let trace = origin.trace();
+                st.ctx.set_origin(&origin);
                 let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
-                let r = guarded(with_trace(origin.trace, handled)).await;
+                let r = guarded(with_trace(trace, handled)).await;
                 r.map_err(|e| {
                     st.shared.counters.error();
                     st.fail(e)
                 })
             }
-            ServerMsg::Call(bytes, origin, reply) => {
-                let req = match st.decode(&bytes) {
+            ServerMsg::Call(msg, origin, reply) => {
+                let req = match st.decode(msg) {
                     Ok(req) => req,
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        let _ = reply.send_bytes(Err(e));
                         return Ok(());
                     }
                 };
-                st.ctx.set_origin(origin);
+                let trace = origin.trace();
+                st.ctx.set_origin(&origin);
                 st.ctx.set_reply(Some(reply));
                 let handled = server.handle_call(&mut st.ctx, &mut st.state, req);
-                let r = guarded(with_trace(origin.trace, handled)).await;
+                let r = guarded(with_trace(trace, handled)).await;
                 // `None`: the handler deferred the reply (Context::defer_reply).
                 let reply = st.ctx.take_reply();
                 match r {
                     Ok(rep) => {
                         if let Some(reply) = reply {
-                            let _ = reply.send(crate::server_ref::encode_core(&rep));
+                            let _ = reply.send_reply(rep);
                         }
                         Ok(())
                     }
@@ -551,10 +690,7 @@ impl<S: Server> Actor for ServerActor<S> {
             }
             ServerMsg::Pipe(pipe) => {
                 let (port, end, reply, caller) = *pipe;
-                st.ctx.set_origin(Origin {
-                    caller,
-                    trace: None,
-                });
+                st.ctx.set_origin(&Origin::new(caller, None));
                 let r = guarded(server.handle_pipe(&mut st.ctx, &mut st.state, port.clone(), end))
                     .await;
                 match r {
@@ -574,10 +710,7 @@ impl<S: Server> Actor for ServerActor<S> {
             }
             ServerMsg::Down(down) => {
                 let down = *down;
-                st.ctx.set_origin(Origin {
-                    caller: None,
-                    trace: None,
-                });
+                st.ctx.set_origin(&Origin::default());
                 if !st.ctx.take_monitor(down.monitor) {
                     return Ok(()); // demonitored meanwhile
                 }
@@ -589,7 +722,7 @@ impl<S: Server> Actor for ServerActor<S> {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<ServerMsg>,
+        _myself: ActorRef<ServerMsg<S::Request>>,
         st: &mut Running<S>,
     ) -> Result<(), ActorProcessingErr> {
         st.ctx.shutdown();
@@ -634,7 +767,7 @@ pub(crate) async fn spawn_server<S: Server>(
     shared.counters.started();
     Ok(ServerHandle {
         kernel: kernel.clone(),
-        actor,
+        actor: actor.get_cell(),
         shared,
     })
 }
@@ -657,7 +790,7 @@ pub async fn start<S: Server>(
 /// stop the server.
 pub struct ServerHandle {
     kernel: Kernel,
-    pub(crate) actor: ActorRef<ServerMsg>,
+    pub(crate) actor: ActorCell,
     pub(crate) shared: Arc<Shared>,
 }
 

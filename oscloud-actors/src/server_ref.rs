@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
+use crate::server::{LocalEndpoint, Payload};
 
 /// A reference to a server **by name**, local or remote.
 ///
@@ -179,16 +180,59 @@ impl ServerRef {
     /// Cancel-safe in the sense that dropping the future abandons the call;
     /// the server may still handle it.
     pub async fn call(&self, msg: Bytes, timeout: Duration) -> Result<Bytes, Error> {
-        let start = tokio::time::Instant::now();
-        let entry = self.find(timeout).await?;
-        let left = timeout.saturating_sub(start.elapsed());
-        match tokio::time::timeout(left, entry.endpoint().call(msg)).await {
+        self.call_with(
+            timeout,
+            |entry| async move { entry.endpoint().call(msg).await },
+        )
+        .await
+    }
+
+    /// Resolve the name (through the directory if need be) and run `send`
+    /// on the entry, all within `timeout`.
+    pub(crate) async fn call_with<T, F>(
+        &self,
+        timeout: Duration,
+        send: impl FnOnce(Entry) -> F,
+    ) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, CoreError>>,
+    {
+        // A name registered here is found without waiting (nor a clock read).
+        let (entry, left) = match self.resolve() {
+            Ok(entry) => (entry, timeout),
+            Err(_) => {
+                let start = tokio::time::Instant::now();
+                let entry = self.find(timeout).await?;
+                (entry, timeout.saturating_sub(start.elapsed()))
+            }
+        };
+        match tokio::time::timeout(left, send(entry)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(CoreError::Timeout {
                 name: self.name.to_string(),
                 after: timeout,
             }
             .into()),
+        }
+    }
+
+    /// Cast `value` to the cached server if it is in this process and
+    /// takes `T`, without encoding it. The value back when nothing is
+    /// cached, the server is elsewhere or takes another type, or it has
+    /// stopped: for the bytes path, which resolves the name again.
+    pub(crate) fn cast_value<T: Send + 'static>(&self, value: T) -> Result<Result<(), Error>, T> {
+        let mut cached = self.lock();
+        let Some(local) = cached.as_ref().and_then(LocalEndpoint::<T>::of) else {
+            return Err(value);
+        };
+        match local.post_cast(Payload::Value(value)) {
+            Ok(()) => Ok(Ok(())),
+            Err((_, Some(Payload::Value(value)))) => {
+                // Stopped: the bytes path resolves the name at once.
+                *cached = None;
+                Err(value)
+            }
+            Err((e, _)) => Ok(Err(e.into())),
         }
     }
 
@@ -274,7 +318,48 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(rmp_serde::from_slice(bytes).map_err(|e| CoreError::Decode(e.to_string()))?)
 }
 
-impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
+/// A request handed to a [`TypedRef`]: borrowed or owned.
+///
+/// Both convert into it, so `cast(&req)` and `cast(req)` both work. A
+/// borrowed request is always encoded as MessagePack. An owned one is
+/// moved, without encoding, to a server in this process whose
+/// [`Server::Request`](crate::Server::Request) is the same type; to any
+/// other server it is encoded like a borrowed one.
+#[derive(Debug)]
+pub enum Outgoing<'a, T> {
+    /// A borrowed request, encoded.
+    Borrowed(&'a T),
+    /// An owned request, moved when the server is local and takes `T`.
+    Owned(T),
+}
+
+impl<'a, T> From<&'a T> for Outgoing<'a, T> {
+    fn from(value: &'a T) -> Self {
+        Outgoing::Borrowed(value)
+    }
+}
+
+impl<T> From<T> for Outgoing<'_, T> {
+    fn from(value: T) -> Self {
+        Outgoing::Owned(value)
+    }
+}
+
+impl<T: Serialize> Outgoing<'_, T> {
+    /// The request as MessagePack bytes.
+    fn encode(&self) -> Result<Bytes, Error> {
+        Ok(self.encode_core()?)
+    }
+
+    fn encode_core(&self) -> Result<Bytes, CoreError> {
+        match self {
+            Outgoing::Borrowed(v) => encode_core(*v),
+            Outgoing::Owned(v) => encode_core(v),
+        }
+    }
+}
+
+impl<Req: Serialize + Send + 'static, Rep: DeserializeOwned + Send + 'static> TypedRef<Req, Rep> {
     /// The server's name.
     pub fn name(&self) -> &str {
         self.raw.name()
@@ -285,23 +370,71 @@ impl<Req: Serialize, Rep: DeserializeOwned> TypedRef<Req, Rep> {
         &self.raw
     }
 
-    /// Send a one-way request, waiting for room on a full link (see
-    /// [`ServerRef::cast`]).
-    pub async fn cast(&self, req: &Req) -> Result<(), Error> {
-        self.raw.cast_with(encode(req)?, || encode(req)).await
+    /// Send a one-way request, `&req` or `req` (see [`Outgoing`]),
+    /// waiting for room on a full link (see [`ServerRef::cast`]).
+    pub async fn cast<'a>(&self, req: impl Into<Outgoing<'a, Req>>) -> Result<(), Error>
+    where
+        Req: 'a,
+    {
+        let req = match self.cast_local(req.into()) {
+            Ok(sent) => return sent,
+            Err(req) => req,
+        };
+        self.raw.cast_with(req.encode()?, || req.encode()).await
     }
 
     /// Send a one-way request without waiting for room (see
     /// [`ServerRef::try_cast`]).
-    pub fn try_cast(&self, req: &Req) -> Result<(), Error> {
-        self.raw.try_cast_with(encode(req)?, || encode(req))
+    pub fn try_cast<'a>(&self, req: impl Into<Outgoing<'a, Req>>) -> Result<(), Error>
+    where
+        Req: 'a,
+    {
+        let req = match self.cast_local(req.into()) {
+            Ok(sent) => return sent,
+            Err(req) => req,
+        };
+        self.raw.try_cast_with(req.encode()?, || req.encode())
     }
 
-    /// Send a request and wait at most `timeout` for the reply (see
-    /// [`ServerRef::call`]).
-    pub async fn call(&self, req: &Req, timeout: Duration) -> Result<Rep, Error> {
-        let reply = self.raw.call(encode(req)?, timeout).await?;
-        decode(&reply)
+    /// Cast an owned request to the cached server as a value, if it is in
+    /// this process and takes `Req`; the request back otherwise, to encode.
+    fn cast_local<'a>(
+        &self,
+        req: Outgoing<'a, Req>,
+    ) -> Result<Result<(), Error>, Outgoing<'a, Req>> {
+        match req {
+            Outgoing::Owned(v) => self.raw.cast_value(v).map_err(Outgoing::Owned),
+            borrowed => Err(borrowed),
+        }
+    }
+
+    /// Send a request, `&req` or `req` (see [`Outgoing`]), and wait at
+    /// most `timeout` for the reply (see [`ServerRef::call`]).
+    pub async fn call<'a>(
+        &self,
+        req: impl Into<Outgoing<'a, Req>>,
+        timeout: Duration,
+    ) -> Result<Rep, Error>
+    where
+        Req: 'a,
+    {
+        let req = req.into();
+        self.raw
+            .call_with(timeout, |entry| async move {
+                let Some(local) = LocalEndpoint::<Req>::of(&entry) else {
+                    let reply = entry.endpoint().call(req.encode_core()?).await?;
+                    return Payload::Bytes(reply).into_value();
+                };
+                let msg = match req {
+                    Outgoing::Owned(v) => Payload::Value(v),
+                    req => Payload::Bytes(req.encode_core()?),
+                };
+                local
+                    .post_call(msg, local.replies::<Rep>())
+                    .await?
+                    .into_value()
+            })
+            .await
     }
 
     /// Open a duplex pipe to the server's port `port` (see

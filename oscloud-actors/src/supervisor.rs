@@ -20,7 +20,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::server::{
-    LocalEndpoint, ServerMsg, ServerOptions, Shared, register, spawn_err, spawn_server,
+    LocalEndpoint, Payload, ServerMsg, ServerOptions, Shared, register, spawn_err, spawn_server,
 };
 use crate::{Error, Server, ServerRef};
 
@@ -96,7 +96,7 @@ impl ChildSpec {
             Box::pin(async move {
                 let handle =
                     spawn_server(&kernel, options, factory(), Some(parent), counters).await?;
-                Ok((handle.actor.get_cell(), handle.shared))
+                Ok((handle.actor, handle.shared))
             })
         });
         Self {
@@ -287,7 +287,7 @@ impl Supervisor {
 pub struct SupervisorHandle {
     name: String,
     kernel: Kernel,
-    actor: ActorRef<ServerMsg>,
+    actor: ActorRef<ServerMsg<NoValue>>,
     shared: Arc<SupShared>,
 }
 
@@ -539,14 +539,18 @@ impl SupState {
     }
 }
 
+/// The supervisor's request "type" for values: none can be made, so
+/// every request comes as bytes.
+pub(crate) enum NoValue {}
+
 impl Actor for SupervisorActor {
-    type Msg = ServerMsg;
+    type Msg = ServerMsg<NoValue>;
     type State = SupState;
     type Arguments = SupArgs;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<ServerMsg>,
+        myself: ActorRef<ServerMsg<NoValue>>,
         args: SupArgs,
     ) -> Result<SupState, ActorProcessingErr> {
         let SupArgs {
@@ -558,6 +562,7 @@ impl Actor for SupervisorActor {
             let endpoint = Arc::new(LocalEndpoint {
                 actor: myself.clone(),
                 shared: shared.endpoint.clone(),
+                reply: None,
             });
             let opts = ServerOptions::new(spec.name.clone()).capabilities(spec.capabilities);
             shared
@@ -599,16 +604,20 @@ impl Actor for SupervisorActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<ServerMsg>,
-        msg: ServerMsg,
+        _myself: ActorRef<ServerMsg<NoValue>>,
+        msg: ServerMsg<NoValue>,
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
         if matches!(msg, ServerMsg::Cast(..) | ServerMsg::Call(..)) {
             st.shared.endpoint.mailbox.taken();
         }
         match msg {
-            ServerMsg::Call(bytes, _, reply) => {
-                let _ = reply.send(st.handle_call(&bytes));
+            ServerMsg::Call(msg, _, reply) => {
+                let reply_bytes = match msg {
+                    Payload::Bytes(bytes) => st.handle_call(&bytes),
+                    Payload::Value(never) => match never {},
+                };
+                let _ = reply.send_bytes(reply_bytes);
             }
             ServerMsg::Pipe(pipe) => {
                 let (port, _end, reply, _) = *pipe;
@@ -624,7 +633,7 @@ impl Actor for SupervisorActor {
 
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<ServerMsg>,
+        myself: ActorRef<ServerMsg<NoValue>>,
         evt: SupervisionEvent,
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
@@ -705,7 +714,7 @@ impl Actor for SupervisorActor {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<ServerMsg>,
+        _myself: ActorRef<ServerMsg<NoValue>>,
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
         st.stop_from(0).await;

@@ -171,9 +171,12 @@ async fn failing_server_is_restarted_and_refs_follow() {
         assert_eq!(probe.log(), ["start:w", "start:w"]);
 
         // The same refs reach the fresh server (state is fresh too), for
-        // casts (cached entry re-resolved) and calls alike.
+        // casts (cached entry re-resolved) and calls alike, borrowed
+        // (encoded) or owned (moved).
         r.cast(&Req::Add(1)).await.unwrap();
         assert_eq!(r.call(&Req::Get, T).await.unwrap(), Rep::Count(1));
+        r.cast(Req::Add(1)).await.unwrap();
+        assert_eq!(r.call(Req::Get, T).await.unwrap(), Rep::Count(2));
         tree.stop().await;
         tree.wait().await.unwrap();
     }
@@ -375,4 +378,83 @@ async fn a_server_sees_the_callers_trace_and_passes_it_on() {
     assert_eq!(calls_on.call(&(), T).await.unwrap(), "");
     on.stop().await;
     echo.stop().await;
+}
+
+/// A value that cannot be encoded (but decodes): only a request or reply
+/// that is moved, never encoded, gets through.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Unencodable(u64);
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("not encodable"))
+    }
+}
+
+struct Adder;
+
+#[oscloud_actors::async_trait]
+impl oscloud_actors::Server for Adder {
+    type Request = Unencodable;
+    type Reply = Unencodable;
+    type State = u64;
+
+    async fn init(
+        &self,
+        _: &mut oscloud_actors::Context,
+    ) -> Result<u64, oscloud_actors::ServerError> {
+        Ok(0)
+    }
+    async fn handle_cast(
+        &self,
+        _: &mut oscloud_actors::Context,
+        total: &mut u64,
+        Unencodable(n): Unencodable,
+    ) -> Result<(), oscloud_actors::ServerError> {
+        *total += n;
+        Ok(())
+    }
+    async fn handle_call(
+        &self,
+        _: &mut oscloud_actors::Context,
+        total: &mut u64,
+        Unencodable(n): Unencodable,
+    ) -> Result<Unencodable, oscloud_actors::ServerError> {
+        *total += n;
+        Ok(Unencodable(*total))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_requests_and_replies_in_one_process_are_moved_not_encoded() {
+    let kernel = Kernel::new();
+    let h = start(&kernel, "adder", Adder).await.unwrap();
+    let r = ServerRef::lookup(&kernel, "adder")
+        .unwrap()
+        .typed::<Unencodable, Unencodable>();
+    r.cast(Unencodable(2)).await.unwrap();
+    r.try_cast(Unencodable(3)).unwrap();
+    assert_eq!(r.call(Unencodable(4), T).await.unwrap(), Unencodable(9));
+    assert_eq!(h.stats().casts, 2);
+    assert_eq!(h.stats().calls, 1);
+
+    // Borrowed requests are encoded, as they would be for a remote server.
+    let err = core(r.cast(&Unencodable(1)).await.unwrap_err());
+    assert!(matches!(err, CoreError::Encode(_)), "{err:?}");
+    let err = core(r.call(&Unencodable(1), T).await.unwrap_err());
+    assert!(matches!(err, CoreError::Encode(_)), "{err:?}");
+    // A bytes caller gets the reply encoded: here, it cannot be.
+    let err = core(
+        h.server_ref()
+            .call(encode(&1u64).unwrap(), T)
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(err, CoreError::Encode(_)), "{err:?}");
+    // A typed reference with another request type goes by bytes too.
+    let other = h.server_ref().typed::<u64, u64>();
+    other.cast(4u64).await.unwrap();
+    assert_eq!(r.call(Unencodable(0), T).await.unwrap(), Unencodable(14));
+    assert_eq!(h.decode_errors(), 0);
+    h.stop().await;
 }

@@ -1,5 +1,6 @@
 //! Endpoints: how the kernel delivers bytes to a registered server.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -78,6 +79,15 @@ pub trait Endpoint: Send + Sync + fmt::Debug + 'static {
     /// endpoints of servers on other nodes return `None` (their own node
     /// counts them). The default is `None`.
     fn stats(&self) -> Option<ServerStats> {
+        None
+    }
+
+    /// The endpoint itself, for a server framework to recognise its own
+    /// endpoints of servers in this process (by downcasting) and hand them
+    /// values without encoding them, as `oscloud-actors` does for a typed
+    /// request whose type the server takes. The default is `None`: the
+    /// endpoint is reached by bytes only.
+    fn as_any(&self) -> Option<&dyn Any> {
         None
     }
 }
