@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use oscloud_core::TraceContext;
@@ -13,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::server::{Down, Origin, ServerMsg};
+use crate::server::{Down, Origin, ServerMsg, Shared};
 use crate::{Error, ServerRef};
 
 /// Identifies one monitor set up with [`Context::monitor`].
@@ -25,6 +26,7 @@ pub struct Context {
     kernel: Kernel,
     name: String,
     myself: ActorRef<ServerMsg>,
+    shared: Arc<Shared>,
     tasks: JoinSet<()>,
     monitors: HashMap<MonitorRef, Option<AbortHandle>>,
     next_monitor: u64,
@@ -78,11 +80,17 @@ impl fmt::Debug for Context {
 }
 
 impl Context {
-    pub(crate) fn new(kernel: Kernel, name: String, myself: ActorRef<ServerMsg>) -> Self {
+    pub(crate) fn new(
+        kernel: Kernel,
+        name: String,
+        myself: ActorRef<ServerMsg>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             kernel,
             name,
             myself,
+            shared,
             tasks: JoinSet::new(),
             monitors: HashMap::new(),
             next_monitor: 0,
@@ -147,6 +155,14 @@ impl Context {
     /// The server's registered name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How many casts and calls wait in the server's mailbox behind the
+    /// message being handled. More than zero means another cast or call
+    /// will be handled after this one (unless the server stops first): a handler may
+    /// put work off until then, to do several messages' work at once.
+    pub fn queued(&self) -> u64 {
+        self.shared.mailbox.depth()
     }
 
     /// A reference to another server by name (fails with

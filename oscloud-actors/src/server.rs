@@ -489,7 +489,12 @@ impl<S: Server> Actor for ServerActor<S> {
             shared,
         } = args;
         opts.capabilities.ports.extend(self.0.ports());
-        let mut ctx = Context::new(kernel.clone(), opts.name.clone(), myself.clone());
+        let mut ctx = Context::new(
+            kernel.clone(),
+            opts.name.clone(),
+            myself.clone(),
+            shared.clone(),
+        );
         let state = guarded(self.0.init(&mut ctx)).await?;
         let endpoint = Arc::new(LocalEndpoint {
             actor: myself,
