@@ -287,7 +287,7 @@ async def drive(n_rounds: int, quick: bool) -> None:
     import zenoh
 
     d = 10 if quick else 1
-    casts, frames, calls = 20_000 // d, 20_000 // d, 4_000 // d
+    casts, frames, calls = 100_000 // d, 100_000 // d, 4_000 // d
     ours, theirs = Peer("oscloud"), Peer("zenoh")
     try:
         node = await oscloud.Node.start(connect=[ours.addr])

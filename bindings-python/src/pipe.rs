@@ -103,7 +103,7 @@ impl PyPipe {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let all = frames
             .try_iter()?
-            .map(|f| Ok(Bytes::copy_from_slice(&f?.extract::<&[u8]>()?)))
+            .map(|f| Ok(Bytes::copy_from_slice(f?.extract::<&[u8]>()?)))
             .collect::<PyResult<Vec<_>>>()?;
         self.send_all(py, all)
     }
