@@ -17,12 +17,15 @@ user + system of both processes (each one's own ``getrusage``).
 Measures:
 
 - **one-way casts/s, 64 B**, to a Python server that counts them (a final
-  call is the barrier), awaited one by one, and 64 per ``asyncio.gather``;
+  call is the barrier), awaited one by one, 64 per ``asyncio.gather``,
+  ``try_cast`` not awaited (a full link: one awaited ``cast``), and
+  ``cast_many`` of 64;
   against zenoh ``put`` of 64 B (congestion control ``BLOCK``: nothing
   dropped) to a subscriber that counts them, timed until a ``get`` to the
   subscriber's process says it counted every one;
-- **pipe frames/s, 64 B**, from Python to a Python server reading the pipe,
-  against the same zenoh ``put``;
+- **pipe frames/s, 64 B**, from Python to a Python server reading the pipe
+  (``async for``), awaited one by one and ``send_many`` of 64, against the
+  same zenoh ``put``;
 - **call round trip, 64 B**, to a Python ``def`` server, against ``get`` to
   a queryable whose callback answers;
 - **``async def`` server against ``def``**: call round trip, both oscloud.
@@ -284,7 +287,7 @@ async def drive(n_rounds: int, quick: bool) -> None:
     import zenoh
 
     d = 10 if quick else 1
-    casts, frames, calls = 20_000 // d, 20_000 // d, 4_000 // d
+    casts, frames, calls = 100_000 // d, 100_000 // d, 4_000 // d
     ours, theirs = Peer("oscloud"), Peer("zenoh")
     try:
         node = await oscloud.Node.start(connect=[ours.addr])
@@ -315,6 +318,25 @@ async def drive(n_rounds: int, quick: bool) -> None:
             await count.call("n", timeout=120)
             return time.perf_counter() - start
 
+        async def oscloud_try_casts() -> float:
+            start = time.perf_counter()
+            for _ in range(casts):
+                try:
+                    count.try_cast(MSG)
+                except oscloud.LinkBusy:
+                    await count.cast(MSG)
+            await count.call("n", timeout=120)
+            return time.perf_counter() - start
+
+        batch = [MSG] * 64
+
+        async def oscloud_cast_many() -> float:
+            start = time.perf_counter()
+            for _ in range(casts // 64):
+                await count.cast_many(batch)
+            await count.call("n", timeout=120)
+            return time.perf_counter() - start
+
         async def zenoh_puts(k: int) -> float:
             sent["samples"] += k
             start = time.perf_counter()
@@ -330,6 +352,19 @@ async def drive(n_rounds: int, quick: bool) -> None:
             start = time.perf_counter()
             for _ in range(frames):
                 await pipe.send(PAYLOAD)
+            await sink.call(sent["frames"], timeout=120)
+            elapsed = time.perf_counter() - start
+            pipe.close()
+            return elapsed
+
+        frame_batch = [PAYLOAD] * 64
+
+        async def oscloud_pipe_many() -> float:
+            pipe = await sink.open_pipe("in")
+            sent["frames"] += frames // 64 * 64
+            start = time.perf_counter()
+            for _ in range(frames // 64):
+                await pipe.send_many(frame_batch)
             await sink.call(sent["frames"], timeout=120)
             elapsed = time.perf_counter() - start
             pipe.close()
@@ -358,8 +393,14 @@ async def drive(n_rounds: int, quick: bool) -> None:
         rate_row("one-way casts/s, 64 B, vs zenoh `put`", "oscloud", "zenoh", r, casts)
         r = await rounds(n_rounds, (ours, oscloud_casts_gathered), (theirs, lambda: zenoh_puts(casts)))
         rate_row("the same, 64 casts per `gather`", "oscloud", "zenoh", r, casts // 64 * 64)
+        r = await rounds(n_rounds, (ours, oscloud_try_casts), (theirs, lambda: zenoh_puts(casts)))
+        rate_row("the same, `try_cast` (not awaited)", "oscloud", "zenoh", r, casts)
+        r = await rounds(n_rounds, (ours, oscloud_cast_many), (theirs, lambda: zenoh_puts(casts)))
+        rate_row("the same, `cast_many` of 64", "oscloud", "zenoh", r, casts // 64 * 64)
         r = await rounds(n_rounds, (ours, oscloud_pipe), (theirs, lambda: zenoh_puts(frames)))
         rate_row("pipe frames/s, 64 B, vs zenoh `put`", "oscloud", "zenoh", r, frames)
+        r = await rounds(n_rounds, (ours, oscloud_pipe_many), (theirs, lambda: zenoh_puts(frames)))
+        rate_row("the same, `send_many` of 64", "oscloud", "zenoh", r, frames // 64 * 64)
         r = await rounds(n_rounds, (ours, calls_to(echo)), (theirs, zenoh_gets))
         rtt_row("call round trip to a `def` server vs zenoh `get`", "oscloud", "zenoh", r, calls)
         r = await rounds(n_rounds, (ours, calls_to(aecho)), (ours, calls_to(echo)))

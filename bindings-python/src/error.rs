@@ -137,13 +137,14 @@ fn core_class(err: &CoreError, attrs: &Bound<'_, PyDict>) -> PyResult<&'static s
             "InvalidName"
         }
         CoreError::InvalidAddress { .. } | CoreError::UnknownScheme { .. } => "InvalidAddress",
-        CoreError::PipeClosed | CoreError::PipeFull { .. } => "PipeClosed",
+        CoreError::PipeClosed => "PipeClosed",
+        CoreError::PipeFull { .. } => "PipeFull",
         CoreError::BadSetting { .. }
         | CoreError::BadTraceparent { .. }
         | CoreError::WireConfig(_)
         | CoreError::FrameTooLarge { .. } => "UsageError",
+        CoreError::LinkBusy { .. } => "LinkBusy",
         CoreError::LinkFailed { .. }
-        | CoreError::LinkBusy { .. }
         | CoreError::ConnectionRefused { .. }
         | CoreError::Unreachable { .. }
         | CoreError::AddressInUse { .. }

@@ -561,6 +561,39 @@ pub(crate) struct PyServerRef {
     raw: ServerRef,
 }
 
+impl PyServerRef {
+    /// Queue `messages` in order while the link has room; the rest, from
+    /// the first that found it full, by an awaitable that waits for room
+    /// for each. `None` when every one is queued.
+    fn cast_all<'py>(
+        &self,
+        py: Python<'py>,
+        messages: Vec<Bytes>,
+        trace: Option<TraceContext>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut rest = messages.into_iter();
+        while let Some(msg) = rest.next() {
+            match with_trace_sync(trace, || self.raw.try_cast(msg.clone())) {
+                Ok(()) => {}
+                Err(oscloud_actors::Error::Core(CoreError::LinkBusy { .. })) => {
+                    let raw = self.raw.clone();
+                    return future_into_py(py, async move {
+                        for msg in std::iter::once(msg).chain(rest) {
+                            with_trace(trace, raw.cast(msg))
+                                .await
+                                .map_err(Error::from)?;
+                        }
+                        Ok(())
+                    })
+                    .map(Some);
+                }
+                Err(e) => return Err(Error::from(e).into()),
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[pymethods]
 impl PyServerRef {
     /// The server's name.
@@ -591,8 +624,10 @@ impl PyServerRef {
         })
     }
 
-    /// Send `message` one way; returns once it is queued for the server,
-    /// waiting for room while the link to the server's node is full; with
+    /// Send `message` one way. Queued at once when the link to the
+    /// server's node has room: returns `None`, nothing to await (casts made
+    /// one after another keep their order). Only a full link returns an
+    /// awaitable, which completes once the message is queued; with
     /// `traceparent`, the cast belongs to that trace.
     #[pyo3(signature = (message, traceparent = None))]
     fn cast<'py>(
@@ -600,33 +635,13 @@ impl PyServerRef {
         py: Python<'py>,
         message: &Bound<'py, PyAny>,
         traceparent: Option<&str>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let bytes = Bytes::from(encode_py(message)?);
         let trace = parse_trace(traceparent)?;
-        // Sent in this call when there is room, so that casts made one
-        // after another (awaited together or not) keep their order; only
-        // a full link leaves the awaitable waiting.
-        match with_trace_sync(trace, || self.raw.try_cast(bytes.clone())) {
-            Err(oscloud_actors::Error::Core(CoreError::LinkBusy { .. })) => {
-                let raw = self.raw.clone();
-                future_into_py(py, async move {
-                    with_trace(trace, raw.cast(bytes))
-                        .await
-                        .map_err(Error::from)?;
-                    Ok(())
-                })
-            }
-            sent => {
-                let sent = sent.map_err(Error::from);
-                future_into_py(py, async move {
-                    sent?;
-                    Ok(())
-                })
-            }
-        }
+        self.cast_all(py, vec![bytes], trace)
     }
 
-    /// Send `message` one way without waiting: raises `LinkError` at once
+    /// Send `message` one way without waiting: raises `LinkBusy` at once
     /// (the message not sent) when the link to the server's node is full.
     #[pyo3(signature = (message, traceparent = None))]
     fn try_cast(&self, message: &Bound<'_, PyAny>, traceparent: Option<&str>) -> PyResult<()> {
@@ -636,6 +651,26 @@ impl PyServerRef {
         Ok(())
     }
 
+    /// Send every message of `messages` one way, in order: each is encoded
+    /// first (an `EncodeError` sends none), then queued while the link has
+    /// room. Returns `None` when all are queued, else an awaitable that
+    /// queues the rest as room comes.
+    #[pyo3(signature = (messages, traceparent = None))]
+    fn cast_many<'py>(
+        &self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyAny>,
+        traceparent: Option<&str>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let all = messages
+            .try_iter()?
+            .map(|m| Ok(Bytes::from(encode_py(&m?)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let trace = parse_trace(traceparent)?;
+        self.cast_all(py, all, trace)
+    }
+
+    /// Open a duplex pipe to the server's port `port`.
     /// Open a duplex pipe to the server's port `port`.
     fn open_pipe<'py>(&self, py: Python<'py>, port: String) -> PyResult<Bound<'py, PyAny>> {
         let raw = self.raw.clone();

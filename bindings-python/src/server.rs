@@ -7,6 +7,13 @@
 //! event loop and the actor waits for it *without* the GIL. A handler that
 //! raises makes the server fail with the reason `raised Type: message`
 //! (callers get it as their error), and its supervisor restarts it.
+//!
+//! Casts are handed over in batches: while more casts or calls wait in
+//! the mailbox behind a cast, the cast is kept, and the kept ones (up to
+//! [`MAX_BATCH`]) are handed to the handler in order under one hold of the
+//! GIL once none waits, or before the next call or pipe is handled. So a
+//! cast handler that raises can fail the server while a later call is
+//! handled, and that call fails with the reason.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,13 +54,26 @@ pub(crate) struct Spec {
 #[derive(Debug, Clone)]
 pub(crate) struct PyServer(pub(crate) Arc<Spec>);
 
+/// The most casts handed to Python under one hold of the GIL.
+const MAX_BATCH: usize = 64;
+
 /// The handlers of one incarnation (for a class: bound methods of a fresh
-/// instance).
+/// instance), and the casts taken but not yet handed to `cast`.
 #[derive(Debug)]
 pub(crate) struct Handlers {
     call: Option<Py<PyAny>>,
     cast: Option<Py<PyAny>>,
     pipe: Option<Py<PyAny>>,
+    pending: Vec<PendingCast>,
+}
+
+/// A cast taken from the mailbox, with what its handler gets besides the
+/// message.
+#[derive(Debug)]
+struct PendingCast {
+    msg: Value,
+    caller: Option<Option<PyCaller>>,
+    trace: Option<Option<String>>,
 }
 
 /// The failure reason for a Python exception: `raised Type: message`.
@@ -89,21 +109,30 @@ fn raised(err: PyErr) -> ServerError {
 
 type PyFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send>>;
 
+/// What a handler returned: its result, or the future of an awaitable it
+/// returned, scheduled on the event loop.
+fn returned(
+    locals: &TaskLocals,
+    result: Bound<'_, PyAny>,
+) -> PyResult<Result<PyFuture, Py<PyAny>>> {
+    // `None` first: most handlers of casts return it, and asking it for
+    // `__await__` costs an AttributeError.
+    if !result.is_none() && result.hasattr("__await__")? {
+        let fut = pyo3_async_runtimes::into_future_with_locals(locals, result)?;
+        Ok(Ok(Box::pin(fut) as PyFuture))
+    } else {
+        Ok(Err(result.unbind()))
+    }
+}
+
 /// Call `handler` with the arguments `args` builds, and wait for its
 /// result (awaiting it on the event loop if it is awaitable).
 async fn invoke<F>(locals: &TaskLocals, handler: &Py<PyAny>, args: F) -> PyResult<Py<PyAny>>
 where
     F: for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
 {
-    let pending: Result<PyFuture, Py<PyAny>> = Python::attach(|py| {
-        let result = handler.bind(py).call1(args(py)?)?;
-        if result.hasattr("__await__")? {
-            let fut = pyo3_async_runtimes::into_future_with_locals(locals, result)?;
-            Ok::<_, PyErr>(Ok(Box::pin(fut) as PyFuture))
-        } else {
-            Ok(Err(result.unbind()))
-        }
-    })?;
+    let pending: Result<PyFuture, Py<PyAny>> =
+        Python::attach(|py| returned(locals, handler.bind(py).call1(args(py)?)?))?;
     match pending {
         Ok(fut) => fut.await,
         Err(ready) => Ok(ready),
@@ -169,6 +198,38 @@ impl PyServer {
             .with_trace
             .then(|| ctx.trace().map(|t| t.traceparent()))
     }
+
+    /// Hand every pending cast to the cast handler, in order: as many as
+    /// return plainly under one hold of the GIL; one that returns an
+    /// awaitable is awaited (without the GIL) before the next.
+    async fn flush(&self, handlers: &mut Handlers) -> Result<(), ServerError> {
+        let Some(handler) = &handlers.cast else {
+            handlers.pending.clear();
+            return Ok(());
+        };
+        if handlers.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = std::mem::take(&mut handlers.pending).into_iter();
+        loop {
+            let awaiting = Python::attach(|py| {
+                for cast in pending.by_ref() {
+                    let args = message_args(py, &cast.msg, cast.caller, cast.trace)?;
+                    if let Ok(fut) = returned(&self.0.locals, handler.bind(py).call1(args)?)? {
+                        return Ok(Some(fut));
+                    }
+                }
+                Ok::<_, PyErr>(None)
+            })
+            .map_err(raised)?;
+            match awaiting {
+                Some(fut) => {
+                    fut.await.map_err(raised)?;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -185,6 +246,7 @@ impl Server for PyServer {
                     call: Some(target.clone().unbind()),
                     cast: Some(target.clone().unbind()),
                     pipe: None,
+                    pending: Vec::new(),
                 });
             }
             let instance = target.call0()?;
@@ -199,6 +261,7 @@ impl Server for PyServer {
                 call: method("handle_call")?,
                 cast: method("handle_cast")?,
                 pipe: method("handle_pipe")?,
+                pending: Vec::new(),
             })
         })
         .map_err(raised)
@@ -210,17 +273,22 @@ impl Server for PyServer {
         handlers: &mut Handlers,
         msg: Value,
     ) -> Result<(), ServerError> {
-        let Some(handler) = &handlers.cast else {
+        if handlers.cast.is_none() {
             tracing::debug!(server = %self.0.name, "cast dropped: no handle_cast");
             return Ok(());
-        };
-        let (caller, trace) = (self.caller(ctx), self.trace(ctx));
-        invoke(&self.0.locals, handler, |py| {
-            message_args(py, &msg, caller, trace)
-        })
-        .await
-        .map_err(raised)?;
-        Ok(())
+        }
+        handlers.pending.push(PendingCast {
+            msg,
+            caller: self.caller(ctx),
+            trace: self.trace(ctx),
+        });
+        // More casts or calls wait behind this one: hand this one over
+        // with them, under one hold of the GIL (a call hands over what is
+        // pending before it is handled).
+        if ctx.queued() > 0 && handlers.pending.len() < MAX_BATCH {
+            return Ok(());
+        }
+        self.flush(handlers).await
     }
 
     async fn handle_call(
@@ -229,6 +297,7 @@ impl Server for PyServer {
         handlers: &mut Handlers,
         msg: Value,
     ) -> Result<Value, ServerError> {
+        self.flush(handlers).await?;
         let Some(handler) = &handlers.call else {
             return Err(format!(
                 "{RAISED}NotImplementedError: server {:?} has no handle_call",
@@ -253,6 +322,7 @@ impl Server for PyServer {
         port: String,
         end: PipeEnd,
     ) -> Result<PipeOutcome, ServerError> {
+        self.flush(handlers).await?;
         let Some(handler) = &handlers.pipe else {
             return Ok(PipeOutcome::NoSuchPort);
         };

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use oscloud_core::TraceContext;
 use oscloud_core::access::Caller;
@@ -11,10 +12,10 @@ use ractor::ActorCell;
 use serde::Serialize;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::server::{Down, Origin, ReplyTx};
+use crate::server::{Down, Origin, ReplyTx, Shared};
 
 /// Posts a [`Down`] into a server's mailbox.
-pub(crate) type PostDown = std::sync::Arc<dyn Fn(Down) + Send + Sync>;
+pub(crate) type PostDown = Arc<dyn Fn(Down) + Send + Sync>;
 use crate::{Error, ServerRef};
 
 /// Identifies one monitor set up with [`Context::monitor`].
@@ -28,6 +29,7 @@ pub struct Context {
     myself: ActorCell,
     /// Posts a [`Down`] into this server's mailbox.
     post_down: PostDown,
+    shared: Arc<Shared>,
     tasks: JoinSet<()>,
     monitors: HashMap<MonitorRef, Option<AbortHandle>>,
     next_monitor: u64,
@@ -86,12 +88,14 @@ impl Context {
         name: String,
         myself: ActorCell,
         post_down: PostDown,
+        shared: Arc<Shared>,
     ) -> Self {
         Self {
             kernel,
             name,
             myself,
             post_down,
+            shared,
             tasks: JoinSet::new(),
             monitors: HashMap::new(),
             next_monitor: 0,
@@ -156,6 +160,14 @@ impl Context {
     /// The server's registered name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How many casts and calls wait in the server's mailbox behind the
+    /// message being handled. More than zero means another cast or call
+    /// will be handled after this one (unless the server stops first): a handler may
+    /// put work off until then, to do several messages' work at once.
+    pub fn queued(&self) -> u64 {
+        self.shared.mailbox.depth()
     }
 
     /// A reference to another server by name (fails with

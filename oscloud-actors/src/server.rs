@@ -625,6 +625,7 @@ impl<S: Server> Actor for ServerActor<S> {
             opts.name.clone(),
             myself.get_cell(),
             post_down,
+            shared.clone(),
         );
         let state = guarded(self.0.init(&mut ctx)).await?;
         let endpoint = Arc::new(LocalEndpoint {

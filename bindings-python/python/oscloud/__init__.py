@@ -37,6 +37,7 @@ from typing import (
     Any,
     AsyncIterator,
     Callable,
+    Iterable,
     List,
     Mapping,
     Optional,
@@ -63,11 +64,13 @@ from .errors import (
     Error,
     InvalidAddress,
     InvalidName,
+    LinkBusy,
     LinkError,
     NameTaken,
     NoSuchPort,
     NotFound,
     PipeClosed,
+    PipeFull,
     RemoteError,
     ServerStopped,
     StartFailed,
@@ -108,7 +111,9 @@ __all__ = [
     "InvalidName",
     "InvalidAddress",
     "LinkError",
+    "LinkBusy",
     "PipeClosed",
+    "PipeFull",
     "StartFailed",
     "UsageError",
 ]
@@ -156,17 +161,37 @@ class ServerRef:
         """Send ``message`` one way; returns once it is queued for the
         server (not handled). While the link to the server's node holds as
         many bytes of messages as it may, this waits until it has room
-        (back-pressure). Raises :class:`NotFound`, :class:`ServerStopped`,
+        (back-pressure); otherwise it is queued at once, without a trip
+        through the event loop, and casts awaited one after another keep
+        their order. Raises :class:`NotFound`, :class:`ServerStopped`,
         :class:`EncodeError`. ``traceparent`` as for :meth:`call`."""
-        await self._native.cast(message, traceparent)
+        pending = self._native.cast(message, traceparent)
+        if pending is not None:
+            await pending
 
     def try_cast(self, message: Any, traceparent: Optional[str] = None) -> None:
-        """Send ``message`` one way without waiting: when the link to the
-        server's node is full, raises :class:`LinkError` at once and the
-        message is not sent (for callers that prefer dropping messages to
-        waiting). Raises :class:`NotFound`, :class:`ServerStopped`,
-        :class:`EncodeError` too. ``traceparent`` as for :meth:`call`."""
+        """Send ``message`` one way without waiting: queued at once, or,
+        when the link to the server's node is full, :class:`LinkBusy` (a
+        :class:`LinkError`) is raised and the message is not sent (for
+        callers that prefer dropping messages to waiting). A plain function,
+        not a coroutine: the fastest way to send from Python. Raises
+        :class:`NotFound`, :class:`ServerStopped`, :class:`EncodeError`
+        too. ``traceparent`` as for :meth:`call`."""
         self._native.try_cast(message, traceparent)
+
+    async def cast_many(
+        self, messages: Iterable[Any], traceparent: Optional[str] = None
+    ) -> None:
+        """Send every message of ``messages`` one way, in order, with one
+        call into the native side: each is encoded first (an
+        :class:`EncodeError` sends none of them), then they are queued while
+        the link has room, and the rest wait for room as :meth:`cast` does.
+        Returns once every one is queued. Raises :class:`NotFound`,
+        :class:`ServerStopped` (the ones before it were sent).
+        ``traceparent`` as for :meth:`call`, for every message."""
+        pending = self._native.cast_many(messages, traceparent)
+        if pending is not None:
+            await pending
 
     async def open_pipe(self, port: str) -> "Pipe":
         """Open a duplex pipe to the server's ``port``: the server gets one
@@ -181,19 +206,40 @@ class ServerRef:
 class Pipe:
     """One end of a duplex, back-pressured pipe of byte frames.
 
-    Read it with ``await pipe.recv()`` (None at the end) or
-    ``async for frame in pipe``; write with ``await pipe.send(frame)``;
-    ``pipe.close()`` ends this side's stream.
+    Read it with ``await pipe.recv()`` (None at the end),
+    ``await pipe.recv_many()`` (every frame buffered, empty at the end) or
+    ``async for frame in pipe``; write with ``await pipe.send(frame)``,
+    ``await pipe.send_many(frames)`` or, without waiting,
+    ``pipe.try_send(frame)``; ``pipe.close()`` ends this side's stream.
     """
 
     def __init__(self, native: _native.Pipe) -> None:
         self._native = native
 
     async def send(self, frame: bytes) -> None:
-        """Write one frame, waiting while the pipe is full. Raises
+        """Write one frame, waiting while the pipe is full (written at once,
+        without a trip through the event loop, when it has room). Raises
         :class:`PipeClosed` when the other end is gone or this side was
         closed."""
-        await self._native.send(frame)
+        pending = self._native.send(frame)
+        if pending is not None:
+            await pending
+
+    def try_send(self, frame: bytes) -> None:
+        """Write one frame without waiting: written at once, or, when the
+        pipe is full, :class:`PipeFull` is raised and the frame is not
+        written. A plain function, not a coroutine. Raises
+        :class:`PipeClosed` too."""
+        self._native.try_send(frame)
+
+    async def send_many(self, frames: Iterable[bytes]) -> None:
+        """Write every frame of ``frames``, in order, with one call into the
+        native side: written at once while the pipe has room, the rest as
+        room comes. Returns once every one is written. Raises
+        :class:`PipeClosed` (the ones before it were written)."""
+        pending = self._native.send_many(frames)
+        if pending is not None:
+            await pending
 
     async def drained(self) -> None:
         """Wait until every frame sent on this end was taken by the pipe's
@@ -205,8 +251,30 @@ class Pipe:
 
     async def recv(self) -> Optional[bytes]:
         """The next frame; None once the other side closed its stream and
-        everything it sent was read."""
+        everything it sent was read. A frame already buffered is returned
+        without a trip through the event loop."""
+        frames = self._native.take(1)
+        if frames is None:
+            return None
+        if frames:
+            return frames[0]
         return await self._native.recv()
+
+    async def recv_many(self, limit: int = 64) -> List[bytes]:
+        """The frames buffered now, at most ``limit`` (waiting for the first
+        if none is); an empty list once the other side closed its stream
+        and everything it sent was read. One call into the native side for
+        all of them."""
+        frames = self._native.take(limit)
+        if frames is None:
+            return []
+        if frames:
+            return frames
+        first = await self._native.recv()
+        if first is None:
+            return []
+        more = self._native.take(limit - 1) if limit > 1 else None
+        return [first] + (more or [])
 
     def close(self) -> None:
         """End this side's stream: the other end reads None after what was
@@ -218,10 +286,11 @@ class Pipe:
 
     async def _frames(self) -> AsyncIterator[bytes]:
         while True:
-            frame = await self._native.recv()
-            if frame is None:
+            frames = await self.recv_many()
+            if not frames:
                 return
-            yield frame
+            for frame in frames:
+                yield frame
 
     def __repr__(self) -> str:
         return repr(self._native)

@@ -3,7 +3,7 @@
 Use the ``oscloud`` package rather than this module directly.
 """
 
-from typing import Any, Awaitable, Dict, List, Literal, Optional, Tuple, final
+from typing import Any, Awaitable, Dict, Iterable, List, Literal, Optional, Tuple, final
 
 __all__ = [
     "Node",
@@ -124,12 +124,20 @@ class ServerRef:
         server failed handling it), DecodeError, EncodeError. Cancelling
         the await abandons the call (the server may still handle it).
         With ``traceparent`` the call belongs to that trace."""
-    def cast(self, message: Any, traceparent: Optional[str] = None) -> Awaitable[None]:
-        """Send ``message`` one way; returns once it is queued, waiting
-        for room while the link is full."""
+    def cast(
+        self, message: Any, traceparent: Optional[str] = None
+    ) -> Optional[Awaitable[None]]:
+        """Send ``message`` one way: None once it is queued now; only a
+        full link returns an awaitable, done once it is queued."""
     def try_cast(self, message: Any, traceparent: Optional[str] = None) -> None:
-        """Send ``message`` one way without waiting; raises LinkError at
-        once when the link is full."""
+        """Send ``message`` one way without waiting; raises LinkBusy at
+        once when the link is full (the message not sent)."""
+    def cast_many(
+        self, messages: Iterable[Any], traceparent: Optional[str] = None
+    ) -> Optional[Awaitable[None]]:
+        """Send every message one way, in order (all encoded first): None
+        once every one is queued now, else an awaitable that queues the
+        rest as the link has room."""
     def open_pipe(self, port: str) -> Awaitable[Pipe]:
         """Open a duplex pipe to the server's ``port``; raises NoSuchPort
         if it takes none there."""
@@ -203,12 +211,22 @@ class Pipe:
     """One end of a duplex, back-pressured pipe of byte frames. Iterate it
     with ``async for frame in pipe``."""
 
-    def send(self, frame: bytes) -> Awaitable[None]:
-        """Write one frame, waiting while the pipe is full; raises
-        PipeClosed when the other end is gone or this side was closed, and
+    def send(self, frame: bytes) -> Optional[Awaitable[None]]:
+        """Write one frame: None once it is written now; only a full pipe
+        returns an awaitable, done once it is written. Raises PipeClosed
+        when the other end is gone or this side was closed, and
         UsageError for a frame longer than the pipe takes (for a pipe to
         another node, the peer's pipe window, 256 KiB by default): it is
         not written, and the pipe stays open."""
+    def try_send(self, frame: bytes) -> None:
+        """Write one frame without waiting; raises PipeFull at once when
+        the pipe is full (the frame not written)."""
+    def send_many(self, frames: Iterable[bytes]) -> Optional[Awaitable[None]]:
+        """Write every frame in order: None once every one is written now,
+        else an awaitable that writes the rest as the pipe has room."""
+    def take(self, limit: int = 64) -> Optional[List[bytes]]:
+        """The frames buffered now, at most ``limit``: an empty list if
+        none is (or another read waits), None at the end of the stream."""
     def drained(self) -> Awaitable[None]:
         """Wait until the reader took every frame sent on this end, or is
         gone; raises PipeClosed once this side was closed."""

@@ -22,7 +22,9 @@ __all__ = [
     "InvalidName",
     "InvalidAddress",
     "LinkError",
+    "LinkBusy",
     "PipeClosed",
+    "PipeFull",
     "StartFailed",
     "UsageError",
 ]
@@ -104,9 +106,20 @@ class LinkError(Error, ConnectionError):
     use, bad socket path, handshake failed, ...)."""
 
 
+class LinkBusy(LinkError):
+    """The link to the server's node holds as many bytes of messages as it
+    may (the node setting ``max_queued``): raised by the methods that do not wait for room
+    (:meth:`ServerRef.try_cast`); the message was not sent."""
+
+
 class PipeClosed(Error, BrokenPipeError):
     """The other end of the pipe is gone, or this end's writing side was
     closed."""
+
+
+class PipeFull(Error):
+    """The pipe holds as many bytes as it may: raised by the methods that do
+    not wait for room (:meth:`Pipe.try_send`); the frame was not written."""
 
 
 class StartFailed(Error):
