@@ -258,6 +258,9 @@ impl Origin {
 /// What goes into a server's (or supervisor's) mailbox.
 pub(crate) enum ServerMsg {
     Cast(Bytes, Origin),
+    /// Casts handed over together (`Endpoint::try_cast_batch`), handled
+    /// in order as if each had come alone.
+    Casts(Vec<Bytes>, Origin),
     Call(Bytes, Origin, oneshot::Sender<Result<Bytes, CoreError>>),
     // Rare and large: boxed so the common messages stay small.
     Pipe(Box<PipeOffer>),
@@ -365,6 +368,26 @@ impl Endpoint for LocalEndpoint {
         r
     }
 
+    fn try_cast_batch(&self, msgs: Vec<Bytes>) -> Result<(), CoreError> {
+        let n = msgs.len() as u64;
+        let counters = &self.shared.counters;
+        self.shared.mailbox.put_many(n);
+        let r = self
+            .actor
+            .cast(ServerMsg::Casts(msgs, Origin::current()))
+            .map_err(|_| self.shared.stopped());
+        match r {
+            Ok(()) => counters.casts(n),
+            Err(_) => {
+                self.shared.mailbox.taken_many(n);
+                for _ in 0..n {
+                    counters.error();
+                }
+            }
+        }
+        r
+    }
+
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
         let counters = &self.shared.counters;
         let started = Instant::now();
@@ -427,6 +450,28 @@ async fn guarded<T>(fut: impl Future<Output = Result<T, ServerError>>) -> Result
             Err(format!("panicked: {what}").into())
         }
     }
+}
+
+/// Handle one cast: decode it (an undecodable one is counted and
+/// dropped) and run the server's handler; a failing handler fails the
+/// server.
+async fn cast<S: Server>(
+    server: &S,
+    st: &mut Running<S>,
+    bytes: Bytes,
+    origin: Origin,
+) -> Result<(), ActorProcessingErr> {
+    let Ok(req) = st.decode(&bytes) else {
+        st.shared.counters.error();
+        return Ok(());
+    };
+    st.ctx.set_origin(origin);
+    let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
+    let r = guarded(with_trace(origin.trace, handled)).await;
+    r.map_err(|e| {
+        st.shared.counters.error();
+        st.fail(e)
+    })
 }
 
 pub(crate) struct ServerActor<S>(pub(crate) S);
@@ -511,18 +556,15 @@ impl<S: Server> Actor for ServerActor<S> {
             st.shared.mailbox.taken();
         }
         match msg {
-            ServerMsg::Cast(bytes, origin) => {
-                let Ok(req) = st.decode(&bytes) else {
-                    st.shared.counters.error();
-                    return Ok(());
-                };
-                st.ctx.set_origin(origin);
-                let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
-                let r = guarded(with_trace(origin.trace, handled)).await;
-                r.map_err(|e| {
-                    st.shared.counters.error();
-                    st.fail(e)
-                })
+            ServerMsg::Cast(bytes, origin) => cast(server, st, bytes, origin).await,
+            ServerMsg::Casts(batch, origin) => {
+                for bytes in batch {
+                    st.shared.mailbox.taken();
+                    // A failed handler stops the server: the rest of the
+                    // batch goes with its mailbox.
+                    cast(server, st, bytes, origin).await?;
+                }
+                Ok(())
             }
             ServerMsg::Call(bytes, origin, reply) => {
                 let req = match st.decode(&bytes) {

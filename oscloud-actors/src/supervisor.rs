@@ -603,8 +603,10 @@ impl Actor for SupervisorActor {
         msg: ServerMsg,
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
-        if matches!(msg, ServerMsg::Cast(..) | ServerMsg::Call(..)) {
-            st.shared.endpoint.mailbox.taken();
+        match &msg {
+            ServerMsg::Cast(..) | ServerMsg::Call(..) => st.shared.endpoint.mailbox.taken(),
+            ServerMsg::Casts(batch, _) => st.shared.endpoint.mailbox.taken_many(batch.len() as u64),
+            ServerMsg::Pipe(_) | ServerMsg::Down(_) => {}
         }
         match msg {
             ServerMsg::Call(bytes, _, reply) => {
@@ -617,7 +619,7 @@ impl Actor for SupervisorActor {
                     port,
                 }));
             }
-            ServerMsg::Cast(..) | ServerMsg::Down(_) => {}
+            ServerMsg::Cast(..) | ServerMsg::Casts(..) | ServerMsg::Down(_) => {}
         }
         Ok(())
     }

@@ -814,3 +814,69 @@ async fn casts_keep_their_order_across_the_direct_and_queued_paths() {
 async fn casts_keep_their_order_while_the_driver_writes_beside_the_sender() {
     casts_arrive_in_order(4 * 1024, 20_000).await;
 }
+
+/// A server that keeps the casts it is handed, one list per hand-over
+/// (a `try_cast` is a list of one).
+#[derive(Debug, Default)]
+struct Batches(std::sync::Mutex<Vec<Vec<Bytes>>>);
+
+#[async_trait]
+impl Endpoint for Batches {
+    fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
+        self.try_cast_batch(vec![msg])
+    }
+
+    fn try_cast_batch(&self, msgs: Vec<Bytes>) -> Result<(), Error> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(msgs);
+        Ok(())
+    }
+
+    async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+        Ok(msg)
+    }
+
+    async fn open_pipe(&self, _port: &str, _end: PipeEnd) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_casts_of_one_read_reach_their_server_together_in_order() {
+    let mem = MemTransport::new();
+    let a = node(&mem);
+    let b = node(&mem);
+    let batches = Arc::new(Batches::default());
+    let _reg = a
+        .kernel()
+        .registry()
+        .register("batches", Capabilities::new(), batches.clone())
+        .unwrap();
+    let at = a.listen(&"mem://a".parse().unwrap()).await.unwrap();
+    b.connect(&at).await.unwrap();
+    until(&b, added("batches")).await;
+    let e = b.kernel().registry().lookup("batches").unwrap();
+    // The test's single thread does not let the drivers run while it
+    // casts: the casts leave in a few writes, and `a` reads many at once.
+    const N: u64 = 2000;
+    for i in 0..N {
+        e.endpoint()
+            .cast(Bytes::copy_from_slice(&i.to_be_bytes()))
+            .await
+            .unwrap();
+    }
+    // The call is ordered behind every cast, gathered or not.
+    e.endpoint().call(Bytes::from_static(b"end")).await.unwrap();
+    let got = batches.0.lock().unwrap_or_else(|e| e.into_inner());
+    let numbers: Vec<u64> = got
+        .iter()
+        .flatten()
+        .map(|m| u64::from_be_bytes(m[..8].try_into().unwrap()))
+        .collect();
+    assert_eq!(numbers, (0..N).collect::<Vec<_>>());
+    let longest = got.iter().map(Vec::len).max().unwrap_or(0);
+    assert!(longest > 1, "every cast was handed over alone");
+    assert!(
+        longest <= super::cast_batch::CAST_BATCH,
+        "a batch of {longest} casts"
+    );
+}
