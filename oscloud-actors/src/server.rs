@@ -338,6 +338,9 @@ impl ReplyTx {
 /// server's request type.
 pub(crate) enum ServerMsg<T> {
     Cast(Payload<T>, Origin),
+    /// Casts handed over together (`Endpoint::try_cast_batch`), handled
+    /// in order as if each had come alone.
+    Casts(Vec<Bytes>, Origin),
     Call(Payload<T>, Origin, ReplyTx),
     // Rare and large: boxed so the common messages stay small.
     Pipe(Box<PipeOffer>),
@@ -497,6 +500,26 @@ impl<T: Send + 'static> Endpoint for LocalEndpoint<T> {
         self.post_cast(Payload::Bytes(msg)).map_err(|(e, _)| e)
     }
 
+    fn try_cast_batch(&self, msgs: Vec<Bytes>) -> Result<(), CoreError> {
+        let n = msgs.len() as u64;
+        let counters = &self.shared.counters;
+        self.shared.mailbox.put_many(n);
+        let r = self
+            .actor
+            .cast(ServerMsg::Casts(msgs, Origin::current()))
+            .map_err(|_| self.shared.stopped());
+        match r {
+            Ok(()) => counters.casts(n),
+            Err(_) => {
+                self.shared.mailbox.taken_many(n);
+                for _ in 0..n {
+                    counters.error();
+                }
+            }
+        }
+        r
+    }
+
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
         match self.post_call(Payload::Bytes(msg), false).await? {
             Payload::Bytes(reply) => Ok(reply),
@@ -554,6 +577,29 @@ async fn guarded<T>(fut: impl Future<Output = Result<T, ServerError>>) -> Result
             Err(format!("panicked: {what}").into())
         }
     }
+}
+
+/// Handle one cast: decode it (an undecodable one is counted and
+/// dropped) and run the server's handler; a failing handler fails the
+/// server.
+async fn cast<S: Server>(
+    server: &S,
+    st: &mut Running<S>,
+    msg: Payload<S::Request>,
+    origin: &Origin,
+) -> Result<(), ActorProcessingErr> {
+    let Ok(req) = st.decode(msg) else {
+        st.shared.counters.error();
+        return Ok(());
+    };
+    let trace = origin.trace();
+    st.ctx.set_origin(origin);
+    let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
+    let r = guarded(with_trace(trace, handled)).await;
+    r.map_err(|e| {
+        st.shared.counters.error();
+        st.fail(e)
+    })
 }
 
 pub(crate) struct ServerActor<S>(pub(crate) S);
@@ -649,19 +695,15 @@ impl<S: Server> Actor for ServerActor<S> {
             st.shared.mailbox.taken();
         }
         match msg {
-            ServerMsg::Cast(msg, origin) => {
-                let Ok(req) = st.decode(msg) else {
-                    st.shared.counters.error();
-                    return Ok(());
-                };
-                let trace = origin.trace();
-                st.ctx.set_origin(&origin);
-                let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
-                let r = guarded(with_trace(trace, handled)).await;
-                r.map_err(|e| {
-                    st.shared.counters.error();
-                    st.fail(e)
-                })
+            ServerMsg::Cast(msg, origin) => cast(server, st, msg, &origin).await,
+            ServerMsg::Casts(batch, origin) => {
+                for bytes in batch {
+                    st.shared.mailbox.taken();
+                    // A failed handler stops the server: the rest of the
+                    // batch goes with its mailbox.
+                    cast(server, st, Payload::Bytes(bytes), &origin).await?;
+                }
+                Ok(())
             }
             ServerMsg::Call(msg, origin, reply) => {
                 let req = match st.decode(msg) {

@@ -608,8 +608,10 @@ impl Actor for SupervisorActor {
         msg: ServerMsg<NoValue>,
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
-        if matches!(msg, ServerMsg::Cast(..) | ServerMsg::Call(..)) {
-            st.shared.endpoint.mailbox.taken();
+        match &msg {
+            ServerMsg::Cast(..) | ServerMsg::Call(..) => st.shared.endpoint.mailbox.taken(),
+            ServerMsg::Casts(batch, _) => st.shared.endpoint.mailbox.taken_many(batch.len() as u64),
+            ServerMsg::Pipe(_) | ServerMsg::Down(_) => {}
         }
         match msg {
             ServerMsg::Call(msg, _, reply) => {
@@ -626,7 +628,7 @@ impl Actor for SupervisorActor {
                     port,
                 }));
             }
-            ServerMsg::Cast(..) | ServerMsg::Down(_) => {}
+            ServerMsg::Cast(..) | ServerMsg::Casts(..) | ServerMsg::Down(_) => {}
         }
         Ok(())
     }

@@ -458,3 +458,76 @@ async fn owned_requests_and_replies_in_one_process_are_moved_not_encoded() {
     assert_eq!(h.decode_errors(), 0);
     h.stop().await;
 }
+
+/// Keeps the numbers it is cast, in the order it handles them; a call
+/// returns them (`u64::MAX` fails the server).
+struct Ledger;
+
+#[oscloud_actors::async_trait]
+impl oscloud_actors::Server for Ledger {
+    type Request = u64;
+    type Reply = Vec<u64>;
+    type State = Vec<u64>;
+
+    async fn init(
+        &self,
+        _: &mut oscloud_actors::Context,
+    ) -> Result<Vec<u64>, oscloud_actors::ServerError> {
+        Ok(Vec::new())
+    }
+
+    async fn handle_cast(
+        &self,
+        _: &mut oscloud_actors::Context,
+        seen: &mut Vec<u64>,
+        n: u64,
+    ) -> Result<(), oscloud_actors::ServerError> {
+        if n == u64::MAX {
+            return Err("asked to fail".into());
+        }
+        seen.push(n);
+        Ok(())
+    }
+
+    async fn handle_call(
+        &self,
+        _: &mut oscloud_actors::Context,
+        seen: &mut Vec<u64>,
+        _: u64,
+    ) -> Result<Vec<u64>, oscloud_actors::ServerError> {
+        Ok(seen.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_casts_is_handled_in_order_and_counted_as_casts() {
+    let kernel = Kernel::new();
+    let h = start(&kernel, "ledger", Ledger).await.unwrap();
+    let endpoint = kernel
+        .registry()
+        .lookup("ledger")
+        .unwrap()
+        .endpoint()
+        .clone();
+    let mut batch: Vec<Bytes> = (0..100u64).map(|n| encode(&n).unwrap()).collect();
+    // An undecodable cast in the batch is dropped alone.
+    batch.insert(50, Bytes::from_static(b"\xc1"));
+    endpoint.try_cast_batch(batch).unwrap();
+    endpoint.try_cast(encode(&100u64).unwrap()).unwrap();
+    let seen: Vec<u64> = decode(&endpoint.call(encode(&0u64).unwrap()).await.unwrap()).unwrap();
+    assert_eq!(seen, (0..=100).collect::<Vec<_>>());
+    assert_eq!(h.decode_errors(), 1);
+    let stats = h.stats();
+    assert_eq!((stats.casts, stats.calls, stats.mailbox), (102, 1, 0));
+    // A failing cast stops the server; the casts after it in the batch
+    // go with it, and a batch for a stopped server is refused.
+    endpoint
+        .try_cast_batch(vec![encode(&u64::MAX).unwrap(), encode(&7u64).unwrap()])
+        .unwrap();
+    h.wait().await;
+    assert_eq!(h.stop_reason().as_deref(), Some("asked to fail"));
+    let err = endpoint
+        .try_cast_batch(vec![encode(&8u64).unwrap()])
+        .unwrap_err();
+    assert!(matches!(err, CoreError::ServerStopped { .. }), "{err:?}");
+}

@@ -38,6 +38,24 @@ pub trait Endpoint: Send + Sync + fmt::Debug + 'static {
     /// waiting.
     fn try_cast(&self, msg: Bytes) -> Result<(), Error>;
 
+    /// Deliver one-way messages, in order, as [`Endpoint::try_cast`] would
+    /// one after the other: a link's driver hands a local server the casts
+    /// of one read that are for it this way, so that an endpoint with a
+    /// mailbox can take them as one message and wake its server once.
+    ///
+    /// Every message is tried; the first error is returned (the messages
+    /// it refused are dropped, as a failed `try_cast` drops its message).
+    /// The default calls [`Endpoint::try_cast`] for each.
+    fn try_cast_batch(&self, msgs: Vec<Bytes>) -> Result<(), Error> {
+        let mut outcome = Ok(());
+        for msg in msgs {
+            if let (Err(err), Ok(())) = (self.try_cast(msg), &outcome) {
+                outcome = Err(err);
+            }
+        }
+        outcome
+    }
+
     /// Deliver a one-way message without waiting for the server to handle
     /// it, but waiting for room on the way to it: where
     /// [`Endpoint::try_cast`] fails with [`Error::LinkBusy`], this waits

@@ -52,6 +52,7 @@
 //! ```
 
 mod bridge;
+mod cast_batch;
 #[cfg(test)]
 mod counting_waker;
 mod directory;

@@ -51,6 +51,11 @@ impl ServerCounters {
         self.casts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `n` casts taken by the endpoint at once.
+    pub fn casts(&self, n: u64) {
+        self.casts.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// One call answered after `elapsed` (from the endpoint taking it to
     /// the reply), successfully or not.
     pub fn call(&self, elapsed: Duration, ok: bool) {
@@ -107,6 +112,16 @@ impl Mailbox {
     /// One message put in.
     pub fn put(&self) {
         self.put.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` messages put in at once.
+    pub fn put_many(&self, n: u64) {
+        self.put.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` messages not put in after all.
+    pub fn taken_many(&self, n: u64) {
+        self.taken.fetch_add(n, Ordering::Relaxed);
     }
 
     /// One message taken out (or not put in after all).

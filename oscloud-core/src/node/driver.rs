@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
+use super::cast_batch::CastBatch;
 use super::held_casts::HeldCasts;
 use super::idle_close::IdleClose;
 use super::link_io::{Incoming, Input, LinkPorts, WriteFailed};
@@ -87,6 +88,9 @@ pub(crate) struct Driver {
     blocked_reply_bytes: usize,
     /// The peer's casts not yet handled by local servers.
     casts: HeldCasts,
+    /// The peer's latest casts to one local server, gathered to be
+    /// handed over together.
+    gathered: CastBatch,
     /// Since when output has waited for the link without the link taking
     /// any (reset by every write that moves bytes).
     stalled_since: Option<Instant>,
@@ -254,6 +258,7 @@ impl Driver {
             serving_bytes: 0,
             blocked_reply_bytes: 0,
             casts: HeldCasts::new(limits.budget),
+            gathered: CastBatch::default(),
             stalled_since: None,
             paused_since: None,
             pipes: IdMap::default(),
@@ -752,6 +757,11 @@ impl Driver {
             // to another link, or to this one.
             let ev = self.w().session.poll_event();
             let Some(ev) = ev else { break };
+            // Gathered casts go before anything else the peer sent after
+            // them.
+            if !matches!(ev, Event::Cast { .. }) {
+                self.deliver_gathered();
+            }
             match ev {
                 Event::Closed { reason } => return Dispatch::Closed(reason),
                 Event::Detached { reason } => {
@@ -785,6 +795,7 @@ impl Driver {
                 ev => self.on_event(ev),
             }
         }
+        self.deliver_gathered();
         // What handling the events changed is published once the output
         // it produced is taken (see `run`).
         Dispatch::Continue
@@ -937,6 +948,26 @@ impl Driver {
         }
     }
 
+    /// Hand the gathered casts, if any, to their server.
+    fn deliver_gathered(&mut self) {
+        if let Some((entry, batch)) = self.gathered.take() {
+            self.deliver_casts(&entry, batch);
+        }
+    }
+
+    /// Hand `batch`, casts from the peer, to the local server `entry`: one
+    /// alone as a cast, more together.
+    fn deliver_casts(&self, entry: &Entry, mut batch: Vec<Bytes>) {
+        let endpoint = entry.endpoint();
+        let delivered = with_caller_sync(self.caller(), || match batch.len() {
+            1 => endpoint.try_cast(batch.swap_remove(0)),
+            _ => endpoint.try_cast_batch(batch),
+        });
+        if let Err(err) = delivered {
+            debug!(link = %self.link, "casts from peer to {:?} failed: {err}", entry.name());
+        }
+    }
+
     fn on_event(&mut self, ev: Event) {
         if self.idle.is_some() && self.uses(&ev) {
             self.used += 1;
@@ -986,8 +1017,16 @@ impl Driver {
             Event::Cast { to, .. } if !self.permits(&to, Action::Call) => {}
             Event::Cast { to, payload, trace } => match self.local_entry(&to) {
                 Ok(entry) => {
-                    let caller = self.caller();
                     let payload = self.casts.hold(payload);
+                    if trace.is_none() {
+                        if let Some((entry, batch)) = self.gathered.push(entry, payload) {
+                            self.deliver_casts(&entry, batch);
+                        }
+                        return;
+                    }
+                    // A traced cast goes alone, in its trace.
+                    self.deliver_gathered();
+                    let caller = self.caller();
                     if let Err(err) = with_caller_sync(caller, || {
                         trace::deliver_sync("cast", &to, trace, || {
                             entry.endpoint().try_cast(payload)

@@ -282,14 +282,27 @@ async fn a_cast_waiting_for_room_fails_when_the_link_closes() {
 }
 
 /// A server that keeps every cast it gets (a server that never gets
-/// round to them): the casts stay held against the link's budget.
+/// round to them): the casts stay held against the link's budget. It
+/// also notes how many casts came in each hand-over (a `try_cast` is
+/// one).
 #[derive(Debug, Default)]
-struct Hoard(std::sync::Mutex<Vec<Bytes>>);
+struct Hoard(std::sync::Mutex<Vec<Bytes>>, std::sync::Mutex<Vec<usize>>);
 
 #[async_trait]
 impl Endpoint for Hoard {
     fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+        self.try_cast_batch(vec![msg])
+    }
+
+    fn try_cast_batch(&self, msgs: Vec<Bytes>) -> Result<(), Error> {
+        self.1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msgs.len());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(msgs);
         Ok(())
     }
 
@@ -771,8 +784,10 @@ async fn a_read_only_peer_looks_up_and_reads_but_may_not_call_or_write() {
 /// `n` numbered casts (and a call every 700) from `b` to a hoard on `a`,
 /// with `max_queued` bytes of queue on `b`'s link: they arrive in order,
 /// whichever way each went (straight into the session, or queued in the
-/// driver while the session's queue was full or others waited there).
-async fn casts_arrive_in_order(max_queued: usize, n: u64) {
+/// driver while the session's queue was full or others waited there),
+/// and whether they reached the hoard one by one or in batches. Returns
+/// how many came in each hand-over.
+async fn casts_arrive_in_order(max_queued: usize, n: u64) -> Vec<usize> {
     let mem = MemTransport::new();
     let a = node(&mem);
     let b = queued_node(&mem, max_queued);
@@ -801,6 +816,8 @@ async fn casts_arrive_in_order(max_queued: usize, n: u64) {
         .map(|m| u64::from_be_bytes(m[..8].try_into().unwrap()))
         .collect();
     assert_eq!(numbers, (0..n).collect::<Vec<_>>());
+    drop(got);
+    hoard.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 #[tokio::test]
@@ -813,4 +830,17 @@ async fn casts_keep_their_order_across_the_direct_and_queued_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn casts_keep_their_order_while_the_driver_writes_beside_the_sender() {
     casts_arrive_in_order(4 * 1024, 20_000).await;
+}
+
+#[tokio::test]
+async fn the_casts_of_one_read_reach_their_server_together_in_order() {
+    // One thread: the casts leave in a few writes, and `a`'s driver
+    // reads many at once.
+    let batches = casts_arrive_in_order(1024 * 1024, 2000).await;
+    let longest = batches.iter().copied().max().unwrap_or(0);
+    assert!(longest > 1, "every cast was handed over alone");
+    assert!(
+        longest <= super::cast_batch::CAST_BATCH,
+        "a batch of {longest} casts"
+    );
 }
