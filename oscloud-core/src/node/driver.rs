@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use super::bridge::{Bridge, Delivered, Outbound};
 use super::held_casts::HeldCasts;
 use super::link_io::{Incoming, Input, LinkPorts, WriteFailed};
-use super::link_wire::{LinkWire, Wire};
+use super::link_wire::{LinkWire, Taken, Wire};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::Router;
@@ -1248,15 +1248,7 @@ impl Driver {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Cast { to, msg, trace } => {
-                let sent = {
-                    let mut w = self.w();
-                    let sent = w.session.cast_traced(&to, msg.clone(), trace);
-                    if !matches!(sent, Err(Error::WireWouldBlock { .. })) {
-                        // Out of the backlog: senders may go direct again.
-                        w.backlog -= 1;
-                    }
-                    sent
-                };
+                let sent = self.w().take_cast(&to, &msg, trace);
                 match sent {
                     Ok(()) => {}
                     Err(Error::WireWouldBlock { .. }) => {
@@ -1271,31 +1263,18 @@ impl Driver {
                 trace,
                 reply,
             } => {
-                let mut w = self.w();
-                if reply.is_closed() {
-                    w.backlog -= 1;
-                    return; // the caller gave up already
-                }
-                w.sweep_abandoned_calls();
-                match w.session.call_traced(&to, msg.clone(), trace) {
-                    Ok(id) => {
-                        w.backlog -= 1;
-                        w.calls.insert(id, (to, reply));
-                    }
-                    Err(Error::WireWouldBlock { .. }) => {
-                        drop(w);
-                        self.push_blocked(Command::Call {
-                            to,
-                            msg,
-                            trace,
-                            reply,
-                        })
-                    }
-                    Err(err) => {
-                        w.backlog -= 1;
-                        drop(w);
+                let taken = self.w().take_call(&to, &msg, trace, reply);
+                match taken {
+                    Taken::Done => {}
+                    Taken::Failed(reply, err) => {
                         let _ = reply.send(Err(err));
                     }
+                    Taken::Blocked(reply) => self.push_blocked(Command::Call {
+                        to,
+                        msg,
+                        trace,
+                        reply,
+                    }),
                 }
             }
             Command::OpenPipe {
