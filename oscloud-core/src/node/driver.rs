@@ -51,6 +51,10 @@ use crate::{Entry, Error, ExitReason, Kernel, NodeId, PipeEnd, RegistryEvent, Wa
 /// At most this many queued commands are handled in a row.
 const COMMAND_BATCH: usize = 64;
 
+/// At most this many reads of what already came, once the link's writer
+/// failed (see [`Incoming::feed_ready`]).
+const READ_AFTER_WRITE_FAILED: usize = 16;
+
 /// The state of one link's driver.
 pub(crate) struct Driver {
     kernel: Kernel,
@@ -481,10 +485,20 @@ impl Driver {
                 Woke::Written(written) => {
                     // The link took bytes: it is not stalled.
                     self.stalled_since = None;
-                    if written.is_err()
-                        && let Some(ended) = self.lost(&mut link, "the link's writer failed")
-                    {
-                        break ended;
+                    if written.is_err() {
+                        // What the peer sent before the link broke comes
+                        // first: a peer that closed its session and then
+                        // its end ends the session with its Close (handled
+                        // at the top of the loop), not a failed write.
+                        if let Some(incoming) = link.as_mut() {
+                            incoming.feed_ready(&self.wire, READ_AFTER_WRITE_FAILED);
+                        }
+                        if self.w().session.close_reason().is_some() {
+                            continue;
+                        }
+                        if let Some(ended) = self.lost(&mut link, "the link's writer failed") {
+                            break ended;
+                        }
                     }
                 }
                 Woke::Handover(handover) => {
