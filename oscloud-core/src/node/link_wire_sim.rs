@@ -14,6 +14,10 @@
 //! (`driver::on_command`, `retry_blocked`), through the same [`Wire`]
 //! methods; the callers' paths are the node's own.
 
+// A checker: a broken rule is a panic, which the property test and the
+// fuzzer report.
+#![allow(clippy::panic)]
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
