@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A short fuzz run of every wire decoder (cargo-fuzz / libFuzzer targets in
-# fuzz/): FUZZ_SECONDS per target (default 5, nine targets). The toolchain is
+# A short fuzz run of every wire decoder and of a link's send side
+# (cargo-fuzz / libFuzzer targets in fuzz/): FUZZ_SECONDS per target
+# (default 5, ten targets). The toolchain is
 # stable: cargo-fuzz needs nightly flags, which RUSTC_BOOTSTRAP=1 enables,
 # and runs without a sanitizer (--sanitizer none; Rust code here has no
 # `unsafe`, and libFuzzer still catches panics, hangs and leaks).

@@ -66,6 +66,9 @@ mod link_limits;
 #[cfg(test)]
 mod link_status_tests;
 mod link_wire;
+pub(crate) mod link_wire_sim;
+#[cfg(test)]
+mod link_wire_tests;
 mod remote;
 mod resume;
 #[cfg(test)]

@@ -30,7 +30,7 @@ use super::cast_batch::CastBatch;
 use super::held_casts::HeldCasts;
 use super::idle_close::IdleClose;
 use super::link_io::{Incoming, Input, LinkPorts, WriteFailed};
-use super::link_wire::{LinkWire, Wire};
+use super::link_wire::{LinkWire, Taken, Wire};
 use super::remote::{Command, RemoteEndpoint, SendQueue, from_remote, to_remote};
 use super::resume::{Handover, Resumption};
 use super::router::{Export, Router};
@@ -52,6 +52,10 @@ use crate::{Entry, Error, ExitReason, Kernel, NodeId, PipeEnd, RegistryEvent, Wa
 
 /// At most this many queued commands are handled in a row.
 const COMMAND_BATCH: usize = 64;
+
+/// At most this many reads of what already came, once the link's writer
+/// failed (see [`Incoming::feed_ready`]).
+const READ_AFTER_WRITE_FAILED: usize = 16;
 
 /// The state of one link's driver.
 pub(crate) struct Driver {
@@ -502,10 +506,20 @@ impl Driver {
                 Woke::Written(written) => {
                     // The link took bytes: it is not stalled.
                     self.stalled_since = None;
-                    if written.is_err()
-                        && let Some(ended) = self.lost(&mut link, "the link's writer failed")
-                    {
-                        break ended;
+                    if written.is_err() {
+                        // What the peer sent before the link broke comes
+                        // first: a peer that closed its session and then
+                        // its end ends the session with its Close (handled
+                        // at the top of the loop), not a failed write.
+                        if let Some(incoming) = link.as_mut() {
+                            incoming.feed_ready(&self.wire, READ_AFTER_WRITE_FAILED);
+                        }
+                        if self.w().session.close_reason().is_some() {
+                            continue;
+                        }
+                        if let Some(ended) = self.lost(&mut link, "the link's writer failed") {
+                            break ended;
+                        }
                     }
                 }
                 Woke::Handover(handover) => {
@@ -1374,15 +1388,7 @@ impl Driver {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Cast { to, msg, trace } => {
-                let sent = {
-                    let mut w = self.w();
-                    let sent = w.session.cast_traced(&to, msg.clone(), trace);
-                    if !matches!(sent, Err(Error::WireWouldBlock { .. })) {
-                        // Out of the backlog: senders may go direct again.
-                        w.backlog -= 1;
-                    }
-                    sent
-                };
+                let sent = self.w().take_cast(&to, &msg, trace);
                 match sent {
                     Ok(()) => {}
                     Err(Error::WireWouldBlock { .. }) => {
@@ -1397,31 +1403,18 @@ impl Driver {
                 trace,
                 reply,
             } => {
-                let mut w = self.w();
-                if reply.is_closed() {
-                    w.backlog -= 1;
-                    return; // the caller gave up already
-                }
-                w.sweep_abandoned_calls();
-                match w.session.call_traced(&to, msg.clone(), trace) {
-                    Ok(id) => {
-                        w.backlog -= 1;
-                        w.calls.insert(id, (to, reply));
-                    }
-                    Err(Error::WireWouldBlock { .. }) => {
-                        drop(w);
-                        self.push_blocked(Command::Call {
-                            to,
-                            msg,
-                            trace,
-                            reply,
-                        })
-                    }
-                    Err(err) => {
-                        w.backlog -= 1;
-                        drop(w);
+                let taken = self.w().take_call(&to, &msg, trace, reply);
+                match taken {
+                    Taken::Done => {}
+                    Taken::Failed(reply, err) => {
                         let _ = reply.send(Err(err));
                     }
+                    Taken::Blocked(reply) => self.push_blocked(Command::Call {
+                        to,
+                        msg,
+                        trace,
+                        reply,
+                    }),
                 }
             }
             Command::OpenPipe {

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -147,6 +147,28 @@ impl Incoming {
                         Ok(0) | Err(_) => Input::Closed,
                         Ok(_) => Input::Buffered,
                     })
+            }
+        }
+    }
+
+    /// Feed the session what has already come, without waiting: at most
+    /// `reads` reads, until nothing more is there, the link is gone or
+    /// the session closed. For a link whose writer failed: a peer that
+    /// closes its session and drops its end at once makes the write fail,
+    /// and its Close, already here, is then the reason the session ends,
+    /// not the failed write.
+    pub(crate) fn feed_ready(&mut self, wire: &LinkWire, reads: usize) {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..reads {
+            match self.poll_next(&mut cx) {
+                Poll::Ready(Input::Closed) | Poll::Pending => return,
+                Poll::Ready(input) => {
+                    let mut w = wire.lock();
+                    self.feed(&mut w.session, input);
+                    if w.session.close_reason().is_some() {
+                        return;
+                    }
+                }
             }
         }
     }

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 
 use super::tests::{added, config, node, pair, register, until};
 use super::*;
-use crate::RegistryEvent;
 use crate::transport::{Listener, MemTransport, Transport, io_error};
+use crate::{Endpoint, PipeEnd, RegistryEvent};
 
 /// The one link of `node` (the first, if a hand-over adds another).
 fn only(node: &Node) -> LinkStatus {
@@ -367,4 +367,125 @@ async fn a_pipe_writer_that_waits_for_credit_is_counted() {
         assert_eq!(got.len(), frame.len());
     }
     sending.await.unwrap();
+}
+
+/// A server whose every answer is [`BIG`] bytes long.
+#[derive(Debug)]
+struct Big;
+
+/// How long [`Big`]'s answers are.
+const BIG: usize = 32 * 1024;
+
+#[async_trait]
+impl Endpoint for Big {
+    fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn call(&self, _msg: Bytes) -> Result<Bytes, Error> {
+        Ok(Bytes::from(vec![b'b'; BIG]))
+    }
+
+    async fn open_pipe(&self, _port: &str, _end: PipeEnd) -> Result<(), Error> {
+        Err(Error::PipeClosed)
+    }
+}
+
+/// Write everything `session` has to send on `sock`.
+async fn write_out(session: &mut Session, sock: &mut TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    while let Some(out) = session.poll_transmit(std::time::Instant::now()) {
+        tokio::time::timeout(Duration::from_secs(10), sock.write_all(&out))
+            .await
+            .expect("the node reads")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_closes_and_drops_its_socket_at_once_is_counted_as_closing() {
+    // A bare peer on a real socket makes the node queue far more replies
+    // than it reads (the node stops reading it: over its budget), then
+    // closes its session and drops its socket at once. The node's next
+    // write fails, but the peer's Close came before: the session ends
+    // with the Close, counted as the peer's.
+    for round in 0..5 {
+        let mut t = Transports::new();
+        t.add(Arc::new(Tcp));
+        let budget = 64 * 1024;
+        let a = Node::with_config(
+            Kernel::new(),
+            t,
+            NodeConfig {
+                link_budget: budget,
+                // Every call served: their replies queue.
+                max_serving: 1024,
+                keepalive: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(10),
+                ..config()
+            },
+        );
+        let _big = a
+            .kernel()
+            .registry()
+            .register("big", crate::Capabilities::new(), Arc::new(Big))
+            .unwrap();
+        let at = a
+            .listen(&"tcp://127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        // Little room for the node's writes: they back up in its session.
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut sock = sock.connect(at.authority().parse().unwrap()).await.unwrap();
+        // The Close leaves at once (not held back by Nagle's algorithm
+        // behind a segment not yet acknowledged, and lost with the socket).
+        sock.set_nodelay(true).unwrap();
+        let me = NodeId::random();
+        let mut peer = Session::new(
+            wire::Config::new(wire::FramingKind::ReliableStream),
+            wire::LocalInfo::new(me),
+            std::time::Instant::now(),
+        )
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; 64 * 1024];
+        while !peer.is_connected() {
+            assert!(tokio::time::Instant::now() < deadline, "no handshake");
+            write_out(&mut peer, &mut sock).await;
+            let read = tokio::time::timeout(
+                Duration::from_millis(50),
+                tokio::io::AsyncReadExt::read(&mut sock, &mut buf),
+            )
+            .await;
+            if let Ok(Ok(n)) = read {
+                peer.handle_input(std::time::Instant::now(), &buf[..n]);
+            }
+        }
+        // Far more than the socket buffers hold (up to 4 MiB on Linux).
+        for _ in 0..200 {
+            peer.call("big", Bytes::from_static(b"?")).unwrap();
+        }
+        write_out(&mut peer, &mut sock).await;
+        // Read no more: the replies back up in the node, beyond its
+        // budget.
+        eventually("the node's replies back up", || {
+            let l = a.links();
+            l.first()
+                .is_some_and(|l| l.send_queue_bytes > 2 * budget as u64)
+        })
+        .await;
+        peer.close("done");
+        write_out(&mut peer, &mut sock).await;
+        drop(sock);
+        eventually("the link ends", || a.links().is_empty()).await;
+        let closes = a.link_closes();
+        let counted = closes.iter().find(|c| c.peer == Some(me));
+        assert_eq!(
+            counted.map(|c| c.received[wire::CloseCode::Normal.index()]),
+            Some(1),
+            "round {round}: the peer's Close is not counted: {closes:?}"
+        );
+        a.shutdown();
+    }
 }

@@ -96,6 +96,18 @@ pub(crate) enum Direct<T> {
     Queue,
 }
 
+/// What became of a call the driver took out of the backlog
+/// ([`Wire::take_call`]).
+pub(crate) enum Taken {
+    /// In the session (or dropped: its caller gave up).
+    Done,
+    /// The session refused it for good: the error goes to its caller
+    /// (outside the lock).
+    Failed(ReplyTo, Error),
+    /// The session's send queue is full: the call stays in the backlog.
+    Blocked(ReplyTo),
+}
+
 impl LinkWire {
     pub(crate) fn new(session: Session, shared: Arc<LinkShared>) -> Self {
         Self {
@@ -307,6 +319,52 @@ impl Wire {
     /// they queue in front of it, bounded by the link's `SendQueue`).
     fn direct(&self) -> bool {
         self.backlog == 0 && self.stream && self.wakers.is_some() && self.session.is_connected()
+    }
+
+    /// The driver takes a cast out of the backlog into the session.
+    /// Refused with [`Error::WireWouldBlock`] while the session's send
+    /// queue is full: it stays in the backlog (the driver keeps it, and
+    /// senders go on queueing behind it).
+    pub(crate) fn take_cast(
+        &mut self,
+        to: &str,
+        msg: &Bytes,
+        trace: Option<TraceContext>,
+    ) -> Result<(), Error> {
+        let sent = self.session.cast_traced(to, msg.clone(), trace);
+        if !matches!(sent, Err(Error::WireWouldBlock { .. })) {
+            // Out of the backlog: senders may go direct again.
+            self.backlog -= 1;
+        }
+        sent
+    }
+
+    /// The driver takes a call out of the backlog into the session (its
+    /// reply then goes to `reply`); one whose caller gave up is dropped.
+    pub(crate) fn take_call(
+        &mut self,
+        to: &Arc<str>,
+        msg: &Bytes,
+        trace: Option<TraceContext>,
+        reply: ReplyTo,
+    ) -> Taken {
+        if reply.is_closed() {
+            self.backlog -= 1;
+            return Taken::Done;
+        }
+        self.sweep_abandoned_calls();
+        match self.session.call_traced(to, msg.clone(), trace) {
+            Ok(id) => {
+                self.backlog -= 1;
+                self.calls.insert(id, (to.clone(), reply));
+                Taken::Done
+            }
+            Err(Error::WireWouldBlock { .. }) => Taken::Blocked(reply),
+            Err(err) => {
+                self.backlog -= 1;
+                Taken::Failed(reply, err)
+            }
+        }
     }
 
     /// Forget calls whose caller gave up (timed out or was cancelled), so

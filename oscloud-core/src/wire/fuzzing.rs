@@ -160,7 +160,7 @@ fn config(kind: FramingKind, resume: bool) -> Config {
 }
 
 /// Move bytes between two sessions until quiet (bounded).
-fn pump(a: &mut Session, b: &mut Session, now: Instant) {
+pub(crate) fn pump(a: &mut Session, b: &mut Session, now: Instant) {
     for _ in 0..64 {
         let mut moved = false;
         while let Some(x) = a.poll_transmit(now) {
@@ -258,4 +258,22 @@ pub fn secure_handshake(data: &[u8]) {
         while a.poll_transmit(now).is_some() {}
     }
     feed(&mut a, rest, now);
+}
+
+/// A link's send side driven by a script: the first two bytes size the
+/// session's send queue and the link's queue, every three bytes after
+/// them are a step (a caller's cast or call, a driver turn, a pipe frame,
+/// the peer reading, the line's room). Every cast, call and pipe frame
+/// accepted must arrive once, in its sender's order, and every call gets
+/// its own reply (see `node::link_wire_sim`).
+pub fn link_wire(data: &[u8]) {
+    let [queue, room, rest @ ..] = data else {
+        return;
+    };
+    let script = crate::node::link_wire_sim::Op::script(rest);
+    crate::node::link_wire_sim::run(
+        usize::from(queue % 16) + 1,
+        usize::from(*room) * 64 + 1,
+        &script,
+    );
 }

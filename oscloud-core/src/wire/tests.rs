@@ -819,6 +819,7 @@ proptest! {
         super::fuzzing::secure_handshake(&data);
         super::fuzzing::route(&data);
         super::fuzzing::trace(&data);
+        super::fuzzing::link_wire(&data);
     }
 }
 
