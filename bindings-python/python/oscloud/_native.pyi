@@ -14,6 +14,8 @@ __all__ = [
     "Watch",
     "Pipe",
     "Link",
+    "LinkClose",
+    "RttHistogram",
     "Route",
     "Caller",
     "keygen",
