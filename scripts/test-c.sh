@@ -5,7 +5,8 @@
 # and invalid accesses are errors):
 #   - test_unit: one process, two nodes over mem://, every API and error path;
 #   - test_links: one process, three nodes chained over a Unix socket and
-#     TCP: links, their counters, routes through the middle node, closing;
+#     TCP: links, their counters and health, routes through the middle node,
+#     closing;
 #   - test_supervision: one process, one node: the bounded mailbox, servers
 #     that fail, supervisors restarting them per strategy and intensity;
 #   - a C server called from Rust and from another C program, over a Unix
@@ -98,7 +99,7 @@ ok "test_unit under valgrind (one process: API, errors, panic, pipes, watch, mem
 timeout 60 "$out/test_unit_static" >/dev/null 2>&1 || fail "test_unit linked statically"
 ok "test_unit linked with liboscloud.a"
 timeout 120 "${vg[@]}" "$out/test_links" || fail "test_links under valgrind"
-ok "test_links under valgrind (links, counters, routes through a middle node, close_link; Unix socket and TCP)"
+ok "test_links under valgrind (links, counters, link health, routes through a middle node, close_link; Unix socket and TCP)"
 timeout 120 "${vg[@]}" "$out/test_supervision" || fail "test_supervision under valgrind"
 ok "test_supervision under valgrind (bounded mailbox, failing servers, one-for-one, one-for-all, rest-for-one, intensity)"
 

@@ -111,6 +111,17 @@
 // 255 bytes) fits.
 #define OSCLOUD_NAME_SIZE 256
 
+// Bounds of a round-trip histogram (`oscloud_rtt_histogram_t.bounds_ns`).
+#define OSCLOUD_RTT_BOUNDS 16
+
+// Buckets of a round-trip histogram: one per bound, then one for longer
+// round trips.
+#define OSCLOUD_RTT_BUCKETS 17
+
+// Bytes of a close message field (`close_message`), NUL included. Longer
+// text is cut, on a UTF-8 character boundary, to fit.
+#define OSCLOUD_CLOSE_MESSAGE_SIZE 256
+
 // The mailbox bound of `oscloud_server_options_default()`.
 #define OSCLOUD_DEFAULT_MAILBOX 1024
 
@@ -274,6 +285,56 @@ typedef struct {
   // Whether it is the route in use (the best one).
   bool best;
 } oscloud_route_t;
+
+// Round-trip times of one link counted per bucket (Rust's
+// `oscloud_core::wire::RttHistogram`).
+typedef struct {
+  // The buckets' upper bounds in nanoseconds (25 µs to 5 s).
+  uint64_t bounds_ns[OSCLOUD_RTT_BOUNDS];
+  // Samples per bucket, not cumulative: `buckets[i]` counts the round
+  // trips of at most `bounds_ns[i]` (and more than the bound before),
+  // the last one those longer than every bound.
+  uint64_t buckets[OSCLOUD_RTT_BUCKETS];
+  // The samples' sum, in microseconds.
+  uint64_t sum_us;
+  // Samples counted (the sum of `buckets`).
+  uint64_t count;
+} oscloud_rtt_histogram_t;
+
+// The health of one link, as `oscloud_node_link_health` copies it out
+// (what `oscloud_link_t` does not hold: round trips, queues, stalls, how
+// the session closed). Plain data, nothing needs freeing. Fields are only
+// ever added at its end (see `oscloud_node_link_health`'s `size`).
+typedef struct {
+  // The link (an `oscloud_link_t.id`).
+  uint64_t id;
+  // The link's round-trip time in microseconds as the node measures it
+  // on every kind of link (a probe call the peer node answers at once,
+  // one a second at most while the link is busy, one per keepalive
+  // while it idles; smoothed); 0 until the first answer.
+  uint64_t rtt_us;
+  // Times a local pipe writer's frame had to wait for the peer's credit
+  // on this link (the peer's reader was behind).
+  uint64_t credit_stalls;
+  // Bytes waiting to be sent on the link: casts and calls waiting for
+  // its driver, replies and pipe data queued in its session.
+  uint64_t send_queue_bytes;
+  // Every round trip the node's probe measured (see `rtt_us`).
+  oscloud_rtt_histogram_t probe_rtt;
+  // The round trips the session's retransmission timer measured (lossy
+  // links; empty on reliable streams).
+  oscloud_rtt_histogram_t session_rtt;
+  // Whether the link's session closed (a dialled link stays listed
+  // while it is dialled again); the `close_` fields say how.
+  bool closed;
+  // Whether the peer closed it (its Close packet arrived).
+  bool close_remote;
+  // The close code (`docs/PROTOCOL.md` §5.4: 0 normal, 9 idle timeout,
+  // ...); 0 while the session runs.
+  uint8_t close_code;
+  // What happened, in words; empty while the session runs.
+  char close_message[OSCLOUD_CLOSE_MESSAGE_SIZE];
+} oscloud_link_health_t;
 
 // How to make a node. Start from `oscloud_node_options_default()`.
 typedef struct {
@@ -533,6 +594,21 @@ int oscloud_node_links(const oscloud_node_t *node, oscloud_link_t *out, size_t c
 // `node` is a live node; `out` NULL or valid for writing `cap` elements;
 // `len` valid for writes.
 int oscloud_node_routes(const oscloud_node_t *node, oscloud_route_t *out, size_t cap, size_t *len);
+
+// Copy the health of `node`'s link `id` (an `oscloud_link_t.id`) into
+// `*out`: its round trip, the histograms of round trips, credit stalls,
+// the bytes waiting to be sent and how its session closed.
+//
+// `size` is `sizeof(oscloud_link_health_t)` as the caller's header
+// declares it: the first `size` bytes of the struct are written (at most
+// the whole struct), so a program built against a header from before
+// fields were added at its end keeps working. Returns `OSCLOUD_OK`,
+// `OSCLOUD_ERR_NOT_FOUND` if the node has no such link,
+// `OSCLOUD_ERR_NULL` for a NULL `out`.
+//
+// # Safety
+// `node` is a live node; `out` NULL or valid for writing `size` bytes.
+int oscloud_node_link_health(const oscloud_node_t *node, uint64_t id, oscloud_link_health_t *out, size_t size);
 
 // Close the link `id` (an `oscloud_link_t.id`) for good: its session ends,
 // the routes through it are withdrawn (servers left with no route leave

@@ -1,5 +1,6 @@
 //! What a node knows about its links and routes: list the links with their
-//! wire counters, list the routes to the servers of other nodes, close a
+//! wire counters, read one link's health (round trips, queues, how it
+//! closed), list the routes to the servers of other nodes, close a
 //! link.
 //!
 //! The lists are copied into arrays of plain structs the caller owns
@@ -8,8 +9,9 @@
 
 use std::ffi::{c_char, c_int};
 
+use oscloud_core::endpoint::LATENCY_BUCKETS_NS;
 use oscloud_core::node::{LinkStatus, Route};
-use oscloud_core::wire::Stats;
+use oscloud_core::wire::{RttHistogram, Stats};
 
 use crate::error::{Error, OSCLOUD_OK, guard};
 use crate::node::{OscloudNode, node_arg};
@@ -159,6 +161,101 @@ impl From<&LinkStatus> for OscloudLink {
                     .unwrap_or_default(),
             ),
             stats: OscloudLinkStats::from(&l.stats),
+        }
+    }
+}
+
+/// Bounds of a round-trip histogram (`oscloud_rtt_histogram_t.bounds_ns`).
+pub const OSCLOUD_RTT_BOUNDS: usize = 16;
+/// Buckets of a round-trip histogram: one per bound, then one for longer
+/// round trips.
+pub const OSCLOUD_RTT_BUCKETS: usize = 17;
+/// Bytes of a close message field (`close_message`), NUL included. Longer
+/// text is cut, on a UTF-8 character boundary, to fit.
+pub const OSCLOUD_CLOSE_MESSAGE_SIZE: usize = 256;
+
+const _: () = assert!(OSCLOUD_RTT_BOUNDS == LATENCY_BUCKETS_NS.len());
+const _: () = assert!(OSCLOUD_RTT_BUCKETS == OSCLOUD_RTT_BOUNDS + 1);
+
+/// Round-trip times of one link counted per bucket (Rust's
+/// `oscloud_core::wire::RttHistogram`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OscloudRttHistogram {
+    /// The buckets' upper bounds in nanoseconds (25 µs to 5 s).
+    pub bounds_ns: [u64; OSCLOUD_RTT_BOUNDS],
+    /// Samples per bucket, not cumulative: `buckets[i]` counts the round
+    /// trips of at most `bounds_ns[i]` (and more than the bound before),
+    /// the last one those longer than every bound.
+    pub buckets: [u64; OSCLOUD_RTT_BUCKETS],
+    /// The samples' sum, in microseconds.
+    pub sum_us: u64,
+    /// Samples counted (the sum of `buckets`).
+    pub count: u64,
+}
+
+impl From<&RttHistogram> for OscloudRttHistogram {
+    fn from(h: &RttHistogram) -> Self {
+        Self {
+            bounds_ns: LATENCY_BUCKETS_NS,
+            buckets: h.buckets,
+            sum_us: h.sum_us,
+            count: h.count(),
+        }
+    }
+}
+
+/// The health of one link, as `oscloud_node_link_health` copies it out
+/// (what `oscloud_link_t` does not hold: round trips, queues, stalls, how
+/// the session closed). Plain data, nothing needs freeing. Fields are only
+/// ever added at its end (see `oscloud_node_link_health`'s `size`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct OscloudLinkHealth {
+    /// The link (an `oscloud_link_t.id`).
+    pub id: u64,
+    /// The link's round-trip time in microseconds as the node measures it
+    /// on every kind of link (a probe call the peer node answers at once,
+    /// one a second at most while the link is busy, one per keepalive
+    /// while it idles; smoothed); 0 until the first answer.
+    pub rtt_us: u64,
+    /// Times a local pipe writer's frame had to wait for the peer's credit
+    /// on this link (the peer's reader was behind).
+    pub credit_stalls: u64,
+    /// Bytes waiting to be sent on the link: casts and calls waiting for
+    /// its driver, replies and pipe data queued in its session.
+    pub send_queue_bytes: u64,
+    /// Every round trip the node's probe measured (see `rtt_us`).
+    pub probe_rtt: OscloudRttHistogram,
+    /// The round trips the session's retransmission timer measured (lossy
+    /// links; empty on reliable streams).
+    pub session_rtt: OscloudRttHistogram,
+    /// Whether the link's session closed (a dialled link stays listed
+    /// while it is dialled again); the `close_` fields say how.
+    pub closed: bool,
+    /// Whether the peer closed it (its Close packet arrived).
+    pub close_remote: bool,
+    /// The close code (`docs/PROTOCOL.md` §5.4: 0 normal, 9 idle timeout,
+    /// ...); 0 while the session runs.
+    pub close_code: u8,
+    /// What happened, in words; empty while the session runs.
+    pub close_message: [c_char; OSCLOUD_CLOSE_MESSAGE_SIZE],
+}
+
+impl From<&LinkStatus> for OscloudLinkHealth {
+    fn from(l: &LinkStatus) -> Self {
+        let close = l.closed.as_ref();
+        Self {
+            id: l.id,
+            rtt_us: l.rtt_us,
+            credit_stalls: l.credit_stalls,
+            send_queue_bytes: l.send_queue_bytes,
+            probe_rtt: OscloudRttHistogram::from(&l.probe_rtt),
+            session_rtt: OscloudRttHistogram::from(&l.session_rtt),
+            closed: close.is_some(),
+            close_remote: close.is_some_and(|c| c.remote),
+            close_code: close.map_or(0, |c| c.code.code()),
+            close_message: fixed(close.map_or("", |c| c.message.as_str())),
         }
     }
 }
@@ -314,6 +411,52 @@ pub unsafe extern "C" fn oscloud_node_routes(
         let routes: Vec<OscloudRoute> = node.node.routes().iter().map(OscloudRoute::from).collect();
         // SAFETY: per the contract.
         unsafe { copy_out(&routes, out, cap, len, "route") }
+    })
+}
+
+/// Copy the health of `node`'s link `id` (an `oscloud_link_t.id`) into
+/// `*out`: its round trip, the histograms of round trips, credit stalls,
+/// the bytes waiting to be sent and how its session closed.
+///
+/// `size` is `sizeof(oscloud_link_health_t)` as the caller's header
+/// declares it: the first `size` bytes of the struct are written (at most
+/// the whole struct), so a program built against a header from before
+/// fields were added at its end keeps working. Returns `OSCLOUD_OK`,
+/// `OSCLOUD_ERR_NOT_FOUND` if the node has no such link,
+/// `OSCLOUD_ERR_NULL` for a NULL `out`.
+///
+/// # Safety
+/// `node` is a live node; `out` NULL or valid for writing `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn oscloud_node_link_health(
+    node: *const OscloudNode,
+    id: u64,
+    out: *mut OscloudLinkHealth,
+    size: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: per the contract.
+        let node = unsafe { node_arg(node) }?;
+        if out.is_null() {
+            return Err(Error::Null("out"));
+        }
+        let links = node.node.links();
+        let link = links
+            .iter()
+            .find(|l| l.id == id)
+            .ok_or(Error::NoSuchLink(id))?;
+        let health = OscloudLinkHealth::from(link);
+        // SAFETY: `out` is valid for `size` bytes per the contract, the
+        // source for `size_of::<OscloudLinkHealth>()`; an untyped copy
+        // (padding bytes included).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw const health).cast::<u8>(),
+                out.cast::<u8>(),
+                size.min(size_of::<OscloudLinkHealth>()),
+            );
+        }
+        Ok(OSCLOUD_OK)
     })
 }
 

@@ -1,13 +1,19 @@
 //! Links and routes through the C API, driven from Rust through its C
 //! symbols: nodes linked over real TCP sockets, their links and counters
-//! listed, routes through a middle node, a link closed; and every misuse
+//! listed, routes through a middle node, a link closed, a link's health
+//! (round trip, then how its session closed when its peer went quiet); and
+//! every misuse
 //! (NULL pointers, arrays too small, unknown link ids) answered with a
 //! clear error code.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char};
+use std::io::{Read, Write};
 use std::mem::MaybeUninit;
+use std::net::{TcpListener, TcpStream};
 use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use oscloud::*;
@@ -20,12 +26,32 @@ struct Node(*mut OscloudNode);
 
 impl Node {
     fn new() -> Self {
+        Self::with_config(None)
+    }
+
+    /// A node with these node settings (`NodeConfig::apply`).
+    fn with_config(config: Option<&CStr>) -> Self {
+        let mut options = oscloud_node_options_default();
+        if let Some(c) = config {
+            options.config = c.as_ptr();
+        }
         let mut node = ptr::null_mut();
         assert_eq!(
-            unsafe { oscloud_node_new(ptr::null(), &mut node) },
-            OSCLOUD_OK
+            unsafe { oscloud_node_new(&options, &mut node) },
+            OSCLOUD_OK,
+            "{}",
+            last_error()
         );
         Self(node)
+    }
+
+    fn health(&self, id: u64) -> Option<OscloudLinkHealth> {
+        let mut h = MaybeUninit::<OscloudLinkHealth>::uninit();
+        let rc = unsafe {
+            oscloud_node_link_health(self.0, id, h.as_mut_ptr(), size_of::<OscloudLinkHealth>())
+        };
+        // SAFETY: written whole when it succeeds.
+        (rc == OSCLOUD_OK).then(|| unsafe { h.assume_init() })
     }
 
     fn id(&self) -> String {
@@ -349,4 +375,90 @@ fn a_chain_shows_the_far_server_through_the_middle_node() {
 
     unsafe { oscloud_server_drop(&mut far) };
     unsafe { oscloud_server_drop(&mut near) };
+}
+
+/// A TCP proxy for one connection: it forwards both ways until `freeze`
+/// is set, then swallows everything and answers nothing while it keeps
+/// both sockets open (a peer gone quiet). It accepts no second connection.
+fn quiet_proxy(to: &str) -> (String, Arc<AtomicBool>) {
+    let target = to
+        .strip_prefix("tcp://")
+        .expect("a tcp:// address")
+        .to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = format!("tcp://{}", listener.local_addr().expect("address"));
+    let freeze = Arc::new(AtomicBool::new(false));
+    let frozen = freeze.clone();
+    std::thread::spawn(move || {
+        let Ok((inbound, _)) = listener.accept() else {
+            return;
+        };
+        drop(listener);
+        let Ok(outbound) = TcpStream::connect(&target) else {
+            return;
+        };
+        let pump = |mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n @ 1..) = from.read(&mut buf) {
+                    if !frozen.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let (i2, o2) = (
+            inbound.try_clone().expect("clone"),
+            outbound.try_clone().expect("clone"),
+        );
+        let up = pump(inbound, outbound, frozen.clone());
+        let down = pump(o2, i2, frozen);
+        let _ = (up.join(), down.join());
+    });
+    (at, freeze)
+}
+
+#[test]
+fn a_link_shows_its_round_trip_and_then_how_its_session_closed() {
+    let a = Node::new();
+    let mut server = a.serve(c"echo");
+    let (through, freeze) = quiet_proxy(&a.listen());
+    // b gives up on a peer silent for 600 ms (a pings every 100 ms).
+    let b = Node::with_config(Some(c"keepalive=100ms, idle_timeout=600ms"));
+    b.connect(&through);
+    b.wait_for(c"echo");
+    assert_eq!(b.call(c"echo"), OSCLOUD_OK, "{}", last_error());
+    let id = b.links()[0].id;
+
+    // Up: its round trip measured by the probe, nothing stalled or closed.
+    wait_until("b measured the round trip", || {
+        b.health(id).is_some_and(|h| h.rtt_us > 0)
+    });
+    let h = b.health(id).expect("the link");
+    assert_eq!(h.id, id);
+    assert!(h.rtt_us < 5_000_000, "{}", h.rtt_us);
+    let p = h.probe_rtt;
+    assert!(p.count >= 1 && p.sum_us > 0, "{p:?}");
+    assert_eq!(p.buckets.iter().sum::<u64>(), p.count);
+    assert_eq!(p.bounds_ns, oscloud_core::endpoint::LATENCY_BUCKETS_NS);
+    assert_eq!(h.session_rtt.count, 0, "TCP times nothing itself");
+    assert_eq!(h.credit_stalls, 0);
+    assert!(!h.closed && !h.close_remote && h.close_code == 0);
+    assert_eq!(h.close_message[0], 0);
+    assert!(b.health(id + 1000).is_none());
+
+    // The peer goes quiet: b's session times out; the link, which b
+    // dials, stays listed (the proxy takes no new connection) with how
+    // its session closed.
+    freeze.store(true, Ordering::SeqCst);
+    wait_until("b's link shows its session closed", || {
+        b.health(id).is_some_and(|h| h.closed)
+    });
+    let h = b.health(id).expect("the link");
+    assert_eq!(h.close_code, 9, "IdleTimeout");
+    assert!(!h.close_remote, "b closed it");
+    let message = text(&h.close_message);
+    assert!(!message.is_empty());
+    assert!(!b.links()[0].connected);
+    unsafe { oscloud_server_drop(&mut server) };
 }

@@ -81,6 +81,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<node::PyEvent>()?;
     m.add_class::<node::PyWatch>()?;
     m.add_class::<node::PyLink>()?;
+    m.add_class::<node::PyLinkClose>()?;
+    m.add_class::<node::PyRttHistogram>()?;
     m.add_class::<node::PyRoute>()?;
     m.add_class::<server::PyCaller>()?;
     m.add_class::<pipe::PyPipe>()?;

@@ -10,10 +10,11 @@ use oscloud_actors::{
     SupervisorSpec,
 };
 use oscloud_core::address::Address;
+use oscloud_core::endpoint::LATENCY_BUCKETS_NS;
 use oscloud_core::identity::{AllowList, NodeKey, PublicKey};
 use oscloud_core::trace::{with_trace, with_trace_sync};
 use oscloud_core::transport::{MemTransport, Transports};
-use oscloud_core::wire::SecureConfig;
+use oscloud_core::wire::{CloseReason, RttHistogram, SecureConfig};
 use oscloud_core::{
     Capabilities, Entry, Error as CoreError, Kernel, LinkStatus, Node, NodeConfig, PortDirection,
     RegistryEvent, Route, TraceContext, Watch,
@@ -767,6 +768,98 @@ pub(crate) struct PyLink {
     /// sample and on reliable streams) and `rto_us` (the retransmission
     /// timeout in force, µs; 0 on reliable streams).
     stats: BTreeMap<String, u64>,
+    /// The link's round-trip time in microseconds as the node measures it
+    /// on every kind of link (a probe call answered at once by the peer
+    /// node; smoothed); 0 until the first answer.
+    rtt_us: u64,
+    /// Times a local pipe writer's frame waited for the peer's credit on
+    /// this link (the peer's reader was behind).
+    credit_stalls: u64,
+    /// Bytes waiting to be sent on the link (casts and calls waiting for
+    /// its driver, replies and pipe data queued in its session).
+    send_queue_bytes: u64,
+    /// How the link's session closed, once it did; `None` while it runs.
+    closed: Option<PyLinkClose>,
+    /// Every round trip the node's probe measured on the link, bucketed.
+    probe_rtt: PyRttHistogram,
+    /// The round trips the session's retransmission timer measured (lossy
+    /// links; empty on reliable streams), bucketed.
+    session_rtt: PyRttHistogram,
+}
+
+/// How a link's session closed (`oscloud.LinkClose`).
+#[pyclass(name = "LinkClose", module = "oscloud._native", frozen, get_all)]
+#[derive(Debug, Clone)]
+pub(crate) struct PyLinkClose {
+    /// The close code (`docs/PROTOCOL.md` §5.4: 0 normal, 9 idle timeout, ...).
+    code: u8,
+    /// The code's name (`"Normal"`, `"IdleTimeout"`, ...; `"Other"` for a
+    /// code this version does not know).
+    name: &'static str,
+    /// What happened, in words.
+    message: String,
+    /// Whether the peer closed it (its Close packet arrived).
+    remote: bool,
+}
+
+impl From<CloseReason> for PyLinkClose {
+    fn from(c: CloseReason) -> Self {
+        Self {
+            code: c.code.code(),
+            name: c.code.name(),
+            message: c.message,
+            remote: c.remote,
+        }
+    }
+}
+
+#[pymethods]
+impl PyLinkClose {
+    fn __repr__(&self) -> String {
+        format!(
+            "<oscloud.LinkClose {} ({}){}: {:?}>",
+            self.name,
+            self.code,
+            if self.remote { " by peer" } else { "" },
+            self.message
+        )
+    }
+}
+
+/// Round-trip times counted per bucket (`oscloud.RttHistogram`).
+#[pyclass(name = "RttHistogram", module = "oscloud._native", frozen, get_all)]
+#[derive(Debug, Clone)]
+pub(crate) struct PyRttHistogram {
+    /// Samples per bucket, not cumulative: one per bound of `bounds_ns`,
+    /// then one for longer round trips.
+    buckets: Vec<u64>,
+    /// The buckets' upper bounds in nanoseconds (25 µs to 5 s).
+    bounds_ns: Vec<u64>,
+    /// The samples' sum, in microseconds.
+    sum_us: u64,
+    /// Samples counted.
+    count: u64,
+}
+
+impl From<RttHistogram> for PyRttHistogram {
+    fn from(h: RttHistogram) -> Self {
+        Self {
+            buckets: h.buckets.to_vec(),
+            bounds_ns: LATENCY_BUCKETS_NS.to_vec(),
+            sum_us: h.sum_us,
+            count: h.count(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyRttHistogram {
+    fn __repr__(&self) -> String {
+        format!(
+            "<oscloud.RttHistogram {} samples, {} µs in all>",
+            self.count, self.sum_us
+        )
+    }
 }
 
 impl From<LinkStatus> for PyLink {
@@ -786,6 +879,12 @@ impl From<LinkStatus> for PyLink {
             connected: l.connected,
             reconnects: l.reconnects,
             stats,
+            rtt_us: l.rtt_us,
+            credit_stalls: l.credit_stalls,
+            send_queue_bytes: l.send_queue_bytes,
+            closed: l.closed.map(PyLinkClose::from),
+            probe_rtt: l.probe_rtt.into(),
+            session_rtt: l.session_rtt.into(),
         }
     }
 }

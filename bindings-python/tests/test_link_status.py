@@ -102,6 +102,35 @@ async def test_links_show_the_peer_and_bytes_moving(linked: Tuple[oscloud.Node, 
 
 
 @SOCKETS
+async def test_links_show_round_trips_and_queues(
+    linked: Tuple[oscloud.Node, oscloud.Node],
+) -> None:
+    a, b = linked
+    ref = await b.lookup("echo", wait=DEADLINE)
+    assert await ref.call("x" * 1000) == "x" * 1000
+    # Each side probes its link's round trip as soon as it is up.
+    await until("both sides measured the round trip", lambda: all(n.links()[0].rtt_us > 0 for n in (a, b)))
+    for n in (a, b):
+        (link,) = n.links()
+        assert link.stats["frames_sent"] > 0 and link.stats["frames_received"] > 0
+        # A probe's round trip on a local socket: at least 1 µs, under 5 s.
+        assert 0 < link.rtt_us < 5_000_000, link.rtt_us
+        h = link.probe_rtt
+        assert isinstance(h, oscloud.RttHistogram)
+        assert h.count >= 1 and sum(h.buckets) == h.count, h.buckets
+        assert len(h.buckets) == len(h.bounds_ns) + 1
+        assert h.bounds_ns == sorted(h.bounds_ns) and h.bounds_ns[0] == 25_000
+        assert h.sum_us > 0 and h.buckets[-1] == 0
+        # Reliable streams time nothing themselves.
+        assert link.session_rtt.count == 0 and link.session_rtt.sum_us == 0
+        # No pipes: nothing waited for credit.
+        assert link.credit_stalls == 0
+        assert link.send_queue_bytes >= 0
+        assert link.closed is None
+    await until("nothing waits to be sent", lambda: b.links()[0].send_queue_bytes == 0)
+
+
+@SOCKETS
 async def test_close_link_drops_it(linked: Tuple[oscloud.Node, oscloud.Node]) -> None:
     a, b = linked
     await b.lookup("echo", wait=DEADLINE)

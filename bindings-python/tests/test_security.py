@@ -153,6 +153,18 @@ async def test_unknown_key_is_refused_and_revoke_drops_the_link(tmp_path: Any) -
         else:
             pytest.fail("b's link was not dropped")
         assert a.allowed_keys() == []
+        # b's link, dialled again and refused, shows why a closed it.
+        for _ in range(500):
+            closes = [l.closed for l in b.links() if l.closed is not None]
+            if closes:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail(f"b's link shows no close: {b.links()}")
+        (close,) = closes
+        assert isinstance(close, oscloud.LinkClose)
+        assert (close.name, close.code, close.remote) == ("Unauthorized", 10, True), close
+        assert "allow-list" in close.message, close
         # Allowing it again: b's own redialling links it again.
         a.allow(b.public_key)
         for _ in range(1000):

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use oscloud_actors::ServerRef;
 use oscloud_core::address::Address;
+use oscloud_core::trace::{TraceContext, with_trace};
 use oscloud_core::transport::MemTransport;
 use oscloud_core::{Entry, Kernel, Node, NodeId};
 
@@ -102,6 +103,44 @@ impl Session {
     pub fn close(self) {
         self.node.shutdown();
     }
+
+    /// Payload bytes sent on the links so far.
+    fn payload_sent(&self) -> u64 {
+        self.node
+            .links()
+            .iter()
+            .map(|l| l.stats.payload_bytes_sent)
+            .sum()
+    }
+
+    /// Drop the link once it took everything queued on it, `sent` payload
+    /// bytes in all, and once it wrote it (a link that ends writes what
+    /// its session holds first).
+    pub async fn finish(self, sent: u64) -> Result<(), Error> {
+        let deadline = Instant::now() + TIMEOUT;
+        let taken = |n: &Node| {
+            let links = n.links();
+            links.iter().all(|l| l.send_queue_bytes == 0)
+                && links
+                    .iter()
+                    .map(|l| l.stats.payload_bytes_sent)
+                    .sum::<u64>()
+                    >= sent
+        };
+        while !taken(&self.node) {
+            if Instant::now() >= deadline {
+                return Err(Error::Usage(
+                    "the link did not send the message in time".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.node.shutdown();
+        while !self.node.links().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
 }
 
 /// `oscloud ls`: the node's servers as a table.
@@ -186,20 +225,49 @@ pub async fn ls(addr: &str) -> Result<String, Error> {
     Ok(out)
 }
 
-/// `oscloud call`: JSON request in, JSON reply out.
-pub async fn call(addr: &str, name: &str, json: &str, timeout: Duration) -> Result<String, Error> {
+/// The JSON text `json` as a MessagePack message.
+fn message(json: &str) -> Result<Vec<u8>, Error> {
     let request: serde_json::Value = serde_json::from_str(json)?;
-    let bytes = rmp_serde::to_vec(&request)
-        .map_err(|e| Error::Usage(format!("cannot encode the request: {e}")))?;
+    rmp_serde::to_vec(&request).map_err(|e| Error::Usage(format!("cannot encode the request: {e}")))
+}
+
+/// `oscloud call`: JSON request in, JSON reply out. The call carries
+/// `trace` when given (the server handles it in that trace).
+pub async fn call(
+    addr: &str,
+    name: &str,
+    json: &str,
+    timeout: Duration,
+    trace: Option<TraceContext>,
+) -> Result<String, Error> {
+    let bytes = message(json)?;
     let s = Session::open(addr).await?;
     s.wait_for(name).await?;
-    let reply = ServerRef::new(&s.kernel, name)
-        .call(bytes.into(), timeout)
-        .await?;
+    let server = ServerRef::new(&s.kernel, name);
+    let reply = with_trace(trace, server.call(bytes.into(), timeout)).await?;
     let value: serde_json::Value = rmp_serde::from_slice(&reply)
         .map_err(|e| Error::Usage(format!("the reply is not MessagePack: {e}")))?;
     s.close();
     Ok(serde_json::to_string(&value)?)
+}
+
+/// `oscloud cast`: the JSON request sent as a one-way message, carrying
+/// `trace` when given. Returns once the link to the node has written it
+/// (not once the server handled it: a cast has no answer).
+pub async fn cast(
+    addr: &str,
+    name: &str,
+    json: &str,
+    trace: Option<TraceContext>,
+) -> Result<(), Error> {
+    let bytes = message(json)?;
+    let s = Session::open(addr).await?;
+    s.wait_for(name).await?;
+    let len = bytes.len() as u64;
+    let before = s.payload_sent();
+    let server = ServerRef::new(&s.kernel, name);
+    with_trace(trace, server.cast(bytes.into())).await?;
+    s.finish(before + len).await
 }
 
 /// `oscloud tap`: print the frames of a pipe as they pass, one per line

@@ -13,6 +13,7 @@ use oscloud_cli::topology::Topology;
 use oscloud_cli::{Error, console, graph, inspect, kinds};
 use oscloud_core::NodeId;
 use oscloud_core::address::Address;
+use oscloud_core::trace::TraceContext;
 use oscloud_core::transport::MemTransport;
 use tokio::sync::watch;
 
@@ -142,6 +143,25 @@ enum Cmd {
         /// How long to wait for the reply, in milliseconds.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
+        /// The trace the call belongs to, as a W3C `traceparent`
+        /// (00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>): the
+        /// server handles the call in it (see docs/TRACING.md).
+        #[arg(long, value_name = "TRACEPARENT")]
+        traceparent: Option<TraceContext>,
+    },
+    /// Send a server a one-way message (JSON, sent as MessagePack); exits
+    /// once the link wrote it.
+    Cast {
+        /// The node's address.
+        addr: String,
+        /// The server's name.
+        name: String,
+        /// The message, as JSON.
+        message: String,
+        /// The trace the cast belongs to, as a W3C `traceparent` (see
+        /// `call`).
+        #[arg(long, value_name = "TRACEPARENT")]
+        traceparent: Option<TraceContext>,
     },
     /// Watch a pipe live: print its frames as they pass (text as is,
     /// anything else as JSON). The pipe never waits for the watcher.
@@ -451,10 +471,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             name,
             request,
             timeout_ms,
+            traceparent,
         } => {
-            let reply =
-                inspect::call(&addr, &name, &request, Duration::from_millis(timeout_ms)).await?;
+            let timeout = Duration::from_millis(timeout_ms);
+            let reply = inspect::call(&addr, &name, &request, timeout, traceparent).await?;
             println!("{reply}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Cast {
+            addr,
+            name,
+            message,
+            traceparent,
+        } => {
+            inspect::cast(&addr, &name, &message, traceparent).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Tap {

@@ -3,7 +3,8 @@
  * link (peer, addresses, counters), sees the counters move after a call,
  * lists its routes (c's server through b, cost 2; b's own server, cost 1),
  * gets OSCLOUD_ERR_INVALID and the count for too small an array, closes
- * the link and sees it, and the routes through it, go. Ends by itself
+ * the link and sees it, and the routes through it, go; reads each link's
+ * health (round trip measured, nothing stalled). Ends by itself
  * within seconds; waits poll with a deadline. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
@@ -47,6 +48,40 @@ static bool links_up(const oscloud_node_t *node, size_t want) {
   for (size_t i = 0; i < n; i++)
     if (!links[i].connected || links[i].peer[0] == '\0') return false;
   return true;
+}
+
+/* The health of `node`'s link `id` into `*h`; false if there is no such
+ * link. */
+static bool health(const oscloud_node_t *node, uint64_t id, oscloud_link_health_t *h) {
+  return oscloud_node_link_health(node, id, h, sizeof *h) == OSCLOUD_OK;
+}
+
+/* Whether `node`'s link `id` measured its round trip (each node probes
+ * its links as soon as they are up). */
+static bool rtt_measured(const oscloud_node_t *node, uint64_t id) {
+  oscloud_link_health_t h;
+  return health(node, id, &h) && h.rtt_us > 0;
+}
+
+/* The plausible health of an up link over a local socket, after traffic. */
+static void check_health(const oscloud_link_health_t *h, uint64_t id) {
+  CHECK(h->id == id);
+  /* A probe's round trip on a local socket: at least 1 µs, under 5 s. */
+  CHECK(h->rtt_us > 0 && h->rtt_us < 5000000);
+  CHECK(h->probe_rtt.count >= 1 && h->probe_rtt.sum_us > 0);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < OSCLOUD_RTT_BUCKETS; i++) sum += h->probe_rtt.buckets[i];
+  CHECK(sum == h->probe_rtt.count);
+  CHECK(h->probe_rtt.buckets[OSCLOUD_RTT_BUCKETS - 1] == 0);
+  CHECK(h->probe_rtt.bounds_ns[0] == 25000);
+  CHECK(h->probe_rtt.bounds_ns[OSCLOUD_RTT_BOUNDS - 1] == 5000000000ULL);
+  /* Reliable streams time nothing themselves. */
+  CHECK(h->session_rtt.count == 0 && h->session_rtt.sum_us == 0);
+  CHECK(h->session_rtt.bounds_ns[0] == 25000);
+  /* No pipes: nothing waited for credit. */
+  CHECK(h->credit_stalls == 0);
+  CHECK(!h->closed && !h->close_remote && h->close_code == 0);
+  CHECK(h->close_message[0] == '\0');
 }
 
 int main(void) {
@@ -141,6 +176,32 @@ int main(void) {
          (unsigned long long)after.stats.bytes_received,
          (unsigned long long)before.stats.bytes_sent,
          (unsigned long long)before.stats.bytes_received);
+
+  /* a's link's health: its round trip measured, nothing stalled or
+   * closed; the same on b's link from a. */
+  WAIT_UNTIL(rtt_measured(a, after.id), 5000);
+  oscloud_link_health_t h;
+  memset(&h, 0xAB, sizeof h);
+  CHECK(health(a, after.id, &h));
+  check_health(&h, after.id);
+  for (size_t i = 0; i < n && i < 4; i++) {
+    if (strcmp(b_links[i].peer, a_id) != 0) continue;
+    WAIT_UNTIL(rtt_measured(b, b_links[i].id), 5000);
+    oscloud_link_health_t bh;
+    CHECK(health(b, b_links[i].id, &bh));
+    check_health(&bh, b_links[i].id);
+  }
+  printf("test_links: a's link to b: round trip %llu us, %llu probe(s)\n",
+         (unsigned long long)h.rtt_us, (unsigned long long)h.probe_rtt.count);
+  CHECK_RC(oscloud_node_link_health(a, after.id + 1000, &h, sizeof h),
+           OSCLOUD_ERR_NOT_FOUND);
+  CHECK_RC(oscloud_node_link_health(a, after.id, NULL, sizeof h), OSCLOUD_ERR_NULL);
+  CHECK_RC(oscloud_node_link_health(NULL, after.id, &h, sizeof h), OSCLOUD_ERR_NULL);
+  /* A caller with a shorter struct (an older header) gets its prefix
+   * only: nothing past `size` is written. */
+  memset(&h, 0xAB, sizeof h);
+  CHECK_RC(oscloud_node_link_health(a, after.id, &h, sizeof h.id), OSCLOUD_OK);
+  CHECK(h.id == after.id && h.rtt_us == 0xABABABABABABABABULL);
 
   /* a's routes: "near" on b (1 hop, cost 1), "upper" on c through b (2 hops,
    * cost 2), both over a's one link, both in use; sorted by name. */

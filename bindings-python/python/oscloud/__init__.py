@@ -51,8 +51,10 @@ from ._native import (
     Caller,
     Entry,
     Link,
+    LinkClose,
     RegistryEvent,
     Route,
+    RttHistogram,
     decode,
     encode,
     keygen,
@@ -93,6 +95,8 @@ __all__ = [
     "RegistryEvent",
     "Watch",
     "Link",
+    "LinkClose",
+    "RttHistogram",
     "Route",
     "Caller",
     "keygen",
@@ -459,8 +463,11 @@ class Node:
 
     def links(self) -> List[Link]:
         """Every link of this node now: addresses, peer, whether it is up,
-        reconnects, and the wire counters in ``stats`` (frames, bytes,
-        retransmissions, ``auth_failures``, ``replays``, ...)."""
+        reconnects, the wire counters in ``stats`` (frames, bytes,
+        retransmissions, ``auth_failures``, ``replays``, ...), the
+        measured round trip ``rtt_us`` and its histogram ``probe_rtt``,
+        ``credit_stalls``, ``send_queue_bytes``, and ``closed`` once its
+        session closed."""
         return self._native.links()
 
     def routes(self) -> List[Route]:

@@ -14,6 +14,8 @@ __all__ = [
     "Watch",
     "Pipe",
     "Link",
+    "LinkClose",
+    "RttHistogram",
     "Route",
     "Caller",
     "keygen",
@@ -258,6 +260,65 @@ class Link:
     def reconnects(self) -> int: ...
     @property
     def stats(self) -> Dict[str, int]: ...
+    @property
+    def rtt_us(self) -> int:
+        """The link's round-trip time in microseconds as the node measures
+        it on every kind of link (a probe call the peer node answers at
+        once; smoothed); 0 until the first answer."""
+    @property
+    def credit_stalls(self) -> int:
+        """Times a local pipe writer's frame waited for the peer's credit
+        on this link (the peer's reader was behind)."""
+    @property
+    def send_queue_bytes(self) -> int:
+        """Bytes waiting to be sent on the link."""
+    @property
+    def closed(self) -> Optional[LinkClose]:
+        """How the link's session closed, once it did; None while it
+        runs."""
+    @property
+    def probe_rtt(self) -> RttHistogram:
+        """Every round trip the node's probe measured on the link."""
+    @property
+    def session_rtt(self) -> RttHistogram:
+        """The round trips the session's retransmission timer measured
+        (lossy links; empty on reliable streams)."""
+
+@final
+class LinkClose:
+    """How a link's session closed."""
+
+    @property
+    def code(self) -> int:
+        """The close code (0 normal, 9 idle timeout, ...)."""
+    @property
+    def name(self) -> str:
+        """The code's name (``"Normal"``, ``"IdleTimeout"``, ...;
+        ``"Other"`` for a code this version does not know)."""
+    @property
+    def message(self) -> str:
+        """What happened, in words."""
+    @property
+    def remote(self) -> bool:
+        """Whether the peer closed it."""
+
+@final
+class RttHistogram:
+    """Round-trip times counted per bucket."""
+
+    @property
+    def buckets(self) -> List[int]:
+        """Samples per bucket, not cumulative: one per bound of
+        ``bounds_ns``, then one for longer round trips."""
+    @property
+    def bounds_ns(self) -> List[int]:
+        """The buckets' upper bounds in nanoseconds (25 µs to 5 s)."""
+    @property
+    def sum_us(self) -> int:
+        """The samples' sum, in microseconds."""
+    @property
+    def count(self) -> int:
+        """Samples counted."""
 
 @final
 class Route:
