@@ -221,6 +221,16 @@ pub async fn ls(addr: &str) -> Result<String, Error> {
             let _ = writeln!(out, "  {:<26} {:<10} {} hops", r.name, r.node, r.hops);
         }
     }
+    if !status.too_far.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnot reachable (routes over the hop limit, max_hops = {}):",
+            status.max_hops
+        );
+        for r in &status.too_far {
+            let _ = writeln!(out, "  {:<26} {:<10} {} hops", r.name, r.node, r.hops);
+        }
+    }
     s.close();
     Ok(out)
 }

@@ -199,20 +199,26 @@ pub struct NodeStatus {
     /// go: nodes further away cannot reach them.
     #[serde(default)]
     pub at_hop_limit: Vec<HopLimited>,
+    /// Servers of other nodes this node cannot reach: a neighbour with a
+    /// higher hop limit announced them by routes longer than this node's.
+    #[serde(default)]
+    pub too_far: Vec<HopLimited>,
     /// The node's hop limit (`NodeConfig::max_hops`).
     #[serde(default)]
     pub max_hops: usize,
 }
 
 /// A server of another node that a node reaches at its hop limit
-/// ([`NodeStatus::at_hop_limit`]).
+/// ([`NodeStatus::at_hop_limit`]), or not at all, its routes being longer
+/// than the limit ([`NodeStatus::too_far`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HopLimited {
     /// The server.
     pub name: String,
     /// The node it lives on (short id).
     pub node: String,
-    /// Hops from this node to it.
+    /// Hops from this node to it (for [`NodeStatus::too_far`], along the
+    /// refused route).
     pub hops: usize,
 }
 
@@ -563,11 +569,22 @@ impl Shared {
                 hops: r.path.len(),
             })
             .collect();
+        let too_far = self
+            .node
+            .too_far_routes()
+            .into_iter()
+            .map(|r| HopLimited {
+                name: r.name,
+                node: r.node.short(),
+                hops: r.hops,
+            })
+            .collect();
         NodeStatus {
             ends,
             registered,
             exits,
             at_hop_limit,
+            too_far,
             max_hops: self.node.config().max_hops,
             node: self.name.clone(),
             node_id: kernel.node().to_string(),

@@ -340,3 +340,66 @@ args = {{ path = "c.jsonl" }}
     let ls_a = cli(&["ls", cloud.addr("a")]);
     assert!(!ls_a.contains("not announced"), "{ls_a}");
 }
+
+#[test]
+fn ls_shows_the_servers_a_node_cannot_reach_for_its_lower_hop_limit() {
+    // A chain a - b - c where c's hop limit is 1 and b's is the default 8:
+    // b announces a's servers to c by 2-node routes, which c refuses.
+    // `ls` on c says which servers it cannot reach (and the node logs it
+    // once).
+    let dir = tempfile::tempdir().unwrap();
+    let sock = |n: &str| format!("unix://{}", dir.path().join(n).display());
+    let text = format!(
+        r#"
+[nodes.a]
+listen = ["{a}"]
+
+[nodes.b]
+listen = ["{b}"]
+connect = ["{a}"]
+
+[nodes.c]
+connect = ["{b}"]
+config = {{ max_hops = 1 }}
+
+[servers.src]
+node = "a"
+kind = "file"
+args = {{ path = "r.txt", interval_ms = 50, repeat = true }}
+
+[servers.far-a]
+node = "a"
+kind = "jsonl"
+args = {{ path = "a.jsonl" }}
+
+[[pipes]]
+from = "src.out"
+to = "far-a.in"
+"#,
+        a = sock("a.sock"),
+        b = sock("b.sock"),
+    );
+    std::fs::write(dir.path().join("r.txt"), "x\n").unwrap();
+    let cloud = Cloud::run(dir, &text, 3);
+    let heading = "not reachable (routes over the hop limit, max_hops = 1):";
+    let mut ls = String::new();
+    wait_until(LIMIT, "c lists far-a as out of reach", || {
+        let out = oscloud().args(["ls", cloud.addr("c")]).output().unwrap();
+        ls = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+            && ls
+                .split_once(heading)
+                .is_some_and(|(_, far)| far.contains("far-a"))
+    });
+    let (_, far) = ls.split_once(heading).unwrap_or_else(|| panic!("{ls}"));
+    let row: Vec<&str> = far
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("far-a"))
+        .unwrap_or_else(|| panic!("{ls}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[2..], ["2", "hops"], "{ls}");
+    // b reaches it (1 hop) and lists nothing as out of reach.
+    let ls_b = cli(&["ls", cloud.addr("b")]);
+    assert!(!ls_b.contains("not reachable"), "{ls_b}");
+}

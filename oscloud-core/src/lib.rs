@@ -68,6 +68,7 @@ pub use error::{Error, Result};
 pub use kernel::Kernel;
 pub use node::{
     CLOSE_CODES, LinkCloses, LinkStatus, MAX_CLOSE_PEERS, Node, NodeConfig, NodeId, Route,
+    TooFarRoute,
 };
 pub use pipe::{PipeConfig, PipeEnd, PipeReader, PipeWriter};
 pub use registry::{

@@ -96,7 +96,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 pub use id::NodeId;
 pub use link_closes::{CLOSE_CODES, LinkCloses, MAX_CLOSE_PEERS};
-pub use router::Route;
+pub use router::{Route, TooFarRoute};
 pub use settings::{SETTINGS, Setting, SettingKind, parse_duration};
 
 use crate::access::AccessPolicy;
@@ -978,6 +978,17 @@ impl Node {
     /// the route in use first.
     pub fn routes(&self) -> Vec<Route> {
         self.inner.router.routes()
+    }
+
+    /// The servers of other nodes this node cannot reach because every
+    /// route announced for them is longer than [`NodeConfig::max_hops`]
+    /// (a neighbour with a higher limit announced them), as long as that
+    /// neighbour keeps announcing them; at most 1024, each also logged
+    /// once as a warning. Empty when every node has the same limit: a
+    /// node then does not announce routes at the limit
+    /// ([`Route::at_hop_limit`]).
+    pub fn too_far_routes(&self) -> Vec<TooFarRoute> {
+        self.inner.router.too_far_routes()
     }
 
     /// Stop listening and dialling and drop every link. The kernel and its

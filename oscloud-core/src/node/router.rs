@@ -42,16 +42,17 @@ struct State {
     by_entry: HashMap<u64, RouteKey>,
     /// Servers whose best route is at the hop limit, already logged.
     at_limit_logged: HashSet<RouteKey>,
-    /// Servers whose routes were refused as too far, already logged (at
-    /// most [`FAR_LOGGED`]: the keys come from peers).
-    too_far_logged: HashSet<RouteKey>,
+    /// Servers whose routes were refused as too far (each logged once),
+    /// while the neighbour that announced them keeps them (at most
+    /// [`FAR_LOGGED`]: the keys come from peers).
+    too_far: HashMap<RouteKey, TooFarRoute>,
     /// Directory links (dialled on demand, `docs/PROTOCOL.md` §13.1): what
     /// is learned over them is announced to no one.
     directory_links: HashSet<LinkId>,
 }
 
-/// How many servers refused as too far are remembered so that each is
-/// logged once.
+/// How many servers refused as too far are remembered (each logged once,
+/// and listed by [`Node::too_far_routes`](crate::Node::too_far_routes)).
 const FAR_LOGGED: usize = 1024;
 
 impl std::fmt::Debug for Router {
@@ -87,6 +88,28 @@ pub struct Route {
     pub at_hop_limit: bool,
 }
 
+/// A route to a server of another node that this node refused because it
+/// is longer than [`NodeConfig::max_hops`] (a neighbour whose limit is
+/// higher announced it), as [`Node::too_far_routes`](crate::Node::too_far_routes)
+/// lists it: the server is out of this node's reach.
+///
+/// [`NodeConfig::max_hops`]: crate::NodeConfig::max_hops
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooFarRoute {
+    /// The server's name.
+    pub name: String,
+    /// The node it lives on.
+    pub node: NodeId,
+    /// How many nodes the refused route passes, the server's included.
+    pub hops: usize,
+    /// This node's hop limit.
+    pub limit: usize,
+    /// The id of the link it was announced on.
+    pub link: u64,
+    /// The entry's id on the neighbour (what it withdraws).
+    peer_id: u64,
+}
+
 /// A route announced to one neighbour.
 #[derive(Debug)]
 pub(crate) struct Export {
@@ -110,7 +133,7 @@ impl Router {
                 installed: HashMap::new(),
                 by_entry: HashMap::new(),
                 at_limit_logged: HashSet::new(),
-                too_far_logged: HashSet::new(),
+                too_far: HashMap::new(),
                 directory_links: HashSet::new(),
             }),
             changed: watch::Sender::new(0),
@@ -141,21 +164,42 @@ impl Router {
             origin_id: route.origin_id,
         });
         let mut state = self.lock();
+        let peer_id = entry.id;
         match state.table.learn(hop, entry, route, endpoint) {
-            Ok(keys) => self.apply(&mut state, keys, ExitReason::Normal),
-            Err(why @ Refused::TooFar { .. })
-                if key.is_some_and(|k| {
-                    state.too_far_logged.len() < FAR_LOGGED && state.too_far_logged.insert(k)
-                }) =>
-            {
-                warn!(
-                    link = hop.link,
-                    server = %name,
-                    node = %key.map(|k| k.origin.short()).unwrap_or_default(),
-                    via = %hop.peer.short(),
-                    "a server of another node is not reachable from here: {why} \
-                     (NodeConfig::max_hops; the neighbour's limit is higher than this node's)"
-                )
+            Ok(keys) => {
+                if let Some(k) = key {
+                    state.too_far.remove(&k);
+                }
+                self.apply(&mut state, keys, ExitReason::Normal)
+            }
+            Err(why @ Refused::TooFar { hops, limit }) => {
+                let Some(k) = key else { return };
+                let known = state.too_far.contains_key(&k);
+                if !known && state.too_far.len() >= FAR_LOGGED {
+                    debug!(link = hop.link, server = %name, "route not taken: {why}");
+                    return;
+                }
+                state.too_far.insert(
+                    k,
+                    TooFarRoute {
+                        name: name.to_string(),
+                        node: k.origin,
+                        hops,
+                        limit,
+                        link: hop.link,
+                        peer_id,
+                    },
+                );
+                if !known {
+                    warn!(
+                        link = hop.link,
+                        server = %name,
+                        node = %k.origin.short(),
+                        via = %hop.peer.short(),
+                        "a server of another node is not reachable from here: {why} \
+                         (NodeConfig::max_hops; the neighbour's limit is higher than this node's)"
+                    )
+                }
             }
             Err(why) => debug!(link = hop.link, server = %name, "route not taken: {why}"),
         }
@@ -164,6 +208,9 @@ impl Router {
     /// The neighbour on `link` withdrew its entry `peer_id`.
     pub(crate) fn forget(&self, link: LinkId, peer_id: u64, reason: ExitReason) {
         let mut state = self.lock();
+        state
+            .too_far
+            .retain(|_, r| (r.link, r.peer_id) != (link, peer_id));
         let keys = state.table.forget(link, peer_id);
         self.apply(&mut state, keys, reason);
     }
@@ -190,6 +237,7 @@ impl Router {
     pub(crate) fn forget_link(&self, link: LinkId, reason: ExitReason) {
         let mut state = self.lock();
         state.directory_links.remove(&link);
+        state.too_far.retain(|_, r| r.link != link);
         let keys = state.table.forget_link(link);
         self.apply(&mut state, keys, reason);
     }
@@ -338,6 +386,14 @@ impl Router {
             (&a.name, a.node, !a.best, a.cost, a.link)
                 .cmp(&(&b.name, b.node, !b.best, b.cost, b.link))
         });
+        out
+    }
+
+    /// The servers of other nodes whose routes this node refused as too
+    /// far, by name.
+    pub(crate) fn too_far_routes(&self) -> Vec<TooFarRoute> {
+        let mut out: Vec<TooFarRoute> = self.lock().too_far.values().cloned().collect();
+        out.sort_by(|a, b| (&a.name, a.node).cmp(&(&b.name, b.node)));
         out
     }
 }

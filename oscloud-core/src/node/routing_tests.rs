@@ -334,6 +334,49 @@ async fn hop_limit_stops_far_routes() {
 }
 
 #[tokio::test]
+async fn routes_over_a_lower_hop_limit_are_listed_while_announced() {
+    // A chain of 4 where node 0's hop limit (2) is lower than the others'
+    // (8): node 1 announces "three" (3 hops from node 0), node 0 refuses it
+    // and says so, until node 1 withdraws it.
+    let mem = MemTransport::new();
+    let mk = |max_hops| {
+        let mut cfg = super::tests::config();
+        cfg.max_hops = max_hops;
+        let mut t = Transports::new();
+        t.add(Arc::new(mem.clone()));
+        Node::with_config(Kernel::new(), t, cfg)
+    };
+    let ns = [mk(2), mk(8), mk(8), mk(8)];
+    for i in 0..3 {
+        let at = ns[i + 1]
+            .listen(&format!("mem://far-{i}").parse().unwrap())
+            .await
+            .unwrap();
+        ns[i].connect(&at).await.unwrap();
+    }
+    let (_r2, _) = register(&ns[2], "two");
+    let (r3, _) = register(&ns[3], "three");
+    until(&ns[0], added("two")).await;
+    eventually("node 0 refuses the route to three", || {
+        !ns[0].too_far_routes().is_empty()
+    })
+    .await;
+    let far = ns[0].too_far_routes();
+    assert_eq!(far.len(), 1, "{far:?}");
+    assert_eq!(
+        (far[0].name.as_str(), far[0].node, far[0].hops, far[0].limit),
+        ("three", ns[3].kernel().node(), 3, 2)
+    );
+    assert!(ns[0].kernel().registry().lookup("three").is_err());
+    assert!(ns[1].too_far_routes().is_empty());
+    drop(r3);
+    eventually("the withdrawn route is no longer listed", || {
+        ns[0].too_far_routes().is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn access_policies_apply_hop_by_hop() {
     let (_mem, a, b, c, _) = chain().await;
     let (ida, idb) = (a.kernel().node(), b.kernel().node());
