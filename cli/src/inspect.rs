@@ -211,23 +211,18 @@ pub async fn ls(addr: &str) -> Result<String, Error> {
             x.restarts
         );
     }
-    if !status.at_hop_limit.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nnot announced to neighbours (at the hop limit, max_hops = {}):",
-            status.max_hops
-        );
-        for r in &status.at_hop_limit {
-            let _ = writeln!(out, "  {:<26} {:<10} {} hops", r.name, r.node, r.hops);
+    for (heading, routes) in [
+        (
+            "not announced to neighbours (at the hop limit",
+            &status.at_hop_limit,
+        ),
+        ("not reachable (routes over the hop limit", &status.too_far),
+    ] {
+        if routes.is_empty() {
+            continue;
         }
-    }
-    if !status.too_far.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nnot reachable (routes over the hop limit, max_hops = {}):",
-            status.max_hops
-        );
-        for r in &status.too_far {
+        let _ = writeln!(out, "\n{heading}, max_hops = {}):", status.max_hops);
+        for r in routes {
             let _ = writeln!(out, "  {:<26} {:<10} {} hops", r.name, r.node, r.hops);
         }
     }

@@ -272,25 +272,33 @@ fn the_pool_topology_gathers_its_workers() {
     assert!(wait_output(run, LIMIT).status.success());
 }
 
-#[test]
-fn ls_shows_the_servers_a_node_holds_back_at_the_hop_limit() {
-    // A chain a - b - c where b's hop limit is 1: b reaches the servers of
-    // a and of c, but announces them to no neighbour, so a and c cannot
-    // reach each other's. `ls` on b says so (and the node logs it once).
+/// A chain a - b - c run by `oscloud run`, where node `limited` has a hop
+/// limit of 1 (the others the default 8); a source on a keeps the run
+/// going through a pipe into `far-a`, and c has `far-c`.
+fn chain_with_a_hop_limit(limited: &str) -> Cloud {
     let dir = tempfile::tempdir().unwrap();
     let sock = |n: &str| format!("unix://{}", dir.path().join(n).display());
+    let limit = |node: &str| {
+        if node == limited {
+            "config = { max_hops = 1 }"
+        } else {
+            ""
+        }
+    };
     let text = format!(
         r#"
 [nodes.a]
 listen = ["{a}"]
+{la}
 
 [nodes.b]
 listen = ["{b}"]
 connect = ["{a}"]
-config = {{ max_hops = 1 }}
+{lb}
 
 [nodes.c]
 connect = ["{b}"]
+{lc}
 
 [servers.src]
 node = "a"
@@ -313,28 +321,50 @@ args = {{ path = "c.jsonl" }}
 "#,
         a = sock("a.sock"),
         b = sock("b.sock"),
+        la = limit("a"),
+        lb = limit("b"),
+        lc = limit("c"),
     );
     // A source that repeats keeps the run going.
     std::fs::write(dir.path().join("r.txt"), "x\n").unwrap();
-    let cloud = Cloud::run(dir, &text, 3);
+    Cloud::run(dir, &text, 3)
+}
+
+/// The hop count `ls` prints for `name` under `heading`, if it lists it.
+fn hops_listed(ls: &str, heading: &str, name: &str) -> Option<String> {
+    let (_, rest) = ls.split_once(heading)?;
+    let row: Vec<&str> = rest
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .find(|l| l.split_whitespace().next() == Some(name))?
+        .split_whitespace()
+        .collect();
+    Some(row[2..].join(" "))
+}
+
+#[test]
+fn ls_shows_the_servers_a_node_holds_back_at_the_hop_limit() {
+    // b's hop limit is 1: b reaches the servers of a and of c, but
+    // announces them to no neighbour, so a and c cannot reach each
+    // other's. `ls` on b says so (and the node logs it once).
+    let cloud = chain_with_a_hop_limit("b");
+    let heading = "not announced to neighbours (at the hop limit, max_hops = 1):";
     let mut ls = String::new();
     // Until b's routes settled (and its inspection socket is up).
     wait_until(LIMIT, "b holds back far-a and far-c", || {
         let out = oscloud().args(["ls", cloud.addr("b")]).output().unwrap();
         ls = String::from_utf8_lossy(&out.stdout).into_owned();
-        out.status.success() && ls.contains("far-a") && ls.contains("far-c")
+        out.status.success()
+            && hops_listed(&ls, heading, "far-a").is_some()
+            && hops_listed(&ls, heading, "far-c").is_some()
     });
-    let (_, held) = ls
-        .split_once("not announced to neighbours (at the hop limit, max_hops = 1):")
-        .unwrap_or_else(|| panic!("{ls}"));
     for name in ["far-a", "far-c"] {
-        let row: Vec<&str> = held
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name))
-            .unwrap_or_else(|| panic!("{name}: {ls}"))
-            .split_whitespace()
-            .collect();
-        assert_eq!(row[2..], ["1", "hops"], "{ls}");
+        assert_eq!(
+            hops_listed(&ls, heading, name).as_deref(),
+            Some("1 hops"),
+            "{ls}"
+        );
     }
     // Nothing is held back by a (its limit is the default 8).
     let ls_a = cli(&["ls", cloud.addr("a")]);
@@ -343,62 +373,22 @@ args = {{ path = "c.jsonl" }}
 
 #[test]
 fn ls_shows_the_servers_a_node_cannot_reach_for_its_lower_hop_limit() {
-    // A chain a - b - c where c's hop limit is 1 and b's is the default 8:
-    // b announces a's servers to c by 2-node routes, which c refuses.
-    // `ls` on c says which servers it cannot reach (and the node logs it
-    // once).
-    let dir = tempfile::tempdir().unwrap();
-    let sock = |n: &str| format!("unix://{}", dir.path().join(n).display());
-    let text = format!(
-        r#"
-[nodes.a]
-listen = ["{a}"]
-
-[nodes.b]
-listen = ["{b}"]
-connect = ["{a}"]
-
-[nodes.c]
-connect = ["{b}"]
-config = {{ max_hops = 1 }}
-
-[servers.src]
-node = "a"
-kind = "file"
-args = {{ path = "r.txt", interval_ms = 50, repeat = true }}
-
-[servers.far-a]
-node = "a"
-kind = "jsonl"
-args = {{ path = "a.jsonl" }}
-
-[[pipes]]
-from = "src.out"
-to = "far-a.in"
-"#,
-        a = sock("a.sock"),
-        b = sock("b.sock"),
-    );
-    std::fs::write(dir.path().join("r.txt"), "x\n").unwrap();
-    let cloud = Cloud::run(dir, &text, 3);
+    // c's hop limit is 1 and b's the default: b announces a's servers to c
+    // by 2-node routes, which c refuses. `ls` on c says which servers it
+    // cannot reach (and the node logs it once).
+    let cloud = chain_with_a_hop_limit("c");
     let heading = "not reachable (routes over the hop limit, max_hops = 1):";
     let mut ls = String::new();
     wait_until(LIMIT, "c lists far-a as out of reach", || {
         let out = oscloud().args(["ls", cloud.addr("c")]).output().unwrap();
         ls = String::from_utf8_lossy(&out.stdout).into_owned();
-        out.status.success()
-            && ls
-                .split_once(heading)
-                .is_some_and(|(_, far)| far.contains("far-a"))
+        out.status.success() && hops_listed(&ls, heading, "far-a").is_some()
     });
-    let (_, far) = ls.split_once(heading).unwrap_or_else(|| panic!("{ls}"));
-    let row: Vec<&str> = far
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("far-a"))
-        .unwrap_or_else(|| panic!("{ls}"))
-        .split_whitespace()
-        .collect();
-    assert_eq!(row[2..], ["2", "hops"], "{ls}");
+    assert_eq!(
+        hops_listed(&ls, heading, "far-a").as_deref(),
+        Some("2 hops"),
+        "{ls}"
+    );
     // b reaches it (1 hop) and lists nothing as out of reach.
     let ls_b = cli(&["ls", cloud.addr("b")]);
     assert!(!ls_b.contains("not reachable"), "{ls_b}");
