@@ -324,7 +324,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 /// borrowed request is always encoded as MessagePack. An owned one is
 /// moved, without encoding, to a server in this process whose
 /// [`Server::Request`](crate::Server::Request) is the same type; to any
-/// other server it is encoded like a borrowed one.
+/// other server it is encoded like a borrowed one. The reply comes back
+/// the same way. So a type whose `Deserialize` does not give back exactly
+/// what its `Serialize` wrote (a skipped field, a lossy conversion)
+/// arrives unchanged in this process and changed on another node: pass
+/// such a request by reference to get the same behaviour everywhere.
 #[derive(Debug)]
 pub enum Outgoing<'a, T> {
     /// A borrowed request, encoded.
