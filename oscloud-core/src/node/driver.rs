@@ -42,7 +42,7 @@ use super::stats::LinkShared;
 use super::wakeups::{self, Wakeups};
 use crate::access::{AccessPolicy, Action, Caller, with_caller, with_caller_sync};
 use crate::id_hash::IdMap;
-use crate::identity::AllowList;
+use crate::identity::{AllowList, PublicKey};
 use crate::trace;
 use crate::wire::{
     CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_DIRECTORY, FEATURE_ROUTING, PeerInfo,
@@ -887,16 +887,25 @@ impl Driver {
     /// The allow-list changed: drop the link if the peer's key is no
     /// longer on it (the peer is told why, and both sides log it).
     fn check_admission(&mut self) {
-        let (Some(list), Some(key)) = (&self.allow, self.peer.as_ref().and_then(|p| p.key)) else {
-            return;
+        self.admit(self.peer.as_ref().and_then(|p| p.key));
+    }
+
+    /// Whether the peer with `key` is still on the allow-list (always, on
+    /// a link without keys or list); if not, the session closes and the
+    /// peer is told why.
+    fn admit(&mut self, key: Option<PublicKey>) -> bool {
+        let (Some(list), Some(key)) = (&self.allow, key) else {
+            return true;
         };
-        if !list.allows(&key) {
-            self.w().session.revoke(&format!(
-                "key {}… (node {}) was removed from the allow-list",
-                key.short(),
-                key.node_id().short()
-            ));
+        if list.allows(&key) {
+            return true;
         }
+        self.w().session.revoke(&format!(
+            "key {}… (node {}) was removed from the allow-list",
+            key.short(),
+            key.node_id().short()
+        ));
+        false
     }
 
     fn peer_node(&self) -> NodeId {
@@ -988,6 +997,12 @@ impl Driver {
         }
         match ev {
             Event::Connected(peer) => {
+                // The handshake checked the key when it arrived; the list
+                // may have changed since, before this driver knew the peer
+                // and could act on the change.
+                if !self.admit(peer.key) {
+                    return;
+                }
                 match &peer.key {
                     Some(key) => {
                         info!(link = %self.link, peer = %peer.node.short(), key = %key, "linked (encrypted)")
