@@ -46,7 +46,8 @@
 //!
 //! Knobs: `OSCLOUD_BENCH=pipe,casts,calls,zenoh,ws,secure` (groups to run;
 //! default all; `secure-pipe`, only when named, runs the encrypted pipe
-//! alone, without plaintext rounds, to profile it), `OSCLOUD_BENCH_RUNS` (rounds, default 5),
+//! alone, without plaintext rounds, to profile it),
+//! `OSCLOUD_BENCH_RUNS` (rounds, default 5),
 //! `OSCLOUD_BENCH_LINK=tcp|unix`, `OSCLOUD_BENCH_WORKERS`,
 //! `OSCLOUD_BENCH_QUICK=1` (sizes / 16, 3 rounds, default runtime only),
 //! `OSCLOUD_BENCH_IN=main` (measured loops in `block_on`),
@@ -1054,8 +1055,7 @@ fn explicitly(group: &str) -> bool {
 }
 
 fn wants(group: &str) -> bool {
-    let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
-    only.is_empty() || only.split(',').any(|g| g.trim() == group)
+    std::env::var("OSCLOUD_BENCH").map_or(true, |b| b.is_empty()) || explicitly(group)
 }
 
 fn runtime(workers: &str) -> tokio::runtime::Runtime {
