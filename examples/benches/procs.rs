@@ -45,7 +45,9 @@
 //! zenoh runs its own internal runtimes whatever this is.
 //!
 //! Knobs: `OSCLOUD_BENCH=pipe,casts,calls,zenoh,ws,secure` (groups to run;
-//! default all), `OSCLOUD_BENCH_RUNS` (rounds, default 5),
+//! default all; `secure-pipe`, only when named, runs the encrypted pipe
+//! alone, without plaintext rounds, to profile it),
+//! `OSCLOUD_BENCH_RUNS` (rounds, default 5),
 //! `OSCLOUD_BENCH_LINK=tcp|unix`, `OSCLOUD_BENCH_WORKERS`,
 //! `OSCLOUD_BENCH_QUICK=1` (sizes / 16, 3 rounds, default runtime only),
 //! `OSCLOUD_BENCH_IN=main` (measured loops in `block_on`),
@@ -1047,9 +1049,13 @@ fn receiver_row(link: &str, measure: &str, runs: &[[Run; 2]], n: u64) {
 
 // ------------------------------------------------------------ the suite
 
+/// Whether `OSCLOUD_BENCH` names `group` (groups that run only when named).
+fn explicitly(group: &str) -> bool {
+    std::env::var("OSCLOUD_BENCH").is_ok_and(|b| b.split(',').any(|g| g.trim() == group))
+}
+
 fn wants(group: &str) -> bool {
-    let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
-    only.is_empty() || only.split(',').any(|g| g.trim() == group)
+    std::env::var("OSCLOUD_BENCH").map_or(true, |b| b.is_empty()) || explicitly(group)
 }
 
 fn runtime(workers: &str) -> tokio::runtime::Runtime {
@@ -1295,6 +1301,20 @@ fn suite(workers: &str, sz: Sizes, dir: &std::path::Path) {
             (&mut ws, || node_calls(&lw.server, sz.calls)),
             (&mut raw, || ws_ping_pong(&raw_addr, sz.calls)),
         );
+    }
+    // OSCLOUD_BENCH=secure-pipe (named explicitly, never part of the
+    // default suite): the encrypted pipe alone, no plaintext rounds, so a
+    // profiler attached to both processes sees only sealing and opening.
+    if explicitly("secure-pipe") {
+        let sec = Peer::start("node tcp://127.0.0.1:0 secure".to_owned(), workers);
+        let ls = rt.block_on(link_node(&sec, true));
+        for round in 1..=n {
+            let t = rt.block_on(node_pipe(&ls, sz.pipe, BIG));
+            let rate = sz.pipe as f64 / t.wall.as_secs_f64() / (1u64 << 20) as f64;
+            println!("encrypted pipe alone, round {round}: {rate:.0} MiB/s");
+        }
+        drop(ls);
+        drop(sec);
     }
     if wants("secure") {
         header(
