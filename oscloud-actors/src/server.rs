@@ -458,14 +458,15 @@ impl<T: Send + 'static> LocalEndpoint<T> {
     }
 
     /// Post a call and wait for its reply, as a value if `value` (and the
-    /// server replies with one) or as bytes.
+    /// server replies with one) or as bytes; its latency is counted from
+    /// `started`.
     pub(crate) async fn post_call(
         &self,
         msg: Payload<T>,
         value: bool,
+        started: Instant,
     ) -> Result<Payload, CoreError> {
         let counters = &self.shared.counters;
-        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         self.shared.mailbox.put();
         let posted = self.actor.cast(ServerMsg::Call(
@@ -521,7 +522,10 @@ impl<T: Send + 'static> Endpoint for LocalEndpoint<T> {
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
-        match self.post_call(Payload::Bytes(msg), false).await? {
+        match self
+            .post_call(Payload::Bytes(msg), false, Instant::now())
+            .await?
+        {
             Payload::Bytes(reply) => Ok(reply),
             // A server answers a bytes caller with bytes.
             Payload::Value(_) => Err(CoreError::Encode("a reply as a value".to_owned())),
