@@ -217,6 +217,9 @@ async fn calls_follow_the_name_when_its_server_stops_and_another_takes_it() {
     assert_eq!(r.call(Req::Who, T).await.unwrap(), Rep::Who("b".into()));
     assert_eq!(clone.call(Req::Add(5), T).await.unwrap(), Rep::Count(5));
     assert_eq!(r.call(&Req::Get, T).await.unwrap(), Rep::Count(5));
+    // A timeout too long to be a deadline: no timer, the reply all the same.
+    let forever = Duration::MAX;
+    assert_eq!(r.call(Req::Get, forever).await.unwrap(), Rep::Count(5));
     b.stop().await;
 }
 
