@@ -599,7 +599,11 @@ async fn cast<S: Server>(
     let trace = origin.trace();
     st.ctx.set_origin(origin);
     let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
-    let r = guarded(with_trace(trace, handled)).await;
+    // Outside any trace the handler runs as it is (no task-local scope).
+    let r = match trace {
+        None => guarded(handled).await,
+        trace => guarded(with_trace(trace, handled)).await,
+    };
     r.map_err(|e| {
         st.shared.counters.error();
         st.fail(e)
@@ -721,7 +725,11 @@ impl<S: Server> Actor for ServerActor<S> {
                 st.ctx.set_origin(&origin);
                 st.ctx.set_reply(Some(reply));
                 let handled = server.handle_call(&mut st.ctx, &mut st.state, req);
-                let r = guarded(with_trace(trace, handled)).await;
+                // Outside any trace the handler runs as it is (no task-local scope).
+                let r = match trace {
+                    None => guarded(handled).await,
+                    trace => guarded(with_trace(trace, handled)).await,
+                };
                 // `None`: the handler deferred the reply (Context::defer_reply).
                 let reply = st.ctx.take_reply();
                 match r {
