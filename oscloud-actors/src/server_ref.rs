@@ -236,7 +236,7 @@ impl ServerRef {
     where
         F: Future<Output = Result<T, CoreError>>,
     {
-        // A name registered here is found without waiting (nor a clock read).
+        // A name registered here is found without waiting.
         let (entry, left) = match self.current() {
             Ok(entry) => (entry, timeout),
             Err(_) => {
