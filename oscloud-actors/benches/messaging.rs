@@ -13,8 +13,9 @@
 //! client loops run in a task on a worker, as a server's code would.
 //!
 //! `OSCLOUD_BENCH_SIDE=ours|raw` runs one side only, in place of both
-//! (for a profile; the ratios are then 1); `OSCLOUD_BENCH=casts|calls`
-//! runs only the rows whose label starts so.
+//! (for a profile; the ratios are then 1); `OSCLOUD_BENCH=casts`,
+//! `calls` or `calls-ref` (or several, comma-separated) runs only those
+//! rows.
 //!
 //! Rows: casts by value (`cast(req)`), calls by value (`call(req, ..)`)
 //! and calls by reference (`call(&req, ..)`, encoded as MessagePack).
@@ -152,6 +153,15 @@ impl Measure {
         }
     }
 
+    /// Its name for `OSCLOUD_BENCH`.
+    fn key(self) -> &'static str {
+        match self {
+            Measure::Casts => "casts",
+            Measure::CallsByValue => "calls",
+            Measure::CallsByRef => "calls-ref",
+        }
+    }
+
     fn count(self) -> u64 {
         match self {
             Measure::Casts => CASTS,
@@ -266,7 +276,7 @@ fn bench(runtime: &str, rt: tokio::runtime::Runtime, rounds: usize) {
             let mut rows = Vec::new();
             let only = std::env::var("OSCLOUD_BENCH").unwrap_or_default();
             for m in [Measure::Casts, Measure::CallsByValue, Measure::CallsByRef] {
-                if !m.label().starts_with(only.as_str()) {
+                if !only.is_empty() && !only.split(',').any(|k| k == m.key()) {
                     continue;
                 }
                 let (mut ours, mut raws) = (Vec::new(), Vec::new());

@@ -458,14 +458,15 @@ impl<T: Send + 'static> LocalEndpoint<T> {
     }
 
     /// Post a call and wait for its reply, as a value if `value` (and the
-    /// server replies with one) or as bytes.
+    /// server replies with one) or as bytes; its latency is counted from
+    /// `started`.
     pub(crate) async fn post_call(
         &self,
         msg: Payload<T>,
         value: bool,
+        started: Instant,
     ) -> Result<Payload, CoreError> {
         let counters = &self.shared.counters;
-        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         self.shared.mailbox.put();
         let posted = self.actor.cast(ServerMsg::Call(
@@ -521,7 +522,10 @@ impl<T: Send + 'static> Endpoint for LocalEndpoint<T> {
     }
 
     async fn call(&self, msg: Bytes) -> Result<Bytes, CoreError> {
-        match self.post_call(Payload::Bytes(msg), false).await? {
+        match self
+            .post_call(Payload::Bytes(msg), false, Instant::now())
+            .await?
+        {
             Payload::Bytes(reply) => Ok(reply),
             // A server answers a bytes caller with bytes.
             Payload::Value(_) => Err(CoreError::Encode("a reply as a value".to_owned())),
@@ -595,7 +599,11 @@ async fn cast<S: Server>(
     let trace = origin.trace();
     st.ctx.set_origin(origin);
     let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
-    let r = guarded(with_trace(trace, handled)).await;
+    // Outside any trace the handler runs as it is (no task-local scope).
+    let r = match trace {
+        None => guarded(handled).await,
+        trace => guarded(with_trace(trace, handled)).await,
+    };
     r.map_err(|e| {
         st.shared.counters.error();
         st.fail(e)
@@ -717,7 +725,11 @@ impl<S: Server> Actor for ServerActor<S> {
                 st.ctx.set_origin(&origin);
                 st.ctx.set_reply(Some(reply));
                 let handled = server.handle_call(&mut st.ctx, &mut st.state, req);
-                let r = guarded(with_trace(trace, handled)).await;
+                // Outside any trace the handler runs as it is (no task-local scope).
+                let r = match trace {
+                    None => guarded(handled).await,
+                    trace => guarded(with_trace(trace, handled)).await,
+                };
                 // `None`: the handler deferred the reply (Context::defer_reply).
                 let reply = st.ctx.take_reply();
                 match r {

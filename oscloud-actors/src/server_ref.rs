@@ -4,7 +4,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::cell::RefCell;
 
@@ -24,7 +24,10 @@ use crate::server::{LocalEndpoint, Payload};
 /// it holds the name rather than one incarnation, it survives restarts:
 ///
 /// - a call or pipe resolves the name on every operation (for a group, this
-///   is the registry's round-robin);
+///   is the registry's round-robin); a call to a single server uses the
+///   entry it resolved last for as long as the registry has not changed
+///   since (see [`Registry::generation`](oscloud_core::Registry::generation)),
+///   which is what resolving it again would give;
 /// - a cast to a single server uses the entry it resolved last and resolves
 ///   again (once) if that entry's server has stopped.
 ///
@@ -33,7 +36,14 @@ use crate::server::{LocalEndpoint, Payload};
 pub struct ServerRef {
     kernel: Kernel,
     name: Arc<str>,
-    cached: Arc<Mutex<Option<Entry>>>,
+    cached: Arc<Mutex<Option<Cached>>>,
+}
+
+/// The single server a [`ServerRef`] resolved last, and the registry's
+/// generation read before that lookup.
+struct Cached {
+    generation: u64,
+    entry: Entry,
 }
 
 impl fmt::Debug for ServerRef {
@@ -76,24 +86,51 @@ impl ServerRef {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
         self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Cache `entry`, looked up at registry generation `generation`, if
+    /// it is a single server (a group is looked up every time, for its
+    /// round-robin); forget the cached one otherwise.
+    fn remember(&self, generation: u64, entry: &Entry) {
+        *self.lock() = (!entry.is_group_member()).then(|| Cached {
+            generation,
+            entry: entry.clone(),
+        });
+    }
+
     /// Look the name up now (round-robin for a group), caching single
-    /// servers for casts.
+    /// servers.
     fn resolve(&self) -> Result<Entry, CoreError> {
-        let entry = self.kernel.registry().lookup(&self.name)?;
-        *self.lock() = (!entry.is_group_member()).then(|| entry.clone());
+        let registry = self.kernel.registry();
+        let generation = registry.generation();
+        let entry = registry.lookup(&self.name)?;
+        self.remember(generation, &entry);
         Ok(entry)
+    }
+
+    /// What [`resolve`](Self::resolve) would give now: the cached entry
+    /// while the registry has not changed since it was looked up (one
+    /// atomic load), else a fresh lookup.
+    fn current(&self) -> Result<Entry, CoreError> {
+        let generation = self.kernel.registry().generation();
+        if let Some(cached) = self.lock().as_ref()
+            && cached.generation == generation
+        {
+            return Ok(cached.entry.clone());
+        }
+        self.resolve()
     }
 
     /// [`resolve`](Self::resolve), and for a name not in the registry,
     /// ask the node's directory, if it uses one, for at most `timeout`
     /// ([`Registry::find`](oscloud_core::Registry::find)).
     async fn find(&self, timeout: Duration) -> Result<Entry, CoreError> {
-        let entry = self.kernel.registry().find(&self.name, timeout).await?;
-        *self.lock() = (!entry.is_group_member()).then(|| entry.clone());
+        let registry = self.kernel.registry();
+        let generation = registry.generation();
+        let entry = registry.find(&self.name, timeout).await?;
+        self.remember(generation, &entry);
         Ok(entry)
     }
 
@@ -130,7 +167,7 @@ impl ServerRef {
         // The cached entry's cast, started under the lock and awaited
         // after it; the message back if nothing is cached.
         let sending = match self.lock().as_ref() {
-            Some(entry) => Ok(entry.endpoint().cast(msg)),
+            Some(cached) => Ok(cached.entry.endpoint().cast(msg)),
             None => Err(msg),
         };
         match sending {
@@ -156,8 +193,8 @@ impl ServerRef {
     ) -> Result<(), Error> {
         {
             let cached = self.lock();
-            if let Some(entry) = cached.as_ref() {
-                match entry.endpoint().try_cast(msg) {
+            if let Some(cached) = cached.as_ref() {
+                match cached.entry.endpoint().try_cast(msg) {
                     Err(CoreError::ServerStopped { .. }) => {} // restarted? resolve again
                     r => return r.map_err(Error::from),
                 }
@@ -178,27 +215,29 @@ impl ServerRef {
     /// [`CoreError::Decode`] (it could not decode the request).
     ///
     /// Cancel-safe in the sense that dropping the future abandons the call;
-    /// the server may still handle it.
+    /// the server may still handle it. A `timeout` too long to be a
+    /// deadline (such as [`Duration::MAX`]) waits as long as it takes.
     pub async fn call(&self, msg: Bytes, timeout: Duration) -> Result<Bytes, Error> {
-        self.call_with(
-            timeout,
-            |entry| async move { entry.endpoint().call(msg).await },
-        )
+        self.call_with(timeout, |entry, _| async move {
+            entry.endpoint().call(msg).await
+        })
         .await
     }
 
     /// Resolve the name (through the directory if need be) and run `send`
-    /// on the entry, all within `timeout`.
+    /// on the entry, all within `timeout`. `send` also gets the instant
+    /// the deadline is counted from (for a server's latency figure,
+    /// without a clock read of its own).
     pub(crate) async fn call_with<T, F>(
         &self,
         timeout: Duration,
-        send: impl FnOnce(Entry) -> F,
+        send: impl FnOnce(Entry, Instant) -> F,
     ) -> Result<T, Error>
     where
         F: Future<Output = Result<T, CoreError>>,
     {
-        // A name registered here is found without waiting (nor a clock read).
-        let (entry, left) = match self.resolve() {
+        // A name registered here is found without waiting.
+        let (entry, left) = match self.current() {
             Ok(entry) => (entry, timeout),
             Err(_) => {
                 let start = tokio::time::Instant::now();
@@ -206,13 +245,17 @@ impl ServerRef {
                 (entry, timeout.saturating_sub(start.elapsed()))
             }
         };
-        match tokio::time::timeout(left, send(entry)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(CoreError::Timeout {
-                name: self.name.to_string(),
-                after: timeout,
-            }
-            .into()),
+        let started = Instant::now();
+        match tokio::time::Instant::from_std(started).checked_add(left) {
+            Some(deadline) => match tokio::time::timeout_at(deadline, send(entry, started)).await {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(CoreError::Timeout {
+                    name: self.name.to_string(),
+                    after: timeout,
+                }
+                .into()),
+            },
+            None => Ok(send(entry, started).await?),
         }
     }
 
@@ -222,7 +265,10 @@ impl ServerRef {
     /// stopped: for the bytes path, which resolves the name again.
     pub(crate) fn cast_value<T: Send + 'static>(&self, value: T) -> Result<Result<(), Error>, T> {
         let mut cached = self.lock();
-        let Some(local) = cached.as_ref().and_then(LocalEndpoint::<T>::of) else {
+        let Some(local) = cached
+            .as_ref()
+            .and_then(|cached| LocalEndpoint::<T>::of(&cached.entry))
+        else {
             return Err(value);
         };
         match local.post_cast(Payload::Value(value)) {
@@ -424,7 +470,7 @@ impl<Req: Serialize + Send + 'static, Rep: DeserializeOwned + Send + 'static> Ty
     {
         let req = req.into();
         self.raw
-            .call_with(timeout, |entry| async move {
+            .call_with(timeout, |entry, started| async move {
                 let Some(local) = LocalEndpoint::<Req>::of(&entry) else {
                     let reply = entry.endpoint().call(req.encode_core()?).await?;
                     return Payload::Bytes(reply).into_value();
@@ -434,7 +480,7 @@ impl<Req: Serialize + Send + 'static, Rep: DeserializeOwned + Send + 'static> Ty
                     req => Payload::Bytes(req.encode_core()?),
                 };
                 local
-                    .post_call(msg, local.replies::<Rep>())
+                    .post_call(msg, local.replies::<Rep>(), started)
                     .await?
                     .into_value()
             })

@@ -182,6 +182,47 @@ async fn failing_server_is_restarted_and_refs_follow() {
     }
 }
 
+/// A reference keeps the entry it resolved for its calls while the
+/// registry does not change; once the name leaves or comes back, its next
+/// call (by value or encoded, from any clone) sees that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_follow_the_name_when_its_server_stops_and_another_takes_it() {
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let a = start(&kernel, "s", TestServer::new("a", &probe))
+        .await
+        .unwrap();
+    let r = ServerRef::lookup(&kernel, "s").unwrap().typed::<Req, Rep>();
+    let clone = r.clone();
+    assert_eq!(r.call(Req::Add(2), T).await.unwrap(), Rep::Count(2));
+    // Another name coming and going leaves the calls with the same server.
+    let other = start(&kernel, "other", TestServer::new("o", &probe))
+        .await
+        .unwrap();
+    other.stop().await;
+    assert_eq!(clone.call(Req::Add(1), T).await.unwrap(), Rep::Count(3));
+
+    a.stop().await;
+    for by_value in [true, false] {
+        let err = match by_value {
+            true => r.call(Req::Get, T).await,
+            false => clone.call(&Req::Get, T).await,
+        };
+        assert_eq!(core(err.unwrap_err()), CoreError::NotFound("s".into()));
+    }
+
+    let b = start(&kernel, "s", TestServer::new("b", &probe))
+        .await
+        .unwrap();
+    assert_eq!(r.call(Req::Who, T).await.unwrap(), Rep::Who("b".into()));
+    assert_eq!(clone.call(Req::Add(5), T).await.unwrap(), Rep::Count(5));
+    assert_eq!(r.call(&Req::Get, T).await.unwrap(), Rep::Count(5));
+    // A timeout too long to be a deadline: no timer, the reply all the same.
+    let forever = Duration::MAX;
+    assert_eq!(r.call(Req::Get, forever).await.unwrap(), Rep::Count(5));
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipes() {
     let kernel = Kernel::new();

@@ -102,10 +102,28 @@ impl ServerCounters {
 
 /// The depth of one mailbox (one per run of a server: what a stopped run
 /// left in its mailbox is gone with it).
+///
+/// Senders raise one counter and the server the other, each on a cache
+/// line of its own, so that counting does not move one line back and
+/// forth between their threads.
 #[derive(Debug, Default)]
 pub struct Mailbox {
-    put: AtomicU64,
-    taken: AtomicU64,
+    put: Line,
+    taken: Line,
+}
+
+/// A counter alone on its cache line (two lines: adjacent-line
+/// prefetchers fetch pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+impl std::ops::Deref for Line {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
 }
 
 impl Mailbox {
