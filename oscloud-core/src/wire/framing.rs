@@ -133,43 +133,54 @@ impl Framer {
     /// buffer becomes one chunk. Returns the chunk.
     pub(crate) fn frame_in_place(
         &mut self,
-        buf: BytesMut,
+        mut buf: BytesMut,
         out: &mut VecDeque<Bytes>,
     ) -> Result<Bytes, Error> {
-        let chunk = self.frame_parts_in_place(buf, Bytes::new(), out)?;
+        let prefix = self.length_prefix(buf.len(), 0)?;
+        buf[..4].copy_from_slice(&prefix);
+        let chunk = buf.freeze();
+        out.push_back(chunk.clone());
         Ok(chunk)
     }
 
     /// Frame the packet `buf ‖ tail`, whose head was written after
     /// [`in_place_prefix`](Self::in_place_prefix) reserved bytes of `buf`:
     /// the prefix is filled in, and `buf` and `tail` go out as they are
-    /// (neither is copied). Returns `buf`'s chunk.
+    /// (neither is copied).
     pub(crate) fn frame_parts_in_place<B>(
         &mut self,
         mut buf: B,
         tail: Bytes,
         out: &mut VecDeque<Bytes>,
-    ) -> Result<Bytes, Error>
+    ) -> Result<(), Error>
     where
         B: std::ops::DerefMut<Target = [u8]> + Into<Bytes>,
     {
+        let prefix = self.length_prefix(buf.len(), tail.len())?;
+        buf[..4].copy_from_slice(&prefix);
+        // Moved, not cloned: a clone of a `Vec`'s `Bytes` would allocate
+        // its shared count for nothing.
+        out.push_back(buf.into());
+        if !tail.is_empty() {
+            out.push_back(tail);
+        }
+        Ok(())
+    }
+
+    /// The length prefix of a frame of `head` bytes (the 4 of the prefix
+    /// included) and `tail` more, if it fits the length framing.
+    fn length_prefix(&self, head: usize, tail: usize) -> Result<[u8; 4], Error> {
         let Framer::Length(f) = self else {
             return Err(Error::Encode("this framing cannot frame in place".into()));
         };
-        let len = (buf.len() + tail.len()).saturating_sub(4);
-        if len > f.max_frame() || buf.len() < 4 {
+        let len = (head + tail).saturating_sub(4);
+        if len > f.max_frame() || head < 4 {
             return Err(Error::WireFrameTooLarge {
                 len,
                 max: f.max_frame(),
             });
         }
-        buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
-        let chunk: Bytes = buf.into();
-        out.push_back(chunk.clone());
-        if !tail.is_empty() {
-            out.push_back(tail);
-        }
-        Ok(chunk)
+        Ok((len as u32).to_be_bytes())
     }
 
     /// Frame the packet `head ‖ tail`; only the length framing keeps the

@@ -703,6 +703,35 @@ pub(crate) fn encoded_len<T: Serialize>(v: &T) -> Result<usize, Error> {
     Ok(count.0)
 }
 
+/// The head of a Data packet carrying PipeData, up to and including its
+/// bin length, after `prefix` zero bytes: the bytes serde writes for
+/// `(DATA, seq, ack, (PIPE_DATA, pipe, last, data))` (each tuple an array,
+/// each integer in its shortest form), written without serde, for the
+/// message every pipe frame sends.
+fn pipe_data_head(
+    prefix: usize,
+    seq: u64,
+    ack: u64,
+    pipe: u64,
+    last: bool,
+    len: usize,
+) -> Result<Vec<u8>, Error> {
+    let fail = |e: rmp::encode::ValueWriteError| Error::Encode(e.to_string());
+    let len = u32::try_from(len).map_err(|_| Error::Encode("payload over 4 GiB".into()))?;
+    let mut head = Vec::with_capacity(prefix + PIPE_DATA_OVERHEAD + DATA_OVERHEAD);
+    head.resize(prefix, 0);
+    rmp::encode::write_array_len(&mut head, 4).map_err(fail)?;
+    rmp::encode::write_uint(&mut head, u64::from(code::DATA)).map_err(fail)?;
+    rmp::encode::write_uint(&mut head, seq).map_err(fail)?;
+    rmp::encode::write_uint(&mut head, ack).map_err(fail)?;
+    rmp::encode::write_array_len(&mut head, 4).map_err(fail)?;
+    rmp::encode::write_uint(&mut head, u64::from(code::PIPE_DATA)).map_err(fail)?;
+    rmp::encode::write_uint(&mut head, pipe).map_err(fail)?;
+    rmp::encode::write_bool(&mut head, last).map_err(|e| Error::Encode(e.to_string()))?;
+    rmp::encode::write_bin_len(&mut head, len).map_err(fail)?;
+    Ok(head)
+}
+
 /// Room for a packet's encoding apart from its payload: enough for every
 /// header field and a short server or port name, so that encoding a small
 /// packet allocates once.
@@ -730,6 +759,14 @@ impl Packet {
         let Packet::Data { seq, ack, msg } = self else {
             return Ok((to_vec_after(prefix, HEAD_HINT, self)?, Bytes::new()));
         };
+        if let Msg::PipeData { pipe, last, data } = msg
+            && data.len() >= SPLIT_MIN
+        {
+            return Ok((
+                pipe_data_head(prefix, *seq, *ack, *pipe, *last, data.len())?,
+                data.clone(),
+            ));
+        }
         // A traced Cast or Call has its context after the payload: whole.
         let Some(payload) = msg
             .payload()
@@ -1791,6 +1828,40 @@ mod tests {
         // A node id of the wrong size.
         let b = to_vec(&(1u8, MAGIC, VERSION, B(&[1, 2]), 0, 0, (), 1, 1, 1)).unwrap();
         assert!(Packet::decode(&b).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, .. Default::default() })]
+
+        /// The PipeData head written without serde is the bytes serde
+        /// writes, for any numbers and lengths on either side of the
+        /// integer and bin-length encodings' boundaries.
+        #[test]
+        fn pipe_data_head_is_what_serde_writes(
+            seq in proptest::prelude::any::<u64>(),
+            ack in proptest::prelude::any::<u64>(),
+            pipe in proptest::prelude::any::<u64>(),
+            last in proptest::prelude::any::<bool>(),
+            len in proptest::prop_oneof![SPLIT_MIN..70_000usize, 65_530..65_540usize],
+            small in proptest::prelude::any::<bool>(),
+        ) {
+            // Small numbers too: the shortest forms differ below 128, 256,
+            // 65 536 and 2^32.
+            let shrink = |v: u64| if small { v % 70_000 } else { v };
+            let p = Packet::Data {
+                seq: shrink(seq),
+                ack: shrink(ack),
+                msg: Msg::PipeData {
+                    pipe: shrink(pipe),
+                    last,
+                    data: Bytes::from(vec![7u8; len]),
+                },
+            };
+            let (head, tail) = p.encode_split_after(4).unwrap();
+            let mut joined = head[4..].to_vec();
+            joined.extend_from_slice(&tail);
+            proptest::prop_assert_eq!(joined, p.encode().unwrap());
+        }
     }
 
     proptest::proptest! {

@@ -90,10 +90,9 @@ impl Session {
             _ => 0,
         };
         let res = match packet.encode_split_after(prefix) {
-            Ok((head, tail)) if prefix > 0 => self
-                .framer
-                .frame_parts_in_place(head, tail, &mut self.out)
-                .map(drop),
+            Ok((head, tail)) if prefix > 0 => {
+                self.framer.frame_parts_in_place(head, tail, &mut self.out)
+            }
             Ok((head, tail)) => match self.secure.as_mut() {
                 // On a length-prefixed stream the frame is sealed after
                 // room for the prefix and goes out as one chunk, in a
