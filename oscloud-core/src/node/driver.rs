@@ -1298,13 +1298,13 @@ impl Driver {
     /// The peer announced `info` by `route`: a route to a server through
     /// this link.
     fn learn(&mut self, info: EntryInfo, route: RouteInfo) {
-        let endpoint = Arc::new(RemoteEndpoint {
-            name: info.name.clone(),
-            node: self.peer_node(),
-            commands: self.commands_tx.clone(),
-            queue: self.queue.clone(),
-            wire: self.wire.clone(),
-        });
+        let endpoint = Arc::new(RemoteEndpoint::new(
+            info.name.clone(),
+            self.peer_node(),
+            self.commands_tx.clone(),
+            self.queue.clone(),
+            self.wire.clone(),
+        ));
         let hop = Hop {
             link: self.routing.link,
             peer: self.peer_node(),

@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 use super::link_io::{Outgoing, WriteFailed};
 use super::stats::{LinkShared, Publisher};
 use crate::id_hash::IdMap;
-use crate::wire::{CallId, Session};
+use crate::wire::{CallId, Name, Session};
 use crate::{Error, TraceContext};
 
 /// Where the reply to one of our calls goes.
@@ -165,14 +165,14 @@ impl LinkWire {
     pub(crate) fn cast(
         &self,
         w: &mut Wire,
-        to: &str,
+        to: &Name,
         msg: &Bytes,
         trace: Option<TraceContext>,
     ) -> Direct<()> {
         if !w.direct() {
             return Direct::Queue;
         }
-        match w.session.cast_traced(to, msg.clone(), trace) {
+        match w.session.cast_to(to.clone(), msg.clone(), trace) {
             Ok(()) => {}
             Err(Error::WireWouldBlock { .. }) => return Direct::Queue,
             Err(err) => return Direct::Failed(err),
