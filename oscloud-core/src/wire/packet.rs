@@ -782,8 +782,12 @@ impl Packet {
             if msg.payload().is_some_and(|p| p.len() >= SPLIT_MIN) && !msg.has_trace())
     }
 
-    /// Append the packet, whole, to `buf` as msgpack.
+    /// Append the packet, whole, to `buf` as msgpack (the common packets
+    /// without serde: `fast_encode`).
     pub(crate) fn encode_into(&self, buf: &mut BytesMut) -> Result<(), Error> {
+        if super::fast_encode::encode(self, buf) {
+            return Ok(());
+        }
         rmp_serde::encode::write(&mut (&mut *buf).writer(), self)
             .map_err(|e| Error::Encode(e.to_string()))
     }
