@@ -419,6 +419,16 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// Every event for the application, moved onto the end of `into` in
+    /// one go (the events of one read, under one lock of the caller's).
+    pub(crate) fn take_events(&mut self, into: &mut VecDeque<Event>) {
+        if into.is_empty() {
+            std::mem::swap(into, &mut self.events);
+        } else {
+            into.append(&mut self.events);
+        }
+    }
+
     /// The peer, once its Hello arrived.
     pub fn peer(&self) -> Option<&PeerInfo> {
         self.peer.as_ref()
