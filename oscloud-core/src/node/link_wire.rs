@@ -137,7 +137,10 @@ impl LinkWire {
     /// Ask the driver for a turn: its kick source becomes ready. Once per
     /// turn: senders that kick before the driver looked wake nothing more.
     fn kick(&self, w: &Wire) {
-        if !self.kicked.swap(true, Ordering::AcqRel)
+        // Read first: a burst of casts finds the flag set, and does not
+        // write the line the driver reads.
+        if !self.kicked.load(Ordering::Acquire)
+            && !self.kicked.swap(true, Ordering::AcqRel)
             && let Some((_, kick)) = &w.wakers
         {
             kick.wake_by_ref();
