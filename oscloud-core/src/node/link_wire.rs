@@ -14,6 +14,12 @@
 //! and kicks the driver when its turn has work a caller does not do
 //! (output the write could not take, a timer to arm earlier).
 //!
+//! A cast that finds the session's send queue full (casts put in faster
+//! than the driver's turns write them) writes everything waiting itself,
+//! as a call does, in one vectored write, and goes into the room that
+//! made: a fast caster writes its own casts in large batches, where
+//! queueing them to the driver would cost a command each.
+//!
 //! Casts and calls go through the driver instead (as [`Command`]s) while
 //! the link is not a connected stream link, while output waits for the
 //! link to take it, while the session's send queue is full, and while
@@ -94,6 +100,9 @@ pub(crate) enum Direct<T> {
     Failed(Error),
     /// Not sent: it goes through the driver.
     Queue,
+    /// Not sent: the session's send queue is full (writing what waits
+    /// makes room: [`LinkWire::flush`]).
+    Full,
 }
 
 /// What became of a call the driver took out of the backlog
@@ -164,7 +173,9 @@ impl LinkWire {
     /// Put a cast into the session directly, if nothing stands in the
     /// way. The driver writes it, with every cast put in before its turn
     /// (one wake-up and one write for a burst of casts): a cast has no
-    /// caller waiting for it, a call does (see [`LinkWire::call`]).
+    /// caller waiting for it, a call does (see [`LinkWire::call`]). When
+    /// the session's send queue is full ([`Direct::Full`]), its caller
+    /// writes what waits itself and tries once more before it queues.
     pub(crate) fn cast(
         &self,
         w: &mut Wire,
@@ -177,7 +188,7 @@ impl LinkWire {
         }
         match w.session.cast_to(to.clone(), msg.clone(), trace) {
             Ok(()) => {}
-            Err(Error::WireWouldBlock { .. }) => return Direct::Queue,
+            Err(Error::WireWouldBlock { .. }) => return Direct::Full,
             Err(err) => return Direct::Failed(err),
         }
         w.used += 1;

@@ -240,14 +240,22 @@ impl RemoteEndpoint {
     ) -> Result<(), Full> {
         let len = msg.len();
         let mut w = self.wire.lock();
-        match self.wire.cast(&mut w, &self.wire_name, &msg, trace) {
+        let mut sent = self.wire.cast(&mut w, &self.wire_name, &msg, trace);
+        if matches!(sent, Direct::Full) {
+            // Write what waits (unless someone else is writing it), and
+            // try once more in the room that made.
+            self.wire.flush(w);
+            w = self.wire.lock();
+            sent = self.wire.cast(&mut w, &self.wire_name, &msg, trace);
+        }
+        match sent {
             Direct::Sent(()) => {}
             // As a cast through the driver would: the cast is dropped,
             // and only a debug log says why.
             Direct::Failed(err) => {
                 tracing::debug!(to = %self.name, "cast not sent: {err}");
             }
-            Direct::Queue => {
+            Direct::Queue | Direct::Full => {
                 if !admitted {
                     self.queue.try_admit(len)?;
                 }
@@ -279,7 +287,7 @@ impl RemoteEndpoint {
         let len = msg.len();
         let mut w = self.wire.lock();
         let reply = match self.wire.call(&mut w, &self.name, &msg, trace, reply) {
-            Ok(Direct::Sent(())) | Ok(Direct::Queue) => None,
+            Ok(Direct::Sent(()) | Direct::Queue | Direct::Full) => None,
             Ok(Direct::Failed(err)) => {
                 drop(w);
                 if admitted {
