@@ -22,7 +22,8 @@
 //!
 //! Casts and calls go through the driver instead (as [`Command`]s) while
 //! the link is not a connected stream link, while output waits for the
-//! link to take it, while the session's send queue is full, and while
+//! link to take it, while the session's send queue is full (for a cast:
+//! and writing what waits made no room), and while
 //! earlier ones still wait in the driver: `backlog` counts those, so that
 //! a message sent directly never overtakes one queued before it. What
 //! waits in front of a busy link is then bounded by the link's
