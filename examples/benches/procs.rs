@@ -46,8 +46,8 @@
 //!
 //! Knobs: `OSCLOUD_BENCH=pipe,casts,calls,zenoh,ws,secure` (groups to run;
 //! default all; `secure-pipe`, only when named, runs the encrypted pipe
-//! alone, without plaintext rounds, to profile it),
-//! `OSCLOUD_BENCH_RUNS` (rounds, default 5),
+//! alone, without plaintext rounds, to profile it; `zenoh-casts`: of the
+//! zenoh group, the casts alone), `OSCLOUD_BENCH_RUNS` (rounds, default 5),
 //! `OSCLOUD_BENCH_LINK=tcp|unix`, `OSCLOUD_BENCH_WORKERS`,
 //! `OSCLOUD_BENCH_QUICK=1` (sizes / 16, 3 rounds, default runtime only),
 //! `OSCLOUD_BENCH_IN=main` (measured loops in `block_on`),
@@ -1221,7 +1221,8 @@ fn suite(workers: &str, sz: Sizes, dir: &std::path::Path) {
             }
         }
     }
-    if wants("zenoh") {
+    let zenoh_all = wants("zenoh");
+    if zenoh_all || wants("zenoh-casts") {
         header(
             &format!("oscloud against zenoh 1.10.2, two processes, {label}, {n} rounds"),
             "oscloud",
@@ -1236,18 +1237,23 @@ fn suite(workers: &str, sz: Sizes, dir: &std::path::Path) {
             let mut z = Peer::start(format!("zenoh {endpoint}"), workers);
             let l = rt.block_on(link_node(&ours, false));
             let zs = rt.block_on(zenoh_connect(&z));
-            m.pipe(
-                (link, "pipe 64 KiB writes vs pub/sub 64 KiB `put`"),
-                sz.pipe,
-                (&mut ours, || node_pipe(&l, sz.pipe, BIG)),
-                (&mut z, || zs.puts(sz.pipe / BIG as u64, BIG)),
-            );
+            if zenoh_all {
+                m.pipe(
+                    (link, "pipe 64 KiB writes vs pub/sub 64 KiB `put`"),
+                    sz.pipe,
+                    (&mut ours, || node_pipe(&l, sz.pipe, BIG)),
+                    (&mut z, || zs.puts(sz.pipe / BIG as u64, BIG)),
+                );
+            }
             m.messages(
                 (link, "64 B casts vs 64 B `put`"),
                 sz.casts,
                 (&mut ours, || node_casts(&l, sz.casts)),
                 (&mut z, || zs.puts(sz.casts, 64)),
             );
+            if !zenoh_all {
+                continue;
+            }
             m.round_trips(
                 (link, "call round trip vs `get`, 64 B"),
                 sz.calls,

@@ -96,6 +96,7 @@
 //! ```
 
 mod fast_decode;
+mod fast_encode;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;

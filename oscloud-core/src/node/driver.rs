@@ -95,6 +95,8 @@ pub(crate) struct Driver {
     /// The peer's latest casts to one local server, gathered to be
     /// handed over together.
     gathered: CastBatch,
+    /// The session's events taken out under one lock, not yet acted on.
+    events: VecDeque<Event>,
     /// Since when output has waited for the link without the link taking
     /// any (reset by every write that moves bytes).
     stalled_since: Option<Instant>,
@@ -263,6 +265,7 @@ impl Driver {
             blocked_reply_bytes: 0,
             casts: HeldCasts::new(limits.budget),
             gathered: CastBatch::default(),
+            events: VecDeque::new(),
             stalled_since: None,
             paused_since: None,
             pipes: IdMap::default(),
@@ -767,10 +770,15 @@ impl Driver {
         // caller after the bytes that carried it show in the counters.
         self.publish_stats();
         loop {
-            // Not held while the event is handled: handling it may send
-            // to another link, or to this one.
-            let ev = self.w().session.poll_event();
-            let Some(ev) = ev else { break };
+            // Taken all at once (the lock is not held while they are
+            // handled: handling one may send to another link, or to this
+            // one). What handling them adds comes after them.
+            if self.events.is_empty() {
+                self.wire.lock().session.take_events(&mut self.events);
+            }
+            let Some(ev) = self.events.pop_front() else {
+                break;
+            };
             // Gathered casts go before anything else the peer sent after
             // them.
             if !matches!(ev, Event::Cast { .. }) {
@@ -1313,13 +1321,13 @@ impl Driver {
     /// The peer announced `info` by `route`: a route to a server through
     /// this link.
     fn learn(&mut self, info: EntryInfo, route: RouteInfo) {
-        let endpoint = Arc::new(RemoteEndpoint {
-            name: info.name.clone(),
-            node: self.peer_node(),
-            commands: self.commands_tx.clone(),
-            queue: self.queue.clone(),
-            wire: self.wire.clone(),
-        });
+        let endpoint = Arc::new(RemoteEndpoint::new(
+            info.name.clone(),
+            self.peer_node(),
+            self.commands_tx.clone(),
+            self.queue.clone(),
+            self.wire.clone(),
+        ));
         let hop = Hop {
             link: self.routing.link,
             peer: self.peer_node(),

@@ -14,9 +14,16 @@
 //! and kicks the driver when its turn has work a caller does not do
 //! (output the write could not take, a timer to arm earlier).
 //!
+//! A cast that finds the session's send queue full (casts put in faster
+//! than the driver's turns write them) writes everything waiting itself,
+//! as a call does, in one vectored write, and goes into the room that
+//! made: a fast caster writes its own casts in large batches, where
+//! queueing them to the driver would cost a command each.
+//!
 //! Casts and calls go through the driver instead (as [`Command`]s) while
 //! the link is not a connected stream link, while output waits for the
-//! link to take it, while the session's send queue is full, and while
+//! link to take it, while the session's send queue is full (for a cast:
+//! and writing what waits made no room), and while
 //! earlier ones still wait in the driver: `backlog` counts those, so that
 //! a message sent directly never overtakes one queued before it. What
 //! waits in front of a busy link is then bounded by the link's
@@ -39,7 +46,7 @@ use tokio::sync::oneshot;
 use super::link_io::{Outgoing, WriteFailed};
 use super::stats::{LinkShared, Publisher};
 use crate::id_hash::IdMap;
-use crate::wire::{CallId, Session};
+use crate::wire::{CallId, Name, Session};
 use crate::{Error, TraceContext};
 
 /// Where the reply to one of our calls goes.
@@ -94,6 +101,9 @@ pub(crate) enum Direct<T> {
     Failed(Error),
     /// Not sent: it goes through the driver.
     Queue,
+    /// Not sent: the session's send queue is full (writing what waits
+    /// makes room: [`LinkWire::flush`]).
+    Full,
 }
 
 /// What became of a call the driver took out of the backlog
@@ -137,7 +147,10 @@ impl LinkWire {
     /// Ask the driver for a turn: its kick source becomes ready. Once per
     /// turn: senders that kick before the driver looked wake nothing more.
     fn kick(&self, w: &Wire) {
-        if !self.kicked.swap(true, Ordering::AcqRel)
+        // Read first: a burst of casts finds the flag set, and does not
+        // write the line the driver reads.
+        if !self.kicked.load(Ordering::Acquire)
+            && !self.kicked.swap(true, Ordering::AcqRel)
             && let Some((_, kick)) = &w.wakers
         {
             kick.wake_by_ref();
@@ -161,20 +174,22 @@ impl LinkWire {
     /// Put a cast into the session directly, if nothing stands in the
     /// way. The driver writes it, with every cast put in before its turn
     /// (one wake-up and one write for a burst of casts): a cast has no
-    /// caller waiting for it, a call does (see [`LinkWire::call`]).
+    /// caller waiting for it, a call does (see [`LinkWire::call`]). When
+    /// the session's send queue is full ([`Direct::Full`]), its caller
+    /// writes what waits itself and tries once more before it queues.
     pub(crate) fn cast(
         &self,
         w: &mut Wire,
-        to: &str,
+        to: &Name,
         msg: &Bytes,
         trace: Option<TraceContext>,
     ) -> Direct<()> {
         if !w.direct() {
             return Direct::Queue;
         }
-        match w.session.cast_traced(to, msg.clone(), trace) {
+        match w.session.cast_to(to.clone(), msg.clone(), trace) {
             Ok(()) => {}
-            Err(Error::WireWouldBlock { .. }) => return Direct::Queue,
+            Err(Error::WireWouldBlock { .. }) => return Direct::Full,
             Err(err) => return Direct::Failed(err),
         }
         w.used += 1;

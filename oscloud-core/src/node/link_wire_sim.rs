@@ -319,13 +319,13 @@ impl Sim {
         let queue = Arc::new(SendQueue::new(max_queued));
         let callers = (0..CALLERS)
             .map(|i| Caller {
-                endpoint: Arc::new(RemoteEndpoint {
-                    name: Arc::from(format!("server{i}").as_str()),
-                    node: NodeId::from_bytes([0xb; 16]),
-                    commands: commands_tx.clone(),
-                    queue: queue.clone(),
-                    wire: wire.clone(),
-                }),
+                endpoint: Arc::new(RemoteEndpoint::new(
+                    Arc::from(format!("server{i}").as_str()),
+                    NodeId::from_bytes([0xb; 16]),
+                    commands_tx.clone(),
+                    queue.clone(),
+                    wire.clone(),
+                )),
                 next: 0,
                 waiting: None,
             })

@@ -8,7 +8,7 @@ use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 
 use super::link_wire::{Direct, LinkWire, ReplyTo, Wire};
 use crate::trace::current_trace;
-use crate::wire::{RemoteError, RemoteErrorKind};
+use crate::wire::{Name, RemoteError, RemoteErrorKind};
 use crate::{Cast, Endpoint, Error, NodeId, PipeEnd, TraceContext};
 
 /// What a [`RemoteEndpoint`] (or anything else on this node) asks a link's
@@ -156,6 +156,8 @@ enum Full {
 pub(crate) struct RemoteEndpoint {
     /// Shared by every cast and call to it, rather than copied.
     pub(crate) name: Arc<str>,
+    /// The name as casts put it into the session (made once, shared).
+    wire_name: Name,
     pub(crate) node: NodeId,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) queue: Arc<SendQueue>,
@@ -172,6 +174,26 @@ impl std::fmt::Debug for RemoteEndpoint {
 }
 
 impl RemoteEndpoint {
+    /// The endpoint of the server `name` on `node`, reached through the
+    /// link whose driver takes `commands` and whose senders share `queue`
+    /// and `wire`.
+    pub(crate) fn new(
+        name: Arc<str>,
+        node: NodeId,
+        commands: mpsc::UnboundedSender<Command>,
+        queue: Arc<SendQueue>,
+        wire: Arc<LinkWire>,
+    ) -> Self {
+        Self {
+            wire_name: Name::from(&*name),
+            name,
+            node,
+            commands,
+            queue,
+            wire,
+        }
+    }
+
     fn gone(&self) -> Error {
         Error::ServerStopped {
             name: self.name.to_string(),
@@ -218,14 +240,22 @@ impl RemoteEndpoint {
     ) -> Result<(), Full> {
         let len = msg.len();
         let mut w = self.wire.lock();
-        match self.wire.cast(&mut w, &self.name, &msg, trace) {
+        let mut sent = self.wire.cast(&mut w, &self.wire_name, &msg, trace);
+        if matches!(sent, Direct::Full) {
+            // Write what waits (unless someone else is writing it), and
+            // try once more in the room that made.
+            self.wire.flush(w);
+            w = self.wire.lock();
+            sent = self.wire.cast(&mut w, &self.wire_name, &msg, trace);
+        }
+        match sent {
             Direct::Sent(()) => {}
             // As a cast through the driver would: the cast is dropped,
             // and only a debug log says why.
             Direct::Failed(err) => {
                 tracing::debug!(to = %self.name, "cast not sent: {err}");
             }
-            Direct::Queue => {
+            Direct::Queue | Direct::Full => {
                 if !admitted {
                     self.queue.try_admit(len)?;
                 }
@@ -257,7 +287,7 @@ impl RemoteEndpoint {
         let len = msg.len();
         let mut w = self.wire.lock();
         let reply = match self.wire.call(&mut w, &self.name, &msg, trace, reply) {
-            Ok(Direct::Sent(())) | Ok(Direct::Queue) => None,
+            Ok(Direct::Sent(()) | Direct::Queue | Direct::Full) => None,
             Ok(Direct::Failed(err)) => {
                 drop(w);
                 if admitted {

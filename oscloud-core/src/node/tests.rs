@@ -212,13 +212,15 @@ async fn queued_pair(max_queued: usize) -> (Node, Node, Arc<Echo>, Registration,
 #[tokio::test]
 async fn try_casts_beyond_the_link_budget_fail_and_nothing_accepted_is_lost() {
     // The test's single thread does not let the driver run while it
-    // casts: casts go straight into the idle link's session until its send
-    // queue is full, then pile up in front of it until the budget is
-    // spent.
+    // casts: casts go straight into the idle link's session; when its
+    // send queue is full the caster writes what waits itself, until the
+    // line (256 KiB in memory) and the link's writer (1 MiB) take no
+    // more; then they pile up in front of it until the budget is spent.
     let (_a, b, echo, _r, e) = queued_pair(64 * 1024).await;
     let msg = Bytes::from(vec![1u8; 1024]);
     let bound = crate::wire::Config::new(crate::wire::FramingKind::ReliableStream).max_send_queue
         as u64
+        + (256 + 1024)
         + 64;
     let mut sent = 0u64;
     let busy = loop {

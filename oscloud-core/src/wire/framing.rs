@@ -128,6 +128,20 @@ impl Framer {
         }
     }
 
+    /// Append one frame, the packet `encode` writes, to `buf` after the
+    /// frames already there ([`LengthFraming::pack`]); only the length
+    /// framing packs frames.
+    pub(crate) fn pack(
+        &self,
+        buf: &mut BytesMut,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        match self {
+            Framer::Length(f) => f.pack(buf, encode),
+            _ => Err(Error::Encode("this framing cannot pack frames".into())),
+        }
+    }
+
     /// Frame a packet written after [`in_place_prefix`](Self::in_place_prefix)
     /// reserved bytes of `buf`: the prefix is filled in and the whole
     /// buffer becomes one chunk. Returns the chunk.

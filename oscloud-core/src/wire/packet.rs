@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -557,6 +557,29 @@ impl Msg {
         }
     }
 
+    /// At least as many bytes as the message encodes to, found without
+    /// encoding it: for the casts and calls without a trace context (each
+    /// header counted at its largest), `None` for the rest.
+    pub(crate) fn encoded_len_bound(&self) -> Option<usize> {
+        // An array header, the code, the call id, the name's and the
+        // payload's headers.
+        const ARRAY: usize = 1;
+        const CODE: usize = 2;
+        const ID: usize = 9;
+        const STR_BIN: usize = 5;
+        match self {
+            Msg::Cast { to, payload, trace } if trace.context().is_none() => {
+                Some(ARRAY + CODE + STR_BIN + to.len() + STR_BIN + payload.len())
+            }
+            Msg::Call {
+                to, payload, trace, ..
+            } if trace.context().is_none() => {
+                Some(ARRAY + CODE + ID + STR_BIN + to.len() + STR_BIN + payload.len())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this is a Cast or Call that carries a trace context.
     fn has_trace(&self) -> bool {
         match self {
@@ -704,10 +727,9 @@ pub(crate) fn encoded_len<T: Serialize>(v: &T) -> Result<usize, Error> {
 }
 
 /// The head of a Data packet carrying PipeData, up to and including its
-/// bin length, after `prefix` zero bytes: the bytes serde writes for
-/// `(DATA, seq, ack, (PIPE_DATA, pipe, last, data))` (each tuple an array,
-/// each integer in its shortest form), written without serde, for the
-/// message every pipe frame sends.
+/// bin length, after `prefix` zero bytes (see
+/// [`fast_encode::pipe_data_head`](super::fast_encode::pipe_data_head)),
+/// for the message every large pipe frame sends.
 fn pipe_data_head(
     prefix: usize,
     seq: u64,
@@ -716,19 +738,12 @@ fn pipe_data_head(
     last: bool,
     len: usize,
 ) -> Result<Vec<u8>, Error> {
-    let fail = |e: rmp::encode::ValueWriteError| Error::Encode(e.to_string());
-    let len = u32::try_from(len).map_err(|_| Error::Encode("payload over 4 GiB".into()))?;
+    if u32::try_from(len).is_err() {
+        return Err(Error::Encode("payload over 4 GiB".into()));
+    }
     let mut head = Vec::with_capacity(prefix + PIPE_DATA_OVERHEAD + DATA_OVERHEAD);
     head.resize(prefix, 0);
-    rmp::encode::write_array_len(&mut head, 4).map_err(fail)?;
-    rmp::encode::write_uint(&mut head, u64::from(code::DATA)).map_err(fail)?;
-    rmp::encode::write_uint(&mut head, seq).map_err(fail)?;
-    rmp::encode::write_uint(&mut head, ack).map_err(fail)?;
-    rmp::encode::write_array_len(&mut head, 4).map_err(fail)?;
-    rmp::encode::write_uint(&mut head, u64::from(code::PIPE_DATA)).map_err(fail)?;
-    rmp::encode::write_uint(&mut head, pipe).map_err(fail)?;
-    rmp::encode::write_bool(&mut head, last).map_err(|e| Error::Encode(e.to_string()))?;
-    rmp::encode::write_bin_len(&mut head, len).map_err(fail)?;
+    super::fast_encode::pipe_data_head(&mut head, seq, ack, pipe, last, len);
     Ok(head)
 }
 
@@ -786,6 +801,24 @@ impl Packet {
             u32::try_from(payload.len()).map_err(|_| Error::Encode("payload over 4 GiB".into()))?;
         rmp::encode::write_bin_len(&mut head, len).map_err(|e| Error::Encode(e.to_string()))?;
         Ok((head, payload.clone()))
+    }
+
+    /// Whether [`encode_split_after`](Self::encode_split_after) leaves the
+    /// payload out of the head: a Data packet with a large payload and no
+    /// trace context after it.
+    pub(crate) fn splits(&self) -> bool {
+        matches!(self, Packet::Data { msg, .. }
+            if msg.payload().is_some_and(|p| p.len() >= SPLIT_MIN) && !msg.has_trace())
+    }
+
+    /// Append the packet, whole, to `buf` as msgpack (the common packets
+    /// without serde: `fast_encode`).
+    pub(crate) fn encode_into(&self, buf: &mut BytesMut) -> Result<(), Error> {
+        if super::fast_encode::encode(self, buf) {
+            return Ok(());
+        }
+        rmp_serde::encode::write(&mut (&mut *buf).writer(), self)
+            .map_err(|e| Error::Encode(e.to_string()))
     }
 
     /// Decode one packet; the whole input must be consumed. Payloads are
@@ -1898,6 +1931,35 @@ mod tests {
             proptest::prop_assert_ne!(trace, Trace::None);
             crate::wire::fuzzing::trace(&element);
             crate::wire::fuzzing::trace(&b[11..]);
+        }
+
+        /// The bound an untraced cast or call is checked against on entry
+        /// is never below its encoding, whatever the lengths of its name
+        /// and payload and its call id; packed behind other frames, its
+        /// frame is the length and the packet, as `encode` gives it.
+        #[test]
+        fn cast_and_call_bounds_cover_their_encoding(
+            name in 0usize..70_000,
+            payload in 0usize..70_000,
+            id in proptest::prelude::any::<u64>(),
+            before in 0usize..64,
+        ) {
+            let to: Name = "n".repeat(name).into();
+            let payload = Bytes::from(vec![7u8; payload]);
+            for msg in [
+                Msg::Cast { to: to.clone(), payload: payload.clone(), trace: Trace::None },
+                Msg::Call { id, to: to.clone(), payload: payload.clone(), trace: Trace::None },
+            ] {
+                let bound = msg.encoded_len_bound().unwrap_or(0);
+                proptest::prop_assert!(bound >= encoded_len(&msg).unwrap());
+                let packet = Packet::Data { seq: id, ack: id / 2, msg };
+                let mut buf = BytesMut::from(&vec![1u8; before][..]);
+                let framing = crate::wire::LengthFraming::new(usize::MAX);
+                framing.pack(&mut buf, |b| packet.encode_into(b)).unwrap();
+                let whole = packet.encode().unwrap();
+                proptest::prop_assert_eq!(&buf[before..before + 4], &(whole.len() as u32).to_be_bytes()[..]);
+                proptest::prop_assert_eq!(&buf[before + 4..], &whole[..]);
+            }
         }
 
         /// Route messages: a path of 1 to MAX_ROUTE_PATH nodes round-trips,

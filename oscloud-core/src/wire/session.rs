@@ -60,6 +60,10 @@ use pipes::Pipe;
 /// The smallest `max_frame` a session accepts (its own or the peer's).
 pub const MIN_FRAME: usize = 128;
 
+/// Small packets packed into one chunk of [`Session::poll_transmit`] stop
+/// once the chunk is this long.
+const PACK_BYTES: usize = 64 * 1024;
+
 /// Hello feature bit 3: this side can resume a session on a new link
 /// (`docs/PROTOCOL.md` §12). Sessions resume only when both sides set it.
 pub const FEATURE_RESUME: u64 = 8;
@@ -103,6 +107,9 @@ pub struct Session {
     now: Instant,
     stats: Stats,
     out: VecDeque<Bytes>,
+    /// Small frames packed one after another, to leave as one chunk
+    /// (see [`Session::poll_transmit`]); empty between calls.
+    packed: BytesMut,
     events: VecDeque<Event>,
 
     // secure layer (None: plaintext session)
@@ -259,6 +266,7 @@ impl Session {
         let session = Self {
             framer,
             rx_frames: Vec::new(),
+            packed: BytesMut::new(),
             max_frame,
             state: State::Handshake,
             closed: None,
@@ -378,25 +386,47 @@ impl Session {
 
     /// The next chunk of link bytes to write, already framed (for datagram
     /// links: one datagram). Call until `None` after every other call.
+    ///
+    /// On a plaintext reliable stream, small packets (casts, calls,
+    /// replies, acks: every packet not split around a large payload) are
+    /// encoded one after another into one buffer and come out as one
+    /// chunk of up to about 64 KiB: a burst of casts costs one
+    /// chunk, not an allocation and a chunk each.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         self.advance(now);
         self.queue_grants();
-        loop {
-            if let Some(b) = self.out.pop_front() {
-                self.stats.bytes_sent += b.len() as u64;
-                self.last_sent = self.now;
-                return Some(b);
+        let chunk = match self.out.pop_front() {
+            Some(b) => b,
+            None => {
+                // Packed packets come before anything `produce` queued in
+                // `out` (it stops at the first such packet).
+                while self.out.is_empty() && self.packed.len() < PACK_BYTES && self.produce() {}
+                if self.packed.is_empty() {
+                    self.out.pop_front()?
+                } else {
+                    self.packed.split().freeze()
+                }
             }
-            if !self.produce() {
-                return None;
-            }
-        }
+        };
+        self.stats.bytes_sent += chunk.len() as u64;
+        self.last_sent = self.now;
+        Some(chunk)
     }
 
     /// The next event for the application, if any. Drain after every call
     /// that feeds the session.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Every event for the application, moved onto the end of `into` in
+    /// one go (the events of one read, under one lock of the caller's).
+    pub(crate) fn take_events(&mut self, into: &mut VecDeque<Event>) {
+        if into.is_empty() {
+            std::mem::swap(into, &mut self.events);
+        } else {
+            into.append(&mut self.events);
+        }
     }
 
     /// The peer, once its Hello arrived.

@@ -36,6 +36,41 @@ impl LengthFraming {
         self.max_frame
     }
 
+    /// Append one frame to `buf`, after what it holds: the length, then
+    /// the packet `encode` writes after it (the length is filled in once
+    /// the packet is there, so it is not copied). Small frames are packed
+    /// one after another this way, to go out as one chunk. On an error
+    /// `buf` is left as it was.
+    pub fn pack(
+        &self,
+        buf: &mut BytesMut,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let start = buf.len();
+        buf.put_u32(0);
+        let framed = encode(buf).and_then(|()| {
+            let len = buf.len() - start - 4;
+            if len > self.max_frame {
+                return Err(Error::WireFrameTooLarge {
+                    len,
+                    max: self.max_frame,
+                });
+            }
+            Ok(len)
+        });
+        match framed {
+            Ok(len) => {
+                // Fits in the prefix: `max_frame` is at most `u32::MAX`.
+                buf[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+                Ok(())
+            }
+            Err(e) => {
+                buf.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
     /// Append the framed `frame` to `out` (one chunk).
     pub fn encode(&mut self, frame: &[u8], out: &mut VecDeque<Bytes>) -> Result<(), Error> {
         self.encode_parts(frame, Bytes::new(), out)

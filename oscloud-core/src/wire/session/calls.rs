@@ -26,9 +26,20 @@ impl Session {
         payload: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), Error> {
+        self.cast_to(to.into(), payload, trace)
+    }
+
+    /// [`cast_traced`](Self::cast_traced) to a name already made (a
+    /// link's sender keeps one per server, shared by its casts).
+    pub(crate) fn cast_to(
+        &mut self,
+        to: Name,
+        payload: Bytes,
+        trace: Option<TraceContext>,
+    ) -> Result<(), Error> {
         let n = payload.len() as u64;
         self.enqueue(Msg::Cast {
-            to: to.into(),
+            to,
             payload,
             trace: trace.into(),
         })?;

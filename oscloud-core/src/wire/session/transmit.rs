@@ -6,6 +6,12 @@ use crate::Error;
 use crate::wire::packet::{CloseCode, DATA_OVERHEAD, Msg, Packet, encoded_len};
 use crate::wire::secure::SECURE_OVERHEAD;
 
+/// Below this much free room the buffer small packets are packed into
+/// grows (by [`PACK_BUFFER`]) before the next one.
+const PACK_SPARE: usize = 4 * 1024;
+/// How much the packing buffer grows by at a time.
+const PACK_BUFFER: usize = 64 * 1024;
+
 impl Session {
     /// The largest packet we may send: ours and the peer's limit (less
     /// the encryption overhead on secure sessions).
@@ -30,10 +36,13 @@ impl Session {
                 what: "send queue full",
             });
         }
-        let len = encoded_len(&msg)?;
         let max = self.send_max() - DATA_OVERHEAD;
-        if len > max {
-            return Err(Error::WireFrameTooLarge { len, max });
+        // A message whose bound fits needs no exact count.
+        if msg.encoded_len_bound().is_none_or(|bound| bound > max) {
+            let len = encoded_len(&msg)?;
+            if len > max {
+                return Err(Error::WireFrameTooLarge { len, max });
+            }
         }
         self.queued_app += 1;
         self.queue.push_message(msg, true);
@@ -89,6 +98,18 @@ impl Session {
             Some(prefix) if clear || self.secure.is_none() => prefix,
             _ => 0,
         };
+        // One that is not split around a large payload is packed behind
+        // the small packets before it, into one chunk (`poll_transmit`).
+        if prefix > 0 && !packet.splits() {
+            if self.packed.capacity() - self.packed.len() < PACK_SPARE {
+                // In place once the chunks cut from it are written.
+                self.packed.reserve(PACK_BUFFER);
+            }
+            let res = self
+                .framer
+                .pack(&mut self.packed, |buf| packet.encode_into(buf));
+            return self.produced(res);
+        }
         let res = match packet.encode_split_after(prefix) {
             Ok((head, tail)) if prefix > 0 => {
                 self.framer.frame_parts_in_place(head, tail, &mut self.out)
@@ -115,6 +136,11 @@ impl Session {
             },
             Err(e) => Err(e),
         };
+        self.produced(res)
+    }
+
+    /// Count a packet built, or close the session if it could not be.
+    fn produced(&mut self, res: Result<(), Error>) -> bool {
         match res {
             Ok(()) => {
                 self.stats.frames_sent += 1;
