@@ -378,29 +378,23 @@ async def drive(n_rounds: int, quick: bool) -> None:
                 assert r.ok is not None
             return time.perf_counter() - start
 
-        def pipe_to(port: str) -> Callable[[], Awaitable[float]]:
-            async def go() -> float:
-                pipe = await sink.open_pipe(port)
-                sent["frames"] += frames
-                start = time.perf_counter()
-                for _ in range(frames):
-                    await pipe.send(PAYLOAD)
-                await sink.call(sent["frames"], timeout=120)
-                elapsed = time.perf_counter() - start
-                pipe.close()
-                return elapsed
-
-            return go
-
         frame_batch = [PAYLOAD] * 64
 
-        def pipe_many_to(port: str) -> Callable[[], Awaitable[float]]:
+        def pipe_to(port: str, many: bool) -> Callable[[], Awaitable[float]]:
+            """Frames to the sink's ``port``: awaited one by one, or
+            ``send_many`` of 64 if ``many``."""
+
             async def go() -> float:
                 pipe = await sink.open_pipe(port)
-                sent["frames"] += frames // 64 * 64
+                n = frames // 64 * 64 if many else frames
+                sent["frames"] += n
                 start = time.perf_counter()
-                for _ in range(frames // 64):
-                    await pipe.send_many(frame_batch)
+                if many:
+                    for _ in range(n // 64):
+                        await pipe.send_many(frame_batch)
+                else:
+                    for _ in range(n):
+                        await pipe.send(PAYLOAD)
                 await sink.call(sent["frames"], timeout=120)
                 elapsed = time.perf_counter() - start
                 pipe.close()
@@ -439,13 +433,13 @@ async def drive(n_rounds: int, quick: bool) -> None:
         rate_row("the same, one by one, to `handle_casts`", "oscloud", "zenoh", r, casts)
         r = await rounds(n_rounds, (ours, cast_many_to(count_many)), (theirs, lambda: zenoh_puts(casts)))
         rate_row("the same, `cast_many` of 64 to `handle_casts`", "oscloud", "zenoh", r, casts // 64 * 64)
-        r = await rounds(n_rounds, (ours, pipe_to("in")), (theirs, lambda: zenoh_puts(frames)))
+        r = await rounds(n_rounds, (ours, pipe_to("in", False)), (theirs, lambda: zenoh_puts(frames)))
         rate_row("pipe frames/s, 64 B, vs zenoh `put`", "oscloud", "zenoh", r, frames)
-        r = await rounds(n_rounds, (ours, pipe_many_to("in")), (theirs, lambda: zenoh_puts(frames)))
+        r = await rounds(n_rounds, (ours, pipe_to("in", True)), (theirs, lambda: zenoh_puts(frames)))
         rate_row("the same, `send_many` of 64", "oscloud", "zenoh", r, frames // 64 * 64)
-        r = await rounds(n_rounds, (ours, pipe_to("in_many")), (theirs, lambda: zenoh_puts(frames)))
+        r = await rounds(n_rounds, (ours, pipe_to("in_many", False)), (theirs, lambda: zenoh_puts(frames)))
         rate_row("the same, read with `recv_many`", "oscloud", "zenoh", r, frames)
-        r = await rounds(n_rounds, (ours, pipe_many_to("in_many")), (theirs, lambda: zenoh_puts(frames)))
+        r = await rounds(n_rounds, (ours, pipe_to("in_many", True)), (theirs, lambda: zenoh_puts(frames)))
         rate_row("the same, `send_many` of 64, read with `recv_many`", "oscloud", "zenoh", r, frames // 64 * 64)
         r = await rounds(n_rounds, (ours, calls_to(echo)), (theirs, zenoh_gets))
         rtt_row("call round trip to a `def` server vs zenoh `get`", "oscloud", "zenoh", r, calls)
