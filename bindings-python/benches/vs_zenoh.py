@@ -19,13 +19,14 @@ Measures:
 - **one-way casts/s, 64 B**, to a Python server that counts them (a final
   call is the barrier), awaited one by one, 64 per ``asyncio.gather``,
   ``try_cast`` not awaited (a full link: one awaited ``cast``), and
-  ``cast_many`` of 64;
+  ``cast_many`` of 64; then awaited one by one and ``cast_many`` of 64 to
+  a server whose ``handle_casts`` gets them as lists;
   against zenoh ``put`` of 64 B (congestion control ``BLOCK``: nothing
   dropped) to a subscriber that counts them, timed until a ``get`` to the
   subscriber's process says it counted every one;
 - **pipe frames/s, 64 B**, from Python to a Python server reading the pipe
-  (``async for``), awaited one by one and ``send_many`` of 64, against the
-  same zenoh ``put``;
+  (``async for``, or ``recv_many``), awaited one by one and ``send_many``
+  of 64, against the same zenoh ``put``;
 - **call round trip, 64 B**, to a Python ``def`` server, against ``get`` to
   a queryable whose callback answers;
 - **``async def`` server against ``def``**: call round trip, both oscloud.
@@ -83,20 +84,39 @@ async def serve_oscloud() -> None:
         def handle_call(self, _msg: Any) -> int:
             return self.n
 
+    @node.server("count_many")
+    class CountMany:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def handle_casts(self, msgs: List[Any]) -> None:
+            self.n += len(msgs)
+
+        def handle_call(self, _msg: Any) -> int:
+            return self.n
+
     frames = {"n": 0, "want": -1}
     reached = asyncio.Event()
 
-    @node.server("sink", ports={"in": "in"})
+    def counted(k: int) -> None:
+        frames["n"] += k
+        if frames["n"] >= frames["want"] >= 0:
+            reached.set()
+
+    @node.server("sink", ports={"in": "in", "in_many": "in"})
     class Sink:
         async def handle_pipe(self, port: str, pipe: oscloud.Pipe) -> bool:
-            self.task = asyncio.ensure_future(self.drain(pipe))
+            drain = self.drain if port == "in" else self.drain_many
+            self.task = asyncio.ensure_future(drain(pipe))
             return True
 
         async def drain(self, pipe: oscloud.Pipe) -> None:
             async for _frame in pipe:
-                frames["n"] += 1
-                if frames["n"] == frames["want"]:
-                    reached.set()
+                counted(1)
+
+        async def drain_many(self, pipe: oscloud.Pipe) -> None:
+            while batch := await pipe.recv_many():
+                counted(len(batch))
 
         async def handle_call(self, want: int) -> int:
             # `until N`: answered once the pipes brought N frames in all.
@@ -104,6 +124,7 @@ async def serve_oscloud() -> None:
             if frames["n"] < want:
                 reached.clear()
                 await reached.wait()
+            frames["want"] = -1
             return frames["n"]
 
     @node.server("echo")
@@ -292,6 +313,7 @@ async def drive(n_rounds: int, quick: bool) -> None:
     try:
         node = await oscloud.Node.start(connect=[ours.addr])
         count = await node.lookup("count", wait=10)
+        count_many = await node.lookup("count_many", wait=10)
         sink = await node.lookup("sink", wait=10)
         echo = await node.lookup("echo", wait=10)
         aecho = await node.lookup("aecho", wait=10)
@@ -330,11 +352,21 @@ async def drive(n_rounds: int, quick: bool) -> None:
 
         batch = [MSG] * 64
 
-        async def oscloud_cast_many() -> float:
+        def cast_many_to(ref: oscloud.ServerRef) -> Callable[[], Awaitable[float]]:
+            async def go() -> float:
+                start = time.perf_counter()
+                for _ in range(casts // 64):
+                    await ref.cast_many(batch)
+                await ref.call("n", timeout=120)
+                return time.perf_counter() - start
+
+            return go
+
+        async def oscloud_casts_to_many() -> float:
             start = time.perf_counter()
-            for _ in range(casts // 64):
-                await count.cast_many(batch)
-            await count.call("n", timeout=120)
+            for _ in range(casts):
+                await count_many.cast(MSG)
+            await count_many.call("n", timeout=120)
             return time.perf_counter() - start
 
         async def zenoh_puts(k: int) -> float:
@@ -346,29 +378,29 @@ async def drive(n_rounds: int, quick: bool) -> None:
                 assert r.ok is not None
             return time.perf_counter() - start
 
-        async def oscloud_pipe() -> float:
-            pipe = await sink.open_pipe("in")
-            sent["frames"] += frames
-            start = time.perf_counter()
-            for _ in range(frames):
-                await pipe.send(PAYLOAD)
-            await sink.call(sent["frames"], timeout=120)
-            elapsed = time.perf_counter() - start
-            pipe.close()
-            return elapsed
-
         frame_batch = [PAYLOAD] * 64
 
-        async def oscloud_pipe_many() -> float:
-            pipe = await sink.open_pipe("in")
-            sent["frames"] += frames // 64 * 64
-            start = time.perf_counter()
-            for _ in range(frames // 64):
-                await pipe.send_many(frame_batch)
-            await sink.call(sent["frames"], timeout=120)
-            elapsed = time.perf_counter() - start
-            pipe.close()
-            return elapsed
+        def pipe_to(port: str, many: bool) -> Callable[[], Awaitable[float]]:
+            """Frames to the sink's ``port``: awaited one by one, or
+            ``send_many`` of 64 if ``many``."""
+
+            async def go() -> float:
+                pipe = await sink.open_pipe(port)
+                n = frames // 64 * 64 if many else frames
+                sent["frames"] += n
+                start = time.perf_counter()
+                if many:
+                    for _ in range(n // 64):
+                        await pipe.send_many(frame_batch)
+                else:
+                    for _ in range(n):
+                        await pipe.send(PAYLOAD)
+                await sink.call(sent["frames"], timeout=120)
+                elapsed = time.perf_counter() - start
+                pipe.close()
+                return elapsed
+
+            return go
 
         def calls_to(ref: oscloud.ServerRef) -> Callable[[], Awaitable[float]]:
             async def go() -> float:
@@ -395,12 +427,20 @@ async def drive(n_rounds: int, quick: bool) -> None:
         rate_row("the same, 64 casts per `gather`", "oscloud", "zenoh", r, casts // 64 * 64)
         r = await rounds(n_rounds, (ours, oscloud_try_casts), (theirs, lambda: zenoh_puts(casts)))
         rate_row("the same, `try_cast` (not awaited)", "oscloud", "zenoh", r, casts)
-        r = await rounds(n_rounds, (ours, oscloud_cast_many), (theirs, lambda: zenoh_puts(casts)))
+        r = await rounds(n_rounds, (ours, cast_many_to(count)), (theirs, lambda: zenoh_puts(casts)))
         rate_row("the same, `cast_many` of 64", "oscloud", "zenoh", r, casts // 64 * 64)
-        r = await rounds(n_rounds, (ours, oscloud_pipe), (theirs, lambda: zenoh_puts(frames)))
+        r = await rounds(n_rounds, (ours, oscloud_casts_to_many), (theirs, lambda: zenoh_puts(casts)))
+        rate_row("the same, one by one, to `handle_casts`", "oscloud", "zenoh", r, casts)
+        r = await rounds(n_rounds, (ours, cast_many_to(count_many)), (theirs, lambda: zenoh_puts(casts)))
+        rate_row("the same, `cast_many` of 64 to `handle_casts`", "oscloud", "zenoh", r, casts // 64 * 64)
+        r = await rounds(n_rounds, (ours, pipe_to("in", False)), (theirs, lambda: zenoh_puts(frames)))
         rate_row("pipe frames/s, 64 B, vs zenoh `put`", "oscloud", "zenoh", r, frames)
-        r = await rounds(n_rounds, (ours, oscloud_pipe_many), (theirs, lambda: zenoh_puts(frames)))
+        r = await rounds(n_rounds, (ours, pipe_to("in", True)), (theirs, lambda: zenoh_puts(frames)))
         rate_row("the same, `send_many` of 64", "oscloud", "zenoh", r, frames // 64 * 64)
+        r = await rounds(n_rounds, (ours, pipe_to("in_many", False)), (theirs, lambda: zenoh_puts(frames)))
+        rate_row("the same, read with `recv_many`", "oscloud", "zenoh", r, frames)
+        r = await rounds(n_rounds, (ours, pipe_to("in_many", True)), (theirs, lambda: zenoh_puts(frames)))
+        rate_row("the same, `send_many` of 64, read with `recv_many`", "oscloud", "zenoh", r, frames // 64 * 64)
         r = await rounds(n_rounds, (ours, calls_to(echo)), (theirs, zenoh_gets))
         rtt_row("call round trip to a `def` server vs zenoh `get`", "oscloud", "zenoh", r, calls)
         r = await rounds(n_rounds, (ours, calls_to(aecho)), (ours, calls_to(echo)))

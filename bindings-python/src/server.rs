@@ -11,9 +11,11 @@
 //! Casts are handed over in batches: while more casts or calls wait in
 //! the mailbox behind a cast, the cast is kept, and the kept ones (up to
 //! [`MAX_BATCH`]) are handed to the handler in order under one hold of the
-//! GIL once none waits, or before the next call or pipe is handled. So a
-//! cast handler that raises can fail the server while a later call is
-//! handled, and that call fails with the reason.
+//! GIL once none waits, or before the next call or pipe is handled: to
+//! `handle_cast` one by one, or, if the class defines `handle_casts`, to it
+//! as one list (one Python call per batch). So a cast handler that raises
+//! can fail the server while a later call is handled, and that call fails
+//! with the reason.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use oscloud_actors::{Context, PipeOutcome, Server, ServerError, async_trait};
 use oscloud_core::PipeEnd;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyList, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
 use rmpv::Value;
 
@@ -58,13 +60,22 @@ pub(crate) struct PyServer(pub(crate) Arc<Spec>);
 const MAX_BATCH: usize = 64;
 
 /// The handlers of one incarnation (for a class: bound methods of a fresh
-/// instance), and the casts taken but not yet handed to `cast`.
+/// instance), and the casts taken but not yet handed over.
 #[derive(Debug)]
 pub(crate) struct Handlers {
     call: Option<Py<PyAny>>,
-    cast: Option<Py<PyAny>>,
+    cast: Option<CastHandler>,
     pipe: Option<Py<PyAny>>,
     pending: Vec<PendingCast>,
+}
+
+/// Where casts go.
+#[derive(Debug)]
+enum CastHandler {
+    /// `handle_cast` (or the function): one Python call per cast.
+    One(Py<PyAny>),
+    /// `handle_casts`: one Python call per batch, with a list.
+    Many(Py<PyAny>),
 }
 
 /// A cast taken from the mailbox, with what its handler gets besides the
@@ -180,6 +191,16 @@ fn message_args<'py>(
     PyTuple::new(py, args)
 }
 
+/// One cast's item in the list `handle_casts` gets: the message alone, or
+/// the tuple of `handle_cast`'s arguments when the server asked for the
+/// caller or the `traceparent`.
+fn batch_item<'py>(py: Python<'py>, cast: PendingCast) -> PyResult<Bound<'py, PyAny>> {
+    if cast.caller.is_none() && cast.trace.is_none() {
+        return Ok(from_value(py, &cast.msg)?);
+    }
+    Ok(message_args(py, &cast.msg, cast.caller, cast.trace)?.into_any())
+}
+
 impl PyServer {
     /// The caller to hand over, if the server asked for it.
     fn caller(&self, ctx: &Context) -> Option<Option<PyCaller>> {
@@ -199,11 +220,13 @@ impl PyServer {
             .then(|| ctx.trace().map(|t| t.traceparent()))
     }
 
-    /// Hand every pending cast to the cast handler, in order: as many as
-    /// return plainly under one hold of the GIL; one that returns an
-    /// awaitable is awaited (without the GIL) before the next.
+    /// Hand every pending cast to the cast handler, in order: to
+    /// `handle_casts` as one list (an awaitable it returns is awaited), or
+    /// to `handle_cast` as many as return plainly under one hold of the
+    /// GIL, one that returns an awaitable awaited (without the GIL) before
+    /// the next.
     async fn flush(&self, handlers: &mut Handlers) -> Result<(), ServerError> {
-        let Some(handler) = &handlers.cast else {
+        let Some(cast) = &handlers.cast else {
             handlers.pending.clear();
             return Ok(());
         };
@@ -211,6 +234,20 @@ impl PyServer {
             return Ok(());
         }
         let mut pending = std::mem::take(&mut handlers.pending).into_iter();
+        let handler = match cast {
+            CastHandler::One(handler) => handler,
+            CastHandler::Many(handler) => {
+                invoke(&self.0.locals, handler, |py| {
+                    let batch = pending
+                        .map(|cast| batch_item(py, cast))
+                        .collect::<PyResult<Vec<_>>>()?;
+                    PyTuple::new(py, [PyList::new(py, batch)?])
+                })
+                .await
+                .map_err(raised)?;
+                return Ok(());
+            }
+        };
         loop {
             let awaiting = Python::attach(|py| {
                 for cast in pending.by_ref() {
@@ -244,7 +281,7 @@ impl Server for PyServer {
             if !self.0.is_class {
                 return Ok(Handlers {
                     call: Some(target.clone().unbind()),
-                    cast: Some(target.clone().unbind()),
+                    cast: Some(CastHandler::One(target.clone().unbind())),
                     pipe: None,
                     pending: Vec::new(),
                 });
@@ -257,9 +294,13 @@ impl Server for PyServer {
                     Ok(None)
                 }
             };
+            let cast = match method("handle_casts")? {
+                Some(many) => Some(CastHandler::Many(many)),
+                None => method("handle_cast")?.map(CastHandler::One),
+            };
             Ok(Handlers {
                 call: method("handle_call")?,
-                cast: method("handle_cast")?,
+                cast,
                 pipe: method("handle_pipe")?,
                 pending: Vec::new(),
             })
@@ -274,7 +315,7 @@ impl Server for PyServer {
         msg: Value,
     ) -> Result<(), ServerError> {
         if handlers.cast.is_none() {
-            tracing::debug!(server = %self.0.name, "cast dropped: no handle_cast");
+            tracing::debug!(server = %self.0.name, "cast dropped: no handle_cast(s)");
             return Ok(());
         }
         handlers.pending.push(PendingCast {

@@ -541,6 +541,13 @@ class Node:
 
         - ``async def handle_call(self, message) -> reply``
         - ``async def handle_cast(self, message) -> None``
+        - ``async def handle_casts(self, messages: list) -> None``: if
+          defined, it gets the casts instead of ``handle_cast``, as lists
+          in order: the casts waiting in the server's mailbox, at most 64
+          per list, with one Python call per list (the fastest way to
+          take many casts). With ``with_caller`` or ``with_trace``, each
+          item is the tuple of arguments ``handle_cast`` would get
+          (``(message, caller, traceparent)``), otherwise the message.
         - ``async def handle_pipe(self, port: str, pipe: Pipe) -> bool``:
           return True to take the pipe (read it in a task of your own),
           False to refuse the port.
