@@ -200,10 +200,12 @@ impl LinkWire {
     /// Put a call into the session directly, if nothing stands in the way
     /// (the caller then writes it: [`LinkWire::flush`]); its reply goes to
     /// `reply`, which is given back if the call goes through the driver.
+    /// `to` is the server's name as the session sends it, `name` as its
+    /// reply is reported under.
     pub(crate) fn call(
         &self,
         w: &mut Wire,
-        to: &Arc<str>,
+        (to, name): (&Name, &Arc<str>),
         msg: &Bytes,
         trace: Option<TraceContext>,
         reply: ReplyTo,
@@ -212,10 +214,10 @@ impl LinkWire {
             return Err(reply);
         }
         w.sweep_abandoned_calls();
-        match w.session.call_traced(to, msg.clone(), trace) {
+        match w.session.call_to(to.clone(), msg.clone(), trace) {
             Ok(id) => {
                 w.used += 1;
-                w.calls.insert(id, (to.clone(), reply));
+                w.calls.insert(id, (name.clone(), reply));
             }
             Err(Error::WireWouldBlock { .. }) => return Err(reply),
             Err(err) => return Ok(Direct::Failed(err)),

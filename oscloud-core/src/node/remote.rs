@@ -156,7 +156,8 @@ enum Full {
 pub(crate) struct RemoteEndpoint {
     /// Shared by every cast and call to it, rather than copied.
     pub(crate) name: Arc<str>,
-    /// The name as casts put it into the session (made once, shared).
+    /// The name as casts and calls put it into the session (made once,
+    /// shared).
     wire_name: Name,
     pub(crate) node: NodeId,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
@@ -286,7 +287,10 @@ impl RemoteEndpoint {
     ) -> Result<Option<ReplyTo>, Error> {
         let len = msg.len();
         let mut w = self.wire.lock();
-        let reply = match self.wire.call(&mut w, &self.name, &msg, trace, reply) {
+        let reply = match self
+            .wire
+            .call(&mut w, (&self.wire_name, &self.name), &msg, trace, reply)
+        {
             Ok(Direct::Sent(()) | Direct::Queue | Direct::Full) => None,
             Ok(Direct::Failed(err)) => {
                 drop(w);

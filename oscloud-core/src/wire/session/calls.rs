@@ -30,7 +30,7 @@ impl Session {
     }
 
     /// [`cast_traced`](Self::cast_traced) to a name already made (a
-    /// link's sender keeps one per server, shared by its casts).
+    /// link's sender keeps one per server, shared by its casts and calls).
     pub(crate) fn cast_to(
         &mut self,
         to: Name,
@@ -61,6 +61,17 @@ impl Session {
         payload: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<CallId, Error> {
+        self.call_to(to.into(), payload, trace)
+    }
+
+    /// [`call_traced`](Self::call_traced) to a name already made (a
+    /// link's sender keeps one per server, shared by its calls).
+    pub(crate) fn call_to(
+        &mut self,
+        to: Name,
+        payload: Bytes,
+        trace: Option<TraceContext>,
+    ) -> Result<CallId, Error> {
         if self.pending_calls.len() >= self.config.max_pending_calls {
             self.check_open()?;
             return Err(Error::WireLimit {
@@ -72,7 +83,7 @@ impl Session {
         let n = payload.len() as u64;
         self.enqueue(Msg::Call {
             id,
-            to: to.into(),
+            to,
             payload,
             trace: trace.into(),
         })?;
