@@ -53,6 +53,7 @@
 
 mod bridge;
 mod cast_batch;
+mod cast_target;
 #[cfg(test)]
 mod counting_waker;
 mod directory;

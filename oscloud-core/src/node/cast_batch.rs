@@ -7,9 +7,8 @@
 //! Only consecutive casts to the same entry are gathered, and the driver
 //! delivers what is gathered before it acts on any other event, so the
 //! server sees the peer's casts, calls and pipes in the order the peer
-//! sent them. Each payload keeps its own guard against the link budget
-//! (`held_casts`): a batch counts until the server has decoded each of
-//! its casts, as the casts would one by one.
+//! sent them. A batch counts against the link budget (`held_casts`) from
+//! when it is handed over until the server has decoded its casts.
 
 use bytes::Bytes;
 
@@ -23,6 +22,9 @@ pub(crate) const CAST_BATCH: usize = 256;
 pub(crate) struct CastBatch {
     to: Option<Entry>,
     payloads: Vec<Bytes>,
+    /// How many casts the last batch taken held: the room the next one
+    /// starts with, so that it does not grow step by step.
+    last: usize,
 }
 
 impl CastBatch {
@@ -36,6 +38,9 @@ impl CastBatch {
             None => None,
         };
         self.to = Some(to);
+        if self.payloads.capacity() == 0 {
+            self.payloads.reserve_exact(self.last.max(1));
+        }
         self.payloads.push(payload);
         ended
     }
@@ -44,6 +49,7 @@ impl CastBatch {
     /// empty.
     pub(crate) fn take(&mut self) -> Option<(Entry, Vec<Bytes>)> {
         let to = self.to.take()?;
+        self.last = self.payloads.len();
         Some((to, std::mem::take(&mut self.payloads)))
     }
 }

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::bridge::{Bridge, Delivered, Outbound};
 use super::cast_batch::CastBatch;
+use super::cast_target::{CastTarget, Generations};
 use super::held_casts::HeldCasts;
 use super::idle_close::IdleClose;
 use super::link_io::{Incoming, Input, LinkPorts, WriteFailed};
@@ -45,8 +46,8 @@ use crate::id_hash::IdMap;
 use crate::identity::{AllowList, PublicKey};
 use crate::trace;
 use crate::wire::{
-    CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_DIRECTORY, FEATURE_ROUTING, PeerInfo,
-    PipeId, RemoteError, RemoteErrorKind, RouteInfo, Session,
+    CallId, CloseCode, CloseReason, EntryInfo, Event, FEATURE_DIRECTORY, FEATURE_ROUTING, Name,
+    PeerInfo, PipeId, RemoteError, RemoteErrorKind, RouteInfo, Session,
 };
 use crate::{Entry, Error, ExitReason, Kernel, NodeId, PipeEnd, RegistryEvent, Watch};
 
@@ -95,6 +96,9 @@ pub(crate) struct Driver {
     /// The peer's latest casts to one local server, gathered to be
     /// handed over together.
     gathered: CastBatch,
+    /// The server the peer's latest cast went to, while the driver takes
+    /// one read's events.
+    cast_target: CastTarget,
     /// The session's events taken out under one lock, not yet acted on.
     events: VecDeque<Event>,
     /// Since when output has waited for the link without the link taking
@@ -265,6 +269,7 @@ impl Driver {
             blocked_reply_bytes: 0,
             casts: HeldCasts::new(limits.budget),
             gathered: CastBatch::default(),
+            cast_target: CastTarget::default(),
             events: VecDeque::new(),
             stalled_since: None,
             paused_since: None,
@@ -780,9 +785,10 @@ impl Driver {
                 break;
             };
             // Gathered casts go before anything else the peer sent after
-            // them.
+            // them; the server found for them is forgotten.
             if !matches!(ev, Event::Cast { .. }) {
                 self.deliver_gathered();
+                self.cast_target.clear();
             }
             match ev {
                 Event::Closed { reason } => return Dispatch::Closed(reason),
@@ -818,6 +824,7 @@ impl Driver {
             }
         }
         self.deliver_gathered();
+        self.cast_target.clear();
         // What handling the events changed is published once the output
         // it produced is taken (see `run`).
         Dispatch::Continue
@@ -987,12 +994,16 @@ impl Driver {
     }
 
     /// Hand `batch`, casts from the peer, to the local server `entry`: one
-    /// alone as a cast, more together.
+    /// alone as a cast, more together; counted against the link budget
+    /// until the server is done with them (`held_casts`).
     fn deliver_casts(&self, entry: &Entry, mut batch: Vec<Bytes>) {
         let endpoint = entry.endpoint();
         let delivered = with_caller_sync(self.caller(), || match batch.len() {
-            1 => endpoint.try_cast(batch.swap_remove(0)),
-            _ => endpoint.try_cast_batch(batch),
+            1 => endpoint.try_cast(self.casts.hold(batch.swap_remove(0))),
+            _ => {
+                self.casts.hold_batch(&mut batch);
+                endpoint.try_cast_batch(batch)
+            }
         });
         if let Err(err) = delivered {
             debug!(link = %self.link, "casts from peer to {:?} failed: {err}", entry.name());
@@ -1051,29 +1062,27 @@ impl Driver {
             Event::PeerWithdrew { id, reason } => {
                 self.routing.router.forget(self.routing.link, id, reason)
             }
-            Event::Cast { to, .. } if !self.permits(&to, Action::Call) => {}
-            Event::Cast { to, payload, trace } => match self.local_entry(&to) {
-                Ok(entry) => {
-                    let payload = self.casts.hold(payload);
-                    if trace.is_none() {
-                        if let Some((entry, batch)) = self.gathered.push(entry, payload) {
-                            self.deliver_casts(&entry, batch);
-                        }
-                        return;
+            Event::Cast { to, payload, trace } => {
+                let Some(entry) = self.cast_entry(&to) else {
+                    return;
+                };
+                if trace.is_none() {
+                    if let Some((entry, batch)) = self.gathered.push(entry, payload) {
+                        self.deliver_casts(&entry, batch);
                     }
-                    // A traced cast goes alone, in its trace.
-                    self.deliver_gathered();
-                    let caller = self.caller();
-                    if let Err(err) = with_caller_sync(caller, || {
-                        trace::deliver_sync("cast", &to, trace, || {
-                            entry.endpoint().try_cast(payload)
-                        })
-                    }) {
-                        debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
-                    }
+                    return;
                 }
-                Err(err) => debug!(link = %self.link, "cast from peer dropped: {err}"),
-            },
+                // A traced cast goes alone, in its trace.
+                self.deliver_gathered();
+                let caller = self.caller();
+                if let Err(err) = with_caller_sync(caller, || {
+                    trace::deliver_sync("cast", &to, trace, || {
+                        entry.endpoint().try_cast(self.casts.hold(payload))
+                    })
+                }) {
+                    debug!(link = %self.link, "cast from peer to {to:?} failed: {err}");
+                }
+            }
             // A round-trip probe: answered at once, by the node itself.
             Event::Call { id, to, .. } if to == PROBE_NAME => self.send_reply(
                 id,
@@ -1218,6 +1227,45 @@ impl Driver {
     /// another node this node forwards to (never back through the peer);
     /// round-robin over group members.
     fn local_entry(&mut self, name: &str) -> Result<Entry, Error> {
+        self.pick_entry(name).map(|(entry, _)| entry)
+    }
+
+    /// The local server the peer's cast to `to` goes to, if the peer may
+    /// cast to it and there is one (the refusal or the miss is logged):
+    /// as [`permits`](Self::permits) and [`local_entry`](Self::local_entry)
+    /// say, or the server the casts before it in this read went to when
+    /// nothing they depend on changed since (`cast_target`).
+    fn cast_entry(&mut self, to: &Name) -> Option<Entry> {
+        let now = Generations {
+            registry: self.kernel.registry().generation(),
+            policy: self.policy.generation(),
+        };
+        if let Some(entry) = self.cast_target.get(to, now) {
+            // The turn a lookup takes, for the groups looked up after.
+            self.rr = self.rr.wrapping_add(1);
+            return Some(entry.clone());
+        }
+        if !self.permits(to, Action::Call) {
+            return None;
+        }
+        match self.pick_entry(to) {
+            Ok((entry, sole)) => {
+                if sole {
+                    self.cast_target.keep(&entry, now);
+                }
+                Some(entry)
+            }
+            Err(err) => {
+                debug!(link = %self.link, "cast from peer dropped: {err}");
+                None
+            }
+        }
+    }
+
+    /// [`local_entry`](Self::local_entry), and whether the entry is the
+    /// only one under `name`, a server of this node (which a lookup finds
+    /// again for as long as the registry's generation stays).
+    fn pick_entry(&mut self, name: &str) -> Result<(Entry, bool), Error> {
         let local = self.kernel.node();
         self.rr = self.rr.wrapping_add(1);
         // Servers of this node only (the common case): picked under the
@@ -1225,10 +1273,10 @@ impl Driver {
         let rr = self.rr;
         let picked = self.kernel.registry().with_members(name, |members| {
             (!members.is_empty() && members.iter().all(|e| e.node() == local))
-                .then(|| members[rr % members.len()].clone())
+                .then(|| (members[rr % members.len()].clone(), members.len() == 1))
         });
-        if let Some(entry) = picked {
-            return Ok(entry);
+        if let Some(picked) = picked {
+            return Ok(picked);
         }
         let peer = self.peer_node();
         let (router, link) = (&self.routing.router, self.routing.link);
@@ -1241,7 +1289,7 @@ impl Driver {
         if members.is_empty() {
             return Err(Error::NotFound(name.to_owned()));
         }
-        Ok(members[rr % members.len()].clone())
+        Ok((members[rr % members.len()].clone(), false))
     }
 
     fn on_local_change(&mut self, ev: RegistryEvent) {
