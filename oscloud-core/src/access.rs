@@ -515,12 +515,29 @@ mod tests {
         let p = AccessPolicy::load(&path).unwrap();
         let rx = p.subscribe();
         let c = caller();
+        let generation = p.generation();
         assert!(p.allows("x", Action::Call, &c));
+        assert_eq!(p.generation(), generation, "asking changes nothing");
         std::fs::write(&path, "x all none\n").unwrap();
         p.reload().unwrap();
         assert!(rx.has_changed().unwrap());
+        assert_ne!(p.generation(), generation, "new rules, a new generation");
         assert!(!p.allows("x", Action::Call, &c));
         assert!(p.allows("y", Action::Call, &c));
+        // A refused text leaves the rules, and the generation, as they were.
+        let generation = p.generation();
+        std::fs::write(&path, "x fly *\n").unwrap();
+        assert!(p.reload().is_err());
+        assert!(p.set_text("default maybe").is_err());
+        assert_eq!(p.generation(), generation);
+        // Every other way of changing the rules raises it too.
+        p.set_text("default allow").unwrap();
+        assert_ne!(p.generation(), generation);
+        let generation = p.generation();
+        p.set_from(&AccessPolicy::deny_all());
+        assert_ne!(p.generation(), generation);
+        // Clones share one policy, and so one generation.
+        assert_eq!(p.clone().generation(), p.generation());
     }
 
     #[test]

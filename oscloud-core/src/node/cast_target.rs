@@ -48,3 +48,41 @@ impl CastTarget {
         self.0 = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::tests::Echo;
+    use super::*;
+    use crate::{Capabilities, Kernel};
+
+    #[test]
+    fn the_kept_server_serves_its_name_while_both_generations_stay() {
+        let kernel = Kernel::new();
+        let _reg = kernel
+            .registry()
+            .register("echo", Capabilities::new(), Arc::new(Echo::default()))
+            .unwrap();
+        let entry = kernel.registry().lookup("echo").unwrap();
+        let then = Generations {
+            registry: 4,
+            policy: 7,
+        };
+        let mut target = CastTarget::default();
+        assert!(target.get(&Name::from("echo"), then).is_none());
+        target.keep(&entry, then);
+        assert_eq!(target.get(&Name::from("echo"), then), Some(&entry));
+        assert!(target.get(&Name::from("echo2"), then).is_none());
+        assert!(target.get(&Name::from("ech"), then).is_none());
+        let registry_moved = Generations {
+            registry: 5,
+            ..then
+        };
+        assert!(target.get(&Name::from("echo"), registry_moved).is_none());
+        let policy_moved = Generations { policy: 8, ..then };
+        assert!(target.get(&Name::from("echo"), policy_moved).is_none());
+        target.clear();
+        assert!(target.get(&Name::from("echo"), then).is_none());
+    }
+}

@@ -846,3 +846,47 @@ async fn the_casts_of_one_read_reach_their_server_together_in_order() {
         "a batch of {longest} casts"
     );
 }
+
+#[tokio::test]
+async fn the_casts_of_one_read_to_a_group_take_turns_among_its_members() {
+    // One thread: `a`'s driver reads many casts at once, all to one name.
+    let (_mem, a, b, _) = pair().await;
+    let members = [Arc::new(Hoard::default()), Arc::new(Hoard::default())];
+    let _regs: Vec<_> = members
+        .iter()
+        .map(|m| {
+            a.kernel()
+                .registry()
+                .join_group("g", Capabilities::new(), m.clone())
+                .unwrap()
+        })
+        .collect();
+    until(&b, added("g")).await;
+    let e = b.kernel().registry().lookup("g").unwrap();
+    let n = 200u64;
+    for i in 0..n {
+        e.endpoint()
+            .cast(Bytes::copy_from_slice(&i.to_be_bytes()))
+            .await
+            .unwrap();
+    }
+    e.endpoint().call(Bytes::from_static(b"end")).await.unwrap();
+    let got: Vec<Vec<u64>> = members
+        .iter()
+        .map(|m| {
+            m.0.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|c| u64::from_be_bytes(c[..8].try_into().unwrap()))
+                .collect()
+        })
+        .collect();
+    // Every other cast to each member, as a lookup per cast picks them.
+    let (first, second) = if got[0].first() == Some(&0) {
+        (&got[0], &got[1])
+    } else {
+        (&got[1], &got[0])
+    };
+    assert_eq!(*first, (0..n).step_by(2).collect::<Vec<_>>());
+    assert_eq!(*second, (1..n).step_by(2).collect::<Vec<_>>());
+}
