@@ -28,16 +28,18 @@ pub(crate) struct CastBatch {
 }
 
 impl CastBatch {
-    /// Add a cast for `to`. Returns the batch to deliver first, if this
-    /// cast ends one: the gathered casts of another entry, or a full
-    /// batch.
-    pub(crate) fn push(&mut self, to: Entry, payload: Bytes) -> Option<(Entry, Vec<Bytes>)> {
+    /// Add a cast for `to` (kept, a copy of it, when it starts a batch).
+    /// Returns the batch to deliver first, if this cast ends one: the
+    /// gathered casts of another entry, or a full batch.
+    pub(crate) fn push(&mut self, to: &Entry, payload: Bytes) -> Option<(Entry, Vec<Bytes>)> {
         let ended = match &self.to {
-            Some(held) if *held == to && self.payloads.len() < CAST_BATCH => None,
+            Some(held) if held == to && self.payloads.len() < CAST_BATCH => None,
             Some(_) => self.take(),
             None => None,
         };
-        self.to = Some(to);
+        if self.to.is_none() {
+            self.to = Some(to.clone());
+        }
         if self.payloads.capacity() == 0 {
             self.payloads.reserve_exact(self.last.max(1));
         }
@@ -86,10 +88,10 @@ mod tests {
         let (a, b) = (&es[0].0, &es[1].0);
         let mut batch = CastBatch::default();
         for i in 0..3u8 {
-            assert!(batch.push(a.clone(), Bytes::from(vec![i])).is_none());
+            assert!(batch.push(a, Bytes::from(vec![i])).is_none());
         }
         // A cast to another server ends the first batch.
-        let (to, first) = batch.push(b.clone(), Bytes::from(vec![3])).unwrap();
+        let (to, first) = batch.push(b, Bytes::from(vec![3])).unwrap();
         assert_eq!((&to, numbers(&first)), (a, vec![0, 1, 2]));
         let (to, second) = batch.take().unwrap();
         assert_eq!((&to, numbers(&second)), (b, vec![3]));
@@ -105,7 +107,7 @@ mod tests {
         let mut delivered = Vec::new();
         for i in 0..(2 * CAST_BATCH + 3) {
             if let Some((_, full)) =
-                batch.push(a.clone(), Bytes::from((i as u32).to_be_bytes().to_vec()))
+                batch.push(a, Bytes::from((i as u32).to_be_bytes().to_vec()))
             {
                 assert_eq!(full.len(), CAST_BATCH);
                 delivered.extend(full);

@@ -1063,11 +1063,26 @@ impl Driver {
                 self.routing.router.forget(self.routing.link, id, reason)
             }
             Event::Cast { to, payload, trace } => {
-                let Some(entry) = self.cast_entry(&to) else {
+                let now = Generations {
+                    registry: self.kernel.registry().generation(),
+                    policy: self.policy.generation(),
+                };
+                if trace.is_none()
+                    && let Some(entry) = self.cast_target.get(&to, now)
+                {
+                    // The server the casts before it went to (no copy of
+                    // its entry unless it starts a batch).
+                    self.rr = self.rr.wrapping_add(1);
+                    if let Some((entry, batch)) = self.gathered.push(entry, payload) {
+                        self.deliver_casts(&entry, batch);
+                    }
+                    return;
+                }
+                let Some(entry) = self.cast_entry(&to, now) else {
                     return;
                 };
                 if trace.is_none() {
-                    if let Some((entry, batch)) = self.gathered.push(entry, payload) {
+                    if let Some((entry, batch)) = self.gathered.push(&entry, payload) {
                         self.deliver_casts(&entry, batch);
                     }
                     return;
@@ -1234,12 +1249,9 @@ impl Driver {
     /// cast to it and there is one (the refusal or the miss is logged):
     /// as [`permits`](Self::permits) and [`local_entry`](Self::local_entry)
     /// say, or the server the casts before it in this read went to when
-    /// nothing they depend on changed since (`cast_target`).
-    fn cast_entry(&mut self, to: &Name) -> Option<Entry> {
-        let now = Generations {
-            registry: self.kernel.registry().generation(),
-            policy: self.policy.generation(),
-        };
+    /// nothing they depend on changed since (`cast_target`): `now`, the
+    /// generations read before.
+    fn cast_entry(&mut self, to: &Name, now: Generations) -> Option<Entry> {
         if let Some(entry) = self.cast_target.get(to, now) {
             // The turn a lookup takes, for the groups looked up after.
             self.rr = self.rr.wrapping_add(1);
