@@ -34,7 +34,11 @@ impl Name {
 
     /// `bytes` as a name, if they are UTF-8.
     pub(crate) fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
+        // Names are mostly ASCII, which is UTF-8: a short loop instead of
+        // the full check.
+        if !bytes.is_ascii() {
+            std::str::from_utf8(&bytes)?;
+        }
         Ok(Self(bytes))
     }
 }
@@ -144,5 +148,10 @@ mod tests {
         assert_eq!(format!("{n:?}"), "\"echo\"");
         assert_eq!(Name::from(String::from("echo")), n);
         assert!(Name::from_utf8(Bytes::from_static(b"\xff")).is_err());
+        assert!(Name::from_utf8(Bytes::from_static(b"echo\xc3")).is_err());
+        assert_eq!(
+            Name::from_utf8(Bytes::from_static("écho".as_bytes())).unwrap(),
+            "écho"
+        );
     }
 }
