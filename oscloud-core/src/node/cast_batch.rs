@@ -106,9 +106,7 @@ mod tests {
         let mut batch = CastBatch::default();
         let mut delivered = Vec::new();
         for i in 0..(2 * CAST_BATCH + 3) {
-            if let Some((_, full)) =
-                batch.push(a, Bytes::from((i as u32).to_be_bytes().to_vec()))
-            {
+            if let Some((_, full)) = batch.push(a, Bytes::from((i as u32).to_be_bytes().to_vec())) {
                 assert_eq!(full.len(), CAST_BATCH);
                 delivered.extend(full);
             }

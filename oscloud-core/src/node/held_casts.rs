@@ -163,8 +163,48 @@ impl HeldCasts {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::node::counting_waker::CountingWaker;
+
+    proptest! {
+        /// Whatever the payloads' lengths, and whichever of them a server
+        /// keeps: the batch is the same casts in order, nothing a server
+        /// still holds goes uncounted, and once nothing is held nothing
+        /// is counted.
+        #[test]
+        fn a_held_batch_never_counts_less_than_what_is_kept(
+            lens in prop::collection::vec(0..2 * SHARED_MAX, 1..40),
+            kept in prop::collection::vec(any::<bool>(), 40),
+        ) {
+            let held = HeldCasts::new(usize::MAX);
+            let buffer = Bytes::from((0..=255u8).cycle().take(lens.iter().sum::<usize>()).collect::<Vec<_>>());
+            let mut at = 0;
+            let sent: Vec<Bytes> = lens
+                .iter()
+                .map(|&len| {
+                    at += len;
+                    buffer.slice(at - len..at)
+                })
+                .collect();
+            let mut batch = sent.clone();
+            held.hold_batch(&mut batch);
+            prop_assert_eq!(&batch, &sent);
+            let all: usize = lens.iter().map(|len| len + CAST_OVERHEAD).sum();
+            prop_assert_eq!(held.bytes(), all);
+            let kept: Vec<Bytes> = batch
+                .into_iter()
+                .zip(&kept)
+                .filter(|(_, keep)| **keep)
+                .map(|(p, _)| p)
+                .collect();
+            let least: usize = kept.iter().map(|p| p.len() + CAST_OVERHEAD).sum();
+            prop_assert!(held.bytes() >= least);
+            drop(kept);
+            prop_assert_eq!(held.bytes(), 0);
+        }
+    }
 
     #[test]
     fn held_payloads_count_until_dropped_and_the_last_one_over_wakes() {
