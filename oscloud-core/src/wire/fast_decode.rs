@@ -109,7 +109,7 @@ pub(super) fn decode(frame: &Bytes) -> Option<Packet> {
             let ack = c.uint()?;
             let msg = match (c.array()?, c.uint()?) {
                 (3, t) if t == u64::from(code::CAST) => {
-                    let to = Name::from_utf8(src.bytes(c.str()?)).ok()?;
+                    let to = Name::from_frame(src, c.str()?).ok()?;
                     Msg::Cast {
                         to,
                         payload: src.bytes(c.bin()?),
@@ -118,7 +118,7 @@ pub(super) fn decode(frame: &Bytes) -> Option<Packet> {
                 }
                 (4, t) if t == u64::from(code::CALL) => {
                     let id = c.uint()?;
-                    let to = Name::from_utf8(src.bytes(c.str()?)).ok()?;
+                    let to = Name::from_frame(src, c.str()?).ok()?;
                     Msg::Call {
                         id,
                         to,
@@ -222,27 +222,31 @@ mod tests {
     }
 
     #[test]
-    fn payloads_and_names_are_slices_of_the_frame() {
-        let p = Packet::Data {
-            seq: 1,
-            ack: 0,
-            msg: Msg::Cast {
-                to: Name::from("bench"),
-                payload: Bytes::from_static(&[7; 64]),
-                trace: Trace::None,
-            },
-        };
-        let frame = Bytes::from(p.encode().unwrap());
-        let Some(Packet::Data {
-            msg: Msg::Cast { to, payload, .. },
-            ..
-        }) = decode(&frame)
-        else {
-            panic!("not taken by the fast path");
-        };
-        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
-        assert!(range.contains(&(payload.as_ptr() as usize)));
-        assert!(range.contains(&(to.as_ptr() as usize)));
+    fn payloads_and_long_names_are_slices_of_the_frame() {
+        for (name, sliced) in [("bench".to_owned(), false), ("b".repeat(40), true)] {
+            let p = Packet::Data {
+                seq: 1,
+                ack: 0,
+                msg: Msg::Cast {
+                    to: Name::from(name.as_str()),
+                    payload: Bytes::from_static(&[7; 64]),
+                    trace: Trace::None,
+                },
+            };
+            let frame = Bytes::from(p.encode().unwrap());
+            let Some(Packet::Data {
+                msg: Msg::Cast { to, payload, .. },
+                ..
+            }) = decode(&frame)
+            else {
+                panic!("not taken by the fast path");
+            };
+            let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+            assert!(range.contains(&(payload.as_ptr() as usize)));
+            // A short name is held in place, a long one is sliced.
+            assert_eq!(range.contains(&(to.as_ptr() as usize)), sliced, "{name}");
+            assert_eq!(to, name.as_str());
+        }
     }
 
     #[test]

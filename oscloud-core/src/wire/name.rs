@@ -13,33 +13,101 @@ use super::packet::Src;
 /// A server name carried by a cast or a call ([`Event::Cast`],
 /// [`Event::Call`]): UTF-8 text that reads as a `&str`.
 ///
-/// A received name is a slice of the frame it came in (its bytes are not
-/// copied and nothing is allocated for it), so holding one keeps that
-/// frame's receive buffer; it is meant to be looked up and dropped.
+/// A received name of up to 30 bytes is held in the `Name` itself (its
+/// bytes copied out of the frame: nothing allocated, and no count of the
+/// receive buffer's references taken and given back); a longer one is a
+/// slice of the frame it came in, which keeps that frame's receive buffer
+/// while it is held. Either way it is meant to be looked up and dropped.
 ///
 /// [`Event::Cast`]: super::Event::Cast
 /// [`Event::Call`]: super::Event::Call
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Clone)]
 pub struct Name(
     /// Always valid UTF-8.
-    Bytes,
+    Repr,
 );
+
+/// Names up to this long are held in place.
+const INLINE: usize = 30;
+
+#[derive(Clone)]
+enum Repr {
+    /// A short name: the first `len` of `bytes`.
+    Inline { len: u8, bytes: [u8; INLINE] },
+    /// A longer one.
+    Shared(Bytes),
+}
+
+/// Whether `v` is UTF-8 (names are mostly ASCII, which is: a short loop
+/// instead of the full check).
+fn check(v: &[u8]) -> Result<(), std::str::Utf8Error> {
+    if !v.is_ascii() {
+        std::str::from_utf8(v)?;
+    }
+    Ok(())
+}
 
 impl Name {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         // Only ever built from text, so this never falls back.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Shared(b) => b,
+        }
+    }
+
+    /// `v`, UTF-8 already, held in place if it is short enough.
+    fn inline(v: &[u8]) -> Option<Self> {
+        let len = u8::try_from(v.len()).ok().filter(|_| v.len() <= INLINE)?;
+        let mut bytes = [0; INLINE];
+        bytes[..v.len()].copy_from_slice(v);
+        Some(Self(Repr::Inline { len, bytes }))
+    }
+
+    /// `v`, UTF-8 already: in place if short, else `shared()`.
+    fn text(v: &[u8], shared: impl FnOnce() -> Bytes) -> Self {
+        Self::inline(v).unwrap_or_else(|| Self(Repr::Shared(shared())))
     }
 
     /// `bytes` as a name, if they are UTF-8.
     pub(crate) fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        // Names are mostly ASCII, which is UTF-8: a short loop instead of
-        // the full check.
-        if !bytes.is_ascii() {
-            std::str::from_utf8(&bytes)?;
-        }
-        Ok(Self(bytes))
+        check(&bytes)?;
+        Ok(Self::inline(&bytes).unwrap_or(Self(Repr::Shared(bytes))))
+    }
+
+    /// `v`, bytes of the frame `src` (or copied), as a name if they are
+    /// UTF-8.
+    pub(super) fn from_frame(src: Src<'_>, v: &[u8]) -> Result<Self, std::str::Utf8Error> {
+        check(v)?;
+        Ok(Self::text(v, || src.bytes(v)))
+    }
+}
+
+impl Default for Name {
+    fn default() -> Self {
+        Self(Repr::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        })
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
@@ -58,25 +126,25 @@ impl AsRef<str> for Name {
 
 impl From<&str> for Name {
     fn from(s: &str) -> Self {
-        Self(Bytes::copy_from_slice(s.as_bytes()))
+        Self::text(s.as_bytes(), || Bytes::copy_from_slice(s.as_bytes()))
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Self {
-        Self(Bytes::from(s))
+        Self::inline(s.as_bytes()).unwrap_or_else(|| Self(Repr::Shared(Bytes::from(s))))
     }
 }
 
 impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -112,7 +180,7 @@ impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name, E> {
                 // The same bytes, so still UTF-8.
-                Ok(Name(self.0.bytes(v.as_bytes())))
+                Ok(Name::text(v.as_bytes(), || self.0.bytes(v.as_bytes())))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Name, E> {
                 Ok(Name::from(v))
@@ -122,7 +190,7 @@ impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
             }
             // As a `String` takes them: bytes that are UTF-8.
             fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Name, E> {
-                Name::from_utf8(self.0.bytes(v)).map_err(E::custom)
+                Name::from_frame(self.0, v).map_err(E::custom)
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Name, E> {
                 Name::from_utf8(Bytes::copy_from_slice(v)).map_err(E::custom)
@@ -137,6 +205,8 @@ impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::BuildHasher;
+
     use super::*;
 
     #[test]
@@ -153,5 +223,36 @@ mod tests {
             Name::from_utf8(Bytes::from_static("écho".as_bytes())).unwrap(),
             "écho"
         );
+        assert_eq!(Name::default(), "");
+    }
+
+    #[test]
+    fn a_short_name_is_held_in_place_a_long_one_as_a_slice_of_its_frame() {
+        let long = "n".repeat(INLINE + 1);
+        let frame = Bytes::from(format!("..echo..{long}").into_bytes());
+        let short = Name::from_frame(Src::frame(&frame), &frame[2..6]).unwrap();
+        assert_eq!(short, "echo");
+        assert!(
+            frame.is_unique(),
+            "the short name holds no part of the frame"
+        );
+        let sliced = Name::from_frame(Src::frame(&frame), &frame[8..]).unwrap();
+        assert_eq!(sliced, long.as_str());
+        assert!(!frame.is_unique(), "the long one is a slice of it");
+        assert!(Name::from_frame(Src::frame(&frame), b"\xff").is_err());
+        // Equal names are equal, and hash alike, however they were made.
+        let state = std::hash::RandomState::new();
+        for (a, b) in [
+            (short.clone(), Name::from(String::from("echo"))),
+            (sliced.clone(), Name::from(long.as_str())),
+            (
+                sliced.clone(),
+                Name::from_utf8(Bytes::from(long.clone())).unwrap(),
+            ),
+        ] {
+            assert_eq!(a, b);
+            assert_eq!(state.hash_one(&a), state.hash_one(&b));
+        }
+        assert_ne!(short, sliced);
     }
 }

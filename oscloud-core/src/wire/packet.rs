@@ -887,7 +887,8 @@ impl<'a> Src<'a> {
                 );
                 let p = v.as_ptr() as usize;
                 if !v.is_empty() && p >= start && p + v.len() <= end {
-                    frame.slice_ref(v)
+                    // Checked above: not again as `slice_ref` would.
+                    frame.slice(p - start..p - start + v.len())
                 } else {
                     Bytes::copy_from_slice(v)
                 }
