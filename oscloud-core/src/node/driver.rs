@@ -1071,7 +1071,8 @@ impl Driver {
                     && let Some(entry) = self.cast_target.get(&to, now)
                 {
                     // The server the casts before it went to (no copy of
-                    // its entry unless it starts a batch).
+                    // its entry unless it starts a batch). The turn a
+                    // lookup takes, for the groups looked up after.
                     self.rr = self.rr.wrapping_add(1);
                     if let Some((entry, batch)) = self.gathered.push(entry, payload) {
                         self.deliver_casts(&entry, batch);
@@ -1246,17 +1247,12 @@ impl Driver {
     }
 
     /// The local server the peer's cast to `to` goes to, if the peer may
-    /// cast to it and there is one (the refusal or the miss is logged):
-    /// as [`permits`](Self::permits) and [`local_entry`](Self::local_entry)
-    /// say, or the server the casts before it in this read went to when
-    /// nothing they depend on changed since (`cast_target`): `now`, the
-    /// generations read before.
+    /// cast to it and there is one (the refusal or the miss is logged), as
+    /// [`permits`](Self::permits) and [`local_entry`](Self::local_entry)
+    /// say; kept for the casts after it in this read (`cast_target`) when
+    /// it is the only server under that name, with `now`, the generations
+    /// read before.
     fn cast_entry(&mut self, to: &Name, now: Generations) -> Option<Entry> {
-        if let Some(entry) = self.cast_target.get(to, now) {
-            // The turn a lookup takes, for the groups looked up after.
-            self.rr = self.rr.wrapping_add(1);
-            return Some(entry.clone());
-        }
         if !self.permits(to, Action::Call) {
             return None;
         }

@@ -13,9 +13,9 @@
 //! share one guard: their payloads are copied side by side into one block,
 //! each cast's payload is a slice of it, and the whole batch counts until
 //! the last copy of any of its payloads is dropped (when the server has
-//! decoded them all). One allocation per batch instead of one per cast;
-//! the copy is what lets the receive buffer they came in be reused while
-//! the server still holds them.
+//! decoded them all). Two allocations per batch (the block and its
+//! guard) instead of one per cast; the copy is what lets the receive
+//! buffer they came in be reused while the server still holds them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -179,7 +179,8 @@ mod tests {
             kept in prop::collection::vec(any::<bool>(), 40),
         ) {
             let held = HeldCasts::new(usize::MAX);
-            let buffer = Bytes::from((0..=255u8).cycle().take(lens.iter().sum::<usize>()).collect::<Vec<_>>());
+            let total = lens.iter().sum::<usize>();
+            let buffer = Bytes::from((0..=255u8).cycle().take(total).collect::<Vec<_>>());
             let mut at = 0;
             let sent: Vec<Bytes> = lens
                 .iter()
