@@ -77,6 +77,75 @@ async fn call_times_out_and_server_stays_usable() {
     assert_eq!(r.call(&Req::Add(1), T).await.unwrap(), Rep::Count(1));
 }
 
+/// A call times out at its own deadline whatever the deadlines of the
+/// calls before it on the same thread (whose timer it reuses): one much
+/// later (the timer is moved earlier) and one already passed (the timer
+/// fired).
+#[tokio::test]
+async fn call_times_out_on_time_after_calls_with_other_deadlines() {
+    const LONG: Duration = Duration::from_secs(60);
+    const SHORT: Duration = Duration::from_millis(50);
+    let kernel = Kernel::new();
+    let probe = Probe::default();
+    let server = TestServer::new("slow", &probe);
+    let gate = server.gate.clone();
+    let _h = start(&kernel, "slow", server).await.unwrap();
+    let r = ServerRef::lookup(&kernel, "slow")
+        .unwrap()
+        .typed::<Req, Rep>();
+    let timed_out = async |r: &oscloud_actors::TypedRef<Req, Rep>| {
+        let began = std::time::Instant::now();
+        // Far below LONG: a call that waited for an earlier call's
+        // deadline would fail this guard.
+        let err = tokio::time::timeout(Duration::from_secs(10), r.call(&Req::Slow, SHORT))
+            .await
+            .expect("the call outlived its own deadline")
+            .unwrap_err();
+        assert!(
+            matches!(core(err), CoreError::Timeout { after, .. } if after == SHORT),
+            "not a timeout"
+        );
+        assert!(began.elapsed() >= SHORT, "timed out early");
+    };
+    for _ in 0..2 {
+        // A call with a later deadline first, then one timing out.
+        for _ in 0..2 {
+            let got = r.call(&Req::Add(1), LONG).await.unwrap();
+            assert!(matches!(got, Rep::Count(_)), "{got:?}");
+        }
+        timed_out(&r).await;
+        // Then one right after the timer fired.
+        gate.notify_one();
+        timed_out(&r).await;
+        gate.notify_one();
+    }
+}
+
+/// Calls on one thread in one runtime after another (the first one shut
+/// down) work: a timer is only reused in the runtime it belongs to.
+#[test]
+fn calls_in_a_runtime_after_another_on_the_same_thread() {
+    for round in 0..2 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let kernel = Kernel::new();
+            let probe = Probe::default();
+            let _h = start(&kernel, "c", TestServer::new("c", &probe))
+                .await
+                .unwrap();
+            let r = ServerRef::lookup(&kernel, "c").unwrap().typed::<Req, Rep>();
+            assert_eq!(
+                r.call(&Req::Add(2), T).await.unwrap(),
+                Rep::Count(2),
+                "round {round}"
+            );
+        });
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found() {
     let kernel = Kernel::new();
