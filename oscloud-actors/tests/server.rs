@@ -5,14 +5,17 @@
 #[path = "support/util.rs"]
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use oscloud_actors::{
-    ChildSpec, Error, ServerOptions, ServerRef, Supervisor, SupervisorSpec, decode, encode, start,
+    ChildSpec, Error, ServerHandle, ServerOptions, ServerRef, Supervisor, SupervisorSpec, TypedRef,
+    decode, encode, start,
 };
 use oscloud_core::{Capabilities, Error as CoreError, Kernel};
 use support::*;
+use tokio::sync::Notify;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cast_call_typed_and_raw() {
@@ -54,16 +57,23 @@ async fn cast_call_typed_and_raw() {
     assert_eq!(err, CoreError::NotFound("counter".into()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_times_out_and_server_stays_usable() {
-    let kernel = Kernel::new();
+/// The test server started as "slow", the gate its `Slow` requests wait
+/// for, and a typed reference to it.
+async fn start_slow(kernel: &Kernel) -> (ServerHandle, Arc<Notify>, TypedRef<Req, Rep>) {
     let probe = Probe::default();
     let server = TestServer::new("slow", &probe);
     let gate = server.gate.clone();
-    let _h = start(&kernel, "slow", server).await.unwrap();
-    let r = ServerRef::lookup(&kernel, "slow")
+    let h = start(kernel, "slow", server).await.unwrap();
+    let r = ServerRef::lookup(kernel, "slow")
         .unwrap()
         .typed::<Req, Rep>();
+    (h, gate, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_times_out_and_server_stays_usable() {
+    let kernel = Kernel::new();
+    let (_h, gate, r) = start_slow(&kernel).await;
     let err = core(
         r.call(&Req::Slow, Duration::from_millis(50))
             .await
@@ -86,14 +96,8 @@ async fn call_times_out_on_time_after_calls_with_other_deadlines() {
     const LONG: Duration = Duration::from_secs(60);
     const SHORT: Duration = Duration::from_millis(50);
     let kernel = Kernel::new();
-    let probe = Probe::default();
-    let server = TestServer::new("slow", &probe);
-    let gate = server.gate.clone();
-    let _h = start(&kernel, "slow", server).await.unwrap();
-    let r = ServerRef::lookup(&kernel, "slow")
-        .unwrap()
-        .typed::<Req, Rep>();
-    let timed_out = async |r: &oscloud_actors::TypedRef<Req, Rep>| {
+    let (_h, gate, r) = start_slow(&kernel).await;
+    let timed_out = async |r: &TypedRef<Req, Rep>| {
         let began = std::time::Instant::now();
         // Far below LONG: a call that waited for an earlier call's
         // deadline would fail this guard.
