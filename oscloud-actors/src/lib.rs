@@ -108,6 +108,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod context;
+mod deadline;
 pub mod error;
 pub mod server;
 pub mod server_ref;

@@ -247,9 +247,9 @@ impl ServerRef {
         };
         let started = Instant::now();
         match tokio::time::Instant::from_std(started).checked_add(left) {
-            Some(deadline) => match tokio::time::timeout_at(deadline, send(entry, started)).await {
-                Ok(r) => Ok(r?),
-                Err(_) => Err(CoreError::Timeout {
+            Some(deadline) => match crate::deadline::within(deadline, send(entry, started)).await {
+                Some(r) => Ok(r?),
+                None => Err(CoreError::Timeout {
                     name: self.name.to_string(),
                     after: timeout,
                 }

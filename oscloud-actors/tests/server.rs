@@ -5,14 +5,17 @@
 #[path = "support/util.rs"]
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use oscloud_actors::{
-    ChildSpec, Error, ServerOptions, ServerRef, Supervisor, SupervisorSpec, decode, encode, start,
+    ChildSpec, Error, ServerHandle, ServerOptions, ServerRef, Supervisor, SupervisorSpec, TypedRef,
+    decode, encode, start,
 };
 use oscloud_core::{Capabilities, Error as CoreError, Kernel};
 use support::*;
+use tokio::sync::Notify;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cast_call_typed_and_raw() {
@@ -54,16 +57,23 @@ async fn cast_call_typed_and_raw() {
     assert_eq!(err, CoreError::NotFound("counter".into()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_times_out_and_server_stays_usable() {
-    let kernel = Kernel::new();
+/// The test server started as "slow", the gate its `Slow` requests wait
+/// for, and a typed reference to it.
+async fn start_slow(kernel: &Kernel) -> (ServerHandle, Arc<Notify>, TypedRef<Req, Rep>) {
     let probe = Probe::default();
     let server = TestServer::new("slow", &probe);
     let gate = server.gate.clone();
-    let _h = start(&kernel, "slow", server).await.unwrap();
-    let r = ServerRef::lookup(&kernel, "slow")
+    let h = start(kernel, "slow", server).await.unwrap();
+    let r = ServerRef::lookup(kernel, "slow")
         .unwrap()
         .typed::<Req, Rep>();
+    (h, gate, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_times_out_and_server_stays_usable() {
+    let kernel = Kernel::new();
+    let (_h, gate, r) = start_slow(&kernel).await;
     let err = core(
         r.call(&Req::Slow, Duration::from_millis(50))
             .await
@@ -75,6 +85,69 @@ async fn call_times_out_and_server_stays_usable() {
     );
     gate.notify_one();
     assert_eq!(r.call(&Req::Add(1), T).await.unwrap(), Rep::Count(1));
+}
+
+/// A call times out at its own deadline whatever the deadlines of the
+/// calls before it on the same thread (whose timer it reuses): one much
+/// later (the timer is moved earlier) and one already passed (the timer
+/// fired).
+#[tokio::test]
+async fn call_times_out_on_time_after_calls_with_other_deadlines() {
+    const LONG: Duration = Duration::from_secs(60);
+    const SHORT: Duration = Duration::from_millis(50);
+    let kernel = Kernel::new();
+    let (_h, gate, r) = start_slow(&kernel).await;
+    let timed_out = async |r: &TypedRef<Req, Rep>| {
+        let began = std::time::Instant::now();
+        // Far below LONG: a call that waited for an earlier call's
+        // deadline would fail this guard.
+        let err = tokio::time::timeout(Duration::from_secs(10), r.call(&Req::Slow, SHORT))
+            .await
+            .expect("the call outlived its own deadline")
+            .unwrap_err();
+        assert!(
+            matches!(core(err), CoreError::Timeout { after, .. } if after == SHORT),
+            "not a timeout"
+        );
+        assert!(began.elapsed() >= SHORT, "timed out early");
+    };
+    for _ in 0..2 {
+        // A call with a later deadline first, then one timing out.
+        for _ in 0..2 {
+            let got = r.call(&Req::Add(1), LONG).await.unwrap();
+            assert!(matches!(got, Rep::Count(_)), "{got:?}");
+        }
+        timed_out(&r).await;
+        // Then one right after the timer fired.
+        gate.notify_one();
+        timed_out(&r).await;
+        gate.notify_one();
+    }
+}
+
+/// Calls on one thread in one runtime after another (the first one shut
+/// down) work: a timer is only reused in the runtime it belongs to.
+#[test]
+fn calls_in_a_runtime_after_another_on_the_same_thread() {
+    for round in 0..2 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let kernel = Kernel::new();
+            let probe = Probe::default();
+            let _h = start(&kernel, "c", TestServer::new("c", &probe))
+                .await
+                .unwrap();
+            let r = ServerRef::lookup(&kernel, "c").unwrap().typed::<Req, Rep>();
+            assert_eq!(
+                r.call(&Req::Add(2), T).await.unwrap(),
+                Rep::Count(2),
+                "round {round}"
+            );
+        });
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
