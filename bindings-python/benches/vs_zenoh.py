@@ -4,7 +4,7 @@ Python processes on the loopback, interleaved rounds.
 Usage (the release wheel or ``maturin develop --release`` installed, and
 ``eclipse-zenoh==1.10.2``; ``scripts/bench-python.sh`` does both)::
 
-    python bindings-python/benches/vs_zenoh.py [--rounds 5] [--quick]
+    python bindings-python/benches/vs_zenoh.py [--rounds 5] [--quick] [--calls-only]
 
 The bench starts itself again as two server processes (``--serve oscloud``
 and ``--serve zenoh``), each listening on TCP on 127.0.0.1 (zenoh in peer
@@ -303,7 +303,7 @@ def rtt_row(measure: str, a: str, b: str, runs: List[Tuple[Run, Run]], count: in
     )
 
 
-async def drive(n_rounds: int, quick: bool) -> None:
+async def drive(n_rounds: int, quick: bool, calls_only: bool = False) -> None:
     import oscloud
     import zenoh
 
@@ -418,33 +418,37 @@ async def drive(n_rounds: int, quick: bool) -> None:
                     assert r.ok is not None
             return time.perf_counter() - start
 
+        async def calls_rows() -> None:
+            r = await rounds(n_rounds, (ours, calls_to(echo)), (theirs, zenoh_gets))
+            rtt_row("call round trip to a `def` server vs zenoh `get`", "oscloud", "zenoh", r, calls)
+            r = await rounds(n_rounds, (ours, calls_to(aecho)), (ours, calls_to(echo)))
+            rtt_row("call round trip, `async def` server vs `def`", "async def", "def", r, calls)
+
         print(f"\n{n_rounds} interleaved rounds, two Python processes, TCP on 127.0.0.1\n")
         print("| measure | oscloud | baseline | ratio, median (min–max) | CPU per message, both processes | CPU ratio |")
         print("|---|---|---|---|---|---|")
-        r = await rounds(n_rounds, (ours, oscloud_casts), (theirs, lambda: zenoh_puts(casts)))
-        rate_row("one-way casts/s, 64 B, vs zenoh `put`", "oscloud", "zenoh", r, casts)
-        r = await rounds(n_rounds, (ours, oscloud_casts_gathered), (theirs, lambda: zenoh_puts(casts)))
-        rate_row("the same, 64 casts per `gather`", "oscloud", "zenoh", r, casts // 64 * 64)
-        r = await rounds(n_rounds, (ours, oscloud_try_casts), (theirs, lambda: zenoh_puts(casts)))
-        rate_row("the same, `try_cast` (not awaited)", "oscloud", "zenoh", r, casts)
-        r = await rounds(n_rounds, (ours, cast_many_to(count)), (theirs, lambda: zenoh_puts(casts)))
-        rate_row("the same, `cast_many` of 64", "oscloud", "zenoh", r, casts // 64 * 64)
-        r = await rounds(n_rounds, (ours, oscloud_casts_to_many), (theirs, lambda: zenoh_puts(casts)))
-        rate_row("the same, one by one, to `handle_casts`", "oscloud", "zenoh", r, casts)
-        r = await rounds(n_rounds, (ours, cast_many_to(count_many)), (theirs, lambda: zenoh_puts(casts)))
-        rate_row("the same, `cast_many` of 64 to `handle_casts`", "oscloud", "zenoh", r, casts // 64 * 64)
-        r = await rounds(n_rounds, (ours, pipe_to("in", False)), (theirs, lambda: zenoh_puts(frames)))
-        rate_row("pipe frames/s, 64 B, vs zenoh `put`", "oscloud", "zenoh", r, frames)
-        r = await rounds(n_rounds, (ours, pipe_to("in", True)), (theirs, lambda: zenoh_puts(frames)))
-        rate_row("the same, `send_many` of 64", "oscloud", "zenoh", r, frames // 64 * 64)
-        r = await rounds(n_rounds, (ours, pipe_to("in_many", False)), (theirs, lambda: zenoh_puts(frames)))
-        rate_row("the same, read with `recv_many`", "oscloud", "zenoh", r, frames)
-        r = await rounds(n_rounds, (ours, pipe_to("in_many", True)), (theirs, lambda: zenoh_puts(frames)))
-        rate_row("the same, `send_many` of 64, read with `recv_many`", "oscloud", "zenoh", r, frames // 64 * 64)
-        r = await rounds(n_rounds, (ours, calls_to(echo)), (theirs, zenoh_gets))
-        rtt_row("call round trip to a `def` server vs zenoh `get`", "oscloud", "zenoh", r, calls)
-        r = await rounds(n_rounds, (ours, calls_to(aecho)), (ours, calls_to(echo)))
-        rtt_row("call round trip, `async def` server vs `def`", "async def", "def", r, calls)
+        if not calls_only:
+            r = await rounds(n_rounds, (ours, oscloud_casts), (theirs, lambda: zenoh_puts(casts)))
+            rate_row("one-way casts/s, 64 B, vs zenoh `put`", "oscloud", "zenoh", r, casts)
+            r = await rounds(n_rounds, (ours, oscloud_casts_gathered), (theirs, lambda: zenoh_puts(casts)))
+            rate_row("the same, 64 casts per `gather`", "oscloud", "zenoh", r, casts // 64 * 64)
+            r = await rounds(n_rounds, (ours, oscloud_try_casts), (theirs, lambda: zenoh_puts(casts)))
+            rate_row("the same, `try_cast` (not awaited)", "oscloud", "zenoh", r, casts)
+            r = await rounds(n_rounds, (ours, cast_many_to(count)), (theirs, lambda: zenoh_puts(casts)))
+            rate_row("the same, `cast_many` of 64", "oscloud", "zenoh", r, casts // 64 * 64)
+            r = await rounds(n_rounds, (ours, oscloud_casts_to_many), (theirs, lambda: zenoh_puts(casts)))
+            rate_row("the same, one by one, to `handle_casts`", "oscloud", "zenoh", r, casts)
+            r = await rounds(n_rounds, (ours, cast_many_to(count_many)), (theirs, lambda: zenoh_puts(casts)))
+            rate_row("the same, `cast_many` of 64 to `handle_casts`", "oscloud", "zenoh", r, casts // 64 * 64)
+            r = await rounds(n_rounds, (ours, pipe_to("in", False)), (theirs, lambda: zenoh_puts(frames)))
+            rate_row("pipe frames/s, 64 B, vs zenoh `put`", "oscloud", "zenoh", r, frames)
+            r = await rounds(n_rounds, (ours, pipe_to("in", True)), (theirs, lambda: zenoh_puts(frames)))
+            rate_row("the same, `send_many` of 64", "oscloud", "zenoh", r, frames // 64 * 64)
+            r = await rounds(n_rounds, (ours, pipe_to("in_many", False)), (theirs, lambda: zenoh_puts(frames)))
+            rate_row("the same, read with `recv_many`", "oscloud", "zenoh", r, frames)
+            r = await rounds(n_rounds, (ours, pipe_to("in_many", True)), (theirs, lambda: zenoh_puts(frames)))
+            rate_row("the same, `send_many` of 64, read with `recv_many`", "oscloud", "zenoh", r, frames // 64 * 64)
+        await calls_rows()
         publisher.undeclare()
         session.close()
         await node.stop()
@@ -458,13 +462,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--serve", choices=["oscloud", "zenoh"], help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="a tenth of the messages (a smoke run)")
+    p.add_argument("--calls-only", action="store_true", help="only the two call round-trip rows")
     args = p.parse_args(argv)
     if args.serve == "oscloud":
         asyncio.run(serve_oscloud())
     elif args.serve == "zenoh":
         serve_zenoh()
     else:
-        asyncio.run(drive(args.rounds, args.quick))
+        asyncio.run(drive(args.rounds, args.quick, args.calls_only))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@
 //! `scripts/test-python.sh` runs.
 #![doc(test(attr(deny(warnings))))]
 
+mod awaiting;
 mod error;
 mod node;
 mod pipe;

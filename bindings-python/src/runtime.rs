@@ -27,6 +27,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
+use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
 use pyo3_async_runtimes::generic::{self, ContextExt, JoinError};
@@ -124,6 +125,11 @@ pub(crate) fn current_locals(py: Python<'_>) -> PyResult<TaskLocals> {
 
 /// Run `fut` on the runtime and return an asyncio future of its result,
 /// on the event loop of the calling coroutine.
+///
+/// One task runs `fut` and completes the asyncio future from the runtime
+/// thread it ends on (taking the GIL there for the conversion and one
+/// `loop.call_soon_threadsafe`), with no other task or thread in between.
+/// Cancelling the asyncio future drops `fut`.
 pub(crate) fn future_into_py<F, T>(py: Python<'_>, fut: F) -> PyResult<Bound<'_, PyAny>>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
@@ -131,9 +137,101 @@ where
 {
     // Fail here, with a clear error, rather than return a future that
     // nothing will ever complete.
-    handle()?;
+    let spawner = match Handle::try_current() {
+        Ok(current) => current,
+        Err(_) => handle()?,
+    };
     let locals = current_locals(py)?;
-    generic::future_into_py_with_locals::<Tokio, F, T>(py, locals, fut)
+    let event_loop = locals.event_loop(py);
+    let py_fut = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel();
+    py_fut.call_method1(
+        pyo3::intern!(py, "add_done_callback"),
+        (OnCancel(Mutex::new(Some(cancel_tx))),),
+    )?;
+    let target = py_fut.clone().unbind();
+    let event_loop = event_loop.unbind();
+    spawner.spawn(LOCALS.scope(locals, async move {
+        let result = tokio::select! {
+            biased;
+            result = fut => result,
+            // Sent when the asyncio future is cancelled: nothing to
+            // complete. (Dropped unsent when it completes.)
+            Ok(()) = cancel_rx => return,
+        };
+        Python::attach(|py| {
+            let outcome = result.and_then(|v| v.into_py_any(py));
+            let complete = Complete {
+                target,
+                outcome: Mutex::new(Some(outcome)),
+            };
+            if let Err(e) = event_loop.bind(py).call_method1(
+                pyo3::intern!(py, "call_soon_threadsafe"),
+                (Bound::new(py, complete)?,),
+            ) {
+                // The loop is closed: no one awaits the future any more.
+                tracing::debug!(error = %e, "awaitable not completed: its event loop is closed");
+            }
+            Ok::<_, PyErr>(())
+        })
+        .unwrap_or_else(|e| tracing::debug!(error = %e, "awaitable not completed"));
+    }));
+    Ok(py_fut)
+}
+
+/// The done-callback of an asyncio future made by [`future_into_py`]: on
+/// cancellation, drops the Rust future that would complete it.
+#[pyclass(module = "oscloud._native", frozen)]
+struct OnCancel(Mutex<Option<tokio::sync::oneshot::Sender<()>>>);
+
+#[pymethods]
+impl OnCancel {
+    fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if fut
+            .call_method0(pyo3::intern!(fut.py(), "cancelled"))?
+            .is_truthy()?
+            && let Some(tx) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+}
+
+/// Sets an asyncio future's result or exception on its loop's thread,
+/// unless it was cancelled meanwhile.
+#[pyclass(module = "oscloud._native", frozen)]
+struct Complete {
+    target: Py<PyAny>,
+    outcome: Mutex<Option<PyResult<Py<PyAny>>>>,
+}
+
+#[pymethods]
+impl Complete {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let target = self.target.bind(py);
+        if target
+            .call_method0(pyo3::intern!(py, "cancelled"))?
+            .is_truthy()?
+        {
+            return Ok(());
+        }
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match outcome {
+            Some(Ok(value)) => {
+                target.call_method1(pyo3::intern!(py, "set_result"), (value,))?;
+            }
+            Some(Err(e)) => {
+                target.call_method1(pyo3::intern!(py, "set_exception"), (e.into_value(py),))?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
 }
 
 tokio::task_local! {

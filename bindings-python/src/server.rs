@@ -17,8 +17,6 @@
 //! can fail the server while a later call is handled, and that call fails
 //! with the reason.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use oscloud_actors::{Context, PipeOutcome, Server, ServerError, async_trait};
@@ -28,6 +26,7 @@ use pyo3::types::{PyList, PyTuple};
 use pyo3_async_runtimes::TaskLocals;
 use rmpv::Value;
 
+use crate::awaiting::{Convert, Pending, pending};
 use crate::error::RAISED;
 use crate::pipe::PyPipe;
 use crate::value::{from_value, to_value};
@@ -118,37 +117,26 @@ fn raised(err: PyErr) -> ServerError {
     })
 }
 
-type PyFuture = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send>>;
-
-/// What a handler returned: its result, or the future of an awaitable it
-/// returned, scheduled on the event loop.
-fn returned(
-    locals: &TaskLocals,
-    result: Bound<'_, PyAny>,
-) -> PyResult<Result<PyFuture, Py<PyAny>>> {
-    // `None` first: most handlers of casts return it, and asking it for
-    // `__await__` costs an AttributeError.
-    if !result.is_none() && result.hasattr("__await__")? {
-        let fut = pyo3_async_runtimes::into_future_with_locals(locals, result)?;
-        Ok(Ok(Box::pin(fut) as PyFuture))
-    } else {
-        Ok(Err(result.unbind()))
-    }
-}
-
 /// Call `handler` with the arguments `args` builds, and wait for its
-/// result (awaiting it on the event loop if it is awaitable).
-async fn invoke<F>(locals: &TaskLocals, handler: &Py<PyAny>, args: F) -> PyResult<Py<PyAny>>
+/// result made into `R` by `convert` (awaited on the event loop, and
+/// converted there, if it is awaitable).
+async fn invoke<R, F>(
+    locals: &TaskLocals,
+    handler: &Py<PyAny>,
+    args: F,
+    convert: Convert<R>,
+) -> PyResult<R>
 where
+    R: Send + 'static,
     F: for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
 {
-    let pending: Result<PyFuture, Py<PyAny>> =
-        Python::attach(|py| returned(locals, handler.bind(py).call1(args(py)?)?))?;
-    match pending {
-        Ok(fut) => fut.await,
-        Err(ready) => Ok(ready),
-    }
+    Python::attach(|py| pending(locals, handler.bind(py).call1(args(py)?)?, convert))?
+        .wait()
+        .await
 }
+
+/// What a result is made into when nothing is made of it.
+fn ignore(_: &Bound<'_, PyAny>) {}
 
 /// Who sent the message being handled (`oscloud.Caller`): given to
 /// handlers of servers registered with `with_caller=True`; `None` for a
@@ -233,16 +221,21 @@ impl PyServer {
         if handlers.pending.is_empty() {
             return Ok(());
         }
-        let mut pending = std::mem::take(&mut handlers.pending).into_iter();
+        let mut casts = std::mem::take(&mut handlers.pending).into_iter();
         let handler = match cast {
             CastHandler::One(handler) => handler,
             CastHandler::Many(handler) => {
-                invoke(&self.0.locals, handler, |py| {
-                    let batch = pending
-                        .map(|cast| batch_item(py, cast))
-                        .collect::<PyResult<Vec<_>>>()?;
-                    PyTuple::new(py, [PyList::new(py, batch)?])
-                })
+                invoke(
+                    &self.0.locals,
+                    handler,
+                    |py| {
+                        let batch = casts
+                            .map(|cast| batch_item(py, cast))
+                            .collect::<PyResult<Vec<_>>>()?;
+                        PyTuple::new(py, [PyList::new(py, batch)?])
+                    },
+                    ignore,
+                )
                 .await
                 .map_err(raised)?;
                 return Ok(());
@@ -250,19 +243,19 @@ impl PyServer {
         };
         loop {
             let awaiting = Python::attach(|py| {
-                for cast in pending.by_ref() {
+                for cast in casts.by_ref() {
                     let args = message_args(py, &cast.msg, cast.caller, cast.trace)?;
-                    if let Ok(fut) = returned(&self.0.locals, handler.bind(py).call1(args)?)? {
-                        return Ok(Some(fut));
+                    let result = handler.bind(py).call1(args)?;
+                    if let waiting @ Pending::Waiting(_) = pending(&self.0.locals, result, ignore)?
+                    {
+                        return Ok(Some(waiting));
                     }
                 }
                 Ok::<_, PyErr>(None)
             })
             .map_err(raised)?;
             match awaiting {
-                Some(fut) => {
-                    fut.await.map_err(raised)?;
-                }
+                Some(waiting) => waiting.wait().await.map_err(raised)?,
                 None => return Ok(()),
             }
         }
@@ -347,13 +340,15 @@ impl Server for PyServer {
             .into());
         };
         let (caller, trace) = (self.caller(ctx), self.trace(ctx));
-        let reply = invoke(&self.0.locals, handler, |py| {
-            message_args(py, &msg, caller, trace)
-        })
+        let reply = invoke(
+            &self.0.locals,
+            handler,
+            |py| message_args(py, &msg, caller, trace),
+            |reply| to_value(reply).map_err(|e| e.to_string()),
+        )
         .await
         .map_err(raised)?;
-        Python::attach(|py| to_value(reply.bind(py)))
-            .map_err(|e| format!("{RAISED}oscloud.errors.EncodeError: {e}").into())
+        reply.map_err(|e| format!("{RAISED}oscloud.errors.EncodeError: {e}").into())
     }
 
     async fn handle_pipe(
@@ -368,15 +363,20 @@ impl Server for PyServer {
             return Ok(PipeOutcome::NoSuchPort);
         };
         let pipe = PyPipe::new(end);
-        let accepted = invoke(&self.0.locals, handler, move |py| {
-            // Handed over as the package's `oscloud.Pipe` wrapper.
-            let native = Bound::new(py, pipe)?;
-            let pipe = py.import("oscloud")?.getattr("Pipe")?.call1((native,))?;
-            PyTuple::new(py, [port.into_pyobject(py)?.into_any(), pipe])
-        })
+        let accepted = invoke(
+            &self.0.locals,
+            handler,
+            move |py| {
+                // Handed over as the package's `oscloud.Pipe` wrapper.
+                let native = Bound::new(py, pipe)?;
+                let pipe = py.import("oscloud")?.getattr("Pipe")?.call1((native,))?;
+                PyTuple::new(py, [port.into_pyobject(py)?.into_any(), pipe])
+            },
+            |accepted| accepted.is_truthy(),
+        )
         .await
+        .and_then(|accepted| accepted)
         .map_err(raised)?;
-        let accepted = Python::attach(|py| accepted.bind(py).is_truthy()).map_err(raised)?;
         Ok(if accepted {
             PipeOutcome::Accepted
         } else {

@@ -260,6 +260,60 @@ async def test_many_concurrent_calls(node: oscloud.Node) -> None:
     assert results == [i * i for i in range(n)]
 
 
+async def test_async_handler_runs_in_a_task_of_the_nodes_loop(node: oscloud.Node) -> None:
+    loop = asyncio.get_running_loop()
+    later = loop.create_future()
+
+    @node.server("tasked")
+    async def tasked(msg: str) -> Any:
+        # Run by the node's loop, in a task of its own: what asyncio.timeout
+        # and task groups need.
+        task = asyncio.current_task()
+        assert task is not None and asyncio.get_running_loop() is loop
+        if msg == "timeout":
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.01):
+                    await loop.create_future()
+            return "timed out"
+        if msg == "wait":
+            # Suspends: the reply comes from a later step of the task.
+            return await later
+        if msg == "unencodable":
+            await asyncio.sleep(0)
+            return {1, 2}
+        return task.get_name() != ""
+
+    ref = await node.lookup("tasked")
+    assert await ref.call("plain") is True
+    if hasattr(asyncio, "timeout"):  # Python 3.11+
+        assert await ref.call("timeout") == "timed out"
+    waiting = asyncio.create_task(ref.call("wait"))
+    loop.call_soon(later.set_result, ["from", "later"])
+    assert await waiting == ["from", "later"]
+    with pytest.raises(oscloud.RemoteError, match="EncodeError"):
+        await ref.call("unencodable")
+
+
+async def test_async_cast_handlers_that_await_keep_the_order(node: oscloud.Node) -> None:
+    @node.server("ordered")
+    class Ordered:
+        def __init__(self) -> None:
+            self.seen: List[int] = []
+
+        async def handle_cast(self, n: int) -> None:
+            if n % 3 == 0:
+                await asyncio.sleep(0)
+            self.seen.append(n)
+
+        def handle_call(self, _msg: Any) -> List[int]:
+            return self.seen
+
+    ref = await node.lookup("ordered")
+    for n in range(300):
+        await ref.cast(n)
+    assert await ref.call("seen") == list(range(300))
+
+
 async def test_group_round_robin(node: oscloud.Node) -> None:
     for i in range(3):
         node.server("pool", group=True)(make_member(i))
