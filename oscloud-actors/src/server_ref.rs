@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use std::cell::RefCell;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
 use oscloud_core::directory::FIND_TIMEOUT;
 use oscloud_core::{Entry, Error as CoreError, Kernel, PipeEnd};
 use serde::Serialize;
@@ -175,14 +176,16 @@ impl ServerRef {
                 Err(CoreError::ServerStopped { .. }) => {} // restarted? resolve again
                 r => return r.map_err(Error::from),
             },
-            Err(msg) => return Ok(self.find(FIND_TIMEOUT).await?.endpoint().cast(msg).await?),
+            Err(msg) => return self.find_and_cast(msg).await,
         }
-        Ok(self
-            .find(FIND_TIMEOUT)
-            .await?
-            .endpoint()
-            .cast(again()?)
-            .await?)
+        self.find_and_cast(again()?).await
+    }
+
+    /// Find the server (through the directory if need be) and cast `msg`
+    /// to it, waiting for room: the slow path of a cast, boxed so that
+    /// the future of every cast stays small (it is moved on each cast).
+    fn find_and_cast(&self, msg: Bytes) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move { Ok(self.find(FIND_TIMEOUT).await?.endpoint().cast(msg).await?) })
     }
 
     /// [`ServerRef::cast_with`] without waiting for room.

@@ -233,21 +233,23 @@ impl RemoteEndpoint {
     /// A cast into the session directly if it can go now, else to the
     /// driver; `admitted` when it was counted in the link's queue (given
     /// back if it goes directly), else it is counted here if there is room.
+    /// The message is copied into the session, so it is only cloned when it
+    /// goes to the driver.
     fn cast_now(
         &self,
-        msg: Bytes,
+        msg: &Bytes,
         trace: Option<TraceContext>,
         admitted: bool,
     ) -> Result<(), Full> {
         let len = msg.len();
         let mut w = self.wire.lock();
-        let mut sent = self.wire.cast(&mut w, &self.wire_name, &msg, trace);
+        let mut sent = self.wire.cast(&mut w, &self.wire_name, msg, trace);
         if matches!(sent, Direct::Full) {
             // Write what waits (unless someone else is writing it), and
             // try once more in the room that made.
             self.wire.flush(w);
             w = self.wire.lock();
-            sent = self.wire.cast(&mut w, &self.wire_name, &msg, trace);
+            sent = self.wire.cast(&mut w, &self.wire_name, msg, trace);
         }
         match sent {
             Direct::Sent(()) => {}
@@ -262,7 +264,7 @@ impl RemoteEndpoint {
                 }
                 let cmd = Command::Cast {
                     to: self.name.clone(),
-                    msg,
+                    msg: msg.clone(),
                     trace,
                 };
                 return self.send(&mut w, cmd, len).map_err(|_| Full::Closed);
@@ -327,21 +329,22 @@ impl RemoteEndpoint {
 #[async_trait]
 impl Endpoint for RemoteEndpoint {
     fn try_cast(&self, msg: Bytes) -> Result<(), Error> {
-        self.cast_now(msg, current_trace(), false)
+        self.cast_now(&msg, current_trace(), false)
             .map_err(|f| self.refused(f))
     }
 
     fn cast(&self, msg: Bytes) -> Cast {
         let len = msg.len();
         let trace = current_trace();
-        match self.cast_now(msg.clone(), trace, false) {
+        match self.cast_now(&msg, trace, false) {
             Ok(()) => Cast::done(Ok(())),
             Err(Full::Closed) => Cast::done(Err(self.gone())),
             Err(Full::Busy { .. }) => {
                 let this = self.clone();
                 Cast::waiting(async move {
                     this.queue.admit(len).await.map_err(|f| this.refused(f))?;
-                    this.cast_now(msg, trace, true).map_err(|f| this.refused(f))
+                    this.cast_now(&msg, trace, true)
+                        .map_err(|f| this.refused(f))
                 })
             }
         }

@@ -14,6 +14,7 @@
 //! what they announced whenever a best route changes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
@@ -31,6 +32,10 @@ pub(crate) struct Router {
     registry: Registry,
     state: Mutex<State>,
     changed: watch::Sender<u64>,
+    /// Bumped (under the state's lock) by every change of the route
+    /// table: a [`RoutedEndpoint`] keeps the best route it looked up
+    /// while this has not moved.
+    generation: Arc<AtomicU64>,
     this: Weak<Router>,
 }
 
@@ -137,12 +142,22 @@ impl Router {
                 directory_links: HashSet::new(),
             }),
             changed: watch::Sender::new(0),
+            generation: Arc::new(AtomicU64::new(0)),
             this: this.clone(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, locked to change its route table: the generation moves
+    /// on before the change, under the same lock, so a route looked up
+    /// (under the lock) at the old generation is not taken for current.
+    fn lock_to_change(&self) -> MutexGuard<'_, State> {
+        let state = self.lock();
+        self.generation.fetch_add(1, Ordering::Release);
+        state
     }
 
     /// Changes of the best routes: drivers resync their exports on each.
@@ -163,7 +178,7 @@ impl Router {
             origin,
             origin_id: route.origin_id,
         });
-        let mut state = self.lock();
+        let mut state = self.lock_to_change();
         let peer_id = entry.id;
         match state.table.learn(hop, entry, route, endpoint) {
             Ok(keys) => {
@@ -207,7 +222,7 @@ impl Router {
 
     /// The neighbour on `link` withdrew its entry `peer_id`.
     pub(crate) fn forget(&self, link: LinkId, peer_id: u64, reason: ExitReason) {
-        let mut state = self.lock();
+        let mut state = self.lock_to_change();
         state
             .too_far
             .retain(|_, r| (r.link, r.peer_id) != (link, peer_id));
@@ -235,7 +250,7 @@ impl Router {
 
     /// `link` is down: every route through it goes.
     pub(crate) fn forget_link(&self, link: LinkId, reason: ExitReason) {
-        let mut state = self.lock();
+        let mut state = self.lock_to_change();
         state.directory_links.remove(&link);
         state.too_far.retain(|_, r| r.link != link);
         let keys = state.table.forget_link(link);
@@ -269,8 +284,10 @@ impl Router {
                     group: best.group,
                     endpoint: Arc::new(RoutedEndpoint {
                         router: self.this.clone(),
+                        generation: self.generation.clone(),
                         key: *k,
                         name: best.name.clone(),
+                        last: Mutex::new(None),
                     }),
                 };
                 (*k, spec)
@@ -356,13 +373,16 @@ impl Router {
             .is_some_and(|k| state.table.forwards(k, link, peer))
     }
 
-    /// The endpoint of the best route to `key`, and the longest pipe
-    /// frame that route carries.
-    fn best(&self, key: &RouteKey) -> Option<(Arc<dyn Endpoint>, u32)> {
-        self.lock()
-            .table
-            .best(key)
-            .map(|b| (b.endpoint.clone(), b.pipe_frame))
+    /// The best route to `key` now, with the generation of the table it
+    /// was found in.
+    fn best(&self, key: &RouteKey) -> Option<BestRoute> {
+        let state = self.lock();
+        let generation = self.generation.load(Ordering::Relaxed);
+        state.table.best(key).map(|b| BestRoute {
+            generation,
+            endpoint: Arc::downgrade(&b.endpoint),
+            pipe_frame: b.pipe_frame,
+        })
     }
 
     /// Every route, best first for each server, sorted by name.
@@ -402,20 +422,51 @@ impl Router {
 /// takes the best route at that moment. A pipe refuses frames longer than
 /// its route carries, so they fail at the writer rather than close the
 /// pipe at a later hop.
+///
+/// It keeps the best route it looked up last, for as long as the route
+/// table has not changed since (one atomic load), so a stream of casts
+/// neither locks the router nor looks the route up each time. It keeps
+/// the route's endpoint weakly: a link that went does not stay in memory
+/// for an entry nobody sends to.
 #[derive(Debug)]
 struct RoutedEndpoint {
     router: Weak<Router>,
+    /// The router's [`Router::generation`].
+    generation: Arc<AtomicU64>,
     key: RouteKey,
     name: Arc<str>,
+    /// The best route looked up last.
+    last: Mutex<Option<BestRoute>>,
+}
+
+/// The best route to a server, as the route table had it at `generation`.
+#[derive(Debug, Clone)]
+struct BestRoute {
+    generation: u64,
+    endpoint: Weak<dyn Endpoint>,
+    /// The longest pipe frame the route carries.
+    pipe_frame: u32,
 }
 
 impl RoutedEndpoint {
+    /// The endpoint of the best route now, and the longest pipe frame
+    /// that route carries.
     fn route(&self) -> Result<(Arc<dyn Endpoint>, u32), Error> {
-        self.router
-            .upgrade()
-            .and_then(|r| r.best(&self.key))
-            // As for a stale entry of a neighbour: no such server (now).
-            .ok_or_else(|| Error::NotFound(self.name.to_string()))
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(best) = last.as_ref()
+            && best.generation == generation
+            && let Some(endpoint) = best.endpoint.upgrade()
+        {
+            return Ok((endpoint, best.pipe_frame));
+        }
+        let best = self.router.upgrade().and_then(|r| r.best(&self.key));
+        let found = best
+            .as_ref()
+            .and_then(|b| Some((b.endpoint.upgrade()?, b.pipe_frame)));
+        *last = best;
+        // As for a stale entry of a neighbour: no such server (now).
+        found.ok_or_else(|| Error::NotFound(self.name.to_string()))
     }
 }
 
@@ -440,5 +491,128 @@ impl Endpoint for RoutedEndpoint {
         let (endpoint, pipe_frame) = self.route()?;
         end.reader.limit_frames(pipe_frame as usize);
         endpoint.open_pipe(port, end).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::registry::Capabilities;
+
+    /// An endpoint that counts the casts it takes.
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl Endpoint for Counting {
+        fn try_cast(&self, _msg: Bytes) -> Result<(), Error> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+
+        async fn call(&self, msg: Bytes) -> Result<Bytes, Error> {
+            Ok(msg)
+        }
+
+        async fn open_pipe(&self, _port: &str, _end: PipeEnd) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    fn n(i: u8) -> NodeId {
+        NodeId::from_bytes([i + 1; 16])
+    }
+
+    /// `origin`'s server `far` (entry 7), announced by `peer` on `link`
+    /// at `cost`.
+    fn learn(router: &Router, link: LinkId, peer: u8, cost: u32, endpoint: &Arc<Counting>) {
+        let hop = Hop {
+            link,
+            peer: n(peer),
+            cost: 1,
+            pipe_window: 64 * 1024,
+        };
+        let entry = EntryInfo {
+            id: 7,
+            name: "far".into(),
+            capabilities: Capabilities::new().into(),
+            group: false,
+        };
+        let path: Vec<NodeId> = if peer == 9 {
+            vec![n(9)]
+        } else {
+            vec![n(9), n(peer)]
+        };
+        let route = RouteInfo {
+            origin_id: 7,
+            path: path.into(),
+            cost,
+            pipe_frame: None,
+        };
+        router.learn(hop, entry, route, endpoint.clone());
+    }
+
+    fn count(e: &Counting) -> usize {
+        e.0.load(Ordering::Relaxed)
+    }
+
+    /// The routed endpoint keeps the route it looked up, but a cast after
+    /// the table changed takes the best route of the new table, and fails
+    /// once there is none: what looking the route up on every cast gives.
+    #[tokio::test]
+    async fn a_kept_route_gives_way_to_every_change_of_the_table() {
+        let registry = Registry::new(n(0));
+        let router = Router::new(registry.clone(), 8);
+        let (slow, fast) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
+        learn(&router, 1, 1, 10, &slow);
+        let far = registry.lookup("far").unwrap();
+        let cast = || far.endpoint().cast(Bytes::from_static(b"c"));
+        for _ in 0..3 {
+            cast().await.unwrap();
+        }
+        assert_eq!((count(&slow), count(&fast)), (3, 0));
+        // A cheaper route: the next cast takes it.
+        learn(&router, 2, 9, 0, &fast);
+        cast().await.unwrap();
+        far.endpoint().try_cast(Bytes::from_static(b"t")).unwrap();
+        assert_eq!((count(&slow), count(&fast)), (3, 2));
+        // It goes: back to the other.
+        router.forget_link(2, ExitReason::Normal);
+        cast().await.unwrap();
+        assert_eq!((count(&slow), count(&fast)), (4, 2));
+        // The last route goes: the held entry finds no server.
+        router.forget(1, 7, ExitReason::Normal);
+        assert!(registry.lookup("far").is_err());
+        assert!(matches!(cast().await, Err(Error::NotFound(_))));
+        assert!(matches!(
+            far.endpoint().try_cast(Bytes::new()),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!((count(&slow), count(&fast)), (4, 2));
+    }
+
+    /// The kept route holds its link's endpoint weakly: a route whose
+    /// endpoint is gone is looked up again, not kept alive by the entry.
+    #[tokio::test]
+    async fn a_kept_route_does_not_keep_its_link() {
+        let registry = Registry::new(n(0));
+        let router = Router::new(registry.clone(), 8);
+        let first = Arc::new(Counting::default());
+        learn(&router, 1, 1, 0, &first);
+        let far = registry.lookup("far").unwrap();
+        far.endpoint().cast(Bytes::new()).await.unwrap();
+        let weak = Arc::downgrade(&first);
+        drop(first);
+        router.forget_link(1, ExitReason::Normal);
+        assert!(
+            weak.upgrade().is_none(),
+            "the entry kept the link's endpoint"
+        );
+        assert!(matches!(
+            far.endpoint().cast(Bytes::new()).await,
+            Err(Error::NotFound(_))
+        ));
     }
 }
