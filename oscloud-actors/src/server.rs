@@ -583,6 +583,18 @@ async fn guarded<T>(fut: impl Future<Output = Result<T, ServerError>>) -> Result
     }
 }
 
+/// [`guarded`], in the scope of the message's trace if it has one;
+/// outside any trace the handler runs as it is (no task-local scope).
+async fn guarded_in<T>(
+    trace: Option<TraceContext>,
+    fut: impl Future<Output = Result<T, ServerError>>,
+) -> Result<T, ServerError> {
+    match trace {
+        None => guarded(fut).await,
+        trace => guarded(with_trace(trace, fut)).await,
+    }
+}
+
 /// Handle one cast: decode it (an undecodable one is counted and
 /// dropped) and run the server's handler; a failing handler fails the
 /// server.
@@ -599,11 +611,7 @@ async fn cast<S: Server>(
     let trace = origin.trace();
     st.ctx.set_origin(origin);
     let handled = server.handle_cast(&mut st.ctx, &mut st.state, req);
-    // Outside any trace the handler runs as it is (no task-local scope).
-    let r = match trace {
-        None => guarded(handled).await,
-        trace => guarded(with_trace(trace, handled)).await,
-    };
+    let r = guarded_in(trace, handled).await;
     r.map_err(|e| {
         st.shared.counters.error();
         st.fail(e)
@@ -725,11 +733,7 @@ impl<S: Server> Actor for ServerActor<S> {
                 st.ctx.set_origin(&origin);
                 st.ctx.set_reply(Some(reply));
                 let handled = server.handle_call(&mut st.ctx, &mut st.state, req);
-                // Outside any trace the handler runs as it is (no task-local scope).
-                let r = match trace {
-                    None => guarded(handled).await,
-                    trace => guarded(with_trace(trace, handled)).await,
-                };
+                let r = guarded_in(trace, handled).await;
                 // `None`: the handler deferred the reply (Context::defer_reply).
                 let reply = st.ctx.take_reply();
                 match r {
